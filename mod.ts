@@ -1,0 +1,29 @@
+/**
+ * raftmeta: a Raft-backed metadata and coordination service, and a runtime that teaches Raft by
+ * running it. This module exports the consensus core, the metadata store, the simulated cluster
+ * and the node tables.
+ *
+ * @example
+ * ```ts
+ * import { Cluster, nodeTable } from "./mod.ts";
+ * const cluster = new Cluster({ nodes: 3, seed: 42 });
+ * const leader = cluster.waitForLeader();
+ * cluster.complete(cluster.put("/services/db/primary", "10.0.0.7:5432"));
+ * console.log(nodeTable(cluster).toString());
+ * ```
+ *
+ * @module
+ */
+
+export * from "./src/raft/types.ts";
+export { RaftLog } from "./src/raft/log.ts";
+export { type NodeStatus, RaftNode, type RaftNodeOptions } from "./src/raft/node.ts";
+export { SeededRng } from "./src/raft/rng.ts";
+export { LogApplier, type StateMachine } from "./src/raft/applier.ts";
+export {
+  MemoryStorage,
+  type PersistedState,
+  type SaveRecord,
+  type Storage,
+} from "./src/raft/storage.ts";
+export { drainReady, type HostHooks } from "./src/raft/host.ts";

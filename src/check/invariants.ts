@@ -1,0 +1,228 @@
+/**
+ * Raft's safety properties (Figure 3), checked by the simulator after every event:
+ * election safety, log matching, leader completeness, state machine safety — plus the
+ * bookkeeping rules: terms and commit indexes never go backwards, appliedIndex ≤ commitIndex,
+ * and nothing is acknowledged before it is durable.
+ *
+ * @module
+ */
+
+import type { NodeStatus } from "../raft/node.ts";
+import type { HardState, Message, NodeId, RaftLogEntry } from "../raft/types.ts";
+
+/** Thrown when a safety property breaks; the message names the property and the evidence. */
+export class SafetyViolation extends Error {
+  /** The property that broke, e.g. `"election safety"`. */
+  readonly property: string;
+  /** Creates the error. */
+  constructor(property: string, detail: string) {
+    super(`Safety violation (${property}): ${detail}`);
+    this.name = "SafetyViolation";
+    this.property = property;
+  }
+}
+
+/** What the checker needs to see of a node after an event. */
+export interface CheckedNode {
+  /** The node's state. */
+  readonly status: NodeStatus;
+  /** Term of the node's entry at `index` (undefined when it has none). */
+  termAt(index: number): number | undefined;
+  /** Whether the node is running (crashed nodes keep only their storage). */
+  readonly up: boolean;
+  /** Incarnation number: raised on every restart. */
+  readonly incarnation: number;
+}
+
+/** What the node's storage holds, to check durability before acknowledgement (rule 2). */
+export interface DurableView {
+  /** Persisted hard state. */
+  readonly hardState: HardState;
+  /** Persisted entry at `index`, if any. */
+  entry(index: number): RaftLogEntry | undefined;
+}
+
+interface EntryRecord {
+  readonly entry: RaftLogEntry;
+  readonly prevTerm: number;
+}
+
+/** Tracks a whole cluster's history and throws {@linkcode SafetyViolation} at the first break. */
+export class SafetyChecker {
+  #leaders = new Map<number, NodeId>();
+  #entries = new Map<string, EntryRecord>();
+  #committed: number[] = [0]; // committed[i] = term of the committed entry at index i
+  #applied: RaftLogEntry[] = [];
+  #commitChecked = new Map<NodeId, number>();
+  #last = new Map<NodeId, { term: number; commitIndex: number; incarnation: number }>();
+  /** How many times `afterEvent` ran. */
+  checks = 0;
+
+  /** Log matching: entries with the same index and term are identical and have equal prefixes. */
+  onEntriesPersisted(
+    nodeId: NodeId,
+    entries: readonly RaftLogEntry[],
+    termAt: (i: number) => number | undefined,
+  ): void {
+    for (const e of entries) {
+      const prevTerm = termAt(e.index - 1) ?? -1;
+      const key = `${e.index}:${e.term}`;
+      const seen = this.#entries.get(key);
+      if (seen === undefined) {
+        this.#entries.set(key, { entry: e, prevTerm });
+        continue;
+      }
+      if (!sameEntry(seen.entry, e) || seen.prevTerm !== prevTerm) {
+        throw new SafetyViolation(
+          "log matching",
+          `node "${nodeId}" holds a different entry at index ${e.index} term ${e.term} ` +
+            `(previous term ${prevTerm} vs ${seen.prevTerm})`,
+        );
+      }
+    }
+  }
+
+  /** Rule 2: a vote or an append is acknowledged only once it is durable. */
+  onSend(nodeId: NodeId, m: Message, durable: DurableView): void {
+    if (durable.hardState.term < m.term) {
+      throw new SafetyViolation(
+        "durability",
+        `node "${nodeId}" sent ${m.type} in term ${m.term} with term ${durable.hardState.term} on disk`,
+      );
+    }
+    if (m.type === "RequestVoteReply" && m.granted && durable.hardState.votedFor !== m.to) {
+      throw new SafetyViolation(
+        "durability",
+        `node "${nodeId}" granted a vote to "${m.to}" in term ${m.term} before persisting it`,
+      );
+    }
+    if (m.type === "AppendEntriesReply" && m.success && m.matchIndex > 0) {
+      if (durable.entry(m.matchIndex) === undefined) {
+        throw new SafetyViolation(
+          "durability",
+          `node "${nodeId}" acknowledged index ${m.matchIndex} before persisting it`,
+        );
+      }
+    }
+  }
+
+  /** State machine safety: no two nodes apply different entries at one index. */
+  onApplied(nodeId: NodeId, e: RaftLogEntry): void {
+    const seen = this.#applied[e.index];
+    if (seen === undefined) {
+      this.#applied[e.index] = e;
+    } else if (!sameEntry(seen, e)) {
+      throw new SafetyViolation(
+        "state machine safety",
+        `node "${nodeId}" applied ${describe(e)} at index ${e.index}, another node ${
+          describe(seen)
+        }`,
+      );
+    }
+  }
+
+  /** Checks every node after one simulated event. */
+  afterEvent(nodes: readonly CheckedNode[]): void {
+    this.checks++;
+    for (const n of nodes) {
+      const s = n.status;
+      const last = this.#last.get(s.id);
+      if (last !== undefined && s.term < last.term) {
+        throw new SafetyViolation(
+          "monotonic term",
+          `node "${s.id}" went from term ${last.term} to ${s.term}`,
+        );
+      }
+      if (!n.up) continue;
+      if (
+        last !== undefined && last.incarnation === n.incarnation && s.commitIndex < last.commitIndex
+      ) {
+        throw new SafetyViolation(
+          "monotonic commitIndex",
+          `node "${s.id}" went from commitIndex ${last.commitIndex} to ${s.commitIndex}`,
+        );
+      }
+      this.#last.set(s.id, {
+        term: s.term,
+        commitIndex: s.commitIndex,
+        incarnation: n.incarnation,
+      });
+      if (s.appliedIndex > s.commitIndex) {
+        throw new SafetyViolation(
+          "applied ≤ committed",
+          `node "${s.id}" applied ${s.appliedIndex} but commitIndex is ${s.commitIndex}`,
+        );
+      }
+      this.#recordCommitted(n);
+      if (s.role === "Leader") this.#checkLeader(n);
+    }
+  }
+
+  /** Highest index known committed anywhere. */
+  get committedIndex(): number {
+    return this.#committed.length - 1;
+  }
+
+  #recordCommitted(n: CheckedNode): void {
+    const s = n.status;
+    // Committed entries never change on a node, so only the newly committed part needs a look.
+    let i = Math.min(this.#commitChecked.get(s.id) ?? 0, s.commitIndex) + 1;
+    for (; i <= s.commitIndex; i++) {
+      const t = n.termAt(i);
+      if (t === undefined) continue; // compacted into a snapshot
+      const known = this.#committed[i];
+      if (known === undefined) {
+        if (i === this.#committed.length) this.#committed.push(t);
+      } else if (known !== t) {
+        throw new SafetyViolation(
+          "state machine safety",
+          `node "${s.id}" committed index ${i} at term ${t}, but term ${known} was committed there`,
+        );
+      }
+    }
+    this.#commitChecked.set(s.id, s.commitIndex);
+  }
+
+  #checkLeader(n: CheckedNode): void {
+    const s = n.status;
+    const other = this.#leaders.get(s.term);
+    if (other === undefined) {
+      this.#leaders.set(s.term, s.id);
+      // Leader completeness: a new leader holds every entry committed before its term.
+      for (let i = 1; i < this.#committed.length; i++) {
+        const t = n.termAt(i);
+        if (t !== undefined && t !== this.#committed[i]) {
+          throw new SafetyViolation(
+            "leader completeness",
+            `leader "${s.id}" of term ${s.term} has term ${t} at committed index ${i} (expected ${
+              this.#committed[i]
+            })`,
+          );
+        }
+        if (t === undefined && i > s.lastLogIndex) {
+          throw new SafetyViolation(
+            "leader completeness",
+            `leader "${s.id}" of term ${s.term} lacks committed index ${i} (its last is ${s.lastLogIndex})`,
+          );
+        }
+      }
+    } else if (other !== s.id) {
+      throw new SafetyViolation(
+        "election safety",
+        `two leaders in term ${s.term}: "${other}" and "${s.id}"`,
+      );
+    }
+  }
+}
+
+function sameEntry(a: RaftLogEntry, b: RaftLogEntry): boolean {
+  if (a === b) return true;
+  if (a.index !== b.index || a.term !== b.term || a.kind !== b.kind) return false;
+  if (a.command.byteLength !== b.command.byteLength) return false;
+  for (let i = 0; i < a.command.byteLength; i++) if (a.command[i] !== b.command[i]) return false;
+  return true;
+}
+
+function describe(e: RaftLogEntry): string {
+  return `${e.index}:${e.term} ${e.kind} (${e.command.byteLength} bytes)`;
+}

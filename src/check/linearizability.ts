@@ -1,0 +1,450 @@
+/**
+ * A linearizability checker for key-value client histories.
+ *
+ * The model is one register per key, whose state is a value or absent. The history is split by
+ * key first (P-compositionality: a history is linearizable iff each key's sub-history is, as
+ * Herlihy & Wing's locality and Porcupine's partitioning use). Each sub-history is then searched
+ * with Wing & Gong's algorithm (1993) in Lowe's form ("Testing for linearizability", 2017): walk
+ * a list of call and return events; at a call, try to linearize that operation now; at a return
+ * whose operation is not yet linearized, backtrack. Lowe's memoization cuts the search: a
+ * configuration (set of linearized operations, register state) fully explored once is never
+ * explored again.
+ *
+ * An operation with an unknown outcome (`returnMs` null) is given a return at +infinity and is
+ * optional: it may take effect at any point after its call, or never.
+ *
+ * @example
+ * ```ts
+ * import { checkLinearizable } from "./linearizability.ts";
+ * const verdict = checkLinearizable([
+ *   { id: 1, clientId: "c1", kind: "put", key: "k", value: "a", callMs: 0, returnMs: 10, result: { ok: true } },
+ *   { id: 2, clientId: "c2", kind: "get", key: "k", callMs: 5, returnMs: 8, result: { ok: true, value: "a" } },
+ * ]);
+ * if (verdict.result !== "linearizable") throw new Error(verdict.failure?.explanation);
+ * ```
+ *
+ * @module
+ */
+
+import { type Operation, validateOperation } from "./history.ts";
+
+/** The checker's verdict: "unknown" means the search hit its state limit before deciding. */
+export type CheckVerdict = "linearizable" | "not-linearizable" | "unknown";
+
+/** Options of {@linkcode checkLinearizable}. */
+export interface CheckOptions {
+  /**
+   * Most (linearized set, state) configurations the search may memoize for one key before it
+   * gives up with verdict "unknown". Default {@linkcode MAX_STATES_DEFAULT}.
+   */
+  maxStates?: number;
+}
+
+/** Why a history was not found linearizable: the key at fault and a readable account. */
+export interface CheckFailure {
+  /** The key whose sub-history failed (or could not be decided). */
+  key: string;
+  /** That key's whole sub-history, ordered by call time then id. */
+  ops: Operation[];
+  /** Human-readable account: the longest linearizable prefix found and the op that could not be placed, or the search limit. */
+  explanation: string;
+}
+
+/** The outcome of {@linkcode checkLinearizable}. */
+export interface CheckResult {
+  /** True exactly when `result` is "linearizable". */
+  ok: boolean;
+  /** The verdict; "not-linearizable" wins over "unknown" when keys differ. */
+  result: CheckVerdict;
+  /** Operations in the keys whose check finished (all of them when `ok`). */
+  checkedOps: number;
+  /** Distinct keys in the history. */
+  keys: number;
+  /** Configurations memoized by the search, summed over the keys searched. */
+  statesExplored: number;
+  /** Present unless `ok`: the first failing key in key order (a violation before an unknown). */
+  failure?: CheckFailure;
+}
+
+/** Default for {@linkcode CheckOptions.maxStates}: a million configurations per key. */
+export const MAX_STATES_DEFAULT = 1_000_000;
+
+/**
+ * Checks that a key-value history is linearizable against a per-key register model: get returns
+ * the state (null = absent), put sets it, delete makes it absent, and cas(expected, value)
+ * succeeds iff the state equals `expected`, then sets `value`. Operation A precedes B in real
+ * time only when `A.returnMs < B.callMs`; equal times count as concurrent. Failed gets, and puts
+ * and deletes with `result.ok` false, took no effect and constrain nothing.
+ *
+ * @example
+ * ```ts
+ * import { checkLinearizable } from "./linearizability.ts";
+ * const stale = checkLinearizable([
+ *   { id: 1, clientId: "c1", kind: "put", key: "k", value: "a", callMs: 0, returnMs: 1, result: { ok: true } },
+ *   { id: 2, clientId: "c1", kind: "put", key: "k", value: "b", callMs: 2, returnMs: 3, result: { ok: true } },
+ *   { id: 3, clientId: "c2", kind: "get", key: "k", callMs: 4, returnMs: 5, result: { ok: true, value: "a" } },
+ * ]);
+ * if (stale.result !== "not-linearizable" || stale.failure?.key !== "k") throw new Error("missed");
+ * ```
+ *
+ * @throws {TypeError} when an operation is malformed or an id repeats.
+ * @throws {RangeError} when `maxStates` is not a positive integer.
+ */
+export function checkLinearizable(
+  ops: readonly Operation[],
+  options: CheckOptions = {},
+): CheckResult {
+  const maxStates = options.maxStates ?? MAX_STATES_DEFAULT;
+  if (!Number.isSafeInteger(maxStates) || maxStates < 1) {
+    throw new RangeError(`Option maxStates must be a positive integer: ${maxStates}`);
+  }
+  const ids = new Set<number>();
+  const byKey = new Map<string, Operation[]>();
+  ops.forEach((op, index) => {
+    validateOperation(op, `Operation at index ${index}`);
+    if (ids.has(op.id)) {
+      throw new TypeError(
+        `Operation at index ${index}: field "id" repeats an earlier id: ${op.id}`,
+      );
+    }
+    ids.add(op.id);
+    const keyOps = byKey.get(op.key);
+    if (keyOps === undefined) byKey.set(op.key, [op]);
+    else keyOps.push(op);
+  });
+
+  const keys = [...byKey.keys()].sort();
+  let checkedOps = 0;
+  let statesExplored = 0;
+  let undecided: CheckFailure | undefined;
+  for (const key of keys) {
+    const keyOps = byKey.get(key)!.sort((a, b) => a.callMs - b.callMs || a.id - b.id);
+    const outcome = searchKey(key, keyOps, maxStates);
+    statesExplored += outcome.states;
+    if (outcome.verdict === "unknown") {
+      undecided ??= { key, ops: keyOps, explanation: outcome.explanation };
+      continue;
+    }
+    checkedOps += keyOps.length;
+    if (outcome.verdict === "not-linearizable") {
+      const failure = { key, ops: keyOps, explanation: outcome.explanation };
+      return {
+        ok: false,
+        result: "not-linearizable",
+        checkedOps,
+        keys: keys.length,
+        statesExplored,
+        failure,
+      };
+    }
+  }
+  if (undecided !== undefined) {
+    return {
+      ok: false,
+      result: "unknown",
+      checkedOps,
+      keys: keys.length,
+      statesExplored,
+      failure: undecided,
+    };
+  }
+  return { ok: true, result: "linearizable", checkedOps, keys: keys.length, statesExplored };
+}
+
+// ---------------------------------------------------------------------------------------------
+// One key's search.
+
+/** State id of "key absent"; values are interned to ids 1, 2, ... per key. */
+const ABSENT = 0;
+/** Returned by `apply` when the operation cannot take effect in the given state. */
+const REJECT = -1;
+
+const enum Code {
+  Get, // state must equal arg
+  Write, // put (arg = value) or delete (arg = ABSENT)
+  CasOk, // state must equal expect; then arg
+  CasFailed, // state must differ from expect (and equal observed when observed >= 0)
+  CasMaybe, // unknown outcome: linearized only when it would succeed (a failed cas is a no-op)
+}
+
+interface Step {
+  op: Operation;
+  code: Code;
+  arg: number;
+  expect: number;
+  observed: number;
+  required: boolean;
+  returnMs: number;
+}
+
+interface KeyOutcome {
+  verdict: CheckVerdict;
+  states: number;
+  explanation: string;
+}
+
+function assert(condition: boolean, message: string): asserts condition {
+  if (!condition) throw new Error(`Linearizability checker invariant broken: ${message}`);
+}
+
+function apply(state: number, step: Step): number {
+  switch (step.code) {
+    case Code.Get:
+      return state === step.arg ? state : REJECT;
+    case Code.Write:
+      return step.arg;
+    case Code.CasOk:
+    case Code.CasMaybe:
+      return state === step.expect ? step.arg : REJECT;
+    case Code.CasFailed:
+      return state !== step.expect && (step.observed < 0 || state === step.observed)
+        ? state
+        : REJECT;
+  }
+}
+
+/**
+ * The set of linearized steps, as a bitset with a compact memo key. Lowe's search linearizes
+ * mostly in call order, so the set is nearly always "all steps below i, plus a few": the key
+ * encodes the count of leading full words and then only the words up to the highest set bit.
+ */
+class LinearizedSet {
+  readonly #words: Uint32Array;
+  #fullBelow = 0; // words [0, fullBelow) are all ones
+  #top = -1; // highest non-zero word, -1 when empty
+
+  constructor(size: number) {
+    this.#words = new Uint32Array(Math.ceil(size / 32));
+  }
+
+  add(i: number): void {
+    const w = i >>> 5;
+    this.#words[w] |= 1 << (i & 31);
+    if (w > this.#top) this.#top = w;
+    while (this.#fullBelow < this.#words.length && this.#words[this.#fullBelow] === 0xffffffff) {
+      this.#fullBelow++;
+    }
+  }
+
+  delete(i: number): void {
+    const w = i >>> 5;
+    this.#words[w] &= ~(1 << (i & 31));
+    if (w < this.#fullBelow) this.#fullBelow = w;
+    while (this.#top >= 0 && this.#words[this.#top] === 0) this.#top--;
+  }
+
+  /** An injective encoding of (this set, state) for the memo. */
+  memoKey(state: number): string {
+    let key = `${state},${this.#fullBelow},`;
+    for (let w = this.#fullBelow; w <= this.#top; w++) {
+      const word = this.#words[w];
+      key += String.fromCharCode(word & 0xffff, word >>> 16);
+    }
+    return key;
+  }
+}
+
+/** Turns a key's operations into search steps, dropping those that cannot matter. */
+function compile(keyOps: readonly Operation[]): { steps: Step[]; values: (string | null)[] } {
+  const ids = new Map<string | null, number>([[null, ABSENT]]);
+  const values: (string | null)[] = [null];
+  const intern = (value: string | null | undefined): number => {
+    const v = value ?? null;
+    let id = ids.get(v);
+    if (id === undefined) {
+      id = values.length;
+      ids.set(v, id);
+      values.push(v);
+    }
+    return id;
+  };
+  const steps: Step[] = [];
+  for (const op of keyOps) {
+    const known = op.returnMs !== null;
+    const ok = op.result?.ok ?? false;
+    // No effect and nothing observed: unknown or failed gets, certainly failed puts and deletes.
+    if (op.kind === "get" && !(known && ok)) continue;
+    if ((op.kind === "put" || op.kind === "delete") && known && !ok) continue;
+    const step: Step = {
+      op,
+      code: Code.Write,
+      arg: ABSENT,
+      expect: ABSENT,
+      observed: -1,
+      required: known,
+      returnMs: op.returnMs ?? Infinity,
+    };
+    if (op.kind === "get") {
+      step.code = Code.Get;
+      step.arg = intern(op.result!.value);
+    } else if (op.kind === "put") {
+      step.arg = intern(op.value);
+    } else if (op.kind === "cas") {
+      step.expect = intern(op.expected);
+      step.arg = intern(op.value);
+      step.code = !known ? Code.CasMaybe : ok ? Code.CasOk : Code.CasFailed;
+      if (known && !ok && op.result!.value !== undefined) step.observed = intern(op.result!.value);
+    }
+    steps.push(step);
+  }
+
+  // An unknown-outcome write whose value nothing ever observes can be left out: in any
+  // linearization that includes it, the ops between it and the next write observe nothing, so
+  // removing it keeps the order legal. A failed cas that reports no value does observe "not
+  // expected", so with one present the shortcut is unsound and is skipped.
+  if (steps.some((s) => s.code === Code.CasFailed && s.observed < 0)) return { steps, values };
+  const observed = new Set<number>();
+  for (const s of steps) {
+    if (s.code === Code.Get) observed.add(s.arg);
+    if (s.code === Code.CasOk || s.code === Code.CasMaybe) observed.add(s.expect);
+    if (s.code === Code.CasFailed) observed.add(s.observed);
+  }
+  return { steps: steps.filter((s) => s.required || observed.has(s.arg)), values };
+}
+
+function describeValue(value: string | null | undefined): string {
+  return value === null || value === undefined ? "absent" : JSON.stringify(value);
+}
+
+/** One line per operation, e.g. `#7 c2 get("k") -> "b" at 10..20 ms`. */
+function describe(op: Operation): string {
+  const key = JSON.stringify(op.key);
+  const call = op.kind === "put"
+    ? `put(${key}, ${describeValue(op.value)})`
+    : op.kind === "cas"
+    ? `cas(${key}, ${describeValue(op.expected)} -> ${describeValue(op.value)})`
+    : `${op.kind}(${key})`;
+  let answer = "?";
+  if (op.result !== undefined) {
+    if (op.kind === "get") answer = op.result.ok ? describeValue(op.result.value) : "failed";
+    else answer = op.result.ok ? "ok" : "failed";
+    if (op.kind === "cas" && op.result.value !== undefined) {
+      answer += ` (found ${describeValue(op.result.value)})`;
+    }
+  }
+  const window = `${op.callMs}..${op.returnMs ?? "?"} ms`;
+  return `#${op.id} ${op.clientId} ${call} -> ${answer} at ${window}`;
+}
+
+/** Wing & Gong's search with Lowe's memoization over one key's sub-history. */
+function searchKey(key: string, keyOps: readonly Operation[], maxStates: number): KeyOutcome {
+  const { steps, values } = compile(keyOps);
+  const n = steps.length;
+  let requiredLeft = steps.filter((s) => s.required).length;
+  if (requiredLeft === 0) return { verdict: "linearizable", states: 0, explanation: "" };
+
+  // Events: entry i is step i's call, entry n + i its return, entry 2n the list head. Ordered by
+  // time; at equal times calls come first, so touching intervals count as concurrent.
+  const order: number[] = [];
+  for (let i = 0; i < 2 * n; i++) order.push(i);
+  const timeOf = (e: number) => e < n ? steps[e].op.callMs : steps[e - n].returnMs;
+  order.sort((a, b) => timeOf(a) - timeOf(b) || (a < n ? 0 : 1) - (b < n ? 0 : 1) || a - b);
+  const head = 2 * n;
+  const next = new Int32Array(2 * n + 1).fill(-1);
+  const prev = new Int32Array(2 * n + 1).fill(-1);
+  let last = head;
+  for (const e of order) {
+    next[last] = e;
+    prev[e] = last;
+    last = e;
+  }
+  const unlink = (e: number) => {
+    next[prev[e]] = next[e];
+    if (next[e] >= 0) prev[next[e]] = prev[e];
+  };
+  const relink = (e: number) => {
+    next[prev[e]] = e;
+    if (next[e] >= 0) prev[next[e]] = e;
+  };
+
+  const linearized = new LinearizedSet(n);
+  const memo = new Set<string>();
+  const stackStep = new Int32Array(n);
+  const stackState = new Int32Array(n);
+  let depth = 0;
+  let state = ABSENT;
+  let best: { prefix: Int32Array; blocked: number; state: number } | undefined;
+
+  let entry = next[head];
+  while (requiredLeft > 0) {
+    assert(entry >= 0, "a required operation's return must remain in the event list");
+    if (entry < n) {
+      const step = steps[entry];
+      const after = apply(state, step);
+      if (after !== REJECT) {
+        linearized.add(entry);
+        const memoKey = linearized.memoKey(after);
+        if (!memo.has(memoKey)) {
+          if (memo.size >= maxStates) {
+            return {
+              verdict: "unknown",
+              states: memo.size,
+              explanation: `Search limit reached on key ${JSON.stringify(key)}: ` +
+                `${memo.size} configurations explored (maxStates = ${maxStates}) ` +
+                `without deciding its ${keyOps.length} operations; raise maxStates or shorten the history`,
+            };
+          }
+          memo.add(memoKey);
+          stackStep[depth] = entry;
+          stackState[depth] = state;
+          depth++;
+          state = after;
+          if (step.required) requiredLeft--;
+          unlink(entry);
+          unlink(entry + n);
+          entry = next[head];
+          continue;
+        }
+        linearized.delete(entry);
+      }
+      entry = next[entry];
+    } else {
+      // The return of an operation not yet linearized: undo the last choice.
+      const blocked = entry - n;
+      assert(
+        steps[blocked].required,
+        "optional returns lie at +infinity, after every required one",
+      );
+      if (best === undefined || depth > best.prefix.length) {
+        best = { prefix: stackStep.slice(0, depth), blocked, state };
+      }
+      if (depth === 0) break;
+      depth--;
+      const undone = stackStep[depth];
+      state = stackState[depth];
+      linearized.delete(undone);
+      if (steps[undone].required) requiredLeft++;
+      relink(undone + n);
+      relink(undone);
+      entry = next[undone];
+    }
+  }
+  if (requiredLeft === 0) return { verdict: "linearizable", states: memo.size, explanation: "" };
+
+  assert(best !== undefined, "a failed search has met a return");
+  const required = steps.filter((s) => s.required).length;
+  const placed = [...best.prefix].filter((i) => steps[i].required).length;
+  const blocked = steps[best.blocked];
+  const held = describeValue(values[best.state]);
+  const tail = [...best.prefix].slice(-5).map((i) =>
+    `  ${describe(steps[i].op)}${steps[i].required ? "" : " (took effect)"}`
+  );
+  const elided = best.prefix.length > tail.length
+    ? `  ... ${best.prefix.length - tail.length} earlier\n`
+    : "";
+  let reason = "";
+  if (blocked.code === Code.Get) {
+    reason = `: it read ${describeValue(values[blocked.arg])}, the register holds ${held}`;
+  }
+  if (blocked.code === Code.CasOk) {
+    reason = `: it expected ${describeValue(values[blocked.expect])}, the register holds ${held}`;
+  }
+  const explanation =
+    `Key ${JSON.stringify(key)} is not linearizable: no order of its operations ` +
+    `respects both real time and the register.\n` +
+    `Longest linearizable prefix found: ${placed} of ${required} completed operations` +
+    (best.prefix.length === 0 ? ".\n" : `, ending with\n${elided}${tail.join("\n")}\n`) +
+    `After it the register holds ${held}, and no placement of\n  ${describe(blocked.op)}\n` +
+    `before its return leads to a linearization${reason}.`;
+  return { verdict: "not-linearizable", states: memo.size, explanation };
+}

@@ -1,0 +1,888 @@
+/**
+ * `RaftNode`: one server's consensus state machine. Inputs are method calls (`tick`, `step`,
+ * `propose`, `readIndex`); outputs collect in a {@linkcode Ready} batch the host drains with
+ * `takeReady()` and must handle in order: persist, send, apply. No I/O, no clock, no randomness of
+ * its own — time comes in through `tick(nowMs)` and randomness through the injected `rng`.
+ *
+ * Each role's reaction to a message lives in its own method (`stepLeader`, `stepCandidate`,
+ * `stepFollower`), and becoming a role is one method (`becomeLeader`, ...).
+ *
+ * @module
+ */
+
+import { invariant, RaftLog } from "./log.ts";
+import { Progress, quorumIndex, quorumSize } from "./progress.ts";
+import {
+  type AppendEntries,
+  type AppendEntriesReply,
+  DEFAULT_CONFIG,
+  type EntryKind,
+  type HardState,
+  type Message,
+  type NodeId,
+  NotLeaderError,
+  type RaftConfig,
+  type RaftLogEntry,
+  type RaftRole,
+  type ReadIndexRequest,
+  type ReadState,
+  type Ready,
+  type Rng,
+  type VoteReply,
+  type VoteRequest,
+} from "./types.ts";
+
+/** How to create a node, fresh or restarted from what its storage kept. */
+export interface RaftNodeOptions {
+  /** This node's id. */
+  readonly id: NodeId;
+  /** Every voter in the cluster, this node included. */
+  readonly voters: readonly NodeId[];
+  /** Randomness for election timeouts. */
+  readonly rng: Rng;
+  /** Overrides of {@linkcode DEFAULT_CONFIG}. */
+  readonly config?: Partial<RaftConfig>;
+  /** The clock reading at creation. Default 0. */
+  readonly nowMs?: number;
+  /** Persisted hard state to restart from. */
+  readonly hardState?: HardState;
+  /** Persisted log entries to restart from, starting at index 1. */
+  readonly entries?: readonly RaftLogEntry[];
+  /** Index the state machine has already applied (0 for an empty state machine). */
+  readonly appliedIndex?: number;
+}
+
+/** A snapshot of a node's state for tables and checks. */
+export interface NodeStatus {
+  /** Node id. */
+  readonly id: NodeId;
+  /** Current role. */
+  readonly role: RaftRole;
+  /** Current term. */
+  readonly term: number;
+  /** Vote given in the current term. */
+  readonly votedFor: NodeId | undefined;
+  /** Leader known in the current term. */
+  readonly leaderId: NodeId | undefined;
+  /** Index of the last log entry. */
+  readonly lastLogIndex: number;
+  /** Term of the last log entry. */
+  readonly lastLogTerm: number;
+  /** Highest index known committed. */
+  readonly commitIndex: number;
+  /** Highest index handed to the host to apply. */
+  readonly appliedIndex: number;
+  /** On a leader: each follower's replication progress. */
+  readonly progress: ReadonlyMap<
+    NodeId,
+    { readonly matchIndex: number; readonly nextIndex: number; readonly state: string }
+  >;
+}
+
+interface PendingRead {
+  readonly readId: string;
+  /** Follower that asked, or undefined for a read on this node. */
+  readonly from: NodeId | undefined;
+  /** The commit index when the read arrived (0 until this term has committed an entry). */
+  readIndex: number;
+  /** Confirmation round; 0 until the read is waiting on a round. */
+  round: number;
+}
+
+/** Most uncommitted entries a leader accepts before refusing proposals (a bound on memory). */
+const UNCOMMITTED_ENTRIES_MAX = 65536;
+
+/** One Raft server (the seed's `RaftNode`, with `LeaderElection` folded in). */
+export class RaftNode {
+  /** This node's id. */
+  readonly id: NodeId;
+  /** Every voter, this node included, in a fixed order. */
+  readonly voters: readonly NodeId[];
+  /** The effective configuration. */
+  readonly config: RaftConfig;
+  /** The log. Read it freely; only the node changes it. */
+  readonly log: RaftLog;
+
+  #rng: Rng;
+  #role: RaftRole = "Follower";
+  #term = 0;
+  #votedFor: NodeId | undefined;
+  #leaderId: NodeId | undefined;
+  #commitIndex = 0;
+  #appliedIndex: number;
+
+  #nowMs: number;
+  #electionDeadlineMs = 0;
+  #heartbeatDeadlineMs = 0;
+  #checkQuorumDeadlineMs = 0;
+  #leaderContactMs = -Infinity;
+
+  #votes = new Map<NodeId, boolean>();
+  #progress = new Map<NodeId, Progress>();
+  /** Per follower: the oldest unacknowledged index at the previous heartbeat (a stalled pipeline). */
+  #oldestInflightAtHeartbeat = new Map<NodeId, number>();
+  #readRound = 0;
+  #pendingReads: PendingRead[] = [];
+  #commitToAnnounce = false;
+
+  #messages: Message[] = [];
+  #unstableFrom: number | undefined;
+  #readStates: ReadState[] = [];
+  #persisted: HardState;
+
+  /** Creates a follower; with `hardState`/`entries` it resumes from persisted state. */
+  constructor(options: RaftNodeOptions) {
+    this.id = options.id;
+    this.voters = [...options.voters];
+    invariant(this.voters.includes(this.id), () => `voters must include the node "${this.id}"`);
+    invariant(
+      new Set(this.voters).size === this.voters.length,
+      () => `voters must be distinct: ${this.voters.join(",")}`,
+    );
+    this.config = { ...DEFAULT_CONFIG, ...options.config };
+    validateConfig(this.config);
+    this.#rng = options.rng;
+    this.#nowMs = options.nowMs ?? 0;
+    this.log = new RaftLog(options.entries ?? []);
+    const hs = options.hardState ?? { term: 0, votedFor: undefined, commitIndex: 0 };
+    invariant(
+      hs.commitIndex <= this.log.lastIndex,
+      () => `persisted commitIndex ${hs.commitIndex} is past the last log index ${this.log.lastIndex}`,
+    );
+    this.#term = hs.term;
+    this.#votedFor = hs.votedFor;
+    this.#commitIndex = hs.commitIndex;
+    this.#appliedIndex = options.appliedIndex ?? 0;
+    this.#persisted = hs;
+    this.#resetElectionTimer();
+  }
+
+  // ---- Accessors -------------------------------------------------------------------------------
+
+  /** Current role. */
+  get role(): RaftRole {
+    return this.#role;
+  }
+  /** Current term. */
+  get term(): number {
+    return this.#term;
+  }
+  /** Vote given in the current term, if any. */
+  get votedFor(): NodeId | undefined {
+    return this.#votedFor;
+  }
+  /** Leader known in the current term, if any. */
+  get leaderId(): NodeId | undefined {
+    return this.#leaderId;
+  }
+  /** Highest log index known to be committed. */
+  get commitIndex(): number {
+    return this.#commitIndex;
+  }
+  /** Highest index handed to the host to apply. */
+  get appliedIndex(): number {
+    return this.#appliedIndex;
+  }
+  /** The clock reading of the latest `tick`. */
+  get nowMs(): number {
+    return this.#nowMs;
+  }
+  /** The hard state as it stands now (persisted or about to be). */
+  get hardState(): HardState {
+    return { term: this.#term, votedFor: this.#votedFor, commitIndex: this.#commitIndex };
+  }
+
+  /** The earliest clock reading at which `tick` has work to do. */
+  nextDeadlineMs(): number {
+    if (this.#role === "Leader") {
+      return this.config.checkQuorum
+        ? Math.min(this.#heartbeatDeadlineMs, this.#checkQuorumDeadlineMs)
+        : this.#heartbeatDeadlineMs;
+    }
+    return this.#electionDeadlineMs;
+  }
+
+  /** A copy of the node's state for tables and checks. */
+  status(): NodeStatus {
+    const progress = new Map<
+      NodeId,
+      { matchIndex: number; nextIndex: number; state: string }
+    >();
+    for (const [id, pr] of this.#progress) {
+      progress.set(id, { matchIndex: pr.matchIndex, nextIndex: pr.nextIndex, state: pr.state });
+    }
+    return {
+      id: this.id,
+      role: this.#role,
+      term: this.#term,
+      votedFor: this.#votedFor,
+      leaderId: this.#leaderId,
+      lastLogIndex: this.log.lastIndex,
+      lastLogTerm: this.log.lastTerm,
+      commitIndex: this.#commitIndex,
+      appliedIndex: this.#appliedIndex,
+      progress,
+    };
+  }
+
+  // ---- Inputs ----------------------------------------------------------------------------------
+
+  /** Moves the node's clock to `nowMs` and fires any timer that is due. */
+  tick(nowMs: number): void {
+    invariant(nowMs >= this.#nowMs, () => `clock went backwards: ${nowMs} < ${this.#nowMs}`);
+    this.#nowMs = nowMs;
+    if (this.#role === "Leader") {
+      if (this.config.checkQuorum && nowMs >= this.#checkQuorumDeadlineMs) {
+        this.#checkQuorumDeadlineMs = nowMs + this.config.electionTimeoutMaxMs;
+        if (!this.#quorumActive()) {
+          this.#becomeFollower(this.#term, undefined);
+          return;
+        }
+      }
+      if (nowMs >= this.#heartbeatDeadlineMs) {
+        this.#heartbeatDeadlineMs = nowMs + this.config.heartbeatIntervalMs;
+        this.#broadcastHeartbeat();
+      }
+    } else if (nowMs >= this.#electionDeadlineMs) {
+      this.#campaign();
+    }
+  }
+
+  /** Feeds one message received from a peer. */
+  step(m: Message): void {
+    if (m.to !== this.id || !this.voters.includes(m.from) || m.from === this.id) return;
+    if (m.term > this.#term) {
+      // A PreVote, or a granted answer to ours, carries a future term without raising ours (§9.6).
+      const futureTermOnly = m.type === "PreVote" || (m.type === "PreVoteReply" && m.granted);
+      if (!futureTermOnly) {
+        this.#becomeFollower(m.term, m.type === "AppendEntries" ? m.from : undefined);
+      }
+    } else if (m.term < this.#term) {
+      this.#answerStale(m);
+      return;
+    }
+
+    switch (m.type) {
+      case "PreVote":
+        return this.#handlePreVote(m);
+      case "RequestVote":
+        return this.#handleRequestVote(m);
+      case "ReadIndexReply":
+        if (m.to === this.id) {
+          this.#readStates.push(
+            m.ok
+              ? { readId: m.readId, readIndex: m.readIndex, ok: true }
+              : { readId: m.readId, readIndex: 0, ok: false, reason: "the leader refused the read" },
+          );
+        }
+        return;
+    }
+    switch (this.#role) {
+      case "Leader":
+        return this.#stepLeader(m);
+      case "Candidate":
+      case "PreCandidate":
+        return this.#stepCandidate(m);
+      case "Follower":
+        return this.#stepFollower(m);
+    }
+  }
+
+  /**
+   * Appends a command to the leader's log. It is committed once a quorum stores it; the result
+   * arrives through `committedEntries`. Throws {@linkcode NotLeaderError} on a non-leader.
+   */
+  propose(command: Uint8Array, kind: EntryKind = "command"): { index: number; term: number } {
+    if (this.#role !== "Leader") throw new NotLeaderError(this.id, this.#leaderId);
+    if (this.log.lastIndex - this.#commitIndex >= UNCOMMITTED_ENTRIES_MAX) {
+      throw new Error(
+        `Node "${this.id}" has ${UNCOMMITTED_ENTRIES_MAX} uncommitted entries; retry later`,
+      );
+    }
+    const entry: RaftLogEntry = { index: this.log.lastIndex + 1, term: this.#term, kind, command };
+    this.#appendLocal([entry]);
+    this.#maybeCommit();
+    return { index: entry.index, term: entry.term };
+  }
+
+  /**
+   * Asks for a linearizable read (ReadIndex, §6.4). When leadership is confirmed by a quorum after
+   * this call, a {@linkcode ReadState} with `readId` appears in a ready batch; the host applies up
+   * to its `readIndex` and then reads. A follower asks its leader.
+   */
+  readIndex(readId: string): void {
+    if (this.#role === "Leader") {
+      this.#leaderRead(readId, undefined);
+    } else if (this.#role === "Follower" && this.#leaderId !== undefined) {
+      this.#send({
+        type: "ReadIndex",
+        from: this.id,
+        to: this.#leaderId,
+        term: this.#term,
+        readId,
+      });
+    } else {
+      this.#readStates.push({
+        readId,
+        readIndex: 0,
+        ok: false,
+        reason: `node "${this.id}" knows no leader (role ${this.#role})`,
+      });
+    }
+  }
+
+  // ---- Output ----------------------------------------------------------------------------------
+
+  /** Whether `takeReady` would return anything. */
+  hasReady(): boolean {
+    if (this.#role === "Leader" && this.#hasAppendsToSend()) return true;
+    return this.#messages.length > 0 || this.#unstableFrom !== undefined ||
+      this.#readStates.length > 0 || this.#commitIndex > this.#appliedIndex ||
+      !sameHardState(this.#persisted, this.hardState);
+  }
+
+  /**
+   * Drains the outputs. The host must persist `hardState` and `entries` before it sends
+   * `messages`, and apply `committedEntries` in order.
+   */
+  takeReady(): Ready {
+    if (this.#role === "Leader") this.#flushAppends();
+    const hs = this.hardState;
+    const hardState = sameHardState(this.#persisted, hs) ? undefined : hs;
+    const entries = this.#unstableFrom === undefined
+      ? []
+      : this.log.slice(this.#unstableFrom, this.log.lastIndex + 1);
+    const committedEntries = this.#commitIndex > this.#appliedIndex
+      ? this.log.slice(this.#appliedIndex + 1, this.#commitIndex + 1)
+      : [];
+    const ready: Ready = {
+      hardState,
+      entries,
+      messages: this.#messages,
+      committedEntries,
+      readStates: this.#readStates,
+    };
+    this.#persisted = hs;
+    this.#unstableFrom = undefined;
+    this.#appliedIndex = this.#commitIndex;
+    this.#messages = [];
+    this.#readStates = [];
+    return ready;
+  }
+
+  // ---- Role changes ----------------------------------------------------------------------------
+
+  #becomeFollower(term: number, leaderId: NodeId | undefined): void {
+    invariant(term >= this.#term, () => `term would go backwards: ${term} < ${this.#term}`);
+    if (term > this.#term) {
+      this.#term = term;
+      this.#votedFor = undefined;
+    }
+    this.#failPendingReads(`node "${this.id}" is no longer the leader`);
+    this.#role = "Follower";
+    this.#leaderId = leaderId;
+    this.#progress.clear();
+    this.#resetElectionTimer();
+  }
+
+  #campaign(): void {
+    if (this.config.preVote) this.#becomePreCandidate();
+    else this.#becomeCandidate();
+  }
+
+  #becomePreCandidate(): void {
+    this.#role = "PreCandidate";
+    this.#leaderId = undefined; // a pre-candidate forgets the old leader (rule 7)
+    this.#votes = new Map([[this.id, true]]);
+    this.#resetElectionTimer();
+    if (this.#won()) return this.#becomeCandidate();
+    for (const to of this.#peers()) {
+      this.#send({
+        type: "PreVote",
+        from: this.id,
+        to,
+        term: this.#term + 1,
+        lastLogIndex: this.log.lastIndex,
+        lastLogTerm: this.log.lastTerm,
+      });
+    }
+  }
+
+  #becomeCandidate(): void {
+    this.#role = "Candidate";
+    this.#term += 1;
+    this.#votedFor = this.id;
+    this.#leaderId = undefined;
+    this.#votes = new Map([[this.id, true]]);
+    this.#resetElectionTimer();
+    if (this.#won()) return this.#becomeLeader();
+    for (const to of this.#peers()) {
+      this.#send({
+        type: "RequestVote",
+        from: this.id,
+        to,
+        term: this.#term,
+        lastLogIndex: this.log.lastIndex,
+        lastLogTerm: this.log.lastTerm,
+      });
+    }
+  }
+
+  #becomeLeader(): void {
+    invariant(this.#role === "Candidate", () => `only a candidate becomes leader (${this.#role})`);
+    this.#role = "Leader";
+    this.#leaderId = this.id;
+    this.#progress.clear();
+    this.#oldestInflightAtHeartbeat.clear();
+    for (const peer of this.#peers()) {
+      this.#progress.set(peer, new Progress(this.log.lastIndex + 1));
+    }
+    this.#readRound = 0;
+    this.#pendingReads = [];
+    this.#heartbeatDeadlineMs = this.#nowMs + this.config.heartbeatIntervalMs;
+    this.#checkQuorumDeadlineMs = this.#nowMs + this.config.electionTimeoutMaxMs;
+    // Figure 8: a leader may count replicas only for entries of its own term, so it appends a
+    // no-op at once to be able to commit (and so learn the commit point) without waiting for clients.
+    this.#appendLocal([{
+      index: this.log.lastIndex + 1,
+      term: this.#term,
+      kind: "noop",
+      command: new Uint8Array(0),
+    }]);
+    this.#maybeCommit();
+  }
+
+  // ---- Votes -----------------------------------------------------------------------------------
+
+  #handlePreVote(m: VoteRequest): void {
+    // Refuse while a live leader is known (rule 7): a rejoining node cannot disrupt a healthy term.
+    const inLease = this.#role === "Leader" ||
+      (this.#leaderId !== undefined &&
+        this.#nowMs - this.#leaderContactMs < this.config.electionTimeoutMinMs);
+    const granted = m.term > this.#term && !inLease &&
+      this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
+    this.#send({
+      type: "PreVoteReply",
+      from: this.id,
+      to: m.from,
+      term: granted ? m.term : this.#term,
+      granted,
+    });
+  }
+
+  #handleRequestVote(m: VoteRequest): void {
+    invariant(m.term === this.#term, () => "RequestVote term must equal ours after the term check");
+    // One vote per term (rule 2); a follower that already follows a leader in this term refuses.
+    const canVote = this.#votedFor === m.from ||
+      (this.#votedFor === undefined && this.#leaderId === undefined);
+    const granted = canVote && this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
+    if (granted) {
+      this.#votedFor = m.from;
+      this.#resetElectionTimer();
+    }
+    this.#send({ type: "RequestVoteReply", from: this.id, to: m.from, term: this.#term, granted });
+  }
+
+  #handleVoteReply(m: VoteReply): void {
+    // Count only replies to the current round (rule 5): a PreVote round asks about term + 1.
+    if (this.#role === "PreCandidate") {
+      if (m.type !== "PreVoteReply") return;
+      if (m.granted && m.term !== this.#term + 1) return;
+    } else {
+      if (m.type !== "RequestVoteReply" || m.term !== this.#term) return;
+    }
+    this.#votes.set(m.from, m.granted);
+    if (this.#won()) {
+      if (this.#role === "PreCandidate") this.#becomeCandidate();
+      else this.#becomeLeader();
+    } else if (this.#lost()) {
+      this.#becomeFollower(this.#term, undefined);
+    }
+  }
+
+  #won(): boolean {
+    let yes = 0;
+    for (const g of this.#votes.values()) if (g) yes++;
+    return yes >= quorumSize(this.voters.length);
+  }
+
+  #lost(): boolean {
+    let no = 0;
+    for (const g of this.#votes.values()) if (!g) no++;
+    return no >= quorumSize(this.voters.length);
+  }
+
+  // ---- Per-role message handling ---------------------------------------------------------------
+
+  #stepFollower(m: Message): void {
+    switch (m.type) {
+      case "AppendEntries":
+        this.#leaderId = m.from;
+        this.#leaderContactMs = this.#nowMs;
+        this.#resetElectionTimer();
+        return this.#handleAppendEntries(m);
+      case "ReadIndex":
+        return this.#refuseRead(m, `node "${this.id}" is not the leader`);
+      default:
+        return; // stale vote replies and the like
+    }
+  }
+
+  #stepCandidate(m: Message): void {
+    switch (m.type) {
+      case "AppendEntries":
+        // A leader exists in our term (§5.2): give up and follow it.
+        this.#becomeFollower(this.#term, m.from);
+        return this.#stepFollower(m);
+      case "PreVoteReply":
+      case "RequestVoteReply":
+        return this.#handleVoteReply(m);
+      case "ReadIndex":
+        return this.#refuseRead(m, `node "${this.id}" is not the leader`);
+      default:
+        return;
+    }
+  }
+
+  #stepLeader(m: Message): void {
+    switch (m.type) {
+      case "AppendEntriesReply":
+        return this.#handleAppendEntriesReply(m);
+      case "ReadIndex":
+        this.#progress.get(m.from)!.recentActive = true;
+        return this.#leaderRead(m.readId, m.from);
+      case "AppendEntries":
+        invariant(false, () => `two leaders in term ${this.#term}: "${this.id}" and "${m.from}"`);
+        return;
+      default:
+        return;
+    }
+  }
+
+  /** A message from an older term: tell its sender our term so it steps down (§5.1). */
+  #answerStale(m: Message): void {
+    switch (m.type) {
+      case "AppendEntries":
+        this.#send({
+          type: "AppendEntriesReply",
+          from: this.id,
+          to: m.from,
+          term: this.#term,
+          success: false,
+          matchIndex: 0,
+          rejectedIndex: m.prevLogIndex,
+          conflictTerm: 0,
+          conflictIndex: 0,
+          readRound: m.readRound,
+        });
+        return;
+      case "RequestVote":
+      case "PreVote":
+        this.#send({
+          type: m.type === "PreVote" ? "PreVoteReply" : "RequestVoteReply",
+          from: this.id,
+          to: m.from,
+          term: this.#term,
+          granted: false,
+        });
+        return;
+      case "ReadIndex":
+        return this.#refuseRead(m, `stale term ${m.term}`);
+      default:
+        return;
+    }
+  }
+
+  // ---- Replication: follower side --------------------------------------------------------------
+
+  #handleAppendEntries(m: AppendEntries): void {
+    const reply = (fields: Partial<AppendEntriesReply>) =>
+      this.#send({
+        type: "AppendEntriesReply",
+        from: this.id,
+        to: m.from,
+        term: this.#term,
+        success: false,
+        matchIndex: 0,
+        rejectedIndex: 0,
+        conflictTerm: 0,
+        conflictIndex: 0,
+        readRound: m.readRound,
+        ...fields,
+      });
+
+    const prevTerm = this.log.term(m.prevLogIndex);
+    if (prevTerm !== m.prevLogTerm) {
+      // The consistency check failed. Hint where our log might agree (§5.3, fast back-off).
+      let conflictTerm = 0;
+      let conflictIndex = this.log.lastIndex + 1;
+      if (prevTerm !== undefined) {
+        conflictTerm = prevTerm;
+        conflictIndex = Math.max(this.log.firstIndexOfTermAt(m.prevLogIndex), this.#commitIndex + 1);
+      }
+      return reply({ rejectedIndex: m.prevLogIndex, conflictTerm, conflictIndex });
+    }
+
+    // Rule 3: skip entries we already hold; truncate only at a real conflict, never a committed one.
+    let toAppend: RaftLogEntry[] = [];
+    for (let i = 0; i < m.entries.length; i++) {
+      const e = m.entries[i];
+      const have = this.log.term(e.index);
+      if (have === e.term) continue;
+      if (have !== undefined) {
+        invariant(
+          e.index > this.#commitIndex,
+          () => `would truncate committed entry ${e.index} (commitIndex ${this.#commitIndex})`,
+        );
+        this.log.truncateFrom(e.index);
+      }
+      toAppend = m.entries.slice(i) as RaftLogEntry[];
+      break;
+    }
+    if (toAppend.length > 0) this.#appendLocal(toAppend);
+
+    const lastNewIndex = m.prevLogIndex + m.entries.length;
+    const commit = Math.min(m.leaderCommit, lastNewIndex);
+    if (commit > this.#commitIndex) this.#commitIndex = commit;
+    reply({ success: true, matchIndex: lastNewIndex });
+  }
+
+  // ---- Replication: leader side ----------------------------------------------------------------
+
+  #handleAppendEntriesReply(m: AppendEntriesReply): void {
+    const pr = this.#progress.get(m.from)!;
+    pr.recentActive = true;
+    if (m.readRound > pr.readRoundAcked) {
+      pr.readRoundAcked = m.readRound;
+      this.#confirmReads();
+    }
+    if (m.success) {
+      // Within one term a success stays true, so even a late one may only raise matchIndex.
+      const advanced = pr.acknowledge(m.matchIndex);
+      if (pr.state === "Probe" && m.matchIndex >= pr.matchIndex) pr.becomeReplicate();
+      if (advanced) this.#maybeCommit();
+      return;
+    }
+    // Rule 4: a rejection of something we have moved past is stale and must not move us back.
+    const stale = pr.state === "Replicate"
+      ? m.rejectedIndex <= pr.matchIndex
+      : m.rejectedIndex !== pr.nextIndex - 1;
+    if (stale) return;
+    let next = m.conflictIndex;
+    if (m.conflictTerm > 0) {
+      const last = this.log.lastIndexOfTerm(m.conflictTerm);
+      if (last > 0) next = last + 1;
+    }
+    pr.becomeProbe(Math.min(next, m.rejectedIndex));
+  }
+
+  #hasAppendsToSend(): boolean {
+    for (const pr of this.#progress.values()) {
+      if (pr.nextIndex <= this.log.lastIndex && pr.canSend(this.config.inflightMessagesMax)) {
+        return true;
+      }
+    }
+    return this.#commitToAnnounce;
+  }
+
+  /** Sends what each follower's flow control allows; batches every proposal since the last flush. */
+  #flushAppends(): void {
+    for (const [peer, pr] of this.#progress) {
+      let sentAny = false;
+      while (pr.nextIndex <= this.log.lastIndex && pr.canSend(this.config.inflightMessagesMax)) {
+        this.#sendAppend(peer, pr, true);
+        sentAny = true;
+        if (pr.state === "Probe") break;
+      }
+      // Tell an up-to-date follower about a new commitIndex now rather than at the next heartbeat.
+      if (this.#commitToAnnounce && !sentAny && pr.state === "Replicate") {
+        this.#sendAppend(peer, pr, false);
+      }
+    }
+    this.#commitToAnnounce = false;
+  }
+
+  #sendAppend(peer: NodeId, pr: Progress, withEntries: boolean): void {
+    const prevLogIndex = withEntries ? pr.nextIndex - 1 : pr.matchIndex;
+    const entries = withEntries
+      ? this.log.sliceBounded(
+        pr.nextIndex,
+        this.config.entriesPerMessageMax,
+        this.config.bytesPerMessageMax,
+      )
+      : [];
+    this.#send({
+      type: "AppendEntries",
+      from: this.id,
+      to: peer,
+      term: this.#term,
+      prevLogIndex,
+      prevLogTerm: this.log.term(prevLogIndex)!,
+      entries,
+      leaderCommit: this.#commitIndex,
+      readRound: this.#readRound,
+    });
+    if (withEntries) pr.sent(prevLogIndex + entries.length);
+  }
+
+  #broadcastHeartbeat(): void {
+    for (const [peer, pr] of this.#progress) {
+      if (pr.state === "Probe") {
+        // Resend the probe: it may have been lost. The flush sends it with entries.
+        pr.probeSent = false;
+        if (pr.nextIndex > this.log.lastIndex) this.#sendAppend(peer, pr, true);
+        continue;
+      }
+      // A message unacknowledged for a whole heartbeat interval was probably lost: reprobe.
+      const oldest = pr.inflight.length > 0 ? pr.inflight[0] : 0;
+      const before = this.#oldestInflightAtHeartbeat.get(peer) ?? 0;
+      this.#oldestInflightAtHeartbeat.set(peer, oldest);
+      if (oldest !== 0 && oldest === before) {
+        this.#oldestInflightAtHeartbeat.set(peer, 0);
+        pr.becomeProbe(pr.matchIndex + 1);
+        continue;
+      }
+      // Heartbeat at matchIndex: always passes the consistency check, and carries the commitIndex.
+      this.#sendAppend(peer, pr, false);
+    }
+  }
+
+  #maybeCommit(): void {
+    const matches = [this.log.lastIndex];
+    for (const pr of this.#progress.values()) matches.push(pr.matchIndex);
+    const index = quorumIndex(matches);
+    // Figure 8: only an entry of the current term is committed by counting replicas.
+    if (index > this.#commitIndex && this.log.term(index) === this.#term) {
+      this.#commitIndex = index;
+      this.#commitToAnnounce = this.#progress.size > 0;
+      this.#startWaitingReads();
+    }
+  }
+
+  #quorumActive(): boolean {
+    let active = 1;
+    for (const pr of this.#progress.values()) {
+      if (pr.recentActive) active++;
+      pr.recentActive = false;
+    }
+    return active >= quorumSize(this.voters.length);
+  }
+
+  // ---- Linearizable reads (ReadIndex, rule 6) --------------------------------------------------
+
+  #leaderRead(readId: string, from: NodeId | undefined): void {
+    if (this.#pendingReads.length >= this.config.pendingReadsMax) {
+      const reason = `node "${this.id}" has ${this.config.pendingReadsMax} reads pending`;
+      if (from === undefined) this.#readStates.push({ readId, readIndex: 0, ok: false, reason });
+      else this.#replyRead(from, readId, 0, false);
+      return;
+    }
+    this.#pendingReads.push({ readId, from, readIndex: 0, round: 0 });
+    this.#startWaitingReads();
+  }
+
+  /** Gives waiting reads a read index and a confirmation round, once this term has committed. */
+  #startWaitingReads(): void {
+    if (this.log.term(this.#commitIndex) !== this.#term) return;
+    let started = false;
+    for (const r of this.#pendingReads) {
+      if (r.round !== 0) continue;
+      if (!started) {
+        this.#readRound += 1;
+        started = true;
+      }
+      r.readIndex = this.#commitIndex;
+      r.round = this.#readRound;
+    }
+    if (!started) return;
+    if (this.#progress.size === 0) return this.#confirmReads();
+    // Confirm leadership with a round that starts after these reads arrived.
+    for (const [peer, pr] of this.#progress) this.#sendAppend(peer, pr, false);
+  }
+
+  #confirmReads(): void {
+    const need = quorumSize(this.voters.length);
+    while (this.#pendingReads.length > 0) {
+      const r = this.#pendingReads[0];
+      if (r.round === 0) return;
+      let acks = 1;
+      for (const pr of this.#progress.values()) if (pr.readRoundAcked >= r.round) acks++;
+      if (acks < need) return;
+      this.#pendingReads.shift();
+      if (r.from === undefined) {
+        this.#readStates.push({ readId: r.readId, readIndex: r.readIndex, ok: true });
+      } else {
+        this.#replyRead(r.from, r.readId, r.readIndex, true);
+      }
+    }
+  }
+
+  #failPendingReads(reason: string): void {
+    for (const r of this.#pendingReads) {
+      if (r.from === undefined) {
+        this.#readStates.push({ readId: r.readId, readIndex: 0, ok: false, reason });
+      } else this.#replyRead(r.from, r.readId, 0, false);
+    }
+    this.#pendingReads = [];
+  }
+
+  #refuseRead(m: ReadIndexRequest, _reason: string): void {
+    this.#replyRead(m.from, m.readId, 0, false);
+  }
+
+  #replyRead(to: NodeId, readId: string, readIndex: number, ok: boolean): void {
+    this.#send({ type: "ReadIndexReply", from: this.id, to, term: this.#term, readId, readIndex, ok });
+  }
+
+  // ---- Helpers ---------------------------------------------------------------------------------
+
+  #peers(): NodeId[] {
+    return this.voters.filter((v) => v !== this.id);
+  }
+
+  #send(m: Message): void {
+    this.#messages.push(m);
+  }
+
+  #appendLocal(entries: readonly RaftLogEntry[]): void {
+    if (entries.length === 0) return;
+    const from = entries[0].index;
+    this.log.append(entries);
+    this.#unstableFrom = this.#unstableFrom === undefined ? from : Math.min(this.#unstableFrom, from);
+  }
+
+  #resetElectionTimer(): void {
+    const { electionTimeoutMinMs: min, electionTimeoutMaxMs: max } = this.config;
+    this.#electionDeadlineMs = this.#nowMs + min + Math.floor(this.#rng.next() * (max - min));
+  }
+}
+
+function sameHardState(a: HardState, b: HardState): boolean {
+  return a.term === b.term && a.votedFor === b.votedFor && a.commitIndex === b.commitIndex;
+}
+
+function validateConfig(c: RaftConfig): void {
+  const positive = [
+    "electionTimeoutMinMs",
+    "heartbeatIntervalMs",
+    "inflightMessagesMax",
+    "entriesPerMessageMax",
+    "bytesPerMessageMax",
+    "pendingReadsMax",
+  ] as const;
+  for (const k of positive) {
+    if (!(Number.isFinite(c[k]) && c[k] > 0)) {
+      throw new RangeError(`Config ${k} must be a positive number: ${c[k]}`);
+    }
+  }
+  if (!(c.electionTimeoutMaxMs >= c.electionTimeoutMinMs)) {
+    throw new RangeError(
+      `Config electionTimeoutMaxMs (${c.electionTimeoutMaxMs}) must be at least electionTimeoutMinMs (${c.electionTimeoutMinMs})`,
+    );
+  }
+  if (!(c.heartbeatIntervalMs < c.electionTimeoutMinMs)) {
+    throw new RangeError(
+      `Config heartbeatIntervalMs (${c.heartbeatIntervalMs}) must be below electionTimeoutMinMs (${c.electionTimeoutMinMs})`,
+    );
+  }
+}

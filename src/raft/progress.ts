@@ -1,0 +1,91 @@
+/**
+ * What a leader knows of each follower: `matchIndex`, `nextIndex`, and how it is replicating to it.
+ * In `Probe` the leader sends one AppendEntries at a time until it finds where the logs agree; in
+ * `Replicate` it streams optimistically, up to a bounded number of messages in flight.
+ *
+ * @module
+ */
+
+import { invariant } from "./log.ts";
+
+/** Replication mode for one follower. */
+export type ProgressState = "Probe" | "Replicate";
+
+/** A leader's view of one follower (Figure 2's nextIndex/matchIndex, plus flow control). */
+export class Progress {
+  /** Highest index known to be replicated on the follower. Never goes backwards in a term. */
+  matchIndex = 0;
+  /** Next index to send. */
+  nextIndex: number;
+  /** Replication mode. */
+  state: ProgressState = "Probe";
+  /** In Probe: a probe is outstanding; wait for its reply or the next heartbeat. */
+  probeSent = false;
+  /** In Replicate: the last index of each AppendEntries in flight, oldest first. */
+  readonly inflight: number[] = [];
+  /** Heard from the follower since the last CheckQuorum round. */
+  recentActive = false;
+  /** Highest read round the follower has acknowledged in this term. */
+  readRoundAcked = 0;
+
+  /** Starts probing at `nextIndex`. */
+  constructor(nextIndex: number) {
+    this.nextIndex = nextIndex;
+  }
+
+  /** Whether another AppendEntries with entries may be sent now. */
+  canSend(inflightMax: number): boolean {
+    return this.state === "Probe" ? !this.probeSent : this.inflight.length < inflightMax;
+  }
+
+  /** Records a successful reply up to `index`. Returns false for a stale one (rule 4). */
+  acknowledge(index: number): boolean {
+    if (index <= this.matchIndex) return false;
+    this.matchIndex = index;
+    this.nextIndex = Math.max(this.nextIndex, index + 1);
+    while (this.inflight.length > 0 && this.inflight[0] <= index) this.inflight.shift();
+    return true;
+  }
+
+  /** Switches to streaming after a successful probe. */
+  becomeReplicate(): void {
+    this.state = "Replicate";
+    this.probeSent = false;
+    this.nextIndex = this.matchIndex + 1;
+    this.inflight.length = 0;
+  }
+
+  /** Falls back to probing from `nextIndex` (never below `matchIndex + 1`). */
+  becomeProbe(nextIndex: number): void {
+    this.state = "Probe";
+    this.probeSent = false;
+    this.inflight.length = 0;
+    this.nextIndex = Math.max(this.matchIndex + 1, nextIndex);
+    invariant(this.nextIndex > this.matchIndex, () => "nextIndex must exceed matchIndex");
+  }
+
+  /** Notes that entries up to `lastIndex` were sent. */
+  sent(lastIndex: number): void {
+    if (this.state === "Replicate") {
+      this.inflight.push(lastIndex);
+      this.nextIndex = lastIndex + 1;
+    } else {
+      this.probeSent = true;
+    }
+  }
+}
+
+/**
+ * The highest index stored on a majority: sort the match indexes descending and take the one at
+ * position ⌊n/2⌋ (a quorum of n is ⌊n/2⌋ + 1 nodes).
+ */
+export function quorumIndex(matchIndexes: readonly number[]): number {
+  invariant(matchIndexes.length > 0, () => "quorumIndex needs at least one voter");
+  const sorted = [...matchIndexes].sort((a, b) => b - a);
+  return sorted[Math.floor(sorted.length / 2)];
+}
+
+/** Number of votes that make a majority of `voters`. */
+export function quorumSize(voters: number): number {
+  return Math.floor(voters / 2) + 1;
+}

@@ -1,0 +1,254 @@
+/**
+ * The vocabulary of the consensus core: roles, log entries, messages, hard state and the
+ * ready batch a host drains. Nothing here does I/O.
+ *
+ * @module
+ */
+
+/** A node's identity within a cluster, e.g. `"n1"`. */
+export type NodeId = string;
+
+/**
+ * The role a node plays (the seed's `RaftRole`). `PreCandidate` is the PreVote phase: the node asks
+ * whether it could win an election before it raises its term (Raft dissertation §9.6).
+ */
+export type RaftRole = "Follower" | "PreCandidate" | "Candidate" | "Leader";
+
+/** What a log entry carries: a client command, or the no-op a new leader appends (Figure 8 fix). */
+export type EntryKind = "command" | "noop";
+
+/**
+ * One entry of the replicated log (the seed's `RaftLogEntry(term, commandBytes)`), placed at
+ * `index` (1-based; index 0 is the sentinel of term 0 and holds no entry).
+ */
+export interface RaftLogEntry {
+  /** Position in the log, starting at 1. */
+  readonly index: number;
+  /** Term of the leader that created the entry. */
+  readonly term: number;
+  /** A command for the state machine, or a leader's no-op. */
+  readonly kind: EntryKind;
+  /** The command's bytes; empty for a no-op. */
+  readonly command: Uint8Array;
+}
+
+/** What must reach stable storage before a vote or an append is acknowledged (Figure 2). */
+export interface HardState {
+  /** Latest term the node has seen. */
+  readonly term: number;
+  /** Candidate the node voted for in `term`, if any. */
+  readonly votedFor: NodeId | undefined;
+  /** Highest log index known to be committed (persisted so restarts need not rediscover it). */
+  readonly commitIndex: number;
+}
+
+/** Ask for votes. Also used for PreVote, where `term` is the term the sender would campaign in. */
+export interface VoteRequest {
+  /** `"RequestVote"`, or `"PreVote"` for the round that does not raise the sender's term. */
+  readonly type: "RequestVote" | "PreVote";
+  /** Sender. */
+  readonly from: NodeId;
+  /** Receiver. */
+  readonly to: NodeId;
+  /** The candidate's term (for PreVote: the term it would use). */
+  readonly term: number;
+  /** Index of the candidate's last log entry (§5.4.1 up-to-date rule). */
+  readonly lastLogIndex: number;
+  /** Term of the candidate's last log entry. */
+  readonly lastLogTerm: number;
+}
+
+/** Answer to a `RequestVote` or `PreVote`. */
+export interface VoteReply {
+  /** Which request this answers. */
+  readonly type: "RequestVoteReply" | "PreVoteReply";
+  /** Sender. */
+  readonly from: NodeId;
+  /** Receiver. */
+  readonly to: NodeId;
+  /** The voter's term, or for a granted PreVote the term that was asked about. */
+  readonly term: number;
+  /** Whether the vote was given. */
+  readonly granted: boolean;
+}
+
+/** Replicate entries, or with no entries, a heartbeat (Figure 2). */
+export interface AppendEntries {
+  /** Message kind. */
+  readonly type: "AppendEntries";
+  /** The leader. */
+  readonly from: NodeId;
+  /** Receiver. */
+  readonly to: NodeId;
+  /** The leader's term. */
+  readonly term: number;
+  /** Index of the entry just before `entries`. */
+  readonly prevLogIndex: number;
+  /** Term of the entry at `prevLogIndex`. */
+  readonly prevLogTerm: number;
+  /** Entries to store; empty for a heartbeat. */
+  readonly entries: readonly RaftLogEntry[];
+  /** The leader's commitIndex. */
+  readonly leaderCommit: number;
+  /** Read-confirmation round this message belongs to (ReadIndex, §6.4); 0 for none. */
+  readonly readRound: number;
+}
+
+/** Answer to `AppendEntries`. */
+export interface AppendEntriesReply {
+  /** Message kind. */
+  readonly type: "AppendEntriesReply";
+  /** The follower. */
+  readonly from: NodeId;
+  /** The leader. */
+  readonly to: NodeId;
+  /** The follower's term. */
+  readonly term: number;
+  /** Whether the consistency check passed and the entries were stored. */
+  readonly success: boolean;
+  /** On success: the highest index known to match the leader's log (`prevLogIndex + entries`). */
+  readonly matchIndex: number;
+  /** On failure: the `prevLogIndex` that was rejected, so stale rejections can be recognised. */
+  readonly rejectedIndex: number;
+  /** On failure: the term of the follower's entry at `rejectedIndex`, or 0 if it has none. */
+  readonly conflictTerm: number;
+  /**
+   * On failure: the first index of `conflictTerm` in the follower's log, or the follower's
+   * `lastLogIndex + 1` when its log is too short. Lets the leader skip a whole term per round trip.
+   */
+  readonly conflictIndex: number;
+  /** Echo of the request's `readRound`. */
+  readonly readRound: number;
+}
+
+/** A follower asks the leader for a read index on behalf of a client (§6.4). */
+export interface ReadIndexRequest {
+  /** Message kind. */
+  readonly type: "ReadIndex";
+  /** The follower. */
+  readonly from: NodeId;
+  /** The leader. */
+  readonly to: NodeId;
+  /** The follower's term. */
+  readonly term: number;
+  /** Caller-chosen identifier of the read, echoed back. */
+  readonly readId: string;
+}
+
+/** The leader's answer to a `ReadIndex` request. */
+export interface ReadIndexReply {
+  /** Message kind. */
+  readonly type: "ReadIndexReply";
+  /** The leader. */
+  readonly from: NodeId;
+  /** The follower. */
+  readonly to: NodeId;
+  /** The leader's term. */
+  readonly term: number;
+  /** Identifier of the read. */
+  readonly readId: string;
+  /** The index the follower must apply before it reads; 0 when refused. */
+  readonly readIndex: number;
+  /** Whether the leader could serve the read. */
+  readonly ok: boolean;
+}
+
+/** Every message the core sends or receives. */
+export type Message =
+  | VoteRequest
+  | VoteReply
+  | AppendEntries
+  | AppendEntriesReply
+  | ReadIndexRequest
+  | ReadIndexReply;
+
+/** The type names of all messages, e.g. `"AppendEntries"`. */
+export type MessageType = Message["type"];
+
+/** A read that may proceed once the node has applied `readIndex` (or failed, with a reason). */
+export interface ReadState {
+  /** Caller-chosen identifier of the read. */
+  readonly readId: string;
+  /** Apply up to this index, then read. Meaningless when `ok` is false. */
+  readonly readIndex: number;
+  /** Whether leadership was confirmed for the read. */
+  readonly ok: boolean;
+  /** Why the read was refused, when `ok` is false. */
+  readonly reason?: string;
+}
+
+/**
+ * What the host must do after feeding the node input, in this order: persist `hardState` and
+ * `entries`, then send `messages`, then apply `committedEntries`, then serve `readStates`.
+ */
+export interface Ready {
+  /** New hard state to persist, if it changed. */
+  readonly hardState: HardState | undefined;
+  /**
+   * Entries to persist. They start at `entries[0].index`; anything stored at or after that index
+   * is replaced.
+   */
+  readonly entries: readonly RaftLogEntry[];
+  /** Messages to send once the above is durable. */
+  readonly messages: readonly Message[];
+  /** Committed entries to apply, in order, each exactly once. */
+  readonly committedEntries: readonly RaftLogEntry[];
+  /** Reads whose index is now known. */
+  readonly readStates: readonly ReadState[];
+}
+
+/** Tunables of a node. Times are in milliseconds of the injected clock. */
+export interface RaftConfig {
+  /** Lower bound of the randomized election timeout. Default 150. */
+  readonly electionTimeoutMinMs: number;
+  /** Upper bound (exclusive) of the randomized election timeout. Default 300. */
+  readonly electionTimeoutMaxMs: number;
+  /** Interval between heartbeats from a leader. Default 50. */
+  readonly heartbeatIntervalMs: number;
+  /** Ask "would you vote for me?" before raising the term (§9.6). Default true. */
+  readonly preVote: boolean;
+  /** Leader steps down when it has not heard from a quorum for an election timeout. Default true. */
+  readonly checkQuorum: boolean;
+  /** Most AppendEntries messages in flight to one follower. Default 16. */
+  readonly inflightMessagesMax: number;
+  /** Most entries in one AppendEntries. Default 256. */
+  readonly entriesPerMessageMax: number;
+  /** Most command bytes in one AppendEntries (at least one entry is always sent). Default 1 MiB. */
+  readonly bytesPerMessageMax: number;
+  /** Most client reads waiting for leadership confirmation. Default 4096. */
+  readonly pendingReadsMax: number;
+}
+
+/** The defaults: the Raft paper's timings, PreVote and CheckQuorum on. */
+export const DEFAULT_CONFIG: RaftConfig = Object.freeze({
+  electionTimeoutMinMs: 150,
+  electionTimeoutMaxMs: 300,
+  heartbeatIntervalMs: 50,
+  preVote: true,
+  checkQuorum: true,
+  inflightMessagesMax: 16,
+  entriesPerMessageMax: 256,
+  bytesPerMessageMax: 1024 * 1024,
+  pendingReadsMax: 4096,
+});
+
+/** A source of randomness the host injects; the same seed gives the same sequence. */
+export interface Rng {
+  /** A float in [0, 1). */
+  next(): number;
+}
+
+/** Thrown when a proposal or read is made on a node that is not the leader. */
+export class NotLeaderError extends Error {
+  /** The leader this node knows of, if any, so a client can retry there. */
+  readonly leaderHint: NodeId | undefined;
+  /** Creates the error. */
+  constructor(nodeId: NodeId, leaderHint: NodeId | undefined) {
+    super(
+      `Node "${nodeId}" is not the leader` +
+        (leaderHint === undefined ? " and knows no leader" : `; the leader is "${leaderHint}"`),
+    );
+    this.name = "NotLeaderError";
+    this.leaderHint = leaderHint;
+  }
+}

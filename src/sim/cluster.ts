@@ -1,0 +1,719 @@
+/**
+ * `Cluster`: n Raft nodes in one process on a virtual clock and a seeded network. Messages can be
+ * delayed, lost, duplicated and reordered; links can be cut in any shape; nodes crash (keeping only
+ * what their storage persisted), restart, pause and resume. Everything is synchronous and
+ * deterministic: one seed gives byte-identical runs.
+ *
+ * @module
+ */
+
+import { LogApplier } from "../raft/applier.ts";
+import { drainReady } from "../raft/host.ts";
+import { invariant } from "../raft/log.ts";
+import { RaftNode } from "../raft/node.ts";
+import { SeededRng } from "../raft/rng.ts";
+import { MemoryStorage } from "../raft/storage.ts";
+import {
+  type Message,
+  type NodeId,
+  NotLeaderError,
+  type RaftConfig,
+  type RaftLogEntry,
+  type RaftRole,
+  type ReadState,
+} from "../raft/types.ts";
+import { encodeDelete, encodePut } from "../kv/command.ts";
+import { MetadataStore } from "../kv/store.ts";
+import { type CheckedNode, SafetyChecker } from "../check/invariants.ts";
+import { EventHeap } from "./heap.ts";
+
+/** How the simulated network behaves. Rates are probabilities per message. */
+export interface NetworkOptions {
+  /** Smallest one-way delay. Default 1. */
+  readonly latencyMinMs: number;
+  /** Largest one-way delay (inclusive). Default 5. */
+  readonly latencyMaxMs: number;
+  /** Chance a message is lost. Default 0. */
+  readonly dropRate: number;
+  /** Chance a message is delivered twice. Default 0. */
+  readonly duplicateRate: number;
+  /** Chance a message is held back so later ones overtake it. Default 0. */
+  readonly reorderRate: number;
+  /** Most extra delay a reordered message gets. Default 30. */
+  readonly reorderDelayMaxMs: number;
+}
+
+/** The default network: 1–5 ms one way, no faults. */
+export const DEFAULT_NETWORK: NetworkOptions = Object.freeze({
+  latencyMinMs: 1,
+  latencyMaxMs: 5,
+  dropRate: 0,
+  duplicateRate: 0,
+  reorderRate: 0,
+  reorderDelayMaxMs: 30,
+});
+
+/** How to build a simulated cluster. */
+export interface ClusterOptions {
+  /** Number of nodes, named n1…nN. Default 3. */
+  readonly nodes?: number;
+  /** Seed for every random choice (timeouts, latencies, faults). Default 1. */
+  readonly seed?: number;
+  /** Raft configuration for every node. */
+  readonly config?: Partial<RaftConfig>;
+  /** Network behaviour. */
+  readonly network?: Partial<NetworkOptions>;
+  /** Check safety properties after every event. Default true. */
+  readonly checkSafety?: boolean;
+  /** How many recent events to keep in `events`. Default 10,000. */
+  readonly eventsMax?: number;
+}
+
+/** Whether a simulated process runs. */
+export type NodeState = "up" | "crashed" | "paused";
+
+/** One simulated server: the Raft node, its storage and its metadata store. */
+export class SimNode {
+  /** Node id. */
+  readonly id: NodeId;
+  /** The consensus state machine (replaced on restart). */
+  raft: RaftNode;
+  /** What survives a crash. */
+  readonly storage: MemoryStorage;
+  /** The replicated state machine (rebuilt from the log on restart). */
+  store: MetadataStore;
+  /** Applies committed entries to `store`. */
+  applier: LogApplier;
+  /** Running, crashed or paused. */
+  state: NodeState = "up";
+  /** Raised on every restart. */
+  incarnation = 0;
+  /** Messages that arrived while paused, delivered on resume. */
+  readonly held: Message[] = [];
+
+  /** @internal Created by {@linkcode Cluster}. */
+  constructor(id: NodeId, raft: RaftNode, storage: MemoryStorage) {
+    this.id = id;
+    this.raft = raft;
+    this.storage = storage;
+    this.store = new MetadataStore();
+    this.applier = new LogApplier(this.store);
+  }
+}
+
+/** Outcome of a client operation: `unknown` means it may or may not have taken effect. */
+export type OperationStatus = "pending" | "ok" | "failed" | "unknown";
+
+/** A client request to the simulated cluster, completed when its entry is applied (or fails). */
+export interface Operation {
+  /** Sequence number of the operation within the cluster. */
+  readonly id: number;
+  /** What was asked. */
+  readonly kind: "put" | "delete" | "get" | "command";
+  /** The key, for put, delete and get. */
+  readonly key?: string;
+  /** The value, for put. */
+  readonly value?: string;
+  /** The node the client talked to. */
+  readonly via: NodeId;
+  /** For get: whether a stale local read was allowed. */
+  readonly serializable: boolean;
+  /** Virtual time of the call. */
+  readonly startedMs: number;
+  /** Current outcome. */
+  status: OperationStatus;
+  /** Virtual time of the outcome. */
+  endedMs?: number;
+  /** For get: the value read (undefined when the key is absent). */
+  result?: string;
+  /** The state machine's result, for writes. */
+  applyResult?: unknown;
+  /** Why it failed or is unknown. */
+  error?: string;
+  /** Log position of a write. */
+  index?: number;
+  /** Term of a write's entry. */
+  term?: number;
+}
+
+/** One thing that happened in the simulation. */
+export type SimEvent =
+  | { readonly atMs: number; readonly kind: "send"; readonly message: Message; readonly fate: string }
+  | { readonly atMs: number; readonly kind: "deliver"; readonly message: Message }
+  | { readonly atMs: number; readonly kind: "role"; readonly node: NodeId; readonly role: RaftRole; readonly term: number }
+  | { readonly atMs: number; readonly kind: "fault"; readonly detail: string };
+
+/** Message counters by type and fate. */
+export interface NetworkStats {
+  /** Messages handed to the network. */
+  sent: number;
+  /** Messages that reached a running node. */
+  delivered: number;
+  /** Lost to a cut link, random loss or a crashed receiver. */
+  dropped: number;
+  /** Extra copies delivered. */
+  duplicated: number;
+  /** Messages sent, per message type. */
+  readonly sentByType: Map<string, number>;
+}
+
+interface InFlight {
+  readonly atMs: number;
+  readonly seq: number;
+  readonly message: Message;
+}
+
+/** A simulated cluster on a virtual clock. */
+export class Cluster {
+  /** Node ids in order: n1, n2, … */
+  readonly ids: readonly NodeId[];
+  /** The seed that fixes this run. */
+  readonly seed: number;
+  /** Network behaviour (change it at any time, e.g. to add loss). */
+  network: NetworkOptions;
+  /** Safety checker (undefined when switched off). */
+  readonly checker: SafetyChecker | undefined;
+  /** Recent events, oldest first. */
+  readonly events: SimEvent[] = [];
+  /** Message counters. */
+  readonly stats: NetworkStats = {
+    sent: 0,
+    delivered: 0,
+    dropped: 0,
+    duplicated: 0,
+    sentByType: new Map(),
+  };
+
+  #nowMs = 0;
+  #seq = 0;
+  #opSeq = 0;
+  #readSeq = 0;
+  #rng: SeededRng;
+  #netRng: SeededRng;
+  #config: Partial<RaftConfig>;
+  #nodes = new Map<NodeId, SimNode>();
+  #inFlight = new EventHeap<InFlight>();
+  #cuts = new Set<string>();
+  #eventsMax: number;
+  #listeners: ((e: SimEvent) => void)[] = [];
+  #writes = new Map<NodeId, Map<number, Operation>>();
+  #reads = new Map<NodeId, Map<string, Operation>>();
+  #readsWaiting = new Map<NodeId, { op: Operation; readIndex: number }[]>();
+  #lastRole = new Map<NodeId, { role: RaftRole; term: number }>();
+
+  /** Builds a cluster of fresh nodes, all followers at term 0. */
+  constructor(options: ClusterOptions = {}) {
+    const n = options.nodes ?? 3;
+    if (!Number.isInteger(n) || n < 1 || n > 99) {
+      throw new RangeError(`Cluster size must be an integer from 1 to 99: ${n}`);
+    }
+    this.seed = options.seed ?? 1;
+    this.#rng = new SeededRng(this.seed);
+    this.#netRng = this.#rng.fork();
+    this.network = { ...DEFAULT_NETWORK, ...options.network };
+    this.#config = options.config ?? {};
+    this.#eventsMax = options.eventsMax ?? 10_000;
+    this.checker = options.checkSafety === false ? undefined : new SafetyChecker();
+    this.ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
+    for (const id of this.ids) {
+      const storage = new MemoryStorage();
+      const raft = new RaftNode({
+        id,
+        voters: this.ids,
+        rng: this.#rng.fork(),
+        config: this.#config,
+        nowMs: 0,
+      });
+      this.#nodes.set(id, new SimNode(id, raft, storage));
+      this.#writes.set(id, new Map());
+      this.#reads.set(id, new Map());
+      this.#readsWaiting.set(id, []);
+    }
+  }
+
+  // ---- Time --------------------------------------------------------------------------------------
+
+  /** The virtual clock, in milliseconds since the cluster was built. */
+  get nowMs(): number {
+    return this.#nowMs;
+  }
+
+  /** Runs the simulation for `ms` virtual milliseconds. */
+  advance(ms: number): void {
+    if (!(ms >= 0)) throw new RangeError(`Cannot advance by ${ms} ms`);
+    this.#runTo(this.#nowMs + ms, undefined);
+  }
+
+  /**
+   * Runs until `predicate` holds, checking after every event. Returns the virtual time it took;
+   * throws when it does not hold within `timeoutMs` (default 10,000).
+   */
+  runUntil(
+    predicate: () => boolean,
+    options: { timeoutMs?: number; description?: string } = {},
+  ): number {
+    const start = this.#nowMs;
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    if (!this.#runTo(start + timeoutMs, predicate)) {
+      throw new Error(
+        `Timed out after ${timeoutMs} ms waiting for ${options.description ?? "a condition"}`,
+      );
+    }
+    return this.#nowMs - start;
+  }
+
+  /** Runs until exactly one running node leads the highest term; returns its id. */
+  waitForLeader(options: { timeoutMs?: number } = {}): NodeId {
+    this.runUntil(() => this.leader() !== undefined, { ...options, description: "a leader" });
+    return this.leader()!;
+  }
+
+  // ---- Inspection --------------------------------------------------------------------------------
+
+  /** The simulated node with this id. */
+  node(id: NodeId): SimNode {
+    const n = this.#nodes.get(id);
+    if (n === undefined) throw new RangeError(`No node "${id}" (nodes: ${this.ids.join(", ")})`);
+    return n;
+  }
+
+  /** All nodes, in id order. */
+  nodes(): SimNode[] {
+    return this.ids.map((id) => this.#nodes.get(id)!);
+  }
+
+  /**
+   * The running leader of the highest term among running nodes, if one exists. A deposed leader
+   * cut off in a minority may still think it leads; it is not returned once a newer term exists.
+   */
+  leader(): NodeId | undefined {
+    let best: SimNode | undefined;
+    let maxTerm = 0;
+    for (const n of this.nodes()) {
+      if (n.state !== "up") continue;
+      maxTerm = Math.max(maxTerm, n.raft.term);
+      if (n.raft.role === "Leader" && (best === undefined || n.raft.term > best.raft.term)) best = n;
+    }
+    return best !== undefined && best.raft.term === maxTerm ? best.id : undefined;
+  }
+
+  /** Every node that currently believes it is the leader (running or not). */
+  leaders(): NodeId[] {
+    return this.nodes().filter((n) => n.state !== "crashed" && n.raft.role === "Leader").map((n) =>
+      n.id
+    );
+  }
+
+  /** Whether messages from `from` currently reach `to`. */
+  connected(from: NodeId, to: NodeId): boolean {
+    return !this.#cuts.has(`${from}>${to}`);
+  }
+
+  /** Subscribes to every event as it happens (for verbose output). */
+  onEvent(listener: (e: SimEvent) => void): void {
+    this.#listeners.push(listener);
+  }
+
+  // ---- Faults ------------------------------------------------------------------------------------
+
+  /** Stops a node. Its volatile state is lost; its storage is kept. In-flight replies are lost. */
+  crash(id: NodeId): void {
+    const n = this.node(id);
+    if (n.state === "crashed") throw new Error(`Node "${id}" is already crashed`);
+    n.state = "crashed";
+    n.held.length = 0;
+    for (const op of this.#writes.get(id)!.values()) {
+      this.#finish(op, "unknown", `node "${id}" crashed before the outcome was known`);
+    }
+    this.#writes.get(id)!.clear();
+    for (const op of this.#reads.get(id)!.values()) {
+      this.#finish(op, "failed", `node "${id}" crashed`);
+    }
+    this.#reads.get(id)!.clear();
+    for (const w of this.#readsWaiting.get(id)!) {
+      this.#finish(w.op, "failed", `node "${id}" crashed`);
+    }
+    this.#readsWaiting.set(id, []);
+    this.#fault(`crash ${id}`);
+  }
+
+  /** Restarts a crashed node from what its storage kept; the state machine is rebuilt by replay. */
+  restart(id: NodeId): void {
+    const n = this.node(id);
+    if (n.state !== "crashed") throw new Error(`Node "${id}" is not crashed (it is ${n.state})`);
+    const persisted = n.storage.load();
+    n.raft = new RaftNode({
+      id,
+      voters: this.ids,
+      rng: this.#rng.fork(),
+      config: this.#config,
+      nowMs: this.#nowMs,
+      hardState: persisted.hardState,
+      entries: persisted.entries,
+    });
+    n.store = new MetadataStore();
+    n.applier = new LogApplier(n.store);
+    n.state = "up";
+    n.incarnation++;
+    this.#fault(`restart ${id}`);
+    this.#afterInput(n);
+  }
+
+  /** Freezes a node: it handles nothing, and messages to it wait, until `resume`. */
+  pause(id: NodeId): void {
+    const n = this.node(id);
+    if (n.state !== "up") throw new Error(`Node "${id}" cannot pause: it is ${n.state}`);
+    n.state = "paused";
+    this.#fault(`pause ${id}`);
+  }
+
+  /** Unfreezes a paused node: its overdue timers fire and held messages are delivered. */
+  resume(id: NodeId): void {
+    const n = this.node(id);
+    if (n.state !== "paused") throw new Error(`Node "${id}" is not paused (it is ${n.state})`);
+    n.state = "up";
+    this.#fault(`resume ${id}`);
+    n.raft.tick(this.#nowMs);
+    this.#afterInput(n);
+    const held = n.held.splice(0);
+    for (const m of held) this.#deliver(m);
+  }
+
+  /** Cuts the link from `from` to `to` (one way unless `bothWays`). */
+  cut(from: NodeId, to: NodeId, options: { bothWays?: boolean } = {}): void {
+    this.node(from);
+    this.node(to);
+    this.#cuts.add(`${from}>${to}`);
+    if (options.bothWays) this.#cuts.add(`${to}>${from}`);
+    this.#fault(`cut ${from}${options.bothWays ? "<>" : ">"}${to}`);
+  }
+
+  /** Cuts every link between a node and all others, both ways. */
+  isolate(id: NodeId): void {
+    this.node(id);
+    for (const other of this.ids) {
+      if (other === id) continue;
+      this.#cuts.add(`${id}>${other}`);
+      this.#cuts.add(`${other}>${id}`);
+    }
+    this.#fault(`isolate ${id}`);
+  }
+
+  /** Splits the cluster into groups that cannot reach each other; unlisted nodes form one group. */
+  partition(...groups: NodeId[][]): void {
+    const groupOf = new Map<NodeId, number>();
+    groups.forEach((g, i) =>
+      g.forEach((id) => {
+        this.node(id);
+        if (groupOf.has(id)) throw new Error(`Node "${id}" is in two partition groups`);
+        groupOf.set(id, i);
+      })
+    );
+    for (const a of this.ids) {
+      for (const b of this.ids) {
+        if (a !== b && (groupOf.get(a) ?? -1) !== (groupOf.get(b) ?? -1)) this.#cuts.add(`${a}>${b}`);
+      }
+    }
+    this.#fault(`partition ${groups.map((g) => `[${g.join(",")}]`).join(" ")}`);
+  }
+
+  /** Restores every link. */
+  heal(): void {
+    this.#cuts.clear();
+    this.#fault("heal");
+  }
+
+  // ---- Clients -----------------------------------------------------------------------------------
+
+  /** Writes `key = value` through the log (the seed's `PUT\n<key>\n<value>`), via the leader. */
+  put(key: string, value: string, options: { via?: NodeId } = {}): Operation {
+    const command = encodePut(key, value); // refuses a bad key before anything reaches the log
+    return this.#submit("put", command, { key, value }, options.via);
+  }
+
+  /** Deletes `key` through the log (the seed's `DEL\n<key>`), via the leader. */
+  delete(key: string, options: { via?: NodeId } = {}): Operation {
+    const command = encodeDelete(key);
+    return this.#submit("delete", command, { key }, options.via);
+  }
+
+  /** Proposes an already encoded command via the leader (or `via`). */
+  propose(command: Uint8Array, options: { via?: NodeId } = {}): Operation {
+    return this.#submit("command", command, {}, options.via);
+  }
+
+  /**
+   * Reads `key`. Linearizable by default (ReadIndex through the leader); with `serializable` the
+   * node answers from its own state at once, which may be stale.
+   */
+  get(key: string, options: { via?: NodeId; serializable?: boolean } = {}): Operation {
+    const via = options.via ?? this.#leaderOrFirst();
+    const n = this.node(via);
+    const op = this.#newOp("get", via, { key, serializable: options.serializable === true });
+    if (n.state !== "up") return this.#finish(op, "failed", `node "${via}" is ${n.state}`);
+    if (op.serializable) {
+      op.result = n.store.getString(key);
+      return this.#finish(op, "ok");
+    }
+    const readId = `r${++this.#readSeq}`;
+    this.#reads.get(via)!.set(readId, op);
+    n.raft.readIndex(readId);
+    this.#afterInput(n);
+    return op;
+  }
+
+  /**
+   * Runs until `op` completes; if it has not within `timeoutMs` (default 5,000), marks it unknown
+   * (a write) or failed (a read) and returns it.
+   */
+  complete(op: Operation, options: { timeoutMs?: number } = {}): Operation {
+    const timeoutMs = options.timeoutMs ?? 5_000;
+    this.#runTo(this.#nowMs + timeoutMs, () => op.status !== "pending");
+    if (op.status === "pending") {
+      this.#forget(op);
+      this.#finish(
+        op,
+        op.kind === "get" ? "failed" : "unknown",
+        `no outcome within ${timeoutMs} ms`,
+      );
+    }
+    return op;
+  }
+
+  // ---- Internals ---------------------------------------------------------------------------------
+
+  #leaderOrFirst(): NodeId {
+    return this.leader() ?? this.ids.find((id) => this.node(id).state === "up") ?? this.ids[0];
+  }
+
+  #newOp(
+    kind: Operation["kind"],
+    via: NodeId,
+    fields: { key?: string; value?: string; serializable?: boolean },
+  ): Operation {
+    return {
+      id: ++this.#opSeq,
+      kind,
+      via,
+      key: fields.key,
+      value: fields.value,
+      serializable: fields.serializable ?? false,
+      startedMs: this.#nowMs,
+      status: "pending",
+    };
+  }
+
+  #submit(
+    kind: Operation["kind"],
+    command: Uint8Array,
+    fields: { key?: string; value?: string },
+    via: NodeId | undefined,
+  ): Operation {
+    const target = via ?? this.#leaderOrFirst();
+    const n = this.node(target);
+    const op = this.#newOp(kind, target, fields);
+    if (n.state !== "up") return this.#finish(op, "failed", `node "${target}" is ${n.state}`);
+    try {
+      const { index, term } = n.raft.propose(command);
+      op.index = index;
+      op.term = term;
+      this.#writes.get(target)!.set(index, op);
+    } catch (e) {
+      if (e instanceof NotLeaderError) return this.#finish(op, "failed", e.message);
+      throw e;
+    }
+    this.#afterInput(n);
+    return op;
+  }
+
+  #forget(op: Operation): void {
+    if (op.index !== undefined) this.#writes.get(op.via)!.delete(op.index);
+    for (const [readId, o] of this.#reads.get(op.via)!) {
+      if (o === op) this.#reads.get(op.via)!.delete(readId);
+    }
+    const waiting = this.#readsWaiting.get(op.via)!;
+    this.#readsWaiting.set(op.via, waiting.filter((w) => w.op !== op));
+  }
+
+  #finish(op: Operation, status: OperationStatus, error?: string): Operation {
+    if (op.status !== "pending") return op;
+    op.status = status;
+    op.endedMs = this.#nowMs;
+    if (error !== undefined) op.error = error;
+    return op;
+  }
+
+  /** Processes events until `targetMs` or until `stop` holds. Returns whether `stop` held. */
+  #runTo(targetMs: number, stop: (() => boolean) | undefined): boolean {
+    for (;;) {
+      if (stop?.()) return true;
+      // Timers win ties with messages; among timers, node order decides.
+      let timerNode: SimNode | undefined;
+      let timerMs = Infinity;
+      for (const n of this.#nodes.values()) {
+        if (n.state !== "up") continue;
+        const d = Math.max(n.raft.nextDeadlineMs(), this.#nowMs);
+        if (d < timerMs) {
+          timerMs = d;
+          timerNode = n;
+        }
+      }
+      const messageMs = this.#inFlight.peek()?.atMs ?? Infinity;
+      if (messageMs < timerMs) timerNode = undefined;
+      const next = Math.min(timerMs, messageMs);
+      if (next > targetMs) break;
+      invariant(next >= this.#nowMs, () => `virtual time went backwards to ${next}`);
+      this.#nowMs = next;
+      if (timerNode !== undefined) {
+        timerNode.raft.tick(next);
+        this.#afterInput(timerNode);
+      } else {
+        this.#deliver(this.#inFlight.pop()!.message);
+      }
+    }
+    this.#nowMs = Math.max(this.#nowMs, targetMs);
+    return stop?.() ?? false;
+  }
+
+  #deliver(m: Message): void {
+    const n = this.#nodes.get(m.to)!;
+    if (n.state === "crashed" || !this.connected(m.from, m.to)) {
+      this.stats.dropped++;
+      return;
+    }
+    if (n.state === "paused") {
+      n.held.push(m);
+      return;
+    }
+    this.stats.delivered++;
+    this.#record({ atMs: this.#nowMs, kind: "deliver", message: m });
+    n.raft.tick(this.#nowMs);
+    n.raft.step(m);
+    this.#afterInput(n);
+  }
+
+  #send(m: Message): void {
+    const net = this.network;
+    this.stats.sent++;
+    this.stats.sentByType.set(m.type, (this.stats.sentByType.get(m.type) ?? 0) + 1);
+    let fate = "sent";
+    if (!this.connected(m.from, m.to)) {
+      fate = "dropped (link cut)";
+    } else if (this.#netRng.chance(net.dropRate)) {
+      fate = "dropped (loss)";
+    } else {
+      this.#schedule(m);
+      if (this.#netRng.chance(net.duplicateRate)) {
+        this.#schedule(m);
+        this.stats.duplicated++;
+        fate = "sent twice";
+      }
+    }
+    if (fate.startsWith("dropped")) this.stats.dropped++;
+    this.#record({ atMs: this.#nowMs, kind: "send", message: m, fate });
+  }
+
+  #schedule(m: Message): void {
+    const net = this.network;
+    let delay = this.#netRng.int(net.latencyMinMs, net.latencyMaxMs + 1);
+    if (this.#netRng.chance(net.reorderRate)) {
+      delay += this.#netRng.int(1, net.reorderDelayMaxMs + 1);
+    }
+    this.#inFlight.push({ atMs: this.#nowMs + delay, seq: ++this.#seq, message: m });
+  }
+
+  /** The host loop for one node after any input: persist, send, apply, serve reads; then check. */
+  #afterInput(n: SimNode): void {
+    const checker = this.checker;
+    drainReady(n.raft, {
+      storage: n.storage,
+      applier: n.applier,
+      onPersisted: (ready) => {
+        if (checker && ready.entries.length > 0) {
+          checker.onEntriesPersisted(n.id, ready.entries, (i) => n.raft.log.term(i));
+        }
+      },
+      send: (m) => {
+        checker?.onSend(n.id, m, n.storage);
+        this.#send(m);
+      },
+      onApplied: (entry, result) => this.#onApplied(n, entry, result),
+      onReadState: (r) => this.#onReadState(n, r),
+    });
+    this.#serveWaitingReads(n);
+    const last = this.#lastRole.get(n.id);
+    if (last === undefined || last.role !== n.raft.role || last.term !== n.raft.term) {
+      this.#lastRole.set(n.id, { role: n.raft.role, term: n.raft.term });
+      this.#record({
+        atMs: this.#nowMs,
+        kind: "role",
+        node: n.id,
+        role: n.raft.role,
+        term: n.raft.term,
+      });
+    }
+    checker?.afterEvent(this.nodes().map((x) => checkedView(x)));
+  }
+
+  #onApplied(n: SimNode, entry: RaftLogEntry, result: unknown): void {
+    this.checker?.onApplied(n.id, entry);
+    const op = this.#writes.get(n.id)!.get(entry.index);
+    if (op === undefined) return;
+    this.#writes.get(n.id)!.delete(entry.index);
+    if (entry.term === op.term) {
+      op.applyResult = result;
+      this.#finish(op, "ok");
+    } else {
+      this.#finish(
+        op,
+        "failed",
+        `index ${entry.index} was taken by an entry of term ${entry.term}; the write was not committed`,
+      );
+    }
+  }
+
+  #onReadState(n: SimNode, r: ReadState): void {
+    const op = this.#reads.get(n.id)!.get(r.readId);
+    if (op === undefined) return;
+    this.#reads.get(n.id)!.delete(r.readId);
+    if (!r.ok) {
+      this.#finish(op, "failed", r.reason ?? "read refused");
+      return;
+    }
+    this.#readsWaiting.get(n.id)!.push({ op, readIndex: r.readIndex });
+  }
+
+  #serveWaitingReads(n: SimNode): void {
+    const waiting = this.#readsWaiting.get(n.id)!;
+    if (waiting.length === 0) return;
+    const still = [];
+    for (const w of waiting) {
+      if (n.applier.lastApplied >= w.readIndex) {
+        w.op.result = n.store.getString(w.op.key!);
+        this.#finish(w.op, "ok");
+      } else still.push(w);
+    }
+    this.#readsWaiting.set(n.id, still);
+  }
+
+  #fault(detail: string): void {
+    this.#record({ atMs: this.#nowMs, kind: "fault", detail });
+    this.checker?.afterEvent(this.nodes().map((x) => checkedView(x)));
+  }
+
+  #record(e: SimEvent): void {
+    for (const l of this.#listeners) l(e);
+    if (this.#eventsMax <= 0) return;
+    this.events.push(e);
+    if (this.events.length > this.#eventsMax) this.events.splice(0, this.events.length >> 1);
+  }
+}
+
+function checkedView(n: SimNode): CheckedNode {
+  return {
+    status: n.raft.status(),
+    termAt: (i) => n.raft.log.term(i),
+    up: n.state !== "crashed",
+    incarnation: n.incarnation,
+  };
+}
