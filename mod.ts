@@ -27,3 +27,46 @@ export {
   type Storage,
 } from "./src/raft/storage.ts";
 export { drainReady, type HostHooks } from "./src/raft/host.ts";
+export {
+  Cluster,
+  type ClusterOptions,
+  DEFAULT_NETWORK,
+  type NetworkOptions,
+  type NetworkStats,
+  type NodeState,
+  type Operation,
+  type OperationStatus,
+  type SimEvent,
+  SimNode,
+} from "./src/sim/cluster.ts";
+export { MetadataStore } from "./src/kv/store.ts";
+export {
+  CommandError,
+  decodeCommand,
+  encodeCommand,
+  encodeDelete,
+  encodePut,
+} from "./src/kv/command.ts";
+export {
+  describeEntry,
+  type NodeRow,
+  NodeTable,
+  nodeTable,
+  type NodeTableOptions,
+  type ProgressRow,
+} from "./src/observe/table.ts";
+export { describeCommand, storeStrings } from "./src/observe/describe.ts";
+export {
+  type CheckedNode,
+  type DurableView,
+  SafetyChecker,
+  SafetyViolation,
+} from "./src/check/invariants.ts";
+export {
+  claim,
+  runScenario,
+  runStep,
+  type ScenarioContext,
+  type Step,
+  StepFailure,
+} from "./src/scenario/scenario.ts";

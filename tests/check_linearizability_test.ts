@@ -351,56 +351,56 @@ Deno.test("JSON lines", async (t) => {
   await t.step("parse errors name the line and the field", () => {
     const good = historyToJsonLines(h.ops.slice(0, 1));
     const cases: [string, RegExp][] = [
-      ["{not json", /^Line 2: not valid JSON .*: "\{not json"$/],
-      ["[1]", /^Line 2: operation must be a JSON object: \[1\]$/],
+      ["{not json", /: Line 2: not valid JSON .*: "\{not json"$/],
+      ["[1]", /: Line 2: operation must be a JSON object: \[1\]$/],
       ['{"id":2,"clientId":"c","kind":"put","key":"k","value":"v","callMs":0}', /field "returnMs"/],
       [
         '{"id":2,"clientId":"c","kind":"update","key":"k","callMs":0,"returnMs":null}',
-        /^Line 2: field "kind" must be one of "get", "put", "delete", "cas": "update"$/,
+        /: Line 2: field "kind" must be one of "get", "put", "delete", "cas": "update"$/,
       ],
       [
         '{"id":2,"clientId":"c","kind":"get","key":"k","callMs":5,"returnMs":3,"result":{"ok":true,"value":null}}',
-        /^Line 2: field "returnMs" must be null or a number not less than callMs \(5\): 3$/,
+        /: Line 2: field "returnMs" must be null or a number not less than callMs \(5\): 3$/,
       ],
       [
         '{"id":1,"clientId":"c","kind":"delete","key":"k","callMs":0,"returnMs":null}',
-        /^Line 2: field "id" repeats the id of line 1: 1$/,
+        /: Line 2: field "id" repeats the id of line 1: 1$/,
       ],
       [
         '{"id":2,"clientId":"c","kind":"delete","key":"k","callMs":0,"returnMs":null,"return_ms":4}',
-        /^Line 2: field "return_ms" is not a field of an operation: 4$/,
+        /: Line 2: field "return_ms" is not a field of an operation: 4$/,
       ],
       [
         '{"id":2,"clientId":"c","kind":"delete","key":"k","callMs":0,"returnMs":null,"result":{"ok":true}}',
-        /^Line 2: field "result" must be absent when returnMs is null/,
+        /: Line 2: field "result" must be absent when returnMs is null/,
       ],
       [
         '{"id":2,"clientId":"c","kind":"get","key":"k","value":"v","callMs":0,"returnMs":null}',
-        /^Line 2: field "value" must be absent for a get: "v"$/,
+        /: Line 2: field "value" must be absent for a get: "v"$/,
       ],
       [
         '{"id":2,"clientId":"c","kind":"get","key":"k","callMs":0,"returnMs":1,"result":{"ok":true}}',
-        /^Line 2: field "result.value" must be a string or null for a successful get: undefined$/,
+        /: Line 2: field "result.value" must be a string or null for a successful get: undefined$/,
       ],
       [
         '{"id":2,"clientId":"c","kind":"cas","key":"k","value":"v","callMs":0,"returnMs":null}',
-        /^Line 2: field "expected" must be a string or null for a cas: undefined$/,
+        /: Line 2: field "expected" must be a string or null for a cas: undefined$/,
       ],
       [
         '{"id":2,"clientId":"c","kind":"cas","key":"k","expected":"a","value":"v","callMs":0,"returnMs":1,"result":{"ok":false,"value":"a"}}',
-        /^Line 2: field "result.value" of a failed cas must differ from its expected value: "a"$/,
+        /: Line 2: field "result.value" of a failed cas must differ from its expected value: "a"$/,
       ],
       [
         '{"id":2.5,"clientId":"c","kind":"get","key":"k","callMs":0,"returnMs":null}',
-        /^Line 2: field "id" must be a non-negative integer: 2.5$/,
+        /: Line 2: field "id" must be a non-negative integer: 2.5$/,
       ],
       [
         '{"id":2,"clientId":"","kind":"get","key":"k","callMs":0,"returnMs":null}',
-        /^Line 2: field "clientId" must be a non-empty string: ""$/,
+        /: Line 2: field "clientId" must be a non-empty string: ""$/,
       ],
       [
         '{"id":2,"clientId":"c","kind":"put","key":"k","value":"v","callMs":0,"returnMs":1,"result":{"ok":"yes"}}',
-        /^Line 2: field "result.ok" must be a boolean: "yes"$/,
+        /: Line 2: field "result.ok" must be a boolean: "yes"$/,
       ],
     ];
     for (const [line, message] of cases) {
@@ -505,8 +505,8 @@ Deno.test("randomized register histories", async (t) => {
     // A get that reads the value of a write which was overwritten, and which is called after
     // the overwrite returned, is never linearizable.
     let caught = 0;
-    for (let seed = 1; seed <= 200; seed++) {
-      const ops = registerHistory(seed, 150, 4, 1);
+    for (let seed = 1; seed <= 100; seed++) {
+      const ops = registerHistory(seed, 120, 4, 1);
       const known = ops.filter((op) => op.returnMs !== null);
       const puts = known.filter((op) => op.kind === "put");
       const rand = prng(seed * 31);
@@ -523,7 +523,7 @@ Deno.test("randomized register histories", async (t) => {
       assert.equal(verdict.result, "not-linearizable", `seed ${seed}`);
       caught++;
     }
-    assert.ok(caught > 150, `only ${caught} seeds had a stale read to plant`);
+    assert.ok(caught > 75, `only ${caught} seeds had a stale read to plant`);
   });
 });
 
@@ -570,13 +570,17 @@ function bruteForceLinearizable(ops: readonly Operation[]): boolean {
   return search(new Map());
 }
 
-function randomSmallHistory(rand: (n: number) => number, count: number): Operation[] {
+function randomSmallHistory(
+  rand: (n: number) => number,
+  count: number,
+  unknownOdds: number,
+): Operation[] {
   const values = [null, "a", "b"];
   const pick = () => values[rand(values.length)];
   const ops: Operation[] = [];
   for (let id = 0; id < count; id++) {
     const callMs = rand(12);
-    const returnMs = rand(6) === 0 ? null : callMs + rand(6);
+    const returnMs = rand(unknownOdds) === 0 ? null : callMs + rand(6);
     const base = { id, clientId: `c${id}`, key: rand(4) === 0 ? "j" : "k", callMs, returnMs };
     const roll = rand(4);
     const ok = rand(5) !== 0;
@@ -611,7 +615,7 @@ Deno.test("agrees with a brute-force reference on small random histories", () =>
   const tally = { linearizable: 0, "not-linearizable": 0 };
   for (let seed = 1; seed <= 3000; seed++) {
     const rand = prng(seed);
-    const ops = randomSmallHistory(rand, 3 + rand(5));
+    const ops = randomSmallHistory(rand, 3 + rand(6), seed % 2 === 0 ? 2 : 6);
     const expected = bruteForceLinearizable(ops) ? "linearizable" : "not-linearizable";
     const verdict = checkLinearizable(ops);
     assert.equal(

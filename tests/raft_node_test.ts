@@ -8,9 +8,9 @@ import {
   type Message,
   NotLeaderError,
   RaftLog,
+  type RaftLogEntry,
   RaftNode,
   type RaftNodeOptions,
-  type RaftLogEntry,
   SeededRng,
 } from "../mod.ts";
 import { drainReady } from "../src/raft/host.ts";
@@ -102,9 +102,12 @@ Deno.test("RaftLog is 1-based with a sentinel of term 0 at index 0", () => {
 
 Deno.test("election timeouts are randomized in [150, 300) ms and fixed by the seed", () => {
   const deadlines = (seed: number) =>
-    Array.from({ length: 50 }, (_, i) =>
-      new RaftNode({ id: "n1", voters: VOTERS, rng: new SeededRng(seed * 1000 + i) })
-        .nextDeadlineMs());
+    Array.from(
+      { length: 50 },
+      (_, i) =>
+        new RaftNode({ id: "n1", voters: VOTERS, rng: new SeededRng(seed * 1000 + i) })
+          .nextDeadlineMs(),
+    );
   const a = deadlines(1);
   assert.deepEqual(a, deadlines(1));
   assert.notDeepEqual(a, deadlines(2));
@@ -178,15 +181,22 @@ Deno.test("voting: up-to-date rule, one vote per term, also across a restart", a
     n.step(rv("n2", 5, 1, 2));
     assert.equal(of(out(n), "RequestVoteReply")[0].granted, false);
   });
-  await t.step("an up-to-date candidate gets the vote; a second candidate in that term does not", () => {
-    const n = follower();
-    n.step(rv("n2", 5, 2, 2));
-    assert.equal(of(out(n), "RequestVoteReply")[0].granted, true);
-    n.step(rv("n3", 5, 9, 3));
-    assert.equal(of(out(n), "RequestVoteReply")[0].granted, false);
-    n.step(rv("n2", 5, 2, 2));
-    assert.equal(of(out(n), "RequestVoteReply")[0].granted, true, "a repeat request is re-granted");
-  });
+  await t.step(
+    "an up-to-date candidate gets the vote; a second candidate in that term does not",
+    () => {
+      const n = follower();
+      n.step(rv("n2", 5, 2, 2));
+      assert.equal(of(out(n), "RequestVoteReply")[0].granted, true);
+      n.step(rv("n3", 5, 9, 3));
+      assert.equal(of(out(n), "RequestVoteReply")[0].granted, false);
+      n.step(rv("n2", 5, 2, 2));
+      assert.equal(
+        of(out(n), "RequestVoteReply")[0].granted,
+        true,
+        "a repeat request is re-granted",
+      );
+    },
+  );
   await t.step("the vote is persisted before the reply leaves, and survives a restart", () => {
     const n = follower();
     const storage = new MemoryStorage();
@@ -369,7 +379,11 @@ Deno.test("leader: matchIndex, pipelining, bounds and fast back-off", async (t) 
     const toN2 = of(out(n), "AppendEntries").filter((m) => m.to === "n2");
     assert.equal(toN2.length, 3, "at most inflightMessagesMax messages in flight");
     assert.ok(toN2.every((m) => m.entries.length === 2), "at most entriesPerMessageMax each");
-    assert.deepEqual(toN2.map((m) => m.prevLogIndex), [1, 3, 5], "sent optimistically back to back");
+    assert.deepEqual(
+      toN2.map((m) => m.prevLogIndex),
+      [1, 3, 5],
+      "sent optimistically back to back",
+    );
     n.step(aeReply({ from: "n2", matchIndex: 3 }));
     const more = of(out(n), "AppendEntries").filter((m) => m.to === "n2");
     assert.deepEqual(more.map((m) => m.prevLogIndex), [7], "one acknowledgement frees one slot");
@@ -440,11 +454,19 @@ Deno.test("commit: by quorum, and only for an entry of the current term (Figure 
   out(n);
   n.step(aeReply({ from: "n2", term: 3, matchIndex: 2 }));
   n.step(aeReply({ from: "n3", term: 3, matchIndex: 2 }));
-  assert.equal(n.commitIndex, 1, "index 2 (term 2) is on a majority but must not commit by counting");
+  assert.equal(
+    n.commitIndex,
+    1,
+    "index 2 (term 2) is on a majority but must not commit by counting",
+  );
   n.step(aeReply({ from: "n2", term: 3, matchIndex: 3 }));
   assert.equal(n.commitIndex, 1, "the no-op of term 3 is on 2 of 5 nodes: no quorum");
   n.step(aeReply({ from: "n3", term: 3, matchIndex: 3 }));
-  assert.equal(n.commitIndex, 3, "a quorum holds the term-3 no-op: it and everything before commit");
+  assert.equal(
+    n.commitIndex,
+    3,
+    "a quorum holds the term-3 no-op: it and everything before commit",
+  );
 });
 
 Deno.test("proposals on a follower fail with the leader's id as a hint", () => {

@@ -1,7 +1,7 @@
 /**
  * Raft's safety properties (Figure 3), checked by the simulator after every event:
  * election safety, log matching, leader completeness, state machine safety — plus the
- * bookkeeping rules: terms and commit indexes never go backwards, appliedIndex ≤ commitIndex,
+ * bookkeeping rules: terms and commit indexes never go backwards, lastApplied ≤ commitIndex,
  * and nothing is acknowledged before it is durable.
  *
  * @module
@@ -84,7 +84,9 @@ export class SafetyChecker {
 
   /** Rule 2: a vote or an append is acknowledged only once it is durable. */
   onSend(nodeId: NodeId, m: Message, durable: DurableView): void {
-    if (durable.hardState.term < m.term) {
+    // PreVote and its granted reply name a future term without adopting it (§9.6).
+    const futureTerm = m.type === "PreVote" || m.type === "PreVoteReply";
+    if (!futureTerm && durable.hardState.term < m.term) {
       throw new SafetyViolation(
         "durability",
         `node "${nodeId}" sent ${m.type} in term ${m.term} with term ${durable.hardState.term} on disk`,
@@ -147,10 +149,10 @@ export class SafetyChecker {
         commitIndex: s.commitIndex,
         incarnation: n.incarnation,
       });
-      if (s.appliedIndex > s.commitIndex) {
+      if (s.lastApplied > s.commitIndex) {
         throw new SafetyViolation(
           "applied ≤ committed",
-          `node "${s.id}" applied ${s.appliedIndex} but commitIndex is ${s.commitIndex}`,
+          `node "${s.id}" applied ${s.lastApplied} but commitIndex is ${s.commitIndex}`,
         );
       }
       this.#recordCommitted(n);

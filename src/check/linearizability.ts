@@ -11,7 +11,10 @@
  * explored again.
  *
  * An operation with an unknown outcome (`returnMs` null) is given a return at +infinity and is
- * optional: it may take effect at any point after its call, or never.
+ * optional: it may take effect at any point after its call, or never. Three reductions keep
+ * many such operations affordable: values no operation observes share one state, unobserved
+ * unknown writes are dropped when that is sound, and unknown operations with the same effect are
+ * used in call order only (see `compile`).
  *
  * @example
  * ```ts
@@ -154,11 +157,14 @@ export function checkLinearizable(
 // ---------------------------------------------------------------------------------------------
 // One key's search.
 
-/** State id of "key absent"; values are interned to ids 1, 2, ... per key. */
+/** State id of "key absent". */
 const ABSENT = 0;
+/** State id shared by every value no operation can tell apart (see `compile`). */
+const UNOBSERVED = 1;
 /** Returned by `apply` when the operation cannot take effect in the given state. */
 const REJECT = -1;
 
+/** What a step requires of the state and what it leaves there. */
 const enum Code {
   Get, // state must equal arg
   Write, // put (arg = value) or delete (arg = ABSENT)
@@ -167,14 +173,20 @@ const enum Code {
   CasMaybe, // unknown outcome: linearized only when it would succeed (a failed cas is a no-op)
 }
 
+/** One operation as the search sees it: values interned to state ids. */
 interface Step {
   op: Operation;
   code: Code;
   arg: number;
   expect: number;
   observed: number;
+  /** False for an unknown outcome: may be left out, return at +infinity. */
   required: boolean;
   returnMs: number;
+  /** Index into the required or the optional linearized set. */
+  slot: number;
+  /** For optional steps, the group of interchangeable steps; -1 for required ones. */
+  group: number;
 }
 
 interface KeyOutcome {
@@ -204,7 +216,7 @@ function apply(state: number, step: Step): number {
 }
 
 /**
- * The set of linearized steps, as a bitset with a compact memo key. Lowe's search linearizes
+ * A set of linearized steps, as a bitset with a compact memo key. Lowe's search linearizes
  * mostly in call order, so the set is nearly always "all steps below i, plus a few": the key
  * encodes the count of leading full words and then only the words up to the highest set bit.
  */
@@ -233,9 +245,10 @@ class LinearizedSet {
     while (this.#top >= 0 && this.#words[this.#top] === 0) this.#top--;
   }
 
-  /** An injective encoding of (this set, state) for the memo. */
-  memoKey(state: number): string {
-    let key = `${state},${this.#fullBelow},`;
+  /** A self-delimiting, injective encoding of the set, for the memo. */
+  memoKey(): string {
+    const count = Math.max(0, this.#top - this.#fullBelow + 1);
+    let key = `${this.#fullBelow}:${count}:`;
     for (let w = this.#fullBelow; w <= this.#top; w++) {
       const word = this.#words[w];
       key += String.fromCharCode(word & 0xffff, word >>> 16);
@@ -244,21 +257,47 @@ class LinearizedSet {
   }
 }
 
-/** Turns a key's operations into search steps, dropping those that cannot matter. */
-function compile(keyOps: readonly Operation[]): { steps: Step[]; values: (string | null)[] } {
-  const ids = new Map<string | null, number>([[null, ABSENT]]);
-  const values: (string | null)[] = [null];
+interface Compiled {
+  steps: Step[];
+  requiredCount: number;
+  optionalCount: number;
+  /** Per group, its optional steps in call order. */
+  groups: number[][];
+}
+
+/**
+ * Turns a key's operations (ordered by call) into search steps, with three reductions that keep
+ * the verdict and tame the search when many outcomes are unknown:
+ * 1. Values that no operation can observe (no get reads them, no cas compares to or reports
+ *    them) are indistinguishable to the model, so all share the state {@linkcode UNOBSERVED}.
+ * 2. An unknown-outcome write of an unobserved value can be left out when no failed cas without
+ *    a reported value exists: the ops between it and the next write then observe nothing.
+ * 3. Unknown-outcome steps with the same effect form a group; whichever members are used, using
+ *    the earliest-called ones at the same points is as good, so the search only ever uses a
+ *    group's members in call order (the set of used ones is always a prefix).
+ */
+function compile(keyOps: readonly Operation[]): Compiled {
+  const observedValues = new Set<string>();
+  for (const op of keyOps) {
+    if (op.kind === "cas" && op.expected !== null) observedValues.add(op.expected!);
+    const answer = op.result?.value;
+    if (typeof answer === "string" && op.result!.ok === (op.kind === "get")) {
+      observedValues.add(answer);
+    }
+  }
+  const ids = new Map<string, number>();
   const intern = (value: string | null | undefined): number => {
-    const v = value ?? null;
-    let id = ids.get(v);
+    if (value === null || value === undefined) return ABSENT;
+    if (!observedValues.has(value)) return UNOBSERVED;
+    let id = ids.get(value);
     if (id === undefined) {
-      id = values.length;
-      ids.set(v, id);
-      values.push(v);
+      id = UNOBSERVED + 1 + ids.size;
+      ids.set(value, id);
     }
     return id;
   };
-  const steps: Step[] = [];
+
+  let steps: Step[] = [];
   for (const op of keyOps) {
     const known = op.returnMs !== null;
     const ok = op.result?.ok ?? false;
@@ -273,6 +312,8 @@ function compile(keyOps: readonly Operation[]): { steps: Step[]; values: (string
       observed: -1,
       required: known,
       returnMs: op.returnMs ?? Infinity,
+      slot: -1,
+      group: -1,
     };
     if (op.kind === "get") {
       step.code = Code.Get;
@@ -288,18 +329,30 @@ function compile(keyOps: readonly Operation[]): { steps: Step[]; values: (string
     steps.push(step);
   }
 
-  // An unknown-outcome write whose value nothing ever observes can be left out: in any
-  // linearization that includes it, the ops between it and the next write observe nothing, so
-  // removing it keeps the order legal. A failed cas that reports no value does observe "not
-  // expected", so with one present the shortcut is unsound and is skipped.
-  if (steps.some((s) => s.code === Code.CasFailed && s.observed < 0)) return { steps, values };
-  const observed = new Set<number>();
-  for (const s of steps) {
-    if (s.code === Code.Get) observed.add(s.arg);
-    if (s.code === Code.CasOk || s.code === Code.CasMaybe) observed.add(s.expect);
-    if (s.code === Code.CasFailed) observed.add(s.observed);
-  }
-  return { steps: steps.filter((s) => s.required || observed.has(s.arg)), values };
+  const blindFailedCas = steps.some((s) => s.code === Code.CasFailed && s.observed < 0);
+  if (!blindFailedCas) steps = steps.filter((s) => s.required || s.arg !== UNOBSERVED);
+
+  let requiredCount = 0;
+  let optionalCount = 0;
+  const groupOf = new Map<string, number>();
+  const groups: number[][] = [];
+  steps.forEach((step, index) => {
+    if (step.required) {
+      step.slot = requiredCount++;
+      return;
+    }
+    step.slot = optionalCount++;
+    const effect = `${step.code},${step.expect},${step.arg}`;
+    let group = groupOf.get(effect);
+    if (group === undefined) {
+      group = groups.length;
+      groupOf.set(effect, group);
+      groups.push([]);
+    }
+    step.group = group;
+    groups[group].push(index);
+  });
+  return { steps, requiredCount, optionalCount, groups };
 }
 
 function describeValue(value: string | null | undefined): string {
@@ -328,9 +381,9 @@ function describe(op: Operation): string {
 
 /** Wing & Gong's search with Lowe's memoization over one key's sub-history. */
 function searchKey(key: string, keyOps: readonly Operation[], maxStates: number): KeyOutcome {
-  const { steps, values } = compile(keyOps);
+  const { steps, requiredCount, optionalCount, groups } = compile(keyOps);
   const n = steps.length;
-  let requiredLeft = steps.filter((s) => s.required).length;
+  let requiredLeft = requiredCount;
   if (requiredLeft === 0) return { verdict: "linearizable", states: 0, explanation: "" };
 
   // Events: entry i is step i's call, entry n + i its return, entry 2n the list head. Ordered by
@@ -348,6 +401,7 @@ function searchKey(key: string, keyOps: readonly Operation[], maxStates: number)
     prev[e] = last;
     last = e;
   }
+  // Dancing links: an unlinked entry keeps its neighbours, so undoing in reverse order restores it.
   const unlink = (e: number) => {
     next[prev[e]] = next[e];
     if (next[e] >= 0) prev[next[e]] = prev[e];
@@ -357,31 +411,35 @@ function searchKey(key: string, keyOps: readonly Operation[], maxStates: number)
     if (next[e] >= 0) prev[next[e]] = e;
   };
 
-  const linearized = new LinearizedSet(n);
+  const requiredSet = new LinearizedSet(requiredCount);
+  const optionalSet = new LinearizedSet(optionalCount);
+  const setOf = (step: Step) => step.required ? requiredSet : optionalSet;
+  const groupUsed = new Int32Array(groups.length);
   const memo = new Set<string>();
   const stackStep = new Int32Array(n);
   const stackState = new Int32Array(n);
   let depth = 0;
   let state = ABSENT;
-  let best: { prefix: Int32Array; blocked: number; state: number } | undefined;
+  let best: { prefix: Int32Array; blocked: number } | undefined;
 
   let entry = next[head];
   while (requiredLeft > 0) {
     assert(entry >= 0, "a required operation's return must remain in the event list");
     if (entry < n) {
       const step = steps[entry];
-      const after = apply(state, step);
+      const inTurn = step.required || groups[step.group][groupUsed[step.group]] === entry;
+      const after = inTurn ? apply(state, step) : REJECT;
       if (after !== REJECT) {
-        linearized.add(entry);
-        const memoKey = linearized.memoKey(after);
+        setOf(step).add(step.slot);
+        const memoKey = `${after}:${requiredSet.memoKey()}${optionalSet.memoKey()}`;
         if (!memo.has(memoKey)) {
           if (memo.size >= maxStates) {
             return {
               verdict: "unknown",
               states: memo.size,
               explanation: `Search limit reached on key ${JSON.stringify(key)}: ` +
-                `${memo.size} configurations explored (maxStates = ${maxStates}) ` +
-                `without deciding its ${keyOps.length} operations; raise maxStates or shorten the history`,
+                `${memo.size} configurations explored (maxStates = ${maxStates}) without ` +
+                `deciding its ${keyOps.length} operations; raise maxStates or shorten the history`,
             };
           }
           memo.add(memoKey);
@@ -390,30 +448,31 @@ function searchKey(key: string, keyOps: readonly Operation[], maxStates: number)
           depth++;
           state = after;
           if (step.required) requiredLeft--;
+          else groupUsed[step.group]++;
           unlink(entry);
           unlink(entry + n);
           entry = next[head];
           continue;
         }
-        linearized.delete(entry);
+        setOf(step).delete(step.slot);
       }
       entry = next[entry];
     } else {
       // The return of an operation not yet linearized: undo the last choice.
       const blocked = entry - n;
-      assert(
-        steps[blocked].required,
-        "optional returns lie at +infinity, after every required one",
-      );
+      assert(steps[blocked].required, "optional returns lie at +infinity, after required ones");
       if (best === undefined || depth > best.prefix.length) {
-        best = { prefix: stackStep.slice(0, depth), blocked, state };
+        best = { prefix: stackStep.slice(0, depth), blocked };
       }
       if (depth === 0) break;
       depth--;
       const undone = stackStep[depth];
+      const step = steps[undone];
       state = stackState[depth];
-      linearized.delete(undone);
-      if (steps[undone].required) requiredLeft++;
+      setOf(step).delete(step.slot);
+      if (step.required) requiredLeft++;
+      else groupUsed[step.group]--;
+      assert(step.required || groups[step.group][groupUsed[step.group]] === undone, "LIFO groups");
       relink(undone + n);
       relink(undone);
       entry = next[undone];
@@ -422,10 +481,16 @@ function searchKey(key: string, keyOps: readonly Operation[], maxStates: number)
   if (requiredLeft === 0) return { verdict: "linearizable", states: memo.size, explanation: "" };
 
   assert(best !== undefined, "a failed search has met a return");
-  const required = steps.filter((s) => s.required).length;
   const placed = [...best.prefix].filter((i) => steps[i].required).length;
   const blocked = steps[best.blocked];
-  const held = describeValue(values[best.state]);
+  // State ids merge unobserved values; name the value actually held by replaying the writes.
+  let held = describeValue(null);
+  for (const i of best.prefix) {
+    const op = steps[i].op;
+    const writes = op.kind === "put" || (op.kind === "cas" && steps[i].code !== Code.CasFailed);
+    if (writes) held = describeValue(op.value);
+    if (op.kind === "delete") held = describeValue(null);
+  }
   const tail = [...best.prefix].slice(-5).map((i) =>
     `  ${describe(steps[i].op)}${steps[i].required ? "" : " (took effect)"}`
   );
@@ -434,15 +499,14 @@ function searchKey(key: string, keyOps: readonly Operation[], maxStates: number)
     : "";
   let reason = "";
   if (blocked.code === Code.Get) {
-    reason = `: it read ${describeValue(values[blocked.arg])}, the register holds ${held}`;
+    reason = `: it read ${describeValue(blocked.op.result!.value)}, the register holds ${held}`;
   }
   if (blocked.code === Code.CasOk) {
-    reason = `: it expected ${describeValue(values[blocked.expect])}, the register holds ${held}`;
+    reason = `: it expected ${describeValue(blocked.op.expected)}, the register holds ${held}`;
   }
-  const explanation =
-    `Key ${JSON.stringify(key)} is not linearizable: no order of its operations ` +
-    `respects both real time and the register.\n` +
-    `Longest linearizable prefix found: ${placed} of ${required} completed operations` +
+  const explanation = `Key ${JSON.stringify(key)} is not linearizable: no order of its ` +
+    `operations respects both real time and the register.\n` +
+    `Longest linearizable prefix found: ${placed} of ${requiredCount} completed operations` +
     (best.prefix.length === 0 ? ".\n" : `, ending with\n${elided}${tail.join("\n")}\n`) +
     `After it the register holds ${held}, and no placement of\n  ${describe(blocked.op)}\n` +
     `before its return leads to a linearization${reason}.`;

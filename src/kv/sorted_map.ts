@@ -296,7 +296,12 @@ export class SortedMap<V> {
       let d = -1;
       for (let i = 0; i < n; i++) {
         const child = node.children[i];
-        const cd = depth(child, false, i === 0 ? low : node.keys[i - 1], i === n - 1 ? high : node.keys[i]);
+        const cd = depth(
+          child,
+          false,
+          i === 0 ? low : node.keys[i - 1],
+          i === n - 1 ? high : node.keys[i],
+        );
         if (d !== -1 && cd !== d) fail("leaves at different depths");
         d = cd;
         size += child.size;

@@ -49,7 +49,7 @@ export interface RaftNodeOptions {
   /** Persisted log entries to restart from, starting at index 1. */
   readonly entries?: readonly RaftLogEntry[];
   /** Index the state machine has already applied (0 for an empty state machine). */
-  readonly appliedIndex?: number;
+  readonly lastApplied?: number;
 }
 
 /** A snapshot of a node's state for tables and checks. */
@@ -71,7 +71,7 @@ export interface NodeStatus {
   /** Highest index known committed. */
   readonly commitIndex: number;
   /** Highest index handed to the host to apply. */
-  readonly appliedIndex: number;
+  readonly lastApplied: number;
   /** On a leader: each follower's replication progress. */
   readonly progress: ReadonlyMap<
     NodeId,
@@ -109,7 +109,7 @@ export class RaftNode {
   #votedFor: NodeId | undefined;
   #leaderId: NodeId | undefined;
   #commitIndex = 0;
-  #appliedIndex: number;
+  #lastApplied: number;
 
   #nowMs: number;
   #electionDeadlineMs = 0;
@@ -147,12 +147,13 @@ export class RaftNode {
     const hs = options.hardState ?? { term: 0, votedFor: undefined, commitIndex: 0 };
     invariant(
       hs.commitIndex <= this.log.lastIndex,
-      () => `persisted commitIndex ${hs.commitIndex} is past the last log index ${this.log.lastIndex}`,
+      () =>
+        `persisted commitIndex ${hs.commitIndex} is past the last log index ${this.log.lastIndex}`,
     );
     this.#term = hs.term;
     this.#votedFor = hs.votedFor;
     this.#commitIndex = hs.commitIndex;
-    this.#appliedIndex = options.appliedIndex ?? 0;
+    this.#lastApplied = options.lastApplied ?? 0;
     this.#persisted = hs;
     this.#resetElectionTimer();
   }
@@ -180,8 +181,8 @@ export class RaftNode {
     return this.#commitIndex;
   }
   /** Highest index handed to the host to apply. */
-  get appliedIndex(): number {
-    return this.#appliedIndex;
+  get lastApplied(): number {
+    return this.#lastApplied;
   }
   /** The clock reading of the latest `tick`. */
   get nowMs(): number {
@@ -220,7 +221,7 @@ export class RaftNode {
       lastLogIndex: this.log.lastIndex,
       lastLogTerm: this.log.lastTerm,
       commitIndex: this.#commitIndex,
-      appliedIndex: this.#appliedIndex,
+      lastApplied: this.#lastApplied,
       progress,
     };
   }
@@ -270,9 +271,12 @@ export class RaftNode {
       case "ReadIndexReply":
         if (m.to === this.id) {
           this.#readStates.push(
-            m.ok
-              ? { readId: m.readId, readIndex: m.readIndex, ok: true }
-              : { readId: m.readId, readIndex: 0, ok: false, reason: "the leader refused the read" },
+            m.ok ? { readId: m.readId, readIndex: m.readIndex, ok: true } : {
+              readId: m.readId,
+              readIndex: 0,
+              ok: false,
+              reason: "the leader refused the read",
+            },
           );
         }
         return;
@@ -337,7 +341,7 @@ export class RaftNode {
   hasReady(): boolean {
     if (this.#role === "Leader" && this.#hasAppendsToSend()) return true;
     return this.#messages.length > 0 || this.#unstableFrom !== undefined ||
-      this.#readStates.length > 0 || this.#commitIndex > this.#appliedIndex ||
+      this.#readStates.length > 0 || this.#commitIndex > this.#lastApplied ||
       !sameHardState(this.#persisted, this.hardState);
   }
 
@@ -352,8 +356,8 @@ export class RaftNode {
     const entries = this.#unstableFrom === undefined
       ? []
       : this.log.slice(this.#unstableFrom, this.log.lastIndex + 1);
-    const committedEntries = this.#commitIndex > this.#appliedIndex
-      ? this.log.slice(this.#appliedIndex + 1, this.#commitIndex + 1)
+    const committedEntries = this.#commitIndex > this.#lastApplied
+      ? this.log.slice(this.#lastApplied + 1, this.#commitIndex + 1)
       : [];
     const ready: Ready = {
       hardState,
@@ -364,7 +368,7 @@ export class RaftNode {
     };
     this.#persisted = hs;
     this.#unstableFrom = undefined;
-    this.#appliedIndex = this.#commitIndex;
+    this.#lastApplied = this.#commitIndex;
     this.#messages = [];
     this.#readStates = [];
     return ready;
@@ -618,7 +622,10 @@ export class RaftNode {
       let conflictIndex = this.log.lastIndex + 1;
       if (prevTerm !== undefined) {
         conflictTerm = prevTerm;
-        conflictIndex = Math.max(this.log.firstIndexOfTermAt(m.prevLogIndex), this.#commitIndex + 1);
+        conflictIndex = Math.max(
+          this.log.firstIndexOfTermAt(m.prevLogIndex),
+          this.#commitIndex + 1,
+        );
       }
       return reply({ rejectedIndex: m.prevLogIndex, conflictTerm, conflictIndex });
     }
@@ -831,7 +838,15 @@ export class RaftNode {
   }
 
   #replyRead(to: NodeId, readId: string, readIndex: number, ok: boolean): void {
-    this.#send({ type: "ReadIndexReply", from: this.id, to, term: this.#term, readId, readIndex, ok });
+    this.#send({
+      type: "ReadIndexReply",
+      from: this.id,
+      to,
+      term: this.#term,
+      readId,
+      readIndex,
+      ok,
+    });
   }
 
   // ---- Helpers ---------------------------------------------------------------------------------
@@ -848,7 +863,9 @@ export class RaftNode {
     if (entries.length === 0) return;
     const from = entries[0].index;
     this.log.append(entries);
-    this.#unstableFrom = this.#unstableFrom === undefined ? from : Math.min(this.#unstableFrom, from);
+    this.#unstableFrom = this.#unstableFrom === undefined
+      ? from
+      : Math.min(this.#unstableFrom, from);
   }
 
   #resetElectionTimer(): void {

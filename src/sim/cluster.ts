@@ -138,9 +138,20 @@ export interface Operation {
 
 /** One thing that happened in the simulation. */
 export type SimEvent =
-  | { readonly atMs: number; readonly kind: "send"; readonly message: Message; readonly fate: string }
+  | {
+    readonly atMs: number;
+    readonly kind: "send";
+    readonly message: Message;
+    readonly fate: string;
+  }
   | { readonly atMs: number; readonly kind: "deliver"; readonly message: Message }
-  | { readonly atMs: number; readonly kind: "role"; readonly node: NodeId; readonly role: RaftRole; readonly term: number }
+  | {
+    readonly atMs: number;
+    readonly kind: "role";
+    readonly node: NodeId;
+    readonly role: RaftRole;
+    readonly term: number;
+  }
   | { readonly atMs: number; readonly kind: "fault"; readonly detail: string };
 
 /** Message counters by type and fate. */
@@ -292,7 +303,9 @@ export class Cluster {
     for (const n of this.nodes()) {
       if (n.state !== "up") continue;
       maxTerm = Math.max(maxTerm, n.raft.term);
-      if (n.raft.role === "Leader" && (best === undefined || n.raft.term > best.raft.term)) best = n;
+      if (n.raft.role === "Leader" && (best === undefined || n.raft.term > best.raft.term)) {
+        best = n;
+      }
     }
     return best !== undefined && best.raft.term === maxTerm ? best.id : undefined;
   }
@@ -411,7 +424,9 @@ export class Cluster {
     );
     for (const a of this.ids) {
       for (const b of this.ids) {
-        if (a !== b && (groupOf.get(a) ?? -1) !== (groupOf.get(b) ?? -1)) this.#cuts.add(`${a}>${b}`);
+        if (a !== b && (groupOf.get(a) ?? -1) !== (groupOf.get(b) ?? -1)) {
+          this.#cuts.add(`${a}>${b}`);
+        }
       }
     }
     this.#fault(`partition ${groups.map((g) => `[${g.join(",")}]`).join(" ")}`);

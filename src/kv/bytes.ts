@@ -1,0 +1,138 @@
+/**
+ * Byte helpers for the metadata store: values are bytes, and these turn them into text and back,
+ * quote them in error messages, and carry them through JSON as base64.
+ *
+ * @module
+ */
+
+const encoder = new TextEncoder();
+const lossyDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
+const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * The UTF-8 bytes of `text`.
+ *
+ * @example
+ * ```ts
+ * import { utf8 } from "./bytes.ts";
+ * if (utf8("hé").length !== 3) throw new Error("é is two bytes");
+ * ```
+ */
+export function utf8(text: string): Uint8Array {
+  return encoder.encode(text);
+}
+
+/** `bytes` read as UTF-8; malformed sequences become U+FFFD (use for display). */
+export function text(bytes: Uint8Array): string {
+  return lossyDecoder.decode(bytes);
+}
+
+/** `bytes` read as UTF-8, or `undefined` when they are not valid UTF-8. */
+export function strictText(bytes: Uint8Array): string | undefined {
+  try {
+    return strictDecoder.decode(bytes);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Number of bytes `text` takes in UTF-8 (without encoding it). */
+export function utf8Length(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c < 0xdc00) {
+      // A surrogate pair is one code point of four bytes.
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+
+/** Whether two byte strings hold the same bytes. */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+/** Orders byte strings lexicographically (as etcd compares values): negative, zero or positive. */
+export function compareBytes(a: Uint8Array, b: Uint8Array): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i] - b[i];
+  return a.length - b.length;
+}
+
+/**
+ * `text` quoted for an error message, JSON style (`"a\nb"`), cut after `charsMax` characters so a
+ * huge value cannot flood a log line.
+ */
+export function quote(text: string, charsMax = 64): string {
+  return text.length > charsMax
+    ? `${JSON.stringify(text.slice(0, charsMax))}…(${text.length} chars)`
+    : JSON.stringify(text);
+}
+
+/** The first bytes of `bytes` quoted as text for an error message. */
+export function quoteBytes(bytes: Uint8Array, bytesMax = 64): string {
+  const shown = text(bytes.subarray(0, bytesMax));
+  return bytes.length > bytesMax
+    ? `${JSON.stringify(shown)}…(${bytes.length} bytes)`
+    : JSON.stringify(shown);
+}
+
+const BASE64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+const BASE64_INDEX = new Int16Array(128).fill(-1);
+for (let i = 0; i < BASE64.length; i++) BASE64_INDEX[BASE64.charCodeAt(i)] = i;
+
+/** `bytes` in standard base64 with padding (RFC 4648 §4). */
+export function toBase64(bytes: Uint8Array): string {
+  const parts: string[] = [];
+  let chunk = "";
+  let i = 0;
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8) | bytes[i + 2];
+    chunk += BASE64[n >> 18] + BASE64[(n >> 12) & 63] + BASE64[(n >> 6) & 63] + BASE64[n & 63];
+    if (chunk.length >= 4096) {
+      parts.push(chunk);
+      chunk = "";
+    }
+  }
+  const rest = bytes.length - i;
+  if (rest === 1) {
+    const n = bytes[i] << 16;
+    chunk += BASE64[n >> 18] + BASE64[(n >> 12) & 63] + "==";
+  } else if (rest === 2) {
+    const n = (bytes[i] << 16) | (bytes[i + 1] << 8);
+    chunk += BASE64[n >> 18] + BASE64[(n >> 12) & 63] + BASE64[(n >> 6) & 63] + "=";
+  }
+  parts.push(chunk);
+  return parts.join("");
+}
+
+/** Decodes standard padded base64; throws on any other input. */
+export function fromBase64(encoded: string): Uint8Array {
+  if (encoded.length % 4 !== 0) {
+    throw new SyntaxError(`Base64 length must be a multiple of 4: ${quote(encoded)}`);
+  }
+  const pad = encoded.endsWith("==") ? 2 : encoded.endsWith("=") ? 1 : 0;
+  const out = new Uint8Array((encoded.length / 4) * 3 - pad);
+  let o = 0;
+  for (let i = 0; i < encoded.length; i += 4) {
+    let n = 0;
+    for (let j = 0; j < 4; j++) {
+      const c = encoded.charCodeAt(i + j);
+      const isPad = c === 0x3d && i + 4 === encoded.length && j >= 4 - pad;
+      const v = isPad ? 0 : c < 128 ? BASE64_INDEX[c] : -1;
+      if (v < 0) throw new SyntaxError(`Invalid base64: ${quote(encoded)}`);
+      n = (n << 6) | v;
+    }
+    if (o < out.length) out[o++] = n >> 16;
+    if (o < out.length) out[o++] = (n >> 8) & 255;
+    if (o < out.length) out[o++] = n & 255;
+  }
+  return out;
+}

@@ -1,0 +1,737 @@
+/**
+ * The command codec: how the store's commands travel in the Raft log.
+ *
+ * The seed's two commands keep their UTF-8 text form, byte for byte: `PUT\n<key>\n<value>` and
+ * `DEL\n<key>`. Every other command uses a versioned binary form that starts with byte 0xFF, which
+ * never occurs in UTF-8 text and so can never begin a seed command. docs/commands.md describes
+ * both byte by byte.
+ *
+ * A command is decoded and fully validated before it is proposed ({@linkcode decodeCommand}), so
+ * nothing malformed reaches the log.
+ *
+ * @module
+ */
+
+import { quote, quoteBytes, strictText, utf8, utf8Length } from "./bytes.ts";
+import {
+  type ClientId,
+  type Command,
+  type Compare,
+  type CompareResult,
+  type CompareTarget,
+  DEFAULT_KV_LIMITS,
+  type DeleteCommand,
+  type KeyRange,
+  type KvLimits,
+  type PlainCommand,
+  type PutCommand,
+  type RangeCommand,
+  type TxnOp,
+} from "./types.ts";
+
+/** A command that cannot be encoded or decoded: malformed, unknown, or over a limit. */
+export class CommandError extends Error {
+  /** Makes an error with `message` (sentence case, offending value quoted). */
+  constructor(message: string) {
+    super(message);
+    this.name = "CommandError";
+  }
+}
+
+/** First byte of every binary command. 0xFF is never a byte of UTF-8 text. */
+export const BINARY_MAGIC = 0xff;
+/** The binary format version this build writes and reads. */
+export const BINARY_FORMAT_VERSION = 1;
+
+/** Tags of the binary commands (also used for the operations inside a transaction). */
+export const CommandTag: {
+  readonly put: 0x01;
+  readonly delete: 0x02;
+  readonly range: 0x03;
+  readonly txn: 0x04;
+  readonly session: 0x05;
+} = Object.freeze({
+  /** {@linkcode PutCommand} */
+  put: 0x01,
+  /** {@linkcode DeleteCommand} */
+  delete: 0x02,
+  /** {@linkcode RangeCommand} */
+  range: 0x03,
+  /** {@linkcode TxnCommand} */
+  txn: 0x04,
+  /** {@linkcode SessionCommand} */
+  session: 0x05,
+});
+
+const RANGE_KIND = { key: 0, keyRange: 1, prefix: 2, fromKey: 3 } as const;
+const TARGETS: readonly CompareTarget[] = ["value", "version", "createRevision", "modRevision"];
+const RESULTS: readonly CompareResult[] = ["equal", "notEqual", "greater", "less"];
+const PUT_PREFIX = utf8("PUT\n");
+const DEL_PREFIX = utf8("DEL\n");
+const NEWLINE = 0x0a;
+const U32_MAX = 0xffff_ffff;
+
+// ---------------------------------------------------------------------------------------------
+// Validation of command objects (structure; size limits are separate, see commandLimitError).
+
+/** Throws {@linkcode CommandError} unless `key` is a valid key: non-empty, no newline, well-formed. */
+export function validateKey(key: unknown, what = "Key"): asserts key is string {
+  if (typeof key !== "string") throw new CommandError(`${what} must be a string: ${String(key)}`);
+  if (key.length === 0) throw new CommandError(`${what} must not be empty: ""`);
+  validateKeyText(key, what);
+}
+
+function validateKeyText(key: string, what: string): void {
+  if (key.includes("\n")) {
+    throw new CommandError(`${what} must not contain a newline: ${quote(key)}`);
+  }
+  if (!key.isWellFormed()) {
+    throw new CommandError(`${what} must be well-formed Unicode: ${quote(key)}`);
+  }
+}
+
+/** Throws {@linkcode CommandError} unless `range` is a valid {@linkcode KeyRange}. */
+export function validateRange(range: unknown): asserts range is KeyRange {
+  if (typeof range !== "object" || range === null) {
+    throw new CommandError(`Range must be an object: ${String(range)}`);
+  }
+  const r = range as Record<string, unknown>;
+  const forms = ["key", "prefix", "fromKey"].filter((f) => r[f] !== undefined);
+  if (forms.length !== 1) {
+    throw new CommandError(
+      `Range must have exactly one of key, prefix or fromKey: ${quote(forms.join(", "))}`,
+    );
+  }
+  if (r.prefix !== undefined) {
+    if (typeof r.prefix !== "string") {
+      throw new CommandError(`Prefix must be a string: ${String(r.prefix)}`);
+    }
+    validateKeyText(r.prefix, "Prefix");
+  } else if (r.fromKey !== undefined) {
+    validateKey(r.fromKey, "Range start");
+  } else {
+    validateKey(r.key);
+    if (r.rangeEnd !== undefined) validateKey(r.rangeEnd, "Range end");
+  }
+  if (r.rangeEnd !== undefined && r.key === undefined) {
+    throw new CommandError(`Range end needs a key: ${quote(String(r.rangeEnd))}`);
+  }
+}
+
+function validateFlag(value: unknown, what: string): void {
+  if (typeof value !== "boolean") throw new CommandError(`${what} must be a boolean: ${value}`);
+}
+
+function validateUint(value: unknown, what: string, min: number, max: number): void {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min || value > max) {
+    throw new CommandError(`${what} must be an integer in [${min}, ${max}]: ${value}`);
+  }
+}
+
+function validateClientId(clientId: unknown): asserts clientId is ClientId {
+  if (typeof clientId === "number") {
+    validateUint(clientId, "Client id", 0, Number.MAX_SAFE_INTEGER);
+  } else if (typeof clientId === "string") {
+    if (clientId.length === 0) throw new CommandError(`Client id must not be empty: ""`);
+    if (!clientId.isWellFormed()) {
+      throw new CommandError(`Client id must be well-formed Unicode: ${quote(clientId)}`);
+    }
+  } else {
+    throw new CommandError(`Client id must be a string or a number: ${String(clientId)}`);
+  }
+}
+
+function validateCompare(c: unknown): asserts c is Compare {
+  if (typeof c !== "object" || c === null) {
+    throw new CommandError(`Compare must be an object: ${String(c)}`);
+  }
+  const cmp = c as Record<string, unknown>;
+  validateKey(cmp.key);
+  if (!TARGETS.includes(cmp.target as CompareTarget)) {
+    throw new CommandError(`Unknown compare target: ${quote(String(cmp.target))}`);
+  }
+  if (!RESULTS.includes(cmp.result as CompareResult)) {
+    throw new CommandError(`Unknown compare result: ${quote(String(cmp.result))}`);
+  }
+  if (cmp.target === "value") {
+    if (!(cmp.value instanceof Uint8Array)) {
+      throw new CommandError(`Value compare needs bytes: ${String(cmp.value)}`);
+    }
+  } else {
+    validateUint(cmp.value, `Compare ${cmp.target}`, 0, Number.MAX_SAFE_INTEGER);
+  }
+}
+
+function validatePlain(command: unknown, inTxn: boolean): asserts command is PlainCommand {
+  if (typeof command !== "object" || command === null) {
+    throw new CommandError(`Command must be an object: ${String(command)}`);
+  }
+  const c = command as Record<string, unknown>;
+  switch (c.type) {
+    case "put":
+      validateKey(c.key);
+      if (!(c.value instanceof Uint8Array)) {
+        throw new CommandError(`Put value must be bytes: ${String(c.value)}`);
+      }
+      validateFlag(c.prevKv, "prevKv");
+      return;
+    case "delete":
+      validateRange(c.range);
+      validateFlag(c.prevKv, "prevKv");
+      return;
+    case "range":
+      validateRange(c.range);
+      validateUint(c.limit, "Limit", 0, U32_MAX);
+      validateFlag(c.keysOnly, "keysOnly");
+      validateFlag(c.countOnly, "countOnly");
+      return;
+    case "txn":
+      if (inTxn) throw new CommandError(`A transaction cannot contain a transaction: "txn"`);
+      for (const list of ["compare", "success", "failure"]) {
+        if (!Array.isArray(c[list])) {
+          throw new CommandError(`Transaction ${list} must be an array: ${String(c[list])}`);
+        }
+      }
+      for (const cmp of c.compare as unknown[]) validateCompare(cmp);
+      for (const op of [...(c.success as unknown[]), ...(c.failure as unknown[])]) {
+        validatePlain(op, true);
+      }
+      return;
+    default:
+      throw new CommandError(`Unknown command type: ${quote(String(c.type))}`);
+  }
+}
+
+/** Throws {@linkcode CommandError} unless `command` is a well-formed {@linkcode Command}. */
+export function validateCommand(command: unknown): asserts command is Command {
+  const c = command as Record<string, unknown> | null;
+  if (typeof c === "object" && c !== null && c.type === "session") {
+    validateClientId(c.clientId);
+    validateUint(c.seq, "Sequence number", 1, Number.MAX_SAFE_INTEGER);
+    const inner = c.command as Record<string, unknown> | null;
+    if (typeof inner === "object" && inner !== null && inner.type === "session") {
+      throw new CommandError(`A session command cannot wrap a session command: "session"`);
+    }
+    validatePlain(inner, false);
+    return;
+  }
+  validatePlain(command, false);
+}
+
+/**
+ * Why `command` (encoded in `commandBytes` bytes) breaks `limits`, or `undefined` when it does
+ * not. The store turns a message into a rejected result; {@linkcode decodeCommand} throws it.
+ */
+export function commandLimitError(
+  command: Command,
+  commandBytes: number,
+  limits: KvLimits,
+): string | undefined {
+  if (commandBytes > limits.commandBytesMax) {
+    return `Command is too large: ${commandBytes} bytes (most ${limits.commandBytesMax})`;
+  }
+  const keyError = (key: string, what: string) => {
+    const n = utf8Length(key);
+    return n > limits.keyBytesMax
+      ? `${what} is too large: ${n} bytes (most ${limits.keyBytesMax}): ${quote(key)}`
+      : undefined;
+  };
+  const rangeError = (r: KeyRange) =>
+    "prefix" in r
+      ? keyError(r.prefix, "Prefix")
+      : "fromKey" in r
+      ? keyError(r.fromKey, "Range start")
+      : keyError(r.key, "Key") ??
+        (r.rangeEnd === undefined ? undefined : keyError(r.rangeEnd, "Range end"));
+  const opError = (op: PlainCommand): string | undefined => {
+    switch (op.type) {
+      case "put":
+        if (op.value.length > limits.valueBytesMax) {
+          return `Value is too large: ${op.value.length} bytes (most ${limits.valueBytesMax}) for key ${
+            quote(op.key)
+          }`;
+        }
+        return keyError(op.key, "Key");
+      case "delete":
+      case "range":
+        return rangeError(op.range);
+      case "txn": {
+        for (const list of ["compare", "success", "failure"] as const) {
+          if (op[list].length > limits.txnOpsMax) {
+            return `Transaction has too many ${list} entries: ${
+              op[list].length
+            } (most ${limits.txnOpsMax})`;
+          }
+        }
+        for (const c of op.compare) {
+          const e = keyError(c.key, "Key") ??
+            (c.target === "value" && c.value.length > limits.valueBytesMax
+              ? `Compare value is too large: ${c.value.length} bytes (most ${limits.valueBytesMax})`
+              : undefined);
+          if (e !== undefined) return e;
+        }
+        for (const o of [...op.success, ...op.failure]) {
+          const e = opError(o);
+          if (e !== undefined) return e;
+        }
+        return undefined;
+      }
+    }
+  };
+  if (command.type === "session") {
+    if (typeof command.clientId === "string") {
+      const n = utf8Length(command.clientId);
+      if (n > limits.clientIdBytesMax) {
+        return `Client id is too large: ${n} bytes (most ${limits.clientIdBytesMax}): ${
+          quote(command.clientId)
+        }`;
+      }
+    }
+    return opError(command.command);
+  }
+  return opError(command);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding.
+
+/**
+ * The seed's encoding of a put: `PUT\n<key>\n<value>` as UTF-8.
+ *
+ * @example
+ * ```ts
+ * import { encodePut } from "./command.ts";
+ * const bytes = encodePut("/services/db", "10.0.0.1\nport 5432");
+ * if (new TextDecoder().decode(bytes) !== "PUT\n/services/db\n10.0.0.1\nport 5432") throw new Error();
+ * ```
+ */
+export function encodePut(key: string, value: string): Uint8Array {
+  validateKey(key);
+  if (typeof value !== "string" || !value.isWellFormed()) {
+    throw new CommandError(`Value must be well-formed Unicode: ${quote(String(value))}`);
+  }
+  return utf8(`PUT\n${key}\n${value}`);
+}
+
+/** The seed's encoding of a delete: `DEL\n<key>` as UTF-8. */
+export function encodeDelete(key: string): Uint8Array {
+  validateKey(key);
+  return utf8(`DEL\n${key}`);
+}
+
+/**
+ * Encodes `command`, choosing the seed's text form when the command fits it (a put without
+ * `prevKv` whose value is UTF-8 text, or a one-key delete without `prevKv`) and the binary form
+ * otherwise. Throws {@linkcode CommandError} on a malformed command.
+ *
+ * @example
+ * ```ts
+ * import { decodeCommand, encodeCommand } from "./command.ts";
+ * const bytes = encodeCommand({ type: "delete", range: { prefix: "/jobs/" }, prevKv: false });
+ * if (bytes[0] !== 0xff || decodeCommand(bytes).type !== "delete") throw new Error();
+ * ```
+ */
+export function encodeCommand(command: Command): Uint8Array {
+  validateCommand(command);
+  return encodeValid(command);
+}
+
+function encodeValid(command: Command): Uint8Array {
+  if (command.type === "put" && !command.prevKv && strictText(command.value) !== undefined) {
+    const head = utf8(`PUT\n${command.key}\n`);
+    const out = new Uint8Array(head.length + command.value.length);
+    out.set(head);
+    out.set(command.value, head.length);
+    return out;
+  }
+  if (
+    command.type === "delete" && !command.prevKv && "key" in command.range &&
+    command.range.rangeEnd === undefined
+  ) {
+    return utf8(`DEL\n${command.range.key}`);
+  }
+  const w = new Writer();
+  w.u8(BINARY_MAGIC);
+  w.u8(BINARY_FORMAT_VERSION);
+  if (command.type === "session") {
+    w.u8(CommandTag.session);
+    if (typeof command.clientId === "string") {
+      w.u8(0);
+      w.str(command.clientId);
+    } else {
+      w.u8(1);
+      w.u53(command.clientId);
+    }
+    w.u53(command.seq);
+    w.bytes(encodeValid(command.command));
+  } else {
+    writeOp(w, command);
+  }
+  return w.finish();
+}
+
+function writeOp(w: Writer, op: PlainCommand): void {
+  w.u8(CommandTag[op.type]);
+  switch (op.type) {
+    case "put":
+      w.str(op.key);
+      w.bytes(op.value);
+      w.u8(op.prevKv ? 1 : 0);
+      return;
+    case "delete":
+      writeRange(w, op.range);
+      w.u8(op.prevKv ? 1 : 0);
+      return;
+    case "range":
+      writeRange(w, op.range);
+      w.u32(op.limit);
+      w.u8((op.keysOnly ? 1 : 0) | (op.countOnly ? 2 : 0));
+      return;
+    case "txn":
+      w.u32(op.compare.length);
+      for (const c of op.compare) {
+        w.str(c.key);
+        w.u8(TARGETS.indexOf(c.target));
+        w.u8(RESULTS.indexOf(c.result));
+        if (c.target === "value") w.bytes(c.value);
+        else w.u53(c.value);
+      }
+      w.u32(op.success.length);
+      for (const o of op.success) writeOp(w, o);
+      w.u32(op.failure.length);
+      for (const o of op.failure) writeOp(w, o);
+      return;
+  }
+}
+
+function writeRange(w: Writer, range: KeyRange): void {
+  if ("prefix" in range) {
+    w.u8(RANGE_KIND.prefix);
+    w.str(range.prefix);
+  } else if ("fromKey" in range) {
+    w.u8(RANGE_KIND.fromKey);
+    w.str(range.fromKey);
+  } else if (range.rangeEnd === undefined) {
+    w.u8(RANGE_KIND.key);
+    w.str(range.key);
+  } else {
+    w.u8(RANGE_KIND.keyRange);
+    w.str(range.key);
+    w.str(range.rangeEnd);
+  }
+}
+
+class Writer {
+  #buf = new Uint8Array(64);
+  #view = new DataView(this.#buf.buffer);
+  #pos = 0;
+
+  #reserve(n: number): void {
+    if (this.#pos + n <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < this.#pos + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.#buf.subarray(0, this.#pos));
+    this.#buf = next;
+    this.#view = new DataView(next.buffer);
+  }
+  u8(v: number): void {
+    this.#reserve(1);
+    this.#buf[this.#pos++] = v;
+  }
+  u32(v: number): void {
+    this.#reserve(4);
+    this.#view.setUint32(this.#pos, v);
+    this.#pos += 4;
+  }
+  u53(v: number): void {
+    this.#reserve(8);
+    this.#view.setUint32(this.#pos, Math.floor(v / 0x1_0000_0000));
+    this.#view.setUint32(this.#pos + 4, v >>> 0);
+    this.#pos += 8;
+  }
+  bytes(b: Uint8Array): void {
+    this.u32(b.length);
+    this.#reserve(b.length);
+    this.#buf.set(b, this.#pos);
+    this.#pos += b.length;
+  }
+  str(s: string): void {
+    this.bytes(utf8(s));
+  }
+  finish(): Uint8Array {
+    return this.#buf.slice(0, this.#pos);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding.
+
+/** Options for {@linkcode decodeCommand}. */
+export interface DecodeOptions {
+  /** Bounds the command must respect; {@linkcode DEFAULT_KV_LIMITS} when omitted. */
+  readonly limits?: KvLimits;
+}
+
+/**
+ * Decodes and fully validates a command: structure, keys, and `limits`. Throws
+ * {@linkcode CommandError} on anything it would not apply; call it before proposing, with the
+ * store's `limits`, so nothing malformed reaches the log.
+ *
+ * @example
+ * ```ts
+ * import { CommandError, decodeCommand } from "./command.ts";
+ * const cmd = decodeCommand(new TextEncoder().encode("PUT\n/a\nhello"));
+ * if (cmd.type !== "put" || cmd.key !== "/a") throw new Error();
+ * try {
+ *   decodeCommand(new TextEncoder().encode("GET\n/a"));
+ *   throw new Error("should refuse");
+ * } catch (e) {
+ *   if (!(e instanceof CommandError)) throw e;
+ * }
+ * ```
+ */
+export function decodeCommand(bytes: Uint8Array, options: DecodeOptions = {}): Command {
+  const limits = options.limits ?? DEFAULT_KV_LIMITS;
+  if (bytes.length > limits.commandBytesMax) {
+    throw new CommandError(
+      `Command is too large: ${bytes.length} bytes (most ${limits.commandBytesMax})`,
+    );
+  }
+  const command = parseCommand(bytes);
+  const error = commandLimitError(command, bytes.length, limits);
+  if (error !== undefined) throw new CommandError(error);
+  return command;
+}
+
+/**
+ * Decodes a command and validates its structure, but not the size limits (the store checks those
+ * itself, so that breaking a limit is a result, not a crash). Throws {@linkcode CommandError}.
+ */
+export function parseCommand(bytes: Uint8Array): Command {
+  if (!(bytes instanceof Uint8Array)) {
+    throw new CommandError(`Command must be bytes: ${String(bytes)}`);
+  }
+  if (bytes.length === 0) throw new CommandError(`Command must not be empty: ""`);
+  if (bytes[0] === BINARY_MAGIC) return parseBinary(bytes);
+  if (startsWith(bytes, PUT_PREFIX)) {
+    requireText(bytes);
+    const end = bytes.indexOf(NEWLINE, PUT_PREFIX.length);
+    if (end < 0) {
+      throw new CommandError(
+        `Put command needs a newline between key and value: ${quoteBytes(bytes)}`,
+      );
+    }
+    const key = strictText(bytes.subarray(PUT_PREFIX.length, end))!;
+    validateKey(key);
+    return { type: "put", key, value: bytes.slice(end + 1), prevKv: false };
+  }
+  if (startsWith(bytes, DEL_PREFIX)) {
+    requireText(bytes);
+    const key = strictText(bytes.subarray(DEL_PREFIX.length))!;
+    validateKey(key);
+    return { type: "delete", range: { key }, prevKv: false };
+  }
+  throw new CommandError(
+    `Unknown command (expected "PUT\\n", "DEL\\n" or byte 0xff first): ${quoteBytes(bytes)}`,
+  );
+}
+
+function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
+  if (bytes.length < prefix.length) return false;
+  for (let i = 0; i < prefix.length; i++) if (bytes[i] !== prefix[i]) return false;
+  return true;
+}
+
+function requireText(bytes: Uint8Array): void {
+  if (strictText(bytes) === undefined) {
+    throw new CommandError(`Command is not valid UTF-8: ${quoteBytes(bytes)}`);
+  }
+}
+
+function parseBinary(bytes: Uint8Array): Command {
+  const r = new Reader(bytes);
+  r.u8(); // magic
+  const version = r.u8();
+  if (version !== BINARY_FORMAT_VERSION) {
+    throw new CommandError(
+      `Unsupported command format version: ${version} (this build reads ${BINARY_FORMAT_VERSION})`,
+    );
+  }
+  const tag = r.u8();
+  let command: Command;
+  if (tag === CommandTag.session) {
+    const kind = r.u8();
+    let clientId: ClientId;
+    if (kind === 0) clientId = r.str("Client id");
+    else if (kind === 1) clientId = r.u53("Client id");
+    else throw new CommandError(`Unknown client id kind: ${kind}`);
+    const seq = r.u53("Sequence number");
+    const innerBytes = r.bytes();
+    let inner: Command;
+    try {
+      inner = parseCommand(innerBytes);
+    } catch (e) {
+      if (e instanceof CommandError) throw new CommandError(`Session command: ${e.message}`);
+      throw e;
+    }
+    if (inner.type === "session") {
+      throw new CommandError(`A session command cannot wrap a session command: "session"`);
+    }
+    command = { type: "session", clientId, seq, command: inner };
+  } else {
+    command = readOp(r, tag, false);
+  }
+  r.end();
+  validateCommand(command);
+  return command;
+}
+
+function readOp(r: Reader, tag: number, inTxn: boolean): PlainCommand {
+  switch (tag) {
+    case CommandTag.put: {
+      const key = r.str("Key");
+      const value = r.bytes().slice();
+      const prevKv = r.flags(1, "Put") === 1;
+      return { type: "put", key, value, prevKv } satisfies PutCommand;
+    }
+    case CommandTag.delete: {
+      const range = readRange(r);
+      const prevKv = r.flags(1, "Delete") === 1;
+      return { type: "delete", range, prevKv } satisfies DeleteCommand;
+    }
+    case CommandTag.range: {
+      const range = readRange(r);
+      const limit = r.u32();
+      const flags = r.flags(3, "Range");
+      return {
+        type: "range",
+        range,
+        limit,
+        keysOnly: (flags & 1) !== 0,
+        countOnly: (flags & 2) !== 0,
+      } satisfies RangeCommand;
+    }
+    case CommandTag.txn: {
+      if (inTxn) throw new CommandError(`A transaction cannot contain a transaction: "txn"`);
+      const compare: Compare[] = [];
+      const nCompare = r.count("compare");
+      for (let i = 0; i < nCompare; i++) {
+        const key = r.str("Key");
+        const t = r.u8();
+        const result = RESULTS[r.u8()];
+        const target = TARGETS[t];
+        if (target === undefined) throw new CommandError(`Unknown compare target: ${t}`);
+        if (result === undefined) throw new CommandError(`Unknown compare result in compare ${i}`);
+        compare.push(
+          target === "value"
+            ? { key, target, result, value: r.bytes().slice() }
+            : { key, target, result, value: r.u53(`Compare ${target}`) },
+        );
+      }
+      const ops = (list: string) => {
+        const out: TxnOp[] = [];
+        const n = r.count(list);
+        for (let i = 0; i < n; i++) out.push(readOp(r, r.u8(), true) as TxnOp);
+        return out;
+      };
+      const success = ops("success");
+      const failure = ops("failure");
+      return { type: "txn", compare, success, failure };
+    }
+    default:
+      throw new CommandError(`Unknown command tag: 0x${tag.toString(16).padStart(2, "0")}`);
+  }
+}
+
+function readRange(r: Reader): KeyRange {
+  const kind = r.u8();
+  switch (kind) {
+    case RANGE_KIND.key:
+      return { key: r.str("Key") };
+    case RANGE_KIND.keyRange:
+      return { key: r.str("Key"), rangeEnd: r.str("Range end") };
+    case RANGE_KIND.prefix:
+      return { prefix: r.str("Prefix") };
+    case RANGE_KIND.fromKey:
+      return { fromKey: r.str("Range start") };
+    default:
+      throw new CommandError(`Unknown range kind: ${kind}`);
+  }
+}
+
+class Reader {
+  #bytes: Uint8Array;
+  #view: DataView;
+  #pos = 0;
+  constructor(bytes: Uint8Array) {
+    this.#bytes = bytes;
+    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  }
+  #need(n: number): void {
+    if (this.#pos + n > this.#bytes.length) {
+      throw new CommandError(
+        `Command is truncated: needs ${n} bytes at offset ${this.#pos} but ${
+          this.#bytes.length - this.#pos
+        } remain`,
+      );
+    }
+  }
+  u8(): number {
+    this.#need(1);
+    return this.#bytes[this.#pos++];
+  }
+  u32(): number {
+    this.#need(4);
+    const v = this.#view.getUint32(this.#pos);
+    this.#pos += 4;
+    return v;
+  }
+  u53(what: string): number {
+    this.#need(8);
+    const hi = this.#view.getUint32(this.#pos);
+    const lo = this.#view.getUint32(this.#pos + 4);
+    if (hi > 0x1f_ffff) {
+      throw new CommandError(`${what} is above 2^53 - 1 at offset ${this.#pos}`);
+    }
+    this.#pos += 8;
+    return hi * 0x1_0000_0000 + lo;
+  }
+  /** A count of list entries; each takes at least one byte, so a count above that is refused. */
+  count(list: string): number {
+    const n = this.u32();
+    if (n > this.#bytes.length - this.#pos) {
+      throw new CommandError(`Transaction ${list} count is larger than the command: ${n}`);
+    }
+    return n;
+  }
+  flags(allowed: number, what: string): number {
+    const f = this.u8();
+    if ((f & ~allowed) !== 0) {
+      throw new CommandError(
+        `${what} flags have unknown bits: 0x${f.toString(16).padStart(2, "0")}`,
+      );
+    }
+    return f;
+  }
+  bytes(): Uint8Array {
+    const n = this.u32();
+    this.#need(n);
+    const out = this.#bytes.subarray(this.#pos, this.#pos + n);
+    this.#pos += n;
+    return out;
+  }
+  str(what: string): string {
+    const b = this.bytes();
+    const s = strictText(b);
+    if (s === undefined) throw new CommandError(`${what} is not valid UTF-8: ${quoteBytes(b)}`);
+    return s;
+  }
+  end(): void {
+    if (this.#pos !== this.#bytes.length) {
+      throw new CommandError(
+        `Command has ${this.#bytes.length - this.#pos} trailing bytes at offset ${this.#pos}`,
+      );
+    }
+  }
+}

@@ -1,0 +1,785 @@
+/**
+ * The metadata store: the replicated state machine behind every node (the seed's
+ * `MetadataStore`), with etcd's revision model and exactly-once writes.
+ *
+ * Revisions follow etcd: an empty store is at revision 1, and each write transaction that changes
+ * something (a put, a delete that deletes a key, a transaction whose chosen list does either)
+ * raises it by one; every change of one command shares the new revision. A key's
+ * `createRevision` is the revision that created it, `modRevision` the revision of its last change,
+ * and `version` counts its puts since creation (1 on create; a delete removes the key, so a later
+ * put starts again at version 1).
+ *
+ * The store is deterministic: it reads no clock and no randomness; its state is a function of the
+ * commands applied and their log indexes.
+ *
+ * @module
+ */
+
+import { compareBytes, fromBase64, quote, text, toBase64 } from "./bytes.ts";
+import {
+  CommandError,
+  commandLimitError,
+  parseCommand,
+  validateKey,
+  validateRange,
+} from "./command.ts";
+import { compareKeys, SortedMap } from "./sorted_map.ts";
+import {
+  type ClientId,
+  type Command,
+  type CommandResponse,
+  type Compare,
+  DEFAULT_KV_LIMITS,
+  type DeleteResponse,
+  type KeyRange,
+  type KeyValue,
+  type KvEvent,
+  type KvLimits,
+  type PlainCommand,
+  type PutResponse,
+  type RangeResponse,
+  type SessionCommand,
+  type TxnOp,
+} from "./types.ts";
+
+/** An entry that must never fail to apply did (it does not decode, or its index is out of order). */
+export class ApplyError extends Error {
+  /** Makes an error with `message`; `cause` is the underlying error, if any. */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "ApplyError";
+  }
+}
+
+/** Configuration of a {@linkcode MetadataStore}; every node of a cluster must use the same. */
+export interface MetadataStoreOptions {
+  /** Bounds on commands (merged over {@linkcode DEFAULT_KV_LIMITS}). */
+  readonly limits?: Partial<KvLimits>;
+  /** Most key-values one range returns; a longer range says `more`. Default 10,000. */
+  readonly rangeKvsMax?: number;
+  /** Most client sessions remembered; the least recently heard is forgotten first. Default 10,000. */
+  readonly sessionsMax?: number;
+  /**
+   * A client whose last command is this many log entries behind the entry being applied is
+   * forgotten (log-driven, never wall-clock). Default 100,000.
+   */
+  readonly sessionIdleEntriesMax?: number;
+}
+
+/** Options of {@linkcode MetadataStore.range}. */
+export interface RangeOptions {
+  /** Most key-values to return; 0 or omitted means up to the store's `rangeKvsMax`. */
+  readonly limit?: number;
+  /** Return keys with empty values. */
+  readonly keysOnly?: boolean;
+  /** Return only the count. */
+  readonly countOnly?: boolean;
+}
+
+/** Fields every {@linkcode ApplyResult} carries. */
+export interface ApplyResultBase {
+  /** Log index of the entry applied. */
+  readonly index: number;
+  /** Store revision after the entry. */
+  readonly revision: number;
+}
+
+/**
+ * What applying one log entry produced:
+ * - `applied`: the command ran (or, with `duplicate`, had already run for this client and seq:
+ *   `response` is the original one and nothing changed now);
+ * - `rejected`: the command broke a limit and changed nothing (remembered like `applied`);
+ * - `stale`: the client already sent a later seq; nothing changed;
+ * - `unknownSession`: the client is not remembered (new clients start at seq 1; an expired
+ *   client must start over with a new id); nothing changed, and the outcome of its earlier
+ *   command is unknown.
+ */
+export type ApplyResult =
+  | ApplyResultBase & {
+    readonly status: "applied";
+    readonly response: CommandResponse;
+    /** Changes made now, in order, for watchers (empty for a duplicate or a read). */
+    readonly events: readonly KvEvent[];
+    readonly duplicate: boolean;
+  }
+  | ApplyResultBase & {
+    readonly status: "rejected";
+    readonly error: string;
+    readonly duplicate: boolean;
+  }
+  | ApplyResultBase & {
+    readonly status: "stale";
+    readonly error: string;
+    readonly clientId: ClientId;
+    readonly seq: number;
+    /** The client's latest applied seq. */
+    readonly lastSeq: number;
+  }
+  | ApplyResultBase & {
+    readonly status: "unknownSession";
+    readonly error: string;
+    readonly clientId: ClientId;
+    readonly seq: number;
+  };
+
+/** What a session remembers of its last command. */
+export type SessionOutcome =
+  | { readonly status: "applied"; readonly response: CommandResponse }
+  | { readonly status: "rejected"; readonly error: string };
+
+/** A client's session as the store remembers it. */
+export interface SessionInfo {
+  /** The client. */
+  readonly clientId: ClientId;
+  /** Its latest applied sequence number. */
+  readonly lastSeq: number;
+  /** Log index at which it was last heard from. */
+  readonly lastIndex: number;
+  /** Outcome of its latest applied command, returned again to a retry. */
+  readonly outcome: SessionOutcome;
+}
+
+/** A JSON value. */
+export type JsonValue = null | boolean | number | string | JsonValue[] | {
+  [key: string]: JsonValue;
+};
+
+/**
+ * The store's whole state as plain JSON-safe data (values in base64), from
+ * {@linkcode MetadataStore.snapshot}.
+ */
+export interface StoreSnapshot {
+  /** Snapshot format; 1. */
+  readonly format: 1;
+  /** Log index of the last entry applied. */
+  readonly appliedIndex: number;
+  /** Store revision. */
+  readonly revision: number;
+  /** Key-values in key order: key, base64 value, createRevision, modRevision, version. */
+  readonly kvs: readonly (readonly [string, string, number, number, number])[];
+  /** Sessions from least to most recently heard; outcomes with bytes as `{"$base64": ...}`. */
+  readonly sessions: readonly {
+    readonly clientId: ClientId;
+    readonly lastSeq: number;
+    readonly lastIndex: number;
+    readonly outcome: JsonValue;
+  }[];
+}
+
+/** A bounded summary of the store for node tables and logs, from {@linkcode MetadataStore.view}. */
+export interface StoreView {
+  /** Log index of the last entry applied. */
+  readonly appliedIndex: number;
+  /** Store revision. */
+  readonly revision: number;
+  /** Number of keys. */
+  readonly keys: number;
+  /** Number of client sessions. */
+  readonly sessions: number;
+  /** The first keys with their values as text. */
+  readonly kvs: Readonly<Record<string, string>>;
+  /** Whether keys were left out of `kvs`. */
+  readonly more: boolean;
+}
+
+/** A key's state inside the store; never handed out (callers get copies as {@linkcode KeyValue}). */
+interface Stored {
+  value: Uint8Array;
+  createRevision: number;
+  modRevision: number;
+  version: number;
+}
+
+interface Session {
+  readonly clientId: ClientId;
+  lastSeq: number;
+  lastIndex: number;
+  outcome: SessionOutcome;
+}
+
+type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+const EMPTY = new Uint8Array(0);
+
+function invariant(condition: boolean, message: () => string): asserts condition {
+  if (!condition) throw new Error(`Invariant violated: ${message()}`);
+}
+
+function sessionKey(clientId: ClientId): string {
+  return typeof clientId === "number" ? `n:${clientId}` : `s:${clientId}`;
+}
+
+function exportKv(key: string, s: Stored): KeyValue {
+  return {
+    key,
+    value: s.value.slice(),
+    createRevision: s.createRevision,
+    modRevision: s.modRevision,
+    version: s.version,
+  };
+}
+
+/**
+ * The metadata state machine. Writes arrive only through {@linkcode MetadataStore.apply}, once
+ * per committed log entry, in log order; reads are methods.
+ *
+ * @example
+ * ```ts
+ * import { MetadataStore } from "./store.ts";
+ * import { encodePut } from "./command.ts";
+ * const store = new MetadataStore();
+ * const result = store.apply(encodePut("/services/db/primary", "10.0.0.7"), 1);
+ * if (result.status !== "applied" || store.revision !== 2) throw new Error();
+ * if (store.getString("/services/db/primary") !== "10.0.0.7") throw new Error();
+ * ```
+ */
+export class MetadataStore {
+  /** Bounds on commands; pass them to `decodeCommand` before proposing. */
+  readonly limits: KvLimits;
+  /** Most key-values one range returns. */
+  readonly rangeKvsMax: number;
+  /** Most client sessions remembered. */
+  readonly sessionsMax: number;
+  /** Log entries after which a silent client is forgotten. */
+  readonly sessionIdleEntriesMax: number;
+
+  #map = new SortedMap<Stored>();
+  #revision = 1;
+  #appliedIndex = 0;
+  /** In order of last contact, least recent first (log indexes only grow, so also by lastIndex). */
+  #sessions = new Map<string, Session>();
+
+  /** An empty store at revision 1, applied index 0. */
+  constructor(options: MetadataStoreOptions = {}) {
+    this.limits = Object.freeze({ ...DEFAULT_KV_LIMITS, ...options.limits });
+    this.rangeKvsMax = options.rangeKvsMax ?? 10_000;
+    this.sessionsMax = options.sessionsMax ?? 10_000;
+    this.sessionIdleEntriesMax = options.sessionIdleEntriesMax ?? 100_000;
+    for (const [name, v] of Object.entries({ ...this.limits, rangeKvsMax: this.rangeKvsMax })) {
+      if (!Number.isSafeInteger(v) || v < 1) {
+        throw new RangeError(`${name} must be a positive integer: ${v}`);
+      }
+    }
+    for (
+      const [name, v] of Object.entries({
+        sessionsMax: this.sessionsMax,
+        sessionIdleEntriesMax: this.sessionIdleEntriesMax,
+      })
+    ) {
+      if (!Number.isSafeInteger(v) || v < 1) {
+        throw new RangeError(`${name} must be a positive integer: ${v}`);
+      }
+    }
+  }
+
+  /** The store's revision: 1 when empty, +1 per write transaction that changed something. */
+  get revision(): number {
+    return this.#revision;
+  }
+
+  /** Log index of the last entry applied (0 before any). */
+  get appliedIndex(): number {
+    return this.#appliedIndex;
+  }
+
+  /** Number of keys. */
+  get size(): number {
+    return this.#map.size;
+  }
+
+  /** Number of client sessions remembered. */
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Applying log entries.
+
+  /**
+   * Applies the committed log entry at `index` holding `command`. Called exactly once per entry,
+   * in log order; `index` must be above {@linkcode appliedIndex} (gaps are allowed for entries
+   * that carry no command, see {@linkcode applyNoop}). Throws {@linkcode ApplyError} when the
+   * index is out of order or the bytes do not decode — the node must stop rather than diverge.
+   * A command that merely fails (a compare, a limit) is a result, not a throw.
+   */
+  apply(command: Uint8Array, index: number): ApplyResult {
+    this.#checkIndex(index);
+    let decoded: Command;
+    try {
+      decoded = parseCommand(command);
+    } catch (e) {
+      const why = e instanceof CommandError ? e.message : String(e);
+      throw new ApplyError(`Entry ${index} does not decode, so it cannot be applied: ${why}`, {
+        cause: e,
+      });
+    }
+    this.#expireSessions(index);
+    const result = decoded.type === "session"
+      ? this.#applySession(decoded, command.length, index)
+      : this.#resultOf(this.#execute(decoded, decoded, command.length), index, false);
+    this.#appliedIndex = index;
+    return result;
+  }
+
+  /** Marks the entry at `index` applied without a command (a leader's no-op, a config change). */
+  applyNoop(index: number): void {
+    this.#checkIndex(index);
+    this.#expireSessions(index);
+    this.#appliedIndex = index;
+  }
+
+  #checkIndex(index: number): void {
+    if (!Number.isSafeInteger(index) || index <= this.#appliedIndex) {
+      throw new ApplyError(
+        `Log index must increase: ${index} after applied index ${this.#appliedIndex}`,
+      );
+    }
+  }
+
+  #applySession(command: SessionCommand, commandBytes: number, index: number): ApplyResult {
+    const { clientId, seq } = command;
+    const key = sessionKey(clientId);
+    const session = this.#sessions.get(key);
+    if (session === undefined) {
+      if (seq !== 1) {
+        return {
+          status: "unknownSession",
+          index,
+          revision: this.#revision,
+          clientId,
+          seq,
+          error: `Session of client ${
+            quote(String(clientId))
+          } is unknown or expired, so seq ${seq} cannot be applied exactly once; start a new client id`,
+        };
+      }
+      const outcome = this.#execute(command.command, command, commandBytes);
+      while (this.#sessions.size >= this.sessionsMax) {
+        this.#sessions.delete(this.#sessions.keys().next().value!);
+      }
+      this.#sessions.set(key, {
+        clientId,
+        lastSeq: seq,
+        lastIndex: index,
+        outcome: outcome.remembered,
+      });
+      return this.#resultOf(outcome, index, false);
+    }
+    // Heard from: move to the most recent end.
+    this.#sessions.delete(key);
+    session.lastIndex = index;
+    this.#sessions.set(key, session);
+    if (seq === session.lastSeq) {
+      return this.#resultOf({ remembered: session.outcome, events: [] }, index, true);
+    }
+    if (seq < session.lastSeq) {
+      return {
+        status: "stale",
+        index,
+        revision: this.#revision,
+        clientId,
+        seq,
+        lastSeq: session.lastSeq,
+        error: `Seq ${seq} of client ${
+          quote(String(clientId))
+        } is stale: seq ${session.lastSeq} was already applied`,
+      };
+    }
+    const outcome = this.#execute(command.command, command, commandBytes);
+    session.lastSeq = seq;
+    session.outcome = outcome.remembered;
+    return this.#resultOf(outcome, index, false);
+  }
+
+  #resultOf(
+    outcome: { remembered: SessionOutcome; events: KvEvent[] },
+    index: number,
+    duplicate: boolean,
+  ): ApplyResult {
+    const o = outcome.remembered;
+    return o.status === "applied"
+      ? {
+        status: "applied",
+        index,
+        revision: this.#revision,
+        response: o.response,
+        events: outcome.events,
+        duplicate,
+      }
+      : { status: "rejected", index, revision: this.#revision, error: o.error, duplicate };
+  }
+
+  /** Forgets clients not heard from within `sessionIdleEntriesMax` entries before `index`. */
+  #expireSessions(index: number): void {
+    for (const [key, session] of this.#sessions) {
+      if (session.lastIndex + this.sessionIdleEntriesMax > index) break;
+      this.#sessions.delete(key);
+    }
+  }
+
+  /** Runs `command` atomically at one revision; a broken limit changes nothing. */
+  #execute(
+    command: PlainCommand,
+    whole: Command,
+    commandBytes: number,
+  ): { remembered: SessionOutcome; events: KvEvent[] } {
+    const error = commandLimitError(whole, commandBytes, this.limits);
+    if (error !== undefined) return { remembered: { status: "rejected", error }, events: [] };
+    const revision = this.#revision + 1;
+    const events: KvEvent[] = [];
+    let response: Mutable<CommandResponse>;
+    if (command.type === "txn") {
+      const succeeded = command.compare.every((c) => this.#compare(c));
+      const ops = succeeded ? command.success : command.failure;
+      const responses = ops.map((op) => this.#op(op, revision, events));
+      response = { type: "txn", revision: 0, succeeded, responses };
+    } else {
+      response = this.#op(command, revision, events);
+    }
+    if (events.length > 0) this.#revision = revision;
+    // Every response of the command reports the revision after it, as etcd's headers do.
+    response.revision = this.#revision;
+    if (response.type === "txn") {
+      for (const r of response.responses) (r as Mutable<typeof r>).revision = this.#revision;
+    }
+    return { remembered: { status: "applied", response }, events };
+  }
+
+  #op(
+    op: TxnOp,
+    revision: number,
+    events: KvEvent[],
+  ): Mutable<PutResponse | DeleteResponse | RangeResponse> {
+    switch (op.type) {
+      case "put":
+        return this.#put(op.key, op.value, op.prevKv, revision, events);
+      case "delete":
+        return this.#delete(op.range, op.prevKv, revision, events);
+      case "range":
+        return this.#range(op.range, op.limit, op.keysOnly, op.countOnly);
+    }
+  }
+
+  #put(
+    key: string,
+    value: Uint8Array,
+    prevKv: boolean,
+    revision: number,
+    events: KvEvent[],
+  ): Mutable<PutResponse> {
+    const stored = this.#map.get(key);
+    if (stored === undefined) {
+      const created: Stored = {
+        value,
+        createRevision: revision,
+        modRevision: revision,
+        version: 1,
+      };
+      this.#map.set(key, created);
+      events.push({ type: "PUT", kv: exportKv(key, created) });
+      return { type: "put", revision: 0 };
+    }
+    invariant(stored.modRevision <= revision, () => `key ${quote(key)} modified in the future`);
+    const prev = exportKv(key, stored);
+    // Updated in place: one tree descent, and nothing outside holds a reference to `stored`.
+    stored.value = value;
+    stored.modRevision = revision;
+    stored.version++;
+    events.push({ type: "PUT", kv: exportKv(key, stored), prevKv: prev });
+    return prevKv ? { type: "put", revision: 0, prevKv: prev } : { type: "put", revision: 0 };
+  }
+
+  #delete(
+    range: KeyRange,
+    prevKv: boolean,
+    revision: number,
+    events: KvEvent[],
+  ): Mutable<DeleteResponse> {
+    const doomed = [...this.#scan(range)];
+    const prevKvs: KeyValue[] = [];
+    for (const [key, stored] of doomed) {
+      const removed = this.#map.delete(key);
+      invariant(removed, () => `key ${quote(key)} vanished during its delete`);
+      const prev = exportKv(key, stored);
+      if (prevKv) prevKvs.push(prev);
+      events.push({
+        type: "DELETE",
+        kv: { key, value: EMPTY.slice(), createRevision: 0, modRevision: revision, version: 0 },
+        prevKv: prev,
+      });
+    }
+    return prevKv
+      ? { type: "delete", revision: 0, deleted: doomed.length, prevKvs }
+      : { type: "delete", revision: 0, deleted: doomed.length };
+  }
+
+  #range(
+    range: KeyRange,
+    limit: number,
+    keysOnly: boolean,
+    countOnly: boolean,
+  ): Mutable<RangeResponse> {
+    const count = this.#count(range);
+    if (countOnly) return { type: "range", revision: this.#revision, kvs: [], more: false, count };
+    const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
+    const kvs: KeyValue[] = [];
+    for (const [key, stored] of this.#scan(range)) {
+      if (kvs.length >= kvsMax) break;
+      kvs.push(
+        keysOnly
+          ? {
+            key,
+            value: new Uint8Array(0),
+            createRevision: stored.createRevision,
+            modRevision: stored.modRevision,
+            version: stored.version,
+          }
+          : exportKv(key, stored),
+      );
+    }
+    return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
+  }
+
+  /** Entries of `range` in key order. */
+  *#scan(range: KeyRange): Generator<[string, Stored]> {
+    if ("prefix" in range) {
+      const prefix = range.prefix;
+      for (const entry of this.#map.entries(prefix)) {
+        if (!entry[0].startsWith(prefix)) return;
+        yield entry;
+      }
+    } else if ("fromKey" in range) {
+      yield* this.#map.entries(range.fromKey);
+    } else if (range.rangeEnd === undefined) {
+      const stored = this.#map.get(range.key);
+      if (stored !== undefined) yield [range.key, stored];
+    } else {
+      const end = range.rangeEnd;
+      for (const entry of this.#map.entries(range.key)) {
+        if (compareKeys(entry[0], end) >= 0) return;
+        yield entry;
+      }
+    }
+  }
+
+  /** Number of keys in `range`, in O(log n). */
+  #count(range: KeyRange): number {
+    const map = this.#map;
+    if ("prefix" in range) {
+      const p = range.prefix;
+      if (p === "") return map.size;
+      return map.countWhile((k) => k.startsWith(p) || compareKeys(k, p) < 0) - map.rank(p);
+    }
+    if ("fromKey" in range) return map.size - map.rank(range.fromKey);
+    if (range.rangeEnd === undefined) return map.has(range.key) ? 1 : 0;
+    return Math.max(0, map.rank(range.rangeEnd) - map.rank(range.key));
+  }
+
+  /** Evaluates one compare as etcd's `applyCompare` does. */
+  #compare(c: Compare): boolean {
+    const stored = this.#map.get(c.key);
+    let order: number;
+    if (c.target === "value") {
+      // etcd: a value compare on a missing key always fails, even notEqual.
+      if (stored === undefined) return false;
+      order = compareBytes(stored.value, c.value);
+    } else {
+      const actual = stored === undefined ? 0 : stored[c.target];
+      order = actual - c.value;
+    }
+    switch (c.result) {
+      case "equal":
+        return order === 0;
+      case "notEqual":
+        return order !== 0;
+      case "greater":
+        return order > 0;
+      case "less":
+        return order < 0;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Reads (local: the caller decides whether the node may serve them, e.g. after ReadIndex).
+
+  /** The key-value under `key`, or `undefined`. */
+  get(key: string): KeyValue | undefined {
+    validateKey(key);
+    const stored = this.#map.get(key);
+    return stored === undefined ? undefined : exportKv(key, stored);
+  }
+
+  /** The value under `key` as text (malformed UTF-8 shown as U+FFFD), or `undefined`. */
+  getString(key: string): string | undefined {
+    validateKey(key);
+    const stored = this.#map.get(key);
+    return stored === undefined ? undefined : text(stored.value);
+  }
+
+  /**
+   * The keys of `range` in key order, with etcd's `count` (all keys in the range) and `more`
+   * (some were left out by the limit). Throws {@linkcode CommandError} on a malformed range.
+   *
+   * @example
+   * ```ts
+   * import { MetadataStore } from "./store.ts";
+   * import { encodePut } from "./command.ts";
+   * const store = new MetadataStore();
+   * store.apply(encodePut("/svc/a", "1"), 1);
+   * store.apply(encodePut("/svc/b", "2"), 2);
+   * const { kvs, more, count } = store.range({ prefix: "/svc/" }, { limit: 1 });
+   * if (kvs[0].key !== "/svc/a" || !more || count !== 2) throw new Error();
+   * ```
+   */
+  range(range: KeyRange, options: RangeOptions = {}): RangeResponse {
+    validateRange(range);
+    const limit = options.limit ?? 0;
+    if (!Number.isSafeInteger(limit) || limit < 0) {
+      throw new CommandError(`Limit must be a non-negative integer: ${limit}`);
+    }
+    return this.#range(range, limit, options.keysOnly ?? false, options.countOnly ?? false);
+  }
+
+  /** Every key-value of `range` (all keys when omitted) in key order, unbounded. */
+  *entries(range: KeyRange = { prefix: "" }): IterableIterator<KeyValue> {
+    validateRange(range);
+    for (const [key, stored] of this.#scan(range)) yield exportKv(key, stored);
+  }
+
+  /** What the store remembers of `clientId`, or `undefined`. */
+  session(clientId: ClientId): SessionInfo | undefined {
+    const s = this.#sessions.get(sessionKey(clientId));
+    return s === undefined ? undefined : { ...s };
+  }
+
+  /** A bounded summary for node tables: counters and the first `kvsMax` keys as text. */
+  view(options: { kvsMax?: number } = {}): StoreView {
+    const kvsMax = options.kvsMax ?? 100;
+    const kvs: Record<string, string> = {};
+    let n = 0;
+    for (const [key, stored] of this.#map.entries()) {
+      if (n++ >= kvsMax) break;
+      kvs[key] = text(stored.value);
+    }
+    return {
+      appliedIndex: this.#appliedIndex,
+      revision: this.#revision,
+      keys: this.#map.size,
+      sessions: this.#sessions.size,
+      kvs,
+      more: this.#map.size > kvsMax,
+    };
+  }
+
+  /** The {@linkcode view} with defaults, so `JSON.stringify(store)` prints a summary. */
+  toJSON(): StoreView {
+    return this.view();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Snapshots.
+
+  /** The whole state (keys, revision, applied index, sessions) as JSON-safe data. */
+  snapshot(): StoreSnapshot {
+    const kvs: [string, string, number, number, number][] = [];
+    for (const [key, s] of this.#map.entries()) {
+      kvs.push([key, toBase64(s.value), s.createRevision, s.modRevision, s.version]);
+    }
+    const sessions = [...this.#sessions.values()].map((s) => ({
+      clientId: s.clientId,
+      lastSeq: s.lastSeq,
+      lastIndex: s.lastIndex,
+      outcome: toJsonSafe(s.outcome),
+    }));
+    return {
+      format: 1,
+      appliedIndex: this.#appliedIndex,
+      revision: this.#revision,
+      kvs,
+      sessions,
+    };
+  }
+
+  /**
+   * A store restored from `snapshot`, exactly: it applies the following entries as the original
+   * would. Throws when the snapshot is malformed or inconsistent.
+   */
+  static fromSnapshot(snapshot: StoreSnapshot, options: MetadataStoreOptions = {}): MetadataStore {
+    const fail = (why: string): never => {
+      throw new Error(`Snapshot is invalid: ${why}`);
+    };
+    const isCount = (v: unknown, min: number) => Number.isSafeInteger(v) && (v as number) >= min;
+    if (snapshot?.format !== 1) fail(`unknown format ${quote(String(snapshot?.format))}`);
+    const { appliedIndex, revision } = snapshot;
+    if (!isCount(appliedIndex, 0)) fail(`appliedIndex ${appliedIndex}`);
+    if (!isCount(revision, 1)) fail(`revision ${revision}`);
+    const store = new MetadataStore(options);
+    store.#appliedIndex = appliedIndex;
+    store.#revision = revision;
+    let previous: string | undefined;
+    for (const entry of snapshot.kvs) {
+      const [key, value, createRevision, modRevision, version] = entry;
+      try {
+        validateKey(key);
+      } catch (e) {
+        fail((e as Error).message);
+      }
+      if (previous !== undefined && compareKeys(previous, key) >= 0) {
+        fail(`keys out of order at ${quote(key)}`);
+      }
+      previous = key;
+      if (
+        !isCount(createRevision, 2) || !isCount(modRevision, createRevision) ||
+        modRevision > revision || !isCount(version, 1)
+      ) {
+        fail(`revisions of ${quote(key)}: ${createRevision}, ${modRevision}, version ${version}`);
+      }
+      store.#map.set(key, { value: fromBase64(value), createRevision, modRevision, version });
+    }
+    let lastIndex = 0;
+    for (const s of snapshot.sessions) {
+      if (
+        !isCount(s.lastSeq, 1) || !isCount(s.lastIndex, lastIndex) || s.lastIndex > appliedIndex
+      ) {
+        fail(`session of client ${quote(String(s.clientId))}`);
+      }
+      lastIndex = s.lastIndex;
+      const key = sessionKey(s.clientId);
+      if (store.#sessions.has(key)) fail(`client ${quote(String(s.clientId))} appears twice`);
+      store.#sessions.set(key, {
+        clientId: s.clientId,
+        lastSeq: s.lastSeq,
+        lastIndex: s.lastIndex,
+        outcome: fromJsonSafe(s.outcome) as SessionOutcome,
+      });
+    }
+    return store;
+  }
+}
+
+/** `value` with every Uint8Array replaced by `{"$base64": ...}`, so JSON can carry it. */
+function toJsonSafe(value: unknown): JsonValue {
+  if (value instanceof Uint8Array) return { $base64: toBase64(value) };
+  if (Array.isArray(value)) return value.map(toJsonSafe);
+  if (typeof value === "object" && value !== null) {
+    const out: Record<string, JsonValue> = {};
+    for (const [k, v] of Object.entries(value)) if (v !== undefined) out[k] = toJsonSafe(v);
+    return out;
+  }
+  return value as JsonValue;
+}
+
+/** The inverse of {@linkcode toJsonSafe}. */
+function fromJsonSafe(value: JsonValue): unknown {
+  if (Array.isArray(value)) return value.map(fromJsonSafe);
+  if (typeof value === "object" && value !== null) {
+    const keys = Object.keys(value);
+    if (keys.length === 1 && keys[0] === "$base64" && typeof value.$base64 === "string") {
+      return fromBase64(value.$base64);
+    }
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = fromJsonSafe(v);
+    return out;
+  }
+  return value;
+}

@@ -1,0 +1,232 @@
+/**
+ * The vocabulary of the metadata store: key-values with etcd's revisions, key ranges, compares,
+ * commands, responses and the limits that bound them. Nothing here has behaviour.
+ *
+ * @module
+ */
+
+/**
+ * One key and its value at the store's current revision, as etcd's `mvccpb.KeyValue`.
+ * Treat it as read-only; the store hands out copies of its values.
+ */
+export interface KeyValue {
+  /** The key, e.g. `"/services/db/primary"`. */
+  readonly key: string;
+  /** The value's bytes (empty for keys-only reads and for the `kv` of a DELETE event). */
+  readonly value: Uint8Array;
+  /** Revision of the write that created the key (since its last delete). */
+  readonly createRevision: number;
+  /** Revision of the last write to the key. */
+  readonly modRevision: number;
+  /** Number of puts since the key was created: 1 on create, +1 per put, gone on delete. */
+  readonly version: number;
+  /** Lease the key is attached to (leases come later; never set yet). */
+  readonly lease?: number;
+}
+
+/**
+ * Which keys an operation covers, in UTF-8 byte order of keys:
+ * - `{ key }`: that one key;
+ * - `{ key, rangeEnd }`: keys in [key, rangeEnd) (empty when rangeEnd <= key);
+ * - `{ prefix }`: keys starting with prefix (`""` means every key);
+ * - `{ fromKey }`: keys >= fromKey (etcd's range end `"\0"`).
+ */
+export type KeyRange =
+  | { readonly key: string; readonly rangeEnd?: string }
+  | { readonly prefix: string }
+  | { readonly fromKey: string };
+
+/** The relation a compare checks, `stored <relation> given`. */
+export type CompareResult = "equal" | "notEqual" | "greater" | "less";
+
+/** The field of a key a compare reads. */
+export type CompareTarget = "value" | "version" | "createRevision" | "modRevision";
+
+/**
+ * One condition of a transaction, as etcd's `Compare` on a single key. On a key that does not
+ * exist, `version`, `createRevision` and `modRevision` read as 0, and every `value` compare fails
+ * (even `notEqual`), exactly as in etcd.
+ */
+export type Compare =
+  | {
+    readonly key: string;
+    readonly target: "value";
+    readonly result: CompareResult;
+    readonly value: Uint8Array;
+  }
+  | {
+    readonly key: string;
+    readonly target: "version" | "createRevision" | "modRevision";
+    readonly result: CompareResult;
+    readonly value: number;
+  };
+
+/** Store `value` under `key`; with `prevKv`, the response carries the key-value it replaced. */
+export interface PutCommand {
+  /** Discriminant. */
+  readonly type: "put";
+  /** Key to write. */
+  readonly key: string;
+  /** New value. */
+  readonly value: Uint8Array;
+  /** Return the previous key-value in the response. */
+  readonly prevKv: boolean;
+}
+
+/** Delete the keys of `range`; with `prevKv`, the response carries what was deleted. */
+export interface DeleteCommand {
+  /** Discriminant. */
+  readonly type: "delete";
+  /** Keys to delete. */
+  readonly range: KeyRange;
+  /** Return the deleted key-values in the response. */
+  readonly prevKv: boolean;
+}
+
+/** Read the keys of `range` (inside a transaction, or through the log as a read). */
+export interface RangeCommand {
+  /** Discriminant. */
+  readonly type: "range";
+  /** Keys to read. */
+  readonly range: KeyRange;
+  /** Most key-values to return; 0 means no limit beyond the store's `rangeKvsMax`. */
+  readonly limit: number;
+  /** Return keys with empty values. */
+  readonly keysOnly: boolean;
+  /** Return only the count, no key-values. */
+  readonly countOnly: boolean;
+}
+
+/** An operation inside a transaction's `success` or `failure` list. */
+export type TxnOp = PutCommand | DeleteCommand | RangeCommand;
+
+/**
+ * If every compare holds, apply `success`, else `failure`; atomically, at one revision (raised by
+ * one when the chosen list changed anything). Operations run in order and later ones see the
+ * writes of earlier ones.
+ */
+export interface TxnCommand {
+  /** Discriminant. */
+  readonly type: "txn";
+  /** Conditions, all of which must hold for `success` to run. */
+  readonly compare: readonly Compare[];
+  /** Operations when every compare holds. */
+  readonly success: readonly TxnOp[];
+  /** Operations otherwise. */
+  readonly failure: readonly TxnOp[];
+}
+
+/** Who sent a session command: a string (non-empty) or a non-negative integer. */
+export type ClientId = string | number;
+
+/**
+ * A command wrapped with its client's id and sequence number, so a retry applies once (Raft
+ * dissertation §6.3). A client has one write outstanding at a time and numbers them 1, 2, 3, ...
+ * (gaps allowed, never backwards).
+ */
+export interface SessionCommand {
+  /** Discriminant. */
+  readonly type: "session";
+  /** The client. */
+  readonly clientId: ClientId;
+  /** The client's sequence number for this command, from 1. */
+  readonly seq: number;
+  /** The wrapped command (never another session). */
+  readonly command: PlainCommand;
+}
+
+/** A command without a session envelope. */
+export type PlainCommand = PutCommand | DeleteCommand | RangeCommand | TxnCommand;
+
+/** Everything that can be put in the Raft log for the store. */
+export type Command = PlainCommand | SessionCommand;
+
+/** Response to a put. */
+export interface PutResponse {
+  /** Discriminant. */
+  readonly type: "put";
+  /** Store revision after the command. */
+  readonly revision: number;
+  /** The key-value before the put, when asked for and the key existed. */
+  readonly prevKv?: KeyValue;
+}
+
+/** Response to a delete. */
+export interface DeleteResponse {
+  /** Discriminant. */
+  readonly type: "delete";
+  /** Store revision after the command. */
+  readonly revision: number;
+  /** Number of keys deleted. */
+  readonly deleted: number;
+  /** The deleted key-values, when asked for. */
+  readonly prevKvs?: readonly KeyValue[];
+}
+
+/** Response to a range read. */
+export interface RangeResponse {
+  /** Discriminant. */
+  readonly type: "range";
+  /** Store revision the read saw. */
+  readonly revision: number;
+  /** Key-values in key order (empty for count-only). */
+  readonly kvs: readonly KeyValue[];
+  /** Whether keys in the range were left out because of the limit. */
+  readonly more: boolean;
+  /** Number of keys in the range, regardless of the limit. */
+  readonly count: number;
+}
+
+/** Response to a transaction. */
+export interface TxnResponse {
+  /** Discriminant. */
+  readonly type: "txn";
+  /** Store revision after the command. */
+  readonly revision: number;
+  /** Whether every compare held (so `success` ran). */
+  readonly succeeded: boolean;
+  /** One response per operation of the list that ran, in order. */
+  readonly responses: readonly (PutResponse | DeleteResponse | RangeResponse)[];
+}
+
+/** Response to any command. */
+export type CommandResponse = PutResponse | DeleteResponse | RangeResponse | TxnResponse;
+
+/** A change a write made, for watchers (etcd's `mvccpb.Event`). */
+export interface KvEvent {
+  /** `"PUT"` for a create or update, `"DELETE"` for a deletion. */
+  readonly type: "PUT" | "DELETE";
+  /**
+   * The key-value after the change; for a DELETE, the key with an empty value, version 0 and
+   * `modRevision` the deleting revision.
+   */
+  readonly kv: KeyValue;
+  /** The key-value before the change, when the key existed. */
+  readonly prevKv?: KeyValue;
+}
+
+/**
+ * Bounds on what one command may carry. Defaults follow etcd where it has one
+ * (`--max-request-bytes` 1.5 MiB, `--max-txn-ops` 128).
+ */
+export interface KvLimits {
+  /** Most bytes in one encoded command. */
+  readonly commandBytesMax: number;
+  /** Most UTF-8 bytes in one key (also range ends, prefixes and compare keys). */
+  readonly keyBytesMax: number;
+  /** Most bytes in one value. */
+  readonly valueBytesMax: number;
+  /** Most entries in each of a transaction's compare, success and failure lists. */
+  readonly txnOpsMax: number;
+  /** Most UTF-8 bytes in a string client id. */
+  readonly clientIdBytesMax: number;
+}
+
+/** The default {@linkcode KvLimits}. */
+export const DEFAULT_KV_LIMITS: KvLimits = Object.freeze({
+  commandBytesMax: 1.5 * 1024 * 1024,
+  keyBytesMax: 4096,
+  valueBytesMax: 1.5 * 1024 * 1024,
+  txnOpsMax: 128,
+  clientIdBytesMax: 128,
+});
