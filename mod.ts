@@ -39,16 +39,19 @@ export {
   type SimEvent,
   SimNode,
 } from "./src/sim/cluster.ts";
-export { MetadataStore } from "./src/kv/store.ts";
+export * from "./src/kv/store.ts";
+export * from "./src/kv/types.ts";
 export {
   CommandError,
   decodeCommand,
+  type DecodeOptions,
   encodeCommand,
   encodeDelete,
   encodePut,
 } from "./src/kv/command.ts";
 export {
   describeEntry,
+  JUPYTER_DISPLAY,
   type NodeRow,
   NodeTable,
   nodeTable,

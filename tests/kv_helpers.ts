@@ -99,7 +99,12 @@ export function txnOp(
 /** A session envelope. */
 export function session(clientId: ClientId, seq: number, command: Command): Command {
   assert.notEqual(command.type, "session");
-  return { type: "session", clientId, seq, command: command as Exclude<Command, { type: "session" }> };
+  return {
+    type: "session",
+    clientId,
+    seq,
+    command: command as Exclude<Command, { type: "session" }>,
+  };
 }
 
 /** A seeded generator (xorshift32) for randomized tests; never Math.random. */

@@ -59,6 +59,9 @@ export interface NodeTableOptions {
   readonly title?: string;
 }
 
+/** The key Deno's Jupyter kernel looks up to render an object richly. */
+export const JUPYTER_DISPLAY: unique symbol = Symbol.for("Jupyter.display");
+
 const COLUMNS = [
   "node",
   "role",
@@ -194,7 +197,7 @@ export class NodeTable {
   }
 
   /** Deno's Jupyter kernel calls this to show the table as HTML (with text as fallback). */
-  [Symbol.for("Jupyter.display")](): Record<string, string> {
+  [JUPYTER_DISPLAY](): Record<string, string> {
     return { "text/html": this.toHtml(), "text/plain": this.toString() };
   }
 }

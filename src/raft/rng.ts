@@ -1,6 +1,6 @@
 /**
- * A small seeded pseudo-random generator, so one seed reproduces a run exactly. The core never
- * calls `Math.random`; hosts pass a `SeededRng` (or their own {@linkcode Rng}).
+ * A small seeded pseudo-random generator, so one seed reproduces a run exactly. The core uses no
+ * ambient randomness; hosts pass a `SeededRng` (or their own {@linkcode Rng}).
  *
  * @module
  */
