@@ -7,13 +7,36 @@
  */
 
 import { invariant } from "./log.ts";
-import type { HardState, RaftLogEntry } from "./types.ts";
+import type { HardState, NodeId, RaftLogEntry } from "./types.ts";
+
+/** What a snapshot covers: the log up to `index` (of `term`) folded into the state machine. */
+export interface SnapshotMeta {
+  /** Last log index the snapshot includes. */
+  readonly index: number;
+  /** Term of the entry at `index`. */
+  readonly term: number;
+  /** The cluster's voters as of `index`. */
+  readonly voters: readonly NodeId[];
+}
+
+/** A state machine snapshot: its metadata and the serialized state. */
+export interface Snapshot {
+  /** What the snapshot covers. */
+  readonly meta: SnapshotMeta;
+  /** The serialized state machine. */
+  readonly data: Uint8Array;
+}
 
 /** What a node restarts from. */
 export interface PersistedState {
   /** Term, vote and commit index. */
   readonly hardState: HardState;
-  /** The log, from index 1. */
+  /** The newest snapshot, if one was saved. */
+  readonly snapshot?: Snapshot;
+  /**
+   * The log entries kept: contiguous, starting at 1 when there is no snapshot, and otherwise at
+   * or before `snapshot.meta.index + 1` (a trailing window may be kept), ending at the last entry.
+   */
   readonly entries: readonly RaftLogEntry[];
 }
 
