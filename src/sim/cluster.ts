@@ -134,6 +134,10 @@ export interface Operation {
   index?: number;
   /** Term of a write's entry. */
   term?: number;
+  /** The leader the contacted node named, when it refused because it is not the leader. */
+  leaderHint?: NodeId;
+  /** Called once when the operation leaves `pending`. */
+  onDone?: (op: Operation) => void;
 }
 
 /** One thing that happened in the simulation. */
@@ -204,6 +208,7 @@ export class Cluster {
   #config: Partial<RaftConfig>;
   #nodes = new Map<NodeId, SimNode>();
   #inFlight = new EventHeap<InFlight>();
+  #callbacks = new EventHeap<{ atMs: number; seq: number; run: () => void }>();
   #cuts = new Set<string>();
   #eventsMax: number;
   #listeners: ((e: SimEvent) => void)[] = [];
@@ -495,6 +500,23 @@ export class Cluster {
     return op;
   }
 
+  /** Runs `callback` at virtual time `nowMs + delayMs` (simulated clients use it for timeouts). */
+  schedule(delayMs: number, callback: () => void): void {
+    if (!(delayMs >= 0)) throw new RangeError(`Cannot schedule ${delayMs} ms ahead`);
+    this.#callbacks.push({ atMs: this.#nowMs + delayMs, seq: ++this.#seq, run: callback });
+  }
+
+  /**
+   * Gives up waiting for a pending operation: it becomes `unknown` (a write that may still take
+   * effect) or `failed` (a read). Its `onDone` is not called.
+   */
+  abandon(op: Operation, reason: string): void {
+    if (op.status !== "pending") return;
+    this.#forget(op);
+    op.onDone = undefined;
+    this.#finish(op, op.kind === "get" ? "failed" : "unknown", reason);
+  }
+
   // ---- Internals ---------------------------------------------------------------------------------
 
   #leaderOrFirst(): NodeId {
@@ -534,7 +556,10 @@ export class Cluster {
       op.term = term;
       this.#writes.get(target)!.set(index, op);
     } catch (e) {
-      if (e instanceof NotLeaderError) return this.#finish(op, "failed", e.message);
+      if (e instanceof NotLeaderError) {
+        op.leaderHint = e.leaderHint;
+        return this.#finish(op, "failed", e.message);
+      }
       throw e;
     }
     this.#afterInput(n);
@@ -555,6 +580,7 @@ export class Cluster {
     op.status = status;
     op.endedMs = this.#nowMs;
     if (error !== undefined) op.error = error;
+    op.onDone?.(op);
     return op;
   }
 
@@ -574,14 +600,17 @@ export class Cluster {
         }
       }
       const messageMs = this.#inFlight.peek()?.atMs ?? Infinity;
-      if (messageMs < timerMs) timerNode = undefined;
-      const next = Math.min(timerMs, messageMs);
+      const callbackMs = this.#callbacks.peek()?.atMs ?? Infinity;
+      if (messageMs < timerMs || callbackMs < timerMs) timerNode = undefined;
+      const next = Math.min(timerMs, messageMs, callbackMs);
       if (next > targetMs) break;
       invariant(next >= this.#nowMs, () => `virtual time went backwards to ${next}`);
       this.#nowMs = next;
       if (timerNode !== undefined) {
         timerNode.raft.tick(next);
         this.#afterInput(timerNode);
+      } else if (callbackMs <= messageMs) {
+        this.#callbacks.pop()!.run();
       } else {
         this.#deliver(this.#inFlight.pop()!.message);
       }
