@@ -57,7 +57,9 @@ for (const n of SIZES) {
   const after = heapUsed();
   console.log(
     `kv_bench: ${n.toLocaleString("en")} keys built in ${Math.round(buildMs)} ms ` +
-      `(${Math.round((buildMs * 1e6) / n)} ns/put); heap ${((after - before) / 2 ** 20).toFixed(1)} MiB, ` +
+      `(${Math.round((buildMs * 1e6) / n)} ns/put); heap ${
+        ((after - before) / 2 ** 20).toFixed(1)
+      } MiB, ` +
       `${Math.round((after - before) / n)} bytes per key (key ~25 B, value 13 B)` +
       (gc ? "" : " — run with --v8-flags=--expose-gc for a figure without garbage"),
   );
@@ -70,7 +72,13 @@ for (const n of SIZES) {
       type: "txn",
       compare: [{ key: keyOf(i), target: "version", result: "greater", value: 0 }],
       success: [{ type: "put", key: keyOf(i), value: utf8("leader"), prevKv: false }],
-      failure: [{ type: "range", range: { key: keyOf(i) }, limit: 0, keysOnly: false, countOnly: false }],
+      failure: [{
+        type: "range",
+        range: { key: keyOf(i) },
+        limit: 0,
+        keysOnly: false,
+        countOnly: false,
+      }],
     })
   );
   let index = store.appliedIndex;
@@ -95,7 +103,9 @@ for (const n of SIZES) {
     name: `range of 100 keys at ${label} keys`,
     group: `range ${label}`,
     fn() {
-      const r = store.range({ key: keys[c++ & (COMMANDS - 1)], rangeEnd: "/bench0" }, { limit: 100 });
+      const r = store.range({ key: keys[c++ & (COMMANDS - 1)], rangeEnd: "/bench0" }, {
+        limit: 100,
+      });
       if (r.kvs.length === 0) throw new Error("empty range");
     },
   });

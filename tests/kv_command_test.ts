@@ -40,7 +40,10 @@ Deno.test("the seed encodings, byte for byte", async (t) => {
   });
 
   await t.step("DEL\\n<key>", () => {
-    assert.deepEqual(encodeDelete("/a/b"), new Uint8Array([0x44, 0x45, 0x4c, 0x0a, 0x2f, 0x61, 0x2f, 0x62]));
+    assert.deepEqual(
+      encodeDelete("/a/b"),
+      new Uint8Array([0x44, 0x45, 0x4c, 0x0a, 0x2f, 0x61, 0x2f, 0x62]),
+    );
   });
 
   await t.step("decoding them: the value is everything after the second newline", () => {
@@ -155,7 +158,10 @@ Deno.test("malformed seed commands are refused with a clear message", () => {
   refuses(utf8("DEL\n"), 'Key must not be empty: ""');
   refuses(utf8("DEL\na\nb"), 'Key must not contain a newline: "a\\nb"');
   refuses(utf8("PUT\n/k"), 'Put command needs a newline between key and value: "PUT\\n/k"');
-  refuses(utf8("GET\n/k"), 'Unknown command (expected "PUT\\n", "DEL\\n" or byte 0xff first): "GET\\n/k"');
+  refuses(
+    utf8("GET\n/k"),
+    'Unknown command (expected "PUT\\n", "DEL\\n" or byte 0xff first): "GET\\n/k"',
+  );
   refuses(utf8("put\n/k\nv"), /^Unknown command/);
   refuses(utf8("PUT"), /^Unknown command/);
   refuses(bytesOf("PUT\n/k\n", [0xc3]), /^Command is not valid UTF-8: "PUT\\n\/k\\n\uFFFD"$/);
@@ -165,7 +171,10 @@ Deno.test("malformed seed commands are refused with a clear message", () => {
 Deno.test("malformed binary commands are refused with a clear message", () => {
   const good = encodeCommand(delOp({ prefix: "/a/" }, true));
   refuses(new Uint8Array([0xff]), "Command is truncated: needs 1 bytes at offset 1 but 0 remain");
-  refuses(new Uint8Array([0xff, 0x02, 0x01]), "Unsupported command format version: 2 (this build reads 1)");
+  refuses(
+    new Uint8Array([0xff, 0x02, 0x01]),
+    "Unsupported command format version: 2 (this build reads 1)",
+  );
   refuses(new Uint8Array([0xff, 0x01, 0x09]), "Unknown command tag: 0x09");
   refuses(good.subarray(0, good.length - 1), /^Command is truncated: needs 1 bytes at offset 11/);
   refuses(bytesOf([...good], [0]), "Command has 1 trailing bytes at offset 12");
@@ -179,17 +188,74 @@ Deno.test("malformed binary commands are refused with a clear message", () => {
   longLength[7] = 200;
   refuses(longLength, /^Command is truncated: needs 200 bytes at offset 8/);
   const nested = encodeCommand(session("c", 1, putOp("/k", "v")));
-  const wrapped = bytesOf([0xff, 1, 5, 0, 0, 0, 0, 1], "c", [0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, nested.length], [
+  const wrapped = bytesOf([0xff, 1, 5, 0, 0, 0, 0, 1], "c", [
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    2,
+    0,
+    0,
+    0,
+    nested.length,
+  ], [
     ...nested,
   ]);
   refuses(wrapped, 'A session command cannot wrap a session command: "session"');
-  const zeroSeq = bytesOf([0xff, 1, 5, 0, 0, 0, 0, 1], "c", [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6], "DEL\n/k");
+  const zeroSeq = bytesOf(
+    [0xff, 1, 5, 0, 0, 0, 0, 1],
+    "c",
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 6],
+    "DEL\n/k",
+  );
   refuses(zeroSeq, "Sequence number must be an integer in [1, 9007199254740991]: 0");
-  const badInner = bytesOf([0xff, 1, 5, 0, 0, 0, 0, 1], "c", [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 4], "DEL\n");
+  const badInner = bytesOf(
+    [0xff, 1, 5, 0, 0, 0, 0, 1],
+    "c",
+    [0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 4],
+    "DEL\n",
+  );
   refuses(badInner, 'Session command: Key must not be empty: ""');
-  const hugeSeq = bytesOf([0xff, 1, 5, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0]);
+  const hugeSeq = bytesOf([0xff, 1, 5, 1, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0, 0, 0, 0, 0], [
+    0,
+    0,
+    0,
+    0,
+  ]);
   refuses(hugeSeq, /^Sequence number is above 2\^53 - 1/);
-  const txnInTxn = bytesOf([0xff, 1, 4, 0, 0, 0, 0, 0, 0, 0, 1, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+  const txnInTxn = bytesOf([
+    0xff,
+    1,
+    4,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    1,
+    4,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+    0,
+  ]);
   refuses(txnInTxn, 'A transaction cannot contain a transaction: "txn"');
   const badUtf8Key = bytesOf([0xff, 1, 2, 0, 0, 0, 0, 1, 0xc3, 0]);
   refuses(badUtf8Key, 'Key is not valid UTF-8: "\uFFFD"');
@@ -199,11 +265,17 @@ Deno.test("malformed binary commands are refused with a clear message", () => {
 
 Deno.test("limits are enforced at decode", () => {
   const big = utf8(`PUT\n/k\n${"x".repeat(DEFAULT_KV_LIMITS.commandBytesMax)}`);
-  refuses(big, `Command is too large: ${big.length} bytes (most ${DEFAULT_KV_LIMITS.commandBytesMax})`);
+  refuses(
+    big,
+    `Command is too large: ${big.length} bytes (most ${DEFAULT_KV_LIMITS.commandBytesMax})`,
+  );
   const longKey = "/" + "k".repeat(DEFAULT_KV_LIMITS.keyBytesMax);
   refuses(encodePut(longKey, "v"), /^Key is too large: 4097 bytes \(most 4096\): "\/kkk/);
   const ops = Array.from({ length: 129 }, (_, i) => putOp(`/k${i}`, "v"));
-  refuses(encodeCommand(txnOp([], ops)), "Transaction has too many success entries: 129 (most 128)");
+  refuses(
+    encodeCommand(txnOp([], ops)),
+    "Transaction has too many success entries: 129 (most 128)",
+  );
   assert.doesNotThrow(() => decodeCommand(encodeCommand(txnOp([], ops.slice(0, 128)))));
   const tight = { ...DEFAULT_KV_LIMITS, keyBytesMax: 3 };
   assert.throws(() => decodeCommand(encodePut("/abc", "v"), { limits: tight }), CommandError);
@@ -220,14 +292,34 @@ Deno.test("encoding refuses malformed command objects", () => {
     [putOp("/\ud800", "v"), 'Key must be well-formed Unicode: "/\\ud800"'],
     [{ type: "get", key: "/k" }, 'Unknown command type: "get"'],
     [{ type: "put", key: "/k", value: "text", prevKv: false }, "Put value must be bytes: text"],
-    [{ type: "delete", range: { key: "/a", prefix: "/" }, prevKv: false }, 'Range must have exactly one of key, prefix or fromKey: "key, prefix"'],
-    [{ type: "delete", range: { prefix: "/", rangeEnd: "/z" }, prevKv: false }, 'Range end needs a key: "/z"'],
+    [
+      { type: "delete", range: { key: "/a", prefix: "/" }, prevKv: false },
+      'Range must have exactly one of key, prefix or fromKey: "key, prefix"',
+    ],
+    [
+      { type: "delete", range: { prefix: "/", rangeEnd: "/z" }, prevKv: false },
+      'Range end needs a key: "/z"',
+    ],
     [rangeOp("/k", { limit: -1 }), "Limit must be an integer in [0, 4294967295]: -1"],
-    [{ type: "txn", compare: [{ key: "/k", target: "lease", result: "equal", value: 0 }], success: [], failure: [] }, 'Unknown compare target: "lease"'],
-    [{ type: "txn", compare: [], success: [txnOp([], [])], failure: [] }, 'A transaction cannot contain a transaction: "txn"'],
+    [{
+      type: "txn",
+      compare: [{ key: "/k", target: "lease", result: "equal", value: 0 }],
+      success: [],
+      failure: [],
+    }, 'Unknown compare target: "lease"'],
+    [
+      { type: "txn", compare: [], success: [txnOp([], [])], failure: [] },
+      'A transaction cannot contain a transaction: "txn"',
+    ],
     [session("", 1, putOp("/k", "v")), 'Client id must not be empty: ""'],
-    [session("c", 0, putOp("/k", "v")), "Sequence number must be an integer in [1, 9007199254740991]: 0"],
-    [session("c", 1.5, putOp("/k", "v")), "Sequence number must be an integer in [1, 9007199254740991]: 1.5"],
+    [
+      session("c", 0, putOp("/k", "v")),
+      "Sequence number must be an integer in [1, 9007199254740991]: 0",
+    ],
+    [
+      session("c", 1.5, putOp("/k", "v")),
+      "Sequence number must be an integer in [1, 9007199254740991]: 1.5",
+    ],
     [session(-1, 1, putOp("/k", "v")), "Client id must be an integer in [0, 9007199254740991]: -1"],
   ];
   for (const [command, message] of bad) {
@@ -240,7 +332,9 @@ Deno.test("encoding refuses malformed command objects", () => {
 Deno.test("corrupted commands either decode to a valid command or throw CommandError", () => {
   const rng = new TestRng(20240601);
   const samples = [
-    encodeCommand(txnOp([cmp("/k", "value", "equal", "v")], [putOp("/k", "w", true), delOp({ prefix: "/t/" })])),
+    encodeCommand(
+      txnOp([cmp("/k", "value", "equal", "v")], [putOp("/k", "w", true), delOp({ prefix: "/t/" })]),
+    ),
     encodeCommand(session("c", 9, rangeOp({ prefix: "/" }, { limit: 3 }))),
     encodePut("/k", "value"),
   ];

@@ -85,14 +85,16 @@ class Model {
     let response: any;
     if (command.type === "txn") {
       const ok = command.compare.every((c) => this.#compare(c));
-      const responses = (ok ? command.success : command.failure).map((op) => this.#op(op, rev, events));
+      const responses = (ok ? command.success : command.failure).map((op) =>
+        this.#op(op, rev, events)
+      );
       response = { type: "txn", succeeded: ok, responses };
     } else {
       response = this.#op(command, rev, events);
     }
     if (events.length > 0) this.revision = rev;
     response.revision = this.revision;
-    if (response.type === "txn") for (const r of response.responses) r.revision = this.revision;
+    if (response.type === "txn") { for (const r of response.responses) r.revision = this.revision; }
     return { response, events };
   }
 
@@ -135,7 +137,13 @@ class Model {
     const m = this.kvs.get(c.key);
     if (c.target === "value" && m === undefined) return false;
     const d = c.target === "value" ? bytewise(m!.value, c.value) : (m ? m[c.target] : 0) - c.value;
-    return c.result === "equal" ? d === 0 : c.result === "notEqual" ? d !== 0 : c.result === "greater" ? d > 0 : d < 0;
+    return c.result === "equal"
+      ? d === 0
+      : c.result === "notEqual"
+      ? d !== 0
+      : c.result === "greater"
+      ? d > 0
+      : d < 0;
   }
 }
 
@@ -145,8 +153,21 @@ Deno.test("100,000 random commands agree with a naive reference model", () => {
   for (const a of ["a", "b", "c"]) {
     for (let b = 0; b < 8; b++) for (let c = 0; c < 10; c++) universe.push(`/${a}/${b}/${c}`);
   }
-  for (const u of ["é", "\uffff", "\u{1F600}", "\ue000", "z", "\0"]) universe.push(`/u/${u}`, `/u/${u}${u}`);
-  const prefixes = ["", "/", "/a/", "/a/3", "/a/3/", "/b/1/", "/c/7/9", "/u/", "/u/\u{1F600}", "/zz"];
+  for (const u of ["é", "\uffff", "\u{1F600}", "\ue000", "z", "\0"]) {
+    universe.push(`/u/${u}`, `/u/${u}${u}`);
+  }
+  const prefixes = [
+    "",
+    "/",
+    "/a/",
+    "/a/3",
+    "/a/3/",
+    "/b/1/",
+    "/c/7/9",
+    "/u/",
+    "/u/\u{1F600}",
+    "/zz",
+  ];
   const rangeKvsMax = 50;
   const h = new Harness({ rangeKvsMax });
   const model = new Model(universe, rangeKvsMax);
@@ -168,7 +189,12 @@ Deno.test("100,000 random commands agree with a naive reference model", () => {
         return { fromKey: key() };
     }
   };
-  const put = (): PutCommand => ({ type: "put", key: key(), value: value(), prevKv: rng.chance(0.5) });
+  const put = (): PutCommand => ({
+    type: "put",
+    key: key(),
+    value: value(),
+    prevKv: rng.chance(0.5),
+  });
   const del = (): DeleteCommand => ({
     type: "delete",
     range: rng.chance(0.7) ? { key: key() } : range(),
@@ -187,7 +213,12 @@ Deno.test("100,000 random commands agree with a naive reference model", () => {
     const existing = model.kvs.get(k);
     const target = rng.pick(["value", "version", "createRevision", "modRevision"] as const);
     if (target === "value") {
-      return { key: k, target, result, value: existing && rng.chance(0.5) ? existing.value.slice() : value() };
+      return {
+        key: k,
+        target,
+        result,
+        value: existing && rng.chance(0.5) ? existing.value.slice() : value(),
+      };
     }
     const near = existing ? existing[target] : 0;
     return { key: k, target, result, value: Math.max(0, near + rng.int(3) - 1) };
@@ -245,12 +276,16 @@ Deno.test("100,000 random commands agree with a naive reference model", () => {
     if (duplicate) duplicates++;
     assert.deepEqual(result.response, expected.response, `step ${step}`);
     assert.deepEqual(
-      result.events.map((e) => [e.type, e.kv.key, e.kv.modRevision, e.kv.version, e.prevKv?.modRevision]),
+      result.events.map((
+        e,
+      ) => [e.type, e.kv.key, e.kv.modRevision, e.kv.version, e.prevKv?.modRevision]),
       expected.events,
       `step ${step}`,
     );
     assert.equal(h.store.revision, model.revision, `step ${step}`);
-    if (command.type === "txn" || (command.type === "session" && command.command.type === "txn")) compares++;
+    if (command.type === "txn" || (command.type === "session" && command.command.type === "txn")) {
+      compares++;
+    }
     if (step % 2500 === 0 || step === 99_999) {
       const sorted = model.universe.filter((k) => model.kvs.has(k));
       assert.deepEqual(

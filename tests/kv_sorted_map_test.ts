@@ -8,7 +8,20 @@ function byteOrder(a: string, b: string): number {
   return x.length - y.length;
 }
 
-const ALPHABET = ["a", "b", "/", "\0", "é", "\u07ff", "\u0800", "\ud7ff", "\ue000", "\uffff", "\u{10000}", "\u{1F600}"];
+const ALPHABET = [
+  "a",
+  "b",
+  "/",
+  "\0",
+  "é",
+  "\u07ff",
+  "\u0800",
+  "\ud7ff",
+  "\ue000",
+  "\uffff",
+  "\u{10000}",
+  "\u{1F600}",
+];
 
 Deno.test("compareKeys agrees with UTF-8 byte order", () => {
   const rng = new TestRng(7);
@@ -23,7 +36,8 @@ Deno.test("SortedMap matches a reference map through inserts and deletes", () =>
   const rng = new TestRng(99);
   const map = new SortedMap<number>();
   const ref = new Map<string, number>();
-  const key = () => rng.chance(0.05) ? `/u/${rng.pick(ALPHABET)}${rng.int(50)}` : `/k/${rng.int(3000)}`;
+  const key = () =>
+    rng.chance(0.05) ? `/u/${rng.pick(ALPHABET)}${rng.int(50)}` : `/k/${rng.int(3000)}`;
   for (let step = 0; step < 60_000; step++) {
     const k = key();
     // Grow for the first half, then shrink, so merges and root collapse happen too.

@@ -236,8 +236,11 @@ export class SortedMap<V> {
     return count + partitionPoint(node.keys, before);
   }
 
-  /** Entries in key order, starting at the first key `>= start` (from the smallest when omitted). */
-  *entries(start?: string): IterableIterator<[string, V]> {
+  /**
+   * Entries in key order from the first key `>= start` (the smallest when omitted) up to, not
+   * including, `end` (to the last key when omitted).
+   */
+  *entries(start?: string, end?: string): IterableIterator<[string, V]> {
     let node = this.#root;
     if (start === undefined) {
       while (node instanceof Branch) node = node.children[0];
@@ -247,8 +250,14 @@ export class SortedMap<V> {
     }
     let leaf: Leaf<V> | null = node;
     let i = start === undefined ? 0 : lowerBound(leaf.keys, start, isNativeOrdered(start));
+    const endNative = end !== undefined && isNativeOrdered(end);
     while (leaf !== null) {
-      for (; i < leaf.keys.length; i++) yield [leaf.keys[i], leaf.values[i]];
+      const keys = leaf.keys;
+      for (; i < keys.length; i++) {
+        const key = keys[i];
+        if (end !== undefined && (endNative ? key >= end : compareKeys(key, end) >= 0)) return;
+        yield [key, leaf.values[i]];
+      }
       leaf = leaf.next;
       i = 0;
     }

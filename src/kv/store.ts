@@ -199,7 +199,8 @@ interface Session {
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
-const EMPTY = new Uint8Array(0);
+/** The one empty value: a zero-length array has no bytes to change, and freezing it is allowed. */
+const EMPTY: Uint8Array = Object.freeze(new Uint8Array(0)) as Uint8Array;
 
 function invariant(condition: boolean, message: () => string): asserts condition {
   if (!condition) throw new Error(`Invariant violated: ${message()}`);
@@ -209,14 +210,32 @@ function sessionKey(clientId: ClientId): string {
   return typeof clientId === "number" ? `n:${clientId}` : `s:${clientId}`;
 }
 
-function exportKv(key: string, s: Stored): KeyValue {
-  return {
-    key,
-    value: s.value.slice(),
-    createRevision: s.createRevision,
-    modRevision: s.modRevision,
-    version: s.version,
-  };
+/** Values up to this size are copied into a shared chunk; larger ones get their own buffer. */
+const COPY_CHUNK_VALUE_BYTES_MAX = 1024;
+const COPY_CHUNK_BYTES = 64 * 1024;
+
+/**
+ * Hands out copies of stored values. Allocating a typed array costs far more than a view into an
+ * existing buffer, so small copies are carved out of 64 KiB chunks; each copy is a disjoint view,
+ * so a caller who writes to one changes neither the store nor any other copy.
+ */
+class ValueCopier {
+  #chunk = new Uint8Array(0);
+  #used = 0;
+
+  copy(value: Uint8Array): Uint8Array {
+    const n = value.length;
+    if (n === 0) return EMPTY;
+    if (n > COPY_CHUNK_VALUE_BYTES_MAX) return value.slice();
+    if (this.#used + n > this.#chunk.length) {
+      this.#chunk = new Uint8Array(COPY_CHUNK_BYTES);
+      this.#used = 0;
+    }
+    const out = this.#chunk.subarray(this.#used, this.#used + n);
+    out.set(value);
+    this.#used += n;
+    return out;
+  }
 }
 
 /**
@@ -248,6 +267,7 @@ export class MetadataStore {
   #appliedIndex = 0;
   /** In order of last contact, least recent first (log indexes only grow, so also by lastIndex). */
   #sessions = new Map<string, Session>();
+  #copier = new ValueCopier();
 
   /** An empty store at revision 1, applied index 0. */
   constructor(options: MetadataStoreOptions = {}) {
@@ -417,6 +437,17 @@ export class MetadataStore {
     }
   }
 
+  /** `stored` as a {@linkcode KeyValue} with a copy of its value. */
+  #export(key: string, stored: Stored): KeyValue {
+    return {
+      key,
+      value: this.#copier.copy(stored.value),
+      createRevision: stored.createRevision,
+      modRevision: stored.modRevision,
+      version: stored.version,
+    };
+  }
+
   /** Runs `command` atomically at one revision; a broken limit changes nothing. */
   #execute(
     command: PlainCommand,
@@ -476,16 +507,16 @@ export class MetadataStore {
         version: 1,
       };
       this.#map.set(key, created);
-      events.push({ type: "PUT", kv: exportKv(key, created) });
+      events.push({ type: "PUT", kv: this.#export(key, created) });
       return { type: "put", revision: 0 };
     }
     invariant(stored.modRevision <= revision, () => `key ${quote(key)} modified in the future`);
-    const prev = exportKv(key, stored);
+    const prev = this.#export(key, stored);
     // Updated in place: one tree descent, and nothing outside holds a reference to `stored`.
     stored.value = value;
     stored.modRevision = revision;
     stored.version++;
-    events.push({ type: "PUT", kv: exportKv(key, stored), prevKv: prev });
+    events.push({ type: "PUT", kv: this.#export(key, stored), prevKv: prev });
     return prevKv ? { type: "put", revision: 0, prevKv: prev } : { type: "put", revision: 0 };
   }
 
@@ -500,11 +531,11 @@ export class MetadataStore {
     for (const [key, stored] of doomed) {
       const removed = this.#map.delete(key);
       invariant(removed, () => `key ${quote(key)} vanished during its delete`);
-      const prev = exportKv(key, stored);
+      const prev = this.#export(key, stored);
       if (prevKv) prevKvs.push(prev);
       events.push({
         type: "DELETE",
-        kv: { key, value: EMPTY.slice(), createRevision: 0, modRevision: revision, version: 0 },
+        kv: { key, value: EMPTY, createRevision: 0, modRevision: revision, version: 0 },
         prevKv: prev,
       });
     }
@@ -529,12 +560,12 @@ export class MetadataStore {
         keysOnly
           ? {
             key,
-            value: new Uint8Array(0),
+            value: EMPTY,
             createRevision: stored.createRevision,
             modRevision: stored.modRevision,
             version: stored.version,
           }
-          : exportKv(key, stored),
+          : this.#export(key, stored),
       );
     }
     return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
@@ -554,11 +585,7 @@ export class MetadataStore {
       const stored = this.#map.get(range.key);
       if (stored !== undefined) yield [range.key, stored];
     } else {
-      const end = range.rangeEnd;
-      for (const entry of this.#map.entries(range.key)) {
-        if (compareKeys(entry[0], end) >= 0) return;
-        yield entry;
-      }
+      yield* this.#map.entries(range.key, range.rangeEnd);
     }
   }
 
@@ -606,7 +633,7 @@ export class MetadataStore {
   get(key: string): KeyValue | undefined {
     validateKey(key);
     const stored = this.#map.get(key);
-    return stored === undefined ? undefined : exportKv(key, stored);
+    return stored === undefined ? undefined : this.#export(key, stored);
   }
 
   /** The value under `key` as text (malformed UTF-8 shown as U+FFFD), or `undefined`. */
@@ -643,7 +670,7 @@ export class MetadataStore {
   /** Every key-value of `range` (all keys when omitted) in key order, unbounded. */
   *entries(range: KeyRange = { prefix: "" }): IterableIterator<KeyValue> {
     validateRange(range);
-    for (const [key, stored] of this.#scan(range)) yield exportKv(key, stored);
+    for (const [key, stored] of this.#scan(range)) yield this.#export(key, stored);
   }
 
   /** What the store remembers of `clientId`, or `undefined`. */

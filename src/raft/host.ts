@@ -25,6 +25,8 @@ export interface HostHooks<R> {
   onReadState?(read: ReadState): void;
   /** Called after the batch is persisted and before its messages are sent. */
   onPersisted?(ready: Ready): void;
+  /** Checked after persisting: when true the host stopped (crashed) and nothing more is done. */
+  halted?(): boolean;
 }
 
 /** Handles every ready batch the node has; returns how many batches there were. */
@@ -37,6 +39,7 @@ export function drainReady<R>(node: RaftNode, hooks: HostHooks<R>): number {
       hooks.storage.save(ready.hardState, ready.entries);
     }
     hooks.onPersisted?.(ready);
+    if (hooks.halted?.()) return batches;
     for (const m of ready.messages) hooks.send(m);
     hooks.applier.apply(ready.committedEntries, hooks.onApplied);
     for (const r of ready.readStates) hooks.onReadState?.(r);

@@ -17,6 +17,7 @@ import {
   type AppendEntriesReply,
   DEFAULT_CONFIG,
   type EntryKind,
+  type FaultPoint,
   type HardState,
   type Message,
   type NodeId,
@@ -48,6 +49,8 @@ export interface RaftNodeOptions {
   readonly hardState?: HardState;
   /** Persisted log entries to restart from, starting at index 1. */
   readonly entries?: readonly RaftLogEntry[];
+  /** Fault points to switch on (tests only; see {@linkcode FaultPoint}). */
+  readonly faultPoints?: ReadonlySet<FaultPoint>;
   /** Index the state machine has already applied (0 for an empty state machine). */
   readonly lastApplied?: number;
 }
@@ -104,6 +107,7 @@ export class RaftNode {
   readonly log: RaftLog;
 
   #rng: Rng;
+  #faults: ReadonlySet<FaultPoint>;
   #role: RaftRole = "Follower";
   #term = 0;
   #votedFor: NodeId | undefined;
@@ -142,6 +146,7 @@ export class RaftNode {
     this.config = { ...DEFAULT_CONFIG, ...options.config };
     validateConfig(this.config);
     this.#rng = options.rng;
+    this.#faults = options.faultPoints ?? new Set();
     this.#nowMs = options.nowMs ?? 0;
     this.log = new RaftLog(options.entries ?? []);
     const hs = options.hardState ?? { term: 0, votedFor: undefined, commitIndex: 0 };
@@ -352,7 +357,10 @@ export class RaftNode {
   takeReady(): Ready {
     if (this.#role === "Leader") this.#flushAppends();
     const hs = this.hardState;
-    const hardState = sameHardState(this.#persisted, hs) ? undefined : hs;
+    let hardState = sameHardState(this.#persisted, hs) ? undefined : hs;
+    if (hardState !== undefined && this.#faults.has("forget-vote-on-restart")) {
+      hardState = { ...hardState, votedFor: undefined };
+    }
     const entries = this.#unstableFrom === undefined
       ? []
       : this.log.slice(this.#unstableFrom, this.log.lastIndex + 1);
@@ -647,6 +655,10 @@ export class RaftNode {
       break;
     }
     if (toAppend.length > 0) this.#appendLocal(toAppend);
+    if (this.#faults.has("truncate-on-stale-append")) {
+      const end = m.prevLogIndex + m.entries.length;
+      if (end < this.log.lastIndex && end >= this.#commitIndex) this.log.truncateFrom(end + 1);
+    }
 
     const lastNewIndex = m.prevLogIndex + m.entries.length;
     const commit = Math.min(m.leaderCommit, lastNewIndex);
@@ -759,7 +771,9 @@ export class RaftNode {
     for (const pr of this.#progress.values()) matches.push(pr.matchIndex);
     const index = quorumIndex(matches);
     // Figure 8: only an entry of the current term is committed by counting replicas.
-    if (index > this.#commitIndex && this.log.term(index) === this.#term) {
+    const countable = this.log.term(index) === this.#term ||
+      this.#faults.has("commit-earlier-term-by-counting");
+    if (index > this.#commitIndex && countable) {
       this.#commitIndex = index;
       this.#commitToAnnounce = this.#progress.size > 0;
       this.#startWaitingReads();
@@ -778,6 +792,12 @@ export class RaftNode {
   // ---- Linearizable reads (ReadIndex, rule 6) --------------------------------------------------
 
   #leaderRead(readId: string, from: NodeId | undefined): void {
+    if (this.#faults.has("read-without-quorum")) {
+      if (from === undefined) {
+        this.#readStates.push({ readId, readIndex: this.#commitIndex, ok: true });
+      } else this.#replyRead(from, readId, this.#commitIndex, true);
+      return;
+    }
     if (this.#pendingReads.length >= this.config.pendingReadsMax) {
       const reason = `node "${this.id}" has ${this.config.pendingReadsMax} reads pending`;
       if (from === undefined) this.#readStates.push({ readId, readIndex: 0, ok: false, reason });

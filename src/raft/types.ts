@@ -219,6 +219,22 @@ export interface RaftConfig {
   readonly pendingReadsMax: number;
 }
 
+/**
+ * Named fault points: classic Raft bugs that tests switch on to prove the checks catch them (as
+ * etcd's failpoints do). Production code never enables any.
+ */
+export type FaultPoint =
+  /** Commit an entry of an earlier term by counting replicas (breaks Figure 8's rule). */
+  | "commit-earlier-term-by-counting"
+  /** Do not persist votedFor, so a restarted node may vote twice in one term. */
+  | "forget-vote-on-restart"
+  /** Truncate the log after any AppendEntries, even a stale or duplicate one. */
+  | "truncate-on-stale-append"
+  /** Serve a read without confirming leadership with a quorum. */
+  | "read-without-quorum"
+  /** Apply a retried write again instead of returning the remembered result (state machine). */
+  | "apply-retry-twice";
+
 /** The defaults: the Raft paper's timings, PreVote and CheckQuorum on. */
 export const DEFAULT_CONFIG: RaftConfig = Object.freeze({
   electionTimeoutMinMs: 150,

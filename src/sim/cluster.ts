@@ -14,6 +14,7 @@ import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
 import { MemoryStorage } from "../raft/storage.ts";
 import {
+  type FaultPoint,
   type Message,
   type NodeId,
   NotLeaderError,
@@ -67,6 +68,8 @@ export interface ClusterOptions {
   readonly checkSafety?: boolean;
   /** How many recent events to keep in `events`. Default 10,000. */
   readonly eventsMax?: number;
+  /** Classic bugs to switch on, to prove the checks catch them (tests only). */
+  readonly faultPoints?: readonly FaultPoint[];
 }
 
 /** Whether a simulated process runs. */
@@ -206,6 +209,8 @@ export class Cluster {
   #rng: SeededRng;
   #netRng: SeededRng;
   #config: Partial<RaftConfig>;
+  #faultPoints: ReadonlySet<FaultPoint>;
+  #crashAfterPersist = new Set<NodeId>();
   #nodes = new Map<NodeId, SimNode>();
   #inFlight = new EventHeap<InFlight>();
   #callbacks = new EventHeap<{ atMs: number; seq: number; run: () => void }>();
@@ -228,6 +233,7 @@ export class Cluster {
     this.#netRng = this.#rng.fork();
     this.network = { ...DEFAULT_NETWORK, ...options.network };
     this.#config = options.config ?? {};
+    this.#faultPoints = new Set(options.faultPoints ?? []);
     this.#eventsMax = options.eventsMax ?? 10_000;
     this.checker = options.checkSafety === false ? undefined : new SafetyChecker();
     this.ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
@@ -239,6 +245,7 @@ export class Cluster {
         rng: this.#rng.fork(),
         config: this.#config,
         nowMs: 0,
+        faultPoints: this.#faultPoints,
       });
       this.#nodes.set(id, new SimNode(id, raft, storage));
       this.#writes.set(id, new Map());
@@ -338,6 +345,7 @@ export class Cluster {
   crash(id: NodeId): void {
     const n = this.node(id);
     if (n.state === "crashed") throw new Error(`Node "${id}" is already crashed`);
+    this.#crashAfterPersist.delete(id);
     n.state = "crashed";
     n.held.length = 0;
     for (const op of this.#writes.get(id)!.values()) {
@@ -355,6 +363,15 @@ export class Cluster {
     this.#fault(`crash ${id}`);
   }
 
+  /**
+   * Arms a crash at the most delicate point of the host loop: the next time the node persists a
+   * batch, it crashes after the write is durable and before any of the batch's messages leave.
+   */
+  crashAfterPersist(id: NodeId): void {
+    if (this.node(id).state === "crashed") throw new Error(`Node "${id}" is already crashed`);
+    this.#crashAfterPersist.add(id);
+  }
+
   /** Restarts a crashed node from what its storage kept; the state machine is rebuilt by replay. */
   restart(id: NodeId): void {
     const n = this.node(id);
@@ -368,6 +385,7 @@ export class Cluster {
       nowMs: this.#nowMs,
       hardState: persisted.hardState,
       entries: persisted.entries,
+      faultPoints: this.#faultPoints,
     });
     n.store = new MetadataStore();
     n.applier = new LogApplier(n.store);
@@ -676,7 +694,10 @@ export class Cluster {
         if (checker && ready.entries.length > 0) {
           checker.onEntriesPersisted(n.id, ready.entries, (i) => n.raft.log.term(i));
         }
+        const wrote = ready.hardState !== undefined || ready.entries.length > 0;
+        if (wrote && this.#crashAfterPersist.has(n.id)) this.crash(n.id);
       },
+      halted: () => n.state === "crashed",
       send: (m) => {
         checker?.onSend(n.id, m, n.storage);
         this.#send(m);
@@ -684,6 +705,10 @@ export class Cluster {
       onApplied: (entry, result) => this.#onApplied(n, entry, result),
       onReadState: (r) => this.#onReadState(n, r),
     });
+    if (n.state === "crashed") {
+      this.checker?.afterEvent(this.nodes().map((x) => checkedView(x)));
+      return;
+    }
     this.#serveWaitingReads(n);
     const last = this.#lastRole.get(n.id);
     if (last === undefined || last.role !== n.raft.role || last.term !== n.raft.term) {

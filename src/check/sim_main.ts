@@ -1,0 +1,140 @@
+/**
+ * `deno task sim`: runs many seeded simulations with faults and checks every one. Prints a progress
+ * line, then one summary line; exits non-zero on any violation and prints, for each failing seed,
+ * the command that replays it.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import {
+  FAULT_KINDS,
+  type FaultKind,
+  runSimulation,
+  type SimulationOptions,
+} from "./simulation.ts";
+import { nodeTable } from "../observe/table.ts";
+import { historyToJsonLines } from "./history.ts";
+
+const HELP = `deno task sim — randomized deterministic simulation with faults
+
+Usage:
+  deno task sim [--seeds N] [--start S] [options]   run N seeds: S, S+1, ...
+  deno task sim --seed S --verbose [options]        replay one seed with its node tables and history
+
+Options:
+  --seeds N       how many seeds to run (default 100)
+  --start S       first seed (default 1)
+  --seed S        run exactly this seed
+  --nodes LIST    cluster sizes to use, e.g. 3 or 3,5,7 (default: chosen by each seed among 3,5,7)
+  --faults LIST   fault kinds, comma-separated (default all): ${FAULT_KINDS.join(",")}
+  --duration MS   virtual length of the faulty phase (default 10000)
+  --clients N     concurrent clients (default 4)
+  --verbose       print faults, the final node table and the history of each failing seed
+  -h, --help      show this help`;
+
+function fail(message: string): never {
+  console.error(`error: ${message}\nRun with --help for usage.`);
+  Deno.exit(2);
+}
+
+function int(name: string, text: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    fail(`--${name} must be an integer from ${min} to ${max}: "${text}"`);
+  }
+  return n;
+}
+
+function main(args: string[]): number {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args,
+      options: {
+        seeds: { type: "string" },
+        start: { type: "string", default: "1" },
+        seed: { type: "string" },
+        nodes: { type: "string" },
+        faults: { type: "string" },
+        duration: { type: "string", default: "10000" },
+        clients: { type: "string", default: "4" },
+        verbose: { type: "boolean", default: false },
+        help: { type: "boolean", short: "h", default: false },
+      },
+    }));
+  } catch (e) {
+    fail((e as Error).message);
+  }
+  if (values.help) {
+    console.log(HELP);
+    return 0;
+  }
+  const sizes = values.nodes?.split(",").map((s) => int("nodes", s, 1, 9));
+  const faults = values.faults?.split(",").filter((f) => f !== "").map((f) => {
+    if (!(FAULT_KINDS as readonly string[]).includes(f)) {
+      fail(`unknown fault kind "${f}" (known: ${FAULT_KINDS.join(", ")})`);
+    }
+    return f as FaultKind;
+  });
+  const durationMs = int("duration", values.duration, 100);
+  const clients = int("clients", values.clients, 1, 64);
+  const seeds = values.seed !== undefined ? [int("seed", values.seed, 0)] : Array.from(
+    { length: int("seeds", values.seeds ?? "100", 1) },
+    (_, i) => int("start", values.start, 0) + i,
+  );
+
+  const replayFlags = [
+    values.nodes !== undefined ? `--nodes ${values.nodes}` : "",
+    values.faults !== undefined ? `--faults ${values.faults}` : "",
+    values.duration !== "10000" ? `--duration ${durationMs}` : "",
+    values.clients !== "4" ? `--clients ${clients}` : "",
+  ].filter((s) => s !== "").join(" ");
+
+  let operations = 0;
+  let faultCount = 0;
+  const failures: { seed: number; kind: string; message: string }[] = [];
+  const started = Date.now();
+  const tty = Deno.stderr.isTerminal();
+  const encoder = new TextEncoder();
+  for (let i = 0; i < seeds.length; i++) {
+    const seed = seeds[i];
+    const options: SimulationOptions = {
+      nodes: sizes?.[seed % sizes.length],
+      faults,
+      durationMs,
+      clients,
+      eventsMax: values.verbose ? 100_000 : 0,
+      log: values.verbose ? (line) => console.log(line) : undefined,
+    };
+    const r = runSimulation(seed, options);
+    operations += r.operations;
+    faultCount += r.faults;
+    if (r.violation !== undefined) {
+      failures.push({ seed, kind: r.violation.kind, message: r.violation.message });
+      console.log(
+        `\nseed ${seed} (${r.nodes} nodes): ${r.violation.kind} violation: ${r.violation.message}`,
+      );
+      console.log(
+        `  replay: deno task sim --seed ${seed} --verbose${replayFlags ? " " + replayFlags : ""}`,
+      );
+    }
+    if (values.verbose) {
+      console.log(nodeTable(r.cluster, { title: `seed ${seed} final state` }).toString());
+      console.log(`history (${r.history.length} operations, JSON lines):`);
+      console.log(historyToJsonLines(r.history).trimEnd());
+    }
+    const line =
+      `seeds ${i + 1}/${seeds.length}, operations ${operations}, faults ${faultCount}, ` +
+      `violations ${failures.length}, ${((Date.now() - started) / 1000).toFixed(0)} s`;
+    if (tty) Deno.stderr.writeSync(encoder.encode(`\r${line}`));
+    else if ((i + 1) % 50 === 0 && i + 1 < seeds.length) console.error(line);
+  }
+  if (tty) Deno.stderr.writeSync(encoder.encode("\n"));
+  console.log(
+    `seeds ${seeds.length}, operations checked ${operations}, faults injected ${faultCount}, violations ${failures.length}`,
+  );
+  return failures.length === 0 ? 0 : 1;
+}
+
+if (import.meta.main) Deno.exit(main(Deno.args));

@@ -1,0 +1,366 @@
+/**
+ * Randomized deterministic simulation (in the spirit of TigerBeetle's VOPR and FoundationDB's
+ * simulator): one seed drives the clock, the network, the faults and the clients. Safety properties
+ * are checked after every event; at the end, all faults heal and the cluster must elect a leader and
+ * converge (liveness), and the clients' history must be linearizable.
+ *
+ * @module
+ */
+
+import { Cluster } from "../sim/cluster.ts";
+import { type ClientRequest, type ClientResult, SimClient } from "../sim/client.ts";
+import { SeededRng } from "../raft/rng.ts";
+import type { FaultPoint, NodeId } from "../raft/types.ts";
+import type { Operation as HistoryOperation } from "./history.ts";
+import { checkLinearizable } from "./linearizability.ts";
+import { SafetyViolation } from "./invariants.ts";
+import { storeStrings } from "../observe/describe.ts";
+
+/** The kinds of fault a run may inject. */
+export const FAULT_KINDS = [
+  "loss",
+  "duplicate",
+  "reorder",
+  "delay",
+  "partition",
+  "crash",
+  "crash-after-persist",
+  "pause",
+] as const;
+
+/** One kind of fault. */
+export type FaultKind = typeof FAULT_KINDS[number];
+
+/** How to run one seed. */
+export interface SimulationOptions {
+  /** Cluster size; default: 3, 5 or 7 chosen by the seed. */
+  readonly nodes?: number;
+  /** Fault kinds to inject. Default: all. */
+  readonly faults?: readonly FaultKind[];
+  /** Virtual length of the faulty phase. Default 10,000 ms. */
+  readonly durationMs?: number;
+  /** Concurrent clients. Default 4. */
+  readonly clients?: number;
+  /** Keys the clients work on. Default 3. */
+  readonly keys?: number;
+  /** After healing, how long a leader and convergence may take. Default 10,000 ms. */
+  readonly healBoundMs?: number;
+  /** Classic bugs to switch on (to prove the checks catch them). */
+  readonly faultPoints?: readonly FaultPoint[];
+  /** Events kept for a verbose replay. Default 2,000. */
+  readonly eventsMax?: number;
+  /** Called with a line for each fault injected (verbose replay). */
+  readonly log?: (line: string) => void;
+}
+
+/** What went wrong in a run. */
+export interface Violation {
+  /** `safety` (an invariant broke), `liveness` (no recovery after healing), `linearizability`, or `crash` (a node stopped on an assertion). */
+  readonly kind: "safety" | "liveness" | "linearizability" | "crash";
+  /** What exactly. */
+  readonly message: string;
+}
+
+/** The outcome of one seed. */
+export interface SimulationResult {
+  /** The seed. */
+  readonly seed: number;
+  /** Cluster size used. */
+  readonly nodes: number;
+  /** Client operations recorded (and checked, when no other violation came first). */
+  readonly operations: number;
+  /** Faults injected. */
+  readonly faults: number;
+  /** The first violation, if any. */
+  readonly violation?: Violation;
+  /** The client history. */
+  readonly history: readonly HistoryOperation[];
+  /** The cluster as the run left it (for node tables in a verbose replay). */
+  readonly cluster: Cluster;
+}
+
+/** Runs one seeded simulation; never throws for a violation, it reports it. */
+export function runSimulation(seed: number, options: SimulationOptions = {}): SimulationResult {
+  const rng = new SeededRng(seed ^ 0x5eed);
+  const nodes = options.nodes ?? [3, 5, 7][rng.int(0, 3)];
+  const faults = new Set<FaultKind>(options.faults ?? FAULT_KINDS);
+  const durationMs = options.durationMs ?? 10_000;
+  const healBoundMs = options.healBoundMs ?? 10_000;
+  const keys = Array.from({ length: options.keys ?? 3 }, (_, i) => `/k${i}`);
+  const log = options.log ?? (() => {});
+  const cluster = new Cluster({
+    nodes,
+    seed,
+    eventsMax: options.eventsMax ?? 2_000,
+    faultPoints: options.faultPoints,
+  });
+  const history: HistoryOperation[] = [];
+  let faultCount = 0;
+  let stopped = false;
+  let violation: Violation | undefined;
+
+  // Clients: each issues one operation at a time, with a short random pause between them.
+  const clients = Array.from(
+    { length: options.clients ?? 4 },
+    (_, i) => new SimClient(cluster, `c${i + 1}`, { timeoutMs: 3_000, attemptTimeoutMs: 400 }),
+  );
+  let values = 0;
+  const issue = (client: SimClient) => {
+    if (stopped) return;
+    const key = keys[rng.int(0, keys.length)];
+    const roll = rng.next();
+    let request: ClientRequest;
+    if (roll < 0.4) request = { kind: "get", key };
+    else if (roll < 0.7) request = { kind: "put", key, value: `v${++values}` };
+    else if (roll < 0.8) request = { kind: "delete", key };
+    else {
+      const expected = rng.chance(0.3) ? null : `v${rng.int(Math.max(1, values - 3), values + 1)}`;
+      request = { kind: "cas", key, expected, value: `v${++values}` };
+    }
+    const id = history.length;
+    history.push(toHistory(id, client.clientId, request, cluster.nowMs, undefined));
+    client.start(request, (r) => {
+      history[id] = toHistory(id, client.clientId, request, r.callMs, r);
+      cluster.schedule(rng.int(0, 20), () => issue(client));
+    });
+  };
+
+  const fault = (what: string) => {
+    faultCount++;
+    log(`t=${cluster.nowMs} fault: ${what}`);
+  };
+
+  // The fault schedule: every 100–800 ms one change, chosen by the seed.
+  const crashed = new Set<NodeId>();
+  const paused = new Set<NodeId>();
+  const upIds = () => cluster.ids.filter((id) => cluster.node(id).state === "up");
+  const injectOne = () => {
+    if (stopped) return;
+    const kinds = [...faults];
+    if (kinds.length > 0) {
+      const kind = kinds[rng.int(0, kinds.length)];
+      injectKind(kind);
+    }
+    cluster.schedule(rng.int(100, 800), injectOne);
+  };
+  const injectKind = (kind: FaultKind) => {
+    const net = cluster.network;
+    switch (kind) {
+      case "loss":
+        cluster.network = { ...net, dropRate: rng.chance(0.3) ? 0 : rng.next() * 0.3 };
+        return fault(`loss ${(cluster.network.dropRate * 100).toFixed(0)}%`);
+      case "duplicate":
+        cluster.network = { ...net, duplicateRate: rng.next() * 0.2 };
+        return fault(`duplicate ${(cluster.network.duplicateRate * 100).toFixed(0)}%`);
+      case "reorder":
+        cluster.network = { ...net, reorderRate: rng.next() * 0.3 };
+        return fault(`reorder ${(cluster.network.reorderRate * 100).toFixed(0)}%`);
+      case "delay": {
+        const long = rng.chance(0.3);
+        cluster.network = { ...net, latencyMaxMs: long ? rng.int(50, 400) : 5 };
+        return fault(`latency up to ${cluster.network.latencyMaxMs} ms`);
+      }
+      case "partition":
+        return partition();
+      case "crash":
+      case "crash-after-persist": {
+        const up = upIds();
+        if (up.length === 0) return;
+        const id = up[rng.int(0, up.length)];
+        if (kind === "crash") cluster.crash(id);
+        else cluster.crashAfterPersist(id);
+        crashed.add(id);
+        fault(`${kind} ${id}`);
+        cluster.schedule(rng.int(100, 2_000), () => {
+          if (cluster.node(id).state !== "crashed") {
+            cluster.schedule(100, () => restartLater(id));
+            return;
+          }
+          restartLater(id);
+        });
+        return;
+      }
+      case "pause": {
+        const up = upIds();
+        if (up.length === 0) return;
+        const id = up[rng.int(0, up.length)];
+        cluster.pause(id);
+        paused.add(id);
+        fault(`pause ${id}`);
+        cluster.schedule(rng.int(50, 1_500), () => {
+          if (cluster.node(id).state === "paused") {
+            cluster.resume(id);
+            paused.delete(id);
+            log(`t=${cluster.nowMs} resume ${id}`);
+          }
+        });
+        return;
+      }
+    }
+  };
+  const restartLater = (id: NodeId) => {
+    if (cluster.node(id).state === "crashed") {
+      cluster.restart(id);
+      log(`t=${cluster.nowMs} restart ${id}`);
+    }
+    crashed.delete(id);
+  };
+  const partition = () => {
+    cluster.heal();
+    const ids = [...cluster.ids];
+    const shape = rng.int(0, 5);
+    if (shape === 0) {
+      fault("heal");
+      return;
+    }
+    if (shape === 1) {
+      // Random halves.
+      const a = ids.filter(() => rng.chance(0.5));
+      cluster.partition(a);
+      return fault(`partition [${a.join(",")}] | rest`);
+    }
+    if (shape === 2) {
+      const leader = cluster.leader() ?? ids[rng.int(0, ids.length)];
+      cluster.isolate(leader);
+      return fault(`isolate ${leader}`);
+    }
+    if (shape === 3) {
+      // Majority ring: each node reaches its ring neighbours within a majority, no two alike.
+      const n = ids.length;
+      const reach = Math.ceil(Math.floor(n / 2) / 2); // neighbours on each side: self + 2·reach ≥ majority
+      for (let i = 0; i < n; i++) {
+        for (let j = 0; j < n; j++) {
+          const d = Math.min((i - j + n) % n, (j - i + n) % n);
+          if (i !== j && d > reach) cluster.cut(ids[i], ids[j]);
+        }
+      }
+      return fault("majority ring");
+    }
+    // One-way cuts.
+    const cuts = rng.int(1, ids.length);
+    for (let k = 0; k < cuts; k++) {
+      const from = ids[rng.int(0, ids.length)];
+      const to = ids[rng.int(0, ids.length)];
+      if (from !== to) cluster.cut(from, to);
+    }
+    fault(`${cuts} one-way cut(s)`);
+  };
+
+  try {
+    for (const c of clients) issue(c);
+    cluster.schedule(rng.int(100, 800), injectOne);
+    cluster.advance(durationMs);
+
+    // Healing: every fault stops; a leader must emerge and every node converge within the bound.
+    stopped = true;
+    log(`t=${cluster.nowMs} heal everything`);
+    cluster.network = {
+      ...cluster.network,
+      dropRate: 0,
+      duplicateRate: 0,
+      reorderRate: 0,
+      latencyMaxMs: 5,
+    };
+    cluster.heal();
+    for (const n of cluster.nodes()) {
+      if (n.state === "paused") cluster.resume(n.id);
+      else if (n.state === "crashed") cluster.restart(n.id);
+    }
+    const healedAt = cluster.nowMs;
+    try {
+      cluster.runUntil(() => converged(cluster), {
+        timeoutMs: healBoundMs,
+        description: "a leader and convergence after healing",
+      });
+    } catch (e) {
+      violation = {
+        kind: "liveness",
+        message: `${(e as Error).message} (healed at t=${healedAt})`,
+      };
+    }
+    // Let clients still waiting finish (they time out by themselves).
+    cluster.runUntil(() => clients.every((c) => !c.busy), {
+      timeoutMs: 10_000,
+      description: "clients to finish",
+    });
+  } catch (e) {
+    violation = e instanceof SafetyViolation
+      ? { kind: "safety", message: e.message }
+      : { kind: "crash", message: (e as Error).stack ?? String(e) };
+  }
+
+  if (violation === undefined) {
+    const check = checkLinearizable(history);
+    if (!check.ok) {
+      violation = {
+        kind: "linearizability",
+        message: check.failure?.explanation ?? `verdict ${check.result}`,
+      };
+    }
+  }
+  return {
+    seed,
+    nodes,
+    operations: history.length,
+    faults: faultCount,
+    violation,
+    history,
+    cluster,
+  };
+}
+
+function converged(c: Cluster): boolean {
+  const leader = c.leader();
+  if (leader === undefined) return false;
+  const l = c.node(leader);
+  if (l.raft.commitIndex !== l.raft.log.lastIndex) return false;
+  const keys = JSON.stringify(storeStrings(l.store));
+  return c.nodes().every((n) =>
+    n.raft.log.lastIndex === l.raft.log.lastIndex &&
+    n.raft.log.lastTerm === l.raft.log.lastTerm &&
+    n.applier.lastApplied === l.raft.commitIndex &&
+    JSON.stringify(storeStrings(n.store)) === keys
+  );
+}
+
+function toHistory(
+  id: number,
+  clientId: string,
+  request: ClientRequest,
+  callMs: number,
+  r: ClientResult | undefined,
+): HistoryOperation {
+  const op: HistoryOperation = {
+    id,
+    clientId,
+    kind: request.kind,
+    key: request.key,
+    callMs,
+    returnMs: null,
+  };
+  if (request.kind === "put") op.value = request.value;
+  if (request.kind === "cas") {
+    op.value = request.value;
+    op.expected = request.expected;
+  }
+  if (r === undefined) return op;
+  if (r.status === "unknown" || (r.status === "failed" && request.kind !== "get")) {
+    // A write that failed for certain had no effect; one that is unknown may have had.
+    if (r.status === "failed") {
+      op.returnMs = r.returnMs;
+      op.result = { ok: false };
+    }
+    return op;
+  }
+  if (r.status === "failed") {
+    op.returnMs = r.returnMs;
+    op.result = { ok: false };
+    return op;
+  }
+  op.returnMs = r.returnMs;
+  if (request.kind === "get") op.result = { ok: true, value: r.value ?? null };
+  else if (request.kind === "cas") {
+    op.result = r.succeeded ? { ok: true } : { ok: false, value: r.value ?? null };
+  } else op.result = { ok: true };
+  return op;
+}
