@@ -144,6 +144,18 @@ export class SafetyChecker {
           `node "${s.id}" went from commitIndex ${last.commitIndex} to ${s.commitIndex}`,
         );
       }
+      // Figure 8: a leader advances commitIndex only by counting replicas of an entry of its term.
+      if (
+        s.role === "Leader" && last !== undefined && last.incarnation === n.incarnation &&
+        s.commitIndex > last.commitIndex && n.termAt(s.commitIndex) !== s.term
+      ) {
+        throw new SafetyViolation(
+          "leader commit rule",
+          `leader "${s.id}" of term ${s.term} committed index ${s.commitIndex} of term ${
+            n.termAt(s.commitIndex)
+          } by counting replicas`,
+        );
+      }
       this.#last.set(s.id, {
         term: s.term,
         commitIndex: s.commitIndex,

@@ -10,7 +10,7 @@
 import { Cluster } from "../sim/cluster.ts";
 import { type ClientRequest, type ClientResult, SimClient } from "../sim/client.ts";
 import { SeededRng } from "../raft/rng.ts";
-import type { FaultPoint, NodeId } from "../raft/types.ts";
+import type { FaultPoint, NodeId, RaftConfig } from "../raft/types.ts";
 import type { Operation as HistoryOperation } from "./history.ts";
 import { checkLinearizable } from "./linearizability.ts";
 import { SafetyViolation } from "./invariants.ts";
@@ -45,6 +45,8 @@ export interface SimulationOptions {
   readonly keys?: number;
   /** After healing, how long a leader and convergence may take. Default 10,000 ms. */
   readonly healBoundMs?: number;
+  /** Raft configuration for every node. */
+  readonly config?: Partial<RaftConfig>;
   /** Classic bugs to switch on (to prove the checks catch them). */
   readonly faultPoints?: readonly FaultPoint[];
   /** Events kept for a verbose replay. Default 2,000. */
@@ -93,6 +95,11 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     seed,
     eventsMax: options.eventsMax ?? 2_000,
     faultPoints: options.faultPoints,
+    // Small message and pipeline bounds for some seeds reach states big batches hide.
+    config: options.config ?? {
+      entriesPerMessageMax: [1, 8, 256][rng.int(0, 3)],
+      inflightMessagesMax: [1, 4, 16][rng.int(0, 3)],
+    },
   });
   const history: HistoryOperation[] = [];
   let faultCount = 0;
@@ -262,6 +269,7 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
       latencyMaxMs: 5,
     };
     cluster.heal();
+    cluster.disarmCrashes();
     for (const n of cluster.nodes()) {
       if (n.state === "paused") cluster.resume(n.id);
       else if (n.state === "crashed") cluster.restart(n.id);

@@ -64,6 +64,11 @@ export interface MetadataStoreOptions {
    * forgotten (log-driven, never wall-clock). Default 100,000.
    */
   readonly sessionIdleEntriesMax?: number;
+  /**
+   * Test-only fault point `"apply-retry-twice"`: apply a retried write again instead of returning
+   * the remembered result, to prove the checks catch it. Never set in production.
+   */
+  readonly faultPoints?: ReadonlySet<string>;
 }
 
 /** Options of {@linkcode MetadataStore.range}. */
@@ -263,6 +268,7 @@ export class MetadataStore {
   readonly sessionIdleEntriesMax: number;
 
   #map = new SortedMap<Stored>();
+  #applyRetryTwice: boolean;
   #revision = 1;
   #appliedIndex = 0;
   /** In order of last contact, least recent first (log indexes only grow, so also by lastIndex). */
@@ -275,6 +281,7 @@ export class MetadataStore {
     this.rangeKvsMax = options.rangeKvsMax ?? 10_000;
     this.sessionsMax = options.sessionsMax ?? 10_000;
     this.sessionIdleEntriesMax = options.sessionIdleEntriesMax ?? 100_000;
+    this.#applyRetryTwice = options.faultPoints?.has("apply-retry-twice") ?? false;
     for (const [name, v] of Object.entries({ ...this.limits, rangeKvsMax: this.rangeKvsMax })) {
       if (!Number.isSafeInteger(v) || v < 1) {
         throw new RangeError(`${name} must be a positive integer: ${v}`);
@@ -389,7 +396,7 @@ export class MetadataStore {
     this.#sessions.delete(key);
     session.lastIndex = index;
     this.#sessions.set(key, session);
-    if (seq === session.lastSeq) {
+    if (seq === session.lastSeq && !this.#applyRetryTwice) {
       return this.#resultOf({ remembered: session.outcome, events: [] }, index, true);
     }
     if (seq < session.lastSeq) {

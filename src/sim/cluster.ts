@@ -95,11 +95,16 @@ export class SimNode {
   readonly held: Message[] = [];
 
   /** @internal Created by {@linkcode Cluster}. */
-  constructor(id: NodeId, raft: RaftNode, storage: MemoryStorage) {
+  constructor(
+    id: NodeId,
+    raft: RaftNode,
+    storage: MemoryStorage,
+    faultPoints: ReadonlySet<FaultPoint>,
+  ) {
     this.id = id;
     this.raft = raft;
     this.storage = storage;
-    this.store = new MetadataStore();
+    this.store = new MetadataStore({ faultPoints });
     this.applier = new LogApplier(this.store);
   }
 }
@@ -247,7 +252,7 @@ export class Cluster {
         nowMs: 0,
         faultPoints: this.#faultPoints,
       });
-      this.#nodes.set(id, new SimNode(id, raft, storage));
+      this.#nodes.set(id, new SimNode(id, raft, storage, this.#faultPoints));
       this.#writes.set(id, new Map());
       this.#reads.set(id, new Map());
       this.#readsWaiting.set(id, []);
@@ -372,6 +377,11 @@ export class Cluster {
     this.#crashAfterPersist.add(id);
   }
 
+  /** Cancels every crash armed with {@linkcode Cluster.crashAfterPersist} that has not fired. */
+  disarmCrashes(): void {
+    this.#crashAfterPersist.clear();
+  }
+
   /** Restarts a crashed node from what its storage kept; the state machine is rebuilt by replay. */
   restart(id: NodeId): void {
     const n = this.node(id);
@@ -387,7 +397,7 @@ export class Cluster {
       entries: persisted.entries,
       faultPoints: this.#faultPoints,
     });
-    n.store = new MetadataStore();
+    n.store = new MetadataStore({ faultPoints: this.#faultPoints });
     n.applier = new LogApplier(n.store);
     n.state = "up";
     n.incarnation++;

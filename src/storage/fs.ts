@@ -122,7 +122,22 @@ export class RealFs implements Fs {
 
   /** The whole content of the file at `path`. */
   readFile(path: string): Uint8Array {
-    return Deno.readFileSync(path);
+    // Reading into one buffer of the file's size is about twice as fast as Deno.readFileSync
+    // for segment-sized files, which matters for recovery time.
+    const f = Deno.openSync(path, { read: true });
+    try {
+      const size = f.statSync().size;
+      const buf = new Uint8Array(size);
+      let done = 0;
+      while (done < size) {
+        const n = f.readSync(buf.subarray(done));
+        if (n === null || n === 0) break;
+        done += n;
+      }
+      return done === size ? buf : buf.subarray(0, done);
+    } finally {
+      f.close();
+    }
   }
 
   /** Size in bytes of the file at `path`. */

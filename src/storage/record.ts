@@ -330,6 +330,31 @@ export function readEntry(r: ByteReader): RaftLogEntry {
   return { index, term, kind: code === 0 ? "command" : "noop", command };
 }
 
+/**
+ * Decodes the entry payload `buf[start, end)` through `view` (a DataView over all of `buf`)
+ * without allocating a reader: the hot path of recovery. The command is a view into `buf`.
+ */
+export function decodeEntryAt(
+  buf: Uint8Array,
+  view: DataView,
+  start: number,
+  end: number,
+): RaftLogEntry {
+  if (end - start < 17) throw new RangeError(`Entry payload of ${end - start} bytes is too short`);
+  const indexHi = view.getUint32(start + 4, true);
+  const termHi = view.getUint32(start + 12, true);
+  if (indexHi >= 0x200000 || termHi >= 0x200000) {
+    throw new RangeError(`64-bit value is not a safe integer`);
+  }
+  const index = indexHi * TWO_POW_32 + view.getUint32(start, true);
+  const term = termHi * TWO_POW_32 + view.getUint32(start + 8, true);
+  const code = buf[start + 16];
+  if (code !== 0 && code !== 1) throw new RangeError(`Unknown entry kind ${code}`);
+  // A view made with the constructor: cheaper than subarray in V8 on the recovery path.
+  const command = new Uint8Array(buf.buffer, buf.byteOffset + start + 17, end - start - 17);
+  return { index, term, kind: code === 0 ? "command" : "noop", command };
+}
+
 /** `votedFor` length meaning "no vote". */
 const NO_VOTE = 0xffff;
 
@@ -356,7 +381,7 @@ export function readHardState(r: ByteReader): HardState {
     votedFor = r.utf8(voteBytes);
   }
   r.done();
-  return { term, commitIndex, votedFor };
+  return { term, votedFor, commitIndex };
 }
 
 /** Frames a snapshot marker record. */

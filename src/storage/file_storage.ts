@@ -1,0 +1,421 @@
+/**
+ * `FileStorage`: the core's {@linkcode Storage} on disk, built from the write-ahead log
+ * (wal.ts) and snapshot files (snapshot_file.ts) over an {@linkcode Fs}, real or simulated.
+ *
+ * Directory layout: `meta.json` (cluster and node id), `wal-<seq>-<first index>.log` segments,
+ * `snap-<index>.snap` snapshots, and `*.torn-<offset>` side files holding torn tails cut off at
+ * recovery. See docs/wal-format.md.
+ *
+ * @example
+ * ```ts
+ * import { FileStorage } from "./file_storage.ts";
+ * import { SimFs } from "./fs.ts";
+ * const fs = new SimFs();
+ * const storage = FileStorage.open("/data", { fs, clusterId: "c1", nodeId: "n1" });
+ * storage.save({ term: 1, votedFor: "n1", commitIndex: 0 }, [
+ *   { index: 1, term: 1, kind: "noop", command: new Uint8Array() },
+ * ]);
+ * storage.close();
+ * fs.crash();
+ * const again = FileStorage.open("/data", { fs, clusterId: "c1", nodeId: "n1" });
+ * if (again.load().entries.length !== 1) throw new Error("Lost an acknowledged entry");
+ * ```
+ *
+ * @module
+ */
+
+import type { HardState, NodeId, RaftLogEntry } from "../raft/types.ts";
+import type { PersistedState, Snapshot, Storage } from "../raft/storage.ts";
+import { invariant } from "../raft/log.ts";
+import { DataDirError, WalCorruptionError } from "./errors.ts";
+import { type Fs, joinPath, parentDir, RealFs } from "./fs.ts";
+import {
+  listSnapshots,
+  readSnapshotFile,
+  TEMP_SUFFIX,
+  writeSnapshotFile,
+} from "./snapshot_file.ts";
+import { scanWal, type SnapshotMark, type TornTail, Wal, type WalScan } from "./wal.ts";
+
+/** Name of the metadata file in the data directory. */
+export const META_FILE = "meta.json";
+/** Default number of entries kept in the WAL below a snapshot's index. */
+export const RETAIN_ENTRIES_DEFAULT = 10_000;
+/** Default number of snapshot files kept (the newest, and one before it). */
+export const SNAPSHOTS_RETAINED_DEFAULT = 2;
+/** Longest cluster id or node id accepted, in characters. */
+export const ID_CHARS_MAX = 256;
+
+/** Options of {@linkcode FileStorage.open}. */
+export interface FileStorageOptions {
+  /** The file system; the real disk by default. */
+  readonly fs?: Fs;
+  /** The cluster this data directory belongs to; another cluster's directory is refused. */
+  readonly clusterId: string;
+  /** The node this data directory belongs to; another node's directory is refused. */
+  readonly nodeId: NodeId;
+  /** Size past which the WAL starts a new segment. Default 64 MiB. */
+  readonly segmentBytesMax?: number;
+  /** Entries kept in the WAL below a snapshot's index (the trailing window). Default 10,000. */
+  readonly retainEntries?: number;
+  /** Snapshot files kept, newest first. Default 2. */
+  readonly snapshotsRetained?: number;
+}
+
+/** What a {@linkcode FileStorage} has done since it was opened. */
+export interface FileStorageCounters {
+  /** All fsync-family calls: `dataSyncs + dirSyncs`. */
+  fsyncs: number;
+  /** fdatasync calls on files (WAL segments, snapshots, side files, meta.json). */
+  dataSyncs: number;
+  /** fsync calls on the data directory. */
+  dirSyncs: number;
+  /** Bytes written to WAL segments and snapshot files. */
+  bytesWritten: number;
+  /** WAL records written. */
+  records: number;
+  /** Calls of `save` that wrote something. */
+  saves: number;
+  /** Snapshots saved. */
+  snapshotsSaved: number;
+}
+
+/** The contents of `meta.json`. */
+interface MetaFile {
+  readonly format: "raftmeta-data";
+  readonly version: 1;
+  readonly clusterId: string;
+  readonly nodeId: string;
+}
+
+function checkId(what: string, id: unknown): string {
+  if (typeof id !== "string" || id.length === 0 || id.length > ID_CHARS_MAX || /[\n\0]/.test(id)) {
+    throw new RangeError(
+      `${what} must be a non-empty string of at most ${ID_CHARS_MAX} characters without ` +
+        `newlines: ${JSON.stringify(id)}`,
+    );
+  }
+  return id;
+}
+
+/** Writes `bytes` to `dir/name` atomically: temp file, fdatasync, rename, directory fsync. */
+function writeFileAtomic(fs: Fs, dir: string, name: string, bytes: Uint8Array): void {
+  const temp = joinPath(dir, name + TEMP_SUFFIX);
+  if (fs.exists(temp)) fs.remove(temp);
+  const f = fs.openAppend(temp);
+  try {
+    f.write(bytes);
+    f.syncData();
+  } finally {
+    f.close();
+  }
+  fs.rename(temp, joinPath(dir, name));
+  fs.syncDir(dir);
+}
+
+// Checks (or, for a new directory, writes) meta.json; returns whether it wrote it.
+function claimDirectory(fs: Fs, dir: string, clusterId: string, nodeId: string): boolean {
+  const path = joinPath(dir, META_FILE);
+  if (fs.exists(path)) {
+    let meta: Partial<MetaFile>;
+    try {
+      meta = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(fs.readFile(path)));
+    } catch (e) {
+      throw new DataDirError(dir, `"${path}" is not valid JSON: ${(e as Error).message}`);
+    }
+    if (meta?.format !== "raftmeta-data" || meta.version !== 1) {
+      throw new DataDirError(dir, `"${path}" is not a raftmeta version 1 metadata file`);
+    }
+    if (meta.clusterId !== clusterId) {
+      throw new DataDirError(
+        dir,
+        `it belongs to cluster "${meta.clusterId}", not to cluster "${clusterId}"`,
+      );
+    }
+    if (meta.nodeId !== nodeId) {
+      throw new DataDirError(dir, `it belongs to node "${meta.nodeId}", not to node "${nodeId}"`);
+    }
+    return false;
+  }
+  const stray = fs.list(dir).filter((n) => /^(wal-.*\.log|snap-.*\.snap)$/.test(n));
+  if (stray.length > 0) {
+    throw new DataDirError(dir, `it holds "${stray[0]}" but no ${META_FILE}`);
+  }
+  const meta: MetaFile = { format: "raftmeta-data", version: 1, clusterId, nodeId };
+  writeFileAtomic(fs, dir, META_FILE, new TextEncoder().encode(JSON.stringify(meta) + "\n"));
+  return true;
+}
+
+/**
+ * Applies the newest snapshot to a WAL replay: the entries are kept when they hold the
+ * snapshot's index with its term or start after it, else dropped (Raft §7). Checks that the
+ * result is a log a node can start from.
+ */
+function assemble(dir: string, scan: WalScan, snapshot: Snapshot | undefined): PersistedState {
+  let entries = scan.entries;
+  let firstIndex = scan.firstIndex;
+  const mark = scan.snapshotMark;
+  const firstSegment = scan.segments.length > 0 ? joinPath(dir, scan.segments[0].name) : dir;
+  if (mark !== undefined && (snapshot === undefined || mark.index > snapshot.meta.index)) {
+    throw new DataDirError(
+      dir,
+      `the WAL records a snapshot at index ${mark.index} but the newest snapshot file ` +
+        (snapshot === undefined ? "is missing" : `is at index ${snapshot.meta.index}`),
+    );
+  }
+  if (snapshot !== undefined) {
+    const s = snapshot.meta;
+    if (mark?.index !== s.index || mark.term !== s.term) {
+      // The snapshot file is durable but the crash came before its marker was: apply it now.
+      const term = entries[s.index - firstIndex]?.term;
+      if (term !== s.term && firstIndex <= s.index) {
+        entries = [];
+        firstIndex = s.index + 1;
+      }
+    }
+    if (entries.length > 0 && firstIndex > s.index + 1) {
+      throw new WalCorruptionError(
+        firstSegment,
+        0,
+        `the log starts at index ${firstIndex}, leaving a gap after the snapshot at ${s.index}`,
+      );
+    }
+  } else if (entries.length > 0 && firstIndex !== 1) {
+    throw new WalCorruptionError(
+      firstSegment,
+      0,
+      `the log starts at index ${firstIndex} but there is no snapshot`,
+    );
+  }
+  return snapshot === undefined
+    ? { hardState: scan.hardState, entries }
+    : { hardState: scan.hardState, snapshot, entries };
+}
+
+function newestSnapshot(fs: Fs, dir: string): Snapshot | undefined {
+  const snaps = listSnapshots(fs, dir);
+  if (snaps.length === 0) return undefined;
+  const newest = snaps[snaps.length - 1];
+  return readSnapshotFile(fs, joinPath(dir, newest.name), newest.index);
+}
+
+/**
+ * Durable storage for one node: a write-ahead log in segment files plus snapshot files.
+ * `save` returns only after one fdatasync made everything it was given durable (plus a directory
+ * fsync when it started a new segment). Not for concurrent use: one node, one instance.
+ */
+export class FileStorage implements Storage {
+  readonly #fs: Fs;
+  readonly #dir: string;
+  readonly #wal: Wal;
+  readonly #retainEntries: number;
+  readonly #snapshotsRetained: number;
+  #snapshotMark: SnapshotMark | undefined;
+  #loaded: PersistedState | undefined;
+  #closed = false;
+  readonly #extra = { dataSyncs: 0, dirSyncs: 0, bytesWritten: 0, saves: 0, snapshotsSaved: 0 };
+  /** The torn tail cut off the last segment at open, if any (for the node's log). */
+  readonly tornTail: TornTail | undefined;
+
+  private constructor(
+    fs: Fs,
+    dir: string,
+    wal: Wal,
+    loaded: PersistedState,
+    tornTail: TornTail | undefined,
+    retainEntries: number,
+    snapshotsRetained: number,
+  ) {
+    this.#fs = fs;
+    this.#dir = dir;
+    this.#wal = wal;
+    this.#loaded = loaded;
+    this.tornTail = tornTail;
+    this.#retainEntries = retainEntries;
+    this.#snapshotsRetained = snapshotsRetained;
+    this.#snapshotMark = loaded.snapshot === undefined
+      ? undefined
+      : { index: loaded.snapshot.meta.index, term: loaded.snapshot.meta.term };
+  }
+
+  /**
+   * Opens (creating when missing) the data directory `dir` of node `nodeId` in cluster
+   * `clusterId`, and recovers: replays the newest snapshot and the WAL after it, cutting off a
+   * torn tail of the last segment. Throws a DataDirError for another cluster's or node's
+   * directory, and a WalCorruptionError or SnapshotCorruptionError for damage it cannot repair.
+   */
+  static open(dir: string, options: FileStorageOptions): FileStorage {
+    const fs = options.fs ?? new RealFs();
+    const clusterId = checkId("Cluster id", options.clusterId);
+    const nodeId = checkId("Node id", options.nodeId);
+    const retainEntries = options.retainEntries ?? RETAIN_ENTRIES_DEFAULT;
+    if (!Number.isSafeInteger(retainEntries) || retainEntries < 0) {
+      throw new RangeError(`retainEntries must be a non-negative integer: ${retainEntries}`);
+    }
+    const snapshotsRetained = options.snapshotsRetained ?? SNAPSHOTS_RETAINED_DEFAULT;
+    if (!Number.isSafeInteger(snapshotsRetained) || snapshotsRetained < 1) {
+      throw new RangeError(
+        `snapshotsRetained must be an integer of at least 1: ${snapshotsRetained}`,
+      );
+    }
+    let dirSyncs = 0;
+    let dataSyncs = 0;
+    if (!fs.exists(dir)) {
+      fs.mkdir(dir);
+      fs.syncDir(parentDir(dir));
+      dirSyncs++;
+    }
+    if (claimDirectory(fs, dir, clusterId, nodeId)) {
+      dataSyncs++;
+      dirSyncs++;
+    }
+    // Files left half-written by a crash (snapshot or meta.json temp files) never counted.
+    const temps = fs.list(dir).filter((n) => n.endsWith(TEMP_SUFFIX));
+    for (const name of temps) fs.remove(joinPath(dir, name));
+    if (temps.length > 0) {
+      fs.syncDir(dir);
+      dirSyncs++;
+    }
+    const snapshot = newestSnapshot(fs, dir);
+    const { wal, scan } = Wal.open(fs, dir, { segmentBytesMax: options.segmentBytesMax });
+    const loaded = assemble(dir, scan, snapshot);
+    if (
+      snapshot !== undefined &&
+      (wal.snapshotMark?.index !== snapshot.meta.index ||
+        wal.snapshotMark.term !== snapshot.meta.term)
+    ) {
+      wal.markSnapshot(snapshot.meta.index, snapshot.meta.term);
+    }
+    const storage = new FileStorage(
+      fs,
+      dir,
+      wal,
+      loaded,
+      scan.tornTail,
+      retainEntries,
+      snapshotsRetained,
+    );
+    storage.#extra.dirSyncs += dirSyncs;
+    storage.#extra.dataSyncs += dataSyncs;
+    return storage;
+  }
+
+  /** The data directory. */
+  get dir(): string {
+    return this.#dir;
+  }
+
+  /** Index of the last entry stored (the snapshot's index when the log after it is empty). */
+  get lastIndex(): number {
+    return this.#wal.lastIndex;
+  }
+
+  /** Index of the first entry stored (the next index when none is). */
+  get firstIndex(): number {
+    return this.#wal.firstIndex;
+  }
+
+  /** The WAL's segment file names, oldest first. */
+  get segmentNames(): string[] {
+    return this.#wal.segments.map((s) => s.name);
+  }
+
+  /** What was written and synced since open. */
+  get counters(): FileStorageCounters {
+    const w = this.#wal.counters;
+    const dataSyncs = w.dataSyncs + this.#extra.dataSyncs;
+    const dirSyncs = w.dirSyncs + this.#extra.dirSyncs;
+    return {
+      fsyncs: dataSyncs + dirSyncs,
+      dataSyncs,
+      dirSyncs,
+      bytesWritten: w.bytesWritten + this.#extra.bytesWritten,
+      records: w.records,
+      saves: this.#extra.saves,
+      snapshotsSaved: this.#extra.snapshotsSaved,
+    };
+  }
+
+  #usable(): void {
+    if (this.#closed) throw new Error(`Storage in "${this.#dir}" is closed`);
+  }
+
+  /**
+   * Reads back everything saved: the hard state, the newest snapshot, and the entries kept,
+   * contiguous and ending at the last entry. They start at 1 without a snapshot; with one they
+   * start at or before `snapshot.meta.index + 1` (the trailing window), or are empty.
+   * The first call after open returns what recovery read; later calls read the disk again.
+   */
+  load(): PersistedState {
+    this.#usable();
+    const loaded = this.#loaded;
+    if (loaded !== undefined) {
+      this.#loaded = undefined;
+      return loaded;
+    }
+    const scan = scanWal(this.#fs, this.#dir);
+    invariant(scan.tornTail === undefined, () => `no torn tail while open: ${scan.tornTail?.file}`);
+    return assemble(this.#dir, scan, newestSnapshot(this.#fs, this.#dir));
+  }
+
+  /**
+   * Makes `entries` and then `hardState` (when given) durable with one fdatasync before it
+   * returns. `entries` must be contiguous and start at or before `lastIndex + 1`; they replace
+   * everything stored at or after their first index.
+   */
+  save(hardState: HardState | undefined, entries: readonly RaftLogEntry[]): void {
+    this.#usable();
+    if (hardState === undefined && entries.length === 0) return;
+    this.#loaded = undefined;
+    this.#wal.append(hardState, entries);
+    this.#extra.saves++;
+  }
+
+  /**
+   * Saves `snapshot` durably (temp file, fdatasync, rename, directory fsync), records it in the
+   * WAL, then deletes WAL segments whose entries all lie more than `retainEntries` below its
+   * index, and snapshot files beyond the newest `snapshotsRetained`. The log is kept when it
+   * holds the snapshot's index with its term; otherwise it is dropped and continues after it.
+   * A snapshot older than the stored one is refused; the same one again does nothing.
+   */
+  saveSnapshot(snapshot: Snapshot): void {
+    this.#usable();
+    const { index, term } = snapshot.meta;
+    invariant(
+      Number.isSafeInteger(index) && index >= 1 && Number.isSafeInteger(term) && term >= 1,
+      () => `snapshot index ${index} and term ${term} must be positive integers`,
+    );
+    const current = this.#snapshotMark;
+    if (current !== undefined && index <= current.index) {
+      if (index === current.index && term === current.term) return;
+      throw new RangeError(
+        `Snapshot at index ${index} (term ${term}) does not follow the stored snapshot at ` +
+          `index ${current.index} (term ${current.term})`,
+      );
+    }
+    this.#loaded = undefined;
+    const written = writeSnapshotFile(this.#fs, this.#dir, snapshot);
+    this.#extra.dataSyncs += written.dataSyncs;
+    this.#extra.dirSyncs += written.dirSyncs;
+    this.#extra.bytesWritten += written.bytes;
+    this.#wal.markSnapshot(index, term);
+    this.#snapshotMark = { index, term };
+    this.#extra.snapshotsSaved++;
+    this.#wal.compact(Math.max(1, index - this.#retainEntries + 1));
+    const snaps = listSnapshots(this.#fs, this.#dir);
+    const old = snaps.slice(0, Math.max(0, snaps.length - this.#snapshotsRetained));
+    for (const s of old) this.#fs.remove(joinPath(this.#dir, s.name));
+    if (old.length > 0) {
+      this.#fs.syncDir(this.#dir);
+      this.#extra.dirSyncs++;
+    }
+  }
+
+  /** Closes the WAL. Further calls throw. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#loaded = undefined;
+    this.#wal.close();
+  }
+}

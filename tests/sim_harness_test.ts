@@ -1,0 +1,101 @@
+// The randomized simulation: a fixed seed set must run clean, and each classic bug, switched on by
+// its fault point, must be caught within a bounded number of seeds (proof the harness bites).
+import assert from "node:assert/strict";
+import { FAULT_KINDS, runSimulation, type SimulationOptions } from "../src/check/simulation.ts";
+import { historyToJsonLines } from "../src/check/history.ts";
+import type { FaultPoint } from "../mod.ts";
+
+Deno.test("CI seed set: 300 seeds across 3, 5 and 7 nodes and every fault kind, no violation", async (t) => {
+  const mixes: { name: string; options: SimulationOptions }[] = [
+    { name: "every fault kind", options: {} },
+    { name: "network faults only", options: { faults: ["loss", "duplicate", "reorder", "delay"] } },
+    { name: "partitions and pauses", options: { faults: ["partition", "pause"] } },
+    { name: "crashes", options: { faults: ["crash", "crash-after-persist", "loss"] } },
+  ];
+  let seed = 1_000;
+  for (const nodes of [3, 5, 7]) {
+    for (const mix of mixes) {
+      await t.step(`${nodes} nodes, ${mix.name}`, () => {
+        for (let i = 0; i < 25; i++, seed++) {
+          const r = runSimulation(seed, { ...mix.options, nodes, durationMs: 5_000 });
+          assert.equal(
+            r.violation,
+            undefined,
+            `seed ${seed}: ${r.violation?.kind}: ${r.violation?.message}\n` +
+              `replay: deno task sim --seed ${seed} --verbose --nodes ${nodes} --duration 5000` +
+              (mix.options.faults ? ` --faults ${mix.options.faults.join(",")}` : ""),
+          );
+          assert.ok(r.operations > 50, `seed ${seed} ran only ${r.operations} operations`);
+        }
+      });
+    }
+  }
+  assert.equal(seed - 1_000, 300);
+});
+
+Deno.test("one seed reproduces a run exactly", () => {
+  const a = runSimulation(77, { durationMs: 3_000 });
+  const b = runSimulation(77, { durationMs: 3_000 });
+  assert.equal(historyToJsonLines(a.history), historyToJsonLines(b.history));
+  assert.equal(a.faults, b.faults);
+  const c = runSimulation(78, { durationMs: 3_000 });
+  assert.notEqual(historyToJsonLines(a.history), historyToJsonLines(c.history));
+});
+
+const BUGS: { point: FaultPoint; options: SimulationOptions; expect: RegExp }[] = [
+  {
+    point: "commit-earlier-term-by-counting",
+    options: { faults: ["crash", "partition"], config: { entriesPerMessageMax: 1 } },
+    expect: /leader commit rule|state machine safety|leader completeness/,
+  },
+  {
+    point: "forget-vote-on-restart",
+    options: { faults: ["crash", "partition"] },
+    expect: /durability|election safety/,
+  },
+  {
+    point: "truncate-on-stale-append",
+    options: { faults: ["duplicate", "reorder", "crash"] },
+    expect: /leader completeness|state machine safety|log matching|truncate|not linearizable/,
+  },
+  {
+    point: "read-without-quorum",
+    options: { faults: ["partition", "pause"], nodes: 3 },
+    expect: /not linearizable/,
+  },
+  {
+    point: "apply-retry-twice",
+    options: { faults: ["crash", "partition", "loss"] },
+    expect: /not linearizable/,
+  },
+];
+
+for (const bug of BUGS) {
+  Deno.test(`the harness catches the bug "${bug.point}" within 100 seeds`, () => {
+    for (let seed = 1; seed <= 100; seed++) {
+      const r = runSimulation(seed, {
+        ...bug.options,
+        faultPoints: [bug.point],
+        durationMs: 5_000,
+      });
+      if (r.violation !== undefined) {
+        assert.match(r.violation.message, bug.expect, `seed ${seed}: ${r.violation.message}`);
+        return;
+      }
+    }
+    assert.fail(`"${bug.point}" went unnoticed for 100 seeds`);
+  });
+}
+
+Deno.test("fault kinds are the documented ones", () => {
+  assert.deepEqual([...FAULT_KINDS].sort(), [
+    "crash",
+    "crash-after-persist",
+    "delay",
+    "duplicate",
+    "loss",
+    "partition",
+    "pause",
+    "reorder",
+  ]);
+});

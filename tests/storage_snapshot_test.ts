@@ -1,0 +1,189 @@
+// Snapshots: save and load, compaction with a trailing window, installing a snapshot that does
+// or does not match the log, damage, and a crash between the snapshot file and its WAL marker.
+import assert from "node:assert/strict";
+import type { Snapshot } from "../src/raft/storage.ts";
+import { SnapshotCorruptionError } from "../src/storage/errors.ts";
+import { joinPath } from "../src/storage/fs.ts";
+import { listSnapshots, snapshotName } from "../src/storage/snapshot_file.ts";
+import {
+  assertEntries,
+  entries,
+  hs,
+  onBothDisks,
+  openStorage,
+  segmentFiles,
+  simDisk,
+} from "./storage_helpers.ts";
+
+function snapshot(index: number, term: number, text = `state up to ${index}`): Snapshot {
+  return {
+    meta: { index, term, voters: ["n1", "n2", "n3"] },
+    data: new TextEncoder().encode(text),
+  };
+}
+
+function text(bytes: Uint8Array | undefined): string {
+  return new TextDecoder().decode(bytes);
+}
+
+Deno.test("snapshots", async (t) => {
+  await t.step("save and load round trip, the log kept after it", async (t) => {
+    await onBothDisks(t, (disk) => {
+      const s = openStorage(disk);
+      s.save(hs(1, "n1", 80), entries(1, 100, 1));
+      s.saveSnapshot(snapshot(60, 1));
+      const first = s.load();
+      assert.deepEqual(first.snapshot?.meta, { index: 60, term: 1, voters: ["n1", "n2", "n3"] });
+      s.close();
+      const again = openStorage(disk);
+      const loaded = again.load();
+      assert.deepEqual(loaded.snapshot?.meta, { index: 60, term: 1, voters: ["n1", "n2", "n3"] });
+      assert.equal(text(loaded.snapshot?.data), "state up to 60");
+      // The default trailing window (10,000) keeps every entry.
+      assertEntries(loaded.entries, entries(1, 100, 1));
+      assert.deepEqual(loaded.hardState, hs(1, "n1", 80));
+      assert.ok(disk.fs.exists(joinPath(disk.dir, snapshotName(60))));
+      again.close();
+    });
+  });
+
+  await t.step(
+    "old segments go, keeping the trailing window; two snapshots are kept",
+    async (t) => {
+      await onBothDisks(t, (disk) => {
+        const options = { segmentBytesMax: 1024, retainEntries: 50 };
+        const s = openStorage(disk, options);
+        for (let i = 1; i <= 500; i += 10) s.save(hs(1, "n1", i + 9), entries(i, i + 9, 1, 40));
+        const segmentsBefore = segmentFiles(disk).length;
+        s.saveSnapshot(snapshot(200, 1));
+        s.saveSnapshot(snapshot(300, 1));
+        s.saveSnapshot(snapshot(400, 1));
+        assert.ok(s.counters.snapshotsSaved === 3);
+        const segmentsAfter = segmentFiles(disk).length;
+        assert.ok(segmentsAfter < segmentsBefore, `${segmentsAfter} < ${segmentsBefore}`);
+        assert.deepEqual(listSnapshots(disk.fs, disk.dir).map((x) => x.index), [300, 400]);
+        s.close();
+        const again = openStorage(disk, options);
+        const loaded = again.load();
+        assert.equal(loaded.snapshot?.meta.index, 400);
+        const first = loaded.entries[0].index;
+        // Entries from 351 on are kept; a segment holds ~20 entries, so little more is.
+        assert.ok(first <= 351 && first > 300, `first kept entry ${first}`);
+        assertEntries(loaded.entries, entries(first, 500, 1, 40));
+        again.save(undefined, entries(501, 510, 1, 40));
+        again.close();
+        const third = openStorage(disk, options);
+        assert.equal(third.load().entries.at(-1)?.index, 510);
+        third.close();
+      });
+    },
+  );
+
+  await t.step("a snapshot beyond the log replaces it; the log continues after it", async (t) => {
+    await onBothDisks(t, (disk) => {
+      const s = openStorage(disk);
+      s.save(hs(1, "n1", 5), entries(1, 10, 1));
+      s.saveSnapshot(snapshot(50, 3));
+      assert.equal(s.lastIndex, 50);
+      assert.deepEqual(s.load().entries, []);
+      s.save(hs(3, undefined, 50), entries(51, 55, 3));
+      s.close();
+      const again = openStorage(disk);
+      const loaded = again.load();
+      assert.equal(loaded.snapshot?.meta.index, 50);
+      assertEntries(loaded.entries, entries(51, 55, 3));
+      again.close();
+    });
+  });
+
+  await t.step("a snapshot whose entry has another term drops the log (Raft §7)", () => {
+    const disk = simDisk();
+    const s = openStorage(disk);
+    s.save(undefined, [...entries(1, 5, 1), ...entries(6, 10, 2)]);
+    s.saveSnapshot(snapshot(8, 3));
+    s.close();
+    const again = openStorage(disk);
+    assert.deepEqual(again.load().entries, []);
+    assert.equal(again.lastIndex, 8);
+    again.close();
+  });
+
+  await t.step("a snapshot whose entry matches keeps the entries after it (Raft §7)", () => {
+    const disk = simDisk();
+    const s = openStorage(disk);
+    s.save(undefined, [...entries(1, 5, 1), ...entries(6, 10, 2)]);
+    s.saveSnapshot(snapshot(8, 2));
+    s.close();
+    const again = openStorage(disk);
+    assertEntries(again.load().entries, [...entries(1, 5, 1), ...entries(6, 10, 2)]);
+    again.close();
+  });
+
+  await t.step("an older snapshot is refused; the same one again does nothing", () => {
+    const disk = simDisk();
+    const s = openStorage(disk);
+    s.save(undefined, entries(1, 10, 1));
+    s.saveSnapshot(snapshot(8, 1));
+    const syncs = s.counters.fsyncs;
+    s.saveSnapshot(snapshot(8, 1));
+    assert.equal(s.counters.fsyncs, syncs);
+    assert.throws(() => s.saveSnapshot(snapshot(5, 1)), /does not follow the stored snapshot/);
+    s.close();
+  });
+
+  await t.step("a damaged snapshot file stops recovery with its name", async (t) => {
+    await onBothDisks(t, (disk) => {
+      const s = openStorage(disk);
+      s.save(undefined, entries(1, 10, 1));
+      s.saveSnapshot(snapshot(8, 1));
+      s.close();
+      disk.flip(snapshotName(8), 30);
+      assert.throws(
+        () => openStorage(disk),
+        (e) =>
+          e instanceof SnapshotCorruptionError &&
+          e.file === joinPath(disk.dir, snapshotName(8)) && /checksum mismatch/.test(e.message),
+      );
+    });
+  });
+
+  await t.step("a crash after the snapshot file but before its WAL marker", () => {
+    for (const matching of [true, false]) {
+      const disk = simDisk();
+      const s = openStorage(disk);
+      s.save(hs(1, "n1", 10), entries(1, 10, 1));
+      // Everything up to the rename and directory sync happens; the WAL write does not.
+      disk.sim!.faultHook = (op, path) => {
+        if (op === "write" && path.endsWith(".log")) throw new Error("Power cut");
+      };
+      const snap = matching ? snapshot(10, 1) : snapshot(12, 2);
+      assert.throws(() => s.saveSnapshot(snap), /Power cut/);
+      disk.sim!.faultHook = undefined;
+      disk.sim!.crash();
+      const again = openStorage(disk);
+      const loaded = again.load();
+      assert.equal(loaded.snapshot?.meta.index, matching ? 10 : 12);
+      // Recovery applies the snapshot as if its marker had been written: entry 10 of term 1
+      // matches (10, 1) and the log stays; nothing matches (12, 2) and the log is dropped.
+      assertEntries(loaded.entries, matching ? entries(1, 10, 1) : []);
+      again.save(undefined, entries(again.lastIndex + 1, again.lastIndex + 2, 2));
+      again.close();
+      // Recovery wrote the missing marker, so the new entries are not dropped next time.
+      const third = openStorage(disk);
+      assert.equal(third.load().entries.length, matching ? 12 : 2);
+      third.close();
+    }
+  });
+
+  await t.step("leftover temp files are removed at open", () => {
+    const disk = simDisk();
+    openStorage(disk).close();
+    const f = disk.fs.openAppend(joinPath(disk.dir, `${snapshotName(9)}.tmp`));
+    f.write(new Uint8Array(10));
+    f.close();
+    const s = openStorage(disk);
+    assert.deepEqual(disk.fs.list(disk.dir).filter((n) => n.endsWith(".tmp")), []);
+    assert.equal(s.load().snapshot, undefined);
+    s.close();
+  });
+});
