@@ -49,6 +49,12 @@ export interface SimulationOptions {
   readonly config?: Partial<RaftConfig>;
   /** Classic bugs to switch on (to prove the checks catch them). */
   readonly faultPoints?: readonly FaultPoint[];
+  /**
+   * Most messages a run may send before it is stopped as a runaway (a livelock, e.g. a leader and
+   * follower re-sending forever). Default 30 per virtual millisecond of `durationMs` (a healthy
+   * 10-second run of 7 nodes sends about 50,000).
+   */
+  readonly messagesMax?: number;
   /** Events kept for a verbose replay. Default 2,000. */
   readonly eventsMax?: number;
   /** Called with a line for each fault injected (verbose replay). */
@@ -253,7 +259,18 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     fault(`${cuts} one-way cut(s)`);
   };
 
+  const messagesMax = options.messagesMax ?? 30 * durationMs;
+  const watchdog = () => {
+    if (cluster.stats.sent > messagesMax) {
+      throw new RunawayError(
+        `the run sent more than ${messagesMax} messages by t=${cluster.nowMs} ms: a livelock`,
+      );
+    }
+    cluster.schedule(100, watchdog);
+  };
+
   try {
+    cluster.schedule(100, watchdog);
     for (const c of clients) issue(c);
     cluster.schedule(rng.int(100, 800), injectOne);
     cluster.advance(durationMs);
@@ -294,6 +311,8 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
   } catch (e) {
     violation = e instanceof SafetyViolation
       ? { kind: "safety", message: e.message }
+      : e instanceof RunawayError
+      ? { kind: "liveness", message: e.message }
       : { kind: "crash", message: (e as Error).stack ?? String(e) };
   }
 
@@ -316,6 +335,8 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     cluster,
   };
 }
+
+class RunawayError extends Error {}
 
 function converged(c: Cluster): boolean {
   const leader = c.leader();
