@@ -110,3 +110,12 @@ Deno.test("a single-node cluster elects itself and commits alone", () => {
   assert.equal(c.waitForLeader(), "n1");
   assert.equal(c.complete(c.put("/solo", "1")).status, "ok");
 });
+
+Deno.test("a command that does not decode is refused before it reaches the log", () => {
+  const c = new Cluster({ seed: 2 });
+  const leader = c.waitForLeader();
+  const before = c.node(leader).raft.log.lastIndex;
+  assert.throws(() => c.propose(new TextEncoder().encode("FROB\nx")), /command/i);
+  assert.throws(() => c.propose(new Uint8Array([0xff, 0x09])), /version|command/i);
+  assert.equal(c.node(leader).raft.log.lastIndex, before);
+});

@@ -23,7 +23,7 @@ import {
   type RaftRole,
   type ReadState,
 } from "../raft/types.ts";
-import { encodeDelete, encodePut } from "../kv/command.ts";
+import { decodeCommand, encodeDelete, encodePut } from "../kv/command.ts";
 import { MetadataStore } from "../kv/store.ts";
 import { type CheckedNode, SafetyChecker } from "../check/invariants.ts";
 import { EventHeap } from "./heap.ts";
@@ -485,8 +485,12 @@ export class Cluster {
     return this.#submit("delete", command, { key }, options.via);
   }
 
-  /** Proposes an already encoded command via the leader (or `via`). */
+  /**
+   * Proposes an already encoded command via the leader (or `via`). A command that does not decode
+   * is refused here with a `CommandError` and never reaches the log.
+   */
   propose(command: Uint8Array, options: { via?: NodeId } = {}): Operation {
+    decodeCommand(command, { limits: this.node(this.ids[0]).store.limits });
     return this.#submit("command", command, {}, options.via);
   }
 
