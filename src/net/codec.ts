@@ -1,0 +1,505 @@
+/**
+ * The peer wire format: length-prefixed frames carrying Raft messages in a compact binary form
+ * (entries' command bytes travel as they are, no base64), and the JSON frames of the handshake.
+ * Every decoded message is validated field by field; anything malformed throws
+ * {@linkcode FrameError}, and the transport closes that connection.
+ *
+ * Frame: `u32 length (big-endian)` then `length` bytes of payload; payload byte 0 is the kind.
+ *
+ * @module
+ */
+
+import type { Message, RaftLogEntry } from "../raft/types.ts";
+
+/** A frame or message that does not decode; the connection it came on is closed. */
+export class FrameError extends Error {
+  /** Makes an error with `message`. */
+  constructor(message: string) {
+    super(message);
+    this.name = "FrameError";
+  }
+}
+
+/** Frame kinds. */
+export const FrameKind = Object.freeze(
+  {
+    /** Acceptor → dialer: a nonce to prove the secret against (JSON). */
+    challenge: 1,
+    /** Dialer → acceptor: who it is and the proof (JSON). */
+    hello: 2,
+    /** Acceptor → dialer: accepted, with the acceptor's proof and state (JSON). */
+    welcome: 3,
+    /** Acceptor → dialer: refused, with the reason (JSON); the connection closes. */
+    refused: 4,
+    /** Dialer → acceptor: a batch of Raft messages (binary). */
+    messages: 5,
+  } as const,
+);
+
+/** Largest frame payload accepted: a full AppendEntries (1 MiB of commands) and then some. */
+export const FRAME_BYTES_MAX = 64 * 1024 * 1024;
+/** Most messages in one batch frame. */
+export const BATCH_MESSAGES_MAX = 4096;
+/** Longest node id or read id on the wire, in UTF-8 bytes. */
+const STRING_BYTES_MAX = 1024;
+/** Most entries in one AppendEntries on the wire. */
+const ENTRIES_MAX = 1_000_000;
+
+const TYPE_TAGS = {
+  RequestVote: 1,
+  PreVote: 2,
+  RequestVoteReply: 3,
+  PreVoteReply: 4,
+  AppendEntries: 5,
+  AppendEntriesReply: 6,
+  ReadIndex: 7,
+  ReadIndexReply: 8,
+  InstallSnapshot: 9,
+  InstallSnapshotReply: 10,
+} as const satisfies Record<Message["type"], number>;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
+
+class Writer {
+  #buf = new Uint8Array(256);
+  #view = new DataView(this.#buf.buffer);
+  #pos = 0;
+
+  #room(n: number): void {
+    if (this.#pos + n <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < this.#pos + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.#buf.subarray(0, this.#pos));
+    this.#buf = next;
+    this.#view = new DataView(next.buffer);
+  }
+  u8(v: number): void {
+    this.#room(1);
+    this.#buf[this.#pos++] = v;
+  }
+  u32(v: number): void {
+    this.#room(4);
+    this.#view.setUint32(this.#pos, v);
+    this.#pos += 4;
+  }
+  /** A non-negative safe integer as a float64 (exact up to 2^53). */
+  num(v: number): void {
+    this.#room(8);
+    this.#view.setFloat64(this.#pos, v);
+    this.#pos += 8;
+  }
+  bytes(b: Uint8Array): void {
+    this.u32(b.length);
+    this.#room(b.length);
+    this.#buf.set(b, this.#pos);
+    this.#pos += b.length;
+  }
+  str(s: string): void {
+    this.bytes(encoder.encode(s));
+  }
+  /** Writes the frame length into the first four bytes and returns the frame. */
+  finishFrame(): Uint8Array {
+    this.#view.setUint32(0, this.#pos - 4);
+    return this.#buf.subarray(0, this.#pos);
+  }
+}
+
+class Reader {
+  readonly #buf: Uint8Array;
+  readonly #view: DataView;
+  #pos = 0;
+
+  constructor(buf: Uint8Array) {
+    this.#buf = buf;
+    this.#view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
+  #need(n: number, what: string): void {
+    if (this.#pos + n > this.#buf.length) {
+      throw new FrameError(`Frame ends inside ${what} at byte ${this.#pos}`);
+    }
+  }
+  u8(what: string): number {
+    this.#need(1, what);
+    return this.#buf[this.#pos++];
+  }
+  u32(what: string): number {
+    this.#need(4, what);
+    const v = this.#view.getUint32(this.#pos);
+    this.#pos += 4;
+    return v;
+  }
+  num(what: string): number {
+    this.#need(8, what);
+    const v = this.#view.getFloat64(this.#pos);
+    this.#pos += 8;
+    if (!Number.isSafeInteger(v) || v < 0) {
+      throw new FrameError(`${what} must be a non-negative safe integer: ${v}`);
+    }
+    return v;
+  }
+  bool(what: string): boolean {
+    const v = this.u8(what);
+    if (v > 1) throw new FrameError(`${what} must be 0 or 1: ${v}`);
+    return v === 1;
+  }
+  bytes(what: string, max: number): Uint8Array {
+    const n = this.u32(`${what} length`);
+    if (n > max) throw new FrameError(`${what} is too long: ${n} bytes (most ${max})`);
+    this.#need(n, what);
+    // A copy, so an entry kept in the log does not pin the whole frame buffer.
+    const out = this.#buf.slice(this.#pos, this.#pos + n);
+    this.#pos += n;
+    return out;
+  }
+  str(what: string): string {
+    const b = this.bytes(what, STRING_BYTES_MAX);
+    try {
+      return decoder.decode(b);
+    } catch {
+      throw new FrameError(`${what} is not valid UTF-8`);
+    }
+  }
+  end(): void {
+    if (this.#pos !== this.#buf.length) {
+      throw new FrameError(`Frame has ${this.#buf.length - this.#pos} bytes after its end`);
+    }
+  }
+}
+
+/** Encodes a batch of messages into one frame (length prefix included). */
+export function encodeMessagesFrame(messages: readonly Message[]): Uint8Array {
+  if (messages.length > BATCH_MESSAGES_MAX) {
+    throw new RangeError(
+      `A batch holds at most ${BATCH_MESSAGES_MAX} messages: ${messages.length}`,
+    );
+  }
+  const w = new Writer();
+  w.u32(0);
+  w.u8(FrameKind.messages);
+  w.u32(messages.length);
+  for (const m of messages) encodeMessage(w, m);
+  return w.finishFrame();
+}
+
+function encodeMessage(w: Writer, m: Message): void {
+  w.u8(TYPE_TAGS[m.type]);
+  w.str(m.from);
+  w.str(m.to);
+  w.num(m.term);
+  switch (m.type) {
+    case "RequestVote":
+    case "PreVote":
+      w.num(m.lastLogIndex);
+      w.num(m.lastLogTerm);
+      return;
+    case "RequestVoteReply":
+    case "PreVoteReply":
+      w.u8(m.granted ? 1 : 0);
+      return;
+    case "AppendEntries":
+      w.num(m.prevLogIndex);
+      w.num(m.prevLogTerm);
+      w.num(m.leaderCommit);
+      w.num(m.readRound);
+      w.u32(m.entries.length);
+      for (const e of m.entries) {
+        w.num(e.index);
+        w.num(e.term);
+        w.u8(e.kind === "noop" ? 0 : 1);
+        w.bytes(e.command);
+      }
+      return;
+    case "AppendEntriesReply":
+      w.u8(m.success ? 1 : 0);
+      w.num(m.matchIndex);
+      w.num(m.rejectedIndex);
+      w.num(m.conflictTerm);
+      w.num(m.conflictIndex);
+      w.num(m.readRound);
+      return;
+    case "InstallSnapshot":
+      w.num(m.meta.index);
+      w.num(m.meta.term);
+      w.u32(m.meta.voters.length);
+      for (const v of m.meta.voters) w.str(v);
+      w.num(m.totalBytes);
+      w.num(m.offset);
+      w.bytes(m.data);
+      w.u8(m.done ? 1 : 0);
+      return;
+    case "InstallSnapshotReply":
+      w.num(m.snapshotIndex);
+      w.num(m.offset);
+      w.u8(m.done ? 1 : 0);
+      w.num(m.matchIndex);
+      return;
+    case "ReadIndex":
+      w.str(m.readId);
+      return;
+    case "ReadIndexReply":
+      w.str(m.readId);
+      w.num(m.readIndex);
+      w.u8(m.ok ? 1 : 0);
+      return;
+    default: {
+      const never: never = m;
+      throw new Error(`Cannot encode message ${JSON.stringify(never)}`);
+    }
+  }
+}
+
+/**
+ * Decodes the payload of a messages frame (after the kind byte was checked) and validates every
+ * message. Throws {@linkcode FrameError}.
+ */
+export function decodeMessages(payload: Uint8Array): Message[] {
+  const r = new Reader(payload);
+  const kind = r.u8("frame kind");
+  if (kind !== FrameKind.messages) throw new FrameError(`Not a messages frame: kind ${kind}`);
+  const count = r.u32("message count");
+  if (count > BATCH_MESSAGES_MAX) {
+    throw new FrameError(`Batch has too many messages: ${count} (most ${BATCH_MESSAGES_MAX})`);
+  }
+  const out: Message[] = [];
+  for (let i = 0; i < count; i++) out.push(decodeMessage(r));
+  r.end();
+  return out;
+}
+
+function decodeMessage(r: Reader): Message {
+  const tag = r.u8("message type");
+  const from = r.str("from");
+  const to = r.str("to");
+  if (from.length === 0 || to.length === 0) throw new FrameError(`Empty node id in a message`);
+  const term = r.num("term");
+  switch (tag) {
+    case TYPE_TAGS.RequestVote:
+    case TYPE_TAGS.PreVote:
+      return {
+        type: tag === TYPE_TAGS.PreVote ? "PreVote" : "RequestVote",
+        from,
+        to,
+        term,
+        lastLogIndex: r.num("lastLogIndex"),
+        lastLogTerm: r.num("lastLogTerm"),
+      };
+    case TYPE_TAGS.RequestVoteReply:
+    case TYPE_TAGS.PreVoteReply:
+      return {
+        type: tag === TYPE_TAGS.PreVoteReply ? "PreVoteReply" : "RequestVoteReply",
+        from,
+        to,
+        term,
+        granted: r.bool("granted"),
+      };
+    case TYPE_TAGS.AppendEntries: {
+      const prevLogIndex = r.num("prevLogIndex");
+      const prevLogTerm = r.num("prevLogTerm");
+      const leaderCommit = r.num("leaderCommit");
+      const readRound = r.num("readRound");
+      const n = r.u32("entry count");
+      if (n > ENTRIES_MAX) throw new FrameError(`Too many entries: ${n}`);
+      if (prevLogTerm > term) {
+        throw new FrameError(`prevLogTerm ${prevLogTerm} is above the message term ${term}`);
+      }
+      const entries: RaftLogEntry[] = [];
+      let lastTerm = prevLogTerm;
+      for (let i = 0; i < n; i++) {
+        const index = r.num("entry index");
+        const entryTerm = r.num("entry term");
+        const kind = r.u8("entry kind");
+        const command = r.bytes("entry command", FRAME_BYTES_MAX);
+        // The core relies on these: contiguous indexes, terms that never fall and stay at most
+        // the leader's term, no-ops without bytes.
+        if (index !== prevLogIndex + 1 + i) {
+          throw new FrameError(`Entry index ${index} should be ${prevLogIndex + 1 + i}`);
+        }
+        if (entryTerm < 1 || entryTerm < lastTerm || entryTerm > term) {
+          throw new FrameError(`Entry ${index} has term ${entryTerm} out of order`);
+        }
+        if (kind > 1) throw new FrameError(`Entry ${index} has unknown kind ${kind}`);
+        if (kind === 0 && command.length > 0) {
+          throw new FrameError(`No-op entry ${index} carries ${command.length} bytes`);
+        }
+        lastTerm = entryTerm;
+        entries.push({ index, term: entryTerm, kind: kind === 0 ? "noop" : "command", command });
+      }
+      return {
+        type: "AppendEntries",
+        from,
+        to,
+        term,
+        prevLogIndex,
+        prevLogTerm,
+        entries,
+        leaderCommit,
+        readRound,
+      };
+    }
+    case TYPE_TAGS.AppendEntriesReply:
+      return {
+        type: "AppendEntriesReply",
+        from,
+        to,
+        term,
+        success: r.bool("success"),
+        matchIndex: r.num("matchIndex"),
+        rejectedIndex: r.num("rejectedIndex"),
+        conflictTerm: r.num("conflictTerm"),
+        conflictIndex: r.num("conflictIndex"),
+        readRound: r.num("readRound"),
+      };
+    case TYPE_TAGS.InstallSnapshot: {
+      const index = r.num("snapshot index");
+      const snapshotTerm = r.num("snapshot term");
+      const voterCount = r.u32("voter count");
+      if (voterCount < 1 || voterCount > 1000) {
+        throw new FrameError(`Snapshot voter count out of range: ${voterCount}`);
+      }
+      const voters: string[] = [];
+      for (let i = 0; i < voterCount; i++) voters.push(r.str("voter"));
+      const totalBytes = r.num("totalBytes");
+      const offset = r.num("offset");
+      const data = r.bytes("snapshot chunk", FRAME_BYTES_MAX);
+      const done = r.bool("done");
+      if (index < 1 || snapshotTerm < 1 || snapshotTerm > term) {
+        throw new FrameError(`Snapshot ${index}:${snapshotTerm} is out of range for term ${term}`);
+      }
+      if (offset + data.length > totalBytes || (done && offset + data.length !== totalBytes)) {
+        throw new FrameError(
+          `Snapshot chunk at ${offset} of ${data.length} bytes does not fit ${totalBytes} bytes`,
+        );
+      }
+      return {
+        type: "InstallSnapshot",
+        from,
+        to,
+        term,
+        meta: { index, term: snapshotTerm, voters },
+        totalBytes,
+        offset,
+        data,
+        done,
+      };
+    }
+    case TYPE_TAGS.InstallSnapshotReply:
+      return {
+        type: "InstallSnapshotReply",
+        from,
+        to,
+        term,
+        snapshotIndex: r.num("snapshotIndex"),
+        offset: r.num("offset"),
+        done: r.bool("done"),
+        matchIndex: r.num("matchIndex"),
+      };
+    case TYPE_TAGS.ReadIndex:
+      return { type: "ReadIndex", from, to, term, readId: r.str("readId") };
+    case TYPE_TAGS.ReadIndexReply:
+      return {
+        type: "ReadIndexReply",
+        from,
+        to,
+        term,
+        readId: r.str("readId"),
+        readIndex: r.num("readIndex"),
+        ok: r.bool("ok"),
+      };
+    default:
+      throw new FrameError(`Unknown message type tag ${tag}`);
+  }
+}
+
+/** Encodes a handshake frame: the kind byte and a JSON object. */
+export function encodeJsonFrame(kind: number, body: Record<string, unknown>): Uint8Array {
+  const json = encoder.encode(JSON.stringify(body));
+  const out = new Uint8Array(5 + json.length);
+  new DataView(out.buffer).setUint32(0, json.length + 1);
+  out[4] = kind;
+  out.set(json, 5);
+  return out;
+}
+
+/** Decodes a handshake frame of kind `kind` into a JSON object. Throws {@linkcode FrameError}. */
+export function decodeJsonFrame(payload: Uint8Array, kinds: readonly number[]): {
+  kind: number;
+  body: Record<string, unknown>;
+} {
+  if (payload.length < 1 || !kinds.includes(payload[0])) {
+    throw new FrameError(`Unexpected frame kind ${payload[0]} (expected ${kinds.join(" or ")})`);
+  }
+  if (payload.length > 64 * 1024) throw new FrameError(`Handshake frame too large`);
+  let body: unknown;
+  try {
+    body = JSON.parse(decoder.decode(payload.subarray(1)));
+  } catch {
+    throw new FrameError(`Handshake frame is not UTF-8 JSON`);
+  }
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw new FrameError(`Handshake frame is not a JSON object`);
+  }
+  return { kind: payload[0], body: body as Record<string, unknown> };
+}
+
+/**
+ * Splits frames out of a byte stream. Push chunks in; take complete payloads out. A length over
+ * {@linkcode FRAME_BYTES_MAX} throws {@linkcode FrameError}.
+ */
+export class FrameReader {
+  #chunks: Uint8Array[] = [];
+  #size = 0;
+  readonly #frameBytesMax: number;
+
+  /** A reader refusing frames longer than `frameBytesMax`. */
+  constructor(frameBytesMax = FRAME_BYTES_MAX) {
+    this.#frameBytesMax = frameBytesMax;
+  }
+
+  /** Adds bytes read from the connection. */
+  push(chunk: Uint8Array): void {
+    if (chunk.length === 0) return;
+    this.#chunks.push(chunk);
+    this.#size += chunk.length;
+  }
+
+  /** The next complete frame's payload, or undefined when more bytes are needed. */
+  next(): Uint8Array | undefined {
+    if (this.#size < 4) return undefined;
+    const head = this.#peek(4);
+    const length = new DataView(head.buffer, head.byteOffset, 4).getUint32(0);
+    if (length === 0 || length > this.#frameBytesMax) {
+      throw new FrameError(`Frame length ${length} is out of range (1..${this.#frameBytesMax})`);
+    }
+    if (this.#size < 4 + length) return undefined;
+    const all = this.#take(4 + length);
+    return all.subarray(4);
+  }
+
+  #peek(n: number): Uint8Array {
+    if (this.#chunks[0].length >= n) return this.#chunks[0];
+    this.#merge();
+    return this.#chunks[0];
+  }
+
+  #merge(): void {
+    const all = new Uint8Array(this.#size);
+    let o = 0;
+    for (const c of this.#chunks) {
+      all.set(c, o);
+      o += c.length;
+    }
+    this.#chunks = [all];
+  }
+
+  #take(n: number): Uint8Array {
+    if (this.#chunks[0].length < n) this.#merge();
+    const first = this.#chunks[0];
+    const out = first.subarray(0, n);
+    if (first.length === n) this.#chunks.shift();
+    else this.#chunks[0] = first.subarray(n);
+    this.#size -= n;
+    return out;
+  }
+}

@@ -1,0 +1,455 @@
+/**
+ * etcd's v3 JSON gateway shapes (etcd 3.4 `/v3/kv/*`, `/v3/maintenance/status`): request bodies
+ * parsed into raftmeta commands, and responses rendered as etcd renders them — base64 keys and
+ * values, 64-bit integers as decimal strings, snake_case field names, zero values left out.
+ * Input field names are accepted in snake_case and camelCase, as etcd's gateway accepts them.
+ *
+ * @module
+ */
+
+import type {
+  Compare,
+  CompareResult,
+  DeleteCommand,
+  DeleteResponse,
+  KeyRange,
+  KeyValue,
+  PutCommand,
+  PutResponse,
+  RangeCommand,
+  RangeResponse,
+  TxnCommand,
+  TxnOp,
+  TxnResponse,
+} from "../kv/types.ts";
+
+/** A request that cannot be served; carries the HTTP status and etcd's gRPC code. */
+export class HttpError extends Error {
+  /** HTTP status, e.g. 400. */
+  readonly status: number;
+  /** gRPC status code etcd's gateway would report (3: invalid argument, 14: unavailable, ...). */
+  readonly code: number;
+  /** Makes an error. */
+  constructor(status: number, message: string, code = status === 404 ? 5 : 3) {
+    super(message);
+    this.name = "HttpError";
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/** Shorthand for a 400 with etcd's invalid-argument code. */
+export function badRequest(message: string): HttpError {
+  return new HttpError(400, message, 3);
+}
+
+/** The `header` every etcd response carries. */
+export interface EtcdHeader {
+  /** Cluster id as uint64. */
+  readonly clusterId: bigint;
+  /** This member's id as uint64. */
+  readonly memberId: bigint;
+  /** Store revision. */
+  readonly revision: number;
+  /** Raft term. */
+  readonly raftTerm: number;
+}
+
+/** A 64-bit id for a name (FNV-1a), so etcd's numeric cluster_id and member_id have values. */
+export function id64(name: string): bigint {
+  let h = 0xcbf29ce484222325n;
+  for (const b of new TextEncoder().encode(name)) {
+    h ^= BigInt(b);
+    h = (h * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  return h;
+}
+
+const utf8Strict = new TextDecoder("utf-8", { fatal: true });
+
+type Json = Record<string, unknown>;
+
+/** Reads the fields of an etcd request object in either case, refusing unknown ones. */
+class Fields {
+  readonly #obj: Json;
+  readonly #what: string;
+  readonly #used = new Set<string>();
+
+  constructor(value: unknown, what: string) {
+    if (typeof value !== "object" || value === null || Array.isArray(value)) {
+      throw badRequest(`${what} must be a JSON object`);
+    }
+    this.#obj = value as Json;
+    this.#what = what;
+  }
+
+  /** The value of `snake` (or its camelCase form), or undefined. */
+  get(snake: string): unknown {
+    const camel = snake.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+    this.#used.add(snake);
+    this.#used.add(camel);
+    const v = this.#obj[snake] !== undefined ? this.#obj[snake] : this.#obj[camel];
+    return v === null ? undefined : v;
+  }
+
+  bytes(snake: string): Uint8Array | undefined {
+    const v = this.get(snake);
+    if (v === undefined) return undefined;
+    if (typeof v !== "string") {
+      throw badRequest(`Field "${snake}" of ${this.#what} must be a base64 string: ${show(v)}`);
+    }
+    return decodeBase64(v, snake);
+  }
+
+  int(snake: string): number {
+    const v = this.get(snake);
+    if (v === undefined) return 0;
+    let n: number;
+    if (typeof v === "number") n = v;
+    else if (typeof v === "string" && /^-?\d{1,20}$/.test(v)) n = Number(v);
+    else {
+      throw badRequest(
+        `Field "${snake}" of ${this.#what} must be an integer (number or decimal string): ${
+          show(v)
+        }`,
+      );
+    }
+    if (!Number.isSafeInteger(n)) {
+      throw badRequest(`Field "${snake}" of ${this.#what} is out of range: ${show(v)}`);
+    }
+    return n;
+  }
+
+  bool(snake: string): boolean {
+    const v = this.get(snake);
+    if (v === undefined) return false;
+    if (typeof v !== "boolean") {
+      throw badRequest(`Field "${snake}" of ${this.#what} must be true or false: ${show(v)}`);
+    }
+    return v;
+  }
+
+  /** An enum given by name or number; returns the name. */
+  enumeration(snake: string, names: readonly string[]): string {
+    const v = this.get(snake);
+    if (v === undefined) return names[0];
+    if (typeof v === "number" && Number.isInteger(v) && v >= 0 && v < names.length) return names[v];
+    if (typeof v === "string" && names.includes(v)) return v;
+    throw badRequest(
+      `Field "${snake}" of ${this.#what} must be one of ${names.join(", ")}: ${show(v)}`,
+    );
+  }
+
+  array(snake: string): unknown[] {
+    const v = this.get(snake);
+    if (v === undefined) return [];
+    if (!Array.isArray(v)) {
+      throw badRequest(`Field "${snake}" of ${this.#what} must be an array: ${show(v)}`);
+    }
+    return v;
+  }
+
+  /** Throws when the object has a field that was never asked for. */
+  done(): void {
+    for (const k of Object.keys(this.#obj)) {
+      if (!this.#used.has(k)) throw badRequest(`Unknown field "${k}" in ${this.#what}`);
+    }
+  }
+}
+
+function show(v: unknown): string {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 64 ? s.slice(0, 63) + "…" : s;
+}
+
+/** Decodes base64 as protobuf's JSON mapping does: standard or URL-safe, padding optional. */
+export function decodeBase64(text: string, field: string): Uint8Array {
+  const normalized = text.replaceAll("-", "+").replaceAll("_", "/");
+  if (
+    !/^[A-Za-z0-9+/]*={0,2}$/.test(normalized) || normalized.replace(/=+$/, "").length % 4 === 1
+  ) {
+    throw badRequest(`Field "${field}" is not valid base64: ${show(text)}`);
+  }
+  let bin: string;
+  try {
+    bin = atob(normalized);
+  } catch {
+    throw badRequest(`Field "${field}" is not valid base64: ${show(text)}`);
+  }
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+/** Standard padded base64. */
+export function encodeBase64(bytes: Uint8Array): string {
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(bin);
+}
+
+function keyText(bytes: Uint8Array, field: string): string {
+  try {
+    return utf8Strict.decode(bytes);
+  } catch {
+    throw badRequest(`Field "${field}" must decode to UTF-8 text: raftmeta keys are strings`);
+  }
+}
+
+/** The key after every key with prefix `bytes` (etcd's prefix end), or undefined for none. */
+function prefixEnd(bytes: Uint8Array): Uint8Array | undefined {
+  const end = bytes.slice();
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i] < 0xff) {
+      end[i]++;
+      return end.subarray(0, i + 1);
+    }
+  }
+  return undefined;
+}
+
+function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  return a !== undefined && a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
+/** etcd's key + range_end as a {@linkcode KeyRange}. */
+function keyRange(f: Fields): KeyRange {
+  const key = f.bytes("key");
+  const end = f.bytes("range_end");
+  if (key === undefined || key.length === 0) throw badRequest('Field "key" is not provided');
+  if (end === undefined || end.length === 0) return { key: keyText(key, "key") };
+  if (end.length === 1 && end[0] === 0) {
+    // range_end "\0": every key >= key; key "\0" too means every key.
+    if (key.length === 1 && key[0] === 0) return { prefix: "" };
+    return { fromKey: keyText(key, "key") };
+  }
+  if (sameBytes(prefixEnd(key), end)) return { prefix: keyText(key, "key") };
+  return { key: keyText(key, "key"), rangeEnd: keyText(end, "range_end") };
+}
+
+/** A parsed `/v3/kv/range` request. */
+export interface EtcdRange {
+  /** The command (for a transaction or the store). */
+  readonly command: RangeCommand;
+  /** Whether a local (possibly stale) read is allowed. */
+  readonly serializable: boolean;
+}
+
+function unsupported(f: Fields, fields: readonly string[], what: string): void {
+  for (const name of fields) {
+    const v = f.get(name);
+    if (v !== undefined && v !== 0 && v !== "0" && v !== false && v !== "") {
+      throw badRequest(`Field "${name}" of ${what} is not supported by raftmeta: ${show(v)}`);
+    }
+  }
+}
+
+/** Parses a RangeRequest. */
+export function parseRange(body: unknown, what = "RangeRequest"): EtcdRange {
+  const f = new Fields(body, what);
+  const range = keyRange(f);
+  const limit = f.int("limit");
+  if (limit < 0) throw badRequest(`Field "limit" must not be negative: ${limit}`);
+  const revision = f.int("revision");
+  const sortOrder = f.enumeration("sort_order", ["NONE", "ASCEND", "DESCEND"]);
+  const sortTarget = f.enumeration("sort_target", ["KEY", "VERSION", "CREATE", "MOD", "VALUE"]);
+  if (sortOrder === "DESCEND" || sortTarget !== "KEY") {
+    throw badRequest(
+      `Sorting by ${sortTarget} ${sortOrder} is not supported by raftmeta (keys come in key order)`,
+    );
+  }
+  unsupported(f, [
+    "min_mod_revision",
+    "max_mod_revision",
+    "min_create_revision",
+    "max_create_revision",
+  ], what);
+  const serializable = f.bool("serializable");
+  const keysOnly = f.bool("keys_only");
+  const countOnly = f.bool("count_only");
+  f.done();
+  if (revision < 0) throw badRequest(`Field "revision" must not be negative: ${revision}`);
+  return {
+    command: { type: "range", range, limit, keysOnly, countOnly },
+    serializable,
+    ...(revision > 0 ? { revision } : {}),
+  } as EtcdRange & { revision?: number };
+}
+
+/** The revision a range asked for (0: latest). */
+export function requestedRevision(r: EtcdRange): number {
+  return (r as EtcdRange & { revision?: number }).revision ?? 0;
+}
+
+/** Parses a PutRequest. */
+export function parsePut(body: unknown, what = "PutRequest"): PutCommand {
+  const f = new Fields(body, what);
+  const key = f.bytes("key");
+  if (key === undefined || key.length === 0) throw badRequest('Field "key" is not provided');
+  const value = f.bytes("value") ?? new Uint8Array(0);
+  const prevKv = f.bool("prev_kv");
+  unsupported(f, ["lease", "ignore_value", "ignore_lease"], what);
+  f.done();
+  return { type: "put", key: keyText(key, "key"), value, prevKv };
+}
+
+/** Parses a DeleteRangeRequest. */
+export function parseDeleteRange(body: unknown, what = "DeleteRangeRequest"): DeleteCommand {
+  const f = new Fields(body, what);
+  const range = keyRange(f);
+  const prevKv = f.bool("prev_kv");
+  f.done();
+  return { type: "delete", range, prevKv };
+}
+
+const RESULTS: Record<string, CompareResult> = {
+  EQUAL: "equal",
+  GREATER: "greater",
+  LESS: "less",
+  NOT_EQUAL: "notEqual",
+};
+
+function parseCompare(value: unknown, i: number): Compare {
+  const what = `compare[${i}]`;
+  const f = new Fields(value, what);
+  const result = RESULTS[f.enumeration("result", ["EQUAL", "GREATER", "LESS", "NOT_EQUAL"])];
+  const target = f.enumeration("target", ["VERSION", "CREATE", "MOD", "VALUE", "LEASE"]);
+  const keyBytes = f.bytes("key");
+  if (keyBytes === undefined || keyBytes.length === 0) {
+    throw badRequest(`Field "key" of ${what} is not provided`);
+  }
+  const key = keyText(keyBytes, "key");
+  if ((f.bytes("range_end")?.length ?? 0) > 0) {
+    throw badRequest(`Field "range_end" of ${what} is not supported by raftmeta`);
+  }
+  let c: Compare;
+  switch (target) {
+    case "VERSION":
+      c = { key, target: "version", result, value: f.int("version") };
+      break;
+    case "CREATE":
+      c = { key, target: "createRevision", result, value: f.int("create_revision") };
+      break;
+    case "MOD":
+      c = { key, target: "modRevision", result, value: f.int("mod_revision") };
+      break;
+    case "VALUE":
+      c = { key, target: "value", result, value: f.bytes("value") ?? new Uint8Array(0) };
+      break;
+    default:
+      throw badRequest(`Compare target LEASE in ${what} is not supported by raftmeta`);
+  }
+  // Fields of the other targets may be present with their zero values; anything else is refused.
+  for (const other of ["version", "create_revision", "mod_revision", "value", "lease"]) {
+    f.get(other);
+  }
+  f.done();
+  return c;
+}
+
+function parseRequestOp(value: unknown, where: string): TxnOp {
+  const f = new Fields(value, where);
+  const put = f.get("request_put");
+  const range = f.get("request_range");
+  const del = f.get("request_delete_range");
+  const txn = f.get("request_txn");
+  f.done();
+  const given = [put, range, del, txn].filter((v) => v !== undefined).length;
+  if (given !== 1) {
+    throw badRequest(
+      `${where} must hold exactly one of request_put, request_range, request_delete_range`,
+    );
+  }
+  if (txn !== undefined) throw badRequest(`Nested transactions (${where}) are not supported`);
+  if (put !== undefined) return parsePut(put, `${where}.request_put`);
+  if (del !== undefined) return parseDeleteRange(del, `${where}.request_delete_range`);
+  const r = parseRange(range, `${where}.request_range`);
+  if (requestedRevision(r) !== 0) {
+    throw badRequest(`Field "revision" of ${where}.request_range is not supported in a txn`);
+  }
+  return r.command;
+}
+
+/** Parses a TxnRequest. */
+export function parseTxn(body: unknown): TxnCommand {
+  const f = new Fields(body, "TxnRequest");
+  const compare = f.array("compare").map(parseCompare);
+  const success = f.array("success").map((v, i) => parseRequestOp(v, `success[${i}]`));
+  const failure = f.array("failure").map((v, i) => parseRequestOp(v, `failure[${i}]`));
+  f.done();
+  return { type: "txn", compare, success, failure };
+}
+
+/** Checks a StatusRequest (an empty object). */
+export function parseStatus(body: unknown): void {
+  new Fields(body ?? {}, "StatusRequest").done();
+}
+
+// ---- Responses ---------------------------------------------------------------------------------
+
+/** The response header in etcd's JSON shape. */
+export function headerJson(h: EtcdHeader): Json {
+  return {
+    cluster_id: h.clusterId.toString(),
+    member_id: h.memberId.toString(),
+    revision: String(h.revision),
+    raft_term: String(h.raftTerm),
+  };
+}
+
+/** A key-value in etcd's JSON shape (zero fields left out, as etcd's gateway does). */
+export function kvJson(kv: KeyValue): Json {
+  const out: Json = { key: encodeBase64(new TextEncoder().encode(kv.key)) };
+  if (kv.createRevision !== 0) out.create_revision = String(kv.createRevision);
+  if (kv.modRevision !== 0) out.mod_revision = String(kv.modRevision);
+  if (kv.version !== 0) out.version = String(kv.version);
+  if (kv.value.length > 0) out.value = encodeBase64(kv.value);
+  if (kv.lease !== undefined && kv.lease !== 0) out.lease = String(kv.lease);
+  return out;
+}
+
+/** A RangeResponse body. */
+export function rangeJson(header: Json, r: RangeResponse): Json {
+  const out: Json = { header };
+  if (r.kvs.length > 0) out.kvs = r.kvs.map(kvJson);
+  if (r.more) out.more = true;
+  if (r.count !== 0) out.count = String(r.count);
+  return out;
+}
+
+/** A PutResponse body. */
+export function putJson(header: Json, r: PutResponse): Json {
+  const out: Json = { header };
+  if (r.prevKv !== undefined) out.prev_kv = kvJson(r.prevKv);
+  return out;
+}
+
+/** A DeleteRangeResponse body. */
+export function deleteJson(header: Json, r: DeleteResponse): Json {
+  const out: Json = { header };
+  if (r.deleted !== 0) out.deleted = String(r.deleted);
+  if (r.prevKvs !== undefined && r.prevKvs.length > 0) out.prev_kvs = r.prevKvs.map(kvJson);
+  return out;
+}
+
+/** A TxnResponse body; nested responses carry a header with the revision only, as in etcd. */
+export function txnJson(header: Json, r: TxnResponse): Json {
+  const out: Json = { header };
+  if (r.succeeded) out.succeeded = true;
+  const inner = { revision: String(r.revision) };
+  if (r.responses.length > 0) {
+    out.responses = r.responses.map((x) => {
+      switch (x.type) {
+        case "put":
+          return { response_put: putJson(inner, x) };
+        case "delete":
+          return { response_delete_range: deleteJson(inner, x) };
+        case "range":
+          return { response_range: rangeJson(inner, x) };
+      }
+    });
+  }
+  return out;
+}

@@ -1,0 +1,699 @@
+/**
+ * The HTTP face of a node: etcd's v3 JSON gateway paths, the REST paths (`/v1/kv/<key>`,
+ * `/v1/status`), `/metrics` and `/health`. Writes on a follower are forwarded to the leader;
+ * linearizable reads use ReadIndex (a follower asks the leader for the index and reads locally).
+ * Every failure is a JSON error `{error, code, message}` with a 4xx or 5xx status; nothing a
+ * client sends can throw past this module.
+ *
+ * @module
+ */
+
+import { NotLeaderError } from "../raft/types.ts";
+import { CommandError } from "../kv/command.ts";
+import type { ApplyResult } from "../kv/store.ts";
+import type {
+  ClientId,
+  CommandResponse,
+  KeyRange,
+  KeyValue,
+  PlainCommand,
+  RangeResponse,
+} from "../kv/types.ts";
+import {
+  badRequest,
+  deleteJson,
+  headerJson,
+  HttpError,
+  id64,
+  parseDeleteRange,
+  parsePut,
+  parseRange,
+  parseStatus,
+  parseTxn,
+  putJson,
+  rangeJson,
+  requestedRevision,
+  txnJson,
+} from "./etcd.ts";
+import { Histogram, renderMetrics } from "./metrics.ts";
+import { type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
+
+/** Header marking a request a follower forwarded to the leader (never forwarded again). */
+export const FORWARDED_HEADER = "raftmeta-forwarded-by";
+/** Header carrying the client id of a write's session envelope. */
+export const CLIENT_ID_HEADER = "raftmeta-client-id";
+/** Header carrying the sequence number of a write's session envelope. */
+export const SEQ_HEADER = "raftmeta-seq";
+/** Response header naming the leader's client URL, when known. */
+export const LEADER_HEADER = "raftmeta-leader-url";
+
+type Json = Record<string, unknown>;
+
+const ROUTES = new Set([
+  "/v3/kv/put",
+  "/v3/kv/range",
+  "/v3/kv/deleterange",
+  "/v3/kv/txn",
+  "/v3/maintenance/status",
+]);
+
+/** Serves one HTTP request. Never throws. */
+export async function handleHttp(
+  server: RaftServer,
+  req: Request,
+  _info?: Deno.ServeHandlerInfo<Deno.NetAddr>,
+): Promise<Response> {
+  const started = performance.now();
+  let route = "other";
+  let response: Response;
+  try {
+    const url = new URL(req.url);
+    const path = url.pathname.replace(/^\/v3(beta|alpha)\//, "/v3/");
+    if (ROUTES.has(path)) {
+      route = path;
+      response = await etcdRoute(server, req, path);
+    } else if (path === "/v1/kv" || path.startsWith("/v1/kv/")) {
+      route = "/v1/kv";
+      response = await restKv(server, req, url);
+    } else if (path === "/v1/status") {
+      route = path;
+      requireMethod(req, ["GET"]);
+      response = await statusRoute(server, url);
+    } else if (path === "/metrics") {
+      route = path;
+      requireMethod(req, ["GET"]);
+      response = new Response(metricsText(server), {
+        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+      });
+    } else if (path === "/health") {
+      route = path;
+      const ok = server.node.leaderId !== undefined;
+      response = Response.json({ health: String(ok) }, { status: ok ? 200 : 503 });
+    } else {
+      throw new HttpError(404, `Unknown path ${JSON.stringify(url.pathname)}`, 5);
+    }
+  } catch (e) {
+    response = errorResponse(server, e);
+  }
+  let h = server.requestSeconds.get(route);
+  if (h === undefined) server.requestSeconds.set(route, h = new Histogram());
+  h.observe((performance.now() - started) / 1000);
+  const leader = server.node.leaderId;
+  const leaderUrl = leader === undefined ? undefined : server.clientUrlOf(leader);
+  if (leaderUrl !== undefined && !response.headers.has(LEADER_HEADER)) {
+    try {
+      response.headers.set(LEADER_HEADER, leaderUrl);
+    } catch { /* immutable headers of a forwarded response */ }
+  }
+  return response;
+}
+
+function errorResponse(server: RaftServer, e: unknown): Response {
+  let status = 500;
+  let code = 13;
+  let message: string;
+  if (e instanceof HttpError) {
+    status = e.status;
+    code = e.code;
+    message = e.message;
+  } else if (e instanceof CommandError) {
+    status = 400;
+    code = 3;
+    message = e.message;
+  } else if (e instanceof NotLeaderError || e instanceof ReadRefused) {
+    status = 503;
+    code = 14;
+    message = e.message;
+  } else {
+    message = `Internal error: ${(e as Error)?.message ?? String(e)}`;
+    server.logEvent("http-internal-error", { error: message });
+  }
+  if (status >= 400 && status < 500) server.counters.badRequests++;
+  return Response.json({ error: message, code, message }, { status });
+}
+
+function requireMethod(req: Request, methods: string[]): void {
+  if (!methods.includes(req.method)) {
+    throw new HttpError(
+      405,
+      `Method ${req.method} is not allowed here; use ${methods.join(" or ")}`,
+      12,
+    );
+  }
+}
+
+/** Reads the body, refusing more than `max` bytes without reading them all. */
+async function readBody(req: Request, max: number): Promise<Uint8Array> {
+  const declared = req.headers.get("content-length");
+  if (declared !== null && Number(declared) > max) {
+    throw new HttpError(413, `Request body is too large: ${declared} bytes (most ${max})`, 8);
+  }
+  if (req.body === null) return new Uint8Array(0);
+  const reader = req.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  while (true) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.length;
+    if (total > max) {
+      await reader.cancel().catch(() => {});
+      throw new HttpError(413, `Request body is too large: over ${max} bytes`, 8);
+    }
+    chunks.push(value);
+  }
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const c of chunks) {
+    out.set(c, o);
+    o += c.length;
+  }
+  return out;
+}
+
+function parseJson(bytes: Uint8Array): unknown {
+  if (bytes.length === 0) return {};
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw badRequest("Request body is not UTF-8");
+  }
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw badRequest(`Request body is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefined {
+  const clientId = req.headers.get(CLIENT_ID_HEADER);
+  const seqText = req.headers.get(SEQ_HEADER);
+  if (clientId === null && seqText === null) return undefined;
+  if (clientId === null || seqText === null) {
+    throw badRequest(`Headers ${CLIENT_ID_HEADER} and ${SEQ_HEADER} go together`);
+  }
+  if (clientId.length === 0 || clientId.length > 128) {
+    throw badRequest(`Header ${CLIENT_ID_HEADER} must have 1 to 128 characters`);
+  }
+  if (!/^\d{1,15}$/.test(seqText) || Number(seqText) < 1) {
+    throw badRequest(`Header ${SEQ_HEADER} must be a positive integer: ${JSON.stringify(seqText)}`);
+  }
+  return { clientId, seq: Number(seqText) };
+}
+
+function header(server: RaftServer, revision = server.store.revision): Json {
+  return headerJson({
+    clusterId: id64(server.clusterId),
+    memberId: id64(`${server.clusterId}/${server.nodeId}`),
+    revision,
+    raftTerm: server.node.term,
+  });
+}
+
+// ---- Leader handling ---------------------------------------------------------------------------
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * Runs `local` (a write) here if this node leads; otherwise forwards the request to the leader,
+ * waiting for one to be elected if needed, until the request timeout.
+ */
+async function asLeader(
+  server: RaftServer,
+  req: Request,
+  body: Uint8Array,
+  session: { clientId: ClientId; seq: number } | undefined,
+  local: () => Promise<Response>,
+): Promise<Response> {
+  const deadline = performance.now() + server.requestTimeoutMs;
+  let lastError = "no leader is known";
+  while (performance.now() < deadline) {
+    try {
+      return await local();
+    } catch (e) {
+      if (!(e instanceof NotLeaderError)) throw e;
+      lastError = e.message;
+    }
+    if (req.headers.has(FORWARDED_HEADER)) {
+      // Leadership moved while the request was on its way: let the client (or the forwarding
+      // node) decide; never forward twice.
+      throw new HttpError(503, `${lastError}; the request was already forwarded once`, 14);
+    }
+    const leader = server.node.leaderId;
+    const url = leader === undefined || leader === server.nodeId
+      ? undefined
+      : server.clientUrlOf(leader);
+    if (url !== undefined) {
+      const forwarded = await forward(server, url, req, body);
+      if (forwarded.ok === true) return forwarded.response;
+      if (forwarded.ok === "unknown" && session === undefined) {
+        throw new HttpError(
+          504,
+          `The leader ${leader} failed while handling the forwarded write (${forwarded.error}); its outcome is unknown`,
+          4,
+        );
+      }
+      lastError = forwarded.error;
+      await sleep(20);
+      continue;
+    }
+    await server.waitForLeader(Math.max(0, deadline - performance.now()));
+    if (server.node.leaderId === undefined) break;
+  }
+  throw new HttpError(503, `No leader could take the request in time: ${lastError}`, 14);
+}
+
+async function forward(
+  server: RaftServer,
+  leaderUrl: string,
+  req: Request,
+  body: Uint8Array,
+): Promise<{ ok: true; response: Response } | { ok: false | "unknown"; error: string }> {
+  const url = new URL(req.url);
+  const headers = new Headers();
+  for (const name of ["content-type", CLIENT_ID_HEADER, SEQ_HEADER]) {
+    const v = req.headers.get(name);
+    if (v !== null) headers.set(name, v);
+  }
+  headers.set(FORWARDED_HEADER, server.nodeId);
+  server.counters.forwarded++;
+  let sent = false;
+  try {
+    const res = await fetch(leaderUrl + url.pathname + url.search, {
+      method: req.method,
+      headers,
+      body: req.method === "GET" || req.method === "HEAD" ? undefined : body.slice(),
+      signal: AbortSignal.timeout(server.requestTimeoutMs),
+    });
+    sent = true;
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    if (res.status === 503) {
+      // The target was not (or no longer) the leader: try again once we know better.
+      return { ok: false, error: new TextDecoder().decode(bytes).slice(0, 200) };
+    }
+    const out = new Headers({
+      "content-type": res.headers.get("content-type") ?? "application/json",
+    });
+    out.set(FORWARDED_HEADER, server.nodeId);
+    out.set(LEADER_HEADER, leaderUrl);
+    return { ok: true, response: new Response(bytes, { status: res.status, headers: out }) };
+  } catch (e) {
+    const msg = (e as Error).message;
+    const neverArrived = !sent && /refused|os error 111|ECONNREFUSED/i.test(msg);
+    return { ok: neverArrived ? false : "unknown", error: msg };
+  }
+}
+
+/** Waits until a linearizable read may be served here, retrying through leader changes. */
+async function linearizable(server: RaftServer): Promise<void> {
+  const deadline = performance.now() + server.requestTimeoutMs;
+  let lastError = "";
+  while (true) {
+    const remaining = deadline - performance.now();
+    if (remaining <= 0) break;
+    try {
+      await server.readBarrier(Math.min(remaining, 1000));
+      server.counters.readsLinearizable++;
+      return;
+    } catch (e) {
+      if (!(e instanceof ReadRefused) && !(e instanceof HttpError && e.status === 503)) throw e;
+      lastError = e.message;
+    }
+    await sleep(10);
+    await server.waitForLeader(Math.max(0, deadline - performance.now()));
+  }
+  throw new HttpError(503, `The read could not be confirmed by a leader in time: ${lastError}`, 14);
+}
+
+function settle(result: ApplyResult): CommandResponse {
+  switch (result.status) {
+    case "applied":
+      return result.response;
+    case "rejected":
+      throw badRequest(result.error);
+    case "stale":
+    case "unknownSession":
+      throw new HttpError(409, result.error, 9);
+  }
+}
+
+// ---- etcd v3 -----------------------------------------------------------------------------------
+
+async function etcdRoute(server: RaftServer, req: Request, path: string): Promise<Response> {
+  requireMethod(req, ["POST"]);
+  const bytes = await readBody(req, server.requestBytesMax);
+  const body = parseJson(bytes);
+  const session = sessionOf(req);
+  const write = (command: PlainCommand, render: (r: CommandResponse) => Json) =>
+    asLeader(server, req, bytes, session, async () => {
+      const result = await server.propose(command, session);
+      const response = settle(result);
+      const headers = result.status === "applied" && result.duplicate
+        ? { "raftmeta-duplicate": "true" }
+        : undefined;
+      return Response.json(render(response), { headers });
+    });
+  switch (path) {
+    case "/v3/kv/put": {
+      const command = parsePut(body);
+      return await write(
+        command,
+        (r) => putJson(header(server, r.revision), r as Extract<CommandResponse, { type: "put" }>),
+      );
+    }
+    case "/v3/kv/deleterange": {
+      const command = parseDeleteRange(body);
+      return await write(command, (r) =>
+        deleteJson(
+          header(server, r.revision),
+          r as Extract<CommandResponse, { type: "delete" }>,
+        ));
+    }
+    case "/v3/kv/txn": {
+      const command = parseTxn(body);
+      return await write(command, (r) =>
+        txnJson(
+          header(server, r.revision),
+          r as Extract<CommandResponse, { type: "txn" }>,
+        ));
+    }
+    case "/v3/kv/range": {
+      const r = parseRange(body);
+      if (r.serializable) server.counters.readsSerializable++;
+      else await linearizable(server);
+      const revision = requestedRevision(r);
+      if (revision !== 0 && revision !== server.store.revision) {
+        throw new HttpError(
+          400,
+          revision > server.store.revision
+            ? `Required revision ${revision} is a future revision (current ${server.store.revision})`
+            : `Required revision ${revision} is not kept: raftmeta serves only the current revision ${server.store.revision}`,
+          11,
+        );
+      }
+      const c = r.command;
+      const result = server.store.range(c.range, {
+        limit: c.limit,
+        keysOnly: c.keysOnly,
+        countOnly: c.countOnly,
+      });
+      return Response.json(rangeJson(header(server, result.revision), result));
+    }
+    case "/v3/maintenance/status": {
+      parseStatus(body);
+      const s = server.localStatus();
+      const out: Json = {
+        header: header(server),
+        version: "3.4.0-raftmeta",
+        db_size: String(server.store.size),
+        raft_index: String(s.lastLogIndex),
+        raft_term: String(s.term),
+        raft_applied_index: String(s.lastApplied),
+        db_size_in_use: String(server.store.size),
+      };
+      if (s.leader !== null) out.leader = id64(`${server.clusterId}/${s.leader}`).toString();
+      return Response.json(out);
+    }
+  }
+  throw new HttpError(404, `Unknown path ${JSON.stringify(path)}`, 5);
+}
+
+// ---- REST --------------------------------------------------------------------------------------
+
+const textDecoder = new TextDecoder("utf-8", { fatal: true });
+
+function restKvJson(kv: KeyValue): Json {
+  const out: Json = {
+    key: kv.key,
+    createRevision: kv.createRevision,
+    modRevision: kv.modRevision,
+    version: kv.version,
+  };
+  try {
+    out.value = textDecoder.decode(kv.value);
+  } catch {
+    out.valueBase64 = btoa(String.fromCharCode(...kv.value));
+  }
+  return out;
+}
+
+function flag(url: URL, name: string): boolean {
+  const v = url.searchParams.get(name);
+  return v !== null && v !== "false" && v !== "0";
+}
+
+async function restKv(server: RaftServer, req: Request, url: URL): Promise<Response> {
+  requireMethod(req, ["GET", "PUT", "DELETE"]);
+  for (const name of url.searchParams.keys()) {
+    if (!["prefix", "serializable", "prev"].includes(name)) {
+      throw badRequest(`Unknown query parameter ${JSON.stringify(name)}`);
+    }
+  }
+  let key: string;
+  try {
+    key = decodeURIComponent(url.pathname.slice("/v1/kv/".length));
+  } catch {
+    throw badRequest(`Key in the path is not valid percent-encoding: ${url.pathname}`);
+  }
+  const prefix = flag(url, "prefix");
+  if (key === "" && !prefix) {
+    throw badRequest("Key is missing: use /v1/kv/<key>, or /v1/kv/?prefix for every key");
+  }
+  const range: KeyRange = prefix ? { prefix: key } : { key };
+  if (req.method === "GET") {
+    if (flag(url, "serializable")) server.counters.readsSerializable++;
+    else await linearizable(server);
+    const result: RangeResponse = server.store.range(range);
+    if (prefix) {
+      return Response.json({
+        revision: result.revision,
+        count: result.count,
+        more: result.more,
+        kvs: result.kvs.map(restKvJson),
+      });
+    }
+    if (result.kvs.length === 0) {
+      return Response.json(
+        {
+          error: `Key not found: ${JSON.stringify(key)}`,
+          code: 5,
+          message: `Key not found: ${JSON.stringify(key)}`,
+          revision: result.revision,
+        },
+        { status: 404 },
+      );
+    }
+    return Response.json({ ...restKvJson(result.kvs[0]), revision: result.revision });
+  }
+  const body = await readBody(req, server.requestBytesMax);
+  const session = sessionOf(req);
+  const prev = flag(url, "prev");
+  if (req.method === "PUT") {
+    if (prefix) throw badRequest("PUT takes one key, not ?prefix");
+    const command: PlainCommand = { type: "put", key, value: body, prevKv: prev };
+    return await asLeader(server, req, body, session, async () => {
+      const r = settle(await server.propose(command, session));
+      if (r.type !== "put") throw new Error(`Unexpected response ${r.type}`);
+      const out: Json = { revision: r.revision };
+      if (r.prevKv !== undefined) out.prevKv = restKvJson(r.prevKv);
+      return Response.json(out);
+    });
+  }
+  if (body.length > 0) throw badRequest("DELETE takes no body");
+  const command: PlainCommand = { type: "delete", range, prevKv: prev };
+  return await asLeader(server, req, body, session, async () => {
+    const r = settle(await server.propose(command, session));
+    if (r.type !== "delete") throw new Error(`Unexpected response ${r.type}`);
+    const out: Json = { revision: r.revision, deleted: r.deleted };
+    if (r.prevKvs !== undefined) out.prevKvs = r.prevKvs.map(restKvJson);
+    return Response.json(out);
+  });
+}
+
+/** The cluster as one node sees it: its own row and every peer's, and the leader's progress. */
+async function statusRoute(server: RaftServer, url: URL): Promise<Response> {
+  for (const name of url.searchParams.keys()) {
+    if (name !== "local") throw badRequest(`Unknown query parameter ${JSON.stringify(name)}`);
+  }
+  const self = server.localStatus();
+  if (flag(url, "local")) return Response.json({ node: self });
+  const members = server.members();
+  const rows: (LocalStatus | { id: string; status: string; clientUrl: string | null })[] = [];
+  await Promise.all(members.map(async (m, i) => {
+    if (m.id === server.nodeId) {
+      rows[i] = self;
+      return;
+    }
+    if (m.clientUrl === null) {
+      rows[i] = { id: m.id, status: "unreachable", clientUrl: null };
+      return;
+    }
+    try {
+      const res = await fetch(`${m.clientUrl}/v1/status?local=1`, {
+        signal: AbortSignal.timeout(500),
+      });
+      const body = await res.json();
+      rows[i] = body?.node ?? { id: m.id, status: `error ${res.status}`, clientUrl: m.clientUrl };
+    } catch {
+      rows[i] = { id: m.id, status: "unreachable", clientUrl: m.clientUrl };
+    }
+  }));
+  const leaderRow = rows.find((r) => "role" in r && r.role === "Leader" && r.term >= self.term) as
+    | LocalStatus
+    | undefined;
+  const progress = (leaderRow?.progress ?? []).map((p) => ({ leader: leaderRow!.id, ...p }));
+  return Response.json({
+    clusterId: server.clusterId,
+    answeredBy: server.nodeId,
+    leader: self.leader,
+    rows,
+    progress,
+    members,
+  });
+}
+
+// ---- Metrics -----------------------------------------------------------------------------------
+
+const ROLE_NUMBER = { Follower: 0, PreCandidate: 1, Candidate: 2, Leader: 3 } as const;
+
+function metricsText(server: RaftServer): string {
+  const s = server.localStatus();
+  const c = server.counters;
+  const t = server.transport?.stats;
+  const latency: string[] = [];
+  for (const [route, h] of [...server.requestSeconds].sort()) {
+    latency.push(...h.lines("raftmeta_http_request_duration_seconds", `route="${route}"`));
+  }
+  return renderMetrics([
+    {
+      name: "raftmeta_term",
+      help: "Current Raft term.",
+      type: "gauge",
+      samples: [`raftmeta_term ${s.term}`],
+    },
+    {
+      name: "raftmeta_role",
+      help: "Raft role: 0 Follower, 1 PreCandidate, 2 Candidate, 3 Leader.",
+      type: "gauge",
+      samples: [`raftmeta_role ${ROLE_NUMBER[s.role]}`],
+    },
+    {
+      name: "raftmeta_is_leader",
+      help: "1 when this node is the leader.",
+      type: "gauge",
+      samples: [`raftmeta_is_leader ${s.role === "Leader" ? 1 : 0}`],
+    },
+    {
+      name: "raftmeta_commit_index",
+      help: "Highest log index known committed.",
+      type: "gauge",
+      samples: [`raftmeta_commit_index ${s.commitIndex}`],
+    },
+    {
+      name: "raftmeta_last_applied",
+      help: "Highest log index applied to the store.",
+      type: "gauge",
+      samples: [`raftmeta_last_applied ${s.lastApplied}`],
+    },
+    {
+      name: "raftmeta_last_log_index",
+      help: "Index of the last log entry.",
+      type: "gauge",
+      samples: [`raftmeta_last_log_index ${s.lastLogIndex}`],
+    },
+    {
+      name: "raftmeta_store_revision",
+      help: "Store revision.",
+      type: "gauge",
+      samples: [`raftmeta_store_revision ${s.revision}`],
+    },
+    {
+      name: "raftmeta_store_keys",
+      help: "Number of keys.",
+      type: "gauge",
+      samples: [`raftmeta_store_keys ${s.keys}`],
+    },
+    {
+      name: "raftmeta_proposals_total",
+      help: "Proposals appended by this node as leader.",
+      type: "counter",
+      samples: [`raftmeta_proposals_total ${c.proposals}`],
+    },
+    {
+      name: "raftmeta_proposals_failed_total",
+      help: "Proposals that failed (leadership lost, timeout, refused).",
+      type: "counter",
+      samples: [`raftmeta_proposals_failed_total ${c.proposalsFailed}`],
+    },
+    {
+      name: "raftmeta_leader_changes_total",
+      help: "Leader changes seen by this node.",
+      type: "counter",
+      samples: [`raftmeta_leader_changes_total ${c.leaderChanges}`],
+    },
+    {
+      name: "raftmeta_forwarded_requests_total",
+      help: "Requests forwarded to the leader.",
+      type: "counter",
+      samples: [`raftmeta_forwarded_requests_total ${c.forwarded}`],
+    },
+    {
+      name: "raftmeta_bad_requests_total",
+      help: "Requests answered with a 4xx.",
+      type: "counter",
+      samples: [`raftmeta_bad_requests_total ${c.badRequests}`],
+    },
+    {
+      name: "raftmeta_reads_total",
+      help: "Reads served, by kind.",
+      type: "counter",
+      samples: [
+        `raftmeta_reads_total{kind="linearizable"} ${c.readsLinearizable}`,
+        `raftmeta_reads_total{kind="serializable"} ${c.readsSerializable}`,
+      ],
+    },
+    {
+      name: "raftmeta_wal_saves_total",
+      help: "Ready batches saved to the WAL (one fdatasync each).",
+      type: "counter",
+      samples: [`raftmeta_wal_saves_total ${c.saves}`],
+    },
+    {
+      name: "raftmeta_peer_messages_sent_total",
+      help: "Raft messages written to peers.",
+      type: "counter",
+      samples: [`raftmeta_peer_messages_sent_total ${t?.messagesSent ?? 0}`],
+    },
+    {
+      name: "raftmeta_peer_messages_received_total",
+      help: "Raft messages received from peers.",
+      type: "counter",
+      samples: [`raftmeta_peer_messages_received_total ${t?.messagesReceived ?? 0}`],
+    },
+    {
+      name: "raftmeta_peer_messages_dropped_total",
+      help: "Raft messages dropped (slow or unreachable peer).",
+      type: "counter",
+      samples: [`raftmeta_peer_messages_dropped_total ${t?.messagesDropped ?? 0}`],
+    },
+    {
+      name: "raftmeta_peer_connections_refused_total",
+      help: "Peer connections closed for a failed handshake or a malformed frame.",
+      type: "counter",
+      samples: [`raftmeta_peer_connections_refused_total ${t?.connectionsRefused ?? 0}`],
+    },
+    {
+      name: "raftmeta_wal_fsync_duration_seconds",
+      help: "Latency of WAL saves (one fdatasync each).",
+      type: "histogram",
+      samples: server.walSyncSeconds.lines("raftmeta_wal_fsync_duration_seconds"),
+    },
+    {
+      name: "raftmeta_http_request_duration_seconds",
+      help: "Latency of HTTP requests by route.",
+      type: "histogram",
+      samples: latency,
+    },
+  ]);
+}

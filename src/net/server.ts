@@ -1,0 +1,839 @@
+/**
+ * `RaftServer`: one node as a real process — a {@linkcode RaftNode} driven by a real clock, a
+ * {@linkcode FileStorage} data directory, a {@linkcode MetadataStore}, the peer transport and the
+ * HTTP face. The host loop follows the core's contract: persist, then send, then apply, then serve
+ * reads. Everything that arrives in one turn of the event loop (many client proposals, many peer
+ * messages) is handled in one ready batch with one fdatasync: group commit.
+ *
+ * @module
+ */
+
+import { RaftNode } from "../raft/node.ts";
+import { SeededRng } from "../raft/rng.ts";
+import {
+  type Message,
+  type NodeId,
+  NotLeaderError,
+  type RaftConfig,
+  type RaftRole,
+  type Ready,
+  type Snapshot,
+} from "../raft/types.ts";
+import { decodeStoreSnapshot, encodeStoreSnapshot } from "../storage/store_snapshot.ts";
+import { FileStorage } from "../storage/file_storage.ts";
+import { decodeCommand, encodeCommand } from "../kv/command.ts";
+import { type ApplyResult, MetadataStore } from "../kv/store.ts";
+import type { ClientId, PlainCommand } from "../kv/types.ts";
+import { type Address, PeerTransport } from "./transport.ts";
+import { Histogram } from "./metrics.ts";
+import { HttpError } from "./etcd.ts";
+import { handleHttp } from "./http.ts";
+
+/** How to run one node. */
+export interface ServerOptions {
+  /** This node's id. Default `"n1"`. */
+  readonly nodeId?: NodeId;
+  /** The cluster's id; a data directory of another cluster is refused. Default `"raftmeta"`. */
+  readonly clusterId?: string;
+  /** Data directory. Default `"./data"`. */
+  readonly dataDir?: string;
+  /** Client HTTP address. Default 127.0.0.1:2379. Port 0 picks a free port. */
+  readonly clientListen?: Address;
+  /** Peer address. Default 127.0.0.1:2380. Port 0 picks a free port. */
+  readonly peerListen?: Address;
+  /** The other voters and their peer addresses (empty: a single-node cluster). */
+  readonly peers?: ReadonlyMap<NodeId, Address>;
+  /** The secret every peer must prove. Default `""` (fine on one machine, not beyond). */
+  readonly secret?: string;
+  /** Raft timings and bounds (see {@linkcode RaftConfig}). */
+  readonly raftConfig?: Partial<RaftConfig>;
+  /** How often the clock ticks the node. Default 5. */
+  readonly tickMs?: number;
+  /** Largest HTTP request body. Default 1.5 MiB (etcd's `--max-request-bytes`). */
+  readonly requestBytesMax?: number;
+  /** How long a request may wait for commit, a read index or a leader. Default 5000. */
+  readonly requestTimeoutMs?: number;
+  /**
+   * Start with an empty data directory although peers have seen this node before: rebuild from
+   * the leader, withholding votes until the log has caught up. Without it such a start is refused.
+   */
+  readonly join?: boolean;
+  /** Take a snapshot and compact the log every this many applied entries. Default 10,000. */
+  readonly snapshotEntries?: number;
+  /** How long a node with an empty data directory asks its peers about itself. Default 2000. */
+  readonly probeMs?: number;
+  /** Where structured log lines go. Default: stdout. */
+  readonly log?: (line: string) => void;
+}
+
+/** Refused to start (with an exit code for the process). */
+export class StartupError extends Error {
+  /** Process exit code. */
+  readonly exitCode: number;
+  /** Makes an error. */
+  constructor(message: string, exitCode = 2) {
+    super(message);
+    this.name = "StartupError";
+    this.exitCode = exitCode;
+  }
+}
+
+/** One node's row, as in the notebooks' node tables, plus where it listens. */
+export interface LocalStatus {
+  /** Node id. */
+  readonly id: NodeId;
+  /** Role. */
+  readonly role: RaftRole;
+  /** Current term. */
+  readonly term: number;
+  /** Vote in the current term. */
+  readonly votedFor: NodeId | null;
+  /** Leader known in the current term. */
+  readonly leader: NodeId | null;
+  /** Index of the last log entry. */
+  readonly lastLogIndex: number;
+  /** Term of the last log entry. */
+  readonly lastLogTerm: number;
+  /** Highest index known committed. */
+  readonly commitIndex: number;
+  /** Highest index applied to the store. */
+  readonly lastApplied: number;
+  /** "up", or "joining" while a rebuilt node withholds its votes. */
+  readonly status: string;
+  /** Store revision. */
+  readonly revision: number;
+  /** Number of keys. */
+  readonly keys: number;
+  /** Client URL. */
+  readonly clientUrl: string;
+  /** On a leader: each follower's progress. */
+  readonly progress: readonly {
+    follower: NodeId;
+    nextIndex: number;
+    matchIndex: number;
+    state: string;
+  }[];
+}
+
+/** Counters for /metrics. */
+export interface ServerCounters {
+  /** Proposals accepted by this node as leader. */
+  proposals: number;
+  /** Proposals that failed (leadership lost, timeout, refused). */
+  proposalsFailed: number;
+  /** Times this node saw the leader change. */
+  leaderChanges: number;
+  /** Requests forwarded to the leader. */
+  forwarded: number;
+  /** Requests refused with a 4xx. */
+  badRequests: number;
+  /** Linearizable reads served. */
+  readsLinearizable: number;
+  /** Serializable reads served. */
+  readsSerializable: number;
+  /** Ready batches handled. */
+  readyBatches: number;
+  /** Storage saves (one fdatasync each). */
+  saves: number;
+}
+
+interface ProposalWaiter {
+  readonly term: number;
+  readonly resolve: (r: ApplyResult) => void;
+  readonly reject: (e: Error) => void;
+}
+
+const SEEN_FILE = "net-peers-seen.json";
+
+/** One raftmeta node: Raft, storage, store, peer transport and HTTP. */
+export class RaftServer {
+  /** This node. */
+  readonly nodeId: NodeId;
+  /** Its cluster. */
+  readonly clusterId: string;
+  /** Limits and timeouts in force. */
+  readonly requestBytesMax: number;
+  /** How long a request may wait. */
+  readonly requestTimeoutMs: number;
+  /** Counters. */
+  readonly counters: ServerCounters = {
+    proposals: 0,
+    proposalsFailed: 0,
+    leaderChanges: 0,
+    forwarded: 0,
+    badRequests: 0,
+    readsLinearizable: 0,
+    readsSerializable: 0,
+    readyBatches: 0,
+    saves: 0,
+  };
+  /** Latency of storage saves (each one fdatasync), seconds. */
+  readonly walSyncSeconds: Histogram = new Histogram();
+  /** Latency of HTTP requests by route, seconds. */
+  readonly requestSeconds: Map<string, Histogram> = new Map();
+
+  readonly #node: RaftNode;
+  readonly #storage: FileStorage;
+  readonly #transport: PeerTransport | undefined;
+  readonly #peers: ReadonlyMap<NodeId, Address>;
+  readonly #dataDir: string;
+  readonly #log: (line: string) => void;
+  readonly #t0 = performance.now();
+  #http: Deno.HttpServer | undefined;
+  #clientUrl = "";
+  #store: MetadataStore;
+  readonly #snapshotEntries: number;
+  #ticker: ReturnType<typeof setInterval> | undefined;
+  #drainScheduled = false;
+  #draining = false;
+  #closed = false;
+  #proposals = new Map<number, ProposalWaiter>();
+  #reads = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
+  #readsWaitingApply: { index: number; resolve: () => void }[] = [];
+  #readSeq = 0;
+  #seenTerms = new Map<NodeId, number>();
+  #seenDirty = false;
+  #joinTarget: number | undefined;
+  #last: { role: RaftRole; term: number; leader: NodeId | undefined };
+  #stopped: Promise<void>;
+  #stop!: () => void;
+  #fatal: Error | undefined;
+
+  private constructor(
+    options: ServerOptions,
+    node: RaftNode,
+    storage: FileStorage,
+    store: MetadataStore,
+    transport: PeerTransport | undefined,
+    seen: Map<NodeId, number>,
+    joinTarget: number | undefined,
+  ) {
+    this.nodeId = node.id;
+    this.clusterId = options.clusterId ?? "raftmeta";
+    this.#node = node;
+    this.#storage = storage;
+    this.#store = store;
+    this.#snapshotEntries = options.snapshotEntries ?? 10_000;
+    this.#transport = transport;
+    this.#peers = options.peers ?? new Map();
+    this.#dataDir = options.dataDir ?? "./data";
+    this.#log = options.log ?? ((line) => console.log(line));
+    this.requestBytesMax = options.requestBytesMax ?? 1.5 * 1024 * 1024;
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
+    this.#seenTerms = seen;
+    this.#joinTarget = joinTarget;
+    this.#last = { role: node.role, term: node.term, leader: node.leaderId };
+    this.#stopped = new Promise((r) => this.#stop = r);
+  }
+
+  /**
+   * Opens the data directory, checks (for an empty one) that peers have never seen this node,
+   * starts the peer transport, the clock and the HTTP listener. Throws {@linkcode StartupError}
+   * when the node must not start.
+   */
+  static async start(options: ServerOptions = {}): Promise<RaftServer> {
+    const nodeId = options.nodeId ?? "n1";
+    const clusterId = options.clusterId ?? "raftmeta";
+    const dataDir = options.dataDir ?? "./data";
+    const peers = options.peers ?? new Map<NodeId, Address>();
+    const log = options.log ?? ((line: string) => console.log(line));
+    const emit = (event: string, fields: Record<string, unknown>) =>
+      log(JSON.stringify({ ts: new Date().toISOString(), node: nodeId, event, ...fields }));
+    if (peers.has(nodeId)) throw new StartupError(`--peers must not list this node "${nodeId}"`);
+
+    const fresh = !exists(`${dataDir}/meta.json`);
+    const seen = readSeen(dataDir);
+
+    // The transport starts before the node exists so that an empty directory can ask its peers;
+    // messages arriving before the node is built are dropped (Raft tolerates loss).
+    const ref: { server?: RaftServer } = {};
+    const clientListen = options.clientListen ?? { hostname: "127.0.0.1", port: 2379 };
+    const http = peers.size === 0 ? undefined : startHttpDeferred(clientListen);
+    const clientUrl = http !== undefined ? http.url : "";
+    const transport: PeerTransport | undefined = peers.size === 0 ? undefined : new PeerTransport({
+      nodeId,
+      clusterId,
+      secret: options.secret ?? "",
+      listen: options.peerListen ?? { hostname: "127.0.0.1", port: 2380 },
+      peers,
+      clientUrl,
+      onMessages: (from, messages) => {
+        ref.server?.receive(from, messages);
+      },
+      localState: () => ({
+        term: ref.server?.node.term ?? 0,
+        commitIndex: ref.server?.node.commitIndex ?? 0,
+      }),
+      seenTermOf: (peer) => seen.get(peer) ?? 0,
+      log: emit,
+    });
+    try {
+      transport?.start();
+    } catch (e) {
+      http?.close();
+      throw new StartupError(`Cannot listen for peers: ${(e as Error).message}`);
+    }
+
+    let joinTarget: number | undefined;
+    if (fresh && transport !== undefined) {
+      const probeMs = options.probeMs ?? 2000;
+      const deadline = Date.now() + probeMs;
+      while (Date.now() < deadline) {
+        const infos = [...transport.peerInfo.values()];
+        if (infos.some((i) => i.seenTerm > 0) || infos.every((i) => i.handshakeAtMs > 0)) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const witnesses = [...transport.peerInfo].filter(([, i]) => i.seenTerm > 0);
+      if (witnesses.length > 0) {
+        const [peer, info] = witnesses[0];
+        if (!options.join) {
+          transport.close();
+          http?.close();
+          throw new StartupError(
+            `Data directory "${dataDir}" is empty, but peer "${peer}" has seen node "${nodeId}" ` +
+              `at term ${info.seenTerm}: this node lost its data. Starting it as if new could let ` +
+              `it vote away committed entries, so it is refused. Start it with --join to rebuild ` +
+              `it from the leader (it withholds its votes until it has caught up).`,
+            3,
+          );
+        }
+        joinTarget = Math.max(...[...transport.peerInfo.values()].map((i) => i.commitIndex));
+        emit("join", { reason: "empty data directory", catchUpTo: joinTarget, witness: peer });
+      }
+    }
+
+    let storage: FileStorage;
+    try {
+      storage = FileStorage.open(dataDir, { clusterId, nodeId });
+    } catch (e) {
+      transport?.close();
+      http?.close();
+      throw new StartupError(`Cannot open data directory "${dataDir}": ${(e as Error).message}`);
+    }
+    const persisted = storage.load();
+    let store: MetadataStore;
+    try {
+      store = persisted.snapshot === undefined
+        ? new MetadataStore()
+        : decodeStoreSnapshot(persisted.snapshot.data);
+    } catch (e) {
+      storage.close();
+      transport?.close();
+      http?.close();
+      throw new StartupError(
+        `Cannot restore the snapshot in "${dataDir}": ${(e as Error).message}`,
+      );
+    }
+    const voters = [nodeId, ...peers.keys()].sort();
+    const node = new RaftNode({
+      id: nodeId,
+      voters,
+      rng: new SeededRng(crypto.getRandomValues(new Uint32Array(1))[0]),
+      config: options.raftConfig,
+      nowMs: 0,
+      hardState: persisted.hardState,
+      entries: persisted.entries,
+      snapshot: persisted.snapshot,
+      lastApplied: store.appliedIndex,
+    });
+    const server = new RaftServer(options, node, storage, store, transport, seen, joinTarget);
+    ref.server = server;
+    emit("started", {
+      clusterId,
+      dataDir,
+      voters,
+      fresh,
+      term: node.term,
+      lastLogIndex: node.log.lastIndex,
+      commitIndex: node.commitIndex,
+      peerListen: transport?.listenAddress ?? null,
+    });
+    if (http !== undefined) {
+      server.#clientUrl = http.url;
+      server.#http = http.serve((req, info) => handleHttp(server, req, info));
+    } else {
+      try {
+        const h = startHttpDeferred(clientListen);
+        server.#clientUrl = h.url;
+        server.#http = h.serve((req, info) => handleHttp(server, req, info));
+      } catch (e) {
+        storage.close();
+        throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
+      }
+    }
+    emit("listening", { clientUrl: server.#clientUrl });
+    const tickMs = options.tickMs ?? 5;
+    server.#ticker = setInterval(() => server.#tick(), tickMs);
+    server.#tick();
+    return server;
+  }
+
+  // ---- Accessors ---------------------------------------------------------------------------------
+
+  /** The metadata store (read it; writes go through the log). Replaced when a snapshot arrives. */
+  get store(): MetadataStore {
+    return this.#store;
+  }
+
+  /** The client URL, e.g. `http://127.0.0.1:2379`. */
+  get clientUrl(): string {
+    return this.#clientUrl;
+  }
+  /** The Raft node (read only: inputs go through the server). */
+  get node(): RaftNode {
+    return this.#node;
+  }
+  /** Peer transport, when the cluster has more than one node. */
+  get transport(): PeerTransport | undefined {
+    return this.#transport;
+  }
+  /** Resolves when the server has stopped. */
+  get stopped(): Promise<void> {
+    return this.#stopped;
+  }
+  /** The error that stopped the node, if one did. */
+  get fatal(): Error | undefined {
+    return this.#fatal;
+  }
+  /** Whether the node is rebuilding after an empty data directory and withholds votes. */
+  get joining(): boolean {
+    return this.#joinTarget !== undefined;
+  }
+
+  /** The client URL of `id` (this node's own, or as the peer told it). */
+  clientUrlOf(id: NodeId): string | undefined {
+    if (id === this.nodeId) return this.#clientUrl;
+    return this.#transport?.peerInfo.get(id)?.clientUrl;
+  }
+
+  /** Every voter with its addresses. */
+  members(): { id: NodeId; clientUrl: string | null; peerAddress: string | null }[] {
+    const ids = [...this.#node.voters];
+    return ids.map((id) => {
+      const peer = this.#peers.get(id);
+      const listen = id === this.nodeId ? this.#transport?.listenAddress : peer;
+      return {
+        id,
+        clientUrl: this.clientUrlOf(id) ?? null,
+        peerAddress: listen === undefined ? null : `${listen.hostname}:${listen.port}`,
+      };
+    });
+  }
+
+  /** This node's row of the node table, with its progress view when leader. */
+  localStatus(): LocalStatus {
+    const s = this.#node.status();
+    return {
+      id: s.id,
+      role: s.role,
+      term: s.term,
+      votedFor: s.votedFor ?? null,
+      leader: s.leaderId ?? null,
+      lastLogIndex: s.lastLogIndex,
+      lastLogTerm: s.lastLogTerm,
+      commitIndex: s.commitIndex,
+      lastApplied: this.store.appliedIndex,
+      status: this.joining ? "joining" : "up",
+      revision: this.store.revision,
+      keys: this.store.size,
+      clientUrl: this.#clientUrl,
+      progress: [...s.progress].map(([follower, p]) => ({ follower, ...p })),
+    };
+  }
+
+  // ---- Client operations -------------------------------------------------------------------------
+
+  /**
+   * Proposes `command` (wrapped in a session envelope when `session` is given) and resolves with
+   * its result once applied here. Throws {@linkcode NotLeaderError} on a follower,
+   * {@linkcode HttpError} 400 for a command over the limits, 503/504 when it cannot finish.
+   */
+  propose(
+    command: PlainCommand,
+    session?: { clientId: ClientId; seq: number },
+  ): Promise<ApplyResult> {
+    this.#usable();
+    const bytes = encodeCommand(
+      session === undefined ? command : { type: "session", ...session, command },
+    );
+    try {
+      decodeCommand(bytes, { limits: this.store.limits });
+    } catch (e) {
+      throw new HttpError(400, (e as Error).message, 3);
+    }
+    if (this.#node.role !== "Leader") throw new NotLeaderError(this.nodeId, this.#node.leaderId);
+    let proposed: { index: number; term: number };
+    try {
+      proposed = this.#node.propose(bytes);
+    } catch (e) {
+      if (e instanceof NotLeaderError) throw e;
+      this.counters.proposalsFailed++;
+      throw new HttpError(503, (e as Error).message, 14);
+    }
+    this.counters.proposals++;
+    const { promise, resolve, reject } = Promise.withResolvers<ApplyResult>();
+    this.#proposals.set(proposed.index, { term: proposed.term, resolve, reject });
+    this.#scheduleDrain();
+    const timer = setTimeout(() => {
+      if (this.#proposals.get(proposed.index)?.resolve !== resolve) return;
+      this.#proposals.delete(proposed.index);
+      this.counters.proposalsFailed++;
+      reject(
+        new HttpError(
+          504,
+          `Entry ${proposed.index} was not applied within ${this.requestTimeoutMs} ms; its outcome is unknown (retry with the same client id and seq to settle it)`,
+          4,
+        ),
+      );
+    }, this.requestTimeoutMs);
+    return promise.finally(() => clearTimeout(timer));
+  }
+
+  /**
+   * Waits until a linearizable read may be served here (ReadIndex, §6.4): leadership confirmed by
+   * a quorum after this call, and the store applied up to the read index. On a follower the read
+   * index comes from the leader. Throws {@linkcode HttpError} 503 when no leader confirms it.
+   */
+  readBarrier(timeoutMs = this.requestTimeoutMs): Promise<void> {
+    this.#usable();
+    const readId = `${this.nodeId}.${++this.#readSeq}`;
+    const { promise, resolve, reject } = Promise.withResolvers<void>();
+    this.#reads.set(readId, { resolve, reject });
+    const timer = setTimeout(() => {
+      if (!this.#reads.delete(readId)) return;
+      reject(new HttpError(503, `No leader confirmed the read within ${timeoutMs} ms`, 14));
+    }, timeoutMs);
+    this.#node.readIndex(readId);
+    this.#scheduleDrain();
+    return promise.finally(() => clearTimeout(timer));
+  }
+
+  /** Resolves when a leader is known (or this node leads), false after `timeoutMs`. */
+  async waitForLeader(timeoutMs: number): Promise<boolean> {
+    const deadline = performance.now() + timeoutMs;
+    while (this.#node.leaderId === undefined || this.#node.role === "PreCandidate") {
+      if (performance.now() >= deadline || this.#closed) return false;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return true;
+  }
+
+  /** Stops the clock, the listeners and the storage. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearInterval(this.#ticker);
+    this.#transport?.close();
+    for (const w of this.#proposals.values()) w.reject(new HttpError(503, "Node is stopping", 14));
+    for (const r of this.#reads.values()) r.reject(new HttpError(503, "Node is stopping", 14));
+    this.#proposals.clear();
+    this.#reads.clear();
+    try {
+      await this.#http?.shutdown();
+    } catch { /* already closed */ }
+    try {
+      this.#storage.close();
+    } catch { /* already closed */ }
+    this.#stop();
+  }
+
+  /** Writes a structured log line. */
+  logEvent(event: string, fields: Record<string, unknown> = {}): void {
+    this.#log(
+      JSON.stringify({ ts: new Date().toISOString(), node: this.nodeId, event, ...fields }),
+    );
+  }
+
+  // ---- The host loop -----------------------------------------------------------------------------
+
+  #usable(): void {
+    if (this.#closed) throw new HttpError(503, "Node is stopping", 14);
+  }
+
+  #nowMs(): number {
+    return Math.floor(performance.now() - this.#t0);
+  }
+
+  #tick(): void {
+    if (this.#closed) return;
+    this.#node.tick(this.#nowMs());
+    this.#drain();
+  }
+
+  /** Feeds messages from a peer to the node (called by the transport). */
+  receive(from: NodeId, messages: Message[]): void {
+    if (this.#closed) return;
+    for (const m of messages) {
+      // Terms in these messages were persisted by the sender before it sent them (PreVote and
+      // its reply carry a hoped-for term instead), so they prove the sender has durable state.
+      if (m.type !== "PreVote" && m.type !== "PreVoteReply" && m.term > 0) {
+        if (m.term > (this.#seenTerms.get(from) ?? 0)) {
+          this.#seenTerms.set(from, m.term);
+          this.#seenDirty = true;
+        }
+      }
+      this.#node.step(m);
+    }
+    this.#scheduleDrain();
+  }
+
+  #scheduleDrain(): void {
+    if (this.#drainScheduled || this.#closed) return;
+    this.#drainScheduled = true;
+    // A macrotask, not a microtask: requests that arrive in the same turn join this batch.
+    setTimeout(() => {
+      this.#drainScheduled = false;
+      this.#drain();
+    }, 0);
+  }
+
+  #drain(): void {
+    if (this.#draining || this.#closed) return;
+    this.#draining = true;
+    try {
+      while (this.#node.hasReady()) this.#handleReady(this.#node.takeReady());
+      this.#afterDrain();
+    } catch (e) {
+      this.#die(e as Error);
+    } finally {
+      this.#draining = false;
+    }
+  }
+
+  #handleReady(ready: Ready): void {
+    this.counters.readyBatches++;
+    // 1. Persist (rule 2: nothing is acknowledged before it is durable); a snapshot first, since
+    // the entries of the same batch continue it.
+    if (ready.snapshot !== undefined) this.#storage.saveSnapshot(ready.snapshot);
+    if (ready.hardState !== undefined || ready.entries.length > 0) {
+      const t = performance.now();
+      this.#storage.save(ready.hardState, ready.entries);
+      this.walSyncSeconds.observe((performance.now() - t) / 1000);
+      this.counters.saves++;
+    }
+    // 2. Send.
+    for (const m of ready.messages) {
+      if (this.#joinTarget !== undefined && withheld(m)) continue;
+      this.#transport?.send(m);
+    }
+    // 3. Apply, after restoring a snapshot installed from the leader (§7).
+    if (ready.snapshot !== undefined) {
+      this.#store = decodeStoreSnapshot(ready.snapshot.data);
+      this.logEvent("snapshot-installed", {
+        index: ready.snapshot.meta.index,
+        term: ready.snapshot.meta.term,
+        bytes: ready.snapshot.data.length,
+        from: this.#node.leaderId ?? null,
+      });
+    }
+    for (const e of ready.committedEntries) {
+      let result: ApplyResult | undefined;
+      if (e.kind === "command") result = this.store.apply(e.command, e.index);
+      else this.store.applyNoop(e.index);
+      const waiter = this.#proposals.get(e.index);
+      if (waiter !== undefined) {
+        this.#proposals.delete(e.index);
+        if (waiter.term === e.term && result !== undefined) waiter.resolve(result);
+        else {
+          this.counters.proposalsFailed++;
+          // Another leader's entry took the index: ours was never committed.
+          waiter.reject(
+            new HttpError(503, `Leadership changed; entry ${e.index} was replaced, retry`, 14),
+          );
+        }
+      }
+    }
+    // 4. Reads whose index is known.
+    for (const r of ready.readStates) {
+      const waiter = this.#reads.get(r.readId);
+      if (waiter === undefined) continue;
+      this.#reads.delete(r.readId);
+      if (!r.ok) {
+        waiter.reject(new ReadRefused(r.reason ?? "the leader refused the read"));
+      } else if (this.store.appliedIndex >= r.readIndex) {
+        waiter.resolve();
+      } else {
+        this.#readsWaitingApply.push({ index: r.readIndex, resolve: waiter.resolve });
+      }
+    }
+    if (this.#readsWaitingApply.length > 0) {
+      const applied = this.store.appliedIndex;
+      const still: { index: number; resolve: () => void }[] = [];
+      for (const w of this.#readsWaitingApply) {
+        if (w.index <= applied) w.resolve();
+        else still.push(w);
+      }
+      this.#readsWaitingApply = still;
+    }
+  }
+
+  #afterDrain(): void {
+    const n = this.#node;
+    const last = this.#last;
+    if (n.term !== last.term || n.role !== last.role || n.leaderId !== last.leader) {
+      if (n.leaderId !== last.leader && n.leaderId !== undefined) this.counters.leaderChanges++;
+      const event = n.role === "Leader" && last.role !== "Leader"
+        ? "became-leader"
+        : n.role === "Candidate" && last.role !== "Candidate"
+        ? "election-started"
+        : n.role !== last.role
+        ? "role-changed"
+        : n.term !== last.term
+        ? "term-changed"
+        : "leader-changed";
+      this.logEvent(event, {
+        role: n.role,
+        term: n.term,
+        leader: n.leaderId ?? null,
+        previousRole: last.role,
+        previousTerm: last.term,
+        commitIndex: n.commitIndex,
+        lastLogIndex: n.log.lastIndex,
+      });
+      this.#last = { role: n.role, term: n.term, leader: n.leaderId };
+      // A follower's pending proposals cannot finish here; they fail when their index is applied
+      // with another entry, or time out.
+    }
+    if (
+      this.#joinTarget !== undefined && n.leaderId !== undefined &&
+      this.store.appliedIndex >= this.#joinTarget
+    ) {
+      this.logEvent("joined", { caughtUpTo: this.store.appliedIndex, term: n.term });
+      this.#joinTarget = undefined;
+    }
+    this.#maybeSnapshot();
+    if (this.#seenDirty) {
+      this.#seenDirty = false;
+      writeSeen(this.#dataDir, this.#seenTerms);
+    }
+  }
+
+  /** Takes a snapshot every `snapshotEntries` applied entries so the log stays bounded (§7). */
+  #maybeSnapshot(): void {
+    const index = this.store.appliedIndex;
+    const node = this.#node;
+    if (index - node.log.snapshotIndex < this.#snapshotEntries) return;
+    const term = node.log.term(index);
+    if (term === undefined) return;
+    const t = performance.now();
+    const snapshot: Snapshot = {
+      meta: { index, term, voters: node.voters },
+      data: encodeStoreSnapshot(this.store),
+    };
+    this.#storage.saveSnapshot(snapshot);
+    node.compact(snapshot);
+    this.logEvent("snapshot-taken", {
+      index,
+      term,
+      bytes: snapshot.data.length,
+      ms: Math.round(performance.now() - t),
+    });
+  }
+
+  #die(e: Error): void {
+    this.#fatal = e;
+    this.logEvent("fatal", { error: e.message, stack: e.stack ?? null });
+    this.close();
+  }
+}
+
+/** A read the leader refused or that lost its leader; the client may retry. */
+export class ReadRefused extends Error {
+  /** Makes an error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "ReadRefused";
+  }
+}
+
+/** Messages a rebuilding node must not send: its campaign and its granted votes. */
+function withheld(m: Message): boolean {
+  switch (m.type) {
+    case "PreVote":
+    case "RequestVote":
+      return true;
+    case "PreVoteReply":
+    case "RequestVoteReply":
+      return m.granted;
+    default:
+      return false;
+  }
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function readSeen(dir: string): Map<NodeId, number> {
+  try {
+    const obj = JSON.parse(Deno.readTextFileSync(`${dir}/${SEEN_FILE}`));
+    const out = new Map<NodeId, number>();
+    for (const [k, v] of Object.entries(obj?.seenTerms ?? {})) {
+      if (typeof v === "number" && Number.isSafeInteger(v)) out.set(k, v);
+    }
+    return out;
+  } catch {
+    return new Map();
+  }
+}
+
+/** Records which peers have shown durable state (written atomically; rare: on term changes). */
+function writeSeen(dir: string, seen: Map<NodeId, number>): void {
+  const path = `${dir}/${SEEN_FILE}`;
+  const temp = `${path}.tmp`;
+  const f = Deno.openSync(temp, { write: true, create: true, truncate: true });
+  try {
+    f.writeSync(
+      new TextEncoder().encode(JSON.stringify({ seenTerms: Object.fromEntries(seen) }) + "\n"),
+    );
+    f.syncDataSync();
+  } finally {
+    f.close();
+  }
+  Deno.renameSync(temp, path);
+}
+
+/**
+ * Binds the client port at once (so the URL is known to peers during the handshake) and serves
+ * requests later: until `serve` is called, requests get a 503.
+ */
+function startHttpDeferred(listen: Address): {
+  url: string;
+  serve: (
+    handler: (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Promise<Response>,
+  ) => Deno.HttpServer;
+  close: () => void;
+} {
+  let handler:
+    | ((req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Promise<Response>)
+    | undefined;
+  const server = Deno.serve({
+    hostname: listen.hostname,
+    port: listen.port,
+    onListen: () => {},
+  }, (req, info) => {
+    if (handler === undefined) {
+      return Response.json({ error: "Node is starting", code: 14, message: "Node is starting" }, {
+        status: 503,
+      });
+    }
+    return handler(req, info);
+  });
+  const addr = server.addr;
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  return {
+    url: `http://${host}:${addr.port}`,
+    serve: (h) => {
+      handler = h;
+      return server;
+    },
+    close: () => {
+      server.shutdown();
+    },
+  };
+}

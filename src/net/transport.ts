@@ -1,0 +1,534 @@
+/**
+ * The peer transport: Raft messages between node processes over TCP. Each node dials every peer
+ * once and keeps that connection for all it sends to the peer (so a pair of nodes shares two
+ * connections, one per direction, as etcd's streams do). Messages queue per peer, bounded in
+ * count and bytes (the oldest are dropped when a peer is slow: Raft tolerates loss), and go out
+ * in batches, many messages per frame, without waiting for answers (pipelining). A lost connection
+ * is redialed with exponential backoff and jitter.
+ *
+ * Handshake (both sides prove the cluster secret with HMAC-SHA-256, the secret never travels):
+ * acceptor → `challenge {nonce}`; dialer → `hello {clusterId, from, to, clientUrl, nonce, mac}`;
+ * acceptor → `welcome {clientUrl, term, commitIndex, seenTerm, mac}` or `refused {error}`.
+ *
+ * @module
+ */
+
+import type { Message, NodeId } from "../raft/types.ts";
+import {
+  decodeJsonFrame,
+  decodeMessages,
+  encodeJsonFrame,
+  encodeMessagesFrame,
+  FrameError,
+  FrameKind,
+  FrameReader,
+} from "./codec.ts";
+
+/** A host and port. */
+export interface Address {
+  /** Host name or IP. */
+  readonly hostname: string;
+  /** TCP port. */
+  readonly port: number;
+}
+
+/** What a peer told us in its handshake. */
+export interface PeerInfo {
+  /** The peer's client URL (`http://host:port`), for forwarding requests to it. */
+  clientUrl: string | undefined;
+  /** The peer's term when it answered. */
+  term: number;
+  /** The peer's commitIndex when it answered. */
+  commitIndex: number;
+  /** The highest term in which the peer has seen a message from us (0: never). */
+  seenTerm: number;
+  /** Whether our outgoing connection to it is up. */
+  connected: boolean;
+  /** When the last handshake with it succeeded (ms since epoch), 0 if never. */
+  handshakeAtMs: number;
+}
+
+/** Counters of the transport. */
+export interface TransportStats {
+  /** Messages written to sockets. */
+  messagesSent: number;
+  /** Messages received and handed to the node. */
+  messagesReceived: number;
+  /** Messages dropped because a peer's queue was full or the peer unknown. */
+  messagesDropped: number;
+  /** Frames written. */
+  framesSent: number;
+  /** Connections closed because of a malformed frame or a failed handshake. */
+  connectionsRefused: number;
+  /** Outgoing connections established. */
+  connectsOk: number;
+}
+
+/** How to build a {@linkcode PeerTransport}. */
+export interface TransportOptions {
+  /** This node. */
+  readonly nodeId: NodeId;
+  /** The cluster every peer must belong to. */
+  readonly clusterId: string;
+  /** The cluster secret every peer must prove. */
+  readonly secret: string;
+  /** Where to listen for peers. */
+  readonly listen: Address;
+  /** Every other voter and where it listens for peers. */
+  readonly peers: ReadonlyMap<NodeId, Address>;
+  /** This node's client URL, told to peers. */
+  readonly clientUrl: string;
+  /** Receives messages from a peer, already validated. */
+  onMessages(from: NodeId, messages: Message[]): void;
+  /** This node's term and commitIndex, told to dialers in the welcome. */
+  localState(): { term: number; commitIndex: number };
+  /** Highest term in which this node has seen a message from `peer`. */
+  seenTermOf(peer: NodeId): number;
+  /** Structured log. */
+  log(event: string, fields: Record<string, unknown>): void;
+  /** Most messages queued per peer. Default 4096. */
+  readonly queueMessagesMax?: number;
+  /** Most bytes of entries queued per peer. Default 64 MiB. */
+  readonly queueBytesMax?: number;
+  /** First redial delay. Default 50. */
+  readonly backoffMinMs?: number;
+  /** Longest redial delay. Default 1000. */
+  readonly backoffMaxMs?: number;
+  /** Time allowed for a handshake. Default 3000. */
+  readonly handshakeTimeoutMs?: number;
+}
+
+const encoder = new TextEncoder();
+const MESSAGES_PER_FRAME_MAX = 1024;
+const FRAME_TARGET_BYTES = 4 * 1024 * 1024;
+
+function messageBytes(m: Message): number {
+  let n = 64;
+  if (m.type === "AppendEntries") { for (const e of m.entries) n += 24 + e.command.length; }
+  if (m.type === "InstallSnapshot") n += m.data.length;
+  return n;
+}
+
+function hex(bytes: ArrayBuffer): string {
+  return [...new Uint8Array(bytes)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function randomNonce(): string {
+  return hex(crypto.getRandomValues(new Uint8Array(16)).buffer);
+}
+
+function constantTimeEqual(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
+}
+
+function isCount(v: unknown): v is number {
+  return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+/** Reads frames from a connection; `next` resolves with a payload or throws when it closes. */
+class FrameStream {
+  readonly #conn: Deno.Conn;
+  readonly #reader = new FrameReader();
+
+  constructor(conn: Deno.Conn) {
+    this.#conn = conn;
+  }
+
+  async next(): Promise<Uint8Array> {
+    while (true) {
+      const frame = this.#reader.next();
+      if (frame !== undefined) return frame;
+      const buf = new Uint8Array(64 * 1024);
+      const n = await this.#conn.read(buf);
+      if (n === null) throw new Error("connection closed");
+      this.#reader.push(buf.subarray(0, n));
+    }
+  }
+}
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let done = 0;
+  while (done < bytes.length) done += await conn.write(bytes.subarray(done));
+}
+
+/** One outgoing link: the queue for a peer and the loop that dials it and drains the queue. */
+class PeerLink {
+  readonly id: NodeId;
+  readonly address: Address;
+  queue: Message[] = [];
+  queueBytes = 0;
+  #wake: (() => void) | undefined;
+  conn: Deno.Conn | undefined;
+
+  constructor(id: NodeId, address: Address) {
+    this.id = id;
+    this.address = address;
+  }
+
+  notify(): void {
+    const w = this.#wake;
+    this.#wake = undefined;
+    w?.();
+  }
+
+  waitForWork(): Promise<void> {
+    return new Promise((resolve) => this.#wake = resolve);
+  }
+}
+
+/** Carries Raft messages between this node and its peers. */
+export class PeerTransport {
+  readonly #o: TransportOptions;
+  readonly #links = new Map<NodeId, PeerLink>();
+  readonly #inbound = new Set<Deno.Conn>();
+  readonly #queueMessagesMax: number;
+  readonly #queueBytesMax: number;
+  readonly #handshakeTimeoutMs: number;
+  #listener: Deno.Listener | undefined;
+  #key: Promise<CryptoKey>;
+  #closed = false;
+  /** What each peer told us in its handshake. */
+  readonly peerInfo = new Map<NodeId, PeerInfo>();
+  /** Counters. */
+  readonly stats: TransportStats = {
+    messagesSent: 0,
+    messagesReceived: 0,
+    messagesDropped: 0,
+    framesSent: 0,
+    connectionsRefused: 0,
+    connectsOk: 0,
+  };
+
+  /** A transport; call {@linkcode PeerTransport.start} to listen and dial. */
+  constructor(options: TransportOptions) {
+    this.#o = options;
+    this.#queueMessagesMax = options.queueMessagesMax ?? 4096;
+    this.#queueBytesMax = options.queueBytesMax ?? 64 * 1024 * 1024;
+    this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? 3000;
+    this.#key = crypto.subtle.importKey(
+      "raw",
+      encoder.encode(`raftmeta-cluster-secret\n${options.secret}`),
+      { name: "HMAC", hash: "SHA-256" },
+      false,
+      ["sign"],
+    );
+    for (const [id, address] of options.peers) {
+      this.#links.set(id, new PeerLink(id, address));
+      this.peerInfo.set(id, {
+        clientUrl: undefined,
+        term: 0,
+        commitIndex: 0,
+        seenTerm: 0,
+        connected: false,
+        handshakeAtMs: 0,
+      });
+    }
+  }
+
+  /** The address the peer listener is bound to (after start). */
+  get listenAddress(): Address | undefined {
+    const a = this.#listener?.addr as Deno.NetAddr | undefined;
+    return a === undefined ? undefined : { hostname: a.hostname, port: a.port };
+  }
+
+  /** Starts listening for peers and dialing them. */
+  start(): void {
+    this.#listener = Deno.listen({
+      hostname: this.#o.listen.hostname,
+      port: this.#o.listen.port,
+      transport: "tcp",
+    });
+    this.#acceptLoop(this.#listener);
+    for (const link of this.#links.values()) this.#dialLoop(link);
+  }
+
+  /** Queues `m` for its receiver; drops the oldest queued message when the queue is full. */
+  send(m: Message): void {
+    const link = this.#links.get(m.to);
+    if (link === undefined || this.#closed) {
+      this.stats.messagesDropped++;
+      return;
+    }
+    link.queue.push(m);
+    link.queueBytes += messageBytes(m);
+    while (
+      link.queue.length > this.#queueMessagesMax ||
+      (link.queueBytes > this.#queueBytesMax && link.queue.length > 1)
+    ) {
+      const dropped = link.queue.shift()!;
+      link.queueBytes -= messageBytes(dropped);
+      this.stats.messagesDropped++;
+    }
+    link.notify();
+  }
+
+  /** Number of messages waiting for `peer`. */
+  queued(peer: NodeId): number {
+    return this.#links.get(peer)?.queue.length ?? 0;
+  }
+
+  /** Stops listening, closes every connection and ends the dial loops. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#listener?.close();
+    } catch { /* already closed */ }
+    for (const c of this.#inbound) closeQuietly(c);
+    for (const link of this.#links.values()) {
+      if (link.conn !== undefined) closeQuietly(link.conn);
+      link.notify();
+    }
+  }
+
+  async #mac(text: string): Promise<string> {
+    return hex(await crypto.subtle.sign("HMAC", await this.#key, encoder.encode(text)));
+  }
+
+  // ---- Outgoing ----------------------------------------------------------------------------------
+
+  async #dialLoop(link: PeerLink): Promise<void> {
+    const min = this.#o.backoffMinMs ?? 50;
+    const max = this.#o.backoffMaxMs ?? 1000;
+    let backoffMs = min;
+    let lastError = "";
+    while (!this.#closed) {
+      let conn: Deno.Conn | undefined;
+      try {
+        conn = await withTimeout(
+          Deno.connect({ hostname: link.address.hostname, port: link.address.port }),
+          this.#handshakeTimeoutMs,
+          "connect",
+        );
+        (conn as Deno.TcpConn).setNoDelay(true);
+        await withTimeout(
+          this.#dialHandshake(conn, link.id),
+          this.#handshakeTimeoutMs,
+          "handshake",
+        );
+        link.conn = conn;
+        this.stats.connectsOk++;
+        this.peerInfo.get(link.id)!.connected = true;
+        this.#o.log("peer-connected", { peer: link.id });
+        backoffMs = min;
+        lastError = "";
+        await this.#writeLoop(link, conn);
+      } catch (e) {
+        const why = (e as Error).message;
+        if (why !== lastError && !this.#closed) {
+          this.#o.log("peer-unreachable", { peer: link.id, error: why });
+          lastError = why;
+        }
+      } finally {
+        if (conn !== undefined) closeQuietly(conn);
+        link.conn = undefined;
+        const info = this.peerInfo.get(link.id)!;
+        if (info.connected) {
+          info.connected = false;
+          this.#o.log("peer-disconnected", { peer: link.id });
+        }
+      }
+      if (this.#closed) return;
+      // Messages queued while the link was down are mostly stale heartbeats: keep the newest few.
+      if (link.queue.length > 256) {
+        const drop = link.queue.splice(0, link.queue.length - 256);
+        for (const m of drop) link.queueBytes -= messageBytes(m);
+        this.stats.messagesDropped += drop.length;
+      }
+      await new Promise((r) => setTimeout(r, backoffMs * (0.5 + Math.random() / 2)));
+      backoffMs = Math.min(max, backoffMs * 2);
+    }
+  }
+
+  async #dialHandshake(conn: Deno.Conn, peer: NodeId): Promise<void> {
+    const frames = new FrameStream(conn);
+    const challenge = decodeJsonFrame(await frames.next(), [FrameKind.challenge]).body;
+    if (typeof challenge.nonce !== "string" || challenge.nonce.length > 128) {
+      throw new FrameError("Challenge has no nonce");
+    }
+    const { clusterId, nodeId } = this.#o;
+    const myNonce = randomNonce();
+    const mac = await this.#mac(`hello\n${clusterId}\n${nodeId}\n${peer}\n${challenge.nonce}`);
+    await writeAll(
+      conn,
+      encodeJsonFrame(FrameKind.hello, {
+        clusterId,
+        from: nodeId,
+        to: peer,
+        clientUrl: this.#o.clientUrl,
+        nonce: myNonce,
+        mac,
+      }),
+    );
+    const answer = decodeJsonFrame(await frames.next(), [FrameKind.welcome, FrameKind.refused]);
+    if (answer.kind === FrameKind.refused) {
+      throw new Error(`peer "${peer}" refused us: ${String(answer.body.error)}`);
+    }
+    const w = answer.body;
+    const expected = await this.#mac(`welcome\n${clusterId}\n${peer}\n${nodeId}\n${myNonce}`);
+    if (typeof w.mac !== "string" || !constantTimeEqual(w.mac, expected)) {
+      throw new Error(`peer "${peer}" did not prove the cluster secret`);
+    }
+    if (!isCount(w.term) || !isCount(w.commitIndex) || !isCount(w.seenTerm)) {
+      throw new FrameError("Welcome has malformed fields");
+    }
+    const info = this.peerInfo.get(peer)!;
+    if (typeof w.clientUrl === "string" && /^https?:\/\/[^\s]{1,200}$/.test(w.clientUrl)) {
+      info.clientUrl = w.clientUrl;
+    }
+    info.term = w.term;
+    info.commitIndex = w.commitIndex;
+    info.seenTerm = w.seenTerm;
+    info.handshakeAtMs = Date.now();
+    // Watch for the peer closing (we never expect bytes from it after the welcome).
+    (async () => {
+      try {
+        await frames.next();
+      } catch { /* closed */ }
+      closeQuietly(conn);
+    })();
+  }
+
+  async #writeLoop(link: PeerLink, conn: Deno.Conn): Promise<void> {
+    while (!this.#closed) {
+      if (link.queue.length === 0) {
+        await link.waitForWork();
+        continue;
+      }
+      // Many messages per frame, bounded in count and (roughly) bytes.
+      let n = 0;
+      let bytes = 0;
+      while (
+        n < link.queue.length && n < MESSAGES_PER_FRAME_MAX &&
+        (n === 0 || bytes + messageBytes(link.queue[n]) <= FRAME_TARGET_BYTES)
+      ) {
+        bytes += messageBytes(link.queue[n]);
+        n++;
+      }
+      const batch = link.queue.splice(0, n);
+      link.queueBytes -= bytes;
+      await writeAll(conn, encodeMessagesFrame(batch));
+      this.stats.framesSent++;
+      this.stats.messagesSent += batch.length;
+    }
+  }
+
+  // ---- Incoming ----------------------------------------------------------------------------------
+
+  async #acceptLoop(listener: Deno.Listener): Promise<void> {
+    while (!this.#closed) {
+      let conn: Deno.Conn;
+      try {
+        conn = await listener.accept();
+      } catch (e) {
+        if (this.#closed) return;
+        this.#o.log("peer-accept-error", { error: (e as Error).message });
+        await new Promise((r) => setTimeout(r, 50));
+        continue;
+      }
+      this.#serveInbound(conn);
+    }
+  }
+
+  async #serveInbound(conn: Deno.Conn): Promise<void> {
+    this.#inbound.add(conn);
+    const frames = new FrameStream(conn);
+    let peer: NodeId | undefined;
+    try {
+      (conn as Deno.TcpConn).setNoDelay(true);
+      peer = await withTimeout(
+        this.#acceptHandshake(conn, frames),
+        this.#handshakeTimeoutMs,
+        "handshake",
+      );
+      const me = this.#o.nodeId;
+      while (!this.#closed) {
+        const messages = decodeMessages(await frames.next());
+        for (const m of messages) {
+          if (m.from !== peer || m.to !== me) {
+            throw new FrameError(`Message from "${m.from}" to "${m.to}" on ${peer}'s connection`);
+          }
+        }
+        this.stats.messagesReceived += messages.length;
+        this.#o.onMessages(peer, messages);
+      }
+    } catch (e) {
+      if (e instanceof FrameError || (e as Error).message.includes("refused")) {
+        this.stats.connectionsRefused++;
+        this.#o.log("peer-connection-refused", {
+          peer: peer ?? null,
+          remote: remoteOf(conn),
+          error: (e as Error).message,
+        });
+      }
+    } finally {
+      this.#inbound.delete(conn);
+      closeQuietly(conn);
+    }
+  }
+
+  /** Checks the dialer's hello; returns its id or throws (after telling it why). */
+  async #acceptHandshake(conn: Deno.Conn, frames: FrameStream): Promise<NodeId> {
+    const nonce = randomNonce();
+    await writeAll(conn, encodeJsonFrame(FrameKind.challenge, { nonce }));
+    const hello = decodeJsonFrame(await frames.next(), [FrameKind.hello]).body;
+    const { clusterId, nodeId } = this.#o;
+    const refuse = async (why: string): Promise<never> => {
+      await writeAll(conn, encodeJsonFrame(FrameKind.refused, { error: why })).catch(() => {});
+      throw new FrameError(`Handshake refused: ${why}`);
+    };
+    const from = hello.from;
+    if (typeof from !== "string" || !this.#links.has(from)) {
+      return await refuse(`unknown node ${JSON.stringify(from)}`);
+    }
+    const mac = await this.#mac(`hello\n${clusterId}\n${from}\n${nodeId}\n${nonce}`);
+    if (typeof hello.mac !== "string" || !constantTimeEqual(hello.mac, mac)) {
+      return await refuse("wrong cluster secret");
+    }
+    if (hello.clusterId !== clusterId) {
+      return await refuse(`wrong cluster id ${JSON.stringify(hello.clusterId)}`);
+    }
+    if (hello.to !== nodeId) return await refuse(`this is node "${nodeId}", not ${hello.to}`);
+    if (typeof hello.nonce !== "string" || hello.nonce.length > 128) {
+      return await refuse("missing nonce");
+    }
+    const info = this.peerInfo.get(from)!;
+    if (typeof hello.clientUrl === "string" && /^https?:\/\/[^\s]{1,200}$/.test(hello.clientUrl)) {
+      info.clientUrl = hello.clientUrl;
+    }
+    const { term, commitIndex } = this.#o.localState();
+    await writeAll(
+      conn,
+      encodeJsonFrame(FrameKind.welcome, {
+        clientUrl: this.#o.clientUrl,
+        term,
+        commitIndex,
+        seenTerm: this.#o.seenTermOf(from),
+        mac: await this.#mac(`welcome\n${clusterId}\n${nodeId}\n${from}\n${hello.nonce}`),
+      }),
+    );
+    return from;
+  }
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch { /* already closed */ }
+}
+
+function remoteOf(conn: Deno.Conn): string {
+  const a = conn.remoteAddr as Deno.NetAddr;
+  return `${a.hostname}:${a.port}`;
+}
