@@ -1,0 +1,424 @@
+/**
+ * The TypeScript client of a raftmeta cluster, over the etcd v3 JSON paths with `fetch`. It finds
+ * the leader (every answer names it), retries through leader changes, timeouts and dead nodes,
+ * and sends each write with this client's id and a sequence number, so a retried write is applied
+ * once (Raft dissertation §6.3). Reads are linearizable unless asked to be serializable.
+ *
+ * Only relative imports: the client can be imported from a URL.
+ *
+ * @example
+ * ```ts ignore
+ * import { connect } from "./client.ts";
+ * const client = connect(["http://127.0.0.1:2379"]);
+ * await client.put("/services/db/primary", "10.0.0.7:5432");
+ * const kv = await client.get("/services/db/primary");
+ * console.log(kv?.text); // "10.0.0.7:5432"
+ * ```
+ *
+ * @module
+ */
+
+import type { Compare, KeyRange, TxnOp } from "../kv/types.ts";
+
+/** Options of {@linkcode connect}. */
+export interface ConnectOptions {
+  /** This client's id in write sessions. Default: a random UUID. */
+  readonly clientId?: string;
+  /** Give up on an operation after this long. Default 10,000. */
+  readonly timeoutMs?: number;
+  /** Give up on one attempt (one node) after this long and try again. Default 3,000. */
+  readonly attemptTimeoutMs?: number;
+  /** Read serializable (local, possibly stale) by default. Default false: linearizable. */
+  readonly serializable?: boolean;
+  /** The fetch to use (for tests). Default: the global fetch. */
+  readonly fetch?: typeof fetch;
+}
+
+/** A key and its value with etcd's revisions. */
+export interface ClientKeyValue {
+  /** The key. */
+  readonly key: string;
+  /** The value's bytes. */
+  readonly value: Uint8Array;
+  /** The value as UTF-8 text (malformed bytes shown as U+FFFD). */
+  readonly text: string;
+  /** Revision that created the key. */
+  readonly createRevision: number;
+  /** Revision of its last change. */
+  readonly modRevision: number;
+  /** Puts since creation. */
+  readonly version: number;
+}
+
+/** The answer to a range read. */
+export interface ClientRangeResult {
+  /** Store revision of the read. */
+  readonly revision: number;
+  /** Key-values in key order. */
+  readonly kvs: readonly ClientKeyValue[];
+  /** Whether the limit left keys out. */
+  readonly more: boolean;
+  /** Keys in the range. */
+  readonly count: number;
+}
+
+/** Options of a read. */
+export interface ReadOptions {
+  /** Serve from the node's own state, possibly stale. */
+  readonly serializable?: boolean;
+  /** Most key-values to return (0: no limit). */
+  readonly limit?: number;
+  /** Return keys without values. */
+  readonly keysOnly?: boolean;
+  /** Return only the count. */
+  readonly countOnly?: boolean;
+}
+
+/** The answer to a transaction. */
+export interface ClientTxnResult {
+  /** Whether every compare held. */
+  readonly succeeded: boolean;
+  /** Store revision after it. */
+  readonly revision: number;
+  /** The raw etcd responses of the operations that ran. */
+  readonly responses: readonly Record<string, unknown>[];
+}
+
+/** A request the cluster refused (4xx), or one that could not finish in time. */
+export class RaftmetaError extends Error {
+  /** HTTP status (0 when no node answered). */
+  readonly status: number;
+  /** Whether the operation may have taken effect (a write whose outcome is unknown). */
+  readonly maybeApplied: boolean;
+  /** Makes an error. */
+  constructor(message: string, status: number, maybeApplied = false) {
+    super(message);
+    this.name = "RaftmetaError";
+    this.status = status;
+    this.maybeApplied = maybeApplied;
+  }
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+function b64(bytes: Uint8Array): string {
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(bin);
+}
+
+function unb64(text: string | undefined): Uint8Array {
+  if (text === undefined) return new Uint8Array(0);
+  const bin = atob(text);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+function bytesOf(v: string | Uint8Array): Uint8Array {
+  return typeof v === "string" ? encoder.encode(v) : v;
+}
+
+/** etcd's key and range_end for a {@linkcode KeyRange}. */
+function rangeFields(range: KeyRange): Record<string, string> {
+  if ("prefix" in range) {
+    if (range.prefix === "") return { key: "AA==", range_end: "AA==" };
+    const key = encoder.encode(range.prefix);
+    const end = key.slice();
+    let i = end.length - 1;
+    while (i >= 0 && end[i] === 0xff) i--;
+    if (i < 0) return { key: b64(key), range_end: "AA==" };
+    end[i]++;
+    return { key: b64(key), range_end: b64(end.subarray(0, i + 1)) };
+  }
+  if ("fromKey" in range) return { key: b64(encoder.encode(range.fromKey)), range_end: "AA==" };
+  return range.rangeEnd === undefined
+    ? { key: b64(encoder.encode(range.key)) }
+    : { key: b64(encoder.encode(range.key)), range_end: b64(encoder.encode(range.rangeEnd)) };
+}
+
+function kvOf(j: Record<string, string | undefined>): ClientKeyValue {
+  const value = unb64(j.value);
+  return {
+    key: decoder.decode(unb64(j.key)),
+    value,
+    text: decoder.decode(value),
+    createRevision: Number(j.create_revision ?? 0),
+    modRevision: Number(j.mod_revision ?? 0),
+    version: Number(j.version ?? 0),
+  };
+}
+
+const COMPARE_TARGET = {
+  version: ["VERSION", "version"],
+  createRevision: ["CREATE", "create_revision"],
+  modRevision: ["MOD", "mod_revision"],
+  value: ["VALUE", "value"],
+} as const;
+const COMPARE_RESULT = {
+  equal: "EQUAL",
+  notEqual: "NOT_EQUAL",
+  greater: "GREATER",
+  less: "LESS",
+} as const;
+
+function compareJson(c: Compare): Record<string, unknown> {
+  const [target, field] = COMPARE_TARGET[c.target];
+  return {
+    key: b64(encoder.encode(c.key)),
+    target,
+    result: COMPARE_RESULT[c.result],
+    [field]: c.target === "value" ? b64(c.value) : String(c.value),
+  };
+}
+
+function opJson(op: TxnOp): Record<string, unknown> {
+  switch (op.type) {
+    case "put":
+      return {
+        request_put: { key: b64(encoder.encode(op.key)), value: b64(op.value), prev_kv: op.prevKv },
+      };
+    case "delete":
+      return { request_delete_range: { ...rangeFields(op.range), prev_kv: op.prevKv } };
+    case "range":
+      return {
+        request_range: {
+          ...rangeFields(op.range),
+          limit: String(op.limit),
+          keys_only: op.keysOnly,
+          count_only: op.countOnly,
+        },
+      };
+  }
+}
+
+const LEADER_HEADER = "raftmeta-leader-url";
+
+/** A client of one cluster. Writes go one at a time (sessions need it); reads run concurrently. */
+export class RaftmetaClient {
+  /** The endpoints given. */
+  readonly endpoints: readonly string[];
+  /** This client's id in write sessions. */
+  readonly clientId: string;
+  readonly #timeoutMs: number;
+  readonly #attemptTimeoutMs: number;
+  readonly #serializable: boolean;
+  readonly #fetch: typeof fetch;
+  #seq = 0;
+  #next = 0;
+  #leaderUrl: string | undefined;
+  #writeChain: Promise<unknown> = Promise.resolve();
+
+  /** Use {@linkcode connect}. */
+  constructor(endpoints: readonly string[], options: ConnectOptions = {}) {
+    if (endpoints.length === 0) throw new RangeError("At least one endpoint is needed");
+    this.endpoints = endpoints.map((e) => e.replace(/\/+$/, ""));
+    for (const e of this.endpoints) {
+      if (!/^https?:\/\/[^\s/]+$/.test(e)) {
+        throw new RangeError(`Endpoint must look like http://host:port: ${JSON.stringify(e)}`);
+      }
+    }
+    this.clientId = options.clientId ?? crypto.randomUUID();
+    this.#timeoutMs = options.timeoutMs ?? 10_000;
+    this.#attemptTimeoutMs = options.attemptTimeoutMs ?? 3_000;
+    this.#serializable = options.serializable ?? false;
+    this.#fetch = options.fetch ?? fetch;
+  }
+
+  /** The leader's URL as last reported by a node, if any. */
+  get leaderUrl(): string | undefined {
+    return this.#leaderUrl;
+  }
+
+  /** Stores `value` under `key`. */
+  async put(
+    key: string,
+    value: string | Uint8Array,
+    options: { prevKv?: boolean } = {},
+  ): Promise<{ revision: number; prevKv?: ClientKeyValue }> {
+    const body = { key: b64(encoder.encode(key)), value: b64(bytesOf(value)) } as Record<
+      string,
+      unknown
+    >;
+    if (options.prevKv) body.prev_kv = true;
+    const r = await this.#write("/v3/kv/put", body);
+    return {
+      revision: Number(r.header.revision),
+      ...(r.prev_kv !== undefined ? { prevKv: kvOf(r.prev_kv) } : {}),
+    };
+  }
+
+  /** The key-value under `key`, or undefined. */
+  async get(key: string, options: ReadOptions = {}): Promise<ClientKeyValue | undefined> {
+    const r = await this.range({ key }, options);
+    return r.kvs[0];
+  }
+
+  /** The keys of `range` in key order. */
+  async range(range: KeyRange, options: ReadOptions = {}): Promise<ClientRangeResult> {
+    const body: Record<string, unknown> = { ...rangeFields(range) };
+    if (options.serializable ?? this.#serializable) body.serializable = true;
+    if (options.limit) body.limit = String(options.limit);
+    if (options.keysOnly) body.keys_only = true;
+    if (options.countOnly) body.count_only = true;
+    const r = await this.#request("/v3/kv/range", body, undefined);
+    return {
+      revision: Number(r.header.revision),
+      kvs: (r.kvs ?? []).map(kvOf),
+      more: r.more === true,
+      count: Number(r.count ?? 0),
+    };
+  }
+
+  /** Deletes `key`, or every key of a range. */
+  async delete(
+    key: string | KeyRange,
+    options: { prevKv?: boolean } = {},
+  ): Promise<{ revision: number; deleted: number; prevKvs: ClientKeyValue[] }> {
+    const range: KeyRange = typeof key === "string" ? { key } : key;
+    const body: Record<string, unknown> = { ...rangeFields(range) };
+    if (options.prevKv) body.prev_kv = true;
+    const r = await this.#write("/v3/kv/deleterange", body);
+    return {
+      revision: Number(r.header.revision),
+      deleted: Number(r.deleted ?? 0),
+      prevKvs: (r.prev_kvs ?? []).map(kvOf),
+    };
+  }
+
+  /** Runs a transaction: if every compare holds, `success`, else `failure`; atomically. */
+  async txn(
+    txn: { compare: readonly Compare[]; success: readonly TxnOp[]; failure?: readonly TxnOp[] },
+  ): Promise<ClientTxnResult> {
+    const r = await this.#write("/v3/kv/txn", {
+      compare: txn.compare.map(compareJson),
+      success: txn.success.map(opJson),
+      failure: (txn.failure ?? []).map(opJson),
+    });
+    return {
+      succeeded: r.succeeded === true,
+      revision: Number(r.header.revision),
+      responses: r.responses ?? [],
+    };
+  }
+
+  /**
+   * Sets `key` to `value` if it holds `expected` (null: if it does not exist). Returns whether it
+   * did.
+   */
+  async compareAndSwap(
+    key: string,
+    expected: string | Uint8Array | null,
+    value: string | Uint8Array,
+  ): Promise<boolean> {
+    const compare: Compare = expected === null
+      ? { key, target: "version", result: "equal", value: 0 }
+      : { key, target: "value", result: "equal", value: bytesOf(expected) };
+    const r = await this.txn({
+      compare: [compare],
+      success: [{ type: "put", key, value: bytesOf(value), prevKv: false }],
+    });
+    return r.succeeded;
+  }
+
+  /** The cluster's node table as one node sees it (`GET /v1/status`). */
+  async status(): Promise<Record<string, unknown>> {
+    return await this.#request("/v1/status", undefined, undefined);
+  }
+
+  // deno-lint-ignore no-explicit-any
+  #write(path: string, body: Record<string, unknown>): Promise<any> {
+    const run = this.#writeChain.then(() => {
+      const seq = ++this.#seq;
+      return this.#request(path, body, seq);
+    });
+    this.#writeChain = run.catch(() => {});
+    return run;
+  }
+
+  #pick(): string {
+    if (this.#leaderUrl !== undefined) return this.#leaderUrl;
+    return this.endpoints[this.#next++ % this.endpoints.length];
+  }
+
+  async #request(
+    path: string,
+    body: Record<string, unknown> | undefined,
+    seq: number | undefined,
+    // deno-lint-ignore no-explicit-any
+  ): Promise<any> {
+    const deadline = performance.now() + this.#timeoutMs;
+    let lastError = "";
+    let maybeApplied = false;
+    let attempts = 0;
+    while (performance.now() < deadline) {
+      if (attempts++ > 0) await new Promise((r) => setTimeout(r, Math.min(100, 10 * attempts)));
+      const base = this.#pick();
+      const headers: Record<string, string> = { "content-type": "application/json" };
+      if (seq !== undefined) {
+        headers["raftmeta-client-id"] = this.clientId;
+        headers["raftmeta-seq"] = String(seq);
+      }
+      let res: Response;
+      try {
+        res = await this.#fetch(base + path, {
+          method: body === undefined ? "GET" : "POST",
+          headers,
+          body: body === undefined ? undefined : JSON.stringify(body),
+          signal: AbortSignal.timeout(
+            Math.max(1, Math.min(this.#attemptTimeoutMs, deadline - performance.now())),
+          ),
+        });
+      } catch (e) {
+        // The node may be down, or the answer lost: try another; the session makes a retried
+        // write safe.
+        lastError = `${base}: ${(e as Error).message}`;
+        if (seq !== undefined) maybeApplied = true;
+        this.#leaderUrl = undefined;
+        continue;
+      }
+      const leader = res.headers.get(LEADER_HEADER);
+      let json: Record<string, unknown> | undefined;
+      try {
+        json = await res.json();
+      } catch {
+        json = undefined;
+      }
+      if (res.ok && json !== undefined) {
+        if (leader !== null) this.#leaderUrl = leader;
+        return json;
+      }
+      const message = typeof json?.error === "string" ? json.error : `HTTP ${res.status}`;
+      lastError = `${base}: ${message}`;
+      if (res.status === 503 || res.status === 504 || res.status >= 500) {
+        if (res.status === 504 && seq !== undefined) maybeApplied = true;
+        this.#leaderUrl = leader !== null && leader !== base ? leader : undefined;
+        continue;
+      }
+      throw new RaftmetaError(message, res.status);
+    }
+    throw new RaftmetaError(
+      `No answer within ${this.#timeoutMs} ms (${attempts} attempts): ${lastError}`,
+      0,
+      maybeApplied,
+    );
+  }
+}
+
+/**
+ * A client of the cluster at `endpoints` (client URLs such as `http://127.0.0.1:2379`; a comma
+ * separated string works too). Any node will do: followers forward writes to the leader, and the
+ * client then talks to the leader directly.
+ */
+export function connect(
+  endpoints: string | readonly string[],
+  options: ConnectOptions = {},
+): RaftmetaClient {
+  const list = typeof endpoints === "string"
+    ? endpoints.split(",").map((s) => s.trim()).filter((s) => s !== "")
+    : endpoints;
+  return new RaftmetaClient(list, options);
+}

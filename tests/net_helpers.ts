@@ -1,0 +1,197 @@
+/**
+ * Helpers for process-level tests: start node processes on free 127.0.0.1 ports with temporary
+ * data directories, find the leader, and clean everything up.
+ *
+ * @module
+ */
+
+const MAIN = new URL("../src/net/main.ts", import.meta.url).pathname;
+
+/** A free TCP port on 127.0.0.1 (bound then released). */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** One node process. */
+export class NodeProcess {
+  readonly id: string;
+  readonly url: string;
+  readonly args: string[];
+  readonly dataDir: string;
+  readonly lines: string[] = [];
+  process: Deno.ChildProcess;
+  exited: Promise<Deno.CommandStatus>;
+  stderr = "";
+
+  constructor(id: string, url: string, dataDir: string, args: string[]) {
+    this.id = id;
+    this.url = url;
+    this.dataDir = dataDir;
+    this.args = args;
+    this.process = this.#spawn();
+    this.exited = this.process.status;
+  }
+
+  #spawn(): Deno.ChildProcess {
+    const p = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", MAIN, ...this.args],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    this.#collect(p.stdout, (l) => {
+      if (this.lines.length < 10_000) this.lines.push(l);
+    });
+    this.#collect(p.stderr, (l) => this.stderr += l + "\n");
+    return p;
+  }
+
+  async #collect(stream: ReadableStream<Uint8Array>, on: (line: string) => void): Promise<void> {
+    let rest = "";
+    try {
+      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+        const parts = (rest + chunk).split("\n");
+        rest = parts.pop()!;
+        parts.forEach(on);
+      }
+    } catch { /* process gone */ }
+    if (rest !== "") on(rest);
+  }
+
+  /** Starts the process again with the same arguments (plus `extra`). */
+  restart(extra: string[] = []): void {
+    this.process = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", MAIN, ...this.args, ...extra],
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const p = this.process;
+    this.#collect(p.stdout, (l) => {
+      if (this.lines.length < 10_000) this.lines.push(l);
+    });
+    this.#collect(p.stderr, (l) => this.stderr += l + "\n");
+    this.exited = p.status;
+  }
+
+  /** Sends `signal` to the process. */
+  signal(signal: Deno.Signal): void {
+    try {
+      this.process.kill(signal);
+    } catch { /* already exited */ }
+  }
+
+  /** SIGKILL and wait for the exit. */
+  async kill(): Promise<void> {
+    this.signal("SIGKILL");
+    await this.exited;
+  }
+
+  /** This node's own status row. */
+  async local(): Promise<Record<string, unknown> | undefined> {
+    try {
+      const res = await fetch(`${this.url}/v1/status?local=1`, {
+        signal: AbortSignal.timeout(500),
+      });
+      return (await res.json()).node;
+    } catch {
+      return undefined;
+    }
+  }
+}
+
+/** A cluster of node processes in a temporary directory. */
+export class ProcessCluster {
+  readonly dir: string;
+  readonly nodes: NodeProcess[] = [];
+
+  private constructor(dir: string) {
+    this.dir = dir;
+  }
+
+  /** Starts `n` nodes (n1..nN) with free ports. */
+  static start(n: number, extraArgs: string[] = []): ProcessCluster {
+    const dir = Deno.makeTempDirSync({ prefix: "raftmeta-net-" });
+    const c = new ProcessCluster(dir);
+    const ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
+    const clientPorts = ids.map(() => freePort());
+    const peerPorts = ids.map(() => freePort());
+    for (const [i, id] of ids.entries()) {
+      const peers = ids.flatMap((p, j) => j === i ? [] : [`${p}=127.0.0.1:${peerPorts[j]}`]);
+      const dataDir = `${dir}/${id}`;
+      const args = [
+        "--name",
+        id,
+        "--cluster-id",
+        "test",
+        "--data-dir",
+        dataDir,
+        "--listen-client",
+        `127.0.0.1:${clientPorts[i]}`,
+        "--listen-peer",
+        `127.0.0.1:${peerPorts[i]}`,
+        "--cluster-secret",
+        "s3cret",
+        ...(peers.length > 0 ? ["--peers", peers.join(",")] : []),
+        ...extraArgs,
+      ];
+      c.nodes.push(new NodeProcess(id, `http://127.0.0.1:${clientPorts[i]}`, dataDir, args));
+    }
+    return c;
+  }
+
+  /** The node `id`. */
+  node(id: string): NodeProcess {
+    const n = this.nodes.find((x) => x.id === id);
+    if (n === undefined) throw new Error(`no node ${id}`);
+    return n;
+  }
+
+  /** Waits until one of `among` (default all) reports itself leader; returns it. */
+  async waitForLeader(
+    options: { among?: NodeProcess[]; timeoutMs?: number; minTerm?: number } = {},
+  ): Promise<NodeProcess> {
+    const among = options.among ?? this.nodes;
+    const deadline = Date.now() + (options.timeoutMs ?? 15_000);
+    while (Date.now() < deadline) {
+      const rows = await Promise.all(among.map((n) => n.local()));
+      const i = rows.findIndex((r) =>
+        r?.role === "Leader" && (r.term as number) >= (options.minTerm ?? 0)
+      );
+      if (i >= 0) return among[i];
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    throw new Error(`no leader among ${among.map((n) => n.id).join(",")} in time`);
+  }
+
+  /** Kills every process and removes the directory. */
+  async stop(): Promise<void> {
+    for (const n of this.nodes) n.signal("SIGCONT");
+    await Promise.all(this.nodes.map((n) => n.kill()));
+    Deno.removeSync(this.dir, { recursive: true });
+  }
+}
+
+/** base64 of a UTF-8 string. */
+export function b64(text: string): string {
+  return btoa(String.fromCharCode(...new TextEncoder().encode(text)));
+}
+
+/** POSTs `body` (a JSON string, sent as is) to `url`; returns status and parsed JSON. */
+export async function post(
+  url: string,
+  body: string,
+  headers: Record<string, string> = {},
+  // deno-lint-ignore no-explicit-any
+): Promise<{ status: number; json: any }> {
+  const res = await fetch(url, { method: "POST", body, headers });
+  const text = await res.text();
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = text;
+  }
+  return { status: res.status, json };
+}
