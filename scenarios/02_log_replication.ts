@@ -183,8 +183,11 @@ export const replicationSteps: readonly Step<ReplicationContext>[] = [
       claim(leader.raft.log.lastIndex === op.index, "the entry is in the leader's log");
       claim(leader.raft.commitIndex === before, "but not committed");
       c.heal();
-      c.complete(op);
-      claim(op.status === "ok", `it commits once a majority has it (${op.status}: ${op.error})`);
+      const done = c.complete(op);
+      claim(
+        done.status === "ok",
+        `it commits once a majority has it (${done.status}: ${done.error})`,
+      );
     },
   },
 ];
