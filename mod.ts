@@ -24,6 +24,8 @@ export {
   MemoryStorage,
   type PersistedState,
   type SaveRecord,
+  type Snapshot,
+  type SnapshotMeta,
   type Storage,
 } from "./src/raft/storage.ts";
 export { drainReady, type HostHooks } from "./src/raft/host.ts";

@@ -56,7 +56,8 @@ const BUGS: { point: FaultPoint; options: SimulationOptions; expect: RegExp }[] 
   {
     point: "truncate-on-stale-append",
     options: { faults: ["duplicate", "reorder", "crash"] },
-    expect: /leader completeness|state machine safety|log matching|truncate|not linearizable|livelock/,
+    expect:
+      /leader completeness|state machine safety|log matching|truncate|not linearizable|livelock/,
   },
   {
     point: "read-without-quorum",
