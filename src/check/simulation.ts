@@ -374,8 +374,9 @@ function toHistory(
   }
   if (r === undefined) return op;
   if (r.status === "unknown" || (r.status === "failed" && request.kind !== "get")) {
-    // A write that failed for certain had no effect; one that is unknown may have had.
-    if (r.status === "failed") {
+    // A put or delete that failed for certain had no effect (ok: false). For a cas, ok: false means
+    // "the compare failed", so a cas that never ran is recorded as unknown: weaker, but true.
+    if (r.status === "failed" && request.kind !== "cas") {
       op.returnMs = r.returnMs;
       op.result = { ok: false };
     }
