@@ -75,3 +75,22 @@ export {
   type Step,
   StepFailure,
 } from "./src/scenario/scenario.ts";
+export {
+  type Arrow,
+  type ArrowFate,
+  type Mark,
+  messageLabel,
+  recorderFor,
+  recordTimeline,
+  Timeline,
+  type TimelineOptions,
+  TimelineRecorder,
+} from "./src/observe/timeline.ts";
+export {
+  CdfChart,
+  cdfChart,
+  type CdfChartOptions,
+  type CdfSeries,
+  type CdfSummary,
+  summarize,
+} from "./src/observe/svg_chart.ts";

@@ -101,18 +101,10 @@ export function notebookName(file: string): string {
   return file.replace(/\.ts$/, ".ipynb");
 }
 
-/** Formats notebooks the way `deno fmt --check` wants them (it reflows Markdown cells). */
-async function fmt(paths: string[]): Promise<void> {
-  const out = await new Deno.Command(Deno.execPath(), { args: ["fmt", "--quiet", ...paths] })
-    .output();
-  if (!out.success) throw new Error(new TextDecoder().decode(out.stderr));
-}
-
 async function build(): Promise<void> {
   for (const [file, chapter] of Object.entries(chapters)) {
     const path = new URL(notebookName(file), notebooksDir);
     await Deno.writeTextFile(path, JSON.stringify(notebookOf(file, chapter), null, 1) + "\n");
-    await fmt([path.pathname]);
     console.log(`wrote notebooks/${notebookName(file)}`);
   }
 }
@@ -199,7 +191,6 @@ async function execute(filter: string[]): Promise<number> {
         failed++;
         break;
       }
-      await fmt([path]);
       const missing = cellsWithoutOutput(JSON.parse(await Deno.readTextFile(path)));
       if (missing.length === 0 || attempt === 4) {
         console.log(
