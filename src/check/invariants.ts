@@ -2,12 +2,15 @@
  * Raft's safety properties (Figure 3), checked by the simulator after every event:
  * election safety, log matching, leader completeness, state machine safety — plus the
  * bookkeeping rules: terms and commit indexes never go backwards, lastApplied ≤ commitIndex,
- * and nothing is acknowledged before it is durable.
+ * nothing is acknowledged before it is durable, and nothing acknowledged is lost by a crash.
+ * Entries compacted into a snapshot have no term on record (`termAt` gives undefined): the checks
+ * skip them, having seen them while they were still in some log.
  *
  * @module
  */
 
 import type { NodeStatus } from "../raft/node.ts";
+import type { PersistedState } from "../raft/storage.ts";
 import type { HardState, Message, NodeId, RaftLogEntry } from "../raft/types.ts";
 
 /** Thrown when a safety property breaks; the message names the property and the evidence. */
@@ -40,6 +43,8 @@ export interface DurableView {
   readonly hardState: HardState;
   /** Persisted entry at `index`, if any. */
   entry(index: number): RaftLogEntry | undefined;
+  /** Index covered by the persisted snapshot (0 or absent when none): durable, without entries. */
+  readonly snapshotIndex?: number;
 }
 
 interface EntryRecord {
@@ -98,13 +103,60 @@ export class SafetyChecker {
         `node "${nodeId}" granted a vote to "${m.to}" in term ${m.term} before persisting it`,
       );
     }
-    if (m.type === "AppendEntriesReply" && m.success && m.matchIndex > 0) {
-      if (durable.entry(m.matchIndex) === undefined) {
+    const acked = (m.type === "AppendEntriesReply" && m.success) ||
+        (m.type === "InstallSnapshotReply" && m.done)
+      ? m.matchIndex
+      : 0;
+    if (acked > (durable.snapshotIndex ?? 0)) {
+      if (durable.entry(acked) === undefined) {
         throw new SafetyViolation(
           "durability",
-          `node "${nodeId}" acknowledged index ${m.matchIndex} before persisting it`,
+          `node "${nodeId}" acknowledged index ${acked} (${m.type}) before persisting it`,
         );
       }
+    }
+  }
+
+  /**
+   * Crash durability: what a restarted node reads back holds everything its storage acknowledged
+   * (every save that returned) — term, vote, commitIndex, snapshot and entries. A save cut short by
+   * the crash may have replaced a suffix of the log; that shows as a differing entry and is fine.
+   * `acked` is a record of every save that returned, with `lastIndex` the last entry saved.
+   */
+  onRecovered(
+    nodeId: NodeId,
+    loaded: PersistedState,
+    acked: DurableView & { readonly lastIndex: number },
+  ): void {
+    const lost = (what: string): never => {
+      throw new SafetyViolation("durability", `node "${nodeId}" lost ${what} in a crash`);
+    };
+    const hs = loaded.hardState;
+    const was = acked.hardState;
+    if (hs.term < was.term) lost(`term ${was.term} (read back ${hs.term})`);
+    if (hs.term === was.term && was.votedFor !== undefined && hs.votedFor !== was.votedFor) {
+      lost(`its vote for "${was.votedFor}" in term ${was.term} (read back ${hs.votedFor})`);
+    }
+    const loadedSnap = loaded.snapshot?.meta.index ?? 0;
+    const ackedSnap = acked.snapshotIndex ?? 0;
+    if (loadedSnap < ackedSnap) {
+      lost(`the snapshot at index ${ackedSnap} (read back ${loadedSnap})`);
+    }
+    if (Math.max(hs.commitIndex, loadedSnap) < was.commitIndex) {
+      lost(`commitIndex ${was.commitIndex} (read back ${hs.commitIndex})`);
+    }
+    const first = loaded.entries.length > 0 ? loaded.entries[0].index : loadedSnap + 1;
+    const termOf = (i: number) => loaded.entries[i - first]?.term;
+    // A newer snapshot than acknowledged (its save was cut short) may have dropped the log.
+    if (loadedSnap > ackedSnap && acked.entry(loadedSnap)?.term !== loaded.snapshot!.meta.term) {
+      return;
+    }
+    for (let i = Math.max(loadedSnap, ackedSnap) + 1; i <= acked.lastIndex; i++) {
+      const want = acked.entry(i);
+      if (want === undefined) continue;
+      const got = termOf(i);
+      if (got === undefined) lost(`acknowledged entry ${i} (term ${want.term})`);
+      if (got !== want.term) return; // a later save replaced the log from here
     }
   }
 

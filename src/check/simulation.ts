@@ -26,9 +26,16 @@ export const FAULT_KINDS = [
   "crash",
   "crash-after-persist",
   "pause",
+  "disk",
+  "snapshot",
 ] as const;
 
-/** One kind of fault. */
+/**
+ * One kind of fault. `disk` runs every node on a simulated disk (unsynced writes lost and tails
+ * torn at every crash) and crashes nodes at chosen steps of the persist path; `snapshot` makes
+ * hosts snapshot every few dozen entries and keeps followers down long enough to need
+ * InstallSnapshot.
+ */
 export type FaultKind = typeof FAULT_KINDS[number];
 
 /** How to run one seed. */
@@ -55,6 +62,10 @@ export interface SimulationOptions {
    * 10-second run of 7 nodes sends about 50,000).
    */
   readonly messagesMax?: number;
+  /** Where nodes persist. Default: `"simdisk"` when `disk` faults are on, else `"memory"`. */
+  readonly storage?: "memory" | "simdisk";
+  /** Snapshot every this many applied entries. Default: 10 to 60 with `snapshot` faults, else 10,000. */
+  readonly snapshotEntries?: number;
   /** Events kept for a verbose replay. Default 2,000. */
   readonly eventsMax?: number;
   /** Called with a line for each fault injected (verbose replay). */
@@ -96,15 +107,27 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
   const healBoundMs = options.healBoundMs ?? 10_000;
   const keys = Array.from({ length: options.keys ?? 3 }, (_, i) => `/k${i}`);
   const log = options.log ?? (() => {});
+  const snapshots = faults.has("snapshot");
+  // Drawn only when used, so runs without these kinds keep their exact sequences.
+  const snapshotEntries = options.snapshotEntries ?? (snapshots ? rng.int(10, 61) : undefined);
+  const snapshotConfig: Partial<RaftConfig> = snapshots
+    ? {
+      snapshotTrailingEntries: [0, 3, 20][rng.int(0, 3)],
+      snapshotChunkBytesMax: [64, 512, 1 << 20][rng.int(0, 3)],
+    }
+    : {};
   const cluster = new Cluster({
     nodes,
     seed,
     eventsMax: options.eventsMax ?? 2_000,
     faultPoints: options.faultPoints,
+    storage: options.storage ?? (faults.has("disk") ? "simdisk" : "memory"),
+    snapshotEntries,
     // Small message and pipeline bounds for some seeds reach states big batches hide.
     config: options.config ?? {
       entriesPerMessageMax: [1, 8, 256][rng.int(0, 3)],
       inflightMessagesMax: [1, 4, 16][rng.int(0, 3)],
+      ...snapshotConfig,
     },
   });
   const history: HistoryOperation[] = [];
@@ -176,15 +199,34 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
       case "partition":
         return partition();
       case "crash":
-      case "crash-after-persist": {
+      case "crash-after-persist":
+      case "disk":
+      case "snapshot": {
         const up = upIds();
         if (up.length === 0) return;
-        const id = up[rng.int(0, up.length)];
+        let id = up[rng.int(0, up.length)];
+        let downMs = rng.int(100, 2_000);
+        let what: string = kind;
         if (kind === "crash") cluster.crash(id);
-        else cluster.crashAfterPersist(id);
+        else if (kind === "crash-after-persist") cluster.crashAfterPersist(id);
+        else if (kind === "disk") {
+          // Crash at a step of the persist path: before a write, between write and sync, ...
+          const op = (["write", "syncData", "rename", "syncDir"] as const)[rng.int(0, 4)];
+          const skip = rng.int(0, 4);
+          cluster.crashAtDiskOp(id, op, { skip });
+          what = `crash at disk ${op} (after ${skip} more) of`;
+        } else {
+          // A follower down long enough for the leader to compact past it: it needs a snapshot.
+          const followers = up.filter((x) => x !== cluster.leader());
+          if (followers.length === 0) return;
+          id = followers[rng.int(0, followers.length)];
+          cluster.crash(id);
+          downMs = rng.int(1_500, 4_000);
+          what = "long crash";
+        }
         crashed.add(id);
-        fault(`${kind} ${id}`);
-        cluster.schedule(rng.int(100, 2_000), () => {
+        fault(`${what} ${id}`);
+        cluster.schedule(downMs, () => {
           if (cluster.node(id).state !== "crashed") {
             cluster.schedule(100, () => restartLater(id));
             return;

@@ -1,24 +1,31 @@
 /**
  * The host loop every runtime shares: drain a node's ready batches and handle each in the order
  * Raft requires — persist, then send, then apply, then serve reads (rule 2: nothing acknowledges a
- * vote or an append before it is durable).
+ * vote or an append before it is durable). Also the automatic snapshot every host takes after a
+ * number of applied entries (§7), so the log stays bounded.
  *
  * @module
  */
 
 import type { LogApplier } from "./applier.ts";
+import { invariant } from "./log.ts";
 import type { RaftNode } from "./node.ts";
 import type { Storage } from "./storage.ts";
-import type { Message, RaftLogEntry, ReadState, Ready } from "./types.ts";
+import type { Message, RaftLogEntry, ReadState, Ready, Snapshot } from "./types.ts";
 
 /** What the host loop calls out to. */
 export interface HostHooks<R> {
-  /** Durable storage; `save` must not return before the data is durable. */
+  /** Durable storage; `save` and `saveSnapshot` must not return before the data is durable. */
   readonly storage: Storage;
-  /** Applies committed entries. */
+  /** Applies committed entries. Read again after `restore`, which may replace it. */
   readonly applier: LogApplier<R>;
   /** Sends one message (after the batch it came in is persisted). */
   send(message: Message): void;
+  /**
+   * Replaces the state machine with the one in `snapshot` (installed from the leader), so that
+   * `applier.lastApplied` becomes `snapshot.meta.index`. Needed once snapshots are in use.
+   */
+  restore?(snapshot: Snapshot): void;
   /** Called after each entry is applied. */
   onApplied?(entry: RaftLogEntry, result: R | undefined): void;
   /** Called for each read whose index is known. */
@@ -35,14 +42,75 @@ export function drainReady<R>(node: RaftNode, hooks: HostHooks<R>): number {
   while (node.hasReady()) {
     const ready = node.takeReady();
     batches++;
+    // The snapshot first: the entries of the same batch continue it.
+    if (ready.snapshot !== undefined) hooks.storage.saveSnapshot(ready.snapshot);
     if (ready.hardState !== undefined || ready.entries.length > 0) {
       hooks.storage.save(ready.hardState, ready.entries);
     }
     hooks.onPersisted?.(ready);
     if (hooks.halted?.()) return batches;
     for (const m of ready.messages) hooks.send(m);
+    if (ready.snapshot !== undefined) {
+      invariant(
+        hooks.restore !== undefined,
+        () => "a snapshot arrived but the host cannot restore",
+      );
+      hooks.restore(ready.snapshot);
+      invariant(
+        hooks.applier.lastApplied === ready.snapshot.meta.index,
+        () =>
+          `after restoring snapshot ${
+            ready.snapshot!.meta.index
+          } lastApplied is ${hooks.applier.lastApplied}`,
+      );
+    }
     hooks.applier.apply(ready.committedEntries, hooks.onApplied);
     for (const r of ready.readStates) hooks.onReadState?.(r);
   }
   return batches;
+}
+
+/** Default of {@linkcode AutoSnapshotOptions.snapshotEntries}. */
+export const SNAPSHOT_ENTRIES_DEFAULT = 10_000;
+
+/** What {@linkcode maybeSnapshot} works on: the node's storage and applier, and the state machine. */
+export interface SnapshotHost {
+  /** Durable storage; the snapshot is saved here before the log is compacted. */
+  readonly storage: Storage;
+  /** The applier: the snapshot covers the log up to its `lastApplied`. */
+  readonly applier: LogApplier<unknown>;
+  /** Serializes the state machine as of `applier.lastApplied`. */
+  capture(): Uint8Array;
+}
+
+/** Options of {@linkcode maybeSnapshot}. */
+export interface AutoSnapshotOptions {
+  /** Take a snapshot once this many entries were applied since the last one. Default 10,000. */
+  readonly snapshotEntries?: number;
+}
+
+/**
+ * Takes a snapshot when `snapshotEntries` entries were applied since the node's last one (§7):
+ * `host.capture()` serializes the state machine as of `applier.lastApplied`, the snapshot is
+ * saved durably through `storage.saveSnapshot`, and only then is the node's log compacted. Call
+ * it between ready batches (after {@linkcode drainReady}). Returns the snapshot taken, if any.
+ */
+export function maybeSnapshot(
+  node: RaftNode,
+  host: SnapshotHost,
+  options: AutoSnapshotOptions = {},
+): Snapshot | undefined {
+  const every = options.snapshotEntries ?? SNAPSHOT_ENTRIES_DEFAULT;
+  invariant(
+    Number.isSafeInteger(every) && every >= 1,
+    () => `snapshotEntries must be a positive integer: ${every}`,
+  );
+  const index = host.applier.lastApplied;
+  if (index - node.log.snapshotIndex < every) return undefined;
+  const term = node.log.term(index);
+  invariant(term !== undefined, () => `applied index ${index} is not in the log`);
+  const snapshot: Snapshot = { meta: { index, term, voters: node.voters }, data: host.capture() };
+  host.storage.saveSnapshot(snapshot);
+  node.compact(snapshot);
+  return snapshot;
 }

@@ -19,6 +19,8 @@ import {
   type EntryKind,
   type FaultPoint,
   type HardState,
+  type InstallSnapshot,
+  type InstallSnapshotReply,
   type Message,
   type NodeId,
   NotLeaderError,
@@ -29,6 +31,8 @@ import {
   type ReadState,
   type Ready,
   type Rng,
+  type Snapshot,
+  SNAPSHOT_TRAILING_ENTRIES_MAX,
   type VoteReply,
   type VoteRequest,
 } from "./types.ts";
@@ -47,11 +51,19 @@ export interface RaftNodeOptions {
   readonly nowMs?: number;
   /** Persisted hard state to restart from. */
   readonly hardState?: HardState;
-  /** Persisted log entries to restart from, starting at index 1. */
+  /**
+   * Persisted log entries to restart from: starting at index 1, or with `snapshot` at or before
+   * its index + 1 (a trailing window).
+   */
   readonly entries?: readonly RaftLogEntry[];
+  /** The newest persisted snapshot to restart from; the host restores its state machine from it. */
+  readonly snapshot?: Snapshot;
   /** Fault points to switch on (tests only; see {@linkcode FaultPoint}). */
   readonly faultPoints?: ReadonlySet<FaultPoint>;
-  /** Index the state machine has already applied (0 for an empty state machine). */
+  /**
+   * Index the state machine has already applied. Default: the snapshot's index, or 0 for an
+   * empty state machine.
+   */
   readonly lastApplied?: number;
 }
 
@@ -91,6 +103,18 @@ interface PendingRead {
   /** Confirmation round; 0 until the read is waiting on a round. */
   round: number;
 }
+
+/** A snapshot being received in chunks from the leader of `leaderTerm`. */
+interface IncomingSnapshot {
+  readonly leaderTerm: number;
+  readonly meta: Snapshot["meta"];
+  readonly totalBytes: number;
+  readonly chunks: Uint8Array[];
+  bytes: number;
+}
+
+/** Heartbeats without an acknowledgement after which a snapshot chunk is sent again. */
+const SNAPSHOT_RESEND_HEARTBEATS = 2;
 
 /** Most uncommitted entries a leader accepts before refusing proposals (a bound on memory). */
 const UNCOMMITTED_ENTRIES_MAX = 65536;
@@ -133,6 +157,11 @@ export class RaftNode {
   #unstableFrom: number | undefined;
   #readStates: ReadState[] = [];
   #persisted: HardState;
+  /** The newest snapshot: the state machine up to `log.snapshotIndex`, sent to lagging followers. */
+  #snapshot: Snapshot | undefined;
+  /** A snapshot installed from the leader that the host has yet to persist and restore. */
+  #snapshotToInstall: Snapshot | undefined;
+  #incoming: IncomingSnapshot | undefined;
 
   /** Creates a follower; with `hardState`/`entries` it resumes from persisted state. */
   constructor(options: RaftNodeOptions) {
@@ -148,7 +177,16 @@ export class RaftNode {
     this.#rng = options.rng;
     this.#faults = options.faultPoints ?? new Set();
     this.#nowMs = options.nowMs ?? 0;
-    this.log = new RaftLog(options.entries ?? []);
+    const snap = options.snapshot;
+    this.#snapshot = snap;
+    this.log = new RaftLog(
+      options.entries ?? [],
+      snap === undefined ? undefined : {
+        snapshotIndex: snap.meta.index,
+        snapshotTerm: snap.meta.term,
+        trailingEntries: this.config.snapshotTrailingEntries,
+      },
+    );
     const hs = options.hardState ?? { term: 0, votedFor: undefined, commitIndex: 0 };
     invariant(
       hs.commitIndex <= this.log.lastIndex,
@@ -157,8 +195,15 @@ export class RaftNode {
     );
     this.#term = hs.term;
     this.#votedFor = hs.votedFor;
-    this.#commitIndex = hs.commitIndex;
-    this.#lastApplied = options.lastApplied ?? 0;
+    // A snapshot holds only committed entries (§7), so the commit index is at least its index.
+    this.#commitIndex = Math.max(hs.commitIndex, this.log.snapshotIndex);
+    this.#lastApplied = options.lastApplied ?? this.log.snapshotIndex;
+    invariant(
+      this.#lastApplied >= this.log.snapshotIndex && this.#lastApplied <= this.#commitIndex,
+      () =>
+        `lastApplied ${this.#lastApplied} must lie between the snapshot index ` +
+        `${this.log.snapshotIndex} and commitIndex ${this.#commitIndex}`,
+    );
     this.#persisted = hs;
     this.#resetElectionTimer();
   }
@@ -192,6 +237,10 @@ export class RaftNode {
   /** The clock reading of the latest `tick`. */
   get nowMs(): number {
     return this.#nowMs;
+  }
+  /** The newest snapshot the node holds (taken by the host, or installed from the leader). */
+  get snapshot(): Snapshot | undefined {
+    return this.#snapshot;
   }
   /** The hard state as it stands now (persisted or about to be). */
   get hardState(): HardState {
@@ -261,7 +310,8 @@ export class RaftNode {
       // A PreVote, or a granted answer to ours, carries a future term without raising ours (§9.6).
       const futureTermOnly = m.type === "PreVote" || (m.type === "PreVoteReply" && m.granted);
       if (!futureTermOnly) {
-        this.#becomeFollower(m.term, m.type === "AppendEntries" ? m.from : undefined);
+        const fromLeader = m.type === "AppendEntries" || m.type === "InstallSnapshot";
+        this.#becomeFollower(m.term, fromLeader ? m.from : undefined);
       }
     } else if (m.term < this.#term) {
       this.#answerStale(m);
@@ -340,12 +390,38 @@ export class RaftNode {
     }
   }
 
+  /**
+   * Tells the node the state machine is captured in `snapshot`, up to `snapshot.meta.index`, which
+   * the host has applied and persisted with `Storage.saveSnapshot` (§7). The log drops the entries
+   * it covers, but the last `snapshotTrailingEntries`; followers that need older entries get the
+   * snapshot instead. An index at or below the current snapshot's is ignored.
+   */
+  compact(snapshot: Snapshot): void {
+    const { index, term } = snapshot.meta;
+    if (index <= this.log.snapshotIndex) return;
+    invariant(
+      index <= this.#lastApplied,
+      () => `snapshot at ${index} is past lastApplied ${this.#lastApplied}`,
+    );
+    invariant(
+      this.log.term(index) === term,
+      () => `snapshot ${index}:${term} does not match the log's term ${this.log.term(index)}`,
+    );
+    this.log.compact(index, term, this.config.snapshotTrailingEntries);
+    invariant(
+      this.#unstableFrom === undefined || this.#unstableFrom > this.log.baseIndex,
+      () => `compaction to ${index} would drop entries not yet persisted (${this.#unstableFrom})`,
+    );
+    this.#snapshot = snapshot;
+  }
+
   // ---- Output ----------------------------------------------------------------------------------
 
   /** Whether `takeReady` would return anything. */
   hasReady(): boolean {
     if (this.#role === "Leader" && this.#hasAppendsToSend()) return true;
     return this.#messages.length > 0 || this.#unstableFrom !== undefined ||
+      this.#snapshotToInstall !== undefined ||
       this.#readStates.length > 0 || this.#commitIndex > this.#lastApplied ||
       !sameHardState(this.#persisted, this.hardState);
   }
@@ -368,6 +444,7 @@ export class RaftNode {
       ? this.log.slice(this.#lastApplied + 1, this.#commitIndex + 1)
       : [];
     const ready: Ready = {
+      snapshot: this.#snapshotToInstall,
       hardState,
       entries,
       messages: this.#messages,
@@ -375,6 +452,7 @@ export class RaftNode {
       readStates: this.#readStates,
     };
     this.#persisted = hs;
+    this.#snapshotToInstall = undefined;
     this.#unstableFrom = undefined;
     this.#lastApplied = this.#commitIndex;
     this.#messages = [];
@@ -533,6 +611,11 @@ export class RaftNode {
         this.#leaderContactMs = this.#nowMs;
         this.#resetElectionTimer();
         return this.#handleAppendEntries(m);
+      case "InstallSnapshot":
+        this.#leaderId = m.from;
+        this.#leaderContactMs = this.#nowMs;
+        this.#resetElectionTimer();
+        return this.#handleInstallSnapshot(m);
       case "ReadIndex":
         return this.#refuseRead(m, `node "${this.id}" is not the leader`);
       default:
@@ -543,6 +626,7 @@ export class RaftNode {
   #stepCandidate(m: Message): void {
     switch (m.type) {
       case "AppendEntries":
+      case "InstallSnapshot":
         // A leader exists in our term (§5.2): give up and follow it.
         this.#becomeFollower(this.#term, m.from);
         return this.#stepFollower(m);
@@ -560,10 +644,13 @@ export class RaftNode {
     switch (m.type) {
       case "AppendEntriesReply":
         return this.#handleAppendEntriesReply(m);
+      case "InstallSnapshotReply":
+        return this.#handleInstallSnapshotReply(m);
       case "ReadIndex":
         this.#progress.get(m.from)!.recentActive = true;
         return this.#leaderRead(m.readId, m.from);
       case "AppendEntries":
+      case "InstallSnapshot":
         invariant(false, () => `two leaders in term ${this.#term}: "${this.id}" and "${m.from}"`);
         return;
       default:
@@ -586,6 +673,18 @@ export class RaftNode {
           conflictTerm: 0,
           conflictIndex: 0,
           readRound: m.readRound,
+        });
+        return;
+      case "InstallSnapshot":
+        this.#send({
+          type: "InstallSnapshotReply",
+          from: this.id,
+          to: m.from,
+          term: this.#term,
+          snapshotIndex: m.meta.index,
+          offset: 0,
+          done: false,
+          matchIndex: 0,
         });
         return;
       case "RequestVote":
@@ -623,15 +722,26 @@ export class RaftNode {
         ...fields,
       });
 
-    const prevTerm = this.log.term(m.prevLogIndex);
-    if (prevTerm !== m.prevLogTerm) {
+    // Entries up to our log's base are committed here (a snapshot holds only committed entries),
+    // so they match the leader's (Leader Completeness, §5.4): skip them and check at the base.
+    let prevLogIndex = m.prevLogIndex;
+    let prevLogTerm = m.prevLogTerm;
+    let entries = m.entries;
+    const base = this.log.baseIndex;
+    if (prevLogIndex < base) {
+      entries = entries.slice(base - prevLogIndex);
+      prevLogIndex = base;
+      prevLogTerm = this.log.term(base)!;
+    }
+    const prevTerm = this.log.term(prevLogIndex);
+    if (prevTerm !== prevLogTerm) {
       // The consistency check failed. Hint where our log might agree (§5.3, fast back-off).
       let conflictTerm = 0;
       let conflictIndex = this.log.lastIndex + 1;
       if (prevTerm !== undefined) {
         conflictTerm = prevTerm;
         conflictIndex = Math.max(
-          this.log.firstIndexOfTermAt(m.prevLogIndex),
+          this.log.firstIndexOfTermAt(prevLogIndex),
           this.#commitIndex + 1,
         );
       }
@@ -640,8 +750,8 @@ export class RaftNode {
 
     // Rule 3: skip entries we already hold; truncate only at a real conflict, never a committed one.
     let toAppend: RaftLogEntry[] = [];
-    for (let i = 0; i < m.entries.length; i++) {
-      const e = m.entries[i];
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i];
       const have = this.log.term(e.index);
       if (have === e.term) continue;
       if (have !== undefined) {
@@ -651,7 +761,7 @@ export class RaftNode {
         );
         this.log.truncateFrom(e.index);
       }
-      toAppend = m.entries.slice(i) as RaftLogEntry[];
+      toAppend = entries.slice(i) as RaftLogEntry[];
       break;
     }
     if (toAppend.length > 0) this.#appendLocal(toAppend);
@@ -660,10 +770,86 @@ export class RaftNode {
       if (end < this.log.lastIndex && end >= this.#commitIndex) this.log.truncateFrom(end + 1);
     }
 
-    const lastNewIndex = m.prevLogIndex + m.entries.length;
+    const lastNewIndex = prevLogIndex + entries.length;
     const commit = Math.min(m.leaderCommit, lastNewIndex);
     if (commit > this.#commitIndex) this.#commitIndex = commit;
     reply({ success: true, matchIndex: lastNewIndex });
+  }
+
+  /**
+   * A chunk of the leader's snapshot (§7, Figure 13). Chunks must arrive in order; the reply names
+   * the offset wanted next, so a lost or duplicated chunk costs one resend. Rule 8: a snapshot at
+   * or below commitIndex is never installed — the reply says "done" so the leader moves on.
+   */
+  #handleInstallSnapshot(m: InstallSnapshot): void {
+    const { index, term } = m.meta;
+    const reply = (offset: number, done: boolean, matchIndex: number) =>
+      this.#send({
+        type: "InstallSnapshotReply",
+        from: this.id,
+        to: m.from,
+        term: this.#term,
+        snapshotIndex: index,
+        offset,
+        done,
+        matchIndex,
+      });
+    if (index <= this.#commitIndex) {
+      this.#incoming = undefined;
+      return reply(0, true, this.#commitIndex);
+    }
+    let inc = this.#incoming;
+    const same = inc !== undefined && inc.leaderTerm === this.#term &&
+      inc.meta.index === index && inc.meta.term === term && inc.totalBytes === m.totalBytes;
+    if (m.offset === 0) {
+      inc = {
+        leaderTerm: this.#term,
+        meta: m.meta,
+        totalBytes: m.totalBytes,
+        chunks: [],
+        bytes: 0,
+      };
+      this.#incoming = inc;
+    } else if (!same || m.offset !== inc!.bytes) {
+      // Out of order, or a snapshot we are not receiving: ask for what we want next.
+      return reply(same ? inc!.bytes : 0, false, 0);
+    }
+    const end = m.offset + m.data.byteLength;
+    if (end > m.totalBytes || m.done !== (end === m.totalBytes)) {
+      this.#incoming = undefined;
+      return reply(0, false, 0); // a malformed chunk: start over
+    }
+    inc!.chunks.push(m.data);
+    inc!.bytes = end;
+    if (!m.done) return reply(inc!.bytes, false, 0);
+    this.#incoming = undefined;
+    const data = new Uint8Array(inc!.totalBytes);
+    let at = 0;
+    for (const c of inc!.chunks) {
+      data.set(c, at);
+      at += c.byteLength;
+    }
+    this.#installSnapshot({ meta: m.meta, data });
+    reply(m.totalBytes, true, index);
+  }
+
+  /**
+   * Installs a complete snapshot newer than commitIndex. The log after it is kept only when the
+   * entry at its index has its term (rule 8); otherwise the log restarts after it. The host
+   * persists it and restores the state machine from it through the next ready batch.
+   */
+  #installSnapshot(snapshot: Snapshot): void {
+    const { index } = snapshot.meta;
+    invariant(index > this.#commitIndex, () => `snapshot ${index} is not past commitIndex`);
+    const kept = this.log.installSnapshot(index, snapshot.meta.term);
+    this.#snapshot = snapshot;
+    this.#snapshotToInstall = snapshot;
+    this.#commitIndex = index;
+    this.#lastApplied = index;
+    if (this.#unstableFrom !== undefined) {
+      const from = Math.max(this.#unstableFrom, index + 1);
+      this.#unstableFrom = kept && from <= this.log.lastIndex ? from : undefined;
+    }
   }
 
   // ---- Replication: leader side ----------------------------------------------------------------
@@ -679,9 +865,14 @@ export class RaftNode {
       // Within one term a success stays true, so even a late one may only raise matchIndex.
       const advanced = pr.acknowledge(m.matchIndex);
       if (pr.state === "Probe" && m.matchIndex >= pr.matchIndex) pr.becomeReplicate();
+      // A late success may show the follower caught up with entries after all: stop the snapshot.
+      if (pr.state === "Snapshot" && pr.matchIndex >= this.log.baseIndex) {
+        pr.becomeProbe(pr.matchIndex + 1);
+      }
       if (advanced) this.#maybeCommit();
       return;
     }
+    if (pr.state === "Snapshot") return; // a rejection from before the snapshot started
     // Rule 4: a rejection of something we have moved past is stale and must not move us back.
     const stale = pr.state === "Replicate"
       ? m.rejectedIndex <= pr.matchIndex
@@ -695,8 +886,61 @@ export class RaftNode {
     pr.becomeProbe(Math.min(next, m.rejectedIndex));
   }
 
+  /**
+   * A follower's answer to a snapshot chunk. "Done" means it holds the log up to `matchIndex`
+   * (committed there, so matching ours): probe from the next index. Otherwise send from the offset
+   * it wants. Replies to another snapshot than the one being sent are stale.
+   */
+  #handleInstallSnapshotReply(m: InstallSnapshotReply): void {
+    const pr = this.#progress.get(m.from)!;
+    pr.recentActive = true;
+    const current = pr.state === "Snapshot" && pr.snapshot!.meta.index === m.snapshotIndex;
+    if (m.done) {
+      const advanced = pr.acknowledge(m.matchIndex);
+      if (current) pr.becomeProbe(pr.matchIndex + 1);
+      if (advanced) this.#maybeCommit();
+      return;
+    }
+    if (!current || m.offset === pr.snapshotOffset) return;
+    // Forward: the chunk arrived. Backward: the follower lost its partial copy; resend from there.
+    pr.snapshotOffset = Math.min(m.offset, pr.snapshot!.data.byteLength);
+    pr.snapshotInflight = false;
+  }
+
+  /** Whether the follower needs entries this log no longer holds: only a snapshot can help (§7). */
+  #needsSnapshot(pr: Progress): boolean {
+    return pr.state !== "Snapshot" && pr.nextIndex - 1 < this.log.baseIndex;
+  }
+
+  #startSnapshot(pr: Progress): void {
+    invariant(this.#snapshot !== undefined, () => "the log is compacted but there is no snapshot");
+    pr.becomeSnapshot(this.#snapshot);
+  }
+
+  #sendSnapshotChunk(peer: NodeId, pr: Progress): void {
+    // Until the follower holds a byte of it, a newer snapshot replaces the one being sent.
+    if (pr.snapshotOffset === 0) pr.snapshot = this.#snapshot;
+    const s = pr.snapshot!;
+    const total = s.data.byteLength;
+    const end = Math.min(total, pr.snapshotOffset + this.config.snapshotChunkBytesMax);
+    this.#send({
+      type: "InstallSnapshot",
+      from: this.id,
+      to: peer,
+      term: this.#term,
+      meta: s.meta,
+      totalBytes: total,
+      offset: pr.snapshotOffset,
+      data: s.data.subarray(pr.snapshotOffset, end),
+      done: end === total,
+    });
+    pr.snapshotInflight = true;
+    pr.snapshotHeartbeats = 0;
+  }
+
   #hasAppendsToSend(): boolean {
     for (const pr of this.#progress.values()) {
+      if (pr.state === "Snapshot" ? !pr.snapshotInflight : this.#needsSnapshot(pr)) return true;
       if (pr.nextIndex <= this.log.lastIndex && pr.canSend(this.config.inflightMessagesMax)) {
         return true;
       }
@@ -707,6 +951,11 @@ export class RaftNode {
   /** Sends what each follower's flow control allows; batches every proposal since the last flush. */
   #flushAppends(): void {
     for (const [peer, pr] of this.#progress) {
+      if (this.#needsSnapshot(pr)) this.#startSnapshot(pr);
+      if (pr.state === "Snapshot") {
+        if (!pr.snapshotInflight) this.#sendSnapshotChunk(peer, pr);
+        continue;
+      }
       let sentAny = false;
       while (pr.nextIndex <= this.log.lastIndex && pr.canSend(this.config.inflightMessagesMax)) {
         this.#sendAppend(peer, pr, true);
@@ -722,7 +971,18 @@ export class RaftNode {
   }
 
   #sendAppend(peer: NodeId, pr: Progress, withEntries: boolean): void {
-    const prevLogIndex = withEntries ? pr.nextIndex - 1 : pr.matchIndex;
+    if (pr.state === "Snapshot") return; // nothing but chunks until the follower has it
+    let prevLogIndex = withEntries ? pr.nextIndex - 1 : pr.matchIndex;
+    // A probing follower's matchIndex may be unknown (0) and compacted away: beat at the probe.
+    if (!withEntries && pr.state === "Probe" && this.log.term(prevLogIndex) === undefined) {
+      prevLogIndex = pr.nextIndex - 1;
+    }
+    const prevLogTerm = this.log.term(prevLogIndex);
+    if (prevLogTerm === undefined) {
+      // The follower is behind the compacted log (§7): the flush sends the snapshot.
+      this.#startSnapshot(pr);
+      return;
+    }
     const entries = withEntries
       ? this.log.sliceBounded(
         pr.nextIndex,
@@ -736,7 +996,7 @@ export class RaftNode {
       to: peer,
       term: this.#term,
       prevLogIndex,
-      prevLogTerm: this.log.term(prevLogIndex)!,
+      prevLogTerm,
       entries,
       leaderCommit: this.#commitIndex,
       readRound: this.#readRound,
@@ -746,6 +1006,13 @@ export class RaftNode {
 
   #broadcastHeartbeat(): void {
     for (const [peer, pr] of this.#progress) {
+      if (pr.state === "Snapshot") {
+        // A chunk unanswered for two heartbeats was probably lost: the flush sends it again.
+        if (pr.snapshotInflight && ++pr.snapshotHeartbeats >= SNAPSHOT_RESEND_HEARTBEATS) {
+          pr.snapshotInflight = false;
+        }
+        continue;
+      }
       if (pr.state === "Probe") {
         // Resend the probe: it may have been lost. The flush sends it with entries.
         pr.probeSent = false;
@@ -906,11 +1173,20 @@ function validateConfig(c: RaftConfig): void {
     "entriesPerMessageMax",
     "bytesPerMessageMax",
     "pendingReadsMax",
+    "snapshotChunkBytesMax",
   ] as const;
   for (const k of positive) {
     if (!(Number.isFinite(c[k]) && c[k] > 0)) {
       throw new RangeError(`Config ${k} must be a positive number: ${c[k]}`);
     }
+  }
+  const trailing = c.snapshotTrailingEntries;
+  if (
+    !(Number.isSafeInteger(trailing) && trailing >= 0 && trailing <= SNAPSHOT_TRAILING_ENTRIES_MAX)
+  ) {
+    throw new RangeError(
+      `Config snapshotTrailingEntries must be an integer from 0 to ${SNAPSHOT_TRAILING_ENTRIES_MAX}: ${trailing}`,
+    );
   }
   if (!(c.electionTimeoutMaxMs >= c.electionTimeoutMinMs)) {
     throw new RangeError(

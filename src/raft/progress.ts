@@ -1,15 +1,18 @@
 /**
  * What a leader knows of each follower: `matchIndex`, `nextIndex`, and how it is replicating to it.
  * In `Probe` the leader sends one AppendEntries at a time until it finds where the logs agree; in
- * `Replicate` it streams optimistically, up to a bounded number of messages in flight.
+ * `Replicate` it streams optimistically, up to a bounded number of messages in flight. In
+ * `Snapshot` the follower needs entries the leader has compacted away, so the leader sends its
+ * snapshot in chunks, one in flight at a time (§7), and probes again once the follower has it.
  *
  * @module
  */
 
 import { invariant } from "./log.ts";
+import type { Snapshot } from "./types.ts";
 
 /** Replication mode for one follower. */
-export type ProgressState = "Probe" | "Replicate";
+export type ProgressState = "Probe" | "Replicate" | "Snapshot";
 
 /** A leader's view of one follower (Figure 2's nextIndex/matchIndex, plus flow control). */
 export class Progress {
@@ -27,6 +30,14 @@ export class Progress {
   recentActive = false;
   /** Highest read round the follower has acknowledged in this term. */
   readRoundAcked = 0;
+  /** In Snapshot: the snapshot being sent (kept even if the leader compacts again meanwhile). */
+  snapshot: Snapshot | undefined = undefined;
+  /** In Snapshot: bytes the follower has acknowledged; the next chunk starts here. */
+  snapshotOffset = 0;
+  /** In Snapshot: a chunk is in flight. */
+  snapshotInflight = false;
+  /** In Snapshot: heartbeats since the chunk in flight was sent (resent after two). */
+  snapshotHeartbeats = 0;
 
   /** Starts probing at `nextIndex`. */
   constructor(nextIndex: number) {
@@ -35,6 +46,7 @@ export class Progress {
 
   /** Whether another AppendEntries with entries may be sent now. */
   canSend(inflightMax: number): boolean {
+    if (this.state === "Snapshot") return false;
     return this.state === "Probe" ? !this.probeSent : this.inflight.length < inflightMax;
   }
 
@@ -47,8 +59,20 @@ export class Progress {
     return true;
   }
 
+  /** Switches to sending `snapshot`, from its first byte. */
+  becomeSnapshot(snapshot: Snapshot): void {
+    this.state = "Snapshot";
+    this.snapshot = snapshot;
+    this.snapshotOffset = 0;
+    this.snapshotInflight = false;
+    this.snapshotHeartbeats = 0;
+    this.probeSent = false;
+    this.inflight.length = 0;
+  }
+
   /** Switches to streaming after a successful probe. */
   becomeReplicate(): void {
+    this.snapshot = undefined;
     this.state = "Replicate";
     this.probeSent = false;
     this.nextIndex = this.matchIndex + 1;
@@ -57,6 +81,7 @@ export class Progress {
 
   /** Falls back to probing from `nextIndex` (never below `matchIndex + 1`). */
   becomeProbe(nextIndex: number): void {
+    this.snapshot = undefined;
     this.state = "Probe";
     this.probeSent = false;
     this.inflight.length = 0;

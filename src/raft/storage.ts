@@ -7,25 +7,9 @@
  */
 
 import { invariant } from "./log.ts";
-import type { HardState, NodeId, RaftLogEntry } from "./types.ts";
+import type { HardState, RaftLogEntry, Snapshot } from "./types.ts";
 
-/** What a snapshot covers: the log up to `index` (of `term`) folded into the state machine. */
-export interface SnapshotMeta {
-  /** Last log index the snapshot includes. */
-  readonly index: number;
-  /** Term of the entry at `index`. */
-  readonly term: number;
-  /** The cluster's voters as of `index`. */
-  readonly voters: readonly NodeId[];
-}
-
-/** A state machine snapshot: its metadata and the serialized state. */
-export interface Snapshot {
-  /** What the snapshot covers. */
-  readonly meta: SnapshotMeta;
-  /** The serialized state machine. */
-  readonly data: Uint8Array;
-}
+export type { Snapshot, SnapshotMeta } from "./types.ts";
 
 /** What a node restarts from. */
 export interface PersistedState {
@@ -49,6 +33,13 @@ export interface Storage {
    * and replace anything stored at or after it.
    */
   save(hardState: HardState | undefined, entries: readonly RaftLogEntry[]): void;
+  /**
+   * Makes `snapshot` durable as the newest snapshot (§7). The stored log is kept when it holds
+   * the snapshot's index with its term (entries below it may then be dropped, beyond a trailing
+   * window); otherwise it is dropped and continues at `snapshot.meta.index + 1`. The same snapshot
+   * again does nothing; an older one is refused.
+   */
+  saveSnapshot(snapshot: Snapshot): void;
 }
 
 /** One call of {@linkcode MemoryStorage.save}, as recorded. */
@@ -61,10 +52,22 @@ export interface SaveRecord {
   readonly entryCount: number;
 }
 
+/** Options of {@linkcode MemoryStorage}. */
+export interface MemoryStorageOptions {
+  /** How many save records to keep. Default 1000. */
+  readonly recordsMax?: number;
+  /** Entries kept below a snapshot's index (the trailing window). Default 0. */
+  readonly retainEntries?: number;
+}
+
 /** Storage in memory that remembers what was persisted and when (for tests and the simulator). */
 export class MemoryStorage implements Storage {
   #hardState: HardState = { term: 0, votedFor: undefined, commitIndex: 0 };
+  /** Entries held, the first at index `#first`. */
   #entries: RaftLogEntry[] = [];
+  #first = 1;
+  #snapshot: Snapshot | undefined;
+  readonly #retainEntries: number;
   /** The most recent saves, oldest first (at most `recordsMax`). */
   readonly records: SaveRecord[] = [];
   /** Number of `save` calls so far. */
@@ -72,9 +75,18 @@ export class MemoryStorage implements Storage {
   /** How many save records to keep. */
   readonly recordsMax: number;
 
-  /** Creates empty storage keeping the last `recordsMax` save records (default 1000). */
-  constructor(recordsMax = 1000) {
-    this.recordsMax = recordsMax;
+  /**
+   * Creates empty storage keeping the last `recordsMax` save records (default 1000); pass an
+   * options object to also set the trailing window kept below a snapshot.
+   */
+  constructor(options: number | MemoryStorageOptions = {}) {
+    const o = typeof options === "number" ? { recordsMax: options } : options;
+    this.recordsMax = o.recordsMax ?? 1000;
+    this.#retainEntries = o.retainEntries ?? 0;
+    invariant(
+      Number.isSafeInteger(this.#retainEntries) && this.#retainEntries >= 0,
+      () => `retainEntries must be a non-negative integer: ${this.#retainEntries}`,
+    );
   }
 
   /** The hard state as persisted. */
@@ -82,19 +94,32 @@ export class MemoryStorage implements Storage {
     return this.#hardState;
   }
 
-  /** Index of the last persisted entry (0 when none). */
+  /** Index of the last persisted entry (the snapshot's index when none follows it; 0 when empty). */
   get lastIndex(): number {
-    return this.#entries.length;
+    return this.#first + this.#entries.length - 1;
+  }
+
+  /** Index of the newest persisted snapshot (0 when none). */
+  get snapshotIndex(): number {
+    return this.#snapshot?.meta.index ?? 0;
+  }
+
+  /** The newest persisted snapshot, if any. */
+  get snapshot(): Snapshot | undefined {
+    return this.#snapshot;
   }
 
   /** The persisted entry at `index`, if any. */
   entry(index: number): RaftLogEntry | undefined {
-    return this.#entries[index - 1];
+    return index >= this.#first ? this.#entries[index - this.#first] : undefined;
   }
 
   /** Reads back everything saved so far. */
   load(): PersistedState {
-    return { hardState: this.#hardState, entries: [...this.#entries] };
+    const entries = [...this.#entries];
+    return this.#snapshot === undefined
+      ? { hardState: this.#hardState, entries }
+      : { hardState: this.#hardState, snapshot: this.#snapshot, entries };
   }
 
   /** Saves hard state and entries (replacing any stored at or after the first new index). */
@@ -102,10 +127,12 @@ export class MemoryStorage implements Storage {
     if (entries.length > 0) {
       const from = entries[0].index;
       invariant(
-        from >= 1 && from <= this.#entries.length + 1,
-        () => `saved entries start at ${from}, leaving a gap after ${this.#entries.length}`,
+        from > this.snapshotIndex && from >= this.#first && from <= this.lastIndex + 1,
+        () =>
+          `saved entries start at ${from}; storage holds ${this.#first}..${this.lastIndex} ` +
+          `after snapshot ${this.snapshotIndex}`,
       );
-      this.#entries.length = from - 1;
+      this.#entries.length = from - this.#first;
       for (const e of entries) this.#entries.push(e);
     }
     if (hardState !== undefined) this.#hardState = hardState;
@@ -116,5 +143,28 @@ export class MemoryStorage implements Storage {
       entryCount: entries.length,
     });
     if (this.records.length > this.recordsMax) this.records.shift();
+  }
+
+  /** Saves a snapshot and drops the entries it covers, but a trailing window (see {@linkcode Storage}). */
+  saveSnapshot(snapshot: Snapshot): void {
+    const { index, term } = snapshot.meta;
+    const current = this.#snapshot?.meta;
+    if (current !== undefined && index <= current.index) {
+      invariant(
+        index === current.index && term === current.term,
+        () =>
+          `snapshot ${index}:${term} does not follow the stored ${current.index}:${current.term}`,
+      );
+      return;
+    }
+    if (this.entry(index)?.term === term) {
+      const keepFrom = Math.max(this.#first, index - this.#retainEntries + 1);
+      this.#entries = this.#entries.slice(keepFrom - this.#first);
+      this.#first = keepFrom;
+    } else {
+      this.#entries = [];
+      this.#first = index + 1;
+    }
+    this.#snapshot = snapshot;
   }
 }

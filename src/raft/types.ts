@@ -153,12 +153,80 @@ export interface ReadIndexReply {
   readonly ok: boolean;
 }
 
+/** What a snapshot covers: the log up to `index` (of `term`) folded into the state machine. */
+export interface SnapshotMeta {
+  /** Last log index the snapshot includes. */
+  readonly index: number;
+  /** Term of the entry at `index`. */
+  readonly term: number;
+  /** The cluster's voters as of `index`. */
+  readonly voters: readonly NodeId[];
+}
+
+/** A state machine snapshot: its metadata and the serialized state. */
+export interface Snapshot {
+  /** What the snapshot covers. */
+  readonly meta: SnapshotMeta;
+  /** The serialized state machine. */
+  readonly data: Uint8Array;
+}
+
+/**
+ * One chunk of a snapshot the leader sends to a follower whose next entry it no longer holds
+ * (InstallSnapshot, §7 and Figure 13). Chunks go one at a time, each acknowledged.
+ */
+export interface InstallSnapshot {
+  /** Message kind. */
+  readonly type: "InstallSnapshot";
+  /** The leader. */
+  readonly from: NodeId;
+  /** Receiver. */
+  readonly to: NodeId;
+  /** The leader's term. */
+  readonly term: number;
+  /** What the snapshot covers. */
+  readonly meta: SnapshotMeta;
+  /** Size of the whole snapshot's data, in bytes. */
+  readonly totalBytes: number;
+  /** Byte offset of this chunk in the snapshot's data. */
+  readonly offset: number;
+  /** The chunk's bytes. */
+  readonly data: Uint8Array;
+  /** Whether this is the last chunk. */
+  readonly done: boolean;
+}
+
+/** Answer to `InstallSnapshot`. */
+export interface InstallSnapshotReply {
+  /** Message kind. */
+  readonly type: "InstallSnapshotReply";
+  /** The follower. */
+  readonly from: NodeId;
+  /** The leader. */
+  readonly to: NodeId;
+  /** The follower's term. */
+  readonly term: number;
+  /** Index of the snapshot this answers. */
+  readonly snapshotIndex: number;
+  /** Bytes of the snapshot the follower holds so far: the offset of the next chunk it wants. */
+  readonly offset: number;
+  /**
+   * Whether the follower is done with this snapshot: installed it, or needs none because its
+   * commitIndex already covers it (rule 8). The leader then probes from `matchIndex + 1`.
+   */
+  readonly done: boolean;
+  /** When done: the highest index known to match the leader's log (committed on the follower). */
+  readonly matchIndex: number;
+}
+
 /** Every message the core sends or receives. */
 export type Message =
   | VoteRequest
   | VoteReply
   | AppendEntries
   | AppendEntriesReply
+  | InstallSnapshot
+  | InstallSnapshotReply
   | ReadIndexRequest
   | ReadIndexReply;
 
@@ -178,10 +246,16 @@ export interface ReadState {
 }
 
 /**
- * What the host must do after feeding the node input, in this order: persist `hardState` and
- * `entries`, then send `messages`, then apply `committedEntries`, then serve `readStates`.
+ * What the host must do after feeding the node input, in this order: persist `snapshot`, then
+ * `hardState` and `entries`, then send `messages`, then restore the state machine from `snapshot`,
+ * then apply `committedEntries`, then serve `readStates`.
  */
 export interface Ready {
+  /**
+   * A snapshot received from the leader: persist it (before the entries, which continue it) and
+   * restore the state machine from it before applying `committedEntries` (§7).
+   */
+  readonly snapshot: Snapshot | undefined;
   /** New hard state to persist, if it changed. */
   readonly hardState: HardState | undefined;
   /**
@@ -217,7 +291,17 @@ export interface RaftConfig {
   readonly bytesPerMessageMax: number;
   /** Most client reads waiting for leadership confirmation. Default 4096. */
   readonly pendingReadsMax: number;
+  /**
+   * Entries kept in the log below a snapshot's index when it is compacted (§7), so a follower that
+   * lags by fewer still gets entries instead of a whole snapshot. Default 1,000; at most 1,000,000.
+   */
+  readonly snapshotTrailingEntries: number;
+  /** Most snapshot bytes in one InstallSnapshot chunk. Default 1 MiB. */
+  readonly snapshotChunkBytesMax: number;
 }
+
+/** Upper bound of {@linkcode RaftConfig.snapshotTrailingEntries}: the log must stay bounded. */
+export const SNAPSHOT_TRAILING_ENTRIES_MAX = 1_000_000;
 
 /**
  * Named fault points: classic Raft bugs that tests switch on to prove the checks catch them (as
@@ -246,6 +330,8 @@ export const DEFAULT_CONFIG: RaftConfig = Object.freeze({
   entriesPerMessageMax: 256,
   bytesPerMessageMax: 1024 * 1024,
   pendingReadsMax: 4096,
+  snapshotTrailingEntries: 1000,
+  snapshotChunkBytesMax: 1024 * 1024,
 });
 
 /** A source of randomness the host injects; the same seed gives the same sequence. */

@@ -1,18 +1,21 @@
 /**
  * `Cluster`: n Raft nodes in one process on a virtual clock and a seeded network. Messages can be
  * delayed, lost, duplicated and reordered; links can be cut in any shape; nodes crash (keeping only
- * what their storage persisted), restart, pause and resume. Everything is synchronous and
- * deterministic: one seed gives byte-identical runs.
+ * what their storage persisted), restart, pause and resume. Storage is in memory, or a simulated
+ * disk per node ({@linkcode SimFs} under the real {@linkcode FileStorage}) that loses unsynced
+ * writes and may tear the tail of a file at a crash. Hosts snapshot their store every
+ * `snapshotEntries` applied entries and compact the log; lagging followers get InstallSnapshot.
+ * Everything is synchronous and deterministic: one seed gives byte-identical runs.
  *
  * @module
  */
 
 import { LogApplier } from "../raft/applier.ts";
-import { drainReady } from "../raft/host.ts";
+import { drainReady, maybeSnapshot, SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
 import { invariant } from "../raft/log.ts";
 import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
-import { MemoryStorage } from "../raft/storage.ts";
+import { MemoryStorage, type PersistedState, type Storage } from "../raft/storage.ts";
 import {
   type FaultPoint,
   type Message,
@@ -22,11 +25,15 @@ import {
   type RaftLogEntry,
   type RaftRole,
   type ReadState,
+  type Snapshot,
 } from "../raft/types.ts";
 import { decodeCommand, encodeDelete, encodePut } from "../kv/command.ts";
 import { MetadataStore } from "../kv/store.ts";
 import { type CheckedNode, SafetyChecker } from "../check/invariants.ts";
 import { EventHeap } from "./heap.ts";
+import { FileStorage } from "../storage/file_storage.ts";
+import { randomTornTail, SimFs, type SimFsOp } from "../storage/fs.ts";
+import { decodeStoreSnapshot, encodeStoreSnapshot } from "../storage/store_snapshot.ts";
 
 /** How the simulated network behaves. Rates are probabilities per message. */
 export interface NetworkOptions {
@@ -70,6 +77,39 @@ export interface ClusterOptions {
   readonly eventsMax?: number;
   /** Classic bugs to switch on, to prove the checks catch them (tests only). */
   readonly faultPoints?: readonly FaultPoint[];
+  /**
+   * Where nodes persist: `"memory"` (a {@linkcode MemoryStorage}, the default) or `"simdisk"`
+   * (a {@linkcode FileStorage} over the node's own {@linkcode SimFs}, which loses unsynced writes
+   * at a crash).
+   */
+  readonly storage?: "memory" | "simdisk";
+  /** On the sim disk: whether a crash keeps a seeded prefix of unsynced appends (a torn tail). Default true. */
+  readonly tornTail?: boolean;
+  /** A host snapshots its store and compacts the log after this many applied entries. Default 10,000. */
+  readonly snapshotEntries?: number;
+}
+
+/** Thrown by a sim disk's fault hook to crash its node at a chosen step of the persist path. */
+class DiskCrash extends Error {
+  constructor(readonly nodeId: NodeId, op: SimFsOp, path: string) {
+    super(`Node "${nodeId}" crashed at ${op} of "${path}"`);
+  }
+}
+
+/** Storage that records every save that returned in `acknowledged` (what the node may rely on). */
+class RecordedStorage implements Storage {
+  constructor(readonly inner: Storage, readonly acknowledged: MemoryStorage) {}
+  load(): PersistedState {
+    return this.inner.load();
+  }
+  save(hardState: Parameters<Storage["save"]>[0], entries: Parameters<Storage["save"]>[1]): void {
+    this.inner.save(hardState, entries);
+    this.acknowledged.save(hardState, entries);
+  }
+  saveSnapshot(snapshot: Snapshot): void {
+    this.inner.saveSnapshot(snapshot);
+    this.acknowledged.saveSnapshot(snapshot);
+  }
 }
 
 /** Whether a simulated process runs. */
@@ -81,8 +121,21 @@ export class SimNode {
   readonly id: NodeId;
   /** The consensus state machine (replaced on restart). */
   raft: RaftNode;
-  /** What survives a crash. */
-  readonly storage: MemoryStorage;
+  /**
+   * What the node has persisted: in memory mode the storage itself (it survives a crash); on the
+   * sim disk, a record of every save that returned (what the disk must give back after a crash).
+   */
+  storage: MemoryStorage;
+  /**
+   * On the sim disk: the node's disk (it survives crashes, minus unsynced writes).
+   * @internal Until mod.ts exports SimFs.
+   */
+  readonly fs: SimFs | undefined;
+  /**
+   * On the sim disk: the open file storage (undefined while crashed).
+   * @internal Until mod.ts exports FileStorage.
+   */
+  disk: FileStorage | undefined;
   /** The replicated state machine (rebuilt from the log on restart). */
   store: MetadataStore;
   /** Applies committed entries to `store`. */
@@ -100,10 +153,12 @@ export class SimNode {
     raft: RaftNode,
     storage: MemoryStorage,
     faultPoints: ReadonlySet<FaultPoint>,
+    fs?: SimFs,
   ) {
     this.id = id;
     this.raft = raft;
     this.storage = storage;
+    this.fs = fs;
     this.store = new MetadataStore({ faultPoints });
     this.applier = new LogApplier(this.store);
   }
@@ -216,6 +271,12 @@ export class Cluster {
   #config: Partial<RaftConfig>;
   #faultPoints: ReadonlySet<FaultPoint>;
   #crashAfterPersist = new Set<NodeId>();
+  #simDisk: boolean;
+  #tornTail: boolean;
+  #diskRng: SeededRng | undefined;
+  #snapshotEntries: number;
+  /** How many snapshots hosts have taken, and how many followers installed from a leader. */
+  readonly snapshotStats = { taken: 0, installed: 0 };
   #nodes = new Map<NodeId, SimNode>();
   #inFlight = new EventHeap<InFlight>();
   #callbacks = new EventHeap<{ atMs: number; seq: number; run: () => void }>();
@@ -242,6 +303,14 @@ export class Cluster {
     this.#eventsMax = options.eventsMax ?? 10_000;
     this.checker = options.checkSafety === false ? undefined : new SafetyChecker();
     this.ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
+    this.#simDisk = options.storage === "simdisk";
+    this.#tornTail = options.tornTail ?? true;
+    this.#snapshotEntries = options.snapshotEntries ?? SNAPSHOT_ENTRIES_DEFAULT;
+    if (!Number.isSafeInteger(this.#snapshotEntries) || this.#snapshotEntries < 1) {
+      throw new RangeError(
+        `snapshotEntries must be a positive integer: ${options.snapshotEntries}`,
+      );
+    }
     for (const id of this.ids) {
       const storage = new MemoryStorage();
       const raft = new RaftNode({
@@ -252,11 +321,16 @@ export class Cluster {
         nowMs: 0,
         faultPoints: this.#faultPoints,
       });
-      this.#nodes.set(id, new SimNode(id, raft, storage, this.#faultPoints));
+      const fs = this.#simDisk ? new SimFs() : undefined;
+      const node = new SimNode(id, raft, storage, this.#faultPoints, fs);
+      if (fs !== undefined) node.disk = this.#openDisk(id, fs);
+      this.#nodes.set(id, node);
       this.#writes.set(id, new Map());
       this.#reads.set(id, new Map());
       this.#readsWaiting.set(id, []);
     }
+    // Forked only for the sim disk, so memory-mode runs keep their exact sequences.
+    if (this.#simDisk) this.#diskRng = this.#rng.fork();
   }
 
   // ---- Time --------------------------------------------------------------------------------------
@@ -352,6 +426,13 @@ export class Cluster {
     if (n.state === "crashed") throw new Error(`Node "${id}" is already crashed`);
     this.#crashAfterPersist.delete(id);
     n.state = "crashed";
+    if (n.fs !== undefined) {
+      // Power loss: unsynced writes vanish, and a seeded prefix of unsynced appends may survive.
+      n.fs.faultHook = undefined;
+      const rng = this.#diskRng!;
+      n.fs.crash(this.#tornTail ? { tornTail: randomTornTail(() => rng.next()) } : {});
+      n.disk = undefined;
+    }
     n.held.length = 0;
     for (const op of this.#writes.get(id)!.values()) {
       this.#finish(op, "unknown", `node "${id}" crashed before the outcome was known`);
@@ -377,16 +458,51 @@ export class Cluster {
     this.#crashAfterPersist.add(id);
   }
 
-  /** Cancels every crash armed with {@linkcode Cluster.crashAfterPersist} that has not fired. */
-  disarmCrashes(): void {
-    this.#crashAfterPersist.clear();
+  /**
+   * On the sim disk: arms a crash at a step of the persist path — the node crashes just before its
+   * disk performs the `skip + 1`-th `op` from now (`"write"`: before the write; `"syncData"`: after
+   * the write, before the sync). What the step would have done is lost, as at a power cut.
+   * @internal Until mod.ts exports SimFsOp.
+   */
+  crashAtDiskOp(id: NodeId, op: SimFsOp, options: { skip?: number } = {}): void {
+    const n = this.node(id);
+    if (n.fs === undefined) throw new Error(`Node "${id}" has no sim disk (storage: "simdisk")`);
+    if (n.state === "crashed") throw new Error(`Node "${id}" is already crashed`);
+    let skip = options.skip ?? 0;
+    n.fs.faultHook = (o, path) => {
+      if (o !== op || skip-- > 0) return;
+      n.fs!.faultHook = undefined;
+      throw new DiskCrash(id, o, path);
+    };
   }
 
-  /** Restarts a crashed node from what its storage kept; the state machine is rebuilt by replay. */
+  /** Cancels every armed crash (after persist, or at a disk step) that has not fired. */
+  disarmCrashes(): void {
+    this.#crashAfterPersist.clear();
+    for (const n of this.#nodes.values()) if (n.fs !== undefined) n.fs.faultHook = undefined;
+  }
+
+  /**
+   * Restarts a crashed node from what its storage kept: the store is restored from the newest
+   * snapshot, and the log after it is replayed as it commits. On the sim disk the data directory
+   * is opened and recovered, and checked to hold everything acknowledged before the crash.
+   */
   restart(id: NodeId): void {
     const n = this.node(id);
     if (n.state !== "crashed") throw new Error(`Node "${id}" is not crashed (it is ${n.state})`);
-    const persisted = n.storage.load();
+    let persisted: PersistedState;
+    if (n.fs !== undefined) {
+      n.disk = this.#openDisk(id, n.fs);
+      persisted = n.disk.load();
+      this.checker?.onRecovered(id, persisted, n.storage);
+      // From now on the record starts from what the disk gave back.
+      n.storage = new MemoryStorage();
+      if (persisted.snapshot !== undefined) n.storage.saveSnapshot(persisted.snapshot);
+      const after = persisted.entries.filter((e) => e.index > n.storage.snapshotIndex);
+      n.storage.save(persisted.hardState, after);
+    } else {
+      persisted = n.storage.load();
+    }
     n.raft = new RaftNode({
       id,
       voters: this.ids,
@@ -395,10 +511,10 @@ export class Cluster {
       nowMs: this.#nowMs,
       hardState: persisted.hardState,
       entries: persisted.entries,
+      snapshot: persisted.snapshot,
       faultPoints: this.#faultPoints,
     });
-    n.store = new MetadataStore({ faultPoints: this.#faultPoints });
-    n.applier = new LogApplier(n.store);
+    this.#restoreStore(n, persisted.snapshot);
     n.state = "up";
     n.incarnation++;
     this.#fault(`restart ${id}`);
@@ -551,6 +667,26 @@ export class Cluster {
 
   // ---- Internals ---------------------------------------------------------------------------------
 
+  #openDisk(id: NodeId, fs: SimFs): FileStorage {
+    return FileStorage.open(`/data/${id}`, { fs, clusterId: "sim", nodeId: id });
+  }
+
+  /** A fresh store, or one restored from `snapshot`, with an applier continuing after it. */
+  #restoreStore(n: SimNode, snapshot: Snapshot | undefined): void {
+    if (snapshot === undefined) {
+      n.store = new MetadataStore({ faultPoints: this.#faultPoints });
+      n.applier = new LogApplier(n.store);
+      return;
+    }
+    n.store = decodeStoreSnapshot(snapshot.data, { faultPoints: this.#faultPoints });
+    // The store counts commands only; no-ops after the last one advance the log index alone.
+    invariant(
+      n.store.appliedIndex <= snapshot.meta.index,
+      () => `snapshot ${snapshot.meta.index} holds a store applied to ${n.store.appliedIndex}`,
+    );
+    n.applier = new LogApplier(n.store, snapshot.meta.index);
+  }
+
   #leaderOrFirst(): NodeId {
     return this.leader() ?? this.ids.find((id) => this.node(id).state === "up") ?? this.ids[0];
   }
@@ -701,24 +837,47 @@ export class Cluster {
   /** The host loop for one node after any input: persist, send, apply, serve reads; then check. */
   #afterInput(n: SimNode): void {
     const checker = this.checker;
-    drainReady(n.raft, {
-      storage: n.storage,
-      applier: n.applier,
-      onPersisted: (ready) => {
-        if (checker && ready.entries.length > 0) {
-          checker.onEntriesPersisted(n.id, ready.entries, (i) => n.raft.log.term(i));
-        }
-        const wrote = ready.hardState !== undefined || ready.entries.length > 0;
-        if (wrote && this.#crashAfterPersist.has(n.id)) this.crash(n.id);
-      },
-      halted: () => n.state === "crashed",
-      send: (m) => {
-        checker?.onSend(n.id, m, n.storage);
-        this.#send(m);
-      },
-      onApplied: (entry, result) => this.#onApplied(n, entry, result),
-      onReadState: (r) => this.#onReadState(n, r),
-    });
+    const storage: Storage = n.disk === undefined
+      ? n.storage
+      : new RecordedStorage(n.disk, n.storage);
+    try {
+      drainReady(n.raft, {
+        storage,
+        get applier() {
+          return n.applier;
+        },
+        restore: (snapshot) => {
+          this.#restoreStore(n, snapshot);
+          this.snapshotStats.installed++;
+        },
+        onPersisted: (ready) => {
+          if (checker && ready.entries.length > 0) {
+            checker.onEntriesPersisted(n.id, ready.entries, (i) => n.raft.log.term(i));
+          }
+          const wrote = ready.hardState !== undefined || ready.entries.length > 0 ||
+            ready.snapshot !== undefined;
+          if (wrote && this.#crashAfterPersist.has(n.id)) this.crash(n.id);
+        },
+        halted: () => n.state === "crashed",
+        send: (m) => {
+          checker?.onSend(n.id, m, n.storage);
+          this.#send(m);
+        },
+        onApplied: (entry, result) => this.#onApplied(n, entry, result),
+        onReadState: (r) => this.#onReadState(n, r),
+      });
+      if (n.state === "up") {
+        const taken = maybeSnapshot(n.raft, {
+          storage,
+          applier: n.applier,
+          capture: () => encodeStoreSnapshot(n.store),
+        }, { snapshotEntries: this.#snapshotEntries });
+        if (taken !== undefined) this.snapshotStats.taken++;
+      }
+    } catch (e) {
+      if (!(e instanceof DiskCrash)) throw e;
+      this.crash(n.id);
+    }
     if (n.state === "crashed") {
       this.checker?.afterEvent(this.nodes().map((x) => checkedView(x)));
       return;

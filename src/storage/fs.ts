@@ -278,6 +278,12 @@ export class SimFs implements Fs {
    * does not happen and the error reaches the caller. Use it to crash at a chosen step.
    */
   faultHook: ((op: SimFsOp, path: string) => void) | undefined = undefined;
+  /**
+   * A fault for tests: `syncData` returns without making anything durable, as if the storage
+   * code forgot to fsync (or the disk lied). A crash then loses "acknowledged" data, which the
+   * simulator's checks must notice.
+   */
+  ignoreSyncData = false;
 
   #norm(path: string): string {
     let p = path.replace(/\/+/g, "/");
@@ -370,6 +376,7 @@ export class SimFs implements Fs {
       syncData: () => {
         check();
         this.#fault("syncData", path);
+        if (this.ignoreSyncData) return;
         inode.durable = inode.content().slice();
         inode.appendOnly = true;
         this.syncs++;
