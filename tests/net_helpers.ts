@@ -106,6 +106,11 @@ export class ProcessCluster {
   readonly dir: string;
   readonly nodes: NodeProcess[] = [];
 
+  // A hung test must not leave processes behind: kill them all after two minutes.
+  #watchdog = setTimeout(() => {
+    for (const n of this.nodes) n.signal("SIGKILL");
+  }, 120_000);
+
   private constructor(dir: string) {
     this.dir = dir;
   }
@@ -167,6 +172,7 @@ export class ProcessCluster {
 
   /** Kills every process and removes the directory. */
   async stop(): Promise<void> {
+    clearTimeout(this.#watchdog);
     for (const n of this.nodes) n.signal("SIGCONT");
     await Promise.all(this.nodes.map((n) => n.kill()));
     Deno.removeSync(this.dir, { recursive: true });
@@ -185,7 +191,12 @@ export async function post(
   headers: Record<string, string> = {},
   // deno-lint-ignore no-explicit-any
 ): Promise<{ status: number; json: any }> {
-  const res = await fetch(url, { method: "POST", body, headers });
+  const res = await fetch(url, {
+    method: "POST",
+    body,
+    headers,
+    signal: AbortSignal.timeout(15_000),
+  });
   const text = await res.text();
   let json: unknown;
   try {

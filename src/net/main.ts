@@ -122,6 +122,8 @@ async function main(args: string[]): Promise<number> {
   const stop = () => {
     server.logEvent("stopping", {});
     server.close();
+    // Whatever still holds the event loop, the process ends soon after a stop signal.
+    setTimeout(() => Deno.exit(0), 2000);
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);

@@ -26,6 +26,7 @@ import { type ApplyResult, MetadataStore } from "../kv/store.ts";
 import type { ClientId, PlainCommand } from "../kv/types.ts";
 import { type Address, PeerTransport } from "./transport.ts";
 import { Histogram } from "./metrics.ts";
+import { decodeMessages, encodeMessagesFrame } from "./codec.ts";
 import { HttpError } from "./etcd.ts";
 import { handleHttp } from "./http.ts";
 
@@ -144,6 +145,8 @@ interface ProposalWaiter {
 }
 
 const SEEN_FILE = "net-peers-seen.json";
+/** Most ready batches handled in one turn of the event loop. */
+const DRAIN_BATCHES_MAX = 256;
 
 /** One raftmeta node: Raft, storage, store, peer transport and HTTP. */
 export class RaftServer {
@@ -275,6 +278,7 @@ export class RaftServer {
     }
 
     let joinTarget: number | undefined;
+    let transfer: LogTransfer | undefined;
     if (fresh && transport !== undefined) {
       const probeMs = options.probeMs ?? 2000;
       const deadline = Date.now() + probeMs;
@@ -297,8 +301,24 @@ export class RaftServer {
             3,
           );
         }
-        joinTarget = Math.max(...[...transport.peerInfo.values()].map((i) => i.commitIndex));
-        emit("join", { reason: "empty data directory", catchUpTo: joinTarget, witness: peer });
+        transfer = await fetchLeaderLog(transport, nodeId, probeMs);
+        if (transfer === undefined) {
+          transport.close();
+          http?.close();
+          throw new StartupError(
+            `No leader answered with its log within ${probeMs} ms; cannot rebuild "${nodeId}" yet`,
+            4,
+          );
+        }
+        joinTarget = transfer.append.leaderCommit;
+        emit("join", {
+          reason: "empty data directory",
+          witness: peer,
+          from: transfer.append.from,
+          snapshotIndex: transfer.snapshot?.meta.index ?? 0,
+          entries: transfer.append.entries.length,
+          catchUpTo: joinTarget,
+        });
       }
     }
 
@@ -309,6 +329,13 @@ export class RaftServer {
       transport?.close();
       http?.close();
       throw new StartupError(`Cannot open data directory "${dataDir}": ${(e as Error).message}`);
+    }
+    if (transfer !== undefined) {
+      // The leader's whole log (snapshot and entries after it): the leader may remember this node
+      // at any index up to its last, and never moves a follower's matchIndex back (rule 4).
+      const a = transfer.append;
+      if (transfer.snapshot !== undefined) storage.saveSnapshot(transfer.snapshot);
+      storage.save({ term: a.term, votedFor: undefined, commitIndex: a.leaderCommit }, a.entries);
     }
     const persisted = storage.load();
     let store: MetadataStore;
@@ -529,7 +556,8 @@ export class RaftServer {
     this.#proposals.clear();
     this.#reads.clear();
     try {
-      await this.#http?.shutdown();
+      // In-flight requests get a moment; a stuck client connection must not keep the node up.
+      await Promise.race([this.#http?.shutdown(), new Promise((r) => setTimeout(r, 500))]);
     } catch { /* already closed */ }
     try {
       this.#storage.close();
@@ -591,8 +619,12 @@ export class RaftServer {
     if (this.#draining || this.#closed) return;
     this.#draining = true;
     try {
-      while (this.#node.hasReady()) this.#handleReady(this.#node.takeReady());
+      // Bounded, so that no input can keep the event loop from serving anything else.
+      for (let i = 0; i < DRAIN_BATCHES_MAX && this.#node.hasReady(); i++) {
+        this.#handleReady(this.#node.takeReady());
+      }
       this.#afterDrain();
+      if (this.#node.hasReady()) this.#scheduleDrain();
     } catch (e) {
       this.#die(e as Error);
     } finally {
@@ -735,6 +767,77 @@ export class RaftServer {
     this.logEvent("fatal", { error: e.message, stack: e.stack ?? null });
     this.close();
   }
+}
+
+/** What a joining node copies from the leader before it starts. */
+interface LogTransfer {
+  readonly snapshot: Snapshot | undefined;
+  readonly append: Extract<Message, { type: "AppendEntries" }>;
+}
+
+/**
+ * The leader's log as one frame: an InstallSnapshot with its newest snapshot (if it has one) and
+ * an AppendEntries with every entry after it. For `GET /v1/raft/log` (a node rebuilding itself).
+ */
+export function encodeLogTransfer(node: RaftNode, to: NodeId): Uint8Array {
+  const snapshot = node.snapshot;
+  const base = snapshot?.meta.index ?? 0;
+  const messages: Message[] = [];
+  if (snapshot !== undefined) {
+    messages.push({
+      type: "InstallSnapshot",
+      from: node.id,
+      to,
+      term: node.term,
+      meta: snapshot.meta,
+      totalBytes: snapshot.data.length,
+      offset: 0,
+      data: snapshot.data,
+      done: true,
+    });
+  }
+  messages.push({
+    type: "AppendEntries",
+    from: node.id,
+    to,
+    term: node.term,
+    prevLogIndex: base,
+    prevLogTerm: node.log.term(base) ?? 0,
+    entries: node.log.slice(base + 1, node.log.lastIndex + 1),
+    leaderCommit: node.commitIndex,
+    readRound: 0,
+  });
+  return encodeMessagesFrame(messages);
+}
+
+async function fetchLeaderLog(
+  transport: PeerTransport,
+  nodeId: NodeId,
+  timeoutMs: number,
+): Promise<LogTransfer | undefined> {
+  const deadline = Date.now() + Math.max(timeoutMs, 5000);
+  while (Date.now() < deadline) {
+    for (const info of transport.peerInfo.values()) {
+      if (info.clientUrl === undefined) continue;
+      try {
+        const res = await fetch(`${info.clientUrl}/v1/raft/log?for=${encodeURIComponent(nodeId)}`, {
+          signal: AbortSignal.timeout(10_000),
+        });
+        const bytes = new Uint8Array(await res.arrayBuffer());
+        if (res.status !== 200) continue;
+        const messages = decodeMessages(bytes.subarray(4));
+        const append = messages.find((m) => m.type === "AppendEntries");
+        const snap = messages.find((m) => m.type === "InstallSnapshot");
+        if (append === undefined || append.prevLogIndex !== (snap?.meta.index ?? 0)) continue;
+        return {
+          append,
+          snapshot: snap === undefined ? undefined : { meta: snap.meta, data: snap.data },
+        };
+      } catch { /* not the leader, or gone: try the next */ }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return undefined;
 }
 
 /** A read the leader refused or that lost its leader; the client may retry. */
