@@ -1,0 +1,211 @@
+/**
+ * The peer wire format and transport in one process: every message type round-trips, malformed
+ * frames are refused with a FrameError, and a connection that sends garbage or the wrong secret is
+ * closed while the transport keeps working.
+ */
+
+import assert from "node:assert/strict";
+import { decodeMessages, encodeMessagesFrame, FrameError, FrameReader } from "../src/net/codec.ts";
+import { PeerTransport } from "../src/net/transport.ts";
+import { decodeBase64, parsePut, parseRange, parseTxn } from "../src/net/etcd.ts";
+import type { Message } from "../src/raft/types.ts";
+import { freePort } from "./net_helpers.ts";
+
+const bytes = (...b: number[]) => new Uint8Array(b);
+
+const SAMPLES: Message[] = [
+  { type: "RequestVote", from: "n1", to: "n2", term: 3, lastLogIndex: 10, lastLogTerm: 2 },
+  { type: "PreVote", from: "n1", to: "n2", term: 4, lastLogIndex: 10, lastLogTerm: 2 },
+  { type: "RequestVoteReply", from: "n2", to: "n1", term: 3, granted: true },
+  { type: "PreVoteReply", from: "n2", to: "n1", term: 4, granted: false },
+  {
+    type: "AppendEntries",
+    from: "n1",
+    to: "n2",
+    term: 3,
+    prevLogIndex: 4,
+    prevLogTerm: 2,
+    entries: [
+      { index: 5, term: 3, kind: "noop", command: new Uint8Array(0) },
+      { index: 6, term: 3, kind: "command", command: bytes(0xff, 0, 1, 2, 0x0a) },
+    ],
+    leaderCommit: 4,
+    readRound: 7,
+  },
+  {
+    type: "AppendEntriesReply",
+    from: "n2",
+    to: "n1",
+    term: 3,
+    success: false,
+    matchIndex: 0,
+    rejectedIndex: 4,
+    conflictTerm: 1,
+    conflictIndex: 2,
+    readRound: 7,
+  },
+  {
+    type: "InstallSnapshot",
+    from: "n1",
+    to: "n3",
+    term: 3,
+    meta: { index: 100, term: 2, voters: ["n1", "n2", "n3"] },
+    totalBytes: 5,
+    offset: 2,
+    data: bytes(1, 2, 3),
+    done: true,
+  },
+  {
+    type: "InstallSnapshotReply",
+    from: "n3",
+    to: "n1",
+    term: 3,
+    snapshotIndex: 100,
+    offset: 5,
+    done: true,
+    matchIndex: 100,
+  },
+  { type: "ReadIndex", from: "n2", to: "n1", term: 3, readId: "n2.17" },
+  {
+    type: "ReadIndexReply",
+    from: "n1",
+    to: "n2",
+    term: 3,
+    readId: "n2.17",
+    readIndex: 9,
+    ok: true,
+  },
+];
+
+Deno.test("net codec: every message type round-trips in one frame", () => {
+  const frame = encodeMessagesFrame(SAMPLES);
+  const reader = new FrameReader();
+  // Delivered a byte at a time, as a slow socket might.
+  let payload: Uint8Array | undefined;
+  for (const b of frame) {
+    reader.push(bytes(b));
+    payload ??= reader.next();
+  }
+  assert.ok(payload);
+  assert.deepEqual(decodeMessages(payload), SAMPLES);
+  assert.equal(reader.next(), undefined);
+});
+
+Deno.test("net codec: malformed frames are refused", async (t) => {
+  const good = encodeMessagesFrame([SAMPLES[4]]).slice(4);
+  const cases: [string, Uint8Array][] = [
+    ["empty", new Uint8Array(0)],
+    ["wrong kind", bytes(9, 0, 0, 0, 0)],
+    ["truncated", good.subarray(0, good.length - 3)],
+    ["trailing bytes", new Uint8Array([...good, 0])],
+    ["unknown type tag", bytes(5, 0, 0, 0, 1, 99, 0, 0, 0, 0)],
+    ["huge count", bytes(5, 0xff, 0xff, 0xff, 0xff)],
+  ];
+  // A term that is not an integer.
+  const badTerm = encodeMessagesFrame([SAMPLES[2]]).slice(4);
+  new DataView(badTerm.buffer).setFloat64(1 + 4 + 1 + 4 + 2 + 4 + 2, 1.5);
+  cases.push(["fractional term", badTerm]);
+  // Entries that do not follow prevLogIndex.
+  const gap = encodeMessagesFrame([{
+    ...SAMPLES[4],
+    entries: [{ index: 9, term: 3, kind: "command", command: bytes(1) }],
+  } as Message]).slice(4);
+  cases.push(["entry index gap", gap]);
+  const noopWithBytes = encodeMessagesFrame([{
+    ...SAMPLES[4],
+    entries: [{ index: 5, term: 3, kind: "noop", command: bytes(1) }],
+  } as Message]).slice(4);
+  cases.push(["no-op with bytes", noopWithBytes]);
+  for (const [name, payload] of cases) {
+    await t.step(name, () => assert.throws(() => decodeMessages(payload), FrameError));
+  }
+  await t.step("frame length over the limit", () => {
+    const r = new FrameReader(1024);
+    r.push(bytes(0, 0, 0x10, 0));
+    assert.throws(() => r.next(), FrameError);
+  });
+});
+
+Deno.test("net etcd parsing: shapes, both cases, bad input", () => {
+  assert.deepEqual(parsePut({ key: "Zm9v", value: "YmFy", prevKv: true }), {
+    type: "put",
+    key: "foo",
+    value: new TextEncoder().encode("bar"),
+    prevKv: true,
+  });
+  assert.deepEqual(parseRange({ key: "Zm9v", range_end: "Zm9w" }).command.range, {
+    prefix: "foo",
+  });
+  assert.deepEqual(parseRange({ key: "YQ==", rangeEnd: "AA==" }).command.range, {
+    fromKey: "a",
+  });
+  assert.deepEqual(parseRange({ key: "YQ==", range_end: "Yw==" }).command.range, {
+    key: "a",
+    rangeEnd: "c",
+  });
+  assert.deepEqual(decodeBase64("Zm9v", "k"), decodeBase64("Zm9v", "k"));
+  assert.deepEqual(decodeBase64("-_8", "k"), bytes(0xfb, 0xff)); // URL-safe, unpadded
+  const txn = parseTxn({
+    compare: [{ target: 3, key: "Zm9v", value: "YmFy", result: "NOT_EQUAL" }],
+    success: [{ request_delete_range: { key: "Zm9v" } }],
+  });
+  assert.equal(txn.compare[0].target, "value");
+  assert.equal(txn.compare[0].result, "notEqual");
+  assert.throws(() => parsePut({ key: "Zm9v", value: 7 }), /base64 string/);
+  assert.throws(() => parseRange({ key: "Zm9v", limit: 1.5 }), /out of range|integer/);
+  assert.throws(() => parseTxn({ compare: [{ key: "Zm9v", target: "LEASE" }] }), /LEASE/);
+});
+
+Deno.test("net transport: peers exchange messages; garbage and a wrong secret are refused", async () => {
+  const ports = [freePort(), freePort(), freePort()];
+  const got: Message[] = [];
+  const logs: string[] = [];
+  const make = (id: string, port: number, peers: [string, number][], secret: string) =>
+    new PeerTransport({
+      nodeId: id,
+      clusterId: "c",
+      secret,
+      listen: { hostname: "127.0.0.1", port },
+      peers: new Map(peers.map(([p, pp]) => [p, { hostname: "127.0.0.1", port: pp }])),
+      clientUrl: `http://127.0.0.1:${port + 1}`,
+      onMessages: (_from, ms) => got.push(...ms),
+      localState: () => ({ term: 5, commitIndex: 9 }),
+      seenTermOf: () => 2,
+      log: (event, fields) => logs.push(`${id} ${event} ${JSON.stringify(fields)}`),
+    });
+  const a = make("n1", ports[0], [["n2", ports[1]], ["n3", ports[2]]], "s");
+  const b = make("n2", ports[1], [["n1", ports[0]], ["n3", ports[2]]], "s");
+  const intruder = make("n3", ports[2], [["n1", ports[0]], ["n2", ports[1]]], "wrong");
+  try {
+    a.start();
+    b.start();
+    intruder.start();
+    // Garbage straight onto n1's peer port.
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: ports[0] });
+    await conn.write(bytes(0, 0, 0, 3, 2, 0x7b, 0x7d));
+    await conn.write(new Uint8Array(64).fill(0xee));
+    try {
+      conn.close();
+    } catch { /* closed by the peer */ }
+    for (let i = 0; i < 500; i++) {
+      b.send({ type: "RequestVoteReply", from: "n2", to: "n1", term: 1, granted: i % 2 === 0 });
+    }
+    intruder.send({ type: "RequestVoteReply", from: "n3", to: "n1", term: 9, granted: true });
+    const deadline = Date.now() + 5000;
+    while (got.length < 500 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(got.length, 500);
+    assert.ok(got.every((m) => m.from === "n2"));
+    assert.equal(b.peerInfo.get("n1")?.connected, true);
+    assert.equal(b.peerInfo.get("n1")?.term, 5);
+    assert.equal(b.peerInfo.get("n1")?.seenTerm, 2);
+    assert.equal(b.peerInfo.get("n1")?.clientUrl, `http://127.0.0.1:${ports[0] + 1}`);
+    assert.ok(a.stats.connectionsRefused >= 1);
+    assert.ok(logs.some((l) => l.includes("wrong cluster secret")), logs.join("\n"));
+    assert.ok(b.stats.framesSent < 500, `batching: ${b.stats.framesSent} frames`);
+  } finally {
+    a.close();
+    b.close();
+    intruder.close();
+    await new Promise((r) => setTimeout(r, 50));
+  }
+});
