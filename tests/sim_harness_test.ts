@@ -33,6 +33,28 @@ Deno.test("CI seed set: 300 seeds across 3, 5 and 7 nodes and every fault kind, 
   assert.equal(seed - 1_000, 300);
 });
 
+Deno.test("CI seed set: 30 more seeds on the simulated disk with snapshots every few dozen entries", async (t) => {
+  const faults = ["disk", "snapshot", "crash-after-persist", "reorder"] as const;
+  for (const [k, nodes] of [3, 5, 7].entries()) {
+    await t.step(`${nodes} nodes`, () => {
+      let installs = 0;
+      for (let seed = 2_000 + k * 10; seed < 2_010 + k * 10; seed++) {
+        const r = runSimulation(seed, { faults, nodes, durationMs: 5_000 });
+        assert.equal(
+          r.violation,
+          undefined,
+          `seed ${seed}: ${r.violation?.kind}: ${r.violation?.message}\n` +
+            `replay: deno task sim --seed ${seed} --verbose --nodes ${nodes} --duration 5000 ` +
+            `--faults ${faults.join(",")}`,
+        );
+        assert.ok(r.operations > 50, `seed ${seed} ran only ${r.operations} operations`);
+        installs += r.cluster.snapshotStats.installed;
+      }
+      assert.ok(installs > 0, "no follower needed InstallSnapshot");
+    });
+  }
+});
+
 Deno.test("one seed reproduces a run exactly", () => {
   const a = runSimulation(77, { durationMs: 3_000 });
   const b = runSimulation(77, { durationMs: 3_000 });
@@ -93,10 +115,12 @@ Deno.test("fault kinds are the documented ones", () => {
     "crash",
     "crash-after-persist",
     "delay",
+    "disk",
     "duplicate",
     "loss",
     "partition",
     "pause",
     "reorder",
+    "snapshot",
   ]);
 });
