@@ -251,7 +251,14 @@ export class RaftServer {
     // messages arriving before the node is built are dropped (Raft tolerates loss).
     const ref: { server?: RaftServer } = {};
     const clientListen = options.clientListen ?? { hostname: "127.0.0.1", port: 2379 };
-    const http = peers.size === 0 ? undefined : startHttpDeferred(clientListen);
+    let http: ReturnType<typeof startHttpDeferred> | undefined;
+    try {
+      http = peers.size === 0
+        ? undefined
+        : await retryWhileInUse(() => startHttpDeferred(clientListen));
+    } catch (e) {
+      throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
+    }
     const clientUrl = http !== undefined ? http.url : "";
     const transport: PeerTransport | undefined = peers.size === 0 ? undefined : new PeerTransport({
       nodeId,
@@ -271,7 +278,7 @@ export class RaftServer {
       log: emit,
     });
     try {
-      transport?.start();
+      await retryWhileInUse(() => transport?.start());
     } catch (e) {
       http?.close();
       throw new StartupError(`Cannot listen for peers: ${(e as Error).message}`);
@@ -380,7 +387,7 @@ export class RaftServer {
       server.#http = http.serve((req, info) => handleHttp(server, req, info));
     } else {
       try {
-        const h = startHttpDeferred(clientListen);
+        const h = await retryWhileInUse(() => startHttpDeferred(clientListen));
         server.#clientUrl = h.url;
         server.#http = h.serve((req, info) => handleHttp(server, req, info));
       } catch (e) {
@@ -860,6 +867,19 @@ function withheld(m: Message): boolean {
       return m.granted;
     default:
       return false;
+  }
+}
+
+/** Runs `bind`, retrying for a few seconds while the port is still held (a quick restart). */
+async function retryWhileInUse<T>(bind: () => T): Promise<T> {
+  const deadline = Date.now() + 3000;
+  while (true) {
+    try {
+      return bind();
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AddrInUse) || Date.now() > deadline) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 }
 
