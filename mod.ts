@@ -16,19 +16,29 @@
  */
 
 export * from "./src/raft/types.ts";
-export { RaftLog } from "./src/raft/log.ts";
+export { type LogStart, RaftLog } from "./src/raft/log.ts";
 export { type NodeStatus, RaftNode, type RaftNodeOptions } from "./src/raft/node.ts";
 export { SeededRng } from "./src/raft/rng.ts";
 export { LogApplier, type StateMachine } from "./src/raft/applier.ts";
 export {
   MemoryStorage,
+  type MemoryStorageOptions,
   type PersistedState,
   type SaveRecord,
   type Snapshot,
   type SnapshotMeta,
   type Storage,
 } from "./src/raft/storage.ts";
-export { drainReady, type HostHooks } from "./src/raft/host.ts";
+export {
+  type AutoSnapshotOptions,
+  drainReady,
+  type HostHooks,
+  maybeSnapshot,
+  SNAPSHOT_ENTRIES_DEFAULT,
+  type SnapshotHost,
+} from "./src/raft/host.ts";
+export { decodeStoreSnapshot, encodeStoreSnapshot } from "./src/storage/store_snapshot.ts";
+export * from "./src/storage/mod.ts";
 export {
   Cluster,
   type ClusterOptions,
@@ -94,3 +104,13 @@ export {
   type CdfSummary,
   summarize,
 } from "./src/observe/svg_chart.ts";
+export {
+  type ClientKeyValue,
+  type ClientRangeResult,
+  type ClientTxnResult,
+  connect,
+  type ConnectOptions,
+  RaftmetaClient,
+  RaftmetaError,
+  type ReadOptions,
+} from "./src/net/client.ts";
