@@ -33,6 +33,8 @@ function commandText(c: Command): string {
       return `TXN ${c.compare.length} compare(s)`;
     case "session":
       return `${commandText(c.command)} (${c.clientId}#${c.seq})`;
+    default:
+      return (c as { type: string }).type.toUpperCase();
   }
 }
 

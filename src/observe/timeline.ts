@@ -469,32 +469,36 @@ export class Timeline {
       ? shown.at(-1)?.endMs ?? this.endMs
       : this.endMs;
     const marks = this.marks.filter((m) => m.atMs <= lastShownMs);
-    // Time axis: linear within busy stretches, quiet stretches squeezed (and labelled).
-    const times = new Set<number>([this.startMs, lastShownMs]);
-    for (const a of shown) {
-      times.add(a.sentMs < this.startMs ? this.startMs : a.sentMs);
-      times.add(a.endMs);
-    }
-    for (const m of marks) times.add(m.atMs);
-    const sorted = [...times].sort((a, b) => a - b);
-    const pxPerMs = 3;
-    const gapPxMax = 36;
+    // One row per message and per mark, in time order: a sequence diagram stays readable when
+    // a broadcast sends many messages in the same millisecond. Quiet stretches are labelled.
+    type Row = { atMs: number; arrow?: Arrow; mark?: Mark };
+    const rows: Row[] = [
+      ...marks.map((m): Row => ({ atMs: m.atMs, mark: m })),
+      ...shown.map((a): Row => ({ atMs: Math.max(a.sentMs, this.startMs), arrow: a })),
+    ].sort((p, q) => p.atMs - q.atMs || (p.mark ? -1 : 0) - (q.mark ? -1 : 0));
+    const rowPx = 18;
+    const gapPx = 22;
+    const quietMs = 20;
     const top = this.title === undefined ? 40 : 60;
-    const yOf = new Map<number, number>();
     const breaks: { y0: number; y1: number; ms: number }[] = [];
-    let y = top;
-    for (let i = 0; i < sorted.length; i++) {
+    const rowY: number[] = [];
+    let y = top + 10;
+    for (let i = 0; i < rows.length; i++) {
       if (i > 0) {
-        const gapMs = sorted[i] - sorted[i - 1];
-        const px = Math.max(gapMs * pxPerMs, 4);
-        if (px > gapPxMax) {
-          breaks.push({ y0: y, y1: y + gapPxMax, ms: gapMs });
-          y += gapPxMax;
-        } else y += px;
+        const gapMs = rows[i].atMs - rows[i - 1].atMs;
+        if (gapMs >= quietMs) {
+          breaks.push({ y0: y, y1: y + gapPx, ms: gapMs });
+          y += gapPx;
+        }
+        y += rowPx;
       }
-      yOf.set(sorted[i], y);
+      rowY.push(y);
     }
-    const at = (ms: number) => yOf.get(ms < this.startMs ? this.startMs : ms)!;
+    const sorted = rows.map((r) => r.atMs);
+    const yOf = new Map<number, number>();
+    rows.forEach((r, i) => {
+      if (!yOf.has(r.atMs)) yOf.set(r.atMs, rowY[i]);
+    });
     const laneW = 170;
     const left = 90;
     const xOf = new Map(this.nodes.map((id, i) => [id, left + laneW / 2 + i * laneW]));
@@ -544,8 +548,14 @@ export class Timeline {
           `${b.ms} ms</text>`,
       );
     }
+    const markY = new Map<Mark, number>();
+    const arrowY = new Map<Arrow, number>();
+    rows.forEach((r, i) => {
+      if (r.mark) markY.set(r.mark, rowY[i]);
+      if (r.arrow) arrowY.set(r.arrow, rowY[i]);
+    });
     for (const m of marks) {
-      const my = at(m.atMs);
+      const my = markY.get(m)!;
       if (m.kind === "fault") {
         out.push(
           `<line x1="${left}" y1="${my}" x2="${width - 10}" y2="${my}" stroke="#c62828" ` +
@@ -565,7 +575,7 @@ export class Timeline {
     for (const a of shown) {
       const x1 = xOf.get(a.from)!;
       const x2full = xOf.get(a.to)!;
-      const y1 = at(a.sentMs);
+      const y1 = arrowY.get(a)!;
       const color = TYPE_COLOR[a.type] ?? "#333";
       const delivered = a.fate === "delivered";
       const inFlight = a.fate === "in flight";
@@ -575,12 +585,14 @@ export class Timeline {
         : inFlight
         ? x1 + (x2full - x1) * 0.8
         : x1 + (x2full - x1) * 0.6;
-      const y2 = inFlight ? y + 8 : at(a.endMs) + (a.endMs === a.sentMs ? 8 : 0);
+      const y2 = y1 + 8;
       const dash = inFlight || a.duplicate ? ` stroke-dasharray="4,3"` : "";
       const head = delivered || inFlight ? ` marker-end="url(#ah)"` : "";
       out.push(
         `<line x1="${x1}" y1="${y1}" x2="${r1(x2)}" y2="${y2}" stroke="${color}" ` +
-          `stroke-width="1.2"${dash}${head}><title>${esc(`${a.label}: ${a.fate}`)}</title></line>`,
+          `stroke-width="1.2"${dash}${head}><title>${
+            esc(`${a.label}: sent at ${a.sentMs} ms, ${a.fate} at ${a.endMs} ms`)
+          }</title></line>`,
       );
       if (!delivered && !inFlight) {
         out.push(
@@ -588,12 +600,11 @@ export class Timeline {
             `L${r1(x2 + 4)},${y2 - 4}" stroke="#c62828" stroke-width="2"/>`,
         );
       }
-      // Label near the sender, above the line.
-      const lx = x1 + (x2 - x1) * 0.5;
-      const ly = y1 + (y2 - y1) * 0.5 - 3;
+      // Label above the line, next to the sender; delivery time on hover.
+      const lx = x1 + (x2 > x1 ? 6 : -6);
       out.push(
-        `<text x="${r1(lx)}" y="${r1(ly)}" text-anchor="middle" fill="${color}" font-size="9">` +
-          `${esc(shorten(a.label, 44))}</text>`,
+        `<text x="${r1(lx)}" y="${r1(y1 - 3)}" text-anchor="${x2 > x1 ? "start" : "end"}" ` +
+          `fill="${color}" font-size="9">${esc(shorten(a.label, 44))}</text>`,
       );
     }
     if (note !== undefined) {
