@@ -12,9 +12,9 @@ import {
   encodeCommand,
   type KeyRange,
   type KeyValue,
-  type PlainCommand,
   type PutCommand,
   type RangeCommand,
+  type TxnCommand,
   type TxnOp,
   utf8,
 } from "../src/kv/mod.ts";
@@ -78,7 +78,7 @@ class Model {
     };
   }
 
-  apply(command: PlainCommand): { response: CommandResponse; events: ModelEvent[] } {
+  apply(command: TxnOp | TxnCommand): { response: CommandResponse; events: ModelEvent[] } {
     const rev = this.revision + 1;
     const events: ModelEvent[] = [];
     // deno-lint-ignore no-explicit-any
@@ -227,7 +227,7 @@ Deno.test("100,000 random commands agree with a naive reference model", () => {
     const p = rng.int(10);
     return p < 5 ? put() : p < 7 ? del() : read();
   };
-  const plain = (): PlainCommand => {
+  const plain = (): TxnOp | TxnCommand => {
     const p = rng.int(100);
     if (p < 40) return put();
     if (p < 55) return del();

@@ -23,6 +23,8 @@ import {
   type DeleteCommand,
   type KeyRange,
   type KvLimits,
+  type LeaseGrantCommand,
+  type LeaseRevokeCommand,
   type PlainCommand,
   type PutCommand,
   type RangeCommand,
@@ -50,6 +52,9 @@ export const CommandTag: {
   readonly range: 0x03;
   readonly txn: 0x04;
   readonly session: 0x05;
+  readonly leaseGrant: 0x06;
+  readonly leaseRevoke: 0x07;
+  readonly compact: 0x08;
 } = Object.freeze({
   /** {@linkcode PutCommand} */
   put: 0x01,
@@ -61,6 +66,12 @@ export const CommandTag: {
   txn: 0x04,
   /** {@linkcode SessionCommand} */
   session: 0x05,
+  /** {@linkcode LeaseGrantCommand} */
+  leaseGrant: 0x06,
+  /** {@linkcode LeaseRevokeCommand} */
+  leaseRevoke: 0x07,
+  /** {@linkcode CompactCommand} */
+  compact: 0x08,
 });
 
 const RANGE_KIND = { key: 0, keyRange: 1, prefix: 2, fromKey: 3 } as const;
@@ -174,6 +185,7 @@ function validatePlain(command: unknown, inTxn: boolean): asserts command is Pla
         throw new CommandError(`Put value must be bytes: ${String(c.value)}`);
       }
       validateFlag(c.prevKv, "prevKv");
+      if (c.lease !== undefined) validateUint(c.lease, "Lease id", 0, Number.MAX_SAFE_INTEGER);
       return;
     case "delete":
       validateRange(c.range);
@@ -194,8 +206,25 @@ function validatePlain(command: unknown, inTxn: boolean): asserts command is Pla
       }
       for (const cmp of c.compare as unknown[]) validateCompare(cmp);
       for (const op of [...(c.success as unknown[]), ...(c.failure as unknown[])]) {
+        const t = (op as Record<string, unknown> | null)?.type;
+        if (t === "leaseGrant" || t === "leaseRevoke" || t === "compact" || t === "session") {
+          throw new CommandError(
+            `A transaction may hold only put, delete and range: ${quote(String(t))}`,
+          );
+        }
         validatePlain(op, true);
       }
+      return;
+    case "leaseGrant":
+      validateUint(c.id, "Lease id", 0, Number.MAX_SAFE_INTEGER);
+      validateUint(c.ttlMs, "Lease TTL (ms)", 1, Number.MAX_SAFE_INTEGER);
+      return;
+    case "leaseRevoke":
+      validateUint(c.id, "Lease id", 1, Number.MAX_SAFE_INTEGER);
+      validateFlag(c.expired, "expired");
+      return;
+    case "compact":
+      validateUint(c.revision, "Compact revision", 1, Number.MAX_SAFE_INTEGER);
       return;
     default:
       throw new CommandError(`Unknown command type: ${quote(String(c.type))}`);
@@ -276,6 +305,10 @@ export function commandLimitError(
         }
         return undefined;
       }
+      case "leaseGrant":
+      case "leaseRevoke":
+      case "compact":
+        return undefined;
     }
   };
   if (command.type === "session") {
@@ -337,7 +370,10 @@ export function encodeCommand(command: Command): Uint8Array {
 }
 
 function encodeValid(command: Command): Uint8Array {
-  if (command.type === "put" && !command.prevKv && strictText(command.value) !== undefined) {
+  if (
+    command.type === "put" && !command.prevKv && !command.lease &&
+    strictText(command.value) !== undefined
+  ) {
     const head = utf8(`PUT\n${command.key}\n`);
     const out = new Uint8Array(head.length + command.value.length);
     out.set(head);
@@ -376,7 +412,9 @@ function writeOp(w: Writer, op: PlainCommand): void {
     case "put":
       w.str(op.key);
       w.bytes(op.value);
-      w.u8(op.prevKv ? 1 : 0);
+      // Bit 1: a lease id follows (format 1 readers before leases refuse the unknown bit).
+      w.u8((op.prevKv ? 1 : 0) | (op.lease ? 2 : 0));
+      if (op.lease) w.u53(op.lease);
       return;
     case "delete":
       writeRange(w, op.range);
@@ -400,6 +438,17 @@ function writeOp(w: Writer, op: PlainCommand): void {
       for (const o of op.success) writeOp(w, o);
       w.u32(op.failure.length);
       for (const o of op.failure) writeOp(w, o);
+      return;
+    case "leaseGrant":
+      w.u53(op.id);
+      w.u53(op.ttlMs);
+      return;
+    case "leaseRevoke":
+      w.u53(op.id);
+      w.u8(op.expired ? 1 : 0);
+      return;
+    case "compact":
+      w.u53(op.revision);
       return;
   }
 }
@@ -592,8 +641,12 @@ function readOp(r: Reader, tag: number, inTxn: boolean): PlainCommand {
     case CommandTag.put: {
       const key = r.str("Key");
       const value = r.bytes().slice();
-      const prevKv = r.flags(1, "Put") === 1;
-      return { type: "put", key, value, prevKv } satisfies PutCommand;
+      const flags = r.flags(3, "Put");
+      const prevKv = (flags & 1) !== 0;
+      if ((flags & 2) === 0) return { type: "put", key, value, prevKv } satisfies PutCommand;
+      const lease = r.u53("Lease id");
+      if (lease === 0) throw new CommandError(`Put lease flag set with lease id 0`);
+      return { type: "put", key, value, prevKv, lease } satisfies PutCommand;
     }
     case CommandTag.delete: {
       const range = readRange(r);
@@ -639,6 +692,24 @@ function readOp(r: Reader, tag: number, inTxn: boolean): PlainCommand {
       const failure = ops("failure");
       return { type: "txn", compare, success, failure };
     }
+    case CommandTag.leaseGrant:
+    case CommandTag.leaseRevoke:
+    case CommandTag.compact:
+      if (inTxn) {
+        throw new CommandError(
+          `A transaction may hold only put, delete and range: tag 0x0${tag.toString(16)}`,
+        );
+      }
+      if (tag === CommandTag.leaseGrant) {
+        const id = r.u53("Lease id");
+        return { type: "leaseGrant", id, ttlMs: r.u53("Lease TTL") } satisfies LeaseGrantCommand;
+      }
+      if (tag === CommandTag.leaseRevoke) {
+        const id = r.u53("Lease id");
+        const expired = r.flags(1, "Lease revoke") === 1;
+        return { type: "leaseRevoke", id, expired } satisfies LeaseRevokeCommand;
+      }
+      return { type: "compact", revision: r.u53("Compact revision") };
     default:
       throw new CommandError(`Unknown command tag: 0x${tag.toString(16).padStart(2, "0")}`);
   }

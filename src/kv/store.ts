@@ -24,6 +24,9 @@ import {
   validateRange,
 } from "./command.ts";
 import { compareKeys, SortedMap } from "./sorted_map.ts";
+import { type RevisionEvents, WatchHistory } from "./history.ts";
+
+export { CompactedError, type RevisionEvents, WatchHistory } from "./history.ts";
 import {
   type ClientId,
   type Command,
@@ -35,6 +38,8 @@ import {
   type KeyValue,
   type KvEvent,
   type KvLimits,
+  type LeaseGrantResponse,
+  type LeaseRevokeResponse,
   type PlainCommand,
   type PutResponse,
   type RangeResponse,
@@ -64,6 +69,10 @@ export interface MetadataStoreOptions {
    * forgotten (log-driven, never wall-clock). Default 100,000.
    */
   readonly sessionIdleEntriesMax?: number;
+  /** Most revisions of events kept for watches. Default 1,000. */
+  readonly historyRevisionsMax?: number;
+  /** Most leases at once; a grant beyond is rejected. Default 10,000. */
+  readonly leasesMax?: number;
   /**
    * Test-only fault point `"apply-retry-twice"`: apply a retried write again instead of returning
    * the remembered result, to prove the checks catch it. Never set in production.
@@ -160,8 +169,15 @@ export interface StoreSnapshot {
   readonly appliedIndex: number;
   /** Store revision. */
   readonly revision: number;
-  /** Key-values in key order: key, base64 value, createRevision, modRevision, version. */
-  readonly kvs: readonly (readonly [string, string, number, number, number])[];
+  /**
+   * Key-values in key order: key, base64 value, createRevision, modRevision, version, and the
+   * lease id when the key has one.
+   */
+  readonly kvs: readonly (readonly [string, string, number, number, number, number?])[];
+  /** Leases as [id, ttlMs], by id; absent in snapshots from before leases (none). */
+  readonly leases?: readonly (readonly [number, number])[];
+  /** Highest lease id handed out so far. */
+  readonly leaseIdLast?: number;
   /** Sessions from least to most recently heard; outcomes with bytes as `{"$base64": ...}`. */
   readonly sessions: readonly {
     readonly clientId: ClientId;
@@ -193,6 +209,25 @@ interface Stored {
   createRevision: number;
   modRevision: number;
   version: number;
+  /** Lease id, 0 for none. */
+  lease: number;
+}
+
+interface Lease {
+  readonly id: number;
+  readonly ttlMs: number;
+  /** Keys attached, in the order they were attached. */
+  readonly keys: Set<string>;
+}
+
+/** A lease as {@linkcode MetadataStore.lease} reports it. */
+export interface LeaseInfo {
+  /** Lease id. */
+  readonly id: number;
+  /** Granted time to live, in milliseconds. */
+  readonly ttlMs: number;
+  /** Keys attached, in key order. */
+  readonly keys: readonly string[];
 }
 
 interface Session {
@@ -266,6 +301,8 @@ export class MetadataStore {
   readonly sessionsMax: number;
   /** Log entries after which a silent client is forgotten. */
   readonly sessionIdleEntriesMax: number;
+  /** Most leases at once. */
+  readonly leasesMax: number;
 
   #map = new SortedMap<Stored>();
   #applyRetryTwice: boolean;
@@ -274,6 +311,9 @@ export class MetadataStore {
   /** In order of last contact, least recent first (log indexes only grow, so also by lastIndex). */
   #sessions = new Map<string, Session>();
   #copier = new ValueCopier();
+  #history: WatchHistory;
+  #leases = new Map<number, Lease>();
+  #leaseIdLast = 0;
 
   /** An empty store at revision 1, applied index 0. */
   constructor(options: MetadataStoreOptions = {}) {
@@ -281,6 +321,8 @@ export class MetadataStore {
     this.rangeKvsMax = options.rangeKvsMax ?? 10_000;
     this.sessionsMax = options.sessionsMax ?? 10_000;
     this.sessionIdleEntriesMax = options.sessionIdleEntriesMax ?? 100_000;
+    this.leasesMax = options.leasesMax ?? 10_000;
+    this.#history = new WatchHistory(options.historyRevisionsMax ?? 1_000, 1, 0);
     this.#applyRetryTwice = options.faultPoints?.has("apply-retry-twice") ?? false;
     for (const [name, v] of Object.entries({ ...this.limits, rangeKvsMax: this.rangeKvsMax })) {
       if (!Number.isSafeInteger(v) || v < 1) {
@@ -291,6 +333,7 @@ export class MetadataStore {
       const [name, v] of Object.entries({
         sessionsMax: this.sessionsMax,
         sessionIdleEntriesMax: this.sessionIdleEntriesMax,
+        leasesMax: this.leasesMax,
       })
     ) {
       if (!Number.isSafeInteger(v) || v < 1) {
@@ -317,6 +360,42 @@ export class MetadataStore {
   /** Number of client sessions remembered. */
   get sessionCount(): number {
     return this.#sessions.size;
+  }
+
+  /** Number of leases. */
+  get leaseCount(): number {
+    return this.#leases.size;
+  }
+
+  /** The oldest revision a watch may start at (older ones are compacted). */
+  get oldestRevision(): number {
+    return this.#history.oldestRevision;
+  }
+
+  /** Most revisions the watch history keeps. */
+  get historyRevisionsMax(): number {
+    return this.#history.revisionsMax;
+  }
+
+  /**
+   * The events of every revision from `revision` up to the current one, oldest first. Throws
+   * {@linkcode CompactedError} when `revision` is older than {@linkcode oldestRevision}.
+   */
+  history(revision: number): RevisionEvents[] {
+    return this.#history.from(revision);
+  }
+
+  /** The lease `id`, or `undefined`. */
+  lease(id: number): LeaseInfo | undefined {
+    const l = this.#leases.get(id);
+    return l === undefined
+      ? undefined
+      : { id, ttlMs: l.ttlMs, keys: [...l.keys].sort(compareKeys) };
+  }
+
+  /** Every lease, by id. */
+  leases(): LeaseInfo[] {
+    return [...this.#leases.keys()].sort((a, b) => a - b).map((id) => this.lease(id)!);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -446,13 +525,14 @@ export class MetadataStore {
 
   /** `stored` as a {@linkcode KeyValue} with a copy of its value. */
   #export(key: string, stored: Stored): KeyValue {
-    return {
+    const kv: KeyValue = {
       key,
       value: this.#copier.copy(stored.value),
       createRevision: stored.createRevision,
       modRevision: stored.modRevision,
       version: stored.version,
     };
+    return stored.lease === 0 ? kv : { ...kv, lease: stored.lease };
   }
 
   /** Runs `command` atomically at one revision; a broken limit changes nothing. */
@@ -466,15 +546,43 @@ export class MetadataStore {
     const revision = this.#revision + 1;
     const events: KvEvent[] = [];
     let response: Mutable<CommandResponse>;
+    const rejected = (error: string) => ({
+      remembered: { status: "rejected", error } as SessionOutcome,
+      events: [],
+    });
     if (command.type === "txn") {
       const succeeded = command.compare.every((c) => this.#compare(c));
       const ops = succeeded ? command.success : command.failure;
+      // Checked before anything changes, so a missing lease leaves the store as it was.
+      for (const op of ops) {
+        const e = this.#leaseMissing(op);
+        if (e !== undefined) return rejected(e);
+      }
       const responses = ops.map((op) => this.#op(op, revision, events));
       response = { type: "txn", revision: 0, succeeded, responses };
+    } else if (command.type === "leaseGrant") {
+      const r = this.#grant(command.id, command.ttlMs);
+      if (typeof r === "string") return rejected(r);
+      response = r;
+    } else if (command.type === "leaseRevoke") {
+      response = this.#revoke(command.id, revision, events);
+    } else if (command.type === "compact") {
+      if (command.revision > this.#revision) {
+        return rejected(
+          `Compact revision ${command.revision} is in the future: the store is at revision ${this.#revision}`,
+        );
+      }
+      this.#history.compact(command.revision);
+      response = { type: "compact", revision: 0, oldestRevision: this.#history.oldestRevision };
     } else {
+      const e = this.#leaseMissing(command);
+      if (e !== undefined) return rejected(e);
       response = this.#op(command, revision, events);
     }
-    if (events.length > 0) this.#revision = revision;
+    if (events.length > 0) {
+      this.#revision = revision;
+      this.#history.append(revision, events);
+    }
     // Every response of the command reports the revision after it, as etcd's headers do.
     response.revision = this.#revision;
     if (response.type === "txn") {
@@ -490,7 +598,7 @@ export class MetadataStore {
   ): Mutable<PutResponse | DeleteResponse | RangeResponse> {
     switch (op.type) {
       case "put":
-        return this.#put(op.key, op.value, op.prevKv, revision, events);
+        return this.#put(op.key, op.value, op.prevKv, op.lease ?? 0, revision, events);
       case "delete":
         return this.#delete(op.range, op.prevKv, revision, events);
       case "range":
@@ -498,10 +606,54 @@ export class MetadataStore {
     }
   }
 
+  /** Why `op` cannot run: it puts with a lease that does not exist. */
+  #leaseMissing(op: TxnOp | PlainCommand): string | undefined {
+    if (op.type !== "put" || !op.lease || this.#leases.has(op.lease)) return undefined;
+    return `Lease ${op.lease} not found (put of ${quote(op.key)})`;
+  }
+
+  #grant(id: number, ttlMs: number): Mutable<LeaseGrantResponse> | string {
+    if (this.#leases.size >= this.leasesMax) {
+      return `Too many leases: ${this.#leases.size} (most ${this.leasesMax})`;
+    }
+    if (id === 0) {
+      id = this.#leaseIdLast + 1;
+      while (this.#leases.has(id)) id++;
+    } else if (this.#leases.has(id)) {
+      return `Lease ${id} already exists`;
+    }
+    this.#leaseIdLast = Math.max(this.#leaseIdLast, id);
+    this.#leases.set(id, { id, ttlMs, keys: new Set() });
+    return { type: "leaseGrant", revision: 0, id, ttlMs };
+  }
+
+  /** Ends lease `id`: its keys are deleted, in key order, as ordinary DELETE events. */
+  #revoke(id: number, revision: number, events: KvEvent[]): Mutable<LeaseRevokeResponse> {
+    const lease = this.#leases.get(id);
+    if (lease === undefined) return { type: "leaseRevoke", revision: 0, found: false, deleted: 0 };
+    const keys = [...lease.keys].sort(compareKeys);
+    for (const key of keys) this.#delete({ key }, false, revision, events);
+    invariant(lease.keys.size === 0, () => `lease ${id} kept keys after its revoke`);
+    this.#leases.delete(id);
+    return { type: "leaseRevoke", revision: 0, found: true, deleted: keys.length };
+  }
+
+  /** Moves `key` from lease `from` to lease `to` (0: none). */
+  #attach(key: string, from: number, to: number): void {
+    if (from === to) return;
+    if (from !== 0) this.#leases.get(from)?.keys.delete(key);
+    if (to !== 0) {
+      const lease = this.#leases.get(to);
+      invariant(lease !== undefined, () => `key ${quote(key)} put with missing lease ${to}`);
+      lease.keys.add(key);
+    }
+  }
+
   #put(
     key: string,
     value: Uint8Array,
     prevKv: boolean,
+    lease: number,
     revision: number,
     events: KvEvent[],
   ): Mutable<PutResponse> {
@@ -512,8 +664,10 @@ export class MetadataStore {
         createRevision: revision,
         modRevision: revision,
         version: 1,
+        lease,
       };
       this.#map.set(key, created);
+      this.#attach(key, 0, lease);
       events.push({ type: "PUT", kv: this.#export(key, created) });
       return { type: "put", revision: 0 };
     }
@@ -523,6 +677,8 @@ export class MetadataStore {
     stored.value = value;
     stored.modRevision = revision;
     stored.version++;
+    this.#attach(key, stored.lease, lease);
+    stored.lease = lease;
     events.push({ type: "PUT", kv: this.#export(key, stored), prevKv: prev });
     return prevKv ? { type: "put", revision: 0, prevKv: prev } : { type: "put", revision: 0 };
   }
@@ -538,6 +694,7 @@ export class MetadataStore {
     for (const [key, stored] of doomed) {
       const removed = this.#map.delete(key);
       invariant(removed, () => `key ${quote(key)} vanished during its delete`);
+      this.#attach(key, stored.lease, 0);
       const prev = this.#export(key, stored);
       if (prevKv) prevKvs.push(prev);
       events.push({
@@ -715,9 +872,17 @@ export class MetadataStore {
 
   /** The whole state (keys, revision, applied index, sessions) as JSON-safe data. */
   snapshot(): StoreSnapshot {
-    const kvs: [string, string, number, number, number][] = [];
+    const kvs: [string, string, number, number, number, number?][] = [];
     for (const [key, s] of this.#map.entries()) {
-      kvs.push([key, toBase64(s.value), s.createRevision, s.modRevision, s.version]);
+      const row: [string, string, number, number, number, number?] = [
+        key,
+        toBase64(s.value),
+        s.createRevision,
+        s.modRevision,
+        s.version,
+      ];
+      if (s.lease !== 0) row.push(s.lease);
+      kvs.push(row);
     }
     const sessions = [...this.#sessions.values()].map((s) => ({
       clientId: s.clientId,
@@ -730,6 +895,8 @@ export class MetadataStore {
       appliedIndex: this.#appliedIndex,
       revision: this.#revision,
       kvs,
+      leases: [...this.#leases.values()].map((l) => [l.id, l.ttlMs] as const),
+      leaseIdLast: this.#leaseIdLast,
       sessions,
     };
   }
@@ -750,9 +917,19 @@ export class MetadataStore {
     const store = new MetadataStore(options);
     store.#appliedIndex = appliedIndex;
     store.#revision = revision;
+    for (const [id, ttlMs] of snapshot.leases ?? []) {
+      if (!isCount(id, 1) || !isCount(ttlMs, 1) || store.#leases.has(id)) fail(`lease ${id}`);
+      store.#leases.set(id, { id, ttlMs, keys: new Set() });
+    }
+    store.#leaseIdLast = snapshot.leaseIdLast ?? 0;
+    if (!isCount(store.#leaseIdLast, 0)) fail(`leaseIdLast ${snapshot.leaseIdLast}`);
+    // Watch history is not part of a snapshot (it would multiply its size): a restored store
+    // keeps history only from its snapshot's revision on.
+    store.#history = new WatchHistory(store.#history.revisionsMax, revision, revision);
     let previous: string | undefined;
     for (const entry of snapshot.kvs) {
       const [key, value, createRevision, modRevision, version] = entry;
+      const lease = entry[5] ?? 0;
       try {
         validateKey(key);
       } catch (e) {
@@ -768,7 +945,17 @@ export class MetadataStore {
       ) {
         fail(`revisions of ${quote(key)}: ${createRevision}, ${modRevision}, version ${version}`);
       }
-      store.#map.set(key, { value: fromBase64(value), createRevision, modRevision, version });
+      if (lease !== 0 && !store.#leases.has(lease)) {
+        fail(`key ${quote(key)} has unknown lease ${lease}`);
+      }
+      store.#map.set(key, {
+        value: fromBase64(value),
+        createRevision,
+        modRevision,
+        version,
+        lease,
+      });
+      if (lease !== 0) store.#leases.get(lease)!.keys.add(key);
     }
     let lastIndex = 0;
     for (const s of snapshot.sessions) {

@@ -20,7 +20,7 @@ export interface KeyValue {
   readonly modRevision: number;
   /** Number of puts since the key was created: 1 on create, +1 per put, gone on delete. */
   readonly version: number;
-  /** Lease the key is attached to (leases come later; never set yet). */
+  /** Lease the key is attached to; absent when none. The key is deleted when the lease ends. */
   readonly lease?: number;
 }
 
@@ -71,6 +71,11 @@ export interface PutCommand {
   readonly value: Uint8Array;
   /** Return the previous key-value in the response. */
   readonly prevKv: boolean;
+  /**
+   * Attach the key to this lease (it must exist); omitted or 0 detaches the key from any lease,
+   * as in etcd.
+   */
+  readonly lease?: number;
 }
 
 /** Delete the keys of `range`; with `prevKv`, the response carries what was deleted. */
@@ -135,8 +140,49 @@ export interface SessionCommand {
   readonly command: PlainCommand;
 }
 
+/**
+ * Grant a lease of `ttlMs`. With `id` 0 the store picks the id (the lowest unused above every id
+ * it handed out); a chosen id must be unused. Keys put with the lease are deleted when it ends.
+ */
+export interface LeaseGrantCommand {
+  /** Discriminant. */
+  readonly type: "leaseGrant";
+  /** Lease id, or 0 to let the store choose. */
+  readonly id: number;
+  /** Time to live in milliseconds, counted by the leader's clock from each keep-alive. */
+  readonly ttlMs: number;
+}
+
+/**
+ * End a lease and delete its keys, at one revision. `expired` marks a revoke the leader's lease
+ * manager proposed because the TTL ran out (the state machine never reads a clock).
+ */
+export interface LeaseRevokeCommand {
+  /** Discriminant. */
+  readonly type: "leaseRevoke";
+  /** Lease id. */
+  readonly id: number;
+  /** Proposed by the leader on expiry rather than asked for by a client. */
+  readonly expired: boolean;
+}
+
+/** Forget watch history up to and including `revision` (etcd's Compact), so watches start later. */
+export interface CompactCommand {
+  /** Discriminant. */
+  readonly type: "compact";
+  /** Revisions up to this one are dropped from history; at most the store's revision. */
+  readonly revision: number;
+}
+
 /** A command without a session envelope. */
-export type PlainCommand = PutCommand | DeleteCommand | RangeCommand | TxnCommand;
+export type PlainCommand =
+  | PutCommand
+  | DeleteCommand
+  | RangeCommand
+  | TxnCommand
+  | LeaseGrantCommand
+  | LeaseRevokeCommand
+  | CompactCommand;
 
 /** Everything that can be put in the Raft log for the store. */
 export type Command = PlainCommand | SessionCommand;
@@ -189,8 +235,49 @@ export interface TxnResponse {
   readonly responses: readonly (PutResponse | DeleteResponse | RangeResponse)[];
 }
 
+/** Response to a lease grant. */
+export interface LeaseGrantResponse {
+  /** Discriminant. */
+  readonly type: "leaseGrant";
+  /** Store revision after the command (a grant does not raise it). */
+  readonly revision: number;
+  /** The lease's id. */
+  readonly id: number;
+  /** Its TTL in milliseconds. */
+  readonly ttlMs: number;
+}
+
+/** Response to a lease revoke. */
+export interface LeaseRevokeResponse {
+  /** Discriminant. */
+  readonly type: "leaseRevoke";
+  /** Store revision after the command. */
+  readonly revision: number;
+  /** Whether the lease existed (a revoke of an unknown lease changes nothing). */
+  readonly found: boolean;
+  /** Keys deleted with the lease. */
+  readonly deleted: number;
+}
+
+/** Response to a compaction. */
+export interface CompactResponse {
+  /** Discriminant. */
+  readonly type: "compact";
+  /** Store revision after the command (unchanged). */
+  readonly revision: number;
+  /** The oldest revision still in the history afterwards. */
+  readonly oldestRevision: number;
+}
+
 /** Response to any command. */
-export type CommandResponse = PutResponse | DeleteResponse | RangeResponse | TxnResponse;
+export type CommandResponse =
+  | PutResponse
+  | DeleteResponse
+  | RangeResponse
+  | TxnResponse
+  | LeaseGrantResponse
+  | LeaseRevokeResponse
+  | CompactResponse;
 
 /** A change a write made, for watchers (etcd's `mvccpb.Event`). */
 export interface KvEvent {

@@ -9,7 +9,7 @@
 
 import { encodeCommand } from "../kv/command.ts";
 import type { ApplyResult } from "../kv/store.ts";
-import type { PlainCommand, TxnResponse } from "../kv/types.ts";
+import type { CommandResponse, PlainCommand, TxnResponse } from "../kv/types.ts";
 import type { NodeId } from "../raft/types.ts";
 import type { Cluster, Operation } from "./cluster.ts";
 
@@ -39,6 +39,16 @@ export type ClientRequest =
     readonly value: string;
   };
 
+/** Any command, sent with the client's session envelope; its response comes back. */
+export interface CommandRequest {
+  /** Discriminant. */
+  readonly kind: "command";
+  /** A label for descriptions (e.g. the key the command is about). */
+  readonly key: string;
+  /** The command. */
+  readonly command: PlainCommand;
+}
+
 /** The outcome of a client request. */
 export interface ClientResult {
   /** `ok`: done, with `value`; `failed`: certainly had no effect; `unknown`: may have. */
@@ -55,6 +65,8 @@ export interface ClientResult {
   readonly returnMs: number;
   /** How many attempts it took. */
   readonly attempts: number;
+  /** For a command: the store's response. */
+  readonly response?: CommandResponse;
 }
 
 /** A retrying, exactly-once client of a simulated cluster. */
@@ -88,7 +100,7 @@ export class SimClient {
    * Starts `request`; `done` is called with the outcome, in virtual time, while the cluster runs.
    * One request at a time.
    */
-  start(request: ClientRequest, done: (result: ClientResult) => void): void {
+  start(request: ClientRequest | CommandRequest, done: (result: ClientResult) => void): void {
     if (this.#busy) throw new Error(`Client "${this.clientId}" already has a request in progress`);
     this.#busy = true;
     const c = this.#cluster;
@@ -168,7 +180,7 @@ export class SimClient {
   }
 
   /** Runs `request` to completion, advancing the cluster's clock; returns the outcome. */
-  run(request: ClientRequest): ClientResult {
+  run(request: ClientRequest | CommandRequest): ClientResult {
     let result: ClientResult | undefined;
     this.start(request, (r) => result = r);
     this.#cluster.runUntil(() => result !== undefined, {
@@ -185,12 +197,15 @@ export class SimClient {
   }
 
   #settleWrite(
-    request: ClientRequest,
+    request: ClientRequest | CommandRequest,
     result: ApplyResult,
     finish: (r: Omit<ClientResult, "callMs" | "returnMs" | "attempts">) => void,
   ): void {
     switch (result.status) {
       case "applied": {
+        if (request.kind === "command") {
+          return finish({ status: "ok", succeeded: true, response: result.response });
+        }
         if (request.kind !== "cas") return finish({ status: "ok", succeeded: true });
         const txn = result.response as TxnResponse;
         if (txn.succeeded) return finish({ status: "ok", succeeded: true, value: request.value });
@@ -211,8 +226,12 @@ export class SimClient {
   }
 }
 
-function toCommand(request: Exclude<ClientRequest, { kind: "get" }>): PlainCommand {
+function toCommand(
+  request: Exclude<ClientRequest | CommandRequest, { kind: "get" }>,
+): PlainCommand {
   switch (request.kind) {
+    case "command":
+      return request.command;
     case "put":
       return { type: "put", key: request.key, value: encoder.encode(request.value), prevKv: false };
     case "delete":

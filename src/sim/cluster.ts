@@ -283,6 +283,7 @@ export class Cluster {
   #cuts = new Set<string>();
   #eventsMax: number;
   #listeners: ((e: SimEvent) => void)[] = [];
+  #appliedListeners: ((node: SimNode, entry: RaftLogEntry, result: unknown) => void)[] = [];
   #writes = new Map<NodeId, Map<number, Operation>>();
   #reads = new Map<NodeId, Map<string, Operation>>();
   #readsWaiting = new Map<NodeId, { op: Operation; readIndex: number }[]>();
@@ -416,6 +417,14 @@ export class Cluster {
   /** Subscribes to every event as it happens (for verbose output). */
   onEvent(listener: (e: SimEvent) => void): void {
     this.#listeners.push(listener);
+  }
+
+  /**
+   * Subscribes to every entry any node applies, with the store's result (watch hubs and lease
+   * managers hang off it). Called inside the host loop: do not drive the cluster from it.
+   */
+  onApplied(listener: (node: SimNode, entry: RaftLogEntry, result: unknown) => void): void {
+    this.#appliedListeners.push(listener);
   }
 
   // ---- Faults ------------------------------------------------------------------------------------
@@ -899,6 +908,7 @@ export class Cluster {
 
   #onApplied(n: SimNode, entry: RaftLogEntry, result: unknown): void {
     this.checker?.onApplied(n.id, entry);
+    for (const l of this.#appliedListeners) l(n, entry, result);
     const op = this.#writes.get(n.id)!.get(entry.index);
     if (op === undefined) return;
     this.#writes.get(n.id)!.delete(entry.index);

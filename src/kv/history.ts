@@ -1,0 +1,131 @@
+/**
+ * The store's watch history: the events of the most recent revisions, so a watcher can start at a
+ * past revision and a client that reconnects can resume where it stopped. Bounded: at most
+ * `revisionsMax` revisions are kept, and an explicit compaction drops older ones. Every revision
+ * in (compactRevision, current] is kept, without holes.
+ *
+ * @module
+ */
+
+import type { KvEvent } from "./types.ts";
+
+/** A watch asked for a revision the history no longer holds. */
+export class CompactedError extends Error {
+  /** The revision asked for. */
+  readonly revision: number;
+  /** The oldest revision a watch may still start at. */
+  readonly oldestRevision: number;
+  /** Makes the error for a watch from `revision` when history starts at `oldestRevision`. */
+  constructor(revision: number, oldestRevision: number) {
+    super(
+      `Revision ${revision} has been compacted: the oldest revision still available is ${oldestRevision}`,
+    );
+    this.name = "CompactedError";
+    this.revision = revision;
+    this.oldestRevision = oldestRevision;
+  }
+}
+
+/** The events of one revision, in the order the command made them. */
+export interface RevisionEvents {
+  /** The revision. */
+  readonly revision: number;
+  /** Its events (at least one: a revision is only made by a change). */
+  readonly events: readonly KvEvent[];
+}
+
+/** Bounded, gap-free history of the latest revisions. */
+export class WatchHistory {
+  /** Most revisions kept. */
+  readonly revisionsMax: number;
+  #entries: RevisionEvents[] = [];
+  #start = 0;
+  #compactRevision: number;
+  #lastRevision: number;
+
+  /**
+   * An empty history of a store at `revision`, whose revisions up to `compactRevision` are gone
+   * (an empty store is at revision 1, which has no events, and nothing is gone).
+   */
+  constructor(revisionsMax: number, revision = 1, compactRevision = 0) {
+    if (!Number.isSafeInteger(revisionsMax) || revisionsMax < 1) {
+      throw new RangeError(`historyRevisionsMax must be a positive integer: ${revisionsMax}`);
+    }
+    this.revisionsMax = revisionsMax;
+    this.#compactRevision = compactRevision;
+    this.#lastRevision = revision;
+  }
+
+  /** Highest revision no longer held (0 when nothing was dropped). */
+  get compactRevision(): number {
+    return this.#compactRevision;
+  }
+
+  /** The oldest revision a watch may start at. */
+  get oldestRevision(): number {
+    return this.#compactRevision + 1;
+  }
+
+  /** Number of revisions held. */
+  get size(): number {
+    return this.#entries.length - this.#start;
+  }
+
+  /** Appends revision `revision`, which must follow the last one; drops the oldest beyond the bound. */
+  append(revision: number, events: readonly KvEvent[]): void {
+    const last = this.#lastRevision;
+    if (revision !== last + 1 || events.length === 0) {
+      throw new Error(
+        `Invariant violated: history revision ${revision} after ${last} with ${events.length} events`,
+      );
+    }
+    this.#entries.push({ revision, events });
+    this.#lastRevision = revision;
+    if (this.size > this.revisionsMax) {
+      this.#compactRevision = this.#entries[this.#start].revision;
+      this.#start++;
+      this.#tidy();
+    }
+  }
+
+  /** Drops every revision up to and including `revision`. */
+  compact(revision: number): void {
+    if (revision <= this.#compactRevision) return;
+    while (this.#start < this.#entries.length && this.#entries[this.#start].revision <= revision) {
+      this.#start++;
+    }
+    this.#compactRevision = revision;
+    this.#tidy();
+  }
+
+  /**
+   * The revisions from `revision` on, oldest first. Throws {@linkcode CompactedError} when
+   * `revision` is at or below the compact revision.
+   */
+  from(revision: number): RevisionEvents[] {
+    if (revision <= this.#compactRevision) {
+      throw new CompactedError(revision, this.oldestRevision);
+    }
+    // Binary search for the first entry with revision >= `revision`.
+    let lo = this.#start;
+    let hi = this.#entries.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.#entries[mid].revision < revision) lo = mid + 1;
+      else hi = mid;
+    }
+    return this.#entries.slice(lo);
+  }
+
+  /** Every revision held, oldest first. */
+  all(): readonly RevisionEvents[] {
+    return this.#entries.slice(this.#start);
+  }
+
+  #tidy(): void {
+    if (this.#start > 64 && this.#start * 2 > this.#entries.length) {
+      this.#entries = this.#entries.slice(this.#start);
+      this.#start = 0;
+    }
+  }
+}
