@@ -90,6 +90,8 @@ for (let i = 0; i < BASE64.length; i++) BASE64_INDEX[BASE64.charCodeAt(i)] = i;
 
 /** `bytes` in standard base64 with padding (RFC 4648 §4). */
 export function toBase64(bytes: Uint8Array): string {
+  // The built-in (V8 ≥ 13.9, Deno 2.5+) is about 14× faster than the loop below (bench/RESULTS.md).
+  if (NATIVE_TO_BASE64) return (bytes as unknown as { toBase64(): string }).toBase64();
   const parts: string[] = [];
   let chunk = "";
   let i = 0;
@@ -112,6 +114,9 @@ export function toBase64(bytes: Uint8Array): string {
   parts.push(chunk);
   return parts.join("");
 }
+
+const NATIVE_TO_BASE64 = typeof (Uint8Array.prototype as { toBase64?: unknown }).toBase64 ===
+  "function";
 
 /** Decodes standard padded base64; throws on any other input. */
 export function fromBase64(encoded: string): Uint8Array {

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
 import {
@@ -615,11 +616,12 @@ export class RaftServer {
   #scheduleDrain(): void {
     if (this.#drainScheduled || this.#closed) return;
     this.#drainScheduled = true;
-    // A macrotask, not a microtask: requests that arrive in the same turn join this batch.
-    setTimeout(() => {
+    // A macrotask, not a microtask: requests that arrive in the same turn join this batch. Not
+    // setTimeout(0): Deno clamps it to 1 ms and more (about 2 ms measured), once per hop.
+    setImmediate(() => {
       this.#drainScheduled = false;
       this.#drain();
-    }, 0);
+    });
   }
 
   #drain(): void {

@@ -1,0 +1,634 @@
+/**
+ * `deno task bench:etcd`: raftmeta side by side with etcd (issue 9). Starts a 3-node raftmeta
+ * cluster and a 3-node etcd cluster on 127.0.0.1 (each node with its own data directory in a temp
+ * dir, fsync on), drives both with wrk over etcd's v3 JSON paths (`POST /v3/kv/put`,
+ * `POST /v3/kv/range`; keys 8 bytes, values 256 bytes, as etcd's published benchmark), and prints
+ * one table. The two clusters run one after the other so neither steals the other's CPU. The
+ * table and the machine it ran on go to bench/RESULTS.md, newest first.
+ *
+ *   deno task bench:etcd            # 10 s per row
+ *   deno task bench:etcd --quick    # 3 s per row
+ *
+ * Needs /usr/bin/etcd (Debian: etcd-server) and wrk; installs them with apt-get when run as root.
+ * Every process it starts is stopped at the end, on error and on Ctrl-C.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+
+/** One load row as wrk measured it. */
+export interface WrkResult {
+  /** Requests completed. */
+  readonly requests: number;
+  /** Wall time of the run, seconds. */
+  readonly seconds: number;
+  /** Requests per second. */
+  readonly requestsPerSecond: number;
+  /** Median latency, milliseconds. */
+  readonly latencyMsP50: number;
+  /** 99th percentile latency, milliseconds. */
+  readonly latencyMsP99: number;
+  /** Socket errors, timeouts and non-2xx answers. */
+  readonly errors: number;
+}
+
+/** The rows of the table, in order. */
+export const WORKLOADS = [
+  { name: "sequential puts", connections: 1, threads: 1, kind: "put" },
+  { name: "concurrent puts", connections: 64, threads: 2, kind: "put" },
+  { name: "linearizable gets", connections: 64, threads: 2, kind: "get" },
+] as const;
+
+/** One workload's name. */
+export type WorkloadName = typeof WORKLOADS[number]["name"];
+
+/** Results of one system: a row per workload. */
+export type SystemResults = Partial<Record<WorkloadName, WrkResult>>;
+
+const RESULT_MARK = "BENCH_RESULT ";
+
+/**
+ * Parses the line the Lua `done` hook prints (`BENCH_RESULT {json}`) out of wrk's output.
+ * Throws when wrk printed none (it failed to start or to connect).
+ */
+export function parseWrkOutput(text: string): WrkResult {
+  const line = text.split("\n").find((l) => l.startsWith(RESULT_MARK));
+  if (line === undefined) {
+    throw new Error(`wrk printed no result line; its output was:\n${text.slice(0, 2000)}`);
+  }
+  const o = JSON.parse(line.slice(RESULT_MARK.length));
+  const seconds = o.durationUs / 1e6;
+  return {
+    requests: o.requests,
+    seconds,
+    requestsPerSecond: seconds > 0 ? o.requests / seconds : 0,
+    latencyMsP50: o.p50Us / 1000,
+    latencyMsP99: o.p99Us / 1000,
+    errors: o.errors,
+  };
+}
+
+function fmtRate(x: number | undefined): string {
+  return x === undefined ? "–" : Math.round(x).toLocaleString("en-US");
+}
+function fmtMs(x: number | undefined): string {
+  if (x === undefined) return "–";
+  return x < 10 ? x.toFixed(2) : x.toFixed(1);
+}
+function fmtRatio(a: number | undefined, b: number | undefined): string {
+  return a === undefined || b === undefined || b === 0 ? "–" : `${(a / b).toFixed(2)}×`;
+}
+
+/** Renders the comparison as a Markdown table (latencies in ms; ratios are raftmeta/etcd). */
+export function renderTable(raftmeta: SystemResults, etcd: SystemResults): string {
+  const lines = [
+    "| workload | raftmeta req/s | p50 ms | p99 ms | etcd req/s | p50 ms | p99 ms | req/s ratio | p50 ratio | p99 ratio |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const w of WORKLOADS) {
+    const r = raftmeta[w.name];
+    const e = etcd[w.name];
+    const errs = (r?.errors ?? 0) + (e?.errors ?? 0) > 0
+      ? ` (errors: raftmeta ${r?.errors ?? 0}, etcd ${e?.errors ?? 0})`
+      : "";
+    lines.push(
+      `| ${w.name} (${w.connections} conn)${errs} | ${fmtRate(r?.requestsPerSecond)} | ${
+        fmtMs(r?.latencyMsP50)
+      } | ${fmtMs(r?.latencyMsP99)} | ${fmtRate(e?.requestsPerSecond)} | ${
+        fmtMs(e?.latencyMsP50)
+      } | ${fmtMs(e?.latencyMsP99)} | ${fmtRatio(r?.requestsPerSecond, e?.requestsPerSecond)} | ${
+        fmtRatio(r?.latencyMsP50, e?.latencyMsP50)
+      } | ${fmtRatio(r?.latencyMsP99, e?.latencyMsP99)} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/** Marker after which runs are inserted in RESULTS.md (newest first). */
+export const RUNS_MARK = "<!-- runs: newest first -->";
+
+/** Inserts `section` into the RESULTS.md text right after {@linkcode RUNS_MARK}. */
+export function insertRun(existing: string, section: string): string {
+  const i = existing.indexOf(RUNS_MARK);
+  if (i < 0) {
+    const head = existing.trim() === ""
+      ? "# raftmeta vs etcd: benchmark results\n\nWritten by `deno task bench:etcd`.\n\n"
+      : existing.trimEnd() + "\n\n";
+    return `${head}${RUNS_MARK}\n\n${section.trim()}\n`;
+  }
+  const at = i + RUNS_MARK.length;
+  return `${existing.slice(0, at)}\n\n${section.trim()}\n\n${
+    existing.slice(at).replace(/^\n+/, "")
+  }`
+    .trimEnd() + "\n";
+}
+
+// ---- The wrk script ------------------------------------------------------------------------------
+
+/** wrk's Lua script: POST bodies with base64 keys "k%07d" (8 bytes) and a 256-byte value. */
+export function wrkScript(kind: "put" | "get", keyCount: number): string {
+  return `
+local chars = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
+local function b64(s)
+  local out = {}
+  for i = 1, #s, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = a * 65536 + (b or 0) * 256 + (c or 0)
+    local c1 = math.floor(n / 262144) % 64
+    local c2 = math.floor(n / 4096) % 64
+    local c3 = math.floor(n / 64) % 64
+    local c4 = n % 64
+    out[#out + 1] = chars:sub(c1 + 1, c1 + 1) .. chars:sub(c2 + 1, c2 + 1) ..
+      (b and chars:sub(c3 + 1, c3 + 1) or '=') .. (c and chars:sub(c4 + 1, c4 + 1) or '=')
+  end
+  return table.concat(out)
+end
+local threads = {}
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set('id', counter)
+  table.insert(threads, thread)
+end
+local kind = '${kind}'
+local keys = ${keyCount}
+local value = b64(string.rep('v', 256))
+local headers = { ['Content-Type'] = 'application/json' }
+local path = kind == 'put' and '/v3/kv/put' or '/v3/kv/range'
+function init(args)
+  math.randomseed(os.time() * 1000 + (id or 0))
+end
+function request()
+  local key = b64(string.format('k%07d', math.random(0, keys - 1)))
+  local body
+  if kind == 'put' then
+    body = '{"key":"' .. key .. '","value":"' .. value .. '"}'
+  else
+    body = '{"key":"' .. key .. '"}'
+  end
+  return wrk.format('POST', path, headers, body)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '${RESULT_MARK}{"requests":%d,"durationUs":%d,"p50Us":%d,"p99Us":%d,"errors":%d}\\n',
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+`;
+}
+
+// ---- Processes -----------------------------------------------------------------------------------
+
+const children = new Set<Deno.ChildProcess>();
+
+function stopAll(): void {
+  for (const c of children) {
+    try {
+      c.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }
+  children.clear();
+}
+
+async function run(cmd: string, args: string[]): Promise<{ code: number; out: string }> {
+  const child = new Deno.Command(cmd, { args, stdout: "piped", stderr: "piped" }).spawn();
+  children.add(child);
+  const o = await child.output();
+  children.delete(child);
+  const dec = new TextDecoder();
+  return { code: o.code, out: dec.decode(o.stdout) + dec.decode(o.stderr) };
+}
+
+function which(name: string): string | undefined {
+  for (const dir of (Deno.env.get("PATH") ?? "/usr/bin:/bin").split(":")) {
+    try {
+      if (Deno.statSync(`${dir}/${name}`).isFile) return `${dir}/${name}`;
+    } catch { /* not here */ }
+  }
+  return undefined;
+}
+
+async function ensureTools(): Promise<{ etcd: string; wrk: string }> {
+  let etcd = which("etcd");
+  let wrk = which("wrk");
+  if (etcd !== undefined && wrk !== undefined) return { etcd, wrk };
+  const missing = [etcd === undefined ? "etcd-server" : "", wrk === undefined ? "wrk" : ""]
+    .filter((x) => x !== "");
+  const isRoot = Deno.uid?.() === 0;
+  if (isRoot && which("apt-get") !== undefined) {
+    console.log(`installing ${missing.join(" ")} with apt-get…`);
+    let r = await run("apt-get", ["install", "-y", ...missing]);
+    if (r.code !== 0) {
+      await run("apt-get", ["update"]);
+      r = await run("apt-get", ["install", "-y", ...missing]);
+    }
+    if (r.code !== 0) throw new Error(`apt-get install ${missing.join(" ")} failed:\n${r.out}`);
+    etcd = which("etcd");
+    wrk = which("wrk");
+  }
+  if (etcd === undefined || wrk === undefined) {
+    throw new Error(
+      `Missing ${missing.join(" and ")}. Install with: sudo apt-get install -y ${
+        missing.join(" ")
+      } (Debian/Ubuntu), then run again.`,
+    );
+  }
+  return { etcd, wrk };
+}
+
+function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+function spawnLogged(cmd: string, args: string[], logPath: string, env?: Record<string, string>) {
+  const child = new Deno.Command(cmd, { args, env, stdout: "piped", stderr: "piped" }).spawn();
+  children.add(child);
+  const file = Deno.openSync(logPath, { create: true, append: true, write: true });
+  const enc = new TextEncoder();
+  const pump = async (s: ReadableStream<Uint8Array>) => {
+    try {
+      for await (const chunk of s) file.writeSync(chunk);
+    } catch { /* process gone */ }
+  };
+  Promise.all([pump(child.stdout), pump(child.stderr)]).finally(() => {
+    try {
+      file.writeSync(enc.encode(""));
+      file.close();
+    } catch { /* closed */ }
+  });
+  return child;
+}
+
+interface RunningCluster {
+  readonly name: string;
+  readonly leaderUrl: string;
+  readonly stop: () => Promise<void>;
+}
+
+async function postJson(url: string, body: unknown, timeoutMs = 500): Promise<unknown> {
+  const res = await fetch(url, {
+    method: "POST",
+    body: JSON.stringify(body),
+    headers: { "content-type": "application/json" },
+    signal: AbortSignal.timeout(timeoutMs),
+  });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${url}: ${res.status} ${text.slice(0, 200)}`);
+  return JSON.parse(text);
+}
+
+async function waitFor<T>(
+  what: string,
+  timeoutMs: number,
+  probe: () => Promise<T | undefined>,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    try {
+      const v = await probe();
+      if (v !== undefined) return v;
+    } catch { /* not yet */ }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+async function stopChildren(list: Deno.ChildProcess[]): Promise<void> {
+  for (const c of list) {
+    try {
+      c.kill("SIGTERM");
+    } catch { /* gone */ }
+  }
+  const timeout = new Promise((r) => setTimeout(r, 3000));
+  await Promise.race([Promise.all(list.map((c) => c.status)), timeout]);
+  for (const c of list) {
+    try {
+      c.kill("SIGKILL");
+    } catch { /* gone */ }
+    children.delete(c);
+  }
+}
+
+async function startRaftmeta(dir: string, extraArgs: string[]): Promise<RunningCluster> {
+  const ids = ["n1", "n2", "n3"];
+  const clientPorts = ids.map(() => freePort());
+  const peerPorts = ids.map(() => freePort());
+  const main = new URL("../src/net/main.ts", import.meta.url).href;
+  const procs: Deno.ChildProcess[] = [];
+  const secret = crypto.randomUUID();
+  for (const [i, id] of ids.entries()) {
+    const peers = ids.map((p, j) => `${p}=127.0.0.1:${peerPorts[j]}`).filter((_, j) => j !== i);
+    Deno.mkdirSync(`${dir}/${id}`, { recursive: true });
+    procs.push(spawnLogged(
+      Deno.execPath(),
+      [
+        "run",
+        "--allow-net",
+        "--allow-read",
+        "--allow-write",
+        "--allow-env",
+        ...extraArgs,
+        main,
+        "--name",
+        id,
+        "--cluster-id",
+        "bench",
+        "--data-dir",
+        `${dir}/${id}/data`,
+        "--listen-client",
+        `127.0.0.1:${clientPorts[i]}`,
+        "--listen-peer",
+        `127.0.0.1:${peerPorts[i]}`,
+        "--peers",
+        peers.join(","),
+      ],
+      `${dir}/${id}.log`,
+      { RAFTMETA_CLUSTER_SECRET: secret },
+    ));
+  }
+  const urls = clientPorts.map((p) => `http://127.0.0.1:${p}`);
+  const leaderUrl = await waitFor("a raftmeta leader", 20_000, async () => {
+    for (const u of urls) {
+      const res = await fetch(`${u}/v1/status?local=1`, { signal: AbortSignal.timeout(300) });
+      const body = await res.json();
+      if (body?.node?.role === "Leader") return u;
+    }
+    return undefined;
+  });
+  return { name: "raftmeta", leaderUrl, stop: () => stopChildren(procs) };
+}
+
+async function startEtcd(etcd: string, dir: string): Promise<RunningCluster> {
+  const ids = ["e1", "e2", "e3"];
+  const clientPorts = ids.map(() => freePort());
+  const peerPorts = ids.map(() => freePort());
+  const initial = ids.map((id, i) => `${id}=http://127.0.0.1:${peerPorts[i]}`).join(",");
+  const procs: Deno.ChildProcess[] = [];
+  const token = `bench-${crypto.randomUUID()}`;
+  for (const [i, id] of ids.entries()) {
+    procs.push(spawnLogged(etcd, [
+      "--name",
+      id,
+      "--data-dir",
+      `${dir}/${id}`,
+      "--listen-client-urls",
+      `http://127.0.0.1:${clientPorts[i]}`,
+      "--advertise-client-urls",
+      `http://127.0.0.1:${clientPorts[i]}`,
+      "--listen-peer-urls",
+      `http://127.0.0.1:${peerPorts[i]}`,
+      "--initial-advertise-peer-urls",
+      `http://127.0.0.1:${peerPorts[i]}`,
+      "--initial-cluster",
+      initial,
+      "--initial-cluster-token",
+      token,
+      "--initial-cluster-state",
+      "new",
+      "--log-level",
+      "warn",
+    ], `${dir}/${id}.log`));
+  }
+  const urls = clientPorts.map((p) => `http://127.0.0.1:${p}`);
+  const leaderUrl = await waitFor("an etcd leader", 30_000, async () => {
+    for (const u of urls) {
+      // deno-lint-ignore no-explicit-any
+      const s = await postJson(`${u}/v3/maintenance/status`, {}) as any;
+      if (s?.leader !== undefined && s.leader === s?.header?.member_id) return u;
+    }
+    return undefined;
+  });
+  return { name: "etcd", leaderUrl, stop: () => stopChildren(procs) };
+}
+
+// ---- Measuring ---------------------------------------------------------------------------------
+
+const KEY_COUNT = 100_000;
+const GET_KEY_COUNT = 1_000;
+
+async function preload(url: string): Promise<void> {
+  const value = btoa("v".repeat(256));
+  const keys = Array.from(
+    { length: GET_KEY_COUNT },
+    (_, i) => btoa(`k${String(i).padStart(7, "0")}`),
+  );
+  let next = 0;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (next < keys.length) {
+      const k = keys[next++];
+      await postJson(`${url}/v3/kv/put`, { key: k, value }, 5000);
+    }
+  }));
+}
+
+async function wrkRun(
+  wrk: string,
+  dir: string,
+  url: string,
+  w: typeof WORKLOADS[number],
+  seconds: number,
+): Promise<WrkResult> {
+  const script = `${dir}/${w.kind}.lua`;
+  Deno.writeTextFileSync(
+    script,
+    wrkScript(w.kind, w.kind === "put" ? KEY_COUNT : GET_KEY_COUNT),
+  );
+  const r = await run(wrk, [
+    "-t",
+    String(w.threads),
+    "-c",
+    String(w.connections),
+    "-d",
+    `${seconds}s`,
+    "--timeout",
+    "10s",
+    "-s",
+    script,
+    url,
+  ]);
+  if (r.code !== 0) throw new Error(`wrk failed (exit ${r.code}):\n${r.out}`);
+  return parseWrkOutput(r.out);
+}
+
+async function benchSystem(
+  c: RunningCluster,
+  wrk: string,
+  dir: string,
+  seconds: number,
+  warmupSeconds: number,
+): Promise<SystemResults> {
+  const out: SystemResults = {};
+  console.log(`  ${c.name}: leader at ${c.leaderUrl}; preloading ${GET_KEY_COUNT} keys…`);
+  await preload(c.leaderUrl);
+  for (const w of WORKLOADS) {
+    if (warmupSeconds > 0) {
+      await wrkRun(wrk, dir, c.leaderUrl, w, warmupSeconds);
+    }
+    const r = await wrkRun(wrk, dir, c.leaderUrl, w, seconds);
+    out[w.name] = r;
+    console.log(
+      `  ${c.name} ${w.name.padEnd(18)} ${fmtRate(r.requestsPerSecond).padStart(7)} req/s  ` +
+        `p50 ${fmtMs(r.latencyMsP50)} ms  p99 ${fmtMs(r.latencyMsP99)} ms` +
+        (r.errors > 0 ? `  errors ${r.errors}` : ""),
+    );
+  }
+  return out;
+}
+
+/** write+fdatasync of 4 KiB at growing offsets for `ms`; returns syncs per second. */
+function fdatasyncRate(dir: string, ms: number): number {
+  const path = `${dir}/fdatasync-probe`;
+  const f = Deno.openSync(path, { create: true, write: true, truncate: true });
+  const block = new Uint8Array(4096).fill(7);
+  let n = 0;
+  const t0 = performance.now();
+  try {
+    while (performance.now() - t0 < ms) {
+      f.writeSync(block);
+      f.syncDataSync();
+      n++;
+    }
+  } finally {
+    f.close();
+    Deno.removeSync(path);
+  }
+  return n / ((performance.now() - t0) / 1000);
+}
+
+async function machine(dir: string): Promise<string[]> {
+  let cpu = "unknown";
+  try {
+    const info = Deno.readTextFileSync("/proc/cpuinfo");
+    cpu = /model name\s*:\s*(.+)/.exec(info)?.[1]?.trim() ?? cpu;
+  } catch { /* not Linux */ }
+  const memGiB = Deno.systemMemoryInfo().total / 2 ** 30;
+  const syncs = fdatasyncRate(dir, 2000);
+  const etcdVersion = /etcd Version:\s*(\S+)/.exec((await run("etcd", ["--version"])).out)?.[1] ??
+    "?";
+  const wrkVersion = /wrk (\S+)/.exec((await run("wrk", ["--version"])).out)?.[1] ?? "?";
+  return [
+    `- date: ${new Date().toISOString()}`,
+    `- cpu: ${cpu}, ${navigator.hardwareConcurrency} cores; memory ${
+      memGiB.toFixed(1)
+    } GiB; ${Deno.build.os}/${Deno.build.arch}`,
+    `- disk (data dirs' filesystem): write 4 KiB + fdatasync ${
+      Math.round(syncs).toLocaleString("en-US")
+    }/s (${(1e6 / syncs).toFixed(0)} µs each)`,
+    `- Deno ${Deno.version.deno} (V8 ${Deno.version.v8}); etcd ${etcdVersion}; wrk ${wrkVersion}`,
+  ];
+}
+
+// ---- Main ----------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    args: Deno.args,
+    options: {
+      quick: { type: "boolean", default: false },
+      seconds: { type: "string" },
+      only: { type: "string" },
+      note: { type: "string", default: "" },
+      "no-write": { type: "boolean", default: false },
+      "keep-dir": { type: "boolean", default: false },
+      results: { type: "string", default: new URL("./RESULTS.md", import.meta.url).pathname },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(`raftmeta vs etcd
+
+Usage: deno task bench:etcd [--quick] [--seconds N] [--only raftmeta|etcd] [--note TEXT]
+                            [--no-write] [--keep-dir] [--results FILE]
+
+  --quick      3 s per row, 1 s warm-up (default 10 s per row, 2 s warm-up)
+  --only       measure one system
+  --note       a line recorded with the run in RESULTS.md (what changed)
+  --no-write   print the table only`);
+    return 0;
+  }
+  const seconds = values.seconds !== undefined ? Number(values.seconds) : values.quick ? 3 : 10;
+  const warmup = values.quick ? 1 : 2;
+  const tools = await ensureTools();
+  // Extra flags for the raftmeta node processes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof".
+  const denoFlags = (Deno.env.get("RAFTMETA_BENCH_DENO_FLAGS") ?? "").split(" ").filter((x) =>
+    x !== ""
+  );
+  const dir = Deno.makeTempDirSync({ prefix: "raftmeta-bench-etcd-" });
+  const onSignal = () => {
+    console.log("\ninterrupted: stopping every process started…");
+    stopAll();
+    try {
+      if (!values["keep-dir"]) Deno.removeSync(dir, { recursive: true });
+    } catch { /* gone */ }
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  try {
+    console.log(`temp dir ${dir}; measuring the disk (2 s of write+fdatasync)…`);
+    const about = await machine(dir);
+    for (const l of about) console.log(l);
+    const results: Record<string, SystemResults> = { raftmeta: {}, etcd: {} };
+    for (const name of ["raftmeta", "etcd"] as const) {
+      if (values.only !== undefined && values.only !== name) continue;
+      console.log(`starting a 3-node ${name} cluster…`);
+      const sysDir = `${dir}/${name}`;
+      Deno.mkdirSync(sysDir, { recursive: true });
+      const c = name === "raftmeta"
+        ? await startRaftmeta(sysDir, denoFlags)
+        : await startEtcd(tools.etcd, sysDir);
+      try {
+        results[name] = await benchSystem(c, tools.wrk, dir, seconds, warmup);
+      } finally {
+        await c.stop();
+      }
+    }
+    const table = renderTable(results.raftmeta, results.etcd);
+    const command = `deno task bench:etcd${values.quick ? " --quick" : ""}${
+      values.seconds !== undefined ? ` --seconds ${values.seconds}` : ""
+    }${values.only !== undefined ? ` --only ${values.only}` : ""}`;
+    console.log(`\n${table}\n`);
+    if (!values["no-write"]) {
+      const section = [
+        `## ${about[0].slice("- date: ".length)}${values.note ? ` — ${values.note}` : ""}`,
+        "",
+        `\`${command}\` (${seconds} s per row after a ${warmup} s warm-up; wrk against each ` +
+        `cluster's leader; 3 processes per cluster on 127.0.0.1, one cluster at a time)`,
+        "",
+        ...about,
+        "",
+        table,
+      ].join("\n");
+      let existing = "";
+      try {
+        existing = Deno.readTextFileSync(values.results!);
+      } catch { /* new file */ }
+      Deno.writeTextFileSync(values.results!, insertRun(existing, section));
+      console.log(`written to ${values.results}`);
+    }
+    return 0;
+  } finally {
+    stopAll();
+    if (!values["keep-dir"]) {
+      try {
+        Deno.removeSync(dir, { recursive: true });
+      } catch { /* gone */ }
+    } else console.log(`kept ${dir}`);
+  }
+}
+
+if (import.meta.main) {
+  try {
+    Deno.exit(await main());
+  } catch (e) {
+    stopAll();
+    console.error(`bench:etcd: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}
