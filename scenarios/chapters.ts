@@ -13,6 +13,7 @@ import { chapter as ch4 } from "./04_partitions.ts";
 import { chapter as ch5 } from "./05_metadata_store.ts";
 import { chapter as ch6 } from "./06_crash_restart.ts";
 import { chapter as ch7 } from "./07_election_timing.ts";
+import { chapter as ch8 } from "./08_coordination.ts";
 
 /** The chapters by module file name (`01_leader_election.ts`, …). */
 export const chapters: Readonly<Record<string, Chapter<ChapterContext>>> = {
@@ -23,4 +24,5 @@ export const chapters: Readonly<Record<string, Chapter<ChapterContext>>> = {
   "05_metadata_store.ts": ch5 as unknown as Chapter<ChapterContext>,
   "06_crash_restart.ts": ch6 as unknown as Chapter<ChapterContext>,
   "07_election_timing.ts": ch7 as unknown as Chapter<ChapterContext>,
+  "08_coordination.ts": ch8 as unknown as Chapter<ChapterContext>,
 };
