@@ -11,7 +11,7 @@
  */
 
 import type { Cluster } from "../sim/cluster.ts";
-import { SimClient, type SimClientOptions } from "../sim/client.ts";
+import { SimClient } from "../sim/client.ts";
 import type { NodeId } from "../raft/types.ts";
 import type {
   CommandResponse,
@@ -38,6 +38,16 @@ export interface SimCoordinationOptions extends WatchHubOptions {
   readonly tickMs?: number;
   /** How often idle watchers get a progress notification. Default 500 ms. */
   readonly progressMs?: number;
+}
+
+/** Retry behaviour of a {@linkcode SimCoordClient} (as the simulator's `SimClient`). */
+export interface SimCoordClientOptions {
+  /** Give up on a command after this long. Default 5,000. */
+  readonly timeoutMs?: number;
+  /** Give up on one attempt (one node) after this long and try again. Default 500. */
+  readonly attemptTimeoutMs?: number;
+  /** Wait between attempts when no leader is known. Default 50. */
+  readonly retryDelayMs?: number;
 }
 
 /** Watch hubs and lease managers beside every node of a simulated cluster. */
@@ -112,7 +122,7 @@ export class SimCoordination {
   }
 
   /** A new client named `name`. */
-  client(name: string, options: SimClientOptions = {}): SimCoordClient {
+  client(name: string, options: SimCoordClientOptions = {}): SimCoordClient {
     return new SimCoordClient(this, name, options);
   }
 
@@ -190,7 +200,7 @@ export class SimCoordClient implements CoordClient {
   readonly unreachable: Set<NodeId> = new Set();
 
   /** Use {@linkcode SimCoordination.client}. */
-  constructor(coord: SimCoordination, name: string, options: SimClientOptions = {}) {
+  constructor(coord: SimCoordination, name: string, options: SimCoordClientOptions = {}) {
     this.#coord = coord;
     this.name = name;
     this.#sim = new SimClient(coord.cluster, name, options);
