@@ -16,7 +16,7 @@ import type { ApplyResult } from "../src/kv/store.ts";
 import { type KvEvent, utf8 } from "../src/kv/mod.ts";
 import { SimCoordination } from "../src/coord/sim.ts";
 import { Session } from "../src/coord/session.ts";
-import { fencedPut, lock, LockLostError } from "../src/coord/lock.ts";
+import { campaign, fencedPut, lock, LockLostError, observe } from "../src/coord/lock.ts";
 
 const text = new TextDecoder();
 
@@ -317,4 +317,44 @@ Deno.test("lock: fencing tokens rise with every holder under faults (randomized 
   }
   assert.ok(total > 200, `acquisitions over all seeds: ${total}`);
   assert.ok(refusedTotal > 0, "some paused holder's late write was refused by its fencing token");
+});
+
+Deno.test("election: campaign, observe, resign, and a crashed leader's successor", async () => {
+  const cluster = new Cluster({ nodes: 3, seed: 3 });
+  const coord = new SimCoordination(cluster);
+  cluster.waitForLeader();
+  const a = coord.client("a");
+  const b = coord.client("b");
+  const c = coord.client("c");
+  const sa = await coord.run(Session.create(a, { ttlMs: 500 }));
+  const sb = await coord.run(Session.create(b, { ttlMs: 500 }));
+  const sc = await coord.run(Session.create(c, { ttlMs: 500 }));
+  const seen: string[] = [];
+  const watcher = observe(coord.client("observer"), "/election/db");
+  (async () => {
+    for await (const l of watcher) {
+      seen.push(l === undefined ? "none" : `${l.value}@${l.fencingToken}`);
+    }
+  })();
+  const la = await coord.run(campaign(sa, "/election/db", "a:5432"));
+  let lb: Awaited<ReturnType<typeof campaign>> | undefined;
+  campaign(sb, "/election/db", "b:5432").then((h) => lb = h);
+  let lc: Awaited<ReturnType<typeof campaign>> | undefined;
+  campaign(sc, "/election/db", "c:5432").then((h) => lc = h);
+  await coord.advance(300);
+  assert.equal(lb, undefined, "b waits while a leads");
+  await coord.run(la.resign());
+  await coord.drive(() => lb !== undefined, { timeoutMs: 2_000 });
+  assert.ok(lb!.fencingToken > la.fencingToken);
+  assert.equal(lc, undefined, "c waits behind b");
+  sb.abandon(); // b's process dies while leading
+  await coord.drive(() => lc !== undefined, { timeoutMs: 3_000 });
+  assert.ok(lc!.fencingToken > lb!.fencingToken);
+  await coord.advance(100);
+  // The observer may start before or after a's first campaign applied.
+  assert.deepEqual(seen.filter((l) => l !== "none"), [
+    `a:5432@${la.fencingToken}`,
+    `b:5432@${lb!.fencingToken}`,
+    `c:5432@${lc!.fencingToken}`,
+  ]);
 });

@@ -118,6 +118,10 @@ async function waitDeleted(
  */
 export async function lock(session: Session, name: string): Promise<LockHandle> {
   const { key, revision } = await queue(session, `${name}/`, "");
+  return handle(session, key, revision);
+}
+
+function handle(session: Session, key: string, revision: number): LockHandle {
   return {
     key,
     fencingToken: revision,
@@ -132,35 +136,18 @@ export async function lock(session: Session, name: string): Promise<LockHandle> 
 }
 
 /**
- * Campaigns in election `name` with `value`: resolves when this session leads, with the fencing
- * token of its leadership. `resign()` on the handle steps down.
+ * Campaigns in election `name` with `value` (stored in the candidate's key from the start):
+ * resolves when this session leads, with the fencing token of its leadership. `resign()` on the
+ * handle steps down.
  */
 export async function campaign(
   session: Session,
   name: string,
   value: string,
 ): Promise<LockHandle & { resign(): Promise<void> }> {
-  const handle = await lock(session, name).catch((e) => {
-    throw e;
-  });
-  // The value goes in with the key (lock puts ""), so write it now that we lead.
-  await session.client.txn({
-    compare: [{
-      key: handle.key,
-      target: "createRevision",
-      result: "equal",
-      value: handle.fencingToken,
-    }],
-    success: [{
-      type: "put",
-      key: handle.key,
-      value: encoder.encode(value),
-      prevKv: false,
-      lease: session.lease,
-    }],
-    failure: [],
-  });
-  return { ...handle, resign: handle.unlock };
+  const { key, revision } = await queue(session, `${name}/`, value);
+  const h = handle(session, key, revision);
+  return { ...h, resign: h.unlock };
 }
 
 /** The current leader of election `name`: the value of the oldest key, or undefined. */
