@@ -114,3 +114,4 @@ export {
   RaftmetaError,
   type ReadOptions,
 } from "./src/net/client.ts";
+export * from "./src/coord/mod.ts";
