@@ -69,6 +69,9 @@ const utf8Strict = new TextDecoder("utf-8", { fatal: true });
 
 type Json = Record<string, unknown>;
 
+/** snake_case field name → camelCase, computed once per name (it ran per field per request). */
+const CAMEL = new Map<string, string>();
+
 /** Reads the fields of an etcd request object in either case, refusing unknown ones. */
 class Fields {
   readonly #obj: Json;
@@ -85,7 +88,11 @@ class Fields {
 
   /** The value of `snake` (or its camelCase form), or undefined. */
   get(snake: string): unknown {
-    const camel = snake.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+    let camel = CAMEL.get(snake);
+    if (camel === undefined) {
+      camel = snake.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+      CAMEL.set(snake, camel);
+    }
     this.#used.add(snake);
     this.#used.add(camel);
     const v = this.#obj[snake] !== undefined ? this.#obj[snake] : this.#obj[camel];
@@ -170,6 +177,16 @@ export function decodeBase64(text: string, field: string): Uint8Array {
   ) {
     throw badRequest(`Field "${field}" is not valid base64: ${show(text)}`);
   }
+  if (NATIVE_BASE64) {
+    // The regex above already refused whitespace and stray characters; "loose" allows no padding.
+    try {
+      return (Uint8Array as unknown as { fromBase64(s: string): Uint8Array }).fromBase64(
+        normalized,
+      );
+    } catch {
+      throw badRequest(`Field "${field}" is not valid base64: ${show(text)}`);
+    }
+  }
   let bin: string;
   try {
     bin = atob(normalized);
@@ -181,8 +198,14 @@ export function decodeBase64(text: string, field: string): Uint8Array {
   return out;
 }
 
+/** Whether the built-in base64 (Deno 2.5+, V8 ≥ 13.9) exists: several times faster than atob. */
+const NATIVE_BASE64 =
+  typeof (Uint8Array as unknown as { fromBase64?: unknown }).fromBase64 === "function" &&
+  typeof (Uint8Array.prototype as { toBase64?: unknown }).toBase64 === "function";
+
 /** Standard padded base64. */
 export function encodeBase64(bytes: Uint8Array): string {
+  if (NATIVE_BASE64) return (bytes as unknown as { toBase64(): string }).toBase64();
   let bin = "";
   for (let i = 0; i < bytes.length; i += 0x8000) {
     bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));

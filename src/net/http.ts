@@ -160,6 +160,10 @@ async function readBody(req: Request, max: number): Promise<Uint8Array> {
     throw new HttpError(413, `Request body is too large: ${declared} bytes (most ${max})`, 8);
   }
   if (req.body === null) return new Uint8Array(0);
+  // Declared and small enough: one read (the reader loop below cost about 2% of a leader's CPU).
+  if (declared !== null && /^\d{1,10}$/.test(declared)) {
+    return new Uint8Array(await req.arrayBuffer());
+  }
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
@@ -186,7 +190,7 @@ function parseJson(bytes: Uint8Array): unknown {
   if (bytes.length === 0) return {};
   let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    text = textDecoder.decode(bytes);
   } catch {
     throw badRequest("Request body is not UTF-8");
   }
@@ -213,13 +217,19 @@ function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefine
   return { clientId, seq: Number(seqText) };
 }
 
+/** Each server's ids as etcd's uint64s, hashed once (BigInt FNV per request showed in profiles). */
+const ids = new WeakMap<RaftServer, { clusterId: bigint; memberId: bigint }>();
+
 function header(server: RaftServer, revision = server.store.revision): Json {
-  return headerJson({
-    clusterId: id64(server.clusterId),
-    memberId: id64(`${server.clusterId}/${server.nodeId}`),
-    revision,
-    raftTerm: server.node.term,
-  });
+  let id = ids.get(server);
+  if (id === undefined) {
+    id = {
+      clusterId: id64(server.clusterId),
+      memberId: id64(`${server.clusterId}/${server.nodeId}`),
+    };
+    ids.set(server, id);
+  }
+  return headerJson({ ...id, revision, raftTerm: server.node.term });
 }
 
 // ---- Leader handling ---------------------------------------------------------------------------
