@@ -12,6 +12,7 @@ import { setImmediate } from "node:timers";
 import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
 import {
+  type HardState,
   type Message,
   type NodeId,
   NotLeaderError,
@@ -195,6 +196,10 @@ export class RaftServer {
   #reads = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
   #readsWaitingApply: { index: number; resolve: () => void }[] = [];
   #readSeq = 0;
+  /** The hard state last made durable (term and vote must be, before any send). */
+  #hardStateDurable: HardState | undefined;
+  /** A newer hard state that differs from the durable one only in commitIndex. */
+  #hardStateDeferred: HardState | undefined;
   #seenTerms = new Map<NodeId, number>();
   #seenDirty = false;
   #joinTarget: number | undefined;
@@ -227,6 +232,7 @@ export class RaftServer {
     this.#seenTerms = seen;
     this.#joinTarget = joinTarget;
     this.#last = { role: node.role, term: node.term, leader: node.leaderId };
+    this.#hardStateDurable = node.hardState;
     this.#stopped = new Promise((r) => this.#stop = r);
   }
 
@@ -568,6 +574,7 @@ export class RaftServer {
       await Promise.race([this.#http?.shutdown(), new Promise((r) => setTimeout(r, 500))]);
     } catch { /* already closed */ }
     try {
+      if (this.#hardStateDeferred !== undefined) this.#storage.save(this.#hardStateDeferred, []);
       this.#storage.close();
     } catch { /* already closed */ }
     this.#stop();
@@ -646,9 +653,22 @@ export class RaftServer {
     // 1. Persist (rule 2: nothing is acknowledged before it is durable); a snapshot first, since
     // the entries of the same batch continue it.
     if (ready.snapshot !== undefined) this.#storage.saveSnapshot(ready.snapshot);
-    if (ready.hardState !== undefined || ready.entries.length > 0) {
+    const hs = ready.hardState;
+    const durable = this.#hardStateDurable;
+    if (
+      hs !== undefined && ready.entries.length === 0 && durable !== undefined &&
+      hs.term === durable.term && hs.votedFor === durable.votedFor
+    ) {
+      // Only commitIndex moved. Raft needs no fsync for it (a node that loses it relearns it from
+      // the leader; etcd skips this sync too): it rides along with the next save. This takes one
+      // fdatasync off every write's path on the leader and off every commit notice on followers.
+      this.#hardStateDeferred = hs;
+    } else if (hs !== undefined || ready.entries.length > 0) {
       const t = performance.now();
-      this.#storage.save(ready.hardState, ready.entries);
+      const save = hs ?? this.#hardStateDeferred;
+      this.#storage.save(save, ready.entries);
+      this.#hardStateDeferred = undefined;
+      if (save !== undefined) this.#hardStateDurable = save;
       this.walSyncSeconds.observe((performance.now() - t) / 1000);
       this.counters.saves++;
     }
