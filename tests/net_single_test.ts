@@ -138,7 +138,7 @@ Deno.test("net: one node process", async (t) => {
         ["/v3/kv/put", '{"key": 42}', 400, /must be a base64 string/],
         ["/v3/kv/put", '{"value": "YmFy"}', 400, /key.*not provided/],
         ["/v3/kv/put", '{"key": "Zm9v", "colour": "red"}', 400, /Unknown field "colour"/],
-        ["/v3/kv/put", '{"key": "Zm9v", "lease": "7"}', 400, /lease.*not supported/],
+        ["/v3/kv/put", '{"key": "Zm9v", "lease": "7"}', 404, /Lease 7 not found/],
         ["/v3/kv/put", '{"key": "Zm9v", "prev_kv": "yes"}', 400, /true or false/],
         ["/v3/kv/put", "[1,2]", 400, /must be a JSON object/],
         ["/v3/kv/put", JSON.stringify({ key: "/w==" }), 400, /UTF-8/],
@@ -148,7 +148,8 @@ Deno.test("net: one node process", async (t) => {
         ["/v3/kv/txn", '{"compare": {"a": 1}}', 400, /must be an array/],
         ["/v3/kv/txn", '{"success": [{}]}', 400, /exactly one of/],
         ["/v3/kv/txn", '{"compare":[{"target":"SIZE","key":"Zm9v"}]}', 400, /target/],
-        ["/v3/watch", "{}", 404, /Unknown path/],
+        ["/v3/watch", "{}", 400, /create_request.*not provided/],
+        ["/v3/nowhere", "{}", 404, /Unknown path/],
         ["/v3/kv/put", "x".repeat(70_000), 413, /too large/],
       ];
       for (const [path, body, status, pattern] of cases) {

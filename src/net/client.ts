@@ -48,6 +48,40 @@ export interface ClientKeyValue {
   readonly modRevision: number;
   /** Puts since creation. */
   readonly version: number;
+  /** The lease the key is attached to; absent when none. */
+  readonly lease?: number;
+}
+
+/** One change seen by a watch. */
+export interface ClientWatchEvent {
+  /** `PUT` or `DELETE`. */
+  readonly type: "PUT" | "DELETE";
+  /** The key. */
+  readonly key: string;
+  /** The key-value after the change (for a DELETE: the key, an empty value). */
+  readonly kv: ClientKeyValue;
+  /** The key-value before the change, when asked for and the key existed. */
+  readonly prevKv?: ClientKeyValue;
+}
+
+/** What a watch yields: the events of one revision, or a progress notification (no events). */
+export interface ClientWatchResponse {
+  /** The revision of the events, or the store's revision for a progress notification. */
+  readonly revision: number;
+  /** Events of that revision, in order (empty for a progress notification). */
+  readonly events: readonly ClientWatchEvent[];
+}
+
+/** Options of {@linkcode RaftmetaClient.watch}. */
+export interface ClientWatchOptions {
+  /** First revision to report; omitted: only changes after the watch starts. */
+  readonly startRevision?: number;
+  /** Include each event's previous key-value. */
+  readonly prevKv?: boolean;
+  /** Ask for progress notifications while idle (yielded with no events). */
+  readonly progressNotify?: boolean;
+  /** Ends the watch. */
+  readonly signal?: AbortSignal;
 }
 
 /** The answer to a range read. */
@@ -149,6 +183,7 @@ function kvOf(j: Record<string, string | undefined>): ClientKeyValue {
     createRevision: Number(j.create_revision ?? 0),
     modRevision: Number(j.mod_revision ?? 0),
     version: Number(j.version ?? 0),
+    ...(j.lease !== undefined ? { lease: Number(j.lease) } : {}),
   };
 }
 
@@ -237,13 +272,14 @@ export class RaftmetaClient {
   async put(
     key: string,
     value: string | Uint8Array,
-    options: { prevKv?: boolean } = {},
+    options: { prevKv?: boolean; lease?: number } = {},
   ): Promise<{ revision: number; prevKv?: ClientKeyValue }> {
     const body = { key: b64(encoder.encode(key)), value: b64(bytesOf(value)) } as Record<
       string,
       unknown
     >;
     if (options.prevKv) body.prev_kv = true;
+    if (options.lease) body.lease = String(options.lease);
     const r = await this.#write("/v3/kv/put", body);
     return {
       revision: Number(r.header.revision),
@@ -322,6 +358,142 @@ export class RaftmetaClient {
       success: [{ type: "put", key, value: bytesOf(value), prevKv: false }],
     });
     return r.succeeded;
+  }
+
+  /** Grants a lease of `ttlSeconds` (its keys vanish when it ends); `id` 0 lets the store pick. */
+  async leaseGrant(ttlSeconds: number, id = 0): Promise<{ id: number; ttl: number }> {
+    const body: Record<string, unknown> = { TTL: String(ttlSeconds) };
+    if (id !== 0) body.ID = String(id);
+    const r = await this.#write("/v3/lease/grant", body);
+    return { id: Number(r.ID), ttl: Number(r.TTL) };
+  }
+
+  /** Revokes lease `id`: its keys are deleted. Rejects (404) when there is no such lease. */
+  async leaseRevoke(id: number): Promise<void> {
+    await this.#write("/v3/lease/revoke", { ID: String(id) });
+  }
+
+  /** Keeps lease `id` alive for another TTL; resolves with the TTL. Rejects (404) when gone. */
+  async leaseKeepAlive(id: number): Promise<{ ttl: number }> {
+    const r = await this.#request("/v3/lease/keepalive", { ID: String(id) }, undefined);
+    return { ttl: Number(r.result?.TTL ?? 0) };
+  }
+
+  /** Remaining and granted TTL (seconds) of lease `id`, and its keys; `ttl` -1 when gone. */
+  async leaseTimeToLive(
+    id: number,
+  ): Promise<{ id: number; ttl: number; grantedTtl: number; keys: string[] }> {
+    const r = await this.#request(
+      "/v3/lease/timetolive",
+      { ID: String(id), keys: true },
+      undefined,
+    );
+    return {
+      id,
+      ttl: Number(r.TTL),
+      grantedTtl: Number(r.grantedTTL ?? 0),
+      keys: (r.keys ?? []).map((k: string) => decoder.decode(unb64(k))),
+    };
+  }
+
+  /** Ids of every lease. */
+  async leases(): Promise<number[]> {
+    const r = await this.#request("/v3/lease/leases", {}, undefined);
+    return (r.leases ?? []).map((l: { ID: string }) => Number(l.ID));
+  }
+
+  /**
+   * Watches `range` (`POST /v3/watch`): yields the events of each revision in order. When the
+   * connection breaks or the node cancels the watch (it stops, or the watcher fell behind), the
+   * watch is opened again on another endpoint from the next revision it owes: no gap, no repeat.
+   * Throws {@linkcode RaftmetaError} when that revision has been compacted, or when no endpoint
+   * answers within the timeout. Ends when `options.signal` aborts or the iteration stops.
+   */
+  async *watch(
+    range: KeyRange,
+    options: ClientWatchOptions = {},
+  ): AsyncGenerator<ClientWatchResponse> {
+    let next = options.startRevision ?? 0;
+    let failingSince: number | undefined;
+    let lastError = "";
+    while (!options.signal?.aborted) {
+      if (failingSince !== undefined && performance.now() - failingSince > this.#timeoutMs) {
+        throw new RaftmetaError(`Watch: no endpoint answered in time: ${lastError}`, 0);
+      }
+      const base = this.endpoints[this.#next++ % this.endpoints.length];
+      const abort = new AbortController();
+      const onAbort = () => abort.abort();
+      options.signal?.addEventListener("abort", onAbort);
+      try {
+        const create: Record<string, unknown> = { ...rangeFields(range) };
+        if (next > 0) create.start_revision = String(next);
+        if (options.prevKv) create.prev_kv = true;
+        if (options.progressNotify) create.progress_notify = true;
+        const res = await this.#fetch(`${base}/v3/watch`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ create_request: create }),
+          signal: abort.signal,
+        });
+        if (!res.ok) {
+          const j = await res.json().catch(() => undefined);
+          const message = typeof j?.error === "string" ? j.error : `HTTP ${res.status}`;
+          if (res.status < 500) throw new RaftmetaError(message, res.status);
+          throw new Error(message);
+        }
+        let rest = "";
+        for await (const chunk of res.body!.pipeThrough(new TextDecoderStream())) {
+          const parts = (rest + chunk).split("\n");
+          rest = parts.pop()!;
+          for (const line of parts) {
+            if (line.trim() === "") continue;
+            const r = JSON.parse(line).result ?? {};
+            failingSince = undefined;
+            if (r.canceled) {
+              if (r.compact_revision !== undefined) {
+                throw new RaftmetaError(`Watch canceled: ${r.cancel_reason}`, 410);
+              }
+              throw new Error(`Watch canceled: ${r.cancel_reason}`); // resume elsewhere
+            }
+            const headerRevision = Number(r.header?.revision ?? 0);
+            if (r.created) {
+              if (next === 0) next = headerRevision + 1;
+              continue;
+            }
+            if (r.events === undefined) {
+              if (headerRevision >= next) next = headerRevision + 1;
+              yield { revision: headerRevision, events: [] };
+              continue;
+            }
+            // deno-lint-ignore no-explicit-any
+            const events: ClientWatchEvent[] = r.events.map((e: any) => {
+              const kv = kvOf(e.kv);
+              return {
+                type: e.type === "DELETE" ? "DELETE" : "PUT",
+                key: kv.key,
+                kv,
+                ...(e.prev_kv !== undefined ? { prevKv: kvOf(e.prev_kv) } : {}),
+              };
+            });
+            const revision = Math.max(...events.map((e) => e.kv.modRevision));
+            next = revision + 1;
+            yield { revision, events };
+          }
+        }
+        throw new Error("watch stream ended");
+      } catch (e) {
+        if (e instanceof RaftmetaError || options.signal?.aborted) {
+          if (options.signal?.aborted) return;
+          throw e;
+        }
+        lastError = `${base}: ${(e as Error).message}`;
+        failingSince ??= performance.now();
+        await new Promise((r) => setTimeout(r, 50));
+      } finally {
+        options.signal?.removeEventListener("abort", onAbort);
+        abort.abort();
+      }
+    }
   }
 
   /** The cluster's node table as one node sees it (`GET /v1/status`). */

@@ -6,6 +6,8 @@
  * deno task ctl get /services/ --prefix -w table
  * deno task ctl txn --compare-value /leader=n1 --put /leader=n2
  * deno task ctl status
+ * deno task ctl watch /services/ --prefix
+ * deno task ctl lease grant 10
  * ```
  *
  * @module
@@ -21,7 +23,8 @@ const HELP = `raftmeta ctl: an etcdctl-like client
 Usage: deno task ctl [global flags] <command> [args]
 
 Commands:
-  put KEY VALUE                   store VALUE under KEY (prints OK)
+  put KEY VALUE [--lease ID]      store VALUE under KEY (prints OK); with --lease the key is
+                                  deleted when the lease ends
   get KEY [--prefix]              read KEY, or every key starting with KEY
         [--serializable]          read locally on the node, possibly stale
         [--limit N] [--keys-only] [--count-only]
@@ -35,6 +38,14 @@ Commands:
       else:                   --else-put KEY=VALUE   --else-del KEY
       prints SUCCESS or FAILURE
   status                          the node table of the cluster (same columns as the notebooks)
+  watch KEY [--prefix] [--rev N]  print changes to KEY (or every key starting with KEY) as they
+        [--prev-kv]               happen, from revision N if given, until Ctrl-C: per event
+                                  its type, key and value lines (and the previous value)
+  lease grant TTL                 grant a lease of TTL seconds (prints its id)
+  lease revoke ID                 end lease ID now: its keys are deleted
+  lease keep-alive ID [--once]    keep lease ID alive (every TTL/3) until Ctrl-C
+  lease timetolive ID             remaining TTL and keys of lease ID
+  lease list                      every lease id
 
 Global flags:
   --endpoints URL,URL,...         client URLs (default http://127.0.0.1:2379,
@@ -72,10 +83,21 @@ function table(header: string[], rows: string[][]): string {
   return [line, fmt(header), line, ...rows.map(fmt), line].join("\n");
 }
 
-/** Runs the CLI with `args`; returns the exit code. Output goes to `out`. */
+function leaseId(text: string | undefined, what: string): number {
+  if (text === undefined || !/^\d{1,16}$/.test(text) || Number(text) < 1) {
+    throw new UsageError(`${what} needs a lease id (a positive decimal number): ${text}`);
+  }
+  return Number(text);
+}
+
+/**
+ * Runs the CLI with `args`; returns the exit code. Output goes to `out`. `signal` ends the
+ * commands that run until interrupted (`watch`, `lease keep-alive`); by default Ctrl-C does.
+ */
 export async function runCtl(
   args: string[],
   out: (line: string) => void = console.log,
+  signal?: AbortSignal,
 ): Promise<number> {
   let parsed;
   try {
@@ -98,6 +120,10 @@ export async function runCtl(
         del: { type: "string", multiple: true },
         "else-put": { type: "string", multiple: true },
         "else-del": { type: "string", multiple: true },
+        lease: { type: "string" },
+        rev: { type: "string" },
+        "prev-kv": { type: "boolean", default: false },
+        once: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
       allowPositionals: true,
@@ -126,8 +152,9 @@ export async function runCtl(
   try {
     switch (command) {
       case "put": {
-        need(2, "put KEY VALUE");
-        const r = await client.put(rest[0], rest[1]);
+        need(2, "put KEY VALUE [--lease ID]");
+        const lease = v.lease === undefined ? undefined : leaseId(v.lease, "--lease");
+        const r = await client.put(rest[0], rest[1], { lease });
         out(format === "json" ? JSON.stringify(r) : "OK");
         return 0;
       }
@@ -234,6 +261,107 @@ export async function runCtl(
         out(format === "table" ? t.toString() : t.toString().split("\n").slice(1).join("\n"));
         return 0;
       }
+      case "watch": {
+        need(1, "watch KEY [--prefix] [--rev N] [--prev-kv]");
+        if (v.rev !== undefined && !/^\d{1,16}$/.test(v.rev)) {
+          throw new UsageError(`--rev needs a revision number: ${v.rev}`);
+        }
+        const stop = interruptible(signal);
+        try {
+          const stream = client.watch(v.prefix ? { prefix: rest[0] } : { key: rest[0] }, {
+            startRevision: v.rev === undefined ? undefined : Number(v.rev),
+            prevKv: v["prev-kv"],
+            signal: stop.signal,
+          });
+          for await (const r of stream) {
+            for (const e of r.events) {
+              if (format === "json") {
+                out(JSON.stringify({ revision: r.revision, ...e, kv: kvRow(e.kv) }));
+                continue;
+              }
+              out(e.type);
+              out(e.key);
+              if (e.prevKv !== undefined) out(e.prevKv.text);
+              out(e.kv.text);
+            }
+          }
+        } finally {
+          stop.dispose();
+        }
+        return 0;
+      }
+      case "lease": {
+        const [sub, arg] = rest;
+        switch (sub) {
+          case "grant": {
+            need(2, "lease grant TTL");
+            if (!/^\d{1,10}$/.test(arg) || Number(arg) < 1) {
+              throw new UsageError(`lease grant needs a TTL in seconds: ${arg}`);
+            }
+            const r = await client.leaseGrant(Number(arg));
+            out(
+              format === "json" ? JSON.stringify(r) : `lease ${r.id} granted with TTL(${r.ttl}s)`,
+            );
+            return 0;
+          }
+          case "revoke": {
+            need(2, "lease revoke ID");
+            const id = leaseId(arg, "lease revoke");
+            await client.leaseRevoke(id);
+            out(format === "json" ? JSON.stringify({ id, revoked: true }) : `lease ${id} revoked`);
+            return 0;
+          }
+          case "timetolive": {
+            need(2, "lease timetolive ID");
+            const r = await client.leaseTimeToLive(leaseId(arg, "lease timetolive"));
+            if (format === "json") out(JSON.stringify(r));
+            else if (r.ttl < 0) out(`lease ${r.id} already expired`);
+            else {
+              out(
+                `lease ${r.id} granted with TTL(${r.grantedTtl}s), remaining(${r.ttl}s), ` +
+                  `attached keys(${JSON.stringify(r.keys)})`,
+              );
+            }
+            return 0;
+          }
+          case "list": {
+            need(1, "lease list");
+            const ids = await client.leases();
+            if (format === "json") out(JSON.stringify({ leases: ids }));
+            else {
+              out(`found ${ids.length} leases`);
+              for (const id of ids) out(String(id));
+            }
+            return 0;
+          }
+          case "keep-alive": {
+            need(2, "lease keep-alive ID [--once]");
+            const id = leaseId(arg, "lease keep-alive");
+            const stop = interruptible(signal);
+            try {
+              while (!stop.signal.aborted) {
+                const r = await client.leaseKeepAlive(id);
+                out(`lease ${id} keepalived with TTL(${r.ttl})`);
+                if (v.once) break;
+                await new Promise<void>((resolve) => {
+                  const timer = setTimeout(resolve, Math.max(500, (r.ttl * 1000) / 3));
+                  stop.signal.addEventListener("abort", () => {
+                    clearTimeout(timer);
+                    resolve();
+                  }, { once: true });
+                });
+              }
+            } finally {
+              stop.dispose();
+            }
+            return 0;
+          }
+          default:
+            throw new UsageError(
+              `usage: lease grant TTL | revoke ID | keep-alive ID | timetolive ID | list`,
+            );
+        }
+      }
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)} (see --help)`);
     }
@@ -248,6 +376,15 @@ export async function runCtl(
     }
     throw e;
   }
+}
+
+/** An abort signal that fires on `signal`, or on Ctrl-C when none is given. */
+function interruptible(signal?: AbortSignal): { signal: AbortSignal; dispose: () => void } {
+  if (signal !== undefined) return { signal, dispose: () => {} };
+  const abort = new AbortController();
+  const onInt = () => abort.abort();
+  Deno.addSignalListener("SIGINT", onInt);
+  return { signal: abort.signal, dispose: () => Deno.removeSignalListener("SIGINT", onInt) };
 }
 
 if (import.meta.main) {

@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { WatchOptions } from "../coord/watch.ts";
 import type {
   Compare,
   CompareResult,
@@ -14,6 +15,7 @@ import type {
   DeleteResponse,
   KeyRange,
   KeyValue,
+  KvEvent,
   PutCommand,
   PutResponse,
   RangeCommand,
@@ -313,9 +315,12 @@ export function parsePut(body: unknown, what = "PutRequest"): PutCommand {
   if (key === undefined || key.length === 0) throw badRequest('Field "key" is not provided');
   const value = f.bytes("value") ?? new Uint8Array(0);
   const prevKv = f.bool("prev_kv");
-  unsupported(f, ["lease", "ignore_value", "ignore_lease"], what);
+  const lease = f.int("lease");
+  if (lease < 0) throw badRequest(`Field "lease" of ${what} must not be negative: ${lease}`);
+  unsupported(f, ["ignore_value", "ignore_lease"], what);
   f.done();
-  return { type: "put", key: keyText(key, "key"), value, prevKv };
+  const put: PutCommand = { type: "put", key: keyText(key, "key"), value, prevKv };
+  return lease > 0 ? { ...put, lease } : put;
 }
 
 /** Parses a DeleteRangeRequest. */
@@ -405,6 +410,75 @@ export function parseTxn(body: unknown): TxnCommand {
   return { type: "txn", compare, success, failure };
 }
 
+/** Parses a LeaseGrantRequest: `TTL` in seconds, `ID` optional (0: the store picks). */
+export function parseLeaseGrant(body: unknown): { id: number; ttlSeconds: number } {
+  const f = new Fields(body, "LeaseGrantRequest");
+  const ttlSeconds = f.int("TTL");
+  const id = f.int("ID");
+  f.done();
+  if (ttlSeconds < 1) throw badRequest(`Field "TTL" must be at least 1 second: ${ttlSeconds}`);
+  if (ttlSeconds > 9_000_000_000) throw badRequest(`Field "TTL" is too large: ${ttlSeconds}`);
+  if (id < 0) throw badRequest(`Field "ID" must not be negative: ${id}`);
+  return { id, ttlSeconds };
+}
+
+/** Parses a request naming one lease (`ID`, required); `keys` allowed where `withKeys`. */
+export function parseLeaseId(
+  body: unknown,
+  what: string,
+  withKeys = false,
+): { id: number; keys: boolean } {
+  const f = new Fields(body, what);
+  const id = f.int("ID");
+  const keys = withKeys ? f.bool("keys") : false;
+  f.done();
+  if (id <= 0) throw badRequest(`Field "ID" of ${what} must be a positive lease id: ${id}`);
+  return { id, keys };
+}
+
+/** Parses a CompactionRequest. */
+export function parseCompaction(body: unknown): number {
+  const f = new Fields(body, "CompactionRequest");
+  const revision = f.int("revision");
+  f.bool("physical");
+  f.done();
+  if (revision < 1) throw badRequest(`Field "revision" must be positive: ${revision}`);
+  return revision;
+}
+
+/**
+ * Parses a WatchRequest holding a `create_request` (one watch per HTTP stream: cancel by closing
+ * the connection; `cancel_request` and `progress_request` are refused).
+ */
+export function parseWatchCreate(body: unknown): WatchOptions {
+  const outer = new Fields(body, "WatchRequest");
+  const create = outer.get("create_request");
+  for (const other of ["cancel_request", "progress_request"]) {
+    if (outer.get(other) !== undefined) {
+      throw badRequest(
+        `Field "${other}" is not supported: one watch per stream, close the connection to cancel`,
+      );
+    }
+  }
+  outer.done();
+  if (create === undefined) throw badRequest('Field "create_request" is not provided');
+  const what = "WatchCreateRequest";
+  const f = new Fields(create, what);
+  const range = keyRange(f);
+  const startRevision = f.int("start_revision");
+  if (startRevision < 0) {
+    throw badRequest(`Field "start_revision" must not be negative: ${startRevision}`);
+  }
+  const prevKv = f.bool("prev_kv");
+  const progressNotify = f.bool("progress_notify");
+  if (f.array("filters").length > 0) {
+    throw badRequest(`Field "filters" of ${what} is not supported by raftmeta`);
+  }
+  unsupported(f, ["watch_id", "fragment"], what);
+  f.done();
+  return { range, startRevision, prevKv, progressNotify };
+}
+
 /** Checks a StatusRequest (an empty object). */
 export function parseStatus(body: unknown): void {
   new Fields(body ?? {}, "StatusRequest").done();
@@ -430,6 +504,15 @@ export function kvJson(kv: KeyValue): Json {
   if (kv.version !== 0) out.version = String(kv.version);
   if (kv.value.length > 0) out.value = encodeBase64(kv.value);
   if (kv.lease !== undefined && kv.lease !== 0) out.lease = String(kv.lease);
+  return out;
+}
+
+/** A watch event in etcd's JSON shape: `type` left out for PUT (the zero value). */
+export function eventJson(e: KvEvent): Json {
+  const out: Json = {};
+  if (e.type === "DELETE") out.type = "DELETE";
+  out.kv = kvJson(e.kv);
+  if (e.prevKv !== undefined) out.prev_kv = kvJson(e.prevKv);
   return out;
 }
 

@@ -10,6 +10,9 @@
 
 import { NotLeaderError } from "../raft/types.ts";
 import { CommandError } from "../kv/command.ts";
+import { CompactedError } from "../kv/history.ts";
+import { LeaseError } from "../coord/lease_manager.ts";
+import { WatchError, type WatchStream } from "../coord/watch.ts";
 import type { ApplyResult } from "../kv/store.ts";
 import type {
   ClientId,
@@ -22,14 +25,20 @@ import type {
 import {
   badRequest,
   deleteJson,
+  encodeBase64,
+  eventJson,
   headerJson,
   HttpError,
   id64,
+  parseCompaction,
   parseDeleteRange,
+  parseLeaseGrant,
+  parseLeaseId,
   parsePut,
   parseRange,
   parseStatus,
   parseTxn,
+  parseWatchCreate,
   putJson,
   rangeJson,
   requestedRevision,
@@ -55,6 +64,13 @@ const ROUTES = new Set([
   "/v3/kv/deleterange",
   "/v3/kv/txn",
   "/v3/maintenance/status",
+  "/v3/kv/compaction",
+  "/v3/lease/grant",
+  "/v3/lease/revoke",
+  "/v3/lease/keepalive",
+  "/v3/lease/timetolive",
+  "/v3/lease/leases",
+  "/v3/watch",
 ]);
 
 /** Serves one HTTP request. Never throws. */
@@ -68,7 +84,11 @@ export async function handleHttp(
   let response: Response;
   try {
     const url = new URL(req.url);
-    const path = url.pathname.replace(/^\/v3(beta|alpha)\//, "/v3/");
+    // etcd 3.4's gateway also serves revoke, timetolive and leases under /v3/kv/lease/.
+    const path = url.pathname.replace(/^\/v3(beta|alpha)\//, "/v3/").replace(
+      /^\/v3\/kv\/lease\//,
+      "/v3/lease/",
+    );
     if (ROUTES.has(path)) {
       route = path;
       response = await etcdRoute(server, req, path);
@@ -354,6 +374,8 @@ function settle(result: ApplyResult): CommandResponse {
     case "applied":
       return result.response;
     case "rejected":
+      // etcd answers a put with an unknown lease with NotFound.
+      if (/^Lease \d+ not found/.test(result.error)) throw new HttpError(404, result.error, 5);
       throw badRequest(result.error);
     case "stale":
     case "unknownSession":
@@ -423,6 +445,70 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
       });
       return Response.json(rangeJson(header(server, result.revision), result));
     }
+    case "/v3/kv/compaction": {
+      const revision = parseCompaction(body);
+      return await write({ type: "compact", revision }, (r) => ({
+        header: header(server, r.revision),
+      }));
+    }
+    case "/v3/lease/grant": {
+      const g = parseLeaseGrant(body);
+      return await write({ type: "leaseGrant", id: g.id, ttlMs: g.ttlSeconds * 1000 }, (r) => {
+        const grant = r as Extract<CommandResponse, { type: "leaseGrant" }>;
+        return {
+          header: header(server, grant.revision),
+          ID: String(grant.id),
+          TTL: String(Math.ceil(grant.ttlMs / 1000)),
+        };
+      });
+    }
+    case "/v3/lease/revoke": {
+      const { id } = parseLeaseId(body, "LeaseRevokeRequest");
+      return await write({ type: "leaseRevoke", id, expired: false }, (r) => {
+        const revoke = r as Extract<CommandResponse, { type: "leaseRevoke" }>;
+        if (!revoke.found) throw leaseNotFound(id);
+        return { header: header(server, revoke.revision) };
+      });
+    }
+    case "/v3/lease/keepalive": {
+      const { id } = parseLeaseId(body, "LeaseKeepAliveRequest");
+      return await atLeaseLeader(server, req, bytes, () => {
+        const { ttlMs } = server.leaseManager.keepAlive(id);
+        return {
+          result: { header: header(server), ID: String(id), TTL: String(Math.ceil(ttlMs / 1000)) },
+        };
+      });
+    }
+    case "/v3/lease/timetolive": {
+      const { id, keys } = parseLeaseId(body, "LeaseTimeToLiveRequest", true);
+      return await atLeaseLeader(server, req, bytes, () => {
+        const t = server.leaseManager.timeToLive(id);
+        const out: Json = {
+          header: header(server),
+          ID: String(id),
+          TTL: String(Math.ceil(t.remainingMs / 1000)),
+          grantedTTL: String(Math.ceil(t.ttlMs / 1000)),
+        };
+        if (keys && t.keys.length > 0) {
+          out.keys = t.keys.map((k) => encodeBase64(new TextEncoder().encode(k)));
+        }
+        return out;
+      }, (e) => {
+        // etcd answers a time-to-live of an unknown or expired lease with TTL -1, not an error.
+        if (e.code !== "notFound") return undefined;
+        return { header: header(server), ID: String(id), TTL: "-1" };
+      });
+    }
+    case "/v3/lease/leases": {
+      emptyRequest(body, "LeaseLeasesRequest");
+      await linearizable(server);
+      const leases = server.store.leases().map((l) => ({ ID: String(l.id) }));
+      const out: Json = { header: header(server) };
+      if (leases.length > 0) out.leases = leases;
+      return Response.json(out);
+    }
+    case "/v3/watch":
+      return watchRoute(server, body);
     case "/v3/maintenance/status": {
       parseStatus(body);
       const s = server.localStatus();
@@ -440,6 +526,125 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
     }
   }
   throw new HttpError(404, `Unknown path ${JSON.stringify(path)}`, 5);
+}
+
+function leaseNotFound(id: number): HttpError {
+  return new HttpError(404, `etcdserver: requested lease not found (lease ${id})`, 5);
+}
+
+/** Checks an empty request object (LeaseLeasesRequest has no fields). */
+function emptyRequest(body: unknown, what: string): void {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) {
+    throw badRequest(`${what} must be a JSON object`);
+  }
+  const extra = Object.keys(body);
+  if (extra.length > 0) throw badRequest(`Unknown field "${extra[0]}" in ${what}`);
+}
+
+/**
+ * Runs a lease operation that only the leader's lease manager can answer (keep-alive,
+ * time-to-live): here after the leader confirms its leadership with a quorum (a deposed leader
+ * must not extend a lease), or forwarded to the leader.
+ */
+function atLeaseLeader(
+  server: RaftServer,
+  req: Request,
+  bytes: Uint8Array,
+  run: () => Json,
+  onError: (e: LeaseError) => Json | undefined = () => undefined,
+): Promise<Response> {
+  return asLeader(server, req, bytes, undefined, async () => {
+    if (server.node.role !== "Leader") {
+      throw new NotLeaderError(server.nodeId, server.node.leaderId);
+    }
+    await server.readBarrier();
+    try {
+      return Response.json(run());
+    } catch (e) {
+      if (!(e instanceof LeaseError)) throw e;
+      if (e.code === "notLeader") throw new NotLeaderError(server.nodeId, server.node.leaderId);
+      const answer = onError(e);
+      if (answer !== undefined) return Response.json(answer);
+      throw new HttpError(404, `etcdserver: requested lease not found (${e.message})`, 5);
+    }
+  });
+}
+
+// ---- Watch -------------------------------------------------------------------------------------
+
+const lineEncoder = new TextEncoder();
+
+function ndjsonText(result: Json): string {
+  return JSON.stringify({ result }) + "\n";
+}
+
+function ndjson(result: Json): Uint8Array {
+  return lineEncoder.encode(ndjsonText(result));
+}
+
+/**
+ * `POST /v3/watch`: one watch per request, answered as etcd's gateway does — a stream of
+ * newline-delimited JSON objects `{"result": WatchResponse}`: first `created`, then events,
+ * progress notifications (when asked for) and at most one `canceled` at the end. Served from this
+ * node's store (a follower's watch follows what it has applied). Closing the connection cancels.
+ */
+function watchRoute(server: RaftServer, body: unknown): Response {
+  const options = parseWatchCreate(body);
+  let stream: WatchStream;
+  const headers = { "content-type": "application/json" };
+  try {
+    stream = server.watchHub.watch(options);
+  } catch (e) {
+    if (e instanceof WatchError) throw new HttpError(429, e.message, 8);
+    if (!(e instanceof CompactedError)) throw e;
+    // As etcd: the watch is created, then canceled naming the compacted revision.
+    const h = header(server);
+    const lines = [
+      ndjsonText({ header: h, created: true }),
+      ndjsonText({
+        header: h,
+        compact_revision: String(e.oldestRevision - 1),
+        canceled: true,
+        cancel_reason: e.message,
+      }),
+    ];
+    return new Response(lines.join(""), { headers });
+  }
+  const watchId = String(stream.id);
+  const out = new ReadableStream<Uint8Array>({
+    start(controller) {
+      controller.enqueue(ndjson({ header: header(server), created: true, watch_id: watchId }));
+    },
+    async pull(controller) {
+      const r = await stream.next();
+      if (r.done) {
+        controller.close();
+        return;
+      }
+      const v = r.value;
+      if (v.kind === "events") {
+        controller.enqueue(
+          ndjson({ header: header(server), watch_id: watchId, events: v.events.map(eventJson) }),
+        );
+      } else if (v.kind === "progress") {
+        controller.enqueue(ndjson({ header: header(server), watch_id: watchId }));
+      } else {
+        const result: Json = {
+          header: header(server),
+          watch_id: watchId,
+          canceled: true,
+          cancel_reason: v.reason,
+        };
+        if (v.compactRevision !== undefined) result.compact_revision = String(v.compactRevision);
+        controller.enqueue(ndjson(result));
+        controller.close();
+      }
+    },
+    cancel() {
+      stream.cancel();
+    },
+  });
+  return new Response(out, { headers });
 }
 
 // ---- REST --------------------------------------------------------------------------------------
@@ -636,6 +841,18 @@ function metricsText(server: RaftServer): string {
       help: "Number of keys.",
       type: "gauge",
       samples: [`raftmeta_store_keys ${s.keys}`],
+    },
+    {
+      name: "raftmeta_watchers",
+      help: "Watchers on this node.",
+      type: "gauge",
+      samples: [`raftmeta_watchers ${server.watchHub.size}`],
+    },
+    {
+      name: "raftmeta_leases",
+      help: "Leases in the store.",
+      type: "gauge",
+      samples: [`raftmeta_leases ${server.store.leaseCount}`],
     },
     {
       name: "raftmeta_proposals_total",

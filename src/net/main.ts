@@ -34,6 +34,10 @@ Usage: deno task serve [flags]
   --snapshot-entries N          snapshot and compact the log every N applied entries
                                 (default 10000)
   --probe-ms N                  how long an empty data dir asks peers about itself (default 2000)
+  --watchers-max N              most watchers on this node (default 1000)
+  --watch-buffer-events N       events a watcher may leave unread before it is cancelled as
+                                slow (default 10000)
+  --watch-progress-ms N         progress notification period for idle watchers (default 1000)
   -h, --help                    this text
 
 Logs are JSON lines on stdout. Stop with Ctrl-C (SIGINT) or SIGTERM.
@@ -87,6 +91,9 @@ async function main(args: string[]): Promise<number> {
       join: { type: "boolean", default: false },
       "probe-ms": { type: "string" },
       "snapshot-entries": { type: "string" },
+      "watchers-max": { type: "string" },
+      "watch-buffer-events": { type: "string" },
+      "watch-progress-ms": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -118,6 +125,9 @@ async function main(args: string[]): Promise<number> {
     join: values.join,
     probeMs: int(values["probe-ms"], "--probe-ms"),
     snapshotEntries: int(values["snapshot-entries"], "--snapshot-entries"),
+    watchersMax: int(values["watchers-max"], "--watchers-max"),
+    watchBufferEventsMax: int(values["watch-buffer-events"], "--watch-buffer-events"),
+    watchProgressMs: int(values["watch-progress-ms"], "--watch-progress-ms"),
   });
   const stop = () => {
     server.logEvent("stopping", {});

@@ -25,6 +25,8 @@ import { decodeStoreSnapshot, encodeStoreSnapshot } from "../storage/store_snaps
 import { FileStorage } from "../storage/file_storage.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
 import { type ApplyResult, MetadataStore } from "../kv/store.ts";
+import { LeaseManager } from "../coord/lease_manager.ts";
+import { WatchHub } from "../coord/watch.ts";
 import type { ClientId, PlainCommand } from "../kv/types.ts";
 import { type Address, PeerTransport } from "./transport.ts";
 import { Histogram } from "./metrics.ts";
@@ -67,6 +69,12 @@ export interface ServerOptions {
   readonly probeMs?: number;
   /** Where structured log lines go. Default: stdout. */
   readonly log?: (line: string) => void;
+  /** Most watchers on this node at once. Default 1,000. */
+  readonly watchersMax?: number;
+  /** Most events a watcher may have waiting before it is cancelled as slow. Default 10,000. */
+  readonly watchBufferEventsMax?: number;
+  /** How often idle watchers that asked for it get a progress notification. Default 1,000. */
+  readonly watchProgressMs?: number;
 }
 
 /** Refused to start (with an exit code for the process). */
@@ -207,6 +215,11 @@ export class RaftServer {
   #stopped: Promise<void>;
   #stop!: () => void;
   #fatal: Error | undefined;
+  readonly #hub: WatchHub;
+  readonly #leases: LeaseManager;
+  readonly #watchProgressMs: number;
+  #lastProgressMs = 0;
+  #appliedSinceNotify = false;
 
   private constructor(
     options: ServerOptions,
@@ -234,6 +247,24 @@ export class RaftServer {
     this.#last = { role: node.role, term: node.term, leader: node.leaderId };
     this.#hardStateDurable = node.hardState;
     this.#stopped = new Promise((r) => this.#stop = r);
+    this.#hub = new WatchHub(() => this.#store, {
+      watchersMax: options.watchersMax,
+      bufferEventsMax: options.watchBufferEventsMax,
+    });
+    this.#watchProgressMs = options.watchProgressMs ?? 1_000;
+    // Only the leader proposes expiries, on this process's clock; a new leader gives every lease
+    // a fresh TTL first (see src/coord/lease_manager.ts).
+    this.#leases = new LeaseManager({
+      nowMs: () => this.#nowMs(),
+      store: () => this.#store,
+      leaderTerm: () => this.#node.role === "Leader" ? this.#node.term : undefined,
+      propose: (command) => {
+        if (this.#closed || this.#node.role !== "Leader") throw new Error("not the leader");
+        this.#node.propose(command);
+        this.counters.proposals++;
+        this.#scheduleDrain();
+      },
+    });
   }
 
   /**
@@ -441,6 +472,15 @@ export class RaftServer {
     return this.#joinTarget !== undefined;
   }
 
+  /** This node's watchers (fed after every apply). */
+  get watchHub(): WatchHub {
+    return this.#hub;
+  }
+  /** This node's lease deadlines (acting only while it leads). */
+  get leaseManager(): LeaseManager {
+    return this.#leases;
+  }
+
   /** The client URL of `id` (this node's own, or as the peer told it). */
   clientUrlOf(id: NodeId): string | undefined {
     if (id === this.nodeId) return this.#clientUrl;
@@ -564,6 +604,7 @@ export class RaftServer {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#ticker);
+    this.#hub.cancelAll(`Node "${this.nodeId}" is stopping`);
     this.#transport?.close();
     for (const w of this.#proposals.values()) w.reject(new HttpError(503, "Node is stopping", 14));
     for (const r of this.#reads.values()) r.reject(new HttpError(503, "Node is stopping", 14));
@@ -599,8 +640,15 @@ export class RaftServer {
 
   #tick(): void {
     if (this.#closed) return;
-    this.#node.tick(this.#nowMs());
+    const now = this.#nowMs();
+    this.#node.tick(now);
     this.#drain();
+    if (this.#closed) return;
+    this.#leases.tick();
+    if (now - this.#lastProgressMs >= this.#watchProgressMs) {
+      this.#lastProgressMs = now;
+      this.#hub.progress();
+    }
   }
 
   /** Feeds messages from a peer to the node (called by the transport). */
@@ -687,6 +735,9 @@ export class RaftServer {
         from: this.#node.leaderId ?? null,
       });
     }
+    if (ready.committedEntries.length > 0 || ready.snapshot !== undefined) {
+      this.#appliedSinceNotify = true;
+    }
     for (const e of ready.committedEntries) {
       let result: ApplyResult | undefined;
       if (e.kind === "command") result = this.store.apply(e.command, e.index);
@@ -729,6 +780,15 @@ export class RaftServer {
   }
 
   #afterDrain(): void {
+    if (this.#appliedSinceNotify) {
+      // Watchers hear of what was applied after the batch, never inside it.
+      this.#appliedSinceNotify = false;
+      try {
+        this.#hub.notify();
+      } catch (e) {
+        this.logEvent("watch-notify-failed", { error: (e as Error).message });
+      }
+    }
     const n = this.#node;
     const last = this.#last;
     if (n.term !== last.term || n.role !== last.role || n.leaderId !== last.leader) {
