@@ -141,3 +141,90 @@ export function fromBase64(encoded: string): Uint8Array {
   }
   return out;
 }
+
+/**
+ * A growable big-endian byte writer for the binary formats (the command codec and the peer wire
+ * format share it): fixed-width integers, and length-prefixed byte strings.
+ */
+export class ByteWriter {
+  #buf: Uint8Array;
+  #view: DataView;
+  #pos = 0;
+
+  /** Starts with room for `initialBytes` (it grows by doubling). */
+  constructor(initialBytes = 64) {
+    this.#buf = new Uint8Array(initialBytes);
+    this.#view = new DataView(this.#buf.buffer);
+  }
+
+  /** Bytes written so far. */
+  get length(): number {
+    return this.#pos;
+  }
+
+  #room(n: number): void {
+    if (this.#pos + n <= this.#buf.length) return;
+    let size = this.#buf.length * 2;
+    while (size < this.#pos + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.#buf.subarray(0, this.#pos));
+    this.#buf = next;
+    this.#view = new DataView(next.buffer);
+  }
+
+  /** One byte. */
+  u8(v: number): void {
+    this.#room(1);
+    this.#buf[this.#pos++] = v;
+  }
+
+  /** An unsigned 32-bit integer. */
+  u32(v: number): void {
+    this.#room(4);
+    this.#view.setUint32(this.#pos, v);
+    this.#pos += 4;
+  }
+
+  /** A non-negative safe integer in 8 bytes (high and low 32-bit halves). */
+  u53(v: number): void {
+    this.#room(8);
+    this.#view.setUint32(this.#pos, Math.floor(v / 0x1_0000_0000));
+    this.#view.setUint32(this.#pos + 4, v >>> 0);
+    this.#pos += 8;
+  }
+
+  /** A float64 (exact for integers up to 2^53). */
+  f64(v: number): void {
+    this.#room(8);
+    this.#view.setFloat64(this.#pos, v);
+    this.#pos += 8;
+  }
+
+  /** A u32 length, then the bytes. */
+  bytes(b: Uint8Array): void {
+    this.u32(b.length);
+    this.#room(b.length);
+    this.#buf.set(b, this.#pos);
+    this.#pos += b.length;
+  }
+
+  /** A string as length-prefixed UTF-8. */
+  str(s: string): void {
+    this.bytes(utf8(s));
+  }
+
+  /** Overwrites the u32 at `offset` (e.g. a length prefix reserved earlier). */
+  setU32At(offset: number, v: number): void {
+    this.#view.setUint32(offset, v);
+  }
+
+  /** A copy of the bytes written. */
+  finish(): Uint8Array {
+    return this.#buf.slice(0, this.#pos);
+  }
+
+  /** The bytes written, without copying (valid until the next write). */
+  view(): Uint8Array {
+    return this.#buf.subarray(0, this.#pos);
+  }
+}

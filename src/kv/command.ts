@@ -12,7 +12,7 @@
  * @module
  */
 
-import { quote, quoteBytes, strictText, utf8, utf8Length } from "./bytes.ts";
+import { ByteWriter, quote, quoteBytes, strictText, utf8, utf8Length } from "./bytes.ts";
 import {
   type ClientId,
   type Command,
@@ -386,7 +386,7 @@ function encodeValid(command: Command): Uint8Array {
   ) {
     return utf8(`DEL\n${command.range.key}`);
   }
-  const w = new Writer();
+  const w = new ByteWriter();
   w.u8(BINARY_MAGIC);
   w.u8(BINARY_FORMAT_VERSION);
   if (command.type === "session") {
@@ -406,7 +406,7 @@ function encodeValid(command: Command): Uint8Array {
   return w.finish();
 }
 
-function writeOp(w: Writer, op: PlainCommand): void {
+function writeOp(w: ByteWriter, op: PlainCommand): void {
   w.u8(CommandTag[op.type]);
   switch (op.type) {
     case "put":
@@ -453,7 +453,7 @@ function writeOp(w: Writer, op: PlainCommand): void {
   }
 }
 
-function writeRange(w: Writer, range: KeyRange): void {
+function writeRange(w: ByteWriter, range: KeyRange): void {
   if ("prefix" in range) {
     w.u8(RANGE_KIND.prefix);
     w.str(range.prefix);
@@ -467,49 +467,6 @@ function writeRange(w: Writer, range: KeyRange): void {
     w.u8(RANGE_KIND.keyRange);
     w.str(range.key);
     w.str(range.rangeEnd);
-  }
-}
-
-class Writer {
-  #buf = new Uint8Array(64);
-  #view = new DataView(this.#buf.buffer);
-  #pos = 0;
-
-  #reserve(n: number): void {
-    if (this.#pos + n <= this.#buf.length) return;
-    let size = this.#buf.length * 2;
-    while (size < this.#pos + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.#buf.subarray(0, this.#pos));
-    this.#buf = next;
-    this.#view = new DataView(next.buffer);
-  }
-  u8(v: number): void {
-    this.#reserve(1);
-    this.#buf[this.#pos++] = v;
-  }
-  u32(v: number): void {
-    this.#reserve(4);
-    this.#view.setUint32(this.#pos, v);
-    this.#pos += 4;
-  }
-  u53(v: number): void {
-    this.#reserve(8);
-    this.#view.setUint32(this.#pos, Math.floor(v / 0x1_0000_0000));
-    this.#view.setUint32(this.#pos + 4, v >>> 0);
-    this.#pos += 8;
-  }
-  bytes(b: Uint8Array): void {
-    this.u32(b.length);
-    this.#reserve(b.length);
-    this.#buf.set(b, this.#pos);
-    this.#pos += b.length;
-  }
-  str(s: string): void {
-    this.bytes(utf8(s));
-  }
-  finish(): Uint8Array {
-    return this.#buf.slice(0, this.#pos);
   }
 }
 

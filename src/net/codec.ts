@@ -10,6 +10,7 @@
  */
 
 import type { Message, RaftLogEntry } from "../raft/types.ts";
+import { ByteWriter } from "../kv/bytes.ts";
 
 /** A frame or message that does not decode; the connection it came on is closed. */
 export class FrameError extends Error {
@@ -60,51 +61,6 @@ const TYPE_TAGS = {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
-
-class Writer {
-  #buf = new Uint8Array(256);
-  #view = new DataView(this.#buf.buffer);
-  #pos = 0;
-
-  #room(n: number): void {
-    if (this.#pos + n <= this.#buf.length) return;
-    let size = this.#buf.length * 2;
-    while (size < this.#pos + n) size *= 2;
-    const next = new Uint8Array(size);
-    next.set(this.#buf.subarray(0, this.#pos));
-    this.#buf = next;
-    this.#view = new DataView(next.buffer);
-  }
-  u8(v: number): void {
-    this.#room(1);
-    this.#buf[this.#pos++] = v;
-  }
-  u32(v: number): void {
-    this.#room(4);
-    this.#view.setUint32(this.#pos, v);
-    this.#pos += 4;
-  }
-  /** A non-negative safe integer as a float64 (exact up to 2^53). */
-  num(v: number): void {
-    this.#room(8);
-    this.#view.setFloat64(this.#pos, v);
-    this.#pos += 8;
-  }
-  bytes(b: Uint8Array): void {
-    this.u32(b.length);
-    this.#room(b.length);
-    this.#buf.set(b, this.#pos);
-    this.#pos += b.length;
-  }
-  str(s: string): void {
-    this.bytes(encoder.encode(s));
-  }
-  /** Writes the frame length into the first four bytes and returns the frame. */
-  finishFrame(): Uint8Array {
-    this.#view.setUint32(0, this.#pos - 4);
-    return this.#buf.subarray(0, this.#pos);
-  }
-}
 
 class Reader {
   readonly #buf: Uint8Array;
@@ -175,72 +131,73 @@ export function encodeMessagesFrame(messages: readonly Message[]): Uint8Array {
       `A batch holds at most ${BATCH_MESSAGES_MAX} messages: ${messages.length}`,
     );
   }
-  const w = new Writer();
-  w.u32(0);
+  const w = new ByteWriter(256);
+  w.u32(0); // the frame length, written below
   w.u8(FrameKind.messages);
   w.u32(messages.length);
   for (const m of messages) encodeMessage(w, m);
-  return w.finishFrame();
+  w.setU32At(0, w.length - 4);
+  return w.view();
 }
 
-function encodeMessage(w: Writer, m: Message): void {
+function encodeMessage(w: ByteWriter, m: Message): void {
   w.u8(TYPE_TAGS[m.type]);
   w.str(m.from);
   w.str(m.to);
-  w.num(m.term);
+  w.f64(m.term);
   switch (m.type) {
     case "RequestVote":
     case "PreVote":
-      w.num(m.lastLogIndex);
-      w.num(m.lastLogTerm);
+      w.f64(m.lastLogIndex);
+      w.f64(m.lastLogTerm);
       return;
     case "RequestVoteReply":
     case "PreVoteReply":
       w.u8(m.granted ? 1 : 0);
       return;
     case "AppendEntries":
-      w.num(m.prevLogIndex);
-      w.num(m.prevLogTerm);
-      w.num(m.leaderCommit);
-      w.num(m.readRound);
+      w.f64(m.prevLogIndex);
+      w.f64(m.prevLogTerm);
+      w.f64(m.leaderCommit);
+      w.f64(m.readRound);
       w.u32(m.entries.length);
       for (const e of m.entries) {
-        w.num(e.index);
-        w.num(e.term);
+        w.f64(e.index);
+        w.f64(e.term);
         w.u8(e.kind === "noop" ? 0 : 1);
         w.bytes(e.command);
       }
       return;
     case "AppendEntriesReply":
       w.u8(m.success ? 1 : 0);
-      w.num(m.matchIndex);
-      w.num(m.rejectedIndex);
-      w.num(m.conflictTerm);
-      w.num(m.conflictIndex);
-      w.num(m.readRound);
+      w.f64(m.matchIndex);
+      w.f64(m.rejectedIndex);
+      w.f64(m.conflictTerm);
+      w.f64(m.conflictIndex);
+      w.f64(m.readRound);
       return;
     case "InstallSnapshot":
-      w.num(m.meta.index);
-      w.num(m.meta.term);
+      w.f64(m.meta.index);
+      w.f64(m.meta.term);
       w.u32(m.meta.voters.length);
       for (const v of m.meta.voters) w.str(v);
-      w.num(m.totalBytes);
-      w.num(m.offset);
+      w.f64(m.totalBytes);
+      w.f64(m.offset);
       w.bytes(m.data);
       w.u8(m.done ? 1 : 0);
       return;
     case "InstallSnapshotReply":
-      w.num(m.snapshotIndex);
-      w.num(m.offset);
+      w.f64(m.snapshotIndex);
+      w.f64(m.offset);
       w.u8(m.done ? 1 : 0);
-      w.num(m.matchIndex);
+      w.f64(m.matchIndex);
       return;
     case "ReadIndex":
       w.str(m.readId);
       return;
     case "ReadIndexReply":
       w.str(m.readId);
-      w.num(m.readIndex);
+      w.f64(m.readIndex);
       w.u8(m.ok ? 1 : 0);
       return;
     default: {
