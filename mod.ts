@@ -64,6 +64,7 @@ export {
 export {
   describeEntry,
   JUPYTER_DISPLAY,
+  NODE_TABLE_COLUMNS,
   type NodeRow,
   NodeTable,
   nodeTable,

@@ -62,7 +62,8 @@ export interface NodeTableOptions {
 /** The key Deno's Jupyter kernel looks up to render an object richly. */
 export const JUPYTER_DISPLAY: unique symbol = Symbol.for("Jupyter.display");
 
-const COLUMNS = [
+/** The node table's columns, in order: one concept, one name, wherever a node table is shown. */
+export const NODE_TABLE_COLUMNS = [
   "node",
   "role",
   "term",
@@ -110,7 +111,7 @@ export class NodeTable {
   /** The cells of the main table, header first. */
   cells(): string[][] {
     return [
-      [...COLUMNS],
+      [...NODE_TABLE_COLUMNS],
       ...this.rows.map((r) => [
         r.id,
         r.role,

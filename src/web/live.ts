@@ -7,6 +7,8 @@
  * @module
  */
 
+import { NODE_TABLE_COLUMNS } from "../observe/table.ts";
+
 /** The default node address: `deno task serve`'s client port. */
 export const DEFAULT_NODE_URL = "http://127.0.0.1:2379";
 
@@ -15,15 +17,7 @@ export const LIVE_TIMEOUT_MS = 3_000;
 
 /** Columns of the live node table, in order (the node table's, plus what the server adds). */
 export const LIVE_COLUMNS: readonly string[] = [
-  "node",
-  "role",
-  "term",
-  "votedFor",
-  "leader",
-  "lastLogIndex",
-  "lastLogTerm",
-  "commitIndex",
-  "lastApplied",
+  ...NODE_TABLE_COLUMNS.filter((c) => c !== "status"),
   "revision",
   "keys",
   "status",
