@@ -10,7 +10,7 @@
 import { parseArgs } from "node:util";
 import type { Cluster } from "../src/sim/cluster.ts";
 import { runStep, type ScenarioContext, type Step } from "../src/scenario/scenario.ts";
-import type { ScenarioScript } from "../src/scenario/cli.ts";
+import { type ScenarioScript, seedAndNodes } from "../src/scenario/cli.ts";
 import { JUPYTER_DISPLAY, type NodeTable } from "../src/observe/table.ts";
 import { recorderFor, type Timeline } from "../src/observe/timeline.ts";
 
@@ -256,17 +256,12 @@ export function runChapterCli<C extends ChapterContext>(
     );
     return 0;
   }
-  const seed = Number(values.seed);
-  const nodes = Number(values.nodes);
-  if (!Number.isSafeInteger(seed)) {
-    print(`error: --seed must be an integer: "${values.seed}"`);
+  const parsed = seedAndNodes(values, chapter.nodesRange);
+  if (typeof parsed === "string") {
+    print(`error: ${parsed}`);
     return 2;
   }
-  const [lo, hi] = chapter.nodesRange;
-  if (!Number.isInteger(nodes) || nodes < lo || nodes > hi) {
-    print(`error: --nodes must be an integer from ${lo} to ${hi}: "${values.nodes}"`);
-    return 2;
-  }
+  const { seed, nodes } = parsed;
   const flags: Record<string, string> = {};
   for (const k of Object.keys(extra)) {
     const v = String(values[k]);

@@ -57,17 +57,12 @@ export function runScenarioCli<C extends ScenarioContext>(
     );
     return 0;
   }
-  const seed = Number(values.seed);
-  const nodes = Number(values.nodes);
-  if (!Number.isSafeInteger(seed)) {
-    print(`error: --seed must be an integer: "${values.seed}"`);
+  const parsed = seedAndNodes(values, script.nodesRange);
+  if (typeof parsed === "string") {
+    print(`error: ${parsed}`);
     return 2;
   }
-  const [lo, hi] = script.nodesRange;
-  if (!Number.isInteger(nodes) || nodes < lo || nodes > hi) {
-    print(`error: --nodes must be an integer from ${lo} to ${hi}: "${values.nodes}"`);
-    return 2;
-  }
+  const { seed, nodes } = parsed;
   print(`# ${script.name} — ${script.summary}\n(seed ${seed}, ${nodes} nodes)`);
   try {
     runScenario(script.steps, script.context(seed, nodes), print);
@@ -77,4 +72,22 @@ export function runScenarioCli<C extends ScenarioContext>(
   }
   print(`\nAll ${script.steps.length} steps hold.`);
   return 0;
+}
+
+/**
+ * Validates the `--seed` and `--nodes` flags every scenario script takes. Returns the numbers, or
+ * the error message naming the bad flag and value.
+ */
+export function seedAndNodes(
+  values: { readonly seed?: unknown; readonly nodes?: unknown },
+  nodesRange: readonly [number, number],
+): { seed: number; nodes: number } | string {
+  const seed = Number(values.seed);
+  const nodes = Number(values.nodes);
+  if (!Number.isSafeInteger(seed)) return `--seed must be an integer: "${values.seed}"`;
+  const [lo, hi] = nodesRange;
+  if (!Number.isInteger(nodes) || nodes < lo || nodes > hi) {
+    return `--nodes must be an integer from ${lo} to ${hi}: "${values.nodes}"`;
+  }
+  return { seed, nodes };
 }
