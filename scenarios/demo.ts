@@ -29,19 +29,6 @@ export function demoContext(seed = 1, nodes = 3): DemoContext {
   return { cluster: new Cluster({ nodes, seed }) };
 }
 
-/** Every node (that is up) holds the same keys and has applied the same index. */
-function converged(c: Cluster): boolean {
-  const up = c.nodes().filter((n) => n.state === "up");
-  const leader = c.leader();
-  if (leader === undefined) return false;
-  const commit = c.node(leader).raft.commitIndex;
-  const keys = JSON.stringify(storeStrings(up[0].store));
-  return up.every((n) =>
-    n.applier.lastApplied === commit && n.raft.log.lastIndex === commit &&
-    JSON.stringify(storeStrings(n.store)) === keys
-  );
-}
-
 function putAll(c: Cluster, pairs: [string, string][]): void {
   for (const [k, v] of pairs) {
     const op = c.complete(c.put(k, v));
@@ -98,7 +85,7 @@ export const demoSteps: readonly Step<DemoContext>[] = [
       "entries in the same order: every log and every store ends up identical.",
     run(ctx) {
       const c = ctx.cluster;
-      c.runUntil(() => converged(c), { timeoutMs: 2000, description: "logs to converge" });
+      c.runUntil(() => c.converged(), { timeoutMs: 2000, description: "logs to converge" });
     },
   },
   {
@@ -169,7 +156,7 @@ export const demoSteps: readonly Step<DemoContext>[] = [
     run(ctx) {
       const c = ctx.cluster;
       c.restart(ctx.firstLeader!);
-      c.runUntil(() => converged(c), {
+      c.runUntil(() => c.converged(), {
         timeoutMs: 3000,
         description: "the old leader to catch up",
       });

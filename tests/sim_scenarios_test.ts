@@ -36,23 +36,8 @@ function each(
   }
 }
 
-/** Up nodes whose logs equal the leader's and whose stores match. */
-function converged(c: Cluster): boolean {
-  const leader = c.leader();
-  if (leader === undefined) return false;
-  const l = c.node(leader);
-  const keys = JSON.stringify(storeStrings(l.store));
-  return l.raft.commitIndex === l.raft.log.lastIndex &&
-    c.nodes().filter((n) => n.state === "up").every((n) =>
-      n.raft.log.lastIndex === l.raft.log.lastIndex &&
-      n.raft.log.lastTerm === l.raft.log.lastTerm &&
-      n.applier.lastApplied === l.raft.commitIndex &&
-      JSON.stringify(storeStrings(n.store)) === keys
-    );
-}
-
 function settle(c: Cluster, timeoutMs = 10_000): void {
-  c.runUntil(() => converged(c), { timeoutMs, description: "the cluster to converge" });
+  c.runUntil(() => c.converged(), { timeoutMs, description: "the cluster to converge" });
 }
 
 /** Retries a put through whoever leads until it succeeds (a lossy network may fail a try). */

@@ -14,7 +14,6 @@ import type { FaultPoint, NodeId, RaftConfig } from "../raft/types.ts";
 import type { Operation as HistoryOperation } from "./history.ts";
 import { checkLinearizable } from "./linearizability.ts";
 import { SafetyViolation } from "./invariants.ts";
-import { storeStrings } from "../observe/describe.ts";
 
 /** The kinds of fault a run may inject. */
 export const FAULT_KINDS = [
@@ -335,7 +334,7 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     }
     const healedAt = cluster.nowMs;
     try {
-      cluster.runUntil(() => converged(cluster), {
+      cluster.runUntil(() => cluster.converged(), {
         timeoutMs: healBoundMs,
         description: "a leader and convergence after healing",
       });
@@ -379,20 +378,6 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
 }
 
 class RunawayError extends Error {}
-
-function converged(c: Cluster): boolean {
-  const leader = c.leader();
-  if (leader === undefined) return false;
-  const l = c.node(leader);
-  if (l.raft.commitIndex !== l.raft.log.lastIndex) return false;
-  const keys = JSON.stringify(storeStrings(l.store));
-  return c.nodes().every((n) =>
-    n.raft.log.lastIndex === l.raft.log.lastIndex &&
-    n.raft.log.lastTerm === l.raft.log.lastTerm &&
-    n.applier.lastApplied === l.raft.commitIndex &&
-    JSON.stringify(storeStrings(n.store)) === keys
-  );
-}
 
 function toHistory(
   id: number,

@@ -29,6 +29,7 @@ import {
 } from "../raft/types.ts";
 import { decodeCommand, encodeDelete, encodePut } from "../kv/command.ts";
 import { MetadataStore } from "../kv/store.ts";
+import { bytesEqual } from "../kv/bytes.ts";
 import { type CheckedNode, SafetyChecker } from "../check/invariants.ts";
 import { EventHeap } from "./heap.ts";
 import { FileStorage } from "../storage/file_storage.ts";
@@ -400,6 +401,24 @@ export class Cluster {
       }
     }
     return best !== undefined && best.raft.term === maxTerm ? best.id : undefined;
+  }
+
+  /**
+   * Whether the cluster has settled: a leader whose whole log is committed, and every running node
+   * holding the same log end, applied up to it, with the same keys and values.
+   */
+  converged(): boolean {
+    const leaderId = this.leader();
+    if (leaderId === undefined) return false;
+    const l = this.node(leaderId);
+    if (l.raft.commitIndex !== l.raft.log.lastIndex) return false;
+    return this.nodes().every((n) =>
+      n.state !== "up" ||
+      (n.raft.log.lastIndex === l.raft.log.lastIndex &&
+        n.raft.log.lastTerm === l.raft.log.lastTerm &&
+        n.applier.lastApplied === l.raft.commitIndex &&
+        sameKeys(n.store, l.store))
+    );
   }
 
   /** Every node that currently believes it is the leader (running or not). */
@@ -959,6 +978,16 @@ export class Cluster {
     this.events.push(e);
     if (this.events.length > this.#eventsMax) this.events.splice(0, this.events.length >> 1);
   }
+}
+
+function sameKeys(a: MetadataStore, b: MetadataStore): boolean {
+  if (a.size !== b.size) return false;
+  const other = b.entries();
+  for (const kv of a.entries()) {
+    const o = other.next();
+    if (o.done || o.value.key !== kv.key || !bytesEqual(o.value.value, kv.value)) return false;
+  }
+  return true;
 }
 
 function checkedView(n: SimNode): CheckedNode {
