@@ -126,16 +126,7 @@ export const partitionSteps: readonly Step<PartitionContext>[] = [
     run(ctx) {
       // Search from the chapter's seed for a run whose first term splits: deterministic per seed.
       for (let k = 0; k < 200; k++) {
-        const c = new Cluster({
-          nodes: 5,
-          seed: ctx.seed * 1000 + k,
-          config: {
-            preVote: false,
-            checkQuorum: false,
-            electionTimeoutMinMs: 150,
-            electionTimeoutMaxMs: 152,
-          },
-        });
+        const c = splitVoteCluster(ctx.seed * 1000 + k);
         const candidates = new Map<number, Set<NodeId>>();
         c.onEvent((e) => {
           if (e.kind === "role" && e.role === "Candidate") {
@@ -147,16 +138,7 @@ export const partitionSteps: readonly Step<PartitionContext>[] = [
         const first = candidates.get(1)?.size ?? 0;
         if (first < 2 || c.node(leader).raft.term === 1) continue;
         // Replay the same seed with the timeline recording, now that it is known to split.
-        const replay = new Cluster({
-          nodes: 5,
-          seed: ctx.seed * 1000 + k,
-          config: {
-            preVote: false,
-            checkQuorum: false,
-            electionTimeoutMinMs: 150,
-            electionTimeoutMaxMs: 152,
-          },
-        });
+        const replay = splitVoteCluster(ctx.seed * 1000 + k);
         useCluster(ctx, replay);
         const again = replay.waitForLeader({ timeoutMs: 10_000 });
         claim(again === leader, "the replay is deterministic");
@@ -206,4 +188,18 @@ export const chapter: Chapter<PartitionContext> = {
 
 if (import.meta.main) {
   Deno.exit(runChapterCli(chapter, Deno.args));
+}
+
+/** Five nodes with almost no randomness in their timeouts and no PreVote: split votes are likely. */
+function splitVoteCluster(seed: number): Cluster {
+  return new Cluster({
+    nodes: 5,
+    seed,
+    config: {
+      preVote: false,
+      checkQuorum: false,
+      electionTimeoutMinMs: 150,
+      electionTimeoutMaxMs: 152,
+    },
+  });
 }
