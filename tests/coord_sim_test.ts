@@ -248,6 +248,10 @@ async function lockUnderFaults(seed: number) {
       try {
         while (cluster.nowMs < endMs && session.state === "alive") {
           const held = await lock(session, "/locks/resource");
+          assert.ok(
+            held.heldAtRevision >= held.fencingToken,
+            `seed ${seed}: held at revision ${held.heldAtRevision}, before its key was created`,
+          );
           acquisitions.push({ client: name, token: held.fencingToken, atMs: cluster.nowMs });
           if (rng.chance(0.15)) {
             // A paused holder: it stops (no keep-alives) past its TTL, then writes anyway.

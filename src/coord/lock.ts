@@ -28,12 +28,33 @@ export class LockLostError extends Error {
   }
 }
 
+/**
+ * Classic bugs of the lock recipe, switched on only by tests to prove that the randomized
+ * simulation's lock checker catches them (src/check/lock_checker.ts):
+ * - `lock-skip-wait`: `lock` returns as soon as its key is in, without waiting for its
+ *   predecessor (two holders at once);
+ * - `fence-skip-compare`: `fencedPut` writes without comparing the token to the fence (a paused
+ *   holder's stale write lands after a newer holder's).
+ */
+export type CoordFaultPoint = "lock-skip-wait" | "fence-skip-compare";
+
+/** Options of {@linkcode lock} and {@linkcode fencedPut}. */
+export interface LockOptions {
+  /** Bugs to switch on (tests only). */
+  readonly faultPoints?: readonly CoordFaultPoint[];
+}
+
 /** A held lock (or won election). */
 export interface LockHandle {
   /** The lock's key `<name>/<lease hex>`. */
   readonly key: string;
   /** The fencing token: the key's createRevision, higher for every later holder. */
   readonly fencingToken: number;
+  /**
+   * The store revision of the read that found no key before this one: from that revision on the
+   * lock service considers this session the holder, until the key is deleted.
+   */
+  readonly heldAtRevision: number;
   /** Releases the lock (deletes the key). */
   unlock(): Promise<void>;
 }
@@ -53,15 +74,23 @@ function predecessor(kvs: readonly KeyValue[], revision: number): KeyValue | und
   return best;
 }
 
+/** A queued key that holds: its createRevision and the revision of the read that showed it first. */
+interface Queued {
+  readonly key: string;
+  readonly revision: number;
+  readonly heldAtRevision: number;
+}
+
 /**
  * Puts this session's key under `prefix` (if absent) and waits until no key under `prefix` was
- * created before it. Returns the key and its createRevision.
+ * created before it (unless `skipWait`, a test-only bug).
  */
 async function queue(
   session: Session,
   prefix: string,
   value: string,
-): Promise<{ key: string; revision: number }> {
+  skipWait = false,
+): Promise<Queued> {
   const client = session.client;
   const key = `${prefix}${session.lease.toString(16)}`;
   const first = await client.txn({
@@ -76,12 +105,13 @@ async function queue(
   const mine = listing.kvs.find((kv) => kv.key === key);
   if (mine === undefined) throw new LockLostError(`Key ${JSON.stringify(key)} vanished at once`);
   const revision = mine.createRevision;
+  if (skipWait) return { key, revision, heldAtRevision: listing.revision };
   for (;;) {
     if (session.state !== "alive") {
       throw new LockLostError(`Session ended while waiting for ${JSON.stringify(prefix)}`);
     }
     const before = predecessor(listing.kvs, revision);
-    if (before === undefined) return { key, revision };
+    if (before === undefined) return { key, revision, heldAtRevision: listing.revision };
     await waitDeleted(client, before.key, listing.revision + 1, session);
     listing = await client.range({ prefix });
     if (!listing.kvs.some((kv) => kv.key === key)) {
@@ -116,15 +146,20 @@ async function waitDeleted(
  * Acquires the lock `name` for `session`: resolves when held, with the fencing token. Rejects with
  * {@linkcode LockLostError} when the session ends first.
  */
-export async function lock(session: Session, name: string): Promise<LockHandle> {
-  const { key, revision } = await queue(session, `${name}/`, "");
-  return handle(session, key, revision);
+export async function lock(
+  session: Session,
+  name: string,
+  options: LockOptions = {},
+): Promise<LockHandle> {
+  const skipWait = options.faultPoints?.includes("lock-skip-wait") ?? false;
+  return handle(session, await queue(session, `${name}/`, "", skipWait));
 }
 
-function handle(session: Session, key: string, revision: number): LockHandle {
+function handle(session: Session, { key, revision, heldAtRevision }: Queued): LockHandle {
   return {
     key,
     fencingToken: revision,
+    heldAtRevision,
     unlock: async () => {
       await session.client.txn({
         compare: [{ key, target: "createRevision", result: "equal", value: revision }],
@@ -145,8 +180,7 @@ export async function campaign(
   name: string,
   value: string,
 ): Promise<LockHandle & { resign(): Promise<void> }> {
-  const { key, revision } = await queue(session, `${name}/`, value);
-  const h = handle(session, key, revision);
+  const h = handle(session, await queue(session, `${name}/`, value));
   return { ...h, resign: h.unlock };
 }
 
@@ -199,6 +233,7 @@ export async function fencedPut(
   key: string,
   value: string,
   fencingToken: number,
+  options: LockOptions = {},
 ): Promise<boolean> {
   const fence = `${key}.fence`;
   const token = encoder.encode(String(fencingToken).padStart(16, "0"));
@@ -206,6 +241,10 @@ export async function fencedPut(
     { type: "put", key: fence, value: token, prevKv: false },
     { type: "put", key, value: encoder.encode(value), prevKv: false },
   ];
+  if (options.faultPoints?.includes("fence-skip-compare")) {
+    await client.txn({ compare: [], success: writes, failure: [] });
+    return true;
+  }
   // Tokens are zero-padded, so byte order is numeric order; a missing fence accepts any token.
   const r = await client.txn({
     compare: [{ key: fence, target: "value", result: "less", value: token }],
