@@ -22,8 +22,12 @@ function mk(id = "n1", extra: Partial<RaftNodeOptions> = {}): RaftNode {
   return new RaftNode({ id, voters: VOTERS, rng: new SeededRng(7), ...extra });
 }
 
+/** Takes the node's ready batch as a host does, with its entries written durably; its messages. */
 function out(node: RaftNode): Message[] {
-  return [...node.takeReady().messages];
+  const ready = node.takeReady();
+  const last = ready.entries[ready.entries.length - 1];
+  if (last !== undefined) node.stableTo(last.index, last.term);
+  return [...ready.messages];
 }
 
 type Of<T extends Message["type"]> = Extract<Message, { type: T }> extends never
@@ -519,4 +523,76 @@ Deno.test("configuration is validated with clear errors", () => {
     /heartbeatIntervalMs \(200\) must be below electionTimeoutMinMs \(150\)/,
   );
   assert.throws(() => new RaftNode({ id: "n9", voters: VOTERS, rng: new SeededRng(1) }), /n9/);
+});
+
+Deno.test("a leader replicates while it writes, and counts itself only once durable (§10.2.1)", async (t) => {
+  await t.step("the leader's batch may be sent first; other roles' batches may not", () => {
+    const n = mk();
+    n.tick(n.nextDeadlineMs());
+    assert.equal(n.takeReady().persistFirst, true, "a pre-candidate's batch");
+    n.step({ type: "PreVoteReply", from: "n2", to: "n1", term: 1, granted: true });
+    const rd = n.takeReady();
+    assert.equal(rd.persistFirst, true, "a new term and vote must be durable before RequestVote");
+    n.step({ type: "RequestVoteReply", from: "n2", to: "n1", term: 1, granted: true });
+    assert.equal(n.role, "Leader");
+    const lead = n.takeReady();
+    assert.equal(lead.persistFirst, false, "the leader's no-op goes out with its own write");
+    assert.deepEqual(lead.entries.map((e) => e.index), [1]);
+    assert.ok(of([...lead.messages], "AppendEntries").length > 0);
+    const f = mk("n2");
+    f.step(ae({ term: 1, from: "n1", to: "n2", entries: [entry(1, 1)] }));
+    assert.equal(f.takeReady().persistFirst, true, "a follower's acknowledgement waits for disk");
+  });
+  await t.step("not durable on the leader: one follower is not a quorum of 3", () => {
+    const n = mk();
+    elect(n); // the no-op (index 1) is durable
+    n.propose(enc.encode("PUT\na\n1"));
+    const rd = n.takeReady(); // sent, but the host has not finished writing it
+    assert.equal(rd.persistFirst, false);
+    n.step(aeReply({ from: "n2", matchIndex: 2 }));
+    assert.equal(n.commitIndex, 1, "index 2 is durable on n2 only");
+    n.stableTo(2, n.term);
+    assert.equal(n.commitIndex, 2, "leader + n2 are a quorum once the leader's write is durable");
+  });
+  await t.step("two followers are a quorum without the leader's own write", () => {
+    const n = mk();
+    elect(n);
+    n.propose(enc.encode("PUT\na\n1"));
+    n.takeReady();
+    n.step(aeReply({ from: "n2", matchIndex: 2 }));
+    n.step(aeReply({ from: "n3", matchIndex: 2 }));
+    assert.equal(n.commitIndex, 2);
+  });
+  await t.step("a report for entries replaced since is ignored", () => {
+    const f = mk("n2");
+    f.step(ae({ term: 1, from: "n1", to: "n2", entries: [entry(1, 1), entry(2, 1)] }));
+    const first = f.takeReady();
+    assert.equal(first.entries.length, 2);
+    f.stableTo(2, 1);
+    assert.equal(f.stableIndex, 2);
+    // A new leader replaces index 2; the old write's report arrives late.
+    f.step(
+      ae({
+        term: 2,
+        from: "n3",
+        to: "n2",
+        prevLogIndex: 1,
+        prevLogTerm: 1,
+        entries: [entry(2, 2)],
+      }),
+    );
+    assert.equal(f.stableIndex, 1, "truncation drops what was durable past the conflict");
+    f.stableTo(first.entries[1].index, first.entries[1].term);
+    assert.equal(f.stableIndex, 1, "(2, term 1) is no longer in the log");
+    f.stableTo(2, 2);
+    assert.equal(f.stableIndex, 2);
+  });
+  await t.step("with the fault point on, the leader counts its unwritten entry", () => {
+    const n = mk("n1", { faultPoints: new Set(["leader-counts-unstable-self"]) });
+    elect(n);
+    n.propose(enc.encode("PUT\na\n1"));
+    n.takeReady();
+    n.step(aeReply({ from: "n2", matchIndex: 2 }));
+    assert.equal(n.commitIndex, 2, "the broken rule commits on one durable copy of three");
+  });
 });

@@ -1,9 +1,11 @@
-// The randomized simulation: a fixed seed set must run clean, and each classic bug, switched on by
-// its fault point, must be caught within a bounded number of seeds (proof the harness bites).
+// The randomized simulation: a fixed seed set must run clean (also with lock workers), and each
+// classic bug, switched on by its fault point (Raft's or the lock recipe's), must be caught within a
+// bounded number of seeds (proof the harness bites).
 import assert from "node:assert/strict";
 import { FAULT_KINDS, runSimulation, type SimulationOptions } from "../src/check/simulation.ts";
 import { historyToJsonLines } from "../src/check/history.ts";
-import type { FaultPoint } from "../mod.ts";
+import type { CoordFaultPoint, FaultPoint } from "../mod.ts";
+import type { LockRecord } from "../src/check/lock_checker.ts";
 
 Deno.test("CI seed set: 300 seeds across 3, 5 and 7 nodes and every fault kind, no violation", async (t) => {
   const mixes: { name: string; options: SimulationOptions }[] = [
@@ -15,9 +17,9 @@ Deno.test("CI seed set: 300 seeds across 3, 5 and 7 nodes and every fault kind, 
   let seed = 1_000;
   for (const nodes of [3, 5, 7]) {
     for (const mix of mixes) {
-      await t.step(`${nodes} nodes, ${mix.name}`, () => {
+      await t.step(`${nodes} nodes, ${mix.name}`, async () => {
         for (let i = 0; i < 25; i++, seed++) {
-          const r = runSimulation(seed, { ...mix.options, nodes, durationMs: 5_000 });
+          const r = await runSimulation(seed, { ...mix.options, nodes, durationMs: 5_000 });
           assert.equal(
             r.violation,
             undefined,
@@ -36,10 +38,10 @@ Deno.test("CI seed set: 300 seeds across 3, 5 and 7 nodes and every fault kind, 
 Deno.test("CI seed set: 30 more seeds on the simulated disk with snapshots every few dozen entries", async (t) => {
   const faults = ["disk", "snapshot", "crash-after-persist", "reorder"] as const;
   for (const [k, nodes] of [3, 5, 7].entries()) {
-    await t.step(`${nodes} nodes`, () => {
+    await t.step(`${nodes} nodes`, async () => {
       let installs = 0;
       for (let seed = 2_000 + k * 10; seed < 2_010 + k * 10; seed++) {
-        const r = runSimulation(seed, { faults, nodes, durationMs: 5_000 });
+        const r = await runSimulation(seed, { faults, nodes, durationMs: 5_000 });
         assert.equal(
           r.violation,
           undefined,
@@ -55,12 +57,12 @@ Deno.test("CI seed set: 30 more seeds on the simulated disk with snapshots every
   }
 });
 
-Deno.test("one seed reproduces a run exactly", () => {
-  const a = runSimulation(77, { durationMs: 3_000 });
-  const b = runSimulation(77, { durationMs: 3_000 });
+Deno.test("one seed reproduces a run exactly", async () => {
+  const a = await runSimulation(77, { durationMs: 3_000 });
+  const b = await runSimulation(77, { durationMs: 3_000 });
   assert.equal(historyToJsonLines(a.history), historyToJsonLines(b.history));
   assert.equal(a.faults, b.faults);
-  const c = runSimulation(78, { durationMs: 3_000 });
+  const c = await runSimulation(78, { durationMs: 3_000 });
   assert.notEqual(historyToJsonLines(a.history), historyToJsonLines(c.history));
 });
 
@@ -94,9 +96,9 @@ const BUGS: { point: FaultPoint; options: SimulationOptions; expect: RegExp }[] 
 ];
 
 for (const bug of BUGS) {
-  Deno.test(`the harness catches the bug "${bug.point}" within 100 seeds`, () => {
+  Deno.test(`the harness catches the bug "${bug.point}" within 100 seeds`, async () => {
     for (let seed = 1; seed <= 100; seed++) {
-      const r = runSimulation(seed, {
+      const r = await runSimulation(seed, {
         ...bug.options,
         faultPoints: [bug.point],
         durationMs: 5_000,
@@ -107,6 +109,71 @@ for (const bug of BUGS) {
       }
     }
     assert.fail(`"${bug.point}" went unnoticed for 100 seeds`);
+  });
+}
+
+Deno.test("CI seed set: 12 seeds with 3 lock workers (sessions, fenced writes, holders paused, crashed or cut off), no violation", async (t) => {
+  let grants = 0;
+  let refused = 0;
+  let passedOn = 0;
+  for (const nodes of [3, 5, 7]) {
+    await t.step(`${nodes} nodes`, async () => {
+      for (let seed = 3_000 + nodes * 10; seed < 3_004 + nodes * 10; seed++) {
+        const r = await runSimulation(seed, { nodes, locks: 3, durationMs: 5_000 });
+        assert.equal(
+          r.violation,
+          undefined,
+          `seed ${seed}: ${r.violation?.kind}: ${r.violation?.message}\n` +
+            `replay: deno task sim --seed ${seed} --verbose --nodes ${nodes} --duration 5000`,
+        );
+        assert.ok(r.operations > 50, `seed ${seed} ran only ${r.operations} operations`);
+        grants += r.locks!.grants;
+        refused += r.locks!.writesRefused;
+        passedOn += grantsAfterAStrandedHolder(r.locks!.history.records);
+      }
+    });
+  }
+  assert.ok(grants > 100, `lock grants over all seeds: ${grants}`);
+  assert.ok(refused > 0, "no stale holder's write was refused");
+  assert.ok(passedOn > 0, "the lock never passed on from a paused, crashed or cut-off holder");
+});
+
+/** Grants whose previous holder was paused, crashed or cut off while holding (never released). */
+function grantsAfterAStrandedHolder(records: readonly LockRecord[]): number {
+  const stranded = new Set<number>();
+  for (const r of records) {
+    if ((r.kind === "pause" || r.kind === "crash" || r.kind === "partition") && r.token) {
+      stranded.add(r.token);
+    }
+  }
+  for (const r of records) if (r.kind === "release" && r.token) stranded.delete(r.token);
+  const grants = records.filter((r) => r.kind === "grant").sort((a, b) =>
+    a.heldAtRevision - b.heldAtRevision
+  );
+  return grants.filter((_, i) => i > 0 && stranded.has(grants[i - 1].token)).length;
+}
+
+const COORD_BUGS: { point: CoordFaultPoint; expect: RegExp }[] = [
+  { point: "lock-skip-wait", expect: /mutual exclusion/ },
+  { point: "fence-skip-compare", expect: /fencing: .* landed at revision \d+ after/ },
+];
+
+for (const bug of COORD_BUGS) {
+  Deno.test(`the lock checker catches the bug "${bug.point}" within 20 seeds`, async () => {
+    for (let seed = 1; seed <= 20; seed++) {
+      const r = await runSimulation(seed, {
+        nodes: 3,
+        locks: 3,
+        coordFaultPoints: [bug.point],
+        durationMs: 5_000,
+      });
+      if (r.violation !== undefined) {
+        assert.equal(r.violation.kind, "lock", `seed ${seed}: ${r.violation.message}`);
+        assert.match(r.violation.message, bug.expect, `seed ${seed}: ${r.violation.message}`);
+        return;
+      }
+    }
+    assert.fail(`"${bug.point}" went unnoticed for 20 seeds`);
   });
 }
 

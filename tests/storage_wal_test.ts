@@ -10,6 +10,7 @@ import {
   hs,
   onBothDisks,
   openStorage,
+  realDisk,
   segmentFiles,
   simDisk,
 } from "./storage_helpers.ts";
@@ -343,5 +344,66 @@ Deno.test("data directory identity", async (t) => {
 
   await t.step("ids are checked", () => {
     assert.throws(() => openStorage(simDisk(), { nodeId: "" }), /Node id must be a non-empty/);
+  });
+});
+
+Deno.test("WAL writes without a sync (a leader's own write, §10.2.1)", async (t) => {
+  await t.step("written records are lost at a crash until sync resolves", async () => {
+    const disk = simDisk();
+    const s = openStorage(disk);
+    s.save(hs(1, "n1", 0), entries(1, 2, 1));
+    s.write(undefined, entries(3, 4, 1));
+    disk.sim!.crash();
+    const lost = openStorage(disk);
+    assertEntries(lost.load().entries, entries(1, 2, 1));
+    lost.write(undefined, entries(3, 4, 1));
+    const syncs = lost.counters.dataSyncs;
+    await lost.sync();
+    assert.equal(lost.counters.dataSyncs - syncs, 1);
+    await lost.sync();
+    assert.equal(lost.counters.dataSyncs - syncs, 1, "nothing written since: no second sync");
+    disk.sim!.crash();
+    assertEntries(openStorage(disk).load().entries, entries(1, 4, 1));
+  });
+  await t.step("a later save makes earlier writes durable with it", () => {
+    const disk = simDisk();
+    const s = openStorage(disk);
+    s.write(hs(1, "n1", 0), entries(1, 3, 1));
+    s.save(undefined, entries(4, 4, 1));
+    disk.sim!.crash();
+    const again = openStorage(disk).load();
+    assert.deepEqual(again.hardState, hs(1, "n1", 0));
+    assertEntries(again.entries, entries(1, 4, 1));
+  });
+  await t.step("a roll-over syncs what was written into the old segment first", () => {
+    const disk = simDisk();
+    const s = openStorage(disk, { segmentBytesMax: 1024 });
+    s.save(undefined, entries(1, 10, 1, 40)); // under the limit
+    s.write(undefined, entries(11, 30, 1, 40)); // now past it, unsynced
+    assert.equal(segmentFiles(disk).length, 1);
+    s.write(undefined, entries(31, 31, 1, 40)); // rolls to a new segment
+    assert.equal(segmentFiles(disk).length, 2);
+    disk.sim!.crash();
+    assertEntries(
+      openStorage(disk, { segmentBytesMax: 1024 }).load().entries,
+      entries(1, 31, 1, 40),
+    );
+  });
+  await t.step("on the real disk, writes go on while a sync runs", async () => {
+    const disk = realDisk();
+    try {
+      const s = openStorage(disk);
+      s.write(hs(1, "n1", 0), entries(1, 100, 1));
+      const first = s.sync();
+      s.write(undefined, entries(101, 200, 1));
+      await first;
+      await s.sync();
+      s.close();
+      const again = openStorage(disk);
+      assertEntries(again.load().entries, entries(1, 200, 1));
+      again.close();
+    } finally {
+      disk.cleanup();
+    }
   });
 });

@@ -35,6 +35,11 @@ export interface CheckedNode {
   readonly up: boolean;
   /** Incarnation number: raised on every restart. */
   readonly incarnation: number;
+  /**
+   * What the node's storage holds (kept across crashes). When every node gives it, each commit a
+   * leader makes is checked to be durable on a quorum.
+   */
+  readonly durable?: DurableView;
 }
 
 /** What the node's storage holds, to check durability before acknowledgement (rule 2). */
@@ -208,6 +213,10 @@ export class SafetyChecker {
           } by counting replicas`,
         );
       }
+      if (
+        s.role === "Leader" && last !== undefined && last.incarnation === n.incarnation &&
+        s.commitIndex > last.commitIndex
+      ) this.#checkCommitDurable(n, nodes);
       this.#last.set(s.id, {
         term: s.term,
         commitIndex: s.commitIndex,
@@ -247,6 +256,30 @@ export class SafetyChecker {
       }
     }
     this.#commitChecked.set(s.id, s.commitIndex);
+  }
+
+  /**
+   * A commit is a promise that a quorum holds the entry on disk: a leader that counted a copy it
+   * could still lose (its own unwritten entry, §10.2.1) breaks it even if nothing crashes.
+   */
+  #checkCommitDurable(leader: CheckedNode, nodes: readonly CheckedNode[]): void {
+    const s = leader.status;
+    const index = s.commitIndex;
+    const term = leader.termAt(index);
+    if (term === undefined) return;
+    let holders = 0;
+    for (const n of nodes) {
+      const d = n.durable;
+      if (d === undefined) return; // a host that does not show its storage
+      if ((d.snapshotIndex ?? 0) >= index || d.entry(index)?.term === term) holders++;
+    }
+    const voters = s.progress.size + 1; // a leader tracks every other voter
+    if (holders < Math.floor(voters / 2) + 1) {
+      throw new SafetyViolation(
+        "commit durability",
+        `leader "${s.id}" of term ${s.term} committed index ${index}, which only ${holders} of ${voters} nodes hold on disk`,
+      );
+    }
   }
 
   #checkLeader(n: CheckedNode): void {

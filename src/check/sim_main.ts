@@ -1,7 +1,8 @@
 /**
- * `deno task sim`: runs many seeded simulations with faults and checks every one. Prints a progress
- * line, then one summary line; exits non-zero on any violation and prints, for each failing seed,
- * the command that replays it.
+ * `deno task sim`: runs many seeded simulations with faults and checks every one (Raft's safety
+ * properties, liveness after healing, linearizability of the key-value clients, and the lock
+ * checker over the lock workers). Prints a progress line, then one summary line; exits non-zero on
+ * any violation and prints, for each failing seed, the command that replays it.
  *
  * @module
  */
@@ -16,6 +17,8 @@ import {
 import { nodeTable } from "../observe/table.ts";
 import { historyToJsonLines } from "./history.ts";
 
+const LOCKS_DEFAULT = 3;
+
 const HELP = `deno task sim — randomized deterministic simulation with faults
 
 Usage:
@@ -29,7 +32,10 @@ Options:
   --nodes LIST    cluster sizes to use, e.g. 3 or 3,5,7 (default: chosen by each seed among 3,5,7)
   --faults LIST   fault kinds, comma-separated (default all): ${FAULT_KINDS.join(",")}
   --duration MS   virtual length of the faulty phase (default 10000)
-  --clients N     concurrent clients (default 4)
+  --clients N     concurrent key-value clients (default 4)
+  --locks N       lock workers taking one lock with sessions and fencing tokens, some paused,
+                  crashed or cut off past their lease (default 3; 0 turns them off and runs
+                  about a third faster)
   --verbose       print faults, the final node table and the history of each failing seed
   -h, --help      show this help`;
 
@@ -46,7 +52,7 @@ function int(name: string, text: string, min: number, max = Number.MAX_SAFE_INTE
   return n;
 }
 
-function main(args: string[]): number {
+async function main(args: string[]): Promise<number> {
   let values;
   try {
     ({ values } = parseArgs({
@@ -59,6 +65,7 @@ function main(args: string[]): number {
         faults: { type: "string" },
         duration: { type: "string", default: "10000" },
         clients: { type: "string", default: "4" },
+        locks: { type: "string", default: String(LOCKS_DEFAULT) },
         verbose: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
@@ -79,6 +86,7 @@ function main(args: string[]): number {
   });
   const durationMs = int("duration", values.duration, 100);
   const clients = int("clients", values.clients, 1, 64);
+  const locks = int("locks", values.locks, 0, 16);
   const seeds = values.seed !== undefined ? [int("seed", values.seed, 0)] : Array.from(
     { length: int("seeds", values.seeds ?? "100", 1) },
     (_, i) => int("start", values.start, 0) + i,
@@ -89,9 +97,11 @@ function main(args: string[]): number {
     values.faults !== undefined ? `--faults ${values.faults}` : "",
     values.duration !== "10000" ? `--duration ${durationMs}` : "",
     values.clients !== "4" ? `--clients ${clients}` : "",
+    locks !== LOCKS_DEFAULT ? `--locks ${locks}` : "",
   ].filter((s) => s !== "").join(" ");
 
   let operations = 0;
+  let grants = 0;
   let faultCount = 0;
   const failures: { seed: number; kind: string; message: string }[] = [];
   const started = Date.now();
@@ -104,11 +114,13 @@ function main(args: string[]): number {
       faults,
       durationMs,
       clients,
+      locks,
       eventsMax: values.verbose ? 100_000 : 0,
       log: values.verbose ? (line) => console.log(line) : undefined,
     };
-    const r = runSimulation(seed, options);
+    const r = await runSimulation(seed, options);
     operations += r.operations;
+    grants += r.locks?.grants ?? 0;
     faultCount += r.faults;
     if (r.violation !== undefined) {
       failures.push({ seed, kind: r.violation.kind, message: r.violation.message });
@@ -123,18 +135,28 @@ function main(args: string[]): number {
       console.log(nodeTable(r.cluster, { title: `seed ${seed} final state` }).toString());
       console.log(`history (${r.history.length} operations, JSON lines):`);
       console.log(historyToJsonLines(r.history).trimEnd());
+      if (r.locks !== undefined) {
+        console.log(
+          `lock history (${r.locks.history.records.length} records, then ` +
+            `${r.locks.history.events.length} committed events; JSON lines):`,
+        );
+        for (const x of r.locks.history.records) console.log(JSON.stringify(x));
+        for (const x of r.locks.history.events) console.log(JSON.stringify(x));
+      }
     }
     const line =
-      `seeds ${i + 1}/${seeds.length}, operations ${operations}, faults ${faultCount}, ` +
+      `seeds ${i + 1}/${seeds.length}, operations ${operations}, lock grants ${grants}, ` +
+      `faults ${faultCount}, ` +
       `violations ${failures.length}, ${((Date.now() - started) / 1000).toFixed(0)} s`;
     if (tty) Deno.stderr.writeSync(encoder.encode(`\r${line}`));
     else if ((i + 1) % 50 === 0 && i + 1 < seeds.length) console.error(line);
   }
   if (tty) Deno.stderr.writeSync(encoder.encode("\n"));
   console.log(
-    `seeds ${seeds.length}, operations checked ${operations}, faults injected ${faultCount}, violations ${failures.length}`,
+    `seeds ${seeds.length}, operations checked ${operations}, lock grants checked ${grants}, ` +
+      `faults injected ${faultCount}, violations ${failures.length}`,
   );
   return failures.length === 0 ? 0 : 1;
 }
 
-if (import.meta.main) Deno.exit(main(Deno.args));
+if (import.meta.main) Deno.exit(await main(Deno.args));

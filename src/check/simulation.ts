@@ -2,7 +2,9 @@
  * Randomized deterministic simulation (in the spirit of TigerBeetle's VOPR and FoundationDB's
  * simulator): one seed drives the clock, the network, the faults and the clients. Safety properties
  * are checked after every event; at the end, all faults heal and the cluster must elect a leader and
- * converge (liveness), and the clients' history must be linearizable.
+ * converge (liveness), and the clients' history must be linearizable. With `locks`, lock workers
+ * take a lock through sessions and write with fencing tokens (src/check/lock_workload.ts), and
+ * their history must pass the lock checker (src/check/lock_checker.ts).
  *
  * @module
  */
@@ -14,6 +16,10 @@ import type { FaultPoint, NodeId, RaftConfig } from "../raft/types.ts";
 import type { Operation as HistoryOperation } from "./history.ts";
 import { checkLinearizable } from "./linearizability.ts";
 import { SafetyViolation } from "./invariants.ts";
+import { SimCoordination } from "../coord/sim.ts";
+import type { CoordFaultPoint } from "../coord/lock.ts";
+import { checkLocks, type LockCheckResult, type LockHistory } from "./lock_checker.ts";
+import { LockWorkload } from "./lock_workload.ts";
 
 /** The kinds of fault a run may inject. */
 export const FAULT_KINDS = [
@@ -56,6 +62,14 @@ export interface SimulationOptions {
   /** Classic bugs to switch on (to prove the checks catch them). */
   readonly faultPoints?: readonly FaultPoint[];
   /**
+   * Lock workers taking one lock with sessions and fenced writes, beside the key-value clients.
+   * Default 0 (none). With any, the run drives virtual time a millisecond at a time (the recipes
+   * are async) and is slower.
+   */
+  readonly locks?: number;
+  /** Bugs of the lock recipe to switch on (to prove the lock checker catches them). */
+  readonly coordFaultPoints?: readonly CoordFaultPoint[];
+  /**
    * Most messages a run may send before it is stopped as a runaway (a livelock, e.g. a leader and
    * follower re-sending forever). Default 30 per virtual millisecond of `durationMs` (a healthy
    * 10-second run of 7 nodes sends about 50,000).
@@ -73,8 +87,12 @@ export interface SimulationOptions {
 
 /** What went wrong in a run. */
 export interface Violation {
-  /** `safety` (an invariant broke), `liveness` (no recovery after healing), `linearizability`, or `crash` (a node stopped on an assertion). */
-  readonly kind: "safety" | "liveness" | "linearizability" | "crash";
+  /**
+   * `safety` (an invariant broke), `liveness` (no recovery after healing), `linearizability`,
+   * `lock` (the lock checker found a broken guarantee), or `crash` (a node stopped on an
+   * assertion).
+   */
+  readonly kind: "safety" | "liveness" | "linearizability" | "lock" | "crash";
   /** What exactly. */
   readonly message: string;
 }
@@ -93,12 +111,20 @@ export interface SimulationResult {
   readonly violation?: Violation;
   /** The client history. */
   readonly history: readonly HistoryOperation[];
+  /** With `locks`: the lock workload's history and the checker's figures. */
+  readonly locks?: LockCheckResult & { readonly history: LockHistory };
   /** The cluster as the run left it (for node tables in a verbose replay). */
   readonly cluster: Cluster;
 }
 
-/** Runs one seeded simulation; never throws for a violation, it reports it. */
-export function runSimulation(seed: number, options: SimulationOptions = {}): SimulationResult {
+/**
+ * Runs one seeded simulation; never throws for a violation, it reports it. Without `locks` the
+ * run is synchronous inside (the promise is settled when it returns).
+ */
+export async function runSimulation(
+  seed: number,
+  options: SimulationOptions = {},
+): Promise<SimulationResult> {
   const rng = new SeededRng(seed ^ 0x5eed);
   const nodes = options.nodes ?? [3, 5, 7][rng.int(0, 3)];
   const faults = new Set<FaultKind>(options.faults ?? FAULT_KINDS);
@@ -130,6 +156,29 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     },
   });
   const history: HistoryOperation[] = [];
+  // Lock workers, on a random stream of their own so the fault schedule keeps its draws.
+  const coord = (options.locks ?? 0) > 0 ? new SimCoordination(cluster) : undefined;
+  const locks = coord && new LockWorkload(coord, {
+    workers: options.locks!,
+    rng: new SeededRng(seed ^ 0x10c4),
+    faultPoints: options.coordFaultPoints,
+    log,
+  });
+  // Virtual time: in one go without locks; a millisecond at a time with them, letting the
+  // recipes' continuations run in between.
+  const advance = async (ms: number) => {
+    if (coord) await coord.advance(ms);
+    else cluster.advance(ms);
+  };
+  const runUntil = async (until: () => boolean, timeoutMs: number, description: string) => {
+    if (!coord) return void cluster.runUntil(until, { timeoutMs, description });
+    try {
+      await coord.drive(until, { timeoutMs });
+    } catch (e) {
+      if (!/^Timed out after/.test((e as Error).message)) throw e;
+      throw new Error(`Timed out after ${timeoutMs} ms waiting for ${description}`);
+    }
+  };
   let faultCount = 0;
   let stopped = false;
   let violation: Violation | undefined;
@@ -313,11 +362,13 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
   try {
     cluster.schedule(100, watchdog);
     for (const c of clients) issue(c);
+    locks?.start();
     cluster.schedule(rng.int(100, 800), injectOne);
-    cluster.advance(durationMs);
+    await advance(durationMs);
 
     // Healing: every fault stops; a leader must emerge and every node converge within the bound.
     stopped = true;
+    locks?.stop();
     log(`t=${cluster.nowMs} heal everything`);
     cluster.network = {
       ...cluster.network,
@@ -334,21 +385,38 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     }
     const healedAt = cluster.nowMs;
     try {
-      cluster.runUntil(() => cluster.converged(), {
-        timeoutMs: healBoundMs,
-        description: "a leader and convergence after healing",
-      });
+      await runUntil(
+        () => cluster.converged(),
+        healBoundMs,
+        "a leader and convergence after healing",
+      );
     } catch (e) {
+      if (e instanceof SafetyViolation || e instanceof RunawayError) throw e;
       violation = {
         kind: "liveness",
         message: `${(e as Error).message} (healed at t=${healedAt})`,
       };
     }
-    // Let clients still waiting finish (they time out by themselves).
-    cluster.runUntil(() => clients.every((c) => !c.busy), {
-      timeoutMs: 10_000,
-      description: "clients to finish",
-    });
+    // Let clients still waiting finish (they time out by themselves; a lock worker may be in a
+    // fencedPut of three transactions).
+    await runUntil(
+      () => clients.every((c) => !c.busy) && (locks?.idle ?? true),
+      locks ? 20_000 : 10_000,
+      "clients to finish",
+    );
+    // The lock must pass on once healed: every stopped holder's lease expires.
+    if (coord && locks && violation === undefined) {
+      try {
+        await coord.run(locks.probe(), { timeoutMs: healBoundMs });
+      } catch (e) {
+        if (e instanceof SafetyViolation || e instanceof RunawayError) throw e;
+        violation = {
+          kind: "liveness",
+          message: `a fresh client could not take the lock within ${healBoundMs} ms after ` +
+            `healing: ${(e as Error).message}`,
+        };
+      }
+    }
   } catch (e) {
     violation = e instanceof SafetyViolation
       ? { kind: "safety", message: e.message }
@@ -357,6 +425,13 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
       : { kind: "crash", message: (e as Error).stack ?? String(e) };
   }
 
+  if (violation === undefined && locks?.failure !== undefined) {
+    violation = { kind: "crash", message: locks.failure.stack ?? String(locks.failure) };
+  }
+  const lockCheck = locks && { ...checkLocks(locks.history()), history: locks.history() };
+  if (violation === undefined && lockCheck?.violation !== undefined) {
+    violation = { kind: "lock", message: lockCheck.violation };
+  }
   if (violation === undefined) {
     const check = checkLinearizable(history);
     if (!check.ok) {
@@ -373,6 +448,7 @@ export function runSimulation(seed: number, options: SimulationOptions = {}): Si
     faults: faultCount,
     violation,
     history,
+    locks: lockCheck,
     cluster,
   };
 }

@@ -208,6 +208,10 @@ export class RaftServer {
   #hardStateDurable: HardState | undefined;
   /** A newer hard state that differs from the durable one only in commitIndex. */
   #hardStateDeferred: HardState | undefined;
+  /** The last entry written without a sync (a leader's own write, §10.2.1), if any. */
+  #unsynced: { index: number; term: number } | undefined;
+  /** Whether an fdatasync runs off the loop now. */
+  #syncing = false;
   #seenTerms = new Map<NodeId, number>();
   #seenDirty = false;
   #joinTarget: number | undefined;
@@ -698,6 +702,9 @@ export class RaftServer {
 
   #handleReady(ready: Ready): void {
     this.counters.readyBatches++;
+    // A leader's batch acknowledges nothing: its messages go out at once and its own write
+    // becomes durable off the loop (§10.2.1); the node counts itself once `stableTo` says so.
+    if (!ready.persistFirst) this.#send(ready);
     // 1. Persist (rule 2: nothing is acknowledged before it is durable); a snapshot first, since
     // the entries of the same batch continue it.
     if (ready.snapshot !== undefined) this.#storage.saveSnapshot(ready.snapshot);
@@ -712,19 +719,24 @@ export class RaftServer {
       // fdatasync off every write's path on the leader and off every commit notice on followers.
       this.#hardStateDeferred = hs;
     } else if (hs !== undefined || ready.entries.length > 0) {
-      const t = performance.now();
       const save = hs ?? this.#hardStateDeferred;
-      this.#storage.save(save, ready.entries);
+      const last = ready.entries[ready.entries.length - 1];
+      if (!ready.persistFirst) {
+        this.#storage.write(save, ready.entries);
+        if (last !== undefined) this.#unsynced = { index: last.index, term: last.term };
+        this.#syncOffLoop();
+      } else {
+        const t = performance.now();
+        this.#storage.save(save, ready.entries); // also makes earlier writes durable
+        this.walSyncSeconds.observe((performance.now() - t) / 1000);
+        if (last !== undefined) this.#node.stableTo(last.index, last.term);
+      }
       this.#hardStateDeferred = undefined;
       if (save !== undefined) this.#hardStateDurable = save;
-      this.walSyncSeconds.observe((performance.now() - t) / 1000);
       this.counters.saves++;
     }
     // 2. Send.
-    for (const m of ready.messages) {
-      if (this.#joinTarget !== undefined && withheld(m)) continue;
-      this.#transport?.send(m);
-    }
+    if (ready.persistFirst) this.#send(ready);
     // 3. Apply, after restoring a snapshot installed from the leader (§7).
     if (ready.snapshot !== undefined) {
       this.#store = decodeStoreSnapshot(ready.snapshot.data);
@@ -777,6 +789,37 @@ export class RaftServer {
       }
       this.#readsWaitingApply = still;
     }
+  }
+
+  #send(ready: Ready): void {
+    for (const m of ready.messages) {
+      if (this.#joinTarget !== undefined && withheld(m)) continue;
+      this.#transport?.send(m);
+    }
+  }
+
+  /**
+   * Makes the leader's written entries durable with an fdatasync on Deno's blocking pool, so the
+   * loop replicates and parses requests meanwhile; then tells the node, which may now count itself
+   * towards a commit. One sync at a time: writes made during it ride on the next (group commit).
+   */
+  #syncOffLoop(): void {
+    if (this.#syncing || this.#closed) return;
+    const upTo = this.#unsynced;
+    this.#unsynced = undefined;
+    this.#syncing = true;
+    const t = performance.now();
+    this.#storage.sync().then(() => {
+      this.#syncing = false;
+      if (this.#closed) return;
+      this.walSyncSeconds.observe((performance.now() - t) / 1000);
+      if (upTo !== undefined) this.#node.stableTo(upTo.index, upTo.term);
+      if (this.#unsynced !== undefined) this.#syncOffLoop();
+      this.#scheduleDrain();
+    }, (e) => {
+      this.#syncing = false;
+      if (!this.#closed) this.#die(e as Error);
+    });
   }
 
   #afterDrain(): void {

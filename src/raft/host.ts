@@ -1,7 +1,9 @@
 /**
  * The host loop every runtime shares: drain a node's ready batches and handle each in the order
  * Raft requires — persist, then send, then apply, then serve reads (rule 2: nothing acknowledges a
- * vote or an append before it is durable). Also the automatic snapshot every host takes after a
+ * vote or an append before it is durable). A leader's batch (`persistFirst` false) is sent first
+ * and written after, or handed to a host that writes it later (`deferSave`); either way the node
+ * hears of the durable write through `stableTo` and only then counts itself (§10.2.1). Also the automatic snapshot every host takes after a
  * number of applied entries (§7), so the log stays bounded.
  *
  * @module
@@ -19,8 +21,17 @@ export interface HostHooks<R> {
   readonly storage: Storage;
   /** Applies committed entries. Read again after `restore`, which may replace it. */
   readonly applier: LogApplier<R>;
-  /** Sends one message (after the batch it came in is persisted). */
+  /** Sends one message (after the batch it came in is persisted, when it must be). */
   send(message: Message): void;
+  /**
+   * When given, a batch that need not be durable before its messages go out (`persistFirst`
+   * false) is handed here after its messages were sent, instead of being saved on the spot: the
+   * host saves the deferred batches later, in order, then calls `node.stableTo` with the last
+   * entry saved. Batches that must persist first are preceded by {@linkcode flushDeferred}.
+   */
+  deferSave?(ready: Ready): void;
+  /** Saves every deferred batch now, in order (before a batch that must persist first). */
+  flushDeferred?(): void;
   /**
    * Replaces the state machine with the one in `snapshot` (installed from the leader), so that
    * `applier.lastApplied` becomes `snapshot.meta.index`. Needed once snapshots are in use.
@@ -42,14 +53,22 @@ export function drainReady<R>(node: RaftNode, hooks: HostHooks<R>): number {
   while (node.hasReady()) {
     const ready = node.takeReady();
     batches++;
-    // The snapshot first: the entries of the same batch continue it.
-    if (ready.snapshot !== undefined) hooks.storage.saveSnapshot(ready.snapshot);
-    if (ready.hardState !== undefined || ready.entries.length > 0) {
-      hooks.storage.save(ready.hardState, ready.entries);
+    if (!ready.persistFirst) {
+      // A leader's batch: replicate while the write goes on (§10.2.1).
+      for (const m of ready.messages) hooks.send(m);
+      if (hooks.deferSave !== undefined) hooks.deferSave(ready);
+      else {
+        saveReady(node, hooks.storage, ready);
+        hooks.onPersisted?.(ready);
+        if (hooks.halted?.()) return batches;
+      }
+    } else {
+      hooks.flushDeferred?.();
+      saveReady(node, hooks.storage, ready);
+      hooks.onPersisted?.(ready);
+      if (hooks.halted?.()) return batches;
+      for (const m of ready.messages) hooks.send(m);
     }
-    hooks.onPersisted?.(ready);
-    if (hooks.halted?.()) return batches;
-    for (const m of ready.messages) hooks.send(m);
     if (ready.snapshot !== undefined) {
       invariant(
         hooks.restore !== undefined,
@@ -68,6 +87,19 @@ export function drainReady<R>(node: RaftNode, hooks: HostHooks<R>): number {
     for (const r of ready.readStates) hooks.onReadState?.(r);
   }
   return batches;
+}
+
+/**
+ * Saves a batch's snapshot, hard state and entries (the snapshot first: the entries continue it)
+ * and tells the node what is now durable.
+ */
+export function saveReady(node: RaftNode, storage: Storage, ready: Ready): void {
+  if (ready.snapshot !== undefined) storage.saveSnapshot(ready.snapshot);
+  if (ready.hardState !== undefined || ready.entries.length > 0) {
+    storage.save(ready.hardState, ready.entries);
+  }
+  const last = ready.entries[ready.entries.length - 1];
+  if (last !== undefined) node.stableTo(last.index, last.term);
 }
 
 /** Default of {@linkcode AutoSnapshotOptions.snapshotEntries}. */

@@ -157,6 +157,13 @@ export class RaftNode {
   #unstableFrom: number | undefined;
   #readStates: ReadState[] = [];
   #persisted: HardState;
+  /**
+   * The last index of this node's log that its host reported durable (`stableTo`). A leader
+   * counts itself towards a commit only up to here: it sends entries before its own write is
+   * durable (§10.2.1), and a leader that counted an entry it could still lose in a crash could
+   * report a commit that a quorum does not hold.
+   */
+  #stableIndex: number;
   /** The newest snapshot: the state machine up to `log.snapshotIndex`, sent to lagging followers. */
   #snapshot: Snapshot | undefined;
   /** A snapshot installed from the leader that the host has yet to persist and restore. */
@@ -205,6 +212,7 @@ export class RaftNode {
         `${this.log.snapshotIndex} and commitIndex ${this.#commitIndex}`,
     );
     this.#persisted = hs;
+    this.#stableIndex = this.log.lastIndex; // what it was given was read back from storage
     this.#resetElectionTimer();
   }
 
@@ -433,6 +441,10 @@ export class RaftNode {
   takeReady(): Ready {
     if (this.#role === "Leader") this.#flushAppends();
     const hs = this.hardState;
+    // A leader's messages acknowledge nothing, so they need not wait for its own write — unless
+    // the batch also changes term or vote, which must be on disk before any message names them.
+    const persistFirst = this.#role !== "Leader" || this.#snapshotToInstall !== undefined ||
+      hs.term !== this.#persisted.term || hs.votedFor !== this.#persisted.votedFor;
     let hardState = sameHardState(this.#persisted, hs) ? undefined : hs;
     if (hardState !== undefined && this.#faults.has("forget-vote-on-restart")) {
       hardState = { ...hardState, votedFor: undefined };
@@ -448,6 +460,7 @@ export class RaftNode {
       hardState,
       entries,
       messages: this.#messages,
+      persistFirst,
       committedEntries,
       readStates: this.#readStates,
     };
@@ -760,6 +773,7 @@ export class RaftNode {
           () => `would truncate committed entry ${e.index} (commitIndex ${this.#commitIndex})`,
         );
         this.log.truncateFrom(e.index);
+        this.#stableIndex = Math.min(this.#stableIndex, e.index - 1);
       }
       toAppend = entries.slice(i) as RaftLogEntry[];
       break;
@@ -767,7 +781,10 @@ export class RaftNode {
     if (toAppend.length > 0) this.#appendLocal(toAppend);
     if (this.#faults.has("truncate-on-stale-append")) {
       const end = m.prevLogIndex + m.entries.length;
-      if (end < this.log.lastIndex && end >= this.#commitIndex) this.log.truncateFrom(end + 1);
+      if (end < this.log.lastIndex && end >= this.#commitIndex) {
+        this.log.truncateFrom(end + 1);
+        this.#stableIndex = Math.min(this.#stableIndex, end);
+      }
     }
 
     const lastNewIndex = prevLogIndex + entries.length;
@@ -842,6 +859,9 @@ export class RaftNode {
     const { index } = snapshot.meta;
     invariant(index > this.#commitIndex, () => `snapshot ${index} is not past commitIndex`);
     const kept = this.log.installSnapshot(index, snapshot.meta.term);
+    // The snapshot is saved before anything else of its batch (persistFirst), so it counts as
+    // durable; a log it replaced is not.
+    this.#stableIndex = kept ? Math.max(this.#stableIndex, index) : index;
     this.#snapshot = snapshot;
     this.#snapshotToInstall = snapshot;
     this.#commitIndex = index;
@@ -1033,8 +1053,28 @@ export class RaftNode {
     }
   }
 
+  /**
+   * The host reports that this node's log up to `index`, whose entry has `term`, is durable. Hosts
+   * call it after every save of entries. A report for entries replaced since (the term at `index`
+   * differs now) is ignored. On a leader this may commit entries: it counts itself only up to
+   * the last index reported here.
+   */
+  stableTo(index: number, term: number): void {
+    if (index <= this.#stableIndex || this.log.term(index) !== term) return;
+    this.#stableIndex = index;
+    if (this.#role === "Leader") this.#maybeCommit();
+  }
+
+  /** The last index of the log its host reported durable (see {@linkcode RaftNode.stableTo}). */
+  get stableIndex(): number {
+    return this.#stableIndex;
+  }
+
   #maybeCommit(): void {
-    const matches = [this.log.lastIndex];
+    const self = this.#faults.has("leader-counts-unstable-self")
+      ? this.log.lastIndex
+      : Math.min(this.#stableIndex, this.log.lastIndex);
+    const matches = [self];
     for (const pr of this.#progress.values()) matches.push(pr.matchIndex);
     const index = quorumIndex(matches);
     // Figure 8: only an entry of the current term is committed by counting replicas.

@@ -263,8 +263,19 @@ export interface Ready {
    * is replaced.
    */
   readonly entries: readonly RaftLogEntry[];
-  /** Messages to send once the above is durable. */
+  /**
+   * Messages to send: once the above is durable when `persistFirst` is true, or right away (in
+   * parallel with the write) when it is false.
+   */
   readonly messages: readonly Message[];
+  /**
+   * Whether `messages` must wait until `hardState` and `entries` are durable (rule 2). False only
+   * for a leader whose batch leaves term and vote as they are on disk: its messages acknowledge
+   * nothing, so it sends AppendEntries while it writes its own log (Raft dissertation §10.2.1) and
+   * counts itself towards a commit only once the host reports the write durable with
+   * `RaftNode.stableTo`.
+   */
+  readonly persistFirst: boolean;
   /** Committed entries to apply, in order, each exactly once. */
   readonly committedEntries: readonly RaftLogEntry[];
   /** Reads whose index is now known. */
@@ -317,7 +328,9 @@ export type FaultPoint =
   /** Serve a read without confirming leadership with a quorum. */
   | "read-without-quorum"
   /** Apply a retried write again instead of returning the remembered result (state machine). */
-  | "apply-retry-twice";
+  | "apply-retry-twice"
+  /** A leader counts its own entries towards a commit before they are durable on its disk. */
+  | "leader-counts-unstable-self";
 
 /** The defaults: the Raft paper's timings, PreVote and CheckQuorum on. */
 export const DEFAULT_CONFIG: RaftConfig = Object.freeze({

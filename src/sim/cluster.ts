@@ -11,7 +11,7 @@
  */
 
 import { LogApplier } from "../raft/applier.ts";
-import { drainReady, maybeSnapshot, SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
+import { drainReady, maybeSnapshot, saveReady, SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
 import { invariant } from "../raft/log.ts";
 import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
@@ -25,6 +25,7 @@ import {
   type RaftLogEntry,
   type RaftRole,
   type ReadState,
+  type Ready,
   type Snapshot,
 } from "../raft/types.ts";
 import { decodeCommand, encodeDelete, encodePut } from "../kv/command.ts";
@@ -88,6 +89,13 @@ export interface ClusterOptions {
   readonly tornTail?: boolean;
   /** A host snapshots its store and compacts the log after this many applied entries. Default 10,000. */
   readonly snapshotEntries?: number;
+  /**
+   * A leader sends each batch before it writes it (§10.2.1). With 0 (the default) it writes right
+   * after sending; above 0 the write completes a seeded 0 to this many virtual ms later, so
+   * followers' acknowledgements can arrive first and a crash in between loses the write — what a
+   * real server's parallel write allows.
+   */
+  readonly leaderWriteDelayMaxMs?: number;
 }
 
 /** Thrown by a sim disk's fault hook to crash its node at a chosen step of the persist path. */
@@ -147,6 +155,13 @@ export class SimNode {
   incarnation = 0;
   /** Messages that arrived while paused, delivered on resume. */
   readonly held: Message[] = [];
+  /**
+   * A leader's batches sent but not yet written (`leaderWriteDelayMaxMs`), with the term of the
+   * entry before each batch's first; lost at a crash.
+   */
+  readonly unwritten: { ready: Ready; prevTerm: number | undefined }[] = [];
+  /** Whether the write of `unwritten` completed while the node was paused. */
+  unwrittenDue = false;
 
   /** @internal Created by {@linkcode Cluster}. */
   constructor(
@@ -276,6 +291,8 @@ export class Cluster {
   #tornTail: boolean;
   #diskRng: SeededRng | undefined;
   #snapshotEntries: number;
+  #leaderWriteDelayMaxMs: number;
+  #writeRng: SeededRng | undefined;
   /** How many snapshots hosts have taken, and how many followers installed from a leader. */
   readonly snapshotStats = { taken: 0, installed: 0 };
   #nodes = new Map<NodeId, SimNode>();
@@ -333,6 +350,14 @@ export class Cluster {
     }
     // Forked only for the sim disk, so memory-mode runs keep their exact sequences.
     if (this.#simDisk) this.#diskRng = this.#rng.fork();
+    this.#leaderWriteDelayMaxMs = options.leaderWriteDelayMaxMs ?? 0;
+    if (!Number.isSafeInteger(this.#leaderWriteDelayMaxMs) || this.#leaderWriteDelayMaxMs < 0) {
+      throw new RangeError(
+        `leaderWriteDelayMaxMs must be a non-negative integer: ${options.leaderWriteDelayMaxMs}`,
+      );
+    }
+    // Likewise forked only when used.
+    if (this.#leaderWriteDelayMaxMs > 0) this.#writeRng = this.#rng.fork();
   }
 
   // ---- Time --------------------------------------------------------------------------------------
@@ -462,6 +487,8 @@ export class Cluster {
       n.disk = undefined;
     }
     n.held.length = 0;
+    n.unwritten.length = 0; // sent, never written: gone with the process
+    n.unwrittenDue = false;
     for (const op of this.#writes.get(id)!.values()) {
       this.#finish(op, "unknown", `node "${id}" crashed before the outcome was known`);
     }
@@ -563,6 +590,7 @@ export class Cluster {
     if (n.state !== "paused") throw new Error(`Node "${id}" is not paused (it is ${n.state})`);
     n.state = "up";
     this.#fault(`resume ${id}`);
+    if (n.unwrittenDue) this.#writeUnwritten(n);
     n.raft.tick(this.#nowMs);
     this.#afterInput(n);
     const held = n.held.splice(0);
@@ -862,12 +890,65 @@ export class Cluster {
     this.#inFlight.push({ atMs: this.#nowMs + delay, seq: ++this.#seq, message: m });
   }
 
+  #storageOf(n: SimNode): Storage {
+    return n.disk === undefined ? n.storage : new RecordedStorage(n.disk, n.storage);
+  }
+
+  /** After a batch is written: the checks, and a crash armed for this moment. */
+  #persisted(n: SimNode, ready: Ready, termAt: (i: number) => number | undefined): void {
+    if (this.checker && ready.entries.length > 0) {
+      this.checker.onEntriesPersisted(n.id, ready.entries, termAt);
+    }
+    const wrote = ready.hardState !== undefined || ready.entries.length > 0 ||
+      ready.snapshot !== undefined;
+    if (wrote && this.#crashAfterPersist.has(n.id)) this.crash(n.id);
+  }
+
+  /** A leader's batch, already sent: its write completes a seeded while later. */
+  #deferWrite(n: SimNode, ready: Ready): void {
+    const first = ready.entries[0];
+    const prevTerm = first === undefined ? undefined : n.raft.log.term(first.index - 1);
+    n.unwritten.push({ ready, prevTerm });
+    if (n.unwritten.length > 1) return; // the write under way takes this batch along
+    const incarnation = n.incarnation;
+    const delay = this.#writeRng!.int(0, this.#leaderWriteDelayMaxMs + 1);
+    this.schedule(delay, () => {
+      if (n.incarnation !== incarnation || n.state === "crashed") return;
+      if (n.state === "paused") {
+        n.unwrittenDue = true;
+        return;
+      }
+      this.#writeUnwritten(n);
+      this.#afterInput(n);
+    });
+  }
+
+  /** Writes a node's deferred batches in order and tells its Raft node they are durable. */
+  #writeUnwritten(n: SimNode): void {
+    n.unwrittenDue = false;
+    const storage = this.#storageOf(n);
+    try {
+      while (n.unwritten.length > 0 && n.state !== "crashed") {
+        const { ready, prevTerm } = n.unwritten.shift()!;
+        saveReady(n.raft, storage, ready);
+        const first = ready.entries[0]?.index ?? 0;
+        this.#persisted(
+          n,
+          ready,
+          (i) =>
+            i >= first ? ready.entries[i - first]?.term : i === first - 1 ? prevTerm : undefined,
+        );
+      }
+    } catch (e) {
+      if (!(e instanceof DiskCrash)) throw e;
+      this.crash(n.id);
+    }
+  }
+
   /** The host loop for one node after any input: persist, send, apply, serve reads; then check. */
   #afterInput(n: SimNode): void {
     const checker = this.checker;
-    const storage: Storage = n.disk === undefined
-      ? n.storage
-      : new RecordedStorage(n.disk, n.storage);
+    const storage = this.#storageOf(n);
     try {
       drainReady(n.raft, {
         storage,
@@ -878,13 +959,10 @@ export class Cluster {
           this.#restoreStore(n, snapshot);
           this.snapshotStats.installed++;
         },
-        onPersisted: (ready) => {
-          if (checker && ready.entries.length > 0) {
-            checker.onEntriesPersisted(n.id, ready.entries, (i) => n.raft.log.term(i));
-          }
-          const wrote = ready.hardState !== undefined || ready.entries.length > 0 ||
-            ready.snapshot !== undefined;
-          if (wrote && this.#crashAfterPersist.has(n.id)) this.crash(n.id);
+        onPersisted: (ready) => this.#persisted(n, ready, (i) => n.raft.log.term(i)),
+        deferSave: this.#writeRng === undefined ? undefined : (ready) => this.#deferWrite(n, ready),
+        flushDeferred: () => {
+          if (n.unwritten.length > 0) this.#writeUnwritten(n);
         },
         halted: () => n.state === "crashed",
         send: (m) => {
@@ -894,6 +972,11 @@ export class Cluster {
         onApplied: (entry, result) => this.#onApplied(n, entry, result),
         onReadState: (r) => this.#onReadState(n, r),
       });
+      // A snapshot covers what the node applied, which its own log must hold first.
+      if (
+        n.state === "up" && n.unwritten.length > 0 &&
+        n.applier.lastApplied - n.raft.log.snapshotIndex >= this.#snapshotEntries
+      ) this.#writeUnwritten(n);
       if (n.state === "up") {
         const taken = maybeSnapshot(n.raft, {
           storage,
@@ -996,5 +1079,6 @@ function checkedView(n: SimNode): CheckedNode {
     termAt: (i) => n.raft.log.term(i),
     up: n.state !== "crashed",
     incarnation: n.incarnation,
+    durable: n.storage,
   };
 }

@@ -372,6 +372,28 @@ export class FileStorage implements Storage {
   }
 
   /**
+   * Writes like {@linkcode save} without waiting for the disk: the data is durable only after
+   * {@linkcode sync} resolves (or a later `save` returns). A leader's own log write, which may run
+   * in parallel with replication (Raft dissertation §10.2.1); nothing acknowledges it meanwhile.
+   */
+  write(hardState: HardState | undefined, entries: readonly RaftLogEntry[]): void {
+    this.#usable();
+    if (hardState === undefined && entries.length === 0) return;
+    this.#loaded = undefined;
+    this.#wal.write(hardState, entries);
+    this.#extra.saves++;
+  }
+
+  /**
+   * Makes everything written so far durable with one fdatasync off the event loop. Later writes
+   * made while it runs need another call.
+   */
+  sync(): Promise<void> {
+    this.#usable();
+    return this.#wal.sync();
+  }
+
+  /**
    * Saves `snapshot` durably (temp file, fdatasync, rename, directory fsync), records it in the
    * WAL, then deletes WAL segments whose entries all lie more than `retainEntries` below its
    * index, and snapshot files beyond the newest `snapshotsRetained`. The log is kept when it

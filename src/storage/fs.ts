@@ -26,6 +26,12 @@ export interface FsFile {
   write(bytes: Uint8Array): void;
   /** Makes the file's data and size durable (fdatasync). */
   syncData(): void;
+  /**
+   * Like {@linkcode syncData}, off the caller's thread where the platform allows: resolves once
+   * everything written before the call is durable. The file may be written meanwhile; a close
+   * waits for it.
+   */
+  syncDataAsync(): Promise<void>;
   /** Closes the file. */
   close(): void;
 }
@@ -90,8 +96,26 @@ class RealFile implements FsFile {
     this.#file.syncDataSync();
   }
 
+  #syncing: Promise<void> | undefined;
+  #closeAfterSync = false;
+
+  async syncDataAsync(): Promise<void> {
+    // Deno runs it on its blocking-task pool; the event loop goes on meanwhile.
+    const p = this.#file.syncData();
+    this.#syncing = p;
+    try {
+      await p;
+    } finally {
+      if (this.#syncing === p) {
+        this.#syncing = undefined;
+        if (this.#closeAfterSync) this.#file.close();
+      }
+    }
+  }
+
   close(): void {
-    this.#file.close();
+    if (this.#syncing !== undefined) this.#closeAfterSync = true;
+    else this.#file.close();
   }
 }
 
@@ -380,6 +404,15 @@ export class SimFs implements Fs {
         inode.durable = inode.content().slice();
         inode.appendOnly = true;
         this.syncs++;
+      },
+      // The simulated disk has no threads: the sync happens at the call.
+      syncDataAsync() {
+        try {
+          this.syncData();
+          return Promise.resolve();
+        } catch (e) {
+          return Promise.reject(e);
+        }
       },
       close: () => {
         check();

@@ -409,6 +409,8 @@ export class Wal {
   #activeBytes: number;
   #failed: Error | undefined;
   #closed = false;
+  /** Whether the active segment holds records written by `write` and not yet synced. */
+  #unsynced = false;
   readonly #writer = new ByteWriter(64 * 1024);
   /** What was written since open. */
   readonly counters: WalCounters = {
@@ -554,6 +556,43 @@ export class Wal {
    * `lastIndex + 1`; they replace every entry at or after their first index.
    */
   append(hardState: HardState | undefined, entries: readonly RaftLogEntry[]): void {
+    this.#appendRecords(hardState, entries, true);
+  }
+
+  /**
+   * Appends like {@linkcode append} but without the fdatasync: the records are written, not yet
+   * durable. {@linkcode sync} (or any later `append`) makes them durable. For a leader, whose own
+   * write may go on while it replicates (Raft dissertation §10.2.1).
+   */
+  write(hardState: HardState | undefined, entries: readonly RaftLogEntry[]): void {
+    this.#appendRecords(hardState, entries, false);
+  }
+
+  /**
+   * Makes every record written so far durable with one fdatasync that runs off the event loop;
+   * the WAL may be written meanwhile (those later records need another sync). Resolves at once
+   * when nothing is waiting.
+   */
+  async sync(): Promise<void> {
+    this.#usable();
+    if (!this.#unsynced) return;
+    const file = this.#active;
+    invariant(file !== undefined, () => "an active segment is open");
+    this.#unsynced = false;
+    try {
+      await file.syncDataAsync();
+      this.counters.dataSyncs++;
+    } catch (e) {
+      this.#failed = e instanceof Error ? e : new Error(String(e));
+      throw e;
+    }
+  }
+
+  #appendRecords(
+    hardState: HardState | undefined,
+    entries: readonly RaftLogEntry[],
+    sync: boolean,
+  ): void {
     this.#usable();
     if (entries.length > 0) {
       const from = entries[0].index;
@@ -570,7 +609,7 @@ export class Wal {
       }
     }
     if (hardState === undefined && entries.length === 0) return;
-    this.#write(entries, hardState, this.#activeBytes >= this.#segmentBytesMax);
+    this.#write(entries, hardState, this.#activeBytes >= this.#segmentBytesMax, undefined, sync);
   }
 
   /**
@@ -588,12 +627,13 @@ export class Wal {
   }
 
   // Frames the records (after a new segment's preamble when `roll`), writes them in one call,
-  // syncs once, and only then updates the in-memory state.
+  // syncs once (unless `sync` is false), and only then updates the in-memory state.
   #write(
     entries: readonly RaftLogEntry[],
     hardState: HardState | undefined,
     roll: boolean,
     mark?: SnapshotMark,
+    sync = true,
   ): void {
     const w = this.#writer;
     w.reset();
@@ -631,12 +671,24 @@ export class Wal {
     try {
       let file = this.#active;
       if (next !== undefined) {
+        // Records written but not synced must be durable before the next segment counts.
+        if (this.#unsynced) {
+          this.#active?.syncData();
+          this.counters.dataSyncs++;
+          this.#unsynced = false;
+        }
         file = this.#fs.openAppend(joinPath(this.#dir, next.name));
       }
       invariant(file !== undefined, () => "an active segment is open");
       file.write(w.bytes());
-      file.syncData();
-      this.counters.dataSyncs++;
+      if (sync || next !== undefined) {
+        // A new segment is always synced, with its directory entry.
+        file.syncData();
+        this.counters.dataSyncs++;
+        this.#unsynced = false;
+      } else {
+        this.#unsynced = true;
+      }
       if (next !== undefined) {
         // The new file's name must be durable too before anything in it counts as saved.
         this.#fs.syncDir(this.#dir);
