@@ -89,6 +89,11 @@ const BUGS: { point: FaultPoint; options: SimulationOptions; expect: RegExp }[] 
     expect: /not linearizable/,
   },
   {
+    point: "leader-counts-unstable-self",
+    options: { faults: ["crash", "partition"], leaderWriteDelayMaxMs: 15 },
+    expect: /commit durability|leader completeness|state machine safety|not linearizable/,
+  },
+  {
     point: "apply-retry-twice",
     options: { faults: ["crash", "partition", "loss"] },
     expect: /not linearizable/,
