@@ -85,3 +85,89 @@ Deno.test("SortedMap stays valid with sequential inserts and deletes at 200,000 
   assert.equal(map.size, n / 4);
   assert.deepEqual([...map.entries()].slice(0, 3).map(([, v]) => v), [1, 3, 5]);
 });
+
+Deno.test("a frozen view keeps its entries through later inserts, updates and deletes", () => {
+  const rng = new TestRng(4242);
+  const map = new SortedMap<number>();
+  const ref = new Map<string, number>();
+  const key = () =>
+    rng.chance(0.05) ? `/u/${rng.pick(ALPHABET)}${rng.int(40)}` : `/k/${rng.int(4000)}`;
+  // Views taken at several points, each with what the map held then, checked at the end.
+  const views: { view: ReturnType<SortedMap<number>["freeze"]>; held: [string, number][] }[] = [];
+  for (let step = 0; step < 40_000; step++) {
+    const k = key();
+    if (rng.chance(step < 20_000 ? 0.7 : 0.3)) {
+      map.set(k, step);
+      ref.set(k, step);
+    } else {
+      map.delete(k);
+      ref.delete(k);
+    }
+    if (step % 4000 === 1999) {
+      views.push({ view: map.freeze(), held: [...ref].sort((a, b) => byteOrder(a[0], b[0])) });
+    }
+    // Release some views early, so the map also runs with no view open between freezes.
+    if (step % 8000 === 7999) views.at(-1)!.view.release();
+  }
+  map.assertValid();
+  assert.deepEqual([...map.entries()], [...ref].sort((a, b) => byteOrder(a[0], b[0])));
+  assert.equal(views.length, 10);
+  for (const { view, held } of views) {
+    assert.equal(view.size, held.length);
+    assert.deepEqual([...view.entries()], held);
+    const [probe, value] = held[held.length >> 1];
+    assert.equal(view.get(probe), value);
+    const from = held.findIndex(([k]) => byteOrder(k, "/k/2") >= 0);
+    assert.deepEqual(
+      [...view.entries("/k/2", "/k/3")],
+      held.slice(from).filter(([k]) => k < "/k/3"),
+    );
+    view.release();
+    view.release(); // a second release does nothing
+  }
+  assert.equal(map.viewsOpen, 0);
+  // With every view released the map writes in place again and stays valid.
+  for (let i = 0; i < 2000; i++) map.delete(`/k/${i}`);
+  map.assertValid();
+});
+
+Deno.test("a view's iterator survives writes to the map between its steps", () => {
+  const map = new SortedMap<number>();
+  for (let i = 0; i < 10_000; i++) map.set(`/k/${String(i).padStart(5, "0")}`, i);
+  const view = map.freeze();
+  const seen: number[] = [];
+  let i = 0;
+  for (const [, v] of view.entries()) {
+    seen.push(v);
+    // Every step rewrites, deletes and inserts around the view's position.
+    map.set(`/k/${String(i).padStart(5, "0")}`, -1);
+    map.delete(`/k/${String(9999 - i).padStart(5, "0")}`);
+    map.set(`/k/${String(i).padStart(5, "0")}x`, -2);
+    i++;
+  }
+  assert.deepEqual(seen, Array.from({ length: 10_000 }, (_, j) => j));
+  view.release();
+  map.assertValid();
+  // Keys from 5000 on were deleted, then rewritten; the 10,000 `x` keys are new.
+  assert.equal(map.size, 15_000);
+});
+
+Deno.test("SortedMap.fromSorted builds a valid tree of any size and refuses disorder", () => {
+  for (const n of [0, 1, 2, 63, 64, 65, 95, 96, 97, 3071, 3072, 3073, 4096, 100_003]) {
+    const keys = Array.from({ length: n }, (_, i) => `/b/${String(i).padStart(6, "0")}`);
+    const map = SortedMap.fromSorted(keys, keys.map((_, i) => i));
+    map.assertValid();
+    assert.equal(map.size, n, `n = ${n}`);
+    assert.deepEqual([...map.entries()].map(([k]) => k), keys, `n = ${n}`);
+    if (n > 0) assert.equal(map.get(keys[n - 1]), n - 1);
+    // It behaves like any other map afterwards.
+    for (let i = 0; i < n; i += 3) map.delete(keys[i]);
+    for (let i = 0; i < 200; i++) map.set(`/b/${i}z`, i);
+    map.assertValid();
+  }
+  const mixed = ["/a", "/\ufffd", "/\u{1F600}"]; // UTF-8 order, not UTF-16 order
+  SortedMap.fromSorted(mixed, [1, 2, 3]).assertValid();
+  assert.throws(() => SortedMap.fromSorted(["/b", "/a"], [1, 2]), /strictly increasing/);
+  assert.throws(() => SortedMap.fromSorted(["/a", "/a"], [1, 2]), /strictly increasing/);
+  assert.throws(() => SortedMap.fromSorted(["/\u{1F600}", "/\ufffd"], [1, 2]), /strictly/);
+});

@@ -3,6 +3,11 @@
  * ordered iteration from any key, and O(log n) rank (how many keys sort before a key), which
  * makes range counts cheap at 1,000,000 keys.
  *
+ * Copy-on-write: {@linkcode SortedMap.freeze} hands out a read-only view of the map as it is, in
+ * O(1). Every node carries the generation it was made in; after a freeze, a write copies each
+ * node on its path that the view may share (path copying, as in persistent B-trees), so the
+ * view never changes and the map pays one copy per touched node per freeze.
+ *
  * Keys are ordered by their UTF-8 bytes (as etcd orders its byte keys), not by JavaScript's
  * UTF-16 `<`; the two differ only where a character above U+FFFF meets one in U+E000..U+FFFF.
  *
@@ -49,13 +54,20 @@ function utf8Rank(unit: number): number {
   return unit < 0xe000 ? unit + 0x2000 : unit - 0x800;
 }
 
+/** Fill of the nodes {@linkcode SortedMap.fromSorted} builds: room for inserts without a split. */
+const BUILD_FILL = 48;
+
+// Leaves are not linked to their neighbours: a link would make path copying copy every leaf to
+// the left of a written one. Ordered scans walk down the tree instead (a stack per iterator).
 class Leaf<V> {
   keys: string[];
   values: V[];
-  next: Leaf<V> | null = null;
-  constructor(keys: string[], values: V[]) {
+  /** Generation the node was made in; below the map's `sharedBelow`, a view may share it. */
+  gen: number;
+  constructor(keys: string[], values: V[], gen: number) {
     this.keys = keys;
     this.values = values;
+    this.gen = gen;
   }
   get size(): number {
     return this.keys.length;
@@ -68,10 +80,13 @@ class Branch<V> {
   children: Node<V>[];
   /** Number of entries in this subtree. */
   size: number;
-  constructor(keys: string[], children: Node<V>[], size: number) {
+  /** Generation the node was made in (see {@linkcode Leaf.gen}). */
+  gen: number;
+  constructor(keys: string[], children: Node<V>[], size: number, gen: number) {
     this.keys = keys;
     this.children = children;
     this.size = size;
+    this.gen = gen;
   }
 }
 
@@ -83,8 +98,11 @@ type Node<V> = Leaf<V> | Branch<V>;
  */
 const HIGH_UNIT = /[\uD800-\uFFFF]/;
 
-/** Whether `key` can be compared with the native `<` (see {@linkcode HIGH_UNIT}). */
-function isNativeOrdered(key: string): boolean {
+/**
+ * Whether `key` compares under JavaScript's `<` as under UTF-8 order against any key for which
+ * this also holds (it has no UTF-16 unit at or above U+D800).
+ */
+export function isNativeOrdered(key: string): boolean {
   return !HIGH_UNIT.test(key);
 }
 
@@ -140,9 +158,138 @@ function partitionPoint(keys: readonly string[], before: (key: string) => boolea
   return lo;
 }
 
+/** Entries of the subtree `root` in key order from the first key `>= start` up to `end`. */
+function* walk<V>(
+  root: Node<V>,
+  start: string | undefined,
+  end: string | undefined,
+): Generator<[string, V]> {
+  // The path from the root to the current leaf: each branch and the child taken in it.
+  const branches: Branch<V>[] = [];
+  const taken: number[] = [];
+  const startNative = start !== undefined && isNativeOrdered(start);
+  let node = root;
+  while (node instanceof Branch) {
+    const ci = start === undefined ? 0 : upperBound(node.keys, start, startNative);
+    branches.push(node);
+    taken.push(ci);
+    node = node.children[ci];
+  }
+  let leaf: Leaf<V> = node;
+  let i = start === undefined ? 0 : lowerBound(leaf.keys, start, startNative);
+  const endNative = end !== undefined && isNativeOrdered(end);
+  while (true) {
+    const keys = leaf.keys;
+    for (; i < keys.length; i++) {
+      const key = keys[i];
+      if (end !== undefined && (endNative ? key >= end : compareKeys(key, end) >= 0)) return;
+      yield [key, leaf.values[i]];
+    }
+    // Up to the nearest branch with a child right of the one taken, then down its leftmost path.
+    let d = branches.length - 1;
+    while (d >= 0 && taken[d] + 1 >= branches[d].children.length) d--;
+    if (d < 0) return;
+    taken[d]++;
+    branches.length = d + 1;
+    taken.length = d + 1;
+    let next = branches[d].children[taken[d]];
+    while (next instanceof Branch) {
+      branches.push(next);
+      taken.push(0);
+      next = next.children[0];
+    }
+    leaf = next;
+    i = 0;
+  }
+}
+
+/** The leaf of `root`'s subtree that may hold `key`. */
+function leafFor<V>(root: Node<V>, key: string, native: boolean): Leaf<V> {
+  let node = root;
+  while (node instanceof Branch) node = node.children[upperBound(node.keys, key, native)];
+  return node;
+}
+
+/** The value under `key` in the subtree `root`, or `undefined`. */
+function lookup<V>(root: Node<V>, key: string): V | undefined {
+  const native = isNativeOrdered(key);
+  const leaf = leafFor(root, key, native);
+  const i = lowerBound(leaf.keys, key, native);
+  return i < leaf.keys.length && leaf.keys[i] === key ? leaf.values[i] : undefined;
+}
+
 /**
- * An ordered map over string keys in UTF-8 byte order, backed by a B+tree whose leaves are
- * linked for ordered scans. Not safe to mutate while iterating.
+ * Sizes of the groups `n` items split into when each group takes `min` to `max` of them, as
+ * near `BUILD_FILL` as those bounds allow (one group when `n <= max`).
+ */
+function groupSizes(n: number, min: number, max: number): number[] {
+  if (n <= max) return [n];
+  const groups = Math.min(
+    Math.max(Math.round(n / BUILD_FILL), Math.ceil(n / max)),
+    Math.floor(n / min),
+  );
+  const base = Math.floor(n / groups);
+  const extra = n % groups;
+  return Array.from({ length: groups }, (_, g) => base + (g < extra ? 1 : 0));
+}
+
+/**
+ * A read-only view of a {@linkcode SortedMap} as it was when {@linkcode SortedMap.freeze} made
+ * it; later writes to the map do not show. Call {@linkcode release} when done, so the map can
+ * write in place again.
+ */
+export class SortedMapView<V> {
+  readonly #root: Node<V>;
+  #release: (() => void) | undefined;
+
+  /** Use {@linkcode SortedMap.freeze}. */
+  constructor(root: unknown, release: () => void) {
+    this.#root = root as Node<V>;
+    this.#release = release;
+  }
+
+  /** Number of entries. */
+  get size(): number {
+    return this.#root.size;
+  }
+
+  /** The value stored under `key`, or `undefined`. */
+  get(key: string): V | undefined {
+    return lookup(this.#root, key);
+  }
+
+  /** Entries in key order from the first key `>= start` up to, not including, `end`. */
+  entries(start?: string, end?: string): IterableIterator<[string, V]> {
+    return walk(this.#root, start, end);
+  }
+
+  /**
+   * Every entry in key order, a leaf at a time: the keys and values arrays of each leaf of the
+   * tree, read only. For scans over the whole map that allocate per leaf, not per entry.
+   */
+  *leaves(): Generator<[readonly string[], readonly V[]], void, undefined> {
+    const stack: Node<V>[] = [this.#root];
+    while (stack.length > 0) {
+      const node = stack.pop()!;
+      if (node instanceof Leaf) {
+        if (node.keys.length > 0) yield [node.keys, node.values];
+        continue;
+      }
+      for (let i = node.children.length - 1; i >= 0; i--) stack.push(node.children[i]);
+    }
+  }
+
+  /** Tells the map this view is no longer read. Further reads are still safe; calls after the first do nothing. */
+  release(): void {
+    const release = this.#release;
+    this.#release = undefined;
+    release?.();
+  }
+}
+
+/**
+ * An ordered map over string keys in UTF-8 byte order, backed by a B+tree. Not safe to mutate
+ * while iterating; {@linkcode freeze} gives a view that is.
  *
  * @example
  * ```ts
@@ -152,15 +299,80 @@ function partitionPoint(keys: readonly string[], before: (key: string) => boolea
  * map.set("/a", 1);
  * const keys = [...map.entries()].map(([key]) => key);
  * if (keys.join() !== "/a,/b") throw new Error("not sorted");
+ * const view = map.freeze();
+ * map.set("/a", 10);
+ * if (view.get("/a") !== 1 || map.get("/a") !== 10) throw new Error("view changed");
+ * view.release();
  * ```
  */
 export class SortedMap<V> {
-  #root: Node<V> = new Leaf<V>([], []);
+  /** Generation of the nodes this map makes now. */
+  #gen = 0;
+  /** Nodes of a generation below this may be shared with an open view: copy before writing. */
+  #sharedBelow = 0;
+  /** Views handed out and not yet released. */
+  #viewsOpen = 0;
+  #root: Node<V> = new Leaf<V>([], [], 0);
   // Out-parameters of the recursive insert, so a split allocates no result object.
   #splitKey = "";
   #splitNode: Node<V> | null = null;
   #inserted = false;
   #removed = false;
+
+  /**
+   * A map holding `keys` (strictly increasing in UTF-8 order) with `values`, built bottom-up in
+   * O(n): no search and no split per key, as when restoring a snapshot. Throws a RangeError when
+   * the keys are not strictly increasing, unless `ordered` says the caller has checked that.
+   */
+  static fromSorted<V>(
+    keys: readonly string[],
+    values: readonly V[],
+    options: { readonly ordered?: boolean } = {},
+  ): SortedMap<V> {
+    const n = keys.length;
+    if (values.length !== n) {
+      throw new RangeError(`${n} keys but ${values.length} values`);
+    }
+    for (let i = 1; i < n && options.ordered !== true; i++) {
+      const a = keys[i - 1];
+      const b = keys[i];
+      // `<` agrees with UTF-8 order unless a high unit is involved; compareKeys decides then.
+      const ordered = HIGH_UNIT.test(a) || HIGH_UNIT.test(b) ? compareKeys(a, b) < 0 : a < b;
+      if (!ordered) {
+        throw new RangeError(
+          `Keys must be strictly increasing: ${JSON.stringify(b)} after ${JSON.stringify(a)}`,
+        );
+      }
+    }
+    const map = new SortedMap<V>();
+    if (n === 0) return map;
+    let level: Node<V>[] = [];
+    // The smallest key of each node of `level`: the separator before it in its parent.
+    let lows: string[] = [];
+    let at = 0;
+    for (const size of groupSizes(n, LEAF_ENTRIES_MIN, LEAF_ENTRIES_MAX)) {
+      level.push(new Leaf<V>(keys.slice(at, at + size), values.slice(at, at + size), 0));
+      lows.push(keys[at]);
+      at += size;
+    }
+    while (level.length > 1) {
+      const up: Node<V>[] = [];
+      const upLows: string[] = [];
+      at = 0;
+      for (const size of groupSizes(level.length, BRANCH_CHILDREN_MIN, BRANCH_CHILDREN_MAX)) {
+        const children = level.slice(at, at + size);
+        let total = 0;
+        for (const c of children) total += c.size;
+        up.push(new Branch<V>(lows.slice(at + 1, at + size), children, total, 0));
+        upLows.push(lows[at]);
+        at += size;
+      }
+      level = up;
+      lows = upLows;
+    }
+    map.#root = level[0];
+    return map;
+  }
 
   /** Number of entries. */
   get size(): number {
@@ -169,32 +381,28 @@ export class SortedMap<V> {
 
   /** The value stored under `key`, or `undefined`. */
   get(key: string): V | undefined {
-    const native = isNativeOrdered(key);
-    let node = this.#root;
-    while (node instanceof Branch) node = node.children[upperBound(node.keys, key, native)];
-    const i = lowerBound(node.keys, key, native);
-    return i < node.keys.length && node.keys[i] === key ? node.values[i] : undefined;
+    return lookup(this.#root, key);
   }
 
   /** Whether `key` is present. */
   has(key: string): boolean {
     const native = isNativeOrdered(key);
-    let node = this.#root;
-    while (node instanceof Branch) node = node.children[upperBound(node.keys, key, native)];
-    const i = lowerBound(node.keys, key, native);
-    return i < node.keys.length && node.keys[i] === key;
+    const leaf = leafFor(this.#root, key, native);
+    const i = lowerBound(leaf.keys, key, native);
+    return i < leaf.keys.length && leaf.keys[i] === key;
   }
 
   /** Stores `value` under `key`; returns true when the key was new. */
   set(key: string, value: V): boolean {
     this.#inserted = false;
     this.#splitNode = null;
+    this.#root = this.#own(this.#root);
     this.#insert(this.#root, key, value, isNativeOrdered(key));
     const right = this.#splitNode as Node<V> | null;
     if (right !== null) {
       const left = this.#root;
       const size = left.size + right.size;
-      this.#root = new Branch<V>([this.#splitKey], [left, right], size);
+      this.#root = new Branch<V>([this.#splitKey], [left, right], size, this.#gen);
       this.#splitNode = null;
     }
     return this.#inserted;
@@ -202,7 +410,10 @@ export class SortedMap<V> {
 
   /** Removes `key`; returns true when it was present. */
   delete(key: string): boolean {
+    // While a view is open, a miss must not copy the path it searched.
+    if (this.#sharedBelow > 0 && !this.has(key)) return false;
     this.#removed = false;
+    this.#root = this.#own(this.#root);
     this.#remove(this.#root, key, isNativeOrdered(key));
     const root = this.#root;
     if (root instanceof Branch && root.children.length === 1) this.#root = root.children[0];
@@ -211,7 +422,27 @@ export class SortedMap<V> {
 
   /** Removes every entry. */
   clear(): void {
-    this.#root = new Leaf<V>([], []);
+    this.#root = new Leaf<V>([], [], this.#gen);
+  }
+
+  /**
+   * A read-only view of the map as it is now, in O(1); later writes do not change it (they copy
+   * the nodes they would change instead). Release it when done.
+   */
+  freeze(): SortedMapView<V> {
+    // Every node made so far is of a generation below the new one, so the view may share it.
+    this.#gen++;
+    this.#sharedBelow = this.#gen;
+    this.#viewsOpen++;
+    return new SortedMapView<V>(this.#root, () => {
+      this.#viewsOpen--;
+      if (this.#viewsOpen === 0) this.#sharedBelow = 0;
+    });
+  }
+
+  /** Number of views handed out by {@linkcode freeze} and not yet released. */
+  get viewsOpen(): number {
+    return this.#viewsOpen;
   }
 
   /** Number of keys that sort strictly before `key`. */
@@ -240,27 +471,8 @@ export class SortedMap<V> {
    * Entries in key order from the first key `>= start` (the smallest when omitted) up to, not
    * including, `end` (to the last key when omitted).
    */
-  *entries(start?: string, end?: string): IterableIterator<[string, V]> {
-    let node = this.#root;
-    if (start === undefined) {
-      while (node instanceof Branch) node = node.children[0];
-    } else {
-      const native = isNativeOrdered(start);
-      while (node instanceof Branch) node = node.children[upperBound(node.keys, start, native)];
-    }
-    let leaf: Leaf<V> | null = node;
-    let i = start === undefined ? 0 : lowerBound(leaf.keys, start, isNativeOrdered(start));
-    const endNative = end !== undefined && isNativeOrdered(end);
-    while (leaf !== null) {
-      const keys = leaf.keys;
-      for (; i < keys.length; i++) {
-        const key = keys[i];
-        if (end !== undefined && (endNative ? key >= end : compareKeys(key, end) >= 0)) return;
-        yield [key, leaf.values[i]];
-      }
-      leaf = leaf.next;
-      i = 0;
-    }
+  entries(start?: string, end?: string): IterableIterator<[string, V]> {
+    return walk(this.#root, start, end);
   }
 
   /** The smallest key, or `undefined` when empty. */
@@ -271,15 +483,14 @@ export class SortedMap<V> {
   }
 
   /**
-   * Checks the tree's structure (order, fill, separators, sizes, leaf links) and throws on the
+   * Checks the tree's structure (order, fill, separators, sizes, generations) and throws on the
    * first broken rule. For tests; O(n).
    */
   assertValid(): void {
-    const leaves: Leaf<V>[] = [];
+    const fail = (what: string): never => {
+      throw new Error(`B+tree invariant violated: ${what}`);
+    };
     const depth = (node: Node<V>, isRoot: boolean, low?: string, high?: string): number => {
-      const fail = (what: string) => {
-        throw new Error(`B+tree invariant violated: ${what}`);
-      };
       for (let i = 1; i < node.keys.length; i++) {
         if (compareKeys(node.keys[i - 1], node.keys[i]) >= 0) fail(`keys out of order`);
       }
@@ -289,11 +500,11 @@ export class SortedMap<V> {
           fail(`key ${JSON.stringify(k)} >= bound`);
         }
       }
+      if (node.gen > this.#gen) fail(`node of generation ${node.gen} > ${this.#gen}`);
       if (node instanceof Leaf) {
         if (node.values.length !== node.keys.length) fail("leaf keys and values differ in length");
         if (!isRoot && node.keys.length < LEAF_ENTRIES_MIN) fail("leaf underfull");
         if (node.keys.length > LEAF_ENTRIES_MAX) fail("leaf overfull");
-        leaves.push(node);
         return 1;
       }
       const n = node.children.length;
@@ -319,11 +530,27 @@ export class SortedMap<V> {
       return d + 1;
     };
     depth(this.#root, true);
-    for (let i = 0; i < leaves.length; i++) {
-      if (leaves[i].next !== (leaves[i + 1] ?? null)) {
-        throw new Error("B+tree invariant violated: leaf links broken");
-      }
-    }
+  }
+
+  /** `node` itself when this map may write to it, else a copy of it of the current generation. */
+  #own<N extends Node<V>>(node: N): N {
+    if (node.gen >= this.#sharedBelow) return node;
+    const copy = node instanceof Leaf
+      ? new Leaf<V>(node.keys.slice(), node.values.slice(), this.#gen)
+      : new Branch<V>(
+        node.keys.slice(),
+        (node as Branch<V>).children.slice(),
+        node.size,
+        this.#gen,
+      );
+    return copy as N;
+  }
+
+  /** `parent.children[i]` made writable (`parent` must be). */
+  #ownChild(parent: Branch<V>, i: number): Node<V> {
+    const child = parent.children[i];
+    if (child.gen >= this.#sharedBelow) return child;
+    return parent.children[i] = this.#own(child);
   }
 
   #insert(node: Node<V>, key: string, value: V, native: boolean): void {
@@ -338,16 +565,14 @@ export class SortedMap<V> {
       this.#inserted = true;
       if (node.keys.length > LEAF_ENTRIES_MAX) {
         const mid = node.keys.length >> 1;
-        const right = new Leaf<V>(node.keys.splice(mid), node.values.splice(mid));
-        right.next = node.next;
-        node.next = right;
+        const right = new Leaf<V>(node.keys.splice(mid), node.values.splice(mid), this.#gen);
         this.#splitKey = right.keys[0];
         this.#splitNode = right;
       }
       return;
     }
     const ci = upperBound(node.keys, key, native);
-    this.#insert(node.children[ci], key, value, native);
+    this.#insert(this.#ownChild(node, ci), key, value, native);
     if (this.#inserted) node.size++;
     const grown = this.#splitNode;
     if (grown === null) return;
@@ -364,7 +589,7 @@ export class SortedMap<V> {
       for (const c of children) size += c.size;
       node.size -= size;
       this.#splitKey = up;
-      this.#splitNode = new Branch<V>(keys, children, size);
+      this.#splitNode = new Branch<V>(keys, children, size, this.#gen);
     }
   }
 
@@ -379,7 +604,7 @@ export class SortedMap<V> {
       return;
     }
     const ci = upperBound(node.keys, key, native);
-    const child = node.children[ci];
+    const child = this.#ownChild(node, ci);
     this.#remove(child, key, native);
     if (!this.#removed) return;
     node.size--;
@@ -389,46 +614,48 @@ export class SortedMap<V> {
     if (underfull) this.#rebalance(node, ci);
   }
 
-  /** Refills `parent.children[ci]` from a sibling, or merges it with one. */
+  /** Refills `parent.children[ci]` from a sibling, or merges it with one (all made writable). */
   #rebalance(parent: Branch<V>, ci: number): void {
     const child = parent.children[ci];
-    const left = ci > 0 ? parent.children[ci - 1] : undefined;
-    const right = ci + 1 < parent.children.length ? parent.children[ci + 1] : undefined;
+    const hasLeft = ci > 0;
+    const hasRight = ci + 1 < parent.children.length;
+    const left = hasLeft ? parent.children[ci - 1] : undefined;
+    const right = hasRight ? parent.children[ci + 1] : undefined;
     if (child instanceof Leaf) {
-      const l = left as Leaf<V> | undefined;
-      const r = right as Leaf<V> | undefined;
-      if (l !== undefined && l.keys.length > LEAF_ENTRIES_MIN) {
+      if (left !== undefined && left.keys.length > LEAF_ENTRIES_MIN) {
+        const l = this.#ownChild(parent, ci - 1) as Leaf<V>;
         child.keys.unshift(l.keys.pop()!);
         child.values.unshift(l.values.pop()!);
         parent.keys[ci - 1] = child.keys[0];
-      } else if (r !== undefined && r.keys.length > LEAF_ENTRIES_MIN) {
+      } else if (right !== undefined && right.keys.length > LEAF_ENTRIES_MIN) {
+        const r = this.#ownChild(parent, ci + 1) as Leaf<V>;
         child.keys.push(r.keys.shift()!);
         child.values.push(r.values.shift()!);
         parent.keys[ci] = r.keys[0];
-      } else if (l !== undefined) {
+      } else if (hasLeft) {
         this.#mergeLeaves(parent, ci - 1);
       } else {
         this.#mergeLeaves(parent, ci);
       }
       return;
     }
-    const l = left as Branch<V> | undefined;
-    const r = right as Branch<V> | undefined;
-    if (l !== undefined && l.children.length > BRANCH_CHILDREN_MIN) {
+    if (left instanceof Branch && left.children.length > BRANCH_CHILDREN_MIN) {
+      const l = this.#ownChild(parent, ci - 1) as Branch<V>;
       const moved = l.children.pop()!;
       child.children.unshift(moved);
       child.keys.unshift(parent.keys[ci - 1]);
       parent.keys[ci - 1] = l.keys.pop()!;
       l.size -= moved.size;
       child.size += moved.size;
-    } else if (r !== undefined && r.children.length > BRANCH_CHILDREN_MIN) {
+    } else if (right instanceof Branch && right.children.length > BRANCH_CHILDREN_MIN) {
+      const r = this.#ownChild(parent, ci + 1) as Branch<V>;
       const moved = r.children.shift()!;
       child.children.push(moved);
       child.keys.push(parent.keys[ci]);
       parent.keys[ci] = r.keys.shift()!;
       r.size -= moved.size;
       child.size += moved.size;
-    } else if (l !== undefined) {
+    } else if (hasLeft) {
       this.#mergeBranches(parent, ci - 1);
     } else {
       this.#mergeBranches(parent, ci);
@@ -437,20 +664,19 @@ export class SortedMap<V> {
 
   /** Moves `children[i + 1]` (a leaf) into `children[i]` and drops it. */
   #mergeLeaves(parent: Branch<V>, i: number): void {
-    const l = parent.children[i] as Leaf<V>;
+    const l = this.#ownChild(parent, i) as Leaf<V>;
     const r = parent.children[i + 1] as Leaf<V>;
     for (let j = 0; j < r.keys.length; j++) {
       l.keys.push(r.keys[j]);
       l.values.push(r.values[j]);
     }
-    l.next = r.next;
     parent.keys.splice(i, 1);
     parent.children.splice(i + 1, 1);
   }
 
   /** Moves `children[i + 1]` (a branch) into `children[i]`, pulling their separator down. */
   #mergeBranches(parent: Branch<V>, i: number): void {
-    const l = parent.children[i] as Branch<V>;
+    const l = this.#ownChild(parent, i) as Branch<V>;
     const r = parent.children[i + 1] as Branch<V>;
     l.keys.push(parent.keys[i]);
     for (const k of r.keys) l.keys.push(k);
