@@ -1,7 +1,9 @@
 /**
  * Snapshot figures for a real {@linkcode MetadataStore}: build a store of 1,000,000 keys through
- * `apply`, then time each step of taking and restoring a snapshot as the hosts do it — serialize
- * (`encodeStoreSnapshot`, JSON), write durably (`FileStorage.saveSnapshot`: temp file, fdatasync,
+ * `apply`, then time each step of taking and restoring a snapshot as the hosts do it — freeze a
+ * point-in-time view (`store.freeze`), encode it in chunks as the server's snapshotter does
+ * (`encodeStoreSnapshotChunks`, with the longest chunk: the most one step keeps the event loop),
+ * serialize at once (`encodeStoreSnapshot`), write durably (`FileStorage.saveSnapshot`: temp file, fdatasync,
  * rename, directory fsync), read back (`FileStorage.open` + `load`, with the CRC check), and
  * restore (`decodeStoreSnapshot`) — with the snapshot's size.
  *
@@ -12,7 +14,11 @@
 import { MetadataStore } from "../src/kv/store.ts";
 import { encodePut } from "../src/kv/command.ts";
 import { FileStorage } from "../src/storage/file_storage.ts";
-import { decodeStoreSnapshot, encodeStoreSnapshot } from "../src/storage/store_snapshot.ts";
+import {
+  decodeStoreSnapshot,
+  encodeStoreSnapshot,
+  encodeStoreSnapshotChunks,
+} from "../src/storage/store_snapshot.ts";
 import { snapshotName } from "../src/storage/snapshot_file.ts";
 
 function flag(name: string, fallback: string): string {
@@ -43,6 +49,19 @@ try {
     }
     return s;
   });
+  const [frozen, freezeS] = timed(() => store.freeze());
+  let chunks = 0;
+  let chunkSMax = 0;
+  const [, chunksS] = timed(() => {
+    const it = encodeStoreSnapshotChunks(frozen);
+    while (true) {
+      const [step, s] = timed(() => it.next());
+      if (step.done) break;
+      chunks++;
+      chunkSMax = Math.max(chunkSMax, s);
+    }
+  });
+  frozen.release();
   const [data, encodeS] = timed(() => encodeStoreSnapshot(store));
   const dir = `${root}/n1`;
   const storage = FileStorage.open(dir, { clusterId: "bench", nodeId: "n1" });
@@ -62,10 +81,12 @@ try {
   }
   const rows = [
     ["build store through apply", buildS],
-    ["serialize (store.snapshot + JSON + UTF-8)", encodeS],
+    ["freeze a point-in-time view (store.freeze)", freezeS],
+    [`encode in ${chunks} chunks of 64 KiB (longest ${(chunkSMax * 1000).toFixed(1)} ms)`, chunksS],
+    ["serialize at once (encodeStoreSnapshot)", encodeS],
     ["write durably (tmp, fdatasync, rename, dir fsync)", writeS],
     ["read back (open + load, CRC-32C checked)", loadS],
-    ["restore store (UTF-8 + JSON + fromSnapshot)", decodeS],
+    ["restore store (decodeStoreSnapshot)", decodeS],
   ] as const;
   console.log(`snapshot of a MetadataStore with ${keys.toLocaleString("en-US")} keys`);
   console.log(
@@ -74,7 +95,7 @@ try {
     } MiB (${(data.byteLength / keys).toFixed(1)} bytes per key)`,
   );
   for (const [what, s] of rows) {
-    console.log(`${what.padEnd(52)} ${s.toFixed(2).padStart(7)} s`);
+    console.log(`${what.padEnd(56)} ${s.toFixed(3).padStart(8)} s`);
   }
   console.log(
     `take = serialize + write: ${(encodeS + writeS).toFixed(2)} s; ` +

@@ -56,6 +56,47 @@ export class WatchHistory {
     this.#lastRevision = revision;
   }
 
+  /**
+   * A history of a store at `revision` holding `revisions`, every revision in
+   * (compactRevision, revision] (none of them empty), as a snapshot kept them. When they are more
+   * than `revisionsMax`, the oldest are dropped. Throws a RangeError when they have a hole, do not
+   * end at `revision`, or an empty one.
+   */
+  static restore(
+    revisionsMax: number,
+    revision: number,
+    compactRevision: number,
+    revisions: readonly RevisionEvents[],
+  ): WatchHistory {
+    if (
+      !Number.isSafeInteger(compactRevision) || compactRevision < 0 || compactRevision > revision
+    ) {
+      throw new RangeError(`compact revision ${compactRevision} at revision ${revision}`);
+    }
+    // Revision 1 is an empty store's and has no events: a store at 1 has nothing to hold.
+    const first = Math.max(compactRevision, 1) + 1;
+    if (
+      revisions.length !== revision - first + 1 && !(revisions.length === 0 && revision < first)
+    ) {
+      throw new RangeError(
+        `${revisions.length} revisions held for (${compactRevision}, ${revision}]`,
+      );
+    }
+    const history = new WatchHistory(revisionsMax, revision, compactRevision);
+    for (let i = 0; i < revisions.length; i++) {
+      const r = revisions[i];
+      if (r?.revision !== first + i || !Array.isArray(r.events) || r.events.length === 0) {
+        throw new RangeError(`revision ${first + i} is missing or has no events`);
+      }
+    }
+    const kept = revisions.length > revisionsMax
+      ? revisions.slice(revisions.length - revisionsMax)
+      : revisions.slice();
+    history.#entries = kept;
+    if (kept.length < revisions.length) history.#compactRevision = kept[0].revision - 1;
+    return history;
+  }
+
   /** Highest revision no longer held (0 when nothing was dropped). */
   get compactRevision(): number {
     return this.#compactRevision;

@@ -23,7 +23,7 @@ import {
   validateKey,
   validateRange,
 } from "./command.ts";
-import { compareKeys, SortedMap } from "./sorted_map.ts";
+import { compareKeys, isNativeOrdered, SortedMap, type SortedMapView } from "./sorted_map.ts";
 import { type RevisionEvents, WatchHistory } from "./history.ts";
 
 export { CompactedError, type RevisionEvents, WatchHistory } from "./history.ts";
@@ -211,6 +211,126 @@ interface Stored {
   version: number;
   /** Lease id, 0 for none. */
   lease: number;
+}
+
+/**
+ * A key's record as the store holds it, read from a {@linkcode FrozenStore} or given to
+ * {@linkcode MetadataStore.restore}. The value's bytes are the store's own: read, never write.
+ */
+export interface KvRecord {
+  /** The value. */
+  readonly value: Uint8Array;
+  /** Revision of the write that created the key. */
+  readonly createRevision: number;
+  /** Revision of the key's last write. */
+  readonly modRevision: number;
+  /** Puts since creation (1 on create). */
+  readonly version: number;
+  /** Lease id, 0 for none. */
+  readonly lease: number;
+}
+
+/** A client session as a snapshot holds it: the outcome as JSON-safe data (see {@linkcode toJsonSafe}). */
+export interface SessionRecord {
+  /** The client. */
+  readonly clientId: ClientId;
+  /** Its latest applied sequence number. */
+  readonly lastSeq: number;
+  /** Log index at which it was last heard from. */
+  readonly lastIndex: number;
+  /** Outcome of its latest applied command, with bytes as `{"$base64": ...}`. */
+  readonly outcome: JsonValue;
+}
+
+/**
+ * Everything a store is made of, for {@linkcode MetadataStore.restore}: the form snapshot
+ * decoders produce. Keys in strictly increasing UTF-8 order, `records[i]` being `keys[i]`'s.
+ */
+export interface StoreParts {
+  /** Log index of the last entry applied. */
+  readonly appliedIndex: number;
+  /** Store revision. */
+  readonly revision: number;
+  /** Leases as [id, ttlMs], in the order they were granted. */
+  readonly leases: readonly (readonly [number, number])[];
+  /** Highest lease id handed out so far. */
+  readonly leaseIdLast: number;
+  /** Keys, strictly increasing. */
+  readonly keys: readonly string[];
+  /** Their records. */
+  readonly records: readonly KvRecord[];
+  /** Sessions from least to most recently heard. */
+  readonly sessions: readonly SessionRecord[];
+  /**
+   * Watch history: every revision in (compactRevision, revision] with its events. Absent for a
+   * snapshot that did not keep it; the store then has history from `revision` on only.
+   */
+  readonly history?: {
+    readonly compactRevision: number;
+    readonly revisions: readonly RevisionEvents[];
+  };
+}
+
+/**
+ * The store's state at one applied index, from {@linkcode MetadataStore.freeze}: taken in O(1)
+ * for the keys (the B+tree is shared copy-on-write) and O(sessions + leases + history revisions)
+ * for the rest, all bounded. Later applies do not change it, so a host can encode it bit by bit
+ * while the store goes on. {@linkcode release} it when done, so the store writes in place again.
+ */
+export class FrozenStore {
+  /** Log index of the last entry applied. */
+  readonly appliedIndex: number;
+  /** Store revision. */
+  readonly revision: number;
+  /** Highest lease id handed out. */
+  readonly leaseIdLast: number;
+  /** Leases as [id, ttlMs], in the order they were granted. */
+  readonly leases: readonly (readonly [number, number])[];
+  /** Sessions from least to most recently heard. */
+  readonly sessions: readonly SessionInfo[];
+  /** Highest revision the watch history no longer holds. */
+  readonly compactRevision: number;
+  /** The watch history: every revision after `compactRevision`, oldest first. */
+  readonly history: readonly RevisionEvents[];
+  readonly #kvs: SortedMapView<Stored>;
+
+  /** Use {@linkcode MetadataStore.freeze}. */
+  constructor(
+    state: Omit<FrozenStore, "size" | "entries" | "batches" | "release">,
+    kvs: unknown,
+  ) {
+    this.appliedIndex = state.appliedIndex;
+    this.revision = state.revision;
+    this.leaseIdLast = state.leaseIdLast;
+    this.leases = state.leases;
+    this.sessions = state.sessions;
+    this.compactRevision = state.compactRevision;
+    this.history = state.history;
+    this.#kvs = kvs as SortedMapView<Stored>;
+  }
+
+  /** Number of keys. */
+  get size(): number {
+    return this.#kvs.size;
+  }
+
+  /** Every key with its record, in key order. */
+  entries(): IterableIterator<[string, KvRecord]> {
+    return this.#kvs.entries();
+  }
+
+  /**
+   * Every key with its record, in key order, a few dozen at a time: `keys[i]` has `records[i]`.
+   * Read only. Faster than {@linkcode entries} for a whole scan (nothing allocated per key).
+   */
+  batches(): IterableIterator<[readonly string[], readonly KvRecord[]]> {
+    return this.#kvs.leaves();
+  }
+
+  /** Lets the store write in place again; reading after this is still safe. */
+  release(): void {
+    this.#kvs.release();
+  }
 }
 
 interface Lease {
@@ -673,13 +793,20 @@ export class MetadataStore {
     }
     invariant(stored.modRevision <= revision, () => `key ${quote(key)} modified in the future`);
     const prev = this.#export(key, stored);
-    // Updated in place: one tree descent, and nothing outside holds a reference to `stored`.
-    stored.value = value;
-    stored.modRevision = revision;
-    stored.version++;
     this.#attach(key, stored.lease, lease);
-    stored.lease = lease;
-    events.push({ type: "PUT", kv: this.#export(key, stored), prevKv: prev });
+    let now = stored;
+    if (this.#map.viewsOpen === 0) {
+      // Updated in place: one tree descent, and nothing outside holds a reference to `stored`.
+      stored.value = value;
+      stored.modRevision = revision;
+      stored.version++;
+      stored.lease = lease;
+    } else {
+      // A frozen view may hold `stored`: a new record, written through the copy-on-write tree.
+      now = { ...stored, value, modRevision: revision, version: stored.version + 1, lease };
+      this.#map.set(key, now);
+    }
+    events.push({ type: "PUT", kv: this.#export(key, now), prevKv: prev });
     return prevKv ? { type: "put", revision: 0, prevKv: prev } : { type: "put", revision: 0 };
   }
 
@@ -902,63 +1029,130 @@ export class MetadataStore {
   }
 
   /**
+   * The store's state now, kept apart from later applies: O(1) for the keys (copy-on-write) and
+   * bounded work for sessions, leases and watch history. For snapshots taken bit by bit (see
+   * `encodeStoreSnapshotChunks`); {@linkcode FrozenStore.release} it when done.
+   */
+  freeze(): FrozenStore {
+    return new FrozenStore({
+      appliedIndex: this.#appliedIndex,
+      revision: this.#revision,
+      leaseIdLast: this.#leaseIdLast,
+      leases: [...this.#leases.values()].map((l) => [l.id, l.ttlMs] as const),
+      sessions: [...this.#sessions.values()].map((s) => ({ ...s })),
+      compactRevision: this.#history.compactRevision,
+      history: this.#history.all(),
+    }, this.#map.freeze());
+  }
+
+  /**
    * A store restored from `snapshot`, exactly: it applies the following entries as the original
    * would. Throws when the snapshot is malformed or inconsistent.
    */
   static fromSnapshot(snapshot: StoreSnapshot, options: MetadataStoreOptions = {}): MetadataStore {
+    if (snapshot?.format !== 1) {
+      throw new Error(`Snapshot is invalid: unknown format ${quote(String(snapshot?.format))}`);
+    }
+    const keys: string[] = [];
+    const records: KvRecord[] = [];
+    for (const entry of snapshot.kvs ?? []) {
+      const [key, value, createRevision, modRevision, version] = entry;
+      keys.push(key);
+      records.push({
+        value: fromBase64(value),
+        createRevision,
+        modRevision,
+        version,
+        lease: entry[5] ?? 0,
+      });
+    }
+    return MetadataStore.restore({
+      appliedIndex: snapshot.appliedIndex,
+      revision: snapshot.revision,
+      leases: snapshot.leases ?? [],
+      leaseIdLast: snapshot.leaseIdLast ?? 0,
+      keys,
+      records,
+      sessions: snapshot.sessions ?? [],
+    }, options);
+  }
+
+  /**
+   * A store made of `parts` (what a snapshot decoder read), exactly: it applies the following
+   * entries as the original would. Checks every part and throws `Snapshot is invalid: ...` when
+   * one is malformed or inconsistent. The records (and their values) become the store's own:
+   * do not use them afterwards.
+   */
+  static restore(parts: StoreParts, options: MetadataStoreOptions = {}): MetadataStore {
     const fail = (why: string): never => {
       throw new Error(`Snapshot is invalid: ${why}`);
     };
     const isCount = (v: unknown, min: number) => Number.isSafeInteger(v) && (v as number) >= min;
-    if (snapshot?.format !== 1) fail(`unknown format ${quote(String(snapshot?.format))}`);
-    const { appliedIndex, revision } = snapshot;
+    const { appliedIndex, revision, keys, records } = parts;
     if (!isCount(appliedIndex, 0)) fail(`appliedIndex ${appliedIndex}`);
     if (!isCount(revision, 1)) fail(`revision ${revision}`);
+    if (keys.length !== records.length) fail(`${keys.length} keys but ${records.length} records`);
     const store = new MetadataStore(options);
     store.#appliedIndex = appliedIndex;
     store.#revision = revision;
-    for (const [id, ttlMs] of snapshot.leases ?? []) {
+    for (const [id, ttlMs] of parts.leases) {
       if (!isCount(id, 1) || !isCount(ttlMs, 1) || store.#leases.has(id)) fail(`lease ${id}`);
       store.#leases.set(id, { id, ttlMs, keys: new Set() });
     }
-    store.#leaseIdLast = snapshot.leaseIdLast ?? 0;
-    if (!isCount(store.#leaseIdLast, 0)) fail(`leaseIdLast ${snapshot.leaseIdLast}`);
-    // Watch history is not part of a snapshot (it would multiply its size): a restored store
-    // keeps history only from its snapshot's revision on.
-    store.#history = new WatchHistory(store.#history.revisionsMax, revision, revision);
+    store.#leaseIdLast = parts.leaseIdLast;
+    if (!isCount(store.#leaseIdLast, 0)) fail(`leaseIdLast ${parts.leaseIdLast}`);
+    const history = parts.history;
+    try {
+      // Without history in the snapshot (format 1), a restored store keeps history only from
+      // its snapshot's revision on.
+      store.#history = history === undefined
+        ? new WatchHistory(store.#history.revisionsMax, revision, revision)
+        : WatchHistory.restore(
+          store.#history.revisionsMax,
+          revision,
+          history.compactRevision,
+          history.revisions,
+        );
+    } catch (e) {
+      fail(`watch history: ${(e as Error).message}`);
+    }
     let previous: string | undefined;
-    for (const entry of snapshot.kvs) {
-      const [key, value, createRevision, modRevision, version] = entry;
-      const lease = entry[5] ?? 0;
+    let previousNative = false;
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i];
+      const r = records[i];
       try {
         validateKey(key);
       } catch (e) {
         fail((e as Error).message);
       }
-      if (previous !== undefined && compareKeys(previous, key) >= 0) {
+      const native = isNativeOrdered(key);
+      if (
+        previous !== undefined &&
+        !(native && previousNative ? previous < key : compareKeys(previous, key) < 0)
+      ) {
         fail(`keys out of order at ${quote(key)}`);
       }
       previous = key;
+      previousNative = native;
+      const { createRevision, modRevision, version, lease } = r;
       if (
         !isCount(createRevision, 2) || !isCount(modRevision, createRevision) ||
         modRevision > revision || !isCount(version, 1)
       ) {
         fail(`revisions of ${quote(key)}: ${createRevision}, ${modRevision}, version ${version}`);
       }
-      if (lease !== 0 && !store.#leases.has(lease)) {
-        fail(`key ${quote(key)} has unknown lease ${lease}`);
+      if (!(r.value instanceof Uint8Array)) fail(`value of ${quote(key)} is not bytes`);
+      if (lease !== 0) {
+        const l = store.#leases.get(lease);
+        if (l === undefined) fail(`key ${quote(key)} has unknown lease ${lease}`);
+        l!.keys.add(key);
       }
-      store.#map.set(key, {
-        value: fromBase64(value),
-        createRevision,
-        modRevision,
-        version,
-        lease,
-      });
-      if (lease !== 0) store.#leases.get(lease)!.keys.add(key);
     }
+    // The records become the store's own (the decoders made them for it; see the doc above).
+    store.#map = SortedMap.fromSorted(keys, records as Stored[], { ordered: true });
     let lastIndex = 0;
-    for (const s of snapshot.sessions) {
+    for (const s of parts.sessions) {
       if (
         !isCount(s.lastSeq, 1) || !isCount(s.lastIndex, lastIndex) || s.lastIndex > appliedIndex
       ) {
@@ -978,8 +1172,11 @@ export class MetadataStore {
   }
 }
 
-/** `value` with every Uint8Array replaced by `{"$base64": ...}`, so JSON can carry it. */
-function toJsonSafe(value: unknown): JsonValue {
+/**
+ * `value` with every Uint8Array replaced by `{"$base64": ...}`, so JSON can carry it (how
+ * snapshots hold session outcomes).
+ */
+export function toJsonSafe(value: unknown): JsonValue {
   if (value instanceof Uint8Array) return { $base64: toBase64(value) };
   if (Array.isArray(value)) return value.map(toJsonSafe);
   if (typeof value === "object" && value !== null) {
@@ -991,7 +1188,7 @@ function toJsonSafe(value: unknown): JsonValue {
 }
 
 /** The inverse of {@linkcode toJsonSafe}. */
-function fromJsonSafe(value: JsonValue): unknown {
+export function fromJsonSafe(value: JsonValue): unknown {
   if (Array.isArray(value)) return value.map(fromJsonSafe);
   if (typeof value === "object" && value !== null) {
     const keys = Object.keys(value);
