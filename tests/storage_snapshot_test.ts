@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import type { Snapshot } from "../src/raft/storage.ts";
 import { SnapshotCorruptionError } from "../src/storage/errors.ts";
 import { joinPath } from "../src/storage/fs.ts";
-import { listSnapshots, snapshotName } from "../src/storage/snapshot_file.ts";
+import { listSnapshots, SnapshotFrame, snapshotName } from "../src/storage/snapshot_file.ts";
 import {
   assertEntries,
   entries,
@@ -174,6 +174,42 @@ Deno.test("snapshots", async (t) => {
       third.close();
     }
   });
+
+  await t.step(
+    "in two halves: the file written (async on a real disk), then adopted",
+    async (t) => {
+      await onBothDisks(t, async (disk) => {
+        const s = openStorage(disk);
+        s.save(hs(1, "n1", 80), entries(1, 100, 1));
+        const snap = snapshot(60, 1, "x".repeat(100_000));
+        // The frame head built chunk by chunk, as the snapshotter does.
+        const frame = new SnapshotFrame(snap.meta);
+        for (let at = 0; at < snap.data.length; at += 4096) {
+          frame.add(snap.data.subarray(at, at + 4096));
+        }
+        await s.writeSnapshotFile(snap, frame.head());
+        // Written but not adopted: the WAL does not know it yet.
+        assert.equal(s.snapshotIndex, 0);
+        assert.ok(disk.fs.exists(joinPath(disk.dir, snapshotName(60))));
+        assert.equal(s.adoptSnapshot(snap), true);
+        assert.equal(s.snapshotIndex, 60);
+        s.close();
+        const again = openStorage(disk);
+        const loaded = again.load();
+        assert.deepEqual(loaded.snapshot?.meta, snap.meta);
+        assert.equal(text(loaded.snapshot?.data), "x".repeat(100_000));
+        // One superseded by a newer snapshot saved meanwhile is not adopted, and its file goes.
+        const older = snapshot(70, 1);
+        await again.writeSnapshotFile(older);
+        again.saveSnapshot(snapshot(80, 1));
+        assert.equal(again.adoptSnapshot(older), false);
+        // (Retention at 80 counted the unadopted 70 among the newest two, so 60 went already.)
+        assert.deepEqual(listSnapshots(disk.fs, disk.dir).map((x) => x.index), [80]);
+        assert.throws(() => again.adoptSnapshot(snapshot(90, 1)), /is missing/);
+        again.close();
+      });
+    },
+  );
 
   await t.step("leftover temp files are removed at open", () => {
     const disk = simDisk();

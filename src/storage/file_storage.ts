@@ -32,9 +32,12 @@ import { type Fs, joinPath, parentDir, RealFs } from "./fs.ts";
 import {
   listSnapshots,
   readSnapshotFile,
+  snapshotName,
   TEMP_SUFFIX,
   writeSnapshotFile,
+  writeSnapshotFileAsync,
 } from "./snapshot_file.ts";
+import { snapshotFrameHead } from "./record.ts";
 import { scanWal, type SnapshotMark, type TornTail, Wal, type WalScan } from "./wal.ts";
 
 /** Name of the metadata file in the data directory. */
@@ -96,6 +99,10 @@ function checkId(what: string, id: unknown): string {
     );
   }
   return id;
+}
+
+function snapshotFrameHeadOf(snapshot: Snapshot): Uint8Array {
+  return snapshotFrameHead(snapshot.meta, snapshot.data);
 }
 
 /** Writes `bytes` to `dir/name` atomically: temp file, fdatasync, rename, directory fsync. */
@@ -213,6 +220,7 @@ export class FileStorage implements Storage {
   #snapshotMark: SnapshotMark | undefined;
   #loaded: PersistedState | undefined;
   #closed = false;
+  #writingSnapshot = false;
   readonly #extra = { dataSyncs: 0, dirSyncs: 0, bytesWritten: 0, saves: 0, snapshotsSaved: 0 };
   /** The torn tail cut off the last segment at open, if any (for the node's log). */
   readonly tornTail: TornTail | undefined;
@@ -420,6 +428,73 @@ export class FileStorage implements Storage {
     this.#extra.dataSyncs += written.dataSyncs;
     this.#extra.dirSyncs += written.dirSyncs;
     this.#extra.bytesWritten += written.bytes;
+    this.#register(index, term);
+  }
+
+  /** Whether {@linkcode close} was called. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Index of the newest snapshot saved or recovered (0 when none). */
+  get snapshotIndex(): number {
+    return this.#snapshotMark?.index ?? 0;
+  }
+
+  /**
+   * The first half of {@linkcode saveSnapshot}, for a large snapshot: writes its file durably
+   * under its final name (temp file, fdatasync, rename, directory fsync) and registers nothing.
+   * On the real disk the writes and syncs run off the event loop; on another {@linkcode Fs} they
+   * run at once. `frameHead` is the file's frame head when the caller computed it (a
+   * `SnapshotFrame`, so the CRC of the data is not taken here in one pass). Then call
+   * {@linkcode adoptSnapshot}. One write at a time; `snapshot.data` must not change meanwhile.
+   */
+  async writeSnapshotFile(snapshot: Snapshot, frameHead?: Uint8Array): Promise<void> {
+    this.#usable();
+    if (this.#writingSnapshot) throw new Error(`A snapshot file is already being written`);
+    this.#writingSnapshot = true;
+    try {
+      const written = this.#fs instanceof RealFs
+        ? await writeSnapshotFileAsync(
+          this.#dir,
+          snapshot,
+          frameHead ?? snapshotFrameHeadOf(snapshot),
+        )
+        : writeSnapshotFile(this.#fs, this.#dir, snapshot, frameHead);
+      this.#extra.dataSyncs += written.dataSyncs;
+      this.#extra.dirSyncs += written.dirSyncs;
+      this.#extra.bytesWritten += written.bytes;
+    } finally {
+      this.#writingSnapshot = false;
+    }
+  }
+
+  /**
+   * The second half of {@linkcode saveSnapshot}: records the snapshot whose file
+   * {@linkcode writeSnapshotFile} wrote in the WAL, then compacts as `saveSnapshot` does. Returns
+   * false when the storage already holds a snapshot at or past its index (one installed from the
+   * leader meanwhile): nothing is recorded and the file, when it is not that snapshot's, is
+   * removed. Throws when the file is missing.
+   */
+  adoptSnapshot(snapshot: Snapshot): boolean {
+    this.#usable();
+    const { index, term } = snapshot.meta;
+    const path = joinPath(this.#dir, snapshotName(index));
+    const current = this.#snapshotMark;
+    if (current !== undefined && index <= current.index) {
+      if (index < current.index && this.#fs.exists(path)) this.#fs.remove(path);
+      return false;
+    }
+    if (!this.#fs.exists(path)) {
+      throw new Error(`Snapshot file "${path}" is missing: write it with writeSnapshotFile first`);
+    }
+    this.#loaded = undefined;
+    this.#register(index, term);
+    return true;
+  }
+
+  /** Records the snapshot at `index` (its file durable) in the WAL; drops what it covers. */
+  #register(index: number, term: number): void {
     this.#wal.markSnapshot(index, term);
     this.#snapshotMark = { index, term };
     this.#extra.snapshotsSaved++;

@@ -1,0 +1,267 @@
+// The server's snapshotter: a snapshot encoded in slices across event-loop turns while the node
+// goes on applying entries, written off the loop, then adopted; abandoned cleanly when the host
+// closes or a newer snapshot lands meanwhile; and a real server that snapshots under writes and
+// restarts from it.
+import assert from "node:assert/strict";
+import { encodePut, LogApplier, MetadataStore, RaftNode, SeededRng } from "../mod.ts";
+import { drainReady } from "../src/raft/host.ts";
+import { FileStorage } from "../src/storage/file_storage.ts";
+import { listSnapshots } from "../src/storage/snapshot_file.ts";
+import { decodeStoreSnapshot, encodeStoreSnapshot } from "../src/storage/store_snapshot.ts";
+import { type SnapshotHost, Snapshotter } from "../src/net/snapshotter.ts";
+import { RaftServer } from "../src/net/server.ts";
+import { connect } from "../src/net/client.ts";
+import { freePort } from "./net_helpers.ts";
+
+interface Running {
+  node: RaftNode;
+  storage: FileStorage;
+  store: MetadataStore;
+  applier: LogApplier;
+}
+
+function start(dir: string): Running {
+  const storage = FileStorage.open(dir, { clusterId: "c1", nodeId: "n1" });
+  const p = storage.load();
+  const node = new RaftNode({
+    id: "n1",
+    voters: ["n1"],
+    rng: new SeededRng(1),
+    hardState: p.hardState,
+    entries: p.entries,
+    snapshot: p.snapshot,
+    config: { snapshotTrailingEntries: 3 },
+  });
+  const store = p.snapshot === undefined
+    ? new MetadataStore()
+    : decodeStoreSnapshot(p.snapshot.data);
+  return { node, storage, store, applier: new LogApplier(store, p.snapshot?.meta.index ?? 0) };
+}
+
+function drain(r: Running): void {
+  drainReady(r.node, { storage: r.storage, applier: r.applier, send: () => {} });
+}
+
+function put(r: Running, key: string, value: string): void {
+  r.node.propose(encodePut(key, value));
+  drain(r);
+}
+
+/** A leader with `n` puts applied, on a fresh directory under `root`. */
+function leader(root: string, n: number): Running {
+  const r = start(`${root}/n1`);
+  r.node.tick(r.node.nextDeadlineMs());
+  drain(r);
+  assert.equal(r.node.role, "Leader");
+  for (let i = 0; i < n; i++) put(r, `/k/${i % 500}`, `value ${i} `.repeat(20));
+  return r;
+}
+
+function hostOf(r: Running, closed = () => false, events: string[] = []): SnapshotHost {
+  return {
+    node: r.node,
+    storage: r.storage,
+    store: r.store,
+    everyEntries: 1,
+    closed,
+    log: (event) => events.push(event),
+    fail: (e) => {
+      throw e;
+    },
+  };
+}
+
+async function withRoot(f: (root: string) => Promise<void>): Promise<void> {
+  const root = Deno.makeTempDirSync({ prefix: "raftmeta_snapshotter_" });
+  try {
+    await f(root);
+  } finally {
+    Deno.removeSync(root, { recursive: true });
+  }
+}
+
+Deno.test("a snapshot in slices: the node applies entries between them; adopted, then restored", async () => {
+  await withRoot(async (root) => {
+    const r = leader(root, 1500);
+    const index = r.store.appliedIndex;
+    const expected = encodeStoreSnapshot(r.store);
+    let turns = 0;
+    const events: string[] = [];
+    // A slice of at most a nanosecond: every chunk of 1 KiB ends a slice, and each turn between
+    // slices applies a write, as the server's loop would.
+    const snapshotter = new Snapshotter({
+      sliceMs: 1e-6,
+      chunkBytes: 1024,
+      yieldTurn: async () => {
+        turns++;
+        put(r, `/k/${turns % 600}`, `during ${turns}`);
+        await new Promise((resolve) => setTimeout(resolve, 0));
+      },
+    });
+    const outcome = await snapshotter.start(hostOf(r, () => false, events));
+    assert.equal(outcome.status, "taken");
+    assert.ok(outcome.status === "taken" && outcome.slices > 100, `${turns} turns`);
+    assert.equal(outcome.index, index);
+    assert.ok(r.store.appliedIndex > index + 100, "entries were applied during the snapshot");
+    assert.deepEqual(events, ["snapshot-taken"]);
+    // The snapshot is the state at its start, not later; the node and storage adopted it.
+    assert.deepEqual(r.node.snapshot?.data, expected);
+    assert.equal(r.node.log.snapshotIndex, index);
+    assert.equal(r.storage.snapshotIndex, index);
+    assert.equal(snapshotter.inFlight, undefined);
+    const kvs = JSON.stringify(r.store.snapshot().kvs);
+    r.storage.close();
+
+    // A restart reads the file (its CRC checked), restores the store and replays the rest.
+    const b = start(`${root}/n1`);
+    assert.equal(b.node.log.snapshotIndex, index);
+    assert.deepEqual(encodeStoreSnapshot(b.store), expected);
+    b.node.tick(b.node.nextDeadlineMs());
+    drain(b);
+    assert.equal(b.node.role, "Leader");
+    assert.equal(JSON.stringify(b.store.snapshot().kvs), kvs);
+    b.storage.close();
+  });
+});
+
+Deno.test("a snapshot is abandoned when the host closes meanwhile", async () => {
+  await withRoot(async (root) => {
+    const r = leader(root, 300);
+    let closed = false;
+    let turns = 0;
+    const events: string[] = [];
+    const snapshotter = new Snapshotter({
+      sliceMs: 1e-6,
+      chunkBytes: 1024,
+      yieldTurn: () => {
+        if (++turns === 3) closed = true;
+        return Promise.resolve();
+      },
+    });
+    const outcome = await snapshotter.start(hostOf(r, () => closed, events));
+    assert.deepEqual(outcome, {
+      status: "abandoned",
+      index: r.store.appliedIndex,
+      reason: "closed",
+    });
+    assert.deepEqual(events, ["snapshot-abandoned"]);
+    assert.equal(r.node.log.snapshotIndex, 0);
+    assert.equal(r.storage.snapshotIndex, 0);
+    assert.deepEqual(listSnapshots(fsOf(r), r.storage.dir), []);
+    // The storage works on, and a later snapshot is taken.
+    const again = await new Snapshotter().start(hostOf(r));
+    assert.equal(again.status, "taken");
+    r.storage.close();
+  });
+});
+
+Deno.test("a snapshot superseded by a newer one (installed meanwhile) is abandoned, its file removed", async () => {
+  await withRoot(async (root) => {
+    for (const when of ["between slices", "during the file write"] as const) {
+      const r = leader(`${root}/${when.replaceAll(" ", "_")}`, 300);
+      const index = r.store.appliedIndex;
+      // The newer snapshot, as a leader's InstallSnapshot or a synchronous host would save it.
+      const newer = () => {
+        put(r, "/newer", "x");
+        const snap = {
+          meta: { index: r.store.appliedIndex, term: r.node.term, voters: ["n1"] },
+          data: encodeStoreSnapshot(r.store),
+        };
+        r.storage.saveSnapshot(snap);
+        r.node.compact(snap);
+        return snap.meta.index;
+      };
+      let newerIndex = 0;
+      const snapshotter = new Snapshotter({
+        sliceMs: when === "between slices" ? 1e-6 : 1e6,
+        chunkBytes: 1024,
+        yieldTurn: () => {
+          if (newerIndex === 0) newerIndex = newer();
+          return Promise.resolve();
+        },
+      });
+      const running = snapshotter.start(hostOf(r));
+      // With slices of 1,000 s the encoding ends in the first turn: the first await is the write.
+      if (when === "during the file write") newerIndex = newer();
+      const outcome = await running;
+      assert.deepEqual(outcome, { status: "abandoned", index, reason: "superseded" }, when);
+      assert.equal(r.storage.snapshotIndex, newerIndex);
+      assert.equal(r.node.log.snapshotIndex, newerIndex);
+      const files = listSnapshots(fsOf(r), r.storage.dir).map((s) => s.index);
+      assert.deepEqual(files, [newerIndex], when);
+      r.storage.close();
+    }
+  });
+});
+
+Deno.test("one snapshot in flight at a time", async () => {
+  await withRoot(async (root) => {
+    const r = leader(root, 50);
+    const snapshotter = new Snapshotter();
+    const first = snapshotter.maybeStart(hostOf(r));
+    assert.ok(first !== undefined);
+    assert.equal(snapshotter.maybeStart(hostOf(r)), undefined);
+    assert.throws(() => snapshotter.start(hostOf(r)), /already in flight/);
+    assert.equal((await first).status, "taken");
+    // Nothing applied since: not due.
+    assert.equal(snapshotter.maybeStart({ ...hostOf(r), everyEntries: 10 }), undefined);
+    r.storage.close();
+  });
+});
+
+function fsOf(_r: Running) {
+  return {
+    list: (dir: string) => [...Deno.readDirSync(dir)].filter((e) => e.isFile).map((e) => e.name),
+  } as Parameters<typeof listSnapshots>[0];
+}
+
+Deno.test("a server under writes snapshots asynchronously; a restart from it has the same store", async () => {
+  await withRoot(async (root) => {
+    const lines: string[] = [];
+    const options = {
+      nodeId: "n1",
+      dataDir: `${root}/n1`,
+      clientListen: { hostname: "127.0.0.1", port: freePort() },
+      snapshotEntries: 400,
+      log: (line: string) => lines.push(line),
+    };
+    const server = await RaftServer.start(options);
+    const client = connect(server.clientUrl);
+    try {
+      assert.ok(await server.waitForLeader(5000));
+      // 2,000 puts, 40 at a time, values of 1 KiB: snapshots of up to about 2 MiB.
+      for (let i = 0; i < 2000; i += 40) {
+        await Promise.all(
+          Array.from(
+            { length: 40 },
+            (_, j) => client.put(`/s/${(i + j) % 700}`, `${i + j}:`.padEnd(1024, "x")),
+          ),
+        );
+      }
+      while (Snapshotter.of(server.node).inFlight !== undefined) {
+        await Snapshotter.of(server.node).inFlight;
+      }
+    } catch (e) {
+      await server.close();
+      throw e;
+    }
+    const taken = lines.map((l) => JSON.parse(l)).filter((e) => e.event === "snapshot-taken");
+    assert.ok(taken.length >= 3, `${taken.length} snapshots`);
+    for (const e of taken) {
+      assert.ok(e.loopMs <= e.ms + 1 && e.slices >= 2 && e.bytes > 0, JSON.stringify(e));
+    }
+    assert.equal(server.node.log.snapshotIndex, taken.at(-1).index);
+    const kvs = JSON.stringify(server.store.snapshot().kvs);
+    await server.close();
+
+    const again = await RaftServer.start({ ...options, log: () => {} });
+    try {
+      assert.ok(await again.waitForLeader(5000));
+      assert.equal(again.node.log.snapshotIndex, taken.at(-1).index);
+      assert.equal(JSON.stringify(again.store.snapshot().kvs), kvs);
+      assert.equal(again.store.size, 700);
+    } finally {
+      await again.close();
+    }
+  });
+});
