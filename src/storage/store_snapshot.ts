@@ -3,7 +3,7 @@
  * the real server and tests — so a snapshot taken by one restores in another.
  *
  * Format 2 (written now) is binary and keeps the watch history; format 1 (UTF-8 JSON of
- * {@linkcode StoreSnapshot}, no history) still loads. docs/snapshot-format.md describes both.
+ * {@linkcode StoreSnapshot}, no history) still loads. docs/commands.md describes both.
  * A snapshot is taken from a {@linkcode FrozenStore}, so a host can encode it in slices
  * ({@linkcode encodeStoreSnapshotChunks}) while the store goes on applying entries; the chunks
  * joined are byte for byte what {@linkcode encodeStoreSnapshot} returns for the same state.
