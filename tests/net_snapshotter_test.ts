@@ -238,8 +238,8 @@ Deno.test("a server under writes snapshots asynchronously; a restart from it has
           ),
         );
       }
-      while (Snapshotter.of(server.node).inFlight !== undefined) {
-        await Snapshotter.of(server.node).inFlight;
+      while (server.snapshotInFlight !== undefined) {
+        await server.snapshotInFlight;
       }
     } catch (e) {
       await server.close();

@@ -21,7 +21,8 @@ import {
   type Ready,
   type Snapshot,
 } from "../raft/types.ts";
-import { decodeStoreSnapshot, encodeStoreSnapshot } from "../storage/store_snapshot.ts";
+import { decodeStoreSnapshot } from "../storage/store_snapshot.ts";
+import { type SnapshotOutcome, Snapshotter } from "./snapshotter.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
 import { type ApplyResult, MetadataStore } from "../kv/store.ts";
@@ -212,6 +213,8 @@ export class RaftServer {
   #unsynced: { index: number; term: number } | undefined;
   /** Whether an fdatasync runs off the loop now. */
   #syncing = false;
+  /** Takes snapshots in slices across turns, one at a time. */
+  readonly #snapshotter = new Snapshotter();
   #seenTerms = new Map<NodeId, number>();
   #seenDirty = false;
   #joinTarget: number | undefined;
@@ -872,26 +875,28 @@ export class RaftServer {
     }
   }
 
-  /** Takes a snapshot every `snapshotEntries` applied entries so the log stays bounded (§7). */
+  /**
+   * Starts a snapshot every `snapshotEntries` applied entries so the log stays bounded (§7). It
+   * is encoded in slices across event-loop turns and written off the loop (src/net/snapshotter.ts);
+   * one at a time, abandoned if the node closes or installs a newer snapshot meanwhile.
+   */
   #maybeSnapshot(): void {
-    const index = this.store.appliedIndex;
-    const node = this.#node;
-    if (index - node.log.snapshotIndex < this.#snapshotEntries) return;
-    const term = node.log.term(index);
-    if (term === undefined) return;
-    const t = performance.now();
-    const snapshot: Snapshot = {
-      meta: { index, term, voters: node.voters },
-      data: encodeStoreSnapshot(this.store),
-    };
-    this.#storage.saveSnapshot(snapshot);
-    node.compact(snapshot);
-    this.logEvent("snapshot-taken", {
-      index,
-      term,
-      bytes: snapshot.data.length,
-      ms: Math.round(performance.now() - t),
+    this.#snapshotter.maybeStart({
+      node: this.#node,
+      storage: this.#storage,
+      store: this.store,
+      everyEntries: this.#snapshotEntries,
+      closed: () => this.#closed,
+      log: (event, fields) => this.logEvent(event, fields),
+      fail: (e) => this.#die(e),
+    })?.catch(() => {
+      // Already handed to `fail`.
     });
+  }
+
+  /** The snapshot being taken now, if any (it settles when written or abandoned). */
+  get snapshotInFlight(): Promise<SnapshotOutcome> | undefined {
+    return this.#snapshotter.inFlight;
   }
 
   #die(e: Error): void {

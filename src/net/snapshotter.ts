@@ -100,8 +100,6 @@ function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-const snapshotters = new WeakMap<RaftNode, Snapshotter>();
-
 /**
  * Takes snapshots of one node's store in slices across event-loop turns (see the module doc),
  * one at a time.
@@ -109,7 +107,8 @@ const snapshotters = new WeakMap<RaftNode, Snapshotter>();
  * @example
  * ```ts ignore
  * // In the host, after each drain of the node's ready batches:
- * Snapshotter.of(node).maybeStart({ node, storage, store, everyEntries: 10_000, ... });
+ * const snapshotter = new Snapshotter(); // one per node
+ * snapshotter.maybeStart({ node, storage, store, everyEntries: 10_000, ... })?.catch(() => {});
  * ```
  */
 export class Snapshotter {
@@ -118,22 +117,12 @@ export class Snapshotter {
   readonly #yieldTurn: () => Promise<void>;
   #inFlight: Promise<SnapshotOutcome> | undefined;
 
-  /** A snapshotter with `options`; most hosts use the one per node from {@linkcode of}. */
+  /** A snapshotter with `options`; a host keeps one per node, so one snapshot is in flight. */
   constructor(options: SnapshotterOptions = {}) {
     this.#sliceMs = options.sliceMs ?? SNAPSHOT_SLICE_MS_DEFAULT;
     if (!(this.#sliceMs > 0)) throw new RangeError(`sliceMs must be positive: ${this.#sliceMs}`);
     this.#chunkBytes = options.chunkBytes;
     this.#yieldTurn = options.yieldTurn ?? nextTurn;
-  }
-
-  /** The snapshotter of `node` (made on first use), so one snapshot per node is in flight. */
-  static of(node: RaftNode): Snapshotter {
-    let s = snapshotters.get(node);
-    if (s === undefined) {
-      s = new Snapshotter();
-      snapshotters.set(node, s);
-    }
-    return s;
   }
 
   /** The snapshot in flight, if any. */
@@ -271,14 +260,4 @@ export class Snapshotter {
       frozen?.release();
     }
   }
-}
-
-/**
- * Starts a snapshot of `host.node` when it is due and none is in flight (see
- * {@linkcode Snapshotter.maybeStart}); what the server calls after each drain.
- */
-export function maybeSnapshot(host: SnapshotHost): void {
-  Snapshotter.of(host.node).maybeStart(host)?.catch(() => {
-    // Already handed to host.fail.
-  });
 }
