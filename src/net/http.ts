@@ -387,6 +387,7 @@ function settle(result: ApplyResult): CommandResponse {
 
 async function etcdRoute(server: RaftServer, req: Request, path: string): Promise<Response> {
   requireMethod(req, ["POST"]);
+  if (path === "/v3/lease/keepalive") return await keepAliveRoute(server, req);
   const bytes = await readBody(req, server.requestBytesMax);
   const body = parseJson(bytes);
   const session = sessionOf(req);
@@ -468,15 +469,6 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
         const revoke = r as Extract<CommandResponse, { type: "leaseRevoke" }>;
         if (!revoke.found) throw leaseNotFound(id);
         return { header: header(server, revoke.revision) };
-      });
-    }
-    case "/v3/lease/keepalive": {
-      const { id } = parseLeaseId(body, "LeaseKeepAliveRequest");
-      return await atLeaseLeader(server, req, bytes, () => {
-        const { ttlMs } = server.leaseManager.keepAlive(id);
-        return {
-          result: { header: header(server), ID: String(id), TTL: String(Math.ceil(ttlMs / 1000)) },
-        };
       });
     }
     case "/v3/lease/timetolive": {
@@ -568,6 +560,139 @@ function atLeaseLeader(
       throw new HttpError(404, `etcdserver: requested lease not found (${e.message})`, 5);
     }
   });
+}
+
+// ---- Lease keep-alive ----------------------------------------------------------------------------
+
+/**
+ * `POST /v3/lease/keepalive` in its two forms. A body of one JSON object (what curl sends) is one
+ * keep-alive, answered with one `{"result": …}` object, or a 404 when the lease is gone. A body of
+ * newline-delimited JSON objects — streamed (chunked, no content-length), as etcd's gateway serves
+ * its `LeaseKeepAlive` stream — is answered line for line: each request line gets one result line,
+ * in order, as soon as it is answered (see {@linkcode keepAliveStream}).
+ */
+async function keepAliveRoute(server: RaftServer, req: Request): Promise<Response> {
+  if (req.body !== null && req.headers.get("content-length") === null) {
+    return keepAliveStream(server, req, bodyLines(req.body, server.requestBytesMax));
+  }
+  const bytes = await readBody(req, server.requestBytesMax);
+  let text: string;
+  try {
+    text = textDecoder.decode(bytes);
+  } catch {
+    throw badRequest("Request body is not UTF-8");
+  }
+  const lines = text.split("\n").filter((l) => l.trim() !== "");
+  if (lines.length > 1) {
+    try {
+      JSON.parse(text); // one object spread over several lines
+    } catch {
+      return keepAliveStream(server, req, lines.values());
+    }
+  }
+  return await keepAliveOnce(server, req, bytes, parseJson(bytes));
+}
+
+/** One keep-alive, at the leader (forwarded there from a follower). */
+async function keepAliveOnce(
+  server: RaftServer,
+  req: Request,
+  bytes: Uint8Array,
+  body: unknown,
+): Promise<Response> {
+  const { id } = parseLeaseId(body, "LeaseKeepAliveRequest");
+  return await atLeaseLeader(server, req, bytes, () => {
+    const { ttlMs } = server.leaseManager.keepAlive(id);
+    return {
+      result: { header: header(server), ID: String(id), TTL: String(Math.ceil(ttlMs / 1000)) },
+    };
+  });
+}
+
+/** The HTTP reason phrase etcd's gateway puts in a stream's error line. */
+const STATUS_TEXT: Record<number, string> = {
+  400: "Bad Request",
+  404: "Not Found",
+  413: "Payload Too Large",
+  500: "Internal Server Error",
+  503: "Service Unavailable",
+  504: "Gateway Timeout",
+};
+
+/**
+ * The streaming form: reads one request line, answers it, then reads the next, so a client that
+ * does not read its answers stops being read (nothing piles up here). Answers as etcd's
+ * `LeaseKeepAlive` stream: `{"result": {header, ID, TTL}}`, with `TTL` "0" for a lease that is
+ * unknown or expired. Any other failure (a malformed line, no leader in time) is sent as one
+ * `{"error": {grpc_code, http_code, message, http_status}}` line (grpc-gateway's shape), and the
+ * stream ends; the client opens a new one (perhaps on another node).
+ */
+function keepAliveStream(
+  server: RaftServer,
+  req: Request,
+  lines: Iterator<string> | AsyncIterator<string>,
+): Response {
+  const out = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      let id = 0;
+      let res: Response;
+      try {
+        const next = await lines.next();
+        if (next.done) return controller.close();
+        const bytes = lineEncoder.encode(next.value);
+        const body = parseJson(bytes);
+        id = parseLeaseId(body, "LeaseKeepAliveRequest").id;
+        res = await keepAliveOnce(server, req, bytes, body);
+      } catch (e) {
+        res = errorResponse(server, e);
+      }
+      // deno-lint-ignore no-explicit-any
+      const json: any = await res.json().catch(() => ({}));
+      if (res.ok) return controller.enqueue(lineEncoder.encode(JSON.stringify(json) + "\n"));
+      if (res.status === 404 && id > 0) {
+        return controller.enqueue(ndjson({ header: header(server), ID: String(id), TTL: "0" }));
+      }
+      const error = {
+        grpc_code: json.code ?? 13,
+        http_code: res.status,
+        message: json.error ?? `HTTP ${res.status}`,
+        http_status: STATUS_TEXT[res.status] ?? "Error",
+      };
+      controller.enqueue(lineEncoder.encode(JSON.stringify({ error }) + "\n"));
+      controller.close();
+      await lines.return?.();
+    },
+    async cancel() {
+      await lines.return?.();
+    },
+  });
+  return new Response(out, { headers: { "content-type": "application/json" } });
+}
+
+/** The non-empty lines of a streamed request body; a line longer than `max` bytes is refused. */
+async function* bodyLines(body: ReadableStream<Uint8Array>, max: number): AsyncGenerator<string> {
+  const reader = body.pipeThrough(new TextDecoderStream("utf-8", { fatal: true })).getReader();
+  let rest = "";
+  try {
+    for (;;) {
+      let r;
+      try {
+        r = await reader.read();
+      } catch {
+        throw badRequest("Request body is not UTF-8, or the connection broke");
+      }
+      if (r.done) break;
+      const parts = (rest + r.value).split("\n");
+      rest = parts.pop()!;
+      for (const line of parts) if (line.trim() !== "") yield line;
+      if (rest.length > max) {
+        throw new HttpError(413, `Request line is too long: over ${max} bytes`, 8);
+      }
+    }
+    if (rest.trim() !== "") yield rest;
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
 }
 
 // ---- Watch -------------------------------------------------------------------------------------
