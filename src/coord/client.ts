@@ -1,6 +1,7 @@
 /**
  * `CoordClient`: what the coordination recipes (sessions, locks, elections) need from a cluster.
- * The simulator implements it on virtual time ({@linkcode SimCoordination}); any host with a
+ * The simulator implements it on virtual time ({@linkcode SimCoordination}) and the HTTP client
+ * on a real cluster (`connect(endpoints).coord()`, src/net/client.ts); any host with a
  * linearizable transaction, leases and watches can.
  *
  * @module
@@ -23,6 +24,9 @@ export interface CoordClient {
   leaseKeepAlive(id: number): Promise<{ ttlMs: number }>;
   /** Watches keys; a stream that resumes by itself across node failures where it can. */
   watch(options: WatchOptions): WatchStream;
-  /** Waits `ms` on the client's clock (virtual in the simulator). */
-  sleep(ms: number): Promise<void>;
+  /**
+   * Waits `ms` on the client's clock (virtual in the simulator). A client may end the wait early
+   * when `signal` aborts, so a stopped session leaves no timer behind.
+   */
+  sleep(ms: number, signal?: AbortSignal): Promise<void>;
 }

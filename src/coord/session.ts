@@ -27,6 +27,8 @@ export class Session {
   #state: "alive" | "closed" | "lost" = "alive";
   #lostReason: string | undefined;
   #onEnd: (() => void)[] = [];
+  /** Aborted when the session ends: cuts the keep-alive loop's wait short. */
+  readonly #stop = new AbortController();
 
   private constructor(client: CoordClient, lease: number, ttlMs: number, keepAliveMs: number) {
     this.client = client;
@@ -35,10 +37,12 @@ export class Session {
     this.#keepAlive(keepAliveMs);
   }
 
-  /** Grants a lease and starts keeping it alive. */
+  /**
+   * Grants a lease and starts keeping it alive. The session's `ttlMs` is what the cluster granted
+   * (over HTTP a TTL is rounded up to whole seconds), and the default period is a third of it.
+   */
   static async create(client: CoordClient, options: SessionOptions = {}): Promise<Session> {
-    const ttlMs = options.ttlMs ?? 5_000;
-    const { id } = await client.leaseGrant(ttlMs);
+    const { id, ttlMs } = await client.leaseGrant(options.ttlMs ?? 5_000);
     return new Session(client, id, ttlMs, options.keepAliveMs ?? Math.max(1, ttlMs / 3));
   }
 
@@ -73,13 +77,17 @@ export class Session {
   #end(state: "closed" | "lost", reason?: string): void {
     this.#state = state;
     this.#lostReason = reason;
+    this.#stop.abort();
     for (const r of this.#onEnd.splice(0)) r();
   }
 
   async #keepAlive(periodMs: number): Promise<void> {
     let failingSinceMs = 0;
     while (this.#state === "alive") {
-      await this.client.sleep(failingSinceMs > 0 ? Math.min(periodMs, 50) : periodMs);
+      await this.client.sleep(
+        failingSinceMs > 0 ? Math.min(periodMs, 50) : periodMs,
+        this.#stop.signal,
+      );
       if (this.#state !== "alive") return;
       try {
         await this.client.leaseKeepAlive(this.lease);

@@ -18,7 +18,19 @@
  * @module
  */
 
-import type { Compare, KeyRange, TxnOp } from "../kv/types.ts";
+import type {
+  Compare,
+  DeleteResponse,
+  KeyRange,
+  KvEvent,
+  PutResponse,
+  RangeResponse,
+  TxnCommand,
+  TxnOp,
+  TxnResponse,
+} from "../kv/types.ts";
+import type { CoordClient } from "../coord/client.ts";
+import type { WatchOptions, WatchResponse, WatchStream } from "../coord/watch.ts";
 
 /** Options of {@linkcode connect}. */
 export interface ConnectOptions {
@@ -133,8 +145,34 @@ export class RaftmetaError extends Error {
   }
 }
 
+/** A watch whose next revision is older than the history a node keeps (HTTP 410). */
+export class WatchCompactedError extends RaftmetaError {
+  /** The newest revision that was compacted away; a new watch may start after it. */
+  readonly compactRevision: number;
+  /** Makes an error. */
+  constructor(message: string, compactRevision: number) {
+    super(message, 410);
+    this.name = "WatchCompactedError";
+    this.compactRevision = compactRevision;
+  }
+}
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+
+/** Waits `ms`, or less when `signal` aborts (no timer is left behind). */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal?.aborted) return resolve();
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener("abort", done, { once: true });
+  });
+}
 
 function b64(bytes: Uint8Array): string {
   let bin = "";
@@ -214,7 +252,12 @@ function opJson(op: TxnOp): Record<string, unknown> {
   switch (op.type) {
     case "put":
       return {
-        request_put: { key: b64(encoder.encode(op.key)), value: b64(op.value), prev_kv: op.prevKv },
+        request_put: {
+          key: b64(encoder.encode(op.key)),
+          value: b64(op.value),
+          prev_kv: op.prevKv,
+          ...(op.lease ? { lease: String(op.lease) } : {}),
+        },
       };
     case "delete":
       return { request_delete_range: { ...rangeFields(op.range), prev_kv: op.prevKv } };
@@ -373,10 +416,115 @@ export class RaftmetaClient {
     await this.#write("/v3/lease/revoke", { ID: String(id) });
   }
 
-  /** Keeps lease `id` alive for another TTL; resolves with the TTL. Rejects (404) when gone. */
-  async leaseKeepAlive(id: number): Promise<{ ttl: number }> {
-    const r = await this.#request("/v3/lease/keepalive", { ID: String(id) }, undefined);
+  /**
+   * Keeps lease `id` alive for another TTL with one request; resolves with the TTL. Rejects (404)
+   * when gone. `timeoutMs` bounds this call (default: the client's timeout): a keep-alive that
+   * arrives after the lease expired is no use, so a caller may want to give up sooner and retry.
+   */
+  async leaseKeepAlive(id: number, options: { timeoutMs?: number } = {}): Promise<{ ttl: number }> {
+    const r = await this.#request(
+      "/v3/lease/keepalive",
+      { ID: String(id) },
+      undefined,
+      options.timeoutMs,
+    );
     return { ttl: Number(r.result?.TTL ?? 0) };
+  }
+
+  /**
+   * Keeps lease `id` alive over one streaming request (etcd's `LeaseKeepAlive` stream: a JSON line
+   * sent every `intervalMs`, default a third of the TTL, and one answer line read for each), and
+   * yields each answer's TTL. When the connection breaks or an answer takes longer than the
+   * attempt timeout, the stream is opened again on another endpoint. Throws
+   * {@linkcode RaftmetaError} (404) when the lease is gone, or when no endpoint answers within the
+   * timeout. Ends when `options.signal` aborts or the iteration stops.
+   */
+  async *leaseKeepAlives(
+    id: number,
+    options: { intervalMs?: number; signal?: AbortSignal } = {},
+  ): AsyncGenerator<{ ttl: number }> {
+    const signal = options.signal;
+    let failingSince: number | undefined;
+    let lastError = "";
+    while (!signal?.aborted) {
+      if (failingSince !== undefined && performance.now() - failingSince > this.#timeoutMs) {
+        throw new RaftmetaError(`Lease keep-alive: no endpoint answered in time: ${lastError}`, 0);
+      }
+      const base = this.#pick();
+      const abort = new AbortController();
+      const onAbort = () => abort.abort();
+      signal?.addEventListener("abort", onAbort);
+      let send: ((line: string) => void) | undefined;
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) {
+          send = (line) => controller.enqueue(encoder.encode(line + "\n"));
+        },
+      });
+      const line = JSON.stringify({ ID: String(id) });
+      try {
+        send!(line);
+        const res = await this.#fetch(`${base}/v3/lease/keepalive`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body,
+          signal: abort.signal,
+        });
+        if (!res.ok) {
+          const j = await res.json().catch(() => undefined);
+          const message = typeof j?.error === "string" ? j.error : `HTTP ${res.status}`;
+          if (res.status < 500) throw new RaftmetaError(message, res.status);
+          throw new Error(message);
+        }
+        const lines = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+        let rest = "";
+        for (;;) {
+          // One answer per line sent; an answer that does not come in time means a stuck node.
+          const timer = setTimeout(() => abort.abort(), this.#attemptTimeoutMs);
+          let text: string | undefined;
+          try {
+            while (text === undefined) {
+              const r = await lines.read();
+              if (r.done) throw new Error("keep-alive stream ended");
+              const parts = (rest + r.value).split("\n");
+              rest = parts.pop()!;
+              const full = parts.filter((p) => p.trim() !== "");
+              if (full.length > 1) throw new Error("more answers than keep-alives sent");
+              text = full[0];
+            }
+          } finally {
+            clearTimeout(timer);
+          }
+          const answer = JSON.parse(text);
+          if (answer.error !== undefined) {
+            const status = Number(answer.error.http_code ?? 500);
+            const message = String(answer.error.message ?? "keep-alive failed");
+            if (status < 500) throw new RaftmetaError(message, status);
+            throw new Error(message); // another node may lead: reconnect
+          }
+          const ttl = Number(answer.result?.TTL ?? 0);
+          if (ttl <= 0) {
+            throw new RaftmetaError(`Lease ${id} not found: it expired or was revoked`, 404);
+          }
+          failingSince = undefined;
+          const leader = res.headers.get(LEADER_HEADER);
+          if (leader !== null) this.#leaderUrl = leader;
+          yield { ttl };
+          await sleep(options.intervalMs ?? Math.max(500, (ttl * 1000) / 3), signal);
+          if (signal?.aborted) return;
+          send!(line);
+        }
+      } catch (e) {
+        if (signal?.aborted) return;
+        if (e instanceof RaftmetaError) throw e;
+        lastError = `${base}: ${(e as Error).message}`;
+        this.#leaderUrl = undefined;
+        failingSince ??= performance.now();
+        await sleep(50, signal);
+      } finally {
+        signal?.removeEventListener("abort", onAbort);
+        abort.abort();
+      }
+    }
   }
 
   /** Remaining and granted TTL (seconds) of lease `id`, and its keys; `ttl` -1 when gone. */
@@ -406,8 +554,8 @@ export class RaftmetaClient {
    * Watches `range` (`POST /v3/watch`): yields the events of each revision in order. When the
    * connection breaks or the node cancels the watch (it stops, or the watcher fell behind), the
    * watch is opened again on another endpoint from the next revision it owes: no gap, no repeat.
-   * Throws {@linkcode RaftmetaError} when that revision has been compacted, or when no endpoint
-   * answers within the timeout. Ends when `options.signal` aborts or the iteration stops.
+   * Throws {@linkcode WatchCompactedError} when that revision has been compacted, and
+   * {@linkcode RaftmetaError} when no endpoint answers within the timeout. Ends when `options.signal` aborts or the iteration stops.
    */
   async *watch(
     range: KeyRange,
@@ -451,7 +599,10 @@ export class RaftmetaClient {
             failingSince = undefined;
             if (r.canceled) {
               if (r.compact_revision !== undefined) {
-                throw new RaftmetaError(`Watch canceled: ${r.cancel_reason}`, 410);
+                throw new WatchCompactedError(
+                  `Watch canceled: ${r.cancel_reason}`,
+                  Number(r.compact_revision),
+                );
               }
               throw new Error(`Watch canceled: ${r.cancel_reason}`); // resume elsewhere
             }
@@ -488,12 +639,33 @@ export class RaftmetaClient {
         }
         lastError = `${base}: ${(e as Error).message}`;
         failingSince ??= performance.now();
-        await new Promise((r) => setTimeout(r, 50));
+        await sleep(50, options.signal);
       } finally {
         options.signal?.removeEventListener("abort", onAbort);
         abort.abort();
       }
     }
+  }
+
+  /**
+   * This client as a {@linkcode CoordClient}, so the coordination recipes (`Session`, `lock`,
+   * `campaign`, `observe`, `fencedPut`) run against the cluster over HTTP.
+   *
+   * @example
+   * ```ts ignore
+   * import { connect } from "./client.ts";
+   * import { Session } from "../coord/session.ts";
+   * import { fencedPut, lock } from "../coord/lock.ts";
+   * const coord = connect("http://127.0.0.1:2379").coord();
+   * const session = await Session.create(coord, { ttlMs: 10_000 });
+   * const held = await lock(session, "/locks/db");
+   * await fencedPut(coord, "/db/config", "v2", held.fencingToken);
+   * await held.unlock();
+   * await session.close();
+   * ```
+   */
+  coord(): HttpCoordClient {
+    return new HttpCoordClient(this);
   }
 
   /** The cluster's node table as one node sees it (`GET /v1/status`). */
@@ -520,9 +692,10 @@ export class RaftmetaClient {
     path: string,
     body: Record<string, unknown> | undefined,
     seq: number | undefined,
+    timeoutMs = this.#timeoutMs,
     // deno-lint-ignore no-explicit-any
   ): Promise<any> {
-    const deadline = performance.now() + this.#timeoutMs;
+    const deadline = performance.now() + timeoutMs;
     let lastError = "";
     let maybeApplied = false;
     let attempts = 0;
@@ -573,10 +746,202 @@ export class RaftmetaClient {
       throw new RaftmetaError(message, res.status);
     }
     throw new RaftmetaError(
-      `No answer within ${this.#timeoutMs} ms (${attempts} attempts): ${lastError}`,
+      `No answer within ${timeoutMs} ms (${attempts} attempts): ${lastError}`,
       0,
       maybeApplied,
     );
+  }
+}
+
+/** A nested etcd response's header revision. */
+function innerRevision(r: Record<string, unknown>, fallback: number): number {
+  const h = r.header as { revision?: string } | undefined;
+  return h?.revision === undefined ? fallback : Number(h.revision);
+}
+
+/** A {@linkcode TxnResponse} (the store's shape) from the client's etcd-shaped answer. */
+function txnResponse(r: ClientTxnResult): TxnResponse {
+  const responses = r.responses.map((x): PutResponse | DeleteResponse | RangeResponse => {
+    // deno-lint-ignore no-explicit-any
+    const j = x as any;
+    if (j.response_put !== undefined) {
+      const p = j.response_put;
+      return {
+        type: "put",
+        revision: innerRevision(p, r.revision),
+        ...(p.prev_kv !== undefined ? { prevKv: kvOf(p.prev_kv) } : {}),
+      };
+    }
+    if (j.response_delete_range !== undefined) {
+      const d = j.response_delete_range;
+      return {
+        type: "delete",
+        revision: innerRevision(d, r.revision),
+        deleted: Number(d.deleted ?? 0),
+        ...(d.prev_kvs !== undefined ? { prevKvs: d.prev_kvs.map(kvOf) } : {}),
+      };
+    }
+    const g = j.response_range ?? {};
+    return {
+      type: "range",
+      revision: innerRevision(g, r.revision),
+      kvs: (g.kvs ?? []).map(kvOf),
+      more: g.more === true,
+      count: Number(g.count ?? 0),
+    };
+  });
+  return { type: "txn", revision: r.revision, succeeded: r.succeeded, responses };
+}
+
+/** Most leases whose TTL an {@linkcode HttpCoordClient} remembers (to bound its keep-alives). */
+const REMEMBERED_LEASES_MAX = 1_000;
+
+/**
+ * A {@linkcode CoordClient} over HTTP, from {@linkcode RaftmetaClient.coord}: transactions and
+ * linearizable reads through the leader, leases in whole seconds (etcd's unit; a TTL is rounded
+ * up), keep-alives answered by the leader, and watches that reopen on another endpoint from the
+ * next revision they owe when a node fails — no gap, no repeat.
+ */
+export class HttpCoordClient implements CoordClient {
+  /** The HTTP client underneath. */
+  readonly client: RaftmetaClient;
+  /** Granted TTL per lease, so a keep-alive gives up (and is retried) before the lease ends. */
+  readonly #ttlMs = new Map<number, number>();
+  /** Watches still open, so {@linkcode HttpCoordClient.close} can end them. */
+  readonly #watches = new Set<WatchStream>();
+  #watchIds = 0;
+
+  /** Use {@linkcode RaftmetaClient.coord}. */
+  constructor(client: RaftmetaClient) {
+    this.client = client;
+  }
+
+  /** {@inheritDoc CoordClient.txn} */
+  async txn(txn: Omit<TxnCommand, "type">): Promise<TxnResponse> {
+    return txnResponse(await this.client.txn(txn));
+  }
+
+  /** {@inheritDoc CoordClient.range} */
+  async range(range: KeyRange): Promise<RangeResponse> {
+    const r = await this.client.range(range, { serializable: false });
+    return { type: "range", revision: r.revision, kvs: r.kvs, more: r.more, count: r.count };
+  }
+
+  /** {@inheritDoc CoordClient.leaseGrant} The TTL is rounded up to whole seconds. */
+  async leaseGrant(ttlMs: number): Promise<{ id: number; ttlMs: number }> {
+    if (!(ttlMs > 0)) throw new RangeError(`Lease TTL must be positive: ${ttlMs} ms`);
+    const r = await this.client.leaseGrant(Math.ceil(ttlMs / 1000));
+    if (this.#ttlMs.size >= REMEMBERED_LEASES_MAX) {
+      this.#ttlMs.delete(this.#ttlMs.keys().next().value!);
+    }
+    this.#ttlMs.set(r.id, r.ttl * 1000);
+    return { id: r.id, ttlMs: r.ttl * 1000 };
+  }
+
+  /** {@inheritDoc CoordClient.leaseRevoke} A lease that is already gone is not an error. */
+  async leaseRevoke(id: number): Promise<void> {
+    this.#ttlMs.delete(id);
+    try {
+      await this.client.leaseRevoke(id);
+    } catch (e) {
+      if (!(e instanceof RaftmetaError && e.status === 404)) throw e;
+    }
+  }
+
+  /**
+   * {@inheritDoc CoordClient.leaseKeepAlive} One request, given up after a third of the TTL (so
+   * the session's loop can retry while the lease still lives); rejects with a 404
+   * {@linkcode RaftmetaError} ("not found") when the lease is gone.
+   */
+  async leaseKeepAlive(id: number): Promise<{ ttlMs: number }> {
+    const ttlMs = this.#ttlMs.get(id);
+    try {
+      const r = await this.client.leaseKeepAlive(id, {
+        timeoutMs: ttlMs === undefined ? undefined : Math.max(300, ttlMs / 3),
+      });
+      return { ttlMs: r.ttl * 1000 };
+    } catch (e) {
+      if (e instanceof RaftmetaError && e.status === 404) this.#ttlMs.delete(id);
+      throw e;
+    }
+  }
+
+  /** {@inheritDoc CoordClient.sleep} */
+  sleep(ms: number, signal?: AbortSignal): Promise<void> {
+    return sleep(ms, signal);
+  }
+
+  /**
+   * Cancels every watch this client has open: a pending `next()` returns done. This ends a recipe
+   * blocked on a watch (such as an `observe` loop) from outside.
+   */
+  close(): void {
+    for (const w of [...this.#watches]) w.cancel();
+  }
+
+  /**
+   * {@inheritDoc CoordClient.watch} Ends with `canceled` when the revision it owes was compacted
+   * (with `compactRevision`) or when no endpoint answered within the client's timeout.
+   */
+  watch(options: WatchOptions): WatchStream {
+    const watchId = ++this.#watchIds;
+    const abort = new AbortController();
+    const responses = this.client.watch(options.range, {
+      startRevision: options.startRevision,
+      prevKv: options.prevKv,
+      progressNotify: options.progressNotify ?? true,
+      signal: abort.signal,
+    });
+    const open = this.#watches;
+    let ended = false;
+    const end = () => {
+      ended = true;
+      open.delete(stream);
+    };
+    const stream: WatchStream = {
+      id: watchId,
+      cancel() {
+        end();
+        abort.abort();
+      },
+      async next(): Promise<IteratorResult<WatchResponse>> {
+        if (ended) return { done: true, value: undefined };
+        try {
+          const r = await responses.next();
+          if (r.done || ended) {
+            end();
+            return { done: true, value: undefined };
+          }
+          const v = r.value;
+          if (v.events.length === 0) {
+            return { done: false, value: { kind: "progress", watchId, revision: v.revision } };
+          }
+          const events: KvEvent[] = v.events.map((e) => ({
+            type: e.type,
+            kv: e.kv,
+            ...(e.prevKv !== undefined ? { prevKv: e.prevKv } : {}),
+          }));
+          return { done: false, value: { kind: "events", watchId, revision: v.revision, events } };
+        } catch (e) {
+          end();
+          if (abort.signal.aborted) return { done: true, value: undefined };
+          const reason = (e as Error).message;
+          const value: WatchResponse = e instanceof WatchCompactedError
+            ? { kind: "canceled", watchId, reason, compactRevision: e.compactRevision }
+            : { kind: "canceled", watchId, reason };
+          return { done: false, value };
+        }
+      },
+      return(): Promise<IteratorResult<WatchResponse>> {
+        stream.cancel();
+        return Promise.resolve({ done: true, value: undefined });
+      },
+      [Symbol.asyncIterator]() {
+        return stream;
+      },
+    };
+    open.add(stream);
+    return stream;
   }
 }
 
