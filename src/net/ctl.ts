@@ -8,6 +8,8 @@
  * deno task ctl status
  * deno task ctl watch /services/ --prefix
  * deno task ctl lease grant 10
+ * deno task ctl lock /locks/db
+ * deno task ctl elect /elections/scheduler n1
  * ```
  *
  * @module
@@ -16,7 +18,9 @@
 import { parseArgs } from "node:util";
 import { type NodeRow, NodeTable, type ProgressRow } from "../observe/table.ts";
 import type { Compare, TxnOp } from "../kv/types.ts";
-import { type ClientKeyValue, connect, RaftmetaError } from "./client.ts";
+import { Session } from "../coord/session.ts";
+import { campaign, lock, type LockHandle, LockLostError, observe } from "../coord/lock.ts";
+import { type ClientKeyValue, connect, type RaftmetaClient, RaftmetaError } from "./client.ts";
 
 const HELP = `raftmeta ctl: an etcdctl-like client
 
@@ -46,6 +50,17 @@ Commands:
   lease keep-alive ID [--once]    keep lease ID alive (every TTL/3) until Ctrl-C
   lease timetolive ID             remaining TTL and keys of lease ID
   lease list                      every lease id
+  lock NAME [--ttl S]             take lock NAME (waiting for earlier holders), print its key and
+                                  fencing token, hold it until Ctrl-C, SIGTERM or the end of
+                                  stdin, then release it (--ttl: session TTL, default 60)
+  lock NAME [--ttl S] -- CMD ...  run CMD while holding the lock (env RAFTMETA_LOCK_KEY and
+                                  RAFTMETA_LOCK_TOKEN), release when it exits, exit with its code
+                                  (needs --allow-run)
+  elect NAME PROPOSAL [--ttl S]   campaign in election NAME; once leader, print the key, the
+                                  proposal and the fencing token, lead until Ctrl-C, SIGTERM or
+                                  the end of stdin, then resign
+  elect --listen NAME             print the leader's value and fencing token each time the
+                                  leadership changes, until Ctrl-C
 
 Global flags:
   --endpoints URL,URL,...         client URLs (default http://127.0.0.1:2379,
@@ -124,6 +139,8 @@ export async function runCtl(
         rev: { type: "string" },
         "prev-kv": { type: "boolean", default: false },
         once: { type: "boolean", default: false },
+        ttl: { type: "string", default: "60" },
+        listen: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
       allowPositionals: true,
@@ -362,6 +379,26 @@ export async function runCtl(
             );
         }
       }
+      case "lock": {
+        if (rest.length < 1) throw new UsageError("usage: lock NAME [--ttl S] [-- COMMAND ...]");
+        return await lockCommand(client, rest[0], rest.slice(1), ttlSeconds(v.ttl!), {
+          out,
+          json: format === "json",
+          signal,
+        });
+      }
+      case "elect": {
+        if (v.listen) {
+          need(1, "elect --listen NAME");
+          return await listenCommand(client, rest[0], { out, json: format === "json", signal });
+        }
+        need(2, "elect NAME PROPOSAL [--ttl S] (or elect --listen NAME)");
+        return await electCommand(client, rest[0], rest[1], ttlSeconds(v.ttl!), {
+          out,
+          json: format === "json",
+          signal,
+        });
+      }
       default:
         throw new UsageError(`unknown command ${JSON.stringify(command)} (see --help)`);
     }
@@ -374,7 +411,190 @@ export async function runCtl(
       console.error(`ctl: ${e.message}${e.maybeApplied ? " (it may have been applied)" : ""}`);
       return 1;
     }
+    if (e instanceof LockLostError) {
+      console.error(`ctl: ${e.message}`);
+      return 1;
+    }
     throw e;
+  }
+}
+
+function ttlSeconds(text: string): number {
+  if (!/^\d{1,10}$/.test(text) || Number(text) < 1) {
+    throw new UsageError(`--ttl needs a number of seconds (at least 1): ${text}`);
+  }
+  return Number(text);
+}
+
+/** Where a holding command writes and what ends it. */
+interface HoldOptions {
+  readonly out: (line: string) => void;
+  readonly json: boolean;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * Resolves, with why, when the holder should let go: `signal` when given; otherwise Ctrl-C,
+ * SIGTERM or (with `stdin`) the end of stdin.
+ */
+function released(
+  signal: AbortSignal | undefined,
+  stdin: boolean,
+): { done: Promise<string>; dispose(): void } {
+  const stop = interruptible(signal);
+  const cleanups: (() => void)[] = [stop.dispose];
+  const done = new Promise<string>((resolve) => {
+    if (stop.signal.aborted) return resolve("interrupted");
+    stop.signal.addEventListener("abort", () => resolve("interrupted"), { once: true });
+    if (signal !== undefined) return; // driven by the caller only
+    const onTerm = () => resolve("terminated");
+    Deno.addSignalListener("SIGTERM", onTerm);
+    cleanups.push(() => Deno.removeSignalListener("SIGTERM", onTerm));
+    if (!stdin) return;
+    // The end of stdin (Ctrl-D, or a supervising process that died) lets go too. Deno cannot
+    // tell a pipe from /dev/null without read permission, so `< /dev/null` lets go at once.
+    (async () => {
+      try {
+        for await (const _ of Deno.stdin.readable) { /* discard */ }
+      } catch { /* closed */ }
+      resolve("stdin closed");
+    })();
+  });
+  return { done, dispose: () => cleanups.forEach((c) => c()) };
+}
+
+/** `ctl lock NAME [-- COMMAND ...]`. */
+async function lockCommand(
+  client: RaftmetaClient,
+  name: string,
+  command: string[],
+  ttl: number,
+  options: HoldOptions,
+): Promise<number> {
+  if (command.length > 0 && Deno.permissions.querySync({ name: "run" }).state !== "granted") {
+    throw new UsageError(
+      `lock with a command needs permission to run it: deno run --allow-net --allow-env ` +
+        `--allow-run src/net/ctl.ts lock ${name} -- ${command.join(" ")}`,
+    );
+  }
+  const coord = client.coord();
+  const session = await Session.create(coord, { ttlMs: ttl * 1000 });
+  // A command inherits stdin: its end is the command's business, not a reason to let go.
+  const stop = released(options.signal, command.length === 0);
+  let held: LockHandle | undefined;
+  try {
+    // Ctrl-C while waiting gives up the place in the queue: the session's key goes with it.
+    const pending = lock(session, name);
+    pending.catch(() => {}); // given up on below: its LockLostError is expected
+    const got = await Promise.race([pending, stop.done]);
+    if (typeof got === "string") return 0;
+    held = got;
+    if (command.length === 0) {
+      if (options.json) {
+        options.out(JSON.stringify({ key: held.key, fencingToken: held.fencingToken }));
+      } else {
+        options.out(held.key);
+        options.out(`fencing token ${held.fencingToken}`);
+      }
+      const why = await Promise.race([stop.done, session.ended().then(() => "lost")]);
+      if (why === "lost") {
+        console.error(`ctl: lost the lock ${JSON.stringify(held.key)}: ${session.lostReason}`);
+        return 1;
+      }
+      return 0;
+    }
+    const child = new Deno.Command(command[0], {
+      args: command.slice(1),
+      env: { RAFTMETA_LOCK_KEY: held.key, RAFTMETA_LOCK_TOKEN: String(held.fencingToken) },
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    const why = await Promise.race([
+      child.status.then(() => "exited"),
+      stop.done,
+      session.ended().then(() => "lost"),
+    ]);
+    if (why !== "exited") {
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+    }
+    const status = await child.status;
+    if (why === "lost") {
+      console.error(`ctl: lost the lock ${JSON.stringify(held.key)}: ${session.lostReason}`);
+      return 1;
+    }
+    return status.code;
+  } finally {
+    stop.dispose();
+    // Revoking the session deletes the lock key with it; a lost session has nothing to release.
+    if (session.state === "alive") await session.close().catch(() => {});
+  }
+}
+
+/** `ctl elect NAME PROPOSAL`. */
+async function electCommand(
+  client: RaftmetaClient,
+  name: string,
+  proposal: string,
+  ttl: number,
+  options: HoldOptions,
+): Promise<number> {
+  const session = await Session.create(client.coord(), { ttlMs: ttl * 1000 });
+  const stop = released(options.signal, true);
+  try {
+    const pending = campaign(session, name, proposal);
+    pending.catch(() => {}); // given up on below: its LockLostError is expected
+    const won = await Promise.race([pending, stop.done]);
+    if (typeof won === "string") return 0;
+    if (options.json) {
+      options.out(
+        JSON.stringify({ key: won.key, value: proposal, fencingToken: won.fencingToken }),
+      );
+    } else {
+      options.out(won.key);
+      options.out(proposal);
+      options.out(`fencing token ${won.fencingToken}`);
+    }
+    const why = await Promise.race([stop.done, session.ended().then(() => "lost")]);
+    if (why === "lost") {
+      console.error(`ctl: lost the leadership of ${JSON.stringify(name)}: ${session.lostReason}`);
+      return 1;
+    }
+    await won.resign();
+    return 0;
+  } finally {
+    stop.dispose();
+    if (session.state === "alive") await session.close().catch(() => {});
+  }
+}
+
+/** `ctl elect --listen NAME`. */
+async function listenCommand(
+  client: RaftmetaClient,
+  name: string,
+  options: HoldOptions,
+): Promise<number> {
+  const stop = released(options.signal, true);
+  const coord = client.coord();
+  const leaders = observe(coord, name);
+  try {
+    for (;;) {
+      const next = await Promise.race([leaders.next(), stop.done]);
+      if (typeof next === "string" || next.done) return 0;
+      const l = next.value;
+      if (options.json) options.out(JSON.stringify(l ?? null));
+      else if (l === undefined) options.out("(no leader)");
+      else {
+        options.out(l.value);
+        options.out(`fencing token ${l.fencingToken}`);
+      }
+    }
+  } finally {
+    stop.dispose();
+    coord.close(); // ends the watch the observer waits on, so it can return
+    await leaders.return(undefined);
   }
 }
 
