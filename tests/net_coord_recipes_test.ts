@@ -488,6 +488,10 @@ Deno.test("net: the keep-alive stream and a slow watcher on one node process", a
           if (ttls.length === 3) break;
         }
         assert.deepEqual(ttls, [9, 9, 9]);
+        const printed: string[] = [];
+        const ctl = ["--endpoints", u, "lease", "keep-alive", String(id), "--once"];
+        assert.equal(await runCtl(ctl, (l) => printed.push(l)), 0);
+        assert.deepEqual(printed, [`lease ${id} keepalived with TTL(9)`]);
         await client.leaseRevoke(id);
         const gone = await post(`${u}/v3/lease/keepalive`, `{"ID": "${id}"}`);
         assert.equal(gone.status, 404);

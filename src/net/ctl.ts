@@ -356,17 +356,10 @@ export async function runCtl(
             const id = leaseId(arg, "lease keep-alive");
             const stop = interruptible(signal);
             try {
-              while (!stop.signal.aborted) {
-                const r = await client.leaseKeepAlive(id);
+              // One streaming request (etcd's LeaseKeepAlive stream), reopened if a node fails.
+              for await (const r of client.leaseKeepAlives(id, { signal: stop.signal })) {
                 out(`lease ${id} keepalived with TTL(${r.ttl})`);
                 if (v.once) break;
-                await new Promise<void>((resolve) => {
-                  const timer = setTimeout(resolve, Math.max(500, (r.ttl * 1000) / 3));
-                  stop.signal.addEventListener("abort", () => {
-                    clearTimeout(timer);
-                    resolve();
-                  }, { once: true });
-                });
               }
             } finally {
               stop.dispose();
