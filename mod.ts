@@ -114,8 +114,10 @@ export {
   type ClientWatchResponse,
   connect,
   type ConnectOptions,
+  HttpCoordClient,
   RaftmetaClient,
   RaftmetaError,
   type ReadOptions,
+  WatchCompactedError,
 } from "./src/net/client.ts";
 export * from "./src/coord/mod.ts";
