@@ -314,7 +314,11 @@ async function stopChildren(list: Deno.ChildProcess[]): Promise<void> {
   }
 }
 
-async function startRaftmeta(dir: string, extraArgs: string[]): Promise<RunningCluster> {
+async function startRaftmeta(
+  dir: string,
+  extraArgs: string[],
+  serverArgs: string[],
+): Promise<RunningCluster> {
   const ids = ["n1", "n2", "n3"];
   const clientPorts = ids.map(() => freePort());
   const peerPorts = ids.map(() => freePort());
@@ -346,6 +350,7 @@ async function startRaftmeta(dir: string, extraArgs: string[]): Promise<RunningC
         `127.0.0.1:${peerPorts[i]}`,
         "--peers",
         peers.join(","),
+        ...serverArgs,
       ],
       `${dir}/${id}.log`,
       { RAFTMETA_CLUSTER_SECRET: secret },
@@ -559,6 +564,10 @@ Usage: deno task bench:etcd [--quick] [--seconds N] [--only raftmeta|etcd] [--no
   const denoFlags = (Deno.env.get("RAFTMETA_BENCH_DENO_FLAGS") ?? "").split(" ").filter((x) =>
     x !== ""
   );
+  // Extra flags for the raftmeta servers, e.g. "--snapshot-entries 100000" (for experiments).
+  const serverFlags = (Deno.env.get("RAFTMETA_BENCH_SERVER_FLAGS") ?? "").split(" ").filter((x) =>
+    x !== ""
+  );
   const dir = Deno.makeTempDirSync({ prefix: "raftmeta-bench-etcd-" });
   const onSignal = () => {
     console.log("\ninterrupted: stopping every process started…");
@@ -581,7 +590,7 @@ Usage: deno task bench:etcd [--quick] [--seconds N] [--only raftmeta|etcd] [--no
       const sysDir = `${dir}/${name}`;
       Deno.mkdirSync(sysDir, { recursive: true });
       const c = name === "raftmeta"
-        ? await startRaftmeta(sysDir, denoFlags)
+        ? await startRaftmeta(sysDir, denoFlags, serverFlags)
         : await startEtcd(tools.etcd, sysDir);
       try {
         results[name] = await benchSystem(c, tools.wrk, dir, seconds, warmup);

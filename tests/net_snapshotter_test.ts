@@ -8,7 +8,11 @@ import { drainReady } from "../src/raft/host.ts";
 import { FileStorage } from "../src/storage/file_storage.ts";
 import { listSnapshots } from "../src/storage/snapshot_file.ts";
 import { decodeStoreSnapshot, encodeStoreSnapshot } from "../src/storage/store_snapshot.ts";
-import { type SnapshotHost, Snapshotter } from "../src/net/snapshotter.ts";
+import {
+  type SnapshotHost,
+  Snapshotter,
+  staggeredSnapshotEntries,
+} from "../src/net/snapshotter.ts";
 import { RaftServer } from "../src/net/server.ts";
 import { connect } from "../src/net/client.ts";
 import { freePort } from "./net_helpers.ts";
@@ -247,6 +251,11 @@ Deno.test("a server under writes snapshots asynchronously; a restart from it has
     }
     const taken = lines.map((l) => JSON.parse(l)).filter((e) => e.event === "snapshot-taken");
     assert.ok(taken.length >= 3, `${taken.length} snapshots`);
+    // Each threshold is drawn between 200 and 400 entries (staggered).
+    for (let k = 1; k < taken.length; k++) {
+      const gap = taken[k].index - taken[k - 1].index;
+      assert.ok(gap >= 200, `snapshots ${taken[k - 1].index} and ${taken[k].index}: gap ${gap}`);
+    }
     for (const e of taken) {
       assert.ok(e.loopMs <= e.ms + 1 && e.slices >= 2 && e.bytes > 0, JSON.stringify(e));
     }
@@ -264,4 +273,13 @@ Deno.test("a server under writes snapshots asynchronously; a restart from it has
       await again.close();
     }
   });
+});
+
+Deno.test("snapshot thresholds are staggered between half and all of snapshotEntries", () => {
+  assert.equal(staggeredSnapshotEntries(100_000, () => 0), 100_000);
+  assert.equal(staggeredSnapshotEntries(100_000, () => 0.5), 75_000);
+  assert.equal(staggeredSnapshotEntries(100_000, () => 0.999_999), 50_001);
+  assert.equal(staggeredSnapshotEntries(1, () => 0.9), 1);
+  assert.equal(staggeredSnapshotEntries(3, () => 0.9), 3);
+  assert.throws(() => staggeredSnapshotEntries(10, () => 1), /random\(\) must lie in \[0, 1\): 1/);
 });

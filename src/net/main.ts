@@ -31,8 +31,9 @@ Usage: deno task serve [flags]
   --request-timeout-ms N        longest wait for commit, read index or leader (default 5000)
   --join                        the data dir is empty but peers knew this node: rebuild it
                                 from the leader, withholding votes until caught up
-  --snapshot-entries N          snapshot and compact the log every N applied entries
-                                (default 10000)
+  --snapshot-entries N          snapshot and compact the log after at most N applied entries
+                                (each node draws N/2..N anew, so nodes do not snapshot at once;
+                                default 100000, as etcd's --snapshot-count)
   --probe-ms N                  how long an empty data dir asks peers about itself (default 2000)
   --watchers-max N              most watchers on this node (default 1000)
   --watch-buffer-events N       events a watcher may leave unread before it is cancelled as

@@ -22,7 +22,8 @@ import {
   type Snapshot,
 } from "../raft/types.ts";
 import { decodeStoreSnapshot } from "../storage/store_snapshot.ts";
-import { type SnapshotOutcome, Snapshotter } from "./snapshotter.ts";
+import { type SnapshotOutcome, Snapshotter, staggeredSnapshotEntries } from "./snapshotter.ts";
+import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
 import { type ApplyResult, MetadataStore } from "../kv/store.ts";
@@ -64,7 +65,11 @@ export interface ServerOptions {
    * the leader, withholding votes until the log has caught up. Without it such a start is refused.
    */
   readonly join?: boolean;
-  /** Take a snapshot and compact the log every this many applied entries. Default 10,000. */
+  /**
+   * Take a snapshot and compact the log after at most this many applied entries (each node draws
+   * its next threshold between half of it and all of it, so nodes do not snapshot at once).
+   * Default 100,000.
+   */
   readonly snapshotEntries?: number;
   /** How long a node with an empty data directory asks its peers about itself. Default 2000. */
   readonly probeMs?: number;
@@ -197,6 +202,8 @@ export class RaftServer {
   #clientUrl = "";
   #store: MetadataStore;
   readonly #snapshotEntries: number;
+  /** The entries due before the next snapshot (staggered), and the snapshot index it was drawn at. */
+  #snapshotDue = { entries: 0, drawnAt: -1 };
   #ticker: ReturnType<typeof setInterval> | undefined;
   #drainScheduled = false;
   #draining = false;
@@ -242,7 +249,7 @@ export class RaftServer {
     this.#node = node;
     this.#storage = storage;
     this.#store = store;
-    this.#snapshotEntries = options.snapshotEntries ?? 10_000;
+    this.#snapshotEntries = options.snapshotEntries ?? SNAPSHOT_ENTRIES_DEFAULT;
     this.#transport = transport;
     this.#peers = options.peers ?? new Map();
     this.#dataDir = options.dataDir ?? "./data";
@@ -885,13 +892,23 @@ export class RaftServer {
       node: this.#node,
       storage: this.#storage,
       store: this.store,
-      everyEntries: this.#snapshotEntries,
+      everyEntries: this.#snapshotEntriesDue(),
       closed: () => this.#closed,
       log: (event, fields) => this.logEvent(event, fields),
       fail: (e) => this.#die(e),
     })?.catch(() => {
       // Already handed to `fail`.
     });
+  }
+
+  #snapshotEntriesDue(): number {
+    const due = this.#snapshotDue;
+    const at = this.#node.log.snapshotIndex;
+    if (due.drawnAt !== at) {
+      due.drawnAt = at;
+      due.entries = staggeredSnapshotEntries(this.#snapshotEntries, Math.random);
+    }
+    return due.entries;
   }
 
   /** The snapshot being taken now, if any (it settles when written or abandoned). */

@@ -50,6 +50,18 @@ export interface SnapshotHost {
   readonly fail: (error: Error) => void;
 }
 
+/**
+ * The entries a node applies before its next snapshot: `every` less a random part of up to half
+ * of it, drawn afresh after each snapshot, so the nodes of a cluster — which apply the same
+ * entries at about the same time — do not all stop to snapshot at once (ZooKeeper draws its
+ * `snapCount` the same way). The log never holds more than `every` entries past a snapshot.
+ */
+export function staggeredSnapshotEntries(every: number, random: () => number): number {
+  const r = random();
+  if (!(r >= 0 && r < 1)) throw new RangeError(`random() must lie in [0, 1): ${r}`);
+  return Math.max(1, every - Math.floor(r * Math.floor(every / 2)));
+}
+
 /** Options of a {@linkcode Snapshotter}. */
 export interface SnapshotterOptions {
   /** Longest slice of work per event-loop turn, in milliseconds. Default 4. */

@@ -102,8 +102,11 @@ export function saveReady(node: RaftNode, storage: Storage, ready: Ready): void 
   if (last !== undefined) node.stableTo(last.index, last.term);
 }
 
-/** Default of {@linkcode AutoSnapshotOptions.snapshotEntries}. */
-export const SNAPSHOT_ENTRIES_DEFAULT = 10_000;
+/**
+ * Default of {@linkcode AutoSnapshotOptions.snapshotEntries}: 100,000, etcd's `--snapshot-count`
+ * and ZooKeeper's `snapCount` default.
+ */
+export const SNAPSHOT_ENTRIES_DEFAULT = 100_000;
 
 /** What {@linkcode maybeSnapshot} works on: the node's storage and applier, and the state machine. */
 export interface SnapshotHost {
@@ -117,7 +120,7 @@ export interface SnapshotHost {
 
 /** Options of {@linkcode maybeSnapshot}. */
 export interface AutoSnapshotOptions {
-  /** Take a snapshot once this many entries were applied since the last one. Default 10,000. */
+  /** Take a snapshot once this many entries were applied since the last one. Default 100,000. */
   readonly snapshotEntries?: number;
 }
 
