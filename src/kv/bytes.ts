@@ -27,8 +27,23 @@ export function text(bytes: Uint8Array): string {
   return lossyDecoder.decode(bytes);
 }
 
+/** Longest input decoded by {@linkcode strictText}'s ASCII fast path. */
+const ASCII_FAST_BYTES_MAX = 64;
+
 /** `bytes` read as UTF-8, or `undefined` when they are not valid UTF-8. */
 export function strictText(bytes: Uint8Array): string | undefined {
+  // Keys, node ids and message fields are mostly short ASCII: building the string in JS is about
+  // three times faster than a TextDecoder call for them (measured in Deno 2.9).
+  if (bytes.length <= ASCII_FAST_BYTES_MAX) {
+    let ascii = true;
+    for (let i = 0; i < bytes.length; i++) {
+      if (bytes[i] > 0x7f) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) return String.fromCharCode.apply(null, bytes as unknown as number[]);
+  }
   try {
     return strictDecoder.decode(bytes);
   } catch {

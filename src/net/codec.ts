@@ -10,7 +10,7 @@
  */
 
 import type { Message, RaftLogEntry } from "../raft/types.ts";
-import { ByteWriter } from "../kv/bytes.ts";
+import { ByteWriter, strictText } from "../kv/bytes.ts";
 
 /** A frame or message that does not decode; the connection it came on is closed. */
 export class FrameError extends Error {
@@ -110,12 +110,16 @@ class Reader {
     return out;
   }
   str(what: string): string {
-    const b = this.bytes(what, STRING_BYTES_MAX);
-    try {
-      return decoder.decode(b);
-    } catch {
-      throw new FrameError(`${what} is not valid UTF-8`);
+    const n = this.u32(`${what} length`);
+    if (n > STRING_BYTES_MAX) {
+      throw new FrameError(`${what} is too long: ${n} bytes (most ${STRING_BYTES_MAX})`);
     }
+    this.#need(n, what);
+    // Decoded in place: a string keeps no reference to the frame buffer.
+    const s = strictText(this.#buf.subarray(this.#pos, this.#pos + n));
+    if (s === undefined) throw new FrameError(`${what} is not valid UTF-8`);
+    this.#pos += n;
+    return s;
   }
   end(): void {
     if (this.#pos !== this.#buf.length) {
