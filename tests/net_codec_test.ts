@@ -105,6 +105,10 @@ Deno.test("net codec: malformed frames are refused", async (t) => {
   const badTerm = encodeMessagesFrame([SAMPLES[2]]).slice(4);
   new DataView(badTerm.buffer).setFloat64(1 + 4 + 1 + 4 + 2 + 4 + 2, 1.5);
   cases.push(["fractional term", badTerm]);
+  // A sender id that is not UTF-8 (its two bytes follow kind, count, type tag and length).
+  const badId = encodeMessagesFrame([SAMPLES[2]]).slice(4);
+  badId.set([0xff, 0xfe], 1 + 4 + 1 + 4);
+  cases.push(["sender id not UTF-8", badId]);
   // Entries that do not follow prevLogIndex.
   const gap = encodeMessagesFrame([{
     ...SAMPLES[4],
@@ -119,6 +123,13 @@ Deno.test("net codec: malformed frames are refused", async (t) => {
   for (const [name, payload] of cases) {
     await t.step(name, () => assert.throws(() => decodeMessages(payload), FrameError));
   }
+  await t.step("the error names the field that is not UTF-8", () => {
+    assert.throws(() => decodeMessages(badId), /is not valid UTF-8/);
+    // The same bytes as valid ASCII decode (the fast path), so the check is on the content.
+    const ok = encodeMessagesFrame([SAMPLES[2]]).slice(4);
+    ok.set([0x6e, 0x39], 1 + 4 + 1 + 4); // "n9"
+    assert.equal(decodeMessages(ok)[0].from, "n9");
+  });
   await t.step("frame length over the limit", () => {
     const r = new FrameReader(1024);
     r.push(bytes(0, 0, 0x10, 0));
