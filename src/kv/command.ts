@@ -12,7 +12,7 @@
  * @module
  */
 
-import { ByteWriter, quote, quoteBytes, strictText, utf8, utf8Length } from "./bytes.ts";
+import { ByteWriter, isUtf8, quote, quoteBytes, strictText, utf8, utf8Length } from "./bytes.ts";
 import {
   type ClientId,
   type Command,
@@ -372,7 +372,7 @@ export function encodeCommand(command: Command): Uint8Array {
 function encodeValid(command: Command): Uint8Array {
   if (
     command.type === "put" && !command.prevKv && !command.lease &&
-    strictText(command.value) !== undefined
+    isUtf8(command.value)
   ) {
     const head = utf8(`PUT\n${command.key}\n`);
     const out = new Uint8Array(head.length + command.value.length);
@@ -550,7 +550,7 @@ function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
 }
 
 function requireText(bytes: Uint8Array): void {
-  if (strictText(bytes) === undefined) {
+  if (!isUtf8(bytes)) {
     throw new CommandError(`Command is not valid UTF-8: ${quoteBytes(bytes)}`);
   }
 }
