@@ -3,11 +3,11 @@
 // closes or a newer snapshot lands meanwhile; and a real server that snapshots under writes and
 // restarts from it.
 import assert from "node:assert/strict";
-import { encodePut, LogApplier, MetadataStore, RaftNode, SeededRng } from "../mod.ts";
+import { type RunningNode, startNode } from "./storage_helpers.ts";
+import { encodePut } from "../mod.ts";
 import { drainReady } from "../src/raft/host.ts";
-import { FileStorage } from "../src/storage/file_storage.ts";
 import { listSnapshots } from "../src/storage/snapshot_file.ts";
-import { decodeStoreSnapshot, encodeStoreSnapshot } from "../src/storage/store_snapshot.ts";
+import { encodeStoreSnapshot } from "../src/storage/store_snapshot.ts";
 import {
   type SnapshotHost,
   Snapshotter,
@@ -17,43 +17,18 @@ import { RaftServer } from "../src/net/server.ts";
 import { connect } from "../src/net/client.ts";
 import { freePort } from "./net_helpers.ts";
 
-interface Running {
-  node: RaftNode;
-  storage: FileStorage;
-  store: MetadataStore;
-  applier: LogApplier;
-}
-
-function start(dir: string): Running {
-  const storage = FileStorage.open(dir, { clusterId: "c1", nodeId: "n1" });
-  const p = storage.load();
-  const node = new RaftNode({
-    id: "n1",
-    voters: ["n1"],
-    rng: new SeededRng(1),
-    hardState: p.hardState,
-    entries: p.entries,
-    snapshot: p.snapshot,
-    config: { snapshotTrailingEntries: 3 },
-  });
-  const store = p.snapshot === undefined
-    ? new MetadataStore()
-    : decodeStoreSnapshot(p.snapshot.data);
-  return { node, storage, store, applier: new LogApplier(store, p.snapshot?.meta.index ?? 0) };
-}
-
-function drain(r: Running): void {
+function drain(r: RunningNode): void {
   drainReady(r.node, { storage: r.storage, applier: r.applier, send: () => {} });
 }
 
-function put(r: Running, key: string, value: string): void {
+function put(r: RunningNode, key: string, value: string): void {
   r.node.propose(encodePut(key, value));
   drain(r);
 }
 
 /** A leader with `n` puts applied, on a fresh directory under `root`. */
-function leader(root: string, n: number): Running {
-  const r = start(`${root}/n1`);
+function leader(root: string, n: number): RunningNode {
+  const r = startNode(`${root}/n1`);
   r.node.tick(r.node.nextDeadlineMs());
   drain(r);
   assert.equal(r.node.role, "Leader");
@@ -61,7 +36,7 @@ function leader(root: string, n: number): Running {
   return r;
 }
 
-function hostOf(r: Running, closed = () => false, events: string[] = []): SnapshotHost {
+function hostOf(r: RunningNode, closed = () => false, events: string[] = []): SnapshotHost {
   return {
     node: r.node,
     storage: r.storage,
@@ -117,7 +92,7 @@ Deno.test("a snapshot in slices: the node applies entries between them; adopted,
     r.storage.close();
 
     // A restart reads the file (its CRC checked), restores the store and replays the rest.
-    const b = start(`${root}/n1`);
+    const b = startNode(`${root}/n1`);
     assert.equal(b.node.log.snapshotIndex, index);
     assert.deepEqual(encodeStoreSnapshot(b.store), expected);
     b.node.tick(b.node.nextDeadlineMs());
@@ -213,7 +188,7 @@ Deno.test("one snapshot in flight at a time", async () => {
   });
 });
 
-function fsOf(_r: Running) {
+function fsOf(_r: RunningNode) {
   return {
     list: (dir: string) => [...Deno.readDirSync(dir)].filter((e) => e.isFile).map((e) => e.name),
   } as Parameters<typeof listSnapshots>[0];

@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import type { HardState, RaftLogEntry } from "../src/raft/types.ts";
 import { FileStorage, type FileStorageOptions } from "../src/storage/file_storage.ts";
 import { type Fs, joinPath, RealFs, SimFs } from "../src/storage/fs.ts";
+import { LogApplier, MetadataStore, RaftNode, SeededRng } from "../mod.ts";
+import { decodeStoreSnapshot } from "../src/storage/store_snapshot.ts";
 
 /** A disk to run a test on. */
 export interface Disk {
@@ -134,4 +136,34 @@ export function seeded(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** A one-node Raft node on a real data directory, with its store and applier. */
+export interface RunningNode {
+  node: RaftNode;
+  storage: FileStorage;
+  store: MetadataStore;
+  applier: LogApplier;
+}
+
+/**
+ * Opens `dir` as node n1 of cluster c1 and resumes from what it holds: the store from the newest
+ * snapshot, the log after it (keeping 3 entries below a snapshot).
+ */
+export function startNode(dir: string, seed = 1): RunningNode {
+  const storage = FileStorage.open(dir, { clusterId: "c1", nodeId: "n1" });
+  const p = storage.load();
+  const node = new RaftNode({
+    id: "n1",
+    voters: ["n1"],
+    rng: new SeededRng(seed),
+    hardState: p.hardState,
+    entries: p.entries,
+    snapshot: p.snapshot,
+    config: { snapshotTrailingEntries: 3 },
+  });
+  const store = p.snapshot === undefined
+    ? new MetadataStore()
+    : decodeStoreSnapshot(p.snapshot.data);
+  return { node, storage, store, applier: new LogApplier(store, p.snapshot?.meta.index ?? 0) };
 }

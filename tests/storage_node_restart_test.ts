@@ -1,38 +1,12 @@
 // A RaftNode on real files: run it, stop it, open the data directory again and check that term,
 // vote, log and store come back — the store from the newest snapshot plus the log after it.
 import assert from "node:assert/strict";
-import { encodePut, LogApplier, MetadataStore, RaftNode, SeededRng } from "../mod.ts";
+import { type RunningNode, startNode } from "./storage_helpers.ts";
+import { encodePut } from "../mod.ts";
 import { drainReady, maybeSnapshot } from "../src/raft/host.ts";
-import { FileStorage } from "../src/storage/file_storage.ts";
-import { decodeStoreSnapshot, encodeStoreSnapshot } from "../src/storage/store_snapshot.ts";
-import type { PersistedState } from "../src/raft/storage.ts";
+import { encodeStoreSnapshot } from "../src/storage/store_snapshot.ts";
 
-interface Running {
-  node: RaftNode;
-  storage: FileStorage;
-  store: MetadataStore;
-  applier: LogApplier;
-}
-
-function start(dir: string, seed: number): Running {
-  const storage = FileStorage.open(dir, { clusterId: "c1", nodeId: "n1" });
-  const p: PersistedState = storage.load();
-  const node = new RaftNode({
-    id: "n1",
-    voters: ["n1"],
-    rng: new SeededRng(seed),
-    hardState: p.hardState,
-    entries: p.entries,
-    snapshot: p.snapshot,
-    config: { snapshotTrailingEntries: 3 },
-  });
-  const store = p.snapshot === undefined
-    ? new MetadataStore()
-    : decodeStoreSnapshot(p.snapshot.data);
-  return { node, storage, store, applier: new LogApplier(store, p.snapshot?.meta.index ?? 0) };
-}
-
-function drain(r: Running): void {
+function drain(r: RunningNode): void {
   drainReady(r.node, {
     storage: r.storage,
     applier: r.applier,
@@ -49,7 +23,7 @@ Deno.test("a node restarted from FileStorage on a real directory resumes term, v
   const root = Deno.makeTempDirSync({ prefix: "raftmeta_restart_" });
   try {
     const dir = `${root}/n1`;
-    const a = start(dir, 1);
+    const a = startNode(dir, 1);
     a.node.tick(a.node.nextDeadlineMs()); // a single voter elects itself
     drain(a);
     assert.equal(a.node.role, "Leader");
@@ -63,7 +37,7 @@ Deno.test("a node restarted from FileStorage on a real directory resumes term, v
     const expected = JSON.stringify(a.store.snapshot().kvs);
     a.storage.close(); // as good as kill -9 here: every save returned after its fdatasync
 
-    const b = start(dir, 2);
+    const b = startNode(dir, 2);
     assert.equal(b.node.term, term);
     assert.equal(b.node.votedFor, votedFor);
     assert.equal(b.node.log.snapshotIndex, 20);

@@ -469,12 +469,7 @@ export class RaftmetaClient {
           body,
           signal: abort.signal,
         });
-        if (!res.ok) {
-          const j = await res.json().catch(() => undefined);
-          const message = typeof j?.error === "string" ? j.error : `HTTP ${res.status}`;
-          if (res.status < 500) throw new RaftmetaError(message, res.status);
-          throw new Error(message);
-        }
+        if (!res.ok) await throwStreamError(res);
         const lines = res.body!.pipeThrough(new TextDecoderStream()).getReader();
         let rest = "";
         for (;;) {
@@ -583,12 +578,7 @@ export class RaftmetaClient {
           body: JSON.stringify({ create_request: create }),
           signal: abort.signal,
         });
-        if (!res.ok) {
-          const j = await res.json().catch(() => undefined);
-          const message = typeof j?.error === "string" ? j.error : `HTTP ${res.status}`;
-          if (res.status < 500) throw new RaftmetaError(message, res.status);
-          throw new Error(message);
-        }
+        if (!res.ok) await throwStreamError(res);
         let rest = "";
         for await (const chunk of res.body!.pipeThrough(new TextDecoderStream())) {
           const parts = (rest + chunk).split("\n");
@@ -958,4 +948,16 @@ export function connect(
     ? endpoints.split(",").map((s) => s.trim()).filter((s) => s !== "")
     : endpoints;
   return new RaftmetaClient(list, options);
+}
+
+/**
+ * Throws for a stream request (watch, keep-alive) that failed before streaming: a
+ * {@linkcode RaftmetaError} for a refusal (4xx, not worth retrying elsewhere), a plain error for a
+ * node that could not serve it (5xx: the caller tries another endpoint).
+ */
+async function throwStreamError(res: Response): Promise<never> {
+  const j = await res.json().catch(() => undefined);
+  const message = typeof j?.error === "string" ? j.error : `HTTP ${res.status}`;
+  if (res.status < 500) throw new RaftmetaError(message, res.status);
+  throw new Error(message);
 }
