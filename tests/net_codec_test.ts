@@ -156,6 +156,18 @@ Deno.test("net etcd parsing: shapes, both cases, bad input", () => {
   });
   assert.deepEqual(decodeBase64("Zm9v", "k"), decodeBase64("Zm9v", "k"));
   assert.deepEqual(decodeBase64("-_8", "k"), bytes(0xfb, 0xff)); // URL-safe, unpadded
+  assert.deepEqual(decodeBase64("YWJjZA", "k"), new TextEncoder().encode("abcd"));
+  assert.deepEqual(decodeBase64("YWJjZA==", "k"), new TextEncoder().encode("abcd"));
+  assert.deepEqual(decodeBase64("", "k"), bytes());
+  for (
+    const bad of ["YW Jj", "YWJj\n", " YWJj", "YW=j", "Y", "YWJjZ", "!!!!", "YWJj===", "YWJjZA="]
+  ) {
+    assert.throws(
+      () => decodeBase64(bad, "value"),
+      /Field "value" is not valid base64/,
+      JSON.stringify(bad),
+    );
+  }
   const txn = parseTxn({
     compare: [{ target: 3, key: "Zm9v", value: "YmFy", result: "NOT_EQUAL" }],
     success: [{ request_delete_range: { key: "Zm9v" } }],
