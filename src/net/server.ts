@@ -219,8 +219,8 @@ export class RaftServer {
   #hardStateDeferred: HardState | undefined;
   /** The last entry written without a sync (a leader's own write, §10.2.1), if any. */
   #unsynced: { index: number; term: number } | undefined;
-  /** Whether an fdatasync runs off the loop now. */
-  #syncing = false;
+  /** The fdatasync running off the loop now, if any. */
+  #syncing: Promise<void> | undefined;
   /** Timeouts of pending proposals and reads, fired by the clock tick. */
   readonly #deadlines = new EventHeap<{ atMs: number; seq: number; fire: () => void }>();
   #deadlineSeq = 0;
@@ -642,6 +642,11 @@ export class RaftServer {
       await Promise.race([this.#http?.shutdown(), new Promise((r) => setTimeout(r, 500))]);
     } catch { /* already closed */ }
     try {
+      // A leader's own writes still waiting for their sync become durable before the files close.
+      await this.#syncing;
+      await this.#storage.sync();
+    } catch { /* a failed disk: the data directory's recovery deals with it */ }
+    try {
       if (this.#hardStateDeferred !== undefined) this.#storage.save(this.#hardStateDeferred, []);
       this.#storage.close();
     } catch { /* already closed */ }
@@ -829,20 +834,19 @@ export class RaftServer {
    * towards a commit. One sync at a time: writes made during it ride on the next (group commit).
    */
   #syncOffLoop(): void {
-    if (this.#syncing || this.#closed) return;
+    if (this.#syncing !== undefined || this.#closed) return;
     const upTo = this.#unsynced;
     this.#unsynced = undefined;
-    this.#syncing = true;
     const t = performance.now();
-    this.#storage.sync().then(() => {
-      this.#syncing = false;
+    this.#syncing = this.#storage.sync().then(() => {
+      this.#syncing = undefined;
       if (this.#closed) return;
       this.walSyncSeconds.observe((performance.now() - t) / 1000);
       if (upTo !== undefined) this.#node.stableTo(upTo.index, upTo.term);
       if (this.#unsynced !== undefined) this.#syncOffLoop();
       this.#scheduleDrain();
     }, (e) => {
-      this.#syncing = false;
+      this.#syncing = undefined;
       if (!this.#closed) this.#die(e as Error);
     });
   }
