@@ -554,7 +554,13 @@ Usage: deno task bench:etcd [--quick] [--seconds N] [--only raftmeta|etcd] [--no
   --quick      3 s per row, 1 s warm-up (default 10 s per row, 2 s warm-up)
   --only       measure one system
   --note       a line recorded with the run in RESULTS.md (what changed)
-  --no-write   print the table only`);
+  --no-write   print the table only
+  --keep-dir   keep the data directories and node logs (the path is printed)
+
+Environment (for experiments):
+  RAFTMETA_BENCH_DENO_FLAGS    extra deno flags for the raftmeta nodes,
+                               e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+  RAFTMETA_BENCH_SERVER_FLAGS  extra raftmeta server flags, e.g. "--snapshot-entries 10000"`);
     return 0;
   }
   const seconds = values.seconds !== undefined ? Number(values.seconds) : values.quick ? 3 : 10;
