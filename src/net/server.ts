@@ -398,7 +398,12 @@ export class RaftServer {
       // at any index up to its last, and never moves a follower's matchIndex back (rule 4).
       const a = transfer.append;
       if (transfer.snapshot !== undefined) storage.saveSnapshot(transfer.snapshot);
-      storage.save({ term: a.term, votedFor: undefined, commitIndex: a.leaderCommit }, a.entries);
+      // The vote this node may have cast before it lost its data is gone. Its peers saw it up to
+      // some term; in the newest of those and the leader's it counts as having voted for itself,
+      // so it grants no second vote in a term where it may already have given one (rule 2).
+      const term = Math.max(a.term, ...[...transport!.peerInfo.values()].map((i) => i.seenTerm));
+      storage.save({ term, votedFor: nodeId, commitIndex: a.leaderCommit }, a.entries);
+      emit("join-vote-withheld", { term });
     }
     const persisted = storage.load();
     let store: MetadataStore;
