@@ -439,6 +439,7 @@ export class RaftServer {
       voters,
       fresh,
       term: node.term,
+      snapshotIndex: node.log.snapshotIndex,
       lastLogIndex: node.log.lastIndex,
       commitIndex: node.commitIndex,
       peerListen: transport?.listenAddress ?? null,
