@@ -63,7 +63,10 @@ export function drainReady<R>(node: RaftNode, hooks: HostHooks<R>): number {
         if (hooks.halted?.()) return batches;
       }
     } else {
-      hooks.flushDeferred?.();
+      if (hooks.flushDeferred !== undefined) {
+        hooks.flushDeferred();
+        if (hooks.halted?.()) return batches; // the host crashed while writing them
+      }
       saveReady(node, hooks.storage, ready);
       hooks.onPersisted?.(ready);
       if (hooks.halted?.()) return batches;
