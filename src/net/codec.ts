@@ -101,25 +101,23 @@ class Reader {
     return v === 1;
   }
   bytes(what: string, max: number): Uint8Array {
+    // A copy, so an entry kept in the log does not pin the whole frame buffer.
+    return this.#span(what, max).slice();
+  }
+  str(what: string): string {
+    // Decoded in place: a string keeps no reference to the frame buffer.
+    const s = strictText(this.#span(what, STRING_BYTES_MAX));
+    if (s === undefined) throw new FrameError(`${what} is not valid UTF-8`);
+    return s;
+  }
+  /** A length-prefixed field of at most `max` bytes, as a view into the frame. */
+  #span(what: string, max: number): Uint8Array {
     const n = this.u32(`${what} length`);
     if (n > max) throw new FrameError(`${what} is too long: ${n} bytes (most ${max})`);
     this.#need(n, what);
-    // A copy, so an entry kept in the log does not pin the whole frame buffer.
-    const out = this.#buf.slice(this.#pos, this.#pos + n);
+    const out = this.#buf.subarray(this.#pos, this.#pos + n);
     this.#pos += n;
     return out;
-  }
-  str(what: string): string {
-    const n = this.u32(`${what} length`);
-    if (n > STRING_BYTES_MAX) {
-      throw new FrameError(`${what} is too long: ${n} bytes (most ${STRING_BYTES_MAX})`);
-    }
-    this.#need(n, what);
-    // Decoded in place: a string keeps no reference to the frame buffer.
-    const s = strictText(this.#buf.subarray(this.#pos, this.#pos + n));
-    if (s === undefined) throw new FrameError(`${what} is not valid UTF-8`);
-    this.#pos += n;
-    return s;
   }
   end(): void {
     if (this.#pos !== this.#buf.length) {

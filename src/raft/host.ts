@@ -53,24 +53,18 @@ export function drainReady<R>(node: RaftNode, hooks: HostHooks<R>): number {
   while (node.hasReady()) {
     const ready = node.takeReady();
     batches++;
-    if (!ready.persistFirst) {
-      // A leader's batch: replicate while the write goes on (§10.2.1).
-      for (const m of ready.messages) hooks.send(m);
-      if (hooks.deferSave !== undefined) hooks.deferSave(ready);
-      else {
-        saveReady(node, hooks.storage, ready);
-        hooks.onPersisted?.(ready);
-        if (hooks.halted?.()) return batches;
-      }
-    } else {
-      if (hooks.flushDeferred !== undefined) {
+    // A leader's batch (`persistFirst` false) replicates while the write goes on (§10.2.1).
+    if (!ready.persistFirst) { for (const m of ready.messages) hooks.send(m); }
+    if (!ready.persistFirst && hooks.deferSave !== undefined) hooks.deferSave(ready);
+    else {
+      if (ready.persistFirst && hooks.flushDeferred !== undefined) {
         hooks.flushDeferred();
         if (hooks.halted?.()) return batches; // the host crashed while writing them
       }
       saveReady(node, hooks.storage, ready);
       hooks.onPersisted?.(ready);
       if (hooks.halted?.()) return batches;
-      for (const m of ready.messages) hooks.send(m);
+      if (ready.persistFirst) { for (const m of ready.messages) hooks.send(m); }
     }
     if (ready.snapshot !== undefined) {
       invariant(

@@ -372,11 +372,7 @@ export class FileStorage implements Storage {
    * everything stored at or after their first index.
    */
   save(hardState: HardState | undefined, entries: readonly RaftLogEntry[]): void {
-    this.#usable();
-    if (hardState === undefined && entries.length === 0) return;
-    this.#loaded = undefined;
-    this.#wal.append(hardState, entries);
-    this.#extra.saves++;
+    this.#append(hardState, entries, true);
   }
 
   /**
@@ -385,10 +381,19 @@ export class FileStorage implements Storage {
    * in parallel with replication (Raft dissertation §10.2.1); nothing acknowledges it meanwhile.
    */
   write(hardState: HardState | undefined, entries: readonly RaftLogEntry[]): void {
+    this.#append(hardState, entries, false);
+  }
+
+  #append(
+    hardState: HardState | undefined,
+    entries: readonly RaftLogEntry[],
+    sync: boolean,
+  ): void {
     this.#usable();
     if (hardState === undefined && entries.length === 0) return;
     this.#loaded = undefined;
-    this.#wal.write(hardState, entries);
+    if (sync) this.#wal.append(hardState, entries);
+    else this.#wal.write(hardState, entries);
     this.#extra.saves++;
   }
 
