@@ -715,3 +715,33 @@ Deno.test("ReadIndex: a heartbeat reply delayed across two leadership changes co
   const reads = n1.takeReady().readStates.filter((r) => r.readId === "r1" && r.ok);
   assert.deepEqual(reads, [], "a reply to a term-1 heartbeat must not confirm a term-3 read");
 });
+
+Deno.test("a follower that restarts with less log than the leader's matchIndex is repaired at once", () => {
+  const { nodes, run, campaign } = wired({ preVote: false, checkQuorum: true });
+  const n1 = nodes.get("n1")!;
+  campaign("n1");
+  run();
+  for (let i = 0; i < 6; i++) n1.propose(enc.encode(`PUT\n/k${i}\nv`));
+  run();
+  const n3 = nodes.get("n3")!;
+  assert.equal(n3.log.lastIndex, 7);
+  assert.equal(n1.status().progress.get("n3")!.matchIndex, 7);
+  // n3 comes back with the tail of its log gone (a damaged disk repaired by hand): it holds 3.
+  const restarted = mk("n3", {
+    config: { preVote: false, checkQuorum: true },
+    hardState: { ...n3.hardState, commitIndex: 3 },
+    entries: n3.log.slice(1, 4),
+    nowMs: n3.nowMs,
+  });
+  nodes.set("n3", restarted);
+  // Two heartbeat intervals of the same leader: the first finds the loss, the second proves it.
+  for (let beat = 0; beat < 2; beat++) {
+    n1.tick(n1.nowMs + n1.config.heartbeatIntervalMs);
+    run();
+  }
+  assert.equal(n1.role, "Leader");
+  assert.equal(n1.term, 1, "repaired without a leader change");
+  assert.equal(restarted.log.lastIndex, 7);
+  assert.equal(restarted.commitIndex, 7);
+  assert.equal(n1.status().progress.get("n3")!.matchIndex, 7);
+});

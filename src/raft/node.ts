@@ -901,6 +901,7 @@ export class RaftNode {
       this.#confirmReads();
     }
     if (m.success) {
+      if (m.readRound >= pr.lostLogRound) pr.lostLogRound = 0;
       // Within one term a success stays true, so even a late one may only raise matchIndex.
       const advanced = pr.acknowledge(m.matchIndex);
       if (pr.state === "Probe" && m.matchIndex >= pr.matchIndex) pr.becomeReplicate();
@@ -912,6 +913,20 @@ export class RaftNode {
       return;
     }
     if (pr.state === "Snapshot") return; // a rejection from before the snapshot started
+    // The follower says its log ends below matchIndex. Either the reply is stale (sent before the
+    // entries reached it: rule 4, ignore) or it lost acknowledged entries in a restart (a damaged
+    // disk) and would stay behind until a leader change. etcd's follower panics on a heartbeat's
+    // commit past its log; here the leader repairs it, once the loss is proven by an answer to a
+    // message sent after the suspicion arose (the same confirmation rounds as ReadIndex).
+    if (m.conflictTerm === 0 && m.conflictIndex >= 1 && m.conflictIndex <= pr.matchIndex) {
+      if (pr.lostLogRound !== 0 && m.readRound >= pr.lostLogRound) {
+        pr.resetLostLog(Math.max(m.conflictIndex, 1));
+      } else if (pr.lostLogRound === 0) {
+        pr.lostLogRound = ++this.#readRound;
+        this.#sendAppend(m.from, pr, false);
+      }
+      return;
+    }
     // Rule 4: a rejection of something we have moved past is stale and must not move us back.
     const stale = pr.state === "Replicate"
       ? m.rejectedIndex <= pr.matchIndex
