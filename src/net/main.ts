@@ -17,6 +17,9 @@ Usage: deno task serve [flags]
   --name ID                     node id (default n1)
   --cluster-id ID               cluster id; a data dir of another cluster is refused (default raftmeta)
   --data-dir DIR                data directory (default ./data)
+  --repair-wal                  start even if synced WAL records are missing at the end (a cut
+                                or deleted last segment): cut there and log it; acknowledged
+                                entries may be lost (default: refuse, naming file and offset)
   --listen-client HOST:PORT     client HTTP address (default 127.0.0.1:2379)
   --listen-peer HOST:PORT       peer address (default 127.0.0.1:2380)
   --peers ID=HOST:PORT,...      the other voters and their peer addresses (default: none,
@@ -90,6 +93,7 @@ async function main(args: string[]): Promise<number> {
       "max-request-bytes": { type: "string" },
       "request-timeout-ms": { type: "string" },
       join: { type: "boolean", default: false },
+      "repair-wal": { type: "boolean", default: false },
       "probe-ms": { type: "string" },
       "snapshot-entries": { type: "string" },
       "watchers-max": { type: "string" },
@@ -124,6 +128,7 @@ async function main(args: string[]): Promise<number> {
     requestBytesMax: int(values["max-request-bytes"], "--max-request-bytes"),
     requestTimeoutMs: int(values["request-timeout-ms"], "--request-timeout-ms"),
     join: values.join,
+    repairWal: values["repair-wal"],
     probeMs: int(values["probe-ms"], "--probe-ms"),
     snapshotEntries: int(values["snapshot-entries"], "--snapshot-entries"),
     watchersMax: int(values["watchers-max"], "--watchers-max"),

@@ -45,6 +45,8 @@ export interface ServerOptions {
   readonly clusterId?: string;
   /** Data directory. Default `"./data"`. */
   readonly dataDir?: string;
+  /** Start despite synced WAL records missing at the end (`--repair-wal`); every cut is logged. */
+  readonly repairWal?: boolean;
   /** Client HTTP address. Default 127.0.0.1:2379. Port 0 picks a free port. */
   readonly clientListen?: Address;
   /** Peer address. Default 127.0.0.1:2380. Port 0 picks a free port. */
@@ -387,12 +389,15 @@ export class RaftServer {
 
     let storage: FileStorage;
     try {
-      storage = FileStorage.open(dataDir, { clusterId, nodeId });
+      storage = FileStorage.open(dataDir, { clusterId, nodeId, repairWal: options.repairWal });
     } catch (e) {
       transport?.close();
       http?.close();
       throw new StartupError(`Cannot open data directory "${dataDir}": ${(e as Error).message}`);
     }
+    const torn = storage.tornTail;
+    if (torn !== undefined) emit("wal-cut", { ...torn, reason: `torn write: ${torn.reason}` });
+    for (const damage of storage.repaired) emit("wal-repaired", { damage });
     if (transfer !== undefined) {
       // The leader's whole log (snapshot and entries after it): the leader may remember this node
       // at any index up to its last, and never moves a follower's matchIndex back (rule 4).
