@@ -45,6 +45,7 @@ import {
   txnJson,
 } from "./etcd.ts";
 import { Histogram, renderMetrics } from "./metrics.ts";
+import { fetchErrorText, neverSent } from "./fetch_error.ts";
 import { encodeLogTransfer, type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
@@ -286,7 +287,7 @@ async function asLeader(
       ? undefined
       : server.clientUrlOf(leader);
     if (url !== undefined) {
-      const forwarded = await forward(server, url, req, body);
+      const forwarded = await forward(server, url, req, body, deadline - performance.now());
       if (forwarded.ok === true) return forwarded.response;
       if (forwarded.ok === "unknown" && session === undefined) {
         throw new HttpError(
@@ -312,6 +313,7 @@ async function forward(
   leaderUrl: string,
   req: Request,
   body: Uint8Array,
+  timeoutMs: number,
 ): Promise<{ ok: true; response: Response } | { ok: false | "unknown"; error: string }> {
   const url = new URL(req.url);
   const headers = new Headers();
@@ -327,7 +329,7 @@ async function forward(
       method: req.method,
       headers,
       body: req.method === "GET" || req.method === "HEAD" ? undefined : body.slice(),
-      signal: AbortSignal.timeout(server.requestTimeoutMs),
+      signal: AbortSignal.timeout(Math.max(1, timeoutMs)),
     });
     sent = true;
     const bytes = new Uint8Array(await res.arrayBuffer());
@@ -342,9 +344,8 @@ async function forward(
     out.set(LEADER_HEADER, leaderUrl);
     return { ok: true, response: new Response(bytes, { status: res.status, headers: out }) };
   } catch (e) {
-    const msg = (e as Error).message;
-    const neverArrived = !sent && /refused|os error 111|ECONNREFUSED/i.test(msg);
-    return { ok: neverArrived ? false : "unknown", error: msg };
+    // A refused connection never carried the request: safe to send again, to the next leader.
+    return { ok: !sent && neverSent(e) ? false : "unknown", error: fetchErrorText(e) };
   }
 }
 

@@ -210,7 +210,11 @@ export class RaftServer {
   #draining = false;
   #closed = false;
   #proposals = new Map<number, ProposalWaiter>();
-  #reads = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
+  /** Pending reads, each with the leader it asked (undefined when none was known). */
+  #reads = new Map<
+    string,
+    { resolve: () => void; reject: (e: Error) => void; askedLeader: NodeId | undefined }
+  >();
   #readsWaitingApply: { index: number; resolve: () => void }[] = [];
   #readSeq = 0;
   /** The hard state last made durable (term and vote must be, before any send). */
@@ -603,7 +607,7 @@ export class RaftServer {
     this.#usable();
     const readId = `${this.nodeId}.${++this.#readSeq}`;
     const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.#reads.set(readId, { resolve, reject });
+    this.#reads.set(readId, { resolve, reject, askedLeader: this.#node.leaderId });
     this.#after(timeoutMs, () => {
       if (!this.#reads.delete(readId)) return;
       reject(new HttpError(503, `No leader confirmed the read within ${timeoutMs} ms`, 14));
@@ -827,6 +831,22 @@ export class RaftServer {
     }
   }
 
+  /**
+   * Asks `leader` again for each pending read that asked another node: the one asked may be dead,
+   * and the read should not wait out its timeout while a new leader can confirm it now (§6.4).
+   * Whichever answer comes first serves the read; a later one finds no waiter.
+   */
+  #reaskReads(leader: NodeId): void {
+    let asked = false;
+    for (const [readId, r] of this.#reads) {
+      if (r.askedLeader === leader) continue;
+      r.askedLeader = leader;
+      this.#node.readIndex(readId);
+      asked = true;
+    }
+    if (asked) this.#scheduleDrain();
+  }
+
   #send(ready: Ready): void {
     for (const m of ready.messages) {
       if (this.#joinTarget !== undefined && withheld(m)) continue;
@@ -890,6 +910,7 @@ export class RaftServer {
         lastLogIndex: n.log.lastIndex,
       });
       this.#last = { role: n.role, term: n.term, leader: n.leaderId };
+      if (n.leaderId !== undefined) this.#reaskReads(n.leaderId);
       // A follower's pending proposals cannot finish here; they fail when their index is applied
       // with another entry, or time out.
     }
