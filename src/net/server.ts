@@ -36,6 +36,7 @@ import { Histogram } from "./metrics.ts";
 import { decodeMessages, encodeMessagesFrame } from "./codec.ts";
 import { HttpError } from "./etcd.ts";
 import { handleHttp } from "./http.ts";
+import { BrowserGuard } from "./browser_guard.ts";
 
 /** How to run one node. */
 export interface ServerOptions {
@@ -82,6 +83,14 @@ export interface ServerOptions {
   readonly watchBufferEventsMax?: number;
   /** How often idle watchers that asked for it get a progress notification. Default 1,000. */
   readonly watchProgressMs?: number;
+  /** Origins whose pages may make requests (etcd's `--cors`; `"*"` any). Default: none. */
+  readonly corsOrigins?: readonly string[];
+  /**
+   * Host names accepted in requests' Host header (etcd's `--host-whitelist`; `"*"` any). Default:
+   * on a loopback client address only localhost, 127.0.0.1 and ::1 (against DNS rebinding);
+   * otherwise any.
+   */
+  readonly hostWhitelist?: readonly string[];
 }
 
 /** Refused to start (with an exit code for the process). */
@@ -173,6 +182,8 @@ export class RaftServer {
   readonly clusterId: string;
   /** Limits and timeouts in force. */
   readonly requestBytesMax: number;
+  /** Checks the Host and Origin of client requests (see {@linkcode BrowserGuard}). */
+  readonly browserGuard: BrowserGuard;
   /** How long a request may wait. */
   readonly requestTimeoutMs: number;
   /** Counters. */
@@ -264,6 +275,7 @@ export class RaftServer {
     this.#log = options.log ?? ((line) => console.log(line));
     this.requestBytesMax = options.requestBytesMax ?? 1.5 * 1024 * 1024;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
+    this.browserGuard = browserGuardOf(options);
     this.#seenTerms = seen;
     this.#joinTarget = joinTarget;
     this.#last = { role: node.role, term: node.term, leader: node.leaderId };
@@ -302,6 +314,11 @@ export class RaftServer {
     const log = options.log ?? ((line: string) => console.log(line));
     const emit = (event: string, fields: Record<string, unknown>) =>
       log(JSON.stringify({ ts: new Date().toISOString(), node: nodeId, event, ...fields }));
+    try {
+      browserGuardOf(options); // refuse a bad origin before anything is opened
+    } catch (e) {
+      throw new StartupError((e as Error).message);
+    }
     if (peers.has(nodeId)) throw new StartupError(`--peers must not list this node "${nodeId}"`);
 
     const fresh = !exists(`${dataDir}/meta.json`);
@@ -1118,6 +1135,14 @@ function writeSeen(dir: string, seen: Map<NodeId, number>): void {
  * Binds the client port at once (so the URL is known to peers during the handshake) and serves
  * requests later: until `serve` is called, requests get a 503.
  */
+function browserGuardOf(options: ServerOptions): BrowserGuard {
+  return new BrowserGuard({
+    corsOrigins: options.corsOrigins,
+    hostWhitelist: options.hostWhitelist,
+    listenHostname: options.clientListen?.hostname ?? "127.0.0.1",
+  });
+}
+
 function startHttpDeferred(listen: Address): {
   url: string;
   serve: (
