@@ -627,7 +627,9 @@ export class RaftServer {
     this.#reads.set(readId, { resolve, reject, askedLeader: this.#node.leaderId });
     this.#after(timeoutMs, () => {
       if (!this.#reads.delete(readId)) return;
-      reject(new HttpError(503, `No leader confirmed the read within ${timeoutMs} ms`, 14));
+      reject(
+        new HttpError(503, `No leader confirmed the read within ${Math.round(timeoutMs)} ms`, 14),
+      );
     });
     this.#node.readIndex(readId);
     this.#scheduleDrain();
