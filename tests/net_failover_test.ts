@@ -65,6 +65,55 @@ Deno.test("net: survivors of a killed leader take writes and reads once a new le
   }
 });
 
+Deno.test("net: a forwarded request cut off at a dying leader is resent only when that is safe", async () => {
+  const cluster = ProcessCluster.start(3);
+  try {
+    const leader = await cluster.waitForLeader();
+    const follower = cluster.nodes.find((n) => n !== leader)!;
+    for (let i = 0; i < 500 && (await follower.local())?.leader !== leader.id; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const grant = await post(`${leader.url}/v3/lease/grant`, '{"TTL": 60}');
+    assert.equal(grant.status, 200);
+    const forwarded = async () => {
+      const text = await (await fetch(`${follower.url}/metrics`)).text();
+      return Number(/^raftmeta_forwarded_requests_total (\d+)$/m.exec(text)?.[1] ?? 0);
+    };
+    const before = await forwarded();
+    // A stopped leader's kernel still accepts the connections and takes the requests; killing it
+    // then resets them: each request was sent, and its outcome at the leader is unknown.
+    leader.signal("SIGSTOP");
+    const keepAlive = post(`${follower.url}/v3/lease/keepalive`, `{"ID": "${grant.json.ID}"}`);
+    const plainPut = post(
+      `${follower.url}/v3/kv/put`,
+      JSON.stringify({ key: b64("/cut/plain"), value: b64("v") }),
+    );
+    const sessionPut = post(
+      `${follower.url}/v3/kv/put`,
+      JSON.stringify({ key: b64("/cut/session"), value: b64("v") }),
+      { "raftmeta-client-id": "cut-test", "raftmeta-seq": "1" },
+    );
+    for (let i = 0; i < 500 && (await forwarded()) < before + 3; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(await forwarded(), before + 3, "the three requests went to the stopped leader");
+    await new Promise((r) => setTimeout(r, 100)); // the request bytes reach its socket
+    leader.signal("SIGKILL");
+    await leader.exited;
+
+    const plain = await plainPut;
+    assert.equal(plain.status, 504, JSON.stringify(plain.json));
+    assert.match(plain.json.error, /its outcome is unknown/);
+    const session = await sessionPut;
+    assert.equal(session.status, 200, JSON.stringify(session.json));
+    const renewed = await keepAlive;
+    assert.equal(renewed.status, 200, JSON.stringify(renewed.json));
+    assert.equal(renewed.json.result.ID, grant.json.ID);
+  } finally {
+    await cluster.stop();
+  }
+});
+
 Deno.test("net: a failed fetch is 'never sent' only when no connection was made", async (t) => {
   await t.step("a refused connection (Deno 2.9: 'fetch failed', detail in its cause)", async () => {
     const error = await fetch(`http://127.0.0.1:${freePort()}/`, { method: "POST", body: "x" })

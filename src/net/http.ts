@@ -306,6 +306,8 @@ async function asLeader(
   body: Uint8Array,
   session: { clientId: ClientId; seq: number } | undefined,
   local: () => Promise<Response>,
+  // A session makes a resent write apply once; an idempotent request is safe to resend anyway.
+  resendable = session !== undefined,
 ): Promise<Response> {
   const deadline = performance.now() + server.requestTimeoutMs;
   let lastError = "no leader is known";
@@ -328,7 +330,7 @@ async function asLeader(
     if (url !== undefined) {
       const forwarded = await forward(server, url, req, body, deadline - performance.now());
       if (forwarded.ok === true) return forwarded.response;
-      if (forwarded.ok === "unknown" && session === undefined) {
+      if (forwarded.ok === "unknown" && !resendable) {
         throw new HttpError(
           504,
           `The leader ${leader} failed while handling the forwarded write (${forwarded.error}); its outcome is unknown`,
@@ -599,7 +601,7 @@ function atLeaseLeader(
       if (answer !== undefined) return Response.json(answer);
       throw new HttpError(404, `etcdserver: requested lease not found (${e.message})`, 5);
     }
-  });
+  }, true); // a keep-alive or time-to-live done twice does no harm
 }
 
 // ---- Lease keep-alive ----------------------------------------------------------------------------
