@@ -40,8 +40,9 @@ Usage: deno task serve [flags]
                                 slow (default 10000)
   --watch-progress-ms N         progress notification period for idle watchers (default 1000)
   --cors ORIGIN,...             origins whose web pages may call this node, e.g.
-                                http://localhost:8080 ("*" any; default none: a request with an
-                                Origin header is refused with 403, so are CORS preflights)
+                                http://localhost:8080 ("*" any, "null" a page opened from disk;
+                                default none: a request with an Origin header is refused with
+                                403, so are CORS preflights)
   --host-whitelist NAME,...     Host header names accepted ("*" any; default on a loopback
                                 --listen-client: localhost,127.0.0.1,::1, else any); others get
                                 421, a defence against DNS rebinding
