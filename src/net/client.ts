@@ -29,6 +29,7 @@ import type {
   TxnOp,
   TxnResponse,
 } from "../kv/types.ts";
+import { fetchErrorText, neverSent } from "./fetch_error.ts";
 import type { CoordClient } from "../coord/client.ts";
 import type { WatchOptions, WatchResponse, WatchStream } from "../coord/watch.ts";
 
@@ -511,7 +512,7 @@ export class RaftmetaClient {
       } catch (e) {
         if (signal?.aborted) return;
         if (e instanceof RaftmetaError) throw e;
-        lastError = `${base}: ${(e as Error).message}`;
+        lastError = `${base}: ${fetchErrorText(e)}`;
         this.#leaderUrl = undefined;
         failingSince ??= performance.now();
         await sleep(50, signal);
@@ -627,7 +628,7 @@ export class RaftmetaClient {
           if (options.signal?.aborted) return;
           throw e;
         }
-        lastError = `${base}: ${(e as Error).message}`;
+        lastError = `${base}: ${fetchErrorText(e)}`;
         failingSince ??= performance.now();
         await sleep(50, options.signal);
       } finally {
@@ -709,9 +710,9 @@ export class RaftmetaClient {
         });
       } catch (e) {
         // The node may be down, or the answer lost: try another; the session makes a retried
-        // write safe.
-        lastError = `${base}: ${(e as Error).message}`;
-        if (seq !== undefined) maybeApplied = true;
+        // write safe. A refused connection never carried the write.
+        lastError = `${base}: ${fetchErrorText(e)}`;
+        if (seq !== undefined && !neverSent(e)) maybeApplied = true;
         this.#leaderUrl = undefined;
         continue;
       }

@@ -45,6 +45,7 @@ import {
   txnJson,
 } from "./etcd.ts";
 import { Histogram, renderMetrics } from "./metrics.ts";
+import { fetchErrorText, neverSent } from "./fetch_error.ts";
 import { encodeLogTransfer, type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
@@ -84,12 +85,16 @@ export async function handleHttp(
   let response: Response;
   try {
     const url = new URL(req.url);
+    server.browserGuard.check(req);
     // etcd 3.4's gateway also serves revoke, timetolive and leases under /v3/kv/lease/.
     const path = url.pathname.replace(/^\/v3(beta|alpha)\//, "/v3/").replace(
       /^\/v3\/kv\/lease\//,
       "/v3/lease/",
     );
-    if (ROUTES.has(path)) {
+    const methods = methodsOf(path);
+    if (req.method === "OPTIONS" && methods !== undefined) {
+      response = server.browserGuard.options(req, methods);
+    } else if (ROUTES.has(path)) {
       route = path;
       response = await etcdRoute(server, req, path);
     } else if (path === "/v1/kv" || path.startsWith("/v1/kv/")) {
@@ -118,6 +123,7 @@ export async function handleHttp(
       });
     } else if (path === "/health") {
       route = path;
+      requireMethod(req, ["GET"]);
       const ok = server.node.leaderId !== undefined;
       response = Response.json({ health: String(ok) }, { status: ok ? 200 : 503 });
     } else {
@@ -136,6 +142,7 @@ export async function handleHttp(
       response.headers.set(LEADER_HEADER, leaderUrl);
     } catch { /* immutable headers of a forwarded response */ }
   }
+  server.browserGuard.decorate(req, response);
   return response;
 }
 
@@ -160,16 +167,34 @@ function errorResponse(server: RaftServer, e: unknown): Response {
     server.logEvent("http-internal-error", { error: message });
   }
   if (status >= 400 && status < 500) server.counters.badRequests++;
-  return Response.json({ error: message, code, message }, { status });
+  const headers = e instanceof MethodNotAllowed ? { allow: e.allow } : undefined;
+  return Response.json({ error: message, code, message }, { status, headers });
+}
+
+/** The methods a path is served with (HEAD wherever GET), or undefined for an unknown path. */
+function methodsOf(path: string): string[] | undefined {
+  if (ROUTES.has(path)) return ["POST"];
+  if (path === "/v1/kv" || path.startsWith("/v1/kv/")) return ["GET", "HEAD", "PUT", "DELETE"];
+  if (["/v1/status", "/v1/raft/log", "/metrics", "/health"].includes(path)) return ["GET", "HEAD"];
+  return undefined;
 }
 
 function requireMethod(req: Request, methods: string[]): void {
-  if (!methods.includes(req.method)) {
-    throw new HttpError(
+  // HEAD is GET without the body (Deno.serve drops it).
+  const method = req.method === "HEAD" ? "GET" : req.method;
+  if (!methods.includes(method)) throw new MethodNotAllowed(req.method, methods);
+}
+
+/** A 405, with the `Allow` list its response must carry (RFC 9110 §15.5.6). */
+class MethodNotAllowed extends HttpError {
+  readonly allow: string;
+  constructor(method: string, methods: string[]) {
+    super(
       405,
-      `Method ${req.method} is not allowed here; use ${methods.join(" or ")}`,
+      `Method ${JSON.stringify(method)} is not allowed here; use ${methods.join(" or ")}`,
       12,
     );
+    this.allow = [...methods, ...(methods.includes("GET") ? ["HEAD"] : []), "OPTIONS"].join(", ");
   }
 }
 
@@ -182,13 +207,26 @@ async function readBody(req: Request, max: number): Promise<Uint8Array> {
   if (req.body === null) return new Uint8Array(0);
   // Declared and small enough: one read (the reader loop below cost about 2% of a leader's CPU).
   if (declared !== null && /^\d{1,10}$/.test(declared)) {
-    return new Uint8Array(await req.arrayBuffer());
+    try {
+      return new Uint8Array(await req.arrayBuffer());
+    } catch {
+      // The client closed its side before sending what it declared: its request, not our fault.
+      throw badRequest(
+        `Request body is shorter than its Content-Length of ${declared} bytes (the connection closed first)`,
+      );
+    }
   }
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
   while (true) {
-    const { done, value } = await reader.read();
+    let read;
+    try {
+      read = await reader.read();
+    } catch {
+      throw badRequest(`Request body broke off after ${total} bytes (the connection closed first)`);
+    }
+    const { done, value } = read;
     if (done) break;
     total += value.length;
     if (total > max) {
@@ -229,7 +267,9 @@ function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefine
     throw badRequest(`Headers ${CLIENT_ID_HEADER} and ${SEQ_HEADER} go together`);
   }
   if (clientId.length === 0 || clientId.length > 128) {
-    throw badRequest(`Header ${CLIENT_ID_HEADER} must have 1 to 128 characters`);
+    throw badRequest(
+      `Header ${CLIENT_ID_HEADER} must have 1 to 128 characters: ${JSON.stringify(clientId)}`,
+    );
   }
   if (!/^\d{1,15}$/.test(seqText) || Number(seqText) < 1) {
     throw badRequest(`Header ${SEQ_HEADER} must be a positive integer: ${JSON.stringify(seqText)}`);
@@ -266,6 +306,8 @@ async function asLeader(
   body: Uint8Array,
   session: { clientId: ClientId; seq: number } | undefined,
   local: () => Promise<Response>,
+  // A session makes a resent write apply once; an idempotent request is safe to resend anyway.
+  resendable = session !== undefined,
 ): Promise<Response> {
   const deadline = performance.now() + server.requestTimeoutMs;
   let lastError = "no leader is known";
@@ -286,9 +328,9 @@ async function asLeader(
       ? undefined
       : server.clientUrlOf(leader);
     if (url !== undefined) {
-      const forwarded = await forward(server, url, req, body);
+      const forwarded = await forward(server, url, req, body, deadline - performance.now());
       if (forwarded.ok === true) return forwarded.response;
-      if (forwarded.ok === "unknown" && session === undefined) {
+      if (forwarded.ok === "unknown" && !resendable) {
         throw new HttpError(
           504,
           `The leader ${leader} failed while handling the forwarded write (${forwarded.error}); its outcome is unknown`,
@@ -312,6 +354,7 @@ async function forward(
   leaderUrl: string,
   req: Request,
   body: Uint8Array,
+  timeoutMs: number,
 ): Promise<{ ok: true; response: Response } | { ok: false | "unknown"; error: string }> {
   const url = new URL(req.url);
   const headers = new Headers();
@@ -327,7 +370,7 @@ async function forward(
       method: req.method,
       headers,
       body: req.method === "GET" || req.method === "HEAD" ? undefined : body.slice(),
-      signal: AbortSignal.timeout(server.requestTimeoutMs),
+      signal: AbortSignal.timeout(Math.max(1, timeoutMs)),
     });
     sent = true;
     const bytes = new Uint8Array(await res.arrayBuffer());
@@ -342,9 +385,8 @@ async function forward(
     out.set(LEADER_HEADER, leaderUrl);
     return { ok: true, response: new Response(bytes, { status: res.status, headers: out }) };
   } catch (e) {
-    const msg = (e as Error).message;
-    const neverArrived = !sent && /refused|os error 111|ECONNREFUSED/i.test(msg);
-    return { ok: neverArrived ? false : "unknown", error: msg };
+    // A refused connection never carried the request: safe to send again, to the next leader.
+    return { ok: !sent && neverSent(e) ? false : "unknown", error: fetchErrorText(e) };
   }
 }
 
@@ -559,7 +601,7 @@ function atLeaseLeader(
       if (answer !== undefined) return Response.json(answer);
       throw new HttpError(404, `etcdserver: requested lease not found (${e.message})`, 5);
     }
-  });
+  }, true); // a keep-alive or time-to-live done twice does no harm
 }
 
 // ---- Lease keep-alive ----------------------------------------------------------------------------
@@ -814,7 +856,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     throw badRequest("Key is missing: use /v1/kv/<key>, or /v1/kv/?prefix for every key");
   }
   const range: KeyRange = prefix ? { prefix: key } : { key };
-  if (req.method === "GET") {
+  if (req.method === "GET" || req.method === "HEAD") {
     if (flag(url, "serializable")) server.counters.readsSerializable++;
     else await linearizable(server);
     const result: RangeResponse = server.store.range(range);

@@ -42,6 +42,13 @@ Usage: deno task serve [flags]
   --watch-buffer-events N       events a watcher may leave unread before it is cancelled as
                                 slow (default 10000)
   --watch-progress-ms N         progress notification period for idle watchers (default 1000)
+  --cors ORIGIN,...             origins whose web pages may call this node, e.g.
+                                http://localhost:8080 ("*" any, "null" a page opened from disk;
+                                default none: a request with an Origin header is refused with
+                                403, so are CORS preflights)
+  --host-whitelist NAME,...     Host header names accepted ("*" any; default on a loopback
+                                --listen-client: localhost,127.0.0.1,::1, else any); others get
+                                421, a defence against DNS rebinding
   -h, --help                    this text
 
 Logs are JSON lines on stdout. Stop with Ctrl-C (SIGINT) or SIGTERM.
@@ -75,6 +82,10 @@ function int(v: string | undefined, what: string): number | undefined {
   return Number(v);
 }
 
+function list(v: string | undefined): string[] | undefined {
+  return v?.split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -99,6 +110,8 @@ async function main(args: string[]): Promise<number> {
       "watchers-max": { type: "string" },
       "watch-buffer-events": { type: "string" },
       "watch-progress-ms": { type: "string" },
+      cors: { type: "string" },
+      "host-whitelist": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -134,6 +147,8 @@ async function main(args: string[]): Promise<number> {
     watchersMax: int(values["watchers-max"], "--watchers-max"),
     watchBufferEventsMax: int(values["watch-buffer-events"], "--watch-buffer-events"),
     watchProgressMs: int(values["watch-progress-ms"], "--watch-progress-ms"),
+    corsOrigins: list(values.cors),
+    hostWhitelist: list(values["host-whitelist"]),
   });
   const stop = () => {
     server.logEvent("stopping", {});

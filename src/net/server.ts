@@ -36,6 +36,7 @@ import { Histogram } from "./metrics.ts";
 import { decodeMessages, encodeMessagesFrame } from "./codec.ts";
 import { HttpError } from "./etcd.ts";
 import { handleHttp } from "./http.ts";
+import { BrowserGuard } from "./browser_guard.ts";
 
 /** How to run one node. */
 export interface ServerOptions {
@@ -84,6 +85,14 @@ export interface ServerOptions {
   readonly watchBufferEventsMax?: number;
   /** How often idle watchers that asked for it get a progress notification. Default 1,000. */
   readonly watchProgressMs?: number;
+  /** Origins whose pages may make requests (etcd's `--cors`; `"*"` any). Default: none. */
+  readonly corsOrigins?: readonly string[];
+  /**
+   * Host names accepted in requests' Host header (etcd's `--host-whitelist`; `"*"` any). Default:
+   * on a loopback client address only localhost, 127.0.0.1 and ::1 (against DNS rebinding);
+   * otherwise any.
+   */
+  readonly hostWhitelist?: readonly string[];
 }
 
 /** Refused to start (with an exit code for the process). */
@@ -175,6 +184,8 @@ export class RaftServer {
   readonly clusterId: string;
   /** Limits and timeouts in force. */
   readonly requestBytesMax: number;
+  /** Checks the Host and Origin of client requests (see {@linkcode BrowserGuard}). */
+  readonly browserGuard: BrowserGuard;
   /** How long a request may wait. */
   readonly requestTimeoutMs: number;
   /** Counters. */
@@ -212,7 +223,11 @@ export class RaftServer {
   #draining = false;
   #closed = false;
   #proposals = new Map<number, ProposalWaiter>();
-  #reads = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
+  /** Pending reads, each with the leader it asked (undefined when none was known). */
+  #reads = new Map<
+    string,
+    { resolve: () => void; reject: (e: Error) => void; askedLeader: NodeId | undefined }
+  >();
   #readsWaitingApply: { index: number; resolve: () => void }[] = [];
   #readSeq = 0;
   /** The hard state last made durable (term and vote must be, before any send). */
@@ -262,6 +277,7 @@ export class RaftServer {
     this.#log = options.log ?? ((line) => console.log(line));
     this.requestBytesMax = options.requestBytesMax ?? 1.5 * 1024 * 1024;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
+    this.browserGuard = browserGuardOf(options);
     this.#seenTerms = seen;
     this.#joinTarget = joinTarget;
     this.#last = { role: node.role, term: node.term, leader: node.leaderId };
@@ -300,6 +316,11 @@ export class RaftServer {
     const log = options.log ?? ((line: string) => console.log(line));
     const emit = (event: string, fields: Record<string, unknown>) =>
       log(JSON.stringify({ ts: new Date().toISOString(), node: nodeId, event, ...fields }));
+    try {
+      browserGuardOf(options); // refuse a bad origin before anything is opened
+    } catch (e) {
+      throw new StartupError((e as Error).message);
+    }
     if (peers.has(nodeId)) throw new StartupError(`--peers must not list this node "${nodeId}"`);
 
     const fresh = !exists(`${dataDir}/meta.json`);
@@ -608,10 +629,12 @@ export class RaftServer {
     this.#usable();
     const readId = `${this.nodeId}.${++this.#readSeq}`;
     const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.#reads.set(readId, { resolve, reject });
+    this.#reads.set(readId, { resolve, reject, askedLeader: this.#node.leaderId });
     this.#after(timeoutMs, () => {
       if (!this.#reads.delete(readId)) return;
-      reject(new HttpError(503, `No leader confirmed the read within ${timeoutMs} ms`, 14));
+      reject(
+        new HttpError(503, `No leader confirmed the read within ${Math.round(timeoutMs)} ms`, 14),
+      );
     });
     this.#node.readIndex(readId);
     this.#scheduleDrain();
@@ -832,6 +855,22 @@ export class RaftServer {
     }
   }
 
+  /**
+   * Asks `leader` again for each pending read that asked another node: the one asked may be dead,
+   * and the read should not wait out its timeout while a new leader can confirm it now (§6.4).
+   * Whichever answer comes first serves the read; a later one finds no waiter.
+   */
+  #reaskReads(leader: NodeId): void {
+    let asked = false;
+    for (const [readId, r] of this.#reads) {
+      if (r.askedLeader === leader) continue;
+      r.askedLeader = leader;
+      this.#node.readIndex(readId);
+      asked = true;
+    }
+    if (asked) this.#scheduleDrain();
+  }
+
   #send(ready: Ready): void {
     for (const m of ready.messages) {
       if (this.#joinTarget !== undefined && withheld(m)) continue;
@@ -895,6 +934,7 @@ export class RaftServer {
         lastLogIndex: n.log.lastIndex,
       });
       this.#last = { role: n.role, term: n.term, leader: n.leaderId };
+      if (n.leaderId !== undefined) this.#reaskReads(n.leaderId);
       // A follower's pending proposals cannot finish here; they fail when their index is applied
       // with another entry, or time out.
     }
@@ -1102,6 +1142,14 @@ function writeSeen(dir: string, seen: Map<NodeId, number>): void {
  * Binds the client port at once (so the URL is known to peers during the handshake) and serves
  * requests later: until `serve` is called, requests get a 503.
  */
+function browserGuardOf(options: ServerOptions): BrowserGuard {
+  return new BrowserGuard({
+    corsOrigins: options.corsOrigins,
+    hostWhitelist: options.hostWhitelist,
+    listenHostname: options.clientListen?.hostname ?? "127.0.0.1",
+  });
+}
+
 function startHttpDeferred(listen: Address): {
   url: string;
   serve: (
