@@ -14,6 +14,7 @@
 
 import { ByteWriter, isUtf8, quote, quoteBytes, strictText, utf8, utf8Length } from "./bytes.ts";
 import {
+  type AlarmCommand,
   type ClientId,
   type Command,
   type Compare,
@@ -26,7 +27,6 @@ import {
   type LeaseGrantCommand,
   type LeaseRevokeCommand,
   type PlainCommand,
-  type AlarmCommand,
   type PutCommand,
   type RangeCommand,
   type TxnOp,
@@ -237,13 +237,19 @@ function validatePlain(command: unknown, inTxn: boolean): asserts command is Pla
       return;
     case "alarm":
       if (!ALARM_ACTIONS.includes(c.action as "activate")) {
-        throw new CommandError(`Alarm action must be "activate" or "deactivate": ${quote(String(c.action))}`);
+        throw new CommandError(
+          `Alarm action must be "activate" or "deactivate": ${quote(String(c.action))}`,
+        );
       }
       if (!ALARM_TYPES.includes(c.alarm as "NOSPACE")) {
         throw new CommandError(`Alarm must be "NOSPACE": ${quote(String(c.alarm))}`);
       }
       if (typeof c.memberId !== "string" || c.memberId.length > 256) {
-        throw new CommandError(`Alarm member id must be a string of at most 256 characters: ${quote(String(c.memberId))}`);
+        throw new CommandError(
+          `Alarm member id must be a string of at most 256 characters: ${
+            quote(String(c.memberId))
+          }`,
+        );
       }
       if (c.memberId === "" && c.action === "activate") {
         throw new CommandError(`An alarm is raised by a member: member id must not be empty`);
@@ -679,13 +685,20 @@ function readOp(r: Reader, tag: number, inTxn: boolean): PlainCommand {
       return { type: "txn", compare, success, failure };
     }
     case CommandTag.alarm: {
-      if (inTxn) throw new CommandError(`A transaction may hold only put, delete and range: tag 0x09`);
+      if (inTxn) {
+        throw new CommandError(`A transaction may hold only put, delete and range: tag 0x09`);
+      }
       const action = ALARM_ACTIONS[r.u8()];
       const alarm = ALARM_TYPES[r.u8()];
       if (action === undefined || alarm === undefined) {
         throw new CommandError(`Unknown alarm action or type`);
       }
-      return { type: "alarm", action, alarm, memberId: r.str("Alarm member id") } satisfies AlarmCommand;
+      return {
+        type: "alarm",
+        action,
+        alarm,
+        memberId: r.str("Alarm member id"),
+      } satisfies AlarmCommand;
     }
     case CommandTag.leaseGrant:
     case CommandTag.leaseRevoke:
