@@ -173,11 +173,12 @@ function errorResponse(server: RaftServer, e: unknown): Response {
     server.logEvent("http-internal-error", { error: message });
   }
   if (status >= 400 && status < 500) server.counters.badRequests++;
+  const headers = new Headers();
   const retryAfter = e instanceof HttpError ? e.retryAfterSeconds : undefined;
-  return Response.json({ error: message, code, message }, {
-    status,
-    headers: retryAfter === undefined ? undefined : { "retry-after": String(retryAfter) },
-  });
+  if (retryAfter !== undefined) headers.set("retry-after", String(retryAfter));
+  // A body that did not arrive in time is not drained: the connection goes.
+  if (status === 408) headers.set("connection", "close");
+  return Response.json({ error: message, code, message }, { status, headers });
 }
 
 function requireMethod(req: Request, methods: string[]): void {
