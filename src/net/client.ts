@@ -547,6 +547,18 @@ export class RaftmetaClient {
   }
 
   /**
+   * The raised alarms (`POST /v3/maintenance/alarm`), or with `"disarm"` clears every NOSPACE
+   * alarm first; each as etcd's `{ memberID, alarm }`.
+   */
+  async alarm(action: "list" | "disarm"): Promise<{ memberID: string; alarm: string }[]> {
+    const body = action === "list"
+      ? { action: "GET" }
+      : { action: "DEACTIVATE", memberID: "0", alarm: "NOSPACE" };
+    const r = await this.#request("/v3/maintenance/alarm", body, undefined);
+    return r.alarms ?? [];
+  }
+
+  /**
    * Watches `range` (`POST /v3/watch`): yields the events of each revision in order. When the
    * connection breaks or the node cancels the watch (it stops, or the watcher fell behind), the
    * watch is opened again on another endpoint from the next revision it owes: no gap, no repeat.

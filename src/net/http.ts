@@ -13,7 +13,7 @@ import { CommandError } from "../kv/command.ts";
 import { CompactedError } from "../kv/history.ts";
 import { LeaseError } from "../coord/lease_manager.ts";
 import { WatchError, type WatchStream } from "../coord/watch.ts";
-import type { ApplyResult } from "../kv/store.ts";
+import { type ApplyResult, NOSPACE_ERROR } from "../kv/store.ts";
 import type {
   ClientId,
   CommandResponse,
@@ -30,6 +30,7 @@ import {
   headerJson,
   HttpError,
   id64,
+  parseAlarm,
   parseCompaction,
   parseDeleteRange,
   parseLeaseGrant,
@@ -65,6 +66,7 @@ const ROUTES = new Set([
   "/v3/kv/deleterange",
   "/v3/kv/txn",
   "/v3/maintenance/status",
+  "/v3/maintenance/alarm",
   "/v3/kv/compaction",
   "/v3/lease/grant",
   "/v3/lease/revoke",
@@ -83,7 +85,16 @@ export async function handleHttp(
   const started = performance.now();
   let route = "other";
   let response: Response;
+  const admitted = server.admitRequest();
   try {
+    if (!admitted) {
+      throw new HttpError(
+        503,
+        `Too many requests in flight on this node: ${server.httpRequestsMax} (retry later)`,
+        14,
+        1,
+      );
+    }
     const url = new URL(req.url);
     server.browserGuard.check(req);
     // etcd 3.4's gateway also serves revoke, timetolive and leases under /v3/kv/lease/.
@@ -131,6 +142,8 @@ export async function handleHttp(
     }
   } catch (e) {
     response = errorResponse(server, e);
+  } finally {
+    if (admitted) server.releaseRequest();
   }
   let h = server.requestSeconds.get(route);
   if (h === undefined) server.requestSeconds.set(route, h = new Histogram());
@@ -167,7 +180,12 @@ function errorResponse(server: RaftServer, e: unknown): Response {
     server.logEvent("http-internal-error", { error: message });
   }
   if (status >= 400 && status < 500) server.counters.badRequests++;
-  const headers = e instanceof MethodNotAllowed ? { allow: e.allow } : undefined;
+  const headers = new Headers();
+  if (e instanceof MethodNotAllowed) headers.set("allow", e.allow);
+  const retryAfter = e instanceof HttpError ? e.retryAfterSeconds : undefined;
+  if (retryAfter !== undefined) headers.set("retry-after", String(retryAfter));
+  // A body that did not arrive in time is not drained: the connection goes.
+  if (status === 408) headers.set("connection", "close");
   return Response.json({ error: message, code, message }, { status, headers });
 }
 
@@ -198,8 +216,38 @@ class MethodNotAllowed extends HttpError {
   }
 }
 
-/** Reads the body, refusing more than `max` bytes without reading them all. */
-async function readBody(req: Request, max: number): Promise<Uint8Array> {
+/**
+ * Reads the body, refusing more than `requestBytesMax` bytes without reading them all, and a body
+ * that has not arrived within `bodyReadTimeoutMs` (a slow client must not hold a request open).
+ */
+async function readBody(server: RaftServer, req: Request): Promise<Uint8Array> {
+  const timeoutMs = server.bodyReadTimeoutMs;
+  let timedOut: () => void = () => {};
+  const deadline = new Promise<never>((_, reject) => {
+    timedOut = () =>
+      reject(
+        new HttpError(408, `Request body did not arrive within ${timeoutMs} ms`, 4),
+      );
+  });
+  deadline.catch(() => {});
+  let done = false;
+  server.afterMs(timeoutMs, () => {
+    if (!done) timedOut();
+  });
+  const read = readBodyBounded(req, server.requestBytesMax);
+  read.catch(() => {});
+  try {
+    return await Promise.race([read, deadline]);
+  } catch (e) {
+    // Give up on the stream: the connection is closed rather than drained.
+    if (e instanceof HttpError && e.status === 408) req.body?.cancel().catch(() => {});
+    throw e;
+  } finally {
+    done = true;
+  }
+}
+
+async function readBodyBounded(req: Request, max: number): Promise<Uint8Array> {
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > max) {
     throw new HttpError(413, `Request body is too large: ${declared} bytes (most ${max})`, 8);
@@ -279,6 +327,11 @@ function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefine
 
 /** Each server's ids as etcd's uint64s, hashed once (BigInt FNV per request showed in profiles). */
 const ids = new WeakMap<RaftServer, { clusterId: bigint; memberId: bigint }>();
+
+/** A member's id as etcd's uint64 (the same hash as the header's member_id). */
+function memberId64(server: RaftServer, nodeId: string): bigint {
+  return id64(`${server.clusterId}/${nodeId}`);
+}
 
 function header(server: RaftServer, revision = server.store.revision): Json {
   let id = ids.get(server);
@@ -418,6 +471,8 @@ function settle(result: ApplyResult): CommandResponse {
     case "rejected":
       // etcd answers a put with an unknown lease with NotFound.
       if (/^Lease \d+ not found/.test(result.error)) throw new HttpError(404, result.error, 5);
+      // etcd's gateway answers ResourceExhausted with 429.
+      if (result.error === NOSPACE_ERROR) throw new HttpError(429, result.error, 8);
       throw badRequest(result.error);
     case "stale":
     case "unknownSession":
@@ -430,7 +485,7 @@ function settle(result: ApplyResult): CommandResponse {
 async function etcdRoute(server: RaftServer, req: Request, path: string): Promise<Response> {
   requireMethod(req, ["POST"]);
   if (path === "/v3/lease/keepalive") return await keepAliveRoute(server, req);
-  const bytes = await readBody(req, server.requestBytesMax);
+  const bytes = await readBody(server, req);
   const body = parseJson(bytes);
   const session = sessionOf(req);
   const write = (command: PlainCommand, render: (r: CommandResponse) => Json) =>
@@ -543,6 +598,43 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
     }
     case "/v3/watch":
       return watchRoute(server, body);
+    case "/v3/maintenance/alarm": {
+      const a = parseAlarm(body);
+      const render = (alarms: readonly { memberId: string; alarm: string }[]) => {
+        const out: Json = { header: header(server) };
+        const list = alarms.filter((m) => a.alarm === "NONE" || m.alarm === a.alarm)
+          .filter((m) =>
+            a.action === "GET" || a.memberId === 0n || memberId64(server, m.memberId) === a.memberId
+          );
+        // etcd's gateway omits an empty list.
+        if (list.length > 0) {
+          out.alarms = list.map((m) => ({
+            memberID: memberId64(server, m.memberId).toString(),
+            alarm: m.alarm,
+          }));
+        }
+        return out;
+      };
+      if (a.action === "GET") {
+        await linearizable(server);
+        return Response.json(render(server.store.alarms));
+      }
+      let memberId = "";
+      if (a.memberId !== 0n) {
+        memberId = server.node.voters.find((v) => memberId64(server, v) === a.memberId) ?? "";
+        if (memberId === "") {
+          throw badRequest(`Member ${a.memberId} is not a member of this cluster`);
+        }
+      } else if (a.action === "ACTIVATE") {
+        throw badRequest(`Field "memberID" of AlarmRequest must name a member to activate`);
+      }
+      return await write({
+        type: "alarm",
+        action: a.action === "ACTIVATE" ? "activate" : "deactivate",
+        memberId,
+        alarm: "NOSPACE",
+      }, (r) => render((r as Extract<CommandResponse, { type: "alarm" }>).alarms));
+    }
     case "/v3/maintenance/status": {
       parseStatus(body);
       const s = server.localStatus();
@@ -617,7 +709,7 @@ async function keepAliveRoute(server: RaftServer, req: Request): Promise<Respons
   if (req.body !== null && req.headers.get("content-length") === null) {
     return keepAliveStream(server, req, bodyLines(req.body, server.requestBytesMax));
   }
-  const bytes = await readBody(req, server.requestBytesMax);
+  const bytes = await readBody(server, req);
   let text: string;
   try {
     text = textDecoder.decode(bytes);
@@ -881,7 +973,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     }
     return Response.json({ ...restKvJson(result.kvs[0]), revision: result.revision });
   }
-  const body = await readBody(req, server.requestBytesMax);
+  const body = await readBody(server, req);
   const session = sessionOf(req);
   const prev = flag(url, "prev");
   if (req.method === "PUT") {

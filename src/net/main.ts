@@ -37,6 +37,18 @@ Usage: deno task serve [flags]
   --snapshot-entries N          snapshot and compact the log after at most N applied entries
                                 (each node draws N/2..N anew, so nodes do not snapshot at once;
                                 default 100000, as etcd's --snapshot-count)
+  --snapshot-bytes N            also snapshot once the entries applied since the last snapshot
+                                hold N command bytes (default 67108864, 64 MiB)
+  --quota-backend-bytes N       store quota (live keys and values plus watch history); a write
+                                over it is refused and raises the NOSPACE alarm, cleared with
+                                \`ctl alarm disarm\` (default 536870912, 512 MiB)
+  --proposals-pending-max N     most writes waiting to be applied on the leader; beyond, 429
+                                with Retry-After (default 10000)
+  --proposal-bytes-pending-max N  most command bytes waiting to be applied on the leader;
+                                beyond, 429 with Retry-After (default 67108864, 64 MiB)
+  --http-requests-max N         most HTTP requests handled at once; beyond, 503 with
+                                Retry-After (default 512)
+  --body-read-timeout-ms N      longest wait for a request body; then 408 (default 10000)
   --probe-ms N                  how long an empty data dir asks peers about itself (default 2000)
   --watchers-max N              most watchers on this node (default 1000)
   --watch-buffer-events N       events a watcher may leave unread before it is cancelled as
@@ -86,6 +98,14 @@ function list(v: string | undefined): string[] | undefined {
   return v?.split(",").map((s) => s.trim()).filter((s) => s !== "");
 }
 
+function positive(v: string | undefined, what: string): number | undefined {
+  const n = int(v, what);
+  if (n !== undefined && (n < 1 || !Number.isSafeInteger(n))) {
+    throw new Error(`${what} must be a positive integer: ${v}`);
+  }
+  return n;
+}
+
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -107,6 +127,12 @@ async function main(args: string[]): Promise<number> {
       "repair-wal": { type: "boolean", default: false },
       "probe-ms": { type: "string" },
       "snapshot-entries": { type: "string" },
+      "snapshot-bytes": { type: "string" },
+      "quota-backend-bytes": { type: "string" },
+      "proposals-pending-max": { type: "string" },
+      "proposal-bytes-pending-max": { type: "string" },
+      "http-requests-max": { type: "string" },
+      "body-read-timeout-ms": { type: "string" },
       "watchers-max": { type: "string" },
       "watch-buffer-events": { type: "string" },
       "watch-progress-ms": { type: "string" },
@@ -144,6 +170,15 @@ async function main(args: string[]): Promise<number> {
     repairWal: values["repair-wal"],
     probeMs: int(values["probe-ms"], "--probe-ms"),
     snapshotEntries: int(values["snapshot-entries"], "--snapshot-entries"),
+    snapshotBytes: positive(values["snapshot-bytes"], "--snapshot-bytes"),
+    quotaBackendBytes: positive(values["quota-backend-bytes"], "--quota-backend-bytes"),
+    proposalsPendingMax: positive(values["proposals-pending-max"], "--proposals-pending-max"),
+    proposalBytesPendingMax: positive(
+      values["proposal-bytes-pending-max"],
+      "--proposal-bytes-pending-max",
+    ),
+    httpRequestsMax: positive(values["http-requests-max"], "--http-requests-max"),
+    bodyReadTimeoutMs: positive(values["body-read-timeout-ms"], "--body-read-timeout-ms"),
     watchersMax: int(values["watchers-max"], "--watchers-max"),
     watchBufferEventsMax: int(values["watch-buffer-events"], "--watch-buffer-events"),
     watchProgressMs: int(values["watch-progress-ms"], "--watch-progress-ms"),

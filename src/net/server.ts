@@ -27,7 +27,7 @@ import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
 import { EventHeap } from "../sim/heap.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
-import { type ApplyResult, MetadataStore } from "../kv/store.ts";
+import { addsData, type ApplyResult, MetadataStore, NOSPACE_ERROR } from "../kv/store.ts";
 import { LeaseManager } from "../coord/lease_manager.ts";
 import { WatchHub } from "../coord/watch.ts";
 import type { ClientId, PlainCommand } from "../kv/types.ts";
@@ -75,6 +75,25 @@ export interface ServerOptions {
    * Default 100,000.
    */
   readonly snapshotEntries?: number;
+  /**
+   * Also take a snapshot once the entries applied since the last one hold this many command bytes,
+   * so large values cannot pile up in the in-memory log. Default 64 MiB.
+   */
+  readonly snapshotBytes?: number;
+  /**
+   * The store's quota (etcd's `--quota-backend-bytes`): a write that would take the store's size
+   * (live keys and values plus watch history) over it is refused and raises the NOSPACE alarm.
+   * Default 512 MiB.
+   */
+  readonly quotaBackendBytes?: number;
+  /** Longest wait for a request body to arrive; then 408 and the connection closes. Default 10,000. */
+  readonly bodyReadTimeoutMs?: number;
+  /** Most HTTP requests handled at once (watch streams count only until they start); beyond it, 503. Default 512. */
+  readonly httpRequestsMax?: number;
+  /** Most proposals waiting to be applied on the leader; beyond it, 429. Default 10,000. */
+  readonly proposalsPendingMax?: number;
+  /** Most command bytes waiting to be applied on the leader; beyond it, 429. Default 64 MiB. */
+  readonly proposalBytesPendingMax?: number;
   /** How long a node with an empty data directory asks its peers about itself. Default 2000. */
   readonly probeMs?: number;
   /** Where structured log lines go. Default: stdout. */
@@ -135,6 +154,12 @@ export interface LocalStatus {
   readonly keys: number;
   /** Client URL. */
   readonly clientUrl: string;
+  /** Last index folded into a snapshot. */
+  readonly snapshotIndex: number;
+  /** Command bytes applied since the last snapshot (bounded by `--snapshot-bytes`). */
+  readonly logBytes: number;
+  /** The store's size as the quota counts it (`--quota-backend-bytes`). */
+  readonly backendBytes: number;
   /** On a leader: each follower's progress. */
   readonly progress: readonly {
     follower: NodeId;
@@ -168,11 +193,20 @@ export interface ServerCounters {
 
 interface ProposalWaiter {
   readonly term: number;
+  readonly bytes: number;
   readonly resolve: (r: ApplyResult) => void;
   readonly reject: (e: Error) => void;
 }
 
 const SEEN_FILE = "net-peers-seen.json";
+/** Defaults of the memory bounds (see {@linkcode ServerOptions}). */
+export const SNAPSHOT_BYTES_DEFAULT = 64 * 1024 * 1024;
+/** Default quota: 512 MiB (see docs/api.md for why not etcd's 2 GiB). */
+export const QUOTA_BACKEND_BYTES_DEFAULT = 512 * 1024 * 1024;
+const PROPOSALS_PENDING_MAX_DEFAULT = 10_000;
+const PROPOSAL_BYTES_PENDING_MAX_DEFAULT = 64 * 1024 * 1024;
+/** etcd's error for a leader with too much work queued (gRPC ResourceExhausted). */
+export const TOO_MANY_REQUESTS_ERROR = "etcdserver: too many requests";
 /** Most ready batches handled in one turn of the event loop. */
 const DRAIN_BATCHES_MAX = 256;
 
@@ -188,6 +222,11 @@ export class RaftServer {
   readonly browserGuard: BrowserGuard;
   /** How long a request may wait. */
   readonly requestTimeoutMs: number;
+  /** Longest wait for a request body. */
+  readonly bodyReadTimeoutMs: number;
+  /** Most HTTP requests handled at once. */
+  readonly httpRequestsMax: number;
+  #httpRequests = 0;
   /** Counters. */
   readonly counters: ServerCounters = {
     proposals: 0,
@@ -216,6 +255,18 @@ export class RaftServer {
   #clientUrl = "";
   #store: MetadataStore;
   readonly #snapshotEntries: number;
+  readonly #snapshotBytes: number;
+  /** The store's quota in bytes. */
+  readonly quotaBackendBytes: number;
+  readonly #proposalsPendingMax: number;
+  readonly #proposalBytesPendingMax: number;
+  #proposalBytesPending = 0;
+  /** Command bytes applied since start, and where the current snapshot's base stands in them. */
+  #appliedBytes = 0;
+  #snapshotBytesBase = { index: 0, appliedBytes: 0 };
+  #snapshotBytesNext: { index: number; appliedBytes: number } | undefined;
+  /** Log index of a NOSPACE raise proposed by this leader and not yet applied. */
+  #alarmRaiseIndex = 0;
   /** The entries due before the next snapshot (staggered), and the snapshot index it was drawn at. */
   #snapshotDue = { entries: 0, drawnAt: -1 };
   #ticker: ReturnType<typeof setInterval> | undefined;
@@ -271,6 +322,11 @@ export class RaftServer {
     this.#storage = storage;
     this.#store = store;
     this.#snapshotEntries = options.snapshotEntries ?? SNAPSHOT_ENTRIES_DEFAULT;
+    this.#snapshotBytes = options.snapshotBytes ?? SNAPSHOT_BYTES_DEFAULT;
+    this.quotaBackendBytes = options.quotaBackendBytes ?? QUOTA_BACKEND_BYTES_DEFAULT;
+    this.#proposalsPendingMax = options.proposalsPendingMax ?? PROPOSALS_PENDING_MAX_DEFAULT;
+    this.#proposalBytesPendingMax = options.proposalBytesPendingMax ??
+      PROPOSAL_BYTES_PENDING_MAX_DEFAULT;
     this.#transport = transport;
     this.#peers = options.peers ?? new Map();
     this.#dataDir = options.dataDir ?? "./data";
@@ -278,6 +334,8 @@ export class RaftServer {
     this.requestBytesMax = options.requestBytesMax ?? 1.5 * 1024 * 1024;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
     this.browserGuard = browserGuardOf(options);
+    this.bodyReadTimeoutMs = options.bodyReadTimeoutMs ?? 10_000;
+    this.httpRequestsMax = options.httpRequestsMax ?? 512;
     this.#seenTerms = seen;
     this.#joinTarget = joinTarget;
     this.#last = { role: node.role, term: node.term, leader: node.leaderId };
@@ -568,6 +626,9 @@ export class RaftServer {
       revision: this.store.revision,
       keys: this.store.size,
       clientUrl: this.#clientUrl,
+      snapshotIndex: this.#node.log.snapshotIndex,
+      logBytes: this.logBytes,
+      backendBytes: this.store.backendBytes,
       progress: [...s.progress].map(([follower, p]) => ({ follower, ...p })),
     };
   }
@@ -593,6 +654,17 @@ export class RaftServer {
       throw new HttpError(400, (e as Error).message, 3);
     }
     if (this.#node.role !== "Leader") throw new NotLeaderError(this.nodeId, this.#node.leaderId);
+    // Load shedding: refuse before the queue of unapplied proposals grows without bound.
+    if (
+      this.#proposals.size >= this.#proposalsPendingMax ||
+      this.#proposalBytesPending + bytes.length > this.#proposalBytesPendingMax
+    ) {
+      this.counters.proposalsFailed++;
+      throw new HttpError(429, TOO_MANY_REQUESTS_ERROR, 8, 1);
+    }
+    if (addsData(session === undefined ? command : { type: "session", ...session, command })) {
+      this.#checkQuota(bytes.length);
+    }
     let proposed: { index: number; term: number };
     try {
       proposed = this.#node.propose(bytes);
@@ -603,11 +675,18 @@ export class RaftServer {
     }
     this.counters.proposals++;
     const { promise, resolve, reject } = Promise.withResolvers<ApplyResult>();
-    this.#proposals.set(proposed.index, { term: proposed.term, resolve, reject });
+    this.#proposals.set(proposed.index, {
+      term: proposed.term,
+      bytes: bytes.length,
+      resolve,
+      reject,
+    });
+    this.#proposalBytesPending += bytes.length;
     this.#scheduleDrain();
     this.#after(this.requestTimeoutMs, () => {
       if (this.#proposals.get(proposed.index)?.resolve !== resolve) return;
       this.#proposals.delete(proposed.index);
+      this.#proposalBytesPending -= bytes.length;
       this.counters.proposalsFailed++;
       reject(
         new HttpError(
@@ -618,6 +697,34 @@ export class RaftServer {
       );
     });
     return promise;
+  }
+
+  /**
+   * Refuses a write of `bytes` with etcd's NOSPACE error when the alarm is raised or the write
+   * would take the store over its quota; then raises the alarm through the log (once), so every
+   * node refuses such writes at apply from the same replicated state.
+   */
+  #checkQuota(bytes: number): void {
+    const store = this.store;
+    if (store.alarms.length > 0) throw new HttpError(429, NOSPACE_ERROR, 8);
+    if (store.backendBytes + bytes <= this.quotaBackendBytes) return;
+    if (this.#alarmRaiseIndex <= store.appliedIndex) {
+      const raise = encodeCommand({
+        type: "alarm",
+        action: "activate",
+        memberId: this.nodeId,
+        alarm: "NOSPACE",
+      });
+      this.#alarmRaiseIndex = this.#node.propose(raise).index;
+      this.counters.proposals++;
+      this.logEvent("alarm-raised", {
+        alarm: "NOSPACE",
+        backendBytes: store.backendBytes,
+        quotaBackendBytes: this.quotaBackendBytes,
+      });
+      this.#scheduleDrain();
+    }
+    throw new HttpError(429, NOSPACE_ERROR, 8);
   }
 
   /**
@@ -639,6 +746,23 @@ export class RaftServer {
     this.#node.readIndex(readId);
     this.#scheduleDrain();
     return promise;
+  }
+
+  /** Counts a new HTTP request in; false (and not counted) when `httpRequestsMax` are in flight. */
+  admitRequest(): boolean {
+    if (this.#httpRequests >= this.httpRequestsMax) return false;
+    this.#httpRequests++;
+    return true;
+  }
+
+  /** Counts a request admitted by {@linkcode admitRequest} out. */
+  releaseRequest(): void {
+    this.#httpRequests--;
+  }
+
+  /** Runs `fire` about `ms` from now on the clock tick; `fire` must check it is still wanted. */
+  afterMs(ms: number, fire: () => void): void {
+    this.#after(ms, fire);
   }
 
   /**
@@ -670,6 +794,7 @@ export class RaftServer {
     for (const w of this.#proposals.values()) w.reject(new HttpError(503, "Node is stopping", 14));
     for (const r of this.#reads.values()) r.reject(new HttpError(503, "Node is stopping", 14));
     this.#proposals.clear();
+    this.#proposalBytesPending = 0;
     this.#reads.clear();
     try {
       // In-flight requests get a moment; a stuck client connection must not keep the node up.
@@ -804,6 +929,10 @@ export class RaftServer {
     // 3. Apply, after restoring a snapshot installed from the leader (§7).
     if (ready.snapshot !== undefined) {
       this.#store = decodeStoreSnapshot(ready.snapshot.data);
+      this.#snapshotBytesBase = {
+        index: ready.snapshot.meta.index,
+        appliedBytes: this.#appliedBytes,
+      };
       this.logEvent("snapshot-installed", {
         index: ready.snapshot.meta.index,
         term: ready.snapshot.meta.term,
@@ -818,9 +947,11 @@ export class RaftServer {
       let result: ApplyResult | undefined;
       if (e.kind === "command") result = this.store.apply(e.command, e.index);
       else this.store.applyNoop(e.index);
+      this.#appliedBytes += e.command.byteLength;
       const waiter = this.#proposals.get(e.index);
       if (waiter !== undefined) {
         this.#proposals.delete(e.index);
+        this.#proposalBytesPending -= waiter.bytes;
         if (waiter.term === e.term && result !== undefined) waiter.resolve(result);
         else {
           this.counters.proposalsFailed++;
@@ -958,17 +1089,37 @@ export class RaftServer {
    * one at a time, abandoned if the node closes or installs a newer snapshot meanwhile.
    */
   #maybeSnapshot(): void {
-    this.#snapshotter.maybeStart({
+    const next = this.#snapshotBytesNext;
+    if (next !== undefined && this.#node.log.snapshotIndex >= next.index) {
+      this.#snapshotBytesBase = next;
+      this.#snapshotBytesNext = undefined;
+    }
+    // By bytes as well as by entries: 1,500 entries of 1 MiB must not wait for 100,000 entries.
+    const byBytes = this.logBytes >= this.#snapshotBytes;
+    const started = this.#snapshotter.maybeStart({
       node: this.#node,
       storage: this.#storage,
       store: this.store,
-      everyEntries: this.#snapshotEntriesDue(),
+      everyEntries: byBytes ? 1 : this.#snapshotEntriesDue(),
       closed: () => this.#closed,
       log: (event, fields) => this.logEvent(event, fields),
       fail: (e) => this.#die(e),
-    })?.catch(() => {
+    });
+    if (started === undefined) return;
+    this.#snapshotBytesNext = { index: this.store.appliedIndex, appliedBytes: this.#appliedBytes };
+    started.catch(() => {
       // Already handed to `fail`.
     });
+  }
+
+  /** Command bytes applied since the last snapshot (what `snapshotBytes` bounds). */
+  get logBytes(): number {
+    return this.#appliedBytes - this.#snapshotBytesBase.appliedBytes;
+  }
+
+  /** Proposals this leader waits to see applied, and their command bytes (load shedding). */
+  get proposalsPending(): { count: number; bytes: number } {
+    return { count: this.#proposals.size, bytes: this.#proposalBytesPending };
   }
 
   #snapshotEntriesDue(): number {

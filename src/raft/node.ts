@@ -192,6 +192,7 @@ export class RaftNode {
         snapshotIndex: snap.meta.index,
         snapshotTerm: snap.meta.term,
         trailingEntries: this.config.snapshotTrailingEntries,
+        trailingBytesMax: this.config.snapshotTrailingBytesMax,
       },
     );
     const hs = options.hardState ?? { term: 0, votedFor: undefined, commitIndex: 0 };
@@ -415,7 +416,12 @@ export class RaftNode {
       this.log.term(index) === term,
       () => `snapshot ${index}:${term} does not match the log's term ${this.log.term(index)}`,
     );
-    this.log.compact(index, term, this.config.snapshotTrailingEntries);
+    this.log.compact(
+      index,
+      term,
+      this.config.snapshotTrailingEntries,
+      this.config.snapshotTrailingBytesMax,
+    );
     invariant(
       this.#unstableFrom === undefined || this.#unstableFrom > this.log.baseIndex,
       () => `compaction to ${index} would drop entries not yet persisted (${this.#unstableFrom})`,
@@ -1249,6 +1255,7 @@ function validateConfig(c: RaftConfig): void {
     "bytesPerMessageMax",
     "pendingReadsMax",
     "snapshotChunkBytesMax",
+    "snapshotTrailingBytesMax",
   ] as const;
   for (const k of positive) {
     if (!(Number.isFinite(c[k]) && c[k] > 0)) {

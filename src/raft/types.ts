@@ -322,6 +322,8 @@ export interface RaftConfig {
    * lags by fewer still gets entries instead of a whole snapshot. Default 1,000; at most 1,000,000.
    */
   readonly snapshotTrailingEntries: number;
+  /** Most command bytes in that trailing window (it holds fewer entries when they are large). Default 16 MiB. */
+  readonly snapshotTrailingBytesMax: number;
   /** Most snapshot bytes in one InstallSnapshot chunk. Default 1 MiB. */
   readonly snapshotChunkBytesMax: number;
 }
@@ -359,6 +361,7 @@ export const DEFAULT_CONFIG: RaftConfig = Object.freeze({
   bytesPerMessageMax: 1024 * 1024,
   pendingReadsMax: 4096,
   snapshotTrailingEntries: 1000,
+  snapshotTrailingBytesMax: 16 * 1024 * 1024,
   snapshotChunkBytesMax: 1024 * 1024,
 });
 
