@@ -155,6 +155,7 @@ function encodeMessage(w: ByteWriter, m: Message): void {
       return;
     case "RequestVoteReply":
     case "PreVoteReply":
+      w.f64(m.requestTerm);
       w.u8(m.granted ? 1 : 0);
       return;
     case "AppendEntries":
@@ -171,6 +172,7 @@ function encodeMessage(w: ByteWriter, m: Message): void {
       }
       return;
     case "AppendEntriesReply":
+      w.f64(m.requestTerm);
       w.u8(m.success ? 1 : 0);
       w.f64(m.matchIndex);
       w.f64(m.rejectedIndex);
@@ -189,6 +191,7 @@ function encodeMessage(w: ByteWriter, m: Message): void {
       w.u8(m.done ? 1 : 0);
       return;
     case "InstallSnapshotReply":
+      w.f64(m.requestTerm);
       w.f64(m.snapshotIndex);
       w.f64(m.offset);
       w.u8(m.done ? 1 : 0);
@@ -251,6 +254,7 @@ function decodeMessage(r: Reader): Message {
         from,
         to,
         term,
+        requestTerm: r.num("requestTerm"),
         granted: r.bool("granted"),
       };
     case TYPE_TAGS.AppendEntries: {
@@ -303,6 +307,7 @@ function decodeMessage(r: Reader): Message {
         from,
         to,
         term,
+        requestTerm: r.num("requestTerm"),
         success: r.bool("success"),
         matchIndex: r.num("matchIndex"),
         rejectedIndex: r.num("rejectedIndex"),
@@ -349,6 +354,7 @@ function decodeMessage(r: Reader): Message {
         from,
         to,
         term,
+        requestTerm: r.num("requestTerm"),
         snapshotIndex: r.num("snapshotIndex"),
         offset: r.num("offset"),
         done: r.bool("done"),
