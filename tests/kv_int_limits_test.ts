@@ -20,6 +20,7 @@ import { decodeStoreSnapshot, encodeStoreSnapshot } from "../src/storage/store_s
 import { LeaseManager } from "../src/coord/lease_manager.ts";
 import {
   HttpError,
+  parseAlarm,
   parseCompaction,
   parseLeaseGrant,
   parseLeaseId,
@@ -361,6 +362,16 @@ const FIELDS: readonly FieldCase[] = [
       return [];
     },
     accepts: ["0", "1", "9007199254740991"],
+  },
+  {
+    name: "AlarmRequest.memberID (a uint64, kept as text)",
+    body: (v) => `{"action": "DEACTIVATE", "alarm": "NOSPACE", "memberID": ${v}}`,
+    use: (b) => {
+      const { memberId } = parseAlarm(b);
+      assert.ok(memberId >= 0n && memberId < 1n << 64n);
+      return [];
+    },
+    accepts: ["0", "9007199254740991", '"18446744073709551615"'],
   },
   {
     name: "RangeRequest.sort_order",
