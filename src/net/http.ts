@@ -45,7 +45,7 @@ import {
   txnJson,
 } from "./etcd.ts";
 import { Histogram, renderMetrics } from "./metrics.ts";
-import { encodeLogTransfer, type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
+import { type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
 export const FORWARDED_HEADER = "raftmeta-forwarded-by";
@@ -99,17 +99,6 @@ export async function handleHttp(
       route = path;
       requireMethod(req, ["GET"]);
       response = await statusRoute(server, url);
-    } else if (path === "/v1/raft/log") {
-      route = path;
-      requireMethod(req, ["GET"]);
-      const to = url.searchParams.get("for");
-      if (to === null || !server.node.voters.includes(to)) {
-        throw badRequest(`Query parameter "for" must name a voter: ${JSON.stringify(to)}`);
-      }
-      if (server.node.role !== "Leader") throw new NotLeaderError(server.nodeId, undefined);
-      response = new Response(encodeLogTransfer(server.node, to).slice(), {
-        headers: { "content-type": "application/octet-stream" },
-      });
     } else if (path === "/metrics") {
       route = path;
       requireMethod(req, ["GET"]);

@@ -31,6 +31,9 @@ Usage: deno task serve [flags]
   --request-timeout-ms N        longest wait for commit, read index or leader (default 5000)
   --join                        the data dir is empty but peers knew this node: rebuild it
                                 from the leader, withholding votes until caught up
+  --join-timeout-ms N           how long --join keeps asking for the leader's log before it
+                                exits with code 4; also the longest silence within one
+                                transfer (default 30000)
   --snapshot-entries N          snapshot and compact the log after at most N applied entries
                                 (each node draws N/2..N anew, so nodes do not snapshot at once;
                                 default 100000, as etcd's --snapshot-count)
@@ -91,6 +94,7 @@ async function main(args: string[]): Promise<number> {
       "request-timeout-ms": { type: "string" },
       join: { type: "boolean", default: false },
       "probe-ms": { type: "string" },
+      "join-timeout-ms": { type: "string" },
       "snapshot-entries": { type: "string" },
       "watchers-max": { type: "string" },
       "watch-buffer-events": { type: "string" },
@@ -125,6 +129,7 @@ async function main(args: string[]): Promise<number> {
     requestTimeoutMs: int(values["request-timeout-ms"], "--request-timeout-ms"),
     join: values.join,
     probeMs: int(values["probe-ms"], "--probe-ms"),
+    joinTimeoutMs: int(values["join-timeout-ms"], "--join-timeout-ms"),
     snapshotEntries: int(values["snapshot-entries"], "--snapshot-entries"),
     watchersMax: int(values["watchers-max"], "--watchers-max"),
     watchBufferEventsMax: int(values["watch-buffer-events"], "--watch-buffer-events"),
