@@ -9,6 +9,8 @@
  * Handshake (both sides prove the cluster secret with HMAC-SHA-256, the secret never travels):
  * acceptor → `challenge {nonce}`; dialer → `hello {clusterId, from, to, clientUrl, nonce, mac}`;
  * acceptor → `welcome {clientUrl, term, commitIndex, seenTerm, mac}` or `refused {error}`.
+ * After it, a node rebuilding itself may send `logRequest` instead of messages on a connection of
+ * its own; the acceptor then streams its log (src/net/log_transfer.ts) and closes.
  *
  * @module
  */
