@@ -34,6 +34,10 @@ export const FrameKind = Object.freeze(
     refused: 4,
     /** Dialer → acceptor: a batch of Raft messages (binary). */
     messages: 5,
+    /** Dialer → acceptor, after the handshake: send me your log, I am rebuilding (JSON). */
+    logRequest: 6,
+    /** Acceptor → dialer: the log transfer is complete (JSON: term, leaderCommit, lastIndex). */
+    logEnd: 7,
   } as const,
 );
 

@@ -47,7 +47,7 @@ import {
 } from "./etcd.ts";
 import { Histogram, renderMetrics } from "./metrics.ts";
 import { fetchErrorText, neverSent } from "./fetch_error.ts";
-import { encodeLogTransfer, type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
+import { type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
 export const FORWARDED_HEADER = "raftmeta-forwarded-by";
@@ -115,17 +115,6 @@ export async function handleHttp(
       route = path;
       requireMethod(req, ["GET"]);
       response = await statusRoute(server, url);
-    } else if (path === "/v1/raft/log") {
-      route = path;
-      requireMethod(req, ["GET"]);
-      const to = url.searchParams.get("for");
-      if (to === null || !server.node.voters.includes(to)) {
-        throw badRequest(`Query parameter "for" must name a voter: ${JSON.stringify(to)}`);
-      }
-      if (server.node.role !== "Leader") throw new NotLeaderError(server.nodeId, undefined);
-      response = new Response(encodeLogTransfer(server.node, to).slice(), {
-        headers: { "content-type": "application/octet-stream" },
-      });
     } else if (path === "/metrics") {
       route = path;
       requireMethod(req, ["GET"]);
@@ -193,7 +182,7 @@ function errorResponse(server: RaftServer, e: unknown): Response {
 function methodsOf(path: string): string[] | undefined {
   if (ROUTES.has(path)) return ["POST"];
   if (path === "/v1/kv" || path.startsWith("/v1/kv/")) return ["GET", "HEAD", "PUT", "DELETE"];
-  if (["/v1/status", "/v1/raft/log", "/metrics", "/health"].includes(path)) return ["GET", "HEAD"];
+  if (["/v1/status", "/metrics", "/health"].includes(path)) return ["GET", "HEAD"];
   return undefined;
 }
 

@@ -34,6 +34,9 @@ Usage: deno task serve [flags]
   --request-timeout-ms N        longest wait for commit, read index or leader (default 5000)
   --join                        the data dir is empty but peers knew this node: rebuild it
                                 from the leader, withholding votes until caught up
+  --join-timeout-ms N           how long --join keeps asking for the leader's log before it
+                                exits with code 4; also the longest silence within one
+                                transfer (default 30000)
   --snapshot-entries N          snapshot and compact the log after at most N applied entries
                                 (each node draws N/2..N anew, so nodes do not snapshot at once;
                                 default 100000, as etcd's --snapshot-count)
@@ -126,6 +129,7 @@ async function main(args: string[]): Promise<number> {
       join: { type: "boolean", default: false },
       "repair-wal": { type: "boolean", default: false },
       "probe-ms": { type: "string" },
+      "join-timeout-ms": { type: "string" },
       "snapshot-entries": { type: "string" },
       "snapshot-bytes": { type: "string" },
       "quota-backend-bytes": { type: "string" },
@@ -169,6 +173,7 @@ async function main(args: string[]): Promise<number> {
     join: values.join,
     repairWal: values["repair-wal"],
     probeMs: int(values["probe-ms"], "--probe-ms"),
+    joinTimeoutMs: int(values["join-timeout-ms"], "--join-timeout-ms"),
     snapshotEntries: int(values["snapshot-entries"], "--snapshot-entries"),
     snapshotBytes: positive(values["snapshot-bytes"], "--snapshot-bytes"),
     quotaBackendBytes: positive(values["quota-backend-bytes"], "--quota-backend-bytes"),

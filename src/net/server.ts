@@ -19,7 +19,6 @@ import {
   type RaftConfig,
   type RaftRole,
   type Ready,
-  type Snapshot,
 } from "../raft/types.ts";
 import { decodeStoreSnapshot } from "../storage/store_snapshot.ts";
 import { type SnapshotOutcome, Snapshotter, staggeredSnapshotEntries } from "./snapshotter.ts";
@@ -33,7 +32,7 @@ import { WatchHub } from "../coord/watch.ts";
 import type { ClientId, PlainCommand } from "../kv/types.ts";
 import { type Address, PeerTransport } from "./transport.ts";
 import { Histogram } from "./metrics.ts";
-import { decodeMessages, encodeMessagesFrame } from "./codec.ts";
+import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_transfer.ts";
 import { HttpError } from "./etcd.ts";
 import { handleHttp } from "./http.ts";
 import { BrowserGuard } from "./browser_guard.ts";
@@ -96,6 +95,11 @@ export interface ServerOptions {
   readonly proposalBytesPendingMax?: number;
   /** How long a node with an empty data directory asks its peers about itself. Default 2000. */
   readonly probeMs?: number;
+  /**
+   * How long `join` keeps asking its peers for the leader's log before it gives up (exit code 4);
+   * also the longest silence allowed within one transfer. Default 30,000.
+   */
+  readonly joinTimeoutMs?: number;
   /** Where structured log lines go. Default: stdout. */
   readonly log?: (line: string) => void;
   /** Most watchers on this node at once. Default 1,000. */
@@ -413,6 +417,10 @@ export class RaftServer {
       }),
       seenTermOf: (peer) => seen.get(peer) ?? 0,
       log: emit,
+      logTransfer: (peer) => {
+        if (ref.server === undefined) throw new Error(`Node "${nodeId}" is still starting`);
+        return logTransferFrames(ref.server.node, peer);
+      },
     });
     try {
       await retryWhileInUse(() => transport?.start());
@@ -445,22 +453,22 @@ export class RaftServer {
             3,
           );
         }
-        transfer = await fetchLeaderLog(transport, nodeId, probeMs);
-        if (transfer === undefined) {
+        const joinTimeoutMs = options.joinTimeoutMs ?? 30_000;
+        try {
+          transfer = await fetchLeaderLog(transport, nodeId, joinTimeoutMs, emit);
+        } catch (e) {
           transport.close();
           http?.close();
-          throw new StartupError(
-            `No leader answered with its log within ${probeMs} ms; cannot rebuild "${nodeId}" yet`,
-            4,
-          );
+          throw new StartupError((e as Error).message, 4);
         }
-        joinTarget = transfer.append.leaderCommit;
+        joinTarget = transfer.leaderCommit;
         emit("join", {
           reason: "empty data directory",
           witness: peer,
-          from: transfer.append.from,
+          from: transfer.from,
           snapshotIndex: transfer.snapshot?.meta.index ?? 0,
-          entries: transfer.append.entries.length,
+          snapshotBytes: transfer.snapshot?.data.length ?? 0,
+          entries: transfer.entries.length,
           catchUpTo: joinTarget,
         });
       }
@@ -480,13 +488,18 @@ export class RaftServer {
     if (transfer !== undefined) {
       // The leader's whole log (snapshot and entries after it): the leader may remember this node
       // at any index up to its last, and never moves a follower's matchIndex back (rule 4).
-      const a = transfer.append;
       if (transfer.snapshot !== undefined) storage.saveSnapshot(transfer.snapshot);
       // The vote this node may have cast before it lost its data is gone. Its peers saw it up to
       // some term; in the newest of those and the leader's it counts as having voted for itself,
       // so it grants no second vote in a term where it may already have given one (rule 2).
-      const term = Math.max(a.term, ...[...transport!.peerInfo.values()].map((i) => i.seenTerm));
-      storage.save({ term, votedFor: nodeId, commitIndex: a.leaderCommit }, a.entries);
+      const term = Math.max(
+        transfer.term,
+        ...[...transport!.peerInfo.values()].map((i) => i.seenTerm),
+      );
+      storage.save(
+        { term, votedFor: nodeId, commitIndex: transfer.leaderCommit },
+        transfer.entries,
+      );
       emit("join-vote-withheld", { term });
     }
     const persisted = storage.load();
@@ -1144,75 +1157,41 @@ export class RaftServer {
   }
 }
 
-/** What a joining node copies from the leader before it starts. */
-interface LogTransfer {
-  readonly snapshot: Snapshot | undefined;
-  readonly append: Extract<Message, { type: "AppendEntries" }>;
-}
-
 /**
- * The leader's log as one frame: an InstallSnapshot with its newest snapshot (if it has one) and
- * an AppendEntries with every entry after it. For `GET /v1/raft/log` (a node rebuilding itself).
+ * Copies the leader's log for a node rebuilding itself: asks each peer in turn on the peer port
+ * (only the leader sends it), with backoff between rounds, logging every failed attempt with its
+ * reason. Throws, naming each peer's last error, when `timeoutMs` passes without a transfer.
  */
-export function encodeLogTransfer(node: RaftNode, to: NodeId): Uint8Array {
-  const snapshot = node.snapshot;
-  const base = snapshot?.meta.index ?? 0;
-  const messages: Message[] = [];
-  if (snapshot !== undefined) {
-    messages.push({
-      type: "InstallSnapshot",
-      from: node.id,
-      to,
-      term: node.term,
-      meta: snapshot.meta,
-      totalBytes: snapshot.data.length,
-      offset: 0,
-      data: snapshot.data,
-      done: true,
-    });
-  }
-  messages.push({
-    type: "AppendEntries",
-    from: node.id,
-    to,
-    term: node.term,
-    prevLogIndex: base,
-    prevLogTerm: node.log.term(base) ?? 0,
-    entries: node.log.slice(base + 1, node.log.lastIndex + 1),
-    leaderCommit: node.commitIndex,
-    readRound: 0,
-  });
-  return encodeMessagesFrame(messages);
-}
-
 async function fetchLeaderLog(
   transport: PeerTransport,
   nodeId: NodeId,
   timeoutMs: number,
-): Promise<LogTransfer | undefined> {
-  const deadline = Date.now() + Math.max(timeoutMs, 5000);
-  while (Date.now() < deadline) {
-    for (const info of transport.peerInfo.values()) {
-      if (info.clientUrl === undefined) continue;
+  emit: (event: string, fields: Record<string, unknown>) => void,
+): Promise<LogTransfer> {
+  const deadline = Date.now() + timeoutMs;
+  const errors = new Map<NodeId, string>();
+  let backoffMs = 100;
+  while (true) {
+    for (const peer of transport.peerInfo.keys()) {
+      const receiver = new LogTransferReceiver(peer, nodeId);
       try {
-        const res = await fetch(`${info.clientUrl}/v1/raft/log?for=${encodeURIComponent(nodeId)}`, {
-          signal: AbortSignal.timeout(10_000),
-        });
-        const bytes = new Uint8Array(await res.arrayBuffer());
-        if (res.status !== 200) continue;
-        const messages = decodeMessages(bytes.subarray(4));
-        const append = messages.find((m) => m.type === "AppendEntries");
-        const snap = messages.find((m) => m.type === "InstallSnapshot");
-        if (append === undefined || append.prevLogIndex !== (snap?.meta.index ?? 0)) continue;
-        return {
-          append,
-          snapshot: snap === undefined ? undefined : { meta: snap.meta, data: snap.data },
-        };
-      } catch { /* not the leader, or gone: try the next */ }
+        await transport.fetchLog(peer, (payload) => receiver.push(payload), timeoutMs);
+        return receiver.result!;
+      } catch (e) {
+        const error = (e as Error).message;
+        errors.set(peer, error);
+        emit("join-attempt-failed", { peer, error });
+      }
     }
-    await new Promise((r) => setTimeout(r, 100));
+    if (Date.now() + backoffMs > deadline) break;
+    await new Promise((r) => setTimeout(r, backoffMs));
+    backoffMs = Math.min(2000, backoffMs * 2);
   }
-  return undefined;
+  const why = [...errors].map(([peer, error]) => `${peer}: ${error}`).join("; ");
+  throw new Error(
+    `Cannot rebuild "${nodeId}": no leader sent its log within ${timeoutMs} ms ` +
+      `(--join-timeout-ms). Last errors: ${why}`,
+  );
 }
 
 /** A read the leader refused or that lost its leader; the client may retry. */

@@ -9,6 +9,8 @@
  * Handshake (both sides prove the cluster secret with HMAC-SHA-256, the secret never travels):
  * acceptor → `challenge {nonce}`; dialer → `hello {clusterId, from, to, clientUrl, nonce, mac}`;
  * acceptor → `welcome {clientUrl, term, commitIndex, seenTerm, mac}` or `refused {error}`.
+ * After it, a node rebuilding itself may send `logRequest` instead of messages on a connection of
+ * its own; the acceptor then streams its log (src/net/log_transfer.ts) and closes.
  *
  * @module
  */
@@ -86,6 +88,11 @@ export interface TransportOptions {
   seenTermOf(peer: NodeId): number;
   /** Structured log. */
   log(event: string, fields: Record<string, unknown>): void;
+  /**
+   * The frames of this node's log for `peer`, which is rebuilding itself (`--join`); throws when
+   * this node cannot send it (not the leader). Without it, log requests are refused.
+   */
+  logTransfer?(peer: NodeId): Iterable<Uint8Array>;
   /** Most messages queued per peer. Default 4096. */
   readonly queueMessagesMax?: number;
   /** Most bytes of entries queued per peer. Default 64 MiB. */
@@ -312,11 +319,12 @@ export class PeerTransport {
           "connect",
         );
         (conn as Deno.TcpConn).setNoDelay(true);
-        await withTimeout(
+        const frames = await withTimeout(
           this.#dialHandshake(conn, link.id),
           this.#handshakeTimeoutMs,
           "handshake",
         );
+        watchForClose(conn, frames);
         link.conn = conn;
         this.stats.connectsOk++;
         this.peerInfo.get(link.id)!.connected = true;
@@ -351,7 +359,7 @@ export class PeerTransport {
     }
   }
 
-  async #dialHandshake(conn: Deno.Conn, peer: NodeId): Promise<void> {
+  async #dialHandshake(conn: Deno.Conn, peer: NodeId): Promise<FrameStream> {
     const frames = new FrameStream(conn);
     const challenge = decodeJsonFrame(await frames.next(), [FrameKind.challenge]).body;
     if (typeof challenge.nonce !== "string" || challenge.nonce.length > 128) {
@@ -391,13 +399,44 @@ export class PeerTransport {
     info.commitIndex = w.commitIndex;
     info.seenTerm = w.seenTerm;
     info.handshakeAtMs = Date.now();
-    // Watch for the peer closing (we never expect bytes from it after the welcome).
-    (async () => {
-      try {
-        await frames.next();
-      } catch { /* closed */ }
+    return frames;
+  }
+
+  /**
+   * Fetches `peer`'s log on a connection of its own, after the handshake, handing each frame to
+   * `onFrame` until it returns true (the transfer is complete). Throws with the reason when the
+   * peer refuses (e.g. it is not the leader), sends nothing for `idleMs`, or the link fails.
+   */
+  async fetchLog(
+    peer: NodeId,
+    onFrame: (payload: Uint8Array) => boolean,
+    idleMs: number,
+  ): Promise<void> {
+    const link = this.#links.get(peer);
+    if (link === undefined) throw new Error(`Unknown peer "${peer}"`);
+    const conn = await withTimeout(
+      Deno.connect({ hostname: link.address.hostname, port: link.address.port }),
+      this.#handshakeTimeoutMs,
+      "connect",
+    );
+    try {
+      const frames = await withTimeout(
+        this.#dialHandshake(conn, peer),
+        this.#handshakeTimeoutMs,
+        "handshake",
+      );
+      await writeAll(conn, encodeJsonFrame(FrameKind.logRequest, {}));
+      while (true) {
+        const payload = await withTimeout(frames.next(), idleMs, "log transfer");
+        if (payload[0] === FrameKind.refused) {
+          const why = decodeJsonFrame(payload, [FrameKind.refused]).body.error;
+          throw new Error(`peer "${peer}" refused the log transfer: ${String(why)}`);
+        }
+        if (onFrame(payload)) return;
+      }
+    } finally {
       closeQuietly(conn);
-    })();
+    }
   }
 
   async #writeLoop(link: PeerLink, conn: Deno.Conn): Promise<void> {
@@ -454,7 +493,10 @@ export class PeerTransport {
       );
       const me = this.#o.nodeId;
       while (!this.#closed) {
-        const messages = decodeMessages(await frames.next());
+        const frame = await frames.next();
+        // Only after the handshake: the log goes to no one who has not proved the secret.
+        if (frame[0] === FrameKind.logRequest) return await this.#sendLog(conn, peer);
+        const messages = decodeMessages(frame);
         for (const m of messages) {
           if (m.from !== peer || m.to !== me) {
             throw new FrameError(`Message from "${m.from}" to "${m.to}" on ${peer}'s connection`);
@@ -475,6 +517,27 @@ export class PeerTransport {
     } finally {
       this.#inbound.delete(conn);
       closeQuietly(conn);
+    }
+  }
+
+  /** Streams this node's log to `peer` frame by frame; a failure is sent as `refused`. */
+  async #sendLog(conn: Deno.Conn, peer: NodeId): Promise<void> {
+    const startMs = Date.now();
+    let frames = 0;
+    let bytes = 0;
+    try {
+      if (this.#o.logTransfer === undefined) throw new Error("this node serves no log transfers");
+      // One frame at a time: the next is encoded only when the last one is written.
+      for (const frame of this.#o.logTransfer(peer)) {
+        await writeAll(conn, frame);
+        frames++;
+        bytes += frame.length;
+      }
+      this.#o.log("log-transfer-sent", { peer, frames, bytes, ms: Date.now() - startMs });
+    } catch (e) {
+      const error = (e as Error).message;
+      this.#o.log("log-transfer-failed", { peer, frames, bytes, error });
+      await writeAll(conn, encodeJsonFrame(FrameKind.refused, { error })).catch(() => {});
     }
   }
 
@@ -520,6 +583,16 @@ export class PeerTransport {
     );
     return from;
   }
+}
+
+/** Closes `conn` when the peer closes it (a dialer never expects bytes after the welcome). */
+function watchForClose(conn: Deno.Conn, frames: FrameStream): void {
+  (async () => {
+    try {
+      await frames.next();
+    } catch { /* closed */ }
+    closeQuietly(conn);
+  })();
 }
 
 function closeQuietly(conn: Deno.Conn): void {
