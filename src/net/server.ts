@@ -26,6 +26,7 @@ import { type SnapshotOutcome, Snapshotter, staggeredSnapshotEntries } from "./s
 import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
 import { EventHeap } from "../sim/heap.ts";
 import { FileStorage } from "../storage/file_storage.ts";
+import { FILE_MODE } from "../storage/fs.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
 import { type ApplyResult, MetadataStore } from "../kv/store.ts";
 import { LeaseManager } from "../coord/lease_manager.ts";
@@ -51,8 +52,19 @@ export interface ServerOptions {
   readonly peerListen?: Address;
   /** The other voters and their peer addresses (empty: a single-node cluster). */
   readonly peers?: ReadonlyMap<NodeId, Address>;
-  /** The secret every peer must prove. Default `""` (fine on one machine, not beyond). */
+  /**
+   * The client URLs of (some of) the peers, for forwarding requests to the leader and for the
+   * cluster status. Never learned from a connection: a peer not listed here cannot be forwarded to.
+   */
+  readonly peerClientUrls?: ReadonlyMap<NodeId, string>;
+  /** The secret every peer must prove. Required when there are peers, unless `insecurePeers`. */
   readonly secret?: string;
+  /** Allow peers with an empty secret: anyone who reaches the peer port can then forge entries. */
+  readonly insecurePeers?: boolean;
+  /** Time a peer connection has to complete its handshake. Default 3000. */
+  readonly peerHandshakeTimeoutMs?: number;
+  /** Most peer connections in handshake at once (more are closed at once). Default 64. */
+  readonly peerUnauthenticatedMax?: number;
   /** Raft timings and bounds (see {@linkcode RaftConfig}). */
   readonly raftConfig?: Partial<RaftConfig>;
   /** How often the clock ticks the node. Default 5. */
@@ -196,6 +208,7 @@ export class RaftServer {
   readonly #storage: FileStorage;
   readonly #transport: PeerTransport | undefined;
   readonly #peers: ReadonlyMap<NodeId, Address>;
+  readonly #peerClientUrls: ReadonlyMap<NodeId, string>;
   readonly #dataDir: string;
   readonly #log: (line: string) => void;
   readonly #t0 = performance.now();
@@ -256,6 +269,7 @@ export class RaftServer {
     this.#snapshotEntries = options.snapshotEntries ?? SNAPSHOT_ENTRIES_DEFAULT;
     this.#transport = transport;
     this.#peers = options.peers ?? new Map();
+    this.#peerClientUrls = options.peerClientUrls ?? new Map();
     this.#dataDir = options.dataDir ?? "./data";
     this.#log = options.log ?? ((line) => console.log(line));
     this.requestBytesMax = options.requestBytesMax ?? 1.5 * 1024 * 1024;
@@ -299,6 +313,37 @@ export class RaftServer {
     const emit = (event: string, fields: Record<string, unknown>) =>
       log(JSON.stringify({ ts: new Date().toISOString(), node: nodeId, event, ...fields }));
     if (peers.has(nodeId)) throw new StartupError(`--peers must not list this node "${nodeId}"`);
+    for (const [id, url] of options.peerClientUrls ?? []) {
+      if (!peers.has(id)) {
+        throw new StartupError(`--peer-client-urls names "${id}", which --peers does not list`);
+      }
+      checkClientUrl(url, `--peer-client-urls entry for "${id}"`);
+    }
+    for (
+      const [what, v] of [
+        ["peerHandshakeTimeoutMs", options.peerHandshakeTimeoutMs],
+        ["peerUnauthenticatedMax", options.peerUnauthenticatedMax],
+      ] as const
+    ) {
+      if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) {
+        throw new StartupError(`${what} must be a positive integer: ${v}`);
+      }
+    }
+    const secret = options.secret ?? "";
+    if (peers.size > 0 && secret === "") {
+      if (!options.insecurePeers) {
+        throw new StartupError(
+          `Node "${nodeId}" has peers but no cluster secret: anyone who reaches its peer port ` +
+            `could forge log entries. Give one with --cluster-secret-file or ` +
+            `$RAFTMETA_CLUSTER_SECRET (or accept the risk with --insecure-peers)`,
+        );
+      }
+      emit("insecure-peers", {
+        warning: "No cluster secret (--insecure-peers): anyone who reaches the peer port " +
+          "can join as a peer, forge log entries and overwrite data",
+      });
+    }
+    warnIfShared(dataDir, emit);
 
     const fresh = !exists(`${dataDir}/meta.json`);
     const seen = readSeen(dataDir);
@@ -315,14 +360,14 @@ export class RaftServer {
     } catch (e) {
       throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
     }
-    const clientUrl = http !== undefined ? http.url : "";
     const transport: PeerTransport | undefined = peers.size === 0 ? undefined : new PeerTransport({
       nodeId,
       clusterId,
-      secret: options.secret ?? "",
+      secret,
       listen: options.peerListen ?? { hostname: "127.0.0.1", port: 2380 },
       peers,
-      clientUrl,
+      handshakeTimeoutMs: options.peerHandshakeTimeoutMs,
+      unauthenticatedConnectionsMax: options.peerUnauthenticatedMax,
       onMessages: (from, messages) => {
         ref.server?.receive(from, messages);
       },
@@ -364,12 +409,15 @@ export class RaftServer {
             3,
           );
         }
-        transfer = await fetchLeaderLog(transport, nodeId, probeMs);
+        const urls = [...(options.peerClientUrls ?? new Map()).values()];
+        transfer = urls.length === 0 ? undefined : await fetchLeaderLog(urls, nodeId, probeMs);
         if (transfer === undefined) {
           transport.close();
           http?.close();
           throw new StartupError(
-            `No leader answered with its log within ${probeMs} ms; cannot rebuild "${nodeId}" yet`,
+            urls.length === 0
+              ? `Cannot rebuild "${nodeId}": no peer's client URL is configured (--peer-client-urls)`
+              : `No leader answered with its log within ${probeMs} ms; cannot rebuild "${nodeId}" yet`,
             4,
           );
         }
@@ -505,10 +553,10 @@ export class RaftServer {
     return this.#leases;
   }
 
-  /** The client URL of `id` (this node's own, or as the peer told it). */
+  /** The client URL of `id`: this node's own, or a peer's as configured (never as it claims). */
   clientUrlOf(id: NodeId): string | undefined {
     if (id === this.nodeId) return this.#clientUrl;
-    return this.#transport?.peerInfo.get(id)?.clientUrl;
+    return this.#peerClientUrls.get(id);
   }
 
   /** Every voter with its addresses. */
@@ -990,16 +1038,15 @@ export function encodeLogTransfer(node: RaftNode, to: NodeId): Uint8Array {
 }
 
 async function fetchLeaderLog(
-  transport: PeerTransport,
+  clientUrls: readonly string[],
   nodeId: NodeId,
   timeoutMs: number,
 ): Promise<LogTransfer | undefined> {
   const deadline = Date.now() + Math.max(timeoutMs, 5000);
   while (Date.now() < deadline) {
-    for (const info of transport.peerInfo.values()) {
-      if (info.clientUrl === undefined) continue;
+    for (const clientUrl of clientUrls) {
       try {
-        const res = await fetch(`${info.clientUrl}/v1/raft/log?for=${encodeURIComponent(nodeId)}`, {
+        const res = await fetch(`${clientUrl}/v1/raft/log?for=${encodeURIComponent(nodeId)}`, {
           signal: AbortSignal.timeout(10_000),
         });
         const bytes = new Uint8Array(await res.arrayBuffer());
@@ -1064,6 +1111,40 @@ function exists(path: string): boolean {
   }
 }
 
+/** Checks a configured client URL: `http(s)://host:port` and nothing else. */
+export function checkClientUrl(url: string, what: string): void {
+  let u: URL | undefined;
+  try {
+    u = new URL(url);
+  } catch { /* reported below */ }
+  if (
+    u === undefined || (u.protocol !== "http:" && u.protocol !== "https:") || u.username !== "" ||
+    u.password !== "" || u.pathname !== "/" || u.search !== "" || u.hash !== "" ||
+    url.endsWith("/")
+  ) {
+    throw new StartupError(
+      `${what} must be http://HOST:PORT or https://HOST:PORT: ${JSON.stringify(url)}`,
+    );
+  }
+}
+
+/** Logs a warning when the data directory is open to other users (etcd wants 0700 too). */
+function warnIfShared(dir: string, emit: (event: string, fields: Record<string, unknown>) => void) {
+  let mode: number | null;
+  try {
+    mode = Deno.statSync(dir).mode;
+  } catch {
+    return; // created below, 0700
+  }
+  if (mode !== null && (mode & 0o077) !== 0) {
+    emit("data-dir-permissions", {
+      warning: `Data directory "${dir}" is open to other users (mode ${
+        (mode & 0o777).toString(8)
+      }); its files hold every key and value. Run: chmod 700 "${dir}"`,
+    });
+  }
+}
+
 function readSeen(dir: string): Map<NodeId, number> {
   try {
     const obj = JSON.parse(Deno.readTextFileSync(`${dir}/${SEEN_FILE}`));
@@ -1081,7 +1162,7 @@ function readSeen(dir: string): Map<NodeId, number> {
 function writeSeen(dir: string, seen: Map<NodeId, number>): void {
   const path = `${dir}/${SEEN_FILE}`;
   const temp = `${path}.tmp`;
-  const f = Deno.openSync(temp, { write: true, create: true, truncate: true });
+  const f = Deno.openSync(temp, { write: true, create: true, truncate: true, mode: FILE_MODE });
   try {
     f.writeSync(
       new TextEncoder().encode(JSON.stringify({ seenTerms: Object.fromEntries(seen) }) + "\n"),
@@ -1094,8 +1175,8 @@ function writeSeen(dir: string, seen: Map<NodeId, number>): void {
 }
 
 /**
- * Binds the client port at once (so the URL is known to peers during the handshake) and serves
- * requests later: until `serve` is called, requests get a 503.
+ * Binds the client port at once (a taken port fails the start before peers hear of this node) and
+ * serves requests later: until `serve` is called, requests get a 503.
  */
 function startHttpDeferred(listen: Address): {
   url: string;
