@@ -6,6 +6,7 @@
  */
 
 import assert from "node:assert/strict";
+import { chooseSecret } from "../src/net/main.ts";
 import { RaftServer, StartupError } from "../src/net/server.ts";
 import { PeerTransport, type TransportOptions } from "../src/net/transport.ts";
 import { encodeCommand } from "../src/kv/command.ts";
@@ -379,4 +380,150 @@ function modesUnder(root: string): [string, number, boolean][] {
     else out.push([path, Deno.statSync(path).mode! & 0o777, false]);
   }
   return out;
+}
+
+Deno.test("net peers: `deno task cluster` keeps its secret off command lines, disk, logs and HTTP", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "raftmeta-peers-" });
+  const [clientPort, peerPort] = [freePorts(3), freePorts(3)];
+  const cluster = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      new URL("../src/net/local_cluster.ts", import.meta.url).pathname,
+      "--dir",
+      `${dir}/cluster`,
+      "--client-port",
+      String(clientPort),
+      "--peer-port",
+      String(peerPort),
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const nodePids: number[] = [];
+  try {
+    const leaderLine = await firstLine(cluster.stdout, /^(leader: |no leader yet)/, 60_000);
+    assert.match(leaderLine, /^leader: n\d/);
+    nodePids.push(...childrenOf(cluster.pid));
+    assert.equal(nodePids.length, 3);
+    const secrets = new Set<string>();
+    for (const pid of [cluster.pid, ...nodePids]) {
+      const cmdline = Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0");
+      assert.ok(!cmdline.some((a) => a.startsWith("--cluster-secret")), cmdline.join(" "));
+      if (pid === cluster.pid) continue;
+      const environ = Deno.readTextFileSync(`/proc/${pid}/environ`).split("\0");
+      const secret = environ.find((e) => e.startsWith("RAFTMETA_CLUSTER_SECRET="))?.slice(24);
+      assert.ok(secret !== undefined && secret.length >= 32, "the node got a secret");
+      assert.ok(!cmdline.some((a) => a.includes(secret)));
+      secrets.add(secret);
+    }
+    assert.equal(secrets.size, 1, "one secret for the cluster");
+    const [secret] = secrets;
+    const url = `http://127.0.0.1:${clientPort}`;
+    for (const path of ["/metrics", "/v1/status"]) {
+      const text = await (await fetch(`${url}${path}`)).text();
+      assert.ok(!text.includes(secret), path);
+    }
+    for (const [path, mode, isDir] of modesUnder(`${dir}/cluster`)) {
+      assert.equal(mode & 0o077, 0, `${path} is open to others: ${mode.toString(8)}`);
+      if (!isDir) assert.ok(!Deno.readTextFileSync(path).includes(secret), `${path} holds it`);
+    }
+  } finally {
+    cluster.kill("SIGTERM");
+    const guard = setTimeout(() => {
+      for (const pid of nodePids) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch { /* gone */ }
+      }
+      cluster.kill("SIGKILL");
+    }, 10_000);
+    await cluster.status;
+    clearTimeout(guard);
+    await cluster.stdout.cancel().catch(() => {});
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("net peers: the secret comes from a file (warned about when others may read it)", () => {
+  const dir = Deno.makeTempDirSync({ prefix: "raftmeta-peers-" });
+  try {
+    const file = `${dir}/secret`;
+    Deno.writeTextFileSync(file, "  from-the-file\n", { mode: 0o600 });
+    Deno.chmodSync(file, 0o600);
+    assert.deepEqual(chooseSecret({ file, env: "from-env" }), {
+      secret: "from-the-file",
+      warnings: [],
+    });
+    Deno.chmodSync(file, 0o644);
+    const shared = chooseSecret({ file });
+    assert.equal(shared.secret, "from-the-file");
+    assert.match(shared.warnings[0].warning, /may be read by other users \(mode 644\)/);
+    assert.ok(!JSON.stringify(shared.warnings).includes("from-the-file"));
+    const argv = chooseSecret({ flag: "on-argv", env: "from-env" });
+    assert.equal(argv.secret, "on-argv");
+    assert.match(argv.warnings[0].warning, /visible in the process list/);
+    assert.deepEqual(chooseSecret({ env: "from-env" }), { secret: "from-env", warnings: [] });
+    assert.deepEqual(chooseSecret({}), { secret: "", warnings: [] });
+    Deno.writeTextFileSync(file, "\n");
+    assert.throws(() => chooseSecret({ file }), /--cluster-secret-file ".*" is empty/);
+    assert.throws(() => chooseSecret({ file, flag: "x" }), /not both/);
+    assert.throws(() => chooseSecret({ file: `${dir}/none` }), /Cannot read --cluster-secret-file/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+/** The first of `n` consecutive free ports on 127.0.0.1. */
+function freePorts(n: number): number {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * 40_000);
+    const held: Deno.Listener[] = [];
+    try {
+      for (let i = 0; i < n; i++) held.push(Deno.listen({ hostname: "127.0.0.1", port: base + i }));
+      return base;
+    } catch {
+      /* taken: try another */
+    } finally {
+      for (const l of held) l.close();
+    }
+  }
+  throw new Error(`No ${n} consecutive free ports`);
+}
+
+/** Pids of the processes whose parent is `pid` (from /proc). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid === pid) out.push(Number(e.name));
+    } catch { /* gone */ }
+  }
+  return out;
+}
+
+/** Reads lines from `stream` until one matches `pattern`; returns it. */
+async function firstLine(
+  stream: ReadableStream<Uint8Array>,
+  pattern: RegExp,
+  ms: number,
+): Promise<string> {
+  const reader = stream.pipeThrough(new TextDecoderStream()).getReader();
+  const deadline = Date.now() + ms;
+  let text = "";
+  try {
+    while (Date.now() < deadline) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+      const line = text.split("\n").find((l) => pattern.test(l));
+      if (line !== undefined) return line;
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  throw new Error(`No line matching ${pattern} in: ${text}`);
 }
