@@ -160,6 +160,7 @@ function encodeMessage(w: ByteWriter, m: Message): void {
       return;
     case "RequestVoteReply":
     case "PreVoteReply":
+      w.f64(m.requestTerm);
       w.u8(m.granted ? 1 : 0);
       return;
     case "AppendEntries":
@@ -176,6 +177,7 @@ function encodeMessage(w: ByteWriter, m: Message): void {
       }
       return;
     case "AppendEntriesReply":
+      w.f64(m.requestTerm);
       w.u8(m.success ? 1 : 0);
       w.f64(m.matchIndex);
       w.f64(m.rejectedIndex);
@@ -194,6 +196,7 @@ function encodeMessage(w: ByteWriter, m: Message): void {
       w.u8(m.done ? 1 : 0);
       return;
     case "InstallSnapshotReply":
+      w.f64(m.requestTerm);
       w.f64(m.snapshotIndex);
       w.f64(m.offset);
       w.u8(m.done ? 1 : 0);
@@ -256,6 +259,7 @@ function decodeMessage(r: Reader): Message {
         from,
         to,
         term,
+        requestTerm: r.num("requestTerm"),
         granted: r.bool("granted"),
       };
     case TYPE_TAGS.AppendEntries: {
@@ -308,6 +312,7 @@ function decodeMessage(r: Reader): Message {
         from,
         to,
         term,
+        requestTerm: r.num("requestTerm"),
         success: r.bool("success"),
         matchIndex: r.num("matchIndex"),
         rejectedIndex: r.num("rejectedIndex"),
@@ -354,6 +359,7 @@ function decodeMessage(r: Reader): Message {
         from,
         to,
         term,
+        requestTerm: r.num("requestTerm"),
         snapshotIndex: r.num("snapshotIndex"),
         offset: r.num("offset"),
         done: r.bool("done"),

@@ -13,7 +13,7 @@ import { CommandError } from "../kv/command.ts";
 import { CompactedError } from "../kv/history.ts";
 import { LeaseError } from "../coord/lease_manager.ts";
 import { WatchError, type WatchStream } from "../coord/watch.ts";
-import type { ApplyResult } from "../kv/store.ts";
+import { type ApplyResult, NOSPACE_ERROR } from "../kv/store.ts";
 import type {
   ClientId,
   CommandResponse,
@@ -30,6 +30,7 @@ import {
   headerJson,
   HttpError,
   id64,
+  parseAlarm,
   parseCompaction,
   parseDeleteRange,
   parseLeaseGrant,
@@ -45,6 +46,7 @@ import {
   txnJson,
 } from "./etcd.ts";
 import { Histogram, renderMetrics } from "./metrics.ts";
+import { fetchErrorText, neverSent } from "./fetch_error.ts";
 import { encodeLogTransfer, type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
@@ -64,6 +66,7 @@ const ROUTES = new Set([
   "/v3/kv/deleterange",
   "/v3/kv/txn",
   "/v3/maintenance/status",
+  "/v3/maintenance/alarm",
   "/v3/kv/compaction",
   "/v3/lease/grant",
   "/v3/lease/revoke",
@@ -82,14 +85,27 @@ export async function handleHttp(
   const started = performance.now();
   let route = "other";
   let response: Response;
+  const admitted = server.admitRequest();
   try {
+    if (!admitted) {
+      throw new HttpError(
+        503,
+        `Too many requests in flight on this node: ${server.httpRequestsMax} (retry later)`,
+        14,
+        1,
+      );
+    }
     const url = new URL(req.url);
+    server.browserGuard.check(req);
     // etcd 3.4's gateway also serves revoke, timetolive and leases under /v3/kv/lease/.
     const path = url.pathname.replace(/^\/v3(beta|alpha)\//, "/v3/").replace(
       /^\/v3\/kv\/lease\//,
       "/v3/lease/",
     );
-    if (ROUTES.has(path)) {
+    const methods = methodsOf(path);
+    if (req.method === "OPTIONS" && methods !== undefined) {
+      response = server.browserGuard.options(req, methods);
+    } else if (ROUTES.has(path)) {
       route = path;
       response = await etcdRoute(server, req, path);
     } else if (path === "/v1/kv" || path.startsWith("/v1/kv/")) {
@@ -118,6 +134,7 @@ export async function handleHttp(
       });
     } else if (path === "/health") {
       route = path;
+      requireMethod(req, ["GET"]);
       const ok = server.node.leaderId !== undefined;
       response = Response.json({ health: String(ok) }, { status: ok ? 200 : 503 });
     } else {
@@ -125,6 +142,8 @@ export async function handleHttp(
     }
   } catch (e) {
     response = errorResponse(server, e);
+  } finally {
+    if (admitted) server.releaseRequest();
   }
   let h = server.requestSeconds.get(route);
   if (h === undefined) server.requestSeconds.set(route, h = new Histogram());
@@ -136,6 +155,7 @@ export async function handleHttp(
       response.headers.set(LEADER_HEADER, leaderUrl);
     } catch { /* immutable headers of a forwarded response */ }
   }
+  server.browserGuard.decorate(req, response);
   return response;
 }
 
@@ -160,21 +180,74 @@ function errorResponse(server: RaftServer, e: unknown): Response {
     server.logEvent("http-internal-error", { error: message });
   }
   if (status >= 400 && status < 500) server.counters.badRequests++;
-  return Response.json({ error: message, code, message }, { status });
+  const headers = new Headers();
+  if (e instanceof MethodNotAllowed) headers.set("allow", e.allow);
+  const retryAfter = e instanceof HttpError ? e.retryAfterSeconds : undefined;
+  if (retryAfter !== undefined) headers.set("retry-after", String(retryAfter));
+  // A body that did not arrive in time is not drained: the connection goes.
+  if (status === 408) headers.set("connection", "close");
+  return Response.json({ error: message, code, message }, { status, headers });
+}
+
+/** The methods a path is served with (HEAD wherever GET), or undefined for an unknown path. */
+function methodsOf(path: string): string[] | undefined {
+  if (ROUTES.has(path)) return ["POST"];
+  if (path === "/v1/kv" || path.startsWith("/v1/kv/")) return ["GET", "HEAD", "PUT", "DELETE"];
+  if (["/v1/status", "/v1/raft/log", "/metrics", "/health"].includes(path)) return ["GET", "HEAD"];
+  return undefined;
 }
 
 function requireMethod(req: Request, methods: string[]): void {
-  if (!methods.includes(req.method)) {
-    throw new HttpError(
+  // HEAD is GET without the body (Deno.serve drops it).
+  const method = req.method === "HEAD" ? "GET" : req.method;
+  if (!methods.includes(method)) throw new MethodNotAllowed(req.method, methods);
+}
+
+/** A 405, with the `Allow` list its response must carry (RFC 9110 §15.5.6). */
+class MethodNotAllowed extends HttpError {
+  readonly allow: string;
+  constructor(method: string, methods: string[]) {
+    super(
       405,
-      `Method ${req.method} is not allowed here; use ${methods.join(" or ")}`,
+      `Method ${JSON.stringify(method)} is not allowed here; use ${methods.join(" or ")}`,
       12,
     );
+    this.allow = [...methods, ...(methods.includes("GET") ? ["HEAD"] : []), "OPTIONS"].join(", ");
   }
 }
 
-/** Reads the body, refusing more than `max` bytes without reading them all. */
-async function readBody(req: Request, max: number): Promise<Uint8Array> {
+/**
+ * Reads the body, refusing more than `requestBytesMax` bytes without reading them all, and a body
+ * that has not arrived within `bodyReadTimeoutMs` (a slow client must not hold a request open).
+ */
+async function readBody(server: RaftServer, req: Request): Promise<Uint8Array> {
+  const timeoutMs = server.bodyReadTimeoutMs;
+  let timedOut: () => void = () => {};
+  const deadline = new Promise<never>((_, reject) => {
+    timedOut = () =>
+      reject(
+        new HttpError(408, `Request body did not arrive within ${timeoutMs} ms`, 4),
+      );
+  });
+  deadline.catch(() => {});
+  let done = false;
+  server.afterMs(timeoutMs, () => {
+    if (!done) timedOut();
+  });
+  const read = readBodyBounded(req, server.requestBytesMax);
+  read.catch(() => {});
+  try {
+    return await Promise.race([read, deadline]);
+  } catch (e) {
+    // Give up on the stream: the connection is closed rather than drained.
+    if (e instanceof HttpError && e.status === 408) req.body?.cancel().catch(() => {});
+    throw e;
+  } finally {
+    done = true;
+  }
+}
+
+async function readBodyBounded(req: Request, max: number): Promise<Uint8Array> {
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > max) {
     throw new HttpError(413, `Request body is too large: ${declared} bytes (most ${max})`, 8);
@@ -182,13 +255,26 @@ async function readBody(req: Request, max: number): Promise<Uint8Array> {
   if (req.body === null) return new Uint8Array(0);
   // Declared and small enough: one read (the reader loop below cost about 2% of a leader's CPU).
   if (declared !== null && /^\d{1,10}$/.test(declared)) {
-    return new Uint8Array(await req.arrayBuffer());
+    try {
+      return new Uint8Array(await req.arrayBuffer());
+    } catch {
+      // The client closed its side before sending what it declared: its request, not our fault.
+      throw badRequest(
+        `Request body is shorter than its Content-Length of ${declared} bytes (the connection closed first)`,
+      );
+    }
   }
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
   while (true) {
-    const { done, value } = await reader.read();
+    let read;
+    try {
+      read = await reader.read();
+    } catch {
+      throw badRequest(`Request body broke off after ${total} bytes (the connection closed first)`);
+    }
+    const { done, value } = read;
     if (done) break;
     total += value.length;
     if (total > max) {
@@ -229,7 +315,9 @@ function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefine
     throw badRequest(`Headers ${CLIENT_ID_HEADER} and ${SEQ_HEADER} go together`);
   }
   if (clientId.length === 0 || clientId.length > 128) {
-    throw badRequest(`Header ${CLIENT_ID_HEADER} must have 1 to 128 characters`);
+    throw badRequest(
+      `Header ${CLIENT_ID_HEADER} must have 1 to 128 characters: ${JSON.stringify(clientId)}`,
+    );
   }
   if (!/^\d{1,15}$/.test(seqText) || Number(seqText) < 1) {
     throw badRequest(`Header ${SEQ_HEADER} must be a positive integer: ${JSON.stringify(seqText)}`);
@@ -239,6 +327,11 @@ function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefine
 
 /** Each server's ids as etcd's uint64s, hashed once (BigInt FNV per request showed in profiles). */
 const ids = new WeakMap<RaftServer, { clusterId: bigint; memberId: bigint }>();
+
+/** A member's id as etcd's uint64 (the same hash as the header's member_id). */
+function memberId64(server: RaftServer, nodeId: string): bigint {
+  return id64(`${server.clusterId}/${nodeId}`);
+}
 
 function header(server: RaftServer, revision = server.store.revision): Json {
   let id = ids.get(server);
@@ -266,6 +359,8 @@ async function asLeader(
   body: Uint8Array,
   session: { clientId: ClientId; seq: number } | undefined,
   local: () => Promise<Response>,
+  // A session makes a resent write apply once; an idempotent request is safe to resend anyway.
+  resendable = session !== undefined,
 ): Promise<Response> {
   const deadline = performance.now() + server.requestTimeoutMs;
   let lastError = "no leader is known";
@@ -295,9 +390,9 @@ async function asLeader(
       );
     }
     if (url !== undefined) {
-      const forwarded = await forward(server, url, req, body);
+      const forwarded = await forward(server, url, req, body, deadline - performance.now());
       if (forwarded.ok === true) return forwarded.response;
-      if (forwarded.ok === "unknown" && session === undefined) {
+      if (forwarded.ok === "unknown" && !resendable) {
         throw new HttpError(
           504,
           `The leader ${leader} failed while handling the forwarded write (${forwarded.error}); its outcome is unknown`,
@@ -321,6 +416,7 @@ async function forward(
   leaderUrl: string,
   req: Request,
   body: Uint8Array,
+  timeoutMs: number,
 ): Promise<{ ok: true; response: Response } | { ok: false | "unknown"; error: string }> {
   const url = new URL(req.url);
   const headers = new Headers();
@@ -336,7 +432,7 @@ async function forward(
       method: req.method,
       headers,
       body: req.method === "GET" || req.method === "HEAD" ? undefined : body.slice(),
-      signal: AbortSignal.timeout(server.requestTimeoutMs),
+      signal: AbortSignal.timeout(Math.max(1, timeoutMs)),
     });
     sent = true;
     const bytes = new Uint8Array(await res.arrayBuffer());
@@ -351,9 +447,8 @@ async function forward(
     out.set(LEADER_HEADER, leaderUrl);
     return { ok: true, response: new Response(bytes, { status: res.status, headers: out }) };
   } catch (e) {
-    const msg = (e as Error).message;
-    const neverArrived = !sent && /refused|os error 111|ECONNREFUSED/i.test(msg);
-    return { ok: neverArrived ? false : "unknown", error: msg };
+    // A refused connection never carried the request: safe to send again, to the next leader.
+    return { ok: !sent && neverSent(e) ? false : "unknown", error: fetchErrorText(e) };
   }
 }
 
@@ -385,6 +480,8 @@ function settle(result: ApplyResult): CommandResponse {
     case "rejected":
       // etcd answers a put with an unknown lease with NotFound.
       if (/^Lease \d+ not found/.test(result.error)) throw new HttpError(404, result.error, 5);
+      // etcd's gateway answers ResourceExhausted with 429.
+      if (result.error === NOSPACE_ERROR) throw new HttpError(429, result.error, 8);
       throw badRequest(result.error);
     case "stale":
     case "unknownSession":
@@ -397,7 +494,7 @@ function settle(result: ApplyResult): CommandResponse {
 async function etcdRoute(server: RaftServer, req: Request, path: string): Promise<Response> {
   requireMethod(req, ["POST"]);
   if (path === "/v3/lease/keepalive") return await keepAliveRoute(server, req);
-  const bytes = await readBody(req, server.requestBytesMax);
+  const bytes = await readBody(server, req);
   const body = parseJson(bytes);
   const session = sessionOf(req);
   const write = (command: PlainCommand, render: (r: CommandResponse) => Json) =>
@@ -510,6 +607,43 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
     }
     case "/v3/watch":
       return watchRoute(server, body);
+    case "/v3/maintenance/alarm": {
+      const a = parseAlarm(body);
+      const render = (alarms: readonly { memberId: string; alarm: string }[]) => {
+        const out: Json = { header: header(server) };
+        const list = alarms.filter((m) => a.alarm === "NONE" || m.alarm === a.alarm)
+          .filter((m) =>
+            a.action === "GET" || a.memberId === 0n || memberId64(server, m.memberId) === a.memberId
+          );
+        // etcd's gateway omits an empty list.
+        if (list.length > 0) {
+          out.alarms = list.map((m) => ({
+            memberID: memberId64(server, m.memberId).toString(),
+            alarm: m.alarm,
+          }));
+        }
+        return out;
+      };
+      if (a.action === "GET") {
+        await linearizable(server);
+        return Response.json(render(server.store.alarms));
+      }
+      let memberId = "";
+      if (a.memberId !== 0n) {
+        memberId = server.node.voters.find((v) => memberId64(server, v) === a.memberId) ?? "";
+        if (memberId === "") {
+          throw badRequest(`Member ${a.memberId} is not a member of this cluster`);
+        }
+      } else if (a.action === "ACTIVATE") {
+        throw badRequest(`Field "memberID" of AlarmRequest must name a member to activate`);
+      }
+      return await write({
+        type: "alarm",
+        action: a.action === "ACTIVATE" ? "activate" : "deactivate",
+        memberId,
+        alarm: "NOSPACE",
+      }, (r) => render((r as Extract<CommandResponse, { type: "alarm" }>).alarms));
+    }
     case "/v3/maintenance/status": {
       parseStatus(body);
       const s = server.localStatus();
@@ -568,7 +702,7 @@ function atLeaseLeader(
       if (answer !== undefined) return Response.json(answer);
       throw new HttpError(404, `etcdserver: requested lease not found (${e.message})`, 5);
     }
-  });
+  }, true); // a keep-alive or time-to-live done twice does no harm
 }
 
 // ---- Lease keep-alive ----------------------------------------------------------------------------
@@ -584,7 +718,7 @@ async function keepAliveRoute(server: RaftServer, req: Request): Promise<Respons
   if (req.body !== null && req.headers.get("content-length") === null) {
     return keepAliveStream(server, req, bodyLines(req.body, server.requestBytesMax));
   }
-  const bytes = await readBody(req, server.requestBytesMax);
+  const bytes = await readBody(server, req);
   let text: string;
   try {
     text = textDecoder.decode(bytes);
@@ -823,7 +957,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     throw badRequest("Key is missing: use /v1/kv/<key>, or /v1/kv/?prefix for every key");
   }
   const range: KeyRange = prefix ? { prefix: key } : { key };
-  if (req.method === "GET") {
+  if (req.method === "GET" || req.method === "HEAD") {
     if (flag(url, "serializable")) server.counters.readsSerializable++;
     else await linearizable(server);
     const result: RangeResponse = server.store.range(range);
@@ -848,7 +982,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     }
     return Response.json({ ...restKvJson(result.kvs[0]), revision: result.revision });
   }
-  const body = await readBody(req, server.requestBytesMax);
+  const body = await readBody(server, req);
   const session = sessionOf(req);
   const prev = flag(url, "prev");
   if (req.method === "PUT") {

@@ -17,6 +17,9 @@ Usage: deno task serve [flags]
   --name ID                     node id (default n1)
   --cluster-id ID               cluster id; a data dir of another cluster is refused (default raftmeta)
   --data-dir DIR                data directory (default ./data)
+  --repair-wal                  start even if synced WAL records are missing at the end (a cut
+                                or deleted last segment): cut there and log it; acknowledged
+                                entries may be lost (default: refuse, naming file and offset)
   --listen-client HOST:PORT     client HTTP address (default 127.0.0.1:2379)
   --listen-peer HOST:PORT       peer address (default 127.0.0.1:2380)
   --peers ID=HOST:PORT,...      the other voters and their peer addresses (default: none,
@@ -47,11 +50,30 @@ Usage: deno task serve [flags]
   --snapshot-entries N          snapshot and compact the log after at most N applied entries
                                 (each node draws N/2..N anew, so nodes do not snapshot at once;
                                 default 100000, as etcd's --snapshot-count)
+  --snapshot-bytes N            also snapshot once the entries applied since the last snapshot
+                                hold N command bytes (default 67108864, 64 MiB)
+  --quota-backend-bytes N       store quota (live keys and values plus watch history); a write
+                                over it is refused and raises the NOSPACE alarm, cleared with
+                                \`ctl alarm disarm\` (default 536870912, 512 MiB)
+  --proposals-pending-max N     most writes waiting to be applied on the leader; beyond, 429
+                                with Retry-After (default 10000)
+  --proposal-bytes-pending-max N  most command bytes waiting to be applied on the leader;
+                                beyond, 429 with Retry-After (default 67108864, 64 MiB)
+  --http-requests-max N         most HTTP requests handled at once; beyond, 503 with
+                                Retry-After (default 512)
+  --body-read-timeout-ms N      longest wait for a request body; then 408 (default 10000)
   --probe-ms N                  how long an empty data dir asks peers about itself (default 2000)
   --watchers-max N              most watchers on this node (default 1000)
   --watch-buffer-events N       events a watcher may leave unread before it is cancelled as
                                 slow (default 10000)
   --watch-progress-ms N         progress notification period for idle watchers (default 1000)
+  --cors ORIGIN,...             origins whose web pages may call this node, e.g.
+                                http://localhost:8080 ("*" any, "null" a page opened from disk;
+                                default none: a request with an Origin header is refused with
+                                403, so are CORS preflights)
+  --host-whitelist NAME,...     Host header names accepted ("*" any; default on a loopback
+                                --listen-client: localhost,127.0.0.1,::1, else any); others get
+                                421, a defence against DNS rebinding
   -h, --help                    this text
 
 Logs are JSON lines on stdout. Stop with Ctrl-C (SIGINT) or SIGTERM.
@@ -153,6 +175,18 @@ function int(v: string | undefined, what: string): number | undefined {
   return Number(v);
 }
 
+function list(v: string | undefined): string[] | undefined {
+  return v?.split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+function positive(v: string | undefined, what: string): number | undefined {
+  const n = int(v, what);
+  if (n !== undefined && (n < 1 || !Number.isSafeInteger(n))) {
+    throw new Error(`${what} must be a positive integer: ${v}`);
+  }
+  return n;
+}
+
 async function main(args: string[]): Promise<number> {
   const { values } = parseArgs({
     args,
@@ -176,11 +210,20 @@ async function main(args: string[]): Promise<number> {
       "max-request-bytes": { type: "string" },
       "request-timeout-ms": { type: "string" },
       join: { type: "boolean", default: false },
+      "repair-wal": { type: "boolean", default: false },
       "probe-ms": { type: "string" },
       "snapshot-entries": { type: "string" },
+      "snapshot-bytes": { type: "string" },
+      "quota-backend-bytes": { type: "string" },
+      "proposals-pending-max": { type: "string" },
+      "proposal-bytes-pending-max": { type: "string" },
+      "http-requests-max": { type: "string" },
+      "body-read-timeout-ms": { type: "string" },
       "watchers-max": { type: "string" },
       "watch-buffer-events": { type: "string" },
       "watch-progress-ms": { type: "string" },
+      cors: { type: "string" },
+      "host-whitelist": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -224,11 +267,23 @@ async function main(args: string[]): Promise<number> {
     requestBytesMax: int(values["max-request-bytes"], "--max-request-bytes"),
     requestTimeoutMs: int(values["request-timeout-ms"], "--request-timeout-ms"),
     join: values.join,
+    repairWal: values["repair-wal"],
     probeMs: int(values["probe-ms"], "--probe-ms"),
     snapshotEntries: int(values["snapshot-entries"], "--snapshot-entries"),
+    snapshotBytes: positive(values["snapshot-bytes"], "--snapshot-bytes"),
+    quotaBackendBytes: positive(values["quota-backend-bytes"], "--quota-backend-bytes"),
+    proposalsPendingMax: positive(values["proposals-pending-max"], "--proposals-pending-max"),
+    proposalBytesPendingMax: positive(
+      values["proposal-bytes-pending-max"],
+      "--proposal-bytes-pending-max",
+    ),
+    httpRequestsMax: positive(values["http-requests-max"], "--http-requests-max"),
+    bodyReadTimeoutMs: positive(values["body-read-timeout-ms"], "--body-read-timeout-ms"),
     watchersMax: int(values["watchers-max"], "--watchers-max"),
     watchBufferEventsMax: int(values["watch-buffer-events"], "--watch-buffer-events"),
     watchProgressMs: int(values["watch-progress-ms"], "--watch-progress-ms"),
+    corsOrigins: list(values.cors),
+    hostWhitelist: list(values["host-whitelist"]),
   });
   const stop = () => {
     server.logEvent("stopping", {});

@@ -28,7 +28,7 @@ import { EventHeap } from "../sim/heap.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { FILE_MODE } from "../storage/fs.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
-import { type ApplyResult, MetadataStore } from "../kv/store.ts";
+import { addsData, type ApplyResult, MetadataStore, NOSPACE_ERROR } from "../kv/store.ts";
 import { LeaseManager } from "../coord/lease_manager.ts";
 import { WatchHub } from "../coord/watch.ts";
 import type { ClientId, PlainCommand } from "../kv/types.ts";
@@ -37,6 +37,7 @@ import { Histogram } from "./metrics.ts";
 import { decodeMessages, encodeMessagesFrame } from "./codec.ts";
 import { HttpError } from "./etcd.ts";
 import { handleHttp } from "./http.ts";
+import { BrowserGuard } from "./browser_guard.ts";
 
 /** How to run one node. */
 export interface ServerOptions {
@@ -46,6 +47,8 @@ export interface ServerOptions {
   readonly clusterId?: string;
   /** Data directory. Default `"./data"`. */
   readonly dataDir?: string;
+  /** Start despite synced WAL records missing at the end (`--repair-wal`); every cut is logged. */
+  readonly repairWal?: boolean;
   /** Client HTTP address. Default 127.0.0.1:2379. Port 0 picks a free port. */
   readonly clientListen?: Address;
   /** Peer address. Default 127.0.0.1:2380. Port 0 picks a free port. */
@@ -84,6 +87,25 @@ export interface ServerOptions {
    * Default 100,000.
    */
   readonly snapshotEntries?: number;
+  /**
+   * Also take a snapshot once the entries applied since the last one hold this many command bytes,
+   * so large values cannot pile up in the in-memory log. Default 64 MiB.
+   */
+  readonly snapshotBytes?: number;
+  /**
+   * The store's quota (etcd's `--quota-backend-bytes`): a write that would take the store's size
+   * (live keys and values plus watch history) over it is refused and raises the NOSPACE alarm.
+   * Default 512 MiB.
+   */
+  readonly quotaBackendBytes?: number;
+  /** Longest wait for a request body to arrive; then 408 and the connection closes. Default 10,000. */
+  readonly bodyReadTimeoutMs?: number;
+  /** Most HTTP requests handled at once (watch streams count only until they start); beyond it, 503. Default 512. */
+  readonly httpRequestsMax?: number;
+  /** Most proposals waiting to be applied on the leader; beyond it, 429. Default 10,000. */
+  readonly proposalsPendingMax?: number;
+  /** Most command bytes waiting to be applied on the leader; beyond it, 429. Default 64 MiB. */
+  readonly proposalBytesPendingMax?: number;
   /** How long a node with an empty data directory asks its peers about itself. Default 2000. */
   readonly probeMs?: number;
   /** Where structured log lines go. Default: stdout. */
@@ -94,6 +116,14 @@ export interface ServerOptions {
   readonly watchBufferEventsMax?: number;
   /** How often idle watchers that asked for it get a progress notification. Default 1,000. */
   readonly watchProgressMs?: number;
+  /** Origins whose pages may make requests (etcd's `--cors`; `"*"` any). Default: none. */
+  readonly corsOrigins?: readonly string[];
+  /**
+   * Host names accepted in requests' Host header (etcd's `--host-whitelist`; `"*"` any). Default:
+   * on a loopback client address only localhost, 127.0.0.1 and ::1 (against DNS rebinding);
+   * otherwise any.
+   */
+  readonly hostWhitelist?: readonly string[];
 }
 
 /** Refused to start (with an exit code for the process). */
@@ -136,6 +166,12 @@ export interface LocalStatus {
   readonly keys: number;
   /** Client URL. */
   readonly clientUrl: string;
+  /** Last index folded into a snapshot. */
+  readonly snapshotIndex: number;
+  /** Command bytes applied since the last snapshot (bounded by `--snapshot-bytes`). */
+  readonly logBytes: number;
+  /** The store's size as the quota counts it (`--quota-backend-bytes`). */
+  readonly backendBytes: number;
   /** On a leader: each follower's progress. */
   readonly progress: readonly {
     follower: NodeId;
@@ -169,11 +205,20 @@ export interface ServerCounters {
 
 interface ProposalWaiter {
   readonly term: number;
+  readonly bytes: number;
   readonly resolve: (r: ApplyResult) => void;
   readonly reject: (e: Error) => void;
 }
 
 const SEEN_FILE = "net-peers-seen.json";
+/** Defaults of the memory bounds (see {@linkcode ServerOptions}). */
+export const SNAPSHOT_BYTES_DEFAULT = 64 * 1024 * 1024;
+/** Default quota: 512 MiB (see docs/api.md for why not etcd's 2 GiB). */
+export const QUOTA_BACKEND_BYTES_DEFAULT = 512 * 1024 * 1024;
+const PROPOSALS_PENDING_MAX_DEFAULT = 10_000;
+const PROPOSAL_BYTES_PENDING_MAX_DEFAULT = 64 * 1024 * 1024;
+/** etcd's error for a leader with too much work queued (gRPC ResourceExhausted). */
+export const TOO_MANY_REQUESTS_ERROR = "etcdserver: too many requests";
 /** Most ready batches handled in one turn of the event loop. */
 const DRAIN_BATCHES_MAX = 256;
 
@@ -185,8 +230,15 @@ export class RaftServer {
   readonly clusterId: string;
   /** Limits and timeouts in force. */
   readonly requestBytesMax: number;
+  /** Checks the Host and Origin of client requests (see {@linkcode BrowserGuard}). */
+  readonly browserGuard: BrowserGuard;
   /** How long a request may wait. */
   readonly requestTimeoutMs: number;
+  /** Longest wait for a request body. */
+  readonly bodyReadTimeoutMs: number;
+  /** Most HTTP requests handled at once. */
+  readonly httpRequestsMax: number;
+  #httpRequests = 0;
   /** Counters. */
   readonly counters: ServerCounters = {
     proposals: 0,
@@ -216,6 +268,18 @@ export class RaftServer {
   #clientUrl = "";
   #store: MetadataStore;
   readonly #snapshotEntries: number;
+  readonly #snapshotBytes: number;
+  /** The store's quota in bytes. */
+  readonly quotaBackendBytes: number;
+  readonly #proposalsPendingMax: number;
+  readonly #proposalBytesPendingMax: number;
+  #proposalBytesPending = 0;
+  /** Command bytes applied since start, and where the current snapshot's base stands in them. */
+  #appliedBytes = 0;
+  #snapshotBytesBase = { index: 0, appliedBytes: 0 };
+  #snapshotBytesNext: { index: number; appliedBytes: number } | undefined;
+  /** Log index of a NOSPACE raise proposed by this leader and not yet applied. */
+  #alarmRaiseIndex = 0;
   /** The entries due before the next snapshot (staggered), and the snapshot index it was drawn at. */
   #snapshotDue = { entries: 0, drawnAt: -1 };
   #ticker: ReturnType<typeof setInterval> | undefined;
@@ -223,7 +287,11 @@ export class RaftServer {
   #draining = false;
   #closed = false;
   #proposals = new Map<number, ProposalWaiter>();
-  #reads = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
+  /** Pending reads, each with the leader it asked (undefined when none was known). */
+  #reads = new Map<
+    string,
+    { resolve: () => void; reject: (e: Error) => void; askedLeader: NodeId | undefined }
+  >();
   #readsWaitingApply: { index: number; resolve: () => void }[] = [];
   #readSeq = 0;
   /** The hard state last made durable (term and vote must be, before any send). */
@@ -267,6 +335,11 @@ export class RaftServer {
     this.#storage = storage;
     this.#store = store;
     this.#snapshotEntries = options.snapshotEntries ?? SNAPSHOT_ENTRIES_DEFAULT;
+    this.#snapshotBytes = options.snapshotBytes ?? SNAPSHOT_BYTES_DEFAULT;
+    this.quotaBackendBytes = options.quotaBackendBytes ?? QUOTA_BACKEND_BYTES_DEFAULT;
+    this.#proposalsPendingMax = options.proposalsPendingMax ?? PROPOSALS_PENDING_MAX_DEFAULT;
+    this.#proposalBytesPendingMax = options.proposalBytesPendingMax ??
+      PROPOSAL_BYTES_PENDING_MAX_DEFAULT;
     this.#transport = transport;
     this.#peers = options.peers ?? new Map();
     this.#peerClientUrls = options.peerClientUrls ?? new Map();
@@ -274,6 +347,9 @@ export class RaftServer {
     this.#log = options.log ?? ((line) => console.log(line));
     this.requestBytesMax = options.requestBytesMax ?? 1.5 * 1024 * 1024;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
+    this.browserGuard = browserGuardOf(options);
+    this.bodyReadTimeoutMs = options.bodyReadTimeoutMs ?? 10_000;
+    this.httpRequestsMax = options.httpRequestsMax ?? 512;
     this.#seenTerms = seen;
     this.#joinTarget = joinTarget;
     this.#last = { role: node.role, term: node.term, leader: node.leaderId };
@@ -312,6 +388,11 @@ export class RaftServer {
     const log = options.log ?? ((line: string) => console.log(line));
     const emit = (event: string, fields: Record<string, unknown>) =>
       log(JSON.stringify({ ts: new Date().toISOString(), node: nodeId, event, ...fields }));
+    try {
+      browserGuardOf(options); // refuse a bad origin before anything is opened
+    } catch (e) {
+      throw new StartupError((e as Error).message);
+    }
     if (peers.has(nodeId)) throw new StartupError(`--peers must not list this node "${nodeId}"`);
     for (const [id, url] of options.peerClientUrls ?? []) {
       if (!peers.has(id)) {
@@ -435,12 +516,15 @@ export class RaftServer {
 
     let storage: FileStorage;
     try {
-      storage = FileStorage.open(dataDir, { clusterId, nodeId });
+      storage = FileStorage.open(dataDir, { clusterId, nodeId, repairWal: options.repairWal });
     } catch (e) {
       transport?.close();
       http?.close();
       throw new StartupError(`Cannot open data directory "${dataDir}": ${(e as Error).message}`);
     }
+    const torn = storage.tornTail;
+    if (torn !== undefined) emit("wal-cut", { ...torn, reason: `torn write: ${torn.reason}` });
+    for (const damage of storage.repaired) emit("wal-repaired", { damage });
     if (transfer !== undefined) {
       // The leader's whole log (snapshot and entries after it): the leader may remember this node
       // at any index up to its last, and never moves a follower's matchIndex back (rule 4).
@@ -590,6 +674,9 @@ export class RaftServer {
       revision: this.store.revision,
       keys: this.store.size,
       clientUrl: this.#clientUrl,
+      snapshotIndex: this.#node.log.snapshotIndex,
+      logBytes: this.logBytes,
+      backendBytes: this.store.backendBytes,
       progress: [...s.progress].map(([follower, p]) => ({ follower, ...p })),
     };
   }
@@ -615,6 +702,17 @@ export class RaftServer {
       throw new HttpError(400, (e as Error).message, 3);
     }
     if (this.#node.role !== "Leader") throw new NotLeaderError(this.nodeId, this.#node.leaderId);
+    // Load shedding: refuse before the queue of unapplied proposals grows without bound.
+    if (
+      this.#proposals.size >= this.#proposalsPendingMax ||
+      this.#proposalBytesPending + bytes.length > this.#proposalBytesPendingMax
+    ) {
+      this.counters.proposalsFailed++;
+      throw new HttpError(429, TOO_MANY_REQUESTS_ERROR, 8, 1);
+    }
+    if (addsData(session === undefined ? command : { type: "session", ...session, command })) {
+      this.#checkQuota(bytes.length);
+    }
     let proposed: { index: number; term: number };
     try {
       proposed = this.#node.propose(bytes);
@@ -625,11 +723,18 @@ export class RaftServer {
     }
     this.counters.proposals++;
     const { promise, resolve, reject } = Promise.withResolvers<ApplyResult>();
-    this.#proposals.set(proposed.index, { term: proposed.term, resolve, reject });
+    this.#proposals.set(proposed.index, {
+      term: proposed.term,
+      bytes: bytes.length,
+      resolve,
+      reject,
+    });
+    this.#proposalBytesPending += bytes.length;
     this.#scheduleDrain();
     this.#after(this.requestTimeoutMs, () => {
       if (this.#proposals.get(proposed.index)?.resolve !== resolve) return;
       this.#proposals.delete(proposed.index);
+      this.#proposalBytesPending -= bytes.length;
       this.counters.proposalsFailed++;
       reject(
         new HttpError(
@@ -643,6 +748,34 @@ export class RaftServer {
   }
 
   /**
+   * Refuses a write of `bytes` with etcd's NOSPACE error when the alarm is raised or the write
+   * would take the store over its quota; then raises the alarm through the log (once), so every
+   * node refuses such writes at apply from the same replicated state.
+   */
+  #checkQuota(bytes: number): void {
+    const store = this.store;
+    if (store.alarms.length > 0) throw new HttpError(429, NOSPACE_ERROR, 8);
+    if (store.backendBytes + bytes <= this.quotaBackendBytes) return;
+    if (this.#alarmRaiseIndex <= store.appliedIndex) {
+      const raise = encodeCommand({
+        type: "alarm",
+        action: "activate",
+        memberId: this.nodeId,
+        alarm: "NOSPACE",
+      });
+      this.#alarmRaiseIndex = this.#node.propose(raise).index;
+      this.counters.proposals++;
+      this.logEvent("alarm-raised", {
+        alarm: "NOSPACE",
+        backendBytes: store.backendBytes,
+        quotaBackendBytes: this.quotaBackendBytes,
+      });
+      this.#scheduleDrain();
+    }
+    throw new HttpError(429, NOSPACE_ERROR, 8);
+  }
+
+  /**
    * Waits until a linearizable read may be served here (ReadIndex, §6.4): leadership confirmed by
    * a quorum after this call, and the store applied up to the read index. On a follower the read
    * index comes from the leader. Throws {@linkcode HttpError} 503 when no leader confirms it.
@@ -651,14 +784,33 @@ export class RaftServer {
     this.#usable();
     const readId = `${this.nodeId}.${++this.#readSeq}`;
     const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.#reads.set(readId, { resolve, reject });
+    this.#reads.set(readId, { resolve, reject, askedLeader: this.#node.leaderId });
     this.#after(timeoutMs, () => {
       if (!this.#reads.delete(readId)) return;
-      reject(new HttpError(503, `No leader confirmed the read within ${timeoutMs} ms`, 14));
+      reject(
+        new HttpError(503, `No leader confirmed the read within ${Math.round(timeoutMs)} ms`, 14),
+      );
     });
     this.#node.readIndex(readId);
     this.#scheduleDrain();
     return promise;
+  }
+
+  /** Counts a new HTTP request in; false (and not counted) when `httpRequestsMax` are in flight. */
+  admitRequest(): boolean {
+    if (this.#httpRequests >= this.httpRequestsMax) return false;
+    this.#httpRequests++;
+    return true;
+  }
+
+  /** Counts a request admitted by {@linkcode admitRequest} out. */
+  releaseRequest(): void {
+    this.#httpRequests--;
+  }
+
+  /** Runs `fire` about `ms` from now on the clock tick; `fire` must check it is still wanted. */
+  afterMs(ms: number, fire: () => void): void {
+    this.#after(ms, fire);
   }
 
   /**
@@ -690,6 +842,7 @@ export class RaftServer {
     for (const w of this.#proposals.values()) w.reject(new HttpError(503, "Node is stopping", 14));
     for (const r of this.#reads.values()) r.reject(new HttpError(503, "Node is stopping", 14));
     this.#proposals.clear();
+    this.#proposalBytesPending = 0;
     this.#reads.clear();
     try {
       // In-flight requests get a moment; a stuck client connection must not keep the node up.
@@ -824,6 +977,10 @@ export class RaftServer {
     // 3. Apply, after restoring a snapshot installed from the leader (§7).
     if (ready.snapshot !== undefined) {
       this.#store = decodeStoreSnapshot(ready.snapshot.data);
+      this.#snapshotBytesBase = {
+        index: ready.snapshot.meta.index,
+        appliedBytes: this.#appliedBytes,
+      };
       this.logEvent("snapshot-installed", {
         index: ready.snapshot.meta.index,
         term: ready.snapshot.meta.term,
@@ -838,9 +995,11 @@ export class RaftServer {
       let result: ApplyResult | undefined;
       if (e.kind === "command") result = this.store.apply(e.command, e.index);
       else this.store.applyNoop(e.index);
+      this.#appliedBytes += e.command.byteLength;
       const waiter = this.#proposals.get(e.index);
       if (waiter !== undefined) {
         this.#proposals.delete(e.index);
+        this.#proposalBytesPending -= waiter.bytes;
         if (waiter.term === e.term && result !== undefined) waiter.resolve(result);
         else {
           this.counters.proposalsFailed++;
@@ -873,6 +1032,22 @@ export class RaftServer {
       }
       this.#readsWaitingApply = still;
     }
+  }
+
+  /**
+   * Asks `leader` again for each pending read that asked another node: the one asked may be dead,
+   * and the read should not wait out its timeout while a new leader can confirm it now (§6.4).
+   * Whichever answer comes first serves the read; a later one finds no waiter.
+   */
+  #reaskReads(leader: NodeId): void {
+    let asked = false;
+    for (const [readId, r] of this.#reads) {
+      if (r.askedLeader === leader) continue;
+      r.askedLeader = leader;
+      this.#node.readIndex(readId);
+      asked = true;
+    }
+    if (asked) this.#scheduleDrain();
   }
 
   #send(ready: Ready): void {
@@ -938,6 +1113,7 @@ export class RaftServer {
         lastLogIndex: n.log.lastIndex,
       });
       this.#last = { role: n.role, term: n.term, leader: n.leaderId };
+      if (n.leaderId !== undefined) this.#reaskReads(n.leaderId);
       // A follower's pending proposals cannot finish here; they fail when their index is applied
       // with another entry, or time out.
     }
@@ -961,17 +1137,37 @@ export class RaftServer {
    * one at a time, abandoned if the node closes or installs a newer snapshot meanwhile.
    */
   #maybeSnapshot(): void {
-    this.#snapshotter.maybeStart({
+    const next = this.#snapshotBytesNext;
+    if (next !== undefined && this.#node.log.snapshotIndex >= next.index) {
+      this.#snapshotBytesBase = next;
+      this.#snapshotBytesNext = undefined;
+    }
+    // By bytes as well as by entries: 1,500 entries of 1 MiB must not wait for 100,000 entries.
+    const byBytes = this.logBytes >= this.#snapshotBytes;
+    const started = this.#snapshotter.maybeStart({
       node: this.#node,
       storage: this.#storage,
       store: this.store,
-      everyEntries: this.#snapshotEntriesDue(),
+      everyEntries: byBytes ? 1 : this.#snapshotEntriesDue(),
       closed: () => this.#closed,
       log: (event, fields) => this.logEvent(event, fields),
       fail: (e) => this.#die(e),
-    })?.catch(() => {
+    });
+    if (started === undefined) return;
+    this.#snapshotBytesNext = { index: this.store.appliedIndex, appliedBytes: this.#appliedBytes };
+    started.catch(() => {
       // Already handed to `fail`.
     });
+  }
+
+  /** Command bytes applied since the last snapshot (what `snapshotBytes` bounds). */
+  get logBytes(): number {
+    return this.#appliedBytes - this.#snapshotBytesBase.appliedBytes;
+  }
+
+  /** Proposals this leader waits to see applied, and their command bytes (load shedding). */
+  get proposalsPending(): { count: number; bytes: number } {
+    return { count: this.#proposals.size, bytes: this.#proposalBytesPending };
   }
 
   #snapshotEntriesDue(): number {
@@ -1178,6 +1374,14 @@ function writeSeen(dir: string, seen: Map<NodeId, number>): void {
  * Binds the client port at once (a taken port fails the start before peers hear of this node) and
  * serves requests later: until `serve` is called, requests get a 503.
  */
+function browserGuardOf(options: ServerOptions): BrowserGuard {
+  return new BrowserGuard({
+    corsOrigins: options.corsOrigins,
+    hostWhitelist: options.hostWhitelist,
+    listenHostname: options.clientListen?.hostname ?? "127.0.0.1",
+  });
+}
+
 function startHttpDeferred(listen: Address): {
   url: string;
   serve: (
