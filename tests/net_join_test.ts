@@ -49,7 +49,6 @@ Deno.test("net log transfer: streamed in bounded frames on the peer port, after 
       secret,
       listen: { hostname: "127.0.0.1", port },
       peers: new Map(peers.map(([p, pp]) => [p, { hostname: "127.0.0.1", port: pp }])),
-      clientUrl: `http://127.0.0.1:${port + 1}`,
       onMessages: () => {},
       localState: () => ({ term: 5, commitIndex: 9 }),
       seenTermOf: () => 2,

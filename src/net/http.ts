@@ -369,6 +369,15 @@ async function asLeader(
     const url = leader === undefined || leader === server.nodeId
       ? undefined
       : server.clientUrlOf(leader);
+    if (url === undefined && leader !== undefined && leader !== server.nodeId) {
+      // Client URLs come from configuration only (never from what a peer claims).
+      throw new HttpError(
+        503,
+        `Node "${server.nodeId}" is not the leader and cannot forward: the leader is "${leader}", ` +
+          `whose client URL is unknown here (not in --peer-client-urls); send the request to it`,
+        14,
+      );
+    }
     if (url !== undefined) {
       const forwarded = await forward(server, url, req, body, deadline - performance.now());
       if (forwarded.ok === true) return forwarded.response;
@@ -1002,7 +1011,7 @@ async function statusRoute(server: RaftServer, url: URL): Promise<Response> {
       return;
     }
     if (m.clientUrl === null) {
-      rows[i] = { id: m.id, status: "unreachable", clientUrl: null };
+      rows[i] = { id: m.id, status: "client URL not configured", clientUrl: null };
       return;
     }
     try {
@@ -1170,6 +1179,12 @@ function metricsText(server: RaftServer): string {
       help: "Peer connections closed for a failed handshake or a malformed frame.",
       type: "counter",
       samples: [`raftmeta_peer_connections_refused_total ${t?.connectionsRefused ?? 0}`],
+    },
+    {
+      name: "raftmeta_peer_connections_over_limit_total",
+      help: "Peer connections closed at once: too many were still in their handshake.",
+      type: "counter",
+      samples: [`raftmeta_peer_connections_over_limit_total ${t?.connectionsOverLimit ?? 0}`],
     },
     {
       name: "raftmeta_wal_fsync_duration_seconds",

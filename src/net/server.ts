@@ -25,6 +25,7 @@ import { type SnapshotOutcome, Snapshotter, staggeredSnapshotEntries } from "./s
 import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
 import { EventHeap } from "../sim/heap.ts";
 import { FileStorage } from "../storage/file_storage.ts";
+import { FILE_MODE } from "../storage/fs.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
 import { addsData, type ApplyResult, MetadataStore, NOSPACE_ERROR } from "../kv/store.ts";
 import { LeaseManager } from "../coord/lease_manager.ts";
@@ -53,8 +54,19 @@ export interface ServerOptions {
   readonly peerListen?: Address;
   /** The other voters and their peer addresses (empty: a single-node cluster). */
   readonly peers?: ReadonlyMap<NodeId, Address>;
-  /** The secret every peer must prove. Default `""` (fine on one machine, not beyond). */
+  /**
+   * The client URLs of (some of) the peers, for forwarding requests to the leader and for the
+   * cluster status. Never learned from a connection: a peer not listed here cannot be forwarded to.
+   */
+  readonly peerClientUrls?: ReadonlyMap<NodeId, string>;
+  /** The secret every peer must prove. Required when there are peers, unless `insecurePeers`. */
   readonly secret?: string;
+  /** Allow peers with an empty secret: anyone who reaches the peer port can then forge entries. */
+  readonly insecurePeers?: boolean;
+  /** Time a peer connection has to complete its handshake. Default 3000. */
+  readonly peerHandshakeTimeoutMs?: number;
+  /** Most peer connections in handshake at once (more are closed at once). Default 64. */
+  readonly peerUnauthenticatedMax?: number;
   /** Raft timings and bounds (see {@linkcode RaftConfig}). */
   readonly raftConfig?: Partial<RaftConfig>;
   /** How often the clock ticks the node. Default 5. */
@@ -252,6 +264,7 @@ export class RaftServer {
   readonly #storage: FileStorage;
   readonly #transport: PeerTransport | undefined;
   readonly #peers: ReadonlyMap<NodeId, Address>;
+  readonly #peerClientUrls: ReadonlyMap<NodeId, string>;
   readonly #dataDir: string;
   readonly #log: (line: string) => void;
   readonly #t0 = performance.now();
@@ -333,6 +346,7 @@ export class RaftServer {
       PROPOSAL_BYTES_PENDING_MAX_DEFAULT;
     this.#transport = transport;
     this.#peers = options.peers ?? new Map();
+    this.#peerClientUrls = options.peerClientUrls ?? new Map();
     this.#dataDir = options.dataDir ?? "./data";
     this.#log = options.log ?? ((line) => console.log(line));
     this.requestBytesMax = options.requestBytesMax ?? 1.5 * 1024 * 1024;
@@ -384,6 +398,37 @@ export class RaftServer {
       throw new StartupError((e as Error).message);
     }
     if (peers.has(nodeId)) throw new StartupError(`--peers must not list this node "${nodeId}"`);
+    for (const [id, url] of options.peerClientUrls ?? []) {
+      if (!peers.has(id)) {
+        throw new StartupError(`--peer-client-urls names "${id}", which --peers does not list`);
+      }
+      checkClientUrl(url, `--peer-client-urls entry for "${id}"`);
+    }
+    for (
+      const [what, v] of [
+        ["peerHandshakeTimeoutMs", options.peerHandshakeTimeoutMs],
+        ["peerUnauthenticatedMax", options.peerUnauthenticatedMax],
+      ] as const
+    ) {
+      if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) {
+        throw new StartupError(`${what} must be a positive integer: ${v}`);
+      }
+    }
+    const secret = options.secret ?? "";
+    if (peers.size > 0 && secret === "") {
+      if (!options.insecurePeers) {
+        throw new StartupError(
+          `Node "${nodeId}" has peers but no cluster secret: anyone who reaches its peer port ` +
+            `could forge log entries. Give one with --cluster-secret-file or ` +
+            `$RAFTMETA_CLUSTER_SECRET (or accept the risk with --insecure-peers)`,
+        );
+      }
+      emit("insecure-peers", {
+        warning: "No cluster secret (--insecure-peers): anyone who reaches the peer port " +
+          "can join as a peer, forge log entries and overwrite data",
+      });
+    }
+    warnIfShared(dataDir, emit);
 
     const fresh = !exists(`${dataDir}/meta.json`);
     const seen = readSeen(dataDir);
@@ -400,14 +445,14 @@ export class RaftServer {
     } catch (e) {
       throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
     }
-    const clientUrl = http !== undefined ? http.url : "";
     const transport: PeerTransport | undefined = peers.size === 0 ? undefined : new PeerTransport({
       nodeId,
       clusterId,
-      secret: options.secret ?? "",
+      secret,
       listen: options.peerListen ?? { hostname: "127.0.0.1", port: 2380 },
       peers,
-      clientUrl,
+      handshakeTimeoutMs: options.peerHandshakeTimeoutMs,
+      unauthenticatedConnectionsMax: options.peerUnauthenticatedMax,
       onMessages: (from, messages) => {
         ref.server?.receive(from, messages);
       },
@@ -602,10 +647,10 @@ export class RaftServer {
     return this.#leases;
   }
 
-  /** The client URL of `id` (this node's own, or as the peer told it). */
+  /** The client URL of `id`: this node's own, or a peer's as configured (never as it claims). */
   clientUrlOf(id: NodeId): string | undefined {
     if (id === this.nodeId) return this.#clientUrl;
-    return this.#transport?.peerInfo.get(id)?.clientUrl;
+    return this.#peerClientUrls.get(id);
   }
 
   /** Every voter with its addresses. */
@@ -1239,6 +1284,40 @@ function exists(path: string): boolean {
   }
 }
 
+/** Checks a configured client URL: `http(s)://host:port` and nothing else. */
+export function checkClientUrl(url: string, what: string): void {
+  let u: URL | undefined;
+  try {
+    u = new URL(url);
+  } catch { /* reported below */ }
+  if (
+    u === undefined || (u.protocol !== "http:" && u.protocol !== "https:") || u.username !== "" ||
+    u.password !== "" || u.pathname !== "/" || u.search !== "" || u.hash !== "" ||
+    url.endsWith("/")
+  ) {
+    throw new StartupError(
+      `${what} must be http://HOST:PORT or https://HOST:PORT: ${JSON.stringify(url)}`,
+    );
+  }
+}
+
+/** Logs a warning when the data directory is open to other users (etcd wants 0700 too). */
+function warnIfShared(dir: string, emit: (event: string, fields: Record<string, unknown>) => void) {
+  let mode: number | null;
+  try {
+    mode = Deno.statSync(dir).mode;
+  } catch {
+    return; // created below, 0700
+  }
+  if (mode !== null && (mode & 0o077) !== 0) {
+    emit("data-dir-permissions", {
+      warning: `Data directory "${dir}" is open to other users (mode ${
+        (mode & 0o777).toString(8)
+      }); its files hold every key and value. Run: chmod 700 "${dir}"`,
+    });
+  }
+}
+
 function readSeen(dir: string): Map<NodeId, number> {
   try {
     const obj = JSON.parse(Deno.readTextFileSync(`${dir}/${SEEN_FILE}`));
@@ -1256,7 +1335,7 @@ function readSeen(dir: string): Map<NodeId, number> {
 function writeSeen(dir: string, seen: Map<NodeId, number>): void {
   const path = `${dir}/${SEEN_FILE}`;
   const temp = `${path}.tmp`;
-  const f = Deno.openSync(temp, { write: true, create: true, truncate: true });
+  const f = Deno.openSync(temp, { write: true, create: true, truncate: true, mode: FILE_MODE });
   try {
     f.writeSync(
       new TextEncoder().encode(JSON.stringify({ seenTerms: Object.fromEntries(seen) }) + "\n"),
@@ -1269,8 +1348,8 @@ function writeSeen(dir: string, seen: Map<NodeId, number>): void {
 }
 
 /**
- * Binds the client port at once (so the URL is known to peers during the handshake) and serves
- * requests later: until `serve` is called, requests get a 503.
+ * Binds the client port at once (a taken port fails the start before peers hear of this node) and
+ * serves requests later: until `serve` is called, requests get a 503.
  */
 function browserGuardOf(options: ServerOptions): BrowserGuard {
   return new BrowserGuard({
