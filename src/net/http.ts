@@ -47,7 +47,7 @@ import {
 } from "./etcd.ts";
 import { Histogram, renderMetrics } from "./metrics.ts";
 import { fetchErrorText, neverSent } from "./fetch_error.ts";
-import { encodeLogTransfer, type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
+import { type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
 export const FORWARDED_HEADER = "raftmeta-forwarded-by";
@@ -115,17 +115,6 @@ export async function handleHttp(
       route = path;
       requireMethod(req, ["GET"]);
       response = await statusRoute(server, url);
-    } else if (path === "/v1/raft/log") {
-      route = path;
-      requireMethod(req, ["GET"]);
-      const to = url.searchParams.get("for");
-      if (to === null || !server.node.voters.includes(to)) {
-        throw badRequest(`Query parameter "for" must name a voter: ${JSON.stringify(to)}`);
-      }
-      if (server.node.role !== "Leader") throw new NotLeaderError(server.nodeId, undefined);
-      response = new Response(encodeLogTransfer(server.node, to).slice(), {
-        headers: { "content-type": "application/octet-stream" },
-      });
     } else if (path === "/metrics") {
       route = path;
       requireMethod(req, ["GET"]);
@@ -193,7 +182,7 @@ function errorResponse(server: RaftServer, e: unknown): Response {
 function methodsOf(path: string): string[] | undefined {
   if (ROUTES.has(path)) return ["POST"];
   if (path === "/v1/kv" || path.startsWith("/v1/kv/")) return ["GET", "HEAD", "PUT", "DELETE"];
-  if (["/v1/status", "/v1/raft/log", "/metrics", "/health"].includes(path)) return ["GET", "HEAD"];
+  if (["/v1/status", "/metrics", "/health"].includes(path)) return ["GET", "HEAD"];
   return undefined;
 }
 
@@ -380,6 +369,15 @@ async function asLeader(
     const url = leader === undefined || leader === server.nodeId
       ? undefined
       : server.clientUrlOf(leader);
+    if (url === undefined && leader !== undefined && leader !== server.nodeId) {
+      // Client URLs come from configuration only (never from what a peer claims).
+      throw new HttpError(
+        503,
+        `Node "${server.nodeId}" is not the leader and cannot forward: the leader is "${leader}", ` +
+          `whose client URL is unknown here (not in --peer-client-urls); send the request to it`,
+        14,
+      );
+    }
     if (url !== undefined) {
       const forwarded = await forward(server, url, req, body, deadline - performance.now());
       if (forwarded.ok === true) return forwarded.response;
@@ -1013,7 +1011,7 @@ async function statusRoute(server: RaftServer, url: URL): Promise<Response> {
       return;
     }
     if (m.clientUrl === null) {
-      rows[i] = { id: m.id, status: "unreachable", clientUrl: null };
+      rows[i] = { id: m.id, status: "client URL not configured", clientUrl: null };
       return;
     }
     try {
@@ -1181,6 +1179,12 @@ function metricsText(server: RaftServer): string {
       help: "Peer connections closed for a failed handshake or a malformed frame.",
       type: "counter",
       samples: [`raftmeta_peer_connections_refused_total ${t?.connectionsRefused ?? 0}`],
+    },
+    {
+      name: "raftmeta_peer_connections_over_limit_total",
+      help: "Peer connections closed at once: too many were still in their handshake.",
+      type: "counter",
+      samples: [`raftmeta_peer_connections_over_limit_total ${t?.connectionsOverLimit ?? 0}`],
     },
     {
       name: "raftmeta_wal_fsync_duration_seconds",

@@ -19,13 +19,13 @@ import {
   type RaftConfig,
   type RaftRole,
   type Ready,
-  type Snapshot,
 } from "../raft/types.ts";
 import { decodeStoreSnapshot } from "../storage/store_snapshot.ts";
 import { type SnapshotOutcome, Snapshotter, staggeredSnapshotEntries } from "./snapshotter.ts";
 import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
 import { EventHeap } from "../sim/heap.ts";
 import { FileStorage } from "../storage/file_storage.ts";
+import { FILE_MODE } from "../storage/fs.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
 import { addsData, type ApplyResult, MetadataStore, NOSPACE_ERROR } from "../kv/store.ts";
 import { LeaseManager } from "../coord/lease_manager.ts";
@@ -33,7 +33,7 @@ import { WatchHub } from "../coord/watch.ts";
 import type { ClientId, PlainCommand } from "../kv/types.ts";
 import { type Address, PeerTransport } from "./transport.ts";
 import { Histogram } from "./metrics.ts";
-import { decodeMessages, encodeMessagesFrame } from "./codec.ts";
+import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_transfer.ts";
 import { HttpError } from "./etcd.ts";
 import { handleHttp } from "./http.ts";
 import { BrowserGuard } from "./browser_guard.ts";
@@ -54,8 +54,19 @@ export interface ServerOptions {
   readonly peerListen?: Address;
   /** The other voters and their peer addresses (empty: a single-node cluster). */
   readonly peers?: ReadonlyMap<NodeId, Address>;
-  /** The secret every peer must prove. Default `""` (fine on one machine, not beyond). */
+  /**
+   * The client URLs of (some of) the peers, for forwarding requests to the leader and for the
+   * cluster status. Never learned from a connection: a peer not listed here cannot be forwarded to.
+   */
+  readonly peerClientUrls?: ReadonlyMap<NodeId, string>;
+  /** The secret every peer must prove. Required when there are peers, unless `insecurePeers`. */
   readonly secret?: string;
+  /** Allow peers with an empty secret: anyone who reaches the peer port can then forge entries. */
+  readonly insecurePeers?: boolean;
+  /** Time a peer connection has to complete its handshake. Default 3000. */
+  readonly peerHandshakeTimeoutMs?: number;
+  /** Most peer connections in handshake at once (more are closed at once). Default 64. */
+  readonly peerUnauthenticatedMax?: number;
   /** Raft timings and bounds (see {@linkcode RaftConfig}). */
   readonly raftConfig?: Partial<RaftConfig>;
   /** How often the clock ticks the node. Default 5. */
@@ -96,6 +107,11 @@ export interface ServerOptions {
   readonly proposalBytesPendingMax?: number;
   /** How long a node with an empty data directory asks its peers about itself. Default 2000. */
   readonly probeMs?: number;
+  /**
+   * How long `join` keeps asking its peers for the leader's log before it gives up (exit code 4);
+   * also the longest silence allowed within one transfer. Default 30,000.
+   */
+  readonly joinTimeoutMs?: number;
   /** Where structured log lines go. Default: stdout. */
   readonly log?: (line: string) => void;
   /** Most watchers on this node at once. Default 1,000. */
@@ -248,6 +264,7 @@ export class RaftServer {
   readonly #storage: FileStorage;
   readonly #transport: PeerTransport | undefined;
   readonly #peers: ReadonlyMap<NodeId, Address>;
+  readonly #peerClientUrls: ReadonlyMap<NodeId, string>;
   readonly #dataDir: string;
   readonly #log: (line: string) => void;
   readonly #t0 = performance.now();
@@ -329,6 +346,7 @@ export class RaftServer {
       PROPOSAL_BYTES_PENDING_MAX_DEFAULT;
     this.#transport = transport;
     this.#peers = options.peers ?? new Map();
+    this.#peerClientUrls = options.peerClientUrls ?? new Map();
     this.#dataDir = options.dataDir ?? "./data";
     this.#log = options.log ?? ((line) => console.log(line));
     this.requestBytesMax = options.requestBytesMax ?? 1.5 * 1024 * 1024;
@@ -380,6 +398,37 @@ export class RaftServer {
       throw new StartupError((e as Error).message);
     }
     if (peers.has(nodeId)) throw new StartupError(`--peers must not list this node "${nodeId}"`);
+    for (const [id, url] of options.peerClientUrls ?? []) {
+      if (!peers.has(id)) {
+        throw new StartupError(`--peer-client-urls names "${id}", which --peers does not list`);
+      }
+      checkClientUrl(url, `--peer-client-urls entry for "${id}"`);
+    }
+    for (
+      const [what, v] of [
+        ["peerHandshakeTimeoutMs", options.peerHandshakeTimeoutMs],
+        ["peerUnauthenticatedMax", options.peerUnauthenticatedMax],
+      ] as const
+    ) {
+      if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) {
+        throw new StartupError(`${what} must be a positive integer: ${v}`);
+      }
+    }
+    const secret = options.secret ?? "";
+    if (peers.size > 0 && secret === "") {
+      if (!options.insecurePeers) {
+        throw new StartupError(
+          `Node "${nodeId}" has peers but no cluster secret: anyone who reaches its peer port ` +
+            `could forge log entries. Give one with --cluster-secret-file or ` +
+            `$RAFTMETA_CLUSTER_SECRET (or accept the risk with --insecure-peers)`,
+        );
+      }
+      emit("insecure-peers", {
+        warning: "No cluster secret (--insecure-peers): anyone who reaches the peer port " +
+          "can join as a peer, forge log entries and overwrite data",
+      });
+    }
+    warnIfShared(dataDir, emit);
 
     const fresh = !exists(`${dataDir}/meta.json`);
     const seen = readSeen(dataDir);
@@ -396,14 +445,14 @@ export class RaftServer {
     } catch (e) {
       throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
     }
-    const clientUrl = http !== undefined ? http.url : "";
     const transport: PeerTransport | undefined = peers.size === 0 ? undefined : new PeerTransport({
       nodeId,
       clusterId,
-      secret: options.secret ?? "",
+      secret,
       listen: options.peerListen ?? { hostname: "127.0.0.1", port: 2380 },
       peers,
-      clientUrl,
+      handshakeTimeoutMs: options.peerHandshakeTimeoutMs,
+      unauthenticatedConnectionsMax: options.peerUnauthenticatedMax,
       onMessages: (from, messages) => {
         ref.server?.receive(from, messages);
       },
@@ -413,6 +462,10 @@ export class RaftServer {
       }),
       seenTermOf: (peer) => seen.get(peer) ?? 0,
       log: emit,
+      logTransfer: (peer) => {
+        if (ref.server === undefined) throw new Error(`Node "${nodeId}" is still starting`);
+        return logTransferFrames(ref.server.node, peer);
+      },
     });
     try {
       await retryWhileInUse(() => transport?.start());
@@ -445,22 +498,22 @@ export class RaftServer {
             3,
           );
         }
-        transfer = await fetchLeaderLog(transport, nodeId, probeMs);
-        if (transfer === undefined) {
+        const joinTimeoutMs = options.joinTimeoutMs ?? 30_000;
+        try {
+          transfer = await fetchLeaderLog(transport, nodeId, joinTimeoutMs, emit);
+        } catch (e) {
           transport.close();
           http?.close();
-          throw new StartupError(
-            `No leader answered with its log within ${probeMs} ms; cannot rebuild "${nodeId}" yet`,
-            4,
-          );
+          throw new StartupError((e as Error).message, 4);
         }
-        joinTarget = transfer.append.leaderCommit;
+        joinTarget = transfer.leaderCommit;
         emit("join", {
           reason: "empty data directory",
           witness: peer,
-          from: transfer.append.from,
+          from: transfer.from,
           snapshotIndex: transfer.snapshot?.meta.index ?? 0,
-          entries: transfer.append.entries.length,
+          snapshotBytes: transfer.snapshot?.data.length ?? 0,
+          entries: transfer.entries.length,
           catchUpTo: joinTarget,
         });
       }
@@ -480,13 +533,18 @@ export class RaftServer {
     if (transfer !== undefined) {
       // The leader's whole log (snapshot and entries after it): the leader may remember this node
       // at any index up to its last, and never moves a follower's matchIndex back (rule 4).
-      const a = transfer.append;
       if (transfer.snapshot !== undefined) storage.saveSnapshot(transfer.snapshot);
       // The vote this node may have cast before it lost its data is gone. Its peers saw it up to
       // some term; in the newest of those and the leader's it counts as having voted for itself,
       // so it grants no second vote in a term where it may already have given one (rule 2).
-      const term = Math.max(a.term, ...[...transport!.peerInfo.values()].map((i) => i.seenTerm));
-      storage.save({ term, votedFor: nodeId, commitIndex: a.leaderCommit }, a.entries);
+      const term = Math.max(
+        transfer.term,
+        ...[...transport!.peerInfo.values()].map((i) => i.seenTerm),
+      );
+      storage.save(
+        { term, votedFor: nodeId, commitIndex: transfer.leaderCommit },
+        transfer.entries,
+      );
       emit("join-vote-withheld", { term });
     }
     const persisted = storage.load();
@@ -589,10 +647,10 @@ export class RaftServer {
     return this.#leases;
   }
 
-  /** The client URL of `id` (this node's own, or as the peer told it). */
+  /** The client URL of `id`: this node's own, or a peer's as configured (never as it claims). */
   clientUrlOf(id: NodeId): string | undefined {
     if (id === this.nodeId) return this.#clientUrl;
-    return this.#transport?.peerInfo.get(id)?.clientUrl;
+    return this.#peerClientUrls.get(id);
   }
 
   /** Every voter with its addresses. */
@@ -1144,75 +1202,41 @@ export class RaftServer {
   }
 }
 
-/** What a joining node copies from the leader before it starts. */
-interface LogTransfer {
-  readonly snapshot: Snapshot | undefined;
-  readonly append: Extract<Message, { type: "AppendEntries" }>;
-}
-
 /**
- * The leader's log as one frame: an InstallSnapshot with its newest snapshot (if it has one) and
- * an AppendEntries with every entry after it. For `GET /v1/raft/log` (a node rebuilding itself).
+ * Copies the leader's log for a node rebuilding itself: asks each peer in turn on the peer port
+ * (only the leader sends it), with backoff between rounds, logging every failed attempt with its
+ * reason. Throws, naming each peer's last error, when `timeoutMs` passes without a transfer.
  */
-export function encodeLogTransfer(node: RaftNode, to: NodeId): Uint8Array {
-  const snapshot = node.snapshot;
-  const base = snapshot?.meta.index ?? 0;
-  const messages: Message[] = [];
-  if (snapshot !== undefined) {
-    messages.push({
-      type: "InstallSnapshot",
-      from: node.id,
-      to,
-      term: node.term,
-      meta: snapshot.meta,
-      totalBytes: snapshot.data.length,
-      offset: 0,
-      data: snapshot.data,
-      done: true,
-    });
-  }
-  messages.push({
-    type: "AppendEntries",
-    from: node.id,
-    to,
-    term: node.term,
-    prevLogIndex: base,
-    prevLogTerm: node.log.term(base) ?? 0,
-    entries: node.log.slice(base + 1, node.log.lastIndex + 1),
-    leaderCommit: node.commitIndex,
-    readRound: 0,
-  });
-  return encodeMessagesFrame(messages);
-}
-
 async function fetchLeaderLog(
   transport: PeerTransport,
   nodeId: NodeId,
   timeoutMs: number,
-): Promise<LogTransfer | undefined> {
-  const deadline = Date.now() + Math.max(timeoutMs, 5000);
-  while (Date.now() < deadline) {
-    for (const info of transport.peerInfo.values()) {
-      if (info.clientUrl === undefined) continue;
+  emit: (event: string, fields: Record<string, unknown>) => void,
+): Promise<LogTransfer> {
+  const deadline = Date.now() + timeoutMs;
+  const errors = new Map<NodeId, string>();
+  let backoffMs = 100;
+  while (true) {
+    for (const peer of transport.peerInfo.keys()) {
+      const receiver = new LogTransferReceiver(peer, nodeId);
       try {
-        const res = await fetch(`${info.clientUrl}/v1/raft/log?for=${encodeURIComponent(nodeId)}`, {
-          signal: AbortSignal.timeout(10_000),
-        });
-        const bytes = new Uint8Array(await res.arrayBuffer());
-        if (res.status !== 200) continue;
-        const messages = decodeMessages(bytes.subarray(4));
-        const append = messages.find((m) => m.type === "AppendEntries");
-        const snap = messages.find((m) => m.type === "InstallSnapshot");
-        if (append === undefined || append.prevLogIndex !== (snap?.meta.index ?? 0)) continue;
-        return {
-          append,
-          snapshot: snap === undefined ? undefined : { meta: snap.meta, data: snap.data },
-        };
-      } catch { /* not the leader, or gone: try the next */ }
+        await transport.fetchLog(peer, (payload) => receiver.push(payload), timeoutMs);
+        return receiver.result!;
+      } catch (e) {
+        const error = (e as Error).message;
+        errors.set(peer, error);
+        emit("join-attempt-failed", { peer, error });
+      }
     }
-    await new Promise((r) => setTimeout(r, 100));
+    if (Date.now() + backoffMs > deadline) break;
+    await new Promise((r) => setTimeout(r, backoffMs));
+    backoffMs = Math.min(2000, backoffMs * 2);
   }
-  return undefined;
+  const why = [...errors].map(([peer, error]) => `${peer}: ${error}`).join("; ");
+  throw new Error(
+    `Cannot rebuild "${nodeId}": no leader sent its log within ${timeoutMs} ms ` +
+      `(--join-timeout-ms). Last errors: ${why}`,
+  );
 }
 
 /** A read the leader refused or that lost its leader; the client may retry. */
@@ -1260,6 +1284,40 @@ function exists(path: string): boolean {
   }
 }
 
+/** Checks a configured client URL: `http(s)://host:port` and nothing else. */
+export function checkClientUrl(url: string, what: string): void {
+  let u: URL | undefined;
+  try {
+    u = new URL(url);
+  } catch { /* reported below */ }
+  if (
+    u === undefined || (u.protocol !== "http:" && u.protocol !== "https:") || u.username !== "" ||
+    u.password !== "" || u.pathname !== "/" || u.search !== "" || u.hash !== "" ||
+    url.endsWith("/")
+  ) {
+    throw new StartupError(
+      `${what} must be http://HOST:PORT or https://HOST:PORT: ${JSON.stringify(url)}`,
+    );
+  }
+}
+
+/** Logs a warning when the data directory is open to other users (etcd wants 0700 too). */
+function warnIfShared(dir: string, emit: (event: string, fields: Record<string, unknown>) => void) {
+  let mode: number | null;
+  try {
+    mode = Deno.statSync(dir).mode;
+  } catch {
+    return; // created below, 0700
+  }
+  if (mode !== null && (mode & 0o077) !== 0) {
+    emit("data-dir-permissions", {
+      warning: `Data directory "${dir}" is open to other users (mode ${
+        (mode & 0o777).toString(8)
+      }); its files hold every key and value. Run: chmod 700 "${dir}"`,
+    });
+  }
+}
+
 function readSeen(dir: string): Map<NodeId, number> {
   try {
     const obj = JSON.parse(Deno.readTextFileSync(`${dir}/${SEEN_FILE}`));
@@ -1277,7 +1335,7 @@ function readSeen(dir: string): Map<NodeId, number> {
 function writeSeen(dir: string, seen: Map<NodeId, number>): void {
   const path = `${dir}/${SEEN_FILE}`;
   const temp = `${path}.tmp`;
-  const f = Deno.openSync(temp, { write: true, create: true, truncate: true });
+  const f = Deno.openSync(temp, { write: true, create: true, truncate: true, mode: FILE_MODE });
   try {
     f.writeSync(
       new TextEncoder().encode(JSON.stringify({ seenTerms: Object.fromEntries(seen) }) + "\n"),
@@ -1290,8 +1348,8 @@ function writeSeen(dir: string, seen: Map<NodeId, number>): void {
 }
 
 /**
- * Binds the client port at once (so the URL is known to peers during the handshake) and serves
- * requests later: until `serve` is called, requests get a 503.
+ * Binds the client port at once (a taken port fails the start before peers hear of this node) and
+ * serves requests later: until `serve` is called, requests get a 503.
  */
 function browserGuardOf(options: ServerOptions): BrowserGuard {
   return new BrowserGuard({
