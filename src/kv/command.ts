@@ -24,6 +24,7 @@ import {
   type DeleteCommand,
   type KeyRange,
   type KvLimits,
+  LEASE_ID_MAX,
   type LeaseGrantCommand,
   type LeaseRevokeCommand,
   type PlainCommand,
@@ -191,7 +192,7 @@ function validatePlain(command: unknown, inTxn: boolean): asserts command is Pla
         throw new CommandError(`Put value must be bytes: ${String(c.value)}`);
       }
       validateFlag(c.prevKv, "prevKv");
-      if (c.lease !== undefined) validateUint(c.lease, "Lease id", 0, Number.MAX_SAFE_INTEGER);
+      if (c.lease !== undefined) validateUint(c.lease, "Lease id", 0, LEASE_ID_MAX);
       return;
     case "delete":
       validateRange(c.range);
@@ -225,11 +226,11 @@ function validatePlain(command: unknown, inTxn: boolean): asserts command is Pla
       }
       return;
     case "leaseGrant":
-      validateUint(c.id, "Lease id", 0, Number.MAX_SAFE_INTEGER);
+      validateUint(c.id, "Lease id", 0, LEASE_ID_MAX);
       validateUint(c.ttlMs, "Lease TTL (ms)", 1, Number.MAX_SAFE_INTEGER);
       return;
     case "leaseRevoke":
-      validateUint(c.id, "Lease id", 1, Number.MAX_SAFE_INTEGER);
+      validateUint(c.id, "Lease id", 1, LEASE_ID_MAX);
       validateFlag(c.expired, "expired");
       return;
     case "compact":

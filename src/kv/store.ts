@@ -39,6 +39,7 @@ import {
   type KeyValue,
   type KvEvent,
   type KvLimits,
+  LEASE_ID_MAX,
   type LeaseGrantResponse,
   type LeaseRevokeResponse,
   type PlainCommand,
@@ -202,7 +203,7 @@ export interface StoreSnapshot {
   readonly kvs: readonly (readonly [string, string, number, number, number, number?])[];
   /** Leases as [id, ttlMs], by id; absent in snapshots from before leases (none). */
   readonly leases?: readonly (readonly [number, number])[];
-  /** Highest lease id handed out so far. */
+  /** The lease id the automatic choice continues after. */
   readonly leaseIdLast?: number;
   /** Sessions from least to most recently heard; outcomes with bytes as `{"$base64": ...}`. */
   readonly sessions: readonly {
@@ -279,7 +280,7 @@ export interface StoreParts {
   readonly revision: number;
   /** Leases as [id, ttlMs], in the order they were granted. */
   readonly leases: readonly (readonly [number, number])[];
-  /** Highest lease id handed out so far. */
+  /** The lease id the automatic choice continues after. */
   readonly leaseIdLast: number;
   /** Keys, strictly increasing. */
   readonly keys: readonly string[];
@@ -310,7 +311,7 @@ export class FrozenStore {
   readonly appliedIndex: number;
   /** Store revision. */
   readonly revision: number;
-  /** Highest lease id handed out. */
+  /** The lease id the automatic choice continues after. */
   readonly leaseIdLast: number;
   /** Leases as [id, ttlMs], in the order they were granted. */
   readonly leases: readonly (readonly [number, number])[];
@@ -810,12 +811,20 @@ export class MetadataStore {
       return `Too many leases: ${this.#leases.size} (most ${this.leasesMax})`;
     }
     if (id === 0) {
-      id = this.#leaseIdLast + 1;
-      while (this.#leases.has(id)) id++;
+      // The next free id after the last, wrapping from LEASE_ID_MAX to 1: fewer than leasesMax
+      // ids are taken, so the search ends within leasesMax steps, and every id stays exact.
+      id = this.#leaseIdLast;
+      do id = id >= LEASE_ID_MAX ? 1 : id + 1; while (this.#leases.has(id));
+      this.#leaseIdLast = id;
     } else if (this.#leases.has(id)) {
       return `Lease ${id} already exists`;
+    } else {
+      this.#leaseIdLast = Math.max(this.#leaseIdLast, id);
     }
-    this.#leaseIdLast = Math.max(this.#leaseIdLast, id);
+    invariant(
+      Number.isSafeInteger(id) && id >= 1 && id <= LEASE_ID_MAX,
+      () => `lease id ${id} out of range`,
+    );
     this.#leases.set(id, { id, ttlMs, keys: new Set() });
     return { type: "leaseGrant", revision: 0, id, ttlMs };
   }
@@ -1173,11 +1182,15 @@ export class MetadataStore {
     store.#appliedIndex = appliedIndex;
     store.#revision = revision;
     for (const [id, ttlMs] of parts.leases) {
-      if (!isCount(id, 1) || !isCount(ttlMs, 1) || store.#leases.has(id)) fail(`lease ${id}`);
+      if (!isCount(id, 1) || id > LEASE_ID_MAX || !isCount(ttlMs, 1) || store.#leases.has(id)) {
+        fail(`lease ${id}`);
+      }
       store.#leases.set(id, { id, ttlMs, keys: new Set() });
     }
     store.#leaseIdLast = parts.leaseIdLast;
-    if (!isCount(store.#leaseIdLast, 0)) fail(`leaseIdLast ${parts.leaseIdLast}`);
+    if (!isCount(store.#leaseIdLast, 0) || store.#leaseIdLast > LEASE_ID_MAX) {
+      fail(`leaseIdLast ${parts.leaseIdLast}`);
+    }
     const history = parts.history;
     try {
       // Without history in the snapshot (format 1), a restored store keeps history only from

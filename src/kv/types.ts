@@ -141,13 +141,20 @@ export interface SessionCommand {
 }
 
 /**
- * Grant a lease of `ttlMs`. With `id` 0 the store picks the id (the lowest unused above every id
- * it handed out); a chosen id must be unused. Keys put with the lease are deleted when it ends.
+ * Highest lease id: 2^53 - 1, JavaScript's largest safe integer, so an id is exact in a number, a
+ * command and a snapshot. etcd's ids are int64; raftmeta refuses larger ones at the edge.
+ */
+export const LEASE_ID_MAX: number = Number.MAX_SAFE_INTEGER;
+
+/**
+ * Grant a lease of `ttlMs`. With `id` 0 the store picks the id: the lowest unused one after the
+ * last id it picked (or the highest id granted since), wrapping from {@linkcode LEASE_ID_MAX} to 1.
+ * A chosen id must be unused. Keys put with the lease are deleted when it ends.
  */
 export interface LeaseGrantCommand {
   /** Discriminant. */
   readonly type: "leaseGrant";
-  /** Lease id, or 0 to let the store choose. */
+  /** Lease id (1 to {@linkcode LEASE_ID_MAX}), or 0 to let the store choose. */
   readonly id: number;
   /** Time to live in milliseconds, counted by the leader's clock from each keep-alive. */
   readonly ttlMs: number;

@@ -161,16 +161,26 @@ export class WatchCompactedError extends RaftmetaError {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** Longest delay one timer takes: a longer one fires after 1 ms instead. */
+const TIMER_MS_MAX = 2 ** 31 - 1;
+
 /** Waits `ms`, or less when `signal` aborts (no timer is left behind). */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
+    let timer: ReturnType<typeof setTimeout>;
     const done = () => {
       clearTimeout(timer);
       signal?.removeEventListener("abort", done);
       resolve();
     };
-    const timer = setTimeout(done, ms);
+    // A long wait (a keep-alive every third of a TTL of months) goes in timer-sized steps.
+    const wait = (left: number) => {
+      timer = left > TIMER_MS_MAX
+        ? setTimeout(() => wait(left - TIMER_MS_MAX), TIMER_MS_MAX)
+        : setTimeout(done, left);
+    };
+    wait(ms);
     signal?.addEventListener("abort", done, { once: true });
   });
 }

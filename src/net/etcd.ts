@@ -77,6 +77,15 @@ export function id64(name: string): bigint {
 
 const utf8Strict = new TextDecoder("utf-8", { fatal: true });
 
+/**
+ * Largest magnitude of an integer field (2^53 - 1): etcd's fields are int64, but a larger value
+ * would not be exact in JavaScript, so it is refused with a 400 rather than rounded.
+ */
+export const INT_MAX: number = Number.MAX_SAFE_INTEGER;
+
+/** Most key-values a range limit can ask for (the command codec's u32); a larger limit is none. */
+const RANGE_LIMIT_MAX = 0xffff_ffff;
+
 type Json = Record<string, unknown>;
 
 /** snake_case field name → camelCase, computed once per name (it ran per field per request). */
@@ -118,13 +127,20 @@ class Fields {
     return decodeBase64(v, snake);
   }
 
+  /**
+   * An integer given as a JSON number or a decimal string (etcd's int64 fields), within
+   * ±{@linkcode INT_MAX}: every value returned is exact, so it can be applied, snapshotted and
+   * restored. Absent: 0.
+   */
   int(snake: string): number {
     const v = this.get(snake);
     if (v === undefined) return 0;
     let n: number;
-    if (typeof v === "number") n = v;
-    else if (typeof v === "string" && /^-?\d{1,20}$/.test(v)) n = Number(v);
-    else {
+    if (typeof v === "number" && (Number.isInteger(v) || !Number.isFinite(v))) n = v;
+    else if (typeof v === "string" && /^-?\d+$/.test(v)) {
+      // More digits than any int64 has: out of range without converting a huge string.
+      n = v.length > 21 ? Infinity : Number(v);
+    } else {
       throw badRequest(
         `Field "${snake}" of ${this.#what} must be an integer (number or decimal string): ${
           show(v)
@@ -132,9 +148,14 @@ class Fields {
       );
     }
     if (!Number.isSafeInteger(n)) {
-      throw badRequest(`Field "${snake}" of ${this.#what} is out of range: ${show(v)}`);
+      throw badRequest(
+        `Field "${snake}" of ${this.#what} is out of range: ${
+          typeof v === "number" ? String(v) : show(v)
+        } (at most 2^53 - 1 = ${INT_MAX})`,
+      );
     }
-    return n;
+    // "-0" is 0.
+    return n === 0 ? 0 : n;
   }
 
   bool(snake: string): boolean {
@@ -294,7 +315,7 @@ function unsupported(f: Fields, fields: readonly string[], what: string): void {
 export function parseRange(body: unknown, what = "RangeRequest"): EtcdRange {
   const f = new Fields(body, what);
   const range = keyRange(f);
-  const limit = f.int("limit");
+  const limit = Math.min(f.int("limit"), RANGE_LIMIT_MAX);
   if (limit < 0) throw badRequest(`Field "limit" must not be negative: ${limit}`);
   const revision = f.int("revision");
   const sortOrder = f.enumeration("sort_order", ["NONE", "ASCEND", "DESCEND"]);

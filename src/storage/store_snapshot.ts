@@ -364,6 +364,10 @@ class Reader {
       scale *= 0x80;
       if (scale > 2 ** 49) throw new RangeError(`number too long at byte ${this.pos}`);
     }
+    // Eight bytes hold 56 bits: a number above 2^53 - 1 would not be exact.
+    if (v > Number.MAX_SAFE_INTEGER) {
+      throw new RangeError(`number above 2^53 - 1 at byte ${this.pos}`);
+    }
     this.pos = p;
     return v;
   }
