@@ -172,10 +172,17 @@ export function chooseSecret(
   return { secret: options.env ?? "", warnings };
 }
 
+/** Longest wait a timer can take (Deno fires a longer setTimeout at once). */
+const TIMER_MS_MAX = 2 ** 31 - 1;
+
 function int(v: string | undefined, what: string): number | undefined {
   if (v === undefined) return undefined;
   if (!/^\d+$/.test(v)) throw new Error(`${what} must be a non-negative integer: ${v}`);
-  return Number(v);
+  const n = Number(v);
+  // A flag in milliseconds becomes a timer; any other count must stay exact.
+  const max = what.endsWith("-ms") ? TIMER_MS_MAX : Number.MAX_SAFE_INTEGER;
+  if (n > max) throw new Error(`${what} must be at most ${max}: ${v}`);
+  return n;
 }
 
 function list(v: string | undefined): string[] | undefined {
@@ -264,17 +271,23 @@ async function main(args: string[]): Promise<number> {
     peerClientUrls: parsePeerClientUrls(values["peer-client-urls"]!),
     secret,
     insecurePeers: values["insecure-peers"],
-    peerHandshakeTimeoutMs: int(values["peer-handshake-timeout-ms"], "--peer-handshake-timeout-ms"),
-    peerUnauthenticatedMax: int(values["peer-unauthenticated-max"], "--peer-unauthenticated-max"),
+    peerHandshakeTimeoutMs: positive(
+      values["peer-handshake-timeout-ms"],
+      "--peer-handshake-timeout-ms",
+    ),
+    peerUnauthenticatedMax: positive(
+      values["peer-unauthenticated-max"],
+      "--peer-unauthenticated-max",
+    ),
     raftConfig,
-    tickMs: int(values["tick-ms"], "--tick-ms"),
-    requestBytesMax: int(values["max-request-bytes"], "--max-request-bytes"),
-    requestTimeoutMs: int(values["request-timeout-ms"], "--request-timeout-ms"),
+    tickMs: positive(values["tick-ms"], "--tick-ms"),
+    requestBytesMax: positive(values["max-request-bytes"], "--max-request-bytes"),
+    requestTimeoutMs: positive(values["request-timeout-ms"], "--request-timeout-ms"),
     join: values.join,
     repairWal: values["repair-wal"],
-    probeMs: int(values["probe-ms"], "--probe-ms"),
-    joinTimeoutMs: int(values["join-timeout-ms"], "--join-timeout-ms"),
-    snapshotEntries: int(values["snapshot-entries"], "--snapshot-entries"),
+    probeMs: positive(values["probe-ms"], "--probe-ms"),
+    joinTimeoutMs: positive(values["join-timeout-ms"], "--join-timeout-ms"),
+    snapshotEntries: positive(values["snapshot-entries"], "--snapshot-entries"),
     snapshotBytes: positive(values["snapshot-bytes"], "--snapshot-bytes"),
     quotaBackendBytes: positive(values["quota-backend-bytes"], "--quota-backend-bytes"),
     proposalsPendingMax: positive(values["proposals-pending-max"], "--proposals-pending-max"),
@@ -285,8 +298,8 @@ async function main(args: string[]): Promise<number> {
     httpRequestsMax: positive(values["http-requests-max"], "--http-requests-max"),
     bodyReadTimeoutMs: positive(values["body-read-timeout-ms"], "--body-read-timeout-ms"),
     watchersMax: int(values["watchers-max"], "--watchers-max"),
-    watchBufferEventsMax: int(values["watch-buffer-events"], "--watch-buffer-events"),
-    watchProgressMs: int(values["watch-progress-ms"], "--watch-progress-ms"),
+    watchBufferEventsMax: positive(values["watch-buffer-events"], "--watch-buffer-events"),
+    watchProgressMs: positive(values["watch-progress-ms"], "--watch-progress-ms"),
     corsOrigins: list(values.cors),
     hostWhitelist: list(values["host-whitelist"]),
   });
