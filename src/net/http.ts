@@ -8,6 +8,7 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { NotLeaderError } from "../raft/types.ts";
 import { CommandError } from "../kv/command.ts";
 import { CompactedError } from "../kv/history.ts";
@@ -45,6 +46,7 @@ import {
   txnJson,
 } from "./etcd.ts";
 import { Histogram, renderMetrics } from "./metrics.ts";
+import { JSON_DEPTH_MAX, jsonTooDeepAt } from "./json_depth.ts";
 import { encodeLogTransfer, type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
@@ -208,6 +210,7 @@ async function readBody(req: Request, max: number): Promise<Uint8Array> {
 
 function parseJson(bytes: Uint8Array): unknown {
   if (bytes.length === 0) return {};
+  refuseDeepJson(bytes);
   let text: string;
   try {
     text = textDecoder.decode(bytes);
@@ -218,6 +221,16 @@ function parseJson(bytes: Uint8Array): unknown {
     return JSON.parse(text);
   } catch (e) {
     throw badRequest(`Request body is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** Refuses JSON nested deeper than {@linkcode JSON_DEPTH_MAX}, before anything parses it. */
+function refuseDeepJson(bytes: Uint8Array): void {
+  const at = jsonTooDeepAt(bytes);
+  if (at >= 0) {
+    throw badRequest(
+      `Request body nests deeper than ${JSON_DEPTH_MAX} levels of arrays and objects (at byte ${at})`,
+    );
   }
 }
 
@@ -584,6 +597,7 @@ async function keepAliveRoute(server: RaftServer, req: Request): Promise<Respons
   }
   const lines = text.split("\n").filter((l) => l.trim() !== "");
   if (lines.length > 1) {
+    refuseDeepJson(bytes);
     try {
       JSON.parse(text); // one object spread over several lines
     } catch {
@@ -632,39 +646,38 @@ function keepAliveStream(
   req: Request,
   lines: Iterator<string> | AsyncIterator<string>,
 ): Response {
-  const out = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let id = 0;
-      let res: Response;
-      try {
-        const next = await lines.next();
-        if (next.done) return controller.close();
-        const bytes = lineEncoder.encode(next.value);
-        const body = parseJson(bytes);
-        id = parseLeaseId(body, "LeaseKeepAliveRequest").id;
-        res = await keepAliveOnce(server, req, bytes, body);
-      } catch (e) {
-        res = errorResponse(server, e);
-      }
-      // deno-lint-ignore no-explicit-any
-      const json: any = await res.json().catch(() => ({}));
-      if (res.ok) return controller.enqueue(lineEncoder.encode(JSON.stringify(json) + "\n"));
-      if (res.status === 404 && id > 0) {
-        return controller.enqueue(ndjson({ header: header(server), ID: String(id), TTL: "0" }));
-      }
-      const error = {
-        grpc_code: json.code ?? 13,
-        http_code: res.status,
-        message: json.error ?? `HTTP ${res.status}`,
-        http_status: STATUS_TEXT[res.status] ?? "Error",
-      };
-      controller.enqueue(lineEncoder.encode(JSON.stringify({ error }) + "\n"));
-      controller.close();
-      await lines.return?.();
-    },
-    async cancel() {
-      await lines.return?.();
-    },
+  let ended = false;
+  const out = messageStream(async () => {
+    if (ended) return null;
+    let id = 0;
+    let res: Response;
+    try {
+      const next = await lines.next();
+      if (next.done) return null;
+      const bytes = lineEncoder.encode(next.value);
+      const body = parseJson(bytes);
+      id = parseLeaseId(body, "LeaseKeepAliveRequest").id;
+      res = await keepAliveOnce(server, req, bytes, body);
+    } catch (e) {
+      res = errorResponse(server, e);
+    }
+    // deno-lint-ignore no-explicit-any
+    const json: any = await res.json().catch(() => ({}));
+    if (res.ok) return lineEncoder.encode(JSON.stringify(json) + "\n");
+    if (res.status === 404 && id > 0) {
+      return ndjson({ header: header(server), ID: String(id), TTL: "0" });
+    }
+    const error = {
+      grpc_code: json.code ?? 13,
+      http_code: res.status,
+      message: json.error ?? `HTTP ${res.status}`,
+      http_status: STATUS_TEXT[res.status] ?? "Error",
+    };
+    ended = true;
+    await lines.return?.();
+    return lineEncoder.encode(JSON.stringify({ error }) + "\n");
+  }, async () => {
+    await lines.return?.();
   });
   return new Response(out, { headers: { "content-type": "application/json" } });
 }
@@ -699,12 +712,8 @@ async function* bodyLines(body: ReadableStream<Uint8Array>, max: number): AsyncG
 
 const lineEncoder = new TextEncoder();
 
-function ndjsonText(result: Json): string {
-  return JSON.stringify({ result }) + "\n";
-}
-
 function ndjson(result: Json): Uint8Array {
-  return lineEncoder.encode(ndjsonText(result));
+  return lineEncoder.encode(JSON.stringify({ result }) + "\n");
 }
 
 /**
@@ -724,52 +733,67 @@ function watchRoute(server: RaftServer, body: unknown): Response {
     if (!(e instanceof CompactedError)) throw e;
     // As etcd: the watch is created, then canceled naming the compacted revision.
     const h = header(server);
-    const lines = [
-      ndjsonText({ header: h, created: true }),
-      ndjsonText({
+    const messages = [
+      ndjson({ header: h, created: true }),
+      ndjson({
         header: h,
         compact_revision: String(e.oldestRevision - 1),
         canceled: true,
         cancel_reason: e.message,
       }),
     ];
-    return new Response(lines.join(""), { headers });
+    return new Response(messageStream(() => Promise.resolve(messages.shift() ?? null)), {
+      headers,
+    });
   }
   const watchId = String(stream.id);
-  const out = new ReadableStream<Uint8Array>({
-    start(controller) {
-      controller.enqueue(ndjson({ header: header(server), created: true, watch_id: watchId }));
-    },
-    async pull(controller) {
-      const r = await stream.next();
-      if (r.done) {
-        controller.close();
-        return;
-      }
-      const v = r.value;
-      if (v.kind === "events") {
-        controller.enqueue(
-          ndjson({ header: header(server), watch_id: watchId, events: v.events.map(eventJson) }),
-        );
-      } else if (v.kind === "progress") {
-        controller.enqueue(ndjson({ header: header(server), watch_id: watchId }));
-      } else {
-        const result: Json = {
-          header: header(server),
-          watch_id: watchId,
-          canceled: true,
-          cancel_reason: v.reason,
-        };
-        if (v.compactRevision !== undefined) result.compact_revision = String(v.compactRevision);
-        controller.enqueue(ndjson(result));
-        controller.close();
-      }
-    },
-    cancel() {
-      stream.cancel();
-    },
-  });
+  let created = false;
+  let ended = false;
+  const out = messageStream(async () => {
+    if (!created) {
+      created = true;
+      return ndjson({ header: header(server), created: true, watch_id: watchId });
+    }
+    if (ended) return null;
+    const r = await stream.next();
+    if (r.done) return null;
+    const v = r.value;
+    if (v.kind === "events") {
+      return ndjson({ header: header(server), watch_id: watchId, events: v.events.map(eventJson) });
+    }
+    if (v.kind === "progress") return ndjson({ header: header(server), watch_id: watchId });
+    const result: Json = {
+      header: header(server),
+      watch_id: watchId,
+      canceled: true,
+      cancel_reason: v.reason,
+    };
+    if (v.compactRevision !== undefined) result.compact_revision = String(v.compactRevision);
+    ended = true;
+    return ndjson(result);
+  }, () => stream.cancel());
   return new Response(out, { headers });
+}
+
+/**
+ * A response body of messages, one per HTTP chunk as etcd's gateway writes them (clients parse
+ * chunk by chunk). Deno's server joins whatever was enqueued before it writes, so the next message
+ * is asked for only after a turn of the event loop (`setImmediate`), in which the last one is
+ * written as its own chunk. `next` returns null at the end.
+ */
+function messageStream(
+  next: () => Promise<Uint8Array | null>,
+  cancel?: () => void | Promise<void>,
+): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const message = await next();
+      if (message === null) return controller.close();
+      controller.enqueue(message);
+      await new Promise((r) => setImmediate(r));
+    },
+    cancel,
+  }, { highWaterMark: 0 });
 }
 
 // ---- REST --------------------------------------------------------------------------------------
