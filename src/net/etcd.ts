@@ -388,7 +388,7 @@ function parseCompare(value: unknown, i: number): Compare {
   return c;
 }
 
-function parseRequestOp(value: unknown, where: string): TxnOp {
+function parseRequestOp(value: unknown, where: string): { op: TxnOp; serializable: boolean } {
   const f = new Fields(value, where);
   const put = f.get("request_put");
   const range = f.get("request_range");
@@ -402,23 +402,46 @@ function parseRequestOp(value: unknown, where: string): TxnOp {
     );
   }
   if (txn !== undefined) throw badRequest(`Nested transactions (${where}) are not supported`);
-  if (put !== undefined) return parsePut(put, `${where}.request_put`);
-  if (del !== undefined) return parseDeleteRange(del, `${where}.request_delete_range`);
+  if (put !== undefined) return { op: parsePut(put, `${where}.request_put`), serializable: false };
+  if (del !== undefined) {
+    return { op: parseDeleteRange(del, `${where}.request_delete_range`), serializable: false };
+  }
   const r = parseRange(range, `${where}.request_range`);
   if (requestedRevision(r) !== 0) {
     throw badRequest(`Field "revision" of ${where}.request_range is not supported in a txn`);
   }
-  return r.command;
+  return { op: r.command, serializable: r.serializable };
+}
+
+/** A parsed `/v3/kv/txn` request. */
+export interface EtcdTxn {
+  /** The command. */
+  readonly command: TxnCommand;
+  /** Whether it only reads: ranges in both lists (etcd serves it without the log). */
+  readonly readOnly: boolean;
+  /** Whether a local (possibly stale) read is allowed: every op is a serializable range. */
+  readonly serializable: boolean;
 }
 
 /** Parses a TxnRequest. */
-export function parseTxn(body: unknown): TxnCommand {
+export function parseTxn(body: unknown): EtcdTxn {
   const f = new Fields(body, "TxnRequest");
   const compare = f.array("compare").map(parseCompare);
   const success = f.array("success").map((v, i) => parseRequestOp(v, `success[${i}]`));
   const failure = f.array("failure").map((v, i) => parseRequestOp(v, `failure[${i}]`));
   f.done();
-  return { type: "txn", compare, success, failure };
+  const ops = [...success, ...failure];
+  return {
+    command: {
+      type: "txn",
+      compare,
+      success: success.map((o) => o.op),
+      failure: failure.map((o) => o.op),
+    },
+    readOnly: ops.every((o) => o.op.type === "range"),
+    // As etcd's isTxnSerializable: only when every op asks for it.
+    serializable: ops.every((o) => o.serializable),
+  };
 }
 
 /** Parses a LeaseGrantRequest: `TTL` in seconds, `ID` optional (0: the store picks). */

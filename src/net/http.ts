@@ -14,7 +14,7 @@ import { CommandError } from "../kv/command.ts";
 import { CompactedError } from "../kv/history.ts";
 import { LeaseError } from "../coord/lease_manager.ts";
 import { WatchError, type WatchStream } from "../coord/watch.ts";
-import type { ApplyResult } from "../kv/store.ts";
+import { type ApplyResult, kvResponseBytes, ResponseTooLargeError } from "../kv/store.ts";
 import type {
   ClientId,
   CommandResponse,
@@ -153,6 +153,10 @@ function errorResponse(server: RaftServer, e: unknown): Response {
     status = 400;
     code = 3;
     message = e.message;
+  } else if (e instanceof ResponseTooLargeError) {
+    status = 429;
+    code = 8;
+    message = responseTooLarge(e.bytesMax, "ask for less with limit, keys_only or count_only");
   } else if (e instanceof NotLeaderError || e instanceof ReadRefused) {
     status = 503;
     code = 14;
@@ -396,6 +400,43 @@ function settle(result: ApplyResult): CommandResponse {
   }
 }
 
+/** etcd's ResourceExhausted message for an answer over `bytesMax`. */
+function responseTooLarge(bytesMax: number, advice: string): string {
+  return `etcdserver: response is too large: its key-values would exceed ${bytesMax} bytes (--max-response-bytes); ${advice}`;
+}
+
+/**
+ * Refuses to send the answer of an applied write that carries more key-values than this node
+ * sends (a delete's previous key-values, a txn's ranges): as etcd, the write stands and the client
+ * gets ResourceExhausted. Sums what was gathered; renders nothing.
+ */
+function refuseLargeAnswer(server: RaftServer, r: CommandResponse): void {
+  let bytesMax = server.responseBytesMax;
+  let bytes = 0;
+  const add = (kvs: readonly KeyValue[] | undefined) => {
+    for (const kv of kvs ?? []) bytes += kvResponseBytes(kv.key, kv.value.length);
+  };
+  const addResponse = (x: CommandResponse) => {
+    if (x.type === "put" && x.prevKv !== undefined) add([x.prevKv]);
+    if (x.type === "delete") add(x.prevKvs);
+    if (x.type === "range") add(x.kvs);
+  };
+  if (r.type === "txn") {
+    if (r.responseTooLarge) bytesMax = Math.min(bytesMax, server.store.responseBytesMax);
+    r.responses.forEach(addResponse);
+  } else addResponse(r);
+  if (bytes > bytesMax || (r.type === "txn" && r.responseTooLarge)) {
+    throw new HttpError(
+      429,
+      responseTooLarge(
+        bytesMax,
+        `the ${r.type === "txn" ? "transaction" : r.type} was applied at revision ${r.revision}`,
+      ),
+      8,
+    );
+  }
+}
+
 // ---- etcd v3 -----------------------------------------------------------------------------------
 
 async function etcdRoute(server: RaftServer, req: Request, path: string): Promise<Response> {
@@ -408,6 +449,7 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
     asLeader(server, req, bytes, session, async () => {
       const result = await server.propose(command, session);
       const response = settle(result);
+      refuseLargeAnswer(server, response);
       const headers = result.status === "applied" && result.duplicate
         ? { "raftmeta-duplicate": "true" }
         : undefined;
@@ -430,8 +472,16 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
         ));
     }
     case "/v3/kv/txn": {
-      const command = parseTxn(body);
-      return await write(command, (r) =>
+      const txn = parseTxn(body);
+      // As etcd: a txn that only reads is served on the read path, never through the log. With a
+      // session it goes through the log all the same, so the client's seq is recorded.
+      if (txn.readOnly && session === undefined) {
+        if (txn.serializable) server.counters.readsSerializable++;
+        else await linearizable(server);
+        const r = server.store.txnRead(txn.command, { responseBytesMax: server.responseBytesMax });
+        return Response.json(txnJson(header(server, r.revision), r));
+      }
+      return await write(txn.command, (r) =>
         txnJson(
           header(server, r.revision),
           r as Extract<CommandResponse, { type: "txn" }>,
@@ -456,6 +506,7 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
         limit: c.limit,
         keysOnly: c.keysOnly,
         countOnly: c.countOnly,
+        responseBytesMax: server.responseBytesMax,
       });
       return Response.json(rangeJson(header(server, result.revision), result));
     }
@@ -841,7 +892,9 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
   if (req.method === "GET") {
     if (flag(url, "serializable")) server.counters.readsSerializable++;
     else await linearizable(server);
-    const result: RangeResponse = server.store.range(range);
+    const result: RangeResponse = server.store.range(range, {
+      responseBytesMax: server.responseBytesMax,
+    });
     if (prefix) {
       return Response.json({
         revision: result.revision,
@@ -871,6 +924,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     const command: PlainCommand = { type: "put", key, value: body, prevKv: prev };
     return await asLeader(server, req, body, session, async () => {
       const r = settle(await server.propose(command, session));
+      refuseLargeAnswer(server, r);
       if (r.type !== "put") throw new Error(`Unexpected response ${r.type}`);
       const out: Json = { revision: r.revision };
       if (r.prevKv !== undefined) out.prevKv = restKvJson(r.prevKv);
@@ -881,6 +935,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
   const command: PlainCommand = { type: "delete", range, prevKv: prev };
   return await asLeader(server, req, body, session, async () => {
     const r = settle(await server.propose(command, session));
+    refuseLargeAnswer(server, r);
     if (r.type !== "delete") throw new Error(`Unexpected response ${r.type}`);
     const out: Json = { revision: r.revision, deleted: r.deleted };
     if (r.prevKvs !== undefined) out.prevKvs = r.prevKvs.map(restKvJson);
@@ -938,6 +993,7 @@ function metricsText(server: RaftServer): string {
   const s = server.localStatus();
   const c = server.counters;
   const t = server.transport?.stats;
+  const stalls = server.loopStalls.stalls;
   const latency: string[] = [];
   for (const [route, h] of [...server.requestSeconds].sort()) {
     latency.push(...h.lines("raftmeta_http_request_duration_seconds", `route="${route}"`));
@@ -1071,6 +1127,24 @@ function metricsText(server: RaftServer): string {
       help: "Peer connections closed for a failed handshake or a malformed frame.",
       type: "counter",
       samples: [`raftmeta_peer_connections_refused_total ${t?.connectionsRefused ?? 0}`],
+    },
+    {
+      name: "raftmeta_event_loop_stall_ms",
+      help: "Worst lateness of a 10 ms timer since start, ms: heartbeats waited that long.",
+      type: "gauge",
+      samples: [`raftmeta_event_loop_stall_ms ${stalls.stallMsMax}`],
+    },
+    {
+      name: "raftmeta_event_loop_stall_recent_ms",
+      help: "Worst lateness of a 10 ms timer in the last 10 to 20 s, ms.",
+      type: "gauge",
+      samples: [`raftmeta_event_loop_stall_recent_ms ${stalls.stallMsRecentMax}`],
+    },
+    {
+      name: "raftmeta_event_loop_stall_ms_total",
+      help: "Sum of the lateness of a 10 ms timer since start, ms.",
+      type: "counter",
+      samples: [`raftmeta_event_loop_stall_ms_total ${stalls.stallMsTotal}`],
     },
     {
       name: "raftmeta_wal_fsync_duration_seconds",

@@ -27,12 +27,13 @@ import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
 import { EventHeap } from "../sim/heap.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
-import { type ApplyResult, MetadataStore } from "../kv/store.ts";
+import { type ApplyResult, MetadataStore, RESPONSE_BYTES_MAX_DEFAULT } from "../kv/store.ts";
 import { LeaseManager } from "../coord/lease_manager.ts";
 import { WatchHub } from "../coord/watch.ts";
 import type { ClientId, PlainCommand } from "../kv/types.ts";
 import { type Address, PeerTransport } from "./transport.ts";
 import { Histogram } from "./metrics.ts";
+import { LoopStallMeter } from "./loop_stall.ts";
 import { decodeMessages, encodeMessagesFrame } from "./codec.ts";
 import { HttpError } from "./etcd.ts";
 import { handleHttp } from "./http.ts";
@@ -59,6 +60,11 @@ export interface ServerOptions {
   readonly tickMs?: number;
   /** Largest HTTP request body. Default 1.5 MiB (etcd's `--max-request-bytes`). */
   readonly requestBytesMax?: number;
+  /**
+   * Most bytes of key-values one answer may carry (a range, a txn's ranges, a delete's previous
+   * key-values), counted as they are gathered; beyond, etcd's ResourceExhausted. Default 64 MiB.
+   */
+  readonly responseBytesMax?: number;
   /** How long a request may wait for commit, a read index or a leader. Default 5000. */
   readonly requestTimeoutMs?: number;
   /**
@@ -124,6 +130,8 @@ export interface LocalStatus {
   readonly keys: number;
   /** Client URL. */
   readonly clientUrl: string;
+  /** Worst event-loop stall since the node started, ms (heartbeats wait that long). */
+  readonly eventLoopStallMsMax: number;
   /** On a leader: each follower's progress. */
   readonly progress: readonly {
     follower: NodeId;
@@ -173,6 +181,10 @@ export class RaftServer {
   readonly clusterId: string;
   /** Limits and timeouts in force. */
   readonly requestBytesMax: number;
+  /** Most bytes of key-values one answer may carry. */
+  readonly responseBytesMax: number;
+  /** Event-loop stalls of this process. */
+  readonly loopStalls: LoopStallMeter = new LoopStallMeter();
   /** How long a request may wait. */
   readonly requestTimeoutMs: number;
   /** Counters. */
@@ -259,6 +271,7 @@ export class RaftServer {
     this.#dataDir = options.dataDir ?? "./data";
     this.#log = options.log ?? ((line) => console.log(line));
     this.requestBytesMax = options.requestBytesMax ?? 1.5 * 1024 * 1024;
+    this.responseBytesMax = options.responseBytesMax ?? RESPONSE_BYTES_MAX_DEFAULT;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
     this.#seenTerms = seen;
     this.#joinTarget = joinTarget;
@@ -460,6 +473,7 @@ export class RaftServer {
     emit("listening", { clientUrl: server.#clientUrl });
     const tickMs = options.tickMs ?? 5;
     server.#ticker = setInterval(() => server.#tick(), tickMs);
+    server.loopStalls.start();
     server.#tick();
     return server;
   }
@@ -542,6 +556,7 @@ export class RaftServer {
       revision: this.store.revision,
       keys: this.store.size,
       clientUrl: this.#clientUrl,
+      eventLoopStallMsMax: this.loopStalls.stalls.stallMsMax,
       progress: [...s.progress].map(([follower, p]) => ({ follower, ...p })),
     };
   }
@@ -637,6 +652,7 @@ export class RaftServer {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#ticker);
+    this.loopStalls.stop();
     this.#hub.cancelAll(`Node "${this.nodeId}" is stopping`);
     this.#transport?.close();
     for (const w of this.#proposals.values()) w.reject(new HttpError(503, "Node is stopping", 14));
