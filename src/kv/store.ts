@@ -26,6 +26,7 @@ import {
 } from "./command.ts";
 import { compareKeys, isNativeOrdered, SortedMap, type SortedMapView } from "./sorted_map.ts";
 import { type RevisionEvents, WatchHistory } from "./history.ts";
+import type { AlarmCommand, AlarmMember, AlarmResponse, AlarmType } from "./types.ts";
 
 export { CompactedError, type RevisionEvents, WatchHistory } from "./history.ts";
 import {
@@ -49,6 +50,26 @@ import {
   type TxnOp,
   type TxnResponse,
 } from "./types.ts";
+
+/** etcd's error for a write refused while the NOSPACE alarm is raised (gRPC ResourceExhausted). */
+export const NOSPACE_ERROR = "etcdserver: mvcc: database space exceeded";
+
+/** Default bound on the watch history's bytes: 64 MiB. */
+export const HISTORY_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
+
+/** Whether `command` adds data, so a NOSPACE alarm refuses it (as etcd's capped applier does). */
+export function addsData(command: Command): boolean {
+  const c = command.type === "session" ? command.command : command;
+  switch (c.type) {
+    case "put":
+    case "leaseGrant":
+      return true;
+    case "txn":
+      return [...c.success, ...c.failure].some((op) => op.type === "put");
+    default:
+      return false;
+  }
+}
 
 /** An entry that must never fail to apply did (it does not decode, or its index is out of order). */
 export class ApplyError extends Error {
@@ -109,6 +130,11 @@ export interface MetadataStoreOptions {
   readonly sessionIdleEntriesMax?: number;
   /** Most revisions of events kept for watches. Default 1,000. */
   readonly historyRevisionsMax?: number;
+  /**
+   * Most bytes of keys and values the watch history keeps (each overwrite holds the new and the
+   * previous value); older revisions are dropped beyond it. Default 64 MiB.
+   */
+  readonly historyBytesMax?: number;
   /** Most leases at once; a grant beyond is rejected. Default 10,000. */
   readonly leasesMax?: number;
   /**
@@ -304,6 +330,8 @@ export interface StoreParts {
   readonly records: readonly KvRecord[];
   /** Sessions from least to most recently heard. */
   readonly sessions: readonly SessionRecord[];
+  /** Alarms raised (absent in snapshots from before alarms: none). */
+  readonly alarms?: readonly AlarmMember[];
   /**
    * Watch history: every revision in (compactRevision, revision] with its events. Absent for a
    * snapshot that did not keep it; the store then has history from `revision` on only.
@@ -335,6 +363,8 @@ export class FrozenStore {
   readonly compactRevision: number;
   /** The watch history: every revision after `compactRevision`, oldest first. */
   readonly history: readonly RevisionEvents[];
+  /** Alarms raised. */
+  readonly alarms: readonly AlarmMember[];
   readonly #kvs: SortedMapView<Stored>;
 
   /** Use {@linkcode MetadataStore.freeze}. */
@@ -349,6 +379,7 @@ export class FrozenStore {
     this.sessions = state.sessions;
     this.compactRevision = state.compactRevision;
     this.history = state.history;
+    this.alarms = state.alarms;
     this.#kvs = kvs as SortedMapView<Stored>;
   }
 
@@ -479,6 +510,10 @@ export class MetadataStore {
   #history: WatchHistory;
   #leases = new Map<number, Lease>();
   #leaseIdLast = 0;
+  /** Bytes of the live keys and values (UTF-16 units for keys), for the quota. */
+  #liveBytes = 0;
+  /** Raised alarms by member id. */
+  #alarms = new Map<string, AlarmType>();
 
   /** An empty store at revision 1, applied index 0. */
   constructor(options: MetadataStoreOptions = {}) {
@@ -488,7 +523,12 @@ export class MetadataStore {
     this.sessionsMax = options.sessionsMax ?? 10_000;
     this.sessionIdleEntriesMax = options.sessionIdleEntriesMax ?? 100_000;
     this.leasesMax = options.leasesMax ?? 10_000;
-    this.#history = new WatchHistory(options.historyRevisionsMax ?? 1_000, 1, 0);
+    this.#history = new WatchHistory(
+      options.historyRevisionsMax ?? 1_000,
+      1,
+      0,
+      options.historyBytesMax ?? HISTORY_BYTES_MAX_DEFAULT,
+    );
     this.#applyRetryTwice = options.faultPoints?.has("apply-retry-twice") ?? false;
     for (const [name, v] of Object.entries({ ...this.limits, rangeKvsMax: this.rangeKvsMax })) {
       if (!Number.isSafeInteger(v) || v < 1) {
@@ -537,6 +577,21 @@ export class MetadataStore {
   /** The oldest revision a watch may start at (older ones are compacted). */
   get oldestRevision(): number {
     return this.#history.oldestRevision;
+  }
+
+  /**
+   * The store's size as the quota counts it (etcd's backend size): live keys and values plus the
+   * watch history's, so deletes free space only once a compaction drops their history.
+   */
+  get backendBytes(): number {
+    return this.#liveBytes + this.#history.bytes;
+  }
+
+  /** The alarms raised, by member id. */
+  get alarms(): AlarmMember[] {
+    return [...this.#alarms].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map((
+      [memberId, alarm],
+    ) => ({ memberId, alarm }));
   }
 
   /** Most revisions the watch history keeps. */
@@ -710,6 +765,10 @@ export class MetadataStore {
   ): { remembered: SessionOutcome; events: KvEvent[] } {
     const error = commandLimitError(whole, commandBytes, this.limits);
     if (error !== undefined) return { remembered: { status: "rejected", error }, events: [] };
+    // A raised NOSPACE alarm refuses what adds data, decided from replicated state only.
+    if (this.#alarms.size > 0 && addsData(command)) {
+      return { remembered: { status: "rejected", error: NOSPACE_ERROR }, events: [] };
+    }
     const revision = this.#revision + 1;
     const events: KvEvent[] = [];
     let response: Mutable<CommandResponse>;
@@ -743,6 +802,8 @@ export class MetadataStore {
       response = r;
     } else if (command.type === "leaseRevoke") {
       response = this.#revoke(command.id, revision, events);
+    } else if (command.type === "alarm") {
+      response = this.#alarm(command);
     } else if (command.type === "compact") {
       if (command.revision > this.#revision) {
         return rejected(
@@ -766,6 +827,18 @@ export class MetadataStore {
       for (const r of response.responses) (r as Mutable<typeof r>).revision = this.#revision;
     }
     return { remembered: { status: "applied", response }, events };
+  }
+
+  #alarm(command: AlarmCommand): Mutable<AlarmResponse> {
+    if (command.action === "activate") this.#alarms.set(command.memberId, command.alarm);
+    else {
+      for (const [member, alarm] of [...this.#alarms]) {
+        if ((command.memberId === "" || member === command.memberId) && alarm === command.alarm) {
+          this.#alarms.delete(member);
+        }
+      }
+    }
+    return { type: "alarm", revision: 0, alarms: this.alarms };
   }
 
   #op(
@@ -845,12 +918,14 @@ export class MetadataStore {
         lease,
       };
       this.#map.set(key, created);
+      this.#liveBytes += key.length + value.length;
       this.#attach(key, 0, lease);
       events.push({ type: "PUT", kv: this.#export(key, created) });
       return { type: "put", revision: 0 };
     }
     invariant(stored.modRevision <= revision, () => `key ${quote(key)} modified in the future`);
     const prev = this.#export(key, stored);
+    this.#liveBytes += value.length - stored.value.length;
     this.#attach(key, stored.lease, lease);
     let now = stored;
     if (this.#map.viewsOpen === 0) {
@@ -879,6 +954,7 @@ export class MetadataStore {
     for (const [key, stored] of doomed) {
       const removed = this.#map.delete(key);
       invariant(removed, () => `key ${quote(key)} vanished during its delete`);
+      this.#liveBytes -= key.length + stored.value.length;
       this.#attach(key, stored.lease, 0);
       const prev = this.#export(key, stored);
       if (prevKv) prevKvs.push(prev);
@@ -1140,6 +1216,7 @@ export class MetadataStore {
       sessions: [...this.#sessions.values()].map((s) => ({ ...s })),
       compactRevision: this.#history.compactRevision,
       history: this.#history.all(),
+      alarms: this.alarms,
     }, this.#map.freeze());
   }
 
@@ -1204,12 +1281,13 @@ export class MetadataStore {
       // Without history in the snapshot (format 1), a restored store keeps history only from
       // its snapshot's revision on.
       store.#history = history === undefined
-        ? new WatchHistory(store.#history.revisionsMax, revision, revision)
+        ? new WatchHistory(store.#history.revisionsMax, revision, revision, store.#history.bytesMax)
         : WatchHistory.restore(
           store.#history.revisionsMax,
           revision,
           history.compactRevision,
           history.revisions,
+          store.#history.bytesMax,
         );
     } catch (e) {
       fail(`watch history: ${(e as Error).message}`);
@@ -1241,6 +1319,7 @@ export class MetadataStore {
         fail(`revisions of ${quote(key)}: ${createRevision}, ${modRevision}, version ${version}`);
       }
       if (!(r.value instanceof Uint8Array)) fail(`value of ${quote(key)} is not bytes`);
+      store.#liveBytes += key.length + r.value.length;
       if (lease !== 0) {
         const l = store.#leases.get(lease);
         if (l === undefined) fail(`key ${quote(key)} has unknown lease ${lease}`);
@@ -1265,6 +1344,12 @@ export class MetadataStore {
         lastIndex: s.lastIndex,
         outcome: fromJsonSafe(s.outcome) as SessionOutcome,
       });
+    }
+    for (const a of parts.alarms ?? []) {
+      if (typeof a?.memberId !== "string" || a.memberId === "" || a.alarm !== "NOSPACE") {
+        fail(`alarm ${JSON.stringify(a)}`);
+      }
+      store.#alarms.set(a.memberId, a.alarm);
     }
     return store;
   }

@@ -174,6 +174,33 @@ export interface CompactCommand {
   readonly revision: number;
 }
 
+/** The one kind of alarm raftmeta raises: the store reached its quota (etcd's `NOSPACE`). */
+export type AlarmType = "NOSPACE";
+
+/**
+ * Raise or clear an alarm (etcd's AlarmRequest). While any `NOSPACE` alarm is raised, writes that
+ * add data (put, a transaction with a put, lease grant) are refused at apply; reads, deletes and
+ * compaction still run. The leader raises it when a write would take the store over its quota.
+ */
+export interface AlarmCommand {
+  /** Discriminant. */
+  readonly type: "alarm";
+  /** Raise or clear. */
+  readonly action: "activate" | "deactivate";
+  /** The member that raised it; `""` on deactivate clears the alarm of every member. */
+  readonly memberId: string;
+  /** Which alarm. */
+  readonly alarm: AlarmType;
+}
+
+/** One raised alarm. */
+export interface AlarmMember {
+  /** The member that raised it. */
+  readonly memberId: string;
+  /** Which alarm. */
+  readonly alarm: AlarmType;
+}
+
 /** A command without a session envelope. */
 export type PlainCommand =
   | PutCommand
@@ -182,7 +209,8 @@ export type PlainCommand =
   | TxnCommand
   | LeaseGrantCommand
   | LeaseRevokeCommand
-  | CompactCommand;
+  | CompactCommand
+  | AlarmCommand;
 
 /** Everything that can be put in the Raft log for the store. */
 export type Command = PlainCommand | SessionCommand;
@@ -274,6 +302,16 @@ export interface CompactResponse {
   readonly oldestRevision: number;
 }
 
+/** Response to an alarm command. */
+export interface AlarmResponse {
+  /** Discriminant. */
+  readonly type: "alarm";
+  /** Store revision after the command (unchanged). */
+  readonly revision: number;
+  /** The alarms raised after the command. */
+  readonly alarms: readonly AlarmMember[];
+}
+
 /** Response to any command. */
 export type CommandResponse =
   | PutResponse
@@ -282,7 +320,8 @@ export type CommandResponse =
   | TxnResponse
   | LeaseGrantResponse
   | LeaseRevokeResponse
-  | CompactResponse;
+  | CompactResponse
+  | AlarmResponse;
 
 /** A change a write made, for watchers (etcd's `mvccpb.Event`). */
 export interface KvEvent {

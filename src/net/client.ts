@@ -29,6 +29,7 @@ import type {
   TxnOp,
   TxnResponse,
 } from "../kv/types.ts";
+import { fetchErrorText, neverSent } from "./fetch_error.ts";
 import type { CoordClient } from "../coord/client.ts";
 import type { WatchOptions, WatchResponse, WatchStream } from "../coord/watch.ts";
 
@@ -516,7 +517,7 @@ export class RaftmetaClient {
       } catch (e) {
         if (signal?.aborted) return;
         if (e instanceof RaftmetaError) throw e;
-        lastError = `${base}: ${(e as Error).message}`;
+        lastError = `${base}: ${fetchErrorText(e)}`;
         this.#leaderUrl = undefined;
         failingSince ??= performance.now();
         await sleep(50, signal);
@@ -548,6 +549,18 @@ export class RaftmetaClient {
   async leases(): Promise<number[]> {
     const r = await this.#request("/v3/lease/leases", {}, undefined);
     return (r.leases ?? []).map((l: { ID: string }) => Number(l.ID));
+  }
+
+  /**
+   * The raised alarms (`POST /v3/maintenance/alarm`), or with `"disarm"` clears every NOSPACE
+   * alarm first; each as etcd's `{ memberID, alarm }`.
+   */
+  async alarm(action: "list" | "disarm"): Promise<{ memberID: string; alarm: string }[]> {
+    const body = action === "list"
+      ? { action: "GET" }
+      : { action: "DEACTIVATE", memberID: "0", alarm: "NOSPACE" };
+    const r = await this.#request("/v3/maintenance/alarm", body, undefined);
+    return r.alarms ?? [];
   }
 
   /**
@@ -632,7 +645,7 @@ export class RaftmetaClient {
           if (options.signal?.aborted) return;
           throw e;
         }
-        lastError = `${base}: ${(e as Error).message}`;
+        lastError = `${base}: ${fetchErrorText(e)}`;
         failingSince ??= performance.now();
         await sleep(50, options.signal);
       } finally {
@@ -714,9 +727,9 @@ export class RaftmetaClient {
         });
       } catch (e) {
         // The node may be down, or the answer lost: try another; the session makes a retried
-        // write safe.
-        lastError = `${base}: ${(e as Error).message}`;
-        if (seq !== undefined) maybeApplied = true;
+        // write safe. A refused connection never carried the write.
+        lastError = `${base}: ${fetchErrorText(e)}`;
+        if (seq !== undefined && !neverSent(e)) maybeApplied = true;
         this.#leaderUrl = undefined;
         continue;
       }

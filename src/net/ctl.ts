@@ -50,6 +50,8 @@ Commands:
   lease keep-alive ID [--once]    keep lease ID alive (every TTL/3) until Ctrl-C
   lease timetolive ID             remaining TTL and keys of lease ID
   lease list                      every lease id
+  alarm list                      the raised alarms (NOSPACE: the store reached its quota)
+  alarm disarm                    clear the NOSPACE alarm (free space first: del, compaction)
   lock NAME [--ttl S]             take lock NAME (waiting for earlier holders), print its key and
                                   fencing token, hold it until Ctrl-C, SIGTERM or the end of
                                   stdin, then release it (--ttl: session TTL, default 60)
@@ -246,6 +248,16 @@ export async function runCtl(
         });
         out(format === "json" ? JSON.stringify(r) : r.succeeded ? "SUCCESS" : "FAILURE");
         return r.succeeded ? 0 : 1;
+      }
+      case "alarm": {
+        need(1, "alarm list|disarm");
+        if (rest[0] !== "list" && rest[0] !== "disarm") {
+          throw new UsageError(`alarm needs "list" or "disarm": ${JSON.stringify(rest[0])}`);
+        }
+        const alarms = await client.alarm(rest[0]);
+        if (format === "json") out(JSON.stringify(alarms));
+        else for (const a of alarms) out(`memberID:${a.memberID} alarm:${a.alarm}`);
+        return 0;
       }
       case "status": {
         need(0, "status");

@@ -31,12 +31,20 @@ export class HttpError extends Error {
   readonly status: number;
   /** gRPC status code etcd's gateway would report (3: invalid argument, 14: unavailable, ...). */
   readonly code: number;
+  /** Seconds a client should wait before retrying (the `Retry-After` header), when set. */
+  readonly retryAfterSeconds: number | undefined;
   /** Makes an error. */
-  constructor(status: number, message: string, code = status === 404 ? 5 : 3) {
+  constructor(
+    status: number,
+    message: string,
+    code = status === 404 ? 5 : 3,
+    retryAfterSeconds?: number,
+  ) {
     super(message);
     this.name = "HttpError";
     this.status = status;
     this.code = code;
+    this.retryAfterSeconds = retryAfterSeconds;
   }
 }
 
@@ -516,6 +524,46 @@ export function parseWatchCreate(body: unknown): WatchOptions {
 /** Checks a StatusRequest (an empty object). */
 export function parseStatus(body: unknown): void {
   new Fields(body ?? {}, "StatusRequest").done();
+}
+
+/** An AlarmRequest: `action` GET, ACTIVATE or DEACTIVATE; `memberID` a uint64 ("0": every member). */
+export interface AlarmRequest {
+  /** What to do. */
+  readonly action: "GET" | "ACTIVATE" | "DEACTIVATE";
+  /** The member as etcd's uint64, 0n for none given. */
+  readonly memberId: bigint;
+  /** Which alarm (NONE lists every alarm). */
+  readonly alarm: "NONE" | "NOSPACE" | "CORRUPT";
+}
+
+/** Parses etcd's AlarmRequest (`POST /v3/maintenance/alarm`); names or numbers for enums. */
+export function parseAlarm(body: unknown): AlarmRequest {
+  const f = new Fields(body ?? {}, "AlarmRequest");
+  const action = f.enumeration("action", ["GET", "ACTIVATE", "DEACTIVATE"]);
+  const raw = f.get("member_id") ?? f.get("memberID");
+  const alarm = f.enumeration("alarm", ["NONE", "NOSPACE", "CORRUPT"]);
+  f.done();
+  let memberId = 0n;
+  if (raw !== undefined) {
+    if (
+      !((typeof raw === "string" && /^\d{1,20}$/.test(raw)) ||
+        (typeof raw === "number" && Number.isSafeInteger(raw) && raw >= 0)) ||
+      BigInt(raw) >= 1n << 64n
+    ) {
+      throw badRequest(`Field "memberID" of AlarmRequest must be a uint64: ${show(raw)}`);
+    }
+    memberId = BigInt(raw);
+  }
+  if (action !== "GET" && alarm !== "NOSPACE") {
+    throw badRequest(
+      `Field "alarm" of AlarmRequest must be NOSPACE to ${action.toLowerCase()}: ${show(alarm)}`,
+    );
+  }
+  return {
+    action: action as AlarmRequest["action"],
+    memberId,
+    alarm: alarm as AlarmRequest["alarm"],
+  };
 }
 
 // ---- Responses ---------------------------------------------------------------------------------

@@ -14,7 +14,12 @@ import { CommandError } from "../kv/command.ts";
 import { CompactedError } from "../kv/history.ts";
 import { LeaseError } from "../coord/lease_manager.ts";
 import { WatchError, type WatchStream } from "../coord/watch.ts";
-import { type ApplyResult, kvResponseBytes, ResponseTooLargeError } from "../kv/store.ts";
+import {
+  type ApplyResult,
+  kvResponseBytes,
+  NOSPACE_ERROR,
+  ResponseTooLargeError,
+} from "../kv/store.ts";
 import type {
   ClientId,
   CommandResponse,
@@ -31,6 +36,7 @@ import {
   headerJson,
   HttpError,
   id64,
+  parseAlarm,
   parseCompaction,
   parseDeleteRange,
   parseLeaseGrant,
@@ -47,7 +53,8 @@ import {
 } from "./etcd.ts";
 import { Histogram, renderMetrics } from "./metrics.ts";
 import { JSON_DEPTH_MAX, jsonTooDeepAt } from "./json_depth.ts";
-import { encodeLogTransfer, type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
+import { fetchErrorText, neverSent } from "./fetch_error.ts";
+import { type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
 export const FORWARDED_HEADER = "raftmeta-forwarded-by";
@@ -66,6 +73,7 @@ const ROUTES = new Set([
   "/v3/kv/deleterange",
   "/v3/kv/txn",
   "/v3/maintenance/status",
+  "/v3/maintenance/alarm",
   "/v3/kv/compaction",
   "/v3/lease/grant",
   "/v3/lease/revoke",
@@ -84,14 +92,27 @@ export async function handleHttp(
   const started = performance.now();
   let route = "other";
   let response: Response;
+  const admitted = server.admitRequest();
   try {
+    if (!admitted) {
+      throw new HttpError(
+        503,
+        `Too many requests in flight on this node: ${server.httpRequestsMax} (retry later)`,
+        14,
+        1,
+      );
+    }
     const url = new URL(req.url);
+    server.browserGuard.check(req);
     // etcd 3.4's gateway also serves revoke, timetolive and leases under /v3/kv/lease/.
     const path = url.pathname.replace(/^\/v3(beta|alpha)\//, "/v3/").replace(
       /^\/v3\/kv\/lease\//,
       "/v3/lease/",
     );
-    if (ROUTES.has(path)) {
+    const methods = methodsOf(path);
+    if (req.method === "OPTIONS" && methods !== undefined) {
+      response = server.browserGuard.options(req, methods);
+    } else if (ROUTES.has(path)) {
       route = path;
       response = await etcdRoute(server, req, path);
     } else if (path === "/v1/kv" || path.startsWith("/v1/kv/")) {
@@ -101,17 +122,6 @@ export async function handleHttp(
       route = path;
       requireMethod(req, ["GET"]);
       response = await statusRoute(server, url);
-    } else if (path === "/v1/raft/log") {
-      route = path;
-      requireMethod(req, ["GET"]);
-      const to = url.searchParams.get("for");
-      if (to === null || !server.node.voters.includes(to)) {
-        throw badRequest(`Query parameter "for" must name a voter: ${JSON.stringify(to)}`);
-      }
-      if (server.node.role !== "Leader") throw new NotLeaderError(server.nodeId, undefined);
-      response = new Response(encodeLogTransfer(server.node, to).slice(), {
-        headers: { "content-type": "application/octet-stream" },
-      });
     } else if (path === "/metrics") {
       route = path;
       requireMethod(req, ["GET"]);
@@ -120,6 +130,7 @@ export async function handleHttp(
       });
     } else if (path === "/health") {
       route = path;
+      requireMethod(req, ["GET"]);
       const ok = server.node.leaderId !== undefined;
       response = Response.json({ health: String(ok) }, { status: ok ? 200 : 503 });
     } else {
@@ -127,6 +138,8 @@ export async function handleHttp(
     }
   } catch (e) {
     response = errorResponse(server, e);
+  } finally {
+    if (admitted) server.releaseRequest();
   }
   let h = server.requestSeconds.get(route);
   if (h === undefined) server.requestSeconds.set(route, h = new Histogram());
@@ -138,6 +151,7 @@ export async function handleHttp(
       response.headers.set(LEADER_HEADER, leaderUrl);
     } catch { /* immutable headers of a forwarded response */ }
   }
+  server.browserGuard.decorate(req, response);
   return response;
 }
 
@@ -166,21 +180,74 @@ function errorResponse(server: RaftServer, e: unknown): Response {
     server.logEvent("http-internal-error", { error: message });
   }
   if (status >= 400 && status < 500) server.counters.badRequests++;
-  return Response.json({ error: message, code, message }, { status });
+  const headers = new Headers();
+  if (e instanceof MethodNotAllowed) headers.set("allow", e.allow);
+  const retryAfter = e instanceof HttpError ? e.retryAfterSeconds : undefined;
+  if (retryAfter !== undefined) headers.set("retry-after", String(retryAfter));
+  // A body that did not arrive in time is not drained: the connection goes.
+  if (status === 408) headers.set("connection", "close");
+  return Response.json({ error: message, code, message }, { status, headers });
+}
+
+/** The methods a path is served with (HEAD wherever GET), or undefined for an unknown path. */
+function methodsOf(path: string): string[] | undefined {
+  if (ROUTES.has(path)) return ["POST"];
+  if (path === "/v1/kv" || path.startsWith("/v1/kv/")) return ["GET", "HEAD", "PUT", "DELETE"];
+  if (["/v1/status", "/metrics", "/health"].includes(path)) return ["GET", "HEAD"];
+  return undefined;
 }
 
 function requireMethod(req: Request, methods: string[]): void {
-  if (!methods.includes(req.method)) {
-    throw new HttpError(
+  // HEAD is GET without the body (Deno.serve drops it).
+  const method = req.method === "HEAD" ? "GET" : req.method;
+  if (!methods.includes(method)) throw new MethodNotAllowed(req.method, methods);
+}
+
+/** A 405, with the `Allow` list its response must carry (RFC 9110 §15.5.6). */
+class MethodNotAllowed extends HttpError {
+  readonly allow: string;
+  constructor(method: string, methods: string[]) {
+    super(
       405,
-      `Method ${req.method} is not allowed here; use ${methods.join(" or ")}`,
+      `Method ${JSON.stringify(method)} is not allowed here; use ${methods.join(" or ")}`,
       12,
     );
+    this.allow = [...methods, ...(methods.includes("GET") ? ["HEAD"] : []), "OPTIONS"].join(", ");
   }
 }
 
-/** Reads the body, refusing more than `max` bytes without reading them all. */
-async function readBody(req: Request, max: number): Promise<Uint8Array> {
+/**
+ * Reads the body, refusing more than `requestBytesMax` bytes without reading them all, and a body
+ * that has not arrived within `bodyReadTimeoutMs` (a slow client must not hold a request open).
+ */
+async function readBody(server: RaftServer, req: Request): Promise<Uint8Array> {
+  const timeoutMs = server.bodyReadTimeoutMs;
+  let timedOut: () => void = () => {};
+  const deadline = new Promise<never>((_, reject) => {
+    timedOut = () =>
+      reject(
+        new HttpError(408, `Request body did not arrive within ${timeoutMs} ms`, 4),
+      );
+  });
+  deadline.catch(() => {});
+  let done = false;
+  server.afterMs(timeoutMs, () => {
+    if (!done) timedOut();
+  });
+  const read = readBodyBounded(req, server.requestBytesMax);
+  read.catch(() => {});
+  try {
+    return await Promise.race([read, deadline]);
+  } catch (e) {
+    // Give up on the stream: the connection is closed rather than drained.
+    if (e instanceof HttpError && e.status === 408) req.body?.cancel().catch(() => {});
+    throw e;
+  } finally {
+    done = true;
+  }
+}
+
+async function readBodyBounded(req: Request, max: number): Promise<Uint8Array> {
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > max) {
     throw new HttpError(413, `Request body is too large: ${declared} bytes (most ${max})`, 8);
@@ -188,13 +255,26 @@ async function readBody(req: Request, max: number): Promise<Uint8Array> {
   if (req.body === null) return new Uint8Array(0);
   // Declared and small enough: one read (the reader loop below cost about 2% of a leader's CPU).
   if (declared !== null && /^\d{1,10}$/.test(declared)) {
-    return new Uint8Array(await req.arrayBuffer());
+    try {
+      return new Uint8Array(await req.arrayBuffer());
+    } catch {
+      // The client closed its side before sending what it declared: its request, not our fault.
+      throw badRequest(
+        `Request body is shorter than its Content-Length of ${declared} bytes (the connection closed first)`,
+      );
+    }
   }
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
   while (true) {
-    const { done, value } = await reader.read();
+    let read;
+    try {
+      read = await reader.read();
+    } catch {
+      throw badRequest(`Request body broke off after ${total} bytes (the connection closed first)`);
+    }
+    const { done, value } = read;
     if (done) break;
     total += value.length;
     if (total > max) {
@@ -246,7 +326,9 @@ function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefine
     throw badRequest(`Headers ${CLIENT_ID_HEADER} and ${SEQ_HEADER} go together`);
   }
   if (clientId.length === 0 || clientId.length > 128) {
-    throw badRequest(`Header ${CLIENT_ID_HEADER} must have 1 to 128 characters`);
+    throw badRequest(
+      `Header ${CLIENT_ID_HEADER} must have 1 to 128 characters: ${JSON.stringify(clientId)}`,
+    );
   }
   if (!/^\d{1,15}$/.test(seqText) || Number(seqText) < 1) {
     throw badRequest(`Header ${SEQ_HEADER} must be a positive integer: ${JSON.stringify(seqText)}`);
@@ -256,6 +338,11 @@ function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefine
 
 /** Each server's ids as etcd's uint64s, hashed once (BigInt FNV per request showed in profiles). */
 const ids = new WeakMap<RaftServer, { clusterId: bigint; memberId: bigint }>();
+
+/** A member's id as etcd's uint64 (the same hash as the header's member_id). */
+function memberId64(server: RaftServer, nodeId: string): bigint {
+  return id64(`${server.clusterId}/${nodeId}`);
+}
 
 function header(server: RaftServer, revision = server.store.revision): Json {
   let id = ids.get(server);
@@ -283,6 +370,8 @@ async function asLeader(
   body: Uint8Array,
   session: { clientId: ClientId; seq: number } | undefined,
   local: () => Promise<Response>,
+  // A session makes a resent write apply once; an idempotent request is safe to resend anyway.
+  resendable = session !== undefined,
 ): Promise<Response> {
   const deadline = performance.now() + server.requestTimeoutMs;
   let lastError = "no leader is known";
@@ -302,10 +391,19 @@ async function asLeader(
     const url = leader === undefined || leader === server.nodeId
       ? undefined
       : server.clientUrlOf(leader);
+    if (url === undefined && leader !== undefined && leader !== server.nodeId) {
+      // Client URLs come from configuration only (never from what a peer claims).
+      throw new HttpError(
+        503,
+        `Node "${server.nodeId}" is not the leader and cannot forward: the leader is "${leader}", ` +
+          `whose client URL is unknown here (not in --peer-client-urls); send the request to it`,
+        14,
+      );
+    }
     if (url !== undefined) {
-      const forwarded = await forward(server, url, req, body);
+      const forwarded = await forward(server, url, req, body, deadline - performance.now());
       if (forwarded.ok === true) return forwarded.response;
-      if (forwarded.ok === "unknown" && session === undefined) {
+      if (forwarded.ok === "unknown" && !resendable) {
         throw new HttpError(
           504,
           `The leader ${leader} failed while handling the forwarded write (${forwarded.error}); its outcome is unknown`,
@@ -329,6 +427,7 @@ async function forward(
   leaderUrl: string,
   req: Request,
   body: Uint8Array,
+  timeoutMs: number,
 ): Promise<{ ok: true; response: Response } | { ok: false | "unknown"; error: string }> {
   const url = new URL(req.url);
   const headers = new Headers();
@@ -344,7 +443,7 @@ async function forward(
       method: req.method,
       headers,
       body: req.method === "GET" || req.method === "HEAD" ? undefined : body.slice(),
-      signal: AbortSignal.timeout(server.requestTimeoutMs),
+      signal: AbortSignal.timeout(Math.max(1, timeoutMs)),
     });
     sent = true;
     const bytes = new Uint8Array(await res.arrayBuffer());
@@ -359,9 +458,8 @@ async function forward(
     out.set(LEADER_HEADER, leaderUrl);
     return { ok: true, response: new Response(bytes, { status: res.status, headers: out }) };
   } catch (e) {
-    const msg = (e as Error).message;
-    const neverArrived = !sent && /refused|os error 111|ECONNREFUSED/i.test(msg);
-    return { ok: neverArrived ? false : "unknown", error: msg };
+    // A refused connection never carried the request: safe to send again, to the next leader.
+    return { ok: !sent && neverSent(e) ? false : "unknown", error: fetchErrorText(e) };
   }
 }
 
@@ -393,6 +491,8 @@ function settle(result: ApplyResult): CommandResponse {
     case "rejected":
       // etcd answers a put with an unknown lease with NotFound.
       if (/^Lease \d+ not found/.test(result.error)) throw new HttpError(404, result.error, 5);
+      // etcd's gateway answers ResourceExhausted with 429.
+      if (result.error === NOSPACE_ERROR) throw new HttpError(429, result.error, 8);
       throw badRequest(result.error);
     case "stale":
     case "unknownSession":
@@ -442,7 +542,7 @@ function refuseLargeAnswer(server: RaftServer, r: CommandResponse): void {
 async function etcdRoute(server: RaftServer, req: Request, path: string): Promise<Response> {
   requireMethod(req, ["POST"]);
   if (path === "/v3/lease/keepalive") return await keepAliveRoute(server, req);
-  const bytes = await readBody(req, server.requestBytesMax);
+  const bytes = await readBody(server, req);
   const body = parseJson(bytes);
   const session = sessionOf(req);
   const write = (command: PlainCommand, render: (r: CommandResponse) => Json) =>
@@ -565,6 +665,43 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
     }
     case "/v3/watch":
       return watchRoute(server, body);
+    case "/v3/maintenance/alarm": {
+      const a = parseAlarm(body);
+      const render = (alarms: readonly { memberId: string; alarm: string }[]) => {
+        const out: Json = { header: header(server) };
+        const list = alarms.filter((m) => a.alarm === "NONE" || m.alarm === a.alarm)
+          .filter((m) =>
+            a.action === "GET" || a.memberId === 0n || memberId64(server, m.memberId) === a.memberId
+          );
+        // etcd's gateway omits an empty list.
+        if (list.length > 0) {
+          out.alarms = list.map((m) => ({
+            memberID: memberId64(server, m.memberId).toString(),
+            alarm: m.alarm,
+          }));
+        }
+        return out;
+      };
+      if (a.action === "GET") {
+        await linearizable(server);
+        return Response.json(render(server.store.alarms));
+      }
+      let memberId = "";
+      if (a.memberId !== 0n) {
+        memberId = server.node.voters.find((v) => memberId64(server, v) === a.memberId) ?? "";
+        if (memberId === "") {
+          throw badRequest(`Member ${a.memberId} is not a member of this cluster`);
+        }
+      } else if (a.action === "ACTIVATE") {
+        throw badRequest(`Field "memberID" of AlarmRequest must name a member to activate`);
+      }
+      return await write({
+        type: "alarm",
+        action: a.action === "ACTIVATE" ? "activate" : "deactivate",
+        memberId,
+        alarm: "NOSPACE",
+      }, (r) => render((r as Extract<CommandResponse, { type: "alarm" }>).alarms));
+    }
     case "/v3/maintenance/status": {
       parseStatus(body);
       const s = server.localStatus();
@@ -623,7 +760,7 @@ function atLeaseLeader(
       if (answer !== undefined) return Response.json(answer);
       throw new HttpError(404, `etcdserver: requested lease not found (${e.message})`, 5);
     }
-  });
+  }, true); // a keep-alive or time-to-live done twice does no harm
 }
 
 // ---- Lease keep-alive ----------------------------------------------------------------------------
@@ -639,7 +776,7 @@ async function keepAliveRoute(server: RaftServer, req: Request): Promise<Respons
   if (req.body !== null && req.headers.get("content-length") === null) {
     return keepAliveStream(server, req, bodyLines(req.body, server.requestBytesMax));
   }
-  const bytes = await readBody(req, server.requestBytesMax);
+  const bytes = await readBody(server, req);
   let text: string;
   try {
     text = textDecoder.decode(bytes);
@@ -889,7 +1026,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     throw badRequest("Key is missing: use /v1/kv/<key>, or /v1/kv/?prefix for every key");
   }
   const range: KeyRange = prefix ? { prefix: key } : { key };
-  if (req.method === "GET") {
+  if (req.method === "GET" || req.method === "HEAD") {
     if (flag(url, "serializable")) server.counters.readsSerializable++;
     else await linearizable(server);
     const result: RangeResponse = server.store.range(range, {
@@ -916,7 +1053,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     }
     return Response.json({ ...restKvJson(result.kvs[0]), revision: result.revision });
   }
-  const body = await readBody(req, server.requestBytesMax);
+  const body = await readBody(server, req);
   const session = sessionOf(req);
   const prev = flag(url, "prev");
   if (req.method === "PUT") {
@@ -958,7 +1095,7 @@ async function statusRoute(server: RaftServer, url: URL): Promise<Response> {
       return;
     }
     if (m.clientUrl === null) {
-      rows[i] = { id: m.id, status: "unreachable", clientUrl: null };
+      rows[i] = { id: m.id, status: "client URL not configured", clientUrl: null };
       return;
     }
     try {
@@ -1127,6 +1264,12 @@ function metricsText(server: RaftServer): string {
       help: "Peer connections closed for a failed handshake or a malformed frame.",
       type: "counter",
       samples: [`raftmeta_peer_connections_refused_total ${t?.connectionsRefused ?? 0}`],
+    },
+    {
+      name: "raftmeta_peer_connections_over_limit_total",
+      help: "Peer connections closed at once: too many were still in their handshake.",
+      type: "counter",
+      samples: [`raftmeta_peer_connections_over_limit_total ${t?.connectionsOverLimit ?? 0}`],
     },
     {
       name: "raftmeta_event_loop_stall_ms",
