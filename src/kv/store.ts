@@ -84,6 +84,13 @@ export class ApplyError extends Error {
 export const RESPONSE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
 
 /**
+ * Default bound on the bytes the ranges of one write transaction gather at apply: 8 MiB. Smaller
+ * than an answer's bound, because every node gathers them in one turn of its event loop (64 MiB
+ * held followers' heartbeats about 130 ms).
+ */
+export const APPLY_RESPONSE_BYTES_MAX_DEFAULT = 8 * 1024 * 1024;
+
+/**
  * The bytes a key-value adds to an answer, as etcd's JSON gateway renders it: base64 key and value,
  * and 128 for the field names and revisions. Counted before the key-value is built.
  */
@@ -118,9 +125,9 @@ export interface MetadataStoreOptions {
   /**
    * Most bytes (see {@linkcode kvResponseBytes}) the ranges of one write transaction may gather
    * when it is applied; beyond, the writes still apply and the answer says `responseTooLarge`
-   * instead of carrying the key-values. Default {@linkcode RESPONSE_BYTES_MAX_DEFAULT}.
+   * instead of carrying the key-values. Default {@linkcode APPLY_RESPONSE_BYTES_MAX_DEFAULT}.
    */
-  readonly responseBytesMax?: number;
+  readonly applyResponseBytesMax?: number;
   /** Most client sessions remembered; the least recently heard is forgotten first. Default 10,000. */
   readonly sessionsMax?: number;
   /**
@@ -492,7 +499,7 @@ export class MetadataStore {
   /** Most key-values one range returns. */
   readonly rangeKvsMax: number;
   /** Most bytes of key-values the ranges of one write transaction gather at apply. */
-  readonly responseBytesMax: number;
+  readonly applyResponseBytesMax: number;
   /** Most client sessions remembered. */
   readonly sessionsMax: number;
   /** Log entries after which a silent client is forgotten. */
@@ -519,7 +526,8 @@ export class MetadataStore {
   constructor(options: MetadataStoreOptions = {}) {
     this.limits = Object.freeze({ ...DEFAULT_KV_LIMITS, ...options.limits });
     this.rangeKvsMax = options.rangeKvsMax ?? 10_000;
-    this.responseBytesMax = options.responseBytesMax ?? RESPONSE_BYTES_MAX_DEFAULT;
+    this.applyResponseBytesMax = options.applyResponseBytesMax ??
+      APPLY_RESPONSE_BYTES_MAX_DEFAULT;
     this.sessionsMax = options.sessionsMax ?? 10_000;
     this.sessionIdleEntriesMax = options.sessionIdleEntriesMax ?? 100_000;
     this.leasesMax = options.leasesMax ?? 10_000;
@@ -538,7 +546,7 @@ export class MetadataStore {
     for (
       const [name, v] of Object.entries({
         sessionsMax: this.sessionsMax,
-        responseBytesMax: this.responseBytesMax,
+        applyResponseBytesMax: this.applyResponseBytesMax,
         sessionIdleEntriesMax: this.sessionIdleEntriesMax,
         leasesMax: this.leasesMax,
       })
@@ -785,7 +793,7 @@ export class MetadataStore {
         if (e !== undefined) return rejected(e);
       }
       // Every node applies the writes alike; ranges past the budget give up their key-values.
-      const budget = { bytesLeft: this.responseBytesMax, exceeded: false };
+      const budget = { bytesLeft: this.applyResponseBytesMax, exceeded: false };
       const responses = ops.map((op) => this.#op(op, revision, events, budget));
       response = budget.exceeded
         ? {

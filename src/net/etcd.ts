@@ -598,10 +598,15 @@ export function eventJson(e: KvEvent): Json {
   return out;
 }
 
+/** Renders a list of key-values; a caller may substitute its own (to render them in slices). */
+export type KvsRenderer = (kvs: readonly KeyValue[]) => unknown;
+
+const renderKvs: KvsRenderer = (kvs) => kvs.map(kvJson);
+
 /** A RangeResponse body. */
-export function rangeJson(header: Json, r: RangeResponse): Json {
+export function rangeJson(header: Json, r: RangeResponse, kvs: KvsRenderer = renderKvs): Json {
   const out: Json = { header };
-  if (r.kvs.length > 0) out.kvs = r.kvs.map(kvJson);
+  if (r.kvs.length > 0) out.kvs = kvs(r.kvs);
   if (r.more) out.more = true;
   if (r.count !== 0) out.count = String(r.count);
   return out;
@@ -615,15 +620,15 @@ export function putJson(header: Json, r: PutResponse): Json {
 }
 
 /** A DeleteRangeResponse body. */
-export function deleteJson(header: Json, r: DeleteResponse): Json {
+export function deleteJson(header: Json, r: DeleteResponse, kvs: KvsRenderer = renderKvs): Json {
   const out: Json = { header };
   if (r.deleted !== 0) out.deleted = String(r.deleted);
-  if (r.prevKvs !== undefined && r.prevKvs.length > 0) out.prev_kvs = r.prevKvs.map(kvJson);
+  if (r.prevKvs !== undefined && r.prevKvs.length > 0) out.prev_kvs = kvs(r.prevKvs);
   return out;
 }
 
 /** A TxnResponse body; nested responses carry a header with the revision only, as in etcd. */
-export function txnJson(header: Json, r: TxnResponse): Json {
+export function txnJson(header: Json, r: TxnResponse, kvs: KvsRenderer = renderKvs): Json {
   const out: Json = { header };
   if (r.succeeded) out.succeeded = true;
   const inner = { revision: String(r.revision) };
@@ -633,9 +638,9 @@ export function txnJson(header: Json, r: TxnResponse): Json {
         case "put":
           return { response_put: putJson(inner, x) };
         case "delete":
-          return { response_delete_range: deleteJson(inner, x) };
+          return { response_delete_range: deleteJson(inner, x, kvs) };
         case "range":
-          return { response_range: rangeJson(inner, x) };
+          return { response_range: rangeJson(inner, x, kvs) };
       }
     });
   }

@@ -36,6 +36,8 @@ import {
   headerJson,
   HttpError,
   id64,
+  kvJson,
+  type KvsRenderer,
   parseAlarm,
   parseCompaction,
   parseDeleteRange,
@@ -500,6 +502,63 @@ function settle(result: ApplyResult): CommandResponse {
   }
 }
 
+/** Bytes of key-values rendered per slice of a large answer (see {@linkcode jsonAnswer}). */
+const ANSWER_SLICE_BYTES = 1024 * 1024;
+
+/**
+ * An answer whose key-value lists may be long. A small one is one JSON text; a large one is
+ * streamed in slices of about 1 MiB of key-values with a turn of the event loop between them, so
+ * that rendering tens of MiB does not hold heartbeats back (55 MB in one piece stalled the loop
+ * 430 ms and cost the leader its term).
+ */
+function jsonAnswer(
+  build: (kvs?: KvsRenderer) => Json,
+  headers?: Record<string, string>,
+): Response {
+  const lists: (readonly KeyValue[])[] = [];
+  let bytes = 0;
+  const skeleton = build((kvs) => {
+    lists.push(kvs);
+    for (const kv of kvs) bytes += kvResponseBytes(kv.key, kv.value.length);
+    return KVS_PLACEHOLDER;
+  });
+  if (bytes <= ANSWER_SLICE_BYTES) return Response.json(build(), { headers });
+  const parts = JSON.stringify(skeleton).split(JSON.stringify(KVS_PLACEHOLDER));
+  if (parts.length !== lists.length + 1) throw new Error("Key-value placeholder out of place");
+  async function* pieces(): AsyncGenerator<string> {
+    for (const [i, kvs] of lists.entries()) {
+      yield parts[i] + "[";
+      for (let start = 0; start < kvs.length;) {
+        let end = start;
+        for (let slice = 0; end < kvs.length && slice < ANSWER_SLICE_BYTES; end++) {
+          slice += kvResponseBytes(kvs[end].key, kvs[end].value.length);
+        }
+        const text = JSON.stringify(kvs.slice(start, end).map(kvJson));
+        yield (start > 0 ? "," : "") + text.slice(1, -1);
+        start = end;
+        await new Promise((r) => setImmediate(r));
+      }
+      yield "]";
+    }
+    yield parts[lists.length];
+  }
+  const it = pieces();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const next = await it.next();
+      if (next.done) controller.close();
+      else controller.enqueue(lineEncoder.encode(next.value));
+    },
+    async cancel() {
+      await it.return(undefined);
+    },
+  }, { highWaterMark: 0 });
+  return new Response(body, { headers: { "content-type": "application/json", ...headers } });
+}
+
+/** Stands for a key-value list in the skeleton of a large answer; no JSON value holds it. */
+const KVS_PLACEHOLDER = "\u0000kvs";
+
 /** etcd's ResourceExhausted message for an answer over `bytesMax`. */
 function responseTooLarge(bytesMax: number, advice: string): string {
   return `etcdserver: response is too large: its key-values would exceed ${bytesMax} bytes (--max-response-bytes); ${advice}`;
@@ -522,7 +581,7 @@ function refuseLargeAnswer(server: RaftServer, r: CommandResponse): void {
     if (x.type === "range") add(x.kvs);
   };
   if (r.type === "txn") {
-    if (r.responseTooLarge) bytesMax = Math.min(bytesMax, server.store.responseBytesMax);
+    if (r.responseTooLarge) bytesMax = Math.min(bytesMax, server.store.applyResponseBytesMax);
     r.responses.forEach(addResponse);
   } else addResponse(r);
   if (bytes > bytesMax || (r.type === "txn" && r.responseTooLarge)) {
@@ -545,7 +604,10 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
   const bytes = await readBody(server, req);
   const body = parseJson(bytes);
   const session = sessionOf(req);
-  const write = (command: PlainCommand, render: (r: CommandResponse) => Json) =>
+  const write = (
+    command: PlainCommand,
+    render: (r: CommandResponse, kvs?: KvsRenderer) => Json,
+  ) =>
     asLeader(server, req, bytes, session, async () => {
       const result = await server.propose(command, session);
       const response = settle(result);
@@ -553,7 +615,7 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
       const headers = result.status === "applied" && result.duplicate
         ? { "raftmeta-duplicate": "true" }
         : undefined;
-      return Response.json(render(response), { headers });
+      return jsonAnswer((kvs) => render(response, kvs), headers);
     });
   switch (path) {
     case "/v3/kv/put": {
@@ -565,10 +627,11 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
     }
     case "/v3/kv/deleterange": {
       const command = parseDeleteRange(body);
-      return await write(command, (r) =>
+      return await write(command, (r, kvs) =>
         deleteJson(
           header(server, r.revision),
           r as Extract<CommandResponse, { type: "delete" }>,
+          kvs,
         ));
     }
     case "/v3/kv/txn": {
@@ -579,12 +642,13 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
         if (txn.serializable) server.counters.readsSerializable++;
         else await linearizable(server);
         const r = server.store.txnRead(txn.command, { responseBytesMax: server.responseBytesMax });
-        return Response.json(txnJson(header(server, r.revision), r));
+        return jsonAnswer((kvs) => txnJson(header(server, r.revision), r, kvs));
       }
-      return await write(txn.command, (r) =>
+      return await write(txn.command, (r, kvs) =>
         txnJson(
           header(server, r.revision),
           r as Extract<CommandResponse, { type: "txn" }>,
+          kvs,
         ));
     }
     case "/v3/kv/range": {
@@ -608,7 +672,7 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
         countOnly: c.countOnly,
         responseBytesMax: server.responseBytesMax,
       });
-      return Response.json(rangeJson(header(server, result.revision), result));
+      return jsonAnswer((kvs) => rangeJson(header(server, result.revision), result, kvs));
     }
     case "/v3/kv/compaction": {
       const revision = parseCompaction(body);
