@@ -44,6 +44,11 @@ Usage: deno task serve [flags]
   --heartbeat-interval-ms N     (default 50)
   --tick-ms N                   clock tick of the host loop (default 5)
   --max-request-bytes N         largest HTTP request body (default 1572864, 1.5 MiB)
+  --max-response-bytes N        most bytes of key-values one answer may carry (a range, the
+                                ranges of a txn, a delete's previous values), counted as
+                                base64 key + value + 128 each while they are gathered; beyond,
+                                429 with etcd's ResourceExhausted (code 8) (default 67108864,
+                                64 MiB; ranges inside a write txn stop at 64 MiB regardless)
   --request-timeout-ms N        longest wait for commit, read index or leader (default 5000)
   --join                        the data dir is empty but peers knew this node: rebuild it
                                 from the leader, withholding votes until caught up
@@ -218,6 +223,7 @@ async function main(args: string[]): Promise<number> {
       "heartbeat-interval-ms": { type: "string" },
       "tick-ms": { type: "string" },
       "max-request-bytes": { type: "string" },
+      "max-response-bytes": { type: "string" },
       "request-timeout-ms": { type: "string" },
       join: { type: "boolean", default: false },
       "repair-wal": { type: "boolean", default: false },
@@ -261,6 +267,7 @@ async function main(args: string[]): Promise<number> {
       JSON.stringify({ ts: new Date().toISOString(), node: values.name, event, warning }),
     );
   }
+  const responseBytesMax = positive(values["max-response-bytes"], "--max-response-bytes");
   const server = await RaftServer.start({
     nodeId: values.name,
     clusterId: values["cluster-id"],
@@ -282,6 +289,7 @@ async function main(args: string[]): Promise<number> {
     raftConfig,
     tickMs: positive(values["tick-ms"], "--tick-ms"),
     requestBytesMax: positive(values["max-request-bytes"], "--max-request-bytes"),
+    responseBytesMax,
     requestTimeoutMs: positive(values["request-timeout-ms"], "--request-timeout-ms"),
     join: values.join,
     repairWal: values["repair-wal"],

@@ -27,12 +27,19 @@ import { EventHeap } from "../sim/heap.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { FILE_MODE } from "../storage/fs.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
-import { addsData, type ApplyResult, MetadataStore, NOSPACE_ERROR } from "../kv/store.ts";
+import {
+  addsData,
+  type ApplyResult,
+  MetadataStore,
+  NOSPACE_ERROR,
+  RESPONSE_BYTES_MAX_DEFAULT,
+} from "../kv/store.ts";
 import { LeaseManager } from "../coord/lease_manager.ts";
 import { WatchHub } from "../coord/watch.ts";
 import type { ClientId, PlainCommand } from "../kv/types.ts";
 import { type Address, PeerTransport } from "./transport.ts";
 import { Histogram } from "./metrics.ts";
+import { LoopStallMeter } from "./loop_stall.ts";
 import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_transfer.ts";
 import { HttpError } from "./etcd.ts";
 import { handleHttp } from "./http.ts";
@@ -73,6 +80,11 @@ export interface ServerOptions {
   readonly tickMs?: number;
   /** Largest HTTP request body. Default 1.5 MiB (etcd's `--max-request-bytes`). */
   readonly requestBytesMax?: number;
+  /**
+   * Most bytes of key-values one answer may carry (a range, a txn's ranges, a delete's previous
+   * key-values), counted as they are gathered; beyond, etcd's ResourceExhausted. Default 64 MiB.
+   */
+  readonly responseBytesMax?: number;
   /** How long a request may wait for commit, a read index or a leader. Default 5000. */
   readonly requestTimeoutMs?: number;
   /**
@@ -176,6 +188,8 @@ export interface LocalStatus {
   readonly logBytes: number;
   /** The store's size as the quota counts it (`--quota-backend-bytes`). */
   readonly backendBytes: number;
+  /** Worst event-loop stall since the node started, ms (heartbeats wait that long). */
+  readonly eventLoopStallMsMax: number;
   /** On a leader: each follower's progress. */
   readonly progress: readonly {
     follower: NodeId;
@@ -234,6 +248,10 @@ export class RaftServer {
   readonly clusterId: string;
   /** Limits and timeouts in force. */
   readonly requestBytesMax: number;
+  /** Most bytes of key-values one answer may carry. */
+  readonly responseBytesMax: number;
+  /** Event-loop stalls of this process. */
+  readonly loopStalls: LoopStallMeter = new LoopStallMeter();
   /** Checks the Host and Origin of client requests (see {@linkcode BrowserGuard}). */
   readonly browserGuard: BrowserGuard;
   /** How long a request may wait. */
@@ -350,6 +368,7 @@ export class RaftServer {
     this.#dataDir = options.dataDir ?? "./data";
     this.#log = options.log ?? ((line) => console.log(line));
     this.requestBytesMax = options.requestBytesMax ?? 1.5 * 1024 * 1024;
+    this.responseBytesMax = options.responseBytesMax ?? RESPONSE_BYTES_MAX_DEFAULT;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
     this.browserGuard = browserGuardOf(options);
     this.bodyReadTimeoutMs = options.bodyReadTimeoutMs ?? 10_000;
@@ -602,6 +621,7 @@ export class RaftServer {
     emit("listening", { clientUrl: server.#clientUrl });
     const tickMs = options.tickMs ?? 5;
     server.#ticker = setInterval(() => server.#tick(), tickMs);
+    server.loopStalls.start();
     server.#tick();
     return server;
   }
@@ -687,6 +707,7 @@ export class RaftServer {
       snapshotIndex: this.#node.log.snapshotIndex,
       logBytes: this.logBytes,
       backendBytes: this.store.backendBytes,
+      eventLoopStallMsMax: this.loopStalls.stalls.stallMsMax,
       progress: [...s.progress].map(([follower, p]) => ({ follower, ...p })),
     };
   }
@@ -847,6 +868,7 @@ export class RaftServer {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#ticker);
+    this.loopStalls.stop();
     this.#hub.cancelAll(`Node "${this.nodeId}" is stopping`);
     this.#transport?.close();
     for (const w of this.#proposals.values()) w.reject(new HttpError(503, "Node is stopping", 14));
