@@ -16,8 +16,8 @@ const bytes = (...b: number[]) => new Uint8Array(b);
 const SAMPLES: Message[] = [
   { type: "RequestVote", from: "n1", to: "n2", term: 3, lastLogIndex: 10, lastLogTerm: 2 },
   { type: "PreVote", from: "n1", to: "n2", term: 4, lastLogIndex: 10, lastLogTerm: 2 },
-  { type: "RequestVoteReply", from: "n2", to: "n1", term: 3, granted: true },
-  { type: "PreVoteReply", from: "n2", to: "n1", term: 4, granted: false },
+  { type: "RequestVoteReply", from: "n2", to: "n1", term: 3, requestTerm: 3, granted: true },
+  { type: "PreVoteReply", from: "n2", to: "n1", term: 4, requestTerm: 4, granted: false },
   {
     type: "AppendEntries",
     from: "n1",
@@ -37,6 +37,7 @@ const SAMPLES: Message[] = [
     from: "n2",
     to: "n1",
     term: 3,
+    requestTerm: 2,
     success: false,
     matchIndex: 0,
     rejectedIndex: 4,
@@ -60,6 +61,7 @@ const SAMPLES: Message[] = [
     from: "n3",
     to: "n1",
     term: 3,
+    requestTerm: 2,
     snapshotIndex: 100,
     offset: 5,
     done: true,
@@ -168,15 +170,26 @@ Deno.test("net etcd parsing: shapes, both cases, bad input", () => {
       JSON.stringify(bad),
     );
   }
-  const txn = parseTxn({
+  const parsed = parseTxn({
     compare: [{ target: 3, key: "Zm9v", value: "YmFy", result: "NOT_EQUAL" }],
     success: [{ request_delete_range: { key: "Zm9v" } }],
   });
+  assert.equal(parsed.readOnly, false);
+  const txn = parsed.command;
   assert.equal(txn.compare[0].target, "value");
   assert.equal(txn.compare[0].result, "notEqual");
   assert.throws(() => parsePut({ key: "Zm9v", value: 7 }), /base64 string/);
   assert.throws(() => parseRange({ key: "Zm9v", limit: 1.5 }), /out of range|integer/);
   assert.throws(() => parseTxn({ compare: [{ key: "Zm9v", target: "LEASE" }] }), /LEASE/);
+  // etcd serves a txn of ranges only on the read path; serializable when every range says so.
+  const reads = (serializable: boolean[]) =>
+    parseTxn({
+      success: [{ request_range: { key: "Zm9v", serializable: serializable[0] } }],
+      failure: [{ request_range: { key: "YmFy", serializable: serializable[1] } }],
+    });
+  assert.equal(reads([true, true]).readOnly, true);
+  assert.equal(reads([true, true]).serializable, true);
+  assert.equal(reads([true, false]).serializable, false);
 });
 
 Deno.test("net transport: peers exchange messages; garbage and a wrong secret are refused", async () => {
@@ -190,7 +203,6 @@ Deno.test("net transport: peers exchange messages; garbage and a wrong secret ar
       secret,
       listen: { hostname: "127.0.0.1", port },
       peers: new Map(peers.map(([p, pp]) => [p, { hostname: "127.0.0.1", port: pp }])),
-      clientUrl: `http://127.0.0.1:${port + 1}`,
       onMessages: (_from, ms) => got.push(...ms),
       localState: () => ({ term: 5, commitIndex: 9 }),
       seenTermOf: () => 2,
@@ -211,9 +223,23 @@ Deno.test("net transport: peers exchange messages; garbage and a wrong secret ar
       conn.close();
     } catch { /* closed by the peer */ }
     for (let i = 0; i < 500; i++) {
-      b.send({ type: "RequestVoteReply", from: "n2", to: "n1", term: 1, granted: i % 2 === 0 });
+      b.send({
+        type: "RequestVoteReply",
+        from: "n2",
+        to: "n1",
+        term: 1,
+        requestTerm: 1,
+        granted: i % 2 === 0,
+      });
     }
-    intruder.send({ type: "RequestVoteReply", from: "n3", to: "n1", term: 9, granted: true });
+    intruder.send({
+      type: "RequestVoteReply",
+      from: "n3",
+      to: "n1",
+      term: 9,
+      requestTerm: 9,
+      granted: true,
+    });
     const deadline = Date.now() + 5000;
     while (got.length < 500 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 10));
     assert.equal(got.length, 500);
@@ -221,7 +247,6 @@ Deno.test("net transport: peers exchange messages; garbage and a wrong secret ar
     assert.equal(b.peerInfo.get("n1")?.connected, true);
     assert.equal(b.peerInfo.get("n1")?.term, 5);
     assert.equal(b.peerInfo.get("n1")?.seenTerm, 2);
-    assert.equal(b.peerInfo.get("n1")?.clientUrl, `http://127.0.0.1:${ports[0] + 1}`);
     assert.ok(a.stats.connectionsRefused >= 1);
     assert.ok(logs.some((l) => l.includes("wrong cluster secret")), logs.join("\n"));
     assert.ok(b.stats.framesSent < 500, `batching: ${b.stats.framesSent} frames`);

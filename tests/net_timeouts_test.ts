@@ -26,6 +26,7 @@ Deno.test("net: a leader without a quorum times writes out with 504 and reads wi
               j === i ? [] : [[p, { hostname: "127.0.0.1", port: peerPorts[j] }] as const]
             ),
           ),
+          secret: "timeouts-test-secret",
           // Shorter than the election timeout: the deadline fires before CheckQuorum steps down.
           requestTimeoutMs: 60,
           log: () => {},

@@ -43,11 +43,25 @@ function elect(node: RaftNode): Message[] {
   node.tick(node.nextDeadlineMs());
   let ms = out(node);
   for (const m of of(ms, "PreVote")) {
-    node.step({ type: "PreVoteReply", from: m.to, to: node.id, term: m.term, granted: true });
+    node.step({
+      type: "PreVoteReply",
+      from: m.to,
+      to: node.id,
+      term: m.term,
+      requestTerm: m.term,
+      granted: true,
+    });
   }
   ms = out(node);
   for (const m of of(ms, "RequestVote")) {
-    node.step({ type: "RequestVoteReply", from: m.to, to: node.id, term: m.term, granted: true });
+    node.step({
+      type: "RequestVoteReply",
+      from: m.to,
+      to: node.id,
+      term: m.term,
+      requestTerm: m.term,
+      granted: true,
+    });
   }
   assert.equal(node.role, "Leader");
   return out(node);
@@ -78,6 +92,7 @@ function aeReply(fields: Partial<AppendEntriesReply>): AppendEntriesReply {
     from: "n2",
     to: "n1",
     term: 1,
+    requestTerm: fields.term ?? 1,
     success: true,
     matchIndex: 0,
     rejectedIndex: 0,
@@ -132,7 +147,7 @@ Deno.test("on timeout a node runs PreVote without raising its term, then an elec
     const n = mk();
     n.tick(n.nextDeadlineMs());
     out(n);
-    n.step({ type: "PreVoteReply", from: "n2", to: "n1", term: 1, granted: true });
+    n.step({ type: "PreVoteReply", from: "n2", to: "n1", term: 1, requestTerm: 1, granted: true });
     assert.equal(n.role, "Candidate");
     assert.equal(n.term, 1);
     assert.equal(n.votedFor, "n1");
@@ -237,9 +252,23 @@ Deno.test("a candidate counts only votes of its current term", () => {
   n.tick(n.nextDeadlineMs()); // split vote: term 2
   out(n);
   assert.equal(n.term, 2);
-  n.step({ type: "RequestVoteReply", from: "n2", to: "n1", term: 1, granted: true });
+  n.step({
+    type: "RequestVoteReply",
+    from: "n2",
+    to: "n1",
+    term: 1,
+    requestTerm: 1,
+    granted: true,
+  });
   assert.equal(n.role, "Candidate", "a vote from term 1 must not count in term 2");
-  n.step({ type: "RequestVoteReply", from: "n2", to: "n1", term: 2, granted: true });
+  n.step({
+    type: "RequestVoteReply",
+    from: "n2",
+    to: "n1",
+    term: 2,
+    requestTerm: 2,
+    granted: true,
+  });
   assert.equal(n.role, "Leader");
 });
 
@@ -448,10 +477,24 @@ Deno.test("commit: by quorum, and only for an entry of the current term (Figure 
   });
   n.tick(n.nextDeadlineMs());
   for (const m of of(out(n), "PreVote")) {
-    n.step({ type: "PreVoteReply", from: m.to, to: "n1", term: m.term, granted: true });
+    n.step({
+      type: "PreVoteReply",
+      from: m.to,
+      to: "n1",
+      term: m.term,
+      requestTerm: m.term,
+      granted: true,
+    });
   }
   for (const m of of(out(n), "RequestVote")) {
-    n.step({ type: "RequestVoteReply", from: m.to, to: "n1", term: m.term, granted: true });
+    n.step({
+      type: "RequestVoteReply",
+      from: m.to,
+      to: "n1",
+      term: m.term,
+      requestTerm: m.term,
+      granted: true,
+    });
   }
   assert.equal(n.role, "Leader");
   assert.equal(n.term, 3);
@@ -530,10 +573,17 @@ Deno.test("a leader replicates while it writes, and counts itself only once dura
     const n = mk();
     n.tick(n.nextDeadlineMs());
     assert.equal(n.takeReady().persistFirst, true, "a pre-candidate's batch");
-    n.step({ type: "PreVoteReply", from: "n2", to: "n1", term: 1, granted: true });
+    n.step({ type: "PreVoteReply", from: "n2", to: "n1", term: 1, requestTerm: 1, granted: true });
     const rd = n.takeReady();
     assert.equal(rd.persistFirst, true, "a new term and vote must be durable before RequestVote");
-    n.step({ type: "RequestVoteReply", from: "n2", to: "n1", term: 1, granted: true });
+    n.step({
+      type: "RequestVoteReply",
+      from: "n2",
+      to: "n1",
+      term: 1,
+      requestTerm: 1,
+      granted: true,
+    });
     assert.equal(n.role, "Leader");
     const lead = n.takeReady();
     assert.equal(lead.persistFirst, false, "the leader's no-op goes out with its own write");
@@ -595,4 +645,103 @@ Deno.test("a leader replicates while it writes, and counts itself only once dura
     n.step(aeReply({ from: "n2", matchIndex: 2 }));
     assert.equal(n.commitIndex, 2, "the broken rule commits on one durable copy of three");
   });
+});
+
+/** Three real nodes wired by hand: `run` delivers, drops or holds each message as `route` says. */
+function wired(config: RaftNodeOptions["config"] = { preVote: false, checkQuorum: false }) {
+  const nodes = new Map(VOTERS.map((id) => [id, mk(id, { config })]));
+  const run = (route: (m: Message) => "deliver" | "drop" | "hold" = () => "deliver") => {
+    const held: Message[] = [];
+    for (let round = 0; round < 100; round++) {
+      const ms = [...nodes.values()].flatMap((n) => n.hasReady() ? out(n) : []);
+      if (ms.length === 0) return held;
+      for (const m of ms) {
+        const r = route(m);
+        if (r === "deliver") nodes.get(m.to)!.step(m);
+        else if (r === "hold") held.push(m);
+      }
+    }
+    throw new Error("messages kept flowing for 100 rounds");
+  };
+  const campaign = (id: string) => {
+    const n = nodes.get(id)!;
+    n.tick(n.nextDeadlineMs());
+  };
+  return { nodes, run, campaign };
+}
+
+Deno.test("ReadIndex: a heartbeat reply delayed across two leadership changes confirms no later read", () => {
+  const { nodes, run, campaign } = wired();
+  const [n1, n2, n3] = VOTERS.map((id) => nodes.get(id)!);
+  const cut = (a: string, b: string) => (m: Message) =>
+    (m.from === a && m.to === b) || (m.from === b && m.to === a);
+
+  // Term 1: n1 leads; the heartbeat of its read round 1 to n3 is delayed in the network.
+  campaign("n1");
+  run();
+  assert.equal(n1.role, "Leader");
+  n1.readIndex("r0");
+  const [delayedHeartbeat] = run((m) =>
+    m.type === "AppendEntries" && m.to === "n3" && m.readRound > 0 ? "hold" : "deliver"
+  );
+  assert.equal(delayedHeartbeat.term, 1);
+  // Term 2: n2 leads and replicates its no-op everywhere. Term 3: n1 leads again, with n3.
+  campaign("n2");
+  run();
+  assert.equal(n2.role, "Leader");
+  campaign("n1");
+  run((m) => cut("n1", "n2")(m) ? "drop" : "deliver");
+  assert.equal(n1.role, "Leader");
+  assert.equal(n1.term, 3);
+  assert.equal(n1.commitIndex, 3, "n1's term-3 no-op is committed with n3");
+  // The term-1 heartbeat reaches n3 (term 3) at last; its answer to n1 is delayed in turn.
+  n3.step(delayedHeartbeat);
+  const [staleReply] = run(() => "hold");
+  assert.equal(staleReply.type, "AppendEntriesReply");
+  assert.equal(staleReply.term, 3, "the stale answer carries n3's current term");
+  // n1 is cut off; n3 and n2 move on to term 4 and commit a write n1 never sees.
+  const isolated = (m: Message) => m.from === "n1" || m.to === "n1";
+  campaign("n3");
+  run((m) => isolated(m) ? "drop" : "deliver");
+  assert.equal(n3.role, "Leader");
+  n3.propose(enc.encode("PUT\n/x\n2"));
+  run((m) => isolated(m) ? "drop" : "deliver");
+  assert.ok(n3.commitIndex > n1.commitIndex, "the majority side committed past n1");
+
+  // n1 still believes it leads term 3; a read arrives and starts its round 1.
+  n1.readIndex("r1");
+  run((m) => isolated(m) ? "drop" : "deliver");
+  n1.step(staleReply);
+  const reads = n1.takeReady().readStates.filter((r) => r.readId === "r1" && r.ok);
+  assert.deepEqual(reads, [], "a reply to a term-1 heartbeat must not confirm a term-3 read");
+});
+
+Deno.test("a follower that restarts with less log than the leader's matchIndex is repaired at once", () => {
+  const { nodes, run, campaign } = wired({ preVote: false, checkQuorum: true });
+  const n1 = nodes.get("n1")!;
+  campaign("n1");
+  run();
+  for (let i = 0; i < 6; i++) n1.propose(enc.encode(`PUT\n/k${i}\nv`));
+  run();
+  const n3 = nodes.get("n3")!;
+  assert.equal(n3.log.lastIndex, 7);
+  assert.equal(n1.status().progress.get("n3")!.matchIndex, 7);
+  // n3 comes back with the tail of its log gone (a damaged disk repaired by hand): it holds 3.
+  const restarted = mk("n3", {
+    config: { preVote: false, checkQuorum: true },
+    hardState: { ...n3.hardState, commitIndex: 3 },
+    entries: n3.log.slice(1, 4),
+    nowMs: n3.nowMs,
+  });
+  nodes.set("n3", restarted);
+  // Two heartbeat intervals of the same leader: the first finds the loss, the second proves it.
+  for (let beat = 0; beat < 2; beat++) {
+    n1.tick(n1.nowMs + n1.config.heartbeatIntervalMs);
+    run();
+  }
+  assert.equal(n1.role, "Leader");
+  assert.equal(n1.term, 1, "repaired without a leader change");
+  assert.equal(restarted.log.lastIndex, 7);
+  assert.equal(restarted.commitIndex, 7);
+  assert.equal(n1.status().progress.get("n3")!.matchIndex, 7);
 });

@@ -81,7 +81,7 @@ const BUGS: { point: FaultPoint; options: SimulationOptions; expect: RegExp }[] 
     point: "truncate-on-stale-append",
     options: { faults: ["duplicate", "reorder", "crash"] },
     expect:
-      /leader completeness|state machine safety|log matching|truncate|not linearizable|livelock/,
+      /leader completeness|state machine safety|log matching|truncate|not linearizable|livelock|commit durability/,
   },
   {
     point: "read-without-quorum",

@@ -83,7 +83,7 @@ Deno.test("crash at every step of the persist path", async (t) => {
     const segmentsBefore = probe.s.segmentNames.length;
     const ops = countOps(probe.disk, () => probe.s.save(newState, batch));
     assert.equal(probe.s.segmentNames.length - segmentsBefore, roll ? 1 : 0);
-    assert.equal(ops, roll ? 4 : 2); // [create,] write, syncData[, syncDir]
+    assert.equal(ops, roll ? 5 : 3); // [create,] write, syncData[, syncDir], tip write
 
     for (const [tornName, tornTail] of TORN_TAILS) {
       await t.step(`${roll ? "with" : "without"} a roll-over, ${tornName}`, () => {

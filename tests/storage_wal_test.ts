@@ -4,8 +4,10 @@ import assert from "node:assert/strict";
 import { DataDirError, WalCorruptionError } from "../src/storage/errors.ts";
 import { joinPath } from "../src/storage/fs.ts";
 import { RECORD_HEADER_BYTES } from "../src/storage/record.ts";
+import { TIP_FILE } from "../src/storage/wal.ts";
 import {
   assertEntries,
+  type Disk,
   entries,
   hs,
   onBothDisks,
@@ -150,13 +152,16 @@ Deno.test("WAL torn tail", async (t) => {
         const segment = segmentFiles(disk)[0];
         const path = joinPath(disk.dir, segment);
         const lastStart = disk.fs.size(path);
+        const tip = tipBytes(disk);
         s.save(undefined, entries(4, 4, 1));
         const full = disk.fs.readFile(path);
         s.close();
+        setTipBytes(disk, tip); // as if the last save's fdatasync never returned
         const recordBytes = full.length - lastStart;
         assert.equal(recordBytes, RECORD_HEADER_BYTES + 17 + 24);
         for (let keep = 0; keep < recordBytes; keep++) {
           disk.cut(segment, lastStart + keep);
+          setTipBytes(disk, tip);
           const r = openStorage(disk);
           const loaded = r.load();
           assertEntries(loaded.entries, entries(1, 3, 1));
@@ -193,8 +198,10 @@ Deno.test("WAL torn tail", async (t) => {
       s.save(hs(1, "n1", 0), entries(1, 3, 1));
       const segment = segmentFiles(disk)[0];
       const lastStart = disk.fs.size(joinPath(disk.dir, segment));
+      const tip = tipBytes(disk);
       s.save(undefined, entries(4, 4, 1));
       s.close();
+      setTipBytes(disk, tip); // as if the last save's fdatasync never returned
       disk.flip(segment, lastStart + RECORD_HEADER_BYTES + 20);
       const r = openStorage(disk);
       assertEntries(r.load().entries, entries(1, 3, 1));
@@ -405,5 +412,84 @@ Deno.test("WAL writes without a sync (a leader's own write, §10.2.1)", async (t
     } finally {
       disk.cleanup();
     }
+  });
+});
+
+/** The WAL tip file's bytes (what the WAL recorded as synced). */
+function tipBytes(disk: Disk): Uint8Array {
+  return disk.fs.readFile(joinPath(disk.dir, TIP_FILE));
+}
+
+/** Puts back an earlier tip: the saves after it count as never synced (a torn write). */
+function setTipBytes(disk: Disk, bytes: Uint8Array): void {
+  const path = joinPath(disk.dir, TIP_FILE);
+  disk.fs.truncate(path, 0);
+  const f = disk.fs.openAppend(path);
+  f.write(bytes);
+  f.close();
+}
+
+Deno.test("WAL damage past what was synced is refused with file and offset, or repaired on request", async (t) => {
+  // Three segments of acknowledged (synced) entries, 1..n.
+  const setup = (disk: Disk) => {
+    const s = openStorage(disk, { segmentBytesMax: 1024 });
+    for (let i = 1; i <= 60; i++) s.save(hs(1, "n1", i - 1), entries(i, i, 1, 40));
+    const names = s.segmentNames;
+    s.close();
+    assert.ok(names.length >= 3, `segments: ${names.length}`);
+    return names;
+  };
+  await t.step("a last segment truncated to half", async (t) => {
+    await onBothDisks(t, (disk) => {
+      const names = setup(disk);
+      const last = names[names.length - 1];
+      const path = joinPath(disk.dir, last);
+      const half = Math.floor(disk.fs.size(path) / 2);
+      disk.cut(last, half);
+      const e = caught(() => openStorage(disk, { segmentBytesMax: 1024 }), WalCorruptionError);
+      assert.equal(e.file, path);
+      assert.ok(e.offset <= half && e.offset > 0, `offset ${e.offset}`);
+      assert.match(e.message, /synced records are missing/);
+      // With repair the node starts, cuts what is left of the torn record, and says so.
+      const r = openStorage(disk, { segmentBytesMax: 1024, repairWal: true });
+      assert.equal(r.repaired.length, 1);
+      assert.match(r.repaired[0], new RegExp(`at byte ${e.offset}: .*synced records are missing`));
+      const lastIndex = r.lastIndex;
+      assert.ok(lastIndex < 60 && lastIndex > 0);
+      r.save(undefined, entries(lastIndex + 1, lastIndex + 1, 1, 40));
+      r.close();
+      // The repair is done: the next start is clean.
+      const again = openStorage(disk, { segmentBytesMax: 1024 });
+      assert.equal(again.lastIndex, lastIndex + 1);
+      assert.deepEqual(again.repaired, []);
+      again.close();
+    });
+  });
+  await t.step("a deleted last segment", async (t) => {
+    await onBothDisks(t, (disk) => {
+      const names = setup(disk);
+      const before = names[names.length - 2];
+      disk.fs.remove(joinPath(disk.dir, names[names.length - 1]));
+      const e = caught(() => openStorage(disk, { segmentBytesMax: 1024 }), WalCorruptionError);
+      assert.equal(e.file, joinPath(disk.dir, before));
+      assert.equal(e.offset, disk.fs.size(joinPath(disk.dir, before)));
+      assert.match(e.message, /synced segments are missing/);
+      const r = openStorage(disk, { segmentBytesMax: 1024, repairWal: true });
+      assert.match(r.repaired[0], /synced segments are missing/);
+      assert.ok(r.lastIndex < 60);
+      r.close();
+    });
+  });
+  await t.step("corruption inside the last segment is cut only with repair", async (t) => {
+    await onBothDisks(t, (disk) => {
+      const names = setup(disk);
+      const last = names[names.length - 1];
+      disk.flip(last, 40); // inside the records after the header
+      caught(() => openStorage(disk, { segmentBytesMax: 1024 }), WalCorruptionError);
+      const r = openStorage(disk, { segmentBytesMax: 1024, repairWal: true });
+      assert.equal(r.tornTail?.file, joinPath(disk.dir, last));
+      assert.ok(r.repaired.length === 1);
+      r.close();
+    });
   });
 });

@@ -89,7 +89,14 @@ Deno.test("timeline: labels carry the key fields of each message type", () => {
     "AppendEntries t2 prev=3:1 [4:2] commit=3",
   );
   assert.equal(
-    messageLabel({ type: "RequestVoteReply", from: "n1", to: "n2", term: 2, granted: false }),
+    messageLabel({
+      type: "RequestVoteReply",
+      from: "n1",
+      to: "n2",
+      term: 2,
+      requestTerm: 2,
+      granted: false,
+    }),
     "RequestVoteReply t2 refused",
   );
 });

@@ -34,11 +34,20 @@ export const FrameKind = Object.freeze(
     refused: 4,
     /** Dialer → acceptor: a batch of Raft messages (binary). */
     messages: 5,
+    /** Dialer → acceptor, after the handshake: send me your log, I am rebuilding (JSON). */
+    logRequest: 6,
+    /** Acceptor → dialer: the log transfer is complete (JSON: term, leaderCommit, lastIndex). */
+    logEnd: 7,
   } as const,
 );
 
 /** Largest frame payload accepted: a full AppendEntries (1 MiB of commands) and then some. */
 export const FRAME_BYTES_MAX = 64 * 1024 * 1024;
+/**
+ * Largest frame payload accepted before the peer has proved the cluster secret: a handshake frame
+ * (ids of up to 1 KiB each, nonces, a MAC). A stranger can make a node hold no more than this.
+ */
+export const HANDSHAKE_FRAME_BYTES_MAX = 8 * 1024;
 /** Most messages in one batch frame. */
 export const BATCH_MESSAGES_MAX = 4096;
 /** Longest node id or read id on the wire, in UTF-8 bytes. */
@@ -155,6 +164,7 @@ function encodeMessage(w: ByteWriter, m: Message): void {
       return;
     case "RequestVoteReply":
     case "PreVoteReply":
+      w.f64(m.requestTerm);
       w.u8(m.granted ? 1 : 0);
       return;
     case "AppendEntries":
@@ -171,6 +181,7 @@ function encodeMessage(w: ByteWriter, m: Message): void {
       }
       return;
     case "AppendEntriesReply":
+      w.f64(m.requestTerm);
       w.u8(m.success ? 1 : 0);
       w.f64(m.matchIndex);
       w.f64(m.rejectedIndex);
@@ -189,6 +200,7 @@ function encodeMessage(w: ByteWriter, m: Message): void {
       w.u8(m.done ? 1 : 0);
       return;
     case "InstallSnapshotReply":
+      w.f64(m.requestTerm);
       w.f64(m.snapshotIndex);
       w.f64(m.offset);
       w.u8(m.done ? 1 : 0);
@@ -251,6 +263,7 @@ function decodeMessage(r: Reader): Message {
         from,
         to,
         term,
+        requestTerm: r.num("requestTerm"),
         granted: r.bool("granted"),
       };
     case TYPE_TAGS.AppendEntries: {
@@ -303,6 +316,7 @@ function decodeMessage(r: Reader): Message {
         from,
         to,
         term,
+        requestTerm: r.num("requestTerm"),
         success: r.bool("success"),
         matchIndex: r.num("matchIndex"),
         rejectedIndex: r.num("rejectedIndex"),
@@ -349,6 +363,7 @@ function decodeMessage(r: Reader): Message {
         from,
         to,
         term,
+        requestTerm: r.num("requestTerm"),
         snapshotIndex: r.num("snapshotIndex"),
         offset: r.num("offset"),
         done: r.bool("done"),
@@ -409,11 +424,12 @@ export function decodeJsonFrame(payload: Uint8Array, kinds: readonly number[]): 
 export class FrameReader {
   #chunks: Uint8Array[] = [];
   #size = 0;
-  readonly #frameBytesMax: number;
+  /** Longest frame payload accepted now (raised once a peer has authenticated). */
+  frameBytesMax: number;
 
   /** A reader refusing frames longer than `frameBytesMax`. */
   constructor(frameBytesMax = FRAME_BYTES_MAX) {
-    this.#frameBytesMax = frameBytesMax;
+    this.frameBytesMax = frameBytesMax;
   }
 
   /** Adds bytes read from the connection. */
@@ -428,8 +444,8 @@ export class FrameReader {
     if (this.#size < 4) return undefined;
     const head = this.#peek(4);
     const length = new DataView(head.buffer, head.byteOffset, 4).getUint32(0);
-    if (length === 0 || length > this.#frameBytesMax) {
-      throw new FrameError(`Frame length ${length} is out of range (1..${this.#frameBytesMax})`);
+    if (length === 0 || length > this.frameBytesMax) {
+      throw new FrameError(`Frame length ${length} is out of range (1..${this.frameBytesMax})`);
     }
     if (this.#size < 4 + length) return undefined;
     const all = this.#take(4 + length);

@@ -192,6 +192,7 @@ export class RaftNode {
         snapshotIndex: snap.meta.index,
         snapshotTerm: snap.meta.term,
         trailingEntries: this.config.snapshotTrailingEntries,
+        trailingBytesMax: this.config.snapshotTrailingBytesMax,
       },
     );
     const hs = options.hardState ?? { term: 0, votedFor: undefined, commitIndex: 0 };
@@ -415,7 +416,12 @@ export class RaftNode {
       this.log.term(index) === term,
       () => `snapshot ${index}:${term} does not match the log's term ${this.log.term(index)}`,
     );
-    this.log.compact(index, term, this.config.snapshotTrailingEntries);
+    this.log.compact(
+      index,
+      term,
+      this.config.snapshotTrailingEntries,
+      this.config.snapshotTrailingBytesMax,
+    );
     invariant(
       this.#unstableFrom === undefined || this.#unstableFrom > this.log.baseIndex,
       () => `compaction to ${index} would drop entries not yet persisted (${this.#unstableFrom})`,
@@ -540,6 +546,7 @@ export class RaftNode {
     for (const peer of this.#peers()) {
       this.#progress.set(peer, new Progress(this.log.lastIndex + 1));
     }
+    // Rounds count per term: a reply is credited only when it answers a request of this term.
     this.#readRound = 0;
     this.#pendingReads = [];
     this.#heartbeatDeadlineMs = this.#nowMs + this.config.heartbeatIntervalMs;
@@ -569,6 +576,7 @@ export class RaftNode {
       from: this.id,
       to: m.from,
       term: granted ? m.term : this.#term,
+      requestTerm: m.term,
       granted,
     });
   }
@@ -583,16 +591,25 @@ export class RaftNode {
       this.#votedFor = m.from;
       this.#resetElectionTimer();
     }
-    this.#send({ type: "RequestVoteReply", from: this.id, to: m.from, term: this.#term, granted });
+    this.#send({
+      type: "RequestVoteReply",
+      from: this.id,
+      to: m.from,
+      term: this.#term,
+      requestTerm: m.term,
+      granted,
+    });
   }
 
   #handleVoteReply(m: VoteReply): void {
-    // Count only replies to the current round (rule 5): a PreVote round asks about term + 1.
+    // Count only replies to the current round (rule 5): a PreVote round asks about term + 1. A
+    // refusal of an older round's request must not undo a vote given in this one.
     if (this.#role === "PreCandidate") {
-      if (m.type !== "PreVoteReply") return;
+      if (m.type !== "PreVoteReply" || m.requestTerm !== this.#term + 1) return;
       if (m.granted && m.term !== this.#term + 1) return;
     } else {
       if (m.type !== "RequestVoteReply" || m.term !== this.#term) return;
+      if (m.requestTerm !== this.#term) return;
     }
     this.#votes.set(m.from, m.granted);
     if (this.#won()) {
@@ -680,12 +697,13 @@ export class RaftNode {
           from: this.id,
           to: m.from,
           term: this.#term,
+          requestTerm: m.term,
           success: false,
           matchIndex: 0,
           rejectedIndex: m.prevLogIndex,
           conflictTerm: 0,
           conflictIndex: 0,
-          readRound: m.readRound,
+          readRound: 0, // the read rounds of another term mean nothing to the leader of ours
         });
         return;
       case "InstallSnapshot":
@@ -694,6 +712,7 @@ export class RaftNode {
           from: this.id,
           to: m.from,
           term: this.#term,
+          requestTerm: m.term,
           snapshotIndex: m.meta.index,
           offset: 0,
           done: false,
@@ -707,6 +726,7 @@ export class RaftNode {
           from: this.id,
           to: m.from,
           term: this.#term,
+          requestTerm: m.term,
           granted: false,
         });
         return;
@@ -726,6 +746,7 @@ export class RaftNode {
         from: this.id,
         to: m.from,
         term: this.#term,
+        requestTerm: m.term,
         success: false,
         matchIndex: 0,
         rejectedIndex: 0,
@@ -806,6 +827,7 @@ export class RaftNode {
         from: this.id,
         to: m.from,
         term: this.#term,
+        requestTerm: m.term,
         snapshotIndex: index,
         offset,
         done,
@@ -875,6 +897,9 @@ export class RaftNode {
   // ---- Replication: leader side ----------------------------------------------------------------
 
   #handleAppendEntriesReply(m: AppendEntriesReply): void {
+    // A late answer to another term's request: its read round, match and hints are of that term,
+    // and it shows no recent contact (CheckQuorum). Its term was handled in `step`.
+    if (m.requestTerm !== this.#term) return;
     const pr = this.#progress.get(m.from)!;
     pr.recentActive = true;
     if (m.readRound > pr.readRoundAcked) {
@@ -882,6 +907,7 @@ export class RaftNode {
       this.#confirmReads();
     }
     if (m.success) {
+      if (m.readRound >= pr.lostLogRound) pr.lostLogRound = 0;
       // Within one term a success stays true, so even a late one may only raise matchIndex.
       const advanced = pr.acknowledge(m.matchIndex);
       if (pr.state === "Probe" && m.matchIndex >= pr.matchIndex) pr.becomeReplicate();
@@ -893,6 +919,20 @@ export class RaftNode {
       return;
     }
     if (pr.state === "Snapshot") return; // a rejection from before the snapshot started
+    // The follower says its log ends below matchIndex. Either the reply is stale (sent before the
+    // entries reached it: rule 4, ignore) or it lost acknowledged entries in a restart (a damaged
+    // disk) and would stay behind until a leader change. etcd's follower panics on a heartbeat's
+    // commit past its log; here the leader repairs it, once the loss is proven by an answer to a
+    // message sent after the suspicion arose (the same confirmation rounds as ReadIndex).
+    if (m.conflictTerm === 0 && m.conflictIndex >= 1 && m.conflictIndex <= pr.matchIndex) {
+      if (pr.lostLogRound !== 0 && m.readRound >= pr.lostLogRound) {
+        pr.resetLostLog(Math.max(m.conflictIndex, 1));
+      } else if (pr.lostLogRound === 0) {
+        pr.lostLogRound = ++this.#readRound;
+        this.#sendAppend(m.from, pr, false);
+      }
+      return;
+    }
     // Rule 4: a rejection of something we have moved past is stale and must not move us back.
     const stale = pr.state === "Replicate"
       ? m.rejectedIndex <= pr.matchIndex
@@ -912,6 +952,7 @@ export class RaftNode {
    * it wants. Replies to another snapshot than the one being sent are stale.
    */
   #handleInstallSnapshotReply(m: InstallSnapshotReply): void {
+    if (m.requestTerm !== this.#term) return; // a late answer to another term's chunk
     const pr = this.#progress.get(m.from)!;
     pr.recentActive = true;
     const current = pr.state === "Snapshot" && pr.snapshot!.meta.index === m.snapshotIndex;
@@ -1214,6 +1255,7 @@ function validateConfig(c: RaftConfig): void {
     "bytesPerMessageMax",
     "pendingReadsMax",
     "snapshotChunkBytesMax",
+    "snapshotTrailingBytesMax",
   ] as const;
   for (const k of positive) {
     if (!(Number.isFinite(c[k]) && c[k] > 0)) {

@@ -30,6 +30,11 @@ export class Progress {
   recentActive = false;
   /** Highest read round the follower has acknowledged in this term. */
   readRoundAcked = 0;
+  /**
+   * The confirmation round started when the follower's log seemed to end below `matchIndex`;
+   * 0 when nothing is suspected. Only a reply from this round or later proves the loss.
+   */
+  lostLogRound = 0;
   /** In Snapshot: the snapshot being sent (kept even if the leader compacts again meanwhile). */
   snapshot: Snapshot | undefined = undefined;
   /** In Snapshot: bytes the follower has acknowledged; the next chunk starts here. */
@@ -68,6 +73,17 @@ export class Progress {
     this.snapshotHeartbeats = 0;
     this.probeSent = false;
     this.inflight.length = 0;
+  }
+
+  /**
+   * The follower lost entries it had acknowledged (a damaged disk): forget what it matched beyond
+   * its log and probe from `nextIndex`, its last index + 1. The only way matchIndex goes back.
+   */
+  resetLostLog(nextIndex: number): void {
+    invariant(nextIndex >= 1 && nextIndex <= this.matchIndex, () => `reset to ${nextIndex}`);
+    this.matchIndex = nextIndex - 1;
+    this.lostLogRound = 0;
+    this.becomeProbe(nextIndex);
   }
 
   /** Switches to streaming after a successful probe. */

@@ -68,6 +68,11 @@ export interface VoteReply {
   readonly to: NodeId;
   /** The voter's term, or for a granted PreVote the term that was asked about. */
   readonly term: number;
+  /**
+   * Term of the request this answers. A reply to an older term's request says nothing about this
+   * term (a late answer to a long-delayed message), so only `term` is taken from it.
+   */
+  readonly requestTerm: number;
   /** Whether the vote was given. */
   readonly granted: boolean;
 }
@@ -104,6 +109,11 @@ export interface AppendEntriesReply {
   readonly to: NodeId;
   /** The follower's term. */
   readonly term: number;
+  /**
+   * Term of the request this answers. A reply to an older term's request says nothing about this
+   * term (a late answer to a long-delayed message), so only `term` is taken from it.
+   */
+  readonly requestTerm: number;
   /** Whether the consistency check passed and the entries were stored. */
   readonly success: boolean;
   /** On success: the highest index known to match the leader's log (`prevLogIndex + entries`). */
@@ -206,6 +216,11 @@ export interface InstallSnapshotReply {
   readonly to: NodeId;
   /** The follower's term. */
   readonly term: number;
+  /**
+   * Term of the request this answers. A reply to an older term's request says nothing about this
+   * term (a late answer to a long-delayed message), so only `term` is taken from it.
+   */
+  readonly requestTerm: number;
   /** Index of the snapshot this answers. */
   readonly snapshotIndex: number;
   /** Bytes of the snapshot the follower holds so far: the offset of the next chunk it wants. */
@@ -307,6 +322,8 @@ export interface RaftConfig {
    * lags by fewer still gets entries instead of a whole snapshot. Default 1,000; at most 1,000,000.
    */
   readonly snapshotTrailingEntries: number;
+  /** Most command bytes in that trailing window (it holds fewer entries when they are large). Default 16 MiB. */
+  readonly snapshotTrailingBytesMax: number;
   /** Most snapshot bytes in one InstallSnapshot chunk. Default 1 MiB. */
   readonly snapshotChunkBytesMax: number;
 }
@@ -344,6 +361,7 @@ export const DEFAULT_CONFIG: RaftConfig = Object.freeze({
   bytesPerMessageMax: 1024 * 1024,
   pendingReadsMax: 4096,
   snapshotTrailingEntries: 1000,
+  snapshotTrailingBytesMax: 16 * 1024 * 1024,
   snapshotChunkBytesMax: 1024 * 1024,
 });
 

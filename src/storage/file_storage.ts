@@ -63,6 +63,12 @@ export interface FileStorageOptions {
   readonly retainEntries?: number;
   /** Snapshot files kept, newest first. Default 2. */
   readonly snapshotsRetained?: number;
+  /**
+   * Start despite damage at the end of the WAL (synced records or segments missing, a bad record
+   * in the last segment): cut there and report it in `repaired`. Acknowledged entries may be
+   * lost; the leader repairs the log. Default false: such damage is a WalCorruptionError.
+   */
+  readonly repairWal?: boolean;
 }
 
 /** What a {@linkcode FileStorage} has done since it was opened. */
@@ -224,6 +230,8 @@ export class FileStorage implements Storage {
   readonly #extra = { dataSyncs: 0, dirSyncs: 0, bytesWritten: 0, saves: 0, snapshotsSaved: 0 };
   /** The torn tail cut off the last segment at open, if any (for the node's log). */
   readonly tornTail: TornTail | undefined;
+  /** Damage accepted at open because of `repairWal`, each as "file at byte offset: what". */
+  readonly repaired: readonly string[];
 
   private constructor(
     fs: Fs,
@@ -233,12 +241,14 @@ export class FileStorage implements Storage {
     tornTail: TornTail | undefined,
     retainEntries: number,
     snapshotsRetained: number,
+    repaired: readonly string[],
   ) {
     this.#fs = fs;
     this.#dir = dir;
     this.#wal = wal;
     this.#loaded = loaded;
     this.tornTail = tornTail;
+    this.repaired = repaired;
     this.#retainEntries = retainEntries;
     this.#snapshotsRetained = snapshotsRetained;
     this.#snapshotMark = loaded.snapshot === undefined
@@ -285,7 +295,10 @@ export class FileStorage implements Storage {
       dirSyncs++;
     }
     const snapshot = newestSnapshot(fs, dir);
-    const { wal, scan } = Wal.open(fs, dir, { segmentBytesMax: options.segmentBytesMax });
+    const { wal, scan } = Wal.open(fs, dir, {
+      segmentBytesMax: options.segmentBytesMax,
+      repair: options.repairWal,
+    });
     const loaded = assemble(dir, scan, snapshot);
     if (
       snapshot !== undefined &&
@@ -302,6 +315,7 @@ export class FileStorage implements Storage {
       scan.tornTail,
       retainEntries,
       snapshotsRetained,
+      scan.repaired,
     );
     storage.#extra.dirSyncs += dirSyncs;
     storage.#extra.dataSyncs += dataSyncs;

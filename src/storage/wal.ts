@@ -22,6 +22,7 @@
 
 import type { HardState, RaftLogEntry } from "../raft/types.ts";
 import { invariant } from "../raft/log.ts";
+import { crc32c } from "./crc32c.ts";
 import { WalCorruptionError } from "./errors.ts";
 import { type Fs, type FsFile, joinPath } from "./fs.ts";
 import {
@@ -50,6 +51,52 @@ export const BATCH_BYTES_MAX = 256 * 1024 * 1024;
 const SIDE_FILE_ATTEMPTS_MAX = 100;
 
 const SEGMENT_NAME = /^wal-([0-9a-f]{16})-([0-9a-f]{16})\.log$/;
+
+/**
+ * The WAL tip file: after every fdatasync of a segment the WAL appends (segment seq, synced bytes)
+ * here, unsynced. It lets replay tell a torn write (bytes past the last sync) from a segment cut
+ * shorter or deleted after its records were synced, and so acknowledged.
+ */
+export const TIP_FILE = "wal.tip";
+/** Bytes of one tip record: seq u64, synced bytes u64, CRC-32C u32 of the 16 before. */
+const TIP_RECORD_BYTES = 20;
+/** The tip file starts over once it holds this many bytes. */
+const TIP_FILE_BYTES_MAX = 4096;
+
+/** The last synced size of a segment, as the tip file recorded it. */
+export interface WalTip {
+  /** Sequence number of the segment. */
+  readonly seq: number;
+  /** Bytes of it that were synced. */
+  readonly bytes: number;
+}
+
+/** The last whole, valid record of a tip file, if any (a torn or stale tip only weakens checks). */
+export function readTip(fs: Fs, dir: string): WalTip | undefined {
+  const path = joinPath(dir, TIP_FILE);
+  if (!fs.exists(path)) return undefined;
+  const buf = fs.readFile(path);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  let tip: WalTip | undefined;
+  for (let at = 0; at + TIP_RECORD_BYTES <= buf.length; at += TIP_RECORD_BYTES) {
+    if (crc32c(buf.subarray(at, at + 16)) !== view.getUint32(at + 16, true)) continue;
+    const seq = view.getUint32(at, true) + view.getUint32(at + 4, true) * 2 ** 32;
+    const bytes = view.getUint32(at + 8, true) + view.getUint32(at + 12, true) * 2 ** 32;
+    tip = { seq, bytes };
+  }
+  return tip;
+}
+
+function encodeTip(tip: WalTip): Uint8Array {
+  const out = new Uint8Array(TIP_RECORD_BYTES);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, tip.seq % 2 ** 32, true);
+  view.setUint32(4, Math.floor(tip.seq / 2 ** 32), true);
+  view.setUint32(8, tip.bytes % 2 ** 32, true);
+  view.setUint32(12, Math.floor(tip.bytes / 2 ** 32), true);
+  view.setUint32(16, crc32c(out.subarray(0, 16)), true);
+  return out;
+}
 
 /** The name of the segment with sequence number `seq` whose first entry index is `firstIndex`. */
 export function segmentName(seq: number, firstIndex: number): string {
@@ -111,6 +158,21 @@ export interface WalScan {
   readonly tornTail: TornTail | undefined;
   /** The index range and terms of `entries` (owned by whoever opens the WAL next). */
   readonly shape: LogShape;
+  /**
+   * With `repair`: damage that was accepted instead of refused (synced records missing), each as
+   * "file at byte offset: what". The records past it are lost.
+   */
+  readonly repaired: readonly string[];
+}
+
+/** Options of {@linkcode scanWal}. */
+export interface ScanOptions {
+  /**
+   * Accept damage at the end of the WAL instead of refusing to start: cut the last segment at a
+   * bad record, and go on when synced records or whole segments at the end are missing. Entries
+   * the node had acknowledged may be lost; the leader repairs its log. Default false.
+   */
+  readonly repair?: boolean;
 }
 
 const EMPTY_HARD_STATE: HardState = Object.freeze({
@@ -205,7 +267,7 @@ export class LogShape {
 }
 
 /** Options of {@linkcode Wal.open}. */
-export interface WalOptions {
+export interface WalOptions extends ScanOptions {
   /** Size past which a new segment is started. Default {@linkcode SEGMENT_BYTES_MAX_DEFAULT}. */
   readonly segmentBytesMax?: number;
 }
@@ -280,7 +342,9 @@ export function listSegments(fs: Fs, dir: string): SegmentInfo[] {
  * Replays every segment of `dir` without changing anything on disk. A torn tail of the last
  * segment is reported in `tornTail`, not cut; any other damage throws a WalCorruptionError.
  */
-export function scanWal(fs: Fs, dir: string): WalScan {
+export function scanWal(fs: Fs, dir: string, options: ScanOptions = {}): WalScan {
+  const repair = options.repair ?? false;
+  const repaired: string[] = [];
   const segments = listSegments(fs, dir);
   let hardState = EMPTY_HARD_STATE;
   let snapshotMark: SnapshotMark | undefined;
@@ -306,7 +370,7 @@ export function scanWal(fs: Fs, dir: string): WalScan {
         const atEnd = fr.status === "shortHeader" || fr.status === "shortPayload" ||
           (fr.status === "badCrc" && fr.payloadEnd === buf.length);
         const reason = describeFrame(fr, available);
-        if (isLast && atEnd) {
+        if (isLast && (atEnd || repair)) {
           tornTail = { file: path, offset, bytes: available, reason };
           break;
         }
@@ -380,6 +444,7 @@ export function scanWal(fs: Fs, dir: string): WalScan {
     }
     if (isLast) lastSegmentBytes = offset;
   }
+  checkTip(readTip(fs, dir), dir, segments, tornTail?.offset ?? lastSegmentBytes, repair, repaired);
   return {
     segments,
     hardState,
@@ -389,7 +454,42 @@ export function scanWal(fs: Fs, dir: string): WalScan {
     lastSegmentBytes,
     tornTail,
     shape: shape ?? new LogShape(1),
+    repaired,
   };
+}
+
+// What the tip says was synced must still be there: a torn write loses only bytes past it. A
+// segment cut shorter, or deleted, lost records that may have been acknowledged.
+function checkTip(
+  tip: WalTip | undefined,
+  dir: string,
+  segments: readonly SegmentInfo[],
+  lastEnd: number,
+  repair: boolean,
+  repaired: string[],
+): void {
+  if (tip === undefined || tip.bytes === 0) return;
+  const last = segments[segments.length - 1];
+  let damage: { path: string; offset: number; reason: string } | undefined;
+  if (last === undefined || last.seq < tip.seq) {
+    const path = last === undefined ? joinPath(dir, "wal-*.log") : joinPath(dir, last.name);
+    damage = {
+      path,
+      offset: last === undefined ? 0 : lastEnd,
+      reason: `the WAL ends here, but segment ${tip.seq} had ${tip.bytes} bytes synced ` +
+        `(${TIP_FILE}): synced segments are missing`,
+    };
+  } else if (last.seq === tip.seq && lastEnd < tip.bytes) {
+    damage = {
+      path: joinPath(dir, last.name),
+      offset: lastEnd,
+      reason: `the segment's whole records end here, but ${tip.bytes} bytes of it were synced ` +
+        `(${TIP_FILE}): synced records are missing`,
+    };
+  }
+  if (damage === undefined) return;
+  if (!repair) throw new WalCorruptionError(damage.path, damage.offset, damage.reason);
+  repaired.push(`"${damage.path}" at byte ${damage.offset}: ${damage.reason}`);
 }
 
 /**
@@ -411,6 +511,9 @@ export class Wal {
   #closed = false;
   /** Whether the active segment holds records written by `write` and not yet synced. */
   #unsynced = false;
+  #tipFile: FsFile | undefined;
+  #tipFileBytes = 0;
+  #tip: WalTip = { seq: 0, bytes: 0 };
   readonly #writer = new ByteWriter(64 * 1024);
   /** What was written since open. */
   readonly counters: WalCounters = {
@@ -445,17 +548,24 @@ export class Wal {
         `segmentBytesMax must be an integer of at least 1024: ${segmentBytesMax}`,
       );
     }
-    let scan = scanWal(fs, dir);
+    let scan = scanWal(fs, dir, { repair: options.repair });
     const wal = new Wal(fs, dir, segmentBytesMax, scan);
     if (scan.tornTail !== undefined) {
       const tornTail = wal.#cutTornTail(scan.tornTail);
       scan = { ...scan, tornTail };
     }
+    // The tip starts over from what replay found, made durable first so it never overstates.
+    const tipPath = joinPath(dir, TIP_FILE);
+    if (fs.exists(tipPath)) fs.truncate(tipPath, 0);
+    wal.#tipFile = fs.openAppend(tipPath);
     if (wal.#segments.length === 0) {
       wal.#write([], undefined, true);
     } else {
       const last = wal.#segments[wal.#segments.length - 1];
       wal.#active = fs.openAppend(joinPath(dir, last.name));
+      wal.#active.syncData();
+      wal.counters.dataSyncs++;
+      wal.#recordTip(last.seq, wal.#activeBytes);
     }
     return { wal, scan };
   }
@@ -579,9 +689,12 @@ export class Wal {
     const file = this.#active;
     invariant(file !== undefined, () => "an active segment is open");
     this.#unsynced = false;
+    const seq = this.#segments[this.#segments.length - 1].seq;
+    const bytes = this.#activeBytes;
     try {
       await file.syncDataAsync();
       this.counters.dataSyncs++;
+      if (!this.#closed) this.#recordTip(seq, bytes);
     } catch (e) {
       this.#failed = e instanceof Error ? e : new Error(String(e));
       throw e;
@@ -706,6 +819,9 @@ export class Wal {
     this.#activeBytes += w.length;
     this.counters.bytesWritten += w.length;
     this.counters.records += records;
+    if (sync || next !== undefined) {
+      this.#recordTip(this.#segments[this.#segments.length - 1].seq, this.#activeBytes);
+    }
     for (const e of entries) this.#shape.put(e.index, e.term);
     if (hardState !== undefined) this.#hardState = hardState;
     if (mark !== undefined) {
@@ -739,15 +855,38 @@ export class Wal {
     return deleted;
   }
 
+  // Appends (seq, bytes) to the tip file, unsynced, after the segment's sync: the tip may lag the
+  // disk after a power cut (weaker checks) but never runs ahead of it.
+  #recordTip(seq: number, bytes: number): void {
+    if (seq < this.#tip.seq || (seq === this.#tip.seq && bytes <= this.#tip.bytes)) return;
+    const file = this.#tipFile;
+    if (file === undefined) return;
+    try {
+      if (this.#tipFileBytes + TIP_RECORD_BYTES > TIP_FILE_BYTES_MAX) {
+        this.#fs.truncate(file.path, 0);
+        this.#tipFileBytes = 0;
+      }
+      file.write(encodeTip({ seq, bytes }));
+    } catch (e) {
+      this.#failed = e instanceof Error ? e : new Error(String(e));
+      throw e;
+    }
+    this.#tipFileBytes += TIP_RECORD_BYTES;
+    this.#tip = { seq, bytes };
+  }
+
   /** Closes the active segment. Further calls throw. */
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
-    try {
-      this.#active?.close();
-    } catch {
-      // A handle invalidated by a simulated crash is already closed.
+    for (const f of [this.#active, this.#tipFile]) {
+      try {
+        f?.close();
+      } catch {
+        // A handle invalidated by a simulated crash is already closed.
+      }
     }
     this.#active = undefined;
+    this.#tipFile = undefined;
   }
 }
