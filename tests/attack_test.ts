@@ -17,6 +17,8 @@ const SCALE = Math.max(1, Number(Deno.env.get("ATTACK_SCALE") ?? "1") || 1);
 const ONLY = new RegExp(Deno.env.get("ATTACK_ONLY") ?? "");
 /** The bound every node's resident set stays under in this suite (README: "Limits"). */
 const RSS_BOUND_MIB = 512;
+/** The store quota of the attacked cluster (`--quota-backend-bytes`). */
+const QUOTA_BYTES = 32 * 1024 * 1024;
 
 /** Resident set size of a process in MiB, from /proc (undefined where there is no /proc). */
 function rssMiB(pid: number): number | undefined {
@@ -29,12 +31,12 @@ function rssMiB(pid: number): number | undefined {
   }
 }
 
-/** The worst event-loop stall a node reports in /metrics, in ms (undefined if not exported). */
+/** The worst event-loop stall a node reports for the last 10-20 s in /metrics, in ms. */
 async function loopStallMs(node: NodeProcess): Promise<number | undefined> {
   try {
     const res = await fetch(`${node.url}/metrics`, { signal: AbortSignal.timeout(2000) });
     const text = await res.text();
-    const m = /^raftmeta_event_loop_stall_ms(?:\{[^}]*\})?\s+([0-9.e+]+)$/m.exec(text);
+    const m = /^raftmeta_event_loop_stall_recent_ms(?:\{[^}]*\})?\s+([0-9.e+]+)$/m.exec(text);
     return m === null ? undefined : Number(m[1]);
   } catch {
     return undefined;
@@ -83,6 +85,8 @@ interface Context {
   /** Peer address of each node, from its arguments. */
   peerPort: Map<string, number>;
   stalls: Map<string, number>;
+  /** Largest resident set seen per node, MiB. */
+  rssMax: Map<string, number>;
 }
 
 /** Checks that every node is alive and answering, the leader kept its term, memory is bounded. */
@@ -107,6 +111,7 @@ async function checkHealthy(ctx: Context, attack: string): Promise<void> {
     );
     const rss = rssMiB(node.process.pid);
     if (rss !== undefined) {
+      ctx.rssMax.set(node.id, Math.max(ctx.rssMax.get(node.id) ?? 0, rss));
       assert.ok(rss < RSS_BOUND_MIB, `${attack}: ${node.id} uses ${rss.toFixed(0)} MiB`);
     }
     const stall = await loopStallMs(node);
@@ -247,6 +252,43 @@ const ATTACKS: [string, (ctx: Context) => Promise<void>][] = [
     assert.equal(got.json.kvs, undefined, "the cross-origin write was applied");
   }],
 
+  ["1 MiB overwrites of one key until the quota refuses them", async (ctx) => {
+    const url = ctx.leader.url;
+    const big = btoa("v".repeat(1024 * 1024));
+    let refused: { status: number; json: { error?: string } } | undefined;
+    for (let i = 0; i < 200 * SCALE && refused === undefined; i++) {
+      const r = await post(`${url}/v3/kv/put`, JSON.stringify({ key: b64("/big"), value: big }));
+      if (r.status !== 200) refused = r;
+    }
+    assert.equal(refused?.status, 429, `never refused: ${JSON.stringify(refused)}`);
+    assert.equal(refused?.json.error, "etcdserver: mvcc: database space exceeded");
+    // Reads still served; delete, compact and disarm free it again.
+    assert.equal(
+      (await post(`${url}/v3/kv/range`, JSON.stringify({ key: b64("/a") }))).status,
+      200,
+    );
+    const del = await post(`${url}/v3/kv/deleterange`, JSON.stringify({ key: b64("/big") }));
+    assert.equal(del.status, 200);
+    const revision = del.json.header.revision;
+    assert.equal(
+      (await post(`${url}/v3/kv/compaction`, JSON.stringify({ revision, physical: true }))).status,
+      200,
+    );
+    const disarm = await post(
+      `${url}/v3/maintenance/alarm`,
+      JSON.stringify({ action: "DEACTIVATE", memberID: "0", alarm: "NOSPACE" }),
+    );
+    assert.equal(disarm.status, 200);
+    const again = await post(`${url}/v3/kv/put`, JSON.stringify({ key: b64("/b"), value: big }));
+    assert.equal(again.status, 200, JSON.stringify(again.json));
+  }],
+
+  ["a keep-alive stream of deeply nested lines", async (ctx) => {
+    const line = "[".repeat(100_000) + "]".repeat(100_000) + "\n";
+    const r = await post(`${ctx.leader.url}/v3/lease/keepalive`, line.repeat(5));
+    assert.ok(r.status < 500, `${r.status}`);
+  }],
+
   ["200 connections that send half a request and wait", async (ctx) => {
     const port = Number(new URL(ctx.leader.url).port);
     const conns: Deno.Conn[] = [];
@@ -270,7 +312,8 @@ const ATTACKS: [string, (ctx: Context) => Promise<void>][] = [
 ];
 
 Deno.test("attack suite: hostile requests against a 3-node cluster", async (t) => {
-  const cluster = ProcessCluster.start(3);
+  // A small quota so the overwrite attack reaches it in a few dozen writes.
+  const cluster = ProcessCluster.start(3, ["--quota-backend-bytes", String(QUOTA_BYTES)]);
   try {
     const leader = await cluster.waitForLeader();
     const term = (await leader.local())!.term as number;
@@ -278,7 +321,7 @@ Deno.test("attack suite: hostile requests against a 3-node cluster", async (t) =
       const i = n.args.indexOf("--listen-peer");
       return [n.id, Number(n.args[i + 1].split(":")[1])] as const;
     }));
-    const ctx: Context = { cluster, leader, term, peerPort, stalls: new Map() };
+    const ctx: Context = { cluster, leader, term, peerPort, stalls: new Map(), rssMax: new Map() };
     const writer = new AckedWriter(cluster);
     for (const [name, attack] of ATTACKS.filter(([name]) => ONLY.test(name))) {
       await t.step(name, async () => {
@@ -312,8 +355,10 @@ Deno.test("attack suite: hostile requests against a 3-node cluster", async (t) =
         `${lost.length} of ${writer.acked.length} acknowledged writes lost`,
       );
     });
+    const rss = [...ctx.rssMax].map(([id, mib]) => `${id} ${mib.toFixed(0)} MiB`).join(", ");
+    console.log(`largest resident set during the attacks: ${rss}`);
     if (ctx.stalls.size > 0) {
-      console.log("worst event-loop stall after each attack (ms):");
+      console.log("worst event-loop stall in the 10-20 s up to the end of each attack (ms):");
       for (const [k, v] of ctx.stalls) console.log(`  ${k}: ${v}`);
     }
   } finally {
