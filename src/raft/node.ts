@@ -314,6 +314,10 @@ export class RaftNode {
   step(m: Message): void {
     if (m.to !== this.id || !this.voters.includes(m.from) || m.from === this.id) return;
     if (m.term > this.#term) {
+      // Dissertation §4.2.3: while a live leader's lease holds, a vote request of a higher term
+      // comes from a node that was cut off; ignored, it cannot depose the leader or raise our
+      // term. (A leadership transfer, once there is one, must bypass this, as etcd's does.)
+      if (m.type === "RequestVote" && this.config.checkQuorum && this.#inLeaderLease()) return;
       // A PreVote, or a granted answer to ours, carries a future term without raising ours (§9.6).
       const futureTermOnly = m.type === "PreVote" || (m.type === "PreVoteReply" && m.granted);
       if (!futureTermOnly) {
@@ -563,10 +567,7 @@ export class RaftNode {
 
   #handlePreVote(m: VoteRequest): void {
     // Refuse while a live leader is known (rule 7): a rejoining node cannot disrupt a healthy term.
-    const inLease = this.#role === "Leader" ||
-      (this.#leaderId !== undefined &&
-        this.#nowMs - this.#leaderContactMs < this.config.electionTimeoutMinMs);
-    const granted = m.term > this.#term && !inLease &&
+    const granted = m.term > this.#term && !this.#inLeaderLease() &&
       this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
     this.#send({
       type: "PreVoteReply",
@@ -576,6 +577,13 @@ export class RaftNode {
       requestTerm: m.term,
       granted,
     });
+  }
+
+  /** Whether this node leads, or heard from its leader within the minimum election timeout. */
+  #inLeaderLease(): boolean {
+    return this.#role === "Leader" ||
+      (this.#leaderId !== undefined &&
+        this.#nowMs - this.#leaderContactMs < this.config.electionTimeoutMinMs);
   }
 
   #handleRequestVote(m: VoteRequest): void {
@@ -940,6 +948,14 @@ export class RaftNode {
         pr.resetLostLog(Math.max(m.conflictIndex, 1));
       } else if (pr.lostLogRound === 0) {
         pr.lostLogRound = ++this.#readRound;
+        // Or acknowledgements overtook this reply, and the append it rejects was discarded:
+        // unless the round's answer shows that append acknowledged after all, re-probe then.
+        const discarded = pr.state === "Replicate" && m.rejectedIndex >= pr.matchIndex &&
+          m.readRound >= pr.replicateRound;
+        if (discarded && pr.stallRound === 0) {
+          pr.stallRound = pr.lostLogRound;
+          pr.stallIndex = m.rejectedIndex + 1;
+        }
         this.#sendAppend(m.from, pr, false);
       }
       return;
