@@ -23,7 +23,7 @@ import {
 import { decodeStoreSnapshot } from "../storage/store_snapshot.ts";
 import { type SnapshotOutcome, Snapshotter, staggeredSnapshotEntries } from "./snapshotter.ts";
 import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
-import { EventHeap } from "../sim/heap.ts";
+import { EventHeap } from "../host/heap.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { FILE_MODE } from "../storage/fs.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
@@ -42,7 +42,6 @@ import { Histogram } from "./metrics.ts";
 import { LoopStallMeter } from "./loop_stall.ts";
 import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_transfer.ts";
 import { HttpError } from "./etcd.ts";
-import { handleHttp } from "./http.ts";
 import { BrowserGuard } from "./browser_guard.ts";
 
 /** How to run one node. */
@@ -141,6 +140,16 @@ export interface ServerOptions {
    */
   readonly hostWhitelist?: readonly string[];
 }
+
+/**
+ * Answers one client request for `server`: src/net/http.ts's `handleHttp`, passed in by the caller
+ * so that the server does not import the routes that import it.
+ */
+export type HttpHandler = (
+  server: RaftServer,
+  req: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+) => Promise<Response>;
 
 /** Refused to start (with an exit code for the process). */
 export class StartupError extends Error {
@@ -403,7 +412,7 @@ export class RaftServer {
    * starts the peer transport, the clock and the HTTP listener. Throws {@linkcode StartupError}
    * when the node must not start.
    */
-  static async start(options: ServerOptions = {}): Promise<RaftServer> {
+  static async start(options: ServerOptions, handler: HttpHandler): Promise<RaftServer> {
     const nodeId = options.nodeId ?? "n1";
     const clusterId = options.clusterId ?? "raftmeta";
     const dataDir = options.dataDir ?? "./data";
@@ -607,12 +616,12 @@ export class RaftServer {
     });
     if (http !== undefined) {
       server.#clientUrl = http.url;
-      server.#http = http.serve((req, info) => handleHttp(server, req, info));
+      server.#http = http.serve((req, info) => handler(server, req, info));
     } else {
       try {
         const h = await retryWhileInUse(() => startHttpDeferred(clientListen));
         server.#clientUrl = h.url;
-        server.#http = h.serve((req, info) => handleHttp(server, req, info));
+        server.#http = h.serve((req, info) => handler(server, req, info));
       } catch (e) {
         storage.close();
         throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);

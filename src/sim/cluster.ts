@@ -31,8 +31,8 @@ import {
 import { decodeCommand, encodeDelete, encodePut } from "../kv/command.ts";
 import { MetadataStore } from "../kv/store.ts";
 import { bytesEqual } from "../kv/bytes.ts";
-import { type CheckedNode, SafetyChecker } from "../check/invariants.ts";
-import { EventHeap } from "./heap.ts";
+import { type CheckedNode, SafetyChecker } from "./invariants.ts";
+import { EventHeap } from "../host/heap.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { randomTornTail, SimFs, type SimFsOp } from "../storage/fs.ts";
 import { decodeStoreSnapshot, encodeStoreSnapshot } from "../storage/store_snapshot.ts";
