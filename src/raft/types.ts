@@ -291,6 +291,13 @@ export interface Ready {
    * `RaftNode.stableTo`.
    */
   readonly persistFirst: boolean;
+  /**
+   * Whether `hardState` and `entries` need an fsync (etcd's MustSync): true when entries were
+   * appended or term or vote changed. A batch whose hard state moved only its commitIndex need
+   * not be synced (a node that loses it relearns it from the leader); the host may let it ride
+   * along with the next synced write.
+   */
+  readonly mustSync: boolean;
   /** Committed entries to apply, in order, each exactly once. */
   readonly committedEntries: readonly RaftLogEntry[];
   /** Reads whose index is now known. */
