@@ -22,6 +22,7 @@
 
 import type { RaftNode } from "../raft/node.ts";
 import type {
+  FaultPoint,
   HardState,
   Message,
   RaftLogEntry,
@@ -84,11 +85,17 @@ export class HostLoop {
   #unsynced: { index: number; term: number } | undefined;
   #syncing = false;
   #stopped = false;
+  readonly #sendFirst: boolean;
 
-  /** Drives `node`'s output through `hooks`. */
-  constructor(node: RaftNode, hooks: HostLoopHooks) {
+  /** Drives `node`'s output through `hooks`; `faultPoints` switch on bugs (tests only). */
+  constructor(
+    node: RaftNode,
+    hooks: HostLoopHooks,
+    options: { faultPoints?: ReadonlySet<FaultPoint> } = {},
+  ) {
     this.#node = node;
     this.#hooks = hooks;
+    this.#sendFirst = options.faultPoints?.has("send-before-persist") ?? false;
   }
 
   /** A hard state not yet written because only its commitIndex moved (save it at a clean stop). */
@@ -122,7 +129,8 @@ export class HostLoop {
   handle(ready: Ready): void {
     const hooks = this.#hooks;
     const node = this.#node;
-    if (!ready.persistFirst) this.#send(ready.messages);
+    const sendFirst = !ready.persistFirst || this.#sendFirst;
+    if (sendFirst) this.#send(ready.messages);
     // The snapshot first: the entries of the same batch continue it.
     if (ready.snapshot !== undefined) hooks.disk.saveSnapshot(ready.snapshot);
     if (!ready.mustSync) {
@@ -143,7 +151,7 @@ export class HostLoop {
       }
     }
     if (hooks.halted()) return; // crashed while persisting: nothing of the batch leaves
-    if (ready.persistFirst) this.#send(ready.messages);
+    if (!sendFirst) this.#send(ready.messages);
     if (ready.snapshot !== undefined) hooks.restore(ready.snapshot);
     for (const e of ready.committedEntries) hooks.apply(e);
     for (const r of ready.readStates) hooks.readState(r);

@@ -948,7 +948,7 @@ export class Cluster {
         throw e;
       },
       halted: () => n.state === "crashed",
-    });
+    }, { faultPoints: this.#faultPoints });
   }
 
   /**
