@@ -228,7 +228,7 @@ export class NodeTable {
     for (const [id, k] of this.keys) {
       const more = k.total > k.shown.length ? [`… ${k.total - k.shown.length} more`] : [];
       const shown = k.shown.length === 0 ? ["(none)"] : k.shown;
-      lines.push(...wrap(`keys ${id}: `, [...shown, ...more], ", "));
+      lines.push(...wrap(`keys ${this.nameOf(id)}: `, [...shown, ...more], ", "));
     }
     if (this.grid !== undefined) lines.push(...NODE_TABLE_LEGEND);
     return lines.join("\n");
@@ -242,9 +242,9 @@ export class NodeTable {
     }
     return [...byLeader].flatMap(([leader, rows]) =>
       wrap(
-        `progress of leader ${leader}: `,
+        `progress of leader ${this.nameOf(leader)}: `,
         rows.map((p) =>
-          `${p.follower} nextIndex=${p.nextIndex} matchIndex=${p.matchIndex} (${p.state})`
+          `${this.nameOf(p.follower)} nextIndex=${p.nextIndex} matchIndex=${p.matchIndex} (${p.state})`
         ),
         ", ",
       )
@@ -280,7 +280,7 @@ export class NodeTable {
     }
     if (indexes.length === 0) lines.push("(every log is empty)");
     if (g.commandsOf !== undefined && g.commands.length > 0) {
-      lines.push(...wrap(`entries of ${g.commandsOf}: `, g.commands, " · "));
+      lines.push(...wrap(`entries of ${this.nameOf(g.commandsOf)}: `, g.commands, " · "));
     }
     for (const d of g.differing) lines.push(...wrap("  differs: ", [d], ""));
     return lines;
