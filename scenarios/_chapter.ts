@@ -156,7 +156,7 @@ export class StepView {
     return [
       ...this.beforeLines(),
       this.table.toString(),
-      ...this.notes,
+      ...this.notes.map((n) => wrapText(n)),
       ...this.figures.map((f) => f.toString()),
       this.timeline.toString(),
       `✓ step ${this.number} holds`,
@@ -346,7 +346,7 @@ export function runChapterCli<C extends ChapterContext>(
       const view = run.step(i + 1);
       for (const l of view.beforeLines()) print(l);
       print(view.table.toString());
-      for (const n of view.notes) print(n);
+      for (const n of view.notes) print(wrapText(n));
       for (const f of view.figures) print(f.toString());
       if (values["no-timeline"] !== true) print(view.timeline.toString());
       print(`✓ step ${i + 1} holds`);

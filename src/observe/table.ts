@@ -72,6 +72,8 @@ export interface LogGrid {
   readonly commandsOf: NodeId | undefined;
   /** Entries that differ from the reference, as `node index:term command`. */
   readonly differing: readonly string[];
+  /** Per node, the last index its snapshot covers (0: none). */
+  readonly snapshotIndexes: ReadonlyMap<NodeId, number>;
   /** Largest election timeout (scale of the timer bars). */
   readonly electionTimeoutMaxMs: number;
   /** Heartbeat interval of the leaders. */
@@ -110,7 +112,8 @@ export const TEXT_COLUMNS_MAX = 100;
 /** What each mark of the node table means (text; the HTML shows the same words). */
 export const NODE_TABLE_LEGEND: readonly string[] = [
   "legend: 3 = an entry of term 3 · *3 = not committed on that node · !3 = differs from the",
-  "  leader's entry there · s = compacted into a snapshot · role - = the node is down (crashed)",
+  "  leader's entry there · s = compacted away · snapshot ≤40 = the snapshot covers 1..40",
+  "  role - = the node is down (crashed)",
   "  election timer: █ = time left until the node stands for election (RaftScope's ring)",
   "  progress: Probe = the leader seeks where the follower's log matches, one message at a time;",
   "  Replicate = it streams entries; Snapshot = it sends InstallSnapshot chunks",
@@ -244,7 +247,9 @@ export class NodeTable {
       wrap(
         `progress of leader ${this.nameOf(leader)}: `,
         rows.map((p) =>
-          `${this.nameOf(p.follower)} nextIndex=${p.nextIndex} matchIndex=${p.matchIndex} (${p.state})`
+          `${
+            this.nameOf(p.follower)
+          } nextIndex=${p.nextIndex} matchIndex=${p.matchIndex} (${p.state})`
         ),
         ", ",
       )
@@ -267,16 +272,29 @@ export class NodeTable {
       for (const c of row) if (c !== undefined) termW = Math.max(termW, String(c.term).length);
     }
     const cellW = Math.max(termW + 1, ...indexes.map((i) => String(i).length));
-    const head = `${"log".padEnd(nameW)} ${
+    // A column for the snapshots, once some node has one.
+    const snaps = g.snapshotIndexes;
+    const snapW = [...snaps.values()].some((i) => i > 0)
+      ? Math.max("snapshot".length, ...[...snaps.values()].map((i) => `≤${i}`.length))
+      : 0;
+    const snapCell = (id: NodeId) => {
+      if (snapW === 0) return "";
+      const i = snaps.get(id) ?? 0;
+      return ` ${(i > 0 ? `≤${i}` : "-").padEnd(snapW)}`;
+    };
+    const head = `${"log".padEnd(nameW)}${snapW > 0 ? ` ${"snapshot".padEnd(snapW)}` : ""} ${
       indexes.map((i) => String(i).padStart(cellW)).join(" ")
     }`;
-    const lines = [`${head.padEnd(nameW + indexes.length * (cellW + 1))}  election timer`];
+    const lines = [
+      `${head.padEnd(nameW + (snapW > 0 ? snapW + 1 : 0) + indexes.length * (cellW + 1))}` +
+      `  election timer`,
+    ];
     const byId = new Map(this.rows.map((r) => [r.id, r]));
     for (const id of ids) {
       const row = g.cells.get(id)!;
       const text = row.map((c) => cellText(c).padStart(cellW)).join(" ");
       const timer = timerText(byId.get(id), g);
-      lines.push(`${this.nameOf(id).padEnd(nameW)} ${text}  ${timer}`.trimEnd());
+      lines.push(`${this.nameOf(id).padEnd(nameW)}${snapCell(id)} ${text}  ${timer}`.trimEnd());
     }
     if (indexes.length === 0) lines.push("(every log is empty)");
     if (g.commandsOf !== undefined && g.commands.length > 0) {
@@ -361,7 +379,8 @@ export class NodeTable {
 
   #gridHtml(g: LogGrid): string {
     const th = (s: string) => `<th style="padding:1px 4px;color:#666;font-weight:normal">${s}</th>`;
-    const heads = [th("log")];
+    const hasSnap = [...g.snapshotIndexes.values()].some((i) => i > 0);
+    const heads = [th("log"), ...(hasSnap ? [th("snapshot")] : [])];
     for (let i = g.fromIndex; i <= g.toIndex; i++) heads.push(th(String(i)));
     heads.push(th("election timer"));
     const byId = new Map(this.rows.map((r) => [r.id, r]));
@@ -388,9 +407,13 @@ export class NodeTable {
       }).join("");
       const r = byId.get(id);
       const timer = timerHtml(r, g);
+      const snap = g.snapshotIndexes.get(id) ?? 0;
+      const snapTd = hasSnap
+        ? `<td style="padding:1px 4px;color:#555">${snap > 0 ? `≤${snap}` : "-"}</td>`
+        : "";
       return `<tr><td style="padding:1px 4px;font-weight:bold">${
         esc(this.nameOf(id))
-      }</td>${tds}<td style="padding:1px 6px">${timer}</td></tr>`;
+      }</td>${snapTd}${tds}<td style="padding:1px 6px">${timer}</td></tr>`;
     }).join("");
     const commands = g.commandsOf === undefined || g.commands.length === 0 ? "" : `<div ` +
       `style="font-family:monospace;font-size:90%;overflow-wrap:anywhere">${
@@ -614,6 +637,7 @@ function logGrid(cluster: Cluster, rows: readonly NodeRow[], logMax: number): Lo
     commands,
     commandsOf,
     differing,
+    snapshotIndexes: new Map(nodes.map((n) => [n.id, n.raft.log.snapshotIndex])),
     electionTimeoutMaxMs: config?.electionTimeoutMaxMs ?? 300,
     heartbeatIntervalMs: config?.heartbeatIntervalMs ?? 50,
   };

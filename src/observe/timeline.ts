@@ -392,6 +392,13 @@ export function messageLabel(m: Message): string {
       return m.success
         ? `AppendEntriesReply t${m.term} ok match=${m.matchIndex}`
         : `AppendEntriesReply t${m.term} reject=${m.rejectedIndex} hint=${m.conflictIndex}`;
+    case "InstallSnapshot":
+      return `InstallSnapshot t${m.term} snap=${m.meta.index}:${m.meta.term} bytes ` +
+        `${m.offset}–${m.offset + m.data.byteLength} of ${m.totalBytes}${m.done ? " done" : ""}`;
+    case "InstallSnapshotReply":
+      return m.done
+        ? `InstallSnapshotReply t${m.term} snap=${m.snapshotIndex} done match=${m.matchIndex}`
+        : `InstallSnapshotReply t${m.term} snap=${m.snapshotIndex} next=${m.offset}`;
     case "ReadIndex":
       return `ReadIndex t${m.term} ${m.readId}`;
     case "ReadIndexReply":
@@ -420,6 +427,8 @@ const TYPE_COLOR: Record<string, string> = {
   AppendEntriesReply: "#5e92d6",
   ReadIndex: "#7b1fa2",
   ReadIndexReply: "#7b1fa2",
+  InstallSnapshot: "#00838f",
+  InstallSnapshotReply: "#4fb3bf",
 };
 
 /** The messages, role changes and faults of one step, drawable as SVG or text. */
