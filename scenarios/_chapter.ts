@@ -167,7 +167,7 @@ export class StepView {
   toHtml(): string {
     const notes = this.notes.length === 0
       ? ""
-      : `<pre style="font-size:90%">${esc(this.notes.join("\n"))}</pre>`;
+      : `<pre style="font-size:90%;white-space:pre-wrap">${esc(this.notes.join("\n"))}</pre>`;
     const figures = this.figures.map((f) =>
       `<div style="max-width:100%">${f.toHtml?.() ?? f.toSvg()}</div>`
     )

@@ -797,9 +797,10 @@ export class Timeline {
     const x1 = Math.max(...xs) + 6;
     const label = `⇄ ${this.roundsText(r)}`;
     return [
-      `<rect class="rounds" x="${x0}" y="${ry - 4}" width="${x1 - x0}" height="8" ` +
+      // The label sits above the band and below the previous row's × (rows are 22 px apart).
+      `<rect class="rounds" x="${x0}" y="${ry - 2}" width="${x1 - x0}" height="8" ` +
       `fill="#e3ecf7" stroke="#9bb5d8"><title>${esc(label)}</title></rect>`,
-      `<text x="${x0}" y="${ry - 7}" fill="#5e7fa8" font-size="9">${esc(label)}</text>`,
+      `<text x="${x0}" y="${ry - 4}" fill="#5e7fa8" font-size="9">${esc(label)}</text>`,
     ];
   }
 
