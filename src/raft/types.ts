@@ -345,7 +345,12 @@ export type FaultPoint =
   /** Apply a retried write again instead of returning the remembered result (state machine). */
   | "apply-retry-twice"
   /** A leader counts its own entries towards a commit before they are durable on its disk. */
-  | "leader-counts-unstable-self";
+  | "leader-counts-unstable-self"
+  /**
+   * A leader credits a reply to an older term's AppendEntries (its echoed read round, match and
+   * activity) as if it answered this term: the stale read across terms of issue 14.
+   */
+  | "credit-stale-replies";
 
 /** The defaults: the Raft paper's timings, PreVote and CheckQuorum on. */
 export const DEFAULT_CONFIG: RaftConfig = Object.freeze({
