@@ -77,7 +77,7 @@ export {
   type DurableView,
   SafetyChecker,
   SafetyViolation,
-} from "./src/check/invariants.ts";
+} from "./src/sim/invariants.ts";
 export {
   claim,
   runScenario,

@@ -327,6 +327,8 @@ async function startRaftmeta(
   const secret = crypto.randomUUID();
   for (const [i, id] of ids.entries()) {
     const peers = ids.map((p, j) => `${p}=127.0.0.1:${peerPorts[j]}`).filter((_, j) => j !== i);
+    const peerClientUrls = ids.map((p, j) => `${p}=http://127.0.0.1:${clientPorts[j]}`)
+      .filter((_, j) => j !== i);
     Deno.mkdirSync(`${dir}/${id}`, { recursive: true });
     procs.push(spawnLogged(
       Deno.execPath(),
@@ -350,6 +352,8 @@ async function startRaftmeta(
         `127.0.0.1:${peerPorts[i]}`,
         "--peers",
         peers.join(","),
+        "--peer-client-urls",
+        peerClientUrls.join(","),
         ...serverArgs,
       ],
       `${dir}/${id}.log`,

@@ -170,15 +170,26 @@ Deno.test("net etcd parsing: shapes, both cases, bad input", () => {
       JSON.stringify(bad),
     );
   }
-  const txn = parseTxn({
+  const parsed = parseTxn({
     compare: [{ target: 3, key: "Zm9v", value: "YmFy", result: "NOT_EQUAL" }],
     success: [{ request_delete_range: { key: "Zm9v" } }],
   });
+  assert.equal(parsed.readOnly, false);
+  const txn = parsed.command;
   assert.equal(txn.compare[0].target, "value");
   assert.equal(txn.compare[0].result, "notEqual");
   assert.throws(() => parsePut({ key: "Zm9v", value: 7 }), /base64 string/);
   assert.throws(() => parseRange({ key: "Zm9v", limit: 1.5 }), /out of range|integer/);
   assert.throws(() => parseTxn({ compare: [{ key: "Zm9v", target: "LEASE" }] }), /LEASE/);
+  // etcd serves a txn of ranges only on the read path; serializable when every range says so.
+  const reads = (serializable: boolean[]) =>
+    parseTxn({
+      success: [{ request_range: { key: "Zm9v", serializable: serializable[0] } }],
+      failure: [{ request_range: { key: "YmFy", serializable: serializable[1] } }],
+    });
+  assert.equal(reads([true, true]).readOnly, true);
+  assert.equal(reads([true, true]).serializable, true);
+  assert.equal(reads([true, false]).serializable, false);
 });
 
 Deno.test("net transport: peers exchange messages; garbage and a wrong secret are refused", async () => {
@@ -192,7 +203,6 @@ Deno.test("net transport: peers exchange messages; garbage and a wrong secret ar
       secret,
       listen: { hostname: "127.0.0.1", port },
       peers: new Map(peers.map(([p, pp]) => [p, { hostname: "127.0.0.1", port: pp }])),
-      clientUrl: `http://127.0.0.1:${port + 1}`,
       onMessages: (_from, ms) => got.push(...ms),
       localState: () => ({ term: 5, commitIndex: 9 }),
       seenTermOf: () => 2,
@@ -237,7 +247,6 @@ Deno.test("net transport: peers exchange messages; garbage and a wrong secret ar
     assert.equal(b.peerInfo.get("n1")?.connected, true);
     assert.equal(b.peerInfo.get("n1")?.term, 5);
     assert.equal(b.peerInfo.get("n1")?.seenTerm, 2);
-    assert.equal(b.peerInfo.get("n1")?.clientUrl, `http://127.0.0.1:${ports[0] + 1}`);
     assert.ok(a.stats.connectionsRefused >= 1);
     assert.ok(logs.some((l) => l.includes("wrong cluster secret")), logs.join("\n"));
     assert.ok(b.stats.framesSent < 500, `batching: ${b.stats.framesSent} frames`);

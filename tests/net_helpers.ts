@@ -21,16 +21,25 @@ export class NodeProcess {
   readonly url: string;
   readonly args: string[];
   readonly dataDir: string;
+  /** Environment given to the process (the cluster secret travels here, not in `args`). */
+  readonly env: Record<string, string>;
   readonly lines: string[] = [];
   process: Deno.ChildProcess;
   exited: Promise<Deno.CommandStatus>;
   stderr = "";
 
-  constructor(id: string, url: string, dataDir: string, args: string[]) {
+  constructor(
+    id: string,
+    url: string,
+    dataDir: string,
+    args: string[],
+    env: Record<string, string> = {},
+  ) {
     this.id = id;
     this.url = url;
     this.dataDir = dataDir;
     this.args = args;
+    this.env = env;
     this.process = this.#spawn();
     this.exited = this.process.status;
   }
@@ -38,6 +47,7 @@ export class NodeProcess {
   #spawn(): Deno.ChildProcess {
     const p = new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-all", MAIN, ...this.args],
+      env: this.env,
       stdout: "piped",
       stderr: "piped",
     }).spawn();
@@ -64,6 +74,7 @@ export class NodeProcess {
   restart(extra: string[] = []): void {
     this.process = new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-all", MAIN, ...this.args, ...extra],
+      env: this.env,
       stdout: "piped",
       stderr: "piped",
     }).spawn();
@@ -105,6 +116,8 @@ export class NodeProcess {
 export class ProcessCluster {
   readonly dir: string;
   readonly nodes: NodeProcess[] = [];
+  /** The cluster secret, random per cluster; the nodes get it in their environment. */
+  readonly secret: string = crypto.randomUUID();
 
   // A hung test must not leave processes behind: kill them all after two minutes.
   #watchdog = setTimeout(() => {
@@ -124,6 +137,9 @@ export class ProcessCluster {
     const peerPorts = ids.map(() => freePort());
     for (const [i, id] of ids.entries()) {
       const peers = ids.flatMap((p, j) => j === i ? [] : [`${p}=127.0.0.1:${peerPorts[j]}`]);
+      const peerClientUrls = ids.flatMap((p, j) =>
+        j === i ? [] : [`${p}=http://127.0.0.1:${clientPorts[j]}`]
+      );
       const dataDir = `${dir}/${id}`;
       const args = [
         "--name",
@@ -136,12 +152,16 @@ export class ProcessCluster {
         `127.0.0.1:${clientPorts[i]}`,
         "--listen-peer",
         `127.0.0.1:${peerPorts[i]}`,
-        "--cluster-secret",
-        "s3cret",
-        ...(peers.length > 0 ? ["--peers", peers.join(",")] : []),
+        ...(peers.length > 0
+          ? ["--peers", peers.join(","), "--peer-client-urls", peerClientUrls.join(",")]
+          : []),
         ...extraArgs,
       ];
-      c.nodes.push(new NodeProcess(id, `http://127.0.0.1:${clientPorts[i]}`, dataDir, args));
+      c.nodes.push(
+        new NodeProcess(id, `http://127.0.0.1:${clientPorts[i]}`, dataDir, args, {
+          RAFTMETA_CLUSTER_SECRET: c.secret,
+        }),
+      );
     }
     return c;
   }

@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { RaftServer } from "../src/net/server.ts";
+import { handleHttp } from "../src/net/http.ts";
 import { HttpError } from "../src/net/etcd.ts";
 import { freePort } from "./net_helpers.ts";
 
@@ -26,10 +27,11 @@ Deno.test("net: a leader without a quorum times writes out with 504 and reads wi
               j === i ? [] : [[p, { hostname: "127.0.0.1", port: peerPorts[j] }] as const]
             ),
           ),
+          secret: "timeouts-test-secret",
           // Shorter than the election timeout: the deadline fires before CheckQuorum steps down.
           requestTimeoutMs: 60,
           log: () => {},
-        }),
+        }, handleHttp),
       );
     }
     let leader: RaftServer | undefined;

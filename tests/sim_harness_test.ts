@@ -43,6 +43,7 @@ Deno.test("CI seed set: 30 more seeds on the simulated disk with snapshots every
   for (const [k, nodes] of [3, 5, 7].entries()) {
     await t.step(`${nodes} nodes`, async () => {
       let installs = 0;
+      let operations = 0;
       for (let seed = 2_000 + k * 10; seed < 2_010 + k * 10; seed++) {
         const r = await runSimulation(seed, { faults, nodes, durationMs: 5_000 });
         assert.equal(
@@ -52,9 +53,13 @@ Deno.test("CI seed set: 30 more seeds on the simulated disk with snapshots every
             `replay: deno task sim --seed ${seed} --verbose --nodes ${nodes} --duration 5000 ` +
             `--faults ${faults.join(",")}`,
         );
-        assert.ok(r.operations > 50, `seed ${seed} ran only ${r.operations} operations`);
+        // Some schedules leave no quorum up for most of the run (seed 2009 crashes two of three
+        // nodes for seconds), so the floor per seed is low and the set as a whole must be busy.
+        assert.ok(r.operations > 10, `seed ${seed} ran only ${r.operations} operations`);
+        operations += r.operations;
         installs += r.cluster.snapshotStats.installed;
       }
+      assert.ok(operations > 50 * 10, `the seeds ran only ${operations} operations`);
       assert.ok(installs > 0, "no follower needed InstallSnapshot");
     });
   }
@@ -95,6 +100,12 @@ const BUGS: { point: FaultPoint; options: SimulationOptions; expect: RegExp }[] 
     point: "leader-counts-unstable-self",
     options: { faults: ["crash", "partition"], leaderWriteDelayMaxMs: 15 },
     expect: /commit durability|leader completeness|state machine safety|not linearizable/,
+  },
+  {
+    // In the host loop the server runs too (src/host/loop.ts): acknowledging before durable.
+    point: "send-before-persist",
+    options: { faults: ["crash", "partition"] },
+    expect: /durability/,
   },
   {
     point: "apply-retry-twice",

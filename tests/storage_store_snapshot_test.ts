@@ -231,10 +231,24 @@ Deno.test("damaged format 2 bytes are refused with a clear error", () => {
   longer[bytes.length] = 0x41;
   assert.throws(() => decodeStoreSnapshot(longer), /Snapshot is invalid/);
   const future = bytes.slice();
-  future[4] = 3; // format 3
-  assert.throws(() => decodeStoreSnapshot(future), /Snapshot is invalid: unknown format 3/);
+  future[4] = 4; // format 4 (3 is format 2 with alarms)
+  assert.throws(() => decodeStoreSnapshot(future), /Snapshot is invalid: unknown format 4/);
   const badKey = bytes.slice();
   badKey[bytes.length - 1] = 0xff; // the last key's last byte: not UTF-8
   assert.throws(() => decodeStoreSnapshot(badKey), /Snapshot is invalid/);
   assert.throws(() => decodeStoreSnapshot(utf8("not a snapshot")), /Snapshot is invalid/);
+});
+
+Deno.test("a raised NOSPACE alarm survives a snapshot (format 3) and still refuses puts", () => {
+  const store = new MetadataStore();
+  store.apply(encodePut("/a", "1"), 1);
+  store.apply(
+    encodeCommand({ type: "alarm", action: "activate", memberId: "n1", alarm: "NOSPACE" }),
+    2,
+  );
+  const restored = decodeStoreSnapshot(encodeStoreSnapshot(store));
+  assert.deepEqual(restored.alarms, [{ memberId: "n1", alarm: "NOSPACE" }]);
+  const r = restored.apply(encodePut("/b", "2"), 3);
+  assert.equal(r.status, "rejected");
+  assert.equal(restored.backendBytes, store.backendBytes);
 });

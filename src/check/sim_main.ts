@@ -26,6 +26,7 @@ const FAULT_POINTS: readonly FaultPoint[] = [
   "read-without-quorum",
   "apply-retry-twice",
   "leader-counts-unstable-self",
+  "send-before-persist",
   "credit-stale-replies",
 ];
 

@@ -20,7 +20,10 @@ export interface LeaseManagerHost {
   store(): MetadataStore;
   /** The term in which this node leads, or undefined when it does not lead. */
   leaderTerm(): number | undefined;
-  /** Proposes a command to the log (fire and forget: the revoke takes effect once applied). */
+  /**
+   * Proposes a command to the log (fire and forget: the revoke takes effect once applied); throws
+   * when the node does not lead.
+   */
   propose(command: Uint8Array): void;
 }
 
@@ -77,7 +80,9 @@ export class LeaseManager {
 
   /**
    * Follows leadership and expires leases whose deadline passed: proposes one revoke per lease
-   * (again after `expiryRetryMs` if it has not applied). Returns the ids proposed now.
+   * (again after `expiryRetryMs` if it has not applied). Returns the ids proposed now. Throws
+   * when a proposal fails while this node still leads (the host's `propose` throws only when it
+   * does not).
    */
   tick(): number[] {
     const term = this.#host.leaderTerm();
@@ -108,13 +113,18 @@ export class LeaseManager {
       const at = this.#expiring.get(lease.id);
       if (at !== undefined && now - at < this.#expiryRetryMs) continue;
       this.#expiring.set(lease.id, now);
+      // Outside the try: the store hands out only encodable ids, so a failure here is a bug.
+      const revoke = encodeCommand({ type: "leaseRevoke", id: lease.id, expired: true });
       try {
-        this.#host.propose(encodeCommand({ type: "leaseRevoke", id: lease.id, expired: true }));
-        this.expiriesProposed++;
-        proposed.push(lease.id);
-      } catch {
-        // Not leader any more: the next tick notices.
+        this.#host.propose(revoke);
+      } catch (e) {
+        // Refused because this node no longer leads: the next tick notices. Anything else would
+        // leave the lease alive for good, so it is not swallowed.
+        if (this.#host.leaderTerm() !== term) return proposed;
+        throw e;
       }
+      this.expiriesProposed++;
+      proposed.push(lease.id);
     }
     for (const id of this.#deadlines.keys()) {
       if (!live.has(id)) {

@@ -14,6 +14,7 @@
 
 import { ByteWriter, isUtf8, quote, quoteBytes, strictText, utf8, utf8Length } from "./bytes.ts";
 import {
+  type AlarmCommand,
   type ClientId,
   type Command,
   type Compare,
@@ -23,6 +24,7 @@ import {
   type DeleteCommand,
   type KeyRange,
   type KvLimits,
+  LEASE_ID_MAX,
   type LeaseGrantCommand,
   type LeaseRevokeCommand,
   type PlainCommand,
@@ -55,6 +57,7 @@ export const CommandTag: {
   readonly leaseGrant: 0x06;
   readonly leaseRevoke: 0x07;
   readonly compact: 0x08;
+  readonly alarm: 0x09;
 } = Object.freeze({
   /** {@linkcode PutCommand} */
   put: 0x01,
@@ -72,7 +75,11 @@ export const CommandTag: {
   leaseRevoke: 0x07,
   /** {@linkcode CompactCommand} */
   compact: 0x08,
+  /** {@linkcode AlarmCommand} */
+  alarm: 0x09,
 });
+const ALARM_ACTIONS = ["activate", "deactivate"] as const;
+const ALARM_TYPES = ["NOSPACE"] as const;
 
 const RANGE_KIND = { key: 0, keyRange: 1, prefix: 2, fromKey: 3 } as const;
 const TARGETS: readonly CompareTarget[] = ["value", "version", "createRevision", "modRevision"];
@@ -185,7 +192,7 @@ function validatePlain(command: unknown, inTxn: boolean): asserts command is Pla
         throw new CommandError(`Put value must be bytes: ${String(c.value)}`);
       }
       validateFlag(c.prevKv, "prevKv");
-      if (c.lease !== undefined) validateUint(c.lease, "Lease id", 0, Number.MAX_SAFE_INTEGER);
+      if (c.lease !== undefined) validateUint(c.lease, "Lease id", 0, LEASE_ID_MAX);
       return;
     case "delete":
       validateRange(c.range);
@@ -207,7 +214,10 @@ function validatePlain(command: unknown, inTxn: boolean): asserts command is Pla
       for (const cmp of c.compare as unknown[]) validateCompare(cmp);
       for (const op of [...(c.success as unknown[]), ...(c.failure as unknown[])]) {
         const t = (op as Record<string, unknown> | null)?.type;
-        if (t === "leaseGrant" || t === "leaseRevoke" || t === "compact" || t === "session") {
+        if (
+          t === "leaseGrant" || t === "leaseRevoke" || t === "compact" || t === "session" ||
+          t === "alarm"
+        ) {
           throw new CommandError(
             `A transaction may hold only put, delete and range: ${quote(String(t))}`,
           );
@@ -216,15 +226,35 @@ function validatePlain(command: unknown, inTxn: boolean): asserts command is Pla
       }
       return;
     case "leaseGrant":
-      validateUint(c.id, "Lease id", 0, Number.MAX_SAFE_INTEGER);
+      validateUint(c.id, "Lease id", 0, LEASE_ID_MAX);
       validateUint(c.ttlMs, "Lease TTL (ms)", 1, Number.MAX_SAFE_INTEGER);
       return;
     case "leaseRevoke":
-      validateUint(c.id, "Lease id", 1, Number.MAX_SAFE_INTEGER);
+      validateUint(c.id, "Lease id", 1, LEASE_ID_MAX);
       validateFlag(c.expired, "expired");
       return;
     case "compact":
       validateUint(c.revision, "Compact revision", 1, Number.MAX_SAFE_INTEGER);
+      return;
+    case "alarm":
+      if (!ALARM_ACTIONS.includes(c.action as "activate")) {
+        throw new CommandError(
+          `Alarm action must be "activate" or "deactivate": ${quote(String(c.action))}`,
+        );
+      }
+      if (!ALARM_TYPES.includes(c.alarm as "NOSPACE")) {
+        throw new CommandError(`Alarm must be "NOSPACE": ${quote(String(c.alarm))}`);
+      }
+      if (typeof c.memberId !== "string" || c.memberId.length > 256) {
+        throw new CommandError(
+          `Alarm member id must be a string of at most 256 characters: ${
+            quote(String(c.memberId))
+          }`,
+        );
+      }
+      if (c.memberId === "" && c.action === "activate") {
+        throw new CommandError(`An alarm is raised by a member: member id must not be empty`);
+      }
       return;
     default:
       throw new CommandError(`Unknown command type: ${quote(String(c.type))}`);
@@ -308,6 +338,7 @@ export function commandLimitError(
       case "leaseGrant":
       case "leaseRevoke":
       case "compact":
+      case "alarm":
         return undefined;
     }
   };
@@ -449,6 +480,11 @@ function writeOp(w: ByteWriter, op: PlainCommand): void {
       return;
     case "compact":
       w.u53(op.revision);
+      return;
+    case "alarm":
+      w.u8(ALARM_ACTIONS.indexOf(op.action));
+      w.u8(ALARM_TYPES.indexOf(op.alarm));
+      w.str(op.memberId);
       return;
   }
 }
@@ -648,6 +684,22 @@ function readOp(r: Reader, tag: number, inTxn: boolean): PlainCommand {
       const success = ops("success");
       const failure = ops("failure");
       return { type: "txn", compare, success, failure };
+    }
+    case CommandTag.alarm: {
+      if (inTxn) {
+        throw new CommandError(`A transaction may hold only put, delete and range: tag 0x09`);
+      }
+      const action = ALARM_ACTIONS[r.u8()];
+      const alarm = ALARM_TYPES[r.u8()];
+      if (action === undefined || alarm === undefined) {
+        throw new CommandError(`Unknown alarm action or type`);
+      }
+      return {
+        type: "alarm",
+        action,
+        alarm,
+        memberId: r.str("Alarm member id"),
+      } satisfies AlarmCommand;
     }
     case CommandTag.leaseGrant:
     case CommandTag.leaseRevoke:

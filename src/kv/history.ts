@@ -1,8 +1,9 @@
 /**
  * The store's watch history: the events of the most recent revisions, so a watcher can start at a
  * past revision and a client that reconnects can resume where it stopped. Bounded: at most
- * `revisionsMax` revisions are kept, and an explicit compaction drops older ones. Every revision
- * in (compactRevision, current] is kept, without holes.
+ * `revisionsMax` revisions and at most `bytesMax` bytes of keys and values (old values of large
+ * overwrites add up fast: each revision holds the new value and the previous one), and an explicit
+ * compaction drops older ones. Every revision in (compactRevision, current] is kept, without holes.
  *
  * @module
  */
@@ -38,7 +39,10 @@ export interface RevisionEvents {
 export class WatchHistory {
   /** Most revisions kept. */
   readonly revisionsMax: number;
+  /** Most bytes of keys and values kept (the newest revision is kept whatever its size). */
+  readonly bytesMax: number;
   #entries: RevisionEvents[] = [];
+  #bytes = 0;
   #start = 0;
   #compactRevision: number;
   #lastRevision: number;
@@ -47,11 +51,15 @@ export class WatchHistory {
    * An empty history of a store at `revision`, whose revisions up to `compactRevision` are gone
    * (an empty store is at revision 1, which has no events, and nothing is gone).
    */
-  constructor(revisionsMax: number, revision = 1, compactRevision = 0) {
+  constructor(revisionsMax: number, revision = 1, compactRevision = 0, bytesMax = Infinity) {
     if (!Number.isSafeInteger(revisionsMax) || revisionsMax < 1) {
       throw new RangeError(`historyRevisionsMax must be a positive integer: ${revisionsMax}`);
     }
+    if (!(bytesMax === Infinity || (Number.isSafeInteger(bytesMax) && bytesMax >= 1))) {
+      throw new RangeError(`historyBytesMax must be a positive integer: ${bytesMax}`);
+    }
     this.revisionsMax = revisionsMax;
+    this.bytesMax = bytesMax;
     this.#compactRevision = compactRevision;
     this.#lastRevision = revision;
   }
@@ -67,6 +75,7 @@ export class WatchHistory {
     revision: number,
     compactRevision: number,
     revisions: readonly RevisionEvents[],
+    bytesMax = Infinity,
   ): WatchHistory {
     if (
       !Number.isSafeInteger(compactRevision) || compactRevision < 0 || compactRevision > revision
@@ -82,7 +91,7 @@ export class WatchHistory {
         `${revisions.length} revisions held for (${compactRevision}, ${revision}]`,
       );
     }
-    const history = new WatchHistory(revisionsMax, revision, compactRevision);
+    const history = new WatchHistory(revisionsMax, revision, compactRevision, bytesMax);
     for (let i = 0; i < revisions.length; i++) {
       const r = revisions[i];
       if (r?.revision !== first + i || !Array.isArray(r.events) || r.events.length === 0) {
@@ -93,7 +102,9 @@ export class WatchHistory {
       ? revisions.slice(revisions.length - revisionsMax)
       : revisions.slice();
     history.#entries = kept;
+    history.#bytes = kept.reduce((sum, r) => sum + revisionBytes(r.events), 0);
     if (kept.length < revisions.length) history.#compactRevision = kept[0].revision - 1;
+    history.#dropOverBound();
     return history;
   }
 
@@ -105,6 +116,11 @@ export class WatchHistory {
   /** The oldest revision a watch may start at. */
   get oldestRevision(): number {
     return this.#compactRevision + 1;
+  }
+
+  /** Bytes of keys and values held (what `bytesMax` bounds). */
+  get bytes(): number {
+    return this.#bytes;
   }
 
   /** Number of revisions held. */
@@ -121,18 +137,27 @@ export class WatchHistory {
       );
     }
     this.#entries.push({ revision, events });
+    this.#bytes += revisionBytes(events);
     this.#lastRevision = revision;
-    if (this.size > this.revisionsMax) {
-      this.#compactRevision = this.#entries[this.#start].revision;
+    this.#dropOverBound();
+  }
+
+  /** Drops the oldest revisions while over either bound, always keeping the newest. */
+  #dropOverBound(): void {
+    while (this.size > this.revisionsMax || (this.#bytes > this.bytesMax && this.size > 1)) {
+      const dropped = this.#entries[this.#start];
+      this.#bytes -= revisionBytes(dropped.events);
+      this.#compactRevision = dropped.revision;
       this.#start++;
-      this.#tidy();
     }
+    this.#tidy();
   }
 
   /** Drops every revision up to and including `revision`. */
   compact(revision: number): void {
     if (revision <= this.#compactRevision) return;
     while (this.#start < this.#entries.length && this.#entries[this.#start].revision <= revision) {
+      this.#bytes -= revisionBytes(this.#entries[this.#start].events);
       this.#start++;
     }
     this.#compactRevision = revision;
@@ -169,4 +194,14 @@ export class WatchHistory {
       this.#start = 0;
     }
   }
+}
+
+/** Bytes of keys and values one revision holds (UTF-16 units for keys: cheap and deterministic). */
+export function revisionBytes(events: readonly KvEvent[]): number {
+  let n = 0;
+  for (const e of events) {
+    n += e.kv.key.length + e.kv.value.length;
+    if (e.prevKv !== undefined) n += e.prevKv.key.length + e.prevKv.value.length;
+  }
+  return n;
 }

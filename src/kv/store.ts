@@ -15,16 +15,18 @@
  * @module
  */
 
-import { compareBytes, fromBase64, quote, text, toBase64 } from "./bytes.ts";
+import { compareBytes, fromBase64, quote, text, toBase64, utf8Length } from "./bytes.ts";
 import {
   CommandError,
   commandLimitError,
   parseCommand,
+  validateCommand,
   validateKey,
   validateRange,
 } from "./command.ts";
 import { compareKeys, isNativeOrdered, SortedMap, type SortedMapView } from "./sorted_map.ts";
 import { type RevisionEvents, WatchHistory } from "./history.ts";
+import type { AlarmCommand, AlarmMember, AlarmResponse, AlarmType } from "./types.ts";
 
 export { CompactedError, type RevisionEvents, WatchHistory } from "./history.ts";
 import {
@@ -38,14 +40,37 @@ import {
   type KeyValue,
   type KvEvent,
   type KvLimits,
+  LEASE_ID_MAX,
   type LeaseGrantResponse,
   type LeaseRevokeResponse,
   type PlainCommand,
   type PutResponse,
   type RangeResponse,
   type SessionCommand,
+  type TxnCommand,
   type TxnOp,
+  type TxnResponse,
 } from "./types.ts";
+
+/** etcd's error for a write refused while the NOSPACE alarm is raised (gRPC ResourceExhausted). */
+export const NOSPACE_ERROR = "etcdserver: mvcc: database space exceeded";
+
+/** Default bound on the watch history's bytes: 64 MiB. */
+export const HISTORY_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
+
+/** Whether `command` adds data, so a NOSPACE alarm refuses it (as etcd's capped applier does). */
+export function addsData(command: Command): boolean {
+  const c = command.type === "session" ? command.command : command;
+  switch (c.type) {
+    case "put":
+    case "leaseGrant":
+      return true;
+    case "txn":
+      return [...c.success, ...c.failure].some((op) => op.type === "put");
+    default:
+      return false;
+  }
+}
 
 /** An entry that must never fail to apply did (it does not decode, or its index is out of order). */
 export class ApplyError extends Error {
@@ -56,12 +81,54 @@ export class ApplyError extends Error {
   }
 }
 
+/** Default bound on the bytes of key-values one answer may carry: 64 MiB. */
+export const RESPONSE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
+
+/**
+ * Default bound on the bytes the ranges of one write transaction gather at apply: 8 MiB. Smaller
+ * than an answer's bound, because every node gathers them in one turn of its event loop (64 MiB
+ * held followers' heartbeats about 130 ms).
+ */
+export const APPLY_RESPONSE_BYTES_MAX_DEFAULT = 8 * 1024 * 1024;
+
+/**
+ * The bytes a key-value adds to an answer, as etcd's JSON gateway renders it: base64 key and value,
+ * and 128 for the field names and revisions. Counted before the key-value is built.
+ */
+export function kvResponseBytes(key: string, valueBytes: number): number {
+  return 4 * Math.ceil(utf8Length(key) / 3) + 4 * Math.ceil(valueBytes / 3) + 128;
+}
+
+/** An answer would carry more than its bound of bytes (etcd's ResourceExhausted). */
+export class ResponseTooLargeError extends Error {
+  /** The bound that was exceeded, in bytes (see {@linkcode kvResponseBytes}). */
+  readonly bytesMax: number;
+  /** Makes the error. */
+  constructor(bytesMax: number) {
+    super(`Response is too large: its key-values would exceed ${bytesMax} bytes`);
+    this.name = "ResponseTooLargeError";
+    this.bytesMax = bytesMax;
+  }
+}
+
+/** What an answer may still carry; ranges stop early once it is used up. */
+interface ResponseBudget {
+  bytesLeft: number;
+  exceeded: boolean;
+}
+
 /** Configuration of a {@linkcode MetadataStore}; every node of a cluster must use the same. */
 export interface MetadataStoreOptions {
   /** Bounds on commands (merged over {@linkcode DEFAULT_KV_LIMITS}). */
   readonly limits?: Partial<KvLimits>;
   /** Most key-values one range returns; a longer range says `more`. Default 10,000. */
   readonly rangeKvsMax?: number;
+  /**
+   * Most bytes (see {@linkcode kvResponseBytes}) the ranges of one write transaction may gather
+   * when it is applied; beyond, the writes still apply and the answer says `responseTooLarge`
+   * instead of carrying the key-values. Default {@linkcode APPLY_RESPONSE_BYTES_MAX_DEFAULT}.
+   */
+  readonly applyResponseBytesMax?: number;
   /** Most client sessions remembered; the least recently heard is forgotten first. Default 10,000. */
   readonly sessionsMax?: number;
   /**
@@ -71,6 +138,11 @@ export interface MetadataStoreOptions {
   readonly sessionIdleEntriesMax?: number;
   /** Most revisions of events kept for watches. Default 1,000. */
   readonly historyRevisionsMax?: number;
+  /**
+   * Most bytes of keys and values the watch history keeps (each overwrite holds the new and the
+   * previous value); older revisions are dropped beyond it. Default 64 MiB.
+   */
+  readonly historyBytesMax?: number;
   /** Most leases at once; a grant beyond is rejected. Default 10,000. */
   readonly leasesMax?: number;
   /**
@@ -88,6 +160,11 @@ export interface RangeOptions {
   readonly keysOnly?: boolean;
   /** Return only the count. */
   readonly countOnly?: boolean;
+  /**
+   * Most bytes of key-values (see {@linkcode kvResponseBytes}) to gather; beyond, the range stops
+   * and throws {@linkcode ResponseTooLargeError}. Default: no bound but `rangeKvsMax`.
+   */
+  readonly responseBytesMax?: number;
 }
 
 /** Fields every {@linkcode ApplyResult} carries. */
@@ -176,7 +253,7 @@ export interface StoreSnapshot {
   readonly kvs: readonly (readonly [string, string, number, number, number, number?])[];
   /** Leases as [id, ttlMs], by id; absent in snapshots from before leases (none). */
   readonly leases?: readonly (readonly [number, number])[];
-  /** Highest lease id handed out so far. */
+  /** The lease id the automatic choice continues after. */
   readonly leaseIdLast?: number;
   /** Sessions from least to most recently heard; outcomes with bytes as `{"$base64": ...}`. */
   readonly sessions: readonly {
@@ -253,7 +330,7 @@ export interface StoreParts {
   readonly revision: number;
   /** Leases as [id, ttlMs], in the order they were granted. */
   readonly leases: readonly (readonly [number, number])[];
-  /** Highest lease id handed out so far. */
+  /** The lease id the automatic choice continues after. */
   readonly leaseIdLast: number;
   /** Keys, strictly increasing. */
   readonly keys: readonly string[];
@@ -261,6 +338,8 @@ export interface StoreParts {
   readonly records: readonly KvRecord[];
   /** Sessions from least to most recently heard. */
   readonly sessions: readonly SessionRecord[];
+  /** Alarms raised (absent in snapshots from before alarms: none). */
+  readonly alarms?: readonly AlarmMember[];
   /**
    * Watch history: every revision in (compactRevision, revision] with its events. Absent for a
    * snapshot that did not keep it; the store then has history from `revision` on only.
@@ -282,7 +361,7 @@ export class FrozenStore {
   readonly appliedIndex: number;
   /** Store revision. */
   readonly revision: number;
-  /** Highest lease id handed out. */
+  /** The lease id the automatic choice continues after. */
   readonly leaseIdLast: number;
   /** Leases as [id, ttlMs], in the order they were granted. */
   readonly leases: readonly (readonly [number, number])[];
@@ -292,6 +371,8 @@ export class FrozenStore {
   readonly compactRevision: number;
   /** The watch history: every revision after `compactRevision`, oldest first. */
   readonly history: readonly RevisionEvents[];
+  /** Alarms raised. */
+  readonly alarms: readonly AlarmMember[];
   readonly #kvs: SortedMapView<Stored>;
 
   /** Use {@linkcode MetadataStore.freeze}. */
@@ -306,6 +387,7 @@ export class FrozenStore {
     this.sessions = state.sessions;
     this.compactRevision = state.compactRevision;
     this.history = state.history;
+    this.alarms = state.alarms;
     this.#kvs = kvs as SortedMapView<Stored>;
   }
 
@@ -417,6 +499,8 @@ export class MetadataStore {
   readonly limits: KvLimits;
   /** Most key-values one range returns. */
   readonly rangeKvsMax: number;
+  /** Most bytes of key-values the ranges of one write transaction gather at apply. */
+  readonly applyResponseBytesMax: number;
   /** Most client sessions remembered. */
   readonly sessionsMax: number;
   /** Log entries after which a silent client is forgotten. */
@@ -434,15 +518,26 @@ export class MetadataStore {
   #history: WatchHistory;
   #leases = new Map<number, Lease>();
   #leaseIdLast = 0;
+  /** Bytes of the live keys and values (UTF-16 units for keys), for the quota. */
+  #liveBytes = 0;
+  /** Raised alarms by member id. */
+  #alarms = new Map<string, AlarmType>();
 
   /** An empty store at revision 1, applied index 0. */
   constructor(options: MetadataStoreOptions = {}) {
     this.limits = Object.freeze({ ...DEFAULT_KV_LIMITS, ...options.limits });
     this.rangeKvsMax = options.rangeKvsMax ?? 10_000;
+    this.applyResponseBytesMax = options.applyResponseBytesMax ??
+      APPLY_RESPONSE_BYTES_MAX_DEFAULT;
     this.sessionsMax = options.sessionsMax ?? 10_000;
     this.sessionIdleEntriesMax = options.sessionIdleEntriesMax ?? 100_000;
     this.leasesMax = options.leasesMax ?? 10_000;
-    this.#history = new WatchHistory(options.historyRevisionsMax ?? 1_000, 1, 0);
+    this.#history = new WatchHistory(
+      options.historyRevisionsMax ?? 1_000,
+      1,
+      0,
+      options.historyBytesMax ?? HISTORY_BYTES_MAX_DEFAULT,
+    );
     this.#applyRetryTwice = options.faultPoints?.has("apply-retry-twice") ?? false;
     for (const [name, v] of Object.entries({ ...this.limits, rangeKvsMax: this.rangeKvsMax })) {
       if (!Number.isSafeInteger(v) || v < 1) {
@@ -452,6 +547,7 @@ export class MetadataStore {
     for (
       const [name, v] of Object.entries({
         sessionsMax: this.sessionsMax,
+        applyResponseBytesMax: this.applyResponseBytesMax,
         sessionIdleEntriesMax: this.sessionIdleEntriesMax,
         leasesMax: this.leasesMax,
       })
@@ -490,6 +586,21 @@ export class MetadataStore {
   /** The oldest revision a watch may start at (older ones are compacted). */
   get oldestRevision(): number {
     return this.#history.oldestRevision;
+  }
+
+  /**
+   * The store's size as the quota counts it (etcd's backend size): live keys and values plus the
+   * watch history's, so deletes free space only once a compaction drops their history.
+   */
+  get backendBytes(): number {
+    return this.#liveBytes + this.#history.bytes;
+  }
+
+  /** The alarms raised, by member id. */
+  get alarms(): AlarmMember[] {
+    return [...this.#alarms].sort(([a], [b]) => a < b ? -1 : a > b ? 1 : 0).map((
+      [memberId, alarm],
+    ) => ({ memberId, alarm }));
   }
 
   /** Most revisions the watch history keeps. */
@@ -663,6 +774,10 @@ export class MetadataStore {
   ): { remembered: SessionOutcome; events: KvEvent[] } {
     const error = commandLimitError(whole, commandBytes, this.limits);
     if (error !== undefined) return { remembered: { status: "rejected", error }, events: [] };
+    // A raised NOSPACE alarm refuses what adds data, decided from replicated state only.
+    if (this.#alarms.size > 0 && addsData(command)) {
+      return { remembered: { status: "rejected", error: NOSPACE_ERROR }, events: [] };
+    }
     const revision = this.#revision + 1;
     const events: KvEvent[] = [];
     let response: Mutable<CommandResponse>;
@@ -678,14 +793,26 @@ export class MetadataStore {
         const e = this.#leaseMissing(op);
         if (e !== undefined) return rejected(e);
       }
-      const responses = ops.map((op) => this.#op(op, revision, events));
-      response = { type: "txn", revision: 0, succeeded, responses };
+      // Every node applies the writes alike; ranges past the budget give up their key-values.
+      const budget = { bytesLeft: this.applyResponseBytesMax, exceeded: false };
+      const responses = ops.map((op) => this.#op(op, revision, events, budget));
+      response = budget.exceeded
+        ? {
+          type: "txn",
+          revision: 0,
+          succeeded,
+          responses: responses.map((r) => r.type === "range" ? { ...r, kvs: [] } : r),
+          responseTooLarge: true,
+        }
+        : { type: "txn", revision: 0, succeeded, responses };
     } else if (command.type === "leaseGrant") {
       const r = this.#grant(command.id, command.ttlMs);
       if (typeof r === "string") return rejected(r);
       response = r;
     } else if (command.type === "leaseRevoke") {
       response = this.#revoke(command.id, revision, events);
+    } else if (command.type === "alarm") {
+      response = this.#alarm(command);
     } else if (command.type === "compact") {
       if (command.revision > this.#revision) {
         return rejected(
@@ -711,10 +838,23 @@ export class MetadataStore {
     return { remembered: { status: "applied", response }, events };
   }
 
+  #alarm(command: AlarmCommand): Mutable<AlarmResponse> {
+    if (command.action === "activate") this.#alarms.set(command.memberId, command.alarm);
+    else {
+      for (const [member, alarm] of [...this.#alarms]) {
+        if ((command.memberId === "" || member === command.memberId) && alarm === command.alarm) {
+          this.#alarms.delete(member);
+        }
+      }
+    }
+    return { type: "alarm", revision: 0, alarms: this.alarms };
+  }
+
   #op(
     op: TxnOp,
     revision: number,
     events: KvEvent[],
+    budget?: ResponseBudget,
   ): Mutable<PutResponse | DeleteResponse | RangeResponse> {
     switch (op.type) {
       case "put":
@@ -722,7 +862,7 @@ export class MetadataStore {
       case "delete":
         return this.#delete(op.range, op.prevKv, revision, events);
       case "range":
-        return this.#range(op.range, op.limit, op.keysOnly, op.countOnly);
+        return this.#range(op.range, op.limit, op.keysOnly, op.countOnly, budget);
     }
   }
 
@@ -737,12 +877,20 @@ export class MetadataStore {
       return `Too many leases: ${this.#leases.size} (most ${this.leasesMax})`;
     }
     if (id === 0) {
-      id = this.#leaseIdLast + 1;
-      while (this.#leases.has(id)) id++;
+      // The next free id after the last, wrapping from LEASE_ID_MAX to 1: fewer than leasesMax
+      // ids are taken, so the search ends within leasesMax steps, and every id stays exact.
+      id = this.#leaseIdLast;
+      do id = id >= LEASE_ID_MAX ? 1 : id + 1; while (this.#leases.has(id));
+      this.#leaseIdLast = id;
     } else if (this.#leases.has(id)) {
       return `Lease ${id} already exists`;
+    } else {
+      this.#leaseIdLast = Math.max(this.#leaseIdLast, id);
     }
-    this.#leaseIdLast = Math.max(this.#leaseIdLast, id);
+    invariant(
+      Number.isSafeInteger(id) && id >= 1 && id <= LEASE_ID_MAX,
+      () => `lease id ${id} out of range`,
+    );
     this.#leases.set(id, { id, ttlMs, keys: new Set() });
     return { type: "leaseGrant", revision: 0, id, ttlMs };
   }
@@ -787,12 +935,14 @@ export class MetadataStore {
         lease,
       };
       this.#map.set(key, created);
+      this.#liveBytes += key.length + value.length;
       this.#attach(key, 0, lease);
       events.push({ type: "PUT", kv: this.#export(key, created) });
       return { type: "put", revision: 0 };
     }
     invariant(stored.modRevision <= revision, () => `key ${quote(key)} modified in the future`);
     const prev = this.#export(key, stored);
+    this.#liveBytes += value.length - stored.value.length;
     this.#attach(key, stored.lease, lease);
     let now = stored;
     if (this.#map.viewsOpen === 0) {
@@ -821,6 +971,7 @@ export class MetadataStore {
     for (const [key, stored] of doomed) {
       const removed = this.#map.delete(key);
       invariant(removed, () => `key ${quote(key)} vanished during its delete`);
+      this.#liveBytes -= key.length + stored.value.length;
       this.#attach(key, stored.lease, 0);
       const prev = this.#export(key, stored);
       if (prevKv) prevKvs.push(prev);
@@ -840,13 +991,21 @@ export class MetadataStore {
     limit: number,
     keysOnly: boolean,
     countOnly: boolean,
+    budget?: ResponseBudget,
   ): Mutable<RangeResponse> {
     const count = this.#count(range);
     if (countOnly) return { type: "range", revision: this.#revision, kvs: [], more: false, count };
     const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
     const kvs: KeyValue[] = [];
     for (const [key, stored] of this.#scan(range)) {
-      if (kvs.length >= kvsMax) break;
+      if (kvs.length >= kvsMax || budget?.exceeded) break;
+      if (budget !== undefined) {
+        budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : stored.value.length);
+        if (budget.bytesLeft < 0) {
+          budget.exceeded = true;
+          break;
+        }
+      }
       kvs.push(
         keysOnly
           ? {
@@ -955,7 +1114,39 @@ export class MetadataStore {
     if (!Number.isSafeInteger(limit) || limit < 0) {
       throw new CommandError(`Limit must be a non-negative integer: ${limit}`);
     }
-    return this.#range(range, limit, options.keysOnly ?? false, options.countOnly ?? false);
+    const budget = options.responseBytesMax === undefined
+      ? undefined
+      : { bytesLeft: options.responseBytesMax, exceeded: false };
+    const r = this.#range(
+      range,
+      limit,
+      options.keysOnly ?? false,
+      options.countOnly ?? false,
+      budget,
+    );
+    if (budget?.exceeded) throw new ResponseTooLargeError(options.responseBytesMax!);
+    return r;
+  }
+
+  /**
+   * Evaluates a read-only transaction (ranges only, in both lists) here, without the log and
+   * without changing anything, as etcd serves one on its read path: the caller decides whether
+   * the node may answer (ReadIndex, or serializable). Throws {@linkcode CommandError} for a
+   * transaction that writes or breaks a limit, {@linkcode ResponseTooLargeError} past
+   * `responseBytesMax` bytes of key-values over all its ranges.
+   */
+  txnRead(txn: TxnCommand, options: { responseBytesMax?: number } = {}): TxnResponse {
+    validateCommand(txn);
+    const error = commandLimitError(txn, 0, this.limits);
+    if (error !== undefined) throw new CommandError(error);
+    const succeeded = txn.compare.every((c) => this.#compare(c));
+    const budget = { bytesLeft: options.responseBytesMax ?? Infinity, exceeded: false };
+    const responses = (succeeded ? txn.success : txn.failure).map((op) => {
+      if (op.type !== "range") throw new CommandError(`A read-only txn cannot ${op.type}`);
+      return this.#range(op.range, op.limit, op.keysOnly, op.countOnly, budget);
+    });
+    if (budget.exceeded) throw new ResponseTooLargeError(options.responseBytesMax!);
+    return { type: "txn", revision: this.#revision, succeeded, responses };
   }
 
   /** Every key-value of `range` (all keys when omitted) in key order, unbounded. */
@@ -1042,6 +1233,7 @@ export class MetadataStore {
       sessions: [...this.#sessions.values()].map((s) => ({ ...s })),
       compactRevision: this.#history.compactRevision,
       history: this.#history.all(),
+      alarms: this.alarms,
     }, this.#map.freeze());
   }
 
@@ -1096,22 +1288,27 @@ export class MetadataStore {
     store.#appliedIndex = appliedIndex;
     store.#revision = revision;
     for (const [id, ttlMs] of parts.leases) {
-      if (!isCount(id, 1) || !isCount(ttlMs, 1) || store.#leases.has(id)) fail(`lease ${id}`);
+      if (!isCount(id, 1) || id > LEASE_ID_MAX || !isCount(ttlMs, 1) || store.#leases.has(id)) {
+        fail(`lease ${id}`);
+      }
       store.#leases.set(id, { id, ttlMs, keys: new Set() });
     }
     store.#leaseIdLast = parts.leaseIdLast;
-    if (!isCount(store.#leaseIdLast, 0)) fail(`leaseIdLast ${parts.leaseIdLast}`);
+    if (!isCount(store.#leaseIdLast, 0) || store.#leaseIdLast > LEASE_ID_MAX) {
+      fail(`leaseIdLast ${parts.leaseIdLast}`);
+    }
     const history = parts.history;
     try {
       // Without history in the snapshot (format 1), a restored store keeps history only from
       // its snapshot's revision on.
       store.#history = history === undefined
-        ? new WatchHistory(store.#history.revisionsMax, revision, revision)
+        ? new WatchHistory(store.#history.revisionsMax, revision, revision, store.#history.bytesMax)
         : WatchHistory.restore(
           store.#history.revisionsMax,
           revision,
           history.compactRevision,
           history.revisions,
+          store.#history.bytesMax,
         );
     } catch (e) {
       fail(`watch history: ${(e as Error).message}`);
@@ -1143,6 +1340,7 @@ export class MetadataStore {
         fail(`revisions of ${quote(key)}: ${createRevision}, ${modRevision}, version ${version}`);
       }
       if (!(r.value instanceof Uint8Array)) fail(`value of ${quote(key)} is not bytes`);
+      store.#liveBytes += key.length + r.value.length;
       if (lease !== 0) {
         const l = store.#leases.get(lease);
         if (l === undefined) fail(`key ${quote(key)} has unknown lease ${lease}`);
@@ -1167,6 +1365,12 @@ export class MetadataStore {
         lastIndex: s.lastIndex,
         outcome: fromJsonSafe(s.outcome) as SessionOutcome,
       });
+    }
+    for (const a of parts.alarms ?? []) {
+      if (typeof a?.memberId !== "string" || a.memberId === "" || a.alarm !== "NOSPACE") {
+        fail(`alarm ${JSON.stringify(a)}`);
+      }
+      store.#alarms.set(a.memberId, a.alarm);
     }
     return store;
   }

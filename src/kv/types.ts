@@ -141,13 +141,20 @@ export interface SessionCommand {
 }
 
 /**
- * Grant a lease of `ttlMs`. With `id` 0 the store picks the id (the lowest unused above every id
- * it handed out); a chosen id must be unused. Keys put with the lease are deleted when it ends.
+ * Highest lease id: 2^53 - 1, JavaScript's largest safe integer, so an id is exact in a number, a
+ * command and a snapshot. etcd's ids are int64; raftmeta refuses larger ones at the edge.
+ */
+export const LEASE_ID_MAX: number = Number.MAX_SAFE_INTEGER;
+
+/**
+ * Grant a lease of `ttlMs`. With `id` 0 the store picks the id: the lowest unused one after the
+ * last id it picked (or the highest id granted since), wrapping from {@linkcode LEASE_ID_MAX} to 1.
+ * A chosen id must be unused. Keys put with the lease are deleted when it ends.
  */
 export interface LeaseGrantCommand {
   /** Discriminant. */
   readonly type: "leaseGrant";
-  /** Lease id, or 0 to let the store choose. */
+  /** Lease id (1 to {@linkcode LEASE_ID_MAX}), or 0 to let the store choose. */
   readonly id: number;
   /** Time to live in milliseconds, counted by the leader's clock from each keep-alive. */
   readonly ttlMs: number;
@@ -174,6 +181,33 @@ export interface CompactCommand {
   readonly revision: number;
 }
 
+/** The one kind of alarm raftmeta raises: the store reached its quota (etcd's `NOSPACE`). */
+export type AlarmType = "NOSPACE";
+
+/**
+ * Raise or clear an alarm (etcd's AlarmRequest). While any `NOSPACE` alarm is raised, writes that
+ * add data (put, a transaction with a put, lease grant) are refused at apply; reads, deletes and
+ * compaction still run. The leader raises it when a write would take the store over its quota.
+ */
+export interface AlarmCommand {
+  /** Discriminant. */
+  readonly type: "alarm";
+  /** Raise or clear. */
+  readonly action: "activate" | "deactivate";
+  /** The member that raised it; `""` on deactivate clears the alarm of every member. */
+  readonly memberId: string;
+  /** Which alarm. */
+  readonly alarm: AlarmType;
+}
+
+/** One raised alarm. */
+export interface AlarmMember {
+  /** The member that raised it. */
+  readonly memberId: string;
+  /** Which alarm. */
+  readonly alarm: AlarmType;
+}
+
 /** A command without a session envelope. */
 export type PlainCommand =
   | PutCommand
@@ -182,7 +216,8 @@ export type PlainCommand =
   | TxnCommand
   | LeaseGrantCommand
   | LeaseRevokeCommand
-  | CompactCommand;
+  | CompactCommand
+  | AlarmCommand;
 
 /** Everything that can be put in the Raft log for the store. */
 export type Command = PlainCommand | SessionCommand;
@@ -233,6 +268,11 @@ export interface TxnResponse {
   readonly succeeded: boolean;
   /** One response per operation of the list that ran, in order. */
   readonly responses: readonly (PutResponse | DeleteResponse | RangeResponse)[];
+  /**
+   * Set when its ranges would have gathered more than the store's `applyResponseBytesMax`: the writes
+   * applied, and the ranges carry no key-values (the client gets etcd's ResourceExhausted).
+   */
+  readonly responseTooLarge?: true;
 }
 
 /** Response to a lease grant. */
@@ -269,6 +309,16 @@ export interface CompactResponse {
   readonly oldestRevision: number;
 }
 
+/** Response to an alarm command. */
+export interface AlarmResponse {
+  /** Discriminant. */
+  readonly type: "alarm";
+  /** Store revision after the command (unchanged). */
+  readonly revision: number;
+  /** The alarms raised after the command. */
+  readonly alarms: readonly AlarmMember[];
+}
+
 /** Response to any command. */
 export type CommandResponse =
   | PutResponse
@@ -277,7 +327,8 @@ export type CommandResponse =
   | TxnResponse
   | LeaseGrantResponse
   | LeaseRevokeResponse
-  | CompactResponse;
+  | CompactResponse
+  | AlarmResponse;
 
 /** A change a write made, for watchers (etcd's `mvccpb.Event`). */
 export interface KvEvent {

@@ -29,6 +29,7 @@ import type {
   TxnOp,
   TxnResponse,
 } from "../kv/types.ts";
+import { fetchErrorText, neverSent } from "./fetch_error.ts";
 import type { CoordClient } from "../coord/client.ts";
 import type { WatchOptions, WatchResponse, WatchStream } from "../coord/watch.ts";
 
@@ -160,16 +161,26 @@ export class WatchCompactedError extends RaftmetaError {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** Longest delay one timer takes: a longer one fires after 1 ms instead. */
+const TIMER_MS_MAX = 2 ** 31 - 1;
+
 /** Waits `ms`, or less when `signal` aborts (no timer is left behind). */
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     if (signal?.aborted) return resolve();
+    let timer: ReturnType<typeof setTimeout>;
     const done = () => {
       clearTimeout(timer);
       signal?.removeEventListener("abort", done);
       resolve();
     };
-    const timer = setTimeout(done, ms);
+    // A long wait (a keep-alive every third of a TTL of months) goes in timer-sized steps.
+    const wait = (left: number) => {
+      timer = left > TIMER_MS_MAX
+        ? setTimeout(() => wait(left - TIMER_MS_MAX), TIMER_MS_MAX)
+        : setTimeout(done, left);
+    };
+    wait(ms);
     signal?.addEventListener("abort", done, { once: true });
   });
 }
@@ -372,11 +383,16 @@ export class RaftmetaClient {
   async txn(
     txn: { compare: readonly Compare[]; success: readonly TxnOp[]; failure?: readonly TxnOp[] },
   ): Promise<ClientTxnResult> {
-    const r = await this.#write("/v3/kv/txn", {
+    const body = {
       compare: txn.compare.map(compareJson),
       success: txn.success.map(opJson),
       failure: (txn.failure ?? []).map(opJson),
-    });
+    };
+    // A txn that only reads is served without the log, so it takes no seq of the session.
+    const readOnly = [...txn.success, ...txn.failure ?? []].every((op) => op.type === "range");
+    const r = readOnly
+      ? await this.#request("/v3/kv/txn", body, undefined)
+      : await this.#write("/v3/kv/txn", body);
     return {
       succeeded: r.succeeded === true,
       revision: Number(r.header.revision),
@@ -511,7 +527,7 @@ export class RaftmetaClient {
       } catch (e) {
         if (signal?.aborted) return;
         if (e instanceof RaftmetaError) throw e;
-        lastError = `${base}: ${(e as Error).message}`;
+        lastError = `${base}: ${fetchErrorText(e)}`;
         this.#leaderUrl = undefined;
         failingSince ??= performance.now();
         await sleep(50, signal);
@@ -543,6 +559,18 @@ export class RaftmetaClient {
   async leases(): Promise<number[]> {
     const r = await this.#request("/v3/lease/leases", {}, undefined);
     return (r.leases ?? []).map((l: { ID: string }) => Number(l.ID));
+  }
+
+  /**
+   * The raised alarms (`POST /v3/maintenance/alarm`), or with `"disarm"` clears every NOSPACE
+   * alarm first; each as etcd's `{ memberID, alarm }`.
+   */
+  async alarm(action: "list" | "disarm"): Promise<{ memberID: string; alarm: string }[]> {
+    const body = action === "list"
+      ? { action: "GET" }
+      : { action: "DEACTIVATE", memberID: "0", alarm: "NOSPACE" };
+    const r = await this.#request("/v3/maintenance/alarm", body, undefined);
+    return r.alarms ?? [];
   }
 
   /**
@@ -627,7 +655,7 @@ export class RaftmetaClient {
           if (options.signal?.aborted) return;
           throw e;
         }
-        lastError = `${base}: ${(e as Error).message}`;
+        lastError = `${base}: ${fetchErrorText(e)}`;
         failingSince ??= performance.now();
         await sleep(50, options.signal);
       } finally {
@@ -709,9 +737,9 @@ export class RaftmetaClient {
         });
       } catch (e) {
         // The node may be down, or the answer lost: try another; the session makes a retried
-        // write safe.
-        lastError = `${base}: ${(e as Error).message}`;
-        if (seq !== undefined) maybeApplied = true;
+        // write safe. A refused connection never carried the write.
+        lastError = `${base}: ${fetchErrorText(e)}`;
+        if (seq !== undefined && !neverSent(e)) maybeApplied = true;
         this.#leaderUrl = undefined;
         continue;
       }

@@ -34,11 +34,20 @@ export const FrameKind = Object.freeze(
     refused: 4,
     /** Dialer → acceptor: a batch of Raft messages (binary). */
     messages: 5,
+    /** Dialer → acceptor, after the handshake: send me your log, I am rebuilding (JSON). */
+    logRequest: 6,
+    /** Acceptor → dialer: the log transfer is complete (JSON: term, leaderCommit, lastIndex). */
+    logEnd: 7,
   } as const,
 );
 
 /** Largest frame payload accepted: a full AppendEntries (1 MiB of commands) and then some. */
 export const FRAME_BYTES_MAX = 64 * 1024 * 1024;
+/**
+ * Largest frame payload accepted before the peer has proved the cluster secret: a handshake frame
+ * (ids of up to 1 KiB each, nonces, a MAC). A stranger can make a node hold no more than this.
+ */
+export const HANDSHAKE_FRAME_BYTES_MAX = 8 * 1024;
 /** Most messages in one batch frame. */
 export const BATCH_MESSAGES_MAX = 4096;
 /** Longest node id or read id on the wire, in UTF-8 bytes. */
@@ -415,11 +424,12 @@ export function decodeJsonFrame(payload: Uint8Array, kinds: readonly number[]): 
 export class FrameReader {
   #chunks: Uint8Array[] = [];
   #size = 0;
-  readonly #frameBytesMax: number;
+  /** Longest frame payload accepted now (raised once a peer has authenticated). */
+  frameBytesMax: number;
 
   /** A reader refusing frames longer than `frameBytesMax`. */
   constructor(frameBytesMax = FRAME_BYTES_MAX) {
-    this.#frameBytesMax = frameBytesMax;
+    this.frameBytesMax = frameBytesMax;
   }
 
   /** Adds bytes read from the connection. */
@@ -434,8 +444,8 @@ export class FrameReader {
     if (this.#size < 4) return undefined;
     const head = this.#peek(4);
     const length = new DataView(head.buffer, head.byteOffset, 4).getUint32(0);
-    if (length === 0 || length > this.#frameBytesMax) {
-      throw new FrameError(`Frame length ${length} is out of range (1..${this.#frameBytesMax})`);
+    if (length === 0 || length > this.frameBytesMax) {
+      throw new FrameError(`Frame length ${length} is out of range (1..${this.frameBytesMax})`);
     }
     if (this.#size < 4 + length) return undefined;
     const all = this.#take(4 + length);

@@ -17,7 +17,7 @@
 
 import { parseArgs } from "node:util";
 import { type NodeRow, NodeTable, type ProgressRow } from "../observe/table.ts";
-import type { Compare, TxnOp } from "../kv/types.ts";
+import { type Compare, LEASE_ID_MAX, type TxnOp } from "../kv/types.ts";
 import { Session } from "../coord/session.ts";
 import { campaign, lock, type LockHandle, LockLostError, observe } from "../coord/lock.ts";
 import { type ClientKeyValue, connect, type RaftmetaClient, RaftmetaError } from "./client.ts";
@@ -50,6 +50,8 @@ Commands:
   lease keep-alive ID [--once]    keep lease ID alive (every TTL/3) until Ctrl-C
   lease timetolive ID             remaining TTL and keys of lease ID
   lease list                      every lease id
+  alarm list                      the raised alarms (NOSPACE: the store reached its quota)
+  alarm disarm                    clear the NOSPACE alarm (free space first: del, compaction)
   lock NAME [--ttl S]             take lock NAME (waiting for earlier holders), print its key and
                                   fencing token, hold it until Ctrl-C, SIGTERM or the end of
                                   stdin, then release it (--ttl: session TTL, default 60)
@@ -80,6 +82,11 @@ function splitPair(text: string, flag: string): [string, string] {
 
 class UsageError extends Error {}
 
+/** Largest integer the API takes: 2^53 - 1 (docs/api.md, "Integer fields"). */
+const INT_MAX = Number.MAX_SAFE_INTEGER;
+/** Longest lease TTL, as etcd's: 9,000,000,000 seconds. */
+const LEASE_TTL_SECONDS_MAX = 9_000_000_000;
+
 function kvRow(kv: ClientKeyValue): Record<string, unknown> {
   return {
     key: kv.key,
@@ -98,11 +105,20 @@ function table(header: string[], rows: string[][]): string {
   return [line, fmt(header), line, ...rows.map(fmt), line].join("\n");
 }
 
-function leaseId(text: string | undefined, what: string): number {
-  if (text === undefined || !/^\d{1,16}$/.test(text) || Number(text) < 1) {
-    throw new UsageError(`${what} needs a lease id (a positive decimal number): ${text}`);
+/**
+ * `text` as a whole decimal number from `min` to `max`; `max` is at most 2^53 - 1, so the number
+ * sent is exactly the one typed (a longer one used to be rounded).
+ */
+function decimal(text: string | undefined, what: string, min: number, max: number): number {
+  const n = text !== undefined && /^\d{1,16}$/.test(text) ? Number(text) : NaN;
+  if (!(n >= min && n <= max)) {
+    throw new UsageError(`${what} needs a whole number from ${min} to ${max}: ${text}`);
   }
-  return Number(text);
+  return n;
+}
+
+function leaseId(text: string | undefined, what: string): number {
+  return decimal(text, `${what} (a lease id)`, 1, LEASE_ID_MAX);
 }
 
 /**
@@ -161,12 +177,14 @@ export async function runCtl(
     return 2;
   }
   const endpoints = v.endpoints ?? Deno.env.get("RAFTMETA_ENDPOINTS") ?? "http://127.0.0.1:2379";
-  const client = connect(endpoints, { timeoutMs: Number(v["timeout-ms"]) });
   const [command, ...rest] = positionals;
   const need = (n: number, usage: string) => {
     if (rest.length !== n) throw new UsageError(`usage: ${usage}`);
   };
   try {
+    // Timers take at most 2^31 - 1 ms; a longer one would fire at once.
+    const timeoutMs = decimal(v["timeout-ms"], "--timeout-ms", 1, 2 ** 31 - 1);
+    const client = connect(endpoints, { timeoutMs });
     switch (command) {
       case "put": {
         need(2, "put KEY VALUE [--lease ID]");
@@ -179,7 +197,7 @@ export async function runCtl(
         need(1, "get KEY [--prefix]");
         const r = await client.range(v.prefix ? { prefix: rest[0] } : { key: rest[0] }, {
           serializable: v.serializable,
-          limit: v.limit === undefined ? undefined : Number(v.limit),
+          limit: v.limit === undefined ? undefined : decimal(v.limit, "--limit", 0, INT_MAX),
           keysOnly: v["keys-only"],
           countOnly: v["count-only"],
         });
@@ -228,8 +246,8 @@ export async function runCtl(
         for (const [flag, target] of numeric) {
           for (const c of v[flag] ?? []) {
             const [key, n] = splitPair(c, `--${flag}`);
-            if (!/^\d+$/.test(n)) throw new UsageError(`--${flag} needs a number: ${c}`);
-            compare.push({ key, target, result: "equal", value: Number(n) });
+            const value = decimal(n, `--${flag} ${key}`, 0, INT_MAX);
+            compare.push({ key, target, result: "equal", value });
           }
         }
         const ops = (puts: string[] = [], dels: string[] = []): TxnOp[] => [
@@ -246,6 +264,16 @@ export async function runCtl(
         });
         out(format === "json" ? JSON.stringify(r) : r.succeeded ? "SUCCESS" : "FAILURE");
         return r.succeeded ? 0 : 1;
+      }
+      case "alarm": {
+        need(1, "alarm list|disarm");
+        if (rest[0] !== "list" && rest[0] !== "disarm") {
+          throw new UsageError(`alarm needs "list" or "disarm": ${JSON.stringify(rest[0])}`);
+        }
+        const alarms = await client.alarm(rest[0]);
+        if (format === "json") out(JSON.stringify(alarms));
+        else for (const a of alarms) out(`memberID:${a.memberID} alarm:${a.alarm}`);
+        return 0;
       }
       case "status": {
         need(0, "status");
@@ -280,13 +308,11 @@ export async function runCtl(
       }
       case "watch": {
         need(1, "watch KEY [--prefix] [--rev N] [--prev-kv]");
-        if (v.rev !== undefined && !/^\d{1,16}$/.test(v.rev)) {
-          throw new UsageError(`--rev needs a revision number: ${v.rev}`);
-        }
+        const startRevision = v.rev === undefined ? undefined : decimal(v.rev, "--rev", 0, INT_MAX);
         const stop = interruptible(signal);
         try {
           const stream = client.watch(v.prefix ? { prefix: rest[0] } : { key: rest[0] }, {
-            startRevision: v.rev === undefined ? undefined : Number(v.rev),
+            startRevision,
             prevKv: v["prev-kv"],
             signal: stop.signal,
           });
@@ -312,10 +338,7 @@ export async function runCtl(
         switch (sub) {
           case "grant": {
             need(2, "lease grant TTL");
-            if (!/^\d{1,10}$/.test(arg) || Number(arg) < 1) {
-              throw new UsageError(`lease grant needs a TTL in seconds: ${arg}`);
-            }
-            const r = await client.leaseGrant(Number(arg));
+            const r = await client.leaseGrant(ttlSeconds(arg, "lease grant TTL"));
             out(
               format === "json" ? JSON.stringify(r) : `lease ${r.id} granted with TTL(${r.ttl}s)`,
             );
@@ -412,11 +435,8 @@ export async function runCtl(
   }
 }
 
-function ttlSeconds(text: string): number {
-  if (!/^\d{1,10}$/.test(text) || Number(text) < 1) {
-    throw new UsageError(`--ttl needs a number of seconds (at least 1): ${text}`);
-  }
-  return Number(text);
+function ttlSeconds(text: string | undefined, what = "--ttl"): number {
+  return decimal(text, `${what} (seconds)`, 1, LEASE_TTL_SECONDS_MAX);
 }
 
 /** Where a holding command writes and what ends it. */

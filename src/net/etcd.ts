@@ -31,12 +31,20 @@ export class HttpError extends Error {
   readonly status: number;
   /** gRPC status code etcd's gateway would report (3: invalid argument, 14: unavailable, ...). */
   readonly code: number;
+  /** Seconds a client should wait before retrying (the `Retry-After` header), when set. */
+  readonly retryAfterSeconds: number | undefined;
   /** Makes an error. */
-  constructor(status: number, message: string, code = status === 404 ? 5 : 3) {
+  constructor(
+    status: number,
+    message: string,
+    code = status === 404 ? 5 : 3,
+    retryAfterSeconds?: number,
+  ) {
     super(message);
     this.name = "HttpError";
     this.status = status;
     this.code = code;
+    this.retryAfterSeconds = retryAfterSeconds;
   }
 }
 
@@ -68,6 +76,15 @@ export function id64(name: string): bigint {
 }
 
 const utf8Strict = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Largest magnitude of an integer field (2^53 - 1): etcd's fields are int64, but a larger value
+ * would not be exact in JavaScript, so it is refused with a 400 rather than rounded.
+ */
+export const INT_MAX: number = Number.MAX_SAFE_INTEGER;
+
+/** Most key-values a range limit can ask for (the command codec's u32); a larger limit is none. */
+const RANGE_LIMIT_MAX = 0xffff_ffff;
 
 type Json = Record<string, unknown>;
 
@@ -110,13 +127,20 @@ class Fields {
     return decodeBase64(v, snake);
   }
 
+  /**
+   * An integer given as a JSON number or a decimal string (etcd's int64 fields), within
+   * ±{@linkcode INT_MAX}: every value returned is exact, so it can be applied, snapshotted and
+   * restored. Absent: 0.
+   */
   int(snake: string): number {
     const v = this.get(snake);
     if (v === undefined) return 0;
     let n: number;
-    if (typeof v === "number") n = v;
-    else if (typeof v === "string" && /^-?\d{1,20}$/.test(v)) n = Number(v);
-    else {
+    if (typeof v === "number" && (Number.isInteger(v) || !Number.isFinite(v))) n = v;
+    else if (typeof v === "string" && /^-?\d+$/.test(v)) {
+      // More digits than any int64 has: out of range without converting a huge string.
+      n = v.length > 21 ? Infinity : Number(v);
+    } else {
       throw badRequest(
         `Field "${snake}" of ${this.#what} must be an integer (number or decimal string): ${
           show(v)
@@ -124,9 +148,14 @@ class Fields {
       );
     }
     if (!Number.isSafeInteger(n)) {
-      throw badRequest(`Field "${snake}" of ${this.#what} is out of range: ${show(v)}`);
+      throw badRequest(
+        `Field "${snake}" of ${this.#what} is out of range: ${
+          typeof v === "number" ? String(v) : show(v)
+        } (at most 2^53 - 1 = ${INT_MAX})`,
+      );
     }
-    return n;
+    // "-0" is 0.
+    return n === 0 ? 0 : n;
   }
 
   bool(snake: string): boolean {
@@ -286,7 +315,7 @@ function unsupported(f: Fields, fields: readonly string[], what: string): void {
 export function parseRange(body: unknown, what = "RangeRequest"): EtcdRange {
   const f = new Fields(body, what);
   const range = keyRange(f);
-  const limit = f.int("limit");
+  const limit = Math.min(f.int("limit"), RANGE_LIMIT_MAX);
   if (limit < 0) throw badRequest(`Field "limit" must not be negative: ${limit}`);
   const revision = f.int("revision");
   const sortOrder = f.enumeration("sort_order", ["NONE", "ASCEND", "DESCEND"]);
@@ -388,7 +417,7 @@ function parseCompare(value: unknown, i: number): Compare {
   return c;
 }
 
-function parseRequestOp(value: unknown, where: string): TxnOp {
+function parseRequestOp(value: unknown, where: string): { op: TxnOp; serializable: boolean } {
   const f = new Fields(value, where);
   const put = f.get("request_put");
   const range = f.get("request_range");
@@ -402,23 +431,46 @@ function parseRequestOp(value: unknown, where: string): TxnOp {
     );
   }
   if (txn !== undefined) throw badRequest(`Nested transactions (${where}) are not supported`);
-  if (put !== undefined) return parsePut(put, `${where}.request_put`);
-  if (del !== undefined) return parseDeleteRange(del, `${where}.request_delete_range`);
+  if (put !== undefined) return { op: parsePut(put, `${where}.request_put`), serializable: false };
+  if (del !== undefined) {
+    return { op: parseDeleteRange(del, `${where}.request_delete_range`), serializable: false };
+  }
   const r = parseRange(range, `${where}.request_range`);
   if (requestedRevision(r) !== 0) {
     throw badRequest(`Field "revision" of ${where}.request_range is not supported in a txn`);
   }
-  return r.command;
+  return { op: r.command, serializable: r.serializable };
+}
+
+/** A parsed `/v3/kv/txn` request. */
+export interface EtcdTxn {
+  /** The command. */
+  readonly command: TxnCommand;
+  /** Whether it only reads: ranges in both lists (etcd serves it without the log). */
+  readonly readOnly: boolean;
+  /** Whether a local (possibly stale) read is allowed: every op is a serializable range. */
+  readonly serializable: boolean;
 }
 
 /** Parses a TxnRequest. */
-export function parseTxn(body: unknown): TxnCommand {
+export function parseTxn(body: unknown): EtcdTxn {
   const f = new Fields(body, "TxnRequest");
   const compare = f.array("compare").map(parseCompare);
   const success = f.array("success").map((v, i) => parseRequestOp(v, `success[${i}]`));
   const failure = f.array("failure").map((v, i) => parseRequestOp(v, `failure[${i}]`));
   f.done();
-  return { type: "txn", compare, success, failure };
+  const ops = [...success, ...failure];
+  return {
+    command: {
+      type: "txn",
+      compare,
+      success: success.map((o) => o.op),
+      failure: failure.map((o) => o.op),
+    },
+    readOnly: ops.every((o) => o.op.type === "range"),
+    // As etcd's isTxnSerializable: only when every op asks for it.
+    serializable: ops.every((o) => o.serializable),
+  };
 }
 
 /** Parses a LeaseGrantRequest: `TTL` in seconds, `ID` optional (0: the store picks). */
@@ -495,6 +547,46 @@ export function parseStatus(body: unknown): void {
   new Fields(body ?? {}, "StatusRequest").done();
 }
 
+/** An AlarmRequest: `action` GET, ACTIVATE or DEACTIVATE; `memberID` a uint64 ("0": every member). */
+export interface AlarmRequest {
+  /** What to do. */
+  readonly action: "GET" | "ACTIVATE" | "DEACTIVATE";
+  /** The member as etcd's uint64, 0n for none given. */
+  readonly memberId: bigint;
+  /** Which alarm (NONE lists every alarm). */
+  readonly alarm: "NONE" | "NOSPACE" | "CORRUPT";
+}
+
+/** Parses etcd's AlarmRequest (`POST /v3/maintenance/alarm`); names or numbers for enums. */
+export function parseAlarm(body: unknown): AlarmRequest {
+  const f = new Fields(body ?? {}, "AlarmRequest");
+  const action = f.enumeration("action", ["GET", "ACTIVATE", "DEACTIVATE"]);
+  const raw = f.get("member_id") ?? f.get("memberID");
+  const alarm = f.enumeration("alarm", ["NONE", "NOSPACE", "CORRUPT"]);
+  f.done();
+  let memberId = 0n;
+  if (raw !== undefined) {
+    if (
+      !((typeof raw === "string" && /^\d{1,20}$/.test(raw)) ||
+        (typeof raw === "number" && Number.isSafeInteger(raw) && raw >= 0)) ||
+      BigInt(raw) >= 1n << 64n
+    ) {
+      throw badRequest(`Field "memberID" of AlarmRequest must be a uint64: ${show(raw)}`);
+    }
+    memberId = BigInt(raw);
+  }
+  if (action !== "GET" && alarm !== "NOSPACE") {
+    throw badRequest(
+      `Field "alarm" of AlarmRequest must be NOSPACE to ${action.toLowerCase()}: ${show(alarm)}`,
+    );
+  }
+  return {
+    action: action as AlarmRequest["action"],
+    memberId,
+    alarm: alarm as AlarmRequest["alarm"],
+  };
+}
+
 // ---- Responses ---------------------------------------------------------------------------------
 
 /** The response header in etcd's JSON shape. */
@@ -527,10 +619,15 @@ export function eventJson(e: KvEvent): Json {
   return out;
 }
 
+/** Renders a list of key-values; a caller may substitute its own (to render them in slices). */
+export type KvsRenderer = (kvs: readonly KeyValue[]) => unknown;
+
+const renderKvs: KvsRenderer = (kvs) => kvs.map(kvJson);
+
 /** A RangeResponse body. */
-export function rangeJson(header: Json, r: RangeResponse): Json {
+export function rangeJson(header: Json, r: RangeResponse, kvs: KvsRenderer = renderKvs): Json {
   const out: Json = { header };
-  if (r.kvs.length > 0) out.kvs = r.kvs.map(kvJson);
+  if (r.kvs.length > 0) out.kvs = kvs(r.kvs);
   if (r.more) out.more = true;
   if (r.count !== 0) out.count = String(r.count);
   return out;
@@ -544,15 +641,15 @@ export function putJson(header: Json, r: PutResponse): Json {
 }
 
 /** A DeleteRangeResponse body. */
-export function deleteJson(header: Json, r: DeleteResponse): Json {
+export function deleteJson(header: Json, r: DeleteResponse, kvs: KvsRenderer = renderKvs): Json {
   const out: Json = { header };
   if (r.deleted !== 0) out.deleted = String(r.deleted);
-  if (r.prevKvs !== undefined && r.prevKvs.length > 0) out.prev_kvs = r.prevKvs.map(kvJson);
+  if (r.prevKvs !== undefined && r.prevKvs.length > 0) out.prev_kvs = kvs(r.prevKvs);
   return out;
 }
 
 /** A TxnResponse body; nested responses carry a header with the revision only, as in etcd. */
-export function txnJson(header: Json, r: TxnResponse): Json {
+export function txnJson(header: Json, r: TxnResponse, kvs: KvsRenderer = renderKvs): Json {
   const out: Json = { header };
   if (r.succeeded) out.succeeded = true;
   const inner = { revision: String(r.revision) };
@@ -562,9 +659,9 @@ export function txnJson(header: Json, r: TxnResponse): Json {
         case "put":
           return { response_put: putJson(inner, x) };
         case "delete":
-          return { response_delete_range: deleteJson(inner, x) };
+          return { response_delete_range: deleteJson(inner, x, kvs) };
         case "range":
-          return { response_range: rangeJson(inner, x) };
+          return { response_range: rangeJson(inner, x, kvs) };
       }
     });
   }

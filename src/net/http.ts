@@ -8,12 +8,18 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { NotLeaderError } from "../raft/types.ts";
 import { CommandError } from "../kv/command.ts";
 import { CompactedError } from "../kv/history.ts";
 import { LeaseError } from "../coord/lease_manager.ts";
 import { WatchError, type WatchStream } from "../coord/watch.ts";
-import type { ApplyResult } from "../kv/store.ts";
+import {
+  type ApplyResult,
+  kvResponseBytes,
+  NOSPACE_ERROR,
+  ResponseTooLargeError,
+} from "../kv/store.ts";
 import type {
   ClientId,
   CommandResponse,
@@ -30,6 +36,9 @@ import {
   headerJson,
   HttpError,
   id64,
+  kvJson,
+  type KvsRenderer,
+  parseAlarm,
   parseCompaction,
   parseDeleteRange,
   parseLeaseGrant,
@@ -45,7 +54,9 @@ import {
   txnJson,
 } from "./etcd.ts";
 import { Histogram, renderMetrics } from "./metrics.ts";
-import { encodeLogTransfer, type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
+import { JSON_DEPTH_MAX, jsonTooDeepAt } from "./json_depth.ts";
+import { fetchErrorText, neverSent } from "./fetch_error.ts";
+import { type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
 export const FORWARDED_HEADER = "raftmeta-forwarded-by";
@@ -64,6 +75,7 @@ const ROUTES = new Set([
   "/v3/kv/deleterange",
   "/v3/kv/txn",
   "/v3/maintenance/status",
+  "/v3/maintenance/alarm",
   "/v3/kv/compaction",
   "/v3/lease/grant",
   "/v3/lease/revoke",
@@ -82,14 +94,27 @@ export async function handleHttp(
   const started = performance.now();
   let route = "other";
   let response: Response;
+  const admitted = server.admitRequest();
   try {
+    if (!admitted) {
+      throw new HttpError(
+        503,
+        `Too many requests in flight on this node: ${server.httpRequestsMax} (retry later)`,
+        14,
+        1,
+      );
+    }
     const url = new URL(req.url);
+    server.browserGuard.check(req);
     // etcd 3.4's gateway also serves revoke, timetolive and leases under /v3/kv/lease/.
     const path = url.pathname.replace(/^\/v3(beta|alpha)\//, "/v3/").replace(
       /^\/v3\/kv\/lease\//,
       "/v3/lease/",
     );
-    if (ROUTES.has(path)) {
+    const methods = methodsOf(path);
+    if (req.method === "OPTIONS" && methods !== undefined) {
+      response = server.browserGuard.options(req, methods);
+    } else if (ROUTES.has(path)) {
       route = path;
       response = await etcdRoute(server, req, path);
     } else if (path === "/v1/kv" || path.startsWith("/v1/kv/")) {
@@ -99,17 +124,6 @@ export async function handleHttp(
       route = path;
       requireMethod(req, ["GET"]);
       response = await statusRoute(server, url);
-    } else if (path === "/v1/raft/log") {
-      route = path;
-      requireMethod(req, ["GET"]);
-      const to = url.searchParams.get("for");
-      if (to === null || !server.node.voters.includes(to)) {
-        throw badRequest(`Query parameter "for" must name a voter: ${JSON.stringify(to)}`);
-      }
-      if (server.node.role !== "Leader") throw new NotLeaderError(server.nodeId, undefined);
-      response = new Response(encodeLogTransfer(server.node, to).slice(), {
-        headers: { "content-type": "application/octet-stream" },
-      });
     } else if (path === "/metrics") {
       route = path;
       requireMethod(req, ["GET"]);
@@ -118,6 +132,7 @@ export async function handleHttp(
       });
     } else if (path === "/health") {
       route = path;
+      requireMethod(req, ["GET"]);
       const ok = server.node.leaderId !== undefined;
       response = Response.json({ health: String(ok) }, { status: ok ? 200 : 503 });
     } else {
@@ -125,6 +140,8 @@ export async function handleHttp(
     }
   } catch (e) {
     response = errorResponse(server, e);
+  } finally {
+    if (admitted) server.releaseRequest();
   }
   let h = server.requestSeconds.get(route);
   if (h === undefined) server.requestSeconds.set(route, h = new Histogram());
@@ -136,6 +153,7 @@ export async function handleHttp(
       response.headers.set(LEADER_HEADER, leaderUrl);
     } catch { /* immutable headers of a forwarded response */ }
   }
+  server.browserGuard.decorate(req, response);
   return response;
 }
 
@@ -151,6 +169,10 @@ function errorResponse(server: RaftServer, e: unknown): Response {
     status = 400;
     code = 3;
     message = e.message;
+  } else if (e instanceof ResponseTooLargeError) {
+    status = 429;
+    code = 8;
+    message = responseTooLarge(e.bytesMax, "ask for less with limit, keys_only or count_only");
   } else if (e instanceof NotLeaderError || e instanceof ReadRefused) {
     status = 503;
     code = 14;
@@ -160,21 +182,74 @@ function errorResponse(server: RaftServer, e: unknown): Response {
     server.logEvent("http-internal-error", { error: message });
   }
   if (status >= 400 && status < 500) server.counters.badRequests++;
-  return Response.json({ error: message, code, message }, { status });
+  const headers = new Headers();
+  if (e instanceof MethodNotAllowed) headers.set("allow", e.allow);
+  const retryAfter = e instanceof HttpError ? e.retryAfterSeconds : undefined;
+  if (retryAfter !== undefined) headers.set("retry-after", String(retryAfter));
+  // A body that did not arrive in time is not drained: the connection goes.
+  if (status === 408) headers.set("connection", "close");
+  return Response.json({ error: message, code, message }, { status, headers });
+}
+
+/** The methods a path is served with (HEAD wherever GET), or undefined for an unknown path. */
+function methodsOf(path: string): string[] | undefined {
+  if (ROUTES.has(path)) return ["POST"];
+  if (path === "/v1/kv" || path.startsWith("/v1/kv/")) return ["GET", "HEAD", "PUT", "DELETE"];
+  if (["/v1/status", "/metrics", "/health"].includes(path)) return ["GET", "HEAD"];
+  return undefined;
 }
 
 function requireMethod(req: Request, methods: string[]): void {
-  if (!methods.includes(req.method)) {
-    throw new HttpError(
+  // HEAD is GET without the body (Deno.serve drops it).
+  const method = req.method === "HEAD" ? "GET" : req.method;
+  if (!methods.includes(method)) throw new MethodNotAllowed(req.method, methods);
+}
+
+/** A 405, with the `Allow` list its response must carry (RFC 9110 §15.5.6). */
+class MethodNotAllowed extends HttpError {
+  readonly allow: string;
+  constructor(method: string, methods: string[]) {
+    super(
       405,
-      `Method ${req.method} is not allowed here; use ${methods.join(" or ")}`,
+      `Method ${JSON.stringify(method)} is not allowed here; use ${methods.join(" or ")}`,
       12,
     );
+    this.allow = [...methods, ...(methods.includes("GET") ? ["HEAD"] : []), "OPTIONS"].join(", ");
   }
 }
 
-/** Reads the body, refusing more than `max` bytes without reading them all. */
-async function readBody(req: Request, max: number): Promise<Uint8Array> {
+/**
+ * Reads the body, refusing more than `requestBytesMax` bytes without reading them all, and a body
+ * that has not arrived within `bodyReadTimeoutMs` (a slow client must not hold a request open).
+ */
+async function readBody(server: RaftServer, req: Request): Promise<Uint8Array> {
+  const timeoutMs = server.bodyReadTimeoutMs;
+  let timedOut: () => void = () => {};
+  const deadline = new Promise<never>((_, reject) => {
+    timedOut = () =>
+      reject(
+        new HttpError(408, `Request body did not arrive within ${timeoutMs} ms`, 4),
+      );
+  });
+  deadline.catch(() => {});
+  let done = false;
+  server.afterMs(timeoutMs, () => {
+    if (!done) timedOut();
+  });
+  const read = readBodyBounded(req, server.requestBytesMax);
+  read.catch(() => {});
+  try {
+    return await Promise.race([read, deadline]);
+  } catch (e) {
+    // Give up on the stream: the connection is closed rather than drained.
+    if (e instanceof HttpError && e.status === 408) req.body?.cancel().catch(() => {});
+    throw e;
+  } finally {
+    done = true;
+  }
+}
+
+async function readBodyBounded(req: Request, max: number): Promise<Uint8Array> {
   const declared = req.headers.get("content-length");
   if (declared !== null && Number(declared) > max) {
     throw new HttpError(413, `Request body is too large: ${declared} bytes (most ${max})`, 8);
@@ -182,13 +257,26 @@ async function readBody(req: Request, max: number): Promise<Uint8Array> {
   if (req.body === null) return new Uint8Array(0);
   // Declared and small enough: one read (the reader loop below cost about 2% of a leader's CPU).
   if (declared !== null && /^\d{1,10}$/.test(declared)) {
-    return new Uint8Array(await req.arrayBuffer());
+    try {
+      return new Uint8Array(await req.arrayBuffer());
+    } catch {
+      // The client closed its side before sending what it declared: its request, not our fault.
+      throw badRequest(
+        `Request body is shorter than its Content-Length of ${declared} bytes (the connection closed first)`,
+      );
+    }
   }
   const reader = req.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
   while (true) {
-    const { done, value } = await reader.read();
+    let read;
+    try {
+      read = await reader.read();
+    } catch {
+      throw badRequest(`Request body broke off after ${total} bytes (the connection closed first)`);
+    }
+    const { done, value } = read;
     if (done) break;
     total += value.length;
     if (total > max) {
@@ -208,6 +296,7 @@ async function readBody(req: Request, max: number): Promise<Uint8Array> {
 
 function parseJson(bytes: Uint8Array): unknown {
   if (bytes.length === 0) return {};
+  refuseDeepJson(bytes);
   let text: string;
   try {
     text = textDecoder.decode(bytes);
@@ -221,6 +310,16 @@ function parseJson(bytes: Uint8Array): unknown {
   }
 }
 
+/** Refuses JSON nested deeper than {@linkcode JSON_DEPTH_MAX}, before anything parses it. */
+function refuseDeepJson(bytes: Uint8Array): void {
+  const at = jsonTooDeepAt(bytes);
+  if (at >= 0) {
+    throw badRequest(
+      `Request body nests deeper than ${JSON_DEPTH_MAX} levels of arrays and objects (at byte ${at})`,
+    );
+  }
+}
+
 function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefined {
   const clientId = req.headers.get(CLIENT_ID_HEADER);
   const seqText = req.headers.get(SEQ_HEADER);
@@ -229,7 +328,9 @@ function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefine
     throw badRequest(`Headers ${CLIENT_ID_HEADER} and ${SEQ_HEADER} go together`);
   }
   if (clientId.length === 0 || clientId.length > 128) {
-    throw badRequest(`Header ${CLIENT_ID_HEADER} must have 1 to 128 characters`);
+    throw badRequest(
+      `Header ${CLIENT_ID_HEADER} must have 1 to 128 characters: ${JSON.stringify(clientId)}`,
+    );
   }
   if (!/^\d{1,15}$/.test(seqText) || Number(seqText) < 1) {
     throw badRequest(`Header ${SEQ_HEADER} must be a positive integer: ${JSON.stringify(seqText)}`);
@@ -239,6 +340,11 @@ function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefine
 
 /** Each server's ids as etcd's uint64s, hashed once (BigInt FNV per request showed in profiles). */
 const ids = new WeakMap<RaftServer, { clusterId: bigint; memberId: bigint }>();
+
+/** A member's id as etcd's uint64 (the same hash as the header's member_id). */
+function memberId64(server: RaftServer, nodeId: string): bigint {
+  return id64(`${server.clusterId}/${nodeId}`);
+}
 
 function header(server: RaftServer, revision = server.store.revision): Json {
   let id = ids.get(server);
@@ -266,6 +372,8 @@ async function asLeader(
   body: Uint8Array,
   session: { clientId: ClientId; seq: number } | undefined,
   local: () => Promise<Response>,
+  // A session makes a resent write apply once; an idempotent request is safe to resend anyway.
+  resendable = session !== undefined,
 ): Promise<Response> {
   const deadline = performance.now() + server.requestTimeoutMs;
   let lastError = "no leader is known";
@@ -285,10 +393,19 @@ async function asLeader(
     const url = leader === undefined || leader === server.nodeId
       ? undefined
       : server.clientUrlOf(leader);
+    if (url === undefined && leader !== undefined && leader !== server.nodeId) {
+      // Client URLs come from configuration only (never from what a peer claims).
+      throw new HttpError(
+        503,
+        `Node "${server.nodeId}" is not the leader and cannot forward: the leader is "${leader}", ` +
+          `whose client URL is unknown here (not in --peer-client-urls); send the request to it`,
+        14,
+      );
+    }
     if (url !== undefined) {
-      const forwarded = await forward(server, url, req, body);
+      const forwarded = await forward(server, url, req, body, deadline - performance.now());
       if (forwarded.ok === true) return forwarded.response;
-      if (forwarded.ok === "unknown" && session === undefined) {
+      if (forwarded.ok === "unknown" && !resendable) {
         throw new HttpError(
           504,
           `The leader ${leader} failed while handling the forwarded write (${forwarded.error}); its outcome is unknown`,
@@ -312,6 +429,7 @@ async function forward(
   leaderUrl: string,
   req: Request,
   body: Uint8Array,
+  timeoutMs: number,
 ): Promise<{ ok: true; response: Response } | { ok: false | "unknown"; error: string }> {
   const url = new URL(req.url);
   const headers = new Headers();
@@ -327,7 +445,7 @@ async function forward(
       method: req.method,
       headers,
       body: req.method === "GET" || req.method === "HEAD" ? undefined : body.slice(),
-      signal: AbortSignal.timeout(server.requestTimeoutMs),
+      signal: AbortSignal.timeout(Math.max(1, timeoutMs)),
     });
     sent = true;
     const bytes = new Uint8Array(await res.arrayBuffer());
@@ -342,9 +460,8 @@ async function forward(
     out.set(LEADER_HEADER, leaderUrl);
     return { ok: true, response: new Response(bytes, { status: res.status, headers: out }) };
   } catch (e) {
-    const msg = (e as Error).message;
-    const neverArrived = !sent && /refused|os error 111|ECONNREFUSED/i.test(msg);
-    return { ok: neverArrived ? false : "unknown", error: msg };
+    // A refused connection never carried the request: safe to send again, to the next leader.
+    return { ok: !sent && neverSent(e) ? false : "unknown", error: fetchErrorText(e) };
   }
 }
 
@@ -376,10 +493,106 @@ function settle(result: ApplyResult): CommandResponse {
     case "rejected":
       // etcd answers a put with an unknown lease with NotFound.
       if (/^Lease \d+ not found/.test(result.error)) throw new HttpError(404, result.error, 5);
+      // etcd's gateway answers ResourceExhausted with 429.
+      if (result.error === NOSPACE_ERROR) throw new HttpError(429, result.error, 8);
       throw badRequest(result.error);
     case "stale":
     case "unknownSession":
       throw new HttpError(409, result.error, 9);
+  }
+}
+
+/** Bytes of key-values rendered per slice of a large answer (see {@linkcode jsonAnswer}). */
+const ANSWER_SLICE_BYTES = 1024 * 1024;
+
+/**
+ * An answer whose key-value lists may be long. A small one is one JSON text; a large one is
+ * streamed in slices of about 1 MiB of key-values with a turn of the event loop between them, so
+ * that rendering tens of MiB does not hold heartbeats back (55 MB in one piece stalled the loop
+ * 430 ms and cost the leader its term).
+ */
+function jsonAnswer(
+  build: (kvs?: KvsRenderer) => Json,
+  headers?: Record<string, string>,
+): Response {
+  const lists: (readonly KeyValue[])[] = [];
+  let bytes = 0;
+  const skeleton = build((kvs) => {
+    lists.push(kvs);
+    for (const kv of kvs) bytes += kvResponseBytes(kv.key, kv.value.length);
+    return KVS_PLACEHOLDER;
+  });
+  if (bytes <= ANSWER_SLICE_BYTES) return Response.json(build(), { headers });
+  const parts = JSON.stringify(skeleton).split(JSON.stringify(KVS_PLACEHOLDER));
+  if (parts.length !== lists.length + 1) throw new Error("Key-value placeholder out of place");
+  async function* pieces(): AsyncGenerator<string> {
+    for (const [i, kvs] of lists.entries()) {
+      yield parts[i] + "[";
+      for (let start = 0; start < kvs.length;) {
+        let end = start;
+        for (let slice = 0; end < kvs.length && slice < ANSWER_SLICE_BYTES; end++) {
+          slice += kvResponseBytes(kvs[end].key, kvs[end].value.length);
+        }
+        const text = JSON.stringify(kvs.slice(start, end).map(kvJson));
+        yield (start > 0 ? "," : "") + text.slice(1, -1);
+        start = end;
+        await new Promise((r) => setImmediate(r));
+      }
+      yield "]";
+    }
+    yield parts[lists.length];
+  }
+  const it = pieces();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const next = await it.next();
+      if (next.done) controller.close();
+      else controller.enqueue(lineEncoder.encode(next.value));
+    },
+    async cancel() {
+      await it.return(undefined);
+    },
+  }, { highWaterMark: 0 });
+  return new Response(body, { headers: { "content-type": "application/json", ...headers } });
+}
+
+/** Stands for a key-value list in the skeleton of a large answer; no JSON value holds it. */
+const KVS_PLACEHOLDER = "\u0000kvs";
+
+/** etcd's ResourceExhausted message for an answer over `bytesMax`. */
+function responseTooLarge(bytesMax: number, advice: string): string {
+  return `etcdserver: response is too large: its key-values would exceed ${bytesMax} bytes (--max-response-bytes); ${advice}`;
+}
+
+/**
+ * Refuses to send the answer of an applied write that carries more key-values than this node
+ * sends (a delete's previous key-values, a txn's ranges): as etcd, the write stands and the client
+ * gets ResourceExhausted. Sums what was gathered; renders nothing.
+ */
+function refuseLargeAnswer(server: RaftServer, r: CommandResponse): void {
+  let bytesMax = server.responseBytesMax;
+  let bytes = 0;
+  const add = (kvs: readonly KeyValue[] | undefined) => {
+    for (const kv of kvs ?? []) bytes += kvResponseBytes(kv.key, kv.value.length);
+  };
+  const addResponse = (x: CommandResponse) => {
+    if (x.type === "put" && x.prevKv !== undefined) add([x.prevKv]);
+    if (x.type === "delete") add(x.prevKvs);
+    if (x.type === "range") add(x.kvs);
+  };
+  if (r.type === "txn") {
+    if (r.responseTooLarge) bytesMax = Math.min(bytesMax, server.store.applyResponseBytesMax);
+    r.responses.forEach(addResponse);
+  } else addResponse(r);
+  if (bytes > bytesMax || (r.type === "txn" && r.responseTooLarge)) {
+    throw new HttpError(
+      429,
+      responseTooLarge(
+        bytesMax,
+        `the ${r.type === "txn" ? "transaction" : r.type} was applied at revision ${r.revision}`,
+      ),
+      8,
+    );
   }
 }
 
@@ -388,17 +601,21 @@ function settle(result: ApplyResult): CommandResponse {
 async function etcdRoute(server: RaftServer, req: Request, path: string): Promise<Response> {
   requireMethod(req, ["POST"]);
   if (path === "/v3/lease/keepalive") return await keepAliveRoute(server, req);
-  const bytes = await readBody(req, server.requestBytesMax);
+  const bytes = await readBody(server, req);
   const body = parseJson(bytes);
   const session = sessionOf(req);
-  const write = (command: PlainCommand, render: (r: CommandResponse) => Json) =>
+  const write = (
+    command: PlainCommand,
+    render: (r: CommandResponse, kvs?: KvsRenderer) => Json,
+  ) =>
     asLeader(server, req, bytes, session, async () => {
       const result = await server.propose(command, session);
       const response = settle(result);
+      refuseLargeAnswer(server, response);
       const headers = result.status === "applied" && result.duplicate
         ? { "raftmeta-duplicate": "true" }
         : undefined;
-      return Response.json(render(response), { headers });
+      return jsonAnswer((kvs) => render(response, kvs), headers);
     });
   switch (path) {
     case "/v3/kv/put": {
@@ -410,18 +627,28 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
     }
     case "/v3/kv/deleterange": {
       const command = parseDeleteRange(body);
-      return await write(command, (r) =>
+      return await write(command, (r, kvs) =>
         deleteJson(
           header(server, r.revision),
           r as Extract<CommandResponse, { type: "delete" }>,
+          kvs,
         ));
     }
     case "/v3/kv/txn": {
-      const command = parseTxn(body);
-      return await write(command, (r) =>
+      const txn = parseTxn(body);
+      // As etcd: a txn that only reads is served on the read path, never through the log. With a
+      // session it goes through the log all the same, so the client's seq is recorded.
+      if (txn.readOnly && session === undefined) {
+        if (txn.serializable) server.counters.readsSerializable++;
+        else await linearizable(server);
+        const r = server.store.txnRead(txn.command, { responseBytesMax: server.responseBytesMax });
+        return jsonAnswer((kvs) => txnJson(header(server, r.revision), r, kvs));
+      }
+      return await write(txn.command, (r, kvs) =>
         txnJson(
           header(server, r.revision),
           r as Extract<CommandResponse, { type: "txn" }>,
+          kvs,
         ));
     }
     case "/v3/kv/range": {
@@ -443,8 +670,9 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
         limit: c.limit,
         keysOnly: c.keysOnly,
         countOnly: c.countOnly,
+        responseBytesMax: server.responseBytesMax,
       });
-      return Response.json(rangeJson(header(server, result.revision), result));
+      return jsonAnswer((kvs) => rangeJson(header(server, result.revision), result, kvs));
     }
     case "/v3/kv/compaction": {
       const revision = parseCompaction(body);
@@ -501,6 +729,43 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
     }
     case "/v3/watch":
       return watchRoute(server, body);
+    case "/v3/maintenance/alarm": {
+      const a = parseAlarm(body);
+      const render = (alarms: readonly { memberId: string; alarm: string }[]) => {
+        const out: Json = { header: header(server) };
+        const list = alarms.filter((m) => a.alarm === "NONE" || m.alarm === a.alarm)
+          .filter((m) =>
+            a.action === "GET" || a.memberId === 0n || memberId64(server, m.memberId) === a.memberId
+          );
+        // etcd's gateway omits an empty list.
+        if (list.length > 0) {
+          out.alarms = list.map((m) => ({
+            memberID: memberId64(server, m.memberId).toString(),
+            alarm: m.alarm,
+          }));
+        }
+        return out;
+      };
+      if (a.action === "GET") {
+        await linearizable(server);
+        return Response.json(render(server.store.alarms));
+      }
+      let memberId = "";
+      if (a.memberId !== 0n) {
+        memberId = server.node.voters.find((v) => memberId64(server, v) === a.memberId) ?? "";
+        if (memberId === "") {
+          throw badRequest(`Member ${a.memberId} is not a member of this cluster`);
+        }
+      } else if (a.action === "ACTIVATE") {
+        throw badRequest(`Field "memberID" of AlarmRequest must name a member to activate`);
+      }
+      return await write({
+        type: "alarm",
+        action: a.action === "ACTIVATE" ? "activate" : "deactivate",
+        memberId,
+        alarm: "NOSPACE",
+      }, (r) => render((r as Extract<CommandResponse, { type: "alarm" }>).alarms));
+    }
     case "/v3/maintenance/status": {
       parseStatus(body);
       const s = server.localStatus();
@@ -559,7 +824,7 @@ function atLeaseLeader(
       if (answer !== undefined) return Response.json(answer);
       throw new HttpError(404, `etcdserver: requested lease not found (${e.message})`, 5);
     }
-  });
+  }, true); // a keep-alive or time-to-live done twice does no harm
 }
 
 // ---- Lease keep-alive ----------------------------------------------------------------------------
@@ -575,7 +840,7 @@ async function keepAliveRoute(server: RaftServer, req: Request): Promise<Respons
   if (req.body !== null && req.headers.get("content-length") === null) {
     return keepAliveStream(server, req, bodyLines(req.body, server.requestBytesMax));
   }
-  const bytes = await readBody(req, server.requestBytesMax);
+  const bytes = await readBody(server, req);
   let text: string;
   try {
     text = textDecoder.decode(bytes);
@@ -584,6 +849,7 @@ async function keepAliveRoute(server: RaftServer, req: Request): Promise<Respons
   }
   const lines = text.split("\n").filter((l) => l.trim() !== "");
   if (lines.length > 1) {
+    refuseDeepJson(bytes);
     try {
       JSON.parse(text); // one object spread over several lines
     } catch {
@@ -632,39 +898,38 @@ function keepAliveStream(
   req: Request,
   lines: Iterator<string> | AsyncIterator<string>,
 ): Response {
-  const out = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let id = 0;
-      let res: Response;
-      try {
-        const next = await lines.next();
-        if (next.done) return controller.close();
-        const bytes = lineEncoder.encode(next.value);
-        const body = parseJson(bytes);
-        id = parseLeaseId(body, "LeaseKeepAliveRequest").id;
-        res = await keepAliveOnce(server, req, bytes, body);
-      } catch (e) {
-        res = errorResponse(server, e);
-      }
-      // deno-lint-ignore no-explicit-any
-      const json: any = await res.json().catch(() => ({}));
-      if (res.ok) return controller.enqueue(lineEncoder.encode(JSON.stringify(json) + "\n"));
-      if (res.status === 404 && id > 0) {
-        return controller.enqueue(ndjson({ header: header(server), ID: String(id), TTL: "0" }));
-      }
-      const error = {
-        grpc_code: json.code ?? 13,
-        http_code: res.status,
-        message: json.error ?? `HTTP ${res.status}`,
-        http_status: STATUS_TEXT[res.status] ?? "Error",
-      };
-      controller.enqueue(lineEncoder.encode(JSON.stringify({ error }) + "\n"));
-      controller.close();
-      await lines.return?.();
-    },
-    async cancel() {
-      await lines.return?.();
-    },
+  let ended = false;
+  const out = messageStream(async () => {
+    if (ended) return null;
+    let id = 0;
+    let res: Response;
+    try {
+      const next = await lines.next();
+      if (next.done) return null;
+      const bytes = lineEncoder.encode(next.value);
+      const body = parseJson(bytes);
+      id = parseLeaseId(body, "LeaseKeepAliveRequest").id;
+      res = await keepAliveOnce(server, req, bytes, body);
+    } catch (e) {
+      res = errorResponse(server, e);
+    }
+    // deno-lint-ignore no-explicit-any
+    const json: any = await res.json().catch(() => ({}));
+    if (res.ok) return lineEncoder.encode(JSON.stringify(json) + "\n");
+    if (res.status === 404 && id > 0) {
+      return ndjson({ header: header(server), ID: String(id), TTL: "0" });
+    }
+    const error = {
+      grpc_code: json.code ?? 13,
+      http_code: res.status,
+      message: json.error ?? `HTTP ${res.status}`,
+      http_status: STATUS_TEXT[res.status] ?? "Error",
+    };
+    ended = true;
+    await lines.return?.();
+    return lineEncoder.encode(JSON.stringify({ error }) + "\n");
+  }, async () => {
+    await lines.return?.();
   });
   return new Response(out, { headers: { "content-type": "application/json" } });
 }
@@ -699,12 +964,8 @@ async function* bodyLines(body: ReadableStream<Uint8Array>, max: number): AsyncG
 
 const lineEncoder = new TextEncoder();
 
-function ndjsonText(result: Json): string {
-  return JSON.stringify({ result }) + "\n";
-}
-
 function ndjson(result: Json): Uint8Array {
-  return lineEncoder.encode(ndjsonText(result));
+  return lineEncoder.encode(JSON.stringify({ result }) + "\n");
 }
 
 /**
@@ -724,52 +985,67 @@ function watchRoute(server: RaftServer, body: unknown): Response {
     if (!(e instanceof CompactedError)) throw e;
     // As etcd: the watch is created, then canceled naming the compacted revision.
     const h = header(server);
-    const lines = [
-      ndjsonText({ header: h, created: true }),
-      ndjsonText({
+    const messages = [
+      ndjson({ header: h, created: true }),
+      ndjson({
         header: h,
         compact_revision: String(e.oldestRevision - 1),
         canceled: true,
         cancel_reason: e.message,
       }),
     ];
-    return new Response(lines.join(""), { headers });
+    return new Response(messageStream(() => Promise.resolve(messages.shift() ?? null)), {
+      headers,
+    });
   }
   const watchId = String(stream.id);
-  const out = new ReadableStream<Uint8Array>({
-    start(controller) {
-      controller.enqueue(ndjson({ header: header(server), created: true, watch_id: watchId }));
-    },
-    async pull(controller) {
-      const r = await stream.next();
-      if (r.done) {
-        controller.close();
-        return;
-      }
-      const v = r.value;
-      if (v.kind === "events") {
-        controller.enqueue(
-          ndjson({ header: header(server), watch_id: watchId, events: v.events.map(eventJson) }),
-        );
-      } else if (v.kind === "progress") {
-        controller.enqueue(ndjson({ header: header(server), watch_id: watchId }));
-      } else {
-        const result: Json = {
-          header: header(server),
-          watch_id: watchId,
-          canceled: true,
-          cancel_reason: v.reason,
-        };
-        if (v.compactRevision !== undefined) result.compact_revision = String(v.compactRevision);
-        controller.enqueue(ndjson(result));
-        controller.close();
-      }
-    },
-    cancel() {
-      stream.cancel();
-    },
-  });
+  let created = false;
+  let ended = false;
+  const out = messageStream(async () => {
+    if (!created) {
+      created = true;
+      return ndjson({ header: header(server), created: true, watch_id: watchId });
+    }
+    if (ended) return null;
+    const r = await stream.next();
+    if (r.done) return null;
+    const v = r.value;
+    if (v.kind === "events") {
+      return ndjson({ header: header(server), watch_id: watchId, events: v.events.map(eventJson) });
+    }
+    if (v.kind === "progress") return ndjson({ header: header(server), watch_id: watchId });
+    const result: Json = {
+      header: header(server),
+      watch_id: watchId,
+      canceled: true,
+      cancel_reason: v.reason,
+    };
+    if (v.compactRevision !== undefined) result.compact_revision = String(v.compactRevision);
+    ended = true;
+    return ndjson(result);
+  }, () => stream.cancel());
   return new Response(out, { headers });
+}
+
+/**
+ * A response body of messages, one per HTTP chunk as etcd's gateway writes them (clients parse
+ * chunk by chunk). Deno's server joins whatever was enqueued before it writes, so the next message
+ * is asked for only after a turn of the event loop (`setImmediate`), in which the last one is
+ * written as its own chunk. `next` returns null at the end.
+ */
+function messageStream(
+  next: () => Promise<Uint8Array | null>,
+  cancel?: () => void | Promise<void>,
+): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const message = await next();
+      if (message === null) return controller.close();
+      controller.enqueue(message);
+      await new Promise((r) => setImmediate(r));
+    },
+    cancel,
+  }, { highWaterMark: 0 });
 }
 
 // ---- REST --------------------------------------------------------------------------------------
@@ -814,10 +1090,12 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     throw badRequest("Key is missing: use /v1/kv/<key>, or /v1/kv/?prefix for every key");
   }
   const range: KeyRange = prefix ? { prefix: key } : { key };
-  if (req.method === "GET") {
+  if (req.method === "GET" || req.method === "HEAD") {
     if (flag(url, "serializable")) server.counters.readsSerializable++;
     else await linearizable(server);
-    const result: RangeResponse = server.store.range(range);
+    const result: RangeResponse = server.store.range(range, {
+      responseBytesMax: server.responseBytesMax,
+    });
     if (prefix) {
       return Response.json({
         revision: result.revision,
@@ -839,7 +1117,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     }
     return Response.json({ ...restKvJson(result.kvs[0]), revision: result.revision });
   }
-  const body = await readBody(req, server.requestBytesMax);
+  const body = await readBody(server, req);
   const session = sessionOf(req);
   const prev = flag(url, "prev");
   if (req.method === "PUT") {
@@ -847,6 +1125,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     const command: PlainCommand = { type: "put", key, value: body, prevKv: prev };
     return await asLeader(server, req, body, session, async () => {
       const r = settle(await server.propose(command, session));
+      refuseLargeAnswer(server, r);
       if (r.type !== "put") throw new Error(`Unexpected response ${r.type}`);
       const out: Json = { revision: r.revision };
       if (r.prevKv !== undefined) out.prevKv = restKvJson(r.prevKv);
@@ -857,6 +1136,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
   const command: PlainCommand = { type: "delete", range, prevKv: prev };
   return await asLeader(server, req, body, session, async () => {
     const r = settle(await server.propose(command, session));
+    refuseLargeAnswer(server, r);
     if (r.type !== "delete") throw new Error(`Unexpected response ${r.type}`);
     const out: Json = { revision: r.revision, deleted: r.deleted };
     if (r.prevKvs !== undefined) out.prevKvs = r.prevKvs.map(restKvJson);
@@ -879,7 +1159,7 @@ async function statusRoute(server: RaftServer, url: URL): Promise<Response> {
       return;
     }
     if (m.clientUrl === null) {
-      rows[i] = { id: m.id, status: "unreachable", clientUrl: null };
+      rows[i] = { id: m.id, status: "client URL not configured", clientUrl: null };
       return;
     }
     try {
@@ -914,6 +1194,7 @@ function metricsText(server: RaftServer): string {
   const s = server.localStatus();
   const c = server.counters;
   const t = server.transport?.stats;
+  const stalls = server.loopStalls.stalls;
   const latency: string[] = [];
   for (const [route, h] of [...server.requestSeconds].sort()) {
     latency.push(...h.lines("raftmeta_http_request_duration_seconds", `route="${route}"`));
@@ -1047,6 +1328,30 @@ function metricsText(server: RaftServer): string {
       help: "Peer connections closed for a failed handshake or a malformed frame.",
       type: "counter",
       samples: [`raftmeta_peer_connections_refused_total ${t?.connectionsRefused ?? 0}`],
+    },
+    {
+      name: "raftmeta_peer_connections_over_limit_total",
+      help: "Peer connections closed at once: too many were still in their handshake.",
+      type: "counter",
+      samples: [`raftmeta_peer_connections_over_limit_total ${t?.connectionsOverLimit ?? 0}`],
+    },
+    {
+      name: "raftmeta_event_loop_stall_ms",
+      help: "Worst lateness of a 10 ms timer since start, ms: heartbeats waited that long.",
+      type: "gauge",
+      samples: [`raftmeta_event_loop_stall_ms ${stalls.stallMsMax}`],
+    },
+    {
+      name: "raftmeta_event_loop_stall_recent_ms",
+      help: "Worst lateness of a 10 ms timer in the last 10 to 20 s, ms.",
+      type: "gauge",
+      samples: [`raftmeta_event_loop_stall_recent_ms ${stalls.stallMsRecentMax}`],
+    },
+    {
+      name: "raftmeta_event_loop_stall_ms_total",
+      help: "Sum of the lateness of a 10 ms timer since start, ms.",
+      type: "counter",
+      samples: [`raftmeta_event_loop_stall_ms_total ${stalls.stallMsTotal}`],
     },
     {
       name: "raftmeta_wal_fsync_duration_seconds",

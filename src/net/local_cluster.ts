@@ -1,7 +1,8 @@
 /**
  * `deno task cluster`: starts a local cluster of node processes (3 by default) on 127.0.0.1, each
  * with its own ports and data directory, prints their endpoints and the leader, and stops them all
- * on Ctrl-C. Node logs go to `<dir>/<id>.log`.
+ * on Ctrl-C. Node logs go to `<dir>/<id>.log`. The cluster secret is random for each run and
+ * reaches the nodes in their environment, never on a command line (which every user can see).
  *
  * @module
  */
@@ -16,7 +17,9 @@ Usage: deno task cluster [flags]
   --dir DIR          parent of the data directories (default ./data/cluster)
   --client-port P    first client port; node i uses P+i-1 (default 2379, so 2379..2381)
   --peer-port P      first peer port (default 12380)
-  --secret S         cluster secret (default: a random one, kept in DIR/secret)
+  --cluster-secret-file PATH
+                     file with the cluster secret, passed on to the nodes (default: a random
+                     secret for this run, given to the nodes in $RAFTMETA_CLUSTER_SECRET)
   --verbose          also print the nodes' log lines
   -h, --help         this text
 `;
@@ -41,7 +44,7 @@ async function main(): Promise<number> {
       dir: { type: "string", default: "./data/cluster" },
       "client-port": { type: "string", default: "2379" },
       "peer-port": { type: "string", default: "12380" },
-      secret: { type: "string" },
+      "cluster-secret-file": { type: "string" },
       verbose: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -56,22 +59,20 @@ async function main(): Promise<number> {
   const clientPort = Number(values["client-port"]);
   const peerPort = Number(values["peer-port"]);
   const dir = values.dir!;
-  Deno.mkdirSync(dir, { recursive: true });
-  let secret = values.secret;
-  if (secret === undefined) {
-    try {
-      secret = Deno.readTextFileSync(`${dir}/secret`).trim();
-    } catch {
-      secret = crypto.randomUUID();
-      Deno.writeTextFileSync(`${dir}/secret`, secret + "\n", { mode: 0o600 });
-    }
-  }
+  Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const secretFile = values["cluster-secret-file"];
+  // Every node restarts with this script, so a fresh secret per run is enough, and none is stored.
+  const secretArgs = secretFile === undefined ? [] : ["--cluster-secret-file", secretFile];
+  const env: Record<string, string> = secretFile === undefined
+    ? { RAFTMETA_CLUSTER_SECRET: randomSecret() }
+    : {};
   const ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
   const nodes: LocalNode[] = [];
   for (const [i, id] of ids.entries()) {
-    const peers = ids.filter((p) => p !== id).map((p) =>
-      `${p}=127.0.0.1:${peerPort + ids.indexOf(p)}`
-    ).join(",");
+    const others = ids.filter((p) => p !== id);
+    const peers = others.map((p) => `${p}=127.0.0.1:${peerPort + ids.indexOf(p)}`).join(",");
+    const peerClientUrls = others.map((p) => `${p}=http://127.0.0.1:${clientPort + ids.indexOf(p)}`)
+      .join(",");
     const clientUrl = `http://127.0.0.1:${clientPort + i}`;
     const args = [
       "run",
@@ -89,15 +90,18 @@ async function main(): Promise<number> {
       `127.0.0.1:${peerPort + i}`,
       "--peers",
       peers,
+      "--peer-client-urls",
+      peerClientUrls,
+      ...secretArgs,
     ];
     const process = new Deno.Command(Deno.execPath(), {
       args,
-      env: { RAFTMETA_CLUSTER_SECRET: secret },
+      env,
       stdout: "piped",
       stderr: "piped",
     }).spawn();
     nodes.push({ id, clientUrl, process });
-    const log = Deno.openSync(`${dir}/${id}.log`, { create: true, append: true });
+    const log = Deno.openSync(`${dir}/${id}.log`, { create: true, append: true, mode: 0o600 });
     pipeLines(process.stdout, id, log, values.verbose);
     pipeLines(process.stderr, id, log, true);
     process.status.then((s) => {
@@ -129,6 +133,12 @@ async function main(): Promise<number> {
   console.log("Ctrl-C stops every node.");
   await Promise.all(nodes.map((x) => x.process.status));
   return 0;
+}
+
+/** 32 random bytes as hex. */
+function randomSecret(): string {
+  const bytes = crypto.getRandomValues(new Uint8Array(32));
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 async function waitForLeader(nodes: LocalNode[], timeoutMs: number): Promise<string | undefined> {

@@ -8,6 +8,7 @@
 import { parseArgs } from "node:util";
 import type { Address } from "./transport.ts";
 import { RaftServer, StartupError } from "./server.ts";
+import { handleHttp } from "./http.ts";
 
 const HELP = `raftmeta node
 
@@ -24,24 +25,64 @@ Usage: deno task serve [flags]
   --listen-peer HOST:PORT       peer address (default 127.0.0.1:2380)
   --peers ID=HOST:PORT,...      the other voters and their peer addresses (default: none,
                                 a single-node cluster)
-  --cluster-secret SECRET       secret every peer must prove (default: $RAFTMETA_CLUSTER_SECRET,
-                                else empty; set one whenever peers are not all on this machine)
+  --peer-client-urls ID=URL,... the other voters' client URLs (http://HOST:PORT), to forward
+                                requests to the leader; a leader not listed here gets no
+                                forwarded requests (503 naming it). Never learned from peers.
+  --cluster-secret-file PATH    file holding the secret every peer must prove (whitespace at
+                                either end ignored; a warning if others may read it). A node
+                                with --peers refuses to start without a secret.
+                                Default: $RAFTMETA_CLUSTER_SECRET
+  --cluster-secret SECRET       the secret on the command line: discouraged, every local user
+                                sees it in the process list (a warning is logged)
+  --insecure-peers              allow --peers without a secret: anyone who reaches the peer
+                                port can then forge entries (a warning is logged)
+  --peer-handshake-timeout-ms N time a peer connection has to prove the secret (default 3000);
+                                until then it may send at most one 8 KiB frame
+  --peer-unauthenticated-max N  most peer connections in handshake at once; more are closed
+                                at once (default 64)
   --election-timeout-min-ms N   (default 150)
   --election-timeout-max-ms N   (default 300)
   --heartbeat-interval-ms N     (default 50)
   --tick-ms N                   clock tick of the host loop (default 5)
   --max-request-bytes N         largest HTTP request body (default 1572864, 1.5 MiB)
+  --max-response-bytes N        most bytes of key-values one answer may carry (a range, the
+                                ranges of a txn, a delete's previous values), counted as
+                                base64 key + value + 128 each while they are gathered; beyond,
+                                429 with etcd's ResourceExhausted (code 8) (default 67108864,
+                                64 MiB; ranges inside a write txn stop at 64 MiB regardless)
   --request-timeout-ms N        longest wait for commit, read index or leader (default 5000)
   --join                        the data dir is empty but peers knew this node: rebuild it
                                 from the leader, withholding votes until caught up
+  --join-timeout-ms N           how long --join keeps asking for the leader's log before it
+                                exits with code 4; also the longest silence within one
+                                transfer (default 30000)
   --snapshot-entries N          snapshot and compact the log after at most N applied entries
                                 (each node draws N/2..N anew, so nodes do not snapshot at once;
                                 default 100000, as etcd's --snapshot-count)
+  --snapshot-bytes N            also snapshot once the entries applied since the last snapshot
+                                hold N command bytes (default 67108864, 64 MiB)
+  --quota-backend-bytes N       store quota (live keys and values plus watch history); a write
+                                over it is refused and raises the NOSPACE alarm, cleared with
+                                \`ctl alarm disarm\` (default 536870912, 512 MiB)
+  --proposals-pending-max N     most writes waiting to be applied on the leader; beyond, 429
+                                with Retry-After (default 10000)
+  --proposal-bytes-pending-max N  most command bytes waiting to be applied on the leader;
+                                beyond, 429 with Retry-After (default 67108864, 64 MiB)
+  --http-requests-max N         most HTTP requests handled at once; beyond, 503 with
+                                Retry-After (default 512)
+  --body-read-timeout-ms N      longest wait for a request body; then 408 (default 10000)
   --probe-ms N                  how long an empty data dir asks peers about itself (default 2000)
   --watchers-max N              most watchers on this node (default 1000)
   --watch-buffer-events N       events a watcher may leave unread before it is cancelled as
                                 slow (default 10000)
   --watch-progress-ms N         progress notification period for idle watchers (default 1000)
+  --cors ORIGIN,...             origins whose web pages may call this node, e.g.
+                                http://localhost:8080 ("*" any, "null" a page opened from disk;
+                                default none: a request with an Origin header is refused with
+                                403, so are CORS preflights)
+  --host-whitelist NAME,...     Host header names accepted ("*" any; default on a loopback
+                                --listen-client: localhost,127.0.0.1,::1, else any); others get
+                                421, a defence against DNS rebinding
   -h, --help                    this text
 
 Logs are JSON lines on stdout. Stop with Ctrl-C (SIGINT) or SIGTERM.
@@ -69,10 +110,97 @@ export function parsePeers(text: string): Map<string, Address> {
   return out;
 }
 
+/** Parses `n2=http://127.0.0.1:2479,n3=...`. */
+export function parsePeerClientUrls(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const part of text.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+    const eq = part.indexOf("=");
+    if (eq <= 0) {
+      throw new Error(`--peer-client-urls entry must be ID=URL: ${JSON.stringify(part)}`);
+    }
+    const id = part.slice(0, eq);
+    if (out.has(id)) throw new Error(`--peer-client-urls lists "${id}" twice`);
+    out.set(id, part.slice(eq + 1));
+  }
+  return out;
+}
+
+/** Where the cluster secret came from, and what to warn about. */
+export interface SecretChoice {
+  /** The secret ("" when none was given). */
+  readonly secret: string;
+  /** Warnings to log (never containing the secret). */
+  readonly warnings: { event: string; warning: string }[];
+}
+
+/**
+ * Picks the cluster secret: `--cluster-secret-file`, else `--cluster-secret` (discouraged: the
+ * process list shows it), else `$RAFTMETA_CLUSTER_SECRET`, else none.
+ */
+export function chooseSecret(
+  options: { file?: string; flag?: string; env?: string },
+): SecretChoice {
+  const warnings: { event: string; warning: string }[] = [];
+  if (options.file !== undefined && options.flag !== undefined) {
+    throw new Error("Give --cluster-secret-file or --cluster-secret, not both");
+  }
+  if (options.file !== undefined) {
+    const path = options.file;
+    let text: string;
+    let mode: number | null;
+    try {
+      text = Deno.readTextFileSync(path);
+      mode = Deno.statSync(path).mode;
+    } catch (e) {
+      throw new Error(`Cannot read --cluster-secret-file "${path}": ${(e as Error).message}`);
+    }
+    const secret = text.trim();
+    if (secret === "") throw new Error(`--cluster-secret-file "${path}" is empty`);
+    if (mode !== null && (mode & 0o077) !== 0) {
+      warnings.push({
+        event: "cluster-secret-file-permissions",
+        warning: `Cluster secret file "${path}" may be read by other users (mode ${
+          (mode & 0o777).toString(8)
+        }). Run: chmod 600 "${path}"`,
+      });
+    }
+    return { secret, warnings };
+  }
+  if (options.flag !== undefined) {
+    if (options.flag === "") throw new Error("--cluster-secret must not be empty");
+    warnings.push({
+      event: "cluster-secret-on-command-line",
+      warning: "The cluster secret given with --cluster-secret is visible in the process list; " +
+        "use --cluster-secret-file or $RAFTMETA_CLUSTER_SECRET",
+    });
+    return { secret: options.flag, warnings };
+  }
+  return { secret: options.env ?? "", warnings };
+}
+
+/** Longest wait a timer can take (Deno fires a longer setTimeout at once). */
+const TIMER_MS_MAX = 2 ** 31 - 1;
+
 function int(v: string | undefined, what: string): number | undefined {
   if (v === undefined) return undefined;
   if (!/^\d+$/.test(v)) throw new Error(`${what} must be a non-negative integer: ${v}`);
-  return Number(v);
+  const n = Number(v);
+  // A flag in milliseconds becomes a timer; any other count must stay exact.
+  const max = what.endsWith("-ms") ? TIMER_MS_MAX : Number.MAX_SAFE_INTEGER;
+  if (n > max) throw new Error(`${what} must be at most ${max}: ${v}`);
+  return n;
+}
+
+function list(v: string | undefined): string[] | undefined {
+  return v?.split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+function positive(v: string | undefined, what: string): number | undefined {
+  const n = int(v, what);
+  if (n !== undefined && (n < 1 || !Number.isSafeInteger(n))) {
+    throw new Error(`${what} must be a positive integer: ${v}`);
+  }
+  return n;
 }
 
 async function main(args: string[]): Promise<number> {
@@ -85,20 +213,35 @@ async function main(args: string[]): Promise<number> {
       "listen-client": { type: "string", default: "127.0.0.1:2379" },
       "listen-peer": { type: "string", default: "127.0.0.1:2380" },
       peers: { type: "string", default: "" },
+      "peer-client-urls": { type: "string", default: "" },
       "cluster-secret": { type: "string" },
+      "cluster-secret-file": { type: "string" },
+      "insecure-peers": { type: "boolean", default: false },
+      "peer-handshake-timeout-ms": { type: "string" },
+      "peer-unauthenticated-max": { type: "string" },
       "election-timeout-min-ms": { type: "string" },
       "election-timeout-max-ms": { type: "string" },
       "heartbeat-interval-ms": { type: "string" },
       "tick-ms": { type: "string" },
       "max-request-bytes": { type: "string" },
+      "max-response-bytes": { type: "string" },
       "request-timeout-ms": { type: "string" },
       join: { type: "boolean", default: false },
       "repair-wal": { type: "boolean", default: false },
       "probe-ms": { type: "string" },
+      "join-timeout-ms": { type: "string" },
       "snapshot-entries": { type: "string" },
+      "snapshot-bytes": { type: "string" },
+      "quota-backend-bytes": { type: "string" },
+      "proposals-pending-max": { type: "string" },
+      "proposal-bytes-pending-max": { type: "string" },
+      "http-requests-max": { type: "string" },
+      "body-read-timeout-ms": { type: "string" },
       "watchers-max": { type: "string" },
       "watch-buffer-events": { type: "string" },
       "watch-progress-ms": { type: "string" },
+      cors: { type: "string" },
+      "host-whitelist": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -115,6 +258,17 @@ async function main(args: string[]): Promise<number> {
   if (min !== undefined) raftConfig.electionTimeoutMinMs = min;
   if (max !== undefined) raftConfig.electionTimeoutMaxMs = max;
   if (hb !== undefined) raftConfig.heartbeatIntervalMs = hb;
+  const { secret, warnings } = chooseSecret({
+    file: values["cluster-secret-file"],
+    flag: values["cluster-secret"],
+    env: Deno.env.get("RAFTMETA_CLUSTER_SECRET"),
+  });
+  for (const { event, warning } of warnings) {
+    console.log(
+      JSON.stringify({ ts: new Date().toISOString(), node: values.name, event, warning }),
+    );
+  }
+  const responseBytesMax = positive(values["max-response-bytes"], "--max-response-bytes");
   const server = await RaftServer.start({
     nodeId: values.name,
     clusterId: values["cluster-id"],
@@ -122,19 +276,42 @@ async function main(args: string[]): Promise<number> {
     clientListen: parseAddress(values["listen-client"]!, "--listen-client"),
     peerListen: parseAddress(values["listen-peer"]!, "--listen-peer"),
     peers: parsePeers(values.peers!),
-    secret: values["cluster-secret"] ?? Deno.env.get("RAFTMETA_CLUSTER_SECRET") ?? "",
+    peerClientUrls: parsePeerClientUrls(values["peer-client-urls"]!),
+    secret,
+    insecurePeers: values["insecure-peers"],
+    peerHandshakeTimeoutMs: positive(
+      values["peer-handshake-timeout-ms"],
+      "--peer-handshake-timeout-ms",
+    ),
+    peerUnauthenticatedMax: positive(
+      values["peer-unauthenticated-max"],
+      "--peer-unauthenticated-max",
+    ),
     raftConfig,
-    tickMs: int(values["tick-ms"], "--tick-ms"),
-    requestBytesMax: int(values["max-request-bytes"], "--max-request-bytes"),
-    requestTimeoutMs: int(values["request-timeout-ms"], "--request-timeout-ms"),
+    tickMs: positive(values["tick-ms"], "--tick-ms"),
+    requestBytesMax: positive(values["max-request-bytes"], "--max-request-bytes"),
+    responseBytesMax,
+    requestTimeoutMs: positive(values["request-timeout-ms"], "--request-timeout-ms"),
     join: values.join,
     repairWal: values["repair-wal"],
-    probeMs: int(values["probe-ms"], "--probe-ms"),
-    snapshotEntries: int(values["snapshot-entries"], "--snapshot-entries"),
+    probeMs: positive(values["probe-ms"], "--probe-ms"),
+    joinTimeoutMs: positive(values["join-timeout-ms"], "--join-timeout-ms"),
+    snapshotEntries: positive(values["snapshot-entries"], "--snapshot-entries"),
+    snapshotBytes: positive(values["snapshot-bytes"], "--snapshot-bytes"),
+    quotaBackendBytes: positive(values["quota-backend-bytes"], "--quota-backend-bytes"),
+    proposalsPendingMax: positive(values["proposals-pending-max"], "--proposals-pending-max"),
+    proposalBytesPendingMax: positive(
+      values["proposal-bytes-pending-max"],
+      "--proposal-bytes-pending-max",
+    ),
+    httpRequestsMax: positive(values["http-requests-max"], "--http-requests-max"),
+    bodyReadTimeoutMs: positive(values["body-read-timeout-ms"], "--body-read-timeout-ms"),
     watchersMax: int(values["watchers-max"], "--watchers-max"),
-    watchBufferEventsMax: int(values["watch-buffer-events"], "--watch-buffer-events"),
-    watchProgressMs: int(values["watch-progress-ms"], "--watch-progress-ms"),
-  });
+    watchBufferEventsMax: positive(values["watch-buffer-events"], "--watch-buffer-events"),
+    watchProgressMs: positive(values["watch-progress-ms"], "--watch-progress-ms"),
+    corsOrigins: list(values.cors),
+    hostWhitelist: list(values["host-whitelist"]),
+  }, handleHttp);
   const stop = () => {
     server.logEvent("stopping", {});
     server.close();

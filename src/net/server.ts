@@ -12,30 +12,39 @@ import { setImmediate } from "node:timers";
 import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
 import {
-  type HardState,
   type Message,
   type NodeId,
   NotLeaderError,
   type RaftConfig,
+  type RaftLogEntry,
   type RaftRole,
-  type Ready,
+  type ReadState,
   type Snapshot,
 } from "../raft/types.ts";
 import { decodeStoreSnapshot } from "../storage/store_snapshot.ts";
 import { type SnapshotOutcome, Snapshotter, staggeredSnapshotEntries } from "./snapshotter.ts";
 import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
-import { EventHeap } from "../sim/heap.ts";
+import { EventHeap } from "../host/heap.ts";
+import { HostLoop } from "../host/loop.ts";
 import { FileStorage } from "../storage/file_storage.ts";
+import { FILE_MODE } from "../storage/fs.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
-import { type ApplyResult, MetadataStore } from "../kv/store.ts";
+import {
+  addsData,
+  type ApplyResult,
+  MetadataStore,
+  NOSPACE_ERROR,
+  RESPONSE_BYTES_MAX_DEFAULT,
+} from "../kv/store.ts";
 import { LeaseManager } from "../coord/lease_manager.ts";
 import { WatchHub } from "../coord/watch.ts";
 import type { ClientId, PlainCommand } from "../kv/types.ts";
 import { type Address, PeerTransport } from "./transport.ts";
 import { Histogram } from "./metrics.ts";
-import { decodeMessages, encodeMessagesFrame } from "./codec.ts";
+import { LoopStallMeter } from "./loop_stall.ts";
+import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_transfer.ts";
 import { HttpError } from "./etcd.ts";
-import { handleHttp } from "./http.ts";
+import { BrowserGuard } from "./browser_guard.ts";
 
 /** How to run one node. */
 export interface ServerOptions {
@@ -53,14 +62,30 @@ export interface ServerOptions {
   readonly peerListen?: Address;
   /** The other voters and their peer addresses (empty: a single-node cluster). */
   readonly peers?: ReadonlyMap<NodeId, Address>;
-  /** The secret every peer must prove. Default `""` (fine on one machine, not beyond). */
+  /**
+   * The client URLs of (some of) the peers, for forwarding requests to the leader and for the
+   * cluster status. Never learned from a connection: a peer not listed here cannot be forwarded to.
+   */
+  readonly peerClientUrls?: ReadonlyMap<NodeId, string>;
+  /** The secret every peer must prove. Required when there are peers, unless `insecurePeers`. */
   readonly secret?: string;
+  /** Allow peers with an empty secret: anyone who reaches the peer port can then forge entries. */
+  readonly insecurePeers?: boolean;
+  /** Time a peer connection has to complete its handshake. Default 3000. */
+  readonly peerHandshakeTimeoutMs?: number;
+  /** Most peer connections in handshake at once (more are closed at once). Default 64. */
+  readonly peerUnauthenticatedMax?: number;
   /** Raft timings and bounds (see {@linkcode RaftConfig}). */
   readonly raftConfig?: Partial<RaftConfig>;
   /** How often the clock ticks the node. Default 5. */
   readonly tickMs?: number;
   /** Largest HTTP request body. Default 1.5 MiB (etcd's `--max-request-bytes`). */
   readonly requestBytesMax?: number;
+  /**
+   * Most bytes of key-values one answer may carry (a range, a txn's ranges, a delete's previous
+   * key-values), counted as they are gathered; beyond, etcd's ResourceExhausted. Default 64 MiB.
+   */
+  readonly responseBytesMax?: number;
   /** How long a request may wait for commit, a read index or a leader. Default 5000. */
   readonly requestTimeoutMs?: number;
   /**
@@ -74,8 +99,32 @@ export interface ServerOptions {
    * Default 100,000.
    */
   readonly snapshotEntries?: number;
+  /**
+   * Also take a snapshot once the entries applied since the last one hold this many command bytes,
+   * so large values cannot pile up in the in-memory log. Default 64 MiB.
+   */
+  readonly snapshotBytes?: number;
+  /**
+   * The store's quota (etcd's `--quota-backend-bytes`): a write that would take the store's size
+   * (live keys and values plus watch history) over it is refused and raises the NOSPACE alarm.
+   * Default 512 MiB.
+   */
+  readonly quotaBackendBytes?: number;
+  /** Longest wait for a request body to arrive; then 408 and the connection closes. Default 10,000. */
+  readonly bodyReadTimeoutMs?: number;
+  /** Most HTTP requests handled at once (watch streams count only until they start); beyond it, 503. Default 512. */
+  readonly httpRequestsMax?: number;
+  /** Most proposals waiting to be applied on the leader; beyond it, 429. Default 10,000. */
+  readonly proposalsPendingMax?: number;
+  /** Most command bytes waiting to be applied on the leader; beyond it, 429. Default 64 MiB. */
+  readonly proposalBytesPendingMax?: number;
   /** How long a node with an empty data directory asks its peers about itself. Default 2000. */
   readonly probeMs?: number;
+  /**
+   * How long `join` keeps asking its peers for the leader's log before it gives up (exit code 4);
+   * also the longest silence allowed within one transfer. Default 30,000.
+   */
+  readonly joinTimeoutMs?: number;
   /** Where structured log lines go. Default: stdout. */
   readonly log?: (line: string) => void;
   /** Most watchers on this node at once. Default 1,000. */
@@ -84,7 +133,25 @@ export interface ServerOptions {
   readonly watchBufferEventsMax?: number;
   /** How often idle watchers that asked for it get a progress notification. Default 1,000. */
   readonly watchProgressMs?: number;
+  /** Origins whose pages may make requests (etcd's `--cors`; `"*"` any). Default: none. */
+  readonly corsOrigins?: readonly string[];
+  /**
+   * Host names accepted in requests' Host header (etcd's `--host-whitelist`; `"*"` any). Default:
+   * on a loopback client address only localhost, 127.0.0.1 and ::1 (against DNS rebinding);
+   * otherwise any.
+   */
+  readonly hostWhitelist?: readonly string[];
 }
+
+/**
+ * Answers one client request for `server`: src/net/http.ts's `handleHttp`, passed in by the caller
+ * so that the server does not import the routes that import it.
+ */
+export type HttpHandler = (
+  server: RaftServer,
+  req: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+) => Promise<Response>;
 
 /** Refused to start (with an exit code for the process). */
 export class StartupError extends Error {
@@ -126,6 +193,14 @@ export interface LocalStatus {
   readonly keys: number;
   /** Client URL. */
   readonly clientUrl: string;
+  /** Last index folded into a snapshot. */
+  readonly snapshotIndex: number;
+  /** Command bytes applied since the last snapshot (bounded by `--snapshot-bytes`). */
+  readonly logBytes: number;
+  /** The store's size as the quota counts it (`--quota-backend-bytes`). */
+  readonly backendBytes: number;
+  /** Worst event-loop stall since the node started, ms (heartbeats wait that long). */
+  readonly eventLoopStallMsMax: number;
   /** On a leader: each follower's progress. */
   readonly progress: readonly {
     follower: NodeId;
@@ -159,11 +234,20 @@ export interface ServerCounters {
 
 interface ProposalWaiter {
   readonly term: number;
+  readonly bytes: number;
   readonly resolve: (r: ApplyResult) => void;
   readonly reject: (e: Error) => void;
 }
 
 const SEEN_FILE = "net-peers-seen.json";
+/** Defaults of the memory bounds (see {@linkcode ServerOptions}). */
+export const SNAPSHOT_BYTES_DEFAULT = 64 * 1024 * 1024;
+/** Default quota: 512 MiB (see docs/api.md for why not etcd's 2 GiB). */
+export const QUOTA_BACKEND_BYTES_DEFAULT = 512 * 1024 * 1024;
+const PROPOSALS_PENDING_MAX_DEFAULT = 10_000;
+const PROPOSAL_BYTES_PENDING_MAX_DEFAULT = 64 * 1024 * 1024;
+/** etcd's error for a leader with too much work queued (gRPC ResourceExhausted). */
+export const TOO_MANY_REQUESTS_ERROR = "etcdserver: too many requests";
 /** Most ready batches handled in one turn of the event loop. */
 const DRAIN_BATCHES_MAX = 256;
 
@@ -175,8 +259,19 @@ export class RaftServer {
   readonly clusterId: string;
   /** Limits and timeouts in force. */
   readonly requestBytesMax: number;
+  /** Most bytes of key-values one answer may carry. */
+  readonly responseBytesMax: number;
+  /** Event-loop stalls of this process. */
+  readonly loopStalls: LoopStallMeter = new LoopStallMeter();
+  /** Checks the Host and Origin of client requests (see {@linkcode BrowserGuard}). */
+  readonly browserGuard: BrowserGuard;
   /** How long a request may wait. */
   readonly requestTimeoutMs: number;
+  /** Longest wait for a request body. */
+  readonly bodyReadTimeoutMs: number;
+  /** Most HTTP requests handled at once. */
+  readonly httpRequestsMax: number;
+  #httpRequests = 0;
   /** Counters. */
   readonly counters: ServerCounters = {
     proposals: 0,
@@ -198,6 +293,7 @@ export class RaftServer {
   readonly #storage: FileStorage;
   readonly #transport: PeerTransport | undefined;
   readonly #peers: ReadonlyMap<NodeId, Address>;
+  readonly #peerClientUrls: ReadonlyMap<NodeId, string>;
   readonly #dataDir: string;
   readonly #log: (line: string) => void;
   readonly #t0 = performance.now();
@@ -205,6 +301,18 @@ export class RaftServer {
   #clientUrl = "";
   #store: MetadataStore;
   readonly #snapshotEntries: number;
+  readonly #snapshotBytes: number;
+  /** The store's quota in bytes. */
+  readonly quotaBackendBytes: number;
+  readonly #proposalsPendingMax: number;
+  readonly #proposalBytesPendingMax: number;
+  #proposalBytesPending = 0;
+  /** Command bytes applied since start, and where the current snapshot's base stands in them. */
+  #appliedBytes = 0;
+  #snapshotBytesBase = { index: 0, appliedBytes: 0 };
+  #snapshotBytesNext: { index: number; appliedBytes: number } | undefined;
+  /** Log index of a NOSPACE raise proposed by this leader and not yet applied. */
+  #alarmRaiseIndex = 0;
   /** The entries due before the next snapshot (staggered), and the snapshot index it was drawn at. */
   #snapshotDue = { entries: 0, drawnAt: -1 };
   #ticker: ReturnType<typeof setInterval> | undefined;
@@ -212,15 +320,15 @@ export class RaftServer {
   #draining = false;
   #closed = false;
   #proposals = new Map<number, ProposalWaiter>();
-  #reads = new Map<string, { resolve: () => void; reject: (e: Error) => void }>();
+  /** Pending reads, each with the leader it asked (undefined when none was known). */
+  #reads = new Map<
+    string,
+    { resolve: () => void; reject: (e: Error) => void; askedLeader: NodeId | undefined }
+  >();
   #readsWaitingApply: { index: number; resolve: () => void }[] = [];
   #readSeq = 0;
-  /** The hard state last made durable (term and vote must be, before any send). */
-  #hardStateDurable: HardState | undefined;
-  /** A newer hard state that differs from the durable one only in commitIndex. */
-  #hardStateDeferred: HardState | undefined;
-  /** The last entry written without a sync (a leader's own write, §10.2.1), if any. */
-  #unsynced: { index: number; term: number } | undefined;
+  /** Persist, send, apply, serve reads: the loop the simulator runs too (src/host/loop.ts). */
+  readonly #loop: HostLoop;
   /** The fdatasync running off the loop now, if any. */
   #syncing: Promise<void> | undefined;
   /** Timeouts of pending proposals and reads, fired by the clock tick. */
@@ -256,16 +364,67 @@ export class RaftServer {
     this.#storage = storage;
     this.#store = store;
     this.#snapshotEntries = options.snapshotEntries ?? SNAPSHOT_ENTRIES_DEFAULT;
+    this.#snapshotBytes = options.snapshotBytes ?? SNAPSHOT_BYTES_DEFAULT;
+    this.quotaBackendBytes = options.quotaBackendBytes ?? QUOTA_BACKEND_BYTES_DEFAULT;
+    this.#proposalsPendingMax = options.proposalsPendingMax ?? PROPOSALS_PENDING_MAX_DEFAULT;
+    this.#proposalBytesPendingMax = options.proposalBytesPendingMax ??
+      PROPOSAL_BYTES_PENDING_MAX_DEFAULT;
     this.#transport = transport;
     this.#peers = options.peers ?? new Map();
+    this.#peerClientUrls = options.peerClientUrls ?? new Map();
     this.#dataDir = options.dataDir ?? "./data";
     this.#log = options.log ?? ((line) => console.log(line));
     this.requestBytesMax = options.requestBytesMax ?? 1.5 * 1024 * 1024;
+    this.responseBytesMax = options.responseBytesMax ?? RESPONSE_BYTES_MAX_DEFAULT;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
+    this.browserGuard = browserGuardOf(options);
+    this.bodyReadTimeoutMs = options.bodyReadTimeoutMs ?? 10_000;
+    this.httpRequestsMax = options.httpRequestsMax ?? 512;
     this.#seenTerms = seen;
     this.#joinTarget = joinTarget;
     this.#last = { role: node.role, term: node.term, leader: node.leaderId };
-    this.#hardStateDurable = node.hardState;
+    this.#loop = new HostLoop(node, {
+      disk: {
+        saveSnapshot: (snapshot) => storage.saveSnapshot(snapshot),
+        save: (hardState, entries) => {
+          const t = performance.now();
+          storage.save(hardState, entries);
+          this.walSyncSeconds.observe((performance.now() - t) / 1000);
+          this.counters.saves++;
+        },
+        write: (hardState, entries) => {
+          storage.write(hardState, entries);
+          this.counters.saves++;
+        },
+        // An fdatasync on Deno's blocking pool: the loop replicates and parses requests meanwhile.
+        sync: (done) => {
+          const t = performance.now();
+          const syncing = storage.sync().then(() => {
+            if (this.#syncing === syncing) this.#syncing = undefined;
+            if (!this.#closed) this.walSyncSeconds.observe((performance.now() - t) / 1000);
+            done();
+          }, (e) => {
+            if (this.#syncing === syncing) this.#syncing = undefined;
+            done(e as Error);
+          });
+          this.#syncing = syncing;
+        },
+      },
+      transport: {
+        send: (m) => {
+          if (this.#joinTarget !== undefined && withheld(m)) return;
+          this.#transport?.send(m);
+        },
+      },
+      restore: (snapshot) => this.#restore(snapshot),
+      apply: (entry) => this.#apply(entry),
+      readState: (read) => this.#readState(read),
+      wake: () => this.#scheduleDrain(),
+      fail: (e) => {
+        if (!this.#closed) this.#die(e);
+      },
+      halted: () => this.#closed,
+    });
     this.#stopped = new Promise((r) => this.#stop = r);
     this.#hub = new WatchHub(() => this.#store, {
       watchersMax: options.watchersMax,
@@ -292,7 +451,7 @@ export class RaftServer {
    * starts the peer transport, the clock and the HTTP listener. Throws {@linkcode StartupError}
    * when the node must not start.
    */
-  static async start(options: ServerOptions = {}): Promise<RaftServer> {
+  static async start(options: ServerOptions, handler: HttpHandler): Promise<RaftServer> {
     const nodeId = options.nodeId ?? "n1";
     const clusterId = options.clusterId ?? "raftmeta";
     const dataDir = options.dataDir ?? "./data";
@@ -300,7 +459,43 @@ export class RaftServer {
     const log = options.log ?? ((line: string) => console.log(line));
     const emit = (event: string, fields: Record<string, unknown>) =>
       log(JSON.stringify({ ts: new Date().toISOString(), node: nodeId, event, ...fields }));
+    try {
+      browserGuardOf(options); // refuse a bad origin before anything is opened
+    } catch (e) {
+      throw new StartupError((e as Error).message);
+    }
     if (peers.has(nodeId)) throw new StartupError(`--peers must not list this node "${nodeId}"`);
+    for (const [id, url] of options.peerClientUrls ?? []) {
+      if (!peers.has(id)) {
+        throw new StartupError(`--peer-client-urls names "${id}", which --peers does not list`);
+      }
+      checkClientUrl(url, `--peer-client-urls entry for "${id}"`);
+    }
+    for (
+      const [what, v] of [
+        ["peerHandshakeTimeoutMs", options.peerHandshakeTimeoutMs],
+        ["peerUnauthenticatedMax", options.peerUnauthenticatedMax],
+      ] as const
+    ) {
+      if (v !== undefined && !(Number.isSafeInteger(v) && v >= 1)) {
+        throw new StartupError(`${what} must be a positive integer: ${v}`);
+      }
+    }
+    const secret = options.secret ?? "";
+    if (peers.size > 0 && secret === "") {
+      if (!options.insecurePeers) {
+        throw new StartupError(
+          `Node "${nodeId}" has peers but no cluster secret: anyone who reaches its peer port ` +
+            `could forge log entries. Give one with --cluster-secret-file or ` +
+            `$RAFTMETA_CLUSTER_SECRET (or accept the risk with --insecure-peers)`,
+        );
+      }
+      emit("insecure-peers", {
+        warning: "No cluster secret (--insecure-peers): anyone who reaches the peer port " +
+          "can join as a peer, forge log entries and overwrite data",
+      });
+    }
+    warnIfShared(dataDir, emit);
 
     const fresh = !exists(`${dataDir}/meta.json`);
     const seen = readSeen(dataDir);
@@ -317,14 +512,14 @@ export class RaftServer {
     } catch (e) {
       throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
     }
-    const clientUrl = http !== undefined ? http.url : "";
     const transport: PeerTransport | undefined = peers.size === 0 ? undefined : new PeerTransport({
       nodeId,
       clusterId,
-      secret: options.secret ?? "",
+      secret,
       listen: options.peerListen ?? { hostname: "127.0.0.1", port: 2380 },
       peers,
-      clientUrl,
+      handshakeTimeoutMs: options.peerHandshakeTimeoutMs,
+      unauthenticatedConnectionsMax: options.peerUnauthenticatedMax,
       onMessages: (from, messages) => {
         ref.server?.receive(from, messages);
       },
@@ -334,6 +529,10 @@ export class RaftServer {
       }),
       seenTermOf: (peer) => seen.get(peer) ?? 0,
       log: emit,
+      logTransfer: (peer) => {
+        if (ref.server === undefined) throw new Error(`Node "${nodeId}" is still starting`);
+        return logTransferFrames(ref.server.node, peer);
+      },
     });
     try {
       await retryWhileInUse(() => transport?.start());
@@ -366,22 +565,22 @@ export class RaftServer {
             3,
           );
         }
-        transfer = await fetchLeaderLog(transport, nodeId, probeMs);
-        if (transfer === undefined) {
+        const joinTimeoutMs = options.joinTimeoutMs ?? 30_000;
+        try {
+          transfer = await fetchLeaderLog(transport, nodeId, joinTimeoutMs, emit);
+        } catch (e) {
           transport.close();
           http?.close();
-          throw new StartupError(
-            `No leader answered with its log within ${probeMs} ms; cannot rebuild "${nodeId}" yet`,
-            4,
-          );
+          throw new StartupError((e as Error).message, 4);
         }
-        joinTarget = transfer.append.leaderCommit;
+        joinTarget = transfer.leaderCommit;
         emit("join", {
           reason: "empty data directory",
           witness: peer,
-          from: transfer.append.from,
+          from: transfer.from,
           snapshotIndex: transfer.snapshot?.meta.index ?? 0,
-          entries: transfer.append.entries.length,
+          snapshotBytes: transfer.snapshot?.data.length ?? 0,
+          entries: transfer.entries.length,
           catchUpTo: joinTarget,
         });
       }
@@ -402,13 +601,18 @@ export class RaftServer {
     if (transfer !== undefined) {
       // The leader's whole log (snapshot and entries after it): the leader may remember this node
       // at any index up to its last, and never moves a follower's matchIndex back (rule 4).
-      const a = transfer.append;
       if (transfer.snapshot !== undefined) storage.saveSnapshot(transfer.snapshot);
       // The vote this node may have cast before it lost its data is gone. Its peers saw it up to
       // some term; in the newest of those and the leader's it counts as having voted for itself,
       // so it grants no second vote in a term where it may already have given one (rule 2).
-      const term = Math.max(a.term, ...[...transport!.peerInfo.values()].map((i) => i.seenTerm));
-      storage.save({ term, votedFor: nodeId, commitIndex: a.leaderCommit }, a.entries);
+      const term = Math.max(
+        transfer.term,
+        ...[...transport!.peerInfo.values()].map((i) => i.seenTerm),
+      );
+      storage.save(
+        { term, votedFor: nodeId, commitIndex: transfer.leaderCommit },
+        transfer.entries,
+      );
       emit("join-vote-withheld", { term });
     }
     const persisted = storage.load();
@@ -452,12 +656,12 @@ export class RaftServer {
     });
     if (http !== undefined) {
       server.#clientUrl = http.url;
-      server.#http = http.serve((req, info) => handleHttp(server, req, info));
+      server.#http = http.serve((req, info) => handler(server, req, info));
     } else {
       try {
         const h = await retryWhileInUse(() => startHttpDeferred(clientListen));
         server.#clientUrl = h.url;
-        server.#http = h.serve((req, info) => handleHttp(server, req, info));
+        server.#http = h.serve((req, info) => handler(server, req, info));
       } catch (e) {
         storage.close();
         throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
@@ -466,6 +670,7 @@ export class RaftServer {
     emit("listening", { clientUrl: server.#clientUrl });
     const tickMs = options.tickMs ?? 5;
     server.#ticker = setInterval(() => server.#tick(), tickMs);
+    server.loopStalls.start();
     server.#tick();
     return server;
   }
@@ -511,10 +716,10 @@ export class RaftServer {
     return this.#leases;
   }
 
-  /** The client URL of `id` (this node's own, or as the peer told it). */
+  /** The client URL of `id`: this node's own, or a peer's as configured (never as it claims). */
   clientUrlOf(id: NodeId): string | undefined {
     if (id === this.nodeId) return this.#clientUrl;
-    return this.#transport?.peerInfo.get(id)?.clientUrl;
+    return this.#peerClientUrls.get(id);
   }
 
   /** Every voter with its addresses. */
@@ -548,6 +753,10 @@ export class RaftServer {
       revision: this.store.revision,
       keys: this.store.size,
       clientUrl: this.#clientUrl,
+      snapshotIndex: this.#node.log.snapshotIndex,
+      logBytes: this.logBytes,
+      backendBytes: this.store.backendBytes,
+      eventLoopStallMsMax: this.loopStalls.stalls.stallMsMax,
       progress: [...s.progress].map(([follower, p]) => ({ follower, ...p })),
     };
   }
@@ -573,6 +782,17 @@ export class RaftServer {
       throw new HttpError(400, (e as Error).message, 3);
     }
     if (this.#node.role !== "Leader") throw new NotLeaderError(this.nodeId, this.#node.leaderId);
+    // Load shedding: refuse before the queue of unapplied proposals grows without bound.
+    if (
+      this.#proposals.size >= this.#proposalsPendingMax ||
+      this.#proposalBytesPending + bytes.length > this.#proposalBytesPendingMax
+    ) {
+      this.counters.proposalsFailed++;
+      throw new HttpError(429, TOO_MANY_REQUESTS_ERROR, 8, 1);
+    }
+    if (addsData(session === undefined ? command : { type: "session", ...session, command })) {
+      this.#checkQuota(bytes.length);
+    }
     let proposed: { index: number; term: number };
     try {
       proposed = this.#node.propose(bytes);
@@ -583,11 +803,18 @@ export class RaftServer {
     }
     this.counters.proposals++;
     const { promise, resolve, reject } = Promise.withResolvers<ApplyResult>();
-    this.#proposals.set(proposed.index, { term: proposed.term, resolve, reject });
+    this.#proposals.set(proposed.index, {
+      term: proposed.term,
+      bytes: bytes.length,
+      resolve,
+      reject,
+    });
+    this.#proposalBytesPending += bytes.length;
     this.#scheduleDrain();
     this.#after(this.requestTimeoutMs, () => {
       if (this.#proposals.get(proposed.index)?.resolve !== resolve) return;
       this.#proposals.delete(proposed.index);
+      this.#proposalBytesPending -= bytes.length;
       this.counters.proposalsFailed++;
       reject(
         new HttpError(
@@ -601,6 +828,34 @@ export class RaftServer {
   }
 
   /**
+   * Refuses a write of `bytes` with etcd's NOSPACE error when the alarm is raised or the write
+   * would take the store over its quota; then raises the alarm through the log (once), so every
+   * node refuses such writes at apply from the same replicated state.
+   */
+  #checkQuota(bytes: number): void {
+    const store = this.store;
+    if (store.alarms.length > 0) throw new HttpError(429, NOSPACE_ERROR, 8);
+    if (store.backendBytes + bytes <= this.quotaBackendBytes) return;
+    if (this.#alarmRaiseIndex <= store.appliedIndex) {
+      const raise = encodeCommand({
+        type: "alarm",
+        action: "activate",
+        memberId: this.nodeId,
+        alarm: "NOSPACE",
+      });
+      this.#alarmRaiseIndex = this.#node.propose(raise).index;
+      this.counters.proposals++;
+      this.logEvent("alarm-raised", {
+        alarm: "NOSPACE",
+        backendBytes: store.backendBytes,
+        quotaBackendBytes: this.quotaBackendBytes,
+      });
+      this.#scheduleDrain();
+    }
+    throw new HttpError(429, NOSPACE_ERROR, 8);
+  }
+
+  /**
    * Waits until a linearizable read may be served here (ReadIndex, §6.4): leadership confirmed by
    * a quorum after this call, and the store applied up to the read index. On a follower the read
    * index comes from the leader. Throws {@linkcode HttpError} 503 when no leader confirms it.
@@ -609,14 +864,33 @@ export class RaftServer {
     this.#usable();
     const readId = `${this.nodeId}.${++this.#readSeq}`;
     const { promise, resolve, reject } = Promise.withResolvers<void>();
-    this.#reads.set(readId, { resolve, reject });
+    this.#reads.set(readId, { resolve, reject, askedLeader: this.#node.leaderId });
     this.#after(timeoutMs, () => {
       if (!this.#reads.delete(readId)) return;
-      reject(new HttpError(503, `No leader confirmed the read within ${timeoutMs} ms`, 14));
+      reject(
+        new HttpError(503, `No leader confirmed the read within ${Math.round(timeoutMs)} ms`, 14),
+      );
     });
     this.#node.readIndex(readId);
     this.#scheduleDrain();
     return promise;
+  }
+
+  /** Counts a new HTTP request in; false (and not counted) when `httpRequestsMax` are in flight. */
+  admitRequest(): boolean {
+    if (this.#httpRequests >= this.httpRequestsMax) return false;
+    this.#httpRequests++;
+    return true;
+  }
+
+  /** Counts a request admitted by {@linkcode admitRequest} out. */
+  releaseRequest(): void {
+    this.#httpRequests--;
+  }
+
+  /** Runs `fire` about `ms` from now on the clock tick; `fire` must check it is still wanted. */
+  afterMs(ms: number, fire: () => void): void {
+    this.#after(ms, fire);
   }
 
   /**
@@ -642,12 +916,15 @@ export class RaftServer {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#loop.stop();
     clearInterval(this.#ticker);
+    this.loopStalls.stop();
     this.#hub.cancelAll(`Node "${this.nodeId}" is stopping`);
     this.#transport?.close();
     for (const w of this.#proposals.values()) w.reject(new HttpError(503, "Node is stopping", 14));
     for (const r of this.#reads.values()) r.reject(new HttpError(503, "Node is stopping", 14));
     this.#proposals.clear();
+    this.#proposalBytesPending = 0;
     this.#reads.clear();
     try {
       // In-flight requests get a moment; a stuck client connection must not keep the node up.
@@ -659,7 +936,8 @@ export class RaftServer {
       await this.#storage.sync();
     } catch { /* a failed disk: the data directory's recovery deals with it */ }
     try {
-      if (this.#hardStateDeferred !== undefined) this.#storage.save(this.#hardStateDeferred, []);
+      const deferred = this.#loop.hardStateDeferred;
+      if (deferred !== undefined) this.#storage.save(deferred, []);
       this.#storage.close();
     } catch { /* already closed */ }
     this.#stop();
@@ -731,7 +1009,9 @@ export class RaftServer {
     try {
       // Bounded, so that no input can keep the event loop from serving anything else.
       for (let i = 0; i < DRAIN_BATCHES_MAX && this.#node.hasReady(); i++) {
-        this.#handleReady(this.#node.takeReady());
+        this.counters.readyBatches++;
+        this.#loop.handle(this.#node.takeReady());
+        this.#serveReadsApplied();
       }
       this.#afterDrain();
       if (this.#node.hasReady()) this.#scheduleDrain();
@@ -742,125 +1022,80 @@ export class RaftServer {
     }
   }
 
-  #handleReady(ready: Ready): void {
-    this.counters.readyBatches++;
-    // A leader's batch acknowledges nothing: its messages go out at once and its own write
-    // becomes durable off the loop (§10.2.1); the node counts itself once `stableTo` says so.
-    if (!ready.persistFirst) this.#send(ready);
-    // 1. Persist (rule 2: nothing is acknowledged before it is durable); a snapshot first, since
-    // the entries of the same batch continue it.
-    if (ready.snapshot !== undefined) this.#storage.saveSnapshot(ready.snapshot);
-    const hs = ready.hardState;
-    const durable = this.#hardStateDurable;
-    if (
-      hs !== undefined && ready.entries.length === 0 && durable !== undefined &&
-      hs.term === durable.term && hs.votedFor === durable.votedFor
-    ) {
-      // Only commitIndex moved. Raft needs no fsync for it (a node that loses it relearns it from
-      // the leader; etcd skips this sync too): it rides along with the next save. This takes one
-      // fdatasync off every write's path on the leader and off every commit notice on followers.
-      this.#hardStateDeferred = hs;
-    } else if (hs !== undefined || ready.entries.length > 0) {
-      const save = hs ?? this.#hardStateDeferred;
-      const last = ready.entries[ready.entries.length - 1];
-      if (!ready.persistFirst) {
-        this.#storage.write(save, ready.entries);
-        if (last !== undefined) this.#unsynced = { index: last.index, term: last.term };
-        this.#syncOffLoop();
-      } else {
-        const t = performance.now();
-        this.#storage.save(save, ready.entries); // also makes earlier writes durable
-        this.walSyncSeconds.observe((performance.now() - t) / 1000);
-        if (last !== undefined) this.#node.stableTo(last.index, last.term);
-      }
-      this.#hardStateDeferred = undefined;
-      if (save !== undefined) this.#hardStateDurable = save;
-      this.counters.saves++;
-    }
-    // 2. Send.
-    if (ready.persistFirst) this.#send(ready);
-    // 3. Apply, after restoring a snapshot installed from the leader (§7).
-    if (ready.snapshot !== undefined) {
-      this.#store = decodeStoreSnapshot(ready.snapshot.data);
-      this.logEvent("snapshot-installed", {
-        index: ready.snapshot.meta.index,
-        term: ready.snapshot.meta.term,
-        bytes: ready.snapshot.data.length,
-        from: this.#node.leaderId ?? null,
-      });
-    }
-    if (ready.committedEntries.length > 0 || ready.snapshot !== undefined) {
-      this.#appliedSinceNotify = true;
-    }
-    for (const e of ready.committedEntries) {
-      let result: ApplyResult | undefined;
-      if (e.kind === "command") result = this.store.apply(e.command, e.index);
-      else this.store.applyNoop(e.index);
-      const waiter = this.#proposals.get(e.index);
-      if (waiter !== undefined) {
-        this.#proposals.delete(e.index);
-        if (waiter.term === e.term && result !== undefined) waiter.resolve(result);
-        else {
-          this.counters.proposalsFailed++;
-          // Another leader's entry took the index: ours was never committed.
-          waiter.reject(
-            new HttpError(503, `Leadership changed; entry ${e.index} was replaced, retry`, 14),
-          );
-        }
-      }
-    }
-    // 4. Reads whose index is known.
-    for (const r of ready.readStates) {
-      const waiter = this.#reads.get(r.readId);
-      if (waiter === undefined) continue;
-      this.#reads.delete(r.readId);
-      if (!r.ok) {
-        waiter.reject(new ReadRefused(r.reason ?? "the leader refused the read"));
-      } else if (this.store.appliedIndex >= r.readIndex) {
-        waiter.resolve();
-      } else {
-        this.#readsWaitingApply.push({ index: r.readIndex, resolve: waiter.resolve });
-      }
-    }
-    if (this.#readsWaitingApply.length > 0) {
-      const applied = this.store.appliedIndex;
-      const still: { index: number; resolve: () => void }[] = [];
-      for (const w of this.#readsWaitingApply) {
-        if (w.index <= applied) w.resolve();
-        else still.push(w);
-      }
-      this.#readsWaitingApply = still;
+  /** Replaces the store with a snapshot installed from the leader (§7). */
+  #restore(snapshot: Snapshot): void {
+    this.#store = decodeStoreSnapshot(snapshot.data);
+    this.#snapshotBytesBase = { index: snapshot.meta.index, appliedBytes: this.#appliedBytes };
+    this.#appliedSinceNotify = true;
+    this.logEvent("snapshot-installed", {
+      index: snapshot.meta.index,
+      term: snapshot.meta.term,
+      bytes: snapshot.data.length,
+      from: this.#node.leaderId ?? null,
+    });
+  }
+
+  /** Applies one committed entry and settles the proposal waiting for its index, if any. */
+  #apply(e: RaftLogEntry): void {
+    this.#appliedSinceNotify = true;
+    let result: ApplyResult | undefined;
+    if (e.kind === "command") result = this.store.apply(e.command, e.index);
+    else this.store.applyNoop(e.index);
+    this.#appliedBytes += e.command.byteLength;
+    const waiter = this.#proposals.get(e.index);
+    if (waiter === undefined) return;
+    this.#proposals.delete(e.index);
+    this.#proposalBytesPending -= waiter.bytes;
+    if (waiter.term === e.term && result !== undefined) waiter.resolve(result);
+    else {
+      this.counters.proposalsFailed++;
+      // Another leader's entry took the index: ours was never committed.
+      waiter.reject(
+        new HttpError(503, `Leadership changed; entry ${e.index} was replaced, retry`, 14),
+      );
     }
   }
 
-  #send(ready: Ready): void {
-    for (const m of ready.messages) {
-      if (this.#joinTarget !== undefined && withheld(m)) continue;
-      this.#transport?.send(m);
+  /** A read whose index is known: served once the store has applied up to it. */
+  #readState(r: ReadState): void {
+    const waiter = this.#reads.get(r.readId);
+    if (waiter === undefined) return;
+    this.#reads.delete(r.readId);
+    if (!r.ok) {
+      waiter.reject(new ReadRefused(r.reason ?? "the leader refused the read"));
+    } else if (this.store.appliedIndex >= r.readIndex) {
+      waiter.resolve();
+    } else {
+      this.#readsWaitingApply.push({ index: r.readIndex, resolve: waiter.resolve });
     }
+  }
+
+  /** Serves the reads that waited for the store to apply up to their index. */
+  #serveReadsApplied(): void {
+    if (this.#readsWaitingApply.length === 0) return;
+    const applied = this.store.appliedIndex;
+    const still: { index: number; resolve: () => void }[] = [];
+    for (const w of this.#readsWaitingApply) {
+      if (w.index <= applied) w.resolve();
+      else still.push(w);
+    }
+    this.#readsWaitingApply = still;
   }
 
   /**
-   * Makes the leader's written entries durable with an fdatasync on Deno's blocking pool, so the
-   * loop replicates and parses requests meanwhile; then tells the node, which may now count itself
-   * towards a commit. One sync at a time: writes made during it ride on the next (group commit).
+   * Asks `leader` again for each pending read that asked another node: the one asked may be dead,
+   * and the read should not wait out its timeout while a new leader can confirm it now (§6.4).
+   * Whichever answer comes first serves the read; a later one finds no waiter.
    */
-  #syncOffLoop(): void {
-    if (this.#syncing !== undefined || this.#closed) return;
-    const upTo = this.#unsynced;
-    this.#unsynced = undefined;
-    const t = performance.now();
-    this.#syncing = this.#storage.sync().then(() => {
-      this.#syncing = undefined;
-      if (this.#closed) return;
-      this.walSyncSeconds.observe((performance.now() - t) / 1000);
-      if (upTo !== undefined) this.#node.stableTo(upTo.index, upTo.term);
-      if (this.#unsynced !== undefined) this.#syncOffLoop();
-      this.#scheduleDrain();
-    }, (e) => {
-      this.#syncing = undefined;
-      if (!this.#closed) this.#die(e as Error);
-    });
+  #reaskReads(leader: NodeId): void {
+    let asked = false;
+    for (const [readId, r] of this.#reads) {
+      if (r.askedLeader === leader) continue;
+      r.askedLeader = leader;
+      this.#node.readIndex(readId);
+      asked = true;
+    }
+    if (asked) this.#scheduleDrain();
   }
 
   #afterDrain(): void {
@@ -896,6 +1131,7 @@ export class RaftServer {
         lastLogIndex: n.log.lastIndex,
       });
       this.#last = { role: n.role, term: n.term, leader: n.leaderId };
+      if (n.leaderId !== undefined) this.#reaskReads(n.leaderId);
       // A follower's pending proposals cannot finish here; they fail when their index is applied
       // with another entry, or time out.
     }
@@ -919,17 +1155,37 @@ export class RaftServer {
    * one at a time, abandoned if the node closes or installs a newer snapshot meanwhile.
    */
   #maybeSnapshot(): void {
-    this.#snapshotter.maybeStart({
+    const next = this.#snapshotBytesNext;
+    if (next !== undefined && this.#node.log.snapshotIndex >= next.index) {
+      this.#snapshotBytesBase = next;
+      this.#snapshotBytesNext = undefined;
+    }
+    // By bytes as well as by entries: 1,500 entries of 1 MiB must not wait for 100,000 entries.
+    const byBytes = this.logBytes >= this.#snapshotBytes;
+    const started = this.#snapshotter.maybeStart({
       node: this.#node,
       storage: this.#storage,
       store: this.store,
-      everyEntries: this.#snapshotEntriesDue(),
+      everyEntries: byBytes ? 1 : this.#snapshotEntriesDue(),
       closed: () => this.#closed,
       log: (event, fields) => this.logEvent(event, fields),
       fail: (e) => this.#die(e),
-    })?.catch(() => {
+    });
+    if (started === undefined) return;
+    this.#snapshotBytesNext = { index: this.store.appliedIndex, appliedBytes: this.#appliedBytes };
+    started.catch(() => {
       // Already handed to `fail`.
     });
+  }
+
+  /** Command bytes applied since the last snapshot (what `snapshotBytes` bounds). */
+  get logBytes(): number {
+    return this.#appliedBytes - this.#snapshotBytesBase.appliedBytes;
+  }
+
+  /** Proposals this leader waits to see applied, and their command bytes (load shedding). */
+  get proposalsPending(): { count: number; bytes: number } {
+    return { count: this.#proposals.size, bytes: this.#proposalBytesPending };
   }
 
   #snapshotEntriesDue(): number {
@@ -954,75 +1210,41 @@ export class RaftServer {
   }
 }
 
-/** What a joining node copies from the leader before it starts. */
-interface LogTransfer {
-  readonly snapshot: Snapshot | undefined;
-  readonly append: Extract<Message, { type: "AppendEntries" }>;
-}
-
 /**
- * The leader's log as one frame: an InstallSnapshot with its newest snapshot (if it has one) and
- * an AppendEntries with every entry after it. For `GET /v1/raft/log` (a node rebuilding itself).
+ * Copies the leader's log for a node rebuilding itself: asks each peer in turn on the peer port
+ * (only the leader sends it), with backoff between rounds, logging every failed attempt with its
+ * reason. Throws, naming each peer's last error, when `timeoutMs` passes without a transfer.
  */
-export function encodeLogTransfer(node: RaftNode, to: NodeId): Uint8Array {
-  const snapshot = node.snapshot;
-  const base = snapshot?.meta.index ?? 0;
-  const messages: Message[] = [];
-  if (snapshot !== undefined) {
-    messages.push({
-      type: "InstallSnapshot",
-      from: node.id,
-      to,
-      term: node.term,
-      meta: snapshot.meta,
-      totalBytes: snapshot.data.length,
-      offset: 0,
-      data: snapshot.data,
-      done: true,
-    });
-  }
-  messages.push({
-    type: "AppendEntries",
-    from: node.id,
-    to,
-    term: node.term,
-    prevLogIndex: base,
-    prevLogTerm: node.log.term(base) ?? 0,
-    entries: node.log.slice(base + 1, node.log.lastIndex + 1),
-    leaderCommit: node.commitIndex,
-    readRound: 0,
-  });
-  return encodeMessagesFrame(messages);
-}
-
 async function fetchLeaderLog(
   transport: PeerTransport,
   nodeId: NodeId,
   timeoutMs: number,
-): Promise<LogTransfer | undefined> {
-  const deadline = Date.now() + Math.max(timeoutMs, 5000);
-  while (Date.now() < deadline) {
-    for (const info of transport.peerInfo.values()) {
-      if (info.clientUrl === undefined) continue;
+  emit: (event: string, fields: Record<string, unknown>) => void,
+): Promise<LogTransfer> {
+  const deadline = Date.now() + timeoutMs;
+  const errors = new Map<NodeId, string>();
+  let backoffMs = 100;
+  while (true) {
+    for (const peer of transport.peerInfo.keys()) {
+      const receiver = new LogTransferReceiver(peer, nodeId);
       try {
-        const res = await fetch(`${info.clientUrl}/v1/raft/log?for=${encodeURIComponent(nodeId)}`, {
-          signal: AbortSignal.timeout(10_000),
-        });
-        const bytes = new Uint8Array(await res.arrayBuffer());
-        if (res.status !== 200) continue;
-        const messages = decodeMessages(bytes.subarray(4));
-        const append = messages.find((m) => m.type === "AppendEntries");
-        const snap = messages.find((m) => m.type === "InstallSnapshot");
-        if (append === undefined || append.prevLogIndex !== (snap?.meta.index ?? 0)) continue;
-        return {
-          append,
-          snapshot: snap === undefined ? undefined : { meta: snap.meta, data: snap.data },
-        };
-      } catch { /* not the leader, or gone: try the next */ }
+        await transport.fetchLog(peer, (payload) => receiver.push(payload), timeoutMs);
+        return receiver.result!;
+      } catch (e) {
+        const error = (e as Error).message;
+        errors.set(peer, error);
+        emit("join-attempt-failed", { peer, error });
+      }
     }
-    await new Promise((r) => setTimeout(r, 100));
+    if (Date.now() + backoffMs > deadline) break;
+    await new Promise((r) => setTimeout(r, backoffMs));
+    backoffMs = Math.min(2000, backoffMs * 2);
   }
-  return undefined;
+  const why = [...errors].map(([peer, error]) => `${peer}: ${error}`).join("; ");
+  throw new Error(
+    `Cannot rebuild "${nodeId}": no leader sent its log within ${timeoutMs} ms ` +
+      `(--join-timeout-ms). Last errors: ${why}`,
+  );
 }
 
 /** A read the leader refused or that lost its leader; the client may retry. */
@@ -1070,6 +1292,40 @@ function exists(path: string): boolean {
   }
 }
 
+/** Checks a configured client URL: `http(s)://host:port` and nothing else. */
+export function checkClientUrl(url: string, what: string): void {
+  let u: URL | undefined;
+  try {
+    u = new URL(url);
+  } catch { /* reported below */ }
+  if (
+    u === undefined || (u.protocol !== "http:" && u.protocol !== "https:") || u.username !== "" ||
+    u.password !== "" || u.pathname !== "/" || u.search !== "" || u.hash !== "" ||
+    url.endsWith("/")
+  ) {
+    throw new StartupError(
+      `${what} must be http://HOST:PORT or https://HOST:PORT: ${JSON.stringify(url)}`,
+    );
+  }
+}
+
+/** Logs a warning when the data directory is open to other users (etcd wants 0700 too). */
+function warnIfShared(dir: string, emit: (event: string, fields: Record<string, unknown>) => void) {
+  let mode: number | null;
+  try {
+    mode = Deno.statSync(dir).mode;
+  } catch {
+    return; // created below, 0700
+  }
+  if (mode !== null && (mode & 0o077) !== 0) {
+    emit("data-dir-permissions", {
+      warning: `Data directory "${dir}" is open to other users (mode ${
+        (mode & 0o777).toString(8)
+      }); its files hold every key and value. Run: chmod 700 "${dir}"`,
+    });
+  }
+}
+
 function readSeen(dir: string): Map<NodeId, number> {
   try {
     const obj = JSON.parse(Deno.readTextFileSync(`${dir}/${SEEN_FILE}`));
@@ -1087,7 +1343,7 @@ function readSeen(dir: string): Map<NodeId, number> {
 function writeSeen(dir: string, seen: Map<NodeId, number>): void {
   const path = `${dir}/${SEEN_FILE}`;
   const temp = `${path}.tmp`;
-  const f = Deno.openSync(temp, { write: true, create: true, truncate: true });
+  const f = Deno.openSync(temp, { write: true, create: true, truncate: true, mode: FILE_MODE });
   try {
     f.writeSync(
       new TextEncoder().encode(JSON.stringify({ seenTerms: Object.fromEntries(seen) }) + "\n"),
@@ -1100,9 +1356,17 @@ function writeSeen(dir: string, seen: Map<NodeId, number>): void {
 }
 
 /**
- * Binds the client port at once (so the URL is known to peers during the handshake) and serves
- * requests later: until `serve` is called, requests get a 503.
+ * Binds the client port at once (a taken port fails the start before peers hear of this node) and
+ * serves requests later: until `serve` is called, requests get a 503.
  */
+function browserGuardOf(options: ServerOptions): BrowserGuard {
+  return new BrowserGuard({
+    corsOrigins: options.corsOrigins,
+    hostWhitelist: options.hostWhitelist,
+    listenHostname: options.clientListen?.hostname ?? "127.0.0.1",
+  });
+}
+
 function startHttpDeferred(listen: Address): {
   url: string;
   serve: (

@@ -7,8 +7,16 @@
  * is redialed with exponential backoff and jitter.
  *
  * Handshake (both sides prove the cluster secret with HMAC-SHA-256, the secret never travels):
- * acceptor → `challenge {nonce}`; dialer → `hello {clusterId, from, to, clientUrl, nonce, mac}`;
- * acceptor → `welcome {clientUrl, term, commitIndex, seenTerm, mac}` or `refused {error}`.
+ * acceptor → `challenge {nonce}`; dialer → `hello {clusterId, from, to, nonce, mac}`;
+ * acceptor → `welcome {term, commitIndex, seenTerm, mac}` or `refused {error}`. Each MAC covers
+ * both nonces (fresh random per connection, one from each side, so no proof can be replayed), both
+ * node ids, the cluster id and a label (so a hello is never taken for a welcome), and the welcome's
+ * MAC also its fields. Until the dialer has proved the secret, a connection may make this node
+ * hold at most one handshake frame ({@linkcode HANDSHAKE_FRAME_BYTES_MAX}), for at most
+ * `handshakeTimeoutMs`, and at most `unauthenticatedConnectionsMax` such connections are open.
+ * Peers' client URLs are not part of the handshake: they come from configuration.
+ * After it, a node rebuilding itself may send `logRequest` instead of messages on a connection of
+ * its own; the acceptor then streams its log (src/net/log_transfer.ts) and closes.
  *
  * @module
  */
@@ -19,9 +27,11 @@ import {
   decodeMessages,
   encodeJsonFrame,
   encodeMessagesFrame,
+  FRAME_BYTES_MAX,
   FrameError,
   FrameKind,
   FrameReader,
+  HANDSHAKE_FRAME_BYTES_MAX,
 } from "./codec.ts";
 
 /** A host and port. */
@@ -34,8 +44,6 @@ export interface Address {
 
 /** What a peer told us in its handshake. */
 export interface PeerInfo {
-  /** The peer's client URL (`http://host:port`), for forwarding requests to it. */
-  clientUrl: string | undefined;
   /** The peer's term when it answered. */
   term: number;
   /** The peer's commitIndex when it answered. */
@@ -60,6 +68,8 @@ export interface TransportStats {
   framesSent: number;
   /** Connections closed because of a malformed frame or a failed handshake. */
   connectionsRefused: number;
+  /** Incoming connections closed at once: `unauthenticatedConnectionsMax` were in handshake. */
+  connectionsOverLimit: number;
   /** Outgoing connections established. */
   connectsOk: number;
 }
@@ -76,8 +86,6 @@ export interface TransportOptions {
   readonly listen: Address;
   /** Every other voter and where it listens for peers. */
   readonly peers: ReadonlyMap<NodeId, Address>;
-  /** This node's client URL, told to peers. */
-  readonly clientUrl: string;
   /** Receives messages from a peer, already validated. */
   onMessages(from: NodeId, messages: Message[]): void;
   /** This node's term and commitIndex, told to dialers in the welcome. */
@@ -86,6 +94,11 @@ export interface TransportOptions {
   seenTermOf(peer: NodeId): number;
   /** Structured log. */
   log(event: string, fields: Record<string, unknown>): void;
+  /**
+   * The frames of this node's log for `peer`, which is rebuilding itself (`--join`); throws when
+   * this node cannot send it (not the leader). Without it, log requests are refused.
+   */
+  logTransfer?(peer: NodeId): Iterable<Uint8Array>;
   /** Most messages queued per peer. Default 4096. */
   readonly queueMessagesMax?: number;
   /** Most bytes of entries queued per peer. Default 64 MiB. */
@@ -94,13 +107,18 @@ export interface TransportOptions {
   readonly backoffMinMs?: number;
   /** Longest redial delay. Default 1000. */
   readonly backoffMaxMs?: number;
-  /** Time allowed for a handshake. Default 3000. */
+  /** Time allowed for a handshake (a stranger holds a connection at most this long). Default 3000. */
   readonly handshakeTimeoutMs?: number;
+  /** Most incoming connections that have not completed their handshake yet. Default 64. */
+  readonly unauthenticatedConnectionsMax?: number;
 }
 
 const encoder = new TextEncoder();
 const MESSAGES_PER_FRAME_MAX = 1024;
 const FRAME_TARGET_BYTES = 4 * 1024 * 1024;
+/** Bytes read from a socket at once once the peer has authenticated. */
+const READ_BYTES = 64 * 1024;
+const NONCE_PATTERN = /^[0-9a-f]{32}$/;
 
 function messageBytes(m: Message): number {
   let n = 64;
@@ -128,23 +146,33 @@ function isCount(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
 }
 
-/** Reads frames from a connection; `next` resolves with a payload or throws when it closes. */
+/**
+ * Reads frames from a connection; `next` resolves with a payload or throws when it closes. It
+ * starts limited to handshake frames; {@linkcode FrameStream.authenticated} lifts the limit.
+ */
 class FrameStream {
   readonly #conn: Deno.Conn;
-  readonly #reader = new FrameReader();
+  readonly #reader = new FrameReader(HANDSHAKE_FRAME_BYTES_MAX);
+  #buf = new Uint8Array(HANDSHAKE_FRAME_BYTES_MAX + 4);
 
   constructor(conn: Deno.Conn) {
     this.#conn = conn;
+  }
+
+  /** The peer proved the secret: accept full-size frames from now on. */
+  authenticated(): void {
+    this.#reader.frameBytesMax = FRAME_BYTES_MAX;
+    this.#buf = new Uint8Array(READ_BYTES);
   }
 
   async next(): Promise<Uint8Array> {
     while (true) {
       const frame = this.#reader.next();
       if (frame !== undefined) return frame;
-      const buf = new Uint8Array(64 * 1024);
-      const n = await this.#conn.read(buf);
+      const n = await this.#conn.read(this.#buf);
       if (n === null) throw new Error("connection closed");
-      this.#reader.push(buf.subarray(0, n));
+      // A copy of what arrived: a trickle of small reads must not pin a whole read buffer each.
+      this.#reader.push(this.#buf.slice(0, n));
     }
   }
 }
@@ -195,6 +223,8 @@ export class PeerTransport {
   readonly #queueMessagesMax: number;
   readonly #queueBytesMax: number;
   readonly #handshakeTimeoutMs: number;
+  readonly #unauthenticatedConnectionsMax: number;
+  #unauthenticated = 0;
   #listener: Deno.Listener | undefined;
   #key: Promise<CryptoKey>;
   #closed = false;
@@ -207,6 +237,7 @@ export class PeerTransport {
     messagesDropped: 0,
     framesSent: 0,
     connectionsRefused: 0,
+    connectionsOverLimit: 0,
     connectsOk: 0,
   };
 
@@ -216,6 +247,7 @@ export class PeerTransport {
     this.#queueMessagesMax = options.queueMessagesMax ?? 4096;
     this.#queueBytesMax = options.queueBytesMax ?? 64 * 1024 * 1024;
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? 3000;
+    this.#unauthenticatedConnectionsMax = options.unauthenticatedConnectionsMax ?? 64;
     this.#key = crypto.subtle.importKey(
       "raw",
       encoder.encode(`raftmeta-cluster-secret\n${options.secret}`),
@@ -226,7 +258,6 @@ export class PeerTransport {
     for (const [id, address] of options.peers) {
       this.#links.set(id, new PeerLink(id, address));
       this.peerInfo.set(id, {
-        clientUrl: undefined,
         term: 0,
         commitIndex: 0,
         seenTerm: 0,
@@ -312,11 +343,12 @@ export class PeerTransport {
           "connect",
         );
         (conn as Deno.TcpConn).setNoDelay(true);
-        await withTimeout(
+        const frames = await withTimeout(
           this.#dialHandshake(conn, link.id),
           this.#handshakeTimeoutMs,
           "handshake",
         );
+        watchForClose(conn, frames);
         link.conn = conn;
         this.stats.connectsOk++;
         this.peerInfo.get(link.id)!.connected = true;
@@ -351,53 +383,78 @@ export class PeerTransport {
     }
   }
 
-  async #dialHandshake(conn: Deno.Conn, peer: NodeId): Promise<void> {
+  async #dialHandshake(conn: Deno.Conn, peer: NodeId): Promise<FrameStream> {
     const frames = new FrameStream(conn);
     const challenge = decodeJsonFrame(await frames.next(), [FrameKind.challenge]).body;
-    if (typeof challenge.nonce !== "string" || challenge.nonce.length > 128) {
-      throw new FrameError("Challenge has no nonce");
+    if (typeof challenge.nonce !== "string" || !NONCE_PATTERN.test(challenge.nonce)) {
+      throw new FrameError("Challenge has no nonce of 32 hex digits");
     }
     const { clusterId, nodeId } = this.#o;
-    const myNonce = randomNonce();
-    const mac = await this.#mac(`hello\n${clusterId}\n${nodeId}\n${peer}\n${challenge.nonce}`);
+    const nonces = `${challenge.nonce}\n${randomNonce()}`;
+    const myNonce = nonces.slice(33);
+    const mac = await this.#mac(`hello\n${clusterId}\n${nodeId}\n${peer}\n${nonces}`);
     await writeAll(
       conn,
-      encodeJsonFrame(FrameKind.hello, {
-        clusterId,
-        from: nodeId,
-        to: peer,
-        clientUrl: this.#o.clientUrl,
-        nonce: myNonce,
-        mac,
-      }),
+      encodeJsonFrame(FrameKind.hello, { clusterId, from: nodeId, to: peer, nonce: myNonce, mac }),
     );
     const answer = decodeJsonFrame(await frames.next(), [FrameKind.welcome, FrameKind.refused]);
     if (answer.kind === FrameKind.refused) {
       throw new Error(`peer "${peer}" refused us: ${String(answer.body.error)}`);
     }
     const w = answer.body;
-    const expected = await this.#mac(`welcome\n${clusterId}\n${peer}\n${nodeId}\n${myNonce}`);
-    if (typeof w.mac !== "string" || !constantTimeEqual(w.mac, expected)) {
-      throw new Error(`peer "${peer}" did not prove the cluster secret`);
-    }
     if (!isCount(w.term) || !isCount(w.commitIndex) || !isCount(w.seenTerm)) {
       throw new FrameError("Welcome has malformed fields");
     }
-    const info = this.peerInfo.get(peer)!;
-    if (typeof w.clientUrl === "string" && /^https?:\/\/[^\s]{1,200}$/.test(w.clientUrl)) {
-      info.clientUrl = w.clientUrl;
+    const expected = await this.#mac(
+      `welcome\n${clusterId}\n${peer}\n${nodeId}\n${nonces}\n${w.term}\n${w.commitIndex}\n${w.seenTerm}`,
+    );
+    if (typeof w.mac !== "string" || !constantTimeEqual(w.mac, expected)) {
+      throw new Error(`peer "${peer}" did not prove the cluster secret`);
     }
+    const info = this.peerInfo.get(peer)!;
     info.term = w.term;
     info.commitIndex = w.commitIndex;
     info.seenTerm = w.seenTerm;
     info.handshakeAtMs = Date.now();
-    // Watch for the peer closing (we never expect bytes from it after the welcome).
-    (async () => {
-      try {
-        await frames.next();
-      } catch { /* closed */ }
+    return frames;
+  }
+
+  /**
+   * Fetches `peer`'s log on a connection of its own, after the handshake, handing each frame to
+   * `onFrame` until it returns true (the transfer is complete). Throws with the reason when the
+   * peer refuses (e.g. it is not the leader), sends nothing for `idleMs`, or the link fails.
+   */
+  async fetchLog(
+    peer: NodeId,
+    onFrame: (payload: Uint8Array) => boolean,
+    idleMs: number,
+  ): Promise<void> {
+    const link = this.#links.get(peer);
+    if (link === undefined) throw new Error(`Unknown peer "${peer}"`);
+    const conn = await withTimeout(
+      Deno.connect({ hostname: link.address.hostname, port: link.address.port }),
+      this.#handshakeTimeoutMs,
+      "connect",
+    );
+    try {
+      const frames = await withTimeout(
+        this.#dialHandshake(conn, peer),
+        this.#handshakeTimeoutMs,
+        "handshake",
+      );
+      frames.authenticated(); // the welcome proved the secret: log frames may be full-size
+      await writeAll(conn, encodeJsonFrame(FrameKind.logRequest, {}));
+      while (true) {
+        const payload = await withTimeout(frames.next(), idleMs, "log transfer");
+        if (payload[0] === FrameKind.refused) {
+          const why = decodeJsonFrame(payload, [FrameKind.refused]).body.error;
+          throw new Error(`peer "${peer}" refused the log transfer: ${String(why)}`);
+        }
+        if (onFrame(payload)) return;
+      }
+    } finally {
       closeQuietly(conn);
-    })();
+    }
   }
 
   async #writeLoop(link: PeerLink, conn: Deno.Conn): Promise<void> {
@@ -437,12 +494,20 @@ export class PeerTransport {
         await new Promise((r) => setTimeout(r, 50));
         continue;
       }
+      if (this.#unauthenticated >= this.#unauthenticatedConnectionsMax) {
+        // Strangers must not be able to hold more than a bounded amount of this node's memory.
+        this.stats.connectionsOverLimit++;
+        closeQuietly(conn);
+        continue;
+      }
       this.#serveInbound(conn);
     }
   }
 
   async #serveInbound(conn: Deno.Conn): Promise<void> {
     this.#inbound.add(conn);
+    this.#unauthenticated++;
+    let unauthenticated = true;
     const frames = new FrameStream(conn);
     let peer: NodeId | undefined;
     try {
@@ -452,9 +517,15 @@ export class PeerTransport {
         this.#handshakeTimeoutMs,
         "handshake",
       );
+      this.#unauthenticated--;
+      unauthenticated = false;
+      frames.authenticated();
       const me = this.#o.nodeId;
       while (!this.#closed) {
-        const messages = decodeMessages(await frames.next());
+        const frame = await frames.next();
+        // Only after the handshake: the log goes to no one who has not proved the secret.
+        if (frame[0] === FrameKind.logRequest) return await this.#sendLog(conn, peer);
+        const messages = decodeMessages(frame);
         for (const m of messages) {
           if (m.from !== peer || m.to !== me) {
             throw new FrameError(`Message from "${m.from}" to "${m.to}" on ${peer}'s connection`);
@@ -473,8 +544,30 @@ export class PeerTransport {
         });
       }
     } finally {
+      if (unauthenticated) this.#unauthenticated--;
       this.#inbound.delete(conn);
       closeQuietly(conn);
+    }
+  }
+
+  /** Streams this node's log to `peer` frame by frame; a failure is sent as `refused`. */
+  async #sendLog(conn: Deno.Conn, peer: NodeId): Promise<void> {
+    const startMs = Date.now();
+    let frames = 0;
+    let bytes = 0;
+    try {
+      if (this.#o.logTransfer === undefined) throw new Error("this node serves no log transfers");
+      // One frame at a time: the next is encoded only when the last one is written.
+      for (const frame of this.#o.logTransfer(peer)) {
+        await writeAll(conn, frame);
+        frames++;
+        bytes += frame.length;
+      }
+      this.#o.log("log-transfer-sent", { peer, frames, bytes, ms: Date.now() - startMs });
+    } catch (e) {
+      const error = (e as Error).message;
+      this.#o.log("log-transfer-failed", { peer, frames, bytes, error });
+      await writeAll(conn, encodeJsonFrame(FrameKind.refused, { error })).catch(() => {});
     }
   }
 
@@ -482,6 +575,7 @@ export class PeerTransport {
   async #acceptHandshake(conn: Deno.Conn, frames: FrameStream): Promise<NodeId> {
     const nonce = randomNonce();
     await writeAll(conn, encodeJsonFrame(FrameKind.challenge, { nonce }));
+    // Read under the handshake limit (FrameStream): at most one small frame from a stranger.
     const hello = decodeJsonFrame(await frames.next(), [FrameKind.hello]).body;
     const { clusterId, nodeId } = this.#o;
     const refuse = async (why: string): Promise<never> => {
@@ -492,7 +586,11 @@ export class PeerTransport {
     if (typeof from !== "string" || !this.#links.has(from)) {
       return await refuse(`unknown node ${JSON.stringify(from)}`);
     }
-    const mac = await this.#mac(`hello\n${clusterId}\n${from}\n${nodeId}\n${nonce}`);
+    if (typeof hello.nonce !== "string" || !NONCE_PATTERN.test(hello.nonce)) {
+      return await refuse("no nonce of 32 hex digits");
+    }
+    const nonces = `${nonce}\n${hello.nonce}`;
+    const mac = await this.#mac(`hello\n${clusterId}\n${from}\n${nodeId}\n${nonces}`);
     if (typeof hello.mac !== "string" || !constantTimeEqual(hello.mac, mac)) {
       return await refuse("wrong cluster secret");
     }
@@ -500,26 +598,31 @@ export class PeerTransport {
       return await refuse(`wrong cluster id ${JSON.stringify(hello.clusterId)}`);
     }
     if (hello.to !== nodeId) return await refuse(`this is node "${nodeId}", not ${hello.to}`);
-    if (typeof hello.nonce !== "string" || hello.nonce.length > 128) {
-      return await refuse("missing nonce");
-    }
-    const info = this.peerInfo.get(from)!;
-    if (typeof hello.clientUrl === "string" && /^https?:\/\/[^\s]{1,200}$/.test(hello.clientUrl)) {
-      info.clientUrl = hello.clientUrl;
-    }
     const { term, commitIndex } = this.#o.localState();
+    const seenTerm = this.#o.seenTermOf(from);
     await writeAll(
       conn,
       encodeJsonFrame(FrameKind.welcome, {
-        clientUrl: this.#o.clientUrl,
         term,
         commitIndex,
-        seenTerm: this.#o.seenTermOf(from),
-        mac: await this.#mac(`welcome\n${clusterId}\n${nodeId}\n${from}\n${hello.nonce}`),
+        seenTerm,
+        mac: await this.#mac(
+          `welcome\n${clusterId}\n${nodeId}\n${from}\n${nonces}\n${term}\n${commitIndex}\n${seenTerm}`,
+        ),
       }),
     );
     return from;
   }
+}
+
+/** Closes `conn` when the peer closes it (a dialer never expects bytes after the welcome). */
+function watchForClose(conn: Deno.Conn, frames: FrameStream): void {
+  (async () => {
+    try {
+      await frames.next();
+    } catch { /* closed */ }
+    closeQuietly(conn);
+  })();
 }
 
 function closeQuietly(conn: Deno.Conn): void {

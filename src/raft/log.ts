@@ -23,6 +23,8 @@ export interface LogStart {
   readonly snapshotTerm: number;
   /** Most entries to keep below `snapshotIndex` (the trailing window). Default: all given. */
   readonly trailingEntries?: number;
+  /** Most command bytes in the trailing window. Default: no bound. */
+  readonly trailingBytesMax?: number;
 }
 
 /** An in-memory Raft log. Entries are immutable once created; the log shares them, never copies. */
@@ -55,7 +57,8 @@ export class RaftLog {
     if (first <= s && atSnapshot?.term === t) {
       // The entry before the first held one has no term on record, so it becomes the base.
       // Keep at most the trailing window; the entry before the first held one becomes the base.
-      const base = Math.max(first, s - (start.trailingEntries ?? s));
+      let base = Math.max(first, s - (start.trailingEntries ?? s));
+      base = trailingBase(base, s, start.trailingBytesMax, (i) => entries[i - first]);
       this.#baseIndex = base;
       this.#baseTerm = entries[base - first].term;
       this.append(entries.slice(base - first + 1));
@@ -191,9 +194,10 @@ export class RaftLog {
 
   /**
    * Folds the prefix up to `index` (which the log holds, with `term`) into a snapshot the state
-   * machine has taken (§7), dropping the entries before it but the last `trailingEntries`.
+   * machine has taken (§7), dropping the entries before it but the last `trailingEntries`, and of
+   * those only as many as fit in `trailingBytesMax` (large commands must not pin memory).
    */
-  compact(index: number, term: number, trailingEntries = 0): void {
+  compact(index: number, term: number, trailingEntries = 0, trailingBytesMax = Infinity): void {
     invariant(
       index <= this.lastIndex && this.term(index) === term,
       () => `cannot compact to ${index}:${term}: the log holds term ${this.term(index)} there`,
@@ -202,7 +206,12 @@ export class RaftLog {
     if (index <= this.#snapshotIndex) return;
     this.#snapshotIndex = index;
     this.#snapshotTerm = term;
-    const base = Math.max(this.#baseIndex, index - trailingEntries);
+    const base = trailingBase(
+      Math.max(this.#baseIndex, index - trailingEntries),
+      index,
+      trailingBytesMax,
+      (i) => this.entry(i),
+    );
     if (base > this.#baseIndex) {
       this.#baseTerm = this.term(base)!;
       this.#entries = this.#entries.slice(base - this.#baseIndex);
@@ -225,4 +234,25 @@ export class RaftLog {
     this.#snapshotTerm = term;
     return keep;
   }
+}
+
+/**
+ * The base index of a trailing window (entries base+1..index) that starts no earlier than `base`
+ * and whose commands total at most `bytesMax`.
+ */
+function trailingBase(
+  base: number,
+  index: number,
+  bytesMax: number | undefined,
+  entryAt: (i: number) => RaftLogEntry,
+): number {
+  if (bytesMax === undefined || bytesMax === Infinity) return base;
+  let bytes = 0;
+  let i = index;
+  while (i > base) {
+    bytes += entryAt(i).command.byteLength;
+    if (bytes > bytesMax) break;
+    i--;
+  }
+  return i;
 }

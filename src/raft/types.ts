@@ -291,6 +291,13 @@ export interface Ready {
    * `RaftNode.stableTo`.
    */
   readonly persistFirst: boolean;
+  /**
+   * Whether `hardState` and `entries` need an fsync (etcd's MustSync): true when entries were
+   * appended or term or vote changed. A batch whose hard state moved only its commitIndex need
+   * not be synced (a node that loses it relearns it from the leader); the host may let it ride
+   * along with the next synced write.
+   */
+  readonly mustSync: boolean;
   /** Committed entries to apply, in order, each exactly once. */
   readonly committedEntries: readonly RaftLogEntry[];
   /** Reads whose index is now known. */
@@ -322,6 +329,8 @@ export interface RaftConfig {
    * lags by fewer still gets entries instead of a whole snapshot. Default 1,000; at most 1,000,000.
    */
   readonly snapshotTrailingEntries: number;
+  /** Most command bytes in that trailing window (it holds fewer entries when they are large). Default 16 MiB. */
+  readonly snapshotTrailingBytesMax: number;
   /** Most snapshot bytes in one InstallSnapshot chunk. Default 1 MiB. */
   readonly snapshotChunkBytesMax: number;
 }
@@ -347,6 +356,11 @@ export type FaultPoint =
   /** A leader counts its own entries towards a commit before they are durable on its disk. */
   | "leader-counts-unstable-self"
   /**
+   * The host loop (src/host/loop.ts, the server's as well as the simulator's) sends every batch's
+   * messages before persisting it: votes and acknowledgements of entries not yet durable.
+   */
+  | "send-before-persist"
+  /**
    * A leader credits a reply to an older term's AppendEntries (its echoed read round, match and
    * activity) as if it answered this term: the stale read across terms of issue 14.
    */
@@ -364,6 +378,7 @@ export const DEFAULT_CONFIG: RaftConfig = Object.freeze({
   bytesPerMessageMax: 1024 * 1024,
   pendingReadsMax: 4096,
   snapshotTrailingEntries: 1000,
+  snapshotTrailingBytesMax: 16 * 1024 * 1024,
   snapshotChunkBytesMax: 1024 * 1024,
 });
 

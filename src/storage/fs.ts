@@ -119,6 +119,11 @@ class RealFile implements FsFile {
   }
 }
 
+/** Mode of new data files: they hold every key and value, so only their owner reads them. */
+export const FILE_MODE = 0o600;
+/** Mode of new data directories. */
+export const DIR_MODE = 0o700;
+
 /** The real disk, through Deno's synchronous file APIs. Needs `--allow-read --allow-write`. */
 export class RealFs implements Fs {
   /** Whether a file or directory exists at `path`. */
@@ -132,9 +137,9 @@ export class RealFs implements Fs {
     }
   }
 
-  /** Creates the directory `path` and any missing parents. */
+  /** Creates the directory `path` and any missing parents, for this user only (0700). */
   mkdir(path: string): void {
-    Deno.mkdirSync(path, { recursive: true });
+    Deno.mkdirSync(path, { recursive: true, mode: DIR_MODE });
   }
 
   /** Names of the regular files directly in `dir`, sorted. */
@@ -169,9 +174,9 @@ export class RealFs implements Fs {
     return Deno.statSync(path).size;
   }
 
-  /** Opens `path` for appending, creating it when missing. */
+  /** Opens `path` for appending, creating it (0600) when missing. */
   openAppend(path: string): FsFile {
-    return new RealFile(path, Deno.openSync(path, { append: true, create: true }));
+    return new RealFile(path, Deno.openSync(path, { append: true, create: true, mode: FILE_MODE }));
   }
 
   /** Cuts the file at `path` to `length` bytes. */

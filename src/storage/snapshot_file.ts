@@ -9,7 +9,7 @@
 import type { Snapshot, SnapshotMeta } from "../raft/storage.ts";
 import { crc32cUpdate } from "./crc32c.ts";
 import { SnapshotCorruptionError } from "./errors.ts";
-import { type Fs, joinPath } from "./fs.ts";
+import { FILE_MODE, type Fs, joinPath } from "./fs.ts";
 import {
   ByteReader,
   readFrame,
@@ -171,7 +171,12 @@ export async function writeSnapshotFileAsync(
 ): Promise<SnapshotWriteResult> {
   const path = joinPath(dir, snapshotName(snapshot.meta.index));
   const temp = path + TEMP_SUFFIX;
-  const file = await Deno.open(temp, { write: true, create: true, truncate: true });
+  const file = await Deno.open(temp, {
+    write: true,
+    create: true,
+    truncate: true,
+    mode: FILE_MODE,
+  });
   try {
     await writeAllAsync(file, head);
     await writeAllAsync(file, snapshot.data);

@@ -32,12 +32,14 @@ import {
   type StoreSnapshot,
   toJsonSafe,
 } from "../kv/store.ts";
-import type { KeyValue, KvEvent } from "../kv/types.ts";
+import type { AlarmMember, AlarmType, KeyValue, KvEvent } from "../kv/types.ts";
 
 /** First bytes of a format 2 snapshot: "RMSS" (format 1 starts with `{`). */
 const MAGIC = [0x52, 0x4d, 0x53, 0x53] as const;
 /** The snapshot format {@linkcode encodeStoreSnapshot} writes. */
 export const STORE_SNAPSHOT_FORMAT = 2;
+/** Format 2 plus the raised alarms (etcd's NOSPACE), written only while an alarm is raised. */
+export const STORE_SNAPSHOT_FORMAT_ALARMS = 3;
 /** Default size of the chunks {@linkcode encodeStoreSnapshotChunks} yields. */
 export const SNAPSHOT_CHUNK_BYTES_DEFAULT = 64 * 1024;
 
@@ -221,7 +223,15 @@ export function* encodeStoreSnapshotChunks(
     while (w.full.length > 0) yield w.full.shift()!;
   }
   for (const b of MAGIC) w.u8(b);
-  w.uint(STORE_SNAPSHOT_FORMAT);
+  const alarms = frozen.alarms ?? [];
+  w.uint(alarms.length > 0 ? STORE_SNAPSHOT_FORMAT_ALARMS : STORE_SNAPSHOT_FORMAT);
+  if (alarms.length > 0) {
+    w.uint(alarms.length);
+    for (const a of alarms) {
+      w.bytes(utf8Encoder.encode(a.memberId));
+      w.bytes(utf8Encoder.encode(a.alarm));
+    }
+  }
   w.uint(frozen.appliedIndex);
   w.uint(frozen.revision);
   w.uint(frozen.leaseIdLast);
@@ -354,6 +364,10 @@ class Reader {
       scale *= 0x80;
       if (scale > 2 ** 49) throw new RangeError(`number too long at byte ${this.pos}`);
     }
+    // Eight bytes hold 56 bits: a number above 2^53 - 1 would not be exact.
+    if (v > Number.MAX_SAFE_INTEGER) {
+      throw new RangeError(`number above 2^53 - 1 at byte ${this.pos}`);
+    }
     this.pos = p;
     return v;
   }
@@ -395,7 +409,16 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
   let parts;
   try {
     const format = r.uint();
-    if (format !== STORE_SNAPSHOT_FORMAT) throw new RangeError(`unknown format ${format}`);
+    if (format !== STORE_SNAPSHOT_FORMAT && format !== STORE_SNAPSHOT_FORMAT_ALARMS) {
+      throw new RangeError(`unknown format ${format}`);
+    }
+    const alarms: AlarmMember[] = [];
+    const alarmCount = format === STORE_SNAPSHOT_FORMAT_ALARMS ? r.uint() : 0;
+    if (alarmCount > 16) throw new RangeError(`${alarmCount} alarms`);
+    for (let i = 0; i < alarmCount; i++) {
+      const memberId = strictUtf8.decode(r.bytes());
+      alarms.push({ memberId, alarm: strictUtf8.decode(r.bytes()) as AlarmType });
+    }
     const appliedIndex = r.uint();
     const revision = r.uint();
     const leaseIdLast = r.uint();
@@ -462,6 +485,7 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       records,
       sessions,
       history: { compactRevision, revisions },
+      alarms,
     };
   } catch (e) {
     throw new Error(`Snapshot is invalid: ${(e as Error).message}`, { cause: e });

@@ -542,7 +542,9 @@ class LivePage {
     } catch (e) {
       if (client !== this.#client) return;
       const how = this.#proxy === undefined
-        ? " (opened without `deno task web`, the node must allow CORS)"
+        ? ` (opened without \`deno task web\`: start the node with --cors ${
+          // A page opened from disk sends "Origin: null".
+          location.protocol === "file:" ? "null" : location.origin})`
         : "";
       this.#status(`${client.base}: ${(e as Error).message}${how}`, true);
     }

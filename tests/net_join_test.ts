@@ -1,0 +1,247 @@
+import assert from "node:assert/strict";
+import { RaftNode } from "../src/raft/node.ts";
+import { SeededRng } from "../src/raft/rng.ts";
+import type { RaftLogEntry } from "../src/raft/types.ts";
+import { encodeJsonFrame, FrameKind, FrameReader } from "../src/net/codec.ts";
+import { logTransferFrames, LogTransferReceiver } from "../src/net/log_transfer.ts";
+import { PeerTransport } from "../src/net/transport.ts";
+import { freePort, ProcessCluster } from "./net_helpers.ts";
+
+/** A one-voter leader holding a snapshot of `snapshotBytes` and `entries` entries after it. */
+function leaderWithLog(snapshotBytes: number, entries: number): RaftNode {
+  const data = new Uint8Array(snapshotBytes);
+  for (let i = 0; i < data.length; i++) data[i] = (i * 31) & 0xff;
+  const log: RaftLogEntry[] = Array.from({ length: entries }, (_, i) => ({
+    index: 11 + i,
+    term: 1,
+    kind: "command",
+    command: new TextEncoder().encode(`PUT\n/k${i}\nv${i}`),
+  }));
+  const node = new RaftNode({
+    id: "n1",
+    voters: ["n1"],
+    rng: new SeededRng(1),
+    hardState: { term: 1, votedFor: "n1", commitIndex: 10 + entries },
+    snapshot: { meta: { index: 10, term: 1, voters: ["n1"] }, data },
+    entries: log,
+  });
+  for (let now = 0; node.role !== "Leader" && now < 10_000; now += 10) {
+    node.tick(now);
+    while (node.hasReady()) {
+      const r = node.takeReady();
+      const last = r.entries[r.entries.length - 1];
+      if (last !== undefined) node.stableTo(last.index, last.term);
+    }
+  }
+  assert.equal(node.role, "Leader");
+  return node;
+}
+
+Deno.test("net log transfer: streamed in bounded frames on the peer port, after the handshake only", async (t) => {
+  const ports = [freePort(), freePort(), freePort()];
+  const logs: string[] = [];
+  const leader = leaderWithLog(3 * 1024 * 1024 + 17, 700);
+  let served = 0;
+  const make = (id: string, port: number, peers: [string, number][], secret: string) =>
+    new PeerTransport({
+      nodeId: id,
+      clusterId: "c",
+      secret,
+      listen: { hostname: "127.0.0.1", port },
+      peers: new Map(peers.map(([p, pp]) => [p, { hostname: "127.0.0.1", port: pp }])),
+      onMessages: () => {},
+      localState: () => ({ term: 5, commitIndex: 9 }),
+      seenTermOf: () => 2,
+      log: (event, fields) => logs.push(`${id} ${event} ${JSON.stringify(fields)}`),
+      logTransfer: id === "n1"
+        ? (peer) => {
+          served++;
+          return logTransferFrames(leader, peer);
+        }
+        : () => {
+          throw new Error(`Node "${id}" is not the leader in term 5 (no leader is known)`);
+        },
+    });
+  const a = make("n1", ports[0], [["n2", ports[1]], ["n3", ports[2]]], "s");
+  const b = make("n2", ports[1], [["n1", ports[0]], ["n3", ports[2]]], "s");
+  const intruder = make("n3", ports[2], [["n1", ports[0]], ["n2", ports[1]]], "wrong");
+  try {
+    a.start();
+    b.start();
+    intruder.start();
+
+    await t.step(
+      "a peer that proved the secret gets the whole log, in bounded frames",
+      async () => {
+        const receiver = new LogTransferReceiver("n1", "n2");
+        let frames = 0;
+        let largest = 0;
+        await b.fetchLog("n1", (payload) => {
+          frames++;
+          largest = Math.max(largest, payload.length);
+          return receiver.push(payload);
+        }, 5000);
+        const got = receiver.result!;
+        assert.deepEqual(got.snapshot!.meta, leader.snapshot!.meta);
+        assert.deepEqual(got.snapshot!.data, leader.snapshot!.data);
+        assert.equal(got.entries.length, leader.log.lastIndex - 10);
+        assert.deepEqual(got.entries.at(-1), leader.log.entry(leader.log.lastIndex));
+        assert.equal(got.leaderCommit, leader.commitIndex);
+        // 4 snapshot chunks of at most 1 MiB, 3 batches of at most 256 entries, the end.
+        assert.equal(frames, 4 + 3 + 1);
+        assert.ok(largest <= leader.config.snapshotChunkBytesMax + 1024, `frame of ${largest}`);
+      },
+    );
+
+    await t.step("a node that is not the leader refuses, and says why", async () => {
+      await assert.rejects(
+        a.fetchLog("n2", () => true, 5000),
+        /peer "n2" refused the log transfer: Node "n2" is not the leader in term 5/,
+      );
+    });
+
+    await t.step("a peer with the wrong secret gets nothing", async () => {
+      const before = served;
+      await assert.rejects(intruder.fetchLog("n1", () => true, 5000), /wrong cluster secret/);
+      assert.equal(served, before);
+    });
+
+    await t.step("a log request without the handshake gets nothing", async () => {
+      const before = served;
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: ports[0] });
+      await conn.write(encodeJsonFrame(FrameKind.logRequest, {}));
+      const reader = new FrameReader();
+      const kinds: number[] = [];
+      const buf = new Uint8Array(64 * 1024);
+      while (true) {
+        const n = await conn.read(buf).catch(() => null);
+        if (n === null) break;
+        reader.push(buf.slice(0, n));
+        for (let f = reader.next(); f !== undefined; f = reader.next()) kinds.push(f[0]);
+      }
+      try {
+        conn.close();
+      } catch { /* closed by the peer */ }
+      assert.deepEqual(kinds, [FrameKind.challenge]);
+      assert.equal(served, before);
+      assert.ok(logs.some((l) => l.includes("Unexpected frame kind 6")), logs.join("\n"));
+    });
+  } finally {
+    a.close();
+    b.close();
+    intruder.close();
+    await new Promise((r) => setTimeout(r, 50));
+  }
+});
+
+const VALUE_BYTES = 1024 * 1024;
+/** Keys of 1 MiB: together a store (and so a snapshot) over the old 64 MiB message limit. */
+const BIG_KEYS = 70;
+
+function bigValue(i: number): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(VALUE_BYTES).fill(65 + (i % 26));
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+Deno.test("net --join: rebuilds a node from a snapshot over 64 MiB; the log is not on the client port; a failed join says why", async (t) => {
+  const cluster = ProcessCluster.start(3, [
+    "--snapshot-entries",
+    "60",
+    "--max-request-bytes",
+    String(2 * VALUE_BYTES),
+  ]);
+  try {
+    const leader = await cluster.waitForLeader();
+
+    await t.step("GET /v1/raft/log on the client port is 404", async () => {
+      const res = await fetch(`${leader.url}/v1/raft/log?for=n2`);
+      assert.equal(res.status, 404);
+      assert.match((await res.json()).error, /Unknown path/);
+    });
+
+    await t.step("a follower is rebuilt from a 70 MiB snapshot and serves every key", async () => {
+      for (let i = 0; i < BIG_KEYS; i++) {
+        const res = await fetch(`${leader.url}/v1/kv/big/${i}`, {
+          method: "PUT",
+          body: bigValue(i),
+        });
+        assert.equal(res.status, 200, await res.text());
+      }
+      // Small writes until the leader has a snapshot that holds every big key.
+      const snapshotBytes = () =>
+        Math.max(
+          0,
+          ...leader.lines.map((l) => JSON.parse(l)).filter((e) => e.event === "snapshot-taken")
+            .map((e) => e.bytes as number),
+        );
+      for (let i = 0; snapshotBytes() < BIG_KEYS * VALUE_BYTES; i++) {
+        assert.ok(i < 500, "the leader took no snapshot");
+        const res = await fetch(`${leader.url}/v1/kv/small/${i}`, { method: "PUT", body: "x" });
+        assert.equal(res.status, 200, await res.text());
+      }
+      assert.ok(snapshotBytes() > 64 * 1024 * 1024);
+
+      const follower = cluster.nodes.find((n) => n !== leader)!;
+      await follower.kill();
+      Deno.removeSync(follower.dataDir, { recursive: true });
+      follower.restart(["--join"]);
+      const target = (await leader.local())!.commitIndex as number;
+      await waitFor("the rebuilt node to catch up", async () => {
+        const s = await follower.local();
+        return s !== undefined && s.status === "up" && (s.lastApplied as number) >= target;
+      }, 60_000);
+      const join = follower.lines.map((l) => JSON.parse(l)).find((e) => e.event === "join");
+      assert.ok(join.snapshotBytes > 64 * 1024 * 1024, JSON.stringify(join));
+      for (let i = 0; i < BIG_KEYS; i++) {
+        const res = await fetch(`${follower.url}/v1/kv/big/${i}?serializable`);
+        assert.equal(res.status, 200);
+        const { value } = await res.json();
+        assert.equal(value, new TextDecoder().decode(bigValue(i)), `key big/${i}`);
+      }
+    });
+
+    await t.step(
+      "a join that finds no leader exits with code 4 and names each peer's reason",
+      async () => {
+        // The leader has heard from both followers, so it knows the one rebuilt here; left alone,
+        // it steps down (CheckQuorum) and no leader can be elected.
+        const witness = await cluster.waitForLeader();
+        const [gone, rebuilt] = cluster.nodes.filter((n) => n !== witness);
+        await gone.kill();
+        await rebuilt.kill();
+        Deno.removeSync(rebuilt.dataDir, { recursive: true });
+        await waitFor("the leader to step down", async () => {
+          const s = await witness.local();
+          return s !== undefined && s.role !== "Leader";
+        });
+        const lines = rebuilt.lines.length;
+        rebuilt.restart(["--join", "--join-timeout-ms", "1000"]);
+        const status = await rebuilt.exited;
+        assert.equal(status.code, 4, rebuilt.stderr);
+        assert.match(rebuilt.stderr, /Cannot rebuild "n\d": no leader sent its log within 1000 ms/);
+        const id = witness.id;
+        assert.match(
+          rebuilt.stderr,
+          new RegExp(
+            `${id}: peer "${id}" refused the log transfer: Node "${id}" is not the leader`,
+          ),
+        );
+        assert.match(rebuilt.stderr, new RegExp(`${gone.id}: Connection refused`));
+        const failed = rebuilt.lines.slice(lines).map((l) => JSON.parse(l)).filter((e) =>
+          e.event === "join-attempt-failed"
+        );
+        assert.ok(failed.some((e) => e.peer === id), JSON.stringify(failed));
+      },
+    );
+  } finally {
+    await cluster.stop();
+  }
+});
