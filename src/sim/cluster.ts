@@ -302,6 +302,7 @@ export class Cluster {
   #eventsMax: number;
   #listeners: ((e: SimEvent) => void)[] = [];
   #appliedListeners: ((node: SimNode, entry: RaftLogEntry, result: unknown) => void)[] = [];
+  #persistedListeners: ((node: SimNode, ready: Ready) => void)[] = [];
   #writes = new Map<NodeId, Map<number, Operation>>();
   #reads = new Map<NodeId, Map<string, Operation>>();
   #readsWaiting = new Map<NodeId, { op: Operation; readIndex: number }[]>();
@@ -469,6 +470,14 @@ export class Cluster {
    */
   onApplied(listener: (node: SimNode, entry: RaftLogEntry, result: unknown) => void): void {
     this.#appliedListeners.push(listener);
+  }
+
+  /**
+   * Subscribes to every batch a node writes to its storage, called once the write is durable (and
+   * so, for a batch that must persist first, before its messages leave). Tutorials draw it.
+   */
+  onPersisted(listener: (node: SimNode, ready: Ready) => void): void {
+    this.#persistedListeners.push(listener);
   }
 
   // ---- Faults ------------------------------------------------------------------------------------
@@ -901,6 +910,7 @@ export class Cluster {
     }
     const wrote = ready.hardState !== undefined || ready.entries.length > 0 ||
       ready.snapshot !== undefined;
+    if (wrote) { for (const l of this.#persistedListeners) l(n, ready); }
     if (wrote && this.#crashAfterPersist.has(n.id)) this.crash(n.id);
   }
 
