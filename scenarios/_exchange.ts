@@ -10,6 +10,9 @@
 import type { Cluster } from "../src/sim/cluster.ts";
 import type { HardState, Message, NodeId, RaftRole } from "../src/raft/types.ts";
 
+/** The messages of one type (a vote request's type is a union, so `Extract` would not do). */
+export type MessageOf<T extends Message["type"]> = Message & { readonly type: T };
+
 /** A node's state at one moment of the exchange. */
 export interface NodeAt {
   /** Role. */
@@ -145,13 +148,13 @@ export class ExchangeLog {
   /** Messages of `type` delivered since `begin` (with the receiver's state before it handled them). */
   delivered<T extends Message["type"]>(
     type: T,
-  ): { message: Extract<Message, { type: T }>; receiver: NodeAt; atMs: number; at: number }[] {
+  ): { message: MessageOf<T>; receiver: NodeAt; atMs: number; at: number }[] {
     const out = [];
     for (let i = 0; i < this.#events.length; i++) {
       const e = this.#events[i];
       if (e.kind === "deliver" && e.message.type === type) {
         out.push({
-          message: e.message as Extract<Message, { type: T }>,
+          message: e.message as MessageOf<T>,
           receiver: e.receiver,
           atMs: e.atMs,
           at: i,
@@ -165,7 +168,7 @@ export class ExchangeLog {
   sent<T extends Message["type"]>(
     type: T,
   ): {
-    message: Extract<Message, { type: T }>;
+    message: MessageOf<T>;
     sender: NodeAt;
     fate: string;
     atMs: number;
@@ -176,7 +179,7 @@ export class ExchangeLog {
       const e = this.#events[i];
       if (e.kind === "send" && e.message.type === type) {
         out.push({
-          message: e.message as Extract<Message, { type: T }>,
+          message: e.message as MessageOf<T>,
           sender: e.sender,
           fate: e.fate,
           atMs: e.atMs,
