@@ -196,7 +196,9 @@ export class ChapterRun<C extends ChapterContext> {
    */
   step(number: number, options: { ruleOff?: boolean } = {}): StepView {
     const steps = this.chapter.steps;
-    if (number !== this.#next + 1) {
+    // A "break it" step runs on a cluster of its own, so its cell may be flipped and run again.
+    const again = number === this.#next && steps[number - 1]?.breakIt !== undefined;
+    if (number !== this.#next + 1 && !again) {
       throw new Error(
         `Run the steps in order: the next step is ${this.#next + 1}, not ${number}`,
       );

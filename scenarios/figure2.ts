@@ -169,7 +169,8 @@ export const FIGURE2_RULES = [
     text: "Upon election: send initial empty AppendEntries (heartbeat) to each server; repeat " +
       "during idle periods to prevent election timeouts",
     section: "§5.2",
-    here: "",
+    here: "The first AppendEntries after an election carries the new leader's no-op entry " +
+      "(§8) rather than nothing; the empty heartbeats follow every heartbeatIntervalMs.",
   },
   {
     id: "L-2",
@@ -261,18 +262,49 @@ export interface RuleSite {
   readonly rules: readonly RuleId[];
 }
 
+/** The name, after the chapter's file, of the test that runs every step of a chapter. */
+export const CHAPTER_TEST = "every step holds, with a table and a timeline";
+
+/** Every tagged step of `chapters` (by module file name), in chapter order. */
+export function ruleSites(
+  chapters: Readonly<
+    Record<string, { readonly number: number; readonly steps: readonly StepTags[] }>
+  >,
+): RuleSite[] {
+  const sites: RuleSite[] = [];
+  for (const [file, ch] of Object.entries(chapters)) {
+    ch.steps.forEach((s, i) => {
+      if (s.rules !== undefined && s.rules.length > 0) {
+        sites.push({ file, chapter: ch.number, step: i + 1, name: s.name, rules: s.rules });
+      }
+    });
+  }
+  return sites;
+}
+
+/** What {@linkcode ruleSites} reads of a step. */
+export interface StepTags {
+  /** Step name. */
+  readonly name: string;
+  /** Its Figure 2 tags. */
+  readonly rules?: readonly RuleId[];
+}
+
 /**
  * The Markdown table of docs/tutorial.md: every rule, the steps that show it, and the test that
  * asserts it (`tests/tutorial_chapters_test.ts`, one test step per chapter step).
  */
 export function figure2Table(sites: readonly RuleSite[]): string {
-  const rows = ["| Rule | Figure 2 | Shown in | Test |", "| - | - | - | - |"];
+  const rows = [
+    "| Rule | Figure 2 | Shown and asserted in | Test (tests/tutorial_chapters_test.ts) |",
+    "| - | - | - | - |",
+  ];
   for (const r of FIGURE2_RULES) {
     const where = sites.filter((s) => s.rules.includes(r.id));
     const shown = where.map((s) => `ch. ${s.chapter} step ${s.step} (${s.name})`).join("<br>");
-    const tests = [...new Set(where.map((s) => `\`tutorial ${s.file}: every step holds\``))]
+    const tests = [...new Set(where.map((s) => `\`tutorial ${s.file}: ${CHAPTER_TEST}\``))]
       .join("<br>");
-    const note = r.here === "" ? "" : ` *Here:* ${r.here}`;
+    const note = r.here === "" ? "" : ` _Here:_ ${r.here}`;
     rows.push(
       `| ${r.id} | ${r.box}: ${r.text} (${r.section}).${note} | ${shown || "—"} | ${
         tests || "—"
