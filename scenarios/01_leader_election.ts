@@ -95,7 +95,8 @@ export const electionSteps: readonly ChapterStep<ElectionContext>[] = [
     explain:
       "With a majority of pre-votes the node becomes a candidate: it raises its term, votes " +
       "for itself and sends RequestVote. A follower grants one vote per term, to a candidate " +
-      "whose log is at least as up to date as its own, and remembers it (votedFor). A majority of " +
+      "whose log is at least as up to date as its own, and writes it to disk (votedFor) before " +
+      "it answers. A majority of " +
       "votes makes the candidate leader, and it tells everyone at once with AppendEntries.",
     rules: ["C-1", "RV-2", "F-1", "C-2"],
     run(ctx) {
@@ -205,8 +206,9 @@ export const electionSteps: readonly ChapterStep<ElectionContext>[] = [
     explain:
       "One follower is cut off. Its timer runs out again and again, but its pre-votes reach " +
       "nobody, so its term never rises. When it is reconnected it simply follows the leader " +
-      "again. Without PreVote it would have raised its term on every timeout and forced the " +
-      "leader to step down on return.",
+      "again. Without PreVote it would have raised its term on every timeout and, on its " +
+      "return, its higher term in the answer to the leader's next heartbeat would have forced " +
+      "the leader to step down (the last step of this chapter does exactly that).",
     run(ctx) {
       const c = ctx.cluster;
       const f = c.ids.find((id) => id !== ctx.leader)!;

@@ -275,9 +275,10 @@ export const restartSteps: readonly ChapterStep<RestartContext>[] = [
     name: "a crash between persist and send",
     explain:
       "The most delicate moment: the leader has written a new entry to storage but crashes " +
-      "before sending it. The client cannot know whether the write happened. When the node " +
-      "returns, the entry may still be committed by it — or overwritten by another leader. " +
-      "Either way every node agrees.",
+      "before any AppendEntries carries it. The client cannot know whether the write happened. " +
+      "When the node returns, the entry may still be committed — if it leads again and commits " +
+      "an entry of its new term after it — or overwritten by another leader. Either way every " +
+      "node agrees.",
     run(ctx) {
       const c = ctx.cluster;
       const l = ctx.leader!;
@@ -286,6 +287,12 @@ export const restartSteps: readonly ChapterStep<RestartContext>[] = [
       claim(c.node(l).state === "crashed", "the leader crashed after persisting");
       claim(op.status === "unknown", `the outcome is unknown to the client (${op.status})`);
       claim(c.node(l).storage.load().entries.length >= op.index!, "the entry is on its disk");
+      claim(
+        exchangeOf(c).sent("AppendEntries").every((s) =>
+          !s.message.entries.some((e) => e.index === op.index)
+        ),
+        "no AppendEntries carried it before the crash",
+      );
       c.restart(l);
       const leader = c.waitForLeader({ timeoutMs: 3000 });
       c.complete(c.put("/f", "6")); // a write in the current term commits everything before it
