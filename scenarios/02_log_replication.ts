@@ -11,7 +11,13 @@ import { Cluster, type Operation } from "../src/sim/cluster.ts";
 import { claim } from "../src/scenario/scenario.ts";
 import type { NodeId } from "../src/raft/types.ts";
 import { quorumSize } from "../src/raft/progress.ts";
-import { type Chapter, type ChapterContext, type ChapterStep, runChapterCli } from "./_chapter.ts";
+import {
+  type Chapter,
+  type ChapterContext,
+  type ChapterStep,
+  runChapterCli,
+  showLogs,
+} from "./_chapter.ts";
 import { claimRule } from "./figure2.ts";
 import { exchangeOf } from "./_exchange.ts";
 
@@ -388,6 +394,7 @@ export const replicationSteps: readonly ChapterStep<ReplicationContext>[] = [
       ctx.leader = leader;
       put(c, "/services/db/primary", "10.0.0.8:5432");
       put(c, "/services/db/replica", "10.0.0.9:5432");
+      showLogs(ctx, `logs before the repair: ${old}'s uncommitted entries conflict (!)`);
       c.heal();
       c.runUntil(() => ctx.stranded!.every((op) => op.status !== "pending"), {
         description: "the stranded writes to be resolved",

@@ -11,7 +11,7 @@
 import { Cluster, type Operation } from "../src/sim/cluster.ts";
 import { claim } from "../src/scenario/scenario.ts";
 import type { NodeId } from "../src/raft/types.ts";
-import { SafetyViolation } from "../src/check/invariants.ts";
+import { SafetyViolation } from "../src/sim/invariants.ts";
 import { type Figure8Context, figure8Context, figure8Steps } from "./figure8.ts";
 import {
   type Chapter,

@@ -11,7 +11,12 @@ import { parseArgs } from "node:util";
 import type { Cluster } from "../src/sim/cluster.ts";
 import { runStep, type ScenarioContext, type Step, StepFailure } from "../src/scenario/scenario.ts";
 import { type ScenarioScript, seedAndNodes } from "../src/scenario/cli.ts";
-import { JUPYTER_DISPLAY, type NodeTable } from "../src/observe/table.ts";
+import {
+  JUPYTER_DISPLAY,
+  type NodeTable,
+  nodeTable,
+  TEXT_COLUMNS_MAX,
+} from "../src/observe/table.ts";
 import { recorderFor, type Timeline } from "../src/observe/timeline.ts";
 import { type RuleClaims, type RuleId, rulesLine } from "./figure2.ts";
 import { exchangeOf } from "./_exchange.ts";
@@ -20,6 +25,8 @@ import { exchangeOf } from "./_exchange.ts";
 export interface Figure {
   /** The figure as standalone SVG. */
   toSvg(): string;
+  /** The figure as an HTML fragment, when it is better shown as HTML than as SVG. */
+  toHtml?(): string;
   /** The figure as text for a terminal. */
   toString(): string;
 }
@@ -86,6 +93,33 @@ export function showFigure(ctx: ChapterContext, figure: Figure): void {
   (ctx.figures ??= []).push(figure);
 }
 
+/**
+ * Shows the logs side by side as they are at this moment of the step (e.g. just before a repair),
+ * captioned; the table after the step shows them again once repaired.
+ */
+export function showLogs(ctx: ChapterContext, caption: string): void {
+  const table = nodeTable(ctx.cluster, { aliases: ctx.aliases });
+  const lines = [`${caption} (t=${table.atMs} ms):`, ...table.gridLines()];
+  showFigure(ctx, {
+    toString: () => lines.join("\n"),
+    toHtml: () =>
+      `<div class="raftmeta-logs-at"><div style="font-family:monospace;color:#555">${
+        esc(`${caption} (t=${table.atMs} ms):`)
+      }</div>${table.gridHtml()}</div>`,
+    toSvg: () => {
+      const h = 16 * lines.length + 8;
+      const w = Math.max(...lines.map((l) => l.length)) * 7 + 16;
+      return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" ` +
+        `font-family="monospace" font-size="11">${
+          lines.map((l, i) =>
+            `<text x="8" y="${16 * (i + 1)}" xml:space="preserve">${esc(l)}</text>`
+          )
+            .join("")
+        }</svg>`;
+    },
+  });
+}
+
 /** Adds a line of text for the current step to show. */
 export function note(ctx: ChapterContext, text: string): void {
   (ctx.notes ??= []).push(text);
@@ -107,6 +141,8 @@ export class StepView {
   readonly notes: readonly string[];
   /** The Figure 2 rules the step showed (and asserted). */
   readonly rules: readonly RuleId[];
+  /** The node table before the step, kept when the step repaired (replaced) log entries. */
+  readonly before: NodeTable | undefined;
 
   /** @internal Built by {@linkcode ChapterRun.step}. */
   constructor(
@@ -118,6 +154,7 @@ export class StepView {
       figures: Figure[];
       notes: string[];
       rules?: readonly RuleId[];
+      before?: NodeTable;
     },
   ) {
     this.number = fields.number;
@@ -127,14 +164,25 @@ export class StepView {
     this.figures = fields.figures;
     this.notes = fields.notes;
     this.rules = fields.rules ?? [];
+    this.before = fields.before;
+  }
+
+  /** The log grid before the step, as text lines (empty unless the step repaired a log). */
+  beforeLines(): string[] {
+    if (this.before === undefined) return [];
+    return [
+      `log before this step (entries were replaced; the grid below the table is after):`,
+      ...this.before.gridLines(),
+    ];
   }
 
   /** Table, notes, figures (as text) and the timeline as text. */
   toString(): string {
     return [
-      ...(this.rules.length > 0 ? [rulesLine(this.rules)] : []),
+      ...(this.rules.length > 0 ? [wrapText(rulesLine(this.rules))] : []),
+      ...this.beforeLines(),
       this.table.toString(),
-      ...this.notes,
+      ...this.notes.map((n) => wrapText(n)),
       ...this.figures.map((f) => f.toString()),
       this.timeline.toString(),
       `✓ step ${this.number} holds`,
@@ -145,14 +193,21 @@ export class StepView {
   toHtml(): string {
     const notes = this.notes.length === 0
       ? ""
-      : `<pre style="font-size:90%">${esc(this.notes.join("\n"))}</pre>`;
-    const figures = this.figures.map((f) => `<div>${f.toSvg()}</div>`).join("");
+      : `<pre style="font-size:90%;white-space:pre-wrap">${esc(this.notes.join("\n"))}</pre>`;
+    const figures = this.figures.map((f) =>
+      `<div style="max-width:100%">${f.toHtml?.() ?? f.toSvg()}</div>`
+    )
+      .join("");
+    const before = this.before === undefined ? "" : `<div class="raftmeta-before">` +
+      `<div style="font-family:monospace;color:#555">log before this step (entries were ` +
+      `replaced):</div>${this.before.gridHtml()}</div>`;
     const rules = this.rules.length === 0
       ? ""
       : `<div style="font-size:90%"><b>Figure 2:</b> ${
         esc(rulesLine(this.rules).slice("Figure 2: ".length))
       }</div>`;
-    return `${rules}${this.table.toHtml()}${notes}${figures}<div>${this.timeline.toSvg()}</div>` +
+    return `${rules}${before}${this.table.toHtml()}${notes}${figures}` +
+      `<div style="max-width:100%">${this.timeline.toSvg()}</div>` +
       `<div style="color:#2e7d32">✓ step ${this.number} holds</div>`;
   }
 
@@ -217,6 +272,8 @@ export class ChapterRun<C extends ChapterContext> {
     ctx.ruleOff = step.breakIt === undefined ? undefined : options.ruleOff ?? true;
     recorderFor(ctx.cluster).begin();
     exchangeOf(ctx.cluster).begin();
+    const clusterBefore = ctx.cluster;
+    const tableBefore = nodeTable(ctx.cluster, { aliases: ctx.aliases });
     const table = runStep(steps, number - 1, ctx);
     const unasserted = (step.rules ?? []).filter((r) => !ctx.shown!.has(r));
     if (unasserted.length > 0) {
@@ -229,7 +286,12 @@ export class ChapterRun<C extends ChapterContext> {
     this.#next = number;
     const timeline = recorderFor(ctx.cluster).end({
       title: `Step ${number}: ${steps[number - 1].name} — messages`,
+      aliases: ctx.aliases,
     });
+    // A step on the same cluster that replaced log entries shows the logs before it, too.
+    const before = ctx.cluster === clusterBefore && table.repairedSince(tableBefore)
+      ? tableBefore
+      : undefined;
     const view = new StepView({
       number,
       name: steps[number - 1].name,
@@ -238,6 +300,7 @@ export class ChapterRun<C extends ChapterContext> {
       figures: ctx.figures,
       notes: ctx.notes,
       rules: step.rules,
+      before,
     });
     ctx.figures = [];
     ctx.notes = [];
@@ -324,18 +387,24 @@ export function runChapterCli<C extends ChapterContext>(
     flags[k] = v;
   }
   print(
-    `# Chapter ${chapter.number}: ${chapter.title} — ${chapter.summary}\n(seed ${seed}, ${nodes} nodes)`,
+    wrapText(`# Chapter ${chapter.number}: ${chapter.title} — ${chapter.summary}`) +
+      `\n(seed ${seed}, ${nodes} nodes)`,
   );
   try {
     const run = new ChapterRun(chapter, { seed, nodes, flags });
     for (let i = 0; i < chapter.steps.length; i++) {
       const step = chapter.steps[i];
-      print(`\n## Step ${i + 1}: ${step.name}\n${step.explain}\n`);
-      if (step.rules !== undefined && step.rules.length > 0) print(`${rulesLine(step.rules)}\n`);
-      if (step.breakIt !== undefined) print(`Break it: switched off — ${step.breakIt}\n`);
+      print(`\n${wrapText(`## Step ${i + 1}: ${step.name}`)}\n${wrapText(step.explain)}\n`);
+      if (step.rules !== undefined && step.rules.length > 0) {
+        print(`${wrapText(rulesLine(step.rules))}\n`);
+      }
+      if (step.breakIt !== undefined) {
+        print(`${wrapText(`Break it: switched off — ${step.breakIt}`)}\n`);
+      }
       const view = run.step(i + 1);
+      for (const l of view.beforeLines()) print(l);
       print(view.table.toString());
-      for (const n of view.notes) print(n);
+      for (const n of view.notes) print(wrapText(n));
       for (const f of view.figures) print(f.toString());
       if (values["no-timeline"] !== true) print(view.timeline.toString());
       print(`✓ step ${i + 1} holds`);
@@ -360,6 +429,24 @@ export function runChapter<C extends ChapterContext>(
 
 /** Re-exported so chapter modules need one import for their steps. */
 export type { Step };
+
+/** Prose wrapped at word boundaries to fit a terminal of {@linkcode TEXT_COLUMNS_MAX} columns. */
+export function wrapText(text: string, width = TEXT_COLUMNS_MAX): string {
+  return text.split("\n").map((para) => {
+    const lines: string[] = [];
+    let line = "";
+    for (const word of para.split(" ")) {
+      if (line !== "" && line.length + 1 + word.length > width) {
+        lines.push(line);
+        line = word;
+      } else {
+        line = line === "" ? word : `${line} ${word}`;
+      }
+    }
+    lines.push(line);
+    return lines.join("\n");
+  }).join("\n");
+}
 
 function esc(s: string): string {
   return s.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");

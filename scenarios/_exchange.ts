@@ -50,12 +50,16 @@ export type ExchangeEvent =
     readonly message: Message;
     readonly receiver: NodeAt;
   }
-  /** A batch written to the node's storage: hard state and entries `fromIndex..toIndex` (0 when none). */
+  /**
+   * A write that became durable on the node's storage: entries `fromIndex..toIndex` (0 when
+   * none), and the hard state on disk after it (`hardStateChanged` when this write changed it).
+   */
   | {
     readonly kind: "persist";
     readonly atMs: number;
     readonly node: NodeId;
-    readonly hardState: HardState | undefined;
+    readonly hardState: HardState;
+    readonly hardStateChanged: boolean;
     readonly fromIndex: number;
     readonly toIndex: number;
   }
@@ -110,14 +114,20 @@ export class ExchangeLog {
         this.#keep({ ...e, state: at(e.node) });
       } else this.#keep(e);
     });
-    cluster.onPersisted((n, ready) => {
-      const first = ready.entries[0]?.index ?? 0;
-      const last = ready.entries[ready.entries.length - 1]?.index ?? 0;
+    const onDisk = new Map<NodeId, HardState>();
+    cluster.onPersisted((n, written) => {
+      const first = written.entries[0]?.index ?? 0;
+      const last = written.entries[written.entries.length - 1]?.index ?? 0;
+      const was = onDisk.get(n.id);
+      const hs = written.hardState;
+      onDisk.set(n.id, hs);
       this.#keep({
         kind: "persist",
         atMs: cluster.nowMs,
         node: n.id,
-        hardState: ready.hardState,
+        hardState: hs,
+        hardStateChanged: was === undefined || was.term !== hs.term ||
+          was.votedFor !== hs.votedFor,
         fromIndex: first,
         toIndex: last,
       });

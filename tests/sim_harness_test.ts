@@ -99,6 +99,12 @@ const BUGS: { point: FaultPoint; options: SimulationOptions; expect: RegExp }[] 
     expect: /commit durability|leader completeness|state machine safety|not linearizable/,
   },
   {
+    // In the host loop the server runs too (src/host/loop.ts): acknowledging before durable.
+    point: "send-before-persist",
+    options: { faults: ["crash", "partition"] },
+    expect: /durability/,
+  },
+  {
     point: "apply-retry-twice",
     options: { faults: ["crash", "partition", "loss"] },
     expect: /not linearizable/,

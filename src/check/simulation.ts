@@ -15,7 +15,7 @@ import { SeededRng } from "../raft/rng.ts";
 import type { FaultPoint, NodeId, RaftConfig } from "../raft/types.ts";
 import type { Operation as HistoryOperation } from "./history.ts";
 import { checkLinearizable } from "./linearizability.ts";
-import { SafetyViolation } from "./invariants.ts";
+import { SafetyViolation } from "../sim/invariants.ts";
 import { SimCoordination } from "../coord/sim.ts";
 import type { CoordFaultPoint } from "../coord/lock.ts";
 import { checkLocks, type LockCheckResult, type LockHistory } from "./lock_checker.ts";

@@ -8,6 +8,7 @@
 import { parseArgs } from "node:util";
 import type { Address } from "./transport.ts";
 import { RaftServer, StartupError } from "./server.ts";
+import { handleHttp } from "./http.ts";
 
 const HELP = `raftmeta node
 
@@ -310,7 +311,7 @@ async function main(args: string[]): Promise<number> {
     watchProgressMs: positive(values["watch-progress-ms"], "--watch-progress-ms"),
     corsOrigins: list(values.cors),
     hostWhitelist: list(values["host-whitelist"]),
-  });
+  }, handleHttp);
   const stop = () => {
     server.logEvent("stopping", {});
     server.close();

@@ -12,18 +12,20 @@ import { setImmediate } from "node:timers";
 import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
 import {
-  type HardState,
   type Message,
   type NodeId,
   NotLeaderError,
   type RaftConfig,
+  type RaftLogEntry,
   type RaftRole,
-  type Ready,
+  type ReadState,
+  type Snapshot,
 } from "../raft/types.ts";
 import { decodeStoreSnapshot } from "../storage/store_snapshot.ts";
 import { type SnapshotOutcome, Snapshotter, staggeredSnapshotEntries } from "./snapshotter.ts";
 import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
-import { EventHeap } from "../sim/heap.ts";
+import { EventHeap } from "../host/heap.ts";
+import { HostLoop } from "../host/loop.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { FILE_MODE } from "../storage/fs.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
@@ -42,7 +44,6 @@ import { Histogram } from "./metrics.ts";
 import { LoopStallMeter } from "./loop_stall.ts";
 import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_transfer.ts";
 import { HttpError } from "./etcd.ts";
-import { handleHttp } from "./http.ts";
 import { BrowserGuard } from "./browser_guard.ts";
 
 /** How to run one node. */
@@ -141,6 +142,16 @@ export interface ServerOptions {
    */
   readonly hostWhitelist?: readonly string[];
 }
+
+/**
+ * Answers one client request for `server`: src/net/http.ts's `handleHttp`, passed in by the caller
+ * so that the server does not import the routes that import it.
+ */
+export type HttpHandler = (
+  server: RaftServer,
+  req: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+) => Promise<Response>;
 
 /** Refused to start (with an exit code for the process). */
 export class StartupError extends Error {
@@ -316,12 +327,8 @@ export class RaftServer {
   >();
   #readsWaitingApply: { index: number; resolve: () => void }[] = [];
   #readSeq = 0;
-  /** The hard state last made durable (term and vote must be, before any send). */
-  #hardStateDurable: HardState | undefined;
-  /** A newer hard state that differs from the durable one only in commitIndex. */
-  #hardStateDeferred: HardState | undefined;
-  /** The last entry written without a sync (a leader's own write, §10.2.1), if any. */
-  #unsynced: { index: number; term: number } | undefined;
+  /** Persist, send, apply, serve reads: the loop the simulator runs too (src/host/loop.ts). */
+  readonly #loop: HostLoop;
   /** The fdatasync running off the loop now, if any. */
   #syncing: Promise<void> | undefined;
   /** Timeouts of pending proposals and reads, fired by the clock tick. */
@@ -376,7 +383,48 @@ export class RaftServer {
     this.#seenTerms = seen;
     this.#joinTarget = joinTarget;
     this.#last = { role: node.role, term: node.term, leader: node.leaderId };
-    this.#hardStateDurable = node.hardState;
+    this.#loop = new HostLoop(node, {
+      disk: {
+        saveSnapshot: (snapshot) => storage.saveSnapshot(snapshot),
+        save: (hardState, entries) => {
+          const t = performance.now();
+          storage.save(hardState, entries);
+          this.walSyncSeconds.observe((performance.now() - t) / 1000);
+          this.counters.saves++;
+        },
+        write: (hardState, entries) => {
+          storage.write(hardState, entries);
+          this.counters.saves++;
+        },
+        // An fdatasync on Deno's blocking pool: the loop replicates and parses requests meanwhile.
+        sync: (done) => {
+          const t = performance.now();
+          const syncing = storage.sync().then(() => {
+            if (this.#syncing === syncing) this.#syncing = undefined;
+            if (!this.#closed) this.walSyncSeconds.observe((performance.now() - t) / 1000);
+            done();
+          }, (e) => {
+            if (this.#syncing === syncing) this.#syncing = undefined;
+            done(e as Error);
+          });
+          this.#syncing = syncing;
+        },
+      },
+      transport: {
+        send: (m) => {
+          if (this.#joinTarget !== undefined && withheld(m)) return;
+          this.#transport?.send(m);
+        },
+      },
+      restore: (snapshot) => this.#restore(snapshot),
+      apply: (entry) => this.#apply(entry),
+      readState: (read) => this.#readState(read),
+      wake: () => this.#scheduleDrain(),
+      fail: (e) => {
+        if (!this.#closed) this.#die(e);
+      },
+      halted: () => this.#closed,
+    });
     this.#stopped = new Promise((r) => this.#stop = r);
     this.#hub = new WatchHub(() => this.#store, {
       watchersMax: options.watchersMax,
@@ -403,7 +451,7 @@ export class RaftServer {
    * starts the peer transport, the clock and the HTTP listener. Throws {@linkcode StartupError}
    * when the node must not start.
    */
-  static async start(options: ServerOptions = {}): Promise<RaftServer> {
+  static async start(options: ServerOptions, handler: HttpHandler): Promise<RaftServer> {
     const nodeId = options.nodeId ?? "n1";
     const clusterId = options.clusterId ?? "raftmeta";
     const dataDir = options.dataDir ?? "./data";
@@ -607,12 +655,12 @@ export class RaftServer {
     });
     if (http !== undefined) {
       server.#clientUrl = http.url;
-      server.#http = http.serve((req, info) => handleHttp(server, req, info));
+      server.#http = http.serve((req, info) => handler(server, req, info));
     } else {
       try {
         const h = await retryWhileInUse(() => startHttpDeferred(clientListen));
         server.#clientUrl = h.url;
-        server.#http = h.serve((req, info) => handleHttp(server, req, info));
+        server.#http = h.serve((req, info) => handler(server, req, info));
       } catch (e) {
         storage.close();
         throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
@@ -867,6 +915,7 @@ export class RaftServer {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#loop.stop();
     clearInterval(this.#ticker);
     this.loopStalls.stop();
     this.#hub.cancelAll(`Node "${this.nodeId}" is stopping`);
@@ -886,7 +935,8 @@ export class RaftServer {
       await this.#storage.sync();
     } catch { /* a failed disk: the data directory's recovery deals with it */ }
     try {
-      if (this.#hardStateDeferred !== undefined) this.#storage.save(this.#hardStateDeferred, []);
+      const deferred = this.#loop.hardStateDeferred;
+      if (deferred !== undefined) this.#storage.save(deferred, []);
       this.#storage.close();
     } catch { /* already closed */ }
     this.#stop();
@@ -958,7 +1008,9 @@ export class RaftServer {
     try {
       // Bounded, so that no input can keep the event loop from serving anything else.
       for (let i = 0; i < DRAIN_BATCHES_MAX && this.#node.hasReady(); i++) {
-        this.#handleReady(this.#node.takeReady());
+        this.counters.readyBatches++;
+        this.#loop.handle(this.#node.takeReady());
+        this.#serveReadsApplied();
       }
       this.#afterDrain();
       if (this.#node.hasReady()) this.#scheduleDrain();
@@ -969,101 +1021,64 @@ export class RaftServer {
     }
   }
 
-  #handleReady(ready: Ready): void {
-    this.counters.readyBatches++;
-    // A leader's batch acknowledges nothing: its messages go out at once and its own write
-    // becomes durable off the loop (§10.2.1); the node counts itself once `stableTo` says so.
-    if (!ready.persistFirst) this.#send(ready);
-    // 1. Persist (rule 2: nothing is acknowledged before it is durable); a snapshot first, since
-    // the entries of the same batch continue it.
-    if (ready.snapshot !== undefined) this.#storage.saveSnapshot(ready.snapshot);
-    const hs = ready.hardState;
-    const durable = this.#hardStateDurable;
-    if (
-      hs !== undefined && ready.entries.length === 0 && durable !== undefined &&
-      hs.term === durable.term && hs.votedFor === durable.votedFor
-    ) {
-      // Only commitIndex moved. Raft needs no fsync for it (a node that loses it relearns it from
-      // the leader; etcd skips this sync too): it rides along with the next save. This takes one
-      // fdatasync off every write's path on the leader and off every commit notice on followers.
-      this.#hardStateDeferred = hs;
-    } else if (hs !== undefined || ready.entries.length > 0) {
-      const save = hs ?? this.#hardStateDeferred;
-      const last = ready.entries[ready.entries.length - 1];
-      if (!ready.persistFirst) {
-        this.#storage.write(save, ready.entries);
-        if (last !== undefined) this.#unsynced = { index: last.index, term: last.term };
-        this.#syncOffLoop();
-      } else {
-        const t = performance.now();
-        this.#storage.save(save, ready.entries); // also makes earlier writes durable
-        this.walSyncSeconds.observe((performance.now() - t) / 1000);
-        if (last !== undefined) this.#node.stableTo(last.index, last.term);
-      }
-      this.#hardStateDeferred = undefined;
-      if (save !== undefined) this.#hardStateDurable = save;
-      this.counters.saves++;
+  /** Replaces the store with a snapshot installed from the leader (§7). */
+  #restore(snapshot: Snapshot): void {
+    this.#store = decodeStoreSnapshot(snapshot.data);
+    this.#snapshotBytesBase = { index: snapshot.meta.index, appliedBytes: this.#appliedBytes };
+    this.#appliedSinceNotify = true;
+    this.logEvent("snapshot-installed", {
+      index: snapshot.meta.index,
+      term: snapshot.meta.term,
+      bytes: snapshot.data.length,
+      from: this.#node.leaderId ?? null,
+    });
+  }
+
+  /** Applies one committed entry and settles the proposal waiting for its index, if any. */
+  #apply(e: RaftLogEntry): void {
+    this.#appliedSinceNotify = true;
+    let result: ApplyResult | undefined;
+    if (e.kind === "command") result = this.store.apply(e.command, e.index);
+    else this.store.applyNoop(e.index);
+    this.#appliedBytes += e.command.byteLength;
+    const waiter = this.#proposals.get(e.index);
+    if (waiter === undefined) return;
+    this.#proposals.delete(e.index);
+    this.#proposalBytesPending -= waiter.bytes;
+    if (waiter.term === e.term && result !== undefined) waiter.resolve(result);
+    else {
+      this.counters.proposalsFailed++;
+      // Another leader's entry took the index: ours was never committed.
+      waiter.reject(
+        new HttpError(503, `Leadership changed; entry ${e.index} was replaced, retry`, 14),
+      );
     }
-    // 2. Send.
-    if (ready.persistFirst) this.#send(ready);
-    // 3. Apply, after restoring a snapshot installed from the leader (§7).
-    if (ready.snapshot !== undefined) {
-      this.#store = decodeStoreSnapshot(ready.snapshot.data);
-      this.#snapshotBytesBase = {
-        index: ready.snapshot.meta.index,
-        appliedBytes: this.#appliedBytes,
-      };
-      this.logEvent("snapshot-installed", {
-        index: ready.snapshot.meta.index,
-        term: ready.snapshot.meta.term,
-        bytes: ready.snapshot.data.length,
-        from: this.#node.leaderId ?? null,
-      });
+  }
+
+  /** A read whose index is known: served once the store has applied up to it. */
+  #readState(r: ReadState): void {
+    const waiter = this.#reads.get(r.readId);
+    if (waiter === undefined) return;
+    this.#reads.delete(r.readId);
+    if (!r.ok) {
+      waiter.reject(new ReadRefused(r.reason ?? "the leader refused the read"));
+    } else if (this.store.appliedIndex >= r.readIndex) {
+      waiter.resolve();
+    } else {
+      this.#readsWaitingApply.push({ index: r.readIndex, resolve: waiter.resolve });
     }
-    if (ready.committedEntries.length > 0 || ready.snapshot !== undefined) {
-      this.#appliedSinceNotify = true;
+  }
+
+  /** Serves the reads that waited for the store to apply up to their index. */
+  #serveReadsApplied(): void {
+    if (this.#readsWaitingApply.length === 0) return;
+    const applied = this.store.appliedIndex;
+    const still: { index: number; resolve: () => void }[] = [];
+    for (const w of this.#readsWaitingApply) {
+      if (w.index <= applied) w.resolve();
+      else still.push(w);
     }
-    for (const e of ready.committedEntries) {
-      let result: ApplyResult | undefined;
-      if (e.kind === "command") result = this.store.apply(e.command, e.index);
-      else this.store.applyNoop(e.index);
-      this.#appliedBytes += e.command.byteLength;
-      const waiter = this.#proposals.get(e.index);
-      if (waiter !== undefined) {
-        this.#proposals.delete(e.index);
-        this.#proposalBytesPending -= waiter.bytes;
-        if (waiter.term === e.term && result !== undefined) waiter.resolve(result);
-        else {
-          this.counters.proposalsFailed++;
-          // Another leader's entry took the index: ours was never committed.
-          waiter.reject(
-            new HttpError(503, `Leadership changed; entry ${e.index} was replaced, retry`, 14),
-          );
-        }
-      }
-    }
-    // 4. Reads whose index is known.
-    for (const r of ready.readStates) {
-      const waiter = this.#reads.get(r.readId);
-      if (waiter === undefined) continue;
-      this.#reads.delete(r.readId);
-      if (!r.ok) {
-        waiter.reject(new ReadRefused(r.reason ?? "the leader refused the read"));
-      } else if (this.store.appliedIndex >= r.readIndex) {
-        waiter.resolve();
-      } else {
-        this.#readsWaitingApply.push({ index: r.readIndex, resolve: waiter.resolve });
-      }
-    }
-    if (this.#readsWaitingApply.length > 0) {
-      const applied = this.store.appliedIndex;
-      const still: { index: number; resolve: () => void }[] = [];
-      for (const w of this.#readsWaitingApply) {
-        if (w.index <= applied) w.resolve();
-        else still.push(w);
-      }
-      this.#readsWaitingApply = still;
-    }
+    this.#readsWaitingApply = still;
   }
 
   /**
@@ -1080,36 +1095,6 @@ export class RaftServer {
       asked = true;
     }
     if (asked) this.#scheduleDrain();
-  }
-
-  #send(ready: Ready): void {
-    for (const m of ready.messages) {
-      if (this.#joinTarget !== undefined && withheld(m)) continue;
-      this.#transport?.send(m);
-    }
-  }
-
-  /**
-   * Makes the leader's written entries durable with an fdatasync on Deno's blocking pool, so the
-   * loop replicates and parses requests meanwhile; then tells the node, which may now count itself
-   * towards a commit. One sync at a time: writes made during it ride on the next (group commit).
-   */
-  #syncOffLoop(): void {
-    if (this.#syncing !== undefined || this.#closed) return;
-    const upTo = this.#unsynced;
-    this.#unsynced = undefined;
-    const t = performance.now();
-    this.#syncing = this.#storage.sync().then(() => {
-      this.#syncing = undefined;
-      if (this.#closed) return;
-      this.walSyncSeconds.observe((performance.now() - t) / 1000);
-      if (upTo !== undefined) this.#node.stableTo(upTo.index, upTo.term);
-      if (this.#unsynced !== undefined) this.#syncOffLoop();
-      this.#scheduleDrain();
-    }, (e) => {
-      this.#syncing = undefined;
-      if (!this.#closed) this.#die(e as Error);
-    });
   }
 
   #afterDrain(): void {

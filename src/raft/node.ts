@@ -469,6 +469,8 @@ export class RaftNode {
       entries,
       messages: this.#messages,
       persistFirst,
+      mustSync: entries.length > 0 || hs.term !== this.#persisted.term ||
+        hs.votedFor !== this.#persisted.votedFor,
       committedEntries,
       readStates: this.#readStates,
     };
