@@ -64,7 +64,8 @@ Deno.test("tutorial scripts: the same seed prints the same run, timelines includ
   assert.equal(a.code, 0, a.text.slice(-2000));
   assert.equal(a.text, capture((print) => runChapterCli(chapter, ["--seed", "3"], print)).text);
   assert.match(a.text, /AppendEntries t\d+ prev=/);
-  assert.match(a.text, /All 6 steps hold\./);
+  assert.match(a.text, /All 7 steps hold\./);
+  assert.match(a.text, /Figure 2: AE-2 /);
 });
 
 Deno.test("tutorial scripts: --help lists the chapter's own flags; bad flags are refused", () => {

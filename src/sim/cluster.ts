@@ -20,6 +20,7 @@ import { SeededRng } from "../raft/rng.ts";
 import { MemoryStorage, type PersistedState, type Storage } from "../raft/storage.ts";
 import {
   type FaultPoint,
+  type HardState,
   type Message,
   type NodeId,
   NotLeaderError,
@@ -132,6 +133,14 @@ class RecordedStorage implements Storage {
     this.inner.saveSnapshot(snapshot);
     this.acknowledged.saveSnapshot(snapshot);
   }
+}
+
+/** A write that became durable: its entries (maybe none) and the hard state on disk after it. */
+export interface DurableWrite {
+  /** The hard state the node's storage holds after the write. */
+  readonly hardState: HardState;
+  /** The entries written. */
+  readonly entries: readonly RaftLogEntry[];
 }
 
 /** Whether a simulated process runs. */
@@ -325,6 +334,7 @@ export class Cluster {
   #eventsMax: number;
   #listeners: ((e: SimEvent) => void)[] = [];
   #appliedListeners: ((node: SimNode, entry: RaftLogEntry, result: unknown) => void)[] = [];
+  #persistedListeners: ((node: SimNode, written: DurableWrite) => void)[] = [];
   #writes = new Map<NodeId, Map<number, Operation>>();
   #reads = new Map<NodeId, Map<string, Operation>>();
   #readsWaiting = new Map<NodeId, { op: Operation; readIndex: number }[]>();
@@ -494,6 +504,15 @@ export class Cluster {
    */
   onApplied(listener: (node: SimNode, entry: RaftLogEntry, result: unknown) => void): void {
     this.#appliedListeners.push(listener);
+  }
+
+  /**
+   * Subscribes to every write that becomes durable on a node's storage: the entries written and
+   * the hard state on disk after it (for a batch that must persist first, before its messages
+   * leave). Tutorials draw it.
+   */
+  onPersisted(listener: (node: SimNode, written: DurableWrite) => void): void {
+    this.#persistedListeners.push(listener);
   }
 
   // ---- Faults ------------------------------------------------------------------------------------
@@ -952,6 +971,7 @@ export class Cluster {
     if (this.checker && entries.length > 0) {
       this.checker.onEntriesPersisted(n.id, entries, termAt);
     }
+    for (const l of this.#persistedListeners) l(n, { hardState: n.storage.hardState, entries });
     if (this.#crashAfterPersist.has(n.id)) this.crash(n.id);
   }
 
