@@ -4,7 +4,13 @@ import assert from "node:assert/strict";
 import { chapters } from "../scenarios/chapters.ts";
 import { ChapterRun, runChapter, runChapterCli } from "../scenarios/_chapter.ts";
 import { StepFailure } from "../src/scenario/scenario.ts";
-import { electionTrial, TOP_RANGES } from "../scenarios/07_election_timing.ts";
+import {
+  crashSettledLeader,
+  electionTrial,
+  medianInterval,
+  TOP_RANGES,
+  trialCluster,
+} from "../scenarios/07_election_timing.ts";
 
 // Chapter 7 measures 1,000 trials per range in the notebook and script; tests use fewer.
 const FAST = { trials: "40" };
@@ -91,6 +97,43 @@ Deno.test("chapter 7: one election trial is deterministic and elects within a fe
   assert.deepEqual(a, electionTrial(options));
   assert.ok(a.ms >= 150 - 75 && a.ms < 3000, `${a.ms} ms`);
   assert.ok(a.terms >= 1);
+});
+
+Deno.test("chapter 7: the model's broadcast time is 15 ms, a vote round 6 ms", () => {
+  // Whole ms here, to read the times off the events.
+  const options = { range: TOP_RANGES[5], preVote: false, seed: 4, ticksPerMs: 1 };
+  const c = trialCluster(options);
+  const sent = new Map<string, number>();
+  const rounds: { type: string; ms: number }[] = [];
+  c.onEvent((e) => {
+    if (e.kind !== "send" && e.kind !== "deliver") return;
+    const m = e.message;
+    if (e.kind === "send" && e.fate !== "sent") return;
+    if (m.type === "AppendEntries" && m.entries.length > 0 && e.kind === "send") {
+      sent.set(`A ${m.from}>${m.to} ${m.prevLogIndex + m.entries.length}`, e.atMs);
+    } else if (m.type === "AppendEntriesReply" && m.success && e.kind === "deliver") {
+      const key = `A ${m.to}>${m.from} ${m.matchIndex}`;
+      const at = sent.get(key);
+      sent.delete(key); // later heartbeats' replies carry the same matchIndex
+      if (at !== undefined) rounds.push({ type: "append", ms: e.atMs - at });
+    } else if (m.type === "RequestVote" && e.kind === "send") {
+      sent.set(`V ${m.from}>${m.to} ${m.term}`, e.atMs);
+    } else if (m.type === "RequestVoteReply" && m.granted && e.kind === "deliver") {
+      rounds.push({ type: "vote", ms: e.atMs - sent.get(`V ${m.to}>${m.from} ${m.term}`)! });
+    }
+  });
+  crashSettledLeader(c, options);
+  c.runUntil(() => c.leader() !== undefined);
+  const of = (type: string) => new Set(rounds.filter((r) => r.type === type).map((r) => r.ms));
+  assert.deepEqual(of("append"), new Set([15]), "sent, written in 13 ms, acknowledged");
+  // From the candidate's timeout: its own 2 ms write, 1 ms, the voter's 2 ms write, 1 ms.
+  assert.deepEqual(of("vote"), new Set([6]));
+});
+
+Deno.test("chapter 7: the median's 99.9% interval is ranks n/2 ± 1.645·√n", () => {
+  const xs = Array.from({ length: 100 }, (_, i) => i + 1);
+  assert.deepEqual(medianInterval(xs), [33, 68]);
+  assert.deepEqual(medianInterval([5]), [5, 5]);
 });
 
 Deno.test("chapter scripts run as real processes and exit 0", async () => {
