@@ -15,6 +15,13 @@ import {
 // Chapter 7 measures 1,000 trials per range in the notebook and script; tests use fewer.
 const FAST = { trials: "40" };
 
+/** A chapter's file by its topic (the name after the number), so renumbering needs no edit here. */
+function fileOf(topic: string): string {
+  const file = Object.keys(chapters).find((f) => f.replace(/^\d+_/, "") === `${topic}.ts`);
+  assert.ok(file !== undefined, `no chapter about ${topic}`);
+  return file;
+}
+
 function capture(run: (print: (s: string) => void) => number): { code: number; text: string } {
   const lines: string[] = [];
   const code = run((s) => lines.push(s));
@@ -47,8 +54,16 @@ for (const [file, chapter] of Object.entries(chapters)) {
   });
 }
 
+Deno.test("tutorial chapters are numbered in the order of scenarios/chapters.ts", () => {
+  Object.entries(chapters).forEach(([file, chapter], i) => {
+    assert.equal(chapter.number, i + 1, `${file} is chapter ${i + 1}`);
+    assert.equal(file, `${String(i + 1).padStart(2, "0")}_${file.replace(/^\d+_/, "")}`);
+    assert.equal(`${chapter.name}.ts`, file);
+  });
+});
+
 Deno.test("tutorial scripts: the same seed prints the same run, timelines included", () => {
-  const chapter = chapters["02_log_replication.ts"];
+  const chapter = chapters[fileOf("log_replication")];
   const a = capture((print) => runChapterCli(chapter, ["--seed", "3"], print));
   assert.equal(a.code, 0, a.text.slice(-2000));
   assert.equal(a.text, capture((print) => runChapterCli(chapter, ["--seed", "3"], print)).text);
@@ -57,7 +72,7 @@ Deno.test("tutorial scripts: the same seed prints the same run, timelines includ
 });
 
 Deno.test("tutorial scripts: --help lists the chapter's own flags; bad flags are refused", () => {
-  const ch7 = chapters["07_election_timing.ts"];
+  const ch7 = chapters[fileOf("election_timing")];
   const help = capture((print) => runChapterCli(ch7, ["--help"], print));
   assert.equal(help.code, 0);
   assert.match(help.text, /--trials N/);
@@ -67,16 +82,16 @@ Deno.test("tutorial scripts: --help lists the chapter's own flags; bad flags are
   assert.match(bad.text, /--trials must be a positive integer: "x"/);
   const nodes = capture((print) => runChapterCli(ch7, ["--nodes", "3"], print));
   assert.equal(nodes.code, 2);
-  const ch1 = chapters["01_leader_election.ts"];
+  const ch1 = chapters[fileOf("leader_election")];
   const unknown = capture((print) => runChapterCli(ch1, ["--trials", "3"], print));
   assert.equal(unknown.code, 2, "chapter 1 has no --trials flag");
 });
 
 Deno.test("tutorial steps run in order, and a failed claim names its step", () => {
-  const run = new ChapterRun(chapters["01_leader_election.ts"], { seed: 1 });
+  const run = new ChapterRun(chapters[fileOf("leader_election")], { seed: 1 });
   assert.throws(() => run.step(2), /next step is 1/);
   const broken = {
-    ...chapters["01_leader_election.ts"],
+    ...chapters[fileOf("leader_election")],
     steps: [{
       name: "an impossible claim",
       explain: "",
@@ -137,7 +152,7 @@ Deno.test("chapter 7: the median's 99.9% interval is ranks n/2 ± 1.645·√n", 
 });
 
 Deno.test("chapter scripts run as real processes and exit 0", async () => {
-  for (const file of ["01_leader_election.ts", "07_election_timing.ts"]) {
+  for (const file of [fileOf("leader_election"), fileOf("election_timing")]) {
     const out = await new Deno.Command(Deno.execPath(), {
       args: [
         "run",
@@ -145,7 +160,7 @@ Deno.test("chapter scripts run as real processes and exit 0", async () => {
         new URL(`../scenarios/${file}`, import.meta.url).pathname,
         "--seed",
         "2",
-        ...(file.startsWith("07") ? ["--trials", "20"] : []),
+        ...(file === fileOf("election_timing") ? ["--trials", "20"] : []),
       ],
       stdout: "piped",
       stderr: "piped",
