@@ -110,6 +110,14 @@ export interface ClusterOptions {
    * real server's parallel write allows.
    */
   readonly leaderWriteDelayMaxMs?: number;
+  /**
+   * How long a write of log entries takes (an fsync). A node sends the messages that must follow a
+   * write (Figure 2: persist before responding) this many virtual ms later; a leader's parallel
+   * write (§10.2.1) delays nothing. Default 0.
+   */
+  readonly writeLatencyMs?: number;
+  /** Likewise for a write of the hard state alone (term, vote). Default `writeLatencyMs`. */
+  readonly hardStateWriteLatencyMs?: number;
 }
 
 /** Thrown by a sim disk's fault hook to crash its node at a chosen step of the persist path. */
@@ -339,6 +347,10 @@ export class Cluster {
   #reads = new Map<NodeId, Map<string, Operation>>();
   #readsWaiting = new Map<NodeId, { op: Operation; readIndex: number }[]>();
   #lastRole = new Map<NodeId, { role: RaftRole; term: number }>();
+  #writeLatencyMs = 0;
+  #hardStateWriteLatencyMs = 0;
+  /** Messages that waited for their batch's write, and how long that write took. */
+  #afterWrite = new WeakMap<Message, number>();
 
   /** Builds a cluster of fresh nodes, all followers at term 0. */
   constructor(options: ClusterOptions = {}) {
@@ -393,6 +405,19 @@ export class Cluster {
     }
     // Likewise forked only when used.
     if (this.#leaderWriteDelayMaxMs > 0) this.#writeRng = this.#rng.fork();
+    this.#writeLatencyMs = options.writeLatencyMs ?? 0;
+    this.#hardStateWriteLatencyMs = options.hardStateWriteLatencyMs ?? this.#writeLatencyMs;
+    if (!Number.isSafeInteger(this.#writeLatencyMs) || this.#writeLatencyMs < 0) {
+      throw new RangeError(
+        `writeLatencyMs must be a non-negative integer: ${this.#writeLatencyMs}`,
+      );
+    }
+    const hardStateMs = this.#hardStateWriteLatencyMs;
+    if (!Number.isSafeInteger(hardStateMs) || hardStateMs < 0) {
+      throw new RangeError(
+        `hardStateWriteLatencyMs must be a non-negative integer: ${hardStateMs}`,
+      );
+    }
   }
 
   // ---- Time --------------------------------------------------------------------------------------
@@ -947,6 +972,7 @@ export class Cluster {
   #schedule(m: Message): void {
     const net = this.network;
     let delay = this.#netRng.int(net.latencyMinMs, net.latencyMaxMs + 1);
+    delay += this.#afterWrite.get(m) ?? 0;
     if (this.#netRng.chance(net.reorderRate)) {
       delay += this.#netRng.int(1, net.reorderDelayMaxMs + 1);
     }
@@ -1004,6 +1030,16 @@ export class Cluster {
       apply: (entry) => n.applier.apply([entry], (e, result) => this.#onApplied(n, e, result)),
       readState: (r) => this.#onReadState(n, r),
       wake: () => {}, // the cluster drains a node after every event anyway
+      // A message that must follow a write (Figure 2: persist before responding) leaves when the
+      // write is done: `writeLatencyMs` for entries, `hardStateWriteLatencyMs` for term and vote.
+      savedBeforeSend: (ready) => {
+        const writeMs = ready.entries.length > 0
+          ? this.#writeLatencyMs
+          : ready.hardState !== undefined
+          ? this.#hardStateWriteLatencyMs
+          : 0;
+        if (writeMs > 0) { for (const m of ready.messages) this.#afterWrite.set(m, writeMs); }
+      },
       fail: (e) => {
         throw e;
       },
