@@ -152,7 +152,15 @@ export interface ServerOptions {
  */
 export type ServerFaultPoint =
   /** `readBarrier` resolves at once: a "linearizable" read is served from the local store. */
-  "read-before-barrier";
+  | "read-before-barrier"
+  /** A read is served once its read index is known, before the store has applied up to it. */
+  | "read-before-apply";
+
+/** Every {@linkcode ServerFaultPoint}. */
+export const SERVER_FAULT_POINTS: readonly ServerFaultPoint[] = [
+  "read-before-barrier",
+  "read-before-apply",
+];
 
 /** Sends a request to another node's client URL (forwarding to the leader); `fetch` for real. */
 export type ServerFetch = (url: string, init: RequestInit, timeoutMs: number) => Promise<Response>;
@@ -335,6 +343,7 @@ export class RaftServer {
   readonly #log: (line: string) => void;
   readonly #io: ServerIo;
   readonly #readBeforeBarrier: boolean;
+  readonly #readBeforeApply: boolean;
   #http: Deno.HttpServer | undefined;
   #clientUrl = "";
   #store: MetadataStore;
@@ -400,6 +409,7 @@ export class RaftServer {
     this.nodeId = node.id;
     this.#io = io;
     this.#readBeforeBarrier = options.faultPoints?.includes("read-before-barrier") ?? false;
+    this.#readBeforeApply = options.faultPoints?.includes("read-before-apply") ?? false;
     this.#snapshotter = new Snapshotter({
       nowMs: () => io.clock.nowMs(),
       yieldTurn: () => new Promise((resolve) => io.timers.nextTurn(resolve)),
@@ -1160,7 +1170,7 @@ export class RaftServer {
     this.#reads.delete(r.readId);
     if (!r.ok) {
       waiter.reject(new ReadRefused(r.reason ?? "the leader refused the read"));
-    } else if (this.store.appliedIndex >= r.readIndex) {
+    } else if (this.store.appliedIndex >= r.readIndex || this.#readBeforeApply) {
       waiter.resolve();
     } else {
       this.#readsWaitingApply.push({ index: r.readIndex, resolve: waiter.resolve });
