@@ -7,8 +7,8 @@
  * the HTTP listener calls, as `Request` objects, without sockets.
  *
  * Lives in src/check, not src/sim: it imports the server (src/net), and the coordination code the
- * server imports depends on src/sim. Like src/sim it reads no real clock and draws no
- * `Math.random` (tests/static_test.ts); the promises of the server's async code are settled
+ * server imports depends on src/sim. Like src/sim it reads no real clock and draws no unseeded
+ * number (tests/static_test.ts); the promises of the server's async code are settled
  * between two virtual events, so one seed gives one run.
  *
  * @module
