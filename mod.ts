@@ -43,6 +43,7 @@ export {
   Cluster,
   type ClusterOptions,
   DEFAULT_NETWORK,
+  type DurableWrite,
   type NetworkOptions,
   type NetworkStats,
   type NodeState,
