@@ -1053,12 +1053,13 @@ export class Cluster {
         );
       }),
       apply: unlessBlocked((entry) => {
-        n.applier.apply([entry], (e, result) => this.#onApplied(n, e, result));
+        const apply = () => n.applier.apply([entry], (e, r) => this.#onApplied(n, e, r));
         const slow = this.applyLatency;
         if (slow !== undefined && slow.rate > 0 && this.#slowRng.chance(slow.rate)) {
+          // The apply takes this long: its result, and the rest of the loop, come after it.
           this.blockStats.applies++;
-          this.#block(n, this.#slowRng.int(slow.msMin, slow.msMax + 1));
-        }
+          this.#block(n, this.#slowRng.int(slow.msMin, slow.msMax + 1), apply);
+        } else apply();
       }),
       readState: unlessBlocked((r) => this.#onReadState(n, r)),
       wake: () => {}, // the cluster drains a node after every event anyway
