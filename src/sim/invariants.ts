@@ -229,7 +229,7 @@ export class SafetyChecker {
       ) this.#checkCommitDurable(n, nodes);
       this.#last.set(s.id, {
         term: s.term,
-        durableTerm: n.durable.hardState.term,
+        durableTerm: n.durable?.hardState.term ?? s.term,
         commitIndex: s.commitIndex,
         incarnation: n.incarnation,
       });
