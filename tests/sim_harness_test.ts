@@ -207,15 +207,20 @@ Deno.test("seeds that once failed stay clean (found by `deno task sim --seeds 10
 
 Deno.test("fault kinds are the documented ones", () => {
   assert.deepEqual([...FAULT_KINDS].sort(), [
+    "clock-drift",
     "crash",
     "crash-after-persist",
+    "crash-subset",
     "delay",
     "disk",
+    "disk-slow",
     "duplicate",
+    "long-pause",
     "loss",
     "partition",
     "pause",
     "reorder",
+    "slow-apply",
     "snapshot",
   ]);
 });
