@@ -10,7 +10,13 @@
 import { Cluster, type Operation } from "../src/sim/cluster.ts";
 import { claim } from "../src/scenario/scenario.ts";
 import type { NodeId } from "../src/raft/types.ts";
-import { type Chapter, type ChapterContext, runChapterCli, type Step } from "./_chapter.ts";
+import {
+  type Chapter,
+  type ChapterContext,
+  runChapterCli,
+  showLogs,
+  type Step,
+} from "./_chapter.ts";
 
 /** State carried from step to step. */
 export interface ReplicationContext extends ChapterContext {
@@ -140,6 +146,7 @@ export const replicationSteps: readonly Step<ReplicationContext>[] = [
       ctx.leader = leader;
       put(c, "/services/db/primary", "10.0.0.8:5432");
       put(c, "/services/db/replica", "10.0.0.9:5432");
+      showLogs(ctx, `logs before the repair: ${old}'s uncommitted entries conflict (!)`);
       c.heal();
       c.runUntil(() => ctx.stranded!.every((op) => op.status !== "pending"), {
         description: "the stranded writes to be resolved",

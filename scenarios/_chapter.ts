@@ -11,13 +11,20 @@ import { parseArgs } from "node:util";
 import type { Cluster } from "../src/sim/cluster.ts";
 import { runStep, type ScenarioContext, type Step } from "../src/scenario/scenario.ts";
 import { type ScenarioScript, seedAndNodes } from "../src/scenario/cli.ts";
-import { JUPYTER_DISPLAY, type NodeTable } from "../src/observe/table.ts";
+import {
+  JUPYTER_DISPLAY,
+  type NodeTable,
+  nodeTable,
+  TEXT_COLUMNS_MAX,
+} from "../src/observe/table.ts";
 import { recorderFor, type Timeline } from "../src/observe/timeline.ts";
 
 /** Something a step wants shown besides the table and the timeline (e.g. a chart). */
 export interface Figure {
   /** The figure as standalone SVG. */
   toSvg(): string;
+  /** The figure as an HTML fragment, when it is better shown as HTML than as SVG. */
+  toHtml?(): string;
   /** The figure as text for a terminal. */
   toString(): string;
 }
@@ -65,6 +72,33 @@ export function showFigure(ctx: ChapterContext, figure: Figure): void {
   (ctx.figures ??= []).push(figure);
 }
 
+/**
+ * Shows the logs side by side as they are at this moment of the step (e.g. just before a repair),
+ * captioned; the table after the step shows them again once repaired.
+ */
+export function showLogs(ctx: ChapterContext, caption: string): void {
+  const table = nodeTable(ctx.cluster, { aliases: ctx.aliases });
+  const lines = [`${caption} (t=${table.atMs} ms):`, ...table.gridLines()];
+  showFigure(ctx, {
+    toString: () => lines.join("\n"),
+    toHtml: () =>
+      `<div class="raftmeta-logs-at"><div style="font-family:monospace;color:#555">${
+        esc(`${caption} (t=${table.atMs} ms):`)
+      }</div>${table.gridHtml()}</div>`,
+    toSvg: () => {
+      const h = 16 * lines.length + 8;
+      const w = Math.max(...lines.map((l) => l.length)) * 7 + 16;
+      return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" ` +
+        `font-family="monospace" font-size="11">${
+          lines.map((l, i) =>
+            `<text x="8" y="${16 * (i + 1)}" xml:space="preserve">${esc(l)}</text>`
+          )
+            .join("")
+        }</svg>`;
+    },
+  });
+}
+
 /** Adds a line of text for the current step to show. */
 export function note(ctx: ChapterContext, text: string): void {
   (ctx.notes ??= []).push(text);
@@ -84,6 +118,8 @@ export class StepView {
   readonly figures: readonly Figure[];
   /** Measurements the step wrote. */
   readonly notes: readonly string[];
+  /** The node table before the step, kept when the step repaired (replaced) log entries. */
+  readonly before: NodeTable | undefined;
 
   /** @internal Built by {@linkcode ChapterRun.step}. */
   constructor(
@@ -94,6 +130,7 @@ export class StepView {
       timeline: Timeline;
       figures: Figure[];
       notes: string[];
+      before?: NodeTable;
     },
   ) {
     this.number = fields.number;
@@ -102,13 +139,24 @@ export class StepView {
     this.timeline = fields.timeline;
     this.figures = fields.figures;
     this.notes = fields.notes;
+    this.before = fields.before;
+  }
+
+  /** The log grid before the step, as text lines (empty unless the step repaired a log). */
+  beforeLines(): string[] {
+    if (this.before === undefined) return [];
+    return [
+      `log before this step (entries were replaced; the grid below the table is after):`,
+      ...this.before.gridLines(),
+    ];
   }
 
   /** Table, notes, figures (as text) and the timeline as text. */
   toString(): string {
     return [
+      ...this.beforeLines(),
       this.table.toString(),
-      ...this.notes,
+      ...this.notes.map((n) => wrapText(n)),
       ...this.figures.map((f) => f.toString()),
       this.timeline.toString(),
       `✓ step ${this.number} holds`,
@@ -119,9 +167,16 @@ export class StepView {
   toHtml(): string {
     const notes = this.notes.length === 0
       ? ""
-      : `<pre style="font-size:90%">${esc(this.notes.join("\n"))}</pre>`;
-    const figures = this.figures.map((f) => `<div>${f.toSvg()}</div>`).join("");
-    return `${this.table.toHtml()}${notes}${figures}<div>${this.timeline.toSvg()}</div>` +
+      : `<pre style="font-size:90%;white-space:pre-wrap">${esc(this.notes.join("\n"))}</pre>`;
+    const figures = this.figures.map((f) =>
+      `<div style="max-width:100%">${f.toHtml?.() ?? f.toSvg()}</div>`
+    )
+      .join("");
+    const before = this.before === undefined ? "" : `<div class="raftmeta-before">` +
+      `<div style="font-family:monospace;color:#555">log before this step (entries were ` +
+      `replaced):</div>${this.before.gridHtml()}</div>`;
+    return `${before}${this.table.toHtml()}${notes}${figures}` +
+      `<div style="max-width:100%">${this.timeline.toSvg()}</div>` +
       `<div style="color:#2e7d32">✓ step ${this.number} holds</div>`;
   }
 
@@ -174,11 +229,18 @@ export class ChapterRun<C extends ChapterContext> {
     ctx.figures = [];
     ctx.notes = [];
     recorderFor(ctx.cluster).begin();
+    const clusterBefore = ctx.cluster;
+    const tableBefore = nodeTable(ctx.cluster, { aliases: ctx.aliases });
     const table = runStep(steps, number - 1, ctx);
     this.#next = number;
     const timeline = recorderFor(ctx.cluster).end({
       title: `Step ${number}: ${steps[number - 1].name} — messages`,
+      aliases: ctx.aliases,
     });
+    // A step on the same cluster that replaced log entries shows the logs before it, too.
+    const before = ctx.cluster === clusterBefore && table.repairedSince(tableBefore)
+      ? tableBefore
+      : undefined;
     const view = new StepView({
       number,
       name: steps[number - 1].name,
@@ -186,6 +248,7 @@ export class ChapterRun<C extends ChapterContext> {
       timeline,
       figures: ctx.figures,
       notes: ctx.notes,
+      before,
     });
     ctx.figures = [];
     ctx.notes = [];
@@ -272,16 +335,18 @@ export function runChapterCli<C extends ChapterContext>(
     flags[k] = v;
   }
   print(
-    `# Chapter ${chapter.number}: ${chapter.title} — ${chapter.summary}\n(seed ${seed}, ${nodes} nodes)`,
+    wrapText(`# Chapter ${chapter.number}: ${chapter.title} — ${chapter.summary}`) +
+      `\n(seed ${seed}, ${nodes} nodes)`,
   );
   try {
     const run = new ChapterRun(chapter, { seed, nodes, flags });
     for (let i = 0; i < chapter.steps.length; i++) {
       const step = chapter.steps[i];
-      print(`\n## Step ${i + 1}: ${step.name}\n${step.explain}\n`);
+      print(`\n${wrapText(`## Step ${i + 1}: ${step.name}`)}\n${wrapText(step.explain)}\n`);
       const view = run.step(i + 1);
+      for (const l of view.beforeLines()) print(l);
       print(view.table.toString());
-      for (const n of view.notes) print(n);
+      for (const n of view.notes) print(wrapText(n));
       for (const f of view.figures) print(f.toString());
       if (values["no-timeline"] !== true) print(view.timeline.toString());
       print(`✓ step ${i + 1} holds`);
@@ -306,6 +371,24 @@ export function runChapter<C extends ChapterContext>(
 
 /** Re-exported so chapter modules need one import for their steps. */
 export type { Step };
+
+/** Prose wrapped at word boundaries to fit a terminal of {@linkcode TEXT_COLUMNS_MAX} columns. */
+export function wrapText(text: string, width = TEXT_COLUMNS_MAX): string {
+  return text.split("\n").map((para) => {
+    const lines: string[] = [];
+    let line = "";
+    for (const word of para.split(" ")) {
+      if (line !== "" && line.length + 1 + word.length > width) {
+        lines.push(line);
+        line = word;
+      } else {
+        line = line === "" ? word : `${line} ${word}`;
+      }
+    }
+    lines.push(line);
+    return lines.join("\n");
+  }).join("\n");
+}
 
 function esc(s: string): string {
   return s.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");

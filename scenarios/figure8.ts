@@ -56,6 +56,10 @@ export const figure8Steps: readonly Step<Figure8Context>[] = [
       });
       const others = c.ids.filter((id) => id !== ctx.s1);
       [ctx.s2, ctx.s3, ctx.s4, ctx.s5] = others;
+      // The paper's names next to ours in every table and timeline: n3=S1 and so on.
+      ctx.aliases = Object.fromEntries(
+        [ctx.s1, ctx.s2, ctx.s3, ctx.s4, ctx.s5].map((id, i) => [id, `S${i + 1}`]),
+      );
       for (const id of [ctx.s3, ctx.s4, ctx.s5]) c.cut(ctx.s1, id, { bothWays: true });
       const x = c.put("/x", "from S1");
       ctx.index = x.index!;

@@ -38,7 +38,11 @@ export const FAULT_KINDS = [
   "clock-drift",
   "long-pause",
   "crash-subset",
+  "long-delay",
 ] as const;
+
+/** Share of seeds that run with `long-delay` when the fault kinds are not chosen explicitly. */
+export const LONG_DELAY_SEED_SHARE = 0.25;
 
 /**
  * The kinds that are on in only a share of the seeds when the kinds are not chosen explicitly
@@ -59,13 +63,17 @@ export const CLOCK_DRIFT_MAX = 0.01;
  * One kind of fault. `disk` runs every node on a simulated disk (unsynced writes lost and tails
  * torn at every crash) and crashes nodes at chosen steps of the persist path; `snapshot` makes
  * hosts snapshot every few dozen entries and keeps followers down long enough to need
- * InstallSnapshot. `disk-slow`: every node's saves and syncs take 0 to a few dozen ms, and some
+ * InstallSnapshot; `long-delay` holds a share of all messages for 1–4 s of virtual time, several
+ * election timeouts, so a request or its reply lands after leadership changed twice (it runs
+ * through the whole faulty phase, beside the other kinds; with the default kinds, in one seed in
+ * four). `disk-slow`: every node's saves and syncs take 0 to a few dozen ms, and some
  * stall for 100 ms to 2 s, blocking the process (a follower replies only after its write is
  * durable); `slow-apply`: some applied entries block their node for up to a second;
  * `clock-drift`: each node's clock has its own offset and runs up to ±1% fast or slow (timers and
  * lease deadlines follow it); `long-pause`: a node (often the leader) is paused 1.6–4 s, longer
  * than any lock lease and several election timeouts; `crash-subset`: on the simulated disk, a
- * crash keeps any subset of unsynced writes, not a prefix (it turns the sim disk on).
+ * crash keeps any subset of unsynced writes, not a prefix (it turns the sim disk on). Each
+ * wider kind is on in a quarter of the default seeds (`SEED_SHARE`).
  */
 export type FaultKind = typeof FAULT_KINDS[number];
 
@@ -110,6 +118,11 @@ export interface SimulationOptions {
    * acknowledgements can overtake it. Default: 0, 3 or 15, drawn per seed.
    */
   readonly leaderWriteDelayMaxMs?: number;
+  /**
+   * With `long-delay`: the share of messages held for 1–4 s. Default: 0.5%, 2% or 5%, drawn per
+   * seed.
+   */
+  readonly longDelayRate?: number;
   /** Events kept for a verbose replay. Default 2,000. */
   readonly eventsMax?: number;
   /** Called with a line for each fault injected (verbose replay). */
@@ -163,6 +176,11 @@ export async function runSimulation(
   const wideRng = new SeededRng(seed ^ 0x71de);
   for (const [kind, share] of Object.entries(SEED_SHARE) as [FaultKind, number][]) {
     if (options.faults === undefined && !wideRng.chance(share)) faults.delete(kind);
+  }
+  // From its own generator, so the seeds without it keep their exact runs.
+  const longRng = new SeededRng(seed ^ 0x10a7);
+  if (options.faults === undefined && !longRng.chance(LONG_DELAY_SEED_SHARE)) {
+    faults.delete("long-delay");
   }
   const durationMs = options.durationMs ?? 10_000;
   const healBoundMs = options.healBoundMs ?? 10_000;
@@ -282,9 +300,10 @@ export async function runSimulation(
   const upIds = () => cluster.ids.filter((id) => cluster.node(id).state === "up");
   const injectOne = () => {
     if (stopped) return;
-    // Whole-run settings, not changes drawn here.
+    // Whole-run settings (`long-delay` is on from the start, below), not changes drawn here.
     const kinds = [...faults].filter((k) =>
-      k !== "disk-slow" && k !== "slow-apply" && k !== "clock-drift" && k !== "crash-subset"
+      k !== "long-delay" && k !== "disk-slow" && k !== "slow-apply" && k !== "clock-drift" &&
+      k !== "crash-subset"
     );
     if (kinds.length > 0) {
       const kind = kinds[rng.int(0, kinds.length)];
@@ -311,6 +330,8 @@ export async function runSimulation(
       }
       case "partition":
         return partition();
+      case "long-delay":
+        return;
       case "crash":
       case "crash-after-persist":
       case "disk":
@@ -437,6 +458,30 @@ export async function runSimulation(
     fault(`${cuts} one-way cut(s)`);
   };
 
+  // Stalled connections: every message on one link arrives seconds late, in order, for a while.
+  const slow = new Set<string>();
+  const slowOne = () => {
+    if (stopped) return;
+    const ids = cluster.ids;
+    const from = ids[longRng.int(0, ids.length)];
+    const to = ids[longRng.int(0, ids.length)];
+    if (from !== to && !slow.has(`${from}>${to}`) && !slow.has(`${to}>${from}`)) {
+      // A stalled connection is slow both ways, each by its own amount (a request held for
+      // seconds, its answer held too, while the cluster moves on).
+      for (const [a, b] of [[from, to], [to, from]]) {
+        slow.add(`${a}>${b}`);
+        cluster.slowLink(a, b, longRng.int(200, 4_001));
+      }
+      fault(`slow link ${from}<>${to}`);
+      cluster.schedule(longRng.int(200, 2_000), () => {
+        for (const [a, b] of [[from, to], [to, from]]) {
+          if (slow.delete(`${a}>${b}`)) cluster.slowLink(a, b, 0);
+        }
+      });
+    }
+    cluster.schedule(longRng.int(300, 2_000), slowOne);
+  };
+
   const messagesMax = options.messagesMax ?? 30 * durationMs;
   const watchdog = () => {
     if (cluster.stats.sent > messagesMax) {
@@ -449,6 +494,16 @@ export async function runSimulation(
 
   try {
     cluster.schedule(100, watchdog);
+    if (faults.has("long-delay")) {
+      cluster.network = {
+        ...cluster.network,
+        longDelayRate: options.longDelayRate ?? [0.005, 0.02, 0.05][longRng.int(0, 3)],
+        longDelayMinMs: 1_000,
+        longDelayMaxMs: 4_000,
+      };
+      fault(`long delays: ${(cluster.network.longDelayRate * 100).toFixed(1)}% of messages`);
+      cluster.schedule(longRng.int(100, 800), slowOne);
+    }
     for (const c of clients) issue(c);
     locks?.start();
     cluster.schedule(rng.int(100, 800), injectOne);
@@ -464,10 +519,16 @@ export async function runSimulation(
       duplicateRate: 0,
       reorderRate: 0,
       latencyMaxMs: 5,
+      longDelayRate: 0,
     };
     cluster.heal();
     cluster.diskLatency = undefined;
     cluster.applyLatency = undefined;
+    for (const link of slow) {
+      const [from, to] = link.split(">");
+      cluster.slowLink(from, to, 0);
+    }
+    slow.clear();
     cluster.disarmCrashes();
     for (const n of cluster.nodes()) {
       if (n.state === "paused") cluster.resume(n.id);

@@ -597,6 +597,7 @@ export class RaftServer {
     const torn = storage.tornTail;
     if (torn !== undefined) emit("wal-cut", { ...torn, reason: `torn write: ${torn.reason}` });
     for (const damage of storage.repaired) emit("wal-repaired", { damage });
+    if (storage.snapshotFallback) emit("snapshot-fallback", { ...storage.snapshotFallback });
     if (transfer !== undefined) {
       // The leader's whole log (snapshot and entries after it): the leader may remember this node
       // at any index up to its last, and never moves a follower's matchIndex back (rule 4).

@@ -710,7 +710,8 @@ export class RaftNode {
           rejectedIndex: m.prevLogIndex,
           conflictTerm: 0,
           conflictIndex: 0,
-          readRound: 0, // the read rounds of another term mean nothing to the leader of ours
+          // The read rounds of another term mean nothing to the leader of ours.
+          readRound: this.#faults.has("credit-stale-replies") ? m.readRound : 0,
         });
         return;
       case "InstallSnapshot":
@@ -906,7 +907,7 @@ export class RaftNode {
   #handleAppendEntriesReply(m: AppendEntriesReply): void {
     // A late answer to another term's request: its read round, match and hints are of that term,
     // and it shows no recent contact (CheckQuorum). Its term was handled in `step`.
-    if (m.requestTerm !== this.#term) return;
+    if (m.requestTerm !== this.#term && !this.#faults.has("credit-stale-replies")) return;
     const pr = this.#progress.get(m.from)!;
     pr.recentActive = true;
     if (m.readRound > pr.readRoundAcked) {

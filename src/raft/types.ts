@@ -359,7 +359,12 @@ export type FaultPoint =
    * The host loop (src/host/loop.ts, the server's as well as the simulator's) sends every batch's
    * messages before persisting it: votes and acknowledgements of entries not yet durable.
    */
-  | "send-before-persist";
+  | "send-before-persist"
+  /**
+   * A leader credits a reply to an older term's AppendEntries (its echoed read round, match and
+   * activity) as if it answered this term: the stale read across terms of issue 14.
+   */
+  | "credit-stale-replies";
 
 /** The defaults: the Raft paper's timings, PreVote and CheckQuorum on. */
 export const DEFAULT_CONFIG: RaftConfig = Object.freeze({

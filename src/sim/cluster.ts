@@ -52,6 +52,15 @@ export interface NetworkOptions {
   readonly reorderRate: number;
   /** Most extra delay a reordered message gets. Default 30. */
   readonly reorderDelayMaxMs: number;
+  /**
+   * Chance a message is held for seconds, across several election timeouts, so that it (or its
+   * reply) arrives after leadership changed more than once. Default 0.
+   */
+  readonly longDelayRate: number;
+  /** Shortest extra delay of a long-delayed message. Default 1,000. */
+  readonly longDelayMinMs: number;
+  /** Longest extra delay of a long-delayed message (inclusive). Default 4,000. */
+  readonly longDelayMaxMs: number;
 }
 
 /** The default network: 1–5 ms one way, no faults. */
@@ -62,6 +71,9 @@ export const DEFAULT_NETWORK: NetworkOptions = Object.freeze({
   duplicateRate: 0,
   reorderRate: 0,
   reorderDelayMaxMs: 30,
+  longDelayRate: 0,
+  longDelayMinMs: 1_000,
+  longDelayMaxMs: 4_000,
 });
 
 /** How to build a simulated cluster. */
@@ -313,6 +325,8 @@ export interface NetworkStats {
   dropped: number;
   /** Extra copies delivered. */
   duplicated: number;
+  /** Messages held for seconds (`longDelayRate`). */
+  longDelayed: number;
   /** Messages sent, per message type. */
   readonly sentByType: Map<string, number>;
 }
@@ -341,6 +355,7 @@ export class Cluster {
     delivered: 0,
     dropped: 0,
     duplicated: 0,
+    longDelayed: 0,
     sentByType: new Map(),
   };
 
@@ -368,12 +383,16 @@ export class Cluster {
   #slowRng: SeededRng;
   /** How often a process was blocked by a slow disk save or a slow apply. */
   readonly blockStats = { saves: 0, applies: 0 };
+  // Long delays draw from their own stream, so a seed without them keeps its exact run.
+  #longDelayRng: SeededRng;
   /** How many snapshots hosts have taken, and how many followers installed from a leader. */
   readonly snapshotStats = { taken: 0, installed: 0 };
   #nodes = new Map<NodeId, SimNode>();
   #inFlight = new EventHeap<InFlight>();
   #callbacks = new EventHeap<{ atMs: number; seq: number; run: () => void }>();
   #cuts = new Set<string>();
+  /** Extra delay of every message on a slow link, by `from>to`. */
+  #slowLinks = new Map<string, number>();
   #eventsMax: number;
   #listeners: ((e: SimEvent) => void)[] = [];
   #appliedListeners: ((node: SimNode, entry: RaftLogEntry, result: unknown) => void)[] = [];
@@ -404,6 +423,7 @@ export class Cluster {
         );
       }
     }
+    this.#longDelayRng = new SeededRng(this.seed ^ 0x10a9);
     this.network = { ...DEFAULT_NETWORK, ...options.network };
     this.#config = options.config ?? {};
     this.#faultPoints = new Set(options.faultPoints ?? []);
@@ -716,6 +736,21 @@ export class Cluster {
     this.#fault(`cut ${from}${options.bothWays ? "<>" : ">"}${to}`);
   }
 
+  /**
+   * Holds every message from `from` to `to` for `extraMs` more (a stalled connection: they keep
+   * their order and all arrive late); 0 makes the link normal again.
+   */
+  slowLink(from: NodeId, to: NodeId, extraMs: number): void {
+    this.node(from);
+    this.node(to);
+    if (!Number.isSafeInteger(extraMs) || extraMs < 0) {
+      throw new RangeError(`A link's extra delay must be a non-negative integer: ${extraMs}`);
+    }
+    if (extraMs === 0) this.#slowLinks.delete(`${from}>${to}`);
+    else this.#slowLinks.set(`${from}>${to}`, extraMs);
+    this.#fault(`slow link ${from}>${to}: ${extraMs} ms`);
+  }
+
   /** Cuts every link between a node and all others, both ways. */
   isolate(id: NodeId): void {
     this.node(id);
@@ -996,6 +1031,11 @@ export class Cluster {
     let delay = this.#netRng.int(net.latencyMinMs, net.latencyMaxMs + 1);
     if (this.#netRng.chance(net.reorderRate)) {
       delay += this.#netRng.int(1, net.reorderDelayMaxMs + 1);
+    }
+    delay += this.#slowLinks.get(`${m.from}>${m.to}`) ?? 0;
+    if (net.longDelayRate > 0 && this.#longDelayRng.chance(net.longDelayRate)) {
+      delay += this.#longDelayRng.int(net.longDelayMinMs, net.longDelayMaxMs + 1);
+      this.stats.longDelayed++;
     }
     this.#inFlight.push({ atMs: this.#nowMs + delay, seq: ++this.#seq, message: m });
   }
