@@ -68,7 +68,7 @@ export const CLOCK_DRIFT_MAX = 0.01;
  * through the whole faulty phase, beside the other kinds; with the default kinds, in one seed in
  * four). `disk-slow`: every node's saves and syncs take 0 to a few dozen ms, and some
  * stall for 100 ms to 2 s, blocking the process (a follower replies only after its write is
- * durable); `slow-apply`: some applied entries block their node for up to a second;
+ * durable); `slow-apply`: some applied entries block their node for up to half a second;
  * `clock-drift`: each node's clock has its own offset and runs up to ±1% fast or slow (timers and
  * lease deadlines follow it); `long-pause`: a node (often the leader) is paused 1.6–4 s, longer
  * than any lock lease and several election timeouts; `crash-subset`: on the simulated disk, a
@@ -206,16 +206,16 @@ export async function runSimulation(
     diskLatency: faults.has("disk-slow")
       ? {
         syncMsMax: [2, 10, 30][wideRng.int(0, 3)],
-        stallRate: [0.002, 0.01, 0.03][wideRng.int(0, 3)],
+        stallRate: [0.001, 0.003, 0.01][wideRng.int(0, 3)],
         stallMsMin: 100,
         stallMsMax: 2_000,
       }
       : undefined,
     applyLatency: faults.has("slow-apply")
       ? {
-        rate: [0.01, 0.05, 0.2][wideRng.int(0, 3)],
+        rate: [0.005, 0.02, 0.05][wideRng.int(0, 3)],
         msMin: 1,
-        msMax: [20, 200, 1_000][wideRng.int(0, 3)],
+        msMax: [20, 100, 500][wideRng.int(0, 3)],
       }
       : undefined,
     clocks: faults.has("clock-drift")
