@@ -9,7 +9,7 @@
 
 import { parseArgs } from "node:util";
 import type { Cluster } from "../src/sim/cluster.ts";
-import { runStep, type ScenarioContext, type Step } from "../src/scenario/scenario.ts";
+import { runStep, type ScenarioContext, type Step, StepFailure } from "../src/scenario/scenario.ts";
 import { type ScenarioScript, seedAndNodes } from "../src/scenario/cli.ts";
 import {
   JUPYTER_DISPLAY,
@@ -18,6 +18,8 @@ import {
   TEXT_COLUMNS_MAX,
 } from "../src/observe/table.ts";
 import { recorderFor, type Timeline } from "../src/observe/timeline.ts";
+import { type RuleClaims, type RuleId, rulesLine } from "./figure2.ts";
+import { exchangeOf } from "./_exchange.ts";
 
 /** Something a step wants shown besides the table and the timeline (e.g. a chart). */
 export interface Figure {
@@ -30,13 +32,29 @@ export interface Figure {
 }
 
 /** The context every chapter uses: the cluster may be replaced by a step, figures may be added. */
-export interface ChapterContext extends ScenarioContext {
+export interface ChapterContext extends ScenarioContext, RuleClaims {
   /** The cluster shown in the tables (a step may swap in a new one). */
   cluster: Cluster;
   /** Figures the last step produced; shown after its table and cleared. */
   figures?: Figure[];
   /** Extra lines of text the last step produced (measurements); shown and cleared. */
   notes?: string[];
+  /** In a "break it" step: whether the rule is switched off (set by `ChapterRun.step`). */
+  ruleOff?: boolean;
+}
+
+/**
+ * A chapter step: a scenario step that may name the Figure 2 rules it shows (and must then assert
+ * each with `claimRule`), or be a "break it" step that switches a rule off.
+ */
+export interface ChapterStep<C> extends Step<C> {
+  /** The Figure 2 rules the step shows (scenarios/figure2.ts). */
+  readonly rules?: readonly RuleId[];
+  /**
+   * Set on a "break it" step: what it switches off. The step reads `ctx.ruleOff` (default true):
+   * switched off, it asserts that the checker catches the bug; on, that all is well.
+   */
+  readonly breakIt?: string;
 }
 
 /** Extra command-line flags a chapter accepts, parsed as strings. */
@@ -57,6 +75,8 @@ export interface Chapter<C extends ChapterContext> extends ScenarioScript<C> {
   readonly intro: string;
   /** Extra flags (e.g. `trials`), passed to `contextWith`. */
   readonly flags?: Readonly<Record<string, ChapterFlag>>;
+  /** The steps, with their Figure 2 tags. */
+  readonly steps: readonly ChapterStep<C>[];
   /** Builds the context with the extra flags' values. Defaults to `context(seed, nodes)`. */
   contextWith?(seed: number, nodes: number, flags: Readonly<Record<string, string>>): C;
 }
@@ -65,6 +85,7 @@ export interface Chapter<C extends ChapterContext> extends ScenarioScript<C> {
 export function useCluster(ctx: ChapterContext, cluster: Cluster): void {
   ctx.cluster = cluster;
   recorderFor(cluster).begin();
+  exchangeOf(cluster).begin();
 }
 
 /** Adds a figure for the current step to show. */
@@ -118,6 +139,8 @@ export class StepView {
   readonly figures: readonly Figure[];
   /** Measurements the step wrote. */
   readonly notes: readonly string[];
+  /** The Figure 2 rules the step showed (and asserted). */
+  readonly rules: readonly RuleId[];
   /** The node table before the step, kept when the step repaired (replaced) log entries. */
   readonly before: NodeTable | undefined;
 
@@ -130,6 +153,7 @@ export class StepView {
       timeline: Timeline;
       figures: Figure[];
       notes: string[];
+      rules?: readonly RuleId[];
       before?: NodeTable;
     },
   ) {
@@ -139,6 +163,7 @@ export class StepView {
     this.timeline = fields.timeline;
     this.figures = fields.figures;
     this.notes = fields.notes;
+    this.rules = fields.rules ?? [];
     this.before = fields.before;
   }
 
@@ -154,6 +179,7 @@ export class StepView {
   /** Table, notes, figures (as text) and the timeline as text. */
   toString(): string {
     return [
+      ...(this.rules.length > 0 ? [wrapText(rulesLine(this.rules))] : []),
       ...this.beforeLines(),
       this.table.toString(),
       ...this.notes.map((n) => wrapText(n)),
@@ -175,7 +201,12 @@ export class StepView {
     const before = this.before === undefined ? "" : `<div class="raftmeta-before">` +
       `<div style="font-family:monospace;color:#555">log before this step (entries were ` +
       `replaced):</div>${this.before.gridHtml()}</div>`;
-    return `${before}${this.table.toHtml()}${notes}${figures}` +
+    const rules = this.rules.length === 0
+      ? ""
+      : `<div style="font-size:90%"><b>Figure 2:</b> ${
+        esc(rulesLine(this.rules).slice("Figure 2: ".length))
+      }</div>`;
+    return `${rules}${before}${this.table.toHtml()}${notes}${figures}` +
       `<div style="max-width:100%">${this.timeline.toSvg()}</div>` +
       `<div style="color:#2e7d32">✓ step ${this.number} holds</div>`;
   }
@@ -215,23 +246,43 @@ export class ChapterRun<C extends ChapterContext> {
 
   /**
    * Runs step `number` (1-based; steps must run in order) and returns its view. Throws a
-   * `StepFailure` when the step's claim does not hold.
+   * `StepFailure` when the step's claim does not hold, or when it is tagged with a Figure 2 rule it
+   * did not assert. `ruleOff` is for "break it" steps only: false runs the step with the rule on.
    */
-  step(number: number): StepView {
+  step(number: number, options: { ruleOff?: boolean } = {}): StepView {
     const steps = this.chapter.steps;
-    if (number !== this.#next + 1) {
+    // A "break it" step runs on a cluster of its own, so its cell may be flipped and run again.
+    const again = number === this.#next && steps[number - 1]?.breakIt !== undefined;
+    if (number !== this.#next + 1 && !again) {
       throw new Error(
         `Run the steps in order: the next step is ${this.#next + 1}, not ${number}`,
       );
     }
     if (number > steps.length) throw new RangeError(`Chapter has ${steps.length} steps`);
+    const step = steps[number - 1];
+    if (options.ruleOff !== undefined && step.breakIt === undefined) {
+      throw new Error(
+        `Step ${number} "${step.name}" is not a "break it" step: ruleOff does not apply`,
+      );
+    }
     const ctx = this.context;
     ctx.figures = [];
     ctx.notes = [];
+    ctx.shown = new Set();
+    ctx.ruleOff = step.breakIt === undefined ? undefined : options.ruleOff ?? true;
     recorderFor(ctx.cluster).begin();
+    exchangeOf(ctx.cluster).begin();
     const clusterBefore = ctx.cluster;
     const tableBefore = nodeTable(ctx.cluster, { aliases: ctx.aliases });
     const table = runStep(steps, number - 1, ctx);
+    const unasserted = (step.rules ?? []).filter((r) => !ctx.shown!.has(r));
+    if (unasserted.length > 0) {
+      throw new StepFailure(
+        step.name,
+        number - 1,
+        `it shows Figure 2 rule ${unasserted.join(", ")} but asserted nothing about it`,
+      );
+    }
     this.#next = number;
     const timeline = recorderFor(ctx.cluster).end({
       title: `Step ${number}: ${steps[number - 1].name} — messages`,
@@ -248,6 +299,7 @@ export class ChapterRun<C extends ChapterContext> {
       timeline,
       figures: ctx.figures,
       notes: ctx.notes,
+      rules: step.rules,
       before,
     });
     ctx.figures = [];
@@ -343,6 +395,12 @@ export function runChapterCli<C extends ChapterContext>(
     for (let i = 0; i < chapter.steps.length; i++) {
       const step = chapter.steps[i];
       print(`\n${wrapText(`## Step ${i + 1}: ${step.name}`)}\n${wrapText(step.explain)}\n`);
+      if (step.rules !== undefined && step.rules.length > 0) {
+        print(`${wrapText(rulesLine(step.rules))}\n`);
+      }
+      if (step.breakIt !== undefined) {
+        print(`${wrapText(`Break it: switched off — ${step.breakIt}`)}\n`);
+      }
       const view = run.step(i + 1);
       for (const l of view.beforeLines()) print(l);
       print(view.table.toString());

@@ -3,19 +3,24 @@
  * kernel, or say how to open them.
  *
  * ```sh
- * deno run -A scripts/notebooks.ts            # how to open the notebooks (and what is missing)
+ * deno run -A scripts/notebooks.ts            # register the Deno kernel, open JupyterLab (or say what to install)
+ * deno run -A scripts/notebooks.ts open --dry-run  # only print what it would run
  * deno run -A scripts/notebooks.ts build      # write notebooks/*.ipynb from scenarios/0*.ts
  * deno run -A scripts/notebooks.ts execute    # run every notebook in place (outputs committed)
  * deno run -A scripts/notebooks.ts execute 01 # only the chapters whose file starts with 01
  * ```
  *
- * The kernel is the one committed in `notebooks/kernels/deno/kernel.json`, found through
- * `JUPYTER_PATH`; nothing is installed into the user's Jupyter directories.
+ * The kernel is registered for this project only: a kernelspec that runs this very Deno binary, in
+ * a temporary Jupyter data directory passed as `JUPYTER_PATH`; nothing is installed into the
+ * user's Jupyter directories. Deno's kernel now and then reports a cell idle before its result and
+ * nbconvert then drops the output: `execute` runs a notebook again until every code cell shows
+ * output, and fails when one still shows none.
  *
  * @module
  */
 
 import { chapters } from "../scenarios/chapters.ts";
+import { rulesLine } from "../scenarios/figure2.ts";
 
 const root = new URL("../", import.meta.url);
 const notebooksDir = new URL("notebooks/", root);
@@ -72,9 +77,25 @@ export function notebookOf(file: string, chapter: (typeof chapters)[number]): un
     ),
   ];
   chapter.steps.forEach((step, i) => {
+    const rules = step.rules === undefined || step.rules.length === 0
+      ? ""
+      : `\n\n**Figure 2:** ${rulesLine(step.rules).slice("Figure 2: ".length)}`;
+    const breakIt = step.breakIt === undefined
+      ? ""
+      : `\n\n**Break it:** switched off — ${step.breakIt}. In the cell below, \`ruleOff: true\` runs the step with the rule switched off and ` +
+        `asserts that the bug is caught; set it to \`false\` and run the cell again to see the ` +
+        `same run with the rule on.`;
     cells.push(
-      markdown(`step-${i + 1}-explain`, `## Step ${i + 1}: ${step.name}\n\n${step.explain}`),
-      code(`step-${i + 1}`, `run.step(${i + 1});`),
+      markdown(
+        `step-${i + 1}-explain`,
+        `## Step ${i + 1}: ${step.name}\n\n${step.explain}${rules}${breakIt}`,
+      ),
+      code(
+        `step-${i + 1}`,
+        step.breakIt === undefined
+          ? `run.step(${i + 1});`
+          : `run.step(${i + 1}, { ruleOff: true }); // false: the same run with the rule on`,
+      ),
     );
   });
   return {
@@ -173,9 +194,41 @@ export function cellsWithoutOutput(nb: { cells: Cell[] }): string[] {
     .map((c) => c.id);
 }
 
+/** Attempts {@linkcode executeUntilComplete} makes by default. */
+export const EXECUTE_ATTEMPTS = 4;
+
+/**
+ * Executes `notebook` until every code cell has output (at most `attempts` times): the kernel
+ * sometimes reports a cell idle before its result arrives, and nbconvert then drops the output.
+ * `missing` names the cells still without output after the last attempt; `ok` is false when a
+ * cell failed or any output is missing.
+ */
+export async function executeUntilComplete(
+  notebook: string,
+  options: { outputDir?: string; jupyterPath: string; timeoutS?: number; attempts?: number },
+): Promise<{ ok: boolean; log: string; missing: string[]; attempts: number }> {
+  const attempts = options.attempts ?? EXECUTE_ATTEMPTS;
+  const executed = options.outputDir === undefined
+    ? notebook
+    : `${options.outputDir}/${notebook.split("/").pop()}`;
+  let missing: string[] = [];
+  for (let attempt = 1; attempt <= attempts; attempt++) {
+    const r = await executeNotebook(notebook, options);
+    if (!r.ok) return { ok: false, log: r.log, missing, attempts: attempt };
+    missing = cellsWithoutOutput(JSON.parse(await Deno.readTextFile(executed)));
+    if (missing.length === 0) return { ok: true, log: r.log, missing, attempts: attempt };
+  }
+  return {
+    ok: false,
+    log: `cells without output after ${attempts} runs: ${missing.join(", ")}`,
+    missing,
+    attempts,
+  };
+}
+
 async function execute(filter: string[]): Promise<number> {
   if (!(await jupyterAvailable())) {
-    console.error(missingJupyter());
+    console.error(missingJupyter("jupyter nbconvert is not installed."));
     return 1;
   }
   const jupyterPath = await kernelDir();
@@ -183,60 +236,87 @@ async function execute(filter: string[]): Promise<number> {
   for (const file of Object.keys(chapters)) {
     if (filter.length > 0 && !filter.some((f) => file.startsWith(f))) continue;
     const path = new URL(notebookName(file), notebooksDir).pathname;
-    // A kernel now and then drops a cell's output; retry so the committed copy shows every step.
-    for (let attempt = 1; attempt <= 4; attempt++) {
-      const r = await executeNotebook(path, { jupyterPath });
-      if (!r.ok) {
-        console.error(`✗ notebooks/${notebookName(file)} failed:\n${r.log.slice(-3000)}`);
-        failed++;
-        break;
-      }
-      const missing = cellsWithoutOutput(JSON.parse(await Deno.readTextFile(path)));
-      if (missing.length === 0 || attempt === 4) {
-        console.log(
-          `✓ notebooks/${notebookName(file)}` +
-            (missing.length > 0 ? ` (cells without output: ${missing.join(", ")})` : ""),
-        );
-        break;
-      }
-      console.log(
-        `… notebooks/${notebookName(file)}: output of ${missing.join(", ")} dropped, again`,
-      );
+    const r = await executeUntilComplete(path, { jupyterPath });
+    if (r.ok) {
+      const again = r.attempts > 1 ? ` (run ${r.attempts} times: the kernel dropped output)` : "";
+      console.log(`✓ notebooks/${notebookName(file)}${again}`);
+    } else {
+      console.error(`✗ notebooks/${notebookName(file)} failed:\n${r.log.slice(-3000)}`);
+      failed++;
     }
   }
   await Deno.remove(jupyterPath, { recursive: true });
   return failed === 0 ? 0 : 1;
 }
 
-function missingJupyter(): string {
-  return "Jupyter is not installed. On Debian or Ubuntu:\n" +
-    "  sudo apt-get install -y jupyter-nbconvert python3-nbclient   # to execute notebooks\n" +
-    "  sudo apt-get install -y jupyter-notebook                     # to open them in a browser\n" +
-    "or with pip: pip install jupyterlab. Deno's kernel needs no install: this project's " +
-    "kernelspec is notebooks/kernels/deno/kernel.json.";
+function missingJupyter(what = "Jupyter is not installed."): string {
+  return `${what} Install one of:\n` +
+    "  pip install jupyterlab                                         # JupyterLab, any OS\n" +
+    "  sudo apt-get install -y jupyter-notebook                       # Debian/Ubuntu: Notebook\n" +
+    "  sudo apt-get install -y jupyter-nbconvert python3-nbclient     # only to execute headless\n" +
+    "then run `deno task notebooks` again. Deno's kernel comes with Deno: this script registers " +
+    "it for this project (JUPYTER_PATH), nothing in your home directory.";
 }
 
-async function open(): Promise<number> {
-  const here = new URL(".", notebooksDir).pathname;
-  console.log(
-    "The tutorial notebooks are in notebooks/ (chapters 01–07). To open them with the project's " +
-      "Deno kernel:\n\n" +
-      `  JUPYTER_PATH=${here} jupyter lab ${here}\n` +
-      "  (or: deno jupyter --install, then open the notebooks in Jupyter or VS Code)\n\n" +
-      "To run them headless: deno run -A scripts/notebooks.ts execute",
-  );
-  if (!(await jupyterAvailable())) {
-    console.log(`\n${missingJupyter()}`);
+/** Whether `jupyter <frontEnd>` (lab or notebook) is installed. */
+async function hasFrontEnd(frontEnd: string): Promise<boolean> {
+  try {
+    const out = await new Deno.Command("jupyter", {
+      args: [frontEnd, "--version"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return out.success;
+  } catch {
+    return false;
   }
-  return 0;
+}
+
+/**
+ * Registers the Deno kernel for this project and opens the notebooks in JupyterLab (or Jupyter
+ * Notebook); without either, says exactly what to install and returns 1. With `dryRun` it only
+ * prints the command.
+ */
+async function open(options: { dryRun: boolean }): Promise<number> {
+  const here = notebooksDir.pathname;
+  const count = Object.keys(chapters).length;
+  const frontEnd = (await hasFrontEnd("lab"))
+    ? "lab"
+    : (await hasFrontEnd("notebook"))
+    ? "notebook"
+    : undefined;
+  console.log(`The tutorial is ${count} chapters, one notebook each, in ${here}`);
+  if (frontEnd === undefined) {
+    console.log(`\n${missingJupyter("Neither JupyterLab nor Jupyter Notebook is installed.")}`);
+    return 1;
+  }
+  const jupyterPath = await kernelDir();
+  try {
+    console.log(
+      `Deno kernel registered for this project (${Deno.execPath()}), in ${jupyterPath}.\n` +
+        `Running: JUPYTER_PATH=${jupyterPath} jupyter ${frontEnd} ${here}`,
+    );
+    if (options.dryRun) return 0;
+    const child = new Deno.Command("jupyter", {
+      args: [frontEnd, here],
+      env: { JUPYTER_PATH: jupyterPath },
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+    return (await child.status).code;
+  } finally {
+    await Deno.remove(jupyterPath, { recursive: true });
+  }
 }
 
 if (import.meta.main) {
   const [command, ...rest] = Deno.args;
   if (command === "build") await build();
   else if (command === "execute") Deno.exit(await execute(rest));
-  else if (command === undefined || command === "open") Deno.exit(await open());
-  else {
+  else if (command === undefined || command === "open") {
+    Deno.exit(await open({ dryRun: rest.includes("--dry-run") }));
+  } else {
     console.error(`Unknown command "${command}": use build, execute or open`);
     Deno.exit(2);
   }

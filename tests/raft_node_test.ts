@@ -245,6 +245,34 @@ Deno.test("voting: up-to-date rule, one vote per term, also across a restart", a
   });
 });
 
+Deno.test("refusing an out-of-date candidate restarts the election timer only if configured", async (t) => {
+  // A follower of term 2 with log [1:1, 2:2], its timer started by the leader's last append.
+  const follower = (resetElectionTimerOnStepDown: boolean) => {
+    const n = mk("n1", {
+      config: { preVote: false, checkQuorum: false, resetElectionTimerOnStepDown },
+    });
+    n.step(ae({ entries: [entry(1, 1), entry(2, 2)], term: 2 }));
+    out(n);
+    const deadlineMs = n.nextDeadlineMs();
+    n.tick(deadlineMs - 10);
+    n.step({ type: "RequestVote", from: "n2", to: "n1", term: 5, lastLogIndex: 1, lastLogTerm: 1 });
+    assert.equal(of(out(n), "RequestVoteReply")[0].granted, false);
+    assert.equal(n.term, 5);
+    return { n, deadlineMs };
+  };
+  await t.step("by default (etcd's choice) stepping down to a higher term restarts it", () => {
+    const { n, deadlineMs } = follower(true);
+    assert.ok(n.nextDeadlineMs() >= deadlineMs - 10 + 150, `${n.nextDeadlineMs()}`);
+  });
+  await t.step("Figure 2: only the leader's append or a granted vote restarts it", () => {
+    const { n, deadlineMs } = follower(false);
+    assert.equal(n.nextDeadlineMs(), deadlineMs, "the timer keeps running");
+    n.tick(deadlineMs);
+    assert.equal(n.role, "Candidate", "so the up-to-date node stands as soon as it was due to");
+    assert.equal(n.term, 6);
+  });
+});
+
 Deno.test("a candidate counts only votes of its current term", () => {
   const n = mk("n1", { config: { preVote: false } });
   n.tick(n.nextDeadlineMs()); // term 1

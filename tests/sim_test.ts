@@ -132,3 +132,43 @@ Deno.test("a command that does not decode is refused before it reaches the log",
   assert.throws(() => c.propose(new Uint8Array([0xff, 0x09])), /version|command/i);
   assert.equal(c.node(leader).raft.log.lastIndex, before);
 });
+
+Deno.test("a message that must follow a write leaves when the write is done", () => {
+  // Network 1 ms each way; entries take 13 ms to write, the hard state alone 2 ms.
+  const c = new Cluster({
+    nodes: 3,
+    seed: 3,
+    network: { latencyMinMs: 1, latencyMaxMs: 1 },
+    writeLatencyMs: 13,
+    hardStateWriteLatencyMs: 2,
+    config: { preVote: false, checkQuorum: false },
+  });
+  const sent = new Map<string, number>();
+  const delivered: { type: string; afterMs: number; entries: number }[] = [];
+  c.onEvent((e) => {
+    if (e.kind !== "send" && e.kind !== "deliver") return;
+    const m = e.message;
+    const key = `${m.type} ${m.from}>${m.to} ${m.term} ${"requestTerm" in m ? m.requestTerm : ""}`;
+    if (e.kind === "send") sent.set(key, e.atMs);
+    else {
+      const entries = m.type === "AppendEntries" ? m.entries.length : -1;
+      delivered.push({ type: m.type, afterMs: e.atMs - sent.get(key)!, entries });
+    }
+  });
+  const leader = c.waitForLeader();
+  c.complete(c.put("/k", "v"));
+  c.advance(200);
+  const afters = (type: string) =>
+    new Set(delivered.filter((d) => d.type === type).map((d) => d.afterMs));
+  // A RequestVote follows the candidate's write of its term and vote; so does a granted reply.
+  assert.deepEqual(afters("RequestVote"), new Set([3]));
+  assert.ok(afters("RequestVoteReply").has(3));
+  // The leader sends its appends while it writes (§10.2.1): only the network's 1 ms.
+  assert.deepEqual(afters("AppendEntries"), new Set([1]));
+  // An acknowledgement of entries waits for their write; one of a bare heartbeat may not wait.
+  const replies = afters("AppendEntriesReply");
+  assert.ok(replies.has(14), `acks of entries: ${[...replies]}`);
+  assert.ok(replies.has(1), `acks of heartbeats: ${[...replies]}`);
+  assert.equal(c.leader(), leader);
+  assert.throws(() => new Cluster({ writeLatencyMs: -1 }), /writeLatencyMs must be/);
+});

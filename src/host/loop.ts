@@ -73,6 +73,11 @@ export interface HostLoopHooks {
   fail(error: Error): void;
   /** Whether the host stopped (crashed or closed) during the batch: then nothing more is done. */
   halted(): boolean;
+  /**
+   * Optional: the batch was made durable and its messages go out next (a simulator models the
+   * write's duration here: those messages may not leave before the write ends).
+   */
+  savedBeforeSend?(ready: Ready): void;
 }
 
 /** Handles one node's ready batches for its host (see the module documentation). */
@@ -151,7 +156,10 @@ export class HostLoop {
       }
     }
     if (hooks.halted()) return; // crashed while persisting: nothing of the batch leaves
-    if (!sendFirst) this.#send(ready.messages);
+    if (!sendFirst) {
+      if (ready.mustSync) hooks.savedBeforeSend?.(ready);
+      this.#send(ready.messages);
+    }
     if (ready.snapshot !== undefined) hooks.restore(ready.snapshot);
     for (const e of ready.committedEntries) hooks.apply(e);
     for (const r of ready.readStates) hooks.readState(r);

@@ -91,7 +91,7 @@ export async function handleHttp(
   req: Request,
   _info?: Deno.ServeHandlerInfo<Deno.NetAddr>,
 ): Promise<Response> {
-  const started = performance.now();
+  const started = server.nowMs();
   let route = "other";
   let response: Response;
   const admitted = server.admitRequest();
@@ -145,7 +145,7 @@ export async function handleHttp(
   }
   let h = server.requestSeconds.get(route);
   if (h === undefined) server.requestSeconds.set(route, h = new Histogram());
-  h.observe((performance.now() - started) / 1000);
+  h.observe((server.nowMs() - started) / 1000);
   const leader = server.node.leaderId;
   const leaderUrl = leader === undefined ? undefined : server.clientUrlOf(leader);
   if (leaderUrl !== undefined && !response.headers.has(LEADER_HEADER)) {
@@ -360,8 +360,6 @@ function header(server: RaftServer, revision = server.store.revision): Json {
 
 // ---- Leader handling ---------------------------------------------------------------------------
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /**
  * Runs `local` (a write) here if this node leads; otherwise forwards the request to the leader,
  * waiting for one to be elected if needed, until the request timeout.
@@ -375,9 +373,9 @@ async function asLeader(
   // A session makes a resent write apply once; an idempotent request is safe to resend anyway.
   resendable = session !== undefined,
 ): Promise<Response> {
-  const deadline = performance.now() + server.requestTimeoutMs;
+  const deadline = server.nowMs() + server.requestTimeoutMs;
   let lastError = "no leader is known";
-  while (performance.now() < deadline) {
+  while (server.nowMs() < deadline) {
     try {
       return await local();
     } catch (e) {
@@ -403,7 +401,7 @@ async function asLeader(
       );
     }
     if (url !== undefined) {
-      const forwarded = await forward(server, url, req, body, deadline - performance.now());
+      const forwarded = await forward(server, url, req, body, deadline - server.nowMs());
       if (forwarded.ok === true) return forwarded.response;
       if (forwarded.ok === "unknown" && !resendable) {
         throw new HttpError(
@@ -413,12 +411,12 @@ async function asLeader(
         );
       }
       lastError = forwarded.error;
-      await sleep(20);
+      await server.sleep(20);
       continue;
     }
     // No leader, or one whose address we do not know yet: wait, never spin.
-    await sleep(20);
-    await server.waitForLeader(Math.max(0, deadline - performance.now()));
+    await server.sleep(20);
+    await server.waitForLeader(Math.max(0, deadline - server.nowMs()));
     if (server.node.leaderId === undefined) break;
   }
   throw new HttpError(503, `No leader could take the request in time: ${lastError}`, 14);
@@ -441,12 +439,11 @@ async function forward(
   server.counters.forwarded++;
   let sent = false;
   try {
-    const res = await fetch(leaderUrl + url.pathname + url.search, {
+    const res = await server.fetch(leaderUrl + url.pathname + url.search, {
       method: req.method,
       headers,
       body: req.method === "GET" || req.method === "HEAD" ? undefined : body.slice(),
-      signal: AbortSignal.timeout(Math.max(1, timeoutMs)),
-    });
+    }, timeoutMs);
     sent = true;
     const bytes = new Uint8Array(await res.arrayBuffer());
     if (res.status === 503) {
@@ -467,10 +464,10 @@ async function forward(
 
 /** Waits until a linearizable read may be served here, retrying through leader changes. */
 async function linearizable(server: RaftServer): Promise<void> {
-  const deadline = performance.now() + server.requestTimeoutMs;
+  const deadline = server.nowMs() + server.requestTimeoutMs;
   let lastError = "";
   while (true) {
-    const remaining = deadline - performance.now();
+    const remaining = deadline - server.nowMs();
     if (remaining <= 0) break;
     try {
       await server.readBarrier(Math.min(remaining, 1000));
@@ -480,8 +477,8 @@ async function linearizable(server: RaftServer): Promise<void> {
       if (!(e instanceof ReadRefused) && !(e instanceof HttpError && e.status === 503)) throw e;
       lastError = e.message;
     }
-    await sleep(10);
-    await server.waitForLeader(Math.max(0, deadline - performance.now()));
+    await server.sleep(10);
+    await server.waitForLeader(Math.max(0, deadline - server.nowMs()));
   }
   throw new HttpError(503, `The read could not be confirmed by a leader in time: ${lastError}`, 14);
 }
@@ -1163,9 +1160,7 @@ async function statusRoute(server: RaftServer, url: URL): Promise<Response> {
       return;
     }
     try {
-      const res = await fetch(`${m.clientUrl}/v1/status?local=1`, {
-        signal: AbortSignal.timeout(500),
-      });
+      const res = await server.fetch(`${m.clientUrl}/v1/status?local=1`, {}, 500);
       const body = await res.json();
       rows[i] = body?.node ?? { id: m.id, status: `error ${res.status}`, clientUrl: m.clientUrl };
     } catch {

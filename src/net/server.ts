@@ -8,7 +8,6 @@
  * @module
  */
 
-import { setImmediate } from "node:timers";
 import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
 import {
@@ -25,9 +24,11 @@ import { decodeStoreSnapshot } from "../storage/store_snapshot.ts";
 import { type SnapshotOutcome, Snapshotter, staggeredSnapshotEntries } from "./snapshotter.ts";
 import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
 import { EventHeap } from "../host/heap.ts";
-import { HostLoop } from "../host/loop.ts";
+import { HostLoop, type HostTransport } from "../host/loop.ts";
+import type { CancelTimer, HostClock, HostTimers } from "../host/clock.ts";
 import { FileStorage } from "../storage/file_storage.ts";
-import { FILE_MODE } from "../storage/fs.ts";
+import { FILE_MODE, type Fs, RealFs } from "../storage/fs.ts";
+import { REAL_TIMERS, RealClock } from "./real_clock.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
 import {
   addsData,
@@ -141,6 +142,51 @@ export interface ServerOptions {
    * otherwise any.
    */
   readonly hostWhitelist?: readonly string[];
+  /** Bugs of the server's own code to switch on (tests only: they prove the simulator sees them). */
+  readonly faultPoints?: readonly ServerFaultPoint[];
+}
+
+/**
+ * Named bugs in the server's request handling, which tests switch on to show the randomized runs
+ * over real {@linkcode RaftServer}s catch them (src/check/server_simulation.ts).
+ */
+export type ServerFaultPoint =
+  /** `readBarrier` resolves at once: a "linearizable" read is served from the local store. */
+  | "read-before-barrier"
+  /** A read is served once its read index is known, before the store has applied up to it. */
+  | "read-before-apply";
+
+/** Every {@linkcode ServerFaultPoint}. */
+export const SERVER_FAULT_POINTS: readonly ServerFaultPoint[] = [
+  "read-before-barrier",
+  "read-before-apply",
+];
+
+/** Sends a request to another node's client URL (forwarding to the leader); `fetch` for real. */
+export type ServerFetch = (url: string, init: RequestInit, timeoutMs: number) => Promise<Response>;
+
+/**
+ * What a server runs on besides its options: the process's clock, timers, randomness, disk and
+ * network in a real process ({@linkcode RaftServer.start}), simulated ones in the simulator
+ * ({@linkcode RaftServer.open}). Nothing else in the server reads a clock or draws a number.
+ */
+export interface ServerIo {
+  /** The clock: request deadlines, lease expiry, latency figures. */
+  readonly clock: HostClock;
+  /** The tick, the drain after each turn, delays. */
+  readonly timers: HostTimers;
+  /** A float in [0, 1): staggers snapshots between nodes. */
+  readonly random: () => number;
+  /** Seed of the node's election-timeout RNG. */
+  readonly rngSeed: number;
+  /** The file system the data directory is on. */
+  readonly fs: Fs;
+  /** Where peer messages go; what arrives is fed to {@linkcode RaftServer.receive}. */
+  readonly transport: HostTransport;
+  /** Sends a forwarded request to the leader. */
+  readonly fetch: ServerFetch;
+  /** Records which peers have shown durable state (read by the empty-directory check). */
+  readonly saveSeen: (seen: ReadonlyMap<NodeId, number>) => void;
 }
 
 /**
@@ -294,9 +340,10 @@ export class RaftServer {
   readonly #transport: PeerTransport | undefined;
   readonly #peers: ReadonlyMap<NodeId, Address>;
   readonly #peerClientUrls: ReadonlyMap<NodeId, string>;
-  readonly #dataDir: string;
   readonly #log: (line: string) => void;
-  readonly #t0 = performance.now();
+  readonly #io: ServerIo;
+  readonly #readBeforeBarrier: boolean;
+  readonly #readBeforeApply: boolean;
   #http: Deno.HttpServer | undefined;
   #clientUrl = "";
   #store: MetadataStore;
@@ -315,7 +362,7 @@ export class RaftServer {
   #alarmRaiseIndex = 0;
   /** The entries due before the next snapshot (staggered), and the snapshot index it was drawn at. */
   #snapshotDue = { entries: 0, drawnAt: -1 };
-  #ticker: ReturnType<typeof setInterval> | undefined;
+  #stopTicker: CancelTimer | undefined;
   #drainScheduled = false;
   #draining = false;
   #closed = false;
@@ -335,7 +382,7 @@ export class RaftServer {
   readonly #deadlines = new EventHeap<{ atMs: number; seq: number; fire: () => void }>();
   #deadlineSeq = 0;
   /** Takes snapshots in slices across turns, one at a time. */
-  readonly #snapshotter = new Snapshotter();
+  readonly #snapshotter: Snapshotter;
   #seenTerms = new Map<NodeId, number>();
   #seenDirty = false;
   #joinTarget: number | undefined;
@@ -357,8 +404,16 @@ export class RaftServer {
     transport: PeerTransport | undefined,
     seen: Map<NodeId, number>,
     joinTarget: number | undefined,
+    io: ServerIo,
   ) {
     this.nodeId = node.id;
+    this.#io = io;
+    this.#readBeforeBarrier = options.faultPoints?.includes("read-before-barrier") ?? false;
+    this.#readBeforeApply = options.faultPoints?.includes("read-before-apply") ?? false;
+    this.#snapshotter = new Snapshotter({
+      nowMs: () => io.clock.nowMs(),
+      yieldTurn: () => new Promise((resolve) => io.timers.nextTurn(resolve)),
+    });
     this.clusterId = options.clusterId ?? "raftmeta";
     this.#node = node;
     this.#storage = storage;
@@ -372,7 +427,6 @@ export class RaftServer {
     this.#transport = transport;
     this.#peers = options.peers ?? new Map();
     this.#peerClientUrls = options.peerClientUrls ?? new Map();
-    this.#dataDir = options.dataDir ?? "./data";
     this.#log = options.log ?? ((line) => console.log(line));
     this.requestBytesMax = options.requestBytesMax ?? 1.5 * 1024 * 1024;
     this.responseBytesMax = options.responseBytesMax ?? RESPONSE_BYTES_MAX_DEFAULT;
@@ -387,9 +441,9 @@ export class RaftServer {
       disk: {
         saveSnapshot: (snapshot) => storage.saveSnapshot(snapshot),
         save: (hardState, entries) => {
-          const t = performance.now();
+          const t = io.clock.nowMs();
           storage.save(hardState, entries);
-          this.walSyncSeconds.observe((performance.now() - t) / 1000);
+          this.walSyncSeconds.observe((io.clock.nowMs() - t) / 1000);
           this.counters.saves++;
         },
         write: (hardState, entries) => {
@@ -398,10 +452,10 @@ export class RaftServer {
         },
         // An fdatasync on Deno's blocking pool: the loop replicates and parses requests meanwhile.
         sync: (done) => {
-          const t = performance.now();
+          const t = io.clock.nowMs();
           const syncing = storage.sync().then(() => {
             if (this.#syncing === syncing) this.#syncing = undefined;
-            if (!this.#closed) this.walSyncSeconds.observe((performance.now() - t) / 1000);
+            if (!this.#closed) this.walSyncSeconds.observe((io.clock.nowMs() - t) / 1000);
             done();
           }, (e) => {
             if (this.#syncing === syncing) this.#syncing = undefined;
@@ -413,7 +467,7 @@ export class RaftServer {
       transport: {
         send: (m) => {
           if (this.#joinTarget !== undefined && withheld(m)) return;
-          this.#transport?.send(m);
+          io.transport.send(m);
         },
       },
       restore: (snapshot) => this.#restore(snapshot),
@@ -615,33 +669,29 @@ export class RaftServer {
       );
       emit("join-vote-withheld", { term });
     }
-    const persisted = storage.load();
-    let store: MetadataStore;
+    const io: ServerIo = {
+      clock: new RealClock(),
+      timers: REAL_TIMERS,
+      random: Math.random,
+      rngSeed: crypto.getRandomValues(new Uint32Array(1))[0],
+      fs: new RealFs(),
+      transport: { send: (m) => transport?.send(m) },
+      fetch: (url, init, timeoutMs) =>
+        fetch(url, { ...init, signal: AbortSignal.timeout(Math.max(1, timeoutMs)) }),
+      saveSeen: (seenTerms) => writeSeen(dataDir, seenTerms),
+    };
+    let built: { node: RaftNode; store: MetadataStore };
     try {
-      store = persisted.snapshot === undefined
-        ? new MetadataStore()
-        : decodeStoreSnapshot(persisted.snapshot.data);
+      built = buildNode(nodeId, [...peers.keys()], storage, options, io);
     } catch (e) {
       storage.close();
       transport?.close();
       http?.close();
-      throw new StartupError(
-        `Cannot restore the snapshot in "${dataDir}": ${(e as Error).message}`,
-      );
+      throw e;
     }
-    const voters = [nodeId, ...peers.keys()].sort();
-    const node = new RaftNode({
-      id: nodeId,
-      voters,
-      rng: new SeededRng(crypto.getRandomValues(new Uint32Array(1))[0]),
-      config: options.raftConfig,
-      nowMs: 0,
-      hardState: persisted.hardState,
-      entries: persisted.entries,
-      snapshot: persisted.snapshot,
-      lastApplied: store.appliedIndex,
-    });
-    const server = new RaftServer(options, node, storage, store, transport, seen, joinTarget);
+    const { node, store } = built;
+    const voters = [...node.voters];
+    const server = new RaftServer(options, node, storage, store, transport, seen, joinTarget, io);
     ref.server = server;
     emit("started", {
       clusterId,
@@ -668,11 +718,46 @@ export class RaftServer {
       }
     }
     emit("listening", { clientUrl: server.#clientUrl });
-    const tickMs = options.tickMs ?? 5;
-    server.#ticker = setInterval(() => server.#tick(), tickMs);
     server.loopStalls.start();
-    server.#tick();
+    server.#startTicker(options.tickMs ?? 5);
     return server;
+  }
+
+  /**
+   * Opens a node on `io`'s disk, clock, timers and network, without listeners: the simulator's
+   * way in (src/check/server_cluster.ts). Requests go to {@linkcode handleHttp}-style handlers
+   * called directly, peer messages to {@linkcode receive}. Node and store are built as `start`
+   * builds them; the checks and the log transfer of an empty directory are `start`'s alone.
+   */
+  static open(options: ServerOptions & { clientUrl: string }, io: ServerIo): RaftServer {
+    const nodeId = options.nodeId ?? "n1";
+    const clusterId = options.clusterId ?? "raftmeta";
+    const dataDir = options.dataDir ?? "./data";
+    const peers = options.peers ?? new Map<NodeId, Address>();
+    if (peers.has(nodeId)) throw new StartupError(`peers must not list this node "${nodeId}"`);
+    const storage = FileStorage.open(dataDir, { fs: io.fs, clusterId, nodeId });
+    const { node, store } = buildNode(nodeId, [...peers.keys()], storage, options, io);
+    const server = new RaftServer(
+      options,
+      node,
+      storage,
+      store,
+      undefined,
+      new Map(),
+      undefined,
+      io,
+    );
+    server.#clientUrl = options.clientUrl;
+    server.#startTicker(options.tickMs ?? 5);
+    return server;
+  }
+
+  #startTicker(tickMs: number): void {
+    if (!(Number.isSafeInteger(tickMs) && tickMs >= 1)) {
+      throw new StartupError(`tickMs must be a positive integer: ${tickMs}`);
+    }
+    this.#stopTicker = this.#io.timers.every(tickMs, () => this.#tick());
+    this.#tick();
   }
 
   // ---- Accessors ---------------------------------------------------------------------------------
@@ -862,6 +947,7 @@ export class RaftServer {
    */
   readBarrier(timeoutMs = this.requestTimeoutMs): Promise<void> {
     this.#usable();
+    if (this.#readBeforeBarrier) return Promise.resolve(); // fault point: the local, stale state
     const readId = `${this.nodeId}.${++this.#readSeq}`;
     const { promise, resolve, reject } = Promise.withResolvers<void>();
     this.#reads.set(readId, { resolve, reject, askedLeader: this.#node.leaderId });
@@ -904,12 +990,27 @@ export class RaftServer {
 
   /** Resolves when a leader is known (or this node leads), false after `timeoutMs`. */
   async waitForLeader(timeoutMs: number): Promise<boolean> {
-    const deadline = performance.now() + timeoutMs;
+    const deadline = this.nowMs() + timeoutMs;
     while (this.#node.leaderId === undefined || this.#node.role === "PreCandidate") {
-      if (performance.now() >= deadline || this.#closed) return false;
-      await new Promise((r) => setTimeout(r, 10));
+      if (this.nowMs() >= deadline || this.#closed) return false;
+      await this.sleep(10);
     }
     return true;
+  }
+
+  /** Milliseconds on this server's clock (the real one, or the simulator's). */
+  nowMs(): number {
+    return this.#io.clock.nowMs();
+  }
+
+  /** Resolves `ms` from now on this server's timers. */
+  sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => this.#io.timers.after(ms, resolve));
+  }
+
+  /** Sends a request to another node's client URL, giving up after `timeoutMs` (forwarding). */
+  fetch(url: string, init: RequestInit, timeoutMs: number): Promise<Response> {
+    return this.#io.fetch(url, init, timeoutMs);
   }
 
   /** Stops the clock, the listeners and the storage. */
@@ -917,7 +1018,7 @@ export class RaftServer {
     if (this.#closed) return;
     this.#closed = true;
     this.#loop.stop();
-    clearInterval(this.#ticker);
+    this.#stopTicker?.();
     this.loopStalls.stop();
     this.#hub.cancelAll(`Node "${this.nodeId}" is stopping`);
     this.#transport?.close();
@@ -928,7 +1029,14 @@ export class RaftServer {
     this.#reads.clear();
     try {
       // In-flight requests get a moment; a stuck client connection must not keep the node up.
-      await Promise.race([this.#http?.shutdown(), new Promise((r) => setTimeout(r, 500))]);
+      if (this.#http !== undefined) {
+        let cancel: CancelTimer = () => {};
+        await Promise.race([
+          this.#http.shutdown(),
+          new Promise((r) => cancel = this.#io.timers.after(500, () => r(undefined))),
+        ]);
+        cancel();
+      }
     } catch { /* already closed */ }
     try {
       // A leader's own writes still waiting for their sync become durable before the files close.
@@ -957,7 +1065,7 @@ export class RaftServer {
   }
 
   #nowMs(): number {
-    return Math.floor(performance.now() - this.#t0);
+    return Math.floor(this.#io.clock.nowMs());
   }
 
   #tick(): void {
@@ -995,9 +1103,8 @@ export class RaftServer {
   #scheduleDrain(): void {
     if (this.#drainScheduled || this.#closed) return;
     this.#drainScheduled = true;
-    // A macrotask, not a microtask: requests that arrive in the same turn join this batch. Not
-    // setTimeout(0): Deno clamps it to 1 ms and more (about 2 ms measured), once per hop.
-    setImmediate(() => {
+    // A macrotask, not a microtask: requests that arrive in the same turn join this batch.
+    this.#io.timers.nextTurn(() => {
       this.#drainScheduled = false;
       this.#drain();
     });
@@ -1063,7 +1170,7 @@ export class RaftServer {
     this.#reads.delete(r.readId);
     if (!r.ok) {
       waiter.reject(new ReadRefused(r.reason ?? "the leader refused the read"));
-    } else if (this.store.appliedIndex >= r.readIndex) {
+    } else if (this.store.appliedIndex >= r.readIndex || this.#readBeforeApply) {
       waiter.resolve();
     } else {
       this.#readsWaitingApply.push({ index: r.readIndex, resolve: waiter.resolve });
@@ -1145,7 +1252,7 @@ export class RaftServer {
     this.#maybeSnapshot();
     if (this.#seenDirty) {
       this.#seenDirty = false;
-      writeSeen(this.#dataDir, this.#seenTerms);
+      this.#io.saveSeen(this.#seenTerms);
     }
   }
 
@@ -1193,7 +1300,7 @@ export class RaftServer {
     const at = this.#node.log.snapshotIndex;
     if (due.drawnAt !== at) {
       due.drawnAt = at;
-      due.entries = staggeredSnapshotEntries(this.#snapshotEntries, Math.random);
+      due.entries = staggeredSnapshotEntries(this.#snapshotEntries, this.#io.random);
     }
     return due.entries;
   }
@@ -1326,6 +1433,39 @@ function warnIfShared(dir: string, emit: (event: string, fields: Record<string, 
   }
 }
 
+/** Builds the node and its store from what `storage` holds. */
+function buildNode(
+  nodeId: NodeId,
+  peers: readonly NodeId[],
+  storage: FileStorage,
+  options: ServerOptions,
+  io: ServerIo,
+): { node: RaftNode; store: MetadataStore } {
+  const persisted = storage.load();
+  let store: MetadataStore;
+  try {
+    store = persisted.snapshot === undefined
+      ? new MetadataStore()
+      : decodeStoreSnapshot(persisted.snapshot.data);
+  } catch (e) {
+    throw new StartupError(
+      `Cannot restore the snapshot in "${storage.dir}": ${(e as Error).message}`,
+    );
+  }
+  const node = new RaftNode({
+    id: nodeId,
+    voters: [nodeId, ...peers].sort(),
+    rng: new SeededRng(io.rngSeed),
+    config: options.raftConfig,
+    nowMs: Math.floor(io.clock.nowMs()),
+    hardState: persisted.hardState,
+    entries: persisted.entries,
+    snapshot: persisted.snapshot,
+    lastApplied: store.appliedIndex,
+  });
+  return { node, store };
+}
+
 function readSeen(dir: string): Map<NodeId, number> {
   try {
     const obj = JSON.parse(Deno.readTextFileSync(`${dir}/${SEEN_FILE}`));
@@ -1340,7 +1480,7 @@ function readSeen(dir: string): Map<NodeId, number> {
 }
 
 /** Records which peers have shown durable state (written atomically; rare: on term changes). */
-function writeSeen(dir: string, seen: Map<NodeId, number>): void {
+function writeSeen(dir: string, seen: ReadonlyMap<NodeId, number>): void {
   const path = `${dir}/${SEEN_FILE}`;
   const temp = `${path}.tmp`;
   const f = Deno.openSync(temp, { write: true, create: true, truncate: true, mode: FILE_MODE });

@@ -70,6 +70,8 @@ export interface SnapshotterOptions {
   readonly chunkBytes?: number;
   /** Lets other work run between slices. Default `setImmediate`. */
   readonly yieldTurn?: () => Promise<void>;
+  /** The clock slices are measured on, in milliseconds. Default `performance.now`. */
+  readonly nowMs?: () => number;
 }
 
 /** How a snapshot ended. */
@@ -127,6 +129,7 @@ export class Snapshotter {
   readonly #sliceMs: number;
   readonly #chunkBytes: number | undefined;
   readonly #yieldTurn: () => Promise<void>;
+  readonly #nowMs: () => number;
   #inFlight: Promise<SnapshotOutcome> | undefined;
 
   /** A snapshotter with `options`; a host keeps one per node, so one snapshot is in flight. */
@@ -135,6 +138,7 @@ export class Snapshotter {
     if (!(this.#sliceMs > 0)) throw new RangeError(`sliceMs must be positive: ${this.#sliceMs}`);
     this.#chunkBytes = options.chunkBytes;
     this.#yieldTurn = options.yieldTurn ?? nextTurn;
+    this.#nowMs = options.nowMs ?? (() => performance.now());
   }
 
   /** The snapshot in flight, if any. */
@@ -170,13 +174,13 @@ export class Snapshotter {
 
   async #run(host: SnapshotHost): Promise<SnapshotOutcome> {
     const { node, storage } = host;
-    const t0 = performance.now();
+    const t0 = this.#nowMs();
     let loopMs = 0;
     let sliceMsMax = 0;
     let slices = 0;
     let sliceStart = t0;
     const endSlice = () => {
-      const ms = performance.now() - sliceStart;
+      const ms = this.#nowMs() - sliceStart;
       loopMs += ms;
       sliceMsMax = Math.max(sliceMsMax, ms);
       slices++;
@@ -194,7 +198,7 @@ export class Snapshotter {
     const turn = async () => {
       endSlice();
       await this.#yieldTurn();
-      sliceStart = performance.now();
+      sliceStart = this.#nowMs();
       check();
     };
     let frozen: FrozenStore | undefined = host.store.freeze();
@@ -206,7 +210,7 @@ export class Snapshotter {
       for (let step = encoder.next(); !step.done; step = encoder.next()) {
         frame.add(step.value);
         chunks.push(step.value);
-        if (performance.now() >= deadline) {
+        if (this.#nowMs() >= deadline) {
           await turn();
           deadline = sliceStart + this.#sliceMs;
         }
@@ -218,7 +222,7 @@ export class Snapshotter {
       for (const chunk of chunks) {
         data.set(chunk, at);
         at += chunk.length;
-        if (performance.now() >= deadline) {
+        if (this.#nowMs() >= deadline) {
           await turn();
           deadline = sliceStart + this.#sliceMs;
         }
@@ -228,7 +232,7 @@ export class Snapshotter {
       const head = frame.head();
       endSlice();
       await storage.writeSnapshotFile(snapshot, head);
-      sliceStart = performance.now();
+      sliceStart = this.#nowMs();
       // A file left by a close now is whole and durable; recovery adopts it like one left by a
       // crash before its WAL marker. One superseded meanwhile is removed by adoptSnapshot.
       if (host.closed() || storage.closed) throw new Abandoned("closed");
@@ -242,7 +246,7 @@ export class Snapshotter {
         bytes: data.length,
         loopMs,
         sliceMsMax,
-        totalMs: performance.now() - t0,
+        totalMs: this.#nowMs() - t0,
         slices,
       };
       host.log("snapshot-taken", {

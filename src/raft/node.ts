@@ -492,10 +492,12 @@ export class RaftNode {
       this.#votedFor = undefined;
     }
     this.#failPendingReads(`node "${this.id}" is no longer the leader`);
+    const wasLeader = this.#role === "Leader";
     this.#role = "Follower";
     this.#leaderId = leaderId;
     this.#progress.clear();
-    this.#resetElectionTimer();
+    // A leader had no election timer running; others keep theirs unless configured (Figure 2).
+    if (wasLeader || this.config.resetElectionTimerOnStepDown) this.#resetElectionTimer();
   }
 
   #campaign(): void {

@@ -316,6 +316,13 @@ export interface RaftConfig {
   readonly preVote: boolean;
   /** Leader steps down when it has not heard from a quorum for an election timeout. Default true. */
   readonly checkQuorum: boolean;
+  /**
+   * A node that steps down to follower on seeing a higher term restarts its election timer.
+   * Default true (etcd's choice). Figure 2 (and LogCabin, the paper's implementation) restarts it
+   * only on an AppendEntries from the leader or a granted vote: with false, a node that refuses an
+   * out-of-date candidate still stands when its own timer runs out (Figure 16's setup).
+   */
+  readonly resetElectionTimerOnStepDown: boolean;
   /** Most AppendEntries messages in flight to one follower. Default 16. */
   readonly inflightMessagesMax: number;
   /** Most entries in one AppendEntries. Default 256. */
@@ -373,6 +380,7 @@ export const DEFAULT_CONFIG: RaftConfig = Object.freeze({
   heartbeatIntervalMs: 50,
   preVote: true,
   checkQuorum: true,
+  resetElectionTimerOnStepDown: true,
   inflightMessagesMax: 16,
   entriesPerMessageMax: 256,
   bytesPerMessageMax: 1024 * 1024,

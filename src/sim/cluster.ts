@@ -20,6 +20,7 @@ import { SeededRng } from "../raft/rng.ts";
 import { MemoryStorage, type PersistedState, type Storage } from "../raft/storage.ts";
 import {
   type FaultPoint,
+  type HardState,
   type Message,
   type NodeId,
   NotLeaderError,
@@ -115,6 +116,14 @@ export interface ClusterOptions {
    */
   readonly leaderWriteDelayMaxMs?: number;
   /**
+   * How long a write of log entries takes (an fsync). A node sends the messages that must follow a
+   * write (Figure 2: persist before responding) this many virtual ms later; a leader's parallel
+   * write (§10.2.1) delays nothing. Default 0.
+   */
+  readonly writeLatencyMs?: number;
+  /** Likewise for a write of the hard state alone (term, vote). Default `writeLatencyMs`. */
+  readonly hardStateWriteLatencyMs?: number;
+  /**
    * Every node's disk is slow: each durable save (a follower's, a candidate's) and each of a
    * leader's background syncs takes a seeded 0 to `syncMsMax` virtual ms, and with `stallRate` a
    * stall of `stallMsMin`–`stallMsMax` instead. A save blocks its process as a real fdatasync on
@@ -185,6 +194,14 @@ class RecordedStorage implements Storage {
     this.inner.saveSnapshot(snapshot);
     this.acknowledged.saveSnapshot(snapshot);
   }
+}
+
+/** A write that became durable: its entries (maybe none) and the hard state on disk after it. */
+export interface DurableWrite {
+  /** The hard state the node's storage holds after the write. */
+  readonly hardState: HardState;
+  /** The entries written. */
+  readonly entries: readonly RaftLogEntry[];
 }
 
 /** Whether a simulated process runs. */
@@ -396,10 +413,15 @@ export class Cluster {
   #eventsMax: number;
   #listeners: ((e: SimEvent) => void)[] = [];
   #appliedListeners: ((node: SimNode, entry: RaftLogEntry, result: unknown) => void)[] = [];
+  #persistedListeners: ((node: SimNode, written: DurableWrite) => void)[] = [];
   #writes = new Map<NodeId, Map<number, Operation>>();
   #reads = new Map<NodeId, Map<string, Operation>>();
   #readsWaiting = new Map<NodeId, { op: Operation; readIndex: number }[]>();
   #lastRole = new Map<NodeId, { role: RaftRole; term: number }>();
+  #writeLatencyMs = 0;
+  #hardStateWriteLatencyMs = 0;
+  /** Messages that waited for their batch's write, and how long that write took. */
+  #afterWrite = new WeakMap<Message, number>();
 
   /** Builds a cluster of fresh nodes, all followers at term 0. */
   constructor(options: ClusterOptions = {}) {
@@ -470,6 +492,19 @@ export class Cluster {
     }
     // Likewise forked only when used.
     if (this.#leaderWriteDelayMaxMs > 0) this.#writeRng = this.#rng.fork();
+    this.#writeLatencyMs = options.writeLatencyMs ?? 0;
+    this.#hardStateWriteLatencyMs = options.hardStateWriteLatencyMs ?? this.#writeLatencyMs;
+    if (!Number.isSafeInteger(this.#writeLatencyMs) || this.#writeLatencyMs < 0) {
+      throw new RangeError(
+        `writeLatencyMs must be a non-negative integer: ${this.#writeLatencyMs}`,
+      );
+    }
+    const hardStateMs = this.#hardStateWriteLatencyMs;
+    if (!Number.isSafeInteger(hardStateMs) || hardStateMs < 0) {
+      throw new RangeError(
+        `hardStateWriteLatencyMs must be a non-negative integer: ${hardStateMs}`,
+      );
+    }
   }
 
   // ---- Time --------------------------------------------------------------------------------------
@@ -586,6 +621,15 @@ export class Cluster {
    */
   onApplied(listener: (node: SimNode, entry: RaftLogEntry, result: unknown) => void): void {
     this.#appliedListeners.push(listener);
+  }
+
+  /**
+   * Subscribes to every write that becomes durable on a node's storage: the entries written and
+   * the hard state on disk after it (for a batch that must persist first, before its messages
+   * leave). Tutorials draw it.
+   */
+  onPersisted(listener: (node: SimNode, written: DurableWrite) => void): void {
+    this.#persistedListeners.push(listener);
   }
 
   // ---- Faults ------------------------------------------------------------------------------------
@@ -1029,6 +1073,7 @@ export class Cluster {
   #schedule(m: Message): void {
     const net = this.network;
     let delay = this.#netRng.int(net.latencyMinMs, net.latencyMaxMs + 1);
+    delay += this.#afterWrite.get(m) ?? 0;
     if (this.#netRng.chance(net.reorderRate)) {
       delay += this.#netRng.int(1, net.reorderDelayMaxMs + 1);
     }
@@ -1053,6 +1098,7 @@ export class Cluster {
     if (this.checker && entries.length > 0) {
       this.checker.onEntriesPersisted(n.id, entries, termAt);
     }
+    for (const l of this.#persistedListeners) l(n, { hardState: n.storage.hardState, entries });
     if (this.#crashAfterPersist.has(n.id)) this.crash(n.id);
   }
 
@@ -1103,6 +1149,16 @@ export class Cluster {
       }),
       readState: unlessBlocked((r) => this.#onReadState(n, r)),
       wake: () => {}, // the cluster drains a node after every event anyway
+      // A message that must follow a write (Figure 2: persist before responding) leaves when the
+      // write is done: `writeLatencyMs` for entries, `hardStateWriteLatencyMs` for term and vote.
+      savedBeforeSend: (ready) => {
+        const writeMs = ready.entries.length > 0
+          ? this.#writeLatencyMs
+          : ready.hardState !== undefined
+          ? this.#hardStateWriteLatencyMs
+          : 0;
+        if (writeMs > 0) { for (const m of ready.messages) this.#afterWrite.set(m, writeMs); }
+      },
       fail: (e) => {
         throw e;
       },

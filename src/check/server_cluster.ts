@@ -1,0 +1,315 @@
+/**
+ * `ServerCluster`: n real {@linkcode RaftServer}s — request handling, forwarding to the leader,
+ * the read barrier, the lease manager, the snapshotter — on a simulated clock, disk and network.
+ * Each server runs on {@linkcode VirtualTimers} (one virtual clock for all), a {@linkcode SimFs}
+ * of its own (a crash keeps only what was synced) and a seeded network that delays, drops and
+ * cuts peer messages and forwarded requests alike. Client requests go to the same `handleHttp`
+ * the HTTP listener calls, as `Request` objects, without sockets.
+ *
+ * Lives in src/check, not src/sim: it imports the server (src/net), and the coordination code the
+ * server imports depends on src/sim. Like src/sim it reads no real clock and draws no unseeded
+ * number (tests/static_test.ts); the promises of the server's async code are settled
+ * between two virtual events, so one seed gives one run.
+ *
+ * @module
+ */
+
+import { setImmediate } from "node:timers";
+import { VirtualTimers } from "../host/clock.ts";
+import { handleHttp } from "../net/http.ts";
+import { RaftServer, type ServerFaultPoint, type ServerFetch } from "../net/server.ts";
+import type { Address } from "../net/transport.ts";
+import { SeededRng } from "../raft/rng.ts";
+import type { Message, NodeId, RaftConfig } from "../raft/types.ts";
+import { SimFs } from "../storage/fs.ts";
+
+/** Options of a {@linkcode ServerCluster}. */
+export interface ServerClusterOptions {
+  /** Seed of everything random: timeouts, latencies, drops. */
+  readonly seed: number;
+  /** Number of servers, 1 to 9. Default 3. */
+  readonly nodes?: number;
+  /** Server bugs to switch on (tests only). */
+  readonly faultPoints?: readonly ServerFaultPoint[];
+  /** Raft timings for every server. */
+  readonly raftConfig?: Partial<RaftConfig>;
+  /** Smallest one-way network delay, ms. Default 1. */
+  readonly latencyMinMs?: number;
+  /** Largest one-way network delay, ms. Default 10. */
+  readonly latencyMaxMs?: number;
+  /** Share of peer messages lost, in [0, 1). Default 0.01. */
+  readonly dropRate?: number;
+  /** Take a snapshot after at most this many applied entries. Default 50 (so snapshots happen). */
+  readonly snapshotEntries?: number;
+}
+
+/** Owner id of the network's and the clients' timers (never halted). */
+const WORLD = 0;
+
+interface Member {
+  readonly id: NodeId;
+  readonly fs: SimFs;
+  /** Owner of the current process's timers (a new one after each restart). */
+  owner: number;
+  server: RaftServer | undefined;
+}
+
+/** n real servers on a simulated clock, disk and network (see the module documentation). */
+export class ServerCluster {
+  /** The virtual clock and every timer of the servers, the network and the clients. */
+  readonly timers: VirtualTimers = new VirtualTimers();
+  /** The seeded source of every random choice in the run. */
+  readonly rng: SeededRng;
+  /** Node ids, sorted. */
+  readonly ids: readonly NodeId[];
+  readonly #members = new Map<NodeId, Member>();
+  readonly #options: ServerClusterOptions;
+  /** Links cut one way, as "from>to". */
+  readonly #cut = new Set<string>();
+  #owners = 0;
+  /** Peer messages delivered and lost, forwarded requests carried. */
+  readonly counters = { messagesDelivered: 0, messagesLost: 0, forwards: 0 };
+
+  /** Starts `options.nodes` servers with empty disks. */
+  constructor(options: ServerClusterOptions) {
+    const n = options.nodes ?? 3;
+    if (!Number.isSafeInteger(n) || n < 1 || n > 9) {
+      throw new RangeError(`nodes must be an integer from 1 to 9: ${n}`);
+    }
+    const dropRate = options.dropRate ?? 0.01;
+    if (!(dropRate >= 0 && dropRate < 1)) {
+      throw new RangeError(`dropRate must lie in [0, 1): ${dropRate}`);
+    }
+    this.#options = options;
+    this.rng = new SeededRng(options.seed);
+    this.ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
+    for (const id of this.ids) {
+      this.#members.set(id, { id, fs: new SimFs(), owner: 0, server: undefined });
+      this.restart(id);
+    }
+  }
+
+  /** The client URL of `id` (what forwarding and the clients address). */
+  static clientUrl(id: NodeId): string {
+    return `http://${id}.sim:2379`;
+  }
+
+  /** The running server `id`, or undefined while it is down. */
+  server(id: NodeId): RaftServer | undefined {
+    return this.#member(id).server;
+  }
+
+  /** Whether `id` is running. */
+  isUp(id: NodeId): boolean {
+    return this.#member(id).server !== undefined;
+  }
+
+  /** The virtual time now, ms. */
+  get nowMs(): number {
+    return this.timers.nowMs();
+  }
+
+  /**
+   * Crashes `id`: its timers die, unsynced writes are lost, and it never runs again (requests it
+   * held never answer). Peers see it as silent.
+   */
+  crash(id: NodeId): void {
+    const m = this.#member(id);
+    if (m.server === undefined) return;
+    this.timers.halt(m.owner);
+    m.fs.crash();
+    m.server = undefined;
+  }
+
+  /** Starts `id` afresh from what its disk holds (a crash first when it is running). */
+  restart(id: NodeId): void {
+    this.crash(id);
+    const m = this.#member(id);
+    m.owner = ++this.#owners;
+    const owner = m.owner;
+    const peers = new Map<NodeId, Address>();
+    const peerClientUrls = new Map<NodeId, string>();
+    for (const p of this.ids) {
+      if (p === id) continue;
+      peers.set(p, { hostname: `${p}.sim`, port: 2380 });
+      peerClientUrls.set(p, ServerCluster.clientUrl(p));
+    }
+    m.server = RaftServer.open({
+      nodeId: id,
+      clusterId: "sim",
+      dataDir: `/data/${id}`,
+      clientUrl: ServerCluster.clientUrl(id),
+      peers,
+      peerClientUrls,
+      raftConfig: this.#options.raftConfig,
+      snapshotEntries: this.#options.snapshotEntries ?? 50,
+      hostWhitelist: ["*"],
+      faultPoints: this.#options.faultPoints,
+      log: () => {},
+    }, {
+      clock: this.timers,
+      timers: this.timers.host(owner),
+      random: () => this.rng.next(),
+      rngSeed: Math.floor(this.rng.next() * 2 ** 32),
+      fs: m.fs,
+      transport: { send: (message) => this.#send(id, owner, message) },
+      fetch: this.#fetchFrom(id, owner),
+      saveSeen: () => {},
+    });
+  }
+
+  /** Cuts the network into `groups` (nodes not listed are cut from everyone). */
+  partition(groups: readonly (readonly NodeId[])[]): void {
+    this.#cut.clear();
+    const groupOf = new Map<NodeId, number>();
+    groups.forEach((g, i) => g.forEach((id) => groupOf.set(id, i)));
+    for (const a of this.ids) {
+      for (const b of this.ids) {
+        const ga = groupOf.get(a), gb = groupOf.get(b);
+        if (a !== b && (ga === undefined || ga !== gb)) this.#cut.add(`${a}>${b}`);
+      }
+    }
+  }
+
+  /** Restores every link. */
+  heal(): void {
+    this.#cut.clear();
+  }
+
+  /** Whether `from` can reach `to` now. */
+  linked(from: NodeId, to: NodeId): boolean {
+    return !this.#cut.has(`${from}>${to}`);
+  }
+
+  /**
+   * Sends a client request to `id` as its HTTP listener would hand it over; resolves with the
+   * response, or never when the server crashes first (the caller keeps its own timeout).
+   */
+  request(id: NodeId, path: string, body: unknown): Promise<Response> {
+    const server = this.server(id);
+    if (server === undefined) return Promise.reject(new Error(`Node "${id}" is down`));
+    const req = new Request(ServerCluster.clientUrl(id) + path, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    return handleHttp(server, req);
+  }
+
+  /** Runs `fire` after `delayMs` of virtual time (the clients' and the fault schedule's timers). */
+  after(delayMs: number, fire: () => void): void {
+    this.timers.schedule(WORLD, delayMs, fire);
+  }
+
+  /**
+   * Runs the simulation until virtual time `untilMs`: pops the next event, runs it, then lets the
+   * promises it settled run (one macrotask turn) before the next event.
+   */
+  async runUntil(untilMs: number): Promise<void> {
+    while (this.timers.step(untilMs)) await settle();
+    this.timers.advanceTo(Math.max(this.nowMs, untilMs));
+    await settle();
+  }
+
+  /** Closes every running server (end of a run). */
+  async close(): Promise<void> {
+    for (const id of this.ids) {
+      const m = this.#member(id);
+      const server = m.server;
+      if (server === undefined) continue;
+      m.server = undefined;
+      await server.close();
+      this.timers.halt(m.owner);
+    }
+  }
+
+  #member(id: NodeId): Member {
+    const m = this.#members.get(id);
+    if (m === undefined) throw new RangeError(`Unknown node: ${JSON.stringify(id)}`);
+    return m;
+  }
+
+  #latencyMs(): number {
+    const min = this.#options.latencyMinMs ?? 1;
+    const max = this.#options.latencyMaxMs ?? 10;
+    return min + Math.floor(this.rng.next() * (max - min + 1));
+  }
+
+  /** Whether the process `owner` of `id` is still the one running. */
+  #alive(id: NodeId, owner: number): boolean {
+    const m = this.#member(id);
+    return m.server !== undefined && m.owner === owner;
+  }
+
+  #send(from: NodeId, owner: number, message: Message): void {
+    if (!this.#alive(from, owner)) return;
+    const to = message.to;
+    if (!this.linked(from, to) || this.rng.next() < (this.#options.dropRate ?? 0.01)) {
+      this.counters.messagesLost++;
+      return;
+    }
+    this.timers.schedule(WORLD, this.#latencyMs(), () => {
+      const target = this.#member(to).server;
+      if (target === undefined || !this.linked(from, to)) {
+        this.counters.messagesLost++;
+        return;
+      }
+      this.counters.messagesDelivered++;
+      target.receive(from, [message]);
+    });
+  }
+
+  /**
+   * Forwarding between servers: the request crosses the network to the target's `handleHttp`,
+   * the response crosses back. A down target refuses the connection (never sent); a cut link
+   * or a crash meanwhile leaves the caller to its timeout (outcome unknown), as TCP would.
+   */
+  #fetchFrom(from: NodeId, owner: number): ServerFetch {
+    return (url, init, timeoutMs) =>
+      new Promise<Response>((resolve, reject) => {
+        const to = this.ids.find((id) => url.startsWith(ServerCluster.clientUrl(id)));
+        let settled = false;
+        const settleWith = (f: () => void) => {
+          if (settled || !this.#alive(from, owner)) return;
+          settled = true;
+          f();
+        };
+        this.timers.schedule(
+          WORLD,
+          Math.max(1, timeoutMs),
+          () => settleWith(() => reject(new DOMException("Signal timed out.", "TimeoutError"))),
+        );
+        if (to === undefined || this.server(to) === undefined) {
+          this.timers.schedule(WORLD, this.#latencyMs(), () =>
+            settleWith(() =>
+              reject(
+                new TypeError("fetch failed", {
+                  cause: new Error("tcp connect error: Connection refused (os error 111)"),
+                }),
+              )
+            ));
+          return;
+        }
+        const targetOwner = this.#member(to).owner;
+        const req = new Request(url, init);
+        this.counters.forwards++;
+        this.timers.schedule(WORLD, this.#latencyMs(), () => {
+          const target = this.#member(to).server;
+          if (!this.linked(from, to) || !this.#alive(to, targetOwner) || target === undefined) {
+            return;
+          }
+          handleHttp(target, req).then((res) => {
+            this.timers.schedule(WORLD, this.#latencyMs(), () => {
+              if (!this.linked(to, from) || !this.#alive(to, targetOwner)) return;
+              settleWith(() => resolve(res));
+            });
+          });
+        });
+      });
+  }
+}
+
+/** Lets every promise settled by the last event run: one macrotask turn, no clock read. */
+function settle(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
