@@ -45,6 +45,7 @@ export {
   type ClusterOptions,
   DEFAULT_NETWORK,
   type DiskLatency,
+  type DurableWrite,
   type NetworkOptions,
   type NetworkStats,
   type NodeClock,
