@@ -40,12 +40,15 @@ export {
 export { decodeStoreSnapshot, encodeStoreSnapshot } from "./src/storage/store_snapshot.ts";
 export * from "./src/storage/mod.ts";
 export {
+  type ApplyLatency,
   Cluster,
   type ClusterOptions,
   DEFAULT_NETWORK,
+  type DiskLatency,
   type DurableWrite,
   type NetworkOptions,
   type NetworkStats,
+  type NodeClock,
   type NodeState,
   type Operation,
   type OperationStatus,

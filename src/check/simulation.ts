@@ -33,11 +33,31 @@ export const FAULT_KINDS = [
   "pause",
   "disk",
   "snapshot",
+  "disk-slow",
+  "slow-apply",
+  "clock-drift",
+  "long-pause",
+  "crash-subset",
   "long-delay",
 ] as const;
 
 /** Share of seeds that run with `long-delay` when the fault kinds are not chosen explicitly. */
 export const LONG_DELAY_SEED_SHARE = 0.25;
+
+/**
+ * The kinds that are on in only a share of the seeds when the kinds are not chosen explicitly
+ * (each drawn from its own generator, so a seed without them keeps its exact run).
+ */
+export const SEED_SHARE: Readonly<Partial<Record<FaultKind, number>>> = {
+  "disk-slow": 0.25,
+  "slow-apply": 0.25,
+  "clock-drift": 0.25,
+  "long-pause": 0.25,
+  "crash-subset": 0.25,
+};
+
+/** Most drift of a node's clock with `clock-drift`: ±1% (the bound the lease design assumes). */
+export const CLOCK_DRIFT_MAX = 0.01;
 
 /**
  * One kind of fault. `disk` runs every node on a simulated disk (unsynced writes lost and tails
@@ -46,7 +66,14 @@ export const LONG_DELAY_SEED_SHARE = 0.25;
  * InstallSnapshot; `long-delay` holds a share of all messages for 1–4 s of virtual time, several
  * election timeouts, so a request or its reply lands after leadership changed twice (it runs
  * through the whole faulty phase, beside the other kinds; with the default kinds, in one seed in
- * four).
+ * four). `disk-slow`: every node's saves and syncs take 0 to a few dozen ms, and some
+ * stall for 100 ms to 2 s, blocking the process (a follower replies only after its write is
+ * durable); `slow-apply`: some applied entries block their node for up to half a second;
+ * `clock-drift`: each node's clock has its own offset and runs up to ±1% fast or slow (timers and
+ * lease deadlines follow it); `long-pause`: a node (often the leader) is paused 1.6–4 s, longer
+ * than any lock lease and several election timeouts; `crash-subset`: on the simulated disk, a
+ * crash keeps any subset of unsynced writes, not a prefix (it turns the sim disk on). Each
+ * wider kind is on in a quarter of the default seeds (`SEED_SHARE`).
  */
 export type FaultKind = typeof FAULT_KINDS[number];
 
@@ -145,6 +172,11 @@ export async function runSimulation(
   const rng = new SeededRng(seed ^ 0x5eed);
   const nodes = options.nodes ?? [3, 5, 7][rng.int(0, 3)];
   const faults = new Set<FaultKind>(options.faults ?? FAULT_KINDS);
+  // The wider kinds each run in a share of the seeds, from generators of their own.
+  const wideRng = new SeededRng(seed ^ 0x71de);
+  for (const [kind, share] of Object.entries(SEED_SHARE) as [FaultKind, number][]) {
+    if (options.faults === undefined && !wideRng.chance(share)) faults.delete(kind);
+  }
   // From its own generator, so the seeds without it keep their exact runs.
   const longRng = new SeededRng(seed ^ 0x10a7);
   if (options.faults === undefined && !longRng.chance(LONG_DELAY_SEED_SHARE)) {
@@ -168,7 +200,30 @@ export async function runSimulation(
     seed,
     eventsMax: options.eventsMax ?? 2_000,
     faultPoints: options.faultPoints,
-    storage: options.storage ?? (faults.has("disk") ? "simdisk" : "memory"),
+    storage: options.storage ??
+      (faults.has("disk") || faults.has("crash-subset") ? "simdisk" : "memory"),
+    crashKeepsSubset: faults.has("crash-subset"),
+    diskLatency: faults.has("disk-slow")
+      ? {
+        syncMsMax: [2, 10, 30][wideRng.int(0, 3)],
+        stallRate: [0.001, 0.003, 0.01][wideRng.int(0, 3)],
+        stallMsMin: 100,
+        stallMsMax: 2_000,
+      }
+      : undefined,
+    applyLatency: faults.has("slow-apply")
+      ? {
+        rate: [0.005, 0.02, 0.05][wideRng.int(0, 3)],
+        msMin: 1,
+        msMax: [20, 100, 500][wideRng.int(0, 3)],
+      }
+      : undefined,
+    clocks: faults.has("clock-drift")
+      ? Array.from({ length: nodes }, () => ({
+        offsetMs: wideRng.int(0, 100_000),
+        rate: 1 + (wideRng.next() * 2 - 1) * CLOCK_DRIFT_MAX,
+      }))
+      : undefined,
     snapshotEntries,
     // Small message and pipeline bounds for some seeds reach states big batches hide.
     config: options.config ?? {
@@ -245,8 +300,11 @@ export async function runSimulation(
   const upIds = () => cluster.ids.filter((id) => cluster.node(id).state === "up");
   const injectOne = () => {
     if (stopped) return;
-    // `long-delay` is on from the start (below), not one of the changes drawn here.
-    const kinds = [...faults].filter((k) => k !== "long-delay");
+    // Whole-run settings (`long-delay` is on from the start, below), not changes drawn here.
+    const kinds = [...faults].filter((k) =>
+      k !== "long-delay" && k !== "disk-slow" && k !== "slow-apply" && k !== "clock-drift" &&
+      k !== "crash-subset"
+    );
     if (kinds.length > 0) {
       const kind = kinds[rng.int(0, kinds.length)];
       injectKind(kind);
@@ -308,6 +366,29 @@ export async function runSimulation(
             return;
           }
           restartLater(id);
+        });
+        return;
+      }
+      case "disk-slow":
+      case "slow-apply":
+      case "clock-drift":
+      case "crash-subset":
+        return;
+      case "long-pause": {
+        // Longer than any lock lease (at most 1.5 s) and several election timeouts.
+        const up = upIds();
+        if (up.length === 0) return;
+        const leader = cluster.leader();
+        const id = leader !== undefined && rng.chance(0.5) ? leader : up[rng.int(0, up.length)];
+        cluster.pause(id);
+        paused.add(id);
+        fault(`long pause ${id}`);
+        cluster.schedule(rng.int(1_600, 4_001), () => {
+          if (cluster.node(id).state === "paused") {
+            cluster.resume(id);
+            paused.delete(id);
+            log(`t=${cluster.nowMs} resume ${id}`);
+          }
         });
         return;
       }
@@ -441,6 +522,8 @@ export async function runSimulation(
       longDelayRate: 0,
     };
     cluster.heal();
+    cluster.diskLatency = undefined;
+    cluster.applyLatency = undefined;
     for (const link of slow) {
       const [from, to] = link.split(">");
       cluster.slowLink(from, to, 0);

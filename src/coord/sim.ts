@@ -168,7 +168,7 @@ export class SimCoordination {
   #newManager(id: NodeId): LeaseManager {
     const c = this.cluster;
     return new LeaseManager({
-      nowMs: () => c.nowMs,
+      nowMs: () => c.clockMs(id), // the leader measures leases on its own clock
       store: () => c.node(id).store,
       leaderTerm: () => {
         const n = c.node(id);

@@ -36,7 +36,7 @@ import { bytesEqual } from "../kv/bytes.ts";
 import { type CheckedNode, SafetyChecker } from "./invariants.ts";
 import { EventHeap } from "../host/heap.ts";
 import { FileStorage } from "../storage/file_storage.ts";
-import { randomTornTail, SimFs, type SimFsOp } from "../storage/fs.ts";
+import { randomKeptWrites, randomTornTail, SimFs, type SimFsOp } from "../storage/fs.ts";
 import { decodeStoreSnapshot, encodeStoreSnapshot } from "../storage/store_snapshot.ts";
 
 /** How the simulated network behaves. Rates are probabilities per message. */
@@ -101,6 +101,11 @@ export interface ClusterOptions {
   readonly storage?: "memory" | "simdisk";
   /** On the sim disk: whether a crash keeps a seeded prefix of unsynced appends (a torn tail). Default true. */
   readonly tornTail?: boolean;
+  /**
+   * On the sim disk: a crash keeps a seeded subset of unsynced appends (lost ones before a kept
+   * one read as zeros) instead of a prefix. Default false.
+   */
+  readonly crashKeepsSubset?: boolean;
   /** A host snapshots its store and compacts the log after this many applied entries. Default 10,000. */
   readonly snapshotEntries?: number;
   /**
@@ -118,6 +123,54 @@ export interface ClusterOptions {
   readonly writeLatencyMs?: number;
   /** Likewise for a write of the hard state alone (term, vote). Default `writeLatencyMs`. */
   readonly hardStateWriteLatencyMs?: number;
+  /**
+   * Every node's disk is slow: each durable save (a follower's, a candidate's) and each of a
+   * leader's background syncs takes a seeded 0 to `syncMsMax` virtual ms, and with `stallRate` a
+   * stall of `stallMsMin`–`stallMsMax` instead. A save blocks its process as a real fdatasync on
+   * the event loop does: the node handles nothing and its batch's messages wait until the disk
+   * is done; a crash meanwhile loses the write. Default: off.
+   */
+  readonly diskLatency?: DiskLatency;
+  /**
+   * Applying an entry takes virtual time: with `rate`, an applied entry blocks its process for
+   * `msMin`–`msMax` (a slow state machine), delaying the rest of the host loop. Default: off.
+   */
+  readonly applyLatency?: ApplyLatency;
+  /**
+   * Per-node clocks (by node order): node i reads `offsetMs + rate · t` at virtual time t, for its
+   * timers and its lease manager. Default: every clock exact (offset 0, rate 1).
+   */
+  readonly clocks?: readonly NodeClock[];
+}
+
+/** A simulated disk's timing (see {@linkcode ClusterOptions.diskLatency}). */
+export interface DiskLatency {
+  /** Longest ordinary sync, ms. */
+  readonly syncMsMax: number;
+  /** Chance a sync stalls. */
+  readonly stallRate: number;
+  /** Shortest stall, ms. */
+  readonly stallMsMin: number;
+  /** Longest stall, ms (inclusive). */
+  readonly stallMsMax: number;
+}
+
+/** How slow applies are (see {@linkcode ClusterOptions.applyLatency}). */
+export interface ApplyLatency {
+  /** Chance an applied entry is slow. */
+  readonly rate: number;
+  /** Shortest slow apply, ms. */
+  readonly msMin: number;
+  /** Longest slow apply, ms (inclusive). */
+  readonly msMax: number;
+}
+
+/** A node's clock: it reads `offsetMs + rate · t` (floored) at virtual time t. */
+export interface NodeClock {
+  /** Skew: what the clock reads at virtual time 0 (non-negative). */
+  readonly offsetMs: number;
+  /** Drift: how fast it runs, e.g. 1.01 for 1% fast. */
+  readonly rate: number;
 }
 
 /** Thrown by a sim disk's fault hook to crash its node at a chosen step of the persist path. */
@@ -195,6 +248,15 @@ export class SimNode {
   hostDisk!: SimHostDisk;
   /** A sync that completed while the node was paused: it takes effect on resume. */
   syncDue: (() => void) | undefined;
+  /**
+   * While the process is blocked (a slow disk save, a slow apply): the virtual time it is free
+   * again. It handles no input, and what its host loop does next waits in `blockedWork`.
+   */
+  blockedUntilMs: number | undefined;
+  /** @internal The rest of the host loop's batch, run in order once the block ends. */
+  readonly blockedWork: (() => void)[] = [];
+  /** The node's clock (see {@linkcode ClusterOptions.clocks}). */
+  clock: NodeClock = { offsetMs: 0, rate: 1 };
 
   /** @internal Created by {@linkcode Cluster}. */
   constructor(
@@ -325,10 +387,19 @@ export class Cluster {
   #crashAfterPersist = new Set<NodeId>();
   #simDisk: boolean;
   #tornTail: boolean;
+  #crashKeepsSubset: boolean;
   #diskRng: SeededRng | undefined;
   #snapshotEntries: number;
   #leaderWriteDelayMaxMs: number;
   #writeRng: SeededRng | undefined;
+  /** Slow disks (change at any time; undefined: every save done at once). */
+  diskLatency: DiskLatency | undefined;
+  /** Slow applies (change at any time; undefined: applies take no time). */
+  applyLatency: ApplyLatency | undefined;
+  // Slow disks and applies draw from their own stream, so a seed without them keeps its run.
+  #slowRng: SeededRng;
+  /** How often a process was blocked by a slow disk save or a slow apply. */
+  readonly blockStats = { saves: 0, applies: 0 };
   // Long delays draw from their own stream, so a seed without them keeps its exact run.
   #longDelayRng: SeededRng;
   /** How many snapshots hosts have taken, and how many followers installed from a leader. */
@@ -361,6 +432,19 @@ export class Cluster {
     this.seed = options.seed ?? 1;
     this.#rng = new SeededRng(this.seed);
     this.#netRng = this.#rng.fork();
+    this.#slowRng = new SeededRng(this.seed ^ 0x510e);
+    this.diskLatency = options.diskLatency;
+    this.applyLatency = options.applyLatency;
+    const clocks = options.clocks ?? [];
+    for (const c of clocks) {
+      if (
+        !(c.offsetMs >= 0 && Number.isFinite(c.offsetMs) && c.rate > 0 && Number.isFinite(c.rate))
+      ) {
+        throw new RangeError(
+          `A node clock needs a finite offsetMs >= 0 and rate > 0: ${JSON.stringify(c)}`,
+        );
+      }
+    }
     this.#longDelayRng = new SeededRng(this.seed ^ 0x10a9);
     this.network = { ...DEFAULT_NETWORK, ...options.network };
     this.#config = options.config ?? {};
@@ -370,24 +454,27 @@ export class Cluster {
     this.ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
     this.#simDisk = options.storage === "simdisk";
     this.#tornTail = options.tornTail ?? true;
+    this.#crashKeepsSubset = options.crashKeepsSubset ?? false;
     this.#snapshotEntries = options.snapshotEntries ?? SNAPSHOT_ENTRIES_DEFAULT;
     if (!Number.isSafeInteger(this.#snapshotEntries) || this.#snapshotEntries < 1) {
       throw new RangeError(
         `snapshotEntries must be a positive integer: ${options.snapshotEntries}`,
       );
     }
-    for (const id of this.ids) {
+    for (const [i, id] of this.ids.entries()) {
       const storage = new MemoryStorage();
+      const clock = clocks[i] ?? { offsetMs: 0, rate: 1 };
       const raft = new RaftNode({
         id,
         voters: this.ids,
         rng: this.#rng.fork(),
         config: this.#config,
-        nowMs: 0,
+        nowMs: Math.floor(clock.offsetMs),
         faultPoints: this.#faultPoints,
       });
       const fs = this.#simDisk ? new SimFs() : undefined;
       const node = new SimNode(id, raft, storage, this.#faultPoints, fs);
+      node.clock = clock;
       if (fs !== undefined) node.disk = this.#openDisk(id, fs);
       this.#nodes.set(id, node);
       this.#startHost(node);
@@ -425,6 +512,11 @@ export class Cluster {
   /** The virtual clock, in milliseconds since the cluster was built. */
   get nowMs(): number {
     return this.#nowMs;
+  }
+
+  /** What node `id`'s clock reads now (its timers and lease deadlines run on it). */
+  clockMs(id: NodeId): number {
+    return localMs(this.node(id).clock, this.#nowMs);
   }
 
   /** Runs the simulation for `ms` virtual milliseconds. */
@@ -552,12 +644,20 @@ export class Cluster {
       // Power loss: unsynced writes vanish, and a seeded prefix of unsynced appends may survive.
       n.fs.faultHook = undefined;
       const rng = this.#diskRng!;
-      n.fs.crash(this.#tornTail ? { tornTail: randomTornTail(() => rng.next()) } : {});
+      n.fs.crash(
+        this.#crashKeepsSubset
+          ? { keptWrites: randomKeptWrites(() => rng.next()) }
+          : this.#tornTail
+          ? { tornTail: randomTornTail(() => rng.next()) }
+          : {},
+      );
       n.disk = undefined;
     }
     n.held.length = 0;
     n.loop.stop(); // its unsynced writes are gone with the process
     n.syncDue = undefined;
+    n.blockedUntilMs = undefined;
+    n.blockedWork.length = 0;
     for (const op of this.#writes.get(id)!.values()) {
       this.#finish(op, "unknown", `node "${id}" crashed before the outcome was known`);
     }
@@ -632,7 +732,7 @@ export class Cluster {
       voters: this.ids,
       rng: this.#rng.fork(),
       config: this.#config,
-      nowMs: this.#nowMs,
+      nowMs: localMs(n.clock, this.#nowMs),
       hardState: persisted.hardState,
       entries: persisted.entries,
       snapshot: persisted.snapshot,
@@ -660,11 +760,12 @@ export class Cluster {
     if (n.state !== "paused") throw new Error(`Node "${id}" is not paused (it is ${n.state})`);
     n.state = "up";
     this.#fault(`resume ${id}`);
+    if (n.blockedUntilMs !== undefined) return; // the block's end carries on (input stays held)
     const due = n.syncDue;
     n.syncDue = undefined;
     if (due !== undefined) this.#completeSync(n, due);
     if (n.state !== "up") return; // crashed while its disk synced
-    n.raft.tick(this.#nowMs);
+    n.raft.tick(localMs(n.clock, this.#nowMs));
     this.#afterInput(n);
     const held = n.held.splice(0);
     for (const m of held) this.#deliver(m);
@@ -904,8 +1005,8 @@ export class Cluster {
       let timerNode: SimNode | undefined;
       let timerMs = Infinity;
       for (const n of this.#nodes.values()) {
-        if (n.state !== "up") continue;
-        const d = Math.max(n.raft.nextDeadlineMs(), this.#nowMs);
+        if (n.state !== "up" || n.blockedUntilMs !== undefined) continue;
+        const d = Math.max(globalMs(n.clock, n.raft.nextDeadlineMs()), this.#nowMs);
         if (d < timerMs) {
           timerMs = d;
           timerNode = n;
@@ -919,7 +1020,7 @@ export class Cluster {
       invariant(next >= this.#nowMs, () => `virtual time went backwards to ${next}`);
       this.#nowMs = next;
       if (timerNode !== undefined) {
-        timerNode.raft.tick(next);
+        timerNode.raft.tick(localMs(timerNode.clock, next));
         this.#afterInput(timerNode);
       } else if (callbackMs <= messageMs) {
         this.#callbacks.pop()!.run();
@@ -937,13 +1038,13 @@ export class Cluster {
       this.stats.dropped++;
       return;
     }
-    if (n.state === "paused") {
+    if (n.state === "paused" || n.blockedUntilMs !== undefined) {
       n.held.push(m);
       return;
     }
     this.stats.delivered++;
     this.#record({ atMs: this.#nowMs, kind: "deliver", message: m });
-    n.raft.tick(this.#nowMs);
+    n.raft.tick(localMs(n.clock, this.#nowMs));
     n.raft.step(m);
     this.#afterInput(n);
   }
@@ -1008,17 +1109,27 @@ export class Cluster {
       onDurable: (entries, termAt) => this.#persisted(n, entries, termAt),
       scheduleSync: (complete) => this.#scheduleSync(n, complete),
       halted: () => n.state === "crashed",
+      saveBlockMs: () => this.#diskMs(),
+      block: (ms, done) => {
+        this.blockStats.saves++;
+        this.#block(n, ms, done);
+      },
     });
     n.hostDisk = disk;
+    // While the process is blocked, the rest of the batch waits (in order) for the block's end.
+    const unlessBlocked = <A extends unknown[]>(run: (...a: A) => void) => (...a: A) => {
+      if (n.blockedUntilMs !== undefined) n.blockedWork.push(() => run(...a));
+      else run(...a);
+    };
     n.loop = new HostLoop(n.raft, {
       disk,
       transport: {
-        send: (m) => {
+        send: unlessBlocked((m) => {
           this.checker?.onSend(n.id, m, n.storage);
           this.#send(m);
-        },
+        }),
       },
-      restore: (snapshot) => {
+      restore: unlessBlocked((snapshot) => {
         this.#restoreStore(n, snapshot);
         this.snapshotStats.installed++;
         invariant(
@@ -1026,9 +1137,17 @@ export class Cluster {
           () =>
             `after restoring snapshot ${snapshot.meta.index} lastApplied is ${n.applier.lastApplied}`,
         );
-      },
-      apply: (entry) => n.applier.apply([entry], (e, result) => this.#onApplied(n, e, result)),
-      readState: (r) => this.#onReadState(n, r),
+      }),
+      apply: unlessBlocked((entry) => {
+        const apply = () => n.applier.apply([entry], (e, r) => this.#onApplied(n, e, r));
+        const slow = this.applyLatency;
+        if (slow !== undefined && slow.rate > 0 && this.#slowRng.chance(slow.rate)) {
+          // The apply takes this long: its result, and the rest of the loop, come after it.
+          this.blockStats.applies++;
+          this.#block(n, this.#slowRng.int(slow.msMin, slow.msMax + 1), apply);
+        } else apply();
+      }),
+      readState: unlessBlocked((r) => this.#onReadState(n, r)),
       wake: () => {}, // the cluster drains a node after every event anyway
       // A message that must follow a write (Figure 2: persist before responding) leaves when the
       // write is done: `writeLatencyMs` for entries, `hardStateWriteLatencyMs` for term and vote.
@@ -1047,21 +1166,61 @@ export class Cluster {
     }, { faultPoints: this.#faultPoints });
   }
 
+  /** How long one sync of a slow disk takes: 0 without `diskLatency`. */
+  #diskMs(): number {
+    const d = this.diskLatency;
+    if (d === undefined) return 0;
+    if (d.stallRate > 0 && this.#slowRng.chance(d.stallRate)) {
+      return this.#slowRng.int(d.stallMsMin, d.stallMsMax + 1);
+    }
+    return d.syncMsMax > 0 ? this.#slowRng.int(0, d.syncMsMax + 1) : 0;
+  }
+
+  /**
+   * Blocks node `n`'s process for `ms` (a synchronous fdatasync, a slow apply): it handles no
+   * input meanwhile. At the end `done` runs, then the host loop's waiting work, then the input
+   * that arrived meanwhile.
+   */
+  #block(n: SimNode, ms: number, done?: () => void): void {
+    invariant(n.blockedUntilMs === undefined, () => `node ${n.id} is blocked twice`);
+    n.blockedUntilMs = this.#nowMs + ms;
+    const incarnation = n.incarnation;
+    const end = () => {
+      if (n.incarnation !== incarnation || n.state === "crashed") return;
+      if (n.state === "paused") return this.schedule(10, end); // frozen: it carries on later
+      n.blockedUntilMs = undefined;
+      if (done !== undefined) this.#completeSync(n, done);
+      while (n.state === "up" && n.blockedUntilMs === undefined && n.blockedWork.length > 0) {
+        n.blockedWork.shift()!();
+      }
+      if (n.state !== "up" || n.blockedUntilMs !== undefined) return;
+      const due = n.syncDue;
+      n.syncDue = undefined;
+      if (due !== undefined) this.#completeSync(n, due);
+      if (n.state !== "up") return;
+      n.raft.tick(localMs(n.clock, this.#nowMs));
+      this.#afterInput(n);
+      for (const m of n.held.splice(0)) this.#deliver(m);
+    };
+    this.schedule(ms, end);
+  }
+
   /**
    * A leader's unsynced write (§10.2.1): synced at once, or with `leaderWriteDelayMaxMs` a seeded
-   * 0 to that many virtual ms later, so followers' acknowledgements can arrive first and a crash in
-   * between loses the write — what a real server's off-loop fdatasync allows.
+   * 0 to that many virtual ms later (plus the slow disk's time), so followers' acknowledgements
+   * can arrive first and a crash in between loses the write — what a real server's off-loop
+   * fdatasync allows.
    */
   #scheduleSync(n: SimNode, complete: () => void): void {
-    if (this.#writeRng === undefined) {
+    if (this.#writeRng === undefined && this.diskLatency === undefined) {
       complete();
       return;
     }
     const incarnation = n.incarnation;
-    const delay = this.#writeRng.int(0, this.#leaderWriteDelayMaxMs + 1);
+    const delay = (this.#writeRng?.int(0, this.#leaderWriteDelayMaxMs + 1) ?? 0) + this.#diskMs();
     this.schedule(delay, () => {
       if (n.incarnation !== incarnation || n.state === "crashed") return;
-      if (n.state === "paused") {
+      if (n.state === "paused" || n.blockedUntilMs !== undefined) {
         n.syncDue = complete;
         return;
       }
@@ -1083,8 +1242,9 @@ export class Cluster {
   #afterInput(n: SimNode): void {
     const checker = this.checker;
     try {
-      if (n.state !== "crashed") n.loop.drain();
-      if (n.state === "up") {
+      // One batch at a time: a batch may block the process (a slow save), and then the next waits.
+      while (n.state !== "crashed" && n.blockedUntilMs === undefined && n.loop.drain(1) > 0);
+      if (n.state === "up" && n.blockedUntilMs === undefined) {
         const taken = maybeSnapshot(n.raft, {
           storage: n.hostDisk,
           applier: n.applier,
@@ -1100,7 +1260,7 @@ export class Cluster {
       this.checker?.afterEvent(this.nodes().map((x) => checkedView(x)));
       return;
     }
-    this.#serveWaitingReads(n);
+    if (n.blockedUntilMs === undefined) this.#serveWaitingReads(n);
     const last = this.#lastRole.get(n.id);
     if (last === undefined || last.role !== n.raft.role || last.term !== n.raft.term) {
       this.#lastRole.set(n.id, { role: n.raft.role, term: n.raft.term });
@@ -1168,6 +1328,22 @@ export class Cluster {
     this.events.push(e);
     if (this.events.length > this.#eventsMax) this.events.splice(0, this.events.length >> 1);
   }
+}
+
+/** What `clock` reads at virtual time `t`; exact clocks read `t` itself. */
+function localMs(clock: NodeClock, t: number): number {
+  if (clock.rate === 1) return clock.offsetMs + t;
+  return Math.floor(clock.offsetMs + clock.rate * t);
+}
+
+/** The first virtual time at which `clock` reads `local` or more. */
+function globalMs(clock: NodeClock, local: number): number {
+  if (clock.rate === 1) return local - clock.offsetMs;
+  if (!Number.isFinite(local)) return local;
+  let t = Math.max(0, Math.ceil((local - clock.offsetMs) / clock.rate));
+  while (localMs(clock, t) < local) t++;
+  while (t > 0 && localMs(clock, t - 1) >= local) t--;
+  return t;
 }
 
 function sameKeys(a: MetadataStore, b: MetadataStore): boolean {

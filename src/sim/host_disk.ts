@@ -23,6 +23,10 @@ export interface SimHostDiskHooks {
   scheduleSync(complete: () => void): void;
   /** Whether the node crashed (then a sync in progress never completes). */
   halted(): boolean;
+  /** How long a durable save blocks the process (0: it is done at once). */
+  saveBlockMs(): number;
+  /** Blocks the process for `ms`; at the end `done` runs first, then the rest of the host loop. */
+  block(ms: number, done: () => void): void;
 }
 
 /** Writes held in memory until synced, over a durable {@linkcode Storage}. */
@@ -54,10 +58,20 @@ export class SimHostDisk implements HostDisk, Storage {
     this.#hooks.onDurable([], () => undefined);
   }
 
-  /** Saves durably, after the writes held before it. */
+  /**
+   * Saves durably, after the writes held before it. On a slow disk the fdatasync blocks the
+   * process: the write is held until the block ends (lost if the node crashes first), and the
+   * host loop's next steps wait for it.
+   */
   save(hardState: HardState | undefined, entries: readonly RaftLogEntry[]): void {
     this.#flush();
     if (this.#hooks.halted()) return;
+    const blockMs = this.#hooks.saveBlockMs();
+    if (blockMs > 0) {
+      this.write(hardState, entries);
+      this.#hooks.block(blockMs, () => this.#flush());
+      return;
+    }
     this.#persist(hardState, entries, this.#prevTerm(entries));
   }
 

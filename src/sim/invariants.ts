@@ -64,7 +64,10 @@ export class SafetyChecker {
   #committed: number[] = [0]; // committed[i] = term of the committed entry at index i
   #applied: RaftLogEntry[] = [];
   #commitChecked = new Map<NodeId, number>();
-  #last = new Map<NodeId, { term: number; commitIndex: number; incarnation: number }>();
+  #last = new Map<
+    NodeId,
+    { term: number; durableTerm: number; commitIndex: number; incarnation: number }
+  >();
   /** How many times `afterEvent` ran. */
   checks = 0;
 
@@ -186,10 +189,17 @@ export class SafetyChecker {
     for (const n of nodes) {
       const s = n.status;
       const last = this.#last.get(s.id);
-      if (last !== undefined && s.term < last.term) {
+      // Within a process the term never falls; across a crash it never falls below what was
+      // durable (a term adopted in memory and lost with an unsynced write was never acted on).
+      const floor = last === undefined
+        ? 0
+        : last.incarnation === n.incarnation
+        ? last.term
+        : last.durableTerm;
+      if (last !== undefined && s.term < floor) {
         throw new SafetyViolation(
           "monotonic term",
-          `node "${s.id}" went from term ${last.term} to ${s.term}`,
+          `node "${s.id}" went from term ${floor} to ${s.term}`,
         );
       }
       if (!n.up) continue;
@@ -219,6 +229,7 @@ export class SafetyChecker {
       ) this.#checkCommitDurable(n, nodes);
       this.#last.set(s.id, {
         term: s.term,
+        durableTerm: n.durable?.hardState.term ?? s.term,
         commitIndex: s.commitIndex,
         incarnation: n.incarnation,
       });

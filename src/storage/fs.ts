@@ -234,10 +234,34 @@ export type SimFsOp =
  */
 export type TornTailChooser = (path: string, unsyncedBytes: number) => number;
 
+/** One unsynced append: `length` bytes written at byte `offset` of the file. */
+export interface UnsyncedWrite {
+  /** Byte offset of the write. */
+  readonly offset: number;
+  /** Bytes written. */
+  readonly length: number;
+}
+
+/**
+ * Chooses, at a crash, which of a file's unsynced appends survive — any subset, as a disk that
+ * writes pages back in any order leaves them: one flag per write, oldest first.
+ */
+export type KeptWritesChooser = (path: string, writes: readonly UnsyncedWrite[]) => boolean[];
+
 /** Options of {@linkcode SimFs.crash}. */
 export interface CrashOptions {
   /** How many unsynced appended bytes of each file survive; by default none do. */
   readonly tornTail?: TornTailChooser;
+  /**
+   * Which unsynced appends survive (instead of `tornTail`'s prefix): the file keeps its length
+   * up to the end of the last kept write, and a lost write before it reads as zeros (a hole).
+   */
+  readonly keptWrites?: KeptWritesChooser;
+}
+
+/** A kept-writes chooser keeping each unsynced append with chance 1/2, drawing from `rng`. */
+export function randomKeptWrites(rng: () => number): KeptWritesChooser {
+  return (_path, writes) => writes.map(() => rng() < 0.5);
 }
 
 /** A torn-tail chooser drawing from `rng` (a function returning floats in [0, 1)). */
@@ -253,6 +277,8 @@ class Inode {
   // True while the only changes since the last sync are appends, so a crash may leave a prefix
   // of the appended bytes (a torn tail). A truncate after the sync clears it.
   appendOnly = true;
+  // The appends since the last sync, while `appendOnly` holds.
+  writes: UnsyncedWrite[] = [];
 
   content(): Uint8Array {
     return this.data.subarray(0, this.length);
@@ -267,6 +293,7 @@ class Inode {
       this.data = grown;
     }
     this.data.set(bytes, this.length);
+    if (bytes.length > 0) this.writes.push({ offset: this.length, length: bytes.length });
     this.length += bytes.length;
   }
 
@@ -276,7 +303,28 @@ class Inode {
     this.length = content.length;
     this.durable = content.slice();
     this.appendOnly = true;
+    this.writes = [];
   }
+}
+
+// The durable bytes, then each kept unsynced write in place, lost ones before the last kept as zeros.
+function keptContent(inode: Inode, kept: readonly boolean[]): Uint8Array {
+  const writes = inode.writes;
+  if (kept.length !== writes.length) {
+    throw new RangeError(
+      `Kept writes must flag each of ${writes.length} writes, got ${kept.length}`,
+    );
+  }
+  const lastKept = kept.lastIndexOf(true);
+  const base = inode.durable.length;
+  const end = lastKept < 0 ? base : writes[lastKept].offset + writes[lastKept].length;
+  const out = new Uint8Array(end);
+  out.set(inode.durable);
+  for (let k = 0; k <= lastKept; k++) {
+    const w = writes[k];
+    if (kept[k]) out.set(inode.data.subarray(w.offset, w.offset + w.length), w.offset);
+  }
+  return out;
 }
 
 /**
@@ -286,7 +334,8 @@ class Inode {
  * The model: file data is durable only once `syncData` is called on the file; a file's name
  * (creation, rename, removal) is durable only once its directory is synced. `crash()` rolls the
  * namespace back to the last directory sync and each file back to its last data sync, optionally
- * keeping a prefix of the unsynced appended bytes. Directories themselves are durable as soon as
+ * keeping a prefix of the unsynced appended bytes, or any subset of the unsynced appends (lost
+ * ones before a kept one read as zeros). Directories themselves are durable as soon as
  * they are made.
  */
 export class SimFs implements Fs {
@@ -408,6 +457,7 @@ export class SimFs implements Fs {
         if (this.ignoreSyncData) return;
         inode.durable = inode.content().slice();
         inode.appendOnly = true;
+        inode.writes = [];
         this.syncs++;
       },
       // The simulated disk has no threads: the sync happens at the call.
@@ -433,6 +483,7 @@ export class SimFs implements Fs {
     if (length < inode.length) {
       inode.length = length;
       inode.appendOnly = false;
+      inode.writes = [];
     } else if (length > inode.length) {
       inode.append(new Uint8Array(length - inode.length));
     }
@@ -480,7 +531,9 @@ export class SimFs implements Fs {
         seen.add(inode);
         let content = inode.durable;
         const unsynced = inode.length - inode.durable.length;
-        if (options.tornTail !== undefined && inode.appendOnly && unsynced > 0) {
+        if (options.keptWrites !== undefined && inode.appendOnly && unsynced > 0) {
+          content = keptContent(inode, options.keptWrites(p, inode.writes));
+        } else if (options.tornTail !== undefined && inode.appendOnly && unsynced > 0) {
           const keep = options.tornTail(p, unsynced);
           if (!Number.isInteger(keep) || keep < 0 || keep > unsynced) {
             throw new RangeError(`Torn tail must keep 0 to ${unsynced} bytes, got ${keep}`);

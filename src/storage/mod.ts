@@ -22,12 +22,15 @@ export {
   type Fs,
   type FsFile,
   joinPath,
+  type KeptWritesChooser,
   parentDir,
+  randomKeptWrites,
   randomTornTail,
   RealFs,
   SimFs,
   type SimFsOp,
   type TornTailChooser,
+  type UnsyncedWrite,
 } from "./fs.ts";
 export {
   FileStorage,

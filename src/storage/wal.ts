@@ -15,6 +15,8 @@
  *   its creation, so the oldest segments can be deleted after a snapshot.
  * - A torn record at the very end of the last segment (short header, short payload, or a bad
  *   checksum on the final record) is cut off and kept in a side file `<segment>.torn-<offset>`.
+ *   So is everything from a record header of zeros on in the last segment: a crash that kept a
+ *   later unsynced write but lost an earlier one (the tip check still refuses synced bytes lost).
  *   Damage anywhere else, and a length above the maximum anywhere, throws a WalCorruptionError.
  *
  * @module
@@ -369,8 +371,14 @@ export function scanWal(fs: Fs, dir: string, options: ScanOptions = {}): WalScan
         // cannot come from tearing a valid write, so it is corruption wherever it is.
         const atEnd = fr.status === "shortHeader" || fr.status === "shortPayload" ||
           (fr.status === "badCrc" && fr.payloadEnd === buf.length);
-        const reason = describeFrame(fr, available);
-        if (isLast && (atEnd || repair)) {
+        // A crash may also keep a later unsynced write and lose an earlier one, which then reads
+        // as zeros: each write starts at a record, so the record header is all zeros. Whether
+        // those bytes were synced is for the tip to say (checkTip below).
+        const lost = zeroHeader(buf, offset);
+        const reason = lost
+          ? `record header is all zeros (a lost write), ${available} bytes from here cut`
+          : describeFrame(fr, available);
+        if (isLast && (atEnd || lost || repair)) {
           tornTail = { file: path, offset, bytes: available, reason };
           break;
         }
@@ -456,6 +464,13 @@ export function scanWal(fs: Fs, dir: string, options: ScanOptions = {}): WalScan
     shape: shape ?? new LogShape(1),
     repaired,
   };
+}
+
+/** Whether the record header at `offset` is all zeros (a write lost at a crash). */
+function zeroHeader(buf: Uint8Array, offset: number): boolean {
+  if (buf.length - offset < RECORD_HEADER_BYTES) return false;
+  for (let k = offset; k < offset + RECORD_HEADER_BYTES; k++) if (buf[k] !== 0) return false;
+  return true;
 }
 
 // What the tip says was synced must still be there: a torn write loses only bytes past it. A
