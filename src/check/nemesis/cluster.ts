@@ -242,8 +242,8 @@ export class NemesisCluster {
     return [...this.links.values(), ...this.forwards.values()];
   }
 
-  /** The leader of the highest term among the nodes that answer, if any. */
-  async leader(): Promise<NemesisNode | undefined> {
+  /** The leader of the highest term among the nodes that answer, with its term, if any. */
+  async leader(): Promise<{ node: NemesisNode; term: number } | undefined> {
     const rows = await Promise.all(this.nodes.map((n) => n.row()));
     let best: { node: NemesisNode; term: number } | undefined;
     rows.forEach((r, i) => {
@@ -251,7 +251,7 @@ export class NemesisCluster {
         best = { node: this.nodes[i], term: r.term };
       }
     });
-    return best?.node;
+    return best;
   }
 
   /** Fills node `id`'s tmpfs with a filler file until it is full; returns the bytes written. */

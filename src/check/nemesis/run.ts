@@ -25,6 +25,8 @@ import { neverSent } from "../../net/fetch_error.ts";
 import { Session } from "../../coord/session.ts";
 import { fencedPut, lock } from "../../coord/lock.ts";
 import { NemesisCluster, type NemesisNode } from "./cluster.ts";
+import { FileStorage } from "../../storage/file_storage.ts";
+import { MetadataStore } from "../../kv/store.ts";
 import { healthyLink, type LinkFaults } from "./proxy.ts";
 
 /** The fault kinds the nemesis can inject. */
@@ -79,9 +81,14 @@ export interface FaultRecord {
   endMs: number;
   /** The leader when it began, if any answered. */
   readonly leaderBefore?: string;
+  /** The leader's term when it began. */
+  readonly termBefore?: number;
   /** Whether the fault took the leader away (killed, paused, cut off, disk filled). */
   readonly leaderLoss: boolean;
-  /** For a leader loss: ms from the fault's start to the first acknowledged write called after it. */
+  /**
+   * For a leader loss: ms from the fault taking effect to the first acknowledged write called
+   * after it and committed in a later term (by a new leader).
+   */
   recoveryMs?: number;
 }
 
@@ -113,7 +120,12 @@ export interface NemesisReport {
   /** Recovery after each leader loss, ms (kill/pause/cut of the leader → first acknowledged write). */
   recoveryMs: { count: number; median: number | null; max: number | null; unrecovered: number };
   /** Watch figures. */
-  watch: { events: number; reconnects: number; lagAtEnd: number | null };
+  watch: {
+    events: number;
+    reconnects: number;
+    lagAtEnd: number | null;
+    compacted: string | null;
+  };
   /** Committed revisions under the run's prefix. */
   committedEvents: number;
   /** Acknowledged writes missing from the committed history. */
@@ -130,6 +142,7 @@ export interface NemesisReport {
   wallS: number;
 }
 
+const CLUSTER_ID = "nemesis";
 const PREFIX = "/nemesis/";
 const KV_PREFIX = "/nemesis/kv/";
 const LOCK_NAME = "/nemesis/lock";
@@ -194,13 +207,13 @@ interface CommittedEvent {
 
 function eventOf(e: Record<string, Record<string, string>>): CommittedEvent {
   const kv = e.kv ?? {};
-  return {
+  return normalized({
     revision: Number(kv.mod_revision ?? 0),
     type: (e.type as unknown as string) === "DELETE" ? "DELETE" : "PUT",
     key: unb64(kv.key),
     value: unb64(kv.value),
     createRevision: Number(kv.create_revision ?? 0),
-  };
+  });
 }
 
 /**
@@ -257,13 +270,18 @@ async function readWatch(
 
 /** Everything the run's tasks share. */
 class Run {
+  /** The nemesis's choices (each client has a generator of its own, so timing does not mix them). */
   readonly random: () => number;
   readonly startMs = performance.now();
   readonly ops: Operation[] = [];
   readonly lockRecords: LockRecord[] = [];
   readonly faults: FaultRecord[] = [];
   readonly watched: CommittedEvent[] = [];
+  /** The `raft_term` of each acknowledged write's answer, by operation id. */
+  readonly writeTerms = new Map<number, number>();
   watchReconnects = 0;
+  /** Set when the watcher was told the revision it owed was compacted. */
+  watchCompacted: string | undefined;
   refusedLeftOut = 0;
   stopping = false;
   #nextId = 0;
@@ -281,14 +299,14 @@ class Run {
     return this.#nextId++;
   }
 
-  pick<T>(items: readonly T[]): T {
-    return items[Math.floor(this.random() * items.length)];
+  pick<T>(items: readonly T[], random = this.random): T {
+    return items[Math.floor(random() * items.length)];
   }
 
   /** A key from the current window: each key sees a bounded number of operations. */
-  key(): string {
+  key(random: () => number): string {
     const window = Math.floor(this.#opsStarted++ / OPS_PER_KEY_WINDOW);
-    return `${KV_PREFIX}${window * KEYS_ACTIVE + Math.floor(this.random() * KEYS_ACTIVE)}`;
+    return `${KV_PREFIX}${window * KEYS_ACTIVE + Math.floor(random() * KEYS_ACTIVE)}`;
   }
 
   log(line: string): void {
@@ -323,14 +341,14 @@ async function request(url: string, body: unknown, timeoutMs: number): Promise<A
 }
 
 /** A key-value client: gets, puts, compare-and-swaps and deletes on random nodes until stopped. */
-async function kvClient(run: Run, clientId: string): Promise<void> {
+async function kvClient(run: Run, clientId: string, random: () => number): Promise<void> {
   const timeoutMs = run.options.requestTimeoutMs ?? 6000;
   const lastSeen = new Map<string, string | null>();
   let n = 0;
   while (!run.stopping) {
-    const node = run.pick(run.cluster.nodes);
-    const key = run.key();
-    const r = run.random();
+    const node = run.pick(run.cluster.nodes, random);
+    const key = run.key(random);
+    const r = random();
     const kind: OperationKind = r < 0.4 ? "get" : r < 0.7 ? "put" : r < 0.95 ? "cas" : "delete";
     const value = `${clientId}.${++n}`;
     const expected = kind === "cas" ? (lastSeen.get(key) ?? null) : undefined;
@@ -369,6 +387,7 @@ async function kvClient(run: Run, clientId: string): Promise<void> {
     };
     if (answer.kind === "ok") {
       op.returnMs = returnMs;
+      if (kind !== "get") run.writeTerms.set(op.id, Number(answer.json.header?.raft_term ?? 0));
       if (kind === "get") {
         const kv = answer.json.kvs?.[0];
         const read = kv === undefined ? null : unb64(kv.value);
@@ -400,12 +419,12 @@ async function kvClient(run: Run, clientId: string): Promise<void> {
     }
     run.ops.push(op);
     if (answer.kind !== "ok") await sleep(50);
-    else await sleep(run.random() * 20);
+    else await sleep(random() * 20);
   }
 }
 
 /** A lock worker: session, lock, a fenced write and an owned write, unlock; again until stopped. */
-async function lockWorker(run: Run, workerId: string): Promise<void> {
+async function lockWorker(run: Run, workerId: string, random: () => number): Promise<void> {
   const endpoints = run.cluster.nodes.map((n) => n.url);
   // Leader hints name forward proxies; the worker talks to nodes directly, as clients do.
   const realFetch: typeof fetch = (input, init) => {
@@ -486,7 +505,7 @@ async function lockWorker(run: Run, workerId: string): Promise<void> {
           break; // outcome unknown; give the lock up
         }
       }
-      await sleep(run.random() * 200);
+      await sleep(random() * 200);
       run.lockRecords.push({ kind: "release", id: run.nextId(), clientId, token, atMs: run.now() });
       await held.unlock().catch(() => {});
       await s.close().catch(() => {});
@@ -504,6 +523,10 @@ async function watcher(run: Run, stop: AbortSignal, state: { next: number }): Pr
     const node = run.cluster.nodes[i++ % run.cluster.nodes.length];
     try {
       await readWatch(node.url, state.next, 3000, stop, (r) => {
+        if (r.canceled && r.compact_revision !== undefined) {
+          run.watchCompacted = `at revision ${state.next}: ${r.cancel_reason}`;
+          return false;
+        }
         if (r.canceled) throw new Error(`canceled: ${r.cancel_reason}`);
         if (r.events !== undefined) {
           for (const e of r.events) {
@@ -518,35 +541,60 @@ async function watcher(run: Run, stop: AbortSignal, state: { next: number }): Pr
         return !stop.aborted;
       });
     } catch { /* node down, cut off, paused or canceled: resume elsewhere */ }
-    if (stop.aborted) return;
+    // The history it owes is gone on the node that said so: the watcher is told, not misled;
+    // the report says where, and the check covers what it saw before.
+    if (stop.aborted || run.watchCompacted !== undefined) return;
     run.watchReconnects++;
     await sleep(50);
   }
 }
 
-/** Reads node `url`'s whole history under the prefix, revisions 1..`upTo`, by a watch. */
-async function replay(url: string, upTo: number): Promise<CommittedEvent[]> {
-  const events: CommittedEvent[] = [];
-  let reached = 0;
-  const stop = new AbortController();
-  const timer = setTimeout(() => stop.abort(), 20_000);
+/**
+ * The committed history under the prefix as node `nodeId`'s write-ahead log holds it: its entries
+ * up to `commitIndex` applied to a fresh store that keeps every revision. This reads the disk, not
+ * the watch code, so the watcher is checked against an independent account. The node must be
+ * stopped.
+ */
+function walHistory(dataDir: string, nodeId: string, commitIndex: number): CommittedEvent[] {
+  const storage = FileStorage.open(dataDir, { clusterId: CLUSTER_ID, nodeId });
   try {
-    await readWatch(url, 1, 3000, stop.signal, (r) => {
-      if (r.canceled) throw new Error(`Replay on ${url} canceled: ${r.cancel_reason}`);
-      if (r.events !== undefined) {
-        for (const e of r.events) {
-          const ev = eventOf(e);
-          if (ev.revision <= upTo) events.push(ev);
-          reached = Math.max(reached, ev.revision);
-        }
-      } else reached = Math.max(reached, Number(r.header?.revision ?? 0));
-      return reached < upTo;
-    });
+    const persisted = storage.load();
+    if (persisted.snapshot !== undefined) {
+      throw new Error(
+        `${nodeId}'s data holds a snapshot (index ${persisted.snapshot.meta.index}): ` +
+          "the revisions before it cannot be replayed (raise --snapshot-entries)",
+      );
+    }
+    const store = new MetadataStore({ historyRevisionsMax: 100_000_000 });
+    for (const e of persisted.entries) {
+      if (e.index > commitIndex) break;
+      if (e.kind === "command") store.apply(e.command, e.index);
+      else store.applyNoop(e.index);
+    }
+    if (store.appliedIndex < commitIndex) {
+      throw new Error(
+        `${nodeId}'s log ends at ${store.appliedIndex}, before commit ${commitIndex}`,
+      );
+    }
+    return store.history(1).flatMap((r) =>
+      r.events.filter((e) => e.kv.key.startsWith(PREFIX)).map((e): CommittedEvent =>
+        normalized({
+          revision: r.revision,
+          type: e.type,
+          key: e.kv.key,
+          value: decoder.decode(e.kv.value),
+          createRevision: e.kv.createRevision,
+        })
+      )
+    );
   } finally {
-    clearTimeout(timer);
+    storage.close();
   }
-  if (reached < upTo) throw new Error(`Replay on ${url} reached revision ${reached} of ${upTo}`);
-  return events;
+}
+
+/** A DELETE carries no value or createRevision (the watch API leaves them out). */
+function normalized(e: CommittedEvent): CommittedEvent {
+  return e.type === "DELETE" ? { ...e, value: "", createRevision: 0 } : e;
 }
 
 // ---- The nemesis ---------------------------------------------------------------------------------
@@ -703,14 +751,15 @@ async function nemesis(run: Run, kinds: readonly NemesisFault[], endMs: number):
     const faultMs = kind === "killall" ? 500 + run.random() * 1500 : 2000 + run.random() * 3000;
     if (run.now() + faultMs + 1000 > endMs) break;
     const leader = await run.cluster.leader();
+    const injected = await inject(run, kind, leader?.node);
+    // In effect from here: a kill has been waited for, a disk filled.
     const startMs = run.now();
-    const injected = await inject(run, kind, leader);
     const record: FaultRecord = {
       kind,
       detail: injected.detail,
       startMs,
       endMs: startMs,
-      ...(leader !== undefined ? { leaderBefore: leader.id } : {}),
+      ...(leader !== undefined ? { leaderBefore: leader.node.id, termBefore: leader.term } : {}),
       leaderLoss: injected.leaderLoss,
     };
     run.faults.push(record);
@@ -723,7 +772,10 @@ async function nemesis(run: Run, kinds: readonly NemesisFault[], endMs: number):
 }
 
 /** Waits until every node answers and all have applied the same index, or `timeoutMs` passes. */
-async function settle(cluster: NemesisCluster, timeoutMs: number): Promise<number> {
+async function settle(
+  cluster: NemesisCluster,
+  timeoutMs: number,
+): Promise<{ revision: number; commitIndex: number }> {
   const deadline = performance.now() + timeoutMs;
   for (;;) {
     const rows = await Promise.all(cluster.nodes.map((n) => n.row(1000)));
@@ -731,7 +783,7 @@ async function settle(cluster: NemesisCluster, timeoutMs: number): Promise<numbe
     if (
       leader !== undefined &&
       rows.every((r) => r !== undefined && r.lastApplied === leader.commitIndex)
-    ) return leader.revision;
+    ) return { revision: leader.revision, commitIndex: leader.commitIndex };
     if (performance.now() > deadline) {
       throw new Error(`Cluster did not settle in ${timeoutMs} ms: ${JSON.stringify(rows)}`);
     }
@@ -831,8 +883,14 @@ export async function runNemesis(options: NemesisOptions): Promise<NemesisReport
     const watchState = { next: 1 };
     const watching = watcher(run, watchStop.signal, watchState);
     const tasks = [
-      ...Array.from({ length: options.clients }, (_, i) => kvClient(run, `c${i + 1}`)),
-      ...Array.from({ length: options.lockWorkers }, (_, i) => lockWorker(run, `l${i + 1}`)),
+      ...Array.from(
+        { length: options.clients },
+        (_, i) => kvClient(run, `c${i + 1}`, seeded(options.seed * 1000 + i + 1)),
+      ),
+      ...Array.from(
+        { length: options.lockWorkers },
+        (_, i) => lockWorker(run, `l${i + 1}`, seeded(options.seed * 1000 + 500 + i)),
+      ),
     ];
     const faulting = nemesis(run, kinds, endMs);
     await sleep(Math.max(0, endMs - run.now()));
@@ -846,19 +904,23 @@ export async function runNemesis(options: NemesisOptions): Promise<NemesisReport
       await cluster.freeDisk(n.id);
       if (n.state === "down") n.start();
     }
-    const upTo = await settle(cluster, 60_000);
-    run.log(`settled at revision ${upTo}; checking`);
+    const settled = await settle(cluster, 60_000);
+    const upTo = settled.revision;
+    run.log(`settled at revision ${upTo}, index ${settled.commitIndex}; checking`);
     const waitUntil = performance.now() + 15_000;
     while (watchState.next <= upTo && performance.now() < waitUntil) await sleep(100);
     watchStop.abort();
     await watching;
     lagAtEnd = Math.max(0, upTo - (watchState.next - 1));
 
-    // Every node's committed history, which must agree.
-    const replays = await Promise.all(cluster.nodes.map((n) => replay(n.url, upTo)));
-    committed = replays[0];
-    for (let i = 1; i < replays.length; i++) {
-      const diff = sameEvents(replays[0], replays[i]);
+    // Every node's committed history, read from its log, which must agree.
+    await Promise.all(cluster.nodes.map((n) => n.kill()));
+    const histories = cluster.nodes.map((n) =>
+      walHistory(n.dataDir, n.id, settled.commitIndex).filter((e) => e.revision <= upTo)
+    );
+    committed = histories[0];
+    for (let i = 1; i < histories.length; i++) {
+      const diff = sameEvents(histories[0], histories[i]);
       if (diff !== undefined) {
         violations.push(
           `nodes disagree: ${cluster.nodes[0].id} vs ${cluster.nodes[i].id}, ${diff}`,
@@ -867,7 +929,11 @@ export async function runNemesis(options: NemesisOptions): Promise<NemesisReport
     }
     // The watcher: every committed event once, in order.
     // Lease expiries of abandoned lock sessions may commit after `upTo`: compare up to it.
-    const diff = sameEvents(run.watched.filter((e) => e.revision <= upTo), committed);
+    const watchedTo = run.watchCompacted === undefined ? upTo : watchState.next - 1;
+    const diff = sameEvents(
+      run.watched.filter((e) => e.revision <= watchedTo),
+      committed.filter((e) => e.revision <= watchedTo),
+    );
     if (diff !== undefined) violations.push(`watcher saw a different history: ${diff}`);
     // Acknowledged writes are in the committed history; committed values were written by someone.
     const putValues = new Set(
@@ -965,12 +1031,14 @@ function buildReport(
   for (const op of run.ops) byKind[op.kind]++;
   const unknown = run.ops.filter((op) => op.returnMs === null).length;
   const ok = run.ops.filter((op) => op.result?.ok === true).length;
-  // Recovery after each leader loss: first acknowledged write called after the fault began.
+  // Recovery after each leader loss: the first acknowledged write called after the fault took
+  // effect and committed in a later term than the lost leader's.
   const writes = run.ops.filter((op) => op.kind !== "get" && op.result?.ok === true);
   for (const f of run.faults) {
     if (!f.leaderLoss) continue;
-    const first = writes.filter((w) => w.callMs >= f.startMs)
-      .reduce((m, w) => Math.min(m, w.returnMs!), Infinity);
+    const first = writes.filter((w) =>
+      w.callMs >= f.startMs && (run.writeTerms.get(w.id) ?? 0) > (f.termBefore ?? 0)
+    ).reduce((m, w) => Math.min(m, w.returnMs!), Infinity);
     if (first !== Infinity) f.recoveryMs = Math.round(first - f.startMs);
   }
   const losses = run.faults.filter((f) => f.leaderLoss);
@@ -1012,7 +1080,12 @@ function buildReport(
       max: recoveries.length === 0 ? null : Math.max(...recoveries),
       unrecovered: losses.length - recoveries.length,
     },
-    watch: { events: run.watched.length, reconnects: run.watchReconnects, lagAtEnd: r.lagAtEnd },
+    watch: {
+      events: run.watched.length,
+      reconnects: run.watchReconnects,
+      lagAtEnd: r.lagAtEnd,
+      compacted: run.watchCompacted ?? null,
+    },
     committedEvents: r.committed.length,
     lostAcknowledgedWrites: r.lost,
     linearizability: r.linearizability,
@@ -1045,7 +1118,8 @@ export function summaryLine(r: NemesisReport): string {
   return `nemesis seed ${r.seed}: ${r.violations.length} violations, ` +
     `${r.lostAcknowledgedWrites} acknowledged writes lost, ${r.linearizability}; ` +
     `ops ${r.operations.total} (${kinds}), unknown ${r.operations.unknown}; ` +
-    `locks ${r.locks.grants} grants; watch ${r.watch.events} events; ` +
+    `locks ${r.locks.grants} grants; watch ${r.watch.events} events` +
+    (r.watch.compacted !== null ? ` (compacted ${r.watch.compacted})` : "") + "; " +
     `faults ${r.faults.total} (${faults || "none"})` +
     (r.faultsSkipped.length > 0
       ? ` [skipped: ${r.faultsSkipped.map((s) => s.kind).join(",")}]`
