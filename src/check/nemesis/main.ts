@@ -17,7 +17,7 @@ Usage: deno task nemesis [flags]
   --runs N          runs, seeds seed, seed+1, ... (default 1)
   --seed N          seed of the runner's choices (default: random)
   --nodes N         node processes, at least 3 (default 3)
-  --clients N       key-value clients (default 4)
+  --clients N       key-value clients, each on one node in turn (default 6)
   --locks N         lock workers (default 2)
   --faults LIST     comma-separated, from: ${NEMESIS_FAULTS.join(",")}
                     (default: all; "none" for a run without faults)
@@ -80,7 +80,7 @@ async function main(args: string[]): Promise<number> {
     const report = await runNemesis({
       seed,
       nodes: int(values.nodes, "--nodes", 3) ?? 3,
-      clients: int(values.clients, "--clients", 0) ?? 4,
+      clients: int(values.clients, "--clients", 0) ?? 6,
       lockWorkers: int(values.locks, "--locks", 0) ?? 2,
       durationS: int(values["duration-s"], "--duration-s", 1) ?? 30,
       faults: faults as NemesisFault[],

@@ -340,13 +340,21 @@ async function request(url: string, body: unknown, timeoutMs: number): Promise<A
   }
 }
 
-/** A key-value client: gets, puts, compare-and-swaps and deletes on random nodes until stopped. */
-async function kvClient(run: Run, clientId: string, random: () => number): Promise<void> {
+/**
+ * A key-value client: gets, puts, compare-and-swaps and deletes on its node until stopped. Each
+ * client stays with one node (as Jepsen's do), so a paused or cut-off node holds up only its own
+ * clients and the others show what the rest of the cluster serves.
+ */
+async function kvClient(
+  run: Run,
+  clientId: string,
+  node: NemesisNode,
+  random: () => number,
+): Promise<void> {
   const timeoutMs = run.options.requestTimeoutMs ?? 6000;
   const lastSeen = new Map<string, string | null>();
   let n = 0;
   while (!run.stopping) {
-    const node = run.pick(run.cluster.nodes, random);
     const key = run.key(random);
     const r = random();
     const kind: OperationKind = r < 0.4 ? "get" : r < 0.7 ? "put" : r < 0.95 ? "cas" : "delete";
@@ -885,7 +893,13 @@ export async function runNemesis(options: NemesisOptions): Promise<NemesisReport
     const tasks = [
       ...Array.from(
         { length: options.clients },
-        (_, i) => kvClient(run, `c${i + 1}`, seeded(options.seed * 1000 + i + 1)),
+        (_, i) =>
+          kvClient(
+            run,
+            `c${i + 1}`,
+            cluster.nodes[i % cluster.nodes.length],
+            seeded(options.seed * 1000 + i + 1),
+          ),
       ),
       ...Array.from(
         { length: options.lockWorkers },
