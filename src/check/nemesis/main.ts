@@ -77,7 +77,7 @@ async function main(args: string[]): Promise<number> {
   for (let i = 0; i < runs; i++) {
     const seed = seed0 + i;
     const dir = `${root}/seed-${seed}`;
-    const report = await runNemesis({
+    const { report } = await runNemesis({
       seed,
       nodes: int(values.nodes, "--nodes", 3) ?? 3,
       clients: int(values.clients, "--clients", 0) ?? 6,

@@ -17,9 +17,18 @@
  * @module
  */
 
-import { checkLinearizable } from "../linearizability.ts";
 import { historyToJsonLines, type Operation, type OperationKind } from "../history.ts";
-import { checkLocks, type LockRecord, type LockStoreEvent } from "../lock_checker.ts";
+import type { LockRecord } from "../lock_checker.ts";
+import {
+  checkRun,
+  type CommittedEvent,
+  FENCED_KEY,
+  KV_PREFIX,
+  LOCK_NAME,
+  NEMESIS_PREFIX as PREFIX,
+  OWNED_KEY,
+  type RunRecord,
+} from "./checks.ts";
 import { connect } from "../../net/client.ts";
 import { neverSent } from "../../net/fetch_error.ts";
 import { Session } from "../../coord/session.ts";
@@ -92,6 +101,14 @@ export interface FaultRecord {
   recoveryMs?: number;
 }
 
+/** A run's report, and what it recorded (absent when the run failed before its checks). */
+export interface NemesisRun {
+  /** The report (also in `<dir>/report.json`). */
+  readonly report: NemesisReport;
+  /** The histories the checks read. */
+  readonly record?: RunRecord;
+}
+
 /** The report of a run. */
 export interface NemesisReport {
   /** Seed. */
@@ -143,11 +160,6 @@ export interface NemesisReport {
 }
 
 const CLUSTER_ID = "nemesis";
-const PREFIX = "/nemesis/";
-const KV_PREFIX = "/nemesis/kv/";
-const LOCK_NAME = "/nemesis/lock";
-const FENCED_KEY = "/nemesis/locked/fenced";
-const OWNED_KEY = "/nemesis/locked/owned";
 /** Keys in use at once; every OPS_PER_KEY_WINDOW operations the window moves on to fresh keys. */
 const KEYS_ACTIVE = 5;
 const OPS_PER_KEY_WINDOW = 500;
@@ -194,15 +206,6 @@ function shuffle<T>(items: readonly T[], random: () => number): T[] {
     [out[i], out[j]] = [out[j], out[i]];
   }
   return out;
-}
-
-/** A committed event under the run's prefix, as a watch reports it. */
-interface CommittedEvent {
-  revision: number;
-  type: "PUT" | "DELETE";
-  key: string;
-  value: string;
-  createRevision: number;
 }
 
 function eventOf(e: Record<string, Record<string, string>>): CommittedEvent {
@@ -813,19 +816,6 @@ function definite(op: Operation): boolean {
   return op.result.ok;
 }
 
-function sameEvents(
-  a: readonly CommittedEvent[],
-  b: readonly CommittedEvent[],
-): string | undefined {
-  const n = Math.max(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    const x = JSON.stringify(a[i]);
-    const y = JSON.stringify(b[i]);
-    if (x !== y) return `event ${i}: ${x ?? "(none)"} vs ${y ?? "(none)"}`;
-  }
-  return undefined;
-}
-
 /** Whether this machine can mount a tmpfs (for the disk-full fault); the reason when not. */
 async function tmpfsProblem(dir: string): Promise<string | undefined> {
   const probe = `${dir}/tmpfs-probe`;
@@ -848,11 +838,11 @@ async function tmpfsProblem(dir: string): Promise<string | undefined> {
 }
 
 /**
- * Runs the fault test described by `options` and returns its report (also written to
+ * Runs the fault test described by `options` and returns its report and record (also written to
  * `<dir>/report.json`, with `history.jsonl`, `locks.jsonl`, `watch.jsonl`, `committed.jsonl` and
  * the node logs in `<dir>/logs`). Never throws for a violation: it is in `report.violations`.
  */
-export async function runNemesis(options: NemesisOptions): Promise<NemesisReport> {
+export async function runNemesis(options: NemesisOptions): Promise<NemesisRun> {
   if (!Number.isSafeInteger(options.nodes) || options.nodes < 3) {
     throw new RangeError(`Nodes must be an integer of at least 3: ${options.nodes}`);
   }
@@ -929,73 +919,33 @@ export async function runNemesis(options: NemesisOptions): Promise<NemesisReport
 
     // Every node's committed history, read from its log, which must agree.
     await Promise.all(cluster.nodes.map((n) => n.kill()));
-    const histories = cluster.nodes.map((n) =>
-      walHistory(n.dataDir, n.id, settled.commitIndex).filter((e) => e.revision <= upTo)
-    );
-    committed = histories[0];
-    for (let i = 1; i < histories.length; i++) {
-      const diff = sameEvents(histories[0], histories[i]);
-      if (diff !== undefined) {
-        violations.push(
-          `nodes disagree: ${cluster.nodes[0].id} vs ${cluster.nodes[i].id}, ${diff}`,
-        );
-      }
-    }
-    // The watcher: every committed event once, in order.
+    const histories = new Map(cluster.nodes.map((n) => [
+      n.id,
+      walHistory(n.dataDir, n.id, settled.commitIndex).filter((e) => e.revision <= upTo),
+    ]));
+    committed = histories.get(cluster.nodes[0].id)!;
     // Lease expiries of abandoned lock sessions may commit after `upTo`: compare up to it.
-    const watchedTo = run.watchCompacted === undefined ? upTo : watchState.next - 1;
-    const diff = sameEvents(
-      run.watched.filter((e) => e.revision <= watchedTo),
-      committed.filter((e) => e.revision <= watchedTo),
-    );
-    if (diff !== undefined) violations.push(`watcher saw a different history: ${diff}`);
-    // Acknowledged writes are in the committed history; committed values were written by someone.
-    const putValues = new Set(
-      committed.filter((e) => e.type === "PUT" && e.key.startsWith(KV_PREFIX)).map((e) =>
-        `${e.key}=${e.value}`
-      ),
-    );
-    const written = new Set(
-      run.ops.filter((o) => o.value !== undefined).map((o) => `${o.key}=${o.value}`),
-    );
-    const lost = run.ops.filter((o) =>
-      (o.kind === "put" || o.kind === "cas") && o.result?.ok === true &&
-      !putValues.has(`${o.key}=${o.value}`)
-    );
-    for (const o of lost.slice(0, 5)) {
-      violations.push(`acknowledged ${o.kind} lost: ${JSON.stringify(o)}`);
-    }
-    for (const v of [...putValues].filter((v) => !written.has(v)).slice(0, 5)) {
-      violations.push(`committed value no client wrote: ${v}`);
-    }
-    const verdict = checkLinearizable(run.ops);
-    if (verdict.result === "not-linearizable") {
-      violations.push(`not linearizable: ${verdict.failure?.explanation}`);
-    }
-    const lockEvents: LockStoreEvent[] = committed.filter((e) =>
-      e.key.startsWith(`${LOCK_NAME}/`) || e.key === FENCED_KEY || e.key === OWNED_KEY
-    );
-    const locks = checkLocks({
-      prefix: `${LOCK_NAME}/`,
-      fencedKey: FENCED_KEY,
-      ownedKey: OWNED_KEY,
-      records: run.lockRecords,
-      events: lockEvents,
-    });
-    if (locks.violation !== undefined) violations.push(`locks: ${locks.violation}`);
-
+    const record: RunRecord = {
+      ops: run.ops,
+      lockRecords: run.lockRecords,
+      watched: run.watched,
+      committed: histories,
+      watchedTo: run.watchCompacted === undefined ? upTo : watchState.next - 1,
+    };
+    const verdict = checkRun(record);
+    violations.push(...verdict.violations);
     const report = buildReport(run, kinds, faultsSkipped, {
       committed,
-      lost: lost.length,
-      linearizability: verdict.result,
-      lockFigures: locks,
+      lost: verdict.lostAcknowledgedWrites,
+      linearizability: verdict.linearizability,
+      lockFigures: verdict.locks,
       lagAtEnd,
       violations,
       dir,
       wallS: (performance.now() - wallStart) / 1000,
     });
     await writeArtifacts(dir, run, committed, report);
-    return report;
+    return { report, record };
   } catch (e) {
     // A run that could not finish its checks is a finding too: keep everything.
     violations.push(`run failed: ${(e as Error).message}`);
@@ -1010,7 +960,7 @@ export async function runNemesis(options: NemesisOptions): Promise<NemesisReport
       wallS: (performance.now() - wallStart) / 1000,
     });
     await writeArtifacts(dir, run, committed, report);
-    return report;
+    return { report };
   } finally {
     run.stopping = true;
     await cluster.stop();
