@@ -62,7 +62,11 @@ Deno.test("fault proxy: forwards, cuts, stalls, delays and resets a link", async
         proxy.set({ ...healthyLink(), mode: "stall" });
         await c.write(encode("held"));
         const pending = readSome(c, 5000);
-        await new Promise((r) => setTimeout(r, 300));
+        const early = await Promise.race([
+          pending.then(() => "arrived"),
+          new Promise((r) => setTimeout(() => r("held back"), 300)),
+        ]);
+        assert.equal(early, "held back");
         proxy.set(healthyLink());
         assert.equal(await pending, "held");
         c.close();
