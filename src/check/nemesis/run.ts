@@ -683,7 +683,8 @@ async function inject(
       setLinks(c, pairs, cut);
       return {
         detail: `${shape}: ${pairs.map(([a, b]) => `${a}>${b}`).join(",")}`,
-        leaderLoss: shape === "leader-out",
+        // Cut off from its followers' answers, the leader steps down (CheckQuorum).
+        leaderLoss: shape === "leader-out" || shape === "leader-in",
         heal: () => Promise.resolve(healLinks(c)),
       };
     }
