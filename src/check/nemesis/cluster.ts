@@ -167,6 +167,9 @@ export class NemesisCluster {
   /** The cluster secret, random per run, given to nodes in their environment. */
   readonly secret: string = crypto.randomUUID();
 
+  /** Clusters started and not yet stopped, so an interrupted runner can stop them. */
+  static readonly live = new Set<NemesisCluster>();
+
   private constructor(readonly options: NemesisClusterOptions) {}
 
   /**
@@ -222,6 +225,7 @@ export class NemesisCluster {
       );
     }
     for (const n of c.nodes) n.start();
+    NemesisCluster.live.add(c);
     return c;
   }
 
@@ -283,6 +287,7 @@ export class NemesisCluster {
 
   /** Kills every node, closes the proxies and unmounts the tmpfs directories. */
   async stop(): Promise<void> {
+    NemesisCluster.live.delete(this);
     await Promise.all(this.nodes.map((n) => n.kill()));
     for (const l of this.allLinks()) l.close();
     for (const n of this.nodes) await n.closeLog();

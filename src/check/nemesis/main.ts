@@ -7,6 +7,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { NemesisCluster } from "./cluster.ts";
 import { NEMESIS_FAULTS, type NemesisFault, runNemesis, summaryLine } from "./run.ts";
 
 const HELP = `raftmeta nemesis: fault tests against real processes
@@ -103,6 +104,11 @@ async function main(args: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
+  // Ctrl-C: leave no node process or tmpfs mount behind.
+  Deno.addSignalListener("SIGINT", async () => {
+    await Promise.all([...NemesisCluster.live].map((c) => c.stop()));
+    Deno.exit(130);
+  });
   try {
     Deno.exit(await main(Deno.args));
   } catch (e) {
