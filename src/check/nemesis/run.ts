@@ -324,9 +324,18 @@ type Answer =
   | { kind: "refused" } // certainly not applied: connection refused, or a 4xx
   | { kind: "unknown" }; // timed out, reset, 5xx: may have been applied
 
+/**
+ * The key-value clients' HTTP client: a new connection per request. Deno's fetch sends a request
+ * again on a new connection when its pooled connection closes under it, and then reports that
+ * connection's error: "connection refused" for a request the server did receive (seen when the
+ * node is killed mid-request). Without pooling a refused connection really carried nothing.
+ */
+const unpooled = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+
 async function request(url: string, body: unknown, timeoutMs: number): Promise<Answer> {
   try {
     const res = await fetch(url, {
+      client: unpooled,
       method: "POST",
       body: JSON.stringify(body),
       headers: { "content-type": "application/json" },
