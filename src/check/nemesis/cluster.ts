@@ -43,6 +43,8 @@ export class NemesisNode {
   #log: Deno.FsFile;
   #logChain: Promise<unknown> = Promise.resolve();
   #killing = false;
+  /** Called with each change between running (`true`) and gone (`false`). */
+  onRunning: (running: boolean) => void = () => {};
 
   constructor(
     readonly id: string,
@@ -58,6 +60,7 @@ export class NemesisNode {
   /** Starts the process (it must be down). */
   start(): void {
     if (this.state !== "down") throw new Error(`Node ${this.id} is ${this.state}, not down`);
+    this.onRunning(true);
     const p = new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-all", MAIN, ...this.args],
       env: this.env,
@@ -72,6 +75,7 @@ export class NemesisNode {
       if (this.#process !== p) return;
       if (!this.#killing) this.selfExits++;
       this.state = "down";
+      this.onRunning(false);
     });
   }
 
@@ -99,7 +103,11 @@ export class NemesisNode {
     this.signal("SIGKILL");
     await p.status;
     this.#killing = false;
-    this.state = "down";
+    // The exit handler has usually run already (its callback was registered first).
+    if ((this.state as NemesisNode["state"]) !== "down") {
+      this.state = "down";
+      this.onRunning(false);
+    }
   }
 
   /** SIGSTOP. */
@@ -224,7 +232,17 @@ export class NemesisCluster {
         ),
       );
     }
-    for (const n of c.nodes) n.start();
+    for (const n of c.nodes) {
+      // A dead node refuses connections; so do the proxies in front of it.
+      const into = c.allLinks().filter((l) =>
+        l.target.port === Number(new URL(n.url).port) ||
+        l.target.port === peerPorts[ids.indexOf(n.id)]
+      );
+      n.onRunning = (running) => {
+        for (const l of into) running ? l.targetUp() : l.targetDown();
+      };
+      n.start();
+    }
     NemesisCluster.live.add(c);
     return c;
   }

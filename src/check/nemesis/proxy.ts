@@ -46,7 +46,7 @@ export class LinkProxy {
   accepted = 0;
   /** Connections reset by the `resetRate` fault. */
   resets = 0;
-  readonly #listener: Deno.TcpListener;
+  #listener: Deno.TcpListener | undefined;
   readonly #pairs = new Set<Pair>();
   readonly #random: () => number;
   #wake: (() => void)[] = [];
@@ -57,7 +57,7 @@ export class LinkProxy {
     this.#listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     this.port = (this.#listener.addr as Deno.NetAddr).port;
     this.#random = random;
-    this.#accept();
+    this.#accept(this.#listener);
   }
 
   /** Sets the link's faults; a cut closes the open connections at once. */
@@ -67,21 +67,37 @@ export class LinkProxy {
     for (const w of this.#wake.splice(0)) w();
   }
 
+  /**
+   * The target process is gone: stop listening, so a dialer is refused as it would be by the dead
+   * process itself (a listener that accepted and then closed would look like a reset instead).
+   */
+  targetDown(): void {
+    try {
+      this.#listener?.close();
+    } catch { /* closed */ }
+    this.#listener = undefined;
+  }
+
+  /** The target process is back: listen again on the same port. */
+  targetUp(): void {
+    if (this.#listener !== undefined || this.#closed) return;
+    this.#listener = Deno.listen({ hostname: "127.0.0.1", port: this.port });
+    this.#accept(this.#listener);
+  }
+
   /** Stops listening and closes every connection. */
   close(): void {
     this.#closed = true;
-    try {
-      this.#listener.close();
-    } catch { /* closed */ }
+    this.targetDown();
     for (const p of [...this.#pairs]) this.#closePair(p);
     for (const w of this.#wake.splice(0)) w();
   }
 
-  async #accept(): Promise<void> {
+  async #accept(listener: Deno.TcpListener): Promise<void> {
     for (;;) {
       let down: Deno.TcpConn;
       try {
-        down = await this.#listener.accept();
+        down = await listener.accept();
       } catch {
         return; // listener closed
       }
