@@ -849,7 +849,13 @@ export class RaftServer {
     clearInterval(this.#ticker);
     this.#hub.cancelAll(`Node "${this.nodeId}" is stopping`);
     this.#transport?.close();
-    for (const w of this.#proposals.values()) w.reject(new HttpError(503, "Node is stopping", 14));
+    // A proposed write may still commit (its followers may hold it): its outcome is unknown, and
+    // a 503 would tell the client, or the follower that forwarded it, to send it again.
+    for (const w of this.#proposals.values()) {
+      w.reject(
+        new HttpError(504, "Node is stopping; the write was proposed, its outcome is unknown", 4),
+      );
+    }
     for (const r of this.#reads.values()) r.reject(new HttpError(503, "Node is stopping", 14));
     this.#proposals.clear();
     this.#proposalBytesPending = 0;

@@ -63,3 +63,45 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a leader that stops with a write proposed answers 504 (outcome unknown), not 503",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn() {
+    // Found by `deno task nemesis --seed 501`: the leader's disk filled, it stopped and answered
+    // 503 ("retry") for a write its followers already had; the follower that had forwarded it sent
+    // it again to the next leader, which applied it a second time.
+    const dir = await Deno.makeTempDir({ prefix: "raftmeta-stop-pending-" });
+    const cluster = await NemesisCluster.start({
+      nodes: 3,
+      dir,
+      random: Math.random,
+      diskBytes: 0,
+      // A long CheckQuorum window: the leader stays leader while the test stops it.
+      extraArgs: ["--election-timeout-min-ms", "2000", "--election-timeout-max-ms", "4000"],
+    });
+    try {
+      let leader = await cluster.leader();
+      for (let i = 0; leader === undefined && i < 300; i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        leader = await cluster.leader();
+      }
+      assert.ok(leader !== undefined, "a leader was elected");
+      const l = leader.node;
+      for (const n of cluster.nodes) if (n !== l) await n.kill();
+      // Proposed, but no follower can acknowledge it: it waits in the leader's queue.
+      const answer = fetch(`${l.url}/v3/kv/put`, {
+        method: "POST",
+        body: JSON.stringify({ key: b64("/pending"), value: b64("x") }),
+      }).then(async (res) => ({ status: res.status, text: await res.text() }));
+      await new Promise((r) => setTimeout(r, 300));
+      l.signal("SIGTERM");
+      const { status, text } = await answer;
+      assert.equal(status, 504, `a proposed write's outcome is unknown: ${status} ${text}`);
+    } finally {
+      await cluster.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    }
+  },
+});
