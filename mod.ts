@@ -64,12 +64,16 @@ export {
 export {
   describeEntry,
   JUPYTER_DISPLAY,
+  type LogCell,
+  type LogGrid,
   NODE_TABLE_COLUMNS,
+  NODE_TABLE_LEGEND,
   type NodeRow,
   NodeTable,
   nodeTable,
   type NodeTableOptions,
   type ProgressRow,
+  TEXT_COLUMNS_MAX,
 } from "./src/observe/table.ts";
 export { describeCommand, storeStrings } from "./src/observe/describe.ts";
 export {
@@ -77,7 +81,7 @@ export {
   type DurableView,
   SafetyChecker,
   SafetyViolation,
-} from "./src/check/invariants.ts";
+} from "./src/sim/invariants.ts";
 export {
   claim,
   runScenario,
@@ -93,7 +97,10 @@ export {
   messageLabel,
   recorderFor,
   recordTimeline,
+  type Rounds,
   Timeline,
+  TIMELINE_LEGEND,
+  type TimelineLine,
   type TimelineOptions,
   TimelineRecorder,
 } from "./src/observe/timeline.ts";

@@ -11,15 +11,18 @@
 import { Cluster, type Operation } from "../src/sim/cluster.ts";
 import { claim } from "../src/scenario/scenario.ts";
 import type { NodeId } from "../src/raft/types.ts";
+import { SafetyViolation } from "../src/sim/invariants.ts";
 import { type Figure8Context, figure8Context, figure8Steps } from "./figure8.ts";
 import {
   type Chapter,
   type ChapterContext,
+  type ChapterStep,
   note,
   runChapterCli,
-  type Step,
   useCluster,
 } from "./_chapter.ts";
+import { claimRule, type RuleId } from "./figure2.ts";
+import { exchangeOf } from "./_exchange.ts";
 
 /** State carried from step to step. */
 export interface PartitionContext extends Omit<Figure8Context, "cluster">, ChapterContext {
@@ -44,8 +47,13 @@ export function partitionContext(seed = 1): PartitionContext {
   };
 }
 
+/** The Figure 2 rules each Figure 8 step shows. */
+const FIGURE8_RULES: readonly (readonly RuleId[] | undefined)[] = [undefined, undefined, [
+  "L-6",
+], undefined];
+
 /** The chapter's steps. */
-export const partitionSteps: readonly Step<PartitionContext>[] = [
+export const partitionSteps: readonly ChapterStep<PartitionContext>[] = [
   {
     name: "five nodes, one leader",
     explain: "Five nodes elect a leader and commit a first write. With five nodes a majority is " +
@@ -121,28 +129,66 @@ export const partitionSteps: readonly Step<PartitionContext>[] = [
     explain: "Election timeouts are randomized so that usually one node times out first and wins " +
       "before anyone else campaigns. With almost no randomness (150–151 ms) and no PreVote, " +
       "several nodes become candidates in the same term, each votes for itself, and nobody " +
-      "gets a majority: a split vote. Their timers run out again at slightly different times and " +
-      "a later term elects a leader. (Chapter 7 measures how much randomness is enough.)",
+      "gets a majority: a split vote. A candidate that has voted for itself refuses the others: " +
+      "one vote per term. Refused by a majority, a candidate here returns to follower at once " +
+      "(Figure 2 keeps it a candidate until its timer runs out). Their timers run out again at " +
+      "slightly different times and a later term elects a leader; a candidate of that term that " +
+      "hears the winner's AppendEntries gives up and follows it. (Chapter 7 measures how much " +
+      "randomness is enough.)",
+    rules: ["RV-2", "C-3"],
     run(ctx) {
-      // Search from the chapter's seed for a run whose first term splits: deterministic per seed.
+      // Search from the chapter's seed for a run whose first term splits and whose winning term
+      // had a second candidate: deterministic per seed.
       for (let k = 0; k < 200; k++) {
         const c = splitVoteCluster(ctx.seed * 1000 + k);
-        const candidates = new Map<number, Set<NodeId>>();
-        c.onEvent((e) => {
-          if (e.kind === "role" && e.role === "Candidate") {
-            if (!candidates.has(e.term)) candidates.set(e.term, new Set());
-            candidates.get(e.term)!.add(e.node);
-          }
-        });
+        const ex = exchangeOf(c);
         const leader = c.waitForLeader({ timeoutMs: 10_000 });
-        const first = candidates.get(1)?.size ?? 0;
+        c.advance(20); // the winner's first AppendEntries reach the other candidates
+        const first = ex.events.filter((e) =>
+          e.kind === "role" && e.role === "Candidate" && e.term === 1
+        ).length;
         if (first < 2 || c.node(leader).raft.term === 1) continue;
+        if (!ex.delivered("AppendEntries").some((d) => d.receiver.role === "Candidate")) continue;
         // Replay the same seed with the timeline recording, now that it is known to split.
         const replay = splitVoteCluster(ctx.seed * 1000 + k);
         useCluster(ctx, replay);
         const again = replay.waitForLeader({ timeoutMs: 10_000 });
+        replay.advance(20);
         claim(again === leader, "the replay is deterministic");
         const term = replay.node(again).raft.term;
+        const rx = exchangeOf(replay);
+        const selfVoted = rx.delivered("RequestVote").find((d) =>
+          d.receiver.term === d.message.term && d.receiver.votedFor === d.message.to
+        );
+        const refusal = selfVoted &&
+          rx.sent("RequestVoteReply").find((s) =>
+            s.at > selfVoted.at && s.message.from === selfVoted.message.to &&
+            s.message.requestTerm === selfVoted.message.term
+          );
+        claimRule(
+          ctx,
+          "RV-2",
+          refusal !== undefined && !refusal.message.granted,
+          `${selfVoted?.message.to}, a candidate that voted for itself, refused ${selfVoted?.message.from}`,
+        );
+        const evs = rx.events;
+        const heard = evs.findIndex((e) =>
+          e.kind === "deliver" && e.message.type === "AppendEntries" &&
+          e.receiver.role === "Candidate" && e.receiver.term === e.message.term
+        );
+        const gaveUp = heard >= 0 && evs[heard].kind === "deliver"
+          ? evs.slice(heard).find((e) =>
+            e.kind === "role" &&
+            e.node === (evs[heard] as { message: { to: NodeId } }).message.to &&
+            e.role === "Follower"
+          )
+          : undefined;
+        claimRule(
+          ctx,
+          "C-3",
+          gaveUp?.kind === "role" && gaveUp.term === term,
+          `a candidate of term ${term} heard ${again}'s AppendEntries and became a follower`,
+        );
         note(
           ctx,
           `seed ${ctx.seed * 1000 + k}: ${first} candidates in term 1, nobody won; ` +
@@ -154,9 +200,85 @@ export const partitionSteps: readonly Step<PartitionContext>[] = [
       throw new Error("no split vote found in 200 runs");
     },
   },
-  ...figure8Steps.map((s, i): Step<PartitionContext> => ({
+  {
+    name: "a candidate whose log is behind gets no vote",
+    explain: "A fresh five-node cluster configured as the paper's (no PreVote, no CheckQuorum). " +
+      "One follower is cut off and misses a committed write; alone, it times out again and " +
+      "again and raises its term each time. It is reconnected just before its next timeout " +
+      "and asks for votes in a term higher than anyone's. Every node takes the higher term (the " +
+      "leader steps down) but refuses the vote: the candidate's log is behind theirs (its last " +
+      "entry has an older term, or the same term and a lower index), so it could be missing a " +
+      "committed entry (§5.4.1). A node with the whole log wins instead.",
+    rules: ["RV-2", "S-2"],
+    run(ctx) {
+      const c = new Cluster({
+        nodes: 5,
+        seed: ctx.seed,
+        config: { preVote: false, checkQuorum: false },
+      });
+      useCluster(ctx, c);
+      const old = c.waitForLeader();
+      const f = c.ids.find((id) => id !== old)!;
+      c.isolate(f);
+      const op = c.complete(c.put("/services/db/primary", "10.0.0.9:5432"));
+      claim(op.status === "ok", `the write commits without ${f} (${op.status})`);
+      c.runUntil(() => c.node(f).raft.term >= c.node(old).raft.term + 2, {
+        description: `${f} to raise its term twice`,
+        timeoutMs: 3000,
+      });
+      c.advance(Math.max(0, c.node(f).raft.nextDeadlineMs() - c.nowMs - 1));
+      const inflated = c.node(f).raft.term;
+      c.heal();
+      c.runUntil(() => {
+        const l = c.leader();
+        return l !== undefined && c.node(l).raft.term > inflated;
+      }, { description: "a leader above the inflated term", timeoutMs: 3000 });
+      const leader = c.leader()!;
+      claim(leader !== f, `${f} did not win`);
+      const ex = exchangeOf(c);
+      const asks = ex.delivered("RequestVote").filter((d) =>
+        d.message.from === f && d.message.term > d.receiver.term
+      );
+      claim(asks.length > 0, `${f}'s RequestVote of a higher term arrived`);
+      for (const d of asks) {
+        const reply = ex.sent("RequestVoteReply").find((s) =>
+          s.at > d.at && s.message.from === d.message.to && s.message.requestTerm === d.message.term
+        );
+        const r = d.receiver;
+        const behind = d.message.lastLogTerm < r.lastTerm ||
+          (d.message.lastLogTerm === r.lastTerm && d.message.lastLogIndex < r.lastIndex);
+        claimRule(
+          ctx,
+          "S-2",
+          reply !== undefined && reply.sender.term === d.message.term &&
+            reply.sender.role === "Follower",
+          `${d.message.to} took term ${d.message.term} from ${f}'s request and became a follower`,
+        );
+        if (!behind) continue;
+        claimRule(
+          ctx,
+          "RV-2",
+          !reply!.message.granted && reply!.sender.votedFor !== f,
+          `${d.message.to} (last entry ${r.lastIndex}:${r.lastTerm}) refused ${f} (last entry ${d.message.lastLogIndex}:${d.message.lastLogTerm}) though it had not voted in term ${d.message.term}`,
+        );
+      }
+      claim(ctx.shown?.has("RV-2") === true, "a vote was refused for a log that is behind");
+      claim(
+        c.node(leader).store.getString("/services/db/primary") === "10.0.0.9:5432",
+        "the new leader holds the committed write",
+      );
+      note(
+        ctx,
+        `${f} asked in term ${inflated + 1} with an old log: refused by all; ${leader} leads term ${
+          c.node(leader).raft.term
+        }`,
+      );
+    },
+  },
+  ...figure8Steps.map((s, i): ChapterStep<PartitionContext> => ({
     name: `Figure 8 (${i + 1}/${figure8Steps.length}): ${s.name}`,
     explain: s.explain,
+    rules: FIGURE8_RULES[i],
     run(ctx) {
       if (i === 0) {
         // Figure 8 runs on its own 5-node cluster that sends one entry per AppendEntries.
@@ -167,6 +289,42 @@ export const partitionSteps: readonly Step<PartitionContext>[] = [
       s.run(ctx);
     },
   })),
+  {
+    name: "Break it: Figure 8 with commit by counting",
+    explain: "The four Figure 8 steps again on a fresh cluster, with the rule switched off: a " +
+      "leader may commit an entry of an earlier term by counting its replicas. In step 3 S1 sees " +
+      "X on a majority and commits it, and the simulator's checker, which looks at every node " +
+      "after every event, stops the run at once with a violation of the leader commit rule — " +
+      "before S5 can overwrite the entry that was declared committed.",
+    breakIt: "Figure 8's rule (§5.4.2): fault point commit-earlier-term-by-counting",
+    run(ctx) {
+      const off = ctx.ruleOff !== false;
+      const f = figure8Context(ctx.seed, {
+        faultPoints: off ? ["commit-earlier-term-by-counting"] : [],
+      });
+      useCluster(ctx, f.cluster);
+      let caught: unknown;
+      let at = 0;
+      try {
+        for (const s of figure8Steps) {
+          at++;
+          s.run(f);
+        }
+      } catch (e) {
+        caught = e;
+      }
+      if (off) {
+        claim(
+          caught instanceof SafetyViolation && caught.property === "leader commit rule",
+          `the checker should catch the bug, got: ${caught}`,
+        );
+        note(ctx, `caught in Figure 8 step ${at}: ${caught.message}`);
+      } else {
+        claim(caught === undefined, `with the rule on, Figure 8 runs clean: ${caught}`);
+        note(ctx, "with the rule on: the four steps hold and no violation is reported");
+      }
+    },
+  },
 ];
 
 /** Chapter 4 as a script and a notebook. */

@@ -135,14 +135,22 @@ export const storeSteps: readonly Step<StoreContext>[] = [
   },
   {
     name: "a linearizable read (ReadIndex)",
-    explain: "A read must not return stale data. The leader notes its commitIndex as the read " +
-      "index, confirms with a round of heartbeats that a majority still follows it (so no newer " +
-      "leader can exist), waits until it has applied the read index, and answers.",
+    explain: "A read must not return stale data (ReadIndex, dissertation §6.4). A leader first " +
+      "needs an entry of its own term committed — its no-op: until then its commitIndex may lag " +
+      "behind entries an earlier leader committed. Then it notes its commitIndex as the read " +
+      "index, confirms with a round of heartbeats, sent after the read arrived, that a majority " +
+      "still follows it (so no newer leader can exist), waits until it has applied the read " +
+      "index, and answers.",
     run(ctx) {
       const c = ctx.cluster;
       const op = c.complete(c.get(KEY));
       claim(op.status === "ok", `the read succeeds (${op.status}: ${op.error})`);
       claim(op.result === "10.0.0.10:5432", `it returns the latest value: ${op.result}`);
+      const leader = c.node(c.leader()!).raft;
+      claim(
+        leader.log.term(leader.commitIndex) === leader.term,
+        "the leader has committed an entry of its own term",
+      );
     },
   },
   {

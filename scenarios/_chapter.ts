@@ -9,27 +9,52 @@
 
 import { parseArgs } from "node:util";
 import type { Cluster } from "../src/sim/cluster.ts";
-import { runStep, type ScenarioContext, type Step } from "../src/scenario/scenario.ts";
+import { runStep, type ScenarioContext, type Step, StepFailure } from "../src/scenario/scenario.ts";
 import { type ScenarioScript, seedAndNodes } from "../src/scenario/cli.ts";
-import { JUPYTER_DISPLAY, type NodeTable } from "../src/observe/table.ts";
+import {
+  JUPYTER_DISPLAY,
+  type NodeTable,
+  nodeTable,
+  TEXT_COLUMNS_MAX,
+} from "../src/observe/table.ts";
 import { recorderFor, type Timeline } from "../src/observe/timeline.ts";
+import { type RuleClaims, type RuleId, rulesLine } from "./figure2.ts";
+import { exchangeOf } from "./_exchange.ts";
 
 /** Something a step wants shown besides the table and the timeline (e.g. a chart). */
 export interface Figure {
   /** The figure as standalone SVG. */
   toSvg(): string;
+  /** The figure as an HTML fragment, when it is better shown as HTML than as SVG. */
+  toHtml?(): string;
   /** The figure as text for a terminal. */
   toString(): string;
 }
 
 /** The context every chapter uses: the cluster may be replaced by a step, figures may be added. */
-export interface ChapterContext extends ScenarioContext {
+export interface ChapterContext extends ScenarioContext, RuleClaims {
   /** The cluster shown in the tables (a step may swap in a new one). */
   cluster: Cluster;
   /** Figures the last step produced; shown after its table and cleared. */
   figures?: Figure[];
   /** Extra lines of text the last step produced (measurements); shown and cleared. */
   notes?: string[];
+  /** In a "break it" step: whether the rule is switched off (set by `ChapterRun.step`). */
+  ruleOff?: boolean;
+}
+
+/**
+ * A chapter step: a scenario step that may name the Figure 2 rules it shows (and must then assert
+ * each with `claimRule`), or be a "break it" step that switches a rule off.
+ */
+export interface ChapterStep<C> extends Step<C> {
+  /** The Figure 2 rules the step shows (scenarios/figure2.ts). */
+  readonly rules?: readonly RuleId[];
+  /**
+   * Set on a "break it" step: what it switches off. The step reads `ctx.ruleOff` (default true):
+   * switched off, it asserts that the checker catches the bug; on, that all is well.
+   */
+  readonly breakIt?: string;
 }
 
 /** Extra command-line flags a chapter accepts, parsed as strings. */
@@ -50,6 +75,8 @@ export interface Chapter<C extends ChapterContext> extends ScenarioScript<C> {
   readonly intro: string;
   /** Extra flags (e.g. `trials`), passed to `contextWith`. */
   readonly flags?: Readonly<Record<string, ChapterFlag>>;
+  /** The steps, with their Figure 2 tags. */
+  readonly steps: readonly ChapterStep<C>[];
   /** Builds the context with the extra flags' values. Defaults to `context(seed, nodes)`. */
   contextWith?(seed: number, nodes: number, flags: Readonly<Record<string, string>>): C;
 }
@@ -58,11 +85,39 @@ export interface Chapter<C extends ChapterContext> extends ScenarioScript<C> {
 export function useCluster(ctx: ChapterContext, cluster: Cluster): void {
   ctx.cluster = cluster;
   recorderFor(cluster).begin();
+  exchangeOf(cluster).begin();
 }
 
 /** Adds a figure for the current step to show. */
 export function showFigure(ctx: ChapterContext, figure: Figure): void {
   (ctx.figures ??= []).push(figure);
+}
+
+/**
+ * Shows the logs side by side as they are at this moment of the step (e.g. just before a repair),
+ * captioned; the table after the step shows them again once repaired.
+ */
+export function showLogs(ctx: ChapterContext, caption: string): void {
+  const table = nodeTable(ctx.cluster, { aliases: ctx.aliases });
+  const lines = [`${caption} (t=${table.atMs} ms):`, ...table.gridLines()];
+  showFigure(ctx, {
+    toString: () => lines.join("\n"),
+    toHtml: () =>
+      `<div class="raftmeta-logs-at"><div style="font-family:monospace;color:#555">${
+        esc(`${caption} (t=${table.atMs} ms):`)
+      }</div>${table.gridHtml()}</div>`,
+    toSvg: () => {
+      const h = 16 * lines.length + 8;
+      const w = Math.max(...lines.map((l) => l.length)) * 7 + 16;
+      return `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" ` +
+        `font-family="monospace" font-size="11">${
+          lines.map((l, i) =>
+            `<text x="8" y="${16 * (i + 1)}" xml:space="preserve">${esc(l)}</text>`
+          )
+            .join("")
+        }</svg>`;
+    },
+  });
 }
 
 /** Adds a line of text for the current step to show. */
@@ -84,6 +139,10 @@ export class StepView {
   readonly figures: readonly Figure[];
   /** Measurements the step wrote. */
   readonly notes: readonly string[];
+  /** The Figure 2 rules the step showed (and asserted). */
+  readonly rules: readonly RuleId[];
+  /** The node table before the step, kept when the step repaired (replaced) log entries. */
+  readonly before: NodeTable | undefined;
 
   /** @internal Built by {@linkcode ChapterRun.step}. */
   constructor(
@@ -94,6 +153,8 @@ export class StepView {
       timeline: Timeline;
       figures: Figure[];
       notes: string[];
+      rules?: readonly RuleId[];
+      before?: NodeTable;
     },
   ) {
     this.number = fields.number;
@@ -102,13 +163,26 @@ export class StepView {
     this.timeline = fields.timeline;
     this.figures = fields.figures;
     this.notes = fields.notes;
+    this.rules = fields.rules ?? [];
+    this.before = fields.before;
+  }
+
+  /** The log grid before the step, as text lines (empty unless the step repaired a log). */
+  beforeLines(): string[] {
+    if (this.before === undefined) return [];
+    return [
+      `log before this step (entries were replaced; the grid below the table is after):`,
+      ...this.before.gridLines(),
+    ];
   }
 
   /** Table, notes, figures (as text) and the timeline as text. */
   toString(): string {
     return [
+      ...(this.rules.length > 0 ? [wrapText(rulesLine(this.rules))] : []),
+      ...this.beforeLines(),
       this.table.toString(),
-      ...this.notes,
+      ...this.notes.map((n) => wrapText(n)),
       ...this.figures.map((f) => f.toString()),
       this.timeline.toString(),
       `✓ step ${this.number} holds`,
@@ -119,9 +193,21 @@ export class StepView {
   toHtml(): string {
     const notes = this.notes.length === 0
       ? ""
-      : `<pre style="font-size:90%">${esc(this.notes.join("\n"))}</pre>`;
-    const figures = this.figures.map((f) => `<div>${f.toSvg()}</div>`).join("");
-    return `${this.table.toHtml()}${notes}${figures}<div>${this.timeline.toSvg()}</div>` +
+      : `<pre style="font-size:90%;white-space:pre-wrap">${esc(this.notes.join("\n"))}</pre>`;
+    const figures = this.figures.map((f) =>
+      `<div style="max-width:100%">${f.toHtml?.() ?? f.toSvg()}</div>`
+    )
+      .join("");
+    const before = this.before === undefined ? "" : `<div class="raftmeta-before">` +
+      `<div style="font-family:monospace;color:#555">log before this step (entries were ` +
+      `replaced):</div>${this.before.gridHtml()}</div>`;
+    const rules = this.rules.length === 0
+      ? ""
+      : `<div style="font-size:90%"><b>Figure 2:</b> ${
+        esc(rulesLine(this.rules).slice("Figure 2: ".length))
+      }</div>`;
+    return `${rules}${before}${this.table.toHtml()}${notes}${figures}` +
+      `<div style="max-width:100%">${this.timeline.toSvg()}</div>` +
       `<div style="color:#2e7d32">✓ step ${this.number} holds</div>`;
   }
 
@@ -160,25 +246,52 @@ export class ChapterRun<C extends ChapterContext> {
 
   /**
    * Runs step `number` (1-based; steps must run in order) and returns its view. Throws a
-   * `StepFailure` when the step's claim does not hold.
+   * `StepFailure` when the step's claim does not hold, or when it is tagged with a Figure 2 rule it
+   * did not assert. `ruleOff` is for "break it" steps only: false runs the step with the rule on.
    */
-  step(number: number): StepView {
+  step(number: number, options: { ruleOff?: boolean } = {}): StepView {
     const steps = this.chapter.steps;
-    if (number !== this.#next + 1) {
+    // A "break it" step runs on a cluster of its own, so its cell may be flipped and run again.
+    const again = number === this.#next && steps[number - 1]?.breakIt !== undefined;
+    if (number !== this.#next + 1 && !again) {
       throw new Error(
         `Run the steps in order: the next step is ${this.#next + 1}, not ${number}`,
       );
     }
     if (number > steps.length) throw new RangeError(`Chapter has ${steps.length} steps`);
+    const step = steps[number - 1];
+    if (options.ruleOff !== undefined && step.breakIt === undefined) {
+      throw new Error(
+        `Step ${number} "${step.name}" is not a "break it" step: ruleOff does not apply`,
+      );
+    }
     const ctx = this.context;
     ctx.figures = [];
     ctx.notes = [];
+    ctx.shown = new Set();
+    ctx.ruleOff = step.breakIt === undefined ? undefined : options.ruleOff ?? true;
     recorderFor(ctx.cluster).begin();
+    exchangeOf(ctx.cluster).begin();
+    const clusterBefore = ctx.cluster;
+    const tableBefore = nodeTable(ctx.cluster, { aliases: ctx.aliases });
     const table = runStep(steps, number - 1, ctx);
+    const unasserted = (step.rules ?? []).filter((r) => !ctx.shown!.has(r));
+    if (unasserted.length > 0) {
+      throw new StepFailure(
+        step.name,
+        number - 1,
+        `it shows Figure 2 rule ${unasserted.join(", ")} but asserted nothing about it`,
+      );
+    }
     this.#next = number;
     const timeline = recorderFor(ctx.cluster).end({
       title: `Step ${number}: ${steps[number - 1].name} — messages`,
+      aliases: ctx.aliases,
     });
+    // A step on the same cluster that replaced log entries shows the logs before it, too.
+    const before = ctx.cluster === clusterBefore && table.repairedSince(tableBefore)
+      ? tableBefore
+      : undefined;
     const view = new StepView({
       number,
       name: steps[number - 1].name,
@@ -186,6 +299,8 @@ export class ChapterRun<C extends ChapterContext> {
       timeline,
       figures: ctx.figures,
       notes: ctx.notes,
+      rules: step.rules,
+      before,
     });
     ctx.figures = [];
     ctx.notes = [];
@@ -272,16 +387,24 @@ export function runChapterCli<C extends ChapterContext>(
     flags[k] = v;
   }
   print(
-    `# Chapter ${chapter.number}: ${chapter.title} — ${chapter.summary}\n(seed ${seed}, ${nodes} nodes)`,
+    wrapText(`# Chapter ${chapter.number}: ${chapter.title} — ${chapter.summary}`) +
+      `\n(seed ${seed}, ${nodes} nodes)`,
   );
   try {
     const run = new ChapterRun(chapter, { seed, nodes, flags });
     for (let i = 0; i < chapter.steps.length; i++) {
       const step = chapter.steps[i];
-      print(`\n## Step ${i + 1}: ${step.name}\n${step.explain}\n`);
+      print(`\n${wrapText(`## Step ${i + 1}: ${step.name}`)}\n${wrapText(step.explain)}\n`);
+      if (step.rules !== undefined && step.rules.length > 0) {
+        print(`${wrapText(rulesLine(step.rules))}\n`);
+      }
+      if (step.breakIt !== undefined) {
+        print(`${wrapText(`Break it: switched off — ${step.breakIt}`)}\n`);
+      }
       const view = run.step(i + 1);
+      for (const l of view.beforeLines()) print(l);
       print(view.table.toString());
-      for (const n of view.notes) print(n);
+      for (const n of view.notes) print(wrapText(n));
       for (const f of view.figures) print(f.toString());
       if (values["no-timeline"] !== true) print(view.timeline.toString());
       print(`✓ step ${i + 1} holds`);
@@ -306,6 +429,24 @@ export function runChapter<C extends ChapterContext>(
 
 /** Re-exported so chapter modules need one import for their steps. */
 export type { Step };
+
+/** Prose wrapped at word boundaries to fit a terminal of {@linkcode TEXT_COLUMNS_MAX} columns. */
+export function wrapText(text: string, width = TEXT_COLUMNS_MAX): string {
+  return text.split("\n").map((para) => {
+    const lines: string[] = [];
+    let line = "";
+    for (const word of para.split(" ")) {
+      if (line !== "" && line.length + 1 + word.length > width) {
+        lines.push(line);
+        line = word;
+      } else {
+        line = line === "" ? word : `${line} ${word}`;
+      }
+    }
+    lines.push(line);
+    return lines.join("\n");
+  }).join("\n");
+}
 
 function esc(s: string): string {
   return s.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");

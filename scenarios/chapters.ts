@@ -14,6 +14,7 @@ import { chapter as ch5 } from "./05_metadata_store.ts";
 import { chapter as ch6 } from "./06_crash_restart.ts";
 import { chapter as ch7 } from "./07_election_timing.ts";
 import { chapter as ch8 } from "./08_coordination.ts";
+import { chapter as ch9 } from "./09_log_compaction.ts";
 
 /** The chapters by module file name (`01_leader_election.ts`, …). */
 export const chapters: Readonly<Record<string, Chapter<ChapterContext>>> = {
@@ -25,4 +26,5 @@ export const chapters: Readonly<Record<string, Chapter<ChapterContext>>> = {
   "06_crash_restart.ts": ch6 as unknown as Chapter<ChapterContext>,
   "07_election_timing.ts": ch7 as unknown as Chapter<ChapterContext>,
   "08_coordination.ts": ch8 as unknown as Chapter<ChapterContext>,
+  "09_log_compaction.ts": ch9 as unknown as Chapter<ChapterContext>,
 };

@@ -11,10 +11,11 @@
 import { Cluster } from "../src/sim/cluster.ts";
 import { claim, type ScenarioContext, type Step } from "../src/scenario/scenario.ts";
 import { runScenarioCli, type ScenarioScript } from "../src/scenario/cli.ts";
-import type { NodeId } from "../src/raft/types.ts";
+import type { FaultPoint, NodeId } from "../src/raft/types.ts";
+import { claimRule, type RuleClaims } from "./figure2.ts";
 
 /** State carried between the steps. */
-export interface Figure8Context extends ScenarioContext {
+export interface Figure8Context extends ScenarioContext, RuleClaims {
   /** Index of the contested entry. */
   index: number;
   /** Term of the contested entry (the first leader's term). */
@@ -31,9 +32,20 @@ export interface Figure8Context extends ScenarioContext {
   s5: NodeId;
 }
 
-/** Builds a 5-node cluster sending one entry per AppendEntries, so the steps can be separated. */
-export function figure8Context(seed = 1): Figure8Context {
-  const cluster = new Cluster({ nodes: 5, seed, config: { entriesPerMessageMax: 1 } });
+/**
+ * Builds a 5-node cluster sending one entry per AppendEntries, so the steps can be separated.
+ * `faultPoints` switches rules off ("break it": `commit-earlier-term-by-counting`).
+ */
+export function figure8Context(
+  seed = 1,
+  options: { faultPoints?: readonly FaultPoint[] } = {},
+): Figure8Context {
+  const cluster = new Cluster({
+    nodes: 5,
+    seed,
+    config: { entriesPerMessageMax: 1 },
+    faultPoints: options.faultPoints,
+  });
   return { cluster, index: 0, oldTerm: 0, s1: "", s2: "", s3: "", s4: "", s5: "" };
 }
 
@@ -56,6 +68,10 @@ export const figure8Steps: readonly Step<Figure8Context>[] = [
       });
       const others = c.ids.filter((id) => id !== ctx.s1);
       [ctx.s2, ctx.s3, ctx.s4, ctx.s5] = others;
+      // The paper's names next to ours in every table and timeline: n3=S1 and so on.
+      ctx.aliases = Object.fromEntries(
+        [ctx.s1, ctx.s2, ctx.s3, ctx.s4, ctx.s5].map((id, i) => [id, `S${i + 1}`]),
+      );
       for (const id of [ctx.s3, ctx.s4, ctx.s5]) c.cut(ctx.s1, id, { bothWays: true });
       const x = c.put("/x", "from S1");
       ctx.index = x.index!;
@@ -118,8 +134,10 @@ export const figure8Steps: readonly Step<Figure8Context>[] = [
       const known =
         [...s1.raft.status().progress.values()].filter((p) => p.matchIndex >= ctx.index).length + 1;
       claim(known >= 3, `S1 should know X is on a majority, knows ${known} of 5`);
-      claim(
-        s1.raft.commitIndex < ctx.index,
+      claimRule(
+        ctx,
+        "L-6",
+        s1.raft.commitIndex < ctx.index && s1.raft.log.term(ctx.index) !== s1.raft.term,
         `an older-term entry on a majority must not commit by counting (commitIndex ${s1.raft.commitIndex})`,
       );
     },

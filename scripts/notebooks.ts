@@ -16,6 +16,7 @@
  */
 
 import { chapters } from "../scenarios/chapters.ts";
+import { rulesLine } from "../scenarios/figure2.ts";
 
 const root = new URL("../", import.meta.url);
 const notebooksDir = new URL("notebooks/", root);
@@ -72,9 +73,25 @@ export function notebookOf(file: string, chapter: (typeof chapters)[number]): un
     ),
   ];
   chapter.steps.forEach((step, i) => {
+    const rules = step.rules === undefined || step.rules.length === 0
+      ? ""
+      : `\n\n**Figure 2:** ${rulesLine(step.rules).slice("Figure 2: ".length)}`;
+    const breakIt = step.breakIt === undefined
+      ? ""
+      : `\n\n**Break it:** switched off — ${step.breakIt}. In the cell below, \`ruleOff: true\` runs the step with the rule switched off and ` +
+        `asserts that the bug is caught; set it to \`false\` and run the cell again to see the ` +
+        `same run with the rule on.`;
     cells.push(
-      markdown(`step-${i + 1}-explain`, `## Step ${i + 1}: ${step.name}\n\n${step.explain}`),
-      code(`step-${i + 1}`, `run.step(${i + 1});`),
+      markdown(
+        `step-${i + 1}-explain`,
+        `## Step ${i + 1}: ${step.name}\n\n${step.explain}${rules}${breakIt}`,
+      ),
+      code(
+        `step-${i + 1}`,
+        step.breakIt === undefined
+          ? `run.step(${i + 1});`
+          : `run.step(${i + 1}, { ruleOff: true }); // false: the same run with the rule on`,
+      ),
     );
   });
   return {

@@ -339,7 +339,7 @@ const FIELDS: readonly FieldCase[] = [
     name: `Compare.${field}`,
     body: (v) =>
       `{"compare": [{"key": "${KEY}", "target": "${target}", "${field}": ${v}}], "success": [{"request_put": {"key": "${KEY}"}}]}`,
-    use: (b) => [parseTxn(b)],
+    use: (b) => [parseTxn(b).command],
     accepts: ["0", "9007199254740991"],
   })),
   {

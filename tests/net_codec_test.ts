@@ -170,15 +170,26 @@ Deno.test("net etcd parsing: shapes, both cases, bad input", () => {
       JSON.stringify(bad),
     );
   }
-  const txn = parseTxn({
+  const parsed = parseTxn({
     compare: [{ target: 3, key: "Zm9v", value: "YmFy", result: "NOT_EQUAL" }],
     success: [{ request_delete_range: { key: "Zm9v" } }],
   });
+  assert.equal(parsed.readOnly, false);
+  const txn = parsed.command;
   assert.equal(txn.compare[0].target, "value");
   assert.equal(txn.compare[0].result, "notEqual");
   assert.throws(() => parsePut({ key: "Zm9v", value: 7 }), /base64 string/);
   assert.throws(() => parseRange({ key: "Zm9v", limit: 1.5 }), /out of range|integer/);
   assert.throws(() => parseTxn({ compare: [{ key: "Zm9v", target: "LEASE" }] }), /LEASE/);
+  // etcd serves a txn of ranges only on the read path; serializable when every range says so.
+  const reads = (serializable: boolean[]) =>
+    parseTxn({
+      success: [{ request_range: { key: "Zm9v", serializable: serializable[0] } }],
+      failure: [{ request_range: { key: "YmFy", serializable: serializable[1] } }],
+    });
+  assert.equal(reads([true, true]).readOnly, true);
+  assert.equal(reads([true, true]).serializable, true);
+  assert.equal(reads([true, false]).serializable, false);
 });
 
 Deno.test("net transport: peers exchange messages; garbage and a wrong secret are refused", async () => {

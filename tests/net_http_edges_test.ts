@@ -7,6 +7,7 @@
 
 import assert from "node:assert/strict";
 import { RaftServer, type ServerOptions, StartupError } from "../src/net/server.ts";
+import { handleHttp } from "../src/net/http.ts";
 import { BrowserGuard, hostnameOf } from "../src/net/browser_guard.ts";
 import { b64, freePort } from "./net_helpers.ts";
 
@@ -22,7 +23,7 @@ async function startNode(options: Partial<ServerOptions> = {}): Promise<RaftServ
       peerListen: { hostname: "127.0.0.1", port: freePort() },
       log: () => {},
       ...options,
-    });
+    }, handleHttp);
   } catch (e) {
     Deno.removeSync(dataDir, { recursive: true });
     throw e;

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { chooseSecret } from "../src/net/main.ts";
 import { RaftServer, StartupError } from "../src/net/server.ts";
+import { handleHttp } from "../src/net/http.ts";
 import { PeerTransport, type TransportOptions } from "../src/net/transport.ts";
 import { encodeCommand } from "../src/kv/command.ts";
 import type { Message } from "../src/raft/types.ts";
@@ -100,7 +101,7 @@ Deno.test("net peers: a node with peers refuses to start without a secret unless
       insecurePeers: true,
       probeMs: 10,
       log: (l) => lines.push(l),
-    });
+    }, handleHttp);
     await server.close();
     assert.ok(lines.some((l) => JSON.parse(l).event === "insecure-peers"), lines.join("\n"));
     await assert.rejects(
@@ -110,7 +111,7 @@ Deno.test("net peers: a node with peers refuses to start without a secret unless
         peerListen: local(0),
         peers: new Map([["n2", local(freePort())]]),
         log: () => {},
-      }),
+      }, handleHttp),
       (e) => e instanceof StartupError && /no cluster secret/.test(e.message),
     );
   } finally {
@@ -131,7 +132,7 @@ Deno.test("net peers: a stranger without the secret gets no AppendEntries applie
     probeMs: 10,
     raftConfig: { electionTimeoutMinMs: 60_000, electionTimeoutMaxMs: 60_001 },
     log: () => {},
-  });
+  }, handleHttp);
   const put = encodeCommand({ type: "put", key: "/x", value: new Uint8Array([1]), prevKv: false });
   const intruder = stranger("n2", { id: "n1", port: peerPort }, { secret: "" });
   try {
@@ -174,7 +175,7 @@ Deno.test("net peers: a client URL claimed in a handshake never redirects forwar
     probeMs: 10,
     raftConfig: { electionTimeoutMinMs: 60_000, electionTimeoutMaxMs: 60_001 },
     log: (l) => lines.push(l),
-  });
+  }, handleHttp);
   // Before this change the handshake carried the dialer's client URL; it is offered here the
   // way the old transport took it (a transport now has no such option and the wire no field).
   const claim = { clientUrl: impostorUrl };
@@ -233,7 +234,7 @@ Deno.test("net peers: a snapshot file is created 0600", async () => {
     clientListen: local(0),
     snapshotEntries: 20,
     log: () => {},
-  });
+  }, handleHttp);
   try {
     assert.ok(await server.waitForLeader(5000));
     for (let i = 0; i < 40; i++) {

@@ -14,6 +14,7 @@ import {
   staggeredSnapshotEntries,
 } from "../src/net/snapshotter.ts";
 import { RaftServer } from "../src/net/server.ts";
+import { handleHttp } from "../src/net/http.ts";
 import { connect } from "../src/net/client.ts";
 import { freePort } from "./net_helpers.ts";
 
@@ -204,7 +205,7 @@ Deno.test("a server under writes snapshots asynchronously; a restart from it has
       snapshotEntries: 400,
       log: (line: string) => lines.push(line),
     };
-    const server = await RaftServer.start(options);
+    const server = await RaftServer.start(options, handleHttp);
     const client = connect(server.clientUrl);
     try {
       assert.ok(await server.waitForLeader(5000));
@@ -239,7 +240,10 @@ Deno.test("a server under writes snapshots asynchronously; a restart from it has
     await server.close();
 
     const againLines: string[] = [];
-    const again = await RaftServer.start({ ...options, log: (l) => againLines.push(l) });
+    const again = await RaftServer.start(
+      { ...options, log: (l) => againLines.push(l) },
+      handleHttp,
+    );
     try {
       assert.ok(await again.waitForLeader(5000));
       // It starts from the newest snapshot (and may take another soon: its threshold is redrawn).

@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { RaftServer } from "../src/net/server.ts";
+import { handleHttp } from "../src/net/http.ts";
 import { HttpError } from "../src/net/etcd.ts";
 import { freePort } from "./net_helpers.ts";
 
@@ -30,7 +31,7 @@ Deno.test("net: a leader without a quorum times writes out with 504 and reads wi
           // Shorter than the election timeout: the deadline fires before CheckQuorum steps down.
           requestTimeoutMs: 60,
           log: () => {},
-        }),
+        }, handleHttp),
       );
     }
     let leader: RaftServer | undefined;

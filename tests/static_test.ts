@@ -31,11 +31,11 @@ Deno.test("deno doc --lint mod.ts is clean: every export is documented", async (
   assert.equal(r.code, 0, r.output);
 });
 
-Deno.test("src/raft and src/sim read no real clock, timer or Math.random", async () => {
+Deno.test("src/raft, src/sim and src/host read no real clock, timer or Math.random", async () => {
   const forbidden =
     /\b(Date\.now|new Date\(|performance\.now|Math\.random|setTimeout|setInterval|crypto\.getRandomValues)\b/;
   const offenders: string[] = [];
-  for (const dir of ["src/raft", "src/sim"]) {
+  for (const dir of ["src/raft", "src/sim", "src/host"]) {
     for await (const e of Deno.readDir(new URL(dir, root))) {
       if (!e.isFile || !e.name.endsWith(".ts")) continue;
       const text = await Deno.readTextFile(new URL(`${dir}/${e.name}`, root));
@@ -61,4 +61,71 @@ Deno.test("no jsr: imports anywhere (JSR is unreachable)", async () => {
   }
   await walk(root, "");
   assert.deepEqual(offenders, []);
+});
+
+/** Every relative import of each .ts file under src/, as paths relative to src/ ("net/http.ts"). */
+async function srcImports(): Promise<Map<string, string[]>> {
+  const graph = new Map<string, string[]>();
+  async function walk(rel: string) {
+    for await (const e of Deno.readDir(new URL(`src/${rel}`, root))) {
+      if (e.isDirectory) await walk(`${rel}${e.name}/`);
+      else if (e.name.endsWith(".ts")) {
+        const text = await Deno.readTextFile(new URL(`src/${rel}${e.name}`, root));
+        const targets: string[] = [];
+        // Static imports and re-exports (type-only ones too: a cycle of types is still a cycle).
+        for (const m of text.matchAll(/^\s*(?:import|export)\b[^;]*?\bfrom\s+"(\.[^"]+)"/gms)) {
+          targets.push(new URL(m[1], new URL(`src/${rel}${e.name}`, root)).pathname);
+        }
+        const srcPath = new URL("src/", root).pathname;
+        graph.set(`${rel}${e.name}`, targets.map((t) => t.slice(srcPath.length)));
+      }
+    }
+  }
+  await walk("");
+  return graph;
+}
+
+/** A cycle in `edges` as a list of nodes (first repeated at the end), or undefined. */
+function findCycle(edges: Map<string, Set<string>>): string[] | undefined {
+  const state = new Map<string, "open" | "done">();
+  const path: string[] = [];
+  const visit = (n: string): string[] | undefined => {
+    if (state.get(n) === "done") return undefined;
+    if (state.get(n) === "open") return [...path.slice(path.indexOf(n)), n];
+    state.set(n, "open");
+    path.push(n);
+    for (const m of edges.get(n) ?? []) {
+      const c = visit(m);
+      if (c !== undefined) return c;
+    }
+    path.pop();
+    state.set(n, "done");
+    return undefined;
+  };
+  for (const n of edges.keys()) {
+    const c = visit(n);
+    if (c !== undefined) return c;
+  }
+  return undefined;
+}
+
+Deno.test("src/ folders import each other without cycles; src/net imports nothing from src/sim", async () => {
+  const graph = await srcImports();
+  const folders = new Map<string, Set<string>>();
+  const fileEdges = new Map<string, Set<string>>();
+  const netToSim: string[] = [];
+  for (const [file, targets] of graph) {
+    const from = file.split("/")[0];
+    if (!folders.has(from)) folders.set(from, new Set());
+    fileEdges.set(file, new Set(targets));
+    for (const t of targets) {
+      const to = t.split("/")[0];
+      if (to !== from && !t.startsWith("..")) folders.get(from)!.add(to);
+      if (from === "net" && to === "sim") netToSim.push(`${file} -> ${t}`);
+    }
+  }
+  assert.equal(findCycle(folders)?.join(" -> "), undefined, "a cycle between src/ folders");
+  assert.deepEqual(netToSim, [], "the server must not depend on the simulator");
+  // Within a folder too: e.g. net/http.ts and net/server.ts once imported each other.
+  assert.equal(findCycle(fileEdges)?.join(" -> "), undefined, "a cycle between src/ files");
 });

@@ -5,6 +5,7 @@ import { type RunningNode, startNode } from "./storage_helpers.ts";
 import { encodePut } from "../mod.ts";
 import { drainReady, maybeSnapshot } from "../src/raft/host.ts";
 import { encodeStoreSnapshot } from "../src/storage/store_snapshot.ts";
+import { snapshotName } from "../src/storage/snapshot_file.ts";
 
 function drain(r: RunningNode): void {
   drainReady(r.node, {
@@ -52,6 +53,42 @@ Deno.test("a node restarted from FileStorage on a real directory resumes term, v
     assert.equal(b.applier.lastApplied, 27); // 26 entries, and the new term's no-op
     assert.equal(JSON.stringify(b.store.snapshot().kvs), expected);
     assert.equal(b.store.getString("/k3"), "v24");
+    b.storage.close();
+  } finally {
+    Deno.removeSync(root, { recursive: true });
+  }
+});
+
+Deno.test("a node whose newest snapshot is corrupt restarts from the older one and the WAL, with the same state", () => {
+  const root = Deno.makeTempDirSync({ prefix: "raftmeta_restart_" });
+  try {
+    const dir = `${root}/n1`;
+    const a = startNode(dir, 1);
+    a.node.tick(a.node.nextDeadlineMs());
+    drain(a);
+    for (let i = 0; i < 25; i++) {
+      a.node.propose(encodePut(`/k${i % 7}`, `v${i}`));
+      drain(a);
+    }
+    assert.equal(a.node.log.snapshotIndex, 20);
+    const expected = JSON.stringify(a.store.snapshot().kvs);
+    const { term, commitIndex } = a.node;
+    a.storage.close();
+    // Flip one byte of the newest snapshot's state machine data (snapshot 10 is still there).
+    const newest = `${dir}/${snapshotName(20)}`;
+    const bytes = Deno.readFileSync(newest);
+    bytes[bytes.length - 5] ^= 0xff;
+    Deno.writeFileSync(newest, bytes);
+
+    const b = startNode(dir, 2);
+    assert.equal(b.storage.snapshotFallback?.used, `${dir}/${snapshotName(10)}`);
+    assert.equal(b.node.log.snapshotIndex, 10);
+    assert.equal(b.node.term, term);
+    assert.equal(b.node.commitIndex, commitIndex);
+    // Before any new entry: the store from snapshot 10 plus the entries 11..26 from the WAL.
+    drain(b);
+    assert.equal(b.applier.lastApplied, 26);
+    assert.equal(JSON.stringify(b.store.snapshot().kvs), expected);
     b.storage.close();
   } finally {
     Deno.removeSync(root, { recursive: true });

@@ -67,8 +67,9 @@ Deno.test("snapshots", async (t) => {
         const loaded = again.load();
         assert.equal(loaded.snapshot?.meta.index, 400);
         const first = loaded.entries[0].index;
-        // Entries from 351 on are kept; a segment holds ~20 entries, so little more is.
-        assert.ok(first <= 351 && first > 300, `first kept entry ${first}`);
+        // Entries from 301 on are kept (after the previous snapshot, the fallback should 400 be
+        // corrupt); a segment holds ~20 entries, so little more is.
+        assert.ok(first <= 301 && first > 250, `first kept entry ${first}`);
         assertEntries(loaded.entries, entries(first, 500, 1, 40));
         again.save(undefined, entries(501, 510, 1, 40));
         again.close();
@@ -146,6 +147,86 @@ Deno.test("snapshots", async (t) => {
       );
     });
   });
+
+  await t.step(
+    "a corrupt newest snapshot falls back to the older one while the WAL covers the gap",
+    async (t) => {
+      await onBothDisks(t, (disk) => {
+        // Small segments and window: compaction after the snapshot at 80 would reach past 40.
+        const options = { segmentBytesMax: 1024, retainEntries: 10 };
+        const s = openStorage(disk, options);
+        for (let i = 1; i <= 100; i += 10) s.save(hs(2, "n1", i + 9), entries(i, i + 9, 2, 40));
+        s.saveSnapshot(snapshot(40, 2));
+        s.saveSnapshot(snapshot(80, 2));
+        s.close();
+        const before = openStorage(disk, options);
+        const expected = before.load();
+        before.close();
+        assert.equal(expected.snapshot?.meta.index, 80);
+
+        disk.flip(snapshotName(80), 30);
+        const again = openStorage(disk, options);
+        const loaded = again.load();
+        assert.deepEqual(again.snapshotFallback, {
+          corrupt: joinPath(disk.dir, snapshotName(80)),
+          movedTo: joinPath(disk.dir, snapshotName(80)) + ".corrupt",
+          used: joinPath(disk.dir, snapshotName(40)),
+          reason: again.snapshotFallback?.reason,
+        });
+        assert.match(again.snapshotFallback!.reason, /^at byte 0: checksum mismatch/);
+        assert.equal(loaded.snapshot?.meta.index, 40);
+        assert.equal(text(loaded.snapshot?.data), "state up to 40");
+        // The same log from 41 on, the same hard state: applying 41..80 rebuilds snapshot 80.
+        assert.ok(loaded.entries[0].index <= 41, `first entry ${loaded.entries[0].index}`);
+        assertEntries(loaded.entries.filter((e) => e.index > 40), entries(41, 100, 2, 40));
+        assert.deepEqual(loaded.hardState, expected.hardState);
+        // The corrupt file is set aside, so the next start goes on from 40 without a fallback.
+        assert.deepEqual(listSnapshots(disk.fs, disk.dir).map((x) => x.index), [40]);
+        assert.ok(disk.fs.exists(joinPath(disk.dir, snapshotName(80) + ".corrupt")));
+        again.save(undefined, entries(101, 105, 2, 40));
+        again.saveSnapshot(snapshot(90, 2));
+        again.close();
+        const third = openStorage(disk, options);
+        assert.equal(third.snapshotFallback, undefined);
+        const last = third.load();
+        assert.equal(last.snapshot?.meta.index, 90);
+        assertEntries(last.entries.filter((e) => e.index > 90), entries(91, 105, 2, 40));
+        third.close();
+      });
+    },
+  );
+
+  await t.step(
+    "a corrupt newest snapshot is refused, naming it, when the WAL no longer covers the gap",
+    async (t) => {
+      await onBothDisks(t, (disk) => {
+        const s = openStorage(disk);
+        s.save(hs(1, "n1", 10), entries(1, 10, 1));
+        s.saveSnapshot(snapshot(8, 1));
+        // A snapshot installed from the leader, beyond the log: the entries after 8 are gone.
+        s.saveSnapshot(snapshot(50, 3));
+        s.save(hs(3, undefined, 55), entries(51, 55, 3));
+        s.close();
+        disk.flip(snapshotName(50), 30);
+        assert.throws(
+          () => openStorage(disk),
+          (e) =>
+            e instanceof SnapshotCorruptionError &&
+            e.file === joinPath(disk.dir, snapshotName(50)) &&
+            /checksum mismatch.*the older snapshot "snap-0000000000000008\.snap" cannot stand in: the WAL starts at index 51/
+              .test(e.message),
+        );
+        // Nothing was set aside: the operator finds the files as they were.
+        assert.deepEqual(listSnapshots(disk.fs, disk.dir).map((x) => x.index), [8, 50]);
+        // Both corrupt: each is named.
+        disk.flip(snapshotName(8), 30);
+        assert.throws(
+          () => openStorage(disk),
+          /snap-0000000000000032\.snap" at byte 0: checksum mismatch.*"snap-0000000000000008\.snap" is corrupt too \(checksum mismatch/,
+        );
+      });
+    },
+  );
 
   await t.step("a crash after the snapshot file but before its WAL marker", () => {
     for (const matching of [true, false]) {

@@ -29,6 +29,23 @@ for (const [file, chapter] of Object.entries(chapters)) {
     }
   });
 
+  Deno.test(`tutorial ${file}: the script's text fits 100 columns and has its legends`, () => {
+    const { code, text } = capture((print) =>
+      runChapterCli(
+        chapter,
+        ["--seed", "1", ...(file.startsWith("07") ? ["--trials", "40"] : [])],
+        print,
+      )
+    );
+    assert.equal(code, 0, text.slice(-2000));
+    for (const line of text.split("\n")) {
+      assert.ok([...line].length <= 100, `${[...line].length} columns: ${line}`);
+    }
+    const steps = chapter.steps.length;
+    assert.equal(text.match(/^legend: \d = an entry of term/gm)?.length, steps, "table legends");
+    assert.equal(text.match(/^legend: → delivered/gm)?.length, steps, "timeline legends");
+  });
+
   Deno.test(`tutorial ${file}: claims hold for other seeds too`, () => {
     const sizes = chapter.nodesRange[0] === chapter.nodesRange[1]
       ? [chapter.defaultNodes]
@@ -47,7 +64,8 @@ Deno.test("tutorial scripts: the same seed prints the same run, timelines includ
   assert.equal(a.code, 0, a.text.slice(-2000));
   assert.equal(a.text, capture((print) => runChapterCli(chapter, ["--seed", "3"], print)).text);
   assert.match(a.text, /AppendEntries t\d+ prev=/);
-  assert.match(a.text, /All 6 steps hold\./);
+  assert.match(a.text, /All 7 steps hold\./);
+  assert.match(a.text, /Figure 2: AE-2 /);
 });
 
 Deno.test("tutorial scripts: --help lists the chapter's own flags; bad flags are refused", () => {

@@ -62,15 +62,42 @@ Deno.test("timeline: messages to a crashed node are lost, not delivered", () => 
   assert.ok(toIt.every((a) => a.fate === "lost (receiver down)"), JSON.stringify(toIt[0]));
 });
 
-Deno.test("timeline: bounded, and it says so", () => {
+Deno.test("timeline: repeated heartbeat rounds collapse into one line", () => {
+  const c = new Cluster({ nodes: 3, seed: 1 });
+  const leader = c.waitForLeader();
+  recordTimeline(c, () => c.advance(200)); // the recorder hears each link's first message
+  const t = recordTimeline(c, () => c.advance(1000));
+  assert.ok(t.arrows.length >= 70, `${t.arrows.length} heartbeats and replies`);
+  assert.ok(t.arrows.every((a) => a.routine));
+  const text = t.toString();
+  assert.match(
+    text,
+    new RegExp(
+      `${leader} ⇄ n\\d,n\\d  (19|20|21) heartbeat rounds to \\d+, nothing new \\(\\d+ messages\\)`,
+    ),
+  );
+  assert.ok(text.split("\n").length < 8, text);
+  assert.match(t.toSvg(), /class="rounds"/);
+  assert.equal(t.shown.length, 0);
+});
+
+Deno.test("timeline: over its bound it keeps the decisive messages, not the first ones", () => {
   const c = new Cluster({ nodes: 5, seed: 1 });
   c.waitForLeader();
-  const t = recordTimeline(c, () => c.advance(3000), { arrowsMax: 20 });
-  assert.ok(t.arrows.length > 20);
-  assert.equal(t.shown.length, 20);
-  assert.match(t.toSvg(), /showing the first 20 of \d+ messages/);
-  assert.equal((t.toSvg().match(/<line [^>]*><title>/g) ?? []).length, 20);
-  assert.match(t.toString(), /\(listing the first 20 of \d+ messages\)/);
+  c.advance(200);
+  const t = recordTimeline(c, () => {
+    c.advance(1000);
+    c.crash(c.ids.find((id) => id !== c.leader())!); // breaks the runs of heartbeats
+    c.advance(300);
+    c.complete(c.put("/late", "1"));
+  }, { arrowsMax: 6 });
+  const withEntries = t.arrows.filter((a) => /\[\d+:\d+\]/.test(a.label));
+  assert.ok(withEntries.length >= 3);
+  assert.ok(t.arrows.length > 6);
+  // The appends that carry the late write are drawn, though dozens of heartbeats came first.
+  for (const a of withEntries) assert.ok(t.shown.includes(a), a.label);
+  assert.match(t.toSvg(), /messages left out: the picture keeps the decisive ones/);
+  assert.match(t.toString({ linesMax: 6 }), /\[\d+:\d+\]/);
 });
 
 Deno.test("timeline: labels carry the key fields of each message type", () => {

@@ -16,6 +16,19 @@ import {
 } from "./simulation.ts";
 import { nodeTable } from "../observe/table.ts";
 import { historyToJsonLines } from "./history.ts";
+import type { FaultPoint } from "../raft/types.ts";
+
+// The classic bugs `--fault-points` may switch on (to see the checks catch them).
+const FAULT_POINTS: readonly FaultPoint[] = [
+  "commit-earlier-term-by-counting",
+  "forget-vote-on-restart",
+  "truncate-on-stale-append",
+  "read-without-quorum",
+  "apply-retry-twice",
+  "leader-counts-unstable-self",
+  "send-before-persist",
+  "credit-stale-replies",
+];
 
 const LOCKS_DEFAULT = 3;
 
@@ -36,6 +49,9 @@ Options:
   --locks N       lock workers taking one lock with sessions and fencing tokens, some paused,
                   crashed or cut off past their lease (default 3; 0 turns them off and runs
                   about a third faster)
+  --fault-points LIST
+                  classic bugs to switch on, comma-separated, to see the checks catch them:
+                  ${FAULT_POINTS.join(",")}
   --verbose       print faults, the final node table and the history of each failing seed
   -h, --help      show this help`;
 
@@ -63,6 +79,7 @@ async function main(args: string[]): Promise<number> {
         seed: { type: "string" },
         nodes: { type: "string" },
         faults: { type: "string" },
+        "fault-points": { type: "string" },
         duration: { type: "string", default: "10000" },
         clients: { type: "string", default: "4" },
         locks: { type: "string", default: String(LOCKS_DEFAULT) },
@@ -84,6 +101,12 @@ async function main(args: string[]): Promise<number> {
     }
     return f as FaultKind;
   });
+  const faultPoints = values["fault-points"]?.split(",").filter((f) => f !== "").map((f) => {
+    if (!(FAULT_POINTS as readonly string[]).includes(f)) {
+      fail(`unknown fault point "${f}" (known: ${FAULT_POINTS.join(", ")})`);
+    }
+    return f as FaultPoint;
+  });
   const durationMs = int("duration", values.duration, 100);
   const clients = int("clients", values.clients, 1, 64);
   const locks = int("locks", values.locks, 0, 16);
@@ -95,6 +118,7 @@ async function main(args: string[]): Promise<number> {
   const replayFlags = [
     values.nodes !== undefined ? `--nodes ${values.nodes}` : "",
     values.faults !== undefined ? `--faults ${values.faults}` : "",
+    faultPoints !== undefined ? `--fault-points ${faultPoints.join(",")}` : "",
     values.duration !== "10000" ? `--duration ${durationMs}` : "",
     values.clients !== "4" ? `--clients ${clients}` : "",
     locks !== LOCKS_DEFAULT ? `--locks ${locks}` : "",
@@ -112,6 +136,7 @@ async function main(args: string[]): Promise<number> {
     const options: SimulationOptions = {
       nodes: sizes?.[seed % sizes.length],
       faults,
+      faultPoints,
       durationMs,
       clients,
       locks,

@@ -15,7 +15,7 @@ import { SeededRng } from "../raft/rng.ts";
 import type { FaultPoint, NodeId, RaftConfig } from "../raft/types.ts";
 import type { Operation as HistoryOperation } from "./history.ts";
 import { checkLinearizable } from "./linearizability.ts";
-import { SafetyViolation } from "./invariants.ts";
+import { SafetyViolation } from "../sim/invariants.ts";
 import { SimCoordination } from "../coord/sim.ts";
 import type { CoordFaultPoint } from "../coord/lock.ts";
 import { checkLocks, type LockCheckResult, type LockHistory } from "./lock_checker.ts";
@@ -33,13 +33,20 @@ export const FAULT_KINDS = [
   "pause",
   "disk",
   "snapshot",
+  "long-delay",
 ] as const;
+
+/** Share of seeds that run with `long-delay` when the fault kinds are not chosen explicitly. */
+export const LONG_DELAY_SEED_SHARE = 0.25;
 
 /**
  * One kind of fault. `disk` runs every node on a simulated disk (unsynced writes lost and tails
  * torn at every crash) and crashes nodes at chosen steps of the persist path; `snapshot` makes
  * hosts snapshot every few dozen entries and keeps followers down long enough to need
- * InstallSnapshot.
+ * InstallSnapshot; `long-delay` holds a share of all messages for 1–4 s of virtual time, several
+ * election timeouts, so a request or its reply lands after leadership changed twice (it runs
+ * through the whole faulty phase, beside the other kinds; with the default kinds, in one seed in
+ * four).
  */
 export type FaultKind = typeof FAULT_KINDS[number];
 
@@ -84,6 +91,11 @@ export interface SimulationOptions {
    * acknowledgements can overtake it. Default: 0, 3 or 15, drawn per seed.
    */
   readonly leaderWriteDelayMaxMs?: number;
+  /**
+   * With `long-delay`: the share of messages held for 1–4 s. Default: 0.5%, 2% or 5%, drawn per
+   * seed.
+   */
+  readonly longDelayRate?: number;
   /** Events kept for a verbose replay. Default 2,000. */
   readonly eventsMax?: number;
   /** Called with a line for each fault injected (verbose replay). */
@@ -133,6 +145,11 @@ export async function runSimulation(
   const rng = new SeededRng(seed ^ 0x5eed);
   const nodes = options.nodes ?? [3, 5, 7][rng.int(0, 3)];
   const faults = new Set<FaultKind>(options.faults ?? FAULT_KINDS);
+  // From its own generator, so the seeds without it keep their exact runs.
+  const longRng = new SeededRng(seed ^ 0x10a7);
+  if (options.faults === undefined && !longRng.chance(LONG_DELAY_SEED_SHARE)) {
+    faults.delete("long-delay");
+  }
   const durationMs = options.durationMs ?? 10_000;
   const healBoundMs = options.healBoundMs ?? 10_000;
   const keys = Array.from({ length: options.keys ?? 3 }, (_, i) => `/k${i}`);
@@ -228,7 +245,8 @@ export async function runSimulation(
   const upIds = () => cluster.ids.filter((id) => cluster.node(id).state === "up");
   const injectOne = () => {
     if (stopped) return;
-    const kinds = [...faults];
+    // `long-delay` is on from the start (below), not one of the changes drawn here.
+    const kinds = [...faults].filter((k) => k !== "long-delay");
     if (kinds.length > 0) {
       const kind = kinds[rng.int(0, kinds.length)];
       injectKind(kind);
@@ -254,6 +272,8 @@ export async function runSimulation(
       }
       case "partition":
         return partition();
+      case "long-delay":
+        return;
       case "crash":
       case "crash-after-persist":
       case "disk":
@@ -357,6 +377,30 @@ export async function runSimulation(
     fault(`${cuts} one-way cut(s)`);
   };
 
+  // Stalled connections: every message on one link arrives seconds late, in order, for a while.
+  const slow = new Set<string>();
+  const slowOne = () => {
+    if (stopped) return;
+    const ids = cluster.ids;
+    const from = ids[longRng.int(0, ids.length)];
+    const to = ids[longRng.int(0, ids.length)];
+    if (from !== to && !slow.has(`${from}>${to}`) && !slow.has(`${to}>${from}`)) {
+      // A stalled connection is slow both ways, each by its own amount (a request held for
+      // seconds, its answer held too, while the cluster moves on).
+      for (const [a, b] of [[from, to], [to, from]]) {
+        slow.add(`${a}>${b}`);
+        cluster.slowLink(a, b, longRng.int(200, 4_001));
+      }
+      fault(`slow link ${from}<>${to}`);
+      cluster.schedule(longRng.int(200, 2_000), () => {
+        for (const [a, b] of [[from, to], [to, from]]) {
+          if (slow.delete(`${a}>${b}`)) cluster.slowLink(a, b, 0);
+        }
+      });
+    }
+    cluster.schedule(longRng.int(300, 2_000), slowOne);
+  };
+
   const messagesMax = options.messagesMax ?? 30 * durationMs;
   const watchdog = () => {
     if (cluster.stats.sent > messagesMax) {
@@ -369,6 +413,16 @@ export async function runSimulation(
 
   try {
     cluster.schedule(100, watchdog);
+    if (faults.has("long-delay")) {
+      cluster.network = {
+        ...cluster.network,
+        longDelayRate: options.longDelayRate ?? [0.005, 0.02, 0.05][longRng.int(0, 3)],
+        longDelayMinMs: 1_000,
+        longDelayMaxMs: 4_000,
+      };
+      fault(`long delays: ${(cluster.network.longDelayRate * 100).toFixed(1)}% of messages`);
+      cluster.schedule(longRng.int(100, 800), slowOne);
+    }
     for (const c of clients) issue(c);
     locks?.start();
     cluster.schedule(rng.int(100, 800), injectOne);
@@ -384,8 +438,14 @@ export async function runSimulation(
       duplicateRate: 0,
       reorderRate: 0,
       latencyMaxMs: 5,
+      longDelayRate: 0,
     };
     cluster.heal();
+    for (const link of slow) {
+      const [from, to] = link.split(">");
+      cluster.slowLink(from, to, 0);
+    }
+    slow.clear();
     cluster.disarmCrashes();
     for (const n of cluster.nodes()) {
       if (n.state === "paused") cluster.resume(n.id);

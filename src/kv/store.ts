@@ -15,11 +15,12 @@
  * @module
  */
 
-import { compareBytes, fromBase64, quote, text, toBase64 } from "./bytes.ts";
+import { compareBytes, fromBase64, quote, text, toBase64, utf8Length } from "./bytes.ts";
 import {
   CommandError,
   commandLimitError,
   parseCommand,
+  validateCommand,
   validateKey,
   validateRange,
 } from "./command.ts";
@@ -46,7 +47,9 @@ import {
   type PutResponse,
   type RangeResponse,
   type SessionCommand,
+  type TxnCommand,
   type TxnOp,
+  type TxnResponse,
 } from "./types.ts";
 
 /** etcd's error for a write refused while the NOSPACE alarm is raised (gRPC ResourceExhausted). */
@@ -78,12 +81,54 @@ export class ApplyError extends Error {
   }
 }
 
+/** Default bound on the bytes of key-values one answer may carry: 64 MiB. */
+export const RESPONSE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
+
+/**
+ * Default bound on the bytes the ranges of one write transaction gather at apply: 8 MiB. Smaller
+ * than an answer's bound, because every node gathers them in one turn of its event loop (64 MiB
+ * held followers' heartbeats about 130 ms).
+ */
+export const APPLY_RESPONSE_BYTES_MAX_DEFAULT = 8 * 1024 * 1024;
+
+/**
+ * The bytes a key-value adds to an answer, as etcd's JSON gateway renders it: base64 key and value,
+ * and 128 for the field names and revisions. Counted before the key-value is built.
+ */
+export function kvResponseBytes(key: string, valueBytes: number): number {
+  return 4 * Math.ceil(utf8Length(key) / 3) + 4 * Math.ceil(valueBytes / 3) + 128;
+}
+
+/** An answer would carry more than its bound of bytes (etcd's ResourceExhausted). */
+export class ResponseTooLargeError extends Error {
+  /** The bound that was exceeded, in bytes (see {@linkcode kvResponseBytes}). */
+  readonly bytesMax: number;
+  /** Makes the error. */
+  constructor(bytesMax: number) {
+    super(`Response is too large: its key-values would exceed ${bytesMax} bytes`);
+    this.name = "ResponseTooLargeError";
+    this.bytesMax = bytesMax;
+  }
+}
+
+/** What an answer may still carry; ranges stop early once it is used up. */
+interface ResponseBudget {
+  bytesLeft: number;
+  exceeded: boolean;
+}
+
 /** Configuration of a {@linkcode MetadataStore}; every node of a cluster must use the same. */
 export interface MetadataStoreOptions {
   /** Bounds on commands (merged over {@linkcode DEFAULT_KV_LIMITS}). */
   readonly limits?: Partial<KvLimits>;
   /** Most key-values one range returns; a longer range says `more`. Default 10,000. */
   readonly rangeKvsMax?: number;
+  /**
+   * Most bytes (see {@linkcode kvResponseBytes}) the ranges of one write transaction may gather
+   * when it is applied; beyond, the writes still apply and the answer says `responseTooLarge`
+   * instead of carrying the key-values. Default {@linkcode APPLY_RESPONSE_BYTES_MAX_DEFAULT}.
+   */
+  readonly applyResponseBytesMax?: number;
   /** Most client sessions remembered; the least recently heard is forgotten first. Default 10,000. */
   readonly sessionsMax?: number;
   /**
@@ -115,6 +160,11 @@ export interface RangeOptions {
   readonly keysOnly?: boolean;
   /** Return only the count. */
   readonly countOnly?: boolean;
+  /**
+   * Most bytes of key-values (see {@linkcode kvResponseBytes}) to gather; beyond, the range stops
+   * and throws {@linkcode ResponseTooLargeError}. Default: no bound but `rangeKvsMax`.
+   */
+  readonly responseBytesMax?: number;
 }
 
 /** Fields every {@linkcode ApplyResult} carries. */
@@ -449,6 +499,8 @@ export class MetadataStore {
   readonly limits: KvLimits;
   /** Most key-values one range returns. */
   readonly rangeKvsMax: number;
+  /** Most bytes of key-values the ranges of one write transaction gather at apply. */
+  readonly applyResponseBytesMax: number;
   /** Most client sessions remembered. */
   readonly sessionsMax: number;
   /** Log entries after which a silent client is forgotten. */
@@ -475,6 +527,8 @@ export class MetadataStore {
   constructor(options: MetadataStoreOptions = {}) {
     this.limits = Object.freeze({ ...DEFAULT_KV_LIMITS, ...options.limits });
     this.rangeKvsMax = options.rangeKvsMax ?? 10_000;
+    this.applyResponseBytesMax = options.applyResponseBytesMax ??
+      APPLY_RESPONSE_BYTES_MAX_DEFAULT;
     this.sessionsMax = options.sessionsMax ?? 10_000;
     this.sessionIdleEntriesMax = options.sessionIdleEntriesMax ?? 100_000;
     this.leasesMax = options.leasesMax ?? 10_000;
@@ -493,6 +547,7 @@ export class MetadataStore {
     for (
       const [name, v] of Object.entries({
         sessionsMax: this.sessionsMax,
+        applyResponseBytesMax: this.applyResponseBytesMax,
         sessionIdleEntriesMax: this.sessionIdleEntriesMax,
         leasesMax: this.leasesMax,
       })
@@ -738,8 +793,18 @@ export class MetadataStore {
         const e = this.#leaseMissing(op);
         if (e !== undefined) return rejected(e);
       }
-      const responses = ops.map((op) => this.#op(op, revision, events));
-      response = { type: "txn", revision: 0, succeeded, responses };
+      // Every node applies the writes alike; ranges past the budget give up their key-values.
+      const budget = { bytesLeft: this.applyResponseBytesMax, exceeded: false };
+      const responses = ops.map((op) => this.#op(op, revision, events, budget));
+      response = budget.exceeded
+        ? {
+          type: "txn",
+          revision: 0,
+          succeeded,
+          responses: responses.map((r) => r.type === "range" ? { ...r, kvs: [] } : r),
+          responseTooLarge: true,
+        }
+        : { type: "txn", revision: 0, succeeded, responses };
     } else if (command.type === "leaseGrant") {
       const r = this.#grant(command.id, command.ttlMs);
       if (typeof r === "string") return rejected(r);
@@ -789,6 +854,7 @@ export class MetadataStore {
     op: TxnOp,
     revision: number,
     events: KvEvent[],
+    budget?: ResponseBudget,
   ): Mutable<PutResponse | DeleteResponse | RangeResponse> {
     switch (op.type) {
       case "put":
@@ -796,7 +862,7 @@ export class MetadataStore {
       case "delete":
         return this.#delete(op.range, op.prevKv, revision, events);
       case "range":
-        return this.#range(op.range, op.limit, op.keysOnly, op.countOnly);
+        return this.#range(op.range, op.limit, op.keysOnly, op.countOnly, budget);
     }
   }
 
@@ -925,13 +991,21 @@ export class MetadataStore {
     limit: number,
     keysOnly: boolean,
     countOnly: boolean,
+    budget?: ResponseBudget,
   ): Mutable<RangeResponse> {
     const count = this.#count(range);
     if (countOnly) return { type: "range", revision: this.#revision, kvs: [], more: false, count };
     const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
     const kvs: KeyValue[] = [];
     for (const [key, stored] of this.#scan(range)) {
-      if (kvs.length >= kvsMax) break;
+      if (kvs.length >= kvsMax || budget?.exceeded) break;
+      if (budget !== undefined) {
+        budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : stored.value.length);
+        if (budget.bytesLeft < 0) {
+          budget.exceeded = true;
+          break;
+        }
+      }
       kvs.push(
         keysOnly
           ? {
@@ -1040,7 +1114,39 @@ export class MetadataStore {
     if (!Number.isSafeInteger(limit) || limit < 0) {
       throw new CommandError(`Limit must be a non-negative integer: ${limit}`);
     }
-    return this.#range(range, limit, options.keysOnly ?? false, options.countOnly ?? false);
+    const budget = options.responseBytesMax === undefined
+      ? undefined
+      : { bytesLeft: options.responseBytesMax, exceeded: false };
+    const r = this.#range(
+      range,
+      limit,
+      options.keysOnly ?? false,
+      options.countOnly ?? false,
+      budget,
+    );
+    if (budget?.exceeded) throw new ResponseTooLargeError(options.responseBytesMax!);
+    return r;
+  }
+
+  /**
+   * Evaluates a read-only transaction (ranges only, in both lists) here, without the log and
+   * without changing anything, as etcd serves one on its read path: the caller decides whether
+   * the node may answer (ReadIndex, or serializable). Throws {@linkcode CommandError} for a
+   * transaction that writes or breaks a limit, {@linkcode ResponseTooLargeError} past
+   * `responseBytesMax` bytes of key-values over all its ranges.
+   */
+  txnRead(txn: TxnCommand, options: { responseBytesMax?: number } = {}): TxnResponse {
+    validateCommand(txn);
+    const error = commandLimitError(txn, 0, this.limits);
+    if (error !== undefined) throw new CommandError(error);
+    const succeeded = txn.compare.every((c) => this.#compare(c));
+    const budget = { bytesLeft: options.responseBytesMax ?? Infinity, exceeded: false };
+    const responses = (succeeded ? txn.success : txn.failure).map((op) => {
+      if (op.type !== "range") throw new CommandError(`A read-only txn cannot ${op.type}`);
+      return this.#range(op.range, op.limit, op.keysOnly, op.countOnly, budget);
+    });
+    if (budget.exceeded) throw new ResponseTooLargeError(options.responseBytesMax!);
+    return { type: "txn", revision: this.#revision, succeeded, responses };
   }
 
   /** Every key-value of `range` (all keys when omitted) in key order, unbounded. */

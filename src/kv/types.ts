@@ -268,6 +268,11 @@ export interface TxnResponse {
   readonly succeeded: boolean;
   /** One response per operation of the list that ran, in order. */
   readonly responses: readonly (PutResponse | DeleteResponse | RangeResponse)[];
+  /**
+   * Set when its ranges would have gathered more than the store's `applyResponseBytesMax`: the writes
+   * applied, and the ranges carry no key-values (the client gets etcd's ResourceExhausted).
+   */
+  readonly responseTooLarge?: true;
 }
 
 /** Response to a lease grant. */

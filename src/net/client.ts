@@ -383,11 +383,16 @@ export class RaftmetaClient {
   async txn(
     txn: { compare: readonly Compare[]; success: readonly TxnOp[]; failure?: readonly TxnOp[] },
   ): Promise<ClientTxnResult> {
-    const r = await this.#write("/v3/kv/txn", {
+    const body = {
       compare: txn.compare.map(compareJson),
       success: txn.success.map(opJson),
       failure: (txn.failure ?? []).map(opJson),
-    });
+    };
+    // A txn that only reads is served without the log, so it takes no seq of the session.
+    const readOnly = [...txn.success, ...txn.failure ?? []].every((op) => op.type === "range");
+    const r = readOnly
+      ? await this.#request("/v3/kv/txn", body, undefined)
+      : await this.#write("/v3/kv/txn", body);
     return {
       succeeded: r.succeeded === true,
       revision: Number(r.header.revision),

@@ -417,7 +417,7 @@ function parseCompare(value: unknown, i: number): Compare {
   return c;
 }
 
-function parseRequestOp(value: unknown, where: string): TxnOp {
+function parseRequestOp(value: unknown, where: string): { op: TxnOp; serializable: boolean } {
   const f = new Fields(value, where);
   const put = f.get("request_put");
   const range = f.get("request_range");
@@ -431,23 +431,46 @@ function parseRequestOp(value: unknown, where: string): TxnOp {
     );
   }
   if (txn !== undefined) throw badRequest(`Nested transactions (${where}) are not supported`);
-  if (put !== undefined) return parsePut(put, `${where}.request_put`);
-  if (del !== undefined) return parseDeleteRange(del, `${where}.request_delete_range`);
+  if (put !== undefined) return { op: parsePut(put, `${where}.request_put`), serializable: false };
+  if (del !== undefined) {
+    return { op: parseDeleteRange(del, `${where}.request_delete_range`), serializable: false };
+  }
   const r = parseRange(range, `${where}.request_range`);
   if (requestedRevision(r) !== 0) {
     throw badRequest(`Field "revision" of ${where}.request_range is not supported in a txn`);
   }
-  return r.command;
+  return { op: r.command, serializable: r.serializable };
+}
+
+/** A parsed `/v3/kv/txn` request. */
+export interface EtcdTxn {
+  /** The command. */
+  readonly command: TxnCommand;
+  /** Whether it only reads: ranges in both lists (etcd serves it without the log). */
+  readonly readOnly: boolean;
+  /** Whether a local (possibly stale) read is allowed: every op is a serializable range. */
+  readonly serializable: boolean;
 }
 
 /** Parses a TxnRequest. */
-export function parseTxn(body: unknown): TxnCommand {
+export function parseTxn(body: unknown): EtcdTxn {
   const f = new Fields(body, "TxnRequest");
   const compare = f.array("compare").map(parseCompare);
   const success = f.array("success").map((v, i) => parseRequestOp(v, `success[${i}]`));
   const failure = f.array("failure").map((v, i) => parseRequestOp(v, `failure[${i}]`));
   f.done();
-  return { type: "txn", compare, success, failure };
+  const ops = [...success, ...failure];
+  return {
+    command: {
+      type: "txn",
+      compare,
+      success: success.map((o) => o.op),
+      failure: failure.map((o) => o.op),
+    },
+    readOnly: ops.every((o) => o.op.type === "range"),
+    // As etcd's isTxnSerializable: only when every op asks for it.
+    serializable: ops.every((o) => o.serializable),
+  };
 }
 
 /** Parses a LeaseGrantRequest: `TTL` in seconds, `ID` optional (0: the store picks). */
@@ -596,10 +619,15 @@ export function eventJson(e: KvEvent): Json {
   return out;
 }
 
+/** Renders a list of key-values; a caller may substitute its own (to render them in slices). */
+export type KvsRenderer = (kvs: readonly KeyValue[]) => unknown;
+
+const renderKvs: KvsRenderer = (kvs) => kvs.map(kvJson);
+
 /** A RangeResponse body. */
-export function rangeJson(header: Json, r: RangeResponse): Json {
+export function rangeJson(header: Json, r: RangeResponse, kvs: KvsRenderer = renderKvs): Json {
   const out: Json = { header };
-  if (r.kvs.length > 0) out.kvs = r.kvs.map(kvJson);
+  if (r.kvs.length > 0) out.kvs = kvs(r.kvs);
   if (r.more) out.more = true;
   if (r.count !== 0) out.count = String(r.count);
   return out;
@@ -613,15 +641,15 @@ export function putJson(header: Json, r: PutResponse): Json {
 }
 
 /** A DeleteRangeResponse body. */
-export function deleteJson(header: Json, r: DeleteResponse): Json {
+export function deleteJson(header: Json, r: DeleteResponse, kvs: KvsRenderer = renderKvs): Json {
   const out: Json = { header };
   if (r.deleted !== 0) out.deleted = String(r.deleted);
-  if (r.prevKvs !== undefined && r.prevKvs.length > 0) out.prev_kvs = r.prevKvs.map(kvJson);
+  if (r.prevKvs !== undefined && r.prevKvs.length > 0) out.prev_kvs = kvs(r.prevKvs);
   return out;
 }
 
 /** A TxnResponse body; nested responses carry a header with the revision only, as in etcd. */
-export function txnJson(header: Json, r: TxnResponse): Json {
+export function txnJson(header: Json, r: TxnResponse, kvs: KvsRenderer = renderKvs): Json {
   const out: Json = { header };
   if (r.succeeded) out.succeeded = true;
   const inner = { revision: String(r.revision) };
@@ -631,9 +659,9 @@ export function txnJson(header: Json, r: TxnResponse): Json {
         case "put":
           return { response_put: putJson(inner, x) };
         case "delete":
-          return { response_delete_range: deleteJson(inner, x) };
+          return { response_delete_range: deleteJson(inner, x, kvs) };
         case "range":
-          return { response_range: rangeJson(inner, x) };
+          return { response_range: rangeJson(inner, x, kvs) };
       }
     });
   }

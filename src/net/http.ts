@@ -8,12 +8,18 @@
  * @module
  */
 
+import { setImmediate } from "node:timers";
 import { NotLeaderError } from "../raft/types.ts";
 import { CommandError } from "../kv/command.ts";
 import { CompactedError } from "../kv/history.ts";
 import { LeaseError } from "../coord/lease_manager.ts";
 import { WatchError, type WatchStream } from "../coord/watch.ts";
-import { type ApplyResult, NOSPACE_ERROR } from "../kv/store.ts";
+import {
+  type ApplyResult,
+  kvResponseBytes,
+  NOSPACE_ERROR,
+  ResponseTooLargeError,
+} from "../kv/store.ts";
 import type {
   ClientId,
   CommandResponse,
@@ -30,6 +36,8 @@ import {
   headerJson,
   HttpError,
   id64,
+  kvJson,
+  type KvsRenderer,
   parseAlarm,
   parseCompaction,
   parseDeleteRange,
@@ -46,6 +54,7 @@ import {
   txnJson,
 } from "./etcd.ts";
 import { Histogram, renderMetrics } from "./metrics.ts";
+import { JSON_DEPTH_MAX, jsonTooDeepAt } from "./json_depth.ts";
 import { fetchErrorText, neverSent } from "./fetch_error.ts";
 import { type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
 
@@ -160,6 +169,10 @@ function errorResponse(server: RaftServer, e: unknown): Response {
     status = 400;
     code = 3;
     message = e.message;
+  } else if (e instanceof ResponseTooLargeError) {
+    status = 429;
+    code = 8;
+    message = responseTooLarge(e.bytesMax, "ask for less with limit, keys_only or count_only");
   } else if (e instanceof NotLeaderError || e instanceof ReadRefused) {
     status = 503;
     code = 14;
@@ -283,6 +296,7 @@ async function readBodyBounded(req: Request, max: number): Promise<Uint8Array> {
 
 function parseJson(bytes: Uint8Array): unknown {
   if (bytes.length === 0) return {};
+  refuseDeepJson(bytes);
   let text: string;
   try {
     text = textDecoder.decode(bytes);
@@ -293,6 +307,16 @@ function parseJson(bytes: Uint8Array): unknown {
     return JSON.parse(text);
   } catch (e) {
     throw badRequest(`Request body is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
+/** Refuses JSON nested deeper than {@linkcode JSON_DEPTH_MAX}, before anything parses it. */
+function refuseDeepJson(bytes: Uint8Array): void {
+  const at = jsonTooDeepAt(bytes);
+  if (at >= 0) {
+    throw badRequest(
+      `Request body nests deeper than ${JSON_DEPTH_MAX} levels of arrays and objects (at byte ${at})`,
+    );
   }
 }
 
@@ -494,6 +518,100 @@ function settle(result: ApplyResult): CommandResponse {
   }
 }
 
+/** Bytes of key-values rendered per slice of a large answer (see {@linkcode jsonAnswer}). */
+const ANSWER_SLICE_BYTES = 1024 * 1024;
+
+/**
+ * An answer whose key-value lists may be long. A small one is one JSON text; a large one is
+ * streamed in slices of about 1 MiB of key-values with a turn of the event loop between them, so
+ * that rendering tens of MiB does not hold heartbeats back (55 MB in one piece stalled the loop
+ * 430 ms and cost the leader its term).
+ */
+function jsonAnswer(
+  build: (kvs?: KvsRenderer) => Json,
+  headers?: Record<string, string>,
+): Response {
+  const lists: (readonly KeyValue[])[] = [];
+  let bytes = 0;
+  const skeleton = build((kvs) => {
+    lists.push(kvs);
+    for (const kv of kvs) bytes += kvResponseBytes(kv.key, kv.value.length);
+    return KVS_PLACEHOLDER;
+  });
+  if (bytes <= ANSWER_SLICE_BYTES) return Response.json(build(), { headers });
+  const parts = JSON.stringify(skeleton).split(JSON.stringify(KVS_PLACEHOLDER));
+  if (parts.length !== lists.length + 1) throw new Error("Key-value placeholder out of place");
+  async function* pieces(): AsyncGenerator<string> {
+    for (const [i, kvs] of lists.entries()) {
+      yield parts[i] + "[";
+      for (let start = 0; start < kvs.length;) {
+        let end = start;
+        for (let slice = 0; end < kvs.length && slice < ANSWER_SLICE_BYTES; end++) {
+          slice += kvResponseBytes(kvs[end].key, kvs[end].value.length);
+        }
+        const text = JSON.stringify(kvs.slice(start, end).map(kvJson));
+        yield (start > 0 ? "," : "") + text.slice(1, -1);
+        start = end;
+        await new Promise((r) => setImmediate(r));
+      }
+      yield "]";
+    }
+    yield parts[lists.length];
+  }
+  const it = pieces();
+  const body = new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const next = await it.next();
+      if (next.done) controller.close();
+      else controller.enqueue(lineEncoder.encode(next.value));
+    },
+    async cancel() {
+      await it.return(undefined);
+    },
+  }, { highWaterMark: 0 });
+  return new Response(body, { headers: { "content-type": "application/json", ...headers } });
+}
+
+/** Stands for a key-value list in the skeleton of a large answer; no JSON value holds it. */
+const KVS_PLACEHOLDER = "\u0000kvs";
+
+/** etcd's ResourceExhausted message for an answer over `bytesMax`. */
+function responseTooLarge(bytesMax: number, advice: string): string {
+  return `etcdserver: response is too large: its key-values would exceed ${bytesMax} bytes (--max-response-bytes); ${advice}`;
+}
+
+/**
+ * Refuses to send the answer of an applied write that carries more key-values than this node
+ * sends (a delete's previous key-values, a txn's ranges): as etcd, the write stands and the client
+ * gets ResourceExhausted. Sums what was gathered; renders nothing.
+ */
+function refuseLargeAnswer(server: RaftServer, r: CommandResponse): void {
+  let bytesMax = server.responseBytesMax;
+  let bytes = 0;
+  const add = (kvs: readonly KeyValue[] | undefined) => {
+    for (const kv of kvs ?? []) bytes += kvResponseBytes(kv.key, kv.value.length);
+  };
+  const addResponse = (x: CommandResponse) => {
+    if (x.type === "put" && x.prevKv !== undefined) add([x.prevKv]);
+    if (x.type === "delete") add(x.prevKvs);
+    if (x.type === "range") add(x.kvs);
+  };
+  if (r.type === "txn") {
+    if (r.responseTooLarge) bytesMax = Math.min(bytesMax, server.store.applyResponseBytesMax);
+    r.responses.forEach(addResponse);
+  } else addResponse(r);
+  if (bytes > bytesMax || (r.type === "txn" && r.responseTooLarge)) {
+    throw new HttpError(
+      429,
+      responseTooLarge(
+        bytesMax,
+        `the ${r.type === "txn" ? "transaction" : r.type} was applied at revision ${r.revision}`,
+      ),
+      8,
+    );
+  }
+}
+
 // ---- etcd v3 -----------------------------------------------------------------------------------
 
 async function etcdRoute(server: RaftServer, req: Request, path: string): Promise<Response> {
@@ -502,14 +620,18 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
   const bytes = await readBody(server, req);
   const body = parseJson(bytes);
   const session = sessionOf(req);
-  const write = (command: PlainCommand, render: (r: CommandResponse) => Json) =>
+  const write = (
+    command: PlainCommand,
+    render: (r: CommandResponse, kvs?: KvsRenderer) => Json,
+  ) =>
     asLeader(server, req, bytes, session, async () => {
       const result = await server.propose(command, session);
       const response = settle(result);
+      refuseLargeAnswer(server, response);
       const headers = result.status === "applied" && result.duplicate
         ? { "raftmeta-duplicate": "true" }
         : undefined;
-      return Response.json(render(response), { headers });
+      return jsonAnswer((kvs) => render(response, kvs), headers);
     });
   switch (path) {
     case "/v3/kv/put": {
@@ -521,18 +643,28 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
     }
     case "/v3/kv/deleterange": {
       const command = parseDeleteRange(body);
-      return await write(command, (r) =>
+      return await write(command, (r, kvs) =>
         deleteJson(
           header(server, r.revision),
           r as Extract<CommandResponse, { type: "delete" }>,
+          kvs,
         ));
     }
     case "/v3/kv/txn": {
-      const command = parseTxn(body);
-      return await write(command, (r) =>
+      const txn = parseTxn(body);
+      // As etcd: a txn that only reads is served on the read path, never through the log. With a
+      // session it goes through the log all the same, so the client's seq is recorded.
+      if (txn.readOnly && session === undefined) {
+        if (txn.serializable) server.counters.readsSerializable++;
+        else await linearizable(server);
+        const r = server.store.txnRead(txn.command, { responseBytesMax: server.responseBytesMax });
+        return jsonAnswer((kvs) => txnJson(header(server, r.revision), r, kvs));
+      }
+      return await write(txn.command, (r, kvs) =>
         txnJson(
           header(server, r.revision),
           r as Extract<CommandResponse, { type: "txn" }>,
+          kvs,
         ));
     }
     case "/v3/kv/range": {
@@ -554,8 +686,9 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
         limit: c.limit,
         keysOnly: c.keysOnly,
         countOnly: c.countOnly,
+        responseBytesMax: server.responseBytesMax,
       });
-      return Response.json(rangeJson(header(server, result.revision), result));
+      return jsonAnswer((kvs) => rangeJson(header(server, result.revision), result, kvs));
     }
     case "/v3/kv/compaction": {
       const revision = parseCompaction(body);
@@ -732,6 +865,7 @@ async function keepAliveRoute(server: RaftServer, req: Request): Promise<Respons
   }
   const lines = text.split("\n").filter((l) => l.trim() !== "");
   if (lines.length > 1) {
+    refuseDeepJson(bytes);
     try {
       JSON.parse(text); // one object spread over several lines
     } catch {
@@ -780,39 +914,38 @@ function keepAliveStream(
   req: Request,
   lines: Iterator<string> | AsyncIterator<string>,
 ): Response {
-  const out = new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let id = 0;
-      let res: Response;
-      try {
-        const next = await lines.next();
-        if (next.done) return controller.close();
-        const bytes = lineEncoder.encode(next.value);
-        const body = parseJson(bytes);
-        id = parseLeaseId(body, "LeaseKeepAliveRequest").id;
-        res = await keepAliveOnce(server, req, bytes, body);
-      } catch (e) {
-        res = errorResponse(server, e);
-      }
-      // deno-lint-ignore no-explicit-any
-      const json: any = await res.json().catch(() => ({}));
-      if (res.ok) return controller.enqueue(lineEncoder.encode(JSON.stringify(json) + "\n"));
-      if (res.status === 404 && id > 0) {
-        return controller.enqueue(ndjson({ header: header(server), ID: String(id), TTL: "0" }));
-      }
-      const error = {
-        grpc_code: json.code ?? 13,
-        http_code: res.status,
-        message: json.error ?? `HTTP ${res.status}`,
-        http_status: STATUS_TEXT[res.status] ?? "Error",
-      };
-      controller.enqueue(lineEncoder.encode(JSON.stringify({ error }) + "\n"));
-      controller.close();
-      await lines.return?.();
-    },
-    async cancel() {
-      await lines.return?.();
-    },
+  let ended = false;
+  const out = messageStream(async () => {
+    if (ended) return null;
+    let id = 0;
+    let res: Response;
+    try {
+      const next = await lines.next();
+      if (next.done) return null;
+      const bytes = lineEncoder.encode(next.value);
+      const body = parseJson(bytes);
+      id = parseLeaseId(body, "LeaseKeepAliveRequest").id;
+      res = await keepAliveOnce(server, req, bytes, body);
+    } catch (e) {
+      res = errorResponse(server, e);
+    }
+    // deno-lint-ignore no-explicit-any
+    const json: any = await res.json().catch(() => ({}));
+    if (res.ok) return lineEncoder.encode(JSON.stringify(json) + "\n");
+    if (res.status === 404 && id > 0) {
+      return ndjson({ header: header(server), ID: String(id), TTL: "0" });
+    }
+    const error = {
+      grpc_code: json.code ?? 13,
+      http_code: res.status,
+      message: json.error ?? `HTTP ${res.status}`,
+      http_status: STATUS_TEXT[res.status] ?? "Error",
+    };
+    ended = true;
+    await lines.return?.();
+    return lineEncoder.encode(JSON.stringify({ error }) + "\n");
+  }, async () => {
+    await lines.return?.();
   });
   return new Response(out, { headers: { "content-type": "application/json" } });
 }
@@ -847,12 +980,8 @@ async function* bodyLines(body: ReadableStream<Uint8Array>, max: number): AsyncG
 
 const lineEncoder = new TextEncoder();
 
-function ndjsonText(result: Json): string {
-  return JSON.stringify({ result }) + "\n";
-}
-
 function ndjson(result: Json): Uint8Array {
-  return lineEncoder.encode(ndjsonText(result));
+  return lineEncoder.encode(JSON.stringify({ result }) + "\n");
 }
 
 /**
@@ -872,52 +1001,67 @@ function watchRoute(server: RaftServer, body: unknown): Response {
     if (!(e instanceof CompactedError)) throw e;
     // As etcd: the watch is created, then canceled naming the compacted revision.
     const h = header(server);
-    const lines = [
-      ndjsonText({ header: h, created: true }),
-      ndjsonText({
+    const messages = [
+      ndjson({ header: h, created: true }),
+      ndjson({
         header: h,
         compact_revision: String(e.oldestRevision - 1),
         canceled: true,
         cancel_reason: e.message,
       }),
     ];
-    return new Response(lines.join(""), { headers });
+    return new Response(messageStream(() => Promise.resolve(messages.shift() ?? null)), {
+      headers,
+    });
   }
   const watchId = String(stream.id);
-  const out = new ReadableStream<Uint8Array>({
-    start(controller) {
-      controller.enqueue(ndjson({ header: header(server), created: true, watch_id: watchId }));
-    },
-    async pull(controller) {
-      const r = await stream.next();
-      if (r.done) {
-        controller.close();
-        return;
-      }
-      const v = r.value;
-      if (v.kind === "events") {
-        controller.enqueue(
-          ndjson({ header: header(server), watch_id: watchId, events: v.events.map(eventJson) }),
-        );
-      } else if (v.kind === "progress") {
-        controller.enqueue(ndjson({ header: header(server), watch_id: watchId }));
-      } else {
-        const result: Json = {
-          header: header(server),
-          watch_id: watchId,
-          canceled: true,
-          cancel_reason: v.reason,
-        };
-        if (v.compactRevision !== undefined) result.compact_revision = String(v.compactRevision);
-        controller.enqueue(ndjson(result));
-        controller.close();
-      }
-    },
-    cancel() {
-      stream.cancel();
-    },
-  });
+  let created = false;
+  let ended = false;
+  const out = messageStream(async () => {
+    if (!created) {
+      created = true;
+      return ndjson({ header: header(server), created: true, watch_id: watchId });
+    }
+    if (ended) return null;
+    const r = await stream.next();
+    if (r.done) return null;
+    const v = r.value;
+    if (v.kind === "events") {
+      return ndjson({ header: header(server), watch_id: watchId, events: v.events.map(eventJson) });
+    }
+    if (v.kind === "progress") return ndjson({ header: header(server), watch_id: watchId });
+    const result: Json = {
+      header: header(server),
+      watch_id: watchId,
+      canceled: true,
+      cancel_reason: v.reason,
+    };
+    if (v.compactRevision !== undefined) result.compact_revision = String(v.compactRevision);
+    ended = true;
+    return ndjson(result);
+  }, () => stream.cancel());
   return new Response(out, { headers });
+}
+
+/**
+ * A response body of messages, one per HTTP chunk as etcd's gateway writes them (clients parse
+ * chunk by chunk). Deno's server joins whatever was enqueued before it writes, so the next message
+ * is asked for only after a turn of the event loop (`setImmediate`), in which the last one is
+ * written as its own chunk. `next` returns null at the end.
+ */
+function messageStream(
+  next: () => Promise<Uint8Array | null>,
+  cancel?: () => void | Promise<void>,
+): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const message = await next();
+      if (message === null) return controller.close();
+      controller.enqueue(message);
+      await new Promise((r) => setImmediate(r));
+    },
+    cancel,
+  }, { highWaterMark: 0 });
 }
 
 // ---- REST --------------------------------------------------------------------------------------
@@ -965,7 +1109,9 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
   if (req.method === "GET" || req.method === "HEAD") {
     if (flag(url, "serializable")) server.counters.readsSerializable++;
     else await linearizable(server);
-    const result: RangeResponse = server.store.range(range);
+    const result: RangeResponse = server.store.range(range, {
+      responseBytesMax: server.responseBytesMax,
+    });
     if (prefix) {
       return Response.json({
         revision: result.revision,
@@ -995,6 +1141,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     const command: PlainCommand = { type: "put", key, value: body, prevKv: prev };
     return await asLeader(server, req, body, session, async () => {
       const r = settle(await server.propose(command, session));
+      refuseLargeAnswer(server, r);
       if (r.type !== "put") throw new Error(`Unexpected response ${r.type}`);
       const out: Json = { revision: r.revision };
       if (r.prevKv !== undefined) out.prevKv = restKvJson(r.prevKv);
@@ -1005,6 +1152,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
   const command: PlainCommand = { type: "delete", range, prevKv: prev };
   return await asLeader(server, req, body, session, async () => {
     const r = settle(await server.propose(command, session));
+    refuseLargeAnswer(server, r);
     if (r.type !== "delete") throw new Error(`Unexpected response ${r.type}`);
     const out: Json = { revision: r.revision, deleted: r.deleted };
     if (r.prevKvs !== undefined) out.prevKvs = r.prevKvs.map(restKvJson);
@@ -1062,6 +1210,7 @@ function metricsText(server: RaftServer): string {
   const s = server.localStatus();
   const c = server.counters;
   const t = server.transport?.stats;
+  const stalls = server.loopStalls.stalls;
   const latency: string[] = [];
   for (const [route, h] of [...server.requestSeconds].sort()) {
     latency.push(...h.lines("raftmeta_http_request_duration_seconds", `route="${route}"`));
@@ -1201,6 +1350,24 @@ function metricsText(server: RaftServer): string {
       help: "Peer connections closed at once: too many were still in their handshake.",
       type: "counter",
       samples: [`raftmeta_peer_connections_over_limit_total ${t?.connectionsOverLimit ?? 0}`],
+    },
+    {
+      name: "raftmeta_event_loop_stall_ms",
+      help: "Worst lateness of a 10 ms timer since start, ms: heartbeats waited that long.",
+      type: "gauge",
+      samples: [`raftmeta_event_loop_stall_ms ${stalls.stallMsMax}`],
+    },
+    {
+      name: "raftmeta_event_loop_stall_recent_ms",
+      help: "Worst lateness of a 10 ms timer in the last 10 to 20 s, ms.",
+      type: "gauge",
+      samples: [`raftmeta_event_loop_stall_recent_ms ${stalls.stallMsRecentMax}`],
+    },
+    {
+      name: "raftmeta_event_loop_stall_ms_total",
+      help: "Sum of the lateness of a 10 ms timer since start, ms.",
+      type: "counter",
+      samples: [`raftmeta_event_loop_stall_ms_total ${stalls.stallMsTotal}`],
     },
     {
       name: "raftmeta_wal_fsync_duration_seconds",

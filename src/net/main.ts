@@ -8,6 +8,7 @@
 import { parseArgs } from "node:util";
 import type { Address } from "./transport.ts";
 import { RaftServer, StartupError } from "./server.ts";
+import { handleHttp } from "./http.ts";
 
 const HELP = `raftmeta node
 
@@ -44,6 +45,11 @@ Usage: deno task serve [flags]
   --heartbeat-interval-ms N     (default 50)
   --tick-ms N                   clock tick of the host loop (default 5)
   --max-request-bytes N         largest HTTP request body (default 1572864, 1.5 MiB)
+  --max-response-bytes N        most bytes of key-values one answer may carry (a range, the
+                                ranges of a txn, a delete's previous values), counted as
+                                base64 key + value + 128 each while they are gathered; beyond,
+                                429 with etcd's ResourceExhausted (code 8) (default 67108864,
+                                64 MiB; ranges inside a write txn stop at 64 MiB regardless)
   --request-timeout-ms N        longest wait for commit, read index or leader (default 5000)
   --join                        the data dir is empty but peers knew this node: rebuild it
                                 from the leader, withholding votes until caught up
@@ -172,10 +178,17 @@ export function chooseSecret(
   return { secret: options.env ?? "", warnings };
 }
 
+/** Longest wait a timer can take (Deno fires a longer setTimeout at once). */
+const TIMER_MS_MAX = 2 ** 31 - 1;
+
 function int(v: string | undefined, what: string): number | undefined {
   if (v === undefined) return undefined;
   if (!/^\d+$/.test(v)) throw new Error(`${what} must be a non-negative integer: ${v}`);
-  return Number(v);
+  const n = Number(v);
+  // A flag in milliseconds becomes a timer; any other count must stay exact.
+  const max = what.endsWith("-ms") ? TIMER_MS_MAX : Number.MAX_SAFE_INTEGER;
+  if (n > max) throw new Error(`${what} must be at most ${max}: ${v}`);
+  return n;
 }
 
 function list(v: string | undefined): string[] | undefined {
@@ -211,6 +224,7 @@ async function main(args: string[]): Promise<number> {
       "heartbeat-interval-ms": { type: "string" },
       "tick-ms": { type: "string" },
       "max-request-bytes": { type: "string" },
+      "max-response-bytes": { type: "string" },
       "request-timeout-ms": { type: "string" },
       join: { type: "boolean", default: false },
       "repair-wal": { type: "boolean", default: false },
@@ -254,6 +268,7 @@ async function main(args: string[]): Promise<number> {
       JSON.stringify({ ts: new Date().toISOString(), node: values.name, event, warning }),
     );
   }
+  const responseBytesMax = positive(values["max-response-bytes"], "--max-response-bytes");
   const server = await RaftServer.start({
     nodeId: values.name,
     clusterId: values["cluster-id"],
@@ -264,17 +279,24 @@ async function main(args: string[]): Promise<number> {
     peerClientUrls: parsePeerClientUrls(values["peer-client-urls"]!),
     secret,
     insecurePeers: values["insecure-peers"],
-    peerHandshakeTimeoutMs: int(values["peer-handshake-timeout-ms"], "--peer-handshake-timeout-ms"),
-    peerUnauthenticatedMax: int(values["peer-unauthenticated-max"], "--peer-unauthenticated-max"),
+    peerHandshakeTimeoutMs: positive(
+      values["peer-handshake-timeout-ms"],
+      "--peer-handshake-timeout-ms",
+    ),
+    peerUnauthenticatedMax: positive(
+      values["peer-unauthenticated-max"],
+      "--peer-unauthenticated-max",
+    ),
     raftConfig,
-    tickMs: int(values["tick-ms"], "--tick-ms"),
-    requestBytesMax: int(values["max-request-bytes"], "--max-request-bytes"),
-    requestTimeoutMs: int(values["request-timeout-ms"], "--request-timeout-ms"),
+    tickMs: positive(values["tick-ms"], "--tick-ms"),
+    requestBytesMax: positive(values["max-request-bytes"], "--max-request-bytes"),
+    responseBytesMax,
+    requestTimeoutMs: positive(values["request-timeout-ms"], "--request-timeout-ms"),
     join: values.join,
     repairWal: values["repair-wal"],
-    probeMs: int(values["probe-ms"], "--probe-ms"),
-    joinTimeoutMs: int(values["join-timeout-ms"], "--join-timeout-ms"),
-    snapshotEntries: int(values["snapshot-entries"], "--snapshot-entries"),
+    probeMs: positive(values["probe-ms"], "--probe-ms"),
+    joinTimeoutMs: positive(values["join-timeout-ms"], "--join-timeout-ms"),
+    snapshotEntries: positive(values["snapshot-entries"], "--snapshot-entries"),
     snapshotBytes: positive(values["snapshot-bytes"], "--snapshot-bytes"),
     quotaBackendBytes: positive(values["quota-backend-bytes"], "--quota-backend-bytes"),
     proposalsPendingMax: positive(values["proposals-pending-max"], "--proposals-pending-max"),
@@ -285,11 +307,11 @@ async function main(args: string[]): Promise<number> {
     httpRequestsMax: positive(values["http-requests-max"], "--http-requests-max"),
     bodyReadTimeoutMs: positive(values["body-read-timeout-ms"], "--body-read-timeout-ms"),
     watchersMax: int(values["watchers-max"], "--watchers-max"),
-    watchBufferEventsMax: int(values["watch-buffer-events"], "--watch-buffer-events"),
-    watchProgressMs: int(values["watch-progress-ms"], "--watch-progress-ms"),
+    watchBufferEventsMax: positive(values["watch-buffer-events"], "--watch-buffer-events"),
+    watchProgressMs: positive(values["watch-progress-ms"], "--watch-progress-ms"),
     corsOrigins: list(values.cors),
     hostWhitelist: list(values["host-whitelist"]),
-  });
+  }, handleHttp);
   const stop = () => {
     server.logEvent("stopping", {});
     server.close();

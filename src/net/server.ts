@@ -12,30 +12,38 @@ import { setImmediate } from "node:timers";
 import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
 import {
-  type HardState,
   type Message,
   type NodeId,
   NotLeaderError,
   type RaftConfig,
+  type RaftLogEntry,
   type RaftRole,
-  type Ready,
+  type ReadState,
+  type Snapshot,
 } from "../raft/types.ts";
 import { decodeStoreSnapshot } from "../storage/store_snapshot.ts";
 import { type SnapshotOutcome, Snapshotter, staggeredSnapshotEntries } from "./snapshotter.ts";
 import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
-import { EventHeap } from "../sim/heap.ts";
+import { EventHeap } from "../host/heap.ts";
+import { HostLoop } from "../host/loop.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { FILE_MODE } from "../storage/fs.ts";
 import { decodeCommand, encodeCommand } from "../kv/command.ts";
-import { addsData, type ApplyResult, MetadataStore, NOSPACE_ERROR } from "../kv/store.ts";
+import {
+  addsData,
+  type ApplyResult,
+  MetadataStore,
+  NOSPACE_ERROR,
+  RESPONSE_BYTES_MAX_DEFAULT,
+} from "../kv/store.ts";
 import { LeaseManager } from "../coord/lease_manager.ts";
 import { WatchHub } from "../coord/watch.ts";
 import type { ClientId, PlainCommand } from "../kv/types.ts";
 import { type Address, PeerTransport } from "./transport.ts";
 import { Histogram } from "./metrics.ts";
+import { LoopStallMeter } from "./loop_stall.ts";
 import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_transfer.ts";
 import { HttpError } from "./etcd.ts";
-import { handleHttp } from "./http.ts";
 import { BrowserGuard } from "./browser_guard.ts";
 
 /** How to run one node. */
@@ -73,6 +81,11 @@ export interface ServerOptions {
   readonly tickMs?: number;
   /** Largest HTTP request body. Default 1.5 MiB (etcd's `--max-request-bytes`). */
   readonly requestBytesMax?: number;
+  /**
+   * Most bytes of key-values one answer may carry (a range, a txn's ranges, a delete's previous
+   * key-values), counted as they are gathered; beyond, etcd's ResourceExhausted. Default 64 MiB.
+   */
+  readonly responseBytesMax?: number;
   /** How long a request may wait for commit, a read index or a leader. Default 5000. */
   readonly requestTimeoutMs?: number;
   /**
@@ -130,6 +143,16 @@ export interface ServerOptions {
   readonly hostWhitelist?: readonly string[];
 }
 
+/**
+ * Answers one client request for `server`: src/net/http.ts's `handleHttp`, passed in by the caller
+ * so that the server does not import the routes that import it.
+ */
+export type HttpHandler = (
+  server: RaftServer,
+  req: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+) => Promise<Response>;
+
 /** Refused to start (with an exit code for the process). */
 export class StartupError extends Error {
   /** Process exit code. */
@@ -176,6 +199,8 @@ export interface LocalStatus {
   readonly logBytes: number;
   /** The store's size as the quota counts it (`--quota-backend-bytes`). */
   readonly backendBytes: number;
+  /** Worst event-loop stall since the node started, ms (heartbeats wait that long). */
+  readonly eventLoopStallMsMax: number;
   /** On a leader: each follower's progress. */
   readonly progress: readonly {
     follower: NodeId;
@@ -234,6 +259,10 @@ export class RaftServer {
   readonly clusterId: string;
   /** Limits and timeouts in force. */
   readonly requestBytesMax: number;
+  /** Most bytes of key-values one answer may carry. */
+  readonly responseBytesMax: number;
+  /** Event-loop stalls of this process. */
+  readonly loopStalls: LoopStallMeter = new LoopStallMeter();
   /** Checks the Host and Origin of client requests (see {@linkcode BrowserGuard}). */
   readonly browserGuard: BrowserGuard;
   /** How long a request may wait. */
@@ -298,12 +327,8 @@ export class RaftServer {
   >();
   #readsWaitingApply: { index: number; resolve: () => void }[] = [];
   #readSeq = 0;
-  /** The hard state last made durable (term and vote must be, before any send). */
-  #hardStateDurable: HardState | undefined;
-  /** A newer hard state that differs from the durable one only in commitIndex. */
-  #hardStateDeferred: HardState | undefined;
-  /** The last entry written without a sync (a leader's own write, §10.2.1), if any. */
-  #unsynced: { index: number; term: number } | undefined;
+  /** Persist, send, apply, serve reads: the loop the simulator runs too (src/host/loop.ts). */
+  readonly #loop: HostLoop;
   /** The fdatasync running off the loop now, if any. */
   #syncing: Promise<void> | undefined;
   /** Timeouts of pending proposals and reads, fired by the clock tick. */
@@ -350,6 +375,7 @@ export class RaftServer {
     this.#dataDir = options.dataDir ?? "./data";
     this.#log = options.log ?? ((line) => console.log(line));
     this.requestBytesMax = options.requestBytesMax ?? 1.5 * 1024 * 1024;
+    this.responseBytesMax = options.responseBytesMax ?? RESPONSE_BYTES_MAX_DEFAULT;
     this.requestTimeoutMs = options.requestTimeoutMs ?? 5000;
     this.browserGuard = browserGuardOf(options);
     this.bodyReadTimeoutMs = options.bodyReadTimeoutMs ?? 10_000;
@@ -357,7 +383,48 @@ export class RaftServer {
     this.#seenTerms = seen;
     this.#joinTarget = joinTarget;
     this.#last = { role: node.role, term: node.term, leader: node.leaderId };
-    this.#hardStateDurable = node.hardState;
+    this.#loop = new HostLoop(node, {
+      disk: {
+        saveSnapshot: (snapshot) => storage.saveSnapshot(snapshot),
+        save: (hardState, entries) => {
+          const t = performance.now();
+          storage.save(hardState, entries);
+          this.walSyncSeconds.observe((performance.now() - t) / 1000);
+          this.counters.saves++;
+        },
+        write: (hardState, entries) => {
+          storage.write(hardState, entries);
+          this.counters.saves++;
+        },
+        // An fdatasync on Deno's blocking pool: the loop replicates and parses requests meanwhile.
+        sync: (done) => {
+          const t = performance.now();
+          const syncing = storage.sync().then(() => {
+            if (this.#syncing === syncing) this.#syncing = undefined;
+            if (!this.#closed) this.walSyncSeconds.observe((performance.now() - t) / 1000);
+            done();
+          }, (e) => {
+            if (this.#syncing === syncing) this.#syncing = undefined;
+            done(e as Error);
+          });
+          this.#syncing = syncing;
+        },
+      },
+      transport: {
+        send: (m) => {
+          if (this.#joinTarget !== undefined && withheld(m)) return;
+          this.#transport?.send(m);
+        },
+      },
+      restore: (snapshot) => this.#restore(snapshot),
+      apply: (entry) => this.#apply(entry),
+      readState: (read) => this.#readState(read),
+      wake: () => this.#scheduleDrain(),
+      fail: (e) => {
+        if (!this.#closed) this.#die(e);
+      },
+      halted: () => this.#closed,
+    });
     this.#stopped = new Promise((r) => this.#stop = r);
     this.#hub = new WatchHub(() => this.#store, {
       watchersMax: options.watchersMax,
@@ -384,7 +451,7 @@ export class RaftServer {
    * starts the peer transport, the clock and the HTTP listener. Throws {@linkcode StartupError}
    * when the node must not start.
    */
-  static async start(options: ServerOptions = {}): Promise<RaftServer> {
+  static async start(options: ServerOptions, handler: HttpHandler): Promise<RaftServer> {
     const nodeId = options.nodeId ?? "n1";
     const clusterId = options.clusterId ?? "raftmeta";
     const dataDir = options.dataDir ?? "./data";
@@ -530,6 +597,7 @@ export class RaftServer {
     const torn = storage.tornTail;
     if (torn !== undefined) emit("wal-cut", { ...torn, reason: `torn write: ${torn.reason}` });
     for (const damage of storage.repaired) emit("wal-repaired", { damage });
+    if (storage.snapshotFallback) emit("snapshot-fallback", { ...storage.snapshotFallback });
     if (transfer !== undefined) {
       // The leader's whole log (snapshot and entries after it): the leader may remember this node
       // at any index up to its last, and never moves a follower's matchIndex back (rule 4).
@@ -588,12 +656,12 @@ export class RaftServer {
     });
     if (http !== undefined) {
       server.#clientUrl = http.url;
-      server.#http = http.serve((req, info) => handleHttp(server, req, info));
+      server.#http = http.serve((req, info) => handler(server, req, info));
     } else {
       try {
         const h = await retryWhileInUse(() => startHttpDeferred(clientListen));
         server.#clientUrl = h.url;
-        server.#http = h.serve((req, info) => handleHttp(server, req, info));
+        server.#http = h.serve((req, info) => handler(server, req, info));
       } catch (e) {
         storage.close();
         throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
@@ -602,6 +670,7 @@ export class RaftServer {
     emit("listening", { clientUrl: server.#clientUrl });
     const tickMs = options.tickMs ?? 5;
     server.#ticker = setInterval(() => server.#tick(), tickMs);
+    server.loopStalls.start();
     server.#tick();
     return server;
   }
@@ -687,6 +756,7 @@ export class RaftServer {
       snapshotIndex: this.#node.log.snapshotIndex,
       logBytes: this.logBytes,
       backendBytes: this.store.backendBytes,
+      eventLoopStallMsMax: this.loopStalls.stalls.stallMsMax,
       progress: [...s.progress].map(([follower, p]) => ({ follower, ...p })),
     };
   }
@@ -846,7 +916,9 @@ export class RaftServer {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#loop.stop();
     clearInterval(this.#ticker);
+    this.loopStalls.stop();
     this.#hub.cancelAll(`Node "${this.nodeId}" is stopping`);
     this.#transport?.close();
     // A proposed write may still commit (its followers may hold it): its outcome is unknown, and
@@ -870,7 +942,8 @@ export class RaftServer {
       await this.#storage.sync();
     } catch { /* a failed disk: the data directory's recovery deals with it */ }
     try {
-      if (this.#hardStateDeferred !== undefined) this.#storage.save(this.#hardStateDeferred, []);
+      const deferred = this.#loop.hardStateDeferred;
+      if (deferred !== undefined) this.#storage.save(deferred, []);
       this.#storage.close();
     } catch { /* already closed */ }
     this.#stop();
@@ -942,7 +1015,9 @@ export class RaftServer {
     try {
       // Bounded, so that no input can keep the event loop from serving anything else.
       for (let i = 0; i < DRAIN_BATCHES_MAX && this.#node.hasReady(); i++) {
-        this.#handleReady(this.#node.takeReady());
+        this.counters.readyBatches++;
+        this.#loop.handle(this.#node.takeReady());
+        this.#serveReadsApplied();
       }
       this.#afterDrain();
       if (this.#node.hasReady()) this.#scheduleDrain();
@@ -953,101 +1028,64 @@ export class RaftServer {
     }
   }
 
-  #handleReady(ready: Ready): void {
-    this.counters.readyBatches++;
-    // A leader's batch acknowledges nothing: its messages go out at once and its own write
-    // becomes durable off the loop (§10.2.1); the node counts itself once `stableTo` says so.
-    if (!ready.persistFirst) this.#send(ready);
-    // 1. Persist (rule 2: nothing is acknowledged before it is durable); a snapshot first, since
-    // the entries of the same batch continue it.
-    if (ready.snapshot !== undefined) this.#storage.saveSnapshot(ready.snapshot);
-    const hs = ready.hardState;
-    const durable = this.#hardStateDurable;
-    if (
-      hs !== undefined && ready.entries.length === 0 && durable !== undefined &&
-      hs.term === durable.term && hs.votedFor === durable.votedFor
-    ) {
-      // Only commitIndex moved. Raft needs no fsync for it (a node that loses it relearns it from
-      // the leader; etcd skips this sync too): it rides along with the next save. This takes one
-      // fdatasync off every write's path on the leader and off every commit notice on followers.
-      this.#hardStateDeferred = hs;
-    } else if (hs !== undefined || ready.entries.length > 0) {
-      const save = hs ?? this.#hardStateDeferred;
-      const last = ready.entries[ready.entries.length - 1];
-      if (!ready.persistFirst) {
-        this.#storage.write(save, ready.entries);
-        if (last !== undefined) this.#unsynced = { index: last.index, term: last.term };
-        this.#syncOffLoop();
-      } else {
-        const t = performance.now();
-        this.#storage.save(save, ready.entries); // also makes earlier writes durable
-        this.walSyncSeconds.observe((performance.now() - t) / 1000);
-        if (last !== undefined) this.#node.stableTo(last.index, last.term);
-      }
-      this.#hardStateDeferred = undefined;
-      if (save !== undefined) this.#hardStateDurable = save;
-      this.counters.saves++;
+  /** Replaces the store with a snapshot installed from the leader (§7). */
+  #restore(snapshot: Snapshot): void {
+    this.#store = decodeStoreSnapshot(snapshot.data);
+    this.#snapshotBytesBase = { index: snapshot.meta.index, appliedBytes: this.#appliedBytes };
+    this.#appliedSinceNotify = true;
+    this.logEvent("snapshot-installed", {
+      index: snapshot.meta.index,
+      term: snapshot.meta.term,
+      bytes: snapshot.data.length,
+      from: this.#node.leaderId ?? null,
+    });
+  }
+
+  /** Applies one committed entry and settles the proposal waiting for its index, if any. */
+  #apply(e: RaftLogEntry): void {
+    this.#appliedSinceNotify = true;
+    let result: ApplyResult | undefined;
+    if (e.kind === "command") result = this.store.apply(e.command, e.index);
+    else this.store.applyNoop(e.index);
+    this.#appliedBytes += e.command.byteLength;
+    const waiter = this.#proposals.get(e.index);
+    if (waiter === undefined) return;
+    this.#proposals.delete(e.index);
+    this.#proposalBytesPending -= waiter.bytes;
+    if (waiter.term === e.term && result !== undefined) waiter.resolve(result);
+    else {
+      this.counters.proposalsFailed++;
+      // Another leader's entry took the index: ours was never committed.
+      waiter.reject(
+        new HttpError(503, `Leadership changed; entry ${e.index} was replaced, retry`, 14),
+      );
     }
-    // 2. Send.
-    if (ready.persistFirst) this.#send(ready);
-    // 3. Apply, after restoring a snapshot installed from the leader (§7).
-    if (ready.snapshot !== undefined) {
-      this.#store = decodeStoreSnapshot(ready.snapshot.data);
-      this.#snapshotBytesBase = {
-        index: ready.snapshot.meta.index,
-        appliedBytes: this.#appliedBytes,
-      };
-      this.logEvent("snapshot-installed", {
-        index: ready.snapshot.meta.index,
-        term: ready.snapshot.meta.term,
-        bytes: ready.snapshot.data.length,
-        from: this.#node.leaderId ?? null,
-      });
+  }
+
+  /** A read whose index is known: served once the store has applied up to it. */
+  #readState(r: ReadState): void {
+    const waiter = this.#reads.get(r.readId);
+    if (waiter === undefined) return;
+    this.#reads.delete(r.readId);
+    if (!r.ok) {
+      waiter.reject(new ReadRefused(r.reason ?? "the leader refused the read"));
+    } else if (this.store.appliedIndex >= r.readIndex) {
+      waiter.resolve();
+    } else {
+      this.#readsWaitingApply.push({ index: r.readIndex, resolve: waiter.resolve });
     }
-    if (ready.committedEntries.length > 0 || ready.snapshot !== undefined) {
-      this.#appliedSinceNotify = true;
+  }
+
+  /** Serves the reads that waited for the store to apply up to their index. */
+  #serveReadsApplied(): void {
+    if (this.#readsWaitingApply.length === 0) return;
+    const applied = this.store.appliedIndex;
+    const still: { index: number; resolve: () => void }[] = [];
+    for (const w of this.#readsWaitingApply) {
+      if (w.index <= applied) w.resolve();
+      else still.push(w);
     }
-    for (const e of ready.committedEntries) {
-      let result: ApplyResult | undefined;
-      if (e.kind === "command") result = this.store.apply(e.command, e.index);
-      else this.store.applyNoop(e.index);
-      this.#appliedBytes += e.command.byteLength;
-      const waiter = this.#proposals.get(e.index);
-      if (waiter !== undefined) {
-        this.#proposals.delete(e.index);
-        this.#proposalBytesPending -= waiter.bytes;
-        if (waiter.term === e.term && result !== undefined) waiter.resolve(result);
-        else {
-          this.counters.proposalsFailed++;
-          // Another leader's entry took the index: ours was never committed.
-          waiter.reject(
-            new HttpError(503, `Leadership changed; entry ${e.index} was replaced, retry`, 14),
-          );
-        }
-      }
-    }
-    // 4. Reads whose index is known.
-    for (const r of ready.readStates) {
-      const waiter = this.#reads.get(r.readId);
-      if (waiter === undefined) continue;
-      this.#reads.delete(r.readId);
-      if (!r.ok) {
-        waiter.reject(new ReadRefused(r.reason ?? "the leader refused the read"));
-      } else if (this.store.appliedIndex >= r.readIndex) {
-        waiter.resolve();
-      } else {
-        this.#readsWaitingApply.push({ index: r.readIndex, resolve: waiter.resolve });
-      }
-    }
-    if (this.#readsWaitingApply.length > 0) {
-      const applied = this.store.appliedIndex;
-      const still: { index: number; resolve: () => void }[] = [];
-      for (const w of this.#readsWaitingApply) {
-        if (w.index <= applied) w.resolve();
-        else still.push(w);
-      }
-      this.#readsWaitingApply = still;
-    }
+    this.#readsWaitingApply = still;
   }
 
   /**
@@ -1064,36 +1102,6 @@ export class RaftServer {
       asked = true;
     }
     if (asked) this.#scheduleDrain();
-  }
-
-  #send(ready: Ready): void {
-    for (const m of ready.messages) {
-      if (this.#joinTarget !== undefined && withheld(m)) continue;
-      this.#transport?.send(m);
-    }
-  }
-
-  /**
-   * Makes the leader's written entries durable with an fdatasync on Deno's blocking pool, so the
-   * loop replicates and parses requests meanwhile; then tells the node, which may now count itself
-   * towards a commit. One sync at a time: writes made during it ride on the next (group commit).
-   */
-  #syncOffLoop(): void {
-    if (this.#syncing !== undefined || this.#closed) return;
-    const upTo = this.#unsynced;
-    this.#unsynced = undefined;
-    const t = performance.now();
-    this.#syncing = this.#storage.sync().then(() => {
-      this.#syncing = undefined;
-      if (this.#closed) return;
-      this.walSyncSeconds.observe((performance.now() - t) / 1000);
-      if (upTo !== undefined) this.#node.stableTo(upTo.index, upTo.term);
-      if (this.#unsynced !== undefined) this.#syncOffLoop();
-      this.#scheduleDrain();
-    }, (e) => {
-      this.#syncing = undefined;
-      if (!this.#closed) this.#die(e as Error);
-    });
   }
 
   #afterDrain(): void {

@@ -147,8 +147,6 @@ export class RaftNode {
 
   #votes = new Map<NodeId, boolean>();
   #progress = new Map<NodeId, Progress>();
-  /** Per follower: the oldest unacknowledged index at the previous heartbeat (a stalled pipeline). */
-  #oldestInflightAtHeartbeat = new Map<NodeId, number>();
   #readRound = 0;
   #pendingReads: PendingRead[] = [];
   #commitToAnnounce = false;
@@ -316,6 +314,10 @@ export class RaftNode {
   step(m: Message): void {
     if (m.to !== this.id || !this.voters.includes(m.from) || m.from === this.id) return;
     if (m.term > this.#term) {
+      // Dissertation §4.2.3: while a live leader's lease holds, a vote request of a higher term
+      // comes from a node that was cut off; ignored, it cannot depose the leader or raise our
+      // term. (A leadership transfer, once there is one, must bypass this, as etcd's does.)
+      if (m.type === "RequestVote" && this.config.checkQuorum && this.#inLeaderLease()) return;
       // A PreVote, or a granted answer to ours, carries a future term without raising ours (§9.6).
       const futureTermOnly = m.type === "PreVote" || (m.type === "PreVoteReply" && m.granted);
       if (!futureTermOnly) {
@@ -467,6 +469,8 @@ export class RaftNode {
       entries,
       messages: this.#messages,
       persistFirst,
+      mustSync: entries.length > 0 || hs.term !== this.#persisted.term ||
+        hs.votedFor !== this.#persisted.votedFor,
       committedEntries,
       readStates: this.#readStates,
     };
@@ -542,7 +546,6 @@ export class RaftNode {
     this.#role = "Leader";
     this.#leaderId = this.id;
     this.#progress.clear();
-    this.#oldestInflightAtHeartbeat.clear();
     for (const peer of this.#peers()) {
       this.#progress.set(peer, new Progress(this.log.lastIndex + 1));
     }
@@ -566,10 +569,7 @@ export class RaftNode {
 
   #handlePreVote(m: VoteRequest): void {
     // Refuse while a live leader is known (rule 7): a rejoining node cannot disrupt a healthy term.
-    const inLease = this.#role === "Leader" ||
-      (this.#leaderId !== undefined &&
-        this.#nowMs - this.#leaderContactMs < this.config.electionTimeoutMinMs);
-    const granted = m.term > this.#term && !inLease &&
+    const granted = m.term > this.#term && !this.#inLeaderLease() &&
       this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
     this.#send({
       type: "PreVoteReply",
@@ -579,6 +579,13 @@ export class RaftNode {
       requestTerm: m.term,
       granted,
     });
+  }
+
+  /** Whether this node leads, or heard from its leader within the minimum election timeout. */
+  #inLeaderLease(): boolean {
+    return this.#role === "Leader" ||
+      (this.#leaderId !== undefined &&
+        this.#nowMs - this.#leaderContactMs < this.config.electionTimeoutMinMs);
   }
 
   #handleRequestVote(m: VoteRequest): void {
@@ -703,7 +710,8 @@ export class RaftNode {
           rejectedIndex: m.prevLogIndex,
           conflictTerm: 0,
           conflictIndex: 0,
-          readRound: 0, // the read rounds of another term mean nothing to the leader of ours
+          // The read rounds of another term mean nothing to the leader of ours.
+          readRound: this.#faults.has("credit-stale-replies") ? m.readRound : 0,
         });
         return;
       case "InstallSnapshot":
@@ -899,18 +907,32 @@ export class RaftNode {
   #handleAppendEntriesReply(m: AppendEntriesReply): void {
     // A late answer to another term's request: its read round, match and hints are of that term,
     // and it shows no recent contact (CheckQuorum). Its term was handled in `step`.
-    if (m.requestTerm !== this.#term) return;
+    if (m.requestTerm !== this.#term && !this.#faults.has("credit-stale-replies")) return;
     const pr = this.#progress.get(m.from)!;
     pr.recentActive = true;
     if (m.readRound > pr.readRoundAcked) {
       pr.readRoundAcked = m.readRound;
       this.#confirmReads();
     }
+    this.#handleAppendOutcome(m, pr);
+    // Flow control: an answer to the heartbeat that asked after a long-waiting append, and that
+    // append still unacknowledged: it or its answer was lost (replies come back in order).
+    if (pr.state === "Replicate" && pr.stallRound !== 0 && m.readRound >= pr.stallRound) {
+      if (pr.matchIndex < pr.stallIndex) pr.becomeProbe(pr.matchIndex + 1);
+      else pr.stallRound = 0;
+    }
+  }
+
+  /** What a reply says about the follower's log: acknowledge, repair a lost log, or back off. */
+  #handleAppendOutcome(m: AppendEntriesReply, pr: Progress): void {
     if (m.success) {
       if (m.readRound >= pr.lostLogRound) pr.lostLogRound = 0;
       // Within one term a success stays true, so even a late one may only raise matchIndex.
       const advanced = pr.acknowledge(m.matchIndex);
-      if (pr.state === "Probe" && m.matchIndex >= pr.matchIndex) pr.becomeReplicate();
+      // A new confirmation round marks where the stream starts (older rejections are stale).
+      if (pr.state === "Probe" && m.matchIndex >= pr.matchIndex) {
+        pr.becomeReplicate(++this.#readRound);
+      }
       // A late success may show the follower caught up with entries after all: stop the snapshot.
       if (pr.state === "Snapshot" && pr.matchIndex >= this.log.baseIndex) {
         pr.becomeProbe(pr.matchIndex + 1);
@@ -929,13 +951,24 @@ export class RaftNode {
         pr.resetLostLog(Math.max(m.conflictIndex, 1));
       } else if (pr.lostLogRound === 0) {
         pr.lostLogRound = ++this.#readRound;
+        // Or acknowledgements overtook this reply, and the append it rejects was discarded:
+        // unless the round's answer shows that append acknowledged after all, re-probe then.
+        const discarded = pr.state === "Replicate" && m.rejectedIndex >= pr.matchIndex &&
+          m.readRound >= pr.replicateRound;
+        if (discarded && pr.stallRound === 0) {
+          pr.stallRound = pr.lostLogRound;
+          pr.stallIndex = m.rejectedIndex + 1;
+        }
         this.#sendAppend(m.from, pr, false);
       }
       return;
     }
-    // Rule 4: a rejection of something we have moved past is stale and must not move us back.
+    // Rule 4: a rejection of something we have moved past is stale and must not move us back. In
+    // Replicate that is also a rejection of a message sent before the stream (re)started: on a
+    // reordering network the follower rejects every message that overtook a missing one, and
+    // each of those is news only once.
     const stale = pr.state === "Replicate"
-      ? m.rejectedIndex <= pr.matchIndex
+      ? m.rejectedIndex <= pr.matchIndex || m.readRound < pr.replicateRound
       : m.rejectedIndex !== pr.nextIndex - 1;
     if (stale) return;
     let next = m.conflictIndex;
@@ -1033,11 +1066,10 @@ export class RaftNode {
 
   #sendAppend(peer: NodeId, pr: Progress, withEntries: boolean): void {
     if (pr.state === "Snapshot") return; // nothing but chunks until the follower has it
-    let prevLogIndex = withEntries ? pr.nextIndex - 1 : pr.matchIndex;
-    // A probing follower's matchIndex may be unknown (0) and compacted away: beat at the probe.
-    if (!withEntries && pr.state === "Probe" && this.log.term(prevLogIndex) === undefined) {
-      prevLogIndex = pr.nextIndex - 1;
-    }
+    // Without entries: a streaming follower gets a beat at matchIndex, which always passes the
+    // consistency check and carries the commitIndex; a probing one a beat at the probe, whose
+    // answer either confirms the probe's position or rejects it with a hint — and so resumes it.
+    const prevLogIndex = withEntries || pr.state === "Probe" ? pr.nextIndex - 1 : pr.matchIndex;
     const prevLogTerm = this.log.term(prevLogIndex);
     if (prevLogTerm === undefined) {
       // The follower is behind the compacted log (§7): the flush sends the snapshot.
@@ -1066,6 +1098,7 @@ export class RaftNode {
   }
 
   #broadcastHeartbeat(): void {
+    let round = 0; // a confirmation round, started only if some stream needs one
     for (const [peer, pr] of this.#progress) {
       if (pr.state === "Snapshot") {
         // A chunk unanswered for two heartbeats was probably lost: the flush sends it again.
@@ -1074,22 +1107,18 @@ export class RaftNode {
         }
         continue;
       }
-      if (pr.state === "Probe") {
-        // Resend the probe: it may have been lost. The flush sends it with entries.
-        pr.probeSent = false;
-        if (pr.nextIndex > this.log.lastIndex) this.#sendAppend(peer, pr, true);
-        continue;
+      if (pr.state === "Replicate") {
+        // An append in flight since the previous heartbeat may be lost, or only slow: this beat
+        // asks, in a round of its own, and its answer decides (see #handleAppendEntriesReply).
+        const oldest = pr.inflight.length > 0 ? pr.inflight[0] : 0;
+        if (oldest !== 0 && oldest === pr.oldestInflightAtHeartbeat && pr.stallRound === 0) {
+          if (round === 0) round = ++this.#readRound;
+          pr.stallRound = round;
+          pr.stallIndex = oldest;
+        }
+        pr.oldestInflightAtHeartbeat = oldest;
       }
-      // A message unacknowledged for a whole heartbeat interval was probably lost: reprobe.
-      const oldest = pr.inflight.length > 0 ? pr.inflight[0] : 0;
-      const before = this.#oldestInflightAtHeartbeat.get(peer) ?? 0;
-      this.#oldestInflightAtHeartbeat.set(peer, oldest);
-      if (oldest !== 0 && oldest === before) {
-        this.#oldestInflightAtHeartbeat.set(peer, 0);
-        pr.becomeProbe(pr.matchIndex + 1);
-        continue;
-      }
-      // Heartbeat at matchIndex: always passes the consistency check, and carries the commitIndex.
+      // A paused probe is not re-sent here: the beat's answer resumes it if it is still needed.
       this.#sendAppend(peer, pr, false);
     }
   }

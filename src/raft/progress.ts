@@ -5,6 +5,11 @@
  * `Snapshot` the follower needs entries the leader has compacted away, so the leader sends its
  * snapshot in chunks, one in flight at a time (§7), and probes again once the follower has it.
  *
+ * Loss is judged by answers, never by a timer, so a slow round trip or fsync costs no re-sends
+ * (as in etcd-io/raft): a paused probe resumes when an answer to a later message arrives, and a
+ * streaming follower is re-probed only when it answers a heartbeat sent after its oldest
+ * in-flight append had already waited a heartbeat interval, without having acknowledged it.
+ *
  * @module
  */
 
@@ -22,10 +27,25 @@ export class Progress {
   nextIndex: number;
   /** Replication mode. */
   state: ProgressState = "Probe";
-  /** In Probe: a probe is outstanding; wait for its reply or the next heartbeat. */
+  /** In Probe: a probe is outstanding; wait for its reply or the answer to a later heartbeat. */
   probeSent = false;
   /** In Replicate: the last index of each AppendEntries in flight, oldest first. */
   readonly inflight: number[] = [];
+  /**
+   * In Replicate: the confirmation round the stream started in. A rejection of a message sent
+   * before it is stale: the stream restarted from newer knowledge.
+   */
+  replicateRound = 0;
+  /** In Replicate: the oldest in-flight index at the previous heartbeat (0: none). */
+  oldestInflightAtHeartbeat = 0;
+  /**
+   * In Replicate: the confirmation round of a heartbeat sent while the append ending at
+   * `stallIndex` had been in flight for a heartbeat interval; 0 when nothing is suspected. An
+   * answer from this round or later without that append acknowledged means it was lost.
+   */
+  stallRound = 0;
+  /** In Replicate: the last index of the append suspected lost (see `stallRound`). */
+  stallIndex = 0;
   /** Heard from the follower since the last CheckQuorum round. */
   recentActive = false;
   /** Highest read round the follower has acknowledged in this term. */
@@ -72,7 +92,7 @@ export class Progress {
     this.snapshotInflight = false;
     this.snapshotHeartbeats = 0;
     this.probeSent = false;
-    this.inflight.length = 0;
+    this.#resetStream();
   }
 
   /**
@@ -86,13 +106,17 @@ export class Progress {
     this.becomeProbe(nextIndex);
   }
 
-  /** Switches to streaming after a successful probe. */
-  becomeReplicate(): void {
+  /**
+   * Switches to streaming after a successful probe. `round` is the current confirmation round,
+   * raised by the caller so that messages sent from now on carry it.
+   */
+  becomeReplicate(round: number): void {
     this.snapshot = undefined;
     this.state = "Replicate";
     this.probeSent = false;
     this.nextIndex = this.matchIndex + 1;
-    this.inflight.length = 0;
+    this.#resetStream();
+    this.replicateRound = round;
   }
 
   /** Falls back to probing from `nextIndex` (never below `matchIndex + 1`). */
@@ -100,9 +124,18 @@ export class Progress {
     this.snapshot = undefined;
     this.state = "Probe";
     this.probeSent = false;
-    this.inflight.length = 0;
+    this.#resetStream();
     this.nextIndex = Math.max(this.matchIndex + 1, nextIndex);
     invariant(this.nextIndex > this.matchIndex, () => "nextIndex must exceed matchIndex");
+  }
+
+  /** Forgets the stream's in-flight window and any suspicion about it. */
+  #resetStream(): void {
+    this.inflight.length = 0;
+    this.replicateRound = 0;
+    this.oldestInflightAtHeartbeat = 0;
+    this.stallRound = 0;
+    this.stallIndex = 0;
   }
 
   /** Notes that entries up to `lastIndex` were sent. */

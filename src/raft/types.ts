@@ -291,6 +291,13 @@ export interface Ready {
    * `RaftNode.stableTo`.
    */
   readonly persistFirst: boolean;
+  /**
+   * Whether `hardState` and `entries` need an fsync (etcd's MustSync): true when entries were
+   * appended or term or vote changed. A batch whose hard state moved only its commitIndex need
+   * not be synced (a node that loses it relearns it from the leader); the host may let it ride
+   * along with the next synced write.
+   */
+  readonly mustSync: boolean;
   /** Committed entries to apply, in order, each exactly once. */
   readonly committedEntries: readonly RaftLogEntry[];
   /** Reads whose index is now known. */
@@ -347,7 +354,17 @@ export type FaultPoint =
   /** Apply a retried write again instead of returning the remembered result (state machine). */
   | "apply-retry-twice"
   /** A leader counts its own entries towards a commit before they are durable on its disk. */
-  | "leader-counts-unstable-self";
+  | "leader-counts-unstable-self"
+  /**
+   * The host loop (src/host/loop.ts, the server's as well as the simulator's) sends every batch's
+   * messages before persisting it: votes and acknowledgements of entries not yet durable.
+   */
+  | "send-before-persist"
+  /**
+   * A leader credits a reply to an older term's AppendEntries (its echoed read round, match and
+   * activity) as if it answered this term: the stale read across terms of issue 14.
+   */
+  | "credit-stale-replies";
 
 /** The defaults: the Raft paper's timings, PreVote and CheckQuorum on. */
 export const DEFAULT_CONFIG: RaftConfig = Object.freeze({

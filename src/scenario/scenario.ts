@@ -23,6 +23,8 @@ export interface Step<C> {
 export interface ScenarioContext {
   /** The simulated cluster the steps drive. */
   readonly cluster: Cluster;
+  /** Other names of the nodes shown next to theirs in tables and timelines (Figure 8's S1–S5). */
+  aliases?: Readonly<Record<string, string>>;
 }
 
 /** A step that failed, with its position. */
@@ -51,7 +53,10 @@ export function runStep<C extends ScenarioContext>(
   } catch (e) {
     throw new StepFailure(step.name, index, e);
   }
-  return nodeTable(context.cluster, { title: `Step ${index + 1}: ${step.name}` });
+  return nodeTable(context.cluster, {
+    title: `Step ${index + 1}: ${step.name}`,
+    aliases: context.aliases,
+  });
 }
 
 /**

@@ -11,13 +11,16 @@
  */
 
 import { LogApplier } from "../raft/applier.ts";
-import { drainReady, maybeSnapshot, saveReady, SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
+import { maybeSnapshot, SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
+import { HostLoop } from "../host/loop.ts";
+import { SimHostDisk } from "./host_disk.ts";
 import { invariant } from "../raft/log.ts";
 import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
 import { MemoryStorage, type PersistedState, type Storage } from "../raft/storage.ts";
 import {
   type FaultPoint,
+  type HardState,
   type Message,
   type NodeId,
   NotLeaderError,
@@ -25,14 +28,13 @@ import {
   type RaftLogEntry,
   type RaftRole,
   type ReadState,
-  type Ready,
   type Snapshot,
 } from "../raft/types.ts";
 import { decodeCommand, encodeDelete, encodePut } from "../kv/command.ts";
 import { MetadataStore } from "../kv/store.ts";
 import { bytesEqual } from "../kv/bytes.ts";
-import { type CheckedNode, SafetyChecker } from "../check/invariants.ts";
-import { EventHeap } from "./heap.ts";
+import { type CheckedNode, SafetyChecker } from "./invariants.ts";
+import { EventHeap } from "../host/heap.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { randomTornTail, SimFs, type SimFsOp } from "../storage/fs.ts";
 import { decodeStoreSnapshot, encodeStoreSnapshot } from "../storage/store_snapshot.ts";
@@ -51,6 +53,15 @@ export interface NetworkOptions {
   readonly reorderRate: number;
   /** Most extra delay a reordered message gets. Default 30. */
   readonly reorderDelayMaxMs: number;
+  /**
+   * Chance a message is held for seconds, across several election timeouts, so that it (or its
+   * reply) arrives after leadership changed more than once. Default 0.
+   */
+  readonly longDelayRate: number;
+  /** Shortest extra delay of a long-delayed message. Default 1,000. */
+  readonly longDelayMinMs: number;
+  /** Longest extra delay of a long-delayed message (inclusive). Default 4,000. */
+  readonly longDelayMaxMs: number;
 }
 
 /** The default network: 1–5 ms one way, no faults. */
@@ -61,6 +72,9 @@ export const DEFAULT_NETWORK: NetworkOptions = Object.freeze({
   duplicateRate: 0,
   reorderRate: 0,
   reorderDelayMaxMs: 30,
+  longDelayRate: 0,
+  longDelayMinMs: 1_000,
+  longDelayMaxMs: 4_000,
 });
 
 /** How to build a simulated cluster. */
@@ -121,6 +135,14 @@ class RecordedStorage implements Storage {
   }
 }
 
+/** A write that became durable: its entries (maybe none) and the hard state on disk after it. */
+export interface DurableWrite {
+  /** The hard state the node's storage holds after the write. */
+  readonly hardState: HardState;
+  /** The entries written. */
+  readonly entries: readonly RaftLogEntry[];
+}
+
 /** Whether a simulated process runs. */
 export type NodeState = "up" | "crashed" | "paused";
 
@@ -156,12 +178,15 @@ export class SimNode {
   /** Messages that arrived while paused, delivered on resume. */
   readonly held: Message[] = [];
   /**
-   * A leader's batches sent but not yet written (`leaderWriteDelayMaxMs`), with the term of the
-   * entry before each batch's first; lost at a crash.
+   * The host loop the server runs too (src/host/loop.ts), over this incarnation's disk, which
+   * holds a leader's unsynced writes until they are synced (lost at a crash).
+   * @internal Created by {@linkcode Cluster}.
    */
-  readonly unwritten: { ready: Ready; prevTerm: number | undefined }[] = [];
-  /** Whether the write of `unwritten` completed while the node was paused. */
-  unwrittenDue = false;
+  loop!: HostLoop;
+  /** @internal The loop's disk (the Storage a snapshot is saved through). */
+  hostDisk!: SimHostDisk;
+  /** A sync that completed while the node was paused: it takes effect on resume. */
+  syncDue: (() => void) | undefined;
 
   /** @internal Created by {@linkcode Cluster}. */
   constructor(
@@ -247,6 +272,8 @@ export interface NetworkStats {
   dropped: number;
   /** Extra copies delivered. */
   duplicated: number;
+  /** Messages held for seconds (`longDelayRate`). */
+  longDelayed: number;
   /** Messages sent, per message type. */
   readonly sentByType: Map<string, number>;
 }
@@ -275,6 +302,7 @@ export class Cluster {
     delivered: 0,
     dropped: 0,
     duplicated: 0,
+    longDelayed: 0,
     sentByType: new Map(),
   };
 
@@ -293,15 +321,20 @@ export class Cluster {
   #snapshotEntries: number;
   #leaderWriteDelayMaxMs: number;
   #writeRng: SeededRng | undefined;
+  // Long delays draw from their own stream, so a seed without them keeps its exact run.
+  #longDelayRng: SeededRng;
   /** How many snapshots hosts have taken, and how many followers installed from a leader. */
   readonly snapshotStats = { taken: 0, installed: 0 };
   #nodes = new Map<NodeId, SimNode>();
   #inFlight = new EventHeap<InFlight>();
   #callbacks = new EventHeap<{ atMs: number; seq: number; run: () => void }>();
   #cuts = new Set<string>();
+  /** Extra delay of every message on a slow link, by `from>to`. */
+  #slowLinks = new Map<string, number>();
   #eventsMax: number;
   #listeners: ((e: SimEvent) => void)[] = [];
   #appliedListeners: ((node: SimNode, entry: RaftLogEntry, result: unknown) => void)[] = [];
+  #persistedListeners: ((node: SimNode, written: DurableWrite) => void)[] = [];
   #writes = new Map<NodeId, Map<number, Operation>>();
   #reads = new Map<NodeId, Map<string, Operation>>();
   #readsWaiting = new Map<NodeId, { op: Operation; readIndex: number }[]>();
@@ -316,6 +349,7 @@ export class Cluster {
     this.seed = options.seed ?? 1;
     this.#rng = new SeededRng(this.seed);
     this.#netRng = this.#rng.fork();
+    this.#longDelayRng = new SeededRng(this.seed ^ 0x10a9);
     this.network = { ...DEFAULT_NETWORK, ...options.network };
     this.#config = options.config ?? {};
     this.#faultPoints = new Set(options.faultPoints ?? []);
@@ -344,6 +378,7 @@ export class Cluster {
       const node = new SimNode(id, raft, storage, this.#faultPoints, fs);
       if (fs !== undefined) node.disk = this.#openDisk(id, fs);
       this.#nodes.set(id, node);
+      this.#startHost(node);
       this.#writes.set(id, new Map());
       this.#reads.set(id, new Map());
       this.#readsWaiting.set(id, []);
@@ -471,6 +506,15 @@ export class Cluster {
     this.#appliedListeners.push(listener);
   }
 
+  /**
+   * Subscribes to every write that becomes durable on a node's storage: the entries written and
+   * the hard state on disk after it (for a batch that must persist first, before its messages
+   * leave). Tutorials draw it.
+   */
+  onPersisted(listener: (node: SimNode, written: DurableWrite) => void): void {
+    this.#persistedListeners.push(listener);
+  }
+
   // ---- Faults ------------------------------------------------------------------------------------
 
   /** Stops a node. Its volatile state is lost; its storage is kept. In-flight replies are lost. */
@@ -487,8 +531,8 @@ export class Cluster {
       n.disk = undefined;
     }
     n.held.length = 0;
-    n.unwritten.length = 0; // sent, never written: gone with the process
-    n.unwrittenDue = false;
+    n.loop.stop(); // its unsynced writes are gone with the process
+    n.syncDue = undefined;
     for (const op of this.#writes.get(id)!.values()) {
       this.#finish(op, "unknown", `node "${id}" crashed before the outcome was known`);
     }
@@ -572,6 +616,7 @@ export class Cluster {
     this.#restoreStore(n, persisted.snapshot);
     n.state = "up";
     n.incarnation++;
+    this.#startHost(n);
     this.#fault(`restart ${id}`);
     this.#afterInput(n);
   }
@@ -590,7 +635,10 @@ export class Cluster {
     if (n.state !== "paused") throw new Error(`Node "${id}" is not paused (it is ${n.state})`);
     n.state = "up";
     this.#fault(`resume ${id}`);
-    if (n.unwrittenDue) this.#writeUnwritten(n);
+    const due = n.syncDue;
+    n.syncDue = undefined;
+    if (due !== undefined) this.#completeSync(n, due);
+    if (n.state !== "up") return; // crashed while its disk synced
     n.raft.tick(this.#nowMs);
     this.#afterInput(n);
     const held = n.held.splice(0);
@@ -604,6 +652,21 @@ export class Cluster {
     this.#cuts.add(`${from}>${to}`);
     if (options.bothWays) this.#cuts.add(`${to}>${from}`);
     this.#fault(`cut ${from}${options.bothWays ? "<>" : ">"}${to}`);
+  }
+
+  /**
+   * Holds every message from `from` to `to` for `extraMs` more (a stalled connection: they keep
+   * their order and all arrive late); 0 makes the link normal again.
+   */
+  slowLink(from: NodeId, to: NodeId, extraMs: number): void {
+    this.node(from);
+    this.node(to);
+    if (!Number.isSafeInteger(extraMs) || extraMs < 0) {
+      throw new RangeError(`A link's extra delay must be a non-negative integer: ${extraMs}`);
+    }
+    if (extraMs === 0) this.#slowLinks.delete(`${from}>${to}`);
+    else this.#slowLinks.set(`${from}>${to}`, extraMs);
+    this.#fault(`slow link ${from}>${to}: ${extraMs} ms`);
   }
 
   /** Cuts every link between a node and all others, both ways. */
@@ -887,6 +950,11 @@ export class Cluster {
     if (this.#netRng.chance(net.reorderRate)) {
       delay += this.#netRng.int(1, net.reorderDelayMaxMs + 1);
     }
+    delay += this.#slowLinks.get(`${m.from}>${m.to}`) ?? 0;
+    if (net.longDelayRate > 0 && this.#longDelayRng.chance(net.longDelayRate)) {
+      delay += this.#longDelayRng.int(net.longDelayMinMs, net.longDelayMaxMs + 1);
+      this.stats.longDelayed++;
+    }
     this.#inFlight.push({ atMs: this.#nowMs + delay, seq: ++this.#seq, message: m });
   }
 
@@ -894,51 +962,81 @@ export class Cluster {
     return n.disk === undefined ? n.storage : new RecordedStorage(n.disk, n.storage);
   }
 
-  /** After a batch is written: the checks, and a crash armed for this moment. */
-  #persisted(n: SimNode, ready: Ready, termAt: (i: number) => number | undefined): void {
-    if (this.checker && ready.entries.length > 0) {
-      this.checker.onEntriesPersisted(n.id, ready.entries, termAt);
+  /** After a write is durable: the checks, and a crash armed for this moment. */
+  #persisted(
+    n: SimNode,
+    entries: readonly RaftLogEntry[],
+    termAt: (i: number) => number | undefined,
+  ): void {
+    if (this.checker && entries.length > 0) {
+      this.checker.onEntriesPersisted(n.id, entries, termAt);
     }
-    const wrote = ready.hardState !== undefined || ready.entries.length > 0 ||
-      ready.snapshot !== undefined;
-    if (wrote && this.#crashAfterPersist.has(n.id)) this.crash(n.id);
+    for (const l of this.#persistedListeners) l(n, { hardState: n.storage.hardState, entries });
+    if (this.#crashAfterPersist.has(n.id)) this.crash(n.id);
   }
 
-  /** A leader's batch, already sent: its write completes a seeded while later. */
-  #deferWrite(n: SimNode, ready: Ready): void {
-    const first = ready.entries[0];
-    const prevTerm = first === undefined ? undefined : n.raft.log.term(first.index - 1);
-    n.unwritten.push({ ready, prevTerm });
-    if (n.unwritten.length > 1) return; // the write under way takes this batch along
+  /** Gives a (re)started node its host loop and disk, over its durable storage. */
+  #startHost(n: SimNode): void {
+    const disk = new SimHostDisk(this.#storageOf(n), {
+      termAt: (i) => n.raft.log.term(i),
+      onDurable: (entries, termAt) => this.#persisted(n, entries, termAt),
+      scheduleSync: (complete) => this.#scheduleSync(n, complete),
+      halted: () => n.state === "crashed",
+    });
+    n.hostDisk = disk;
+    n.loop = new HostLoop(n.raft, {
+      disk,
+      transport: {
+        send: (m) => {
+          this.checker?.onSend(n.id, m, n.storage);
+          this.#send(m);
+        },
+      },
+      restore: (snapshot) => {
+        this.#restoreStore(n, snapshot);
+        this.snapshotStats.installed++;
+        invariant(
+          n.applier.lastApplied === snapshot.meta.index,
+          () =>
+            `after restoring snapshot ${snapshot.meta.index} lastApplied is ${n.applier.lastApplied}`,
+        );
+      },
+      apply: (entry) => n.applier.apply([entry], (e, result) => this.#onApplied(n, e, result)),
+      readState: (r) => this.#onReadState(n, r),
+      wake: () => {}, // the cluster drains a node after every event anyway
+      fail: (e) => {
+        throw e;
+      },
+      halted: () => n.state === "crashed",
+    }, { faultPoints: this.#faultPoints });
+  }
+
+  /**
+   * A leader's unsynced write (§10.2.1): synced at once, or with `leaderWriteDelayMaxMs` a seeded
+   * 0 to that many virtual ms later, so followers' acknowledgements can arrive first and a crash in
+   * between loses the write — what a real server's off-loop fdatasync allows.
+   */
+  #scheduleSync(n: SimNode, complete: () => void): void {
+    if (this.#writeRng === undefined) {
+      complete();
+      return;
+    }
     const incarnation = n.incarnation;
-    const delay = this.#writeRng!.int(0, this.#leaderWriteDelayMaxMs + 1);
+    const delay = this.#writeRng.int(0, this.#leaderWriteDelayMaxMs + 1);
     this.schedule(delay, () => {
       if (n.incarnation !== incarnation || n.state === "crashed") return;
       if (n.state === "paused") {
-        n.unwrittenDue = true;
+        n.syncDue = complete;
         return;
       }
-      this.#writeUnwritten(n);
+      this.#completeSync(n, complete);
       this.#afterInput(n);
     });
   }
 
-  /** Writes a node's deferred batches in order and tells its Raft node they are durable. */
-  #writeUnwritten(n: SimNode): void {
-    n.unwrittenDue = false;
-    const storage = this.#storageOf(n);
+  #completeSync(n: SimNode, complete: () => void): void {
     try {
-      while (n.unwritten.length > 0 && n.state !== "crashed") {
-        const { ready, prevTerm } = n.unwritten.shift()!;
-        saveReady(n.raft, storage, ready);
-        const first = ready.entries[0]?.index ?? 0;
-        this.#persisted(
-          n,
-          ready,
-          (i) =>
-            i >= first ? ready.entries[i - first]?.term : i === first - 1 ? prevTerm : undefined,
-        );
-      }
+      complete();
     } catch (e) {
       if (!(e instanceof DiskCrash)) throw e;
       this.crash(n.id);
@@ -948,38 +1046,11 @@ export class Cluster {
   /** The host loop for one node after any input: persist, send, apply, serve reads; then check. */
   #afterInput(n: SimNode): void {
     const checker = this.checker;
-    const storage = this.#storageOf(n);
     try {
-      drainReady(n.raft, {
-        storage,
-        get applier() {
-          return n.applier;
-        },
-        restore: (snapshot) => {
-          this.#restoreStore(n, snapshot);
-          this.snapshotStats.installed++;
-        },
-        onPersisted: (ready) => this.#persisted(n, ready, (i) => n.raft.log.term(i)),
-        deferSave: this.#writeRng === undefined ? undefined : (ready) => this.#deferWrite(n, ready),
-        flushDeferred: () => {
-          if (n.unwritten.length > 0) this.#writeUnwritten(n);
-        },
-        halted: () => n.state === "crashed",
-        send: (m) => {
-          checker?.onSend(n.id, m, n.storage);
-          this.#send(m);
-        },
-        onApplied: (entry, result) => this.#onApplied(n, entry, result),
-        onReadState: (r) => this.#onReadState(n, r),
-      });
-      // A snapshot covers what the node applied, which its own log must hold first.
-      if (
-        n.state === "up" && n.unwritten.length > 0 &&
-        n.applier.lastApplied - n.raft.log.snapshotIndex >= this.#snapshotEntries
-      ) this.#writeUnwritten(n);
+      if (n.state !== "crashed") n.loop.drain();
       if (n.state === "up") {
         const taken = maybeSnapshot(n.raft, {
-          storage,
+          storage: n.hostDisk,
           applier: n.applier,
           capture: () => encodeStoreSnapshot(n.store),
         }, { snapshotEntries: this.#snapshotEntries });

@@ -30,12 +30,15 @@ export class SnapshotCorruptionError extends Error {
   readonly file: string;
   /** Byte offset in `file` where the damage was found. */
   readonly offset: number;
+  /** What is wrong, without the file and offset. */
+  readonly detail: string;
   /** Creates the error; `detail` says what is wrong, in sentence case. */
   constructor(file: string, offset: number, detail: string) {
     super(`Snapshot corruption in "${file}" at byte ${offset}: ${detail}`);
     this.name = "SnapshotCorruptionError";
     this.file = file;
     this.offset = offset;
+    this.detail = detail;
   }
 }
 

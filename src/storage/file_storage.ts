@@ -27,11 +27,12 @@
 import type { HardState, NodeId, RaftLogEntry } from "../raft/types.ts";
 import type { PersistedState, Snapshot, Storage } from "../raft/storage.ts";
 import { invariant } from "../raft/log.ts";
-import { DataDirError, WalCorruptionError } from "./errors.ts";
+import { DataDirError, SnapshotCorruptionError, WalCorruptionError } from "./errors.ts";
 import { type Fs, joinPath, parentDir, RealFs } from "./fs.ts";
 import {
   listSnapshots,
   readSnapshotFile,
+  type SnapshotFileInfo,
   snapshotName,
   TEMP_SUFFIX,
   writeSnapshotFile,
@@ -48,6 +49,20 @@ export const RETAIN_ENTRIES_DEFAULT = 10_000;
 export const SNAPSHOTS_RETAINED_DEFAULT = 2;
 /** Longest cluster id or node id accepted, in characters. */
 export const ID_CHARS_MAX = 256;
+/** Suffix given to a corrupt snapshot file set aside after a fallback to an older one. */
+export const CORRUPT_SUFFIX = ".corrupt";
+
+/** A corrupt newest snapshot passed over at open for an older valid one (the WAL covers the gap). */
+export interface SnapshotFallback {
+  /** Path of the corrupt snapshot file. */
+  readonly corrupt: string;
+  /** Where the corrupt file was moved (`<corrupt>.corrupt`), kept for inspection. */
+  readonly movedTo: string;
+  /** Path of the older snapshot file loaded instead. */
+  readonly used: string;
+  /** Why the newest file was refused, e.g. "checksum mismatch (...)" at its byte offset. */
+  readonly reason: string;
+}
 
 /** Options of {@linkcode FileStorage.open}. */
 export interface FileStorageOptions {
@@ -212,6 +227,57 @@ function newestSnapshot(fs: Fs, dir: string): Snapshot | undefined {
   return readSnapshotFile(fs, joinPath(dir, newest.name), newest.index);
 }
 
+/** The newest valid snapshot file older than the last of `snaps`, with why the others failed. */
+function olderValidSnapshot(
+  fs: Fs,
+  dir: string,
+  snaps: readonly SnapshotFileInfo[],
+): { info: SnapshotFileInfo; snapshot: Snapshot } | { failures: string[] } {
+  const failures: string[] = [];
+  for (let k = snaps.length - 2; k >= 0; k--) {
+    try {
+      const snapshot = readSnapshotFile(fs, joinPath(dir, snaps[k].name), snaps[k].index);
+      return { info: snaps[k], snapshot };
+    } catch (e) {
+      if (!(e instanceof SnapshotCorruptionError)) throw e;
+      failures.push(`"${snaps[k].name}" is corrupt too (${e.detail})`);
+    }
+  }
+  return { failures };
+}
+
+/**
+ * Why the WAL cannot carry the node from the older snapshot `older` past the corrupt snapshot at
+ * `corruptIndex`, or undefined when it can: it must hold every entry after `older` (and `older`'s
+ * own entry with its term, when it holds that) up to at least `corruptIndex`.
+ */
+function fallbackGap(scan: WalScan, older: Snapshot, corruptIndex: number): string | undefined {
+  const shape = scan.shape;
+  const { index, term } = older.meta;
+  if (shape.firstIndex > index + 1) {
+    return `the WAL starts at index ${shape.firstIndex}, so the entries from ${index + 1} ` +
+      `after the older snapshot are gone`;
+  }
+  const held = shape.termAt(index);
+  if (held !== undefined && held !== term) {
+    return `the WAL holds index ${index} with term ${held}, not the older snapshot's term ${term}`;
+  }
+  if (shape.lastIndex < corruptIndex) {
+    return `the WAL ends at index ${shape.lastIndex}, below the corrupt snapshot's index ` +
+      `${corruptIndex}`;
+  }
+  return undefined;
+}
+
+/** A free name for setting `path` aside: `<path>.corrupt`, then `-1`, `-2`, ... */
+function corruptName(fs: Fs, path: string): string {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    const candidate = `${path}${CORRUPT_SUFFIX}${attempt === 0 ? "" : `-${attempt}`}`;
+    if (!fs.exists(candidate)) return candidate;
+  }
+  throw new Error(`Too many corrupt snapshot files set aside for "${path}"`);
+}
+
 /**
  * Durable storage for one node: a write-ahead log in segment files plus snapshot files.
  * `save` returns only after one fdatasync made everything it was given durable (plus a directory
@@ -232,6 +298,8 @@ export class FileStorage implements Storage {
   readonly tornTail: TornTail | undefined;
   /** Damage accepted at open because of `repairWal`, each as "file at byte offset: what". */
   readonly repaired: readonly string[];
+  /** The corrupt newest snapshot passed over at open for an older one, if any (for the log). */
+  snapshotFallback: SnapshotFallback | undefined;
 
   private constructor(
     fs: Fs,
@@ -259,7 +327,8 @@ export class FileStorage implements Storage {
   /**
    * Opens (creating when missing) the data directory `dir` of node `nodeId` in cluster
    * `clusterId`, and recovers: replays the newest snapshot and the WAL after it, cutting off a
-   * torn tail of the last segment. Throws a DataDirError for another cluster's or node's
+   * torn tail of the last segment. A corrupt newest snapshot is passed over for the newest valid
+   * older one when the WAL holds every entry from it on (reported in `snapshotFallback`). Throws a DataDirError for another cluster's or node's
    * directory, and a WalCorruptionError or SnapshotCorruptionError for damage it cannot repair.
    */
   static open(dir: string, options: FileStorageOptions): FileStorage {
@@ -294,18 +363,70 @@ export class FileStorage implements Storage {
       fs.syncDir(dir);
       dirSyncs++;
     }
-    const snapshot = newestSnapshot(fs, dir);
+    const snaps = listSnapshots(fs, dir);
+    let snapshot: Snapshot | undefined;
+    let corrupt: SnapshotCorruptionError | undefined;
+    let older: ReturnType<typeof olderValidSnapshot> | undefined;
+    try {
+      snapshot = newestSnapshot(fs, dir);
+    } catch (e) {
+      if (!(e instanceof SnapshotCorruptionError)) throw e;
+      corrupt = e;
+      older = olderValidSnapshot(fs, dir, snaps);
+      if ("failures" in older) {
+        const why = older.failures.length === 0
+          ? "there is no older snapshot file to fall back on"
+          : older.failures.join("; ");
+        throw new SnapshotCorruptionError(e.file, e.offset, `${e.detail}; ${why}`);
+      }
+      snapshot = older.snapshot;
+    }
     const { wal, scan } = Wal.open(fs, dir, {
       segmentBytesMax: options.segmentBytesMax,
       repair: options.repairWal,
     });
-    const loaded = assemble(dir, scan, snapshot);
+    let loaded: PersistedState;
+    let fallback: SnapshotFallback | undefined;
+    if (corrupt !== undefined && snapshot !== undefined && older !== undefined && "info" in older) {
+      // The newest snapshot is lost, but an older one plus the WAL rebuild the same state.
+      const corruptIndex = snaps[snaps.length - 1].index;
+      const gap = fallbackGap(scan, snapshot, corruptIndex);
+      if (gap !== undefined) {
+        wal.close();
+        throw new SnapshotCorruptionError(
+          corrupt.file,
+          corrupt.offset,
+          `${corrupt.detail}; the older snapshot "${older.info.name}" cannot stand in: ${gap}`,
+        );
+      }
+      const { index, term } = snapshot.meta;
+      loaded = assemble(dir, { ...scan, snapshotMark: { index, term } }, snapshot);
+      // A marker past the older snapshot, kept by the log, proves its entries were committed.
+      const mark = scan.snapshotMark;
+      if (mark !== undefined && mark.index > loaded.hardState.commitIndex) {
+        loaded = { ...loaded, hardState: { ...loaded.hardState, commitIndex: mark.index } };
+      }
+      fallback = {
+        corrupt: corrupt.file,
+        movedTo: corruptName(fs, corrupt.file),
+        used: joinPath(dir, older.info.name),
+        reason: `at byte ${corrupt.offset}: ${corrupt.detail}`,
+      };
+    } else {
+      loaded = assemble(dir, scan, snapshot);
+    }
     if (
       snapshot !== undefined &&
       (wal.snapshotMark?.index !== snapshot.meta.index ||
         wal.snapshotMark.term !== snapshot.meta.term)
     ) {
       wal.markSnapshot(snapshot.meta.index, snapshot.meta.term);
+    }
+    if (fallback !== undefined) {
+      // Only once the WAL names the older snapshot: a crash before this falls back again.
+      fs.rename(fallback.corrupt, fallback.movedTo);
+      fs.syncDir(dir);
+      dirSyncs++;
     }
     const storage = new FileStorage(
       fs,
@@ -319,6 +440,7 @@ export class FileStorage implements Storage {
     );
     storage.#extra.dirSyncs += dirSyncs;
     storage.#extra.dataSyncs += dataSyncs;
+    storage.snapshotFallback = fallback;
     return storage;
   }
 
@@ -423,7 +545,8 @@ export class FileStorage implements Storage {
   /**
    * Saves `snapshot` durably (temp file, fdatasync, rename, directory fsync), records it in the
    * WAL, then deletes WAL segments whose entries all lie more than `retainEntries` below its
-   * index, and snapshot files beyond the newest `snapshotsRetained`. The log is kept when it
+   * index and at or below the previous snapshot kept (the fallback should this file be found
+   * corrupt), and snapshot files beyond the newest `snapshotsRetained`. The log is kept when it
    * holds the snapshot's index with its term; otherwise it is dropped and continues after it.
    * A snapshot older than the stored one is refused; the same one again does nothing.
    */
@@ -517,9 +640,14 @@ export class FileStorage implements Storage {
     this.#wal.markSnapshot(index, term);
     this.#snapshotMark = { index, term };
     this.#extra.snapshotsSaved++;
-    this.#wal.compact(Math.max(1, index - this.#retainEntries + 1));
     const snaps = listSnapshots(this.#fs, this.#dir);
     const old = snaps.slice(0, Math.max(0, snaps.length - this.#snapshotsRetained));
+    // The WAL is kept from the previous snapshot on, so that it can stand in if this one's file
+    // turns out corrupt at the next start.
+    const previous = snaps.slice(old.length).filter((s) => s.index < index).at(-1);
+    let keepFrom = index - this.#retainEntries + 1;
+    if (previous !== undefined) keepFrom = Math.min(keepFrom, previous.index + 1);
+    this.#wal.compact(Math.max(1, keepFrom));
     for (const s of old) this.#fs.remove(joinPath(this.#dir, s.name));
     if (old.length > 0) {
       this.#fs.syncDir(this.#dir);

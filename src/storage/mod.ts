@@ -36,6 +36,7 @@ export {
   ID_CHARS_MAX,
   META_FILE,
   RETAIN_ENTRIES_DEFAULT,
+  type SnapshotFallback,
   SNAPSHOTS_RETAINED_DEFAULT,
 } from "./file_storage.ts";
 export { BATCH_BYTES_MAX, SEGMENT_BYTES_MAX_DEFAULT, segmentName, type TornTail } from "./wal.ts";

@@ -13,7 +13,7 @@ import type { Message, NodeId, RaftRole } from "../raft/types.ts";
 import { describeEntry, nodeTable } from "../observe/table.ts";
 import { messageLabel } from "../observe/timeline.ts";
 import { storeStrings } from "../observe/describe.ts";
-import { SafetyViolation } from "../check/invariants.ts";
+import { SafetyViolation } from "../sim/invariants.ts";
 
 /** Virtual milliseconds per real millisecond the page offers, slowest first. */
 export const SPEEDS: readonly number[] = [0.02, 0.05, 0.1, 0.25, 0.5, 1];

@@ -1,0 +1,51 @@
+/**
+ * `deno task serve` refuses flag values that would make a node useless or spin: zero periods and
+ * sizes, and waits longer than a timer can take (Deno fires those at once).
+ */
+
+import assert from "node:assert/strict";
+import { freePort } from "./net_helpers.ts";
+
+const MAIN = new URL("../src/net/main.ts", import.meta.url).pathname;
+
+Deno.test("serve: bad numeric flags are refused before the node starts, naming the flag", async (t) => {
+  const cases: [string[], RegExp][] = [
+    [["--tick-ms", "0"], /--tick-ms must be a positive integer: 0/],
+    [["--request-timeout-ms", "0"], /--request-timeout-ms must be a positive integer: 0/],
+    [["--max-request-bytes", "0"], /--max-request-bytes must be a positive integer: 0/],
+    [["--snapshot-entries", "0"], /--snapshot-entries must be a positive integer: 0/],
+    [["--request-timeout-ms", "2147483648"], /--request-timeout-ms must be at most 2147483647/],
+    [["--tick-ms", "9".repeat(30)], /--tick-ms must be at most 2147483647/],
+    [["--quota-backend-bytes", "9007199254740992"], /must be at most 9007199254740991/],
+    [["--watchers-max=-1"], /--watchers-max must be a non-negative integer: -1/],
+  ];
+  for (const [flags, expected] of cases) {
+    await t.step(flags.join(" ").slice(0, 60), async () => {
+      const dir = Deno.makeTempDirSync({ prefix: "raftmeta-flags-" });
+      try {
+        const out = await new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            MAIN,
+            "--data-dir",
+            dir,
+            "--listen-client",
+            `127.0.0.1:${freePort()}`,
+            "--listen-peer",
+            `127.0.0.1:${freePort()}`,
+            ...flags,
+          ],
+          stdout: "piped",
+          stderr: "piped",
+          signal: AbortSignal.timeout(20_000),
+        }).output();
+        const stderr = new TextDecoder().decode(out.stderr);
+        assert.equal(out.code, 2, `exit ${out.code}: ${stderr}`);
+        assert.match(stderr, expected);
+      } finally {
+        Deno.removeSync(dir, { recursive: true });
+      }
+    });
+  }
+});
