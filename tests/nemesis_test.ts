@@ -123,6 +123,7 @@ Deno.test({
   async fn(t) {
     const dir = await Deno.makeTempDir({ prefix: "raftmeta-nemesis-test-" });
     let record: RunRecord | undefined;
+    let keep = false;
     try {
       await t.step("a 15 s run against 3 processes", async () => {
         const run = await runNemesis({
@@ -135,6 +136,8 @@ Deno.test({
           dir,
         });
         const r = run.report;
+        // A failed run keeps its data, logs and histories for a look.
+        keep = r.violations.length > 0;
         assert.deepEqual(r.violations, [], JSON.stringify(r, null, 2));
         assert.equal(r.lostAcknowledgedWrites, 0);
         assert.equal(r.linearizability, "linearizable");
@@ -199,7 +202,8 @@ Deno.test({
         assert.match(verdict({ lockRecords }).join("\n"), /^locks: /m);
       });
     } finally {
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
+      if (keep) console.log(`nemesis run kept in ${dir}`);
+      else await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },
 });

@@ -807,7 +807,10 @@ async function settle(
       rows.every((r) => r !== undefined && r.lastApplied === leader.commitIndex)
     ) return { revision: leader.revision, commitIndex: leader.commitIndex };
     if (performance.now() > deadline) {
-      throw new Error(`Cluster did not settle in ${timeoutMs} ms: ${JSON.stringify(rows)}`);
+      const states = cluster.nodes.map((n, i) =>
+        `${n.id} ${n.state} (exited by itself ${n.selfExits}x): ${JSON.stringify(rows[i] ?? null)}`
+      );
+      throw new Error(`Cluster did not settle in ${timeoutMs} ms: ${states.join("; ")}`);
     }
     await sleep(200);
   }
