@@ -401,7 +401,14 @@ async function asLeader(
       );
     }
     if (url !== undefined) {
-      const forwarded = await forward(server, url, req, body, deadline - server.nowMs());
+      const forwarded = await forward(
+        server,
+        url,
+        req,
+        body,
+        deadline - server.nowMs(),
+        resendable,
+      );
       if (forwarded.ok === true) return forwarded.response;
       if (forwarded.ok === "unknown" && !resendable) {
         throw new HttpError(
@@ -422,12 +429,20 @@ async function asLeader(
   throw new HttpError(503, `No leader could take the request in time: ${lastError}`, 14);
 }
 
+/**
+ * Deno's fetch sends a request again on a new connection when its pooled connection closes under
+ * it, even if the first copy arrived, and then reports the new connection's error. A request
+ * that must not apply twice therefore goes over a connection of its own.
+ */
+const unpooled = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
+
 async function forward(
   server: RaftServer,
   leaderUrl: string,
   req: Request,
   body: Uint8Array,
   timeoutMs: number,
+  resendable: boolean,
 ): Promise<{ ok: true; response: Response } | { ok: false | "unknown"; error: string }> {
   const url = new URL(req.url);
   const headers = new Headers();
@@ -440,6 +455,7 @@ async function forward(
   let sent = false;
   try {
     const res = await server.fetch(leaderUrl + url.pathname + url.search, {
+      client: resendable ? undefined : unpooled,
       method: req.method,
       headers,
       body: req.method === "GET" || req.method === "HEAD" ? undefined : body.slice(),

@@ -163,7 +163,13 @@ export const SERVER_FAULT_POINTS: readonly ServerFaultPoint[] = [
 ];
 
 /** Sends a request to another node's client URL (forwarding to the leader); `fetch` for real. */
-export type ServerFetch = (url: string, init: RequestInit, timeoutMs: number) => Promise<Response>;
+export type ServerFetch = (
+  url: string,
+  init: ServerFetchInit,
+  timeoutMs: number,
+) => Promise<Response>;
+/** A fetch's options; `client` picks Deno's HTTP client (e.g. one without a connection pool). */
+export type ServerFetchInit = RequestInit & { client?: Deno.HttpClient };
 
 /**
  * What a server runs on besides its options: the process's clock, timers, randomness, disk and
@@ -1009,7 +1015,7 @@ export class RaftServer {
   }
 
   /** Sends a request to another node's client URL, giving up after `timeoutMs` (forwarding). */
-  fetch(url: string, init: RequestInit, timeoutMs: number): Promise<Response> {
+  fetch(url: string, init: ServerFetchInit, timeoutMs: number): Promise<Response> {
     return this.#io.fetch(url, init, timeoutMs);
   }
 
@@ -1022,7 +1028,13 @@ export class RaftServer {
     this.loopStalls.stop();
     this.#hub.cancelAll(`Node "${this.nodeId}" is stopping`);
     this.#transport?.close();
-    for (const w of this.#proposals.values()) w.reject(new HttpError(503, "Node is stopping", 14));
+    // A proposed write may still commit (its followers may hold it): its outcome is unknown, and
+    // a 503 would tell the client, or the follower that forwarded it, to send it again.
+    for (const w of this.#proposals.values()) {
+      w.reject(
+        new HttpError(504, "Node is stopping; the write was proposed, its outcome is unknown", 4),
+      );
+    }
     for (const r of this.#reads.values()) r.reject(new HttpError(503, "Node is stopping", 14));
     this.#proposals.clear();
     this.#proposalBytesPending = 0;
