@@ -1,9 +1,9 @@
 /**
- * Chapter 4 — network partitions: a leader in a minority cannot commit, the majority side moves on,
+ * Chapter 5 — network partitions: a leader in a minority cannot commit, the majority side moves on,
  * split votes and how randomized timeouts end them, and the Raft paper's Figure 8 step by step
  * (the steps of `scenarios/figure8.ts`).
  *
- * Run it: `deno run -A scenarios/04_partitions.ts [--seed N]`.
+ * Run it: `deno run -A scenarios/05_partitions.ts [--seed N]`.
  *
  * @module
  */
@@ -327,10 +327,10 @@ export const partitionSteps: readonly ChapterStep<PartitionContext>[] = [
   },
 ];
 
-/** Chapter 4 as a script and a notebook. */
+/** Chapter 5 as a script and a notebook. */
 export const chapter: Chapter<PartitionContext> = {
-  number: 4,
-  name: "04_partitions",
+  number: 5,
+  name: "05_partitions",
   title: "Network partitions",
   summary: "a minority leader cannot commit, split votes, Figure 8",
   intro: "A network partition splits the cluster into groups that cannot talk. Raft stays safe " +
