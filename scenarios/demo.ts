@@ -63,7 +63,7 @@ export const demoSteps: readonly Step<DemoContext>[] = [
       "Clients write through the leader. Each command (the seed's PUT\\n<key>\\n<value> and " +
       "DEL\\n<key>) is appended to the leader's log, replicated with AppendEntries, and " +
       "committed once a majority stores it — never earlier. (A leader counts replicas only of " +
-      "entries of its own term; earlier ones commit with them: Figure 8, chapter 4.)",
+      "entries of its own term; earlier ones commit with them: Figure 8, chapter 5.)",
     run(ctx) {
       const c = ctx.cluster;
       putAll(c, [

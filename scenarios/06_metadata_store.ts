@@ -1,8 +1,8 @@
 /**
- * Chapter 5 — the metadata store on top of the log: the seed's PUT/DEL encoding, etcd's revisions,
+ * Chapter 6 — the metadata store on top of the log: the seed's PUT/DEL encoding, etcd's revisions,
  * a transaction (compare-and-swap), and linearizable reads (ReadIndex) against serializable ones.
  *
- * Run it: `deno run -A scenarios/05_metadata_store.ts [--seed N] [--nodes N]`.
+ * Run it: `deno run -A scenarios/06_metadata_store.ts [--seed N] [--nodes N]`.
  *
  * @module
  */
@@ -190,10 +190,10 @@ export const storeSteps: readonly Step<StoreContext>[] = [
   },
 ];
 
-/** Chapter 5 as a script and a notebook. */
+/** Chapter 6 as a script and a notebook. */
 export const chapter: Chapter<StoreContext> = {
-  number: 5,
-  name: "05_metadata_store",
+  number: 6,
+  name: "06_metadata_store",
   title: "The metadata store",
   summary:
     "PUT/DEL in the seed's encoding, revisions, transactions, linearizable vs serializable reads",

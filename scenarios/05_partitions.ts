@@ -1,9 +1,10 @@
 /**
- * Chapter 4 — network partitions: a leader in a minority cannot commit, the majority side moves on,
+ * Chapter 5 — network partitions: PreVote (a cut-off node cannot raise the term) and CheckQuorum
+ * (a cut-off leader steps down), a leader in a minority cannot commit, the majority side moves on,
  * split votes and how randomized timeouts end them, and the Raft paper's Figure 8 step by step
  * (the steps of `scenarios/figure8.ts`).
  *
- * Run it: `deno run -A scenarios/04_partitions.ts [--seed N]`.
+ * Run it: `deno run -A scenarios/05_partitions.ts [--seed N]`.
  *
  * @module
  */
@@ -67,6 +68,37 @@ export const partitionSteps: readonly ChapterStep<PartitionContext>[] = [
     },
   },
   {
+    name: "PreVote: a cut-off follower cannot raise the term",
+    explain: "Chapter 1 ran elections as Figure 2 has them; raftmeta by default adds two rules " +
+      "for partitions, and this chapter shows both. The first is PreVote (Raft dissertation " +
+      "§9.6). One follower is cut off. Its timer runs out again and again, but a node whose " +
+      "timer runs out does not raise its term yet: it becomes a pre-candidate and asks " +
+      '"would you vote for me in the next term?". Nobody hears it, so its term never rises. ' +
+      "When it is reconnected it simply follows the leader again. Without PreVote it would " +
+      "have raised its term on every timeout and, on its return, its higher term in the answer " +
+      "to the leader's next heartbeat would have forced the leader to step down (the first " +
+      '"break it" step at the end of this chapter does exactly that).',
+    run(ctx) {
+      const c = ctx.cluster;
+      const f = c.ids.find((id) => id !== ctx.leader)!;
+      c.isolate(f);
+      c.advance(1000);
+      const ex = exchangeOf(c);
+      const asked = ex.sent("PreVote").filter((s) => s.message.from === f).length;
+      claim(asked > 0, `${f} ran PreVote rounds while cut off (${asked} PreVote messages)`);
+      claim(
+        ex.sent("RequestVote").every((s) => s.message.from !== f),
+        `${f} never became a candidate`,
+      );
+      claim(c.node(f).raft.term === ctx.term, `${f} kept term ${ctx.term}`);
+      c.heal();
+      c.advance(300);
+      claim(c.leader() === ctx.leader, "the leader was not disturbed");
+      claim(c.node(f).raft.leaderId === ctx.leader, `${f} follows ${ctx.leader} again`);
+      claim(c.nodes().every((n) => n.raft.term === ctx.term), "the term did not change");
+    },
+  },
+  {
     name: "a leader in the minority cannot commit",
     explain: "The network splits: the leader and one follower on one side, three nodes on the " +
       "other. The leader still accepts a write, but only two of five nodes can store it, so it " +
@@ -87,7 +119,9 @@ export const partitionSteps: readonly ChapterStep<PartitionContext>[] = [
     name: "the majority side elects a leader and commits",
     explain: "The three nodes on the other side stop hearing heartbeats, elect a leader in a " +
       "higher term (three votes are a majority of five) and commit writes. Meanwhile the old " +
-      "leader, hearing from no majority for an election timeout, steps down (CheckQuorum).",
+      "leader, hearing from no majority for an election timeout, steps down: that is the second " +
+      "rule, CheckQuorum (dissertation §6.2). Without it (chapter 1) a cut-off leader keeps its " +
+      "title until it hears of the higher term.",
     run(ctx) {
       const c = ctx.cluster;
       const minority = [ctx.leader!, ctx.buddy!];
@@ -290,6 +324,55 @@ export const partitionSteps: readonly ChapterStep<PartitionContext>[] = [
     },
   })),
   {
+    name: "Break it: PreVote off, the cut-off follower inflates the term",
+    explain: "Step 2 again on a fresh cluster, with PreVote switched off. The cut-off follower " +
+      "now becomes a candidate on every timeout and raises its term each time. When it is " +
+      "reconnected, the leader's next heartbeat reaches a node of a higher term: the answer " +
+      "deposes the leader, and the whole cluster moves to the inflated term for nothing. (With " +
+      "the rule on, the same run leaves the term and the leader alone.)",
+    breakIt: "PreVote (dissertation §9.6): config preVote false",
+    run(ctx) {
+      const off = ctx.ruleOff !== false;
+      const c = new Cluster({
+        nodes: ctx.cluster.ids.length,
+        seed: ctx.seed,
+        config: off ? { preVote: false } : {},
+      });
+      useCluster(ctx, c);
+      const leader = c.waitForLeader();
+      c.advance(300);
+      const term = c.node(leader).raft.term;
+      const f = c.ids.find((id) => id !== leader)!;
+      c.isolate(f);
+      c.advance(1000);
+      const inflated = c.node(f).raft.term;
+      c.heal();
+      c.advance(300);
+      c.waitForLeader({ timeoutMs: 3000 });
+      const now = c.node(c.leader()!).raft.term;
+      if (off) {
+        claim(inflated >= term + 2, `cut off, ${f} raised its term from ${term} to ${inflated}`);
+        claim(
+          now >= inflated && c.node(leader).raft.term >= inflated,
+          `the cluster moved to term ${now} (was ${term})`,
+        );
+        const deposed = exchangeOf(c).events.some((e) =>
+          e.kind === "role" && e.node === leader && e.role === "Follower" && e.term >= inflated
+        );
+        claim(deposed, `the leader ${leader} was deposed by the returning node's term`);
+        note(
+          ctx,
+          `caught: without PreVote ${f} came back in term ${inflated}; leader ${leader} of ` +
+            `term ${term} was deposed and the cluster now leads in term ${now}`,
+        );
+      } else {
+        claim(inflated === term, `with PreVote ${f} kept term ${term}`);
+        claim(c.leader() === leader && now === term, "the leader and the term are unchanged");
+        note(ctx, `with PreVote: ${f} kept term ${term}, ${leader} still leads`);
+      }
+    },
+  },
+  {
     name: "Break it: Figure 8 with commit by counting",
     explain: "The four Figure 8 steps again on a fresh cluster, with the rule switched off: a " +
       "leader may commit an entry of an earlier term by counting its replicas. In step 3 S1 sees " +
@@ -327,15 +410,18 @@ export const partitionSteps: readonly ChapterStep<PartitionContext>[] = [
   },
 ];
 
-/** Chapter 4 as a script and a notebook. */
+/** Chapter 5 as a script and a notebook. */
 export const chapter: Chapter<PartitionContext> = {
-  number: 4,
-  name: "04_partitions",
+  number: 5,
+  name: "05_partitions",
   title: "Network partitions",
-  summary: "a minority leader cannot commit, split votes, Figure 8",
+  summary: "PreVote, CheckQuorum, a minority leader cannot commit, split votes, Figure 8",
   intro: "A network partition splits the cluster into groups that cannot talk. Raft stays safe " +
     "because every decision needs a **majority**: only one side of a partition can have one. " +
     "A leader on the minority side keeps its title for a while but cannot commit anything. " +
+    "Two rules raftmeta adds to Figure 2 keep a partition from disturbing more than it must: " +
+    "**PreVote**, so a cut-off node cannot inflate the term, and **CheckQuorum**, so a leader " +
+    "that hears from no majority steps down. " +
     "Then two subtler cases: **split votes**, and the paper's **Figure 8**, where an entry " +
     "stored on a majority is still not committed because it belongs to an older term.",
   defaultNodes: 5,

@@ -1,8 +1,8 @@
 /**
- * Chapter 6 — crash, restart and persistence: what a node writes to stable storage before it
+ * Chapter 3 — crash, restart and persistence: what a node writes to stable storage before it
  * answers (term, vote, log), what it loses in a crash (everything else), and how it rebuilds.
  *
- * Run it: `deno run -A scenarios/06_crash_restart.ts [--seed N] [--nodes N]`.
+ * Run it: `deno run -A scenarios/03_crash_restart.ts [--seed N] [--nodes N]`.
  *
  * @module
  */
@@ -351,10 +351,10 @@ export const restartSteps: readonly ChapterStep<RestartContext>[] = [
   },
 ];
 
-/** Chapter 6 as a script and a notebook. */
+/** Chapter 3 as a script and a notebook. */
 export const chapter: Chapter<RestartContext> = {
-  number: 6,
-  name: "06_crash_restart",
+  number: 3,
+  name: "03_crash_restart",
   title: "Crash, restart and persistence",
   summary: "what survives a crash and why",
   intro: "Raft's safety rests on a few values surviving crashes: **currentTerm**, **votedFor** " +

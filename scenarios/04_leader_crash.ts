@@ -1,10 +1,10 @@
 /**
- * Chapter 3 — leader crash and re-election: the seed's demo, step by step. Replication, a quiet
+ * Chapter 4 — leader crash and re-election: the seed's demo, step by step. Replication, a quiet
  * period of heartbeats, the leader's crash, re-election at a higher term, continued replication
  * with a node down, and the old leader's return and catch-up. The steps are those of
  * `scenarios/demo.ts`, not a copy of them.
  *
- * Run it: `deno run -A scenarios/03_leader_crash.ts [--seed N] [--nodes N]`.
+ * Run it: `deno run -A scenarios/04_leader_crash.ts [--seed N] [--nodes N]`.
  *
  * @module
  */
@@ -15,10 +15,10 @@ import { type Chapter, type ChapterContext, runChapterCli } from "./_chapter.ts"
 /** The demo's context, as a chapter context. */
 export type CrashContext = DemoContext & ChapterContext;
 
-/** Chapter 3 as a script and a notebook. */
+/** Chapter 4 as a script and a notebook. */
 export const chapter: Chapter<CrashContext> = {
-  number: 3,
-  name: "03_leader_crash",
+  number: 4,
+  name: "04_leader_crash",
   title: "Leader crash and re-election",
   summary: "the seed's demo: crash, re-election at a higher term, the old leader's return",
   intro: "This chapter runs the seed's demo: a cluster elects a leader, replicates PUT and DEL " +
