@@ -484,7 +484,10 @@ export const chapter: Chapter<ReplicationContext> = {
     "induction keeps every log a prefix-consistent copy of the leader's. A leader commits an " +
     "entry of **its own term** once a majority stores it; earlier entries are committed with it, " +
     "never by counting their own replicas (§5.4.2, Figure 8). Nothing is committed before a " +
-    "majority stores it, unlike the seed's simplified demo.",
+    "majority stores it, unlike the seed's simplified demo." +
+    " The cluster runs with raftmeta's defaults, PreVote and CheckQuorum on: the tables show " +
+    "**PreCandidate** and the timelines PreVote messages before each election; chapter 5 " +
+    "explains both.",
   defaultNodes: 3,
   nodesRange: [3, 7],
   context: replicationContext,

@@ -362,7 +362,10 @@ export const chapter: Chapter<RestartContext> = {
     "before it answers anyone. Everything else — role, leader, nextIndex/matchIndex, the " +
     "state machine — is rebuilt after a restart. raftmeta also persists **commitIndex**, which " +
     "Figure 2 lists as volatile; that only spares a restarted node the wait for a leader before " +
-    "it re-applies. The simulator's `crash` keeps only what the node's storage persisted.",
+    "it re-applies. The simulator's `crash` keeps only what the node's storage persisted." +
+    " The cluster runs with raftmeta's defaults, PreVote and CheckQuorum on: the tables show " +
+    "**PreCandidate** and the timelines PreVote messages before each election; chapter 5 " +
+    "explains both.",
   defaultNodes: 3,
   nodesRange: [3, 7],
   context: restartContext,

@@ -25,7 +25,10 @@ export const chapter: Chapter<CrashContext> = {
     "commands, and sits through a quiet period of heartbeats. Then the leader crashes. The " +
     "followers' election timers run out, one of them wins a **higher term** with the surviving " +
     "majority, and writes continue. The old leader restarts from what it persisted, hears the " +
-    "higher term, becomes a follower and catches up. Every committed write survives.",
+    "higher term, becomes a follower and catches up. Every committed write survives." +
+    " The cluster runs with raftmeta's defaults, PreVote and CheckQuorum on: the tables show " +
+    "**PreCandidate** and the timelines PreVote messages before each election; chapter 5 " +
+    "explains both.",
   defaultNodes: 3,
   nodesRange: [3, 7],
   context: (seed, nodes) => demoContext(seed, nodes) as CrashContext,
