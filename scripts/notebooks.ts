@@ -195,7 +195,7 @@ export function cellsWithoutOutput(nb: { cells: Cell[] }): string[] {
 }
 
 /** Attempts {@linkcode executeUntilComplete} makes by default. */
-export const EXECUTE_ATTEMPTS = 4;
+export const EXECUTE_ATTEMPTS = 8;
 
 /**
  * Executes `notebook` until every code cell has output (at most `attempts` times): the kernel
