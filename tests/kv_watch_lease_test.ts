@@ -56,7 +56,7 @@ Deno.test("watch history", async (t) => {
     assert.equal(h.store.revision, 5, "a compaction is no revision");
     const bad = h.apply({ type: "compact", revision: 99 });
     assert.equal(bad.status, "rejected");
-    assert.match((bad as { error: string }).error, /Compact revision 99 is in the future/);
+    assert.match((bad as { error: string }).error, /required revision is a future revision/);
   });
   await t.step("an empty store can be watched from revision 1", () => {
     const store = new MetadataStore();

@@ -1,6 +1,7 @@
 /**
- * The store's watch history: the events of the most recent revisions, so a watcher can start at a
- * past revision and a client that reconnects can resume where it stopped. Bounded: at most
+ * The store's history: the events of the most recent revisions, so a watcher can start at a past
+ * revision, a client that reconnects can resume where it stopped, and a range at a past revision
+ * can undo the changes made since (each event carries the key-value before it). Bounded: at most
  * `revisionsMax` revisions and at most `bytesMax` bytes of keys and values (old values of large
  * overwrites add up fast: each revision holds the new value and the previous one), and an explicit
  * compaction drops older ones. Every revision in (compactRevision, current] is kept, without holes.

@@ -55,6 +55,27 @@ import {
 /** etcd's error for a write refused while the NOSPACE alarm is raised (gRPC ResourceExhausted). */
 export const NOSPACE_ERROR = "etcdserver: mvcc: database space exceeded";
 
+/** etcd's error for a read or compaction at a revision compaction dropped (gRPC OutOfRange, 11). */
+export const COMPACTED_ERROR = "etcdserver: mvcc: required revision has been compacted";
+
+/** etcd's error for a read or compaction past the current revision (gRPC OutOfRange, 11). */
+export const FUTURE_REVISION_ERROR = "etcdserver: mvcc: required revision is a future revision";
+
+/**
+ * A range asked for a revision the store cannot serve: compacted or in the future. The message is
+ * etcd's ({@linkcode COMPACTED_ERROR} or {@linkcode FUTURE_REVISION_ERROR}).
+ */
+export class RevisionUnavailableError extends Error {
+  /** The revision asked for. */
+  readonly revision: number;
+  /** Makes the error for a range at `revision`, with etcd's `message`. */
+  constructor(message: typeof COMPACTED_ERROR | typeof FUTURE_REVISION_ERROR, revision: number) {
+    super(message);
+    this.name = "RevisionUnavailableError";
+    this.revision = revision;
+  }
+}
+
 /** Default bound on the watch history's bytes: 64 MiB. */
 export const HISTORY_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
 
@@ -136,11 +157,17 @@ export interface MetadataStoreOptions {
    * forgotten (log-driven, never wall-clock). Default 100,000.
    */
   readonly sessionIdleEntriesMax?: number;
-  /** Most revisions of events kept for watches. Default 1,000. */
+  /**
+   * Most revisions of history kept (for watches and for ranges at old revisions). Beyond it the
+   * oldest are compacted automatically: the compact revision advances, so ranges and watches there
+   * fail as compacted. The trim depends only on applied commands and these options, so every node
+   * (with the same options) compacts at the same revision. Default 1,000.
+   */
   readonly historyRevisionsMax?: number;
   /**
-   * Most bytes of keys and values the watch history keeps (each overwrite holds the new and the
-   * previous value); older revisions are dropped beyond it. Default 64 MiB.
+   * Most bytes of keys and values the history keeps (each overwrite holds the new and the
+   * previous value); older revisions are compacted beyond it, as for `historyRevisionsMax`.
+   * Default 64 MiB.
    */
   readonly historyBytesMax?: number;
   /** Most leases at once; a grant beyond is rejected. Default 10,000. */
@@ -160,6 +187,11 @@ export interface RangeOptions {
   readonly keysOnly?: boolean;
   /** Return only the count. */
   readonly countOnly?: boolean;
+  /**
+   * The revision to read at; 0 or omitted means the current one. At least the compact revision
+   * and at most the current one, else {@linkcode RevisionUnavailableError}.
+   */
+  readonly revision?: number;
   /**
    * Most bytes of key-values (see {@linkcode kvResponseBytes}) to gather; beyond, the range stops
    * and throws {@linkcode ResponseTooLargeError}. Default: no bound but `rangeKvsMax`.
@@ -814,11 +846,9 @@ export class MetadataStore {
     } else if (command.type === "alarm") {
       response = this.#alarm(command);
     } else if (command.type === "compact") {
-      if (command.revision > this.#revision) {
-        return rejected(
-          `Compact revision ${command.revision} is in the future: the store is at revision ${this.#revision}`,
-        );
-      }
+      // As etcd's store.Compact: at or below the compact revision, or past the current one, fails.
+      if (command.revision > this.#revision) return rejected(FUTURE_REVISION_ERROR);
+      if (command.revision <= this.#history.compactRevision) return rejected(COMPACTED_ERROR);
       this.#history.compact(command.revision);
       response = { type: "compact", revision: 0, oldestRevision: this.#history.oldestRevision };
     } else {
@@ -1021,6 +1051,91 @@ export class MetadataStore {
     return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
   }
 
+  /**
+   * `#range` at an older `revision`: the current keys with the history after `revision` undone.
+   * Each key changed since has, as its value at `revision`, the previous key-value of its first
+   * change after it (absent when that change created it). Costs O(events after `revision`) to
+   * find the changed keys, then O(log n + limit) to merge them with the current keys.
+   */
+  #rangeAt(
+    revision: number,
+    range: KeyRange,
+    limit: number,
+    keysOnly: boolean,
+    countOnly: boolean,
+    budget?: ResponseBudget,
+  ): Mutable<RangeResponse> {
+    if (revision > this.#revision) {
+      throw new RevisionUnavailableError(FUTURE_REVISION_ERROR, revision);
+    }
+    // etcd serves the compact revision itself: the history after it rebuilds it.
+    if (revision < this.#history.compactRevision) {
+      throw new RevisionUnavailableError(COMPACTED_ERROR, revision);
+    }
+    const then = new Map<string, KeyValue | undefined>();
+    for (const r of this.#history.from(revision + 1)) {
+      for (const e of r.events) {
+        const key = e.kv.key;
+        if (then.has(key) || !inRange(key, range)) continue;
+        then.set(key, e.prevKv);
+      }
+    }
+    let count = this.#count(range);
+    const olds: KeyValue[] = [];
+    for (const [key, kv] of then) {
+      if (this.#map.has(key)) count--;
+      if (kv !== undefined) {
+        count++;
+        olds.push(kv);
+      }
+    }
+    if (countOnly) return { type: "range", revision: this.#revision, kvs: [], more: false, count };
+    olds.sort((a, b) => compareKeys(a.key, b.key));
+    const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
+    const kvs: KeyValue[] = [];
+    const add = (kv: KeyValue): boolean => {
+      const valueBytes = kv.value.length;
+      if (kvs.length >= kvsMax || budget?.exceeded) return false;
+      if (budget !== undefined) {
+        budget.bytesLeft -= kvResponseBytes(kv.key, keysOnly ? 0 : valueBytes);
+        if (budget.bytesLeft < 0) {
+          budget.exceeded = true;
+          return false;
+        }
+      }
+      kvs.push(
+        keysOnly
+          ? {
+            key: kv.key,
+            value: EMPTY,
+            createRevision: kv.createRevision,
+            modRevision: kv.modRevision,
+            version: kv.version,
+          }
+          : { ...kv, value: this.#copier.copy(kv.value) },
+      );
+      return true;
+    };
+    let i = 0;
+    let open = true;
+    for (const [key, stored] of this.#scan(range)) {
+      while (open && i < olds.length && compareKeys(olds[i].key, key) < 0) open = add(olds[i++]);
+      if (!open) break;
+      if (then.has(key)) continue;
+      const kv: KeyValue = {
+        key,
+        value: stored.value,
+        createRevision: stored.createRevision,
+        modRevision: stored.modRevision,
+        version: stored.version,
+        ...(stored.lease === 0 ? {} : { lease: stored.lease }),
+      };
+      if (!(open = add(kv))) break;
+    }
+    while (open && i < olds.length) open = add(olds[i++]);
+    return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
+  }
+
   /** Entries of `range` in key order. */
   *#scan(range: KeyRange): Generator<[string, Stored]> {
     if ("prefix" in range) {
@@ -1117,13 +1232,15 @@ export class MetadataStore {
     const budget = options.responseBytesMax === undefined
       ? undefined
       : { bytesLeft: options.responseBytesMax, exceeded: false };
-    const r = this.#range(
-      range,
-      limit,
-      options.keysOnly ?? false,
-      options.countOnly ?? false,
-      budget,
-    );
+    const revision = options.revision ?? 0;
+    if (!Number.isSafeInteger(revision) || revision < 0) {
+      throw new CommandError(`Revision must be a non-negative integer: ${revision}`);
+    }
+    const keysOnly = options.keysOnly ?? false;
+    const countOnly = options.countOnly ?? false;
+    const r = revision === 0 || revision === this.#revision
+      ? this.#range(range, limit, keysOnly, countOnly, budget)
+      : this.#rangeAt(revision, range, limit, keysOnly, countOnly, budget);
     if (budget?.exceeded) throw new ResponseTooLargeError(options.responseBytesMax!);
     return r;
   }
@@ -1404,4 +1521,12 @@ export function fromJsonSafe(value: JsonValue): unknown {
     return out;
   }
   return value;
+}
+
+/** Whether `key` lies in `range` (the order of {@linkcode compareKeys}, as the map's). */
+function inRange(key: string, range: KeyRange): boolean {
+  if ("prefix" in range) return key.startsWith(range.prefix);
+  if ("fromKey" in range) return compareKeys(key, range.fromKey) >= 0;
+  if (range.rangeEnd === undefined) return key === range.key;
+  return compareKeys(key, range.key) >= 0 && compareKeys(key, range.rangeEnd) < 0;
 }

@@ -16,9 +16,12 @@ import { LeaseError } from "../coord/lease_manager.ts";
 import { WatchError, type WatchStream } from "../coord/watch.ts";
 import {
   type ApplyResult,
+  COMPACTED_ERROR,
+  FUTURE_REVISION_ERROR,
   kvResponseBytes,
   NOSPACE_ERROR,
   ResponseTooLargeError,
+  RevisionUnavailableError,
 } from "../kv/store.ts";
 import type {
   ClientId,
@@ -508,6 +511,9 @@ function settle(result: ApplyResult): CommandResponse {
       if (/^Lease \d+ not found/.test(result.error)) throw new HttpError(404, result.error, 5);
       // etcd's gateway answers ResourceExhausted with 429.
       if (result.error === NOSPACE_ERROR) throw new HttpError(429, result.error, 8);
+      if (result.error === COMPACTED_ERROR || result.error === FUTURE_REVISION_ERROR) {
+        throw new HttpError(400, result.error, 11);
+      }
       throw badRequest(result.error);
     case "stale":
     case "unknownSession":
@@ -668,23 +674,21 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
       const r = parseRange(body);
       if (r.serializable) server.counters.readsSerializable++;
       else await linearizable(server);
-      const revision = requestedRevision(r);
-      if (revision !== 0 && revision !== server.store.revision) {
-        throw new HttpError(
-          400,
-          revision > server.store.revision
-            ? `Required revision ${revision} is a future revision (current ${server.store.revision})`
-            : `Required revision ${revision} is not kept: raftmeta serves only the current revision ${server.store.revision}`,
-          11,
-        );
-      }
       const c = r.command;
-      const result = server.store.range(c.range, {
-        limit: c.limit,
-        keysOnly: c.keysOnly,
-        countOnly: c.countOnly,
-        responseBytesMax: server.responseBytesMax,
-      });
+      let result;
+      try {
+        result = server.store.range(c.range, {
+          limit: c.limit,
+          keysOnly: c.keysOnly,
+          countOnly: c.countOnly,
+          revision: requestedRevision(r),
+          responseBytesMax: server.responseBytesMax,
+        });
+      } catch (e) {
+        // etcd's gateway answers OutOfRange (a compacted or future revision) with 400, code 11.
+        if (e instanceof RevisionUnavailableError) throw new HttpError(400, e.message, 11);
+        throw e;
+      }
       return jsonAnswer((kvs) => rangeJson(header(server, result.revision), result, kvs));
     }
     case "/v3/kv/compaction": {
