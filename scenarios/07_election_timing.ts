@@ -542,14 +542,16 @@ export const timingSteps: readonly Step<TimingContext>[] = [
   {
     name: "set against the paper: what differs, and why",
     explain: "The paper's numbers beside ours, then the same two ranges under other models, each " +
-      "changing one thing: a network of 5–10 ms each way (this chapter's earlier model); every " +
+      "changing one thing: a slower network, 5–10 ms each way; every " +
       "write 13 ms, so a vote round also takes the broadcast time; raftmeta's default timer rule " +
       "(etcd's: a node that steps down to a higher term restarts its timer, so an out-of-date " +
       "candidate that times out first holds everyone back a whole timeout); and logs of equal " +
-      "length. The paper's 150–155 ms median needs a RequestVote to reach the others well within " +
-      "the 5 ms spread of their timeouts, so its 15 ms broadcast time cannot have been on the " +
-      "vote path; our worst cases are shorter than the paper's, whose servers also paused for " +
-      "reasons no simulator has (scheduling, garbage collection, disk stalls).",
+      "length. In this model the paper's 150–155 ms median needs a RequestVote to reach the " +
+      "others well within the 5 ms spread of their timeouts: with 13 ms writes on the vote path " +
+      "too, or the slower network, the median is over twice the paper's (both checked), which " +
+      "suggests the paper's vote path was faster than its appends. A worst case is one sample, " +
+      "checked only to stay under twice the paper's; real servers also pause for reasons the " +
+      "simulator lacks (scheduling, garbage collection, disk stalls).",
     run(ctx) {
       const lines = ["range        paper            raftmeta (simulated)"];
       for (const f of PAPER_FIGURES) {
@@ -630,9 +632,11 @@ export const timingSteps: readonly Step<TimingContext>[] = [
   },
   {
     name: "what PreVote changes",
-    explain: 'PreVote (with CheckQuorum) makes a node ask "would you vote for me?" before it ' +
-      "raises its term (§9.6). After a leader crash that adds a vote round (about 6 ms here) to " +
-      "every election, which with ample randomness costs a little. With little randomness it " +
+    explain: 'PreVote makes a node ask "would you vote for me?" before it raises its term ' +
+      "(dissertation §9.6; CheckQuorum, switched on with it here, is §6.2). After a leader " +
+      "crash that adds a pre-vote round to every election, about 2 ms here (it changes no term " +
+      "or vote, so nothing is written before a message leaves), which with ample randomness " +
+      "costs next to nothing. With little randomness it " +
       "does the opposite: a pre-candidate has not voted for itself in the new term, so when the " +
       "first of them starts the real election the others still grant their votes, and there is " +
       "no split vote to wait out.",

@@ -202,7 +202,8 @@ export const coordinationSteps: readonly Step<CoordinationContext>[] = [
     explain: "A crashes while holding the lock. Its lease expires, its key is deleted, and B's " +
       "watch fires. B reads the prefix: its key is now the oldest, so B holds the lock with a " +
       "higher fencing token. A resource that remembers the highest token it accepted would refuse " +
-      "a late write from A (docs/coordination.md explains why the lock alone cannot).",
+      "a late write from A (Kleppmann's fencing-token argument; docs/coordination.md explains " +
+      "why the lock alone cannot).",
     run(ctx) {
       const c = ctx.cluster;
       ctx.alive.delete("A");

@@ -88,8 +88,10 @@ export const compactionSteps: readonly Step<CompactionContext>[] = [
     name: "the leader snapshots its store and compacts its log",
     explain: `Every ${SNAPSHOT_ENTRIES} applied entries, each node serializes its store (the ` +
       "state machine) together with the index and term of the last entry it covers, saves it, " +
-      `and discards the log up to there but the last ${TRAILING_ENTRIES} entries (§7, Figure 12). ` +
-      "A log that only grows would fill the disk and make a restart replay everything.",
+      "and discards the log up to there (§7, Figure 12). raftmeta keeps the last " +
+      `${TRAILING_ENTRIES} entries below the snapshot, as etcd does, so a follower only slightly ` +
+      "behind still gets entries. A log that only grows would fill the disk and make a restart " +
+      "replay everything.",
     run(ctx) {
       const c = ctx.cluster;
       writes(c, 5, 45);
@@ -119,8 +121,9 @@ export const compactionSteps: readonly Step<CompactionContext>[] = [
     name: "InstallSnapshot, in chunks",
     explain: "The laggard restarts and answers the leader's AppendEntries: it needs the entry " +
       "after its log's end, which the leader has discarded. So the leader sends its snapshot " +
-      `instead, in chunks of at most ${CHUNK_BYTES_MAX} bytes, one at a time; each reply names ` +
-      "the offset the follower wants next, so a lost chunk costs one resend (Figure 13). With the " +
+      `instead, in chunks of at most ${CHUNK_BYTES_MAX} bytes, one at a time, each at its offset ` +
+      "(Figure 13). Figure 13's reply carries only the term; raftmeta's also names the offset " +
+      "the follower wants next, so a lost chunk costs one resend. With the " +
       "last chunk the follower replaces its store with the snapshot and its log starts after it.",
     run(ctx) {
       const c = ctx.cluster;
@@ -172,10 +175,11 @@ export const compactionSteps: readonly Step<CompactionContext>[] = [
   },
   {
     name: "rule: never install a snapshot older than the commit index",
-    explain: "A snapshot that arrives late (a duplicate, or from a slow leader) may cover less " +
+    explain:
+      "A snapshot that arrives late (a duplicate, or a chunk the network delayed) may cover less " +
       "than the follower has already committed. Installing it would throw committed entries and " +
       "their effects away, so the follower answers 'done' with its commitIndex and changes " +
-      "nothing (DESIGN.md rule 8).",
+      "nothing (DESIGN.md rule 8; Figure 13's receiver rules do not spell this check out).",
     run(ctx) {
       const c = ctx.cluster;
       const id = ctx.laggard!;
