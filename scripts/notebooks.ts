@@ -73,7 +73,9 @@ export function notebookOf(file: string, chapter: (typeof chapters)[number]): un
         `import { start } from "../scenarios/_chapter.ts";\n` +
         `import { chapter } from "../scenarios/${file}";\n\n` +
         `const run = start(chapter, { seed: 1 });\n` +
-        `nodeTable(run.cluster, { title: "Before step 1" });`,
+        // Displayed while the cell runs: Deno's kernel may report a cell idle before its result,
+        // and nbconvert then drops the result; a display it has already sent.
+        `await Deno.jupyter.display(nodeTable(run.cluster, { title: "Before step 1" }));`,
     ),
   ];
   chapter.steps.forEach((step, i) => {
@@ -93,8 +95,8 @@ export function notebookOf(file: string, chapter: (typeof chapters)[number]): un
       code(
         `step-${i + 1}`,
         step.breakIt === undefined
-          ? `run.step(${i + 1});`
-          : `run.step(${i + 1}, { ruleOff: true }); // false: the same run with the rule on`,
+          ? `await Deno.jupyter.display(run.step(${i + 1}));`
+          : `await Deno.jupyter.display(run.step(${i + 1}, { ruleOff: true })); // false: rule on`,
       ),
     );
   });

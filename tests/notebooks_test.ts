@@ -29,11 +29,11 @@ Deno.test("notebooks: one per chapter, one code cell per step, kernel deno", asy
     assert.ok(sources.some((s: string) => s.includes(`"../mod.ts"`)));
     assert.ok(sources.some((s: string) => s.includes(`"../scenarios/${file}"`)));
     const steps = nb.cells.filter((c: { cell_type: string; source: string[] }) =>
-      c.cell_type === "code" && c.source.join("").startsWith("run.step(")
+      c.cell_type === "code" && c.source.join("").startsWith("await Deno.jupyter.display(run.step(")
     );
     assert.equal(steps.length, chapter.steps.length);
     // Committed with the outputs of a seeded run: every code cell shows its output (the kernel
-    // sometimes drops one; `execute` runs the notebook again until none is missing).
+    // sometimes drops a result; cells display while they run, and `execute` re-runs if one is missing).
     assert.deepEqual(
       cellsWithoutOutput(nb),
       [],
