@@ -152,3 +152,29 @@ Deno.test("net: the client does not call a write refused at connect 'maybe appli
   assert.equal(error.maybeApplied, false, error.message);
   assert.match(error.message, /refused/i);
 });
+
+Deno.test("net: a slow refusal near the deadline does not turn into 'maybe applied'", async () => {
+  // A loaded machine: every connect is refused, but only after 45 ms. Without the minimum time
+  // for a retry, the fifth attempt starts ~20 ms before the 300 ms deadline, is cut by it and
+  // counts as a timeout (maybe sent), so a write no node ever saw was reported maybe applied.
+  let calls = 0;
+  const slowRefusal: typeof fetch = (_input, init) => {
+    calls++;
+    return new Promise((_resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new TypeError("fetch failed", { cause: new Error("Connection refused") })),
+        45,
+      );
+      init?.signal?.addEventListener("abort", () => {
+        clearTimeout(timer);
+        reject(init.signal!.reason);
+      });
+    });
+  };
+  const client = connect(["http://127.0.0.1:9"], { timeoutMs: 300, fetch: slowRefusal });
+  const error = await client.put("/k", "v").then(() => undefined, (e) => e);
+  assert.ok(error instanceof RaftmetaError, String(error));
+  assert.ok(calls >= 2, `only ${calls} attempt(s)`);
+  assert.equal(error.maybeApplied, false, error.message);
+  assert.match(error.message, /refused/i);
+});

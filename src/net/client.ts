@@ -285,6 +285,8 @@ function opJson(op: TxnOp): Record<string, unknown> {
 }
 
 const LEADER_HEADER = "raftmeta-leader-url";
+/** No retry starts with less time than this left before a request's deadline. */
+const MIN_RETRY_MS = 50;
 
 /** A client of one cluster. Writes go one at a time (sessions need it); reads run concurrently. */
 export class RaftmetaClient {
@@ -718,7 +720,14 @@ export class RaftmetaClient {
     let maybeApplied = false;
     let attempts = 0;
     while (performance.now() < deadline) {
-      if (attempts++ > 0) await new Promise((r) => setTimeout(r, Math.min(100, 10 * attempts)));
+      if (attempts > 0) {
+        await new Promise((r) => setTimeout(r, Math.min(100, 10 * attempts)));
+        // An attempt the deadline cuts short is one whose fate is unknown (it may have been
+        // sent), so a retry with too little time left would only turn a clean "refused" into a
+        // "maybe applied": give up with what the earlier attempts said instead.
+        if (deadline - performance.now() < MIN_RETRY_MS) break;
+      }
+      attempts++;
       const base = this.#pick();
       const headers: Record<string, string> = { "content-type": "application/json" };
       if (seq !== undefined) {
