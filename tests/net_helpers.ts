@@ -226,3 +226,29 @@ export async function post(
   }
   return { status: res.status, json };
 }
+
+/**
+ * Polls `predicate` every 20 ms until it holds; fails naming `what` (and the last failure the
+ * predicate threw, if any) after `timeoutMs`. Tests wait on conditions, never on fixed sleeps:
+ * CI runs on two loaded cores.
+ */
+export async function until(
+  what: string,
+  predicate: () => boolean | Promise<boolean>,
+  timeoutMs = 15_000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (true) {
+    try {
+      if (await predicate()) return;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) {
+      const why = last instanceof Error ? `: ${last.message}` : "";
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${why}`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

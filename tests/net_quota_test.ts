@@ -3,7 +3,7 @@
 // shedding with Retry-After; a slow request body cut off.
 
 import assert from "node:assert/strict";
-import { post, ProcessCluster } from "./net_helpers.ts";
+import { post, ProcessCluster, until } from "./net_helpers.ts";
 
 const MiB = 1024 * 1024;
 const NOSPACE = "etcdserver: mvcc: database space exceeded";
@@ -57,11 +57,13 @@ Deno.test("quota: overwrites raise NOSPACE; reads, deletes and compaction still 
     });
 
     await t.step("the alarm is raised on every node; writes stay refused", async () => {
+      // The alarm goes through the log: a follower shows it once it has applied that entry.
+      const memberID = (await alarms(url) as { memberID: string }[])[0].memberID;
       for (const n of cluster.nodes) {
-        assert.deepEqual((await alarms(n.url)) as unknown[], [{
-          memberID: (await alarms(url) as { memberID: string }[])[0].memberID,
-          alarm: "NOSPACE",
-        }]);
+        await until(`the NOSPACE alarm on ${n.id}`, async () => {
+          assert.deepEqual((await alarms(n.url)) as unknown[], [{ memberID, alarm: "NOSPACE" }]);
+          return true;
+        });
       }
       const small = await post(
         `${cluster.nodes[1].url}/v3/kv/put`,
@@ -90,7 +92,11 @@ Deno.test("quota: overwrites raise NOSPACE; reads, deletes and compaction still 
       for (const n of cluster.nodes) await n.kill();
       for (const n of cluster.nodes) n.restart();
       const again = await cluster.waitForLeader();
-      assert.equal(((await alarms(again.url)) as unknown[]).length, 1);
+      // A restarted node shows the alarm once it has applied the restored state and log.
+      await until(
+        "the alarm on the new leader after the restart",
+        async () => ((await alarms(again.url)) as unknown[]).length === 1,
+      );
       const refused = await post(
         `${again.url}/v3/kv/put`,
         JSON.stringify({
