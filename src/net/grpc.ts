@@ -12,10 +12,14 @@
  * @module
  */
 
+// Full npm: specifiers, as DESIGN.md asks (no import map).
+// deno-lint-ignore no-import-prefix
 import * as grpc from "npm:@grpc/grpc-js@1.14.3";
+// deno-lint-ignore no-import-prefix
 import * as protoLoader from "npm:@grpc/proto-loader@0.7.15";
 // etcd's protos come from npm's etcd3 package (its proto/ folder); importing its package.json puts
 // the package in the module graph so that import.meta.resolve finds the folder.
+// deno-lint-ignore no-import-prefix
 import etcd3Package from "npm:etcd3@1.1.2/package.json" with { type: "json" };
 import type { Address } from "./transport.ts";
 import { header } from "./http.ts";
@@ -62,7 +66,8 @@ function etcdserverpb(): grpc.GrpcObject {
   const packageDefinition = protoLoader.loadSync(decodeURIComponent(rpc.pathname), {
     keepCase: true,
     longs: String,
-    enums: String,
+    // npm's etcd3 renames etcd's enum values (Put, not PUT): numbers are the same on the wire.
+    enums: Number,
     bytes: String,
     defaults: false,
     oneofs: false,
@@ -142,7 +147,7 @@ export async function startGrpc(
     },
     Maintenance: {
       Status: unary("/v3/maintenance/status", statusJson),
-      Alarm: unary("/v3/maintenance/alarm"),
+      Alarm: unary("/v3/maintenance/alarm", alarmJson),
     },
     Cluster: {
       MemberList: (
@@ -190,6 +195,32 @@ function statusJson(json: Json): Json {
     out[k === "header" ? k : k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())] = v;
   }
   return out;
+}
+
+/** etcd's WatchCreateRequest.FilterType values by number. */
+const FILTER_TYPES = ["NOPUT", "NODELETE"];
+/** etcd's Event.EventType values: the gateway names them, the encoder wants numbers. */
+const EVENT_TYPES: Record<string, number> = { PUT: 0, DELETE: 1 };
+/** etcd's AlarmType values. */
+const ALARM_TYPES: Record<string, number> = { NONE: 0, NOSPACE: 1, CORRUPT: 2 };
+
+/** The gateway's events with their types as numbers. */
+function eventsOut(events: Json[]): Json[] {
+  return events.map((e) =>
+    typeof e.type === "string" ? { ...e, type: EVENT_TYPES[e.type] ?? e.type } : e
+  );
+}
+
+/** An alarm answer with its alarm types as numbers. */
+function alarmJson(json: Json): Json {
+  const alarms = json.alarms as Json[] | undefined;
+  if (alarms === undefined) return json;
+  return {
+    ...json,
+    alarms: alarms.map((a) =>
+      typeof a.alarm === "string" ? { ...a, alarm: ALARM_TYPES[a.alarm] ?? a.alarm } : a
+    ),
+  };
 }
 
 /** Thrown for a gateway answer that is an error: etcd's gRPC code and message. */
@@ -373,7 +404,7 @@ function watch(server: RaftServer, gw: Gateway, call: grpc.ServerDuplexStream<Js
       return;
     }
     const filters = new Set(
-      ((create.filters ?? []) as string[]).map((f) => String(f).toUpperCase()),
+      ((create.filters ?? []) as number[]).map((f) => FILTER_TYPES[f] ?? String(f)),
     );
     const body: Json = {};
     for (const name of ["key", "range_end", "start_revision", "progress_notify", "prev_kv"]) {
@@ -435,10 +466,11 @@ function watch(server: RaftServer, gw: Gateway, call: grpc.ServerDuplexStream<Js
           if (next === undefined || stopped) break;
           const result = (next.result ?? {}) as Json;
           const message: Json = { ...result, watch_id: watchId };
-          const events = result.events as Json[] | undefined;
+          let events = result.events as Json[] | undefined;
+          if (events !== undefined) message.events = events = eventsOut(events);
           if (events !== undefined && filters.size > 0) {
             const kept = events.filter((e) =>
-              !(filters.has(e.type === "DELETE" ? "NODELETE" : "NOPUT"))
+              !(filters.has(e.type === EVENT_TYPES.DELETE ? "NODELETE" : "NOPUT"))
             );
             // As etcd: a response whose events were all filtered out is not sent.
             if (kept.length === 0) continue;
