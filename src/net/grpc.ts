@@ -232,8 +232,45 @@ class GatewayError extends Error {
   }
 }
 
+/**
+ * etcd's error descriptions with their gRPC codes. etcd's Go client recognizes an error only by
+ * its exact text (and then retries, or prints it plainly), so a gateway message that starts with
+ * one of these is sent as exactly that text; the detail after it stays on the JSON side.
+ */
+const ETCD_ERRORS: readonly (readonly [string, number])[] = [
+  ["etcdserver: key is not provided", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: key not found", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: value is provided", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: lease is provided", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: too many operations in txn request", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: duplicate key given in txn request", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: mvcc: required revision has been compacted", grpc.status.OUT_OF_RANGE],
+  ["etcdserver: mvcc: required revision is a future revision", grpc.status.OUT_OF_RANGE],
+  ["etcdserver: mvcc: database space exceeded", grpc.status.RESOURCE_EXHAUSTED],
+  ["etcdserver: requested lease not found", grpc.status.NOT_FOUND],
+  ["etcdserver: lease already exists", grpc.status.FAILED_PRECONDITION],
+  ["etcdserver: too large lease TTL", grpc.status.OUT_OF_RANGE],
+  ["etcdserver: request is too large", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: too many requests", grpc.status.RESOURCE_EXHAUSTED],
+  ["etcdserver: no leader", grpc.status.UNAVAILABLE],
+  ["etcdserver: not leader", grpc.status.FAILED_PRECONDITION],
+  ["etcdserver: leader changed", grpc.status.UNAVAILABLE],
+  ["etcdserver: server stopped", grpc.status.UNAVAILABLE],
+  ["etcdserver: request timed out", grpc.status.UNAVAILABLE],
+];
+
+/** etcd's exact error for a gateway message that starts with one of its descriptions. */
+function etcdError(code: number, message: string): StatusError {
+  for (const [desc, etcdCode] of ETCD_ERRORS) {
+    if (message === desc || (message.startsWith(desc) && /^[ :;(]/.test(message[desc.length]))) {
+      return { code: etcdCode, details: desc };
+    }
+  }
+  return { code, details: message };
+}
+
 function toStatus(e: unknown): StatusError {
-  if (e instanceof GatewayError) return { code: e.code, details: e.message };
+  if (e instanceof GatewayError) return etcdError(e.code, e.message);
   return { code: grpc.status.INTERNAL, details: `Internal error: ${(e as Error)?.message ?? e}` };
 }
 
