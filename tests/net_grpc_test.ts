@@ -457,8 +457,8 @@ async function rawWatchSession(t: Deno.TestContext, node: NodeProcess, p: string
         const r2 = await unary("Put", { key: b64(`${p}d`), value: b64("2") });
         const rev = Number((r2.header as Json).revision);
         await unary("Compact", { revision: String(rev) });
-      // A linearizable read through this node: it has applied the compaction when it answers.
-      await unary("Range", { key: b64(`${p}d`) });
+        // A linearizable read through this node: it has applied the compaction when it answers.
+        await unary("Range", { key: b64(`${p}d`) });
         stream.write({
           create_request: { key: b64(`${p}d`), start_revision: (r1.header as Json).revision },
         });
@@ -506,6 +506,19 @@ Deno.test("gRPC: etcdctl 3.4, npm's etcd3 and a raw client against a 3-node clus
         await npmClientSession(t, node, `/npm-${role}/`);
       });
     }
+    await t.step("ctl status lists each node's gRPC URL", async () => {
+      const p = await new Deno.Command(Deno.execPath(), {
+        args: ["run", "-A", new URL("../src/net/ctl.ts", import.meta.url).pathname, "status"],
+        env: { RAFTMETA_ENDPOINTS: follower.url, NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const text = new TextDecoder().decode(p.stdout);
+      assert.equal(p.code, 0, new TextDecoder().decode(p.stderr));
+      for (const n of cluster.nodes) {
+        assert.match(text, new RegExp(`^${n.id} gRPC http://${n.grpcEndpoint}$`, "m"));
+      }
+    });
     await t.step(`raw Watch stream through the follower (${follower.id})`, async (t) => {
       await rawWatchSession(t, follower, "/raw/");
     });
