@@ -1157,9 +1157,10 @@ export class MetadataStore {
 
   /**
    * A range that sorts or filters, as etcd's Range: every key of the range is read, the revision
-   * filters drop key-values (`count` stays the unfiltered count), the rest is sorted (a target
-   * other than KEY with order NONE sorts ascending; ties keep key order), and only then does the
-   * limit cut, with `more` when it left some out.
+   * filters drop key-values (`count` stays the unfiltered count), the rest is sorted (ties keep
+   * key order), and only then does the limit cut, with `more` when it left some out. One quirk
+   * of etcd kept: a target other than KEY with order NONE (no filter) sorts ascending only the
+   * first limit + 1 keys in key order, not the whole range.
    */
   #sortFilter(
     entries: Iterable<readonly [string, Versioned]>,
@@ -1172,7 +1173,12 @@ export class MetadataStore {
     const minCreate = spec.minCreateRevision ?? 0;
     const maxCreate = spec.maxCreateRevision ?? 0;
     const kept: (readonly [string, Versioned])[] = [];
+    const { limit, keysOnly } = spec;
+    const whole = (spec.sortOrder ?? "none") !== "none" || minMod !== 0 || maxMod !== 0 ||
+      minCreate !== 0 || maxCreate !== 0;
+    const readMax = whole || limit === 0 ? Infinity : limit + 1;
     for (const entry of entries) {
+      if (kept.length >= readMax) break;
       const v = entry[1];
       if (maxMod !== 0 && v.modRevision > maxMod) continue;
       if (minMod !== 0 && v.modRevision < minMod) continue;
@@ -1194,7 +1200,6 @@ export class MetadataStore {
           : (a, b) => sign * (a[1][target] - b[1][target]),
       );
     }
-    const { limit, keysOnly } = spec;
     const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
     const kvs: KeyValue[] = [];
     for (const [key, v] of kept) {
