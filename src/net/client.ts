@@ -20,10 +20,8 @@
 
 import type {
   Compare,
-  DeleteResponse,
   KeyRange,
   KvEvent,
-  PutResponse,
   RangeResponse,
   TxnCommand,
   TxnOp,
