@@ -109,7 +109,8 @@ class HistoryModel {
         createRevision: m.createRevision,
         modRevision: m.modRevision,
         version: m.version,
-        lease: o.keysOnly ? 0 : m.lease,
+        // etcd's keys_only drops only the value.
+        lease: m.lease,
       };
     });
     return { count, more: count > kvs.length, kvs };

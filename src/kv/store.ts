@@ -45,10 +45,14 @@ import {
   type LeaseRevokeResponse,
   type PlainCommand,
   type PutResponse,
+  type RangeCommand,
   type RangeResponse,
   type SessionCommand,
+  type SortOrder,
+  type SortTarget,
   type TxnCommand,
   type TxnOp,
+  type TxnOpResponse,
   type TxnResponse,
 } from "./types.ts";
 
@@ -87,10 +91,24 @@ export function addsData(command: Command): boolean {
     case "leaseGrant":
       return true;
     case "txn":
-      return [...c.success, ...c.failure].some((op) => op.type === "put");
+      return txnPuts(c);
     default:
       return false;
   }
+}
+
+/** Whether `txn` has a put in either list, nested transactions included. */
+function txnPuts(txn: TxnCommand): boolean {
+  return [...txn.success, ...txn.failure].some((op) =>
+    op.type === "put" || (op.type === "txn" && txnPuts(op))
+  );
+}
+
+/** Whether `txn` only reads: ranges in both lists, nested transactions included (etcd's rule). */
+export function txnReadOnly(txn: TxnCommand): boolean {
+  return [...txn.success, ...txn.failure].every((op) =>
+    op.type === "range" || (op.type === "txn" && txnReadOnly(op))
+  );
 }
 
 /** An entry that must never fail to apply did (it does not decode, or its index is out of order). */
@@ -187,6 +205,18 @@ export interface RangeOptions {
   readonly keysOnly?: boolean;
   /** Return only the count. */
   readonly countOnly?: boolean;
+  /** Sort order (see {@linkcode RangeCommand.sortOrder}); omitted is `"none"`. */
+  readonly sortOrder?: SortOrder;
+  /** What to sort by; omitted is `"key"`. */
+  readonly sortTarget?: SortTarget;
+  /** Leave out key-values modified before this revision (0: no bound). */
+  readonly minModRevision?: number;
+  /** Leave out key-values modified after this revision (0: no bound). */
+  readonly maxModRevision?: number;
+  /** Leave out key-values created before this revision (0: no bound). */
+  readonly minCreateRevision?: number;
+  /** Leave out key-values created after this revision (0: no bound). */
+  readonly maxCreateRevision?: number;
   /**
    * The revision to read at; 0 or omitted means the current one. At least the compact revision
    * and at most the current one, else {@linkcode RevisionUnavailableError}.
@@ -472,6 +502,45 @@ interface Session {
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** What a range reads besides its keys, as a {@linkcode RangeCommand} carries it. */
+type RangeSpec = Omit<RangeCommand, "type" | "range">;
+
+/** A key's fields as a range reads them, from the map or from history. */
+interface Versioned {
+  readonly value: Uint8Array;
+  readonly createRevision: number;
+  readonly modRevision: number;
+  readonly version: number;
+  readonly lease?: number;
+}
+
+/**
+ * Whether a range must see its whole key range before it answers: it sorts or filters, so, as
+ * etcd, the limit applies afterwards.
+ */
+function sortsOrFilters(s: RangeSpec): boolean {
+  return (s.sortOrder ?? "none") !== "none" || (s.sortTarget ?? "key") !== "key" ||
+    (s.minModRevision ?? 0) !== 0 || (s.maxModRevision ?? 0) !== 0 ||
+    (s.minCreateRevision ?? 0) !== 0 || (s.maxCreateRevision ?? 0) !== 0;
+}
+
+/**
+ * Which list of a transaction runs, and of each nested transaction in it: decided from every
+ * compare before anything is written, as etcd's compareToPath.
+ */
+interface TxnPath {
+  readonly succeeded: boolean;
+  /** For each op of the chosen list: its path when it is a transaction. */
+  readonly nested: readonly (TxnPath | undefined)[];
+}
+
+/** `r` with the key-values of its ranges (nested ones too) left out. */
+function withoutKvs(r: Mutable<TxnOpResponse>): Mutable<TxnOpResponse> {
+  if (r.type === "range") return { ...r, kvs: [] };
+  if (r.type === "txn") return { ...r, responses: r.responses.map(withoutKvs) };
+  return r;
+}
 
 /** The one empty value: a zero-length array has no bytes to change, and freezing it is allowed. */
 const EMPTY: Uint8Array = Object.freeze(new Uint8Array(0)) as Uint8Array;
@@ -818,25 +887,16 @@ export class MetadataStore {
       events: [],
     });
     if (command.type === "txn") {
-      const succeeded = command.compare.every((c) => this.#compare(c));
-      const ops = succeeded ? command.success : command.failure;
+      const path = this.#decide(command);
       // Checked before anything changes, so a missing lease leaves the store as it was.
-      for (const op of ops) {
-        const e = this.#leaseMissing(op);
-        if (e !== undefined) return rejected(e);
-      }
+      const e = this.#pathLeaseMissing(command, path);
+      if (e !== undefined) return rejected(e);
       // Every node applies the writes alike; ranges past the budget give up their key-values.
       const budget = { bytesLeft: this.applyResponseBytesMax, exceeded: false };
-      const responses = ops.map((op) => this.#op(op, revision, events, budget));
+      const txn = this.#runTxn(command, path, revision, events, budget);
       response = budget.exceeded
-        ? {
-          type: "txn",
-          revision: 0,
-          succeeded,
-          responses: responses.map((r) => r.type === "range" ? { ...r, kvs: [] } : r),
-          responseTooLarge: true,
-        }
-        : { type: "txn", revision: 0, succeeded, responses };
+        ? { ...txn, responses: txn.responses.map(withoutKvs), responseTooLarge: true }
+        : txn;
     } else if (command.type === "leaseGrant") {
       const r = this.#grant(command.id, command.ttlMs);
       if (typeof r === "string") return rejected(r);
@@ -860,11 +920,9 @@ export class MetadataStore {
       this.#revision = revision;
       this.#history.append(revision, events);
     }
-    // Every response of the command reports the revision after it, as etcd's headers do.
+    // The response reports the revision after the command, as etcd's header does (a
+    // transaction's inner responses keep the revisions #runTxn gave them).
     response.revision = this.#revision;
-    if (response.type === "txn") {
-      for (const r of response.responses) (r as Mutable<typeof r>).revision = this.#revision;
-    }
     return { remembered: { status: "applied", response }, events };
   }
 
@@ -881,7 +939,7 @@ export class MetadataStore {
   }
 
   #op(
-    op: TxnOp,
+    op: Exclude<TxnOp, TxnCommand>,
     revision: number,
     events: KvEvent[],
     budget?: ResponseBudget,
@@ -892,12 +950,57 @@ export class MetadataStore {
       case "delete":
         return this.#delete(op.range, op.prevKv, revision, events);
       case "range":
-        return this.#range(op.range, op.limit, op.keysOnly, op.countOnly, budget);
+        return this.#range(op.range, op, budget);
     }
   }
 
+  /** Evaluates the compares of `txn` and of the nested transactions that will run. */
+  #decide(txn: TxnCommand): TxnPath {
+    const succeeded = txn.compare.every((c) => this.#compare(c));
+    const ops = succeeded ? txn.success : txn.failure;
+    return {
+      succeeded,
+      nested: ops.map((op) => op.type === "txn" ? this.#decide(op) : undefined),
+    };
+  }
+
+  /** Why the ops `path` chooses in `txn` cannot run: a put names a missing lease. */
+  #pathLeaseMissing(txn: TxnCommand, path: TxnPath): string | undefined {
+    const ops = path.succeeded ? txn.success : txn.failure;
+    for (const [i, op] of ops.entries()) {
+      const e = op.type === "txn"
+        ? this.#pathLeaseMissing(op, path.nested[i]!)
+        : this.#leaseMissing(op);
+      if (e !== undefined) return e;
+    }
+    return undefined;
+  }
+
+  /**
+   * Runs the ops `path` chooses in `txn` at `revision`. Each inner response carries the revision
+   * etcd reports for it: a put the new revision; a delete or range the new one once the
+   * transaction changed something (for a delete: itself included), else the one before; a nested
+   * transaction 0 (etcd leaves its header empty).
+   */
+  #runTxn(
+    txn: TxnCommand,
+    path: TxnPath,
+    revision: number,
+    events: KvEvent[],
+    budget: ResponseBudget,
+  ): Mutable<TxnResponse> {
+    const ops = path.succeeded ? txn.success : txn.failure;
+    const responses = ops.map((op, i): Mutable<TxnOpResponse> => {
+      if (op.type === "txn") return this.#runTxn(op, path.nested[i]!, revision, events, budget);
+      const r = this.#op(op, revision, events, budget);
+      r.revision = op.type === "put" || events.length > 0 ? revision : this.#revision;
+      return r;
+    });
+    return { type: "txn", revision: 0, succeeded: path.succeeded, responses };
+  }
+
   /** Why `op` cannot run: it puts with a lease that does not exist. */
-  #leaseMissing(op: TxnOp | PlainCommand): string | undefined {
+  #leaseMissing(op: Exclude<TxnOp, TxnCommand> | PlainCommand): string | undefined {
     if (op.type !== "put" || !op.lease || this.#leases.has(op.lease)) return undefined;
     return `Lease ${op.lease} not found (put of ${quote(op.key)})`;
   }
@@ -1016,15 +1119,13 @@ export class MetadataStore {
       : { type: "delete", revision: 0, deleted: doomed.length };
   }
 
-  #range(
-    range: KeyRange,
-    limit: number,
-    keysOnly: boolean,
-    countOnly: boolean,
-    budget?: ResponseBudget,
-  ): Mutable<RangeResponse> {
+  #range(range: KeyRange, spec: RangeSpec, budget?: ResponseBudget): Mutable<RangeResponse> {
     const count = this.#count(range);
-    if (countOnly) return { type: "range", revision: this.#revision, kvs: [], more: false, count };
+    if (spec.countOnly) {
+      return { type: "range", revision: this.#revision, kvs: [], more: false, count };
+    }
+    if (sortsOrFilters(spec)) return this.#sortFilter(this.#scan(range), count, spec, budget);
+    const { limit, keysOnly } = spec;
     const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
     const kvs: KeyValue[] = [];
     for (const [key, stored] of this.#scan(range)) {
@@ -1036,19 +1137,83 @@ export class MetadataStore {
           break;
         }
       }
-      kvs.push(
-        keysOnly
-          ? {
-            key,
-            value: EMPTY,
-            createRevision: stored.createRevision,
-            modRevision: stored.modRevision,
-            version: stored.version,
-          }
-          : this.#export(key, stored),
-      );
+      kvs.push(this.#exportRead(key, stored, keysOnly));
     }
     return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
+  }
+
+  /** `v` as a {@linkcode KeyValue} for a range: a copy of its value, none when `keysOnly`. */
+  #exportRead(key: string, v: Versioned, keysOnly: boolean): KeyValue {
+    const kv: KeyValue = {
+      key,
+      // etcd's keys_only drops only the value: revisions, version and lease stay.
+      value: keysOnly ? EMPTY : this.#copier.copy(v.value),
+      createRevision: v.createRevision,
+      modRevision: v.modRevision,
+      version: v.version,
+    };
+    return v.lease ? { ...kv, lease: v.lease } : kv;
+  }
+
+  /**
+   * A range that sorts or filters, as etcd's Range: every key of the range is read, the revision
+   * filters drop key-values (`count` stays the unfiltered count), the rest is sorted (ties keep
+   * key order), and only then does the limit cut, with `more` when it left some out. One quirk
+   * of etcd kept: a target other than KEY with order NONE (no filter) sorts ascending only the
+   * first limit + 1 keys in key order, not the whole range.
+   */
+  #sortFilter(
+    entries: Iterable<readonly [string, Versioned]>,
+    count: number,
+    spec: RangeSpec,
+    budget?: ResponseBudget,
+  ): Mutable<RangeResponse> {
+    const minMod = spec.minModRevision ?? 0;
+    const maxMod = spec.maxModRevision ?? 0;
+    const minCreate = spec.minCreateRevision ?? 0;
+    const maxCreate = spec.maxCreateRevision ?? 0;
+    const kept: (readonly [string, Versioned])[] = [];
+    const { limit, keysOnly } = spec;
+    const whole = (spec.sortOrder ?? "none") !== "none" || minMod !== 0 || maxMod !== 0 ||
+      minCreate !== 0 || maxCreate !== 0;
+    const readMax = whole || limit === 0 ? Infinity : limit + 1;
+    for (const entry of entries) {
+      if (kept.length >= readMax) break;
+      const v = entry[1];
+      if (maxMod !== 0 && v.modRevision > maxMod) continue;
+      if (minMod !== 0 && v.modRevision < minMod) continue;
+      if (maxCreate !== 0 && v.createRevision > maxCreate) continue;
+      if (minCreate !== 0 && v.createRevision < minCreate) continue;
+      kept.push([entry[0], v]);
+    }
+    const target = spec.sortTarget ?? "key";
+    let order = spec.sortOrder ?? "none";
+    if (target !== "key" && order === "none") order = "ascend";
+    if (order === "descend" || target !== "key") {
+      const sign = order === "descend" ? -1 : 1;
+      // Array.prototype.sort is stable, so equal targets stay in key order.
+      kept.sort(
+        target === "key"
+          ? (a, b) => sign * compareKeys(a[0], b[0])
+          : target === "value"
+          ? (a, b) => sign * compareBytes(a[1].value, b[1].value)
+          : (a, b) => sign * (a[1][target] - b[1][target]),
+      );
+    }
+    const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
+    const kvs: KeyValue[] = [];
+    for (const [key, v] of kept) {
+      if (kvs.length >= kvsMax) break;
+      if (budget !== undefined) {
+        budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : v.value.length);
+        if (budget.bytesLeft < 0) {
+          budget.exceeded = true;
+          break;
+        }
+      }
+      kvs.push(this.#exportRead(key, v, keysOnly));
+    }
+    return { type: "range", revision: this.#revision, kvs, more: kept.length > kvs.length, count };
   }
 
   /**
@@ -1060,9 +1225,7 @@ export class MetadataStore {
   #rangeAt(
     revision: number,
     range: KeyRange,
-    limit: number,
-    keysOnly: boolean,
-    countOnly: boolean,
+    spec: RangeSpec,
     budget?: ResponseBudget,
   ): Mutable<RangeResponse> {
     if (revision > this.#revision) {
@@ -1089,51 +1252,47 @@ export class MetadataStore {
         olds.push(kv);
       }
     }
-    if (countOnly) return { type: "range", revision: this.#revision, kvs: [], more: false, count };
+    if (spec.countOnly) {
+      return { type: "range", revision: this.#revision, kvs: [], more: false, count };
+    }
     olds.sort((a, b) => compareKeys(a.key, b.key));
+    const merged = this.#mergeAt(range, then, olds);
+    if (sortsOrFilters(spec)) return this.#sortFilter(merged, count, spec, budget);
+    const { limit, keysOnly } = spec;
     const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
     const kvs: KeyValue[] = [];
-    const add = (kv: KeyValue): boolean => {
-      const valueBytes = kv.value.length;
-      if (kvs.length >= kvsMax || budget?.exceeded) return false;
+    for (const [key, v] of merged) {
+      if (kvs.length >= kvsMax || budget?.exceeded) break;
       if (budget !== undefined) {
-        budget.bytesLeft -= kvResponseBytes(kv.key, keysOnly ? 0 : valueBytes);
+        budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : v.value.length);
         if (budget.bytesLeft < 0) {
           budget.exceeded = true;
-          return false;
+          break;
         }
       }
-      kvs.push(
-        keysOnly
-          ? {
-            key: kv.key,
-            value: EMPTY,
-            createRevision: kv.createRevision,
-            modRevision: kv.modRevision,
-            version: kv.version,
-          }
-          : { ...kv, value: this.#copier.copy(kv.value) },
-      );
-      return true;
-    };
-    let i = 0;
-    let open = true;
-    for (const [key, stored] of this.#scan(range)) {
-      while (open && i < olds.length && compareKeys(olds[i].key, key) < 0) open = add(olds[i++]);
-      if (!open) break;
-      if (then.has(key)) continue;
-      const kv: KeyValue = {
-        key,
-        value: stored.value,
-        createRevision: stored.createRevision,
-        modRevision: stored.modRevision,
-        version: stored.version,
-        ...(stored.lease === 0 ? {} : { lease: stored.lease }),
-      };
-      if (!(open = add(kv))) break;
+      kvs.push(this.#exportRead(key, v, keysOnly));
     }
-    while (open && i < olds.length) open = add(olds[i++]);
     return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
+  }
+
+  /**
+   * The keys of `range` as they were: the current ones not in `then` (changed since), merged in
+   * key order with `olds` (their earlier key-values, sorted).
+   */
+  *#mergeAt(
+    range: KeyRange,
+    then: ReadonlyMap<string, KeyValue | undefined>,
+    olds: readonly KeyValue[],
+  ): Generator<readonly [string, Versioned]> {
+    let i = 0;
+    for (const [key, stored] of this.#scan(range)) {
+      while (i < olds.length && compareKeys(olds[i].key, key) < 0) {
+        yield [olds[i].key, olds[i]];
+        i++;
+      }
+      if (!then.has(key)) yield [key, stored];
+    }
+    for (; i < olds.length; i++) yield [olds[i].key, olds[i]];
   }
 
   /** Entries of `range` in key order. */
@@ -1167,9 +1326,26 @@ export class MetadataStore {
     return Math.max(0, map.rank(range.rangeEnd) - map.rank(range.key));
   }
 
-  /** Evaluates one compare as etcd's `applyCompare` does. */
+  /**
+   * Evaluates one compare as etcd's `applyCompare` does: over a range, it must hold for every key
+   * in it; a range with no key reads as one missing key.
+   */
   #compare(c: Compare): boolean {
-    const stored = this.#map.get(c.key);
+    if (c.rangeEnd === undefined) return this.#holds(c, this.#map.get(c.key));
+    // etcd's range end "\0": every key >= key.
+    const range: KeyRange = c.rangeEnd === "\u0000"
+      ? { fromKey: c.key }
+      : { key: c.key, rangeEnd: c.rangeEnd };
+    let any = false;
+    for (const [, stored] of this.#scan(range)) {
+      if (!this.#holds(c, stored)) return false;
+      any = true;
+    }
+    return any || this.#holds(c, undefined);
+  }
+
+  /** Whether compare `c` holds for `stored` (undefined: a missing key). */
+  #holds(c: Compare, stored: Stored | undefined): boolean {
     let order: number;
     if (c.target === "value") {
       // etcd: a value compare on a missing key always fails, even notEqual.
@@ -1225,6 +1401,29 @@ export class MetadataStore {
    */
   range(range: KeyRange, options: RangeOptions = {}): RangeResponse {
     validateRange(range);
+    if (options.sortOrder !== undefined || options.sortTarget !== undefined) {
+      // The command validator knows the names; a range command carries the same options.
+      validateCommand({
+        type: "range",
+        range,
+        limit: 0,
+        keysOnly: false,
+        countOnly: false,
+        sortOrder: options.sortOrder,
+        sortTarget: options.sortTarget,
+      });
+    }
+    for (
+      const f of [
+        "minModRevision",
+        "maxModRevision",
+        "minCreateRevision",
+        "maxCreateRevision",
+      ] as const
+    ) {
+      const v = options[f] ?? 0;
+      if (!Number.isSafeInteger(v)) throw new CommandError(`${f} must be a safe integer: ${v}`);
+    }
     const limit = options.limit ?? 0;
     if (!Number.isSafeInteger(limit) || limit < 0) {
       throw new CommandError(`Limit must be a non-negative integer: ${limit}`);
@@ -1236,11 +1435,15 @@ export class MetadataStore {
     if (!Number.isSafeInteger(revision) || revision < 0) {
       throw new CommandError(`Revision must be a non-negative integer: ${revision}`);
     }
-    const keysOnly = options.keysOnly ?? false;
-    const countOnly = options.countOnly ?? false;
+    const spec: RangeSpec = {
+      ...options,
+      limit,
+      keysOnly: options.keysOnly ?? false,
+      countOnly: options.countOnly ?? false,
+    };
     const r = revision === 0 || revision === this.#revision
-      ? this.#range(range, limit, keysOnly, countOnly, budget)
-      : this.#rangeAt(revision, range, limit, keysOnly, countOnly, budget);
+      ? this.#range(range, spec, budget)
+      : this.#rangeAt(revision, range, spec, budget);
     if (budget?.exceeded) throw new ResponseTooLargeError(options.responseBytesMax!);
     return r;
   }
@@ -1256,14 +1459,11 @@ export class MetadataStore {
     validateCommand(txn);
     const error = commandLimitError(txn, 0, this.limits);
     if (error !== undefined) throw new CommandError(error);
-    const succeeded = txn.compare.every((c) => this.#compare(c));
+    if (!txnReadOnly(txn)) throw new CommandError(`A read-only txn cannot write`);
     const budget = { bytesLeft: options.responseBytesMax ?? Infinity, exceeded: false };
-    const responses = (succeeded ? txn.success : txn.failure).map((op) => {
-      if (op.type !== "range") throw new CommandError(`A read-only txn cannot ${op.type}`);
-      return this.#range(op.range, op.limit, op.keysOnly, op.countOnly, budget);
-    });
+    const r = this.#runTxn(txn, this.#decide(txn), this.#revision + 1, [], budget);
     if (budget.exceeded) throw new ResponseTooLargeError(options.responseBytesMax!);
-    return { type: "txn", revision: this.#revision, succeeded, responses };
+    return { ...r, revision: this.#revision };
   }
 
   /** Every key-value of `range` (all keys when omitted) in key order, unbounded. */

@@ -20,10 +20,14 @@ import type {
   PutResponse,
   RangeCommand,
   RangeResponse,
+  SortTarget,
   TxnCommand,
   TxnOp,
   TxnResponse,
 } from "../kv/types.ts";
+import { DUPLICATE_KEY_ERROR, txnDuplicateKeyError } from "../kv/command.ts";
+import { txnReadOnly } from "../kv/store.ts";
+import { TXN_DEPTH_MAX } from "../kv/types.ts";
 
 /** A request that cannot be served; carries the HTTP status and etcd's gRPC code. */
 export class HttpError extends Error {
@@ -311,6 +315,21 @@ function unsupported(f: Fields, fields: readonly string[], what: string): void {
   }
 }
 
+const SORT_TARGETS: Record<string, SortTarget> = {
+  KEY: "key",
+  VERSION: "version",
+  CREATE: "createRevision",
+  MOD: "modRevision",
+  VALUE: "value",
+};
+
+const RANGE_FILTERS = [
+  ["min_mod_revision", "minModRevision"],
+  ["max_mod_revision", "maxModRevision"],
+  ["min_create_revision", "minCreateRevision"],
+  ["max_create_revision", "maxCreateRevision"],
+] as const;
+
 /** Parses a RangeRequest. */
 export function parseRange(body: unknown, what = "RangeRequest"): EtcdRange {
   const f = new Fields(body, what);
@@ -319,25 +338,31 @@ export function parseRange(body: unknown, what = "RangeRequest"): EtcdRange {
   if (limit < 0) throw badRequest(`Field "limit" must not be negative: ${limit}`);
   const revision = f.int("revision");
   const sortOrder = f.enumeration("sort_order", ["NONE", "ASCEND", "DESCEND"]);
-  const sortTarget = f.enumeration("sort_target", ["KEY", "VERSION", "CREATE", "MOD", "VALUE"]);
-  if (sortOrder === "DESCEND" || sortTarget !== "KEY") {
-    throw badRequest(
-      `Sorting by ${sortTarget} ${sortOrder} is not supported by raftmeta (keys come in key order)`,
-    );
+  const sortTarget = SORT_TARGETS[
+    f.enumeration("sort_target", ["KEY", "VERSION", "CREATE", "MOD", "VALUE"])
+  ];
+  // etcd's filters are int64 and any value but 0 applies, negative ones too.
+  const filters: Record<string, number> = {};
+  for (const [snake, name] of RANGE_FILTERS) {
+    const v = f.int(snake);
+    if (v !== 0) filters[name] = v;
   }
-  unsupported(f, [
-    "min_mod_revision",
-    "max_mod_revision",
-    "min_create_revision",
-    "max_create_revision",
-  ], what);
   const serializable = f.bool("serializable");
   const keysOnly = f.bool("keys_only");
   const countOnly = f.bool("count_only");
   f.done();
   if (revision < 0) throw badRequest(`Field "revision" must not be negative: ${revision}`);
   return {
-    command: { type: "range", range, limit, keysOnly, countOnly },
+    command: {
+      type: "range",
+      range,
+      limit,
+      keysOnly,
+      countOnly,
+      ...(sortOrder === "NONE" ? {} : { sortOrder: sortOrder === "ASCEND" ? "ascend" : "descend" }),
+      ...(sortTarget === "key" ? {} : { sortTarget }),
+      ...filters,
+    },
     serializable,
     ...(revision > 0 ? { revision } : {}),
   } as EtcdRange & { revision?: number };
@@ -379,8 +404,8 @@ const RESULTS: Record<string, CompareResult> = {
   NOT_EQUAL: "notEqual",
 };
 
-function parseCompare(value: unknown, i: number): Compare {
-  const what = `compare[${i}]`;
+function parseCompare(value: unknown, i: number, list = "compare"): Compare {
+  const what = `${list}[${i}]`;
   const f = new Fields(value, what);
   const result = RESULTS[f.enumeration("result", ["EQUAL", "GREATER", "LESS", "NOT_EQUAL"])];
   const target = f.enumeration("target", ["VERSION", "CREATE", "MOD", "VALUE", "LEASE"]);
@@ -389,25 +414,33 @@ function parseCompare(value: unknown, i: number): Compare {
     throw badRequest(`Field "key" of ${what} is not provided`);
   }
   const key = keyText(keyBytes, "key");
-  if ((f.bytes("range_end")?.length ?? 0) > 0) {
-    throw badRequest(`Field "range_end" of ${what} is not supported by raftmeta`);
-  }
+  const end = f.bytes("range_end");
+  // A range end "\0" means every key >= key (the store's Compare takes it as "\u0000").
+  const rangeEnd = end === undefined || end.length === 0
+    ? {}
+    : { rangeEnd: keyText(end, "range_end") };
   let c: Compare;
   switch (target) {
     case "VERSION":
-      c = { key, target: "version", result, value: f.int("version") };
+      c = { key, ...rangeEnd, target: "version", result, value: f.int("version") };
       break;
     case "CREATE":
-      c = { key, target: "createRevision", result, value: f.int("create_revision") };
+      c = { key, ...rangeEnd, target: "createRevision", result, value: f.int("create_revision") };
       break;
     case "MOD":
-      c = { key, target: "modRevision", result, value: f.int("mod_revision") };
+      c = { key, ...rangeEnd, target: "modRevision", result, value: f.int("mod_revision") };
       break;
     case "VALUE":
-      c = { key, target: "value", result, value: f.bytes("value") ?? new Uint8Array(0) };
+      c = {
+        key,
+        ...rangeEnd,
+        target: "value",
+        result,
+        value: f.bytes("value") ?? new Uint8Array(0),
+      };
       break;
     default:
-      throw badRequest(`Compare target LEASE in ${what} is not supported by raftmeta`);
+      c = { key, ...rangeEnd, target: "lease", result, value: f.int("lease") };
   }
   // Fields of the other targets may be present with their zero values; anything else is refused.
   for (const other of ["version", "create_revision", "mod_revision", "value", "lease"]) {
@@ -417,7 +450,11 @@ function parseCompare(value: unknown, i: number): Compare {
   return c;
 }
 
-function parseRequestOp(value: unknown, where: string): { op: TxnOp; serializable: boolean } {
+function parseRequestOp(
+  value: unknown,
+  where: string,
+  depth: number,
+): { op: TxnOp; serializable: boolean } {
   const f = new Fields(value, where);
   const put = f.get("request_put");
   const range = f.get("request_range");
@@ -427,10 +464,13 @@ function parseRequestOp(value: unknown, where: string): { op: TxnOp; serializabl
   const given = [put, range, del, txn].filter((v) => v !== undefined).length;
   if (given !== 1) {
     throw badRequest(
-      `${where} must hold exactly one of request_put, request_range, request_delete_range`,
+      `${where} must hold exactly one of request_put, request_range, request_delete_range, request_txn`,
     );
   }
-  if (txn !== undefined) throw badRequest(`Nested transactions (${where}) are not supported`);
+  if (txn !== undefined) {
+    const t = parseTxnAt(txn, `${where}.request_txn`, depth + 1);
+    return { op: t.command, serializable: t.serializable };
+  }
   if (put !== undefined) return { op: parsePut(put, `${where}.request_put`), serializable: false };
   if (del !== undefined) {
     return { op: parseDeleteRange(del, `${where}.request_delete_range`), serializable: false };
@@ -452,22 +492,40 @@ export interface EtcdTxn {
   readonly serializable: boolean;
 }
 
-/** Parses a TxnRequest. */
+/**
+ * Parses a TxnRequest, nested ones included (at most {@linkcode TXN_DEPTH_MAX} levels). Two
+ * writes to one key are refused with etcd's "duplicate key given in txn request".
+ */
 export function parseTxn(body: unknown): EtcdTxn {
-  const f = new Fields(body, "TxnRequest");
-  const compare = f.array("compare").map(parseCompare);
-  const success = f.array("success").map((v, i) => parseRequestOp(v, `success[${i}]`));
-  const failure = f.array("failure").map((v, i) => parseRequestOp(v, `failure[${i}]`));
+  const txn = parseTxnAt(body, "TxnRequest", 1);
+  if (txnDuplicateKeyError(txn.command) !== undefined) throw badRequest(DUPLICATE_KEY_ERROR);
+  return txn;
+}
+
+function parseTxnAt(body: unknown, what: string, depth: number): EtcdTxn {
+  if (depth > TXN_DEPTH_MAX) {
+    throw badRequest(`Transactions nest too deep: more than ${TXN_DEPTH_MAX} levels`);
+  }
+  const f = new Fields(body, what);
+  const prefix = depth === 1 ? "" : `${what}.`;
+  const compare = f.array("compare").map((v, i) => parseCompare(v, i, `${prefix}compare`));
+  const success = f.array("success").map((v, i) =>
+    parseRequestOp(v, `${prefix}success[${i}]`, depth)
+  );
+  const failure = f.array("failure").map((v, i) =>
+    parseRequestOp(v, `${prefix}failure[${i}]`, depth)
+  );
   f.done();
   const ops = [...success, ...failure];
+  const command: TxnCommand = {
+    type: "txn",
+    compare,
+    success: success.map((o) => o.op),
+    failure: failure.map((o) => o.op),
+  };
   return {
-    command: {
-      type: "txn",
-      compare,
-      success: success.map((o) => o.op),
-      failure: failure.map((o) => o.op),
-    },
-    readOnly: ops.every((o) => o.op.type === "range"),
+    command,
+    readOnly: txnReadOnly(command),
     // As etcd's isTxnSerializable: only when every op asks for it.
     serializable: ops.every((o) => o.serializable),
   };
@@ -648,13 +706,16 @@ export function deleteJson(header: Json, r: DeleteResponse, kvs: KvsRenderer = r
   return out;
 }
 
-/** A TxnResponse body; nested responses carry a header with the revision only, as in etcd. */
+/**
+ * A TxnResponse body. As in etcd, an inner put, delete or range carries a header with its own
+ * revision only, and a nested transaction an empty header.
+ */
 export function txnJson(header: Json, r: TxnResponse, kvs: KvsRenderer = renderKvs): Json {
   const out: Json = { header };
   if (r.succeeded) out.succeeded = true;
-  const inner = { revision: String(r.revision) };
   if (r.responses.length > 0) {
     out.responses = r.responses.map((x) => {
+      const inner = { revision: String(x.revision) };
       switch (x.type) {
         case "put":
           return { response_put: putJson(inner, x) };
@@ -662,6 +723,8 @@ export function txnJson(header: Json, r: TxnResponse, kvs: KvsRenderer = renderK
           return { response_delete_range: deleteJson(inner, x, kvs) };
         case "range":
           return { response_range: rangeJson(inner, x, kvs) };
+        case "txn":
+          return { response_txn: txnJson({}, x, kvs) };
       }
     });
   }

@@ -509,7 +509,10 @@ function settle(result: ApplyResult): CommandResponse {
       return result.response;
     case "rejected":
       // etcd answers a put with an unknown lease with NotFound.
-      if (/^Lease \d+ not found/.test(result.error)) throw new HttpError(404, result.error, 5);
+      // (with etcd's exact message, which names neither the lease nor the key).
+      if (/^Lease \d+ not found/.test(result.error)) {
+        throw new HttpError(404, LEASE_NOT_FOUND_ERROR, 5);
+      }
       // etcd's gateway answers ResourceExhausted with 429.
       if (result.error === NOSPACE_ERROR) throw new HttpError(429, result.error, 8);
       if (result.error === COMPACTED_ERROR || result.error === FUTURE_REVISION_ERROR) {
@@ -682,6 +685,12 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
           limit: c.limit,
           keysOnly: c.keysOnly,
           countOnly: c.countOnly,
+          sortOrder: c.sortOrder,
+          sortTarget: c.sortTarget,
+          minModRevision: c.minModRevision,
+          maxModRevision: c.maxModRevision,
+          minCreateRevision: c.minCreateRevision,
+          maxCreateRevision: c.maxCreateRevision,
           revision: requestedRevision(r),
           responseBytesMax: server.responseBytesMax,
         });
@@ -802,6 +811,9 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
   }
   throw new HttpError(404, `Unknown path ${JSON.stringify(path)}`, 5);
 }
+
+/** etcd's error for a put or txn naming a lease that does not exist (gRPC NotFound). */
+const LEASE_NOT_FOUND_ERROR = "etcdserver: requested lease not found";
 
 function leaseNotFound(id: number): HttpError {
   return new HttpError(404, `etcdserver: requested lease not found (lease ${id})`, 5);
