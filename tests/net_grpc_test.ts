@@ -287,6 +287,28 @@ async function etcdctlSession(
     assert.match(w.stdout + w.stderr, /required revision has been compacted/);
   });
 
+  await t.step(
+    "lock runs its command holding the lock; elect campaigns, elect -l observes",
+    async () => {
+      assert.equal(await ok(["lock", `${p}lock`, "echo", "got-lock"]), "got-lock\n");
+      const candidate = new Background(bin, ep, ["elect", `${p}elec`, "cand1"]);
+      const observer = new Background(bin, ep, ["elect", "-l", `${p}elec`]);
+      try {
+        // Each prints the leader's key (NAME/LEASE) and its proposal once cand1 leads.
+        for (const [who, b] of [["candidate", candidate], ["observer", observer]] as const) {
+          await eventually(
+            () => b.lines.includes("cand1"),
+            () => `${who} printed ${JSON.stringify(b.lines)}; stderr ${b.stderr}`,
+          );
+          assert.match(b.lines[b.lines.indexOf("cand1") - 1], new RegExp(`^${p}elec/[0-9a-f]+$`));
+        }
+      } finally {
+        await observer.stop();
+        await candidate.stop();
+      }
+    },
+  );
+
   await t.step("endpoint status -w json, endpoint health, member list, alarm list", async () => {
     const status = JSON.parse(await ok(["endpoint", "status", "-w", "json"]));
     assert.equal(status.length, 1);
