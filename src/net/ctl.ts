@@ -304,6 +304,11 @@ export async function runCtl(
           keys: new Map(),
         });
         out(format === "table" ? t.toString() : t.toString().split("\n").slice(1).join("\n"));
+        // Where etcd's gRPC API is served (--listen-grpc), for etcdctl --endpoints.
+        // deno-lint-ignore no-explicit-any
+        for (const r of s.rows as any[]) {
+          if (typeof r.grpcUrl === "string") out(`${r.id} gRPC ${r.grpcUrl}`);
+        }
         return 0;
       }
       case "watch": {

@@ -349,7 +349,8 @@ function memberId64(server: RaftServer, nodeId: string): bigint {
   return id64(`${server.clusterId}/${nodeId}`);
 }
 
-function header(server: RaftServer, revision = server.store.revision): Json {
+/** The `header` of an etcd response from `server` (src/net/grpc.ts's own messages use it too). */
+export function header(server: RaftServer, revision = server.store.revision): Json {
   let id = ids.get(server);
   if (id === undefined) {
     id = {

@@ -28,6 +28,11 @@ Usage: deno task serve [flags]
   --peer-client-urls ID=URL,... the other voters' client URLs (http://HOST:PORT), to forward
                                 requests to the leader; a leader not listed here gets no
                                 forwarded requests (503 naming it). Never learned from peers.
+  --listen-grpc HOST:PORT       also serve etcd's gRPC API (HTTP/2 cleartext) here, for etcdctl
+                                and etcd's client libraries (default: not served); see
+                                docs/grpc.md
+  --peer-grpc-urls ID=URL,...   the other voters' gRPC URLs (http://HOST:PORT), listed as their
+                                client URLs by etcd's MemberList (etcdctl member list)
   --cluster-secret-file PATH    file holding the secret every peer must prove (whitespace at
                                 either end ignored; a warning if others may read it). A node
                                 with --peers refuses to start without a secret.
@@ -110,16 +115,19 @@ export function parsePeers(text: string): Map<string, Address> {
   return out;
 }
 
-/** Parses `n2=http://127.0.0.1:2479,n3=...`. */
-export function parsePeerClientUrls(text: string): Map<string, string> {
+/** Parses `n2=http://127.0.0.1:2479,n3=...` (the flag `--peer-client-urls`, or `flag`). */
+export function parsePeerClientUrls(
+  text: string,
+  flag = "--peer-client-urls",
+): Map<string, string> {
   const out = new Map<string, string>();
   for (const part of text.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
     const eq = part.indexOf("=");
     if (eq <= 0) {
-      throw new Error(`--peer-client-urls entry must be ID=URL: ${JSON.stringify(part)}`);
+      throw new Error(`${flag} entry must be ID=URL: ${JSON.stringify(part)}`);
     }
     const id = part.slice(0, eq);
-    if (out.has(id)) throw new Error(`--peer-client-urls lists "${id}" twice`);
+    if (out.has(id)) throw new Error(`${flag} lists "${id}" twice`);
     out.set(id, part.slice(eq + 1));
   }
   return out;
@@ -214,6 +222,8 @@ async function main(args: string[]): Promise<number> {
       "listen-peer": { type: "string", default: "127.0.0.1:2380" },
       peers: { type: "string", default: "" },
       "peer-client-urls": { type: "string", default: "" },
+      "listen-grpc": { type: "string" },
+      "peer-grpc-urls": { type: "string", default: "" },
       "cluster-secret": { type: "string" },
       "cluster-secret-file": { type: "string" },
       "insecure-peers": { type: "boolean", default: false },
@@ -277,6 +287,10 @@ async function main(args: string[]): Promise<number> {
     peerListen: parseAddress(values["listen-peer"]!, "--listen-peer"),
     peers: parsePeers(values.peers!),
     peerClientUrls: parsePeerClientUrls(values["peer-client-urls"]!),
+    grpcListen: values["listen-grpc"] === undefined
+      ? undefined
+      : parseAddress(values["listen-grpc"], "--listen-grpc"),
+    peerGrpcUrls: parsePeerClientUrls(values["peer-grpc-urls"]!, "--peer-grpc-urls"),
     secret,
     insecurePeers: values["insecure-peers"],
     peerHandshakeTimeoutMs: positive(

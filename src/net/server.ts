@@ -68,6 +68,13 @@ export interface ServerOptions {
    * cluster status. Never learned from a connection: a peer not listed here cannot be forwarded to.
    */
   readonly peerClientUrls?: ReadonlyMap<NodeId, string>;
+  /**
+   * etcd's gRPC API (HTTP/2 cleartext) on this second client address (`--listen-grpc`); none when
+   * absent. Port 0 picks a free port. Served by src/net/grpc.ts, loaded only then.
+   */
+  readonly grpcListen?: Address;
+  /** The other members' gRPC URLs (`--peer-grpc-urls`), for etcd's MemberList. */
+  readonly peerGrpcUrls?: ReadonlyMap<NodeId, string>;
   /** The secret every peer must prove. Required when there are peers, unless `insecurePeers`. */
   readonly secret?: string;
   /** Allow peers with an empty secret: anyone who reaches the peer port can then forge entries. */
@@ -245,6 +252,8 @@ export interface LocalStatus {
   readonly keys: number;
   /** Client URL. */
   readonly clientUrl: string;
+  /** etcd's gRPC API URL (`--listen-grpc`), or null when not served. */
+  readonly grpcUrl: string | null;
   /** Last index folded into a snapshot. */
   readonly snapshotIndex: number;
   /** Command bytes applied since the last snapshot (bounded by `--snapshot-bytes`). */
@@ -351,6 +360,7 @@ export class RaftServer {
   readonly #readBeforeBarrier: boolean;
   readonly #readBeforeApply: boolean;
   #http: Deno.HttpServer | undefined;
+  #grpc: { readonly url: string; close(): void } | undefined;
   #clientUrl = "";
   #store: MetadataStore;
   readonly #snapshotEntries: number;
@@ -530,6 +540,12 @@ export class RaftServer {
         throw new StartupError(`--peer-client-urls names "${id}", which --peers does not list`);
       }
       checkClientUrl(url, `--peer-client-urls entry for "${id}"`);
+    }
+    for (const [id, url] of options.peerGrpcUrls ?? []) {
+      if (!peers.has(id)) {
+        throw new StartupError(`--peer-grpc-urls names "${id}", which --peers does not list`);
+      }
+      checkClientUrl(url, `--peer-grpc-urls entry for "${id}"`);
     }
     for (
       const [what, v] of [
@@ -723,7 +739,19 @@ export class RaftServer {
         throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
       }
     }
-    emit("listening", { clientUrl: server.#clientUrl });
+    if (options.grpcListen !== undefined) {
+      try {
+        const { startGrpc } = await import("./grpc.ts");
+        server.#grpc = await startGrpc(server, handler, {
+          listen: options.grpcListen,
+          peerGrpcUrls: options.peerGrpcUrls,
+        });
+      } catch (e) {
+        await server.close();
+        throw new StartupError(`Cannot listen for gRPC clients: ${(e as Error).message}`);
+      }
+    }
+    emit("listening", { clientUrl: server.#clientUrl, grpcUrl: server.#grpc?.url ?? null });
     server.loopStalls.start();
     server.#startTicker(options.tickMs ?? 5);
     return server;
@@ -844,6 +872,7 @@ export class RaftServer {
       revision: this.store.revision,
       keys: this.store.size,
       clientUrl: this.#clientUrl,
+      grpcUrl: this.#grpc?.url ?? null,
       snapshotIndex: this.#node.log.snapshotIndex,
       logBytes: this.logBytes,
       backendBytes: this.store.backendBytes,
@@ -1028,6 +1057,7 @@ export class RaftServer {
     this.loopStalls.stop();
     this.#hub.cancelAll(`Node "${this.nodeId}" is stopping`);
     this.#transport?.close();
+    this.#grpc?.close();
     // A proposed write may still commit (its followers may hold it): its outcome is unknown, and
     // a 503 would tell the client, or the follower that forwarded it, to send it again.
     for (const w of this.#proposals.values()) {
