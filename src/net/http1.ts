@@ -58,6 +58,10 @@ export const REFUSE_READ_BYTES = 4096;
 const REFUSE_LINGER_MS = 1000;
 /** Most refused connections lingering at once; more are closed at once, unanswered. */
 const REFUSING_MAX = 64;
+/** Longest a connection closed with request bytes unread stays half-open, reading them away. */
+const LINGER_MS = 1000;
+/** Most bytes read away from such a connection. */
+const LINGER_BYTES_MAX = 256 * 1024;
 /** Longest chunk-size line of a chunked request body. */
 const CHUNK_LINE_BYTES_MAX = 1024;
 /** Bytes asked of the socket per read. */
@@ -420,6 +424,7 @@ export class Http1Server {
         if (!(e instanceof HeadError) || c.closed) return;
         c.phase = "busy";
         await writeAll(c.conn, errorBytes(e.status, e.message)).catch(() => {});
+        await this.#linger(c);
         return;
       }
       if (head === null) return;
@@ -503,7 +508,28 @@ export class Http1Server {
       return false;
     }
     // A body the handler left unread is not drained: the connection goes instead.
+    if (!body.done && !c.closed) await this.#linger(c);
     return keepAlive && body.done && !c.closed;
+  }
+
+  /**
+   * Half-closes `c` and reads away a bounded part of what the client still sends, so that the
+   * close does not reset the connection before the client has read our answer (RFC 9112 §9.6).
+   */
+  async #linger(c: Connection): Promise<void> {
+    try {
+      await c.conn.closeWrite();
+    } catch {
+      return;
+    }
+    c.phase = "idle";
+    c.deadlineMs = Date.now() + LINGER_MS;
+    let drained = 0;
+    while (drained < LINGER_BYTES_MAX && !c.closed) {
+      c.start = c.end = 0;
+      if (!await c.fill()) return;
+      drained += c.buffered;
+    }
   }
 
   /** Writes `res`; returns whether the connection may stay open. */
@@ -573,7 +599,7 @@ export class Http1Server {
     text += connectionHeader(head, keepAlive);
     const headBytes = encoder.encode(text);
     await writeAll(c.conn, chunked ? concat(headBytes, frame(chunks, total)) : headBytes);
-    if (!chunked) for (const chunk of chunks) await writeAll(c.conn, chunk);
+    if (!chunked) { for (const chunk of chunks) await writeAll(c.conn, chunk); }
     // While streaming, a read from the connection notices the client leaving (only once the
     // request body is done: before, reading it is the handler's).
     let gone = false;

@@ -1561,7 +1561,10 @@ function startHttpDeferred(
   };
   let server: { addr: Deno.NetAddr; shutdown(): Promise<void> };
   if (options.httpServer === "deno") {
-    server = Deno.serve({ hostname: listen.hostname, port: listen.port, onListen: () => {} }, serve);
+    server = Deno.serve(
+      { hostname: listen.hostname, port: listen.port, onListen: () => {} },
+      serve,
+    );
   } else {
     server = new Http1Server({
       hostname: listen.hostname,
@@ -1570,8 +1573,7 @@ function startHttpDeferred(
       idleTimeoutMs: options.httpIdleTimeoutMs,
       connectionsMax: options.httpConnectionsMax,
       headBytesMax: options.httpHeadBytesMax,
-      onError: (e) =>
-        emit("http-internal-error", { error: (e as Error)?.message ?? String(e) }),
+      onError: (e) => emit("http-internal-error", { error: (e as Error)?.message ?? String(e) }),
     }, serve);
   }
   const addr = server.addr;
