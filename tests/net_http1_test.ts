@@ -162,6 +162,22 @@ function start(
   );
 }
 
+/**
+ * Sends one head byte every 50 ms (never the blank line) until the server answers or closes;
+ * fails if it has not after 600 bytes (30 s).
+ */
+async function trickle(c: Raw, answered: Promise<unknown>): Promise<void> {
+  let done = false;
+  answered.then(() => done = true, () => done = true);
+  let sent = 0;
+  while (!done && !c.eof && sent < 600) {
+    if (!await c.send(sent % 2 === 0 ? "X" : "-")) break;
+    sent++;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.ok(sent < 600, `the server did not cut a head trickled for ${sent} bytes (30 s)`);
+}
+
 function get(path: string, extra = ""): string {
   return `GET ${path} HTTP/1.1\r\nHost: localhost\r\n${extra}\r\n`;
 }
@@ -175,12 +191,7 @@ Deno.test("http1: the request head has a deadline (slowloris gets 408)", async (
       const answered = c.response();
       answered.catch(() => {});
       // One header byte after another, never the blank line: the head never completes.
-      let sent = 0;
-      while (!c.eof && sent < 600) {
-        if (!await c.send(sent % 2 === 0 ? "X" : "-")) break;
-        sent++;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await trickle(c, answered);
       const res = await answered;
       assert.equal(res.status, 408);
       assert.equal(res.headers.get("connection"), "close");
@@ -623,10 +634,7 @@ Deno.test("http1: a node cuts slowloris, keeps watches and frees them", async (t
       await c.send("POST /v3/kv/range HTTP/1.1\r\n");
       const answered = c.response();
       answered.catch(() => {});
-      for (let i = 0; !c.eof && i < 600; i++) {
-        if (!await c.send("x")) break;
-        await new Promise((r) => setTimeout(r, 50));
-      }
+      await trickle(c, answered);
       assert.equal((await answered).status, 408);
       c.close();
     });
