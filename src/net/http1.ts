@@ -57,7 +57,7 @@ export const REFUSE_READ_BYTES = 4096;
 /** Longest a refused connection is kept to let its 503 reach the client. */
 const REFUSE_LINGER_MS = 1000;
 /** Most refused connections lingering at once; more are closed at once, unanswered. */
-const REFUSING_MAX = 64;
+const REFUSING_MAX = 256;
 /** Longest a connection closed with request bytes unread stays half-open, reading them away. */
 const LINGER_MS = 1000;
 /** Most bytes read away from such a connection. */
