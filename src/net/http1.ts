@@ -182,6 +182,11 @@ class Connection {
   /** The head timer ran out (the 408 is on its way). */
   timedOut = false;
   #filling: Promise<boolean> | undefined;
+  /** Settles once every queued write is done (never rejects). */
+  #tail: Promise<void> = Promise.resolve();
+  #writesPending = 0;
+  /** The last queued write. */
+  lastWrite: Promise<void> = Promise.resolve();
 
   constructor(conn: Deno.TcpConn, capacity: number) {
     this.conn = conn;
@@ -226,6 +231,30 @@ class Connection {
     return true;
   }
 
+  /**
+   * Queues `bytes` after the writes before them. A response is not awaited before the next
+   * request is read, so reading and writing overlap; the caller keeps at most one in the queue.
+   */
+  write(bytes: Uint8Array): Promise<void> {
+    this.#writesPending++;
+    const p = this.#tail.then(() => writeAll(this.conn, bytes)).finally(() => {
+      this.#writesPending--;
+    });
+    this.#tail = p.catch(() => {});
+    this.lastWrite = p;
+    return p;
+  }
+
+  /** Whether a write is queued or under way. */
+  get writing(): boolean {
+    return this.#writesPending > 0;
+  }
+
+  /** Settles when every queued write is done. */
+  flushed(): Promise<void> {
+    return this.#tail;
+  }
+
   /** Takes up to `max` buffered bytes (a copy). */
   take(max: number): Uint8Array<ArrayBuffer> {
     const n = Math.min(max, this.buffered);
@@ -248,7 +277,10 @@ interface Head {
   method: string;
   target: string;
   minor: number;
-  headers: Headers;
+  /** Header fields as sent, for the Request to validate once. */
+  headers: [string, string][];
+  /** The Host header, or null. */
+  host: string | null;
   keepAlive: boolean;
   /** Body length, or -1 for a chunked body. */
   bodyLength: number;
@@ -411,11 +443,19 @@ export class Http1Server {
       c.phase = "busy"; // answered once
       c.timedOut = true;
       const message = `Request head did not arrive within ${this.#headTimeoutMs} ms`;
-      writeAll(c.conn, errorBytes(408, message)).catch(() => {}).finally(() => c.close());
+      c.write(errorBytes(408, message)).catch(() => {}).finally(() => c.close());
     }
   }
 
   async #serve(c: Connection): Promise<void> {
+    try {
+      await this.#serveRequests(c);
+    } finally {
+      await c.flushed();
+    }
+  }
+
+  async #serveRequests(c: Connection): Promise<void> {
     while (!c.closed) {
       let head: Head | null;
       try {
@@ -423,7 +463,7 @@ export class Http1Server {
       } catch (e) {
         if (!(e instanceof HeadError) || c.closed) return;
         c.phase = "busy";
-        await writeAll(c.conn, errorBytes(e.status, e.message)).catch(() => {});
+        await c.write(errorBytes(e.status, e.message)).catch(() => {});
         await this.#linger(c);
         return;
       }
@@ -475,7 +515,7 @@ export class Http1Server {
       });
     } catch (e) {
       const message = `Bad request: ${(e as Error).message}`;
-      await writeAll(c.conn, errorBytes(400, message)).catch(() => {});
+      await c.write(errorBytes(400, message)).catch(() => {});
       return false;
     }
     let completed: () => void = () => {};
@@ -500,11 +540,13 @@ export class Http1Server {
     }
     let keepAlive = head.keepAlive && !this.#stopping &&
       !/\bclose\b/i.test(res.headers.get("connection") ?? "");
+    const fail = (e: unknown) =>
+      failed(new Deno.errors.Interrupted(`Response not sent: ${(e as Error).message}`));
     try {
       keepAlive = await this.#respond(c, head, res, keepAlive, body);
-      completed();
+      c.lastWrite.then(completed, fail);
     } catch (e) {
-      failed(new Deno.errors.Interrupted(`Response not sent: ${(e as Error).message}`));
+      fail(e);
       return false;
     }
     // A body the handler left unread is not drained: the connection goes instead.
@@ -517,6 +559,7 @@ export class Http1Server {
    * close does not reset the connection before the client has read our answer (RFC 9112 §9.6).
    */
   async #linger(c: Connection): Promise<void> {
+    await c.flushed();
     try {
       await c.conn.closeWrite();
     } catch {
@@ -540,6 +583,7 @@ export class Http1Server {
     keepAliveAsked: boolean,
     body: BodyReader,
   ): Promise<boolean> {
+    if (c.writing) await c.flushed(); // one response in the queue at most
     const status = res.status;
     const isHead = head.method === "HEAD";
     const bodyless = status === 204 || status === 304 || status < 200;
@@ -587,8 +631,11 @@ export class Http1Server {
       text += connectionHeader(head, keepAlive);
       if (!ended) reader!.cancel().catch(() => {});
       const headBytes = encoder.encode(text);
-      if (isHead || bodyless || total === 0) await writeAll(c.conn, headBytes);
-      else await writeAll(c.conn, joinAll([headBytes, ...chunks], headBytes.length + total));
+      // Not awaited: the next request is read while this goes out.
+      const written = isHead || bodyless || total === 0
+        ? c.write(headBytes)
+        : c.write(joinAll([headBytes, ...chunks], headBytes.length + total));
+      written.catch(() => c.close());
       return keepAlive;
     }
 
@@ -598,8 +645,8 @@ export class Http1Server {
     if (chunked) text += "transfer-encoding: chunked\r\n";
     text += connectionHeader(head, keepAlive);
     const headBytes = encoder.encode(text);
-    await writeAll(c.conn, chunked ? concat(headBytes, frame(chunks, total)) : headBytes);
-    if (!chunked) { for (const chunk of chunks) await writeAll(c.conn, chunk); }
+    await c.write(chunked ? concat(headBytes, frame(chunks, total)) : headBytes);
+    if (!chunked) { for (const chunk of chunks) await c.write(chunk); }
     // While streaming, a read from the connection notices the client leaving (only once the
     // request body is done: before, reading it is the handler's).
     let gone = false;
@@ -623,10 +670,10 @@ export class Http1Server {
         if (r.done) break;
         if (gone) throw new Error("the client closed the connection");
         if (r.value.length === 0) continue;
-        await writeAll(c.conn, chunked ? frame([r.value], r.value.length) : r.value);
+        await c.write(chunked ? frame([r.value], r.value.length) : r.value);
       }
       if (gone) throw new Error("the client closed the connection");
-      if (chunked) await writeAll(c.conn, LAST_CHUNK);
+      if (chunked) await c.write(LAST_CHUNK);
     } catch (e) {
       reader!.cancel().catch(() => {});
       c.close();
@@ -672,11 +719,12 @@ function frame(parts: Uint8Array[], length: number): Uint8Array {
 
 /** Index just past the blank line ending a head in `buf[from, to)`, or -1. */
 function headEnd(buf: Uint8Array, from: number, to: number): number {
-  let i = buf.indexOf(10, from);
-  while (i >= 0 && i < to) {
-    if (i + 1 < to && buf[i + 1] === 10) return i + 2;
-    if (i + 2 < to && buf[i + 1] === 13 && buf[i + 2] === 10) return i + 3;
-    i = buf.indexOf(10, i + 1);
+  const view = buf.subarray(from, to);
+  let i = view.indexOf(10);
+  while (i >= 0) {
+    if (view[i + 1] === 10) return from + i + 2;
+    if (view[i + 1] === 13 && view[i + 2] === 10) return from + i + 3;
+    i = view.indexOf(10, i + 1);
   }
   return -1;
 }
@@ -709,7 +757,12 @@ function parseHead(buf: Uint8Array, start: number, end: number): Head {
     throw new HeadError(505, `HTTP version not supported: HTTP/${m[3]}.${m[4]}`, 12);
   }
   const minor = Number(m[4]);
-  const headers = new Headers();
+  const headers: [string, string][] = [];
+  let te: string | null = null;
+  let cl: string | null = null;
+  let connection = "";
+  let expect = "";
+  let host: string | null = null;
   for (let i = 1; i < lines.length; i++) {
     const line = lines[i];
     if (line === "") continue;
@@ -718,14 +771,27 @@ function parseHead(buf: Uint8Array, start: number, end: number): Head {
     if (!TOKEN.test(name)) {
       throw new HeadError(400, `Bad header line: ${JSON.stringify(line.slice(0, 200))}`, 3);
     }
-    try {
-      headers.append(name, line.slice(colon + 1).trim());
-    } catch {
-      throw new HeadError(400, `Bad header value of ${JSON.stringify(name)}`, 3);
+    const value = line.slice(colon + 1).trim();
+    headers.push([name, value]);
+    // Repeated fields join with ", ", as Headers does.
+    switch (name.toLowerCase()) {
+      case "transfer-encoding":
+        te = te === null ? value : `${te}, ${value}`;
+        break;
+      case "content-length":
+        cl = cl === null ? value : `${cl}, ${value}`;
+        break;
+      case "connection":
+        connection += `,${value.toLowerCase()}`;
+        break;
+      case "expect":
+        expect = value.toLowerCase();
+        break;
+      case "host":
+        host = host === null ? value : `${host}, ${value}`;
+        break;
     }
   }
-  const te = headers.get("transfer-encoding");
-  const cl = headers.get("content-length");
   let bodyLength = 0;
   if (te !== null) {
     if (cl !== null) {
@@ -742,17 +808,16 @@ function parseHead(buf: Uint8Array, start: number, end: number): Head {
     }
     bodyLength = Number(values[0]);
   }
-  const connection = headers.get("connection")?.toLowerCase() ?? "";
   const keepAlive = minor >= 1
     ? !/(^|,)\s*close\s*(,|$)/.test(connection)
     : /(^|,)\s*keep-alive\s*(,|$)/.test(connection);
-  const expectContinue = minor >= 1 &&
-    (headers.get("expect")?.toLowerCase() ?? "") === "100-continue";
+  const expectContinue = minor >= 1 && expect === "100-continue";
   return {
     method: m[1],
     target: m[2],
     minor,
     headers,
+    host,
     keepAlive,
     bodyLength,
     expectContinue,
@@ -761,7 +826,7 @@ function parseHead(buf: Uint8Array, start: number, end: number): Head {
 
 function urlOf(head: Head, addr: Deno.NetAddr): string {
   if (head.target.startsWith("/")) {
-    const host = head.headers.get("host");
+    const host = head.host;
     if (host !== null && !HOST.test(host)) {
       throw new Error(`invalid Host header ${JSON.stringify(host.slice(0, 200))}`);
     }
@@ -813,7 +878,7 @@ class BodyReader {
     const c = this.#c;
     if (this.#head.expectContinue && !this.#continueSent) {
       this.#continueSent = true;
-      await writeAll(c.conn, CONTINUE);
+      await c.write(CONTINUE);
     }
     while (true) {
       if (this.#state === "done") {
