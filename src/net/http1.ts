@@ -352,7 +352,9 @@ export class Http1Server {
     try {
       this.#listener.close();
     } catch { /* already closed */ }
-    for (const c of this.#connections) if (c.phase !== "busy") c.close();
+    for (const c of this.#connections) {
+      if (c.phase !== "busy") c.flushed().then(() => c.close());
+    }
     this.#finished = (async () => {
       await this.#accepting;
       let timer: ReturnType<typeof setTimeout> | undefined;
