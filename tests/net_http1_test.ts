@@ -408,6 +408,18 @@ Deno.test("http1: HTTP semantics clients rely on", async (t) => {
   const server = start({}, async (req, info) => {
     const url = new URL(req.url);
     if (url.pathname === "/slow") await new Promise((r) => setTimeout(r, 100));
+    if (url.pathname === "/big") return new Response(new Uint8Array(300_000).fill(98));
+    if (url.pathname === "/bigstream") {
+      return new Response(
+        new ReadableStream<Uint8Array>({
+          async pull(controller) {
+            await new Promise((r) => setTimeout(r, 1));
+            controller.enqueue(new Uint8Array(200_000).fill(99));
+            controller.close();
+          },
+        }),
+      );
+    }
     if (url.pathname === "/stream") {
       streams++;
       let n = 0;
@@ -559,6 +571,10 @@ Deno.test("http1: HTTP semantics clients rely on", async (t) => {
       const posted = await fetch(`${url}/p`, { method: "POST", body: "x".repeat(100_000) });
       assert.equal((await posted.json()).body.length, 100_000);
       assert.equal(await (await fetch(`${url}/stream`)).text(), '{"n":1}{"n":2}{"n":3}');
+      const big = await fetch(`${url}/big`);
+      assert.equal(big.headers.get("content-length"), "300000");
+      assert.equal(await big.text(), "b".repeat(300_000));
+      assert.equal(await (await fetch(`${url}/bigstream`)).text(), "c".repeat(200_000));
     });
     assert.ok(streams > 0);
   } finally {

@@ -66,6 +66,8 @@ const LINGER_BYTES_MAX = 256 * 1024;
 const CHUNK_LINE_BYTES_MAX = 1024;
 /** Bytes asked of the socket per read. */
 const READ_BYTES = 16 * 1024;
+/** Bodies up to this size are copied behind their head for one write; larger ones are not. */
+const COPY_BYTES_MAX = 64 * 1024;
 /** A response body read in full before its head is written, when it is all at hand. */
 const BUFFERED_BODY_BYTES_MAX = 1024 * 1024;
 
@@ -634,8 +636,11 @@ export class Http1Server {
       if (!ended) reader!.cancel().catch(() => {});
       const headBytes = encoder.encode(text);
       // Not awaited: the next request is read while this goes out.
+      // A large body is not copied behind its head: the writes go one after the other.
       const written = isHead || bodyless || total === 0
         ? c.write(headBytes)
+        : total > COPY_BYTES_MAX
+        ? [headBytes, ...chunks].map((b) => c.write(b)).at(-1)!
         : c.write(joinAll([headBytes, ...chunks], headBytes.length + total));
       written.catch(() => c.close());
       return keepAlive;
@@ -647,7 +652,11 @@ export class Http1Server {
     if (chunked) text += "transfer-encoding: chunked\r\n";
     text += connectionHeader(head, keepAlive);
     const headBytes = encoder.encode(text);
-    await c.write(chunked ? concat(headBytes, frame(chunks, total)) : headBytes);
+    if (chunked && total > COPY_BYTES_MAX) {
+      c.write(headBytes);
+      for (const chunk of chunks) c.write(frame([chunk], chunk.length));
+      await c.flushed();
+    } else await c.write(chunked ? concat(headBytes, frame(chunks, total)) : headBytes);
     if (!chunked) { for (const chunk of chunks) await c.write(chunk); }
     // While streaming, a read from the connection notices the client leaving (only once the
     // request body is done: before, reading it is the handler's).
@@ -672,7 +681,11 @@ export class Http1Server {
         if (r.done) break;
         if (gone) throw new Error("the client closed the connection");
         if (r.value.length === 0) continue;
-        await c.write(chunked ? frame([r.value], r.value.length) : r.value);
+        if (chunked && r.value.length > COPY_BYTES_MAX) {
+          c.write(encoder.encode(r.value.length.toString(16) + "\r\n"));
+          c.write(r.value);
+          await c.write(CRLF);
+        } else await c.write(chunked ? frame([r.value], r.value.length) : r.value);
       }
       if (gone) throw new Error("the client closed the connection");
       if (chunked) await c.write(LAST_CHUNK);
