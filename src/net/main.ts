@@ -76,6 +76,16 @@ Usage: deno task serve [flags]
   --http-requests-max N         most HTTP requests handled at once; beyond, 503 with
                                 Retry-After (default 512)
   --body-read-timeout-ms N      longest wait for a request body; then 408 (default 10000)
+  --http-header-timeout-ms N    longest wait for a complete request head (request line and
+                                headers), from its first byte or the connection's opening;
+                                then 408 and the connection closes (default 10000)
+  --http-idle-timeout-ms N      a client connection with no request in flight closes after
+                                N ms; a request in flight (a watch) is never cut (default 60000)
+  --max-connections N           most client connections open at once; beyond, 503 with
+                                Retry-After: 1 and the connection closes (default 1024)
+  --max-request-head-bytes N    largest request head; beyond, 431 (default 16384)
+  --http-server raftmeta|deno   the client port's HTTP server: raftmeta's own (default), or
+                                Deno.serve, which has none of the four limits above
   --probe-ms N                  how long an empty data dir asks peers about itself (default 2000)
   --watchers-max N              most watchers on this node (default 1000)
   --watch-buffer-events N       events a watcher may leave unread before it is cancelled as
@@ -247,6 +257,11 @@ async function main(args: string[]): Promise<number> {
       "proposal-bytes-pending-max": { type: "string" },
       "http-requests-max": { type: "string" },
       "body-read-timeout-ms": { type: "string" },
+      "http-header-timeout-ms": { type: "string" },
+      "http-idle-timeout-ms": { type: "string" },
+      "max-connections": { type: "string" },
+      "max-request-head-bytes": { type: "string" },
+      "http-server": { type: "string", default: "raftmeta" },
       "watchers-max": { type: "string" },
       "watch-buffer-events": { type: "string" },
       "watch-progress-ms": { type: "string" },
@@ -279,6 +294,10 @@ async function main(args: string[]): Promise<number> {
     );
   }
   const responseBytesMax = positive(values["max-response-bytes"], "--max-response-bytes");
+  const httpServer = values["http-server"];
+  if (httpServer !== "raftmeta" && httpServer !== "deno") {
+    throw new Error(`--http-server must be raftmeta or deno: ${JSON.stringify(httpServer)}`);
+  }
   const server = await RaftServer.start({
     nodeId: values.name,
     clusterId: values["cluster-id"],
@@ -320,6 +339,11 @@ async function main(args: string[]): Promise<number> {
     ),
     httpRequestsMax: positive(values["http-requests-max"], "--http-requests-max"),
     bodyReadTimeoutMs: positive(values["body-read-timeout-ms"], "--body-read-timeout-ms"),
+    httpServer,
+    httpHeadTimeoutMs: positive(values["http-header-timeout-ms"], "--http-header-timeout-ms"),
+    httpIdleTimeoutMs: positive(values["http-idle-timeout-ms"], "--http-idle-timeout-ms"),
+    httpConnectionsMax: positive(values["max-connections"], "--max-connections"),
+    httpHeadBytesMax: positive(values["max-request-head-bytes"], "--max-request-head-bytes"),
     watchersMax: int(values["watchers-max"], "--watchers-max"),
     watchBufferEventsMax: positive(values["watch-buffer-events"], "--watch-buffer-events"),
     watchProgressMs: positive(values["watch-progress-ms"], "--watch-progress-ms"),

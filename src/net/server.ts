@@ -46,6 +46,7 @@ import { LoopStallMeter } from "./loop_stall.ts";
 import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_transfer.ts";
 import { HttpError } from "./etcd.ts";
 import { BrowserGuard } from "./browser_guard.ts";
+import { Http1Server } from "./http1.ts";
 
 /** How to run one node. */
 export interface ServerOptions {
@@ -122,6 +123,19 @@ export interface ServerOptions {
   readonly bodyReadTimeoutMs?: number;
   /** Most HTTP requests handled at once (watch streams count only until they start); beyond it, 503. Default 512. */
   readonly httpRequestsMax?: number;
+  /**
+   * Which HTTP server serves the client port: `"raftmeta"` (src/net/http1.ts, with the limits
+   * below) or `"deno"` (Deno.serve, which has none of them). Default `"raftmeta"`.
+   */
+  readonly httpServer?: "raftmeta" | "deno";
+  /** Longest wait for a complete request head; then 408 and the connection closes. Default 10,000. */
+  readonly httpHeadTimeoutMs?: number;
+  /** How long a connection with no request in flight stays open. Default 60,000. */
+  readonly httpIdleTimeoutMs?: number;
+  /** Most client connections open at once; beyond it, 503 and close. Default 1024. */
+  readonly httpConnectionsMax?: number;
+  /** Largest request head (request line and headers); beyond it, 431. Default 16 KiB. */
+  readonly httpHeadBytesMax?: number;
   /** Most proposals waiting to be applied on the leader; beyond it, 429. Default 10,000. */
   readonly proposalsPendingMax?: number;
   /** Most command bytes waiting to be applied on the leader; beyond it, 429. Default 64 MiB. */
@@ -359,7 +373,7 @@ export class RaftServer {
   readonly #io: ServerIo;
   readonly #readBeforeBarrier: boolean;
   readonly #readBeforeApply: boolean;
-  #http: Deno.HttpServer | undefined;
+  #http: { shutdown(): Promise<void> } | undefined;
   #grpc: { readonly url: string; close(): void } | undefined;
   #clientUrl = "";
   #store: MetadataStore;
@@ -584,7 +598,7 @@ export class RaftServer {
     try {
       http = peers.size === 0
         ? undefined
-        : await retryWhileInUse(() => startHttpDeferred(clientListen));
+        : await retryWhileInUse(() => startHttpDeferred(clientListen, options, emit));
     } catch (e) {
       throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
     }
@@ -731,7 +745,7 @@ export class RaftServer {
       server.#http = http.serve((req, info) => handler(server, req, info));
     } else {
       try {
-        const h = await retryWhileInUse(() => startHttpDeferred(clientListen));
+        const h = await retryWhileInUse(() => startHttpDeferred(clientListen, options, emit));
         server.#clientUrl = h.url;
         server.#http = h.serve((req, info) => handler(server, req, info));
       } catch (e) {
@@ -1549,28 +1563,49 @@ function browserGuardOf(options: ServerOptions): BrowserGuard {
   });
 }
 
-function startHttpDeferred(listen: Address): {
+/** A client port that answers 503 until a handler is given. */
+interface DeferredHttp {
   url: string;
-  serve: (
-    handler: (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Promise<Response>,
-  ) => Deno.HttpServer;
+  serve: (handler: ClientHandler) => { shutdown(): Promise<void> };
   close: () => void;
-} {
-  let handler:
-    | ((req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Promise<Response>)
-    | undefined;
-  const server = Deno.serve({
-    hostname: listen.hostname,
-    port: listen.port,
-    onListen: () => {},
-  }, (req, info) => {
+}
+
+type ClientHandler = (
+  req: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+) => Promise<Response>;
+
+function startHttpDeferred(
+  listen: Address,
+  options: ServerOptions,
+  emit: (event: string, fields: Record<string, unknown>) => void,
+): DeferredHttp {
+  let handler: ClientHandler | undefined;
+  const serve = (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
     if (handler === undefined) {
       return Response.json({ error: "Node is starting", code: 14, message: "Node is starting" }, {
         status: 503,
       });
     }
     return handler(req, info);
-  });
+  };
+  let server: { addr: Deno.NetAddr; shutdown(): Promise<void> };
+  if (options.httpServer === "deno") {
+    server = Deno.serve(
+      { hostname: listen.hostname, port: listen.port, onListen: () => {} },
+      serve,
+    );
+  } else {
+    server = new Http1Server({
+      hostname: listen.hostname,
+      port: listen.port,
+      headTimeoutMs: options.httpHeadTimeoutMs,
+      idleTimeoutMs: options.httpIdleTimeoutMs,
+      connectionsMax: options.httpConnectionsMax,
+      headBytesMax: options.httpHeadBytesMax,
+      onError: (e) => emit("http-internal-error", { error: (e as Error)?.message ?? String(e) }),
+    }, serve);
+  }
   const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return {
@@ -1580,7 +1615,7 @@ function startHttpDeferred(listen: Address): {
       return server;
     },
     close: () => {
-      server.shutdown();
+      server.shutdown().catch(() => {});
     },
   };
 }
