@@ -7,12 +7,29 @@
 
 const MAIN = new URL("../src/net/main.ts", import.meta.url).pathname;
 
-/** A free TCP port on 127.0.0.1 (bound then released). */
+/** Ports handed out by this process, never handed out again. */
+const portsGiven = new Set<number>();
+
+/**
+ * A free TCP port on 127.0.0.1 (bound then released), from 20000–32767: below Linux's ephemeral
+ * range (32768–60999), so an outgoing connection's source port cannot take it between this check
+ * and the node's bind, nor while a killed node waits to bind it again. Never the same port twice
+ * in one test process.
+ */
 export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_768);
+    if (portsGiven.has(port)) continue;
+    try {
+      const l = Deno.listen({ hostname: "127.0.0.1", port });
+      l.close();
+    } catch {
+      continue; // taken
+    }
+    portsGiven.add(port);
+    return port;
+  }
+  throw new Error("No free port in 20000-32767 after 1000 tries");
 }
 
 /** One node process. */
