@@ -972,13 +972,18 @@ async function snapshotRoute(server: RaftServer): Promise<Response> {
   }
   const file = await frameSnapshotFile(chunks);
   chunks.length = 0;
+  // As etcd: `remaining_bytes` counts the snapshot without its SHA-256, which comes last, alone.
+  const body = file.length - 32;
   let at = 0;
   const out = messageStream(() => {
     if (at >= file.length) return Promise.resolve(null);
-    const blob = file.subarray(at, at + SNAPSHOT_MESSAGE_BYTES);
+    const blob = file.subarray(
+      at,
+      at < body ? Math.min(body, at + SNAPSHOT_MESSAGE_BYTES) : file.length,
+    );
     at += blob.length;
     const result: Json = {};
-    if (file.length > at) result.remaining_bytes = String(file.length - at);
+    if (at < body) result.remaining_bytes = String(body - at);
     result.blob = encodeBase64(blob);
     return Promise.resolve(ndjson(result));
   });
