@@ -492,10 +492,10 @@ async function rawWatchSession(t: Deno.TestContext, node: NodeProcess, p: string
     await t.step("an unserved method answers Unimplemented naming it", async () => {
       const m = new pb.Maintenance(node.grpcEndpoint!, grpc.credentials.createInsecure());
       const e = await new Promise<grpc.ServiceError>((resolve) =>
-        m.Defragment({}, (e: grpc.ServiceError) => resolve(e))
+        m.MoveLeader({ targetID: "1" }, (e: grpc.ServiceError) => resolve(e))
       );
       assert.equal(e.code, grpc.status.UNIMPLEMENTED);
-      assert.match(e.details, /etcdserverpb\.Maintenance\/Defragment/);
+      assert.match(e.details, /etcdserverpb\.Maintenance\/MoveLeader/);
       m.close();
     });
   } finally {

@@ -466,7 +466,7 @@ export class RaftmetaClient {
 
   /**
    * Keeps lease `id` alive for another TTL with one request; resolves with the TTL. Rejects (404)
-   * when gone. `timeoutMs` bounds this call (default: the client's timeout): a keep-alive that
+   * when gone (the node answers TTL 0, as etcd does). `timeoutMs` bounds this call (default: the client's timeout): a keep-alive that
    * arrives after the lease expired is no use, so a caller may want to give up sooner and retry.
    */
   async leaseKeepAlive(id: number, options: { timeoutMs?: number } = {}): Promise<{ ttl: number }> {
@@ -476,7 +476,9 @@ export class RaftmetaClient {
       undefined,
       options.timeoutMs,
     );
-    return { ttl: Number(r.result?.TTL ?? 0) };
+    const ttl = Number(r.result?.TTL ?? 0);
+    if (ttl <= 0) throw new RaftmetaError(`Lease ${id} not found: it expired or was revoked`, 404);
+    return { ttl };
   }
 
   /**

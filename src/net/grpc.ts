@@ -22,8 +22,8 @@ import * as protoLoader from "npm:@grpc/proto-loader@0.7.15";
 // deno-lint-ignore no-import-prefix
 import etcd3Package from "npm:etcd3@1.1.2/package.json" with { type: "json" };
 import type { Address } from "./transport.ts";
-import { header } from "./http.ts";
-import { id64 } from "./etcd.ts";
+import { header, memberListJson, storeHash } from "./http.ts";
+import { RevisionUnavailableError } from "../kv/store.ts";
 import type { HttpHandler, RaftServer } from "./server.ts";
 
 type Json = Record<string, unknown>;
@@ -46,7 +46,7 @@ export interface GrpcOptions {
 
 /**
  * Bytes a gRPC message may carry over the request limit, as etcd allows (its
- * `grpcOverheadBytes`): the limit itself is applied to the gateway's JSON form.
+ * `grpcOverheadBytes`): the limit itself applies to the decoded request, as on the JSON side.
  */
 const GRPC_OVERHEAD_BYTES = 512 * 1024;
 
@@ -148,25 +148,50 @@ export async function startGrpc(
     Maintenance: {
       Status: unary("/v3/maintenance/status", statusJson),
       Alarm: unary("/v3/maintenance/alarm", alarmJson),
+      Hash: unary("/v3/maintenance/hash"),
+      HashKV: (call: grpc.ServerUnaryCall<Json, Json>, callback: grpc.sendUnaryData<Json>) => {
+        try {
+          const revision = Number(call.request.revision ?? 0);
+          if (!Number.isSafeInteger(revision) || revision < 0) {
+            throw new GatewayError(
+              grpc.status.INVALID_ARGUMENT,
+              `Field "revision" of HashKVRequest must be a non-negative integer: ${revision}`,
+            );
+          }
+          const h = storeHash(server.store, revision);
+          callback(null, {
+            header: header(server),
+            hash: h.hash,
+            compact_revision: String(h.compactRevision),
+          });
+        } catch (e) {
+          callback(
+            e instanceof RevisionUnavailableError
+              ? etcdError(grpc.status.OUT_OF_RANGE, e.message)
+              : toStatus(e),
+          );
+        }
+      },
+      Defragment: unary("/v3/maintenance/defragment"),
+      Snapshot: (call: grpc.ServerWritableStream<Json, Json>) => snapshot(gw, call),
     },
     Cluster: {
       MemberList: (
         _call: grpc.ServerUnaryCall<Json, Json>,
         callback: grpc.sendUnaryData<Json>,
       ) => {
-        callback(null, {
-          header: header(server),
-          members: server.members().map((m) => ({
-            ID: id64(`${server.clusterId}/${m.id}`).toString(),
-            name: m.id,
-            peerURLs: m.peerAddress === null ? [] : [`http://${m.peerAddress}`],
-            clientURLs: m.id === server.nodeId
-              ? [url]
-              : peerGrpcUrls.has(m.id)
-              ? [peerGrpcUrls.get(m.id)!]
-              : [],
-          })),
-        });
+        callback(
+          null,
+          memberListJson(
+            server,
+            (m) =>
+              m.id === server.nodeId
+                ? [url]
+                : peerGrpcUrls.has(m.id)
+                ? [peerGrpcUrls.get(m.id)!]
+                : [],
+          ),
+        );
       },
     },
   };
@@ -259,12 +284,30 @@ const ETCD_ERRORS: readonly (readonly [string, number])[] = [
   ["etcdserver: request timed out", grpc.status.UNAVAILABLE],
 ];
 
+/**
+ * raftmeta's own messages for what etcd reports with one of its errors: a write or read that did
+ * not complete in time, a leader change that dropped a write, a node that is stopping. Sent as
+ * etcd's text and code (Unavailable), so an etcd client retries (or gives up) as it does on etcd.
+ */
+const RAFTMETA_ERRORS: readonly (readonly [RegExp, string])[] = [
+  [/^Entry \d+ was not applied within /, "etcdserver: request timed out"],
+  [/^No leader could take the request in time/, "etcdserver: request timed out"],
+  [/^The read could not be confirmed by a leader in time/, "etcdserver: request timed out"],
+  [/^No leader confirmed the read within /, "etcdserver: request timed out"],
+  [/^The leader \S+ failed while handling the forwarded write/, "etcdserver: request timed out"],
+  [/^Leadership changed; entry \d+ was replaced/, "etcdserver: leader changed"],
+  [/^Node is stopping/, "etcdserver: server stopped"],
+];
+
 /** etcd's exact error for a gateway message that starts with one of its descriptions. */
 function etcdError(code: number, message: string): StatusError {
   for (const [desc, etcdCode] of ETCD_ERRORS) {
     if (message === desc || (message.startsWith(desc) && /^[ :;(]/.test(message[desc.length]))) {
       return { code: etcdCode, details: desc };
     }
+  }
+  for (const [pattern, desc] of RAFTMETA_ERRORS) {
+    if (pattern.test(message)) return { code: grpc.status.UNAVAILABLE, details: desc };
   }
   return { code, details: message };
 }
@@ -373,6 +416,35 @@ function keepAlive(server: RaftServer, gw: Gateway, call: grpc.ServerDuplexStrea
     const json = await answerOf(res);
     call.write((json.result ?? json) as Json);
   }, () => {});
+}
+
+// ---- Snapshot ------------------------------------------------------------------------------------
+
+/**
+ * Maintenance.Snapshot: the gateway's `/v3/maintenance/snapshot` messages, each sent once the
+ * previous one was taken by the transport (a slow reader holds the stream, not memory here).
+ */
+async function snapshot(gw: Gateway, call: grpc.ServerWritableStream<Json, Json>): Promise<void> {
+  let lines: NdjsonReader | undefined;
+  let cancelled = false;
+  call.on("cancelled", () => {
+    cancelled = true;
+    lines?.cancel();
+  });
+  try {
+    const res = await gw.send("/v3/maintenance/snapshot", {});
+    if (!res.ok || res.body === null) await answerOf(res);
+    lines = new NdjsonReader(res.body!);
+    for (;;) {
+      const next = await lines.next();
+      if (next === undefined || cancelled) break;
+      const result = (next.result ?? {}) as Json;
+      if (!call.write(result)) await new Promise((r) => call.once("drain", r));
+    }
+    if (!cancelled) call.end();
+  } catch (e) {
+    if (!cancelled) call.emit("error", toStatus(e));
+  }
 }
 
 // ---- Watch ---------------------------------------------------------------------------------------
