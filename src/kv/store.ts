@@ -1378,10 +1378,10 @@ export class MetadataStore {
   }
 
   /**
-   * `#range` at an older `revision`: every key of the range that has a current version or a
-   * kept tombstone, each read at `revision` by walking its versions back from the newest (absent
-   * when it had none then or a tombstone). O(keys in the range + versions written after
-   * `revision` to them); the count needs every key of the range, as etcd's.
+   * `#range` at an older `revision`, the cheaper of two ways: walk every key of the range (with a
+   * current version or a kept tombstone), each read at `revision` through its chain, in
+   * O(keys in the range + their versions after `revision`); or start from the current keys and
+   * undo the writes made after `revision` (found in the log), in O(those writes + log n + limit).
    */
   #rangeAt(
     revision: number,
@@ -1395,6 +1395,10 @@ export class MetadataStore {
     // etcd serves the compact revision itself.
     if (revision < this.#compactRevision) {
       throw new RevisionUnavailableError(COMPACTED_ERROR, revision);
+    }
+    const writesAfter = this.#log.size - this.#log.indexOf(revision + 1);
+    if (writesAfter < this.#count(range) + this.#countIn(this.#dead, range)) {
+      return this.#rangeUndoing(revision, range, spec, budget);
     }
     if (spec.countOnly) {
       let count = 0;
@@ -1422,6 +1426,77 @@ export class MetadataStore {
       kvs.push(this.#exportRead(key, v, keysOnly));
     }
     return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
+  }
+
+  /**
+   * `#rangeAt` from the current keys: each key written after `revision` reads as the previous
+   * version of its first write after it (none when that write created the key).
+   */
+  #rangeUndoing(
+    revision: number,
+    range: KeyRange,
+    spec: RangeSpec,
+    budget?: ResponseBudget,
+  ): Mutable<RangeResponse> {
+    const then = new Map<string, Version | undefined>();
+    const log = this.#log;
+    for (let i = log.indexOf(revision + 1); i < log.size; i++) {
+      const v = log.at(i);
+      if (then.has(v.key) || !inRange(v.key, range)) continue;
+      const p = v.prev;
+      invariant(p === undefined || p.modRevision <= revision, () => `chain of ${quote(v.key)}`);
+      then.set(v.key, p === undefined || p.version === 0 ? undefined : p);
+    }
+    let count = this.#count(range);
+    const olds: Version[] = [];
+    for (const [key, v] of then) {
+      if (this.#map.has(key)) count--;
+      if (v !== undefined) {
+        count++;
+        olds.push(v);
+      }
+    }
+    if (spec.countOnly) {
+      return { type: "range", revision: this.#revision, kvs: [], more: false, count };
+    }
+    olds.sort((a, b) => compareKeys(a.key, b.key));
+    const merged = this.#mergeAt(range, then, olds);
+    if (sortsOrFilters(spec)) return this.#sortFilter(merged, count, spec, budget);
+    const { limit, keysOnly } = spec;
+    const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
+    const kvs: KeyValue[] = [];
+    for (const [key, v] of merged) {
+      if (kvs.length >= kvsMax || budget?.exceeded) break;
+      if (budget !== undefined) {
+        budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : v.value.length);
+        if (budget.bytesLeft < 0) {
+          budget.exceeded = true;
+          break;
+        }
+      }
+      kvs.push(this.#exportRead(key, v, keysOnly));
+    }
+    return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
+  }
+
+  /**
+   * The keys of `range` as they were: the current ones not in `then` (written since), merged in
+   * key order with `olds` (their versions then, sorted).
+   */
+  *#mergeAt(
+    range: KeyRange,
+    then: ReadonlyMap<string, Version | undefined>,
+    olds: readonly Version[],
+  ): Generator<readonly [string, Version]> {
+    let i = 0;
+    for (const [key, stored] of this.#scan(range)) {
+      while (i < olds.length && compareKeys(olds[i].key, key) < 0) {
+        yield [olds[i].key, olds[i]];
+        i++;
+      }
+      if (!then.has(key)) yield [key, stored];
+    }
+    for (; i < olds.length; i++) yield [olds[i].key, olds[i]];
   }
 
   /** The keys of `range` that had a version at `revision`, with it, in key order. */
@@ -1470,7 +1545,11 @@ export class MetadataStore {
 
   /** Number of keys in `range`, in O(log n). */
   #count(range: KeyRange): number {
-    const map = this.#map;
+    return this.#countIn(this.#map, range);
+  }
+
+  /** Number of keys of `map` in `range`, in O(log n). */
+  #countIn(map: SortedMap<Version>, range: KeyRange): number {
     if ("prefix" in range) {
       const p = range.prefix;
       if (p === "") return map.size;
@@ -1983,4 +2062,12 @@ function itemsOfRevisions(
     }
   }
   return items;
+}
+
+/** Whether `key` lies in `range` (the order of {@linkcode compareKeys}, as the map's). */
+function inRange(key: string, range: KeyRange): boolean {
+  if ("prefix" in range) return key.startsWith(range.prefix);
+  if ("fromKey" in range) return compareKeys(key, range.fromKey) >= 0;
+  if (range.rangeEnd === undefined) return key === range.key;
+  return compareKeys(key, range.key) >= 0 && compareKeys(key, range.rangeEnd) < 0;
 }
