@@ -426,6 +426,7 @@ async function differential(t: Deno.TestContext, withEtcd: boolean): Promise<voi
         const gen = new Generator(SEED);
         const tally = new Map<string, number>();
         let tiesReordered = 0;
+        let deepest = 0;
         for (let i = 0; i < OPS; i++) {
           const { path, body } = gen.next();
           const ours = await call(node!.url, path, body);
@@ -457,6 +458,9 @@ async function differential(t: Deno.TestContext, withEtcd: boolean): Promise<voi
             }
           }
           const header = ours.json.header as Json | undefined;
+          if (path === "/v3/kv/range" && ours.status === 200 && body.revision !== undefined) {
+            deepest = Math.max(deepest, gen.revision - Number(body.revision));
+          }
           if (ours.status === 200 && header?.revision !== undefined) {
             gen.revision = Number(header.revision);
           }
@@ -465,7 +469,7 @@ async function differential(t: Deno.TestContext, withEtcd: boolean): Promise<voi
           }
         }
         console.log(
-          `seed ${SEED}, ${OPS} ops, final revision ${gen.revision}: ${
+          `seed ${SEED}, ${OPS} ops, final revision ${gen.revision}, last compaction at ${gen.compacted}, deepest range ${deepest} revisions back: ${
             [...tally].sort().map(([k, n]) => `${k}: ${n}`).join(", ")
           }; sorted answers equal up to the order of ties: ${tiesReordered}${
             etcd === undefined ? " (NOT compared: etcd missing)" : ""
