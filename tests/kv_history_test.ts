@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import {
   type Command,
+  COMPACT_BATCH_VERSIONS,
   COMPACTED_ERROR,
   encodeCommand,
   encodePut,
@@ -21,11 +22,14 @@ import {
 } from "../src/storage/store_snapshot.ts";
 import { fromBase64 } from "../src/kv/bytes.ts";
 
-function compact(store: MetadataStore, revision: number) {
-  return store.apply(
+/** Applies a compaction, and by default frees all it frees (as a host's ticks do over time). */
+function compact(store: MetadataStore, revision: number, options = { drain: true }) {
+  const r = store.apply(
     encodeCommand({ type: "compact", revision } as Command),
     store.appliedIndex + 1,
   );
+  while (options.drain && !store.compactStep());
+  return r;
 }
 
 /** /other put at revision 2, then `n` overwrites of /k at revisions 3 to n + 2 (value `v<rev>`). */
@@ -119,7 +123,7 @@ Deno.test("a compaction while a frozen store is open frees only after its releas
   const store = overwritten(100);
   const frozen = store.freeze();
   const bytes0 = store.historyBytes;
-  assert.equal(compact(store, 101).status, "applied");
+  assert.equal(compact(store, 101, { drain: false }).status, "applied");
   assert.equal(store.historyVersions, 99);
   assert.equal(store.oldestRevision, 102, "reads below the compaction fail at once");
   assert.equal(store.historyBytes, bytes0, "kept for the snapshot being written");
@@ -194,4 +198,25 @@ Deno.test("snapshots of formats 2 and 3 load with their history", () => {
     assert.deepEqual(old.history(7), reference.history(7), name);
     assert.equal(old.alarms.length, name === "format 3" ? 1 : 0);
   }
+});
+
+Deno.test("a large compaction frees in batches; reads are right all along", () => {
+  const store = overwritten(3 * COMPACT_BATCH_VERSIONS);
+  const top = store.revision;
+  assert.equal(compact(store, top - 10, { drain: false }).status, "applied");
+  assert.ok(store.compactPending, "one batch freed in the apply, more to go");
+  let steps = 0;
+  let left = store.historyVersions;
+  while (!store.compactStep()) {
+    steps++;
+    assert.ok(store.historyVersions <= left, "a step never adds");
+    left = store.historyVersions;
+    for (const revision of [top - 10, top - 3, top]) {
+      assert.equal(text(store.range({ key: "/k" }, { revision }).kvs[0].value), `v${revision}`);
+    }
+  }
+  // About 2 x 15,000 units of work (log entries, then the chain cut off), 5,000 a step.
+  assert.ok(steps >= 3, `${steps} steps after the apply: each at most ${COMPACT_BATCH_VERSIONS}`);
+  assert.equal(store.historyVersions, 10, "versions top - 10 to top - 1");
+  assert.equal(store.history(top - 9).length, 10);
 });

@@ -115,18 +115,23 @@ export class VersionLog {
     return { versions: this.#versions, start: this.#start + from, end: this.#versions.length };
   }
 
-  /** Drops the versions of revisions up to `revision`, calling `visit` on each first. */
-  dropThrough(revision: number, visit: (v: Version) => void): void {
-    const end = this.#start + this.indexOf(revision + 1);
+  /**
+   * Drops at most `versionsMax` of the oldest versions of revisions up to `revision`, calling
+   * `visit` on each first; returns whether none of those revisions is left.
+   */
+  dropThrough(revision: number, versionsMax: number, visit: (v: Version) => void): boolean {
+    const through = this.#start + this.indexOf(revision + 1);
+    const end = Math.min(through, this.#start + versionsMax);
     for (let i = this.#start; i < end; i++) visit(this.#versions[i]);
     this.#start = end;
     // A new array, so a slice handed out earlier keeps its versions.
-    if (this.#start > 1024 && this.#start * 2 > this.#versions.length) {
-      this.#versions = this.#versions.slice(this.#start);
-      this.#start = 0;
-    } else if (this.#start === this.#versions.length) {
+    if (this.#start === this.#versions.length) {
       this.#versions = [];
       this.#start = 0;
+    } else if (this.#start > 1024 && this.#start * 2 > this.#versions.length) {
+      this.#versions = this.#versions.slice(this.#start);
+      this.#start = 0;
     }
+    return end === through;
   }
 }

@@ -118,6 +118,13 @@ export class ApplyError extends Error {
   }
 }
 
+/**
+ * Versions a compaction frees per step (see {@linkcode MetadataStore.compactStep}): about 10 ms
+ * of work at most (bench/kv_history_bench.ts), so freeing millions of versions never holds a
+ * node's event loop for long.
+ */
+export const COMPACT_BATCH_VERSIONS = 5_000;
+
 /** Default bound on the bytes of key-values one answer may carry: 64 MiB. */
 export const RESPONSE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
 
@@ -648,8 +655,12 @@ export class MetadataStore {
   #dead = new SortedMap<Version>();
   /** Ranges may read at this revision and later; watches start after it. */
   #compactRevision = 0;
-  /** A compaction whose versions are not freed yet (a frozen store was open); 0 when none. */
+  /** The compaction whose versions are being freed, a batch at a time; 0 when none. */
   #compactPending = 0;
+  /** Keys whose chains the pending compaction has cut already. */
+  #compactDone = new Set<string>();
+  /** Chains cut off whose bytes are not yet taken off the count (a batch at a time too). */
+  #detached: Version[] = [];
   /** Bytes (see {@linkcode versionBytes}) of the versions kept that are not current. */
   #historyBytes = 0;
   #historyCount = 0;
@@ -957,7 +968,7 @@ export class MetadataStore {
     whole: Command,
     commandBytes: number,
   ): { remembered: SessionOutcome; events: KvEvent[] } {
-    if (this.#compactPending !== 0 && this.#map.viewsOpen === 0) this.#free(this.#compactPending);
+    if (this.#compactPending !== 0) this.compactStep();
     const error = commandLimitError(whole, commandBytes, this.limits);
     if (error !== undefined) return { remembered: { status: "rejected", error }, events: [] };
     // A raised NOSPACE alarm refuses what adds data, decided from replicated state only.
@@ -1233,8 +1244,10 @@ export class MetadataStore {
 
   /**
    * Compacts at `revision` (above the compact revision, at most the current one): reads below
-   * it fail from now on; the versions only they could see are freed now, or, while a frozen
-   * store is open (a snapshot being written reads them), at the first apply after it is released.
+   * it fail from now on; the versions only they could see are freed in batches of
+   * {@linkcode COMPACT_BATCH_VERSIONS}, one now and one at each later apply or
+   * {@linkcode compactStep} (so a large compaction never stalls a node for long), none while a
+   * frozen store is open (a snapshot being written reads them).
    */
   #compact(revision: number): void {
     invariant(
@@ -1242,19 +1255,57 @@ export class MetadataStore {
       () => `compaction at ${revision} with compact revision ${this.#compactRevision}`,
     );
     this.#compactRevision = revision;
-    if (this.#map.viewsOpen === 0) this.#free(revision);
-    else this.#compactPending = revision;
+    if (this.#compactPending !== revision) this.#compactDone.clear();
+    this.#compactPending = revision;
+    this.compactStep();
+  }
+
+  /** Whether a compaction still has versions to free (see {@linkcode compactStep}). */
+  get compactPending(): boolean {
+    return this.#compactPending !== 0 || this.#detached.length > 0;
   }
 
   /**
-   * Frees what a compaction at `revision` left unreachable: for each key written at or before
-   * it, every version older than its version at `revision`, and that one too when it is a
-   * tombstone (a key deleted then has nothing to show at `revision` or later). O(versions freed).
+   * Frees up to `versionsMax` more versions of the pending compaction (none while a frozen store
+   * is open); returns whether it is done. Applies call it; a host may call it when idle so an
+   * idle node frees its memory too. Changes nothing a read can see.
    */
-  #free(revision: number): void {
-    this.#compactPending = 0;
-    const done = new Set<string>();
-    this.#log.dropThrough(revision, (written) => {
+  compactStep(versionsMax: number = COMPACT_BATCH_VERSIONS): boolean {
+    if (!this.compactPending) return true;
+    if (this.#map.viewsOpen > 0) return false;
+    // Cuts, and the count of what they cut off, within one budget of versions.
+    let budget = versionsMax;
+    const detached = this.#detached;
+    while (budget > 0) {
+      while (budget > 0 && detached.length > 0) {
+        let d: Version | undefined = detached.pop();
+        for (; d !== undefined && budget > 0; d = d.prev, budget--) {
+          this.#historyBytes -= versionBytes(d);
+          this.#historyCount--;
+        }
+        if (d !== undefined) detached.push(d);
+      }
+      if (budget === 0 || this.#compactPending === 0) break;
+      const size = this.#log.size;
+      if (this.#free(this.#compactPending, budget)) {
+        this.#compactPending = 0;
+        this.#compactDone.clear();
+      }
+      budget -= size - this.#log.size;
+    }
+    invariant(this.#historyCount >= 0, () => `history count below 0`);
+    return !this.compactPending;
+  }
+
+  /**
+   * Frees what a compaction at `revision` left unreachable, for the keys of the next
+   * `versionsMax` versions of the log up to it: every version older than the key's version at
+   * `revision`, and that one too when it is a tombstone (a key deleted then has nothing to show
+   * at `revision` or later). O(versions freed + the keys' versions after `revision`).
+   */
+  #free(revision: number, versionsMax: number): boolean {
+    const done = this.#compactDone;
+    return this.#log.dropThrough(revision, versionsMax, (written) => {
       const key = written.key;
       if (done.has(key)) return;
       done.add(key);
@@ -1272,12 +1323,9 @@ export class MetadataStore {
         at.prev = undefined;
       } else if (above !== undefined) above.prev = undefined;
       else this.#dead.delete(key);
-      for (let d = drop; d !== undefined; d = d.prev) {
-        this.#historyBytes -= versionBytes(d);
-        this.#historyCount--;
-      }
+      // Unreachable now; its bytes come off the count in later steps.
+      if (drop !== undefined) this.#detached.push(drop);
     });
-    invariant(this.#historyBytes >= 0 && this.#historyCount >= 0, () => "history bytes below 0");
   }
 
   #range(range: KeyRange, spec: RangeSpec, budget?: ResponseBudget): Mutable<RangeResponse> {

@@ -1102,6 +1102,8 @@ export class RaftServer {
       this.#hub.progress();
     }
     this.#autoCompact(now);
+    // A large compaction frees its versions a batch per tick (and per apply), also when idle.
+    if (this.#store.compactPending) this.#store.compactStep();
   }
 
   /** Proposes the compaction the automatic compactor asks for, on the leader. */
