@@ -45,8 +45,9 @@ function keyOf(i: number): string {
   return `/bench/${String(i % 100).padStart(2, "0")}/key-${String(i).padStart(8, "0")}`;
 }
 
-// The older store kept a bounded window unless told otherwise: make it keep everything too.
-const store = new MetadataStore({ historyRevisionsMax: 1e15 } as never);
+// The older store kept a bounded window (1,000 revisions, 64 MiB) unless told otherwise: make it
+// keep everything too (the newer one ignores historyBytesMax: the quota bounds its history).
+const store = new MetadataStore({ historyRevisionsMax: 1e15, historyBytesMax: 1e15 } as never);
 const value = "v".repeat(valueBytes - 1);
 const heap0 = heapUsed();
 let index = 0;
