@@ -64,55 +64,84 @@ export function versionBytes(v: Version): number {
   return v.key.length + v.value.length;
 }
 
+/** Versions per chunk of a {@linkcode VersionLog}. */
+const CHUNK_VERSIONS = 4096;
+
+/** A stable view of a {@linkcode VersionLog}'s versions [start, end), from {@linkcode VersionLog.view}. */
+export class VersionLogView {
+  readonly #chunks: readonly (readonly Version[])[];
+  readonly #offset: number;
+  /** Number of versions in the view. */
+  readonly size: number;
+  /** Use {@linkcode VersionLog.view}. */
+  constructor(chunks: readonly (readonly Version[])[], offset: number, size: number) {
+    this.#chunks = chunks;
+    this.#offset = offset;
+    this.size = size;
+  }
+  /** The `i`th version of the view. */
+  at(i: number): Version {
+    const j = this.#offset + i;
+    return this.#chunks[Math.floor(j / CHUNK_VERSIONS)][j % CHUNK_VERSIONS];
+  }
+}
+
 /**
  * Every version written after the compact revision, in the order they were written (so in
- * revision order). Append-only but for {@linkcode dropThrough}, which replaces the array instead
- * of changing it, so a slice handed out by {@linkcode slice} stays valid.
+ * revision order), in chunks of 4,096, so dropping the oldest never copies the rest. A
+ * {@linkcode view} stays valid while versions are appended; dropping (a compaction) must wait
+ * until no view is read any more (the store defers it while a frozen store is open).
  */
 export class VersionLog {
-  #versions: Version[] = [];
+  /** Every chunk full but the last; the first starts at `#start`. */
+  #chunks: Version[][] = [];
   #start = 0;
+  #size = 0;
 
   /** Number of versions held. */
   get size(): number {
-    return this.#versions.length - this.#start;
+    return this.#size;
   }
 
   /** Appends `v`, whose revision must not be below the last one's. */
   push(v: Version): void {
-    const n = this.#versions.length;
-    if (n > this.#start && this.#versions[n - 1].modRevision > v.modRevision) {
+    if (this.#size > 0 && this.at(this.#size - 1).modRevision > v.modRevision) {
       throw new Error(
         `Invariant violated: version of revision ${v.modRevision} after ${
-          this.#versions[n - 1].modRevision
+          this.at(this.#size - 1).modRevision
         }`,
       );
     }
-    this.#versions.push(v);
-  }
-
-  /** Index (in {@linkcode at}'s terms) of the first version of revision `revision` or later. */
-  indexOf(revision: number): number {
-    let lo = this.#start;
-    let hi = this.#versions.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.#versions[mid].modRevision < revision) lo = mid + 1;
-      else hi = mid;
+    let last = this.#chunks.at(-1);
+    if (last === undefined || last.length === CHUNK_VERSIONS) {
+      last = [];
+      this.#chunks.push(last);
     }
-    return lo - this.#start;
+    last.push(v);
+    this.#size++;
   }
 
   /** The `i`th version held (0: the oldest). */
   at(i: number): Version {
-    return this.#versions[this.#start + i];
+    const j = this.#start + i;
+    return this.#chunks[Math.floor(j / CHUNK_VERSIONS)][j % CHUNK_VERSIONS];
   }
 
-  /** The versions from index `from` to the end: a frozen copy of the pointers' range. */
-  slice(
-    from = 0,
-  ): { readonly versions: readonly Version[]; readonly start: number; readonly end: number } {
-    return { versions: this.#versions, start: this.#start + from, end: this.#versions.length };
+  /** Index (in {@linkcode at}'s terms) of the first version of revision `revision` or later. */
+  indexOf(revision: number): number {
+    let lo = 0;
+    let hi = this.#size;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.at(mid).modRevision < revision) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The versions held now; later appends do not show in it. */
+  view(): VersionLogView {
+    return new VersionLogView(this.#chunks.slice(), this.#start, this.#size);
   }
 
   /**
@@ -120,18 +149,20 @@ export class VersionLog {
    * `visit` on each first; returns whether none of those revisions is left.
    */
   dropThrough(revision: number, versionsMax: number, visit: (v: Version) => void): boolean {
-    const through = this.#start + this.indexOf(revision + 1);
-    const end = Math.min(through, this.#start + versionsMax);
-    for (let i = this.#start; i < end; i++) visit(this.#versions[i]);
-    this.#start = end;
-    // A new array, so a slice handed out earlier keeps its versions.
-    if (this.#start === this.#versions.length) {
-      this.#versions = [];
-      this.#start = 0;
-    } else if (this.#start > 1024 && this.#start * 2 > this.#versions.length) {
-      this.#versions = this.#versions.slice(this.#start);
-      this.#start = 0;
+    const through = this.indexOf(revision + 1);
+    const n = Math.min(through, versionsMax);
+    for (let i = 0; i < n; i++) {
+      visit(this.#chunks[0][this.#start]);
+      // The slot lets go of the version, so the garbage collector may take it.
+      this.#chunks[0][this.#start] = undefined as unknown as Version;
+      this.#start++;
+      this.#size--;
+      if (this.#start === CHUNK_VERSIONS || this.#size === 0) {
+        this.#chunks.shift();
+        this.#start = 0;
+      }
     }
-    return end === through;
+    if (this.#size === 0) this.#chunks = [];
+    return n === through;
   }
 }

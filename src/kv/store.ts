@@ -25,7 +25,13 @@ import {
   validateRange,
 } from "./command.ts";
 import { compareKeys, isNativeOrdered, SortedMap, type SortedMapView } from "./sorted_map.ts";
-import { type RevisionEvents, type Version, versionBytes, VersionLog } from "./history.ts";
+import {
+  type RevisionEvents,
+  type Version,
+  versionBytes,
+  VersionLog,
+  type VersionLogView,
+} from "./history.ts";
 import type { AlarmCommand, AlarmMember, AlarmResponse, AlarmType } from "./types.ts";
 
 export { CompactedError, type RevisionEvents, type Version } from "./history.ts";
@@ -409,8 +415,6 @@ export interface StoreParts {
   };
 }
 
-type LogSlice = ReturnType<VersionLog["slice"]>;
-
 /** A key's version as a snapshot holds it (see {@linkcode Version}; tombstones have version 0). */
 export type KvVersion = Omit<Version, "prev">;
 
@@ -448,7 +452,7 @@ export class FrozenStore {
   /** Alarms raised. */
   readonly alarms: readonly AlarmMember[];
   readonly #kvs: SortedMapView<Stored>;
-  readonly #log: LogSlice;
+  readonly #log: VersionLogView;
 
   /** Use {@linkcode MetadataStore.freeze}. */
   constructor(
@@ -464,7 +468,7 @@ export class FrozenStore {
     this.compactRevision = state.compactRevision;
     this.alarms = state.alarms;
     this.#kvs = kvs as SortedMapView<Stored>;
-    this.#log = log as LogSlice;
+    this.#log = log as VersionLogView;
   }
 
   /**
@@ -473,10 +477,10 @@ export class FrozenStore {
    * so the chains read here stay whole.
    */
   *history(): Generator<HistoryItem, void, undefined> {
-    const { versions, start, end } = this.#log;
+    const log = this.#log;
     const c = this.compactRevision;
-    for (let i = start; i < end; i++) {
-      const v = versions[i];
+    for (let i = 0; i < log.size; i++) {
+      const v = log.at(i);
       if (v.modRevision <= c) continue;
       const p = v.prev;
       if (p !== undefined && p.modRevision <= c && p.version !== 0) {
@@ -1835,7 +1839,7 @@ export class MetadataStore {
         alarms: this.alarms,
       },
       this.#map.freeze(),
-      this.#log.slice(),
+      this.#log.view(),
     );
   }
 
