@@ -19,8 +19,6 @@ import { TestRng } from "./kv_helpers.ts";
 
 const SEED = Number(Deno.env.get("RAFTMETA_DIFF_SEED") ?? 1);
 const OPS = Number(Deno.env.get("RAFTMETA_DIFF_OPS") ?? 2000);
-/** Ranges at old revisions stay this close to the current one (raftmeta keeps 1,000). */
-const OLD_REVISIONS_WINDOW = 900;
 const LEASES = [7001, 7002, 7003];
 
 type Json = Record<string, unknown>;
@@ -200,8 +198,9 @@ class Generator {
     if (r.chance(0.2)) body.keys_only = true;
     if (r.chance(0.1)) body.count_only = true;
     if (!inTxn && r.chance(0.25)) {
-      // An old revision inside raftmeta's window, a compacted one, or a future one.
-      const oldest = Math.max(this.compacted, this.revision - OLD_REVISIONS_WINDOW, 1);
+      // Any revision since the last compaction (both keep every one), a compacted one, or a
+      // future one.
+      const oldest = Math.max(this.compacted, 1);
       const pick = r.int(10);
       if (pick < 7) body.revision = String(oldest + r.int(this.revision - oldest + 1));
       else if (pick < 8 && this.compacted > 1) {
@@ -282,13 +281,16 @@ class Generator {
     if (pick < 60) return { path: "/v3/kv/range", body: this.rangeRequest(false) };
     if (pick < 70) return { path: "/v3/kv/deleterange", body: this.deleteRequest() };
     if (pick < 97) return { path: "/v3/kv/txn", body: this.txnRequest(1) };
-    // A compaction: usually inside the window, sometimes at or below the last one (refused) or
-    // in the future (refused).
-    const oldest = Math.max(this.compacted + 1, this.revision - OLD_REVISIONS_WINDOW);
-    const kind = r.int(10);
-    const revision = kind < 7
+    // A compaction: at any kept revision (rarely, so the history grows to thousands of
+    // revisions), a few revisions on, at or below the last one (refused) or in the future
+    // (refused).
+    const oldest = this.compacted + 1;
+    const kind = r.int(100);
+    const revision = kind < 3
       ? oldest + r.int(Math.max(1, this.revision - oldest + 1))
-      : kind < 9
+      : kind < 70
+      ? Math.min(oldest + r.int(20), this.revision)
+      : kind < 90
       ? Math.max(1, this.compacted - r.int(3))
       : this.revision + 1 + r.int(3);
     return { path: "/v3/kv/compaction", body: { revision: String(revision) } };
@@ -424,6 +426,7 @@ async function differential(t: Deno.TestContext, withEtcd: boolean): Promise<voi
         const gen = new Generator(SEED);
         const tally = new Map<string, number>();
         let tiesReordered = 0;
+        let deepest = 0;
         for (let i = 0; i < OPS; i++) {
           const { path, body } = gen.next();
           const ours = await call(node!.url, path, body);
@@ -455,6 +458,9 @@ async function differential(t: Deno.TestContext, withEtcd: boolean): Promise<voi
             }
           }
           const header = ours.json.header as Json | undefined;
+          if (path === "/v3/kv/range" && ours.status === 200 && body.revision !== undefined) {
+            deepest = Math.max(deepest, gen.revision - Number(body.revision));
+          }
           if (ours.status === 200 && header?.revision !== undefined) {
             gen.revision = Number(header.revision);
           }
@@ -463,7 +469,7 @@ async function differential(t: Deno.TestContext, withEtcd: boolean): Promise<voi
           }
         }
         console.log(
-          `seed ${SEED}, ${OPS} ops, final revision ${gen.revision}: ${
+          `seed ${SEED}, ${OPS} ops, final revision ${gen.revision}, last compaction at ${gen.compacted}, deepest range ${deepest} revisions back: ${
             [...tally].sort().map(([k, n]) => `${k}: ${n}`).join(", ")
           }; sorted answers equal up to the order of ties: ${tiesReordered}${
             etcd === undefined ? " (NOT compared: etcd missing)" : ""

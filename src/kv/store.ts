@@ -25,10 +25,17 @@ import {
   validateRange,
 } from "./command.ts";
 import { compareKeys, isNativeOrdered, SortedMap, type SortedMapView } from "./sorted_map.ts";
-import { type RevisionEvents, WatchHistory } from "./history.ts";
+import {
+  type RevisionEvents,
+  type Version,
+  versionBytes,
+  VersionLog,
+  type VersionLogView,
+} from "./history.ts";
 import type { AlarmCommand, AlarmMember, AlarmResponse, AlarmType } from "./types.ts";
 
-export { CompactedError, type RevisionEvents, WatchHistory } from "./history.ts";
+export { CompactedError, type RevisionEvents, type Version } from "./history.ts";
+import { CompactedError } from "./history.ts";
 import {
   type ClientId,
   type Command,
@@ -80,9 +87,6 @@ export class RevisionUnavailableError extends Error {
   }
 }
 
-/** Default bound on the watch history's bytes: 64 MiB. */
-export const HISTORY_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
-
 /** Whether `command` adds data, so a NOSPACE alarm refuses it (as etcd's capped applier does). */
 export function addsData(command: Command): boolean {
   const c = command.type === "session" ? command.command : command;
@@ -119,6 +123,13 @@ export class ApplyError extends Error {
     this.name = "ApplyError";
   }
 }
+
+/**
+ * Versions a compaction frees per step (see {@linkcode MetadataStore.compactStep}): about 10 ms
+ * of work at most (bench/kv_history_bench.ts), so freeing millions of versions never holds a
+ * node's event loop for long.
+ */
+export const COMPACT_BATCH_VERSIONS = 5_000;
 
 /** Default bound on the bytes of key-values one answer may carry: 64 MiB. */
 export const RESPONSE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
@@ -179,15 +190,11 @@ export interface MetadataStoreOptions {
    * Most revisions of history kept (for watches and for ranges at old revisions). Beyond it the
    * oldest are compacted automatically: the compact revision advances, so ranges and watches there
    * fail as compacted. The trim depends only on applied commands and these options, so every node
-   * (with the same options) compacts at the same revision. Default 1,000.
+   * (with the same options) compacts at the same revision. Default: no bound, as etcd: history is
+   * kept until a compaction (explicit or a server's automatic one), and its bytes count toward
+   * the storage quota ({@linkcode MetadataStore.backendBytes}).
    */
   readonly historyRevisionsMax?: number;
-  /**
-   * Most bytes of keys and values the history keeps (each overwrite holds the new and the
-   * previous value); older revisions are compacted beyond it, as for `historyRevisionsMax`.
-   * Default 64 MiB.
-   */
-  readonly historyBytesMax?: number;
   /** Most leases at once; a grant beyond is rejected. Default 10,000. */
   readonly leasesMax?: number;
   /**
@@ -342,15 +349,8 @@ export interface StoreView {
   readonly more: boolean;
 }
 
-/** A key's state inside the store; never handed out (callers get copies as {@linkcode KeyValue}). */
-interface Stored {
-  value: Uint8Array;
-  createRevision: number;
-  modRevision: number;
-  version: number;
-  /** Lease id, 0 for none. */
-  lease: number;
-}
+/** A key's current version inside the store; never handed out (callers get copies). */
+type Stored = Version;
 
 /**
  * A key's record as the store holds it, read from a {@linkcode FrozenStore} or given to
@@ -403,13 +403,31 @@ export interface StoreParts {
   /** Alarms raised (absent in snapshots from before alarms: none). */
   readonly alarms?: readonly AlarmMember[];
   /**
-   * Watch history: every revision in (compactRevision, revision] with its events. Absent for a
-   * snapshot that did not keep it; the store then has history from `revision` on only.
+   * History: absent for a snapshot that did not keep it (the store then has history from
+   * `revision` on only). Either every version since `compactRevision` (`versions`, see
+   * {@linkcode FrozenStore.history}), or, from older snapshots, every revision in
+   * (compactRevision, revision] with its events.
    */
   readonly history?: {
     readonly compactRevision: number;
-    readonly revisions: readonly RevisionEvents[];
+    readonly revisions?: readonly RevisionEvents[];
+    readonly versions?: readonly HistoryItem[];
   };
+}
+
+/** A key's version as a snapshot holds it (see {@linkcode Version}; tombstones have version 0). */
+export type KvVersion = Omit<Version, "prev">;
+
+/**
+ * One item of a store's history as a snapshot holds it: the versions written after the compact
+ * revision in the order they were written, each preceded (`base`) by its key's version at the
+ * compact revision when that one is kept (a live key changed since).
+ */
+export interface HistoryItem {
+  /** Whether this is a key's version at the compact revision rather than a later write. */
+  readonly base: boolean;
+  /** The version. */
+  readonly version: KvVersion;
 }
 
 /**
@@ -429,18 +447,18 @@ export class FrozenStore {
   readonly leases: readonly (readonly [number, number])[];
   /** Sessions from least to most recently heard. */
   readonly sessions: readonly SessionInfo[];
-  /** Highest revision the watch history no longer holds. */
+  /** The compact revision: ranges may read at it and after, watches start after it. */
   readonly compactRevision: number;
-  /** The watch history: every revision after `compactRevision`, oldest first. */
-  readonly history: readonly RevisionEvents[];
   /** Alarms raised. */
   readonly alarms: readonly AlarmMember[];
   readonly #kvs: SortedMapView<Stored>;
+  readonly #log: VersionLogView;
 
   /** Use {@linkcode MetadataStore.freeze}. */
   constructor(
-    state: Omit<FrozenStore, "size" | "entries" | "batches" | "release">,
+    state: Omit<FrozenStore, "size" | "entries" | "batches" | "release" | "history">,
     kvs: unknown,
+    log: unknown,
   ) {
     this.appliedIndex = state.appliedIndex;
     this.revision = state.revision;
@@ -448,9 +466,28 @@ export class FrozenStore {
     this.leases = state.leases;
     this.sessions = state.sessions;
     this.compactRevision = state.compactRevision;
-    this.history = state.history;
     this.alarms = state.alarms;
     this.#kvs = kvs as SortedMapView<Stored>;
+    this.#log = log as VersionLogView;
+  }
+
+  /**
+   * The history (see {@linkcode HistoryItem}), lazily: O(1) per item, so a host can encode it
+   * bit by bit. The store defers freeing compacted versions while a frozen store is unreleased,
+   * so the chains read here stay whole.
+   */
+  *history(): Generator<HistoryItem, void, undefined> {
+    const log = this.#log;
+    const c = this.compactRevision;
+    for (let i = 0; i < log.size; i++) {
+      const v = log.at(i);
+      if (v.modRevision <= c) continue;
+      const p = v.prev;
+      if (p !== undefined && p.modRevision <= c && p.version !== 0) {
+        yield { base: true, version: p };
+      }
+      yield { base: false, version: v };
+    }
   }
 
   /** Number of keys. */
@@ -616,7 +653,22 @@ export class MetadataStore {
   /** In order of last contact, least recent first (log indexes only grow, so also by lastIndex). */
   #sessions = new Map<string, Session>();
   #copier = new ValueCopier();
-  #history: WatchHistory;
+  /** Every version written after the compact revision, in revision order (see history.ts). */
+  #log = new VersionLog();
+  /** Keys deleted whose history is still kept, each with its newest version, a tombstone. */
+  #dead = new SortedMap<Version>();
+  /** Ranges may read at this revision and later; watches start after it. */
+  #compactRevision = 0;
+  /** The compaction whose versions are being freed, a batch at a time; 0 when none. */
+  #compactPending = 0;
+  /** Keys whose chains the pending compaction has cut already. */
+  #compactDone = new Set<string>();
+  /** Chains cut off whose bytes are not yet taken off the count (a batch at a time too). */
+  #detached: Version[] = [];
+  /** Bytes (see {@linkcode versionBytes}) of the versions kept that are not current. */
+  #historyBytes = 0;
+  #historyCount = 0;
+  readonly #historyRevisionsMax: number;
   #leases = new Map<number, Lease>();
   #leaseIdLast = 0;
   /** Bytes of the live keys and values (UTF-16 units for keys), for the quota. */
@@ -633,12 +685,11 @@ export class MetadataStore {
     this.sessionsMax = options.sessionsMax ?? 10_000;
     this.sessionIdleEntriesMax = options.sessionIdleEntriesMax ?? 100_000;
     this.leasesMax = options.leasesMax ?? 10_000;
-    this.#history = new WatchHistory(
-      options.historyRevisionsMax ?? 1_000,
-      1,
-      0,
-      options.historyBytesMax ?? HISTORY_BYTES_MAX_DEFAULT,
-    );
+    this.#historyRevisionsMax = options.historyRevisionsMax ?? Infinity;
+    const hrm = this.#historyRevisionsMax;
+    if (!(hrm === Infinity || (Number.isSafeInteger(hrm) && hrm >= 1))) {
+      throw new RangeError(`historyRevisionsMax must be a positive integer: ${hrm}`);
+    }
     this.#applyRetryTwice = options.faultPoints?.has("apply-retry-twice") ?? false;
     for (const [name, v] of Object.entries({ ...this.limits, rangeKvsMax: this.rangeKvsMax })) {
       if (!Number.isSafeInteger(v) || v < 1) {
@@ -686,7 +737,22 @@ export class MetadataStore {
 
   /** The oldest revision a watch may start at (older ones are compacted). */
   get oldestRevision(): number {
-    return this.#history.oldestRevision;
+    return this.#compactRevision + 1;
+  }
+
+  /** The compact revision: ranges may read at it and later (0 when nothing was compacted). */
+  get compactRevision(): number {
+    return this.#compactRevision;
+  }
+
+  /** Number of versions kept that are not current (older versions and tombstones). */
+  get historyVersions(): number {
+    return this.#historyCount;
+  }
+
+  /** Bytes of the versions kept that are not current (key and value of each). */
+  get historyBytes(): number {
+    return this.#historyBytes;
   }
 
   /**
@@ -694,7 +760,7 @@ export class MetadataStore {
    * watch history's, so deletes free space only once a compaction drops their history.
    */
   get backendBytes(): number {
-    return this.#liveBytes + this.#history.bytes;
+    return this.#liveBytes + this.#historyBytes;
   }
 
   /** The alarms raised, by member id. */
@@ -704,9 +770,9 @@ export class MetadataStore {
     ) => ({ memberId, alarm }));
   }
 
-  /** Most revisions the watch history keeps. */
+  /** Most revisions the history keeps (Infinity: until compacted). */
   get historyRevisionsMax(): number {
-    return this.#history.revisionsMax;
+    return this.#historyRevisionsMax;
   }
 
   /**
@@ -714,7 +780,40 @@ export class MetadataStore {
    * {@linkcode CompactedError} when `revision` is older than {@linkcode oldestRevision}.
    */
   history(revision: number): RevisionEvents[] {
-    return this.#history.from(revision);
+    if (revision <= this.#compactRevision) {
+      throw new CompactedError(revision, this.oldestRevision);
+    }
+    const out: RevisionEvents[] = [];
+    const log = this.#log;
+    let events: KvEvent[] = [];
+    for (let i = log.indexOf(revision); i < log.size; i++) {
+      const v = log.at(i);
+      if (events.length > 0 && events[0].kv.modRevision !== v.modRevision) {
+        out.push({ revision: events[0].kv.modRevision, events });
+        events = [];
+      }
+      events.push(this.#eventOf(v));
+    }
+    if (events.length > 0) out.push({ revision: events[0].kv.modRevision, events });
+    return out;
+  }
+
+  /** The watch event that wrote `v`, with the key's previous version when it had one. */
+  #eventOf(v: Version): KvEvent {
+    const p = v.prev;
+    const prevKv = p === undefined || p.version === 0 ? undefined : this.#export(p.key, p);
+    if (v.version === 0) {
+      const kv = {
+        key: v.key,
+        value: EMPTY,
+        createRevision: 0,
+        modRevision: v.modRevision,
+        version: 0,
+      };
+      return prevKv === undefined ? { type: "DELETE", kv } : { type: "DELETE", kv, prevKv };
+    }
+    const kv = this.#export(v.key, v);
+    return prevKv === undefined ? { type: "PUT", kv } : { type: "PUT", kv, prevKv };
   }
 
   /** The lease `id`, or `undefined`. */
@@ -873,6 +972,7 @@ export class MetadataStore {
     whole: Command,
     commandBytes: number,
   ): { remembered: SessionOutcome; events: KvEvent[] } {
+    if (this.#compactPending !== 0) this.compactStep();
     const error = commandLimitError(whole, commandBytes, this.limits);
     if (error !== undefined) return { remembered: { status: "rejected", error }, events: [] };
     // A raised NOSPACE alarm refuses what adds data, decided from replicated state only.
@@ -908,9 +1008,9 @@ export class MetadataStore {
     } else if (command.type === "compact") {
       // As etcd's store.Compact: at or below the compact revision, or past the current one, fails.
       if (command.revision > this.#revision) return rejected(FUTURE_REVISION_ERROR);
-      if (command.revision <= this.#history.compactRevision) return rejected(COMPACTED_ERROR);
-      this.#history.compact(command.revision);
-      response = { type: "compact", revision: 0, oldestRevision: this.#history.oldestRevision };
+      if (command.revision <= this.#compactRevision) return rejected(COMPACTED_ERROR);
+      this.#compact(command.revision);
+      response = { type: "compact", revision: 0, oldestRevision: this.oldestRevision };
     } else {
       const e = this.#leaseMissing(command);
       if (e !== undefined) return rejected(e);
@@ -918,7 +1018,10 @@ export class MetadataStore {
     }
     if (events.length > 0) {
       this.#revision = revision;
-      this.#history.append(revision, events);
+      // The optional trim: at most historyRevisionsMax revisions after the compact revision.
+      if (revision - Math.max(this.#compactRevision, 1) > this.#historyRevisionsMax) {
+        this.#compact(revision - this.#historyRevisionsMax);
+      }
     }
     // The response reports the revision after the command, as etcd's header does (a
     // transaction's inner responses keep the revisions #runTxn gave them).
@@ -1058,38 +1161,49 @@ export class MetadataStore {
     revision: number,
     events: KvEvent[],
   ): Mutable<PutResponse> {
-    const stored = this.#map.get(key);
+    // The new version replaces the current one in the tree (one descent); the old one stays,
+    // chained from the new one, as history until a compaction.
+    let now: Version | undefined;
+    const stored = this.#map.replace(key, (old) => {
+      invariant(old.modRevision <= revision, () => `key ${quote(key)} modified in the future`);
+      now = {
+        key: old.key,
+        value,
+        createRevision: old.createRevision,
+        modRevision: revision,
+        version: old.version + 1,
+        lease,
+        prev: old,
+      };
+      return now;
+    });
     if (stored === undefined) {
+      // A deleted key keeps its tombstone (and older versions) as history behind the new one.
+      const tomb = this.#dead.size === 0 ? undefined : this.#dead.get(key);
+      if (tomb !== undefined) this.#dead.delete(key);
       const created: Stored = {
+        key,
         value,
         createRevision: revision,
         modRevision: revision,
         version: 1,
         lease,
+        prev: tomb,
       };
       this.#map.set(key, created);
+      this.#log.push(created);
       this.#liveBytes += key.length + value.length;
       this.#attach(key, 0, lease);
       events.push({ type: "PUT", kv: this.#export(key, created) });
       return { type: "put", revision: 0 };
     }
-    invariant(stored.modRevision <= revision, () => `key ${quote(key)} modified in the future`);
+    this.#log.push(now!);
+    this.#historyBytes += versionBytes(stored);
+    this.#historyCount++;
     const prev = this.#export(key, stored);
     this.#liveBytes += value.length - stored.value.length;
     this.#attach(key, stored.lease, lease);
-    let now = stored;
-    if (this.#map.viewsOpen === 0) {
-      // Updated in place: one tree descent, and nothing outside holds a reference to `stored`.
-      stored.value = value;
-      stored.modRevision = revision;
-      stored.version++;
-      stored.lease = lease;
-    } else {
-      // A frozen view may hold `stored`: a new record, written through the copy-on-write tree.
-      now = { ...stored, value, modRevision: revision, version: stored.version + 1, lease };
-      this.#map.set(key, now);
-    }
-    events.push({ type: "PUT", kv: this.#export(key, now), prevKv: prev });
+    events.push({ type: "PUT", kv: this.#export(key, now!), prevKv: prev });
     return prevKv ? { type: "put", revision: 0, prevKv: prev } : { type: "put", revision: 0 };
   }
 
@@ -1104,6 +1218,19 @@ export class MetadataStore {
     for (const [key, stored] of doomed) {
       const removed = this.#map.delete(key);
       invariant(removed, () => `key ${quote(key)} vanished during its delete`);
+      const tomb: Version = {
+        key: stored.key,
+        value: EMPTY,
+        createRevision: 0,
+        modRevision: revision,
+        version: 0,
+        lease: 0,
+        prev: stored,
+      };
+      this.#dead.set(key, tomb);
+      this.#log.push(tomb);
+      this.#historyBytes += versionBytes(stored) + versionBytes(tomb);
+      this.#historyCount += 2;
       this.#liveBytes -= key.length + stored.value.length;
       this.#attach(key, stored.lease, 0);
       const prev = this.#export(key, stored);
@@ -1117,6 +1244,92 @@ export class MetadataStore {
     return prevKv
       ? { type: "delete", revision: 0, deleted: doomed.length, prevKvs }
       : { type: "delete", revision: 0, deleted: doomed.length };
+  }
+
+  /**
+   * Compacts at `revision` (above the compact revision, at most the current one): reads below
+   * it fail from now on; the versions only they could see are freed in batches of
+   * {@linkcode COMPACT_BATCH_VERSIONS}, one now and one at each later apply or
+   * {@linkcode compactStep} (so a large compaction never stalls a node for long), none while a
+   * frozen store is open (a snapshot being written reads them).
+   */
+  #compact(revision: number): void {
+    invariant(
+      revision > this.#compactRevision && revision <= this.#revision,
+      () => `compaction at ${revision} with compact revision ${this.#compactRevision}`,
+    );
+    this.#compactRevision = revision;
+    if (this.#compactPending !== revision) this.#compactDone.clear();
+    this.#compactPending = revision;
+    this.compactStep();
+  }
+
+  /** Whether a compaction still has versions to free (see {@linkcode compactStep}). */
+  get compactPending(): boolean {
+    return this.#compactPending !== 0 || this.#detached.length > 0;
+  }
+
+  /**
+   * Frees up to `versionsMax` more versions of the pending compaction (none while a frozen store
+   * is open); returns whether it is done. Applies call it; a host may call it when idle so an
+   * idle node frees its memory too. Changes nothing a read can see.
+   */
+  compactStep(versionsMax: number = COMPACT_BATCH_VERSIONS): boolean {
+    if (!this.compactPending) return true;
+    if (this.#map.viewsOpen > 0) return false;
+    // Cuts, and the count of what they cut off, within one budget of versions.
+    let budget = versionsMax;
+    const detached = this.#detached;
+    while (budget > 0) {
+      while (budget > 0 && detached.length > 0) {
+        let d: Version | undefined = detached.pop();
+        for (; d !== undefined && budget > 0; d = d.prev, budget--) {
+          this.#historyBytes -= versionBytes(d);
+          this.#historyCount--;
+        }
+        if (d !== undefined) detached.push(d);
+      }
+      if (budget === 0 || this.#compactPending === 0) break;
+      const size = this.#log.size;
+      if (this.#free(this.#compactPending, budget)) {
+        this.#compactPending = 0;
+        this.#compactDone.clear();
+      }
+      budget -= size - this.#log.size;
+    }
+    invariant(this.#historyCount >= 0, () => `history count below 0`);
+    return !this.compactPending;
+  }
+
+  /**
+   * Frees what a compaction at `revision` left unreachable, for the keys of the next
+   * `versionsMax` versions of the log up to it: every version older than the key's version at
+   * `revision`, and that one too when it is a tombstone (a key deleted then has nothing to show
+   * at `revision` or later). O(versions freed + the keys' versions after `revision`).
+   */
+  #free(revision: number, versionsMax: number): boolean {
+    const done = this.#compactDone;
+    return this.#log.dropThrough(revision, versionsMax, (written) => {
+      const key = written.key;
+      if (done.has(key)) return;
+      done.add(key);
+      const head = this.#map.get(key) ?? this.#dead.get(key);
+      invariant(head !== undefined, () => `key ${quote(key)} in the history has no head`);
+      let above: Version | undefined;
+      let at: Version | undefined = head;
+      while (at !== undefined && at.modRevision > revision) {
+        above = at;
+        at = at.prev;
+      }
+      let drop = at;
+      if (at !== undefined && at.version !== 0) {
+        drop = at.prev;
+        at.prev = undefined;
+      } else if (above !== undefined) above.prev = undefined;
+      else this.#dead.delete(key);
+      // Unreachable now; its bytes come off the count in later steps.
+      if (drop !== undefined) this.#detached.push(drop);
+    });
   }
 
   #range(range: KeyRange, spec: RangeSpec, budget?: ResponseBudget): Mutable<RangeResponse> {
@@ -1217,10 +1430,10 @@ export class MetadataStore {
   }
 
   /**
-   * `#range` at an older `revision`: the current keys with the history after `revision` undone.
-   * Each key changed since has, as its value at `revision`, the previous key-value of its first
-   * change after it (absent when that change created it). Costs O(events after `revision`) to
-   * find the changed keys, then O(log n + limit) to merge them with the current keys.
+   * `#range` at an older `revision`, the cheaper of two ways: walk every key of the range (with a
+   * current version or a kept tombstone), each read at `revision` through its chain, in
+   * O(keys in the range + their versions after `revision`); or start from the current keys and
+   * undo the writes made after `revision` (found in the log), in O(those writes + log n + limit).
    */
   #rangeAt(
     revision: number,
@@ -1231,25 +1444,68 @@ export class MetadataStore {
     if (revision > this.#revision) {
       throw new RevisionUnavailableError(FUTURE_REVISION_ERROR, revision);
     }
-    // etcd serves the compact revision itself: the history after it rebuilds it.
-    if (revision < this.#history.compactRevision) {
+    // etcd serves the compact revision itself.
+    if (revision < this.#compactRevision) {
       throw new RevisionUnavailableError(COMPACTED_ERROR, revision);
     }
-    const then = new Map<string, KeyValue | undefined>();
-    for (const r of this.#history.from(revision + 1)) {
-      for (const e of r.events) {
-        const key = e.kv.key;
-        if (then.has(key) || !inRange(key, range)) continue;
-        then.set(key, e.prevKv);
+    const writesAfter = this.#log.size - this.#log.indexOf(revision + 1);
+    if (writesAfter < this.#count(range) + this.#countIn(this.#dead, range)) {
+      return this.#rangeUndoing(revision, range, spec, budget);
+    }
+    if (spec.countOnly) {
+      let count = 0;
+      for (const _ of this.#scanAt(revision, range)) count++;
+      return { type: "range", revision: this.#revision, kvs: [], more: false, count };
+    }
+    if (sortsOrFilters(spec)) {
+      const all = [...this.#scanAt(revision, range)];
+      return this.#sortFilter(all, all.length, spec, budget);
+    }
+    const { limit, keysOnly } = spec;
+    const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
+    const kvs: KeyValue[] = [];
+    let count = 0;
+    for (const [key, v] of this.#scanAt(revision, range)) {
+      count++;
+      if (kvs.length >= kvsMax || budget?.exceeded) continue;
+      if (budget !== undefined) {
+        budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : v.value.length);
+        if (budget.bytesLeft < 0) {
+          budget.exceeded = true;
+          continue;
+        }
       }
+      kvs.push(this.#exportRead(key, v, keysOnly));
+    }
+    return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
+  }
+
+  /**
+   * `#rangeAt` from the current keys: each key written after `revision` reads as the previous
+   * version of its first write after it (none when that write created the key).
+   */
+  #rangeUndoing(
+    revision: number,
+    range: KeyRange,
+    spec: RangeSpec,
+    budget?: ResponseBudget,
+  ): Mutable<RangeResponse> {
+    const then = new Map<string, Version | undefined>();
+    const log = this.#log;
+    for (let i = log.indexOf(revision + 1); i < log.size; i++) {
+      const v = log.at(i);
+      if (then.has(v.key) || !inRange(v.key, range)) continue;
+      const p = v.prev;
+      invariant(p === undefined || p.modRevision <= revision, () => `chain of ${quote(v.key)}`);
+      then.set(v.key, p === undefined || p.version === 0 ? undefined : p);
     }
     let count = this.#count(range);
-    const olds: KeyValue[] = [];
-    for (const [key, kv] of then) {
+    const olds: Version[] = [];
+    for (const [key, v] of then) {
       if (this.#map.has(key)) count--;
-      if (kv !== undefined) {
+      if (v !== undefined) {
         count++;
-        olds.push(kv);
+        olds.push(v);
       }
     }
     if (spec.countOnly) {
@@ -1276,14 +1532,14 @@ export class MetadataStore {
   }
 
   /**
-   * The keys of `range` as they were: the current ones not in `then` (changed since), merged in
-   * key order with `olds` (their earlier key-values, sorted).
+   * The keys of `range` as they were: the current ones not in `then` (written since), merged in
+   * key order with `olds` (their versions then, sorted).
    */
   *#mergeAt(
     range: KeyRange,
-    then: ReadonlyMap<string, KeyValue | undefined>,
-    olds: readonly KeyValue[],
-  ): Generator<readonly [string, Versioned]> {
+    then: ReadonlyMap<string, Version | undefined>,
+    olds: readonly Version[],
+  ): Generator<readonly [string, Version]> {
     let i = 0;
     for (const [key, stored] of this.#scan(range)) {
       while (i < olds.length && compareKeys(olds[i].key, key) < 0) {
@@ -1295,27 +1551,57 @@ export class MetadataStore {
     for (; i < olds.length; i++) yield [olds[i].key, olds[i]];
   }
 
+  /** The keys of `range` that had a version at `revision`, with it, in key order. */
+  *#scanAt(revision: number, range: KeyRange): Generator<[string, Version]> {
+    const live = this.#scanIn(this.#map, range);
+    const dead = this.#dead.size === 0 ? undefined : this.#scanIn(this.#dead, range);
+    let a = live.next();
+    let b = dead?.next();
+    while (!a.done || (b !== undefined && !b.done)) {
+      let head: Version;
+      if (b === undefined || b.done || (!a.done && compareKeys(a.value[0], b.value[0]) < 0)) {
+        head = a.value![1];
+        a = live.next();
+      } else {
+        head = b.value[1];
+        b = dead!.next();
+      }
+      let v: Version | undefined = head;
+      while (v !== undefined && v.modRevision > revision) v = v.prev;
+      if (v !== undefined && v.version !== 0) yield [v.key, v];
+    }
+  }
+
   /** Entries of `range` in key order. */
-  *#scan(range: KeyRange): Generator<[string, Stored]> {
+  #scan(range: KeyRange): Generator<[string, Stored]> {
+    return this.#scanIn(this.#map, range);
+  }
+
+  /** Entries of `map` in `range`, in key order. */
+  *#scanIn(map: SortedMap<Version>, range: KeyRange): Generator<[string, Version]> {
     if ("prefix" in range) {
       const prefix = range.prefix;
-      for (const entry of this.#map.entries(prefix)) {
+      for (const entry of map.entries(prefix)) {
         if (!entry[0].startsWith(prefix)) return;
         yield entry;
       }
     } else if ("fromKey" in range) {
-      yield* this.#map.entries(range.fromKey);
+      yield* map.entries(range.fromKey);
     } else if (range.rangeEnd === undefined) {
-      const stored = this.#map.get(range.key);
+      const stored = map.get(range.key);
       if (stored !== undefined) yield [range.key, stored];
     } else {
-      yield* this.#map.entries(range.key, range.rangeEnd);
+      yield* map.entries(range.key, range.rangeEnd);
     }
   }
 
   /** Number of keys in `range`, in O(log n). */
   #count(range: KeyRange): number {
-    const map = this.#map;
+    return this.#countIn(this.#map, range);
+  }
+
+  /** Number of keys of `map` in `range`, in O(log n). */
+  #countIn(map: SortedMap<Version>, range: KeyRange): number {
     if ("prefix" in range) {
       const p = range.prefix;
       if (p === "") return map.size;
@@ -1542,16 +1828,96 @@ export class MetadataStore {
    * `encodeStoreSnapshotChunks`); {@linkcode FrozenStore.release} it when done.
    */
   freeze(): FrozenStore {
-    return new FrozenStore({
-      appliedIndex: this.#appliedIndex,
-      revision: this.#revision,
-      leaseIdLast: this.#leaseIdLast,
-      leases: [...this.#leases.values()].map((l) => [l.id, l.ttlMs] as const),
-      sessions: [...this.#sessions.values()].map((s) => ({ ...s })),
-      compactRevision: this.#history.compactRevision,
-      history: this.#history.all(),
-      alarms: this.alarms,
-    }, this.#map.freeze());
+    return new FrozenStore(
+      {
+        appliedIndex: this.#appliedIndex,
+        revision: this.#revision,
+        leaseIdLast: this.#leaseIdLast,
+        leases: [...this.#leases.values()].map((l) => [l.id, l.ttlMs] as const),
+        sessions: [...this.#sessions.values()].map((s) => ({ ...s })),
+        compactRevision: this.#compactRevision,
+        alarms: this.alarms,
+      },
+      this.#map.freeze(),
+      this.#log.view(),
+    );
+  }
+
+  /**
+   * Rebuilds the history from a snapshot's (see {@linkcode StoreParts.history}) over the current
+   * `versions` (of `keys`): the log, each key's chain, the tombstones of deleted keys, the bytes.
+   */
+  #restoreHistory(
+    history: StoreParts["history"],
+    keys: readonly string[],
+    versions: Version[],
+    fail: (why: string) => never,
+  ): void {
+    const revision = this.#revision;
+    if (history === undefined) {
+      // Without history in the snapshot (format 1), history starts at the snapshot's revision.
+      this.#compactRevision = revision;
+      return;
+    }
+    const c = history.compactRevision;
+    if (!Number.isSafeInteger(c) || c < 0 || c > revision) {
+      fail(`history: compact revision ${c} at revision ${revision}`);
+    }
+    this.#compactRevision = c;
+    const items = history.versions ?? itemsOfRevisions(history.revisions ?? [], fail);
+    const current = new Map<string, Version>();
+    for (let i = 0; i < keys.length; i++) {
+      if (versions[i].modRevision > c) current.set(keys[i], versions[i]);
+    }
+    const last = new Map<string, Version>();
+    let lastRevision = c;
+    for (const { base, version: x } of items) {
+      const key = x.key;
+      const prev = last.get(key);
+      const tomb = x.version === 0;
+      if (
+        !Number.isSafeInteger(x.modRevision) || x.modRevision > revision ||
+        (base ? x.modRevision > c || tomb || prev !== undefined : x.modRevision <= c) ||
+        (!base && x.modRevision < lastRevision) ||
+        (tomb && (x.createRevision !== 0 || x.value.length !== 0 || prev?.version === 0)) ||
+        !(x.value instanceof Uint8Array)
+      ) {
+        fail(`history: version of ${quote(key)} at revision ${x.modRevision}`);
+      }
+      if (!base) lastRevision = x.modRevision;
+      const now = current.get(key);
+      let v: Version;
+      if (now !== undefined && now.modRevision === x.modRevision && !tomb) {
+        current.delete(key);
+        v = now;
+      } else {
+        v = {
+          key,
+          value: x.value,
+          createRevision: x.createRevision,
+          modRevision: x.modRevision,
+          version: x.version,
+          lease: x.lease,
+          prev: undefined,
+        };
+        this.#historyBytes += versionBytes(v);
+        this.#historyCount++;
+      }
+      v.prev = prev;
+      last.set(key, v);
+      if (!base) this.#log.push(v);
+    }
+    if (current.size > 0) {
+      fail(`history: no version of ${quote(current.keys().next().value!)} after ${c}`);
+    }
+    const dead: string[] = [];
+    for (const [key, v] of last) {
+      if (this.#map.get(key) === v) continue;
+      if (v.version !== 0) fail(`history: ${quote(key)} ends with a version not current`);
+      dead.push(key);
+    }
+    dead.sort(compareKeys);
+    this.#dead = SortedMap.fromSorted(dead, dead.map((k) => last.get(k)!), { ordered: true });
   }
 
   /**
@@ -1602,6 +1968,7 @@ export class MetadataStore {
     if (!isCount(revision, 1)) fail(`revision ${revision}`);
     if (keys.length !== records.length) fail(`${keys.length} keys but ${records.length} records`);
     const store = new MetadataStore(options);
+    const versions: Version[] = new Array(keys.length);
     store.#appliedIndex = appliedIndex;
     store.#revision = revision;
     for (const [id, ttlMs] of parts.leases) {
@@ -1613,22 +1980,6 @@ export class MetadataStore {
     store.#leaseIdLast = parts.leaseIdLast;
     if (!isCount(store.#leaseIdLast, 0) || store.#leaseIdLast > LEASE_ID_MAX) {
       fail(`leaseIdLast ${parts.leaseIdLast}`);
-    }
-    const history = parts.history;
-    try {
-      // Without history in the snapshot (format 1), a restored store keeps history only from
-      // its snapshot's revision on.
-      store.#history = history === undefined
-        ? new WatchHistory(store.#history.revisionsMax, revision, revision, store.#history.bytesMax)
-        : WatchHistory.restore(
-          store.#history.revisionsMax,
-          revision,
-          history.compactRevision,
-          history.revisions,
-          store.#history.bytesMax,
-        );
-    } catch (e) {
-      fail(`watch history: ${(e as Error).message}`);
     }
     let previous: string | undefined;
     let previousNative = false;
@@ -1658,14 +2009,26 @@ export class MetadataStore {
       }
       if (!(r.value instanceof Uint8Array)) fail(`value of ${quote(key)} is not bytes`);
       store.#liveBytes += key.length + r.value.length;
+      versions[i] = {
+        key,
+        value: r.value,
+        createRevision,
+        modRevision,
+        version,
+        lease,
+        prev: undefined,
+      };
       if (lease !== 0) {
         const l = store.#leases.get(lease);
         if (l === undefined) fail(`key ${quote(key)} has unknown lease ${lease}`);
         l!.keys.add(key);
       }
     }
-    // The records become the store's own (the decoders made them for it; see the doc above).
-    store.#map = SortedMap.fromSorted(keys, records as Stored[], { ordered: true });
+    store.#map = SortedMap.fromSorted(keys, versions, { ordered: true });
+    store.#restoreHistory(parts.history, keys, versions, fail);
+    if (revision - Math.max(store.#compactRevision, 1) > store.#historyRevisionsMax) {
+      store.#compact(revision - store.#historyRevisionsMax);
+    }
     let lastIndex = 0;
     for (const s of parts.sessions) {
       if (
@@ -1721,6 +2084,36 @@ export function fromJsonSafe(value: JsonValue): unknown {
     return out;
   }
   return value;
+}
+
+/** History items (see {@linkcode HistoryItem}) of events as snapshots of format 2 and 3 held them. */
+function itemsOfRevisions(
+  revisions: readonly RevisionEvents[],
+  fail: (why: string) => never,
+): HistoryItem[] {
+  const items: HistoryItem[] = [];
+  const seen = new Set<string>();
+  let last = 0;
+  for (const r of revisions) {
+    if (!(r?.revision > last) || !Array.isArray(r.events) || r.events.length === 0) {
+      fail(`watch history: revision ${r?.revision} after ${last}`);
+    }
+    last = r.revision;
+    for (const e of r.events) {
+      const key = e.kv.key;
+      if (!seen.has(key) && e.prevKv !== undefined) {
+        items.push({ base: true, version: { lease: 0, ...e.prevKv, key } });
+      }
+      seen.add(key);
+      items.push({
+        base: false,
+        version: e.type === "DELETE"
+          ? { key, value: EMPTY, createRevision: 0, modRevision: r.revision, version: 0, lease: 0 }
+          : { lease: 0, ...e.kv, key },
+      });
+    }
+  }
+  return items;
 }
 
 /** Whether `key` lies in `range` (the order of {@linkcode compareKeys}, as the map's). */

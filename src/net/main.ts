@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import type { Address } from "./transport.ts";
 import { RaftServer, StartupError } from "./server.ts";
 import { handleHttp } from "./http.ts";
+import { parseAutoCompaction } from "./auto_compaction.ts";
 
 const HELP = `raftmeta node
 
@@ -66,9 +67,16 @@ Usage: deno task serve [flags]
                                 default 100000, as etcd's --snapshot-count)
   --snapshot-bytes N            also snapshot once the entries applied since the last snapshot
                                 hold N command bytes (default 67108864, 64 MiB)
-  --quota-backend-bytes N       store quota (live keys and values plus watch history); a write
+  --quota-backend-bytes N       store quota (live keys and values plus their history until
+                                compacted: every older version's key and value); a write
                                 over it is refused and raises the NOSPACE alarm, cleared with
                                 \`ctl alarm disarm\` (default 536870912, 512 MiB)
+  --auto-compaction-mode MODE   periodic or revision (default periodic), as etcd's
+  --auto-compaction-retention R history kept by automatic compaction: in revision mode a number
+                                of revisions (checked every 5 minutes), in periodic mode a
+                                duration (72h, 30m, 10s) or a number of hours (compacting every
+                                tenth of it, at most hourly); 0 (default) turns it off. The
+                                leader proposes each compaction through the log.
   --proposals-pending-max N     most writes waiting to be applied on the leader; beyond, 429
                                 with Retry-After (default 10000)
   --proposal-bytes-pending-max N  most command bytes waiting to be applied on the leader;
@@ -253,6 +261,8 @@ async function main(args: string[]): Promise<number> {
       "snapshot-entries": { type: "string" },
       "snapshot-bytes": { type: "string" },
       "quota-backend-bytes": { type: "string" },
+      "auto-compaction-mode": { type: "string", default: "periodic" },
+      "auto-compaction-retention": { type: "string", default: "0" },
       "proposals-pending-max": { type: "string" },
       "proposal-bytes-pending-max": { type: "string" },
       "http-requests-max": { type: "string" },
@@ -332,6 +342,10 @@ async function main(args: string[]): Promise<number> {
     snapshotEntries: positive(values["snapshot-entries"], "--snapshot-entries"),
     snapshotBytes: positive(values["snapshot-bytes"], "--snapshot-bytes"),
     quotaBackendBytes: positive(values["quota-backend-bytes"], "--quota-backend-bytes"),
+    autoCompaction: parseAutoCompaction(
+      values["auto-compaction-mode"]!,
+      values["auto-compaction-retention"]!,
+    ),
     proposalsPendingMax: positive(values["proposals-pending-max"], "--proposals-pending-max"),
     proposalBytesPendingMax: positive(
       values["proposal-bytes-pending-max"],

@@ -26,6 +26,7 @@ import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
 import { EventHeap } from "../host/heap.ts";
 import { HostLoop, type HostTransport } from "../host/loop.ts";
 import type { CancelTimer, HostClock, HostTimers } from "../host/clock.ts";
+import { type AutoCompactionConfig, AutoCompactor } from "./auto_compaction.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { FILE_MODE, type Fs, RealFs } from "../storage/fs.ts";
 import { REAL_TIMERS, RealClock } from "./real_clock.ts";
@@ -119,6 +120,11 @@ export interface ServerOptions {
    * Default 512 MiB.
    */
   readonly quotaBackendBytes?: number;
+  /**
+   * Automatic compaction (etcd's `--auto-compaction-mode` and `--auto-compaction-retention`;
+   * src/net/auto_compaction.ts): the leader proposes compactions through the log. Default: off.
+   */
+  readonly autoCompaction?: AutoCompactionConfig;
   /** Longest wait for a request body to arrive; then 408 and the connection closes. Default 10,000. */
   readonly bodyReadTimeoutMs?: number;
   /** Most HTTP requests handled at once (watch streams count only until they start); beyond it, 503. Default 512. */
@@ -425,6 +431,7 @@ export class RaftServer {
   readonly #watchProgressMs: number;
   #lastProgressMs = 0;
   #appliedSinceNotify = false;
+  readonly #autoCompactor: AutoCompactor | undefined;
 
   private constructor(
     options: ServerOptions,
@@ -451,6 +458,7 @@ export class RaftServer {
     this.#snapshotEntries = options.snapshotEntries ?? SNAPSHOT_ENTRIES_DEFAULT;
     this.#snapshotBytes = options.snapshotBytes ?? SNAPSHOT_BYTES_DEFAULT;
     this.quotaBackendBytes = options.quotaBackendBytes ?? QUOTA_BACKEND_BYTES_DEFAULT;
+    this.#autoCompactor = options.autoCompaction && new AutoCompactor(options.autoCompaction);
     this.#proposalsPendingMax = options.proposalsPendingMax ?? PROPOSALS_PENDING_MAX_DEFAULT;
     this.#proposalBytesPendingMax = options.proposalBytesPendingMax ??
       PROPOSAL_BYTES_PENDING_MAX_DEFAULT;
@@ -1137,6 +1145,28 @@ export class RaftServer {
       this.#lastProgressMs = now;
       this.#hub.progress();
     }
+    this.#autoCompact(now);
+    // A large compaction frees its versions a batch per tick (and per apply), also when idle.
+    if (this.#store.compactPending) this.#store.compactStep();
+  }
+
+  /** Proposes the compaction the automatic compactor asks for, on the leader. */
+  #autoCompact(now: number): void {
+    const c = this.#autoCompactor;
+    const store = this.#store;
+    const leader = this.#node.role === "Leader";
+    const revision = c?.poll(now, store.revision, store.compactRevision, leader);
+    if (c === undefined || revision === undefined) return;
+    c.proposing = true;
+    this.propose({ type: "compact", revision }).then(
+      (r) =>
+        this.logEvent("auto-compaction", {
+          revision,
+          status: r.status,
+          ...(r.status === "applied" ? {} : { error: (r as { error?: string }).error }),
+        }),
+      (e) => this.logEvent("auto-compaction-failed", { revision, error: (e as Error).message }),
+    ).finally(() => c.proposing = false);
   }
 
   /** Feeds messages from a peer to the node (called by the transport). */
