@@ -21,6 +21,7 @@ import {
   joinChunks,
 } from "../src/storage/store_snapshot.ts";
 import { fromBase64 } from "../src/kv/bytes.ts";
+import { VERSION_OVERHEAD_BYTES } from "../src/kv/history.ts";
 
 /** Applies a compaction, and by default frees all it frees (as a host's ticks do over time). */
 function compact(store: MetadataStore, revision: number, options = { drain: true }) {
@@ -84,7 +85,10 @@ Deno.test("history is kept until a compaction, however many revisions", async (t
     assert.equal(compact(store, 5_002).status, "applied");
     assert.equal(store.historyVersions, 0);
     assert.equal(store.historyBytes, 0);
-    assert.equal(store.backendBytes, "/k".length + "v5002".length + "/other".length + 1);
+    assert.equal(
+      store.backendBytes,
+      "/k".length + "v5002".length + "/other".length + 1 + 2 * VERSION_OVERHEAD_BYTES,
+    );
   });
 });
 
@@ -106,17 +110,17 @@ Deno.test("deleted keys keep their history until a compaction drops it", () => {
   assert.equal(compact(store, 4).status, "applied");
   assert.deepEqual(at(4), []);
   assert.equal(store.historyVersions, 0, "at 4 both keys were deleted: nothing to keep");
-  assert.equal(store.backendBytes, "/b".length + 1);
+  assert.equal(store.backendBytes, "/b".length + 1 + VERSION_OVERHEAD_BYTES);
 });
 
 Deno.test("overwrites count toward the quota's bytes until compacted", () => {
   const value = "x".repeat(100);
   const store = new MetadataStore();
   for (let i = 1; i <= 3_000; i++) store.apply(encodePut("/big", value), i);
-  // Every overwritten version is kept: 2,999 of them, each key + value.
-  assert.equal(store.backendBytes, 3_000 * ("/big".length + 100));
+  // Every overwritten version is kept: 2,999 of them, each key + value + its heap overhead.
+  assert.equal(store.backendBytes, 3_000 * ("/big".length + 100 + VERSION_OVERHEAD_BYTES));
   compact(store, store.revision);
-  assert.equal(store.backendBytes, "/big".length + 100);
+  assert.equal(store.backendBytes, "/big".length + 100 + VERSION_OVERHEAD_BYTES);
 });
 
 Deno.test("a compaction while a frozen store is open frees only after its release", () => {

@@ -28,6 +28,7 @@ import { compareKeys, isNativeOrdered, SortedMap, type SortedMapView } from "./s
 import {
   type RevisionEvents,
   type Version,
+  VERSION_OVERHEAD_BYTES,
   versionBytes,
   VersionLog,
   type VersionLogView,
@@ -756,11 +757,13 @@ export class MetadataStore {
   }
 
   /**
-   * The store's size as the quota counts it (etcd's backend size): live keys and values plus the
-   * watch history's, so deletes free space only once a compaction drops their history.
+   * The store's size as the quota counts it (etcd's backend size): the keys and values of every
+   * kept version, current or older, plus {@linkcode VERSION_OVERHEAD_BYTES} per version for the
+   * heap it costs; deletes free space only once a compaction drops their history.
    */
   get backendBytes(): number {
-    return this.#liveBytes + this.#historyBytes;
+    return this.#liveBytes + this.#historyBytes +
+      VERSION_OVERHEAD_BYTES * (this.#map.size + this.#historyCount);
   }
 
   /** The alarms raised, by member id. */
