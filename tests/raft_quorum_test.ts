@@ -22,7 +22,10 @@ Deno.test("majority config: examples", async (t) => {
     assert.equal(m("a", "b", "c").voteResult(votes({ a: true, b: true })), "won");
     assert.equal(m("a", "b", "c").voteResult(votes({ a: true, b: false })), "pending");
     assert.equal(m("a", "b", "c").voteResult(votes({ a: false, b: false })), "lost");
-    assert.equal(m("a", "b", "c", "d").voteResult(votes({ a: true, b: true, c: false })), "pending");
+    assert.equal(
+      m("a", "b", "c", "d").voteResult(votes({ a: true, b: true, c: false })),
+      "pending",
+    );
     assert.equal(m("a", "b", "c", "d").voteResult(votes({ a: false, b: false })), "lost");
     // A learner's (non-voter's) vote never counts.
     assert.equal(m("a", "b", "c").voteResult(votes({ a: true, x: true, y: true })), "pending");
@@ -99,9 +102,12 @@ Deno.test("property: committed index, votes and overlap equal their brute-force 
     assert.equal(joint.committedIndex((id) => match[id]), want, ctx);
     assert.equal(
       new MajorityConfig(incoming).committedIndex((id) => match[id]),
-      Math.max(0, ...[1, 2, 3, 4, 5, 6].filter((i) =>
-        isQuorum(incoming, incoming.filter((id) => (match[id] ?? 0) >= i))
-      )),
+      Math.max(
+        0,
+        ...[1, 2, 3, 4, 5, 6].filter((i) =>
+          isQuorum(incoming, incoming.filter((id) => (match[id] ?? 0) >= i))
+        ),
+      ),
       ctx,
     );
 
