@@ -65,6 +65,38 @@ Deno.test("CI seed set: 30 more seeds on the simulated disk with snapshots every
   }
 });
 
+Deno.test("CI seed set: 45 seeds with membership changes (adds, promotions, removals of the leader too, transfers) under crashes, partitions and loss, no violation", async (t) => {
+  const faults = ["membership", "crash", "partition", "loss", "reorder"] as const;
+  let changes = 0;
+  let removedLeaders = 0;
+  for (const nodes of [3, 5, 7]) {
+    await t.step(`${nodes} nodes`, async () => {
+      for (let seed = 4_000 + nodes * 100; seed < 4_015 + nodes * 100; seed++) {
+        const lines: string[] = [];
+        const r = await runSimulation(seed, {
+          nodes,
+          faults,
+          durationMs: 5_000,
+          log: (line) => lines.push(line),
+        });
+        assert.equal(
+          r.violation,
+          undefined,
+          `seed ${seed}: ${r.violation?.kind}: ${r.violation?.message}\n` +
+            `replay: deno task sim --seed ${seed} --verbose --nodes ${nodes} --duration 5000 ` +
+            `--faults ${faults.join(",")}`,
+        );
+        assert.ok(r.operations > 50, `seed ${seed} ran only ${r.operations} operations`);
+        changes += r.membershipChanges;
+        removedLeaders += lines.filter((l) => /fault: membership: remove .* \(the leader\)/.test(l))
+          .length;
+      }
+    });
+  }
+  assert.ok(changes > 100, `membership changes over all seeds: ${changes}`);
+  assert.ok(removedLeaders > 0, "no leader was removed");
+});
+
 Deno.test("one seed reproduces a run exactly", async () => {
   const a = await runSimulation(77, { durationMs: 3_000 });
   const b = await runSimulation(77, { durationMs: 3_000 });
@@ -111,6 +143,22 @@ const BUGS: { point: FaultPoint; options: SimulationOptions; expect: RegExp }[] 
     point: "apply-retry-twice",
     options: { faults: ["crash", "partition", "loss"] },
     expect: /not linearizable/,
+  },
+  {
+    // A leader counts the old voters after appending a change: a commit the new ones lack.
+    point: "config-on-commit",
+    options: { faults: ["membership", "crash", "partition"] },
+    expect: /commit durability|configuration overlap|election safety|leader completeness/,
+  },
+  {
+    point: "two-changes-in-flight",
+    options: { faults: ["membership", "crash", "partition"] },
+    expect: /membership change rule|configuration overlap|election safety/,
+  },
+  {
+    point: "config-before-term-commit",
+    options: { faults: ["membership", "crash", "partition"] },
+    expect: /membership change rule|configuration overlap|election safety/,
   },
 ];
 
@@ -318,6 +366,7 @@ Deno.test("fault kinds are the documented ones", () => {
     "long-delay",
     "long-pause",
     "loss",
+    "membership",
     "partition",
     "pause",
     "reorder",

@@ -184,9 +184,12 @@ export class ConfigHistory {
     }
   }
 
-  /** The log is compacted up to `index`: the configuration there becomes the base. */
+  /**
+   * The log is compacted up to `index`: the configuration there becomes the base. It keeps the
+   * index of the entry that made it (compaction changes no configuration).
+   */
   compacted(index: number): void {
-    const base = this.at(index);
-    this.#items = [{ index, membership: base }, ...this.#items.filter((c) => c.index > index)];
+    const base = { index: this.indexAt(index), membership: this.at(index) };
+    this.#items = [base, ...this.#items.filter((c) => c.index > index)];
   }
 }
