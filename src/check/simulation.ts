@@ -517,9 +517,7 @@ export async function runSimulation(
     ];
     // Leadership goes to a running voter (as an operator would choose; a transfer to a node that
     // is down holds writes back for an election timeout).
-    const others = members.voters.filter((id) =>
-      id !== leader && cluster.node(id).state === "up"
-    );
+    const others = members.voters.filter((id) => id !== leader && cluster.node(id).state === "up");
     const actions = [
       ...(cluster.ids.length < nodes + MEMBERSHIP_ADDED_NODES_MAX ? ["add"] : []),
       ...(members.learners.length > 0 ? ["promote"] : []),

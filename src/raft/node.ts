@@ -318,9 +318,10 @@ export class RaftNode {
   /** The earliest clock reading at which `tick` has work to do. */
   nextDeadlineMs(): number {
     if (this.#role === "Leader") {
+      const transferMs = this.#transferee === undefined ? Infinity : this.#transferDeadlineMs;
       return this.config.checkQuorum
-        ? Math.min(this.#heartbeatDeadlineMs, this.#checkQuorumDeadlineMs)
-        : this.#heartbeatDeadlineMs;
+        ? Math.min(this.#heartbeatDeadlineMs, this.#checkQuorumDeadlineMs, transferMs)
+        : Math.min(this.#heartbeatDeadlineMs, transferMs);
     }
     return this.#electionDeadlineMs;
   }

@@ -582,12 +582,14 @@ export class Cluster {
   /**
    * The running leader of the highest term among running nodes, if one exists. A deposed leader
    * cut off in a minority may still think it leads; it is not returned once a newer term exists.
+   * Nodes whose removal has committed are left out.
    */
   leader(): NodeId | undefined {
     let best: SimNode | undefined;
     let maxTerm = 0;
     for (const n of this.nodes()) {
-      if (n.state !== "up") continue;
+      // A removed node may campaign in ever higher terms, alone: it has no say any more.
+      if (n.state !== "up" || this.#removed.has(n.id)) continue;
       maxTerm = Math.max(maxTerm, n.raft.term);
       if (n.raft.role === "Leader" && (best === undefined || n.raft.term > best.raft.term)) {
         best = n;
