@@ -74,6 +74,7 @@ export class SafetyChecker {
       commitIndex: number;
       incarnation: number;
       configIndex: number;
+      commitTerm: number | undefined;
     }
   >();
   /** How many times `afterEvent` ran. */
@@ -249,7 +250,8 @@ export class SafetyChecker {
               `change at ${last.configIndex} was uncommitted (commitIndex ${last.commitIndex})`,
           );
         }
-        if (n.termAt(last.commitIndex) !== s.term) {
+        // (The term as it was then: a snapshot of this same event may have compacted the entry.)
+        if (last.commitTerm !== s.term) {
           throw new SafetyViolation(
             "membership change rule",
             `leader "${s.id}" appended a change at ${s.configIndex} before committing an entry ` +
@@ -263,6 +265,7 @@ export class SafetyChecker {
         commitIndex: s.commitIndex,
         incarnation: n.incarnation,
         configIndex: s.configIndex,
+        commitTerm: n.termAt(s.commitIndex),
       });
       if (s.lastApplied > s.commitIndex) {
         throw new SafetyViolation(
