@@ -643,7 +643,10 @@ export class Cluster {
     return (best ?? this.node(this.#ids[0])).raft.membership;
   }
 
-  /** Nodes whose removal from the configuration has committed, with their term at that moment. */
+  /**
+   * Nodes whose removal from the configuration has committed, with their term at that moment.
+   * From then on nothing they send may take a member to a term no member had reached.
+   */
   get removed(): ReadonlyMap<NodeId, number> {
     return this.#removed;
   }
@@ -1150,22 +1153,29 @@ export class Cluster {
     this.stats.delivered++;
     this.#record({ atMs: this.#nowMs, kind: "deliver", message: m });
     n.raft.tick(localMs(n.clock, this.#nowMs));
-    const removedTerm = this.#removed.get(m.from);
+    // A removed node cannot disrupt (§4.2.3): after its removal committed, nothing it says may
+    // take a member to a term no member had reached, or depose a leader that way.
+    const newTerm = this.#removed.has(m.from) && !this.#removed.has(n.id) &&
+      m.term > this.#highestMemberTerm();
     const before = { term: n.raft.term, role: n.raft.role };
     n.raft.step(m);
-    // A removed node cannot disrupt (§4.2.3): nothing it says after its removal committed, in a
-    // term it reached since, may move a member's term or depose a leader.
-    if (
-      removedTerm !== undefined && m.term > removedTerm && !this.#removed.has(n.id) &&
-      (n.raft.term !== before.term || (before.role === "Leader" && n.raft.role !== "Leader"))
-    ) {
+    if (newTerm && (n.raft.term !== before.term || n.raft.role !== before.role)) {
       throw new SafetyViolation(
         "removed node disrupts",
-        `${m.type} of term ${m.term} from "${m.from}", removed at term ${removedTerm}, moved ` +
-          `"${n.id}" from ${before.role} of term ${before.term} to ${n.raft.role} of term ${n.raft.term}`,
+        `${m.type} of term ${m.term} from "${m.from}", removed, moved "${n.id}" from ` +
+          `${before.role} of term ${before.term} to ${n.raft.role} of term ${n.raft.term}`,
       );
     }
     this.#afterInput(n);
+  }
+
+  /** The highest term any node that was not removed has reached (crashed ones included). */
+  #highestMemberTerm(): number {
+    let term = 0;
+    for (const n of this.#nodes.values()) {
+      if (!this.#removed.has(n.id)) term = Math.max(term, n.raft.term);
+    }
+    return term;
   }
 
   #send(m: Message): void {
