@@ -351,11 +351,17 @@ export class SafetyChecker {
       n.up && (n.status.lastLogTerm > lastTerm ||
         (n.status.lastLogTerm === lastTerm && n.status.lastLogIndex >= lastIndex))
     );
-    for (let i = 0; i < candidates.length; i++) {
-      for (let j = i + 1; j < candidates.length; j++) {
-        const a = candidates[i].status;
-        const b = candidates[j].status;
-        if (a.configIndex === b.configIndex && a.voters.join() === b.voters.join()) continue;
+    // One representative per distinct voter set (usually one or two of them).
+    const distinct = new Map<string, CheckedNode["status"]>();
+    for (const n of candidates) {
+      const key = n.status.voters.join(",");
+      if (!distinct.has(key)) distinct.set(key, n.status);
+    }
+    const configs = [...distinct.values()];
+    for (let i = 0; i < configs.length; i++) {
+      for (let j = i + 1; j < configs.length; j++) {
+        const a = configs[i];
+        const b = configs[j];
         if (quorumsCanBeDisjoint(new Set(a.voters), new Set(b.voters))) {
           throw new SafetyViolation(
             "configuration overlap",
