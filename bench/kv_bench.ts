@@ -1,6 +1,8 @@
 /**
- * Benchmarks of the metadata store at 10,000 and 1,000,000 keys: put, get, a range of 100 keys
- * and a transaction, plus memory per key.
+ * Benchmarks of the metadata store at 10,000 and 1,000,000 keys: put, get, a range of 100 keys,
+ * a transaction and a range of 100 keys at an old revision (500 revisions back: the older code
+ * served it only within its last 1,000 revisions), plus memory per key. Compaction and memory
+ * per kept version: bench/kv_history_bench.ts.
  *
  *     deno bench --v8-flags=--expose-gc bench/kv_bench.ts
  *
@@ -11,6 +13,9 @@
  */
 
 import { encodeCommand, encodePut, MetadataStore, utf8 } from "../src/kv/mod.ts";
+
+/** How far back the old-revision range reads. */
+const OLD_REVISIONS_BACK = 500;
 
 const SIZES = [10_000, 1_000_000];
 /** Pre-encoded commands per benchmark, cycled through, so encoding is not timed. */
@@ -114,6 +119,17 @@ for (const n of SIZES) {
     group: `txn ${label}`,
     fn() {
       store.apply(txns[c++ & (COMMANDS - 1)], ++index);
+    },
+  });
+  Deno.bench({
+    name: `range of 100 keys ${OLD_REVISIONS_BACK} revisions back at ${label} keys`,
+    group: `range old ${label}`,
+    fn() {
+      const r = store.range({ key: keys[c++ & (COMMANDS - 1)], rangeEnd: "/bench0" }, {
+        limit: 100,
+        revision: Math.max(1, store.revision - OLD_REVISIONS_BACK),
+      });
+      if (r.kvs.length === 0) throw new Error("empty range");
     },
   });
 }

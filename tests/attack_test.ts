@@ -19,6 +19,10 @@ const ONLY = new RegExp(Deno.env.get("ATTACK_ONLY") ?? "");
 const RSS_BOUND_MIB = 512;
 /** The store quota of the attacked cluster (`--quota-backend-bytes`). */
 const QUOTA_BYTES = 32 * 1024 * 1024;
+/** The attacked cluster's `--http-header-timeout-ms` (short, so slowloris is cut soon). */
+const HEAD_TIMEOUT_MS = 2000;
+/** The attacked cluster's `--max-connections`. */
+const CONNECTIONS_MAX = 300;
 
 /** Resident set size of a process in MiB, from /proc (undefined where there is no /proc). */
 function rssMiB(pid: number): number | undefined {
@@ -309,11 +313,105 @@ const ATTACKS: [string, (ctx: Context) => Promise<void>][] = [
       }
     }
   }],
+
+  ["50 slowloris connections trickling their request heads", async (ctx) => {
+    const port = Number(new URL(ctx.leader.url).port);
+    const conns = await Promise.all(
+      Array.from({ length: 50 }, () => Deno.connect({ hostname: "127.0.0.1", port })),
+    );
+    const cut = new Set<number>();
+    // Each connection is cut when the node closes it (after its 408).
+    const readers = conns.map(async (c, i) => {
+      const buf = new Uint8Array(4096);
+      try {
+        while (await c.read(buf) !== null) { /* the 408 */ }
+      } catch { /* reset */ }
+      cut.add(i);
+    });
+    const head = new TextEncoder().encode("POST /v3/kv/put HTTP/1.1\r\nHost: 127.0.0.1\r\n");
+    const oneByte = new TextEncoder().encode("x");
+    try {
+      for (const c of conns) await c.write(head);
+      const deadline = Date.now() + 15 * HEAD_TIMEOUT_MS;
+      while (cut.size < conns.length && Date.now() < deadline) {
+        for (const [i, c] of conns.entries()) {
+          if (cut.has(i)) continue;
+          try {
+            await c.write(oneByte);
+          } catch {
+            cut.add(i);
+          }
+        }
+        await new Promise((r) => setTimeout(r, 250));
+      }
+      assert.equal(
+        cut.size,
+        conns.length,
+        `${conns.length - cut.size} of ${conns.length} connections trickling a byte every 250 ms ` +
+          `were never cut (--http-header-timeout-ms ${HEAD_TIMEOUT_MS})`,
+      );
+    } finally {
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed by the server */ }
+      }
+      await Promise.all(readers);
+    }
+  }],
+
+  [`${CONNECTIONS_MAX + 100} idle connections to one node`, async (ctx) => {
+    const port = Number(new URL(ctx.leader.url).port);
+    const conns: Deno.Conn[] = [];
+    try {
+      for (let i = 0; i < CONNECTIONS_MAX + 100; i++) {
+        conns.push(await Deno.connect({ hostname: "127.0.0.1", port }));
+      }
+      // Over the cap a connection gets a 503 at once; under it, nothing until the head timeout.
+      const answers = await Promise.all(conns.map(async (c) => {
+        const buf = new Uint8Array(512);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        try {
+          const n = await Promise.race([
+            c.read(buf),
+            new Promise<null>((r) => timer = setTimeout(() => r(null), HEAD_TIMEOUT_MS / 2)),
+          ]);
+          return n === null ? "" : new TextDecoder().decode(buf.subarray(0, n));
+        } catch {
+          return "reset";
+        } finally {
+          clearTimeout(timer);
+        }
+      }));
+      // Past a few hundred refusals at once the node closes without answering (a reset).
+      const refused = answers.filter((a) => a.startsWith("HTTP/1.1 503 "));
+      const reset = answers.filter((a) => a === "reset");
+      assert.ok(
+        refused.length + reset.length >= 100 && refused.length > 0,
+        `${refused.length} of ${conns.length} connections were refused, ${reset.length} reset ` +
+          `(--max-connections ${CONNECTIONS_MAX})`,
+      );
+      assert.match(refused[0], /retry-after: 1\r\n/);
+    } finally {
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed by the server */ }
+      }
+    }
+  }],
 ];
 
 Deno.test("attack suite: hostile requests against a 3-node cluster", async (t) => {
   // A small quota so the overwrite attack reaches it in a few dozen writes.
-  const cluster = ProcessCluster.start(3, ["--quota-backend-bytes", String(QUOTA_BYTES)]);
+  const cluster = ProcessCluster.start(3, [
+    "--quota-backend-bytes",
+    String(QUOTA_BYTES),
+    "--http-header-timeout-ms",
+    String(HEAD_TIMEOUT_MS),
+    "--max-connections",
+    String(CONNECTIONS_MAX),
+  ]);
   try {
     const leader = await cluster.waitForLeader();
     const term = (await leader.local())!.term as number;

@@ -20,6 +20,7 @@ import {
   type MetadataStoreOptions,
   type PutCommand,
   type RangeCommand,
+  type TxnCommand,
   type TxnOp,
   utf8,
 } from "../src/kv/mod.ts";
@@ -92,7 +93,7 @@ export function txnOp(
   compare: Compare[],
   success: TxnOp[],
   failure: TxnOp[] = [],
-): Command {
+): TxnCommand {
   return { type: "txn", compare, success, failure };
 }
 

@@ -78,28 +78,33 @@ class Model {
     };
   }
 
-  apply(command: TxnOp | TxnCommand): { response: CommandResponse; events: ModelEvent[] } {
+  apply(
+    command: Exclude<TxnOp, TxnCommand> | TxnCommand,
+  ): { response: CommandResponse; events: ModelEvent[] } {
     const rev = this.revision + 1;
     const events: ModelEvent[] = [];
     // deno-lint-ignore no-explicit-any
     let response: any;
     if (command.type === "txn") {
       const ok = command.compare.every((c) => this.#compare(c));
-      const responses = (ok ? command.success : command.failure).map((op) =>
-        this.#op(op, rev, events)
-      );
+      // etcd's inner revisions: a put the new one; a delete or range the new one once the txn
+      // changed something, else the one before.
+      const responses = (ok ? command.success : command.failure).map((op) => {
+        const r = this.#op(op as Exclude<TxnOp, TxnCommand>, rev, events);
+        r.revision = op.type === "put" || events.length > 0 ? rev : this.revision;
+        return r;
+      });
       response = { type: "txn", succeeded: ok, responses };
     } else {
       response = this.#op(command, rev, events);
     }
     if (events.length > 0) this.revision = rev;
     response.revision = this.revision;
-    if (response.type === "txn") { for (const r of response.responses) r.revision = this.revision; }
     return { response, events };
   }
 
   // deno-lint-ignore no-explicit-any
-  #op(op: TxnOp, rev: number, events: ModelEvent[]): any {
+  #op(op: Exclude<TxnOp, TxnCommand>, rev: number, events: ModelEvent[]): any {
     if (op.type === "put") {
       const old = this.kvs.get(op.key);
       const prev = old ? this.#kv(op.key) : undefined;
@@ -136,7 +141,9 @@ class Model {
   #compare(c: Compare): boolean {
     const m = this.kvs.get(c.key);
     if (c.target === "value" && m === undefined) return false;
-    const d = c.target === "value" ? bytewise(m!.value, c.value) : (m ? m[c.target] : 0) - c.value;
+    const d = c.target === "value"
+      ? bytewise(m!.value, c.value)
+      : (m && c.target !== "lease" ? m[c.target] : 0) - c.value;
     return c.result === "equal"
       ? d === 0
       : c.result === "notEqual"

@@ -2,8 +2,11 @@
  * Reads at old revisions, checked against a naive full-history model: a map from every revision
  * to a full copy of the key-values at it. Random puts (with and without leases), deletes, txns,
  * lease revokes and compactions (explicit, and the automatic trim of `historyRevisionsMax`); after
- * each, ranges at random revisions (kept, compacted, future) with limit, keys-only and count-only;
- * now and then every kept revision, a snapshot round trip, and watches from every kept revision.
+ * each, ranges at random revisions (kept, compacted, future) with limit, keys-only, count-only,
+ * sorting and revision filters; now and then every kept revision, a snapshot round trip (also one
+ * written from a frozen store while later writes and a compaction apply), and watches from every
+ * kept revision. With rare compactions the history grows to thousands of revisions, so ranges at
+ * old revisions take both of the store's ways (walking the keys, undoing the writes since).
  *
  * @module
  */
@@ -18,13 +21,20 @@ import {
   type KvEvent,
   type MetadataStore,
   RevisionUnavailableError,
+  type SortOrder,
+  type SortTarget,
   text,
   type TxnOp,
   utf8,
 } from "../src/kv/mod.ts";
 import { compareKeys } from "../src/kv/sorted_map.ts";
 import { WatchHub } from "../src/coord/watch.ts";
-import { decodeStoreSnapshot, encodeStoreSnapshot } from "../src/storage/store_snapshot.ts";
+import {
+  decodeStoreSnapshot,
+  encodeStoreSnapshot,
+  encodeStoreSnapshotChunks,
+  joinChunks,
+} from "../src/storage/store_snapshot.ts";
 import { Harness, TestRng } from "./kv_helpers.ts";
 
 interface ModelKv {
@@ -36,6 +46,19 @@ interface ModelKv {
 }
 
 type State = Map<string, ModelKv>;
+
+interface ModelRangeOptions {
+  revision: number;
+  limit: number;
+  keysOnly: boolean;
+  countOnly: boolean;
+  sortOrder?: SortOrder;
+  sortTarget?: SortTarget;
+  minModRevision?: number;
+  maxModRevision?: number;
+  minCreateRevision?: number;
+  maxCreateRevision?: number;
+}
 
 const KEYS = ["/a", "/a/1", "/a/2", "/a/3", "/b", "/b/1", "/b/2", "/c", "/c/x", "/d"];
 const LEASES = [1, 2, 3];
@@ -90,17 +113,43 @@ class HistoryModel {
   }
 
   /** What a range at `revision` answers, or the etcd error it fails with. */
-  range(
-    range: KeyRange,
-    o: { revision: number; limit: number; keysOnly: boolean; countOnly: boolean },
-  ): unknown {
+  range(range: KeyRange, o: ModelRangeOptions): unknown {
     const at = o.revision === 0 ? this.revision : o.revision;
     if (at > this.revision) return FUTURE_REVISION_ERROR;
     if (at < this.compactRevision) return COMPACTED_ERROR;
-    const keys = [...this.states[at].keys()].filter((k) => inRange(k, range)).sort(compareKeys);
+    let keys = [...this.states[at].keys()].filter((k) => inRange(k, range)).sort(compareKeys);
     const count = keys.length;
     if (o.countOnly) return { count, more: false, kvs: [] };
     const max = o.limit > 0 && o.limit < this.rangeKvsMax ? o.limit : this.rangeKvsMax;
+    const state = this.states[at];
+    // etcd's sort and filters: filters drop key-values (count stays), then the sort, then the
+    // limit; a target other than KEY with order NONE and no filter sorts only the first
+    // limit + 1 keys, ascending.
+    const order = o.sortOrder ?? "none";
+    const target = o.sortTarget ?? "key";
+    const [minMod, maxMod] = [o.minModRevision ?? 0, o.maxModRevision ?? 0];
+    const [minCreate, maxCreate] = [o.minCreateRevision ?? 0, o.maxCreateRevision ?? 0];
+    const filters = minMod !== 0 || maxMod !== 0 || minCreate !== 0 || maxCreate !== 0;
+    let more: boolean | undefined;
+    if (filters || order !== "none" || target !== "key") {
+      keys = keys.filter((k) => {
+        const m = state.get(k)!;
+        return (maxMod === 0 || m.modRevision <= maxMod) &&
+          (minMod === 0 || m.modRevision >= minMod) &&
+          (maxCreate === 0 || m.createRevision <= maxCreate) &&
+          (minCreate === 0 || m.createRevision >= minCreate);
+      });
+      if (!filters && order === "none" && o.limit !== 0) keys = keys.slice(0, o.limit + 1);
+      const sign = order === "descend" ? -1 : 1;
+      const of = (k: string) =>
+        target === "key" ? k : target === "value" ? state.get(k)!.value : state.get(k)![target];
+      // Values here are ASCII, so string order is byte order; ties keep key order (stable).
+      keys.sort((a, b) => {
+        const [x, y] = [of(a), of(b)];
+        return sign * (x < y ? -1 : x > y ? 1 : 0);
+      });
+      more = keys.length > max;
+    }
     const kvs = keys.slice(0, max).map((key) => {
       const m = this.states[at].get(key)!;
       return {
@@ -109,10 +158,11 @@ class HistoryModel {
         createRevision: m.createRevision,
         modRevision: m.modRevision,
         version: m.version,
-        lease: o.keysOnly ? 0 : m.lease,
+        // etcd's keys_only drops only the value.
+        lease: m.lease,
       };
     });
-    return { count, more: count > kvs.length, kvs };
+    return { count, more: more ?? count > kvs.length, kvs };
   }
 }
 
@@ -127,11 +177,7 @@ function shown(kv: KeyValue) {
   };
 }
 
-function storeRange(
-  store: MetadataStore,
-  range: KeyRange,
-  o: { revision: number; limit: number; keysOnly: boolean; countOnly: boolean },
-): unknown {
+function storeRange(store: MetadataStore, range: KeyRange, o: ModelRangeOptions): unknown {
   try {
     const r = store.range(range, o);
     assert.equal(r.revision, store.revision, "a range's header has the current revision");
@@ -157,23 +203,37 @@ function randomRange(rng: TestRng): KeyRange {
   }
 }
 
-function randomOptions(rng: TestRng, model: HistoryModel) {
+function randomOptions(rng: TestRng, model: HistoryModel): ModelRangeOptions {
   const low = Math.max(0, model.compactRevision - 2);
-  return {
+  const o: ModelRangeOptions = {
     revision: rng.chance(0.1) ? 0 : low + rng.int(model.revision + 3 - low),
     limit: rng.pick([0, 0, 1, 2, 3, 7]),
     keysOnly: rng.chance(0.2),
     countOnly: rng.chance(0.1),
   };
+  if (rng.chance(0.3)) {
+    o.sortOrder = rng.pick(["none", "ascend", "descend"] as const);
+    o.sortTarget = rng.pick(["key", "version", "createRevision", "modRevision", "value"] as const);
+  }
+  const someRevision = () => rng.chance(0.5) ? 0 : 1 + rng.int(model.revision + 1);
+  if (rng.chance(0.2)) {
+    o.minModRevision = someRevision();
+    o.maxModRevision = someRevision();
+    o.minCreateRevision = someRevision();
+    o.maxCreateRevision = someRevision();
+  }
+  return o;
 }
 
 /** One random command, applied to both; the store's answer must agree with the model. */
-function step(rng: TestRng, h: Harness, model: HistoryModel): void {
+function step(rng: TestRng, h: Harness, model: HistoryModel, compactEvery: number): void {
   const leaseOf = () => {
     const id = rng.chance(0.3) ? rng.pick(LEASES) : 0;
     return model.leases.has(id) ? id : 0;
   };
-  const kind = rng.int(20);
+  let kind = rng.int(20);
+  // Compactions (kind 16 and up) only one step in `compactEvery`; the others write.
+  if (kind >= 16 && compactEvery > 5 && !rng.chance(5 / compactEvery)) kind = rng.int(16);
   if (kind < 8) {
     const key = rng.pick(KEYS);
     const value = `v${rng.int(1000)}`;
@@ -225,7 +285,10 @@ function step(rng: TestRng, h: Harness, model: HistoryModel): void {
     }
   } else {
     const low = Math.max(1, model.compactRevision - 1);
-    const revision = low + rng.int(model.revision + 2 - low);
+    // Rare compactions move a little, so the history stays long.
+    const revision = compactEvery > 5
+      ? Math.min(low + rng.int(50), model.revision + 1)
+      : low + rng.int(model.revision + 2 - low);
     const r = h.apply({ type: "compact", revision } as Command);
     if (revision > model.revision) {
       assert.deepEqual(r, { ...r, status: "rejected", error: FUTURE_REVISION_ERROR });
@@ -258,7 +321,9 @@ function checkAllRevisions(rng: TestRng, store: MetadataStore, model: HistoryMod
  * events make the state at that revision, and each event's prevKv is the key's previous value. */
 function checkWatches(store: MetadataStore, model: HistoryModel): void {
   const hub = new WatchHub(() => store);
-  for (let from = model.compactRevision; from <= model.revision; from++) {
+  // Every kept revision, or about 40 spread over a long history.
+  const stride = Math.max(1, Math.floor((model.revision - model.compactRevision) / 40));
+  for (let from = model.compactRevision; from <= model.revision; from += stride) {
     const state = new Map(model.states[from]);
     const revisions: number[] = [];
     const events: KvEvent[][] = [];
@@ -272,7 +337,8 @@ function checkWatches(store: MetadataStore, model: HistoryModel): void {
     );
     w.cancel();
     const expected = [];
-    for (let r = from + 1; r <= model.revision; r++) expected.push(r);
+    // Revision 1 (the empty store) has no events.
+    for (let r = Math.max(from + 1, 2); r <= model.revision; r++) expected.push(r);
     assert.deepEqual(revisions, expected, `watch from ${from + 1}: one response per revision`);
     for (let i = 0; i < revisions.length; i++) {
       for (const e of events[i]) {
@@ -297,13 +363,19 @@ function checkWatches(store: MetadataStore, model: HistoryModel): void {
   }
 }
 
-function run(seed: number, steps: number, historyRevisionsMax: number, rangeKvsMax: number) {
+function run(
+  seed: number,
+  steps: number,
+  historyRevisionsMax: number,
+  rangeKvsMax: number,
+  compactEvery = 5,
+) {
   const rng = new TestRng(seed);
   const options = { historyRevisionsMax, rangeKvsMax };
   let h = new Harness(options);
   const model = new HistoryModel(historyRevisionsMax, rangeKvsMax);
   for (let i = 1; i <= steps; i++) {
-    step(rng, h, model);
+    step(rng, h, model, compactEvery);
     for (let j = 0; j < 3; j++) {
       const range = randomRange(rng);
       const o = randomOptions(rng, model);
@@ -322,11 +394,45 @@ function run(seed: number, steps: number, historyRevisionsMax: number, rangeKvsM
       checkAllRevisions(rng, restored, model);
       h = Object.assign(new Harness(options), { store: restored, index: h.index });
     }
+    if (i % 250 === 125) {
+      // A snapshot written bit by bit from a frozen store while writes and a compaction apply
+      // (the compaction frees versions only after the release) holds the history at the freeze.
+      const frozen = h.store.freeze();
+      const [revision, compactRevision] = [model.revision, model.compactRevision];
+      const chunks: Uint8Array[] = [];
+      for (const chunk of encodeStoreSnapshotChunks(frozen, { chunkBytes: 64 })) {
+        chunks.push(chunk);
+        if (chunks.length % 4 === 0) step(rng, h, model, compactEvery);
+      }
+      // One compaction past a few revisions, applied while the frozen store is open.
+      const at = Math.min(model.compactRevision + 3, model.revision);
+      if (at > model.compactRevision) {
+        const r = h.apply({ type: "compact", revision: at } as Command);
+        assert.equal(r.status, "applied", JSON.stringify(r));
+        model.compactRevision = at;
+      }
+      frozen.release();
+      step(rng, h, model, compactEvery);
+      const then = decodeStoreSnapshot(joinChunks(chunks), options);
+      assert.equal(then.revision, revision);
+      assert.equal(then.oldestRevision, compactRevision + 1);
+      const past = new HistoryModel(historyRevisionsMax, rangeKvsMax);
+      past.states.length = 0;
+      past.states.push(...model.states.slice(0, revision + 1));
+      past.compactRevision = compactRevision;
+      checkAllRevisions(rng, then, past);
+      checkWatches(then, past);
+    }
   }
+  return h.store;
 }
 
 Deno.test("mvcc model: reads at every kept revision match a full-history model", async (t) => {
-  await t.step("explicit compactions, wide history", () => run(1, 1_500, 100_000, 10_000));
-  await t.step("automatic trim at 40 revisions, rangeKvsMax 4", () => run(7, 1_500, 40, 4));
-  await t.step("another seed", () => run(12345, 1_000, 200, 6));
+  await t.step("explicit compactions, wide history", () => void run(1, 1_500, 100_000, 10_000));
+  await t.step("automatic trim at 40 revisions, rangeKvsMax 4", () => void run(7, 1_500, 40, 4));
+  await t.step("another seed", () => void run(12345, 1_000, 200, 6));
+  await t.step("no trim, rare compactions: thousands of revisions of history", () => {
+    const store = run(99, 2_000, Infinity, 10_000, 400);
+    assert.ok(store.revision - store.compactRevision > 1_000, "a long history was checked");
+  });
 });

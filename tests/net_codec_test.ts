@@ -191,7 +191,12 @@ Deno.test("net etcd parsing: shapes, both cases, bad input", () => {
   assert.equal(txn.compare[0].result, "notEqual");
   assert.throws(() => parsePut({ key: "Zm9v", value: 7 }), /base64 string/);
   assert.throws(() => parseRange({ key: "Zm9v", limit: 1.5 }), /out of range|integer/);
-  assert.throws(() => parseTxn({ compare: [{ key: "Zm9v", target: "LEASE" }] }), /LEASE/);
+  // LEASE compares (etcd's target 4) read the key's lease id.
+  assert.deepEqual(
+    parseTxn({ compare: [{ key: "Zm9v", target: "LEASE", lease: "7" }] }).command
+      .compare,
+    [{ key: "foo", target: "lease", result: "equal", value: 7 }],
+  );
   // etcd serves a txn of ranges only on the read path; serializable when every range says so.
   const reads = (serializable: boolean[]) =>
     parseTxn({

@@ -18,6 +18,9 @@ Deno.test("serve: bad numeric flags are refused before the node starts, naming t
     [["--tick-ms", "9".repeat(30)], /--tick-ms must be at most 2147483647/],
     [["--quota-backend-bytes", "9007199254740992"], /must be at most 9007199254740991/],
     [["--watchers-max=-1"], /--watchers-max must be a non-negative integer: -1/],
+    [["--listen-grpc", "2479"], /--listen-grpc must be HOST:PORT/],
+    [["--peer-grpc-urls", "n2=http://127.0.0.1:1"], /--peer-grpc-urls names "n2", which --peers/],
+    [["--peer-grpc-urls", "n2"], /--peer-grpc-urls entry must be ID=URL: "n2"/],
   ];
   for (const [flags, expected] of cases) {
     await t.step(flags.join(" ").slice(0, 60), async () => {

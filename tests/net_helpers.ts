@@ -7,12 +7,29 @@
 
 const MAIN = new URL("../src/net/main.ts", import.meta.url).pathname;
 
-/** A free TCP port on 127.0.0.1 (bound then released). */
+/** Ports handed out by this process, never handed out again. */
+const portsGiven = new Set<number>();
+
+/**
+ * A free TCP port on 127.0.0.1 (bound then released), from 20000–32767: below Linux's ephemeral
+ * range (32768–60999), so an outgoing connection's source port cannot take it between this check
+ * and the node's bind, nor while a killed node waits to bind it again. Never the same port twice
+ * in one test process.
+ */
 export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_768);
+    if (portsGiven.has(port)) continue;
+    try {
+      const l = Deno.listen({ hostname: "127.0.0.1", port });
+      l.close();
+    } catch {
+      continue; // taken
+    }
+    portsGiven.add(port);
+    return port;
+  }
+  throw new Error("No free port in 20000-32767 after 1000 tries");
 }
 
 /** One node process. */
@@ -24,6 +41,8 @@ export class NodeProcess {
   /** Environment given to the process (the cluster secret travels here, not in `args`). */
   readonly env: Record<string, string>;
   readonly lines: string[] = [];
+  /** `127.0.0.1:PORT` of etcd's gRPC API when started with `--listen-grpc`, else undefined. */
+  grpcEndpoint: string | undefined;
   process: Deno.ChildProcess;
   exited: Promise<Deno.CommandStatus>;
   stderr = "";
@@ -119,22 +138,31 @@ export class ProcessCluster {
   /** The cluster secret, random per cluster; the nodes get it in their environment. */
   readonly secret: string = crypto.randomUUID();
 
-  // A hung test must not leave processes behind: kill them all after two minutes.
-  #watchdog = setTimeout(() => {
-    for (const n of this.nodes) n.signal("SIGKILL");
-  }, 120_000);
+  // A hung test must not leave processes behind: kill them all after two minutes (or watchdogMs).
+  #watchdog: ReturnType<typeof setTimeout>;
 
-  private constructor(dir: string) {
+  private constructor(dir: string, watchdogMs: number) {
     this.dir = dir;
+    this.#watchdog = setTimeout(() => {
+      for (const n of this.nodes) n.signal("SIGKILL");
+    }, watchdogMs);
   }
 
-  /** Starts `n` nodes (n1..nN) with free ports. */
-  static start(n: number, extraArgs: string[] = []): ProcessCluster {
+  /**
+   * Starts `n` nodes (n1..nN) with free ports; with `grpc`, each also serves etcd's gRPC API
+   * (`--listen-grpc`, `--peer-grpc-urls`) at its `grpcEndpoint`.
+   */
+  static start(
+    n: number,
+    extraArgs: string[] = [],
+    options: { grpc?: boolean; watchdogMs?: number } = {},
+  ): ProcessCluster {
     const dir = Deno.makeTempDirSync({ prefix: "raftmeta-net-" });
-    const c = new ProcessCluster(dir);
+    const c = new ProcessCluster(dir, options.watchdogMs ?? 120_000);
     const ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
     const clientPorts = ids.map(() => freePort());
     const peerPorts = ids.map(() => freePort());
+    const grpcPorts = ids.map(() => options.grpc ? freePort() : 0);
     for (const [i, id] of ids.entries()) {
       const peers = ids.flatMap((p, j) => j === i ? [] : [`${p}=127.0.0.1:${peerPorts[j]}`]);
       const peerClientUrls = ids.flatMap((p, j) =>
@@ -155,13 +183,26 @@ export class ProcessCluster {
         ...(peers.length > 0
           ? ["--peers", peers.join(","), "--peer-client-urls", peerClientUrls.join(",")]
           : []),
+        ...(options.grpc
+          ? [
+            "--listen-grpc",
+            `127.0.0.1:${grpcPorts[i]}`,
+            ...(n > 1
+              ? [
+                "--peer-grpc-urls",
+                ids.flatMap((p, j) => j === i ? [] : [`${p}=http://127.0.0.1:${grpcPorts[j]}`])
+                  .join(","),
+              ]
+              : []),
+          ]
+          : []),
         ...extraArgs,
       ];
-      c.nodes.push(
-        new NodeProcess(id, `http://127.0.0.1:${clientPorts[i]}`, dataDir, args, {
-          RAFTMETA_CLUSTER_SECRET: c.secret,
-        }),
-      );
+      const node = new NodeProcess(id, `http://127.0.0.1:${clientPorts[i]}`, dataDir, args, {
+        RAFTMETA_CLUSTER_SECRET: c.secret,
+      });
+      if (options.grpc) node.grpcEndpoint = `127.0.0.1:${grpcPorts[i]}`;
+      c.nodes.push(node);
     }
     return c;
   }

@@ -78,3 +78,72 @@ Deno.test("net: ranges at old revisions and compaction errors", async (t) => {
     await cluster.stop();
   }
 });
+
+Deno.test("net: etcd's range options and txn rules through the JSON gateway", async (t) => {
+  const cluster = ProcessCluster.start(1);
+  try {
+    const u = (await cluster.waitForLeader()).url;
+    const put = (key: string, value: string) =>
+      post(`${u}/v3/kv/put`, JSON.stringify({ key: b64(key), value: b64(value) }));
+    for (const [k, v] of [["/o/a", "2"], ["/o/b", "1"], ["/o/c", "3"]]) {
+      assert.equal((await put(k, v)).status, 200);
+    }
+    const all = { key: b64("/o/"), range_end: b64("/o0") };
+    const keys = (kvs: { key: string }[] = []) => kvs.map((kv) => atob(kv.key)).join(",");
+
+    await t.step("sort, filters and keys_only", async () => {
+      const r = await post(
+        `${u}/v3/kv/range`,
+        JSON.stringify({ ...all, sort_order: "DESCEND", sort_target: "VALUE", limit: 2 }),
+      );
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+      assert.deepEqual([keys(r.json.kvs), r.json.more, r.json.count], ["/o/c,/o/a", true, "3"]);
+      const f = await post(
+        `${u}/v3/kv/range`,
+        JSON.stringify({ ...all, min_mod_revision: "3", keys_only: true }),
+      );
+      assert.deepEqual([keys(f.json.kvs), f.json.count], ["/o/b,/o/c", "3"]);
+    });
+
+    await t.step("nested txn, compare over a range, inner revisions", async () => {
+      const r = await post(
+        `${u}/v3/kv/txn`,
+        JSON.stringify({
+          compare: [{ ...all, target: "VERSION", result: "EQUAL", version: "1" }],
+          success: [
+            { request_range: { key: b64("/o/a") } },
+            { request_txn: { success: [{ request_put: { key: b64("/o/d") } }] } },
+          ],
+        }),
+      );
+      assert.equal(r.status, 200, JSON.stringify(r.json));
+      assert.equal(r.json.succeeded, true);
+      assert.deepEqual(r.json.responses[0].response_range.header, { revision: "4" });
+      assert.deepEqual(r.json.responses[1].response_txn, {
+        header: {},
+        succeeded: true,
+        responses: [{ response_put: { header: { revision: "5" } } }],
+      });
+    });
+
+    await t.step("duplicate keys are refused with etcd's error", async () => {
+      const r = await post(
+        `${u}/v3/kv/txn`,
+        JSON.stringify({
+          success: [
+            { request_delete_range: all },
+            { request_txn: { failure: [{ request_put: { key: b64("/o/x") } }] } },
+          ],
+        }),
+      );
+      assert.equal(r.status, 400);
+      assert.deepEqual(r.json, {
+        error: "etcdserver: duplicate key given in txn request",
+        message: "etcdserver: duplicate key given in txn request",
+        code: 3,
+      });
+    });
+  } finally {
+    await cluster.stop();
+  }
+});

@@ -58,7 +58,13 @@ Deno.test("quota: overwrites raise NOSPACE; reads, deletes and compaction still 
 
     await t.step("the alarm is raised on every node; writes stay refused", async () => {
       // The alarm goes through the log: a follower shows it once it has applied that entry.
-      const memberID = (await alarms(url) as { memberID: string }[])[0].memberID;
+      // Even the leader shows it only once the alarm's entry is applied.
+      let memberID = "";
+      await until("the NOSPACE alarm on the node that refused the write", async () => {
+        const raised = await alarms(url) as { memberID: string }[];
+        memberID = raised[0]?.memberID ?? "";
+        return memberID !== "";
+      });
       for (const n of cluster.nodes) {
         await until(`the NOSPACE alarm on ${n.id}`, async () => {
           assert.deepEqual((await alarms(n.url)) as unknown[], [{ memberID, alarm: "NOSPACE" }]);

@@ -234,12 +234,13 @@ Deno.test("net requests: expensive and adversarial requests on three processes",
       const r = await post(`${followers[0].url}/v3/kv/range`, objects);
       assert.equal(r.status, 400);
       assert.match(r.json.error, /nests deeper than 64 levels/);
-      // Brackets inside strings are text, not nesting.
+      // Brackets inside strings are text, not nesting (and the unknown field is ignored, as
+      // etcd's gateway ignores it).
       const text = await post(
         `${leader.url}/v3/kv/put`,
         JSON.stringify({ key: b64("/t"), value: b64("v"), x: "[[[[".repeat(100) }),
       );
-      assert.match(text.json.error, /Unknown field "x"/);
+      assert.equal(text.status, 200, JSON.stringify(text.json));
     });
 
     await t.step("through all of it, no node changed its term", async () => {

@@ -221,7 +221,7 @@ Deno.test("format 1 snapshots (JSON, before watch history) still load", () => {
   assert.deepEqual(decodeStoreSnapshot(json).snapshot(), busyStore(8).snapshot());
 });
 
-Deno.test("damaged format 2 bytes are refused with a clear error", () => {
+Deno.test("damaged binary snapshot bytes are refused with a clear error", () => {
   const bytes = encodeStoreSnapshot(busyStore(9, 300));
   for (const cut of [5, 20, 100, bytes.length >> 1, bytes.length - 1]) {
     assert.throws(() => decodeStoreSnapshot(bytes.subarray(0, cut)), /^Error: Snapshot is invalid/);
@@ -231,8 +231,8 @@ Deno.test("damaged format 2 bytes are refused with a clear error", () => {
   longer[bytes.length] = 0x41;
   assert.throws(() => decodeStoreSnapshot(longer), /Snapshot is invalid/);
   const future = bytes.slice();
-  future[4] = 4; // format 4 (3 is format 2 with alarms)
-  assert.throws(() => decodeStoreSnapshot(future), /Snapshot is invalid: unknown format 4/);
+  future[4] = 5; // format 5 (4 is the one written now)
+  assert.throws(() => decodeStoreSnapshot(future), /Snapshot is invalid: unknown format 5/);
   const badKey = bytes.slice();
   badKey[bytes.length - 1] = 0xff; // the last key's last byte: not UTF-8
   assert.throws(() => decodeStoreSnapshot(badKey), /Snapshot is invalid/);

@@ -30,8 +30,13 @@ import {
   type PlainCommand,
   type PutCommand,
   type RangeCommand,
+  type SortOrder,
+  type SortTarget,
+  TXN_DEPTH_MAX,
+  type TxnCommand,
   type TxnOp,
 } from "./types.ts";
+import { compareKeys } from "./sorted_map.ts";
 
 /** A command that cannot be encoded or decoded: malformed, unknown, or over a limit. */
 export class CommandError extends Error {
@@ -82,7 +87,34 @@ const ALARM_ACTIONS = ["activate", "deactivate"] as const;
 const ALARM_TYPES = ["NOSPACE"] as const;
 
 const RANGE_KIND = { key: 0, keyRange: 1, prefix: 2, fromKey: 3 } as const;
-const TARGETS: readonly CompareTarget[] = ["value", "version", "createRevision", "modRevision"];
+const TARGETS: readonly CompareTarget[] = [
+  "value",
+  "version",
+  "createRevision",
+  "modRevision",
+  "lease",
+];
+/** Bit of a compare's target byte: a range end follows the key. */
+const COMPARE_RANGE_END = 0x80;
+/** Bit of a range's flags byte: sort order, sort target and the four revision filters follow. */
+const RANGE_OPTIONS = 0x04;
+const SORT_ORDERS: readonly SortOrder[] = ["none", "ascend", "descend"];
+const SORT_TARGETS: readonly SortTarget[] = [
+  "key",
+  "version",
+  "createRevision",
+  "modRevision",
+  "value",
+];
+const RANGE_FILTERS = [
+  "minModRevision",
+  "maxModRevision",
+  "minCreateRevision",
+  "maxCreateRevision",
+] as const;
+
+/** etcd's error for two writes to one key in a transaction (gRPC InvalidArgument, 3). */
+export const DUPLICATE_KEY_ERROR = "etcdserver: duplicate key given in txn request";
 const RESULTS: readonly CompareResult[] = ["equal", "notEqual", "greater", "less"];
 const PUT_PREFIX = utf8("PUT\n");
 const DEL_PREFIX = utf8("DEL\n");
@@ -165,6 +197,7 @@ function validateCompare(c: unknown): asserts c is Compare {
   }
   const cmp = c as Record<string, unknown>;
   validateKey(cmp.key);
+  if (cmp.rangeEnd !== undefined) validateKey(cmp.rangeEnd, "Compare range end");
   if (!TARGETS.includes(cmp.target as CompareTarget)) {
     throw new CommandError(`Unknown compare target: ${quote(String(cmp.target))}`);
   }
@@ -180,7 +213,14 @@ function validateCompare(c: unknown): asserts c is Compare {
   }
 }
 
-function validatePlain(command: unknown, inTxn: boolean): asserts command is PlainCommand {
+/** Whether `range` has any of the sort and filter options (so the codec writes them). */
+function hasRangeOptions(range: RangeCommand): boolean {
+  return (range.sortOrder ?? "none") !== "none" || (range.sortTarget ?? "key") !== "key" ||
+    RANGE_FILTERS.some((f) => (range[f] ?? 0) !== 0);
+}
+
+/** `depth`: 0 outside a transaction, else the level of the transaction holding the command. */
+function validatePlain(command: unknown, depth: number): asserts command is PlainCommand {
   if (typeof command !== "object" || command === null) {
     throw new CommandError(`Command must be an object: ${String(command)}`);
   }
@@ -203,9 +243,24 @@ function validatePlain(command: unknown, inTxn: boolean): asserts command is Pla
       validateUint(c.limit, "Limit", 0, U32_MAX);
       validateFlag(c.keysOnly, "keysOnly");
       validateFlag(c.countOnly, "countOnly");
+      if (c.sortOrder !== undefined && !SORT_ORDERS.includes(c.sortOrder as SortOrder)) {
+        throw new CommandError(`Unknown sort order: ${quote(String(c.sortOrder))}`);
+      }
+      if (c.sortTarget !== undefined && !SORT_TARGETS.includes(c.sortTarget as SortTarget)) {
+        throw new CommandError(`Unknown sort target: ${quote(String(c.sortTarget))}`);
+      }
+      for (const f of RANGE_FILTERS) {
+        if (c[f] !== undefined) {
+          validateUint(c[f], f, -Number.MAX_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+        }
+      }
       return;
     case "txn":
-      if (inTxn) throw new CommandError(`A transaction cannot contain a transaction: "txn"`);
+      if (depth >= TXN_DEPTH_MAX) {
+        throw new CommandError(
+          `Transactions nest too deep: more than ${TXN_DEPTH_MAX} levels`,
+        );
+      }
       for (const list of ["compare", "success", "failure"]) {
         if (!Array.isArray(c[list])) {
           throw new CommandError(`Transaction ${list} must be an array: ${String(c[list])}`);
@@ -222,7 +277,7 @@ function validatePlain(command: unknown, inTxn: boolean): asserts command is Pla
             `A transaction may hold only put, delete and range: ${quote(String(t))}`,
           );
         }
-        validatePlain(op, true);
+        validatePlain(op, depth + 1);
       }
       return;
     case "leaseGrant":
@@ -271,10 +326,10 @@ export function validateCommand(command: unknown): asserts command is Command {
     if (typeof inner === "object" && inner !== null && inner.type === "session") {
       throw new CommandError(`A session command cannot wrap a session command: "session"`);
     }
-    validatePlain(inner, false);
+    validatePlain(inner, 0);
     return;
   }
-  validatePlain(command, false);
+  validatePlain(command, 0);
 }
 
 /**
@@ -302,7 +357,7 @@ export function commandLimitError(
       ? keyError(r.fromKey, "Range start")
       : keyError(r.key, "Key") ??
         (r.rangeEnd === undefined ? undefined : keyError(r.rangeEnd, "Range end"));
-  const opError = (op: PlainCommand): string | undefined => {
+  const opError = (op: PlainCommand, txnOpsMax = limits.txnOpsMax): string | undefined => {
     switch (op.type) {
       case "put":
         if (op.value.length > limits.valueBytesMax) {
@@ -316,21 +371,26 @@ export function commandLimitError(
         return rangeError(op.range);
       case "txn": {
         for (const list of ["compare", "success", "failure"] as const) {
-          if (op[list].length > limits.txnOpsMax) {
+          if (op[list].length > txnOpsMax) {
             return `Transaction has too many ${list} entries: ${
               op[list].length
-            } (most ${limits.txnOpsMax})`;
+            } (most ${txnOpsMax})`;
           }
         }
+        // As etcd's checkTxnRequest: a nested transaction gets what this level's longest list
+        // left of the budget.
+        const innerOpsMax = txnOpsMax -
+          Math.max(op.compare.length, op.success.length, op.failure.length);
         for (const c of op.compare) {
           const e = keyError(c.key, "Key") ??
+            (c.rangeEnd === undefined ? undefined : keyError(c.rangeEnd, "Range end")) ??
             (c.target === "value" && c.value.length > limits.valueBytesMax
               ? `Compare value is too large: ${c.value.length} bytes (most ${limits.valueBytesMax})`
               : undefined);
           if (e !== undefined) return e;
         }
         for (const o of [...op.success, ...op.failure]) {
-          const e = opError(o);
+          const e = opError(o, innerOpsMax);
           if (e !== undefined) return e;
         }
         return undefined;
@@ -354,6 +414,65 @@ export function commandLimitError(
     return opError(command.command);
   }
   return opError(command);
+}
+
+/**
+ * {@linkcode DUPLICATE_KEY_ERROR} when two writes of `txn` may touch the same key, as etcd's
+ * checkIntervals decides it before proposing: within each of `success` and `failure` (with the
+ * nested transactions of each), no key is put twice, and no put falls in a delete's range; the
+ * two branches of one nested transaction may put the same key (only one runs). Deletes may
+ * overlap each other. As in etcd 3.4, a delete to the end of the key space (range end `"\0"`)
+ * conflicts with nothing. `undefined` when the transaction is fine.
+ */
+export function txnDuplicateKeyError(txn: TxnCommand): string | undefined {
+  try {
+    checkWrites(txn.success);
+    checkWrites(txn.failure);
+    return undefined;
+  } catch (e) {
+    if (e === DUPLICATE) return DUPLICATE_KEY_ERROR;
+    throw e;
+  }
+}
+
+const DUPLICATE = Symbol("duplicate key");
+
+/** Whether a delete of `range` covers `key`, with etcd 3.4's interval rules (see above). */
+function deleteCovers(range: KeyRange, key: string): boolean {
+  // etcd compares the range end "\0" as a key, below every key: the interval is empty.
+  if ("fromKey" in range) return false;
+  if ("prefix" in range) return range.prefix !== "" && key.startsWith(range.prefix);
+  if (range.rangeEnd === undefined) return key === range.key;
+  return compareKeys(key, range.key) >= 0 && compareKeys(key, range.rangeEnd) < 0;
+}
+
+/** The keys `ops` put and the ranges they delete; throws DUPLICATE on a conflict. */
+function checkWrites(ops: readonly TxnOp[]): { puts: Set<string>; dels: KeyRange[] } {
+  const dels: KeyRange[] = [];
+  for (const op of ops) if (op.type === "delete") dels.push(op.range);
+  const covered = (key: string) => dels.some((r) => deleteCovers(r, key));
+  const puts = new Set<string>();
+  for (const op of ops) {
+    if (op.type !== "txn") continue;
+    const then = checkWrites(op.success);
+    const otherwise = checkWrites(op.failure);
+    for (const key of then.puts) {
+      if (puts.has(key) || covered(key)) throw DUPLICATE;
+      puts.add(key);
+    }
+    for (const key of otherwise.puts) {
+      if ((puts.has(key) && !then.puts.has(key)) || covered(key)) throw DUPLICATE;
+      puts.add(key);
+    }
+    // Deletes of nested transactions count for the puts checked after them, as in etcd.
+    dels.push(...then.dels, ...otherwise.dels);
+  }
+  for (const op of ops) {
+    if (op.type !== "put") continue;
+    if (puts.has(op.key) || covered(op.key)) throw DUPLICATE;
+    puts.add(op.key);
+  }
+  return { puts, dels };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -451,17 +570,30 @@ function writeOp(w: ByteWriter, op: PlainCommand): void {
       writeRange(w, op.range);
       w.u8(op.prevKv ? 1 : 0);
       return;
-    case "range":
+    case "range": {
       writeRange(w, op.range);
       w.u32(op.limit);
-      w.u8((op.keysOnly ? 1 : 0) | (op.countOnly ? 2 : 0));
+      // Bit 2: sort and filter options follow (readers before them refuse the unknown bit).
+      const options = hasRangeOptions(op);
+      w.u8((op.keysOnly ? 1 : 0) | (op.countOnly ? 2 : 0) | (options ? RANGE_OPTIONS : 0));
+      if (options) {
+        w.u8(SORT_ORDERS.indexOf(op.sortOrder ?? "none"));
+        w.u8(SORT_TARGETS.indexOf(op.sortTarget ?? "key"));
+        // Bit i: filter i is negative (etcd's filters are int64; a negative one is allowed).
+        let negative = 0;
+        RANGE_FILTERS.forEach((f, i) => negative |= (op[f] ?? 0) < 0 ? 1 << i : 0);
+        w.u8(negative);
+        for (const f of RANGE_FILTERS) w.u53(Math.abs(op[f] ?? 0));
+      }
       return;
+    }
     case "txn":
       w.u32(op.compare.length);
       for (const c of op.compare) {
         w.str(c.key);
-        w.u8(TARGETS.indexOf(c.target));
+        w.u8(TARGETS.indexOf(c.target) | (c.rangeEnd === undefined ? 0 : COMPARE_RANGE_END));
         w.u8(RESULTS.indexOf(c.result));
+        if (c.rangeEnd !== undefined) w.str(c.rangeEnd);
         if (c.target === "value") w.bytes(c.value);
         else w.u53(c.value);
       }
@@ -543,6 +675,11 @@ export function decodeCommand(bytes: Uint8Array, options: DecodeOptions = {}): C
   const command = parseCommand(bytes);
   const error = commandLimitError(command, bytes.length, limits);
   if (error !== undefined) throw new CommandError(error);
+  // Checked before proposing, as etcd does, not at apply: entries logged before the check
+  // existed still apply as they did.
+  const plain = command.type === "session" ? command.command : command;
+  const duplicate = plain.type === "txn" ? txnDuplicateKeyError(plain) : undefined;
+  if (duplicate !== undefined) throw new CommandError(duplicate);
   return command;
 }
 
@@ -622,14 +759,16 @@ function parseBinary(bytes: Uint8Array): Command {
     }
     command = { type: "session", clientId, seq, command: inner };
   } else {
-    command = readOp(r, tag, false);
+    command = readOp(r, tag, 0);
   }
   r.end();
   validateCommand(command);
   return command;
 }
 
-function readOp(r: Reader, tag: number, inTxn: boolean): PlainCommand {
+/** `depth`: 0 outside a transaction, else the level of the transaction holding the op. */
+function readOp(r: Reader, tag: number, depth: number): PlainCommand {
+  const inTxn = depth > 0;
   switch (tag) {
     case CommandTag.put: {
       const key = r.str("Key");
@@ -649,36 +788,52 @@ function readOp(r: Reader, tag: number, inTxn: boolean): PlainCommand {
     case CommandTag.range: {
       const range = readRange(r);
       const limit = r.u32();
-      const flags = r.flags(3, "Range");
-      return {
+      const flags = r.flags(3 | RANGE_OPTIONS, "Range");
+      const command: RangeCommand = {
         type: "range",
         range,
         limit,
         keysOnly: (flags & 1) !== 0,
         countOnly: (flags & 2) !== 0,
-      } satisfies RangeCommand;
+      };
+      if ((flags & RANGE_OPTIONS) === 0) return command;
+      const sortOrder = SORT_ORDERS[r.u8()];
+      const sortTarget = SORT_TARGETS[r.u8()];
+      if (sortOrder === undefined || sortTarget === undefined) {
+        throw new CommandError(`Unknown range sort order or target`);
+      }
+      const negative = r.flags(0x0f, "Range filter sign");
+      const options: Record<string, number> = {};
+      RANGE_FILTERS.forEach((f, i) => {
+        const v = r.u53(f);
+        if (v !== 0) options[f] = negative & (1 << i) ? -v : v;
+      });
+      return { ...command, sortOrder, sortTarget, ...options } satisfies RangeCommand;
     }
     case CommandTag.txn: {
-      if (inTxn) throw new CommandError(`A transaction cannot contain a transaction: "txn"`);
+      if (depth >= TXN_DEPTH_MAX) {
+        throw new CommandError(`Transactions nest too deep: more than ${TXN_DEPTH_MAX} levels`);
+      }
       const compare: Compare[] = [];
       const nCompare = r.count("compare");
       for (let i = 0; i < nCompare; i++) {
         const key = r.str("Key");
         const t = r.u8();
         const result = RESULTS[r.u8()];
-        const target = TARGETS[t];
+        const target = TARGETS[t & ~COMPARE_RANGE_END];
         if (target === undefined) throw new CommandError(`Unknown compare target: ${t}`);
         if (result === undefined) throw new CommandError(`Unknown compare result in compare ${i}`);
+        const rangeEnd = t & COMPARE_RANGE_END ? { rangeEnd: r.str("Compare range end") } : {};
         compare.push(
           target === "value"
-            ? { key, target, result, value: r.bytes().slice() }
-            : { key, target, result, value: r.u53(`Compare ${target}`) },
+            ? { key, ...rangeEnd, target, result, value: r.bytes().slice() }
+            : { key, ...rangeEnd, target, result, value: r.u53(`Compare ${target}`) },
         );
       }
       const ops = (list: string) => {
         const out: TxnOp[] = [];
         const n = r.count(list);
-        for (let i = 0; i < n; i++) out.push(readOp(r, r.u8(), true) as TxnOp);
+        for (let i = 0; i < n; i++) out.push(readOp(r, r.u8(), depth + 1) as TxnOp);
         return out;
       };
       const success = ops("success");

@@ -1,10 +1,11 @@
 /**
- * The store's history: the events of the most recent revisions, so a watcher can start at a past
- * revision, a client that reconnects can resume where it stopped, and a range at a past revision
- * can undo the changes made since (each event carries the key-value before it). Bounded: at most
- * `revisionsMax` revisions and at most `bytesMax` bytes of keys and values (old values of large
- * overwrites add up fast: each revision holds the new value and the previous one), and an explicit
- * compaction drops older ones. Every revision in (compactRevision, current] is kept, without holes.
+ * The store's history (MVCC): every version of every key since the compact revision, as etcd
+ * keeps it until a compaction. Two views of the same version objects, never two copies:
+ *
+ * - the {@linkcode VersionLog}, every change in revision order (what a watch replays and a
+ *   snapshot writes), and
+ * - per key, a chain from its newest version to older ones through `prev` (what a range at an
+ *   old revision reads); a deleted key's newest version is a tombstone (`version` 0).
  *
  * @module
  */
@@ -36,173 +37,140 @@ export interface RevisionEvents {
   readonly events: readonly KvEvent[];
 }
 
-/** Bounded, gap-free history of the latest revisions. */
-export class WatchHistory {
-  /** Most revisions kept. */
-  readonly revisionsMax: number;
-  /** Most bytes of keys and values kept (the newest revision is kept whatever its size). */
-  readonly bytesMax: number;
-  #entries: RevisionEvents[] = [];
-  #bytes = 0;
-  #start = 0;
-  #compactRevision: number;
-  #lastRevision: number;
+/**
+ * One version of a key as the store keeps it. Immutable but for `prev`, which a compaction cuts.
+ * A tombstone (the key deleted at `modRevision`) has `version` 0, `createRevision` 0 and an
+ * empty value.
+ */
+export interface Version {
+  /** The key. */
+  readonly key: string;
+  /** The value; the store's own bytes, never written. */
+  readonly value: Uint8Array;
+  /** Revision of the write that created the key (0 for a tombstone). */
+  readonly createRevision: number;
+  /** Revision of this write. */
+  readonly modRevision: number;
+  /** Puts since creation (1 on create; 0 for a tombstone). */
+  readonly version: number;
+  /** Lease id, 0 for none. */
+  readonly lease: number;
+  /** The key's version before this one, or `undefined` when none is kept. */
+  prev: Version | undefined;
+}
 
-  /**
-   * An empty history of a store at `revision`, whose revisions up to `compactRevision` are gone
-   * (an empty store is at revision 1, which has no events, and nothing is gone).
-   */
-  constructor(revisionsMax: number, revision = 1, compactRevision = 0, bytesMax = Infinity) {
-    if (!Number.isSafeInteger(revisionsMax) || revisionsMax < 1) {
-      throw new RangeError(`historyRevisionsMax must be a positive integer: ${revisionsMax}`);
-    }
-    if (!(bytesMax === Infinity || (Number.isSafeInteger(bytesMax) && bytesMax >= 1))) {
-      throw new RangeError(`historyBytesMax must be a positive integer: ${bytesMax}`);
-    }
-    this.revisionsMax = revisionsMax;
-    this.bytesMax = bytesMax;
-    this.#compactRevision = compactRevision;
-    this.#lastRevision = revision;
+/**
+ * Heap bytes a kept version (current or older) costs beyond its key and value: the version object,
+ * its place in the key's chain, the revision log and the index. Measured at about 260–300 bytes
+ * (bench/kv_history_bench.ts: 297 bytes per version with 25-byte keys and 13-byte values); the
+ * quota counts it so that `--quota-backend-bytes` bounds the heap, not only the payload.
+ */
+export const VERSION_OVERHEAD_BYTES = 256;
+
+/** Bytes a version's payload counts for in the quota: its key (UTF-16 units) and its value. */
+export function versionBytes(v: Version): number {
+  return v.key.length + v.value.length;
+}
+
+/** Versions per chunk of a {@linkcode VersionLog}. */
+const CHUNK_VERSIONS = 4096;
+
+/** A stable view of a {@linkcode VersionLog}'s versions [start, end), from {@linkcode VersionLog.view}. */
+export class VersionLogView {
+  readonly #chunks: readonly (readonly Version[])[];
+  readonly #offset: number;
+  /** Number of versions in the view. */
+  readonly size: number;
+  /** Use {@linkcode VersionLog.view}. */
+  constructor(chunks: readonly (readonly Version[])[], offset: number, size: number) {
+    this.#chunks = chunks;
+    this.#offset = offset;
+    this.size = size;
   }
-
-  /**
-   * A history of a store at `revision` holding `revisions`, every revision in
-   * (compactRevision, revision] (none of them empty), as a snapshot kept them. When they are more
-   * than `revisionsMax`, the oldest are dropped. Throws a RangeError when they have a hole, do not
-   * end at `revision`, or an empty one.
-   */
-  static restore(
-    revisionsMax: number,
-    revision: number,
-    compactRevision: number,
-    revisions: readonly RevisionEvents[],
-    bytesMax = Infinity,
-  ): WatchHistory {
-    if (
-      !Number.isSafeInteger(compactRevision) || compactRevision < 0 || compactRevision > revision
-    ) {
-      throw new RangeError(`compact revision ${compactRevision} at revision ${revision}`);
-    }
-    // Revision 1 is an empty store's and has no events: a store at 1 has nothing to hold.
-    const first = Math.max(compactRevision, 1) + 1;
-    if (
-      revisions.length !== revision - first + 1 && !(revisions.length === 0 && revision < first)
-    ) {
-      throw new RangeError(
-        `${revisions.length} revisions held for (${compactRevision}, ${revision}]`,
-      );
-    }
-    const history = new WatchHistory(revisionsMax, revision, compactRevision, bytesMax);
-    for (let i = 0; i < revisions.length; i++) {
-      const r = revisions[i];
-      if (r?.revision !== first + i || !Array.isArray(r.events) || r.events.length === 0) {
-        throw new RangeError(`revision ${first + i} is missing or has no events`);
-      }
-    }
-    const kept = revisions.length > revisionsMax
-      ? revisions.slice(revisions.length - revisionsMax)
-      : revisions.slice();
-    history.#entries = kept;
-    history.#bytes = kept.reduce((sum, r) => sum + revisionBytes(r.events), 0);
-    if (kept.length < revisions.length) history.#compactRevision = kept[0].revision - 1;
-    history.#dropOverBound();
-    return history;
-  }
-
-  /** Highest revision no longer held (0 when nothing was dropped). */
-  get compactRevision(): number {
-    return this.#compactRevision;
-  }
-
-  /** The oldest revision a watch may start at. */
-  get oldestRevision(): number {
-    return this.#compactRevision + 1;
-  }
-
-  /** Bytes of keys and values held (what `bytesMax` bounds). */
-  get bytes(): number {
-    return this.#bytes;
-  }
-
-  /** Number of revisions held. */
-  get size(): number {
-    return this.#entries.length - this.#start;
-  }
-
-  /** Appends revision `revision`, which must follow the last one; drops the oldest beyond the bound. */
-  append(revision: number, events: readonly KvEvent[]): void {
-    const last = this.#lastRevision;
-    if (revision !== last + 1 || events.length === 0) {
-      throw new Error(
-        `Invariant violated: history revision ${revision} after ${last} with ${events.length} events`,
-      );
-    }
-    this.#entries.push({ revision, events });
-    this.#bytes += revisionBytes(events);
-    this.#lastRevision = revision;
-    this.#dropOverBound();
-  }
-
-  /** Drops the oldest revisions while over either bound, always keeping the newest. */
-  #dropOverBound(): void {
-    while (this.size > this.revisionsMax || (this.#bytes > this.bytesMax && this.size > 1)) {
-      const dropped = this.#entries[this.#start];
-      this.#bytes -= revisionBytes(dropped.events);
-      this.#compactRevision = dropped.revision;
-      this.#start++;
-    }
-    this.#tidy();
-  }
-
-  /** Drops every revision up to and including `revision`. */
-  compact(revision: number): void {
-    if (revision <= this.#compactRevision) return;
-    while (this.#start < this.#entries.length && this.#entries[this.#start].revision <= revision) {
-      this.#bytes -= revisionBytes(this.#entries[this.#start].events);
-      this.#start++;
-    }
-    this.#compactRevision = revision;
-    this.#tidy();
-  }
-
-  /**
-   * The revisions from `revision` on, oldest first. Throws {@linkcode CompactedError} when
-   * `revision` is at or below the compact revision.
-   */
-  from(revision: number): RevisionEvents[] {
-    if (revision <= this.#compactRevision) {
-      throw new CompactedError(revision, this.oldestRevision);
-    }
-    // Binary search for the first entry with revision >= `revision`.
-    let lo = this.#start;
-    let hi = this.#entries.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (this.#entries[mid].revision < revision) lo = mid + 1;
-      else hi = mid;
-    }
-    return this.#entries.slice(lo);
-  }
-
-  /** Every revision held, oldest first. */
-  all(): readonly RevisionEvents[] {
-    return this.#entries.slice(this.#start);
-  }
-
-  #tidy(): void {
-    if (this.#start > 64 && this.#start * 2 > this.#entries.length) {
-      this.#entries = this.#entries.slice(this.#start);
-      this.#start = 0;
-    }
+  /** The `i`th version of the view. */
+  at(i: number): Version {
+    const j = this.#offset + i;
+    return this.#chunks[Math.floor(j / CHUNK_VERSIONS)][j % CHUNK_VERSIONS];
   }
 }
 
-/** Bytes of keys and values one revision holds (UTF-16 units for keys: cheap and deterministic). */
-export function revisionBytes(events: readonly KvEvent[]): number {
-  let n = 0;
-  for (const e of events) {
-    n += e.kv.key.length + e.kv.value.length;
-    if (e.prevKv !== undefined) n += e.prevKv.key.length + e.prevKv.value.length;
+/**
+ * Every version written after the compact revision, in the order they were written (so in
+ * revision order), in chunks of 4,096, so dropping the oldest never copies the rest. A
+ * {@linkcode view} stays valid while versions are appended; dropping (a compaction) must wait
+ * until no view is read any more (the store defers it while a frozen store is open).
+ */
+export class VersionLog {
+  /** Every chunk full but the last; the first starts at `#start`. */
+  #chunks: Version[][] = [];
+  #start = 0;
+  #size = 0;
+
+  /** Number of versions held. */
+  get size(): number {
+    return this.#size;
   }
-  return n;
+
+  /** Appends `v`, whose revision must not be below the last one's. */
+  push(v: Version): void {
+    if (this.#size > 0 && this.at(this.#size - 1).modRevision > v.modRevision) {
+      throw new Error(
+        `Invariant violated: version of revision ${v.modRevision} after ${
+          this.at(this.#size - 1).modRevision
+        }`,
+      );
+    }
+    let last = this.#chunks.at(-1);
+    if (last === undefined || last.length === CHUNK_VERSIONS) {
+      last = [];
+      this.#chunks.push(last);
+    }
+    last.push(v);
+    this.#size++;
+  }
+
+  /** The `i`th version held (0: the oldest). */
+  at(i: number): Version {
+    const j = this.#start + i;
+    return this.#chunks[Math.floor(j / CHUNK_VERSIONS)][j % CHUNK_VERSIONS];
+  }
+
+  /** Index (in {@linkcode at}'s terms) of the first version of revision `revision` or later. */
+  indexOf(revision: number): number {
+    let lo = 0;
+    let hi = this.#size;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.at(mid).modRevision < revision) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** The versions held now; later appends do not show in it. */
+  view(): VersionLogView {
+    return new VersionLogView(this.#chunks.slice(), this.#start, this.#size);
+  }
+
+  /**
+   * Drops at most `versionsMax` of the oldest versions of revisions up to `revision`, calling
+   * `visit` on each first; returns whether none of those revisions is left.
+   */
+  dropThrough(revision: number, versionsMax: number, visit: (v: Version) => void): boolean {
+    const through = this.indexOf(revision + 1);
+    const n = Math.min(through, versionsMax);
+    for (let i = 0; i < n; i++) {
+      visit(this.#chunks[0][this.#start]);
+      // The slot lets go of the version, so the garbage collector may take it.
+      this.#chunks[0][this.#start] = undefined as unknown as Version;
+      this.#start++;
+      this.#size--;
+      if (this.#start === CHUNK_VERSIONS || this.#size === 0) {
+        this.#chunks.shift();
+        this.#start = 0;
+      }
+    }
+    if (this.#size === 0) this.#chunks = [];
+    return n === through;
+  }
 }

@@ -408,6 +408,25 @@ export class SortedMap<V> {
     return this.#inserted;
   }
 
+  /**
+   * Replaces the value under `key` by `next(old)` and returns the old value; does nothing and
+   * returns `undefined` when `key` is absent. One descent when no view is open.
+   */
+  replace(key: string, next: (old: V) => V): V | undefined {
+    if (this.#sharedBelow > 0) {
+      const old = this.get(key);
+      if (old !== undefined) this.set(key, next(old));
+      return old;
+    }
+    const native = isNativeOrdered(key);
+    const leaf = leafFor(this.#root, key, native);
+    const i = lowerBound(leaf.keys, key, native);
+    if (i >= leaf.keys.length || leaf.keys[i] !== key) return undefined;
+    const old = leaf.values[i];
+    leaf.values[i] = next(old);
+    return old;
+  }
+
   /** Removes `key`; returns true when it was present. */
   delete(key: string): boolean {
     // While a view is open, a miss must not copy the path it searched.

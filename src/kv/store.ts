@@ -25,10 +25,18 @@ import {
   validateRange,
 } from "./command.ts";
 import { compareKeys, isNativeOrdered, SortedMap, type SortedMapView } from "./sorted_map.ts";
-import { type RevisionEvents, WatchHistory } from "./history.ts";
+import {
+  type RevisionEvents,
+  type Version,
+  VERSION_OVERHEAD_BYTES,
+  versionBytes,
+  VersionLog,
+  type VersionLogView,
+} from "./history.ts";
 import type { AlarmCommand, AlarmMember, AlarmResponse, AlarmType } from "./types.ts";
 
-export { CompactedError, type RevisionEvents, WatchHistory } from "./history.ts";
+export { CompactedError, type RevisionEvents, type Version } from "./history.ts";
+import { CompactedError } from "./history.ts";
 import {
   type ClientId,
   type Command,
@@ -45,10 +53,14 @@ import {
   type LeaseRevokeResponse,
   type PlainCommand,
   type PutResponse,
+  type RangeCommand,
   type RangeResponse,
   type SessionCommand,
+  type SortOrder,
+  type SortTarget,
   type TxnCommand,
   type TxnOp,
+  type TxnOpResponse,
   type TxnResponse,
 } from "./types.ts";
 
@@ -76,9 +88,6 @@ export class RevisionUnavailableError extends Error {
   }
 }
 
-/** Default bound on the watch history's bytes: 64 MiB. */
-export const HISTORY_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
-
 /** Whether `command` adds data, so a NOSPACE alarm refuses it (as etcd's capped applier does). */
 export function addsData(command: Command): boolean {
   const c = command.type === "session" ? command.command : command;
@@ -87,10 +96,24 @@ export function addsData(command: Command): boolean {
     case "leaseGrant":
       return true;
     case "txn":
-      return [...c.success, ...c.failure].some((op) => op.type === "put");
+      return txnPuts(c);
     default:
       return false;
   }
+}
+
+/** Whether `txn` has a put in either list, nested transactions included. */
+function txnPuts(txn: TxnCommand): boolean {
+  return [...txn.success, ...txn.failure].some((op) =>
+    op.type === "put" || (op.type === "txn" && txnPuts(op))
+  );
+}
+
+/** Whether `txn` only reads: ranges in both lists, nested transactions included (etcd's rule). */
+export function txnReadOnly(txn: TxnCommand): boolean {
+  return [...txn.success, ...txn.failure].every((op) =>
+    op.type === "range" || (op.type === "txn" && txnReadOnly(op))
+  );
 }
 
 /** An entry that must never fail to apply did (it does not decode, or its index is out of order). */
@@ -101,6 +124,13 @@ export class ApplyError extends Error {
     this.name = "ApplyError";
   }
 }
+
+/**
+ * Versions a compaction frees per step (see {@linkcode MetadataStore.compactStep}): about 10 ms
+ * of work at most (bench/kv_history_bench.ts), so freeing millions of versions never holds a
+ * node's event loop for long.
+ */
+export const COMPACT_BATCH_VERSIONS = 5_000;
 
 /** Default bound on the bytes of key-values one answer may carry: 64 MiB. */
 export const RESPONSE_BYTES_MAX_DEFAULT = 64 * 1024 * 1024;
@@ -161,15 +191,11 @@ export interface MetadataStoreOptions {
    * Most revisions of history kept (for watches and for ranges at old revisions). Beyond it the
    * oldest are compacted automatically: the compact revision advances, so ranges and watches there
    * fail as compacted. The trim depends only on applied commands and these options, so every node
-   * (with the same options) compacts at the same revision. Default 1,000.
+   * (with the same options) compacts at the same revision. Default: no bound, as etcd: history is
+   * kept until a compaction (explicit or a server's automatic one), and its bytes count toward
+   * the storage quota ({@linkcode MetadataStore.backendBytes}).
    */
   readonly historyRevisionsMax?: number;
-  /**
-   * Most bytes of keys and values the history keeps (each overwrite holds the new and the
-   * previous value); older revisions are compacted beyond it, as for `historyRevisionsMax`.
-   * Default 64 MiB.
-   */
-  readonly historyBytesMax?: number;
   /** Most leases at once; a grant beyond is rejected. Default 10,000. */
   readonly leasesMax?: number;
   /**
@@ -187,6 +213,18 @@ export interface RangeOptions {
   readonly keysOnly?: boolean;
   /** Return only the count. */
   readonly countOnly?: boolean;
+  /** Sort order (see {@linkcode RangeCommand.sortOrder}); omitted is `"none"`. */
+  readonly sortOrder?: SortOrder;
+  /** What to sort by; omitted is `"key"`. */
+  readonly sortTarget?: SortTarget;
+  /** Leave out key-values modified before this revision (0: no bound). */
+  readonly minModRevision?: number;
+  /** Leave out key-values modified after this revision (0: no bound). */
+  readonly maxModRevision?: number;
+  /** Leave out key-values created before this revision (0: no bound). */
+  readonly minCreateRevision?: number;
+  /** Leave out key-values created after this revision (0: no bound). */
+  readonly maxCreateRevision?: number;
   /**
    * The revision to read at; 0 or omitted means the current one. At least the compact revision
    * and at most the current one, else {@linkcode RevisionUnavailableError}.
@@ -312,15 +350,8 @@ export interface StoreView {
   readonly more: boolean;
 }
 
-/** A key's state inside the store; never handed out (callers get copies as {@linkcode KeyValue}). */
-interface Stored {
-  value: Uint8Array;
-  createRevision: number;
-  modRevision: number;
-  version: number;
-  /** Lease id, 0 for none. */
-  lease: number;
-}
+/** A key's current version inside the store; never handed out (callers get copies). */
+type Stored = Version;
 
 /**
  * A key's record as the store holds it, read from a {@linkcode FrozenStore} or given to
@@ -373,13 +404,31 @@ export interface StoreParts {
   /** Alarms raised (absent in snapshots from before alarms: none). */
   readonly alarms?: readonly AlarmMember[];
   /**
-   * Watch history: every revision in (compactRevision, revision] with its events. Absent for a
-   * snapshot that did not keep it; the store then has history from `revision` on only.
+   * History: absent for a snapshot that did not keep it (the store then has history from
+   * `revision` on only). Either every version since `compactRevision` (`versions`, see
+   * {@linkcode FrozenStore.history}), or, from older snapshots, every revision in
+   * (compactRevision, revision] with its events.
    */
   readonly history?: {
     readonly compactRevision: number;
-    readonly revisions: readonly RevisionEvents[];
+    readonly revisions?: readonly RevisionEvents[];
+    readonly versions?: readonly HistoryItem[];
   };
+}
+
+/** A key's version as a snapshot holds it (see {@linkcode Version}; tombstones have version 0). */
+export type KvVersion = Omit<Version, "prev">;
+
+/**
+ * One item of a store's history as a snapshot holds it: the versions written after the compact
+ * revision in the order they were written, each preceded (`base`) by its key's version at the
+ * compact revision when that one is kept (a live key changed since).
+ */
+export interface HistoryItem {
+  /** Whether this is a key's version at the compact revision rather than a later write. */
+  readonly base: boolean;
+  /** The version. */
+  readonly version: KvVersion;
 }
 
 /**
@@ -399,18 +448,18 @@ export class FrozenStore {
   readonly leases: readonly (readonly [number, number])[];
   /** Sessions from least to most recently heard. */
   readonly sessions: readonly SessionInfo[];
-  /** Highest revision the watch history no longer holds. */
+  /** The compact revision: ranges may read at it and after, watches start after it. */
   readonly compactRevision: number;
-  /** The watch history: every revision after `compactRevision`, oldest first. */
-  readonly history: readonly RevisionEvents[];
   /** Alarms raised. */
   readonly alarms: readonly AlarmMember[];
   readonly #kvs: SortedMapView<Stored>;
+  readonly #log: VersionLogView;
 
   /** Use {@linkcode MetadataStore.freeze}. */
   constructor(
-    state: Omit<FrozenStore, "size" | "entries" | "batches" | "release">,
+    state: Omit<FrozenStore, "size" | "entries" | "batches" | "release" | "history">,
     kvs: unknown,
+    log: unknown,
   ) {
     this.appliedIndex = state.appliedIndex;
     this.revision = state.revision;
@@ -418,9 +467,28 @@ export class FrozenStore {
     this.leases = state.leases;
     this.sessions = state.sessions;
     this.compactRevision = state.compactRevision;
-    this.history = state.history;
     this.alarms = state.alarms;
     this.#kvs = kvs as SortedMapView<Stored>;
+    this.#log = log as VersionLogView;
+  }
+
+  /**
+   * The history (see {@linkcode HistoryItem}), lazily: O(1) per item, so a host can encode it
+   * bit by bit. The store defers freeing compacted versions while a frozen store is unreleased,
+   * so the chains read here stay whole.
+   */
+  *history(): Generator<HistoryItem, void, undefined> {
+    const log = this.#log;
+    const c = this.compactRevision;
+    for (let i = 0; i < log.size; i++) {
+      const v = log.at(i);
+      if (v.modRevision <= c) continue;
+      const p = v.prev;
+      if (p !== undefined && p.modRevision <= c && p.version !== 0) {
+        yield { base: true, version: p };
+      }
+      yield { base: false, version: v };
+    }
   }
 
   /** Number of keys. */
@@ -472,6 +540,45 @@ interface Session {
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** What a range reads besides its keys, as a {@linkcode RangeCommand} carries it. */
+type RangeSpec = Omit<RangeCommand, "type" | "range">;
+
+/** A key's fields as a range reads them, from the map or from history. */
+interface Versioned {
+  readonly value: Uint8Array;
+  readonly createRevision: number;
+  readonly modRevision: number;
+  readonly version: number;
+  readonly lease?: number;
+}
+
+/**
+ * Whether a range must see its whole key range before it answers: it sorts or filters, so, as
+ * etcd, the limit applies afterwards.
+ */
+function sortsOrFilters(s: RangeSpec): boolean {
+  return (s.sortOrder ?? "none") !== "none" || (s.sortTarget ?? "key") !== "key" ||
+    (s.minModRevision ?? 0) !== 0 || (s.maxModRevision ?? 0) !== 0 ||
+    (s.minCreateRevision ?? 0) !== 0 || (s.maxCreateRevision ?? 0) !== 0;
+}
+
+/**
+ * Which list of a transaction runs, and of each nested transaction in it: decided from every
+ * compare before anything is written, as etcd's compareToPath.
+ */
+interface TxnPath {
+  readonly succeeded: boolean;
+  /** For each op of the chosen list: its path when it is a transaction. */
+  readonly nested: readonly (TxnPath | undefined)[];
+}
+
+/** `r` with the key-values of its ranges (nested ones too) left out. */
+function withoutKvs(r: Mutable<TxnOpResponse>): Mutable<TxnOpResponse> {
+  if (r.type === "range") return { ...r, kvs: [] };
+  if (r.type === "txn") return { ...r, responses: r.responses.map(withoutKvs) };
+  return r;
+}
 
 /** The one empty value: a zero-length array has no bytes to change, and freezing it is allowed. */
 const EMPTY: Uint8Array = Object.freeze(new Uint8Array(0)) as Uint8Array;
@@ -547,7 +654,22 @@ export class MetadataStore {
   /** In order of last contact, least recent first (log indexes only grow, so also by lastIndex). */
   #sessions = new Map<string, Session>();
   #copier = new ValueCopier();
-  #history: WatchHistory;
+  /** Every version written after the compact revision, in revision order (see history.ts). */
+  #log = new VersionLog();
+  /** Keys deleted whose history is still kept, each with its newest version, a tombstone. */
+  #dead = new SortedMap<Version>();
+  /** Ranges may read at this revision and later; watches start after it. */
+  #compactRevision = 0;
+  /** The compaction whose versions are being freed, a batch at a time; 0 when none. */
+  #compactPending = 0;
+  /** Keys whose chains the pending compaction has cut already. */
+  #compactDone = new Set<string>();
+  /** Chains cut off whose bytes are not yet taken off the count (a batch at a time too). */
+  #detached: Version[] = [];
+  /** Bytes (see {@linkcode versionBytes}) of the versions kept that are not current. */
+  #historyBytes = 0;
+  #historyCount = 0;
+  readonly #historyRevisionsMax: number;
   #leases = new Map<number, Lease>();
   #leaseIdLast = 0;
   /** Bytes of the live keys and values (UTF-16 units for keys), for the quota. */
@@ -564,12 +686,11 @@ export class MetadataStore {
     this.sessionsMax = options.sessionsMax ?? 10_000;
     this.sessionIdleEntriesMax = options.sessionIdleEntriesMax ?? 100_000;
     this.leasesMax = options.leasesMax ?? 10_000;
-    this.#history = new WatchHistory(
-      options.historyRevisionsMax ?? 1_000,
-      1,
-      0,
-      options.historyBytesMax ?? HISTORY_BYTES_MAX_DEFAULT,
-    );
+    this.#historyRevisionsMax = options.historyRevisionsMax ?? Infinity;
+    const hrm = this.#historyRevisionsMax;
+    if (!(hrm === Infinity || (Number.isSafeInteger(hrm) && hrm >= 1))) {
+      throw new RangeError(`historyRevisionsMax must be a positive integer: ${hrm}`);
+    }
     this.#applyRetryTwice = options.faultPoints?.has("apply-retry-twice") ?? false;
     for (const [name, v] of Object.entries({ ...this.limits, rangeKvsMax: this.rangeKvsMax })) {
       if (!Number.isSafeInteger(v) || v < 1) {
@@ -617,15 +738,32 @@ export class MetadataStore {
 
   /** The oldest revision a watch may start at (older ones are compacted). */
   get oldestRevision(): number {
-    return this.#history.oldestRevision;
+    return this.#compactRevision + 1;
+  }
+
+  /** The compact revision: ranges may read at it and later (0 when nothing was compacted). */
+  get compactRevision(): number {
+    return this.#compactRevision;
+  }
+
+  /** Number of versions kept that are not current (older versions and tombstones). */
+  get historyVersions(): number {
+    return this.#historyCount;
+  }
+
+  /** Bytes of the versions kept that are not current (key and value of each). */
+  get historyBytes(): number {
+    return this.#historyBytes;
   }
 
   /**
-   * The store's size as the quota counts it (etcd's backend size): live keys and values plus the
-   * watch history's, so deletes free space only once a compaction drops their history.
+   * The store's size as the quota counts it (etcd's backend size): the keys and values of every
+   * kept version, current or older, plus {@linkcode VERSION_OVERHEAD_BYTES} per version for the
+   * heap it costs; deletes free space only once a compaction drops their history.
    */
   get backendBytes(): number {
-    return this.#liveBytes + this.#history.bytes;
+    return this.#liveBytes + this.#historyBytes +
+      VERSION_OVERHEAD_BYTES * (this.#map.size + this.#historyCount);
   }
 
   /** The alarms raised, by member id. */
@@ -635,9 +773,9 @@ export class MetadataStore {
     ) => ({ memberId, alarm }));
   }
 
-  /** Most revisions the watch history keeps. */
+  /** Most revisions the history keeps (Infinity: until compacted). */
   get historyRevisionsMax(): number {
-    return this.#history.revisionsMax;
+    return this.#historyRevisionsMax;
   }
 
   /**
@@ -645,7 +783,40 @@ export class MetadataStore {
    * {@linkcode CompactedError} when `revision` is older than {@linkcode oldestRevision}.
    */
   history(revision: number): RevisionEvents[] {
-    return this.#history.from(revision);
+    if (revision <= this.#compactRevision) {
+      throw new CompactedError(revision, this.oldestRevision);
+    }
+    const out: RevisionEvents[] = [];
+    const log = this.#log;
+    let events: KvEvent[] = [];
+    for (let i = log.indexOf(revision); i < log.size; i++) {
+      const v = log.at(i);
+      if (events.length > 0 && events[0].kv.modRevision !== v.modRevision) {
+        out.push({ revision: events[0].kv.modRevision, events });
+        events = [];
+      }
+      events.push(this.#eventOf(v));
+    }
+    if (events.length > 0) out.push({ revision: events[0].kv.modRevision, events });
+    return out;
+  }
+
+  /** The watch event that wrote `v`, with the key's previous version when it had one. */
+  #eventOf(v: Version): KvEvent {
+    const p = v.prev;
+    const prevKv = p === undefined || p.version === 0 ? undefined : this.#export(p.key, p);
+    if (v.version === 0) {
+      const kv = {
+        key: v.key,
+        value: EMPTY,
+        createRevision: 0,
+        modRevision: v.modRevision,
+        version: 0,
+      };
+      return prevKv === undefined ? { type: "DELETE", kv } : { type: "DELETE", kv, prevKv };
+    }
+    const kv = this.#export(v.key, v);
+    return prevKv === undefined ? { type: "PUT", kv } : { type: "PUT", kv, prevKv };
   }
 
   /** The lease `id`, or `undefined`. */
@@ -804,6 +975,7 @@ export class MetadataStore {
     whole: Command,
     commandBytes: number,
   ): { remembered: SessionOutcome; events: KvEvent[] } {
+    if (this.#compactPending !== 0) this.compactStep();
     const error = commandLimitError(whole, commandBytes, this.limits);
     if (error !== undefined) return { remembered: { status: "rejected", error }, events: [] };
     // A raised NOSPACE alarm refuses what adds data, decided from replicated state only.
@@ -818,25 +990,16 @@ export class MetadataStore {
       events: [],
     });
     if (command.type === "txn") {
-      const succeeded = command.compare.every((c) => this.#compare(c));
-      const ops = succeeded ? command.success : command.failure;
+      const path = this.#decide(command);
       // Checked before anything changes, so a missing lease leaves the store as it was.
-      for (const op of ops) {
-        const e = this.#leaseMissing(op);
-        if (e !== undefined) return rejected(e);
-      }
+      const e = this.#pathLeaseMissing(command, path);
+      if (e !== undefined) return rejected(e);
       // Every node applies the writes alike; ranges past the budget give up their key-values.
       const budget = { bytesLeft: this.applyResponseBytesMax, exceeded: false };
-      const responses = ops.map((op) => this.#op(op, revision, events, budget));
+      const txn = this.#runTxn(command, path, revision, events, budget);
       response = budget.exceeded
-        ? {
-          type: "txn",
-          revision: 0,
-          succeeded,
-          responses: responses.map((r) => r.type === "range" ? { ...r, kvs: [] } : r),
-          responseTooLarge: true,
-        }
-        : { type: "txn", revision: 0, succeeded, responses };
+        ? { ...txn, responses: txn.responses.map(withoutKvs), responseTooLarge: true }
+        : txn;
     } else if (command.type === "leaseGrant") {
       const r = this.#grant(command.id, command.ttlMs);
       if (typeof r === "string") return rejected(r);
@@ -848,9 +1011,9 @@ export class MetadataStore {
     } else if (command.type === "compact") {
       // As etcd's store.Compact: at or below the compact revision, or past the current one, fails.
       if (command.revision > this.#revision) return rejected(FUTURE_REVISION_ERROR);
-      if (command.revision <= this.#history.compactRevision) return rejected(COMPACTED_ERROR);
-      this.#history.compact(command.revision);
-      response = { type: "compact", revision: 0, oldestRevision: this.#history.oldestRevision };
+      if (command.revision <= this.#compactRevision) return rejected(COMPACTED_ERROR);
+      this.#compact(command.revision);
+      response = { type: "compact", revision: 0, oldestRevision: this.oldestRevision };
     } else {
       const e = this.#leaseMissing(command);
       if (e !== undefined) return rejected(e);
@@ -858,13 +1021,14 @@ export class MetadataStore {
     }
     if (events.length > 0) {
       this.#revision = revision;
-      this.#history.append(revision, events);
+      // The optional trim: at most historyRevisionsMax revisions after the compact revision.
+      if (revision - Math.max(this.#compactRevision, 1) > this.#historyRevisionsMax) {
+        this.#compact(revision - this.#historyRevisionsMax);
+      }
     }
-    // Every response of the command reports the revision after it, as etcd's headers do.
+    // The response reports the revision after the command, as etcd's header does (a
+    // transaction's inner responses keep the revisions #runTxn gave them).
     response.revision = this.#revision;
-    if (response.type === "txn") {
-      for (const r of response.responses) (r as Mutable<typeof r>).revision = this.#revision;
-    }
     return { remembered: { status: "applied", response }, events };
   }
 
@@ -881,7 +1045,7 @@ export class MetadataStore {
   }
 
   #op(
-    op: TxnOp,
+    op: Exclude<TxnOp, TxnCommand>,
     revision: number,
     events: KvEvent[],
     budget?: ResponseBudget,
@@ -892,12 +1056,57 @@ export class MetadataStore {
       case "delete":
         return this.#delete(op.range, op.prevKv, revision, events);
       case "range":
-        return this.#range(op.range, op.limit, op.keysOnly, op.countOnly, budget);
+        return this.#range(op.range, op, budget);
     }
   }
 
+  /** Evaluates the compares of `txn` and of the nested transactions that will run. */
+  #decide(txn: TxnCommand): TxnPath {
+    const succeeded = txn.compare.every((c) => this.#compare(c));
+    const ops = succeeded ? txn.success : txn.failure;
+    return {
+      succeeded,
+      nested: ops.map((op) => op.type === "txn" ? this.#decide(op) : undefined),
+    };
+  }
+
+  /** Why the ops `path` chooses in `txn` cannot run: a put names a missing lease. */
+  #pathLeaseMissing(txn: TxnCommand, path: TxnPath): string | undefined {
+    const ops = path.succeeded ? txn.success : txn.failure;
+    for (const [i, op] of ops.entries()) {
+      const e = op.type === "txn"
+        ? this.#pathLeaseMissing(op, path.nested[i]!)
+        : this.#leaseMissing(op);
+      if (e !== undefined) return e;
+    }
+    return undefined;
+  }
+
+  /**
+   * Runs the ops `path` chooses in `txn` at `revision`. Each inner response carries the revision
+   * etcd reports for it: a put the new revision; a delete or range the new one once the
+   * transaction changed something (for a delete: itself included), else the one before; a nested
+   * transaction 0 (etcd leaves its header empty).
+   */
+  #runTxn(
+    txn: TxnCommand,
+    path: TxnPath,
+    revision: number,
+    events: KvEvent[],
+    budget: ResponseBudget,
+  ): Mutable<TxnResponse> {
+    const ops = path.succeeded ? txn.success : txn.failure;
+    const responses = ops.map((op, i): Mutable<TxnOpResponse> => {
+      if (op.type === "txn") return this.#runTxn(op, path.nested[i]!, revision, events, budget);
+      const r = this.#op(op, revision, events, budget);
+      r.revision = op.type === "put" || events.length > 0 ? revision : this.#revision;
+      return r;
+    });
+    return { type: "txn", revision: 0, succeeded: path.succeeded, responses };
+  }
+
   /** Why `op` cannot run: it puts with a lease that does not exist. */
-  #leaseMissing(op: TxnOp | PlainCommand): string | undefined {
+  #leaseMissing(op: Exclude<TxnOp, TxnCommand> | PlainCommand): string | undefined {
     if (op.type !== "put" || !op.lease || this.#leases.has(op.lease)) return undefined;
     return `Lease ${op.lease} not found (put of ${quote(op.key)})`;
   }
@@ -955,38 +1164,49 @@ export class MetadataStore {
     revision: number,
     events: KvEvent[],
   ): Mutable<PutResponse> {
-    const stored = this.#map.get(key);
+    // The new version replaces the current one in the tree (one descent); the old one stays,
+    // chained from the new one, as history until a compaction.
+    let now: Version | undefined;
+    const stored = this.#map.replace(key, (old) => {
+      invariant(old.modRevision <= revision, () => `key ${quote(key)} modified in the future`);
+      now = {
+        key: old.key,
+        value,
+        createRevision: old.createRevision,
+        modRevision: revision,
+        version: old.version + 1,
+        lease,
+        prev: old,
+      };
+      return now;
+    });
     if (stored === undefined) {
+      // A deleted key keeps its tombstone (and older versions) as history behind the new one.
+      const tomb = this.#dead.size === 0 ? undefined : this.#dead.get(key);
+      if (tomb !== undefined) this.#dead.delete(key);
       const created: Stored = {
+        key,
         value,
         createRevision: revision,
         modRevision: revision,
         version: 1,
         lease,
+        prev: tomb,
       };
       this.#map.set(key, created);
+      this.#log.push(created);
       this.#liveBytes += key.length + value.length;
       this.#attach(key, 0, lease);
       events.push({ type: "PUT", kv: this.#export(key, created) });
       return { type: "put", revision: 0 };
     }
-    invariant(stored.modRevision <= revision, () => `key ${quote(key)} modified in the future`);
+    this.#log.push(now!);
+    this.#historyBytes += versionBytes(stored);
+    this.#historyCount++;
     const prev = this.#export(key, stored);
     this.#liveBytes += value.length - stored.value.length;
     this.#attach(key, stored.lease, lease);
-    let now = stored;
-    if (this.#map.viewsOpen === 0) {
-      // Updated in place: one tree descent, and nothing outside holds a reference to `stored`.
-      stored.value = value;
-      stored.modRevision = revision;
-      stored.version++;
-      stored.lease = lease;
-    } else {
-      // A frozen view may hold `stored`: a new record, written through the copy-on-write tree.
-      now = { ...stored, value, modRevision: revision, version: stored.version + 1, lease };
-      this.#map.set(key, now);
-    }
-    events.push({ type: "PUT", kv: this.#export(key, now), prevKv: prev });
+    events.push({ type: "PUT", kv: this.#export(key, now!), prevKv: prev });
     return prevKv ? { type: "put", revision: 0, prevKv: prev } : { type: "put", revision: 0 };
   }
 
@@ -1001,6 +1221,19 @@ export class MetadataStore {
     for (const [key, stored] of doomed) {
       const removed = this.#map.delete(key);
       invariant(removed, () => `key ${quote(key)} vanished during its delete`);
+      const tomb: Version = {
+        key: stored.key,
+        value: EMPTY,
+        createRevision: 0,
+        modRevision: revision,
+        version: 0,
+        lease: 0,
+        prev: stored,
+      };
+      this.#dead.set(key, tomb);
+      this.#log.push(tomb);
+      this.#historyBytes += versionBytes(stored) + versionBytes(tomb);
+      this.#historyCount += 2;
       this.#liveBytes -= key.length + stored.value.length;
       this.#attach(key, stored.lease, 0);
       const prev = this.#export(key, stored);
@@ -1016,15 +1249,99 @@ export class MetadataStore {
       : { type: "delete", revision: 0, deleted: doomed.length };
   }
 
-  #range(
-    range: KeyRange,
-    limit: number,
-    keysOnly: boolean,
-    countOnly: boolean,
-    budget?: ResponseBudget,
-  ): Mutable<RangeResponse> {
+  /**
+   * Compacts at `revision` (above the compact revision, at most the current one): reads below
+   * it fail from now on; the versions only they could see are freed in batches of
+   * {@linkcode COMPACT_BATCH_VERSIONS}, one now and one at each later apply or
+   * {@linkcode compactStep} (so a large compaction never stalls a node for long), none while a
+   * frozen store is open (a snapshot being written reads them).
+   */
+  #compact(revision: number): void {
+    invariant(
+      revision > this.#compactRevision && revision <= this.#revision,
+      () => `compaction at ${revision} with compact revision ${this.#compactRevision}`,
+    );
+    this.#compactRevision = revision;
+    if (this.#compactPending !== revision) this.#compactDone.clear();
+    this.#compactPending = revision;
+    this.compactStep();
+  }
+
+  /** Whether a compaction still has versions to free (see {@linkcode compactStep}). */
+  get compactPending(): boolean {
+    return this.#compactPending !== 0 || this.#detached.length > 0;
+  }
+
+  /**
+   * Frees up to `versionsMax` more versions of the pending compaction (none while a frozen store
+   * is open); returns whether it is done. Applies call it; a host may call it when idle so an
+   * idle node frees its memory too. Changes nothing a read can see.
+   */
+  compactStep(versionsMax: number = COMPACT_BATCH_VERSIONS): boolean {
+    if (!this.compactPending) return true;
+    if (this.#map.viewsOpen > 0) return false;
+    // Cuts, and the count of what they cut off, within one budget of versions.
+    let budget = versionsMax;
+    const detached = this.#detached;
+    while (budget > 0) {
+      while (budget > 0 && detached.length > 0) {
+        let d: Version | undefined = detached.pop();
+        for (; d !== undefined && budget > 0; d = d.prev, budget--) {
+          this.#historyBytes -= versionBytes(d);
+          this.#historyCount--;
+        }
+        if (d !== undefined) detached.push(d);
+      }
+      if (budget === 0 || this.#compactPending === 0) break;
+      const size = this.#log.size;
+      if (this.#free(this.#compactPending, budget)) {
+        this.#compactPending = 0;
+        this.#compactDone.clear();
+      }
+      budget -= size - this.#log.size;
+    }
+    invariant(this.#historyCount >= 0, () => `history count below 0`);
+    return !this.compactPending;
+  }
+
+  /**
+   * Frees what a compaction at `revision` left unreachable, for the keys of the next
+   * `versionsMax` versions of the log up to it: every version older than the key's version at
+   * `revision`, and that one too when it is a tombstone (a key deleted then has nothing to show
+   * at `revision` or later). O(versions freed + the keys' versions after `revision`).
+   */
+  #free(revision: number, versionsMax: number): boolean {
+    const done = this.#compactDone;
+    return this.#log.dropThrough(revision, versionsMax, (written) => {
+      const key = written.key;
+      if (done.has(key)) return;
+      done.add(key);
+      const head = this.#map.get(key) ?? this.#dead.get(key);
+      invariant(head !== undefined, () => `key ${quote(key)} in the history has no head`);
+      let above: Version | undefined;
+      let at: Version | undefined = head;
+      while (at !== undefined && at.modRevision > revision) {
+        above = at;
+        at = at.prev;
+      }
+      let drop = at;
+      if (at !== undefined && at.version !== 0) {
+        drop = at.prev;
+        at.prev = undefined;
+      } else if (above !== undefined) above.prev = undefined;
+      else this.#dead.delete(key);
+      // Unreachable now; its bytes come off the count in later steps.
+      if (drop !== undefined) this.#detached.push(drop);
+    });
+  }
+
+  #range(range: KeyRange, spec: RangeSpec, budget?: ResponseBudget): Mutable<RangeResponse> {
     const count = this.#count(range);
-    if (countOnly) return { type: "range", revision: this.#revision, kvs: [], more: false, count };
+    if (spec.countOnly) {
+      return { type: "range", revision: this.#revision, kvs: [], more: false, count };
+    }
+    if (sortsOrFilters(spec)) return this.#sortFilter(this.#scan(range), count, spec, budget);
+    const { limit, keysOnly } = spec;
     const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
     const kvs: KeyValue[] = [];
     for (const [key, stored] of this.#scan(range)) {
@@ -1036,127 +1353,258 @@ export class MetadataStore {
           break;
         }
       }
-      kvs.push(
-        keysOnly
-          ? {
-            key,
-            value: EMPTY,
-            createRevision: stored.createRevision,
-            modRevision: stored.modRevision,
-            version: stored.version,
-          }
-          : this.#export(key, stored),
-      );
+      kvs.push(this.#exportRead(key, stored, keysOnly));
     }
     return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
   }
 
+  /** `v` as a {@linkcode KeyValue} for a range: a copy of its value, none when `keysOnly`. */
+  #exportRead(key: string, v: Versioned, keysOnly: boolean): KeyValue {
+    const kv: KeyValue = {
+      key,
+      // etcd's keys_only drops only the value: revisions, version and lease stay.
+      value: keysOnly ? EMPTY : this.#copier.copy(v.value),
+      createRevision: v.createRevision,
+      modRevision: v.modRevision,
+      version: v.version,
+    };
+    return v.lease ? { ...kv, lease: v.lease } : kv;
+  }
+
   /**
-   * `#range` at an older `revision`: the current keys with the history after `revision` undone.
-   * Each key changed since has, as its value at `revision`, the previous key-value of its first
-   * change after it (absent when that change created it). Costs O(events after `revision`) to
-   * find the changed keys, then O(log n + limit) to merge them with the current keys.
+   * A range that sorts or filters, as etcd's Range: every key of the range is read, the revision
+   * filters drop key-values (`count` stays the unfiltered count), the rest is sorted (ties keep
+   * key order), and only then does the limit cut, with `more` when it left some out. One quirk
+   * of etcd kept: a target other than KEY with order NONE (no filter) sorts ascending only the
+   * first limit + 1 keys in key order, not the whole range.
+   */
+  #sortFilter(
+    entries: Iterable<readonly [string, Versioned]>,
+    count: number,
+    spec: RangeSpec,
+    budget?: ResponseBudget,
+  ): Mutable<RangeResponse> {
+    const minMod = spec.minModRevision ?? 0;
+    const maxMod = spec.maxModRevision ?? 0;
+    const minCreate = spec.minCreateRevision ?? 0;
+    const maxCreate = spec.maxCreateRevision ?? 0;
+    const kept: (readonly [string, Versioned])[] = [];
+    const { limit, keysOnly } = spec;
+    const whole = (spec.sortOrder ?? "none") !== "none" || minMod !== 0 || maxMod !== 0 ||
+      minCreate !== 0 || maxCreate !== 0;
+    const readMax = whole || limit === 0 ? Infinity : limit + 1;
+    for (const entry of entries) {
+      if (kept.length >= readMax) break;
+      const v = entry[1];
+      if (maxMod !== 0 && v.modRevision > maxMod) continue;
+      if (minMod !== 0 && v.modRevision < minMod) continue;
+      if (maxCreate !== 0 && v.createRevision > maxCreate) continue;
+      if (minCreate !== 0 && v.createRevision < minCreate) continue;
+      kept.push([entry[0], v]);
+    }
+    const target = spec.sortTarget ?? "key";
+    let order = spec.sortOrder ?? "none";
+    if (target !== "key" && order === "none") order = "ascend";
+    if (order === "descend" || target !== "key") {
+      const sign = order === "descend" ? -1 : 1;
+      // Array.prototype.sort is stable, so equal targets stay in key order.
+      kept.sort(
+        target === "key"
+          ? (a, b) => sign * compareKeys(a[0], b[0])
+          : target === "value"
+          ? (a, b) => sign * compareBytes(a[1].value, b[1].value)
+          : (a, b) => sign * (a[1][target] - b[1][target]),
+      );
+    }
+    const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
+    const kvs: KeyValue[] = [];
+    for (const [key, v] of kept) {
+      if (kvs.length >= kvsMax) break;
+      if (budget !== undefined) {
+        budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : v.value.length);
+        if (budget.bytesLeft < 0) {
+          budget.exceeded = true;
+          break;
+        }
+      }
+      kvs.push(this.#exportRead(key, v, keysOnly));
+    }
+    return { type: "range", revision: this.#revision, kvs, more: kept.length > kvs.length, count };
+  }
+
+  /**
+   * `#range` at an older `revision`, the cheaper of two ways: walk every key of the range (with a
+   * current version or a kept tombstone), each read at `revision` through its chain, in
+   * O(keys in the range + their versions after `revision`); or start from the current keys and
+   * undo the writes made after `revision` (found in the log), in O(those writes + log n + limit).
    */
   #rangeAt(
     revision: number,
     range: KeyRange,
-    limit: number,
-    keysOnly: boolean,
-    countOnly: boolean,
+    spec: RangeSpec,
     budget?: ResponseBudget,
   ): Mutable<RangeResponse> {
     if (revision > this.#revision) {
       throw new RevisionUnavailableError(FUTURE_REVISION_ERROR, revision);
     }
-    // etcd serves the compact revision itself: the history after it rebuilds it.
-    if (revision < this.#history.compactRevision) {
+    // etcd serves the compact revision itself.
+    if (revision < this.#compactRevision) {
       throw new RevisionUnavailableError(COMPACTED_ERROR, revision);
     }
-    const then = new Map<string, KeyValue | undefined>();
-    for (const r of this.#history.from(revision + 1)) {
-      for (const e of r.events) {
-        const key = e.kv.key;
-        if (then.has(key) || !inRange(key, range)) continue;
-        then.set(key, e.prevKv);
-      }
+    const writesAfter = this.#log.size - this.#log.indexOf(revision + 1);
+    if (writesAfter < this.#count(range) + this.#countIn(this.#dead, range)) {
+      return this.#rangeUndoing(revision, range, spec, budget);
     }
-    let count = this.#count(range);
-    const olds: KeyValue[] = [];
-    for (const [key, kv] of then) {
-      if (this.#map.has(key)) count--;
-      if (kv !== undefined) {
-        count++;
-        olds.push(kv);
-      }
+    if (spec.countOnly) {
+      let count = 0;
+      for (const _ of this.#scanAt(revision, range)) count++;
+      return { type: "range", revision: this.#revision, kvs: [], more: false, count };
     }
-    if (countOnly) return { type: "range", revision: this.#revision, kvs: [], more: false, count };
-    olds.sort((a, b) => compareKeys(a.key, b.key));
+    if (sortsOrFilters(spec)) {
+      const all = [...this.#scanAt(revision, range)];
+      return this.#sortFilter(all, all.length, spec, budget);
+    }
+    const { limit, keysOnly } = spec;
     const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
     const kvs: KeyValue[] = [];
-    const add = (kv: KeyValue): boolean => {
-      const valueBytes = kv.value.length;
-      if (kvs.length >= kvsMax || budget?.exceeded) return false;
+    let count = 0;
+    for (const [key, v] of this.#scanAt(revision, range)) {
+      count++;
+      if (kvs.length >= kvsMax || budget?.exceeded) continue;
       if (budget !== undefined) {
-        budget.bytesLeft -= kvResponseBytes(kv.key, keysOnly ? 0 : valueBytes);
+        budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : v.value.length);
         if (budget.bytesLeft < 0) {
           budget.exceeded = true;
-          return false;
+          continue;
         }
       }
-      kvs.push(
-        keysOnly
-          ? {
-            key: kv.key,
-            value: EMPTY,
-            createRevision: kv.createRevision,
-            modRevision: kv.modRevision,
-            version: kv.version,
-          }
-          : { ...kv, value: this.#copier.copy(kv.value) },
-      );
-      return true;
-    };
-    let i = 0;
-    let open = true;
-    for (const [key, stored] of this.#scan(range)) {
-      while (open && i < olds.length && compareKeys(olds[i].key, key) < 0) open = add(olds[i++]);
-      if (!open) break;
-      if (then.has(key)) continue;
-      const kv: KeyValue = {
-        key,
-        value: stored.value,
-        createRevision: stored.createRevision,
-        modRevision: stored.modRevision,
-        version: stored.version,
-        ...(stored.lease === 0 ? {} : { lease: stored.lease }),
-      };
-      if (!(open = add(kv))) break;
+      kvs.push(this.#exportRead(key, v, keysOnly));
     }
-    while (open && i < olds.length) open = add(olds[i++]);
     return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
   }
 
+  /**
+   * `#rangeAt` from the current keys: each key written after `revision` reads as the previous
+   * version of its first write after it (none when that write created the key).
+   */
+  #rangeUndoing(
+    revision: number,
+    range: KeyRange,
+    spec: RangeSpec,
+    budget?: ResponseBudget,
+  ): Mutable<RangeResponse> {
+    const then = new Map<string, Version | undefined>();
+    const log = this.#log;
+    for (let i = log.indexOf(revision + 1); i < log.size; i++) {
+      const v = log.at(i);
+      if (then.has(v.key) || !inRange(v.key, range)) continue;
+      const p = v.prev;
+      invariant(p === undefined || p.modRevision <= revision, () => `chain of ${quote(v.key)}`);
+      then.set(v.key, p === undefined || p.version === 0 ? undefined : p);
+    }
+    let count = this.#count(range);
+    const olds: Version[] = [];
+    for (const [key, v] of then) {
+      if (this.#map.has(key)) count--;
+      if (v !== undefined) {
+        count++;
+        olds.push(v);
+      }
+    }
+    if (spec.countOnly) {
+      return { type: "range", revision: this.#revision, kvs: [], more: false, count };
+    }
+    olds.sort((a, b) => compareKeys(a.key, b.key));
+    const merged = this.#mergeAt(range, then, olds);
+    if (sortsOrFilters(spec)) return this.#sortFilter(merged, count, spec, budget);
+    const { limit, keysOnly } = spec;
+    const kvsMax = limit > 0 && limit < this.rangeKvsMax ? limit : this.rangeKvsMax;
+    const kvs: KeyValue[] = [];
+    for (const [key, v] of merged) {
+      if (kvs.length >= kvsMax || budget?.exceeded) break;
+      if (budget !== undefined) {
+        budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : v.value.length);
+        if (budget.bytesLeft < 0) {
+          budget.exceeded = true;
+          break;
+        }
+      }
+      kvs.push(this.#exportRead(key, v, keysOnly));
+    }
+    return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
+  }
+
+  /**
+   * The keys of `range` as they were: the current ones not in `then` (written since), merged in
+   * key order with `olds` (their versions then, sorted).
+   */
+  *#mergeAt(
+    range: KeyRange,
+    then: ReadonlyMap<string, Version | undefined>,
+    olds: readonly Version[],
+  ): Generator<readonly [string, Version]> {
+    let i = 0;
+    for (const [key, stored] of this.#scan(range)) {
+      while (i < olds.length && compareKeys(olds[i].key, key) < 0) {
+        yield [olds[i].key, olds[i]];
+        i++;
+      }
+      if (!then.has(key)) yield [key, stored];
+    }
+    for (; i < olds.length; i++) yield [olds[i].key, olds[i]];
+  }
+
+  /** The keys of `range` that had a version at `revision`, with it, in key order. */
+  *#scanAt(revision: number, range: KeyRange): Generator<[string, Version]> {
+    const live = this.#scanIn(this.#map, range);
+    const dead = this.#dead.size === 0 ? undefined : this.#scanIn(this.#dead, range);
+    let a = live.next();
+    let b = dead?.next();
+    while (!a.done || (b !== undefined && !b.done)) {
+      let head: Version;
+      if (b === undefined || b.done || (!a.done && compareKeys(a.value[0], b.value[0]) < 0)) {
+        head = a.value![1];
+        a = live.next();
+      } else {
+        head = b.value[1];
+        b = dead!.next();
+      }
+      let v: Version | undefined = head;
+      while (v !== undefined && v.modRevision > revision) v = v.prev;
+      if (v !== undefined && v.version !== 0) yield [v.key, v];
+    }
+  }
+
   /** Entries of `range` in key order. */
-  *#scan(range: KeyRange): Generator<[string, Stored]> {
+  #scan(range: KeyRange): Generator<[string, Stored]> {
+    return this.#scanIn(this.#map, range);
+  }
+
+  /** Entries of `map` in `range`, in key order. */
+  *#scanIn(map: SortedMap<Version>, range: KeyRange): Generator<[string, Version]> {
     if ("prefix" in range) {
       const prefix = range.prefix;
-      for (const entry of this.#map.entries(prefix)) {
+      for (const entry of map.entries(prefix)) {
         if (!entry[0].startsWith(prefix)) return;
         yield entry;
       }
     } else if ("fromKey" in range) {
-      yield* this.#map.entries(range.fromKey);
+      yield* map.entries(range.fromKey);
     } else if (range.rangeEnd === undefined) {
-      const stored = this.#map.get(range.key);
+      const stored = map.get(range.key);
       if (stored !== undefined) yield [range.key, stored];
     } else {
-      yield* this.#map.entries(range.key, range.rangeEnd);
+      yield* map.entries(range.key, range.rangeEnd);
     }
   }
 
   /** Number of keys in `range`, in O(log n). */
   #count(range: KeyRange): number {
-    const map = this.#map;
+    return this.#countIn(this.#map, range);
+  }
+
+  /** Number of keys of `map` in `range`, in O(log n). */
+  #countIn(map: SortedMap<Version>, range: KeyRange): number {
     if ("prefix" in range) {
       const p = range.prefix;
       if (p === "") return map.size;
@@ -1167,9 +1615,26 @@ export class MetadataStore {
     return Math.max(0, map.rank(range.rangeEnd) - map.rank(range.key));
   }
 
-  /** Evaluates one compare as etcd's `applyCompare` does. */
+  /**
+   * Evaluates one compare as etcd's `applyCompare` does: over a range, it must hold for every key
+   * in it; a range with no key reads as one missing key.
+   */
   #compare(c: Compare): boolean {
-    const stored = this.#map.get(c.key);
+    if (c.rangeEnd === undefined) return this.#holds(c, this.#map.get(c.key));
+    // etcd's range end "\0": every key >= key.
+    const range: KeyRange = c.rangeEnd === "\u0000"
+      ? { fromKey: c.key }
+      : { key: c.key, rangeEnd: c.rangeEnd };
+    let any = false;
+    for (const [, stored] of this.#scan(range)) {
+      if (!this.#holds(c, stored)) return false;
+      any = true;
+    }
+    return any || this.#holds(c, undefined);
+  }
+
+  /** Whether compare `c` holds for `stored` (undefined: a missing key). */
+  #holds(c: Compare, stored: Stored | undefined): boolean {
     let order: number;
     if (c.target === "value") {
       // etcd: a value compare on a missing key always fails, even notEqual.
@@ -1225,6 +1690,29 @@ export class MetadataStore {
    */
   range(range: KeyRange, options: RangeOptions = {}): RangeResponse {
     validateRange(range);
+    if (options.sortOrder !== undefined || options.sortTarget !== undefined) {
+      // The command validator knows the names; a range command carries the same options.
+      validateCommand({
+        type: "range",
+        range,
+        limit: 0,
+        keysOnly: false,
+        countOnly: false,
+        sortOrder: options.sortOrder,
+        sortTarget: options.sortTarget,
+      });
+    }
+    for (
+      const f of [
+        "minModRevision",
+        "maxModRevision",
+        "minCreateRevision",
+        "maxCreateRevision",
+      ] as const
+    ) {
+      const v = options[f] ?? 0;
+      if (!Number.isSafeInteger(v)) throw new CommandError(`${f} must be a safe integer: ${v}`);
+    }
     const limit = options.limit ?? 0;
     if (!Number.isSafeInteger(limit) || limit < 0) {
       throw new CommandError(`Limit must be a non-negative integer: ${limit}`);
@@ -1236,11 +1724,15 @@ export class MetadataStore {
     if (!Number.isSafeInteger(revision) || revision < 0) {
       throw new CommandError(`Revision must be a non-negative integer: ${revision}`);
     }
-    const keysOnly = options.keysOnly ?? false;
-    const countOnly = options.countOnly ?? false;
+    const spec: RangeSpec = {
+      ...options,
+      limit,
+      keysOnly: options.keysOnly ?? false,
+      countOnly: options.countOnly ?? false,
+    };
     const r = revision === 0 || revision === this.#revision
-      ? this.#range(range, limit, keysOnly, countOnly, budget)
-      : this.#rangeAt(revision, range, limit, keysOnly, countOnly, budget);
+      ? this.#range(range, spec, budget)
+      : this.#rangeAt(revision, range, spec, budget);
     if (budget?.exceeded) throw new ResponseTooLargeError(options.responseBytesMax!);
     return r;
   }
@@ -1256,14 +1748,11 @@ export class MetadataStore {
     validateCommand(txn);
     const error = commandLimitError(txn, 0, this.limits);
     if (error !== undefined) throw new CommandError(error);
-    const succeeded = txn.compare.every((c) => this.#compare(c));
+    if (!txnReadOnly(txn)) throw new CommandError(`A read-only txn cannot write`);
     const budget = { bytesLeft: options.responseBytesMax ?? Infinity, exceeded: false };
-    const responses = (succeeded ? txn.success : txn.failure).map((op) => {
-      if (op.type !== "range") throw new CommandError(`A read-only txn cannot ${op.type}`);
-      return this.#range(op.range, op.limit, op.keysOnly, op.countOnly, budget);
-    });
+    const r = this.#runTxn(txn, this.#decide(txn), this.#revision + 1, [], budget);
     if (budget.exceeded) throw new ResponseTooLargeError(options.responseBytesMax!);
-    return { type: "txn", revision: this.#revision, succeeded, responses };
+    return { ...r, revision: this.#revision };
   }
 
   /** Every key-value of `range` (all keys when omitted) in key order, unbounded. */
@@ -1342,16 +1831,96 @@ export class MetadataStore {
    * `encodeStoreSnapshotChunks`); {@linkcode FrozenStore.release} it when done.
    */
   freeze(): FrozenStore {
-    return new FrozenStore({
-      appliedIndex: this.#appliedIndex,
-      revision: this.#revision,
-      leaseIdLast: this.#leaseIdLast,
-      leases: [...this.#leases.values()].map((l) => [l.id, l.ttlMs] as const),
-      sessions: [...this.#sessions.values()].map((s) => ({ ...s })),
-      compactRevision: this.#history.compactRevision,
-      history: this.#history.all(),
-      alarms: this.alarms,
-    }, this.#map.freeze());
+    return new FrozenStore(
+      {
+        appliedIndex: this.#appliedIndex,
+        revision: this.#revision,
+        leaseIdLast: this.#leaseIdLast,
+        leases: [...this.#leases.values()].map((l) => [l.id, l.ttlMs] as const),
+        sessions: [...this.#sessions.values()].map((s) => ({ ...s })),
+        compactRevision: this.#compactRevision,
+        alarms: this.alarms,
+      },
+      this.#map.freeze(),
+      this.#log.view(),
+    );
+  }
+
+  /**
+   * Rebuilds the history from a snapshot's (see {@linkcode StoreParts.history}) over the current
+   * `versions` (of `keys`): the log, each key's chain, the tombstones of deleted keys, the bytes.
+   */
+  #restoreHistory(
+    history: StoreParts["history"],
+    keys: readonly string[],
+    versions: Version[],
+    fail: (why: string) => never,
+  ): void {
+    const revision = this.#revision;
+    if (history === undefined) {
+      // Without history in the snapshot (format 1), history starts at the snapshot's revision.
+      this.#compactRevision = revision;
+      return;
+    }
+    const c = history.compactRevision;
+    if (!Number.isSafeInteger(c) || c < 0 || c > revision) {
+      fail(`history: compact revision ${c} at revision ${revision}`);
+    }
+    this.#compactRevision = c;
+    const items = history.versions ?? itemsOfRevisions(history.revisions ?? [], fail);
+    const current = new Map<string, Version>();
+    for (let i = 0; i < keys.length; i++) {
+      if (versions[i].modRevision > c) current.set(keys[i], versions[i]);
+    }
+    const last = new Map<string, Version>();
+    let lastRevision = c;
+    for (const { base, version: x } of items) {
+      const key = x.key;
+      const prev = last.get(key);
+      const tomb = x.version === 0;
+      if (
+        !Number.isSafeInteger(x.modRevision) || x.modRevision > revision ||
+        (base ? x.modRevision > c || tomb || prev !== undefined : x.modRevision <= c) ||
+        (!base && x.modRevision < lastRevision) ||
+        (tomb && (x.createRevision !== 0 || x.value.length !== 0 || prev?.version === 0)) ||
+        !(x.value instanceof Uint8Array)
+      ) {
+        fail(`history: version of ${quote(key)} at revision ${x.modRevision}`);
+      }
+      if (!base) lastRevision = x.modRevision;
+      const now = current.get(key);
+      let v: Version;
+      if (now !== undefined && now.modRevision === x.modRevision && !tomb) {
+        current.delete(key);
+        v = now;
+      } else {
+        v = {
+          key,
+          value: x.value,
+          createRevision: x.createRevision,
+          modRevision: x.modRevision,
+          version: x.version,
+          lease: x.lease,
+          prev: undefined,
+        };
+        this.#historyBytes += versionBytes(v);
+        this.#historyCount++;
+      }
+      v.prev = prev;
+      last.set(key, v);
+      if (!base) this.#log.push(v);
+    }
+    if (current.size > 0) {
+      fail(`history: no version of ${quote(current.keys().next().value!)} after ${c}`);
+    }
+    const dead: string[] = [];
+    for (const [key, v] of last) {
+      if (this.#map.get(key) === v) continue;
+      if (v.version !== 0) fail(`history: ${quote(key)} ends with a version not current`);
+      dead.push(key);
+    }
+    dead.sort(compareKeys);
+    this.#dead = SortedMap.fromSorted(dead, dead.map((k) => last.get(k)!), { ordered: true });
   }
 
   /**
@@ -1402,6 +1971,7 @@ export class MetadataStore {
     if (!isCount(revision, 1)) fail(`revision ${revision}`);
     if (keys.length !== records.length) fail(`${keys.length} keys but ${records.length} records`);
     const store = new MetadataStore(options);
+    const versions: Version[] = new Array(keys.length);
     store.#appliedIndex = appliedIndex;
     store.#revision = revision;
     for (const [id, ttlMs] of parts.leases) {
@@ -1413,22 +1983,6 @@ export class MetadataStore {
     store.#leaseIdLast = parts.leaseIdLast;
     if (!isCount(store.#leaseIdLast, 0) || store.#leaseIdLast > LEASE_ID_MAX) {
       fail(`leaseIdLast ${parts.leaseIdLast}`);
-    }
-    const history = parts.history;
-    try {
-      // Without history in the snapshot (format 1), a restored store keeps history only from
-      // its snapshot's revision on.
-      store.#history = history === undefined
-        ? new WatchHistory(store.#history.revisionsMax, revision, revision, store.#history.bytesMax)
-        : WatchHistory.restore(
-          store.#history.revisionsMax,
-          revision,
-          history.compactRevision,
-          history.revisions,
-          store.#history.bytesMax,
-        );
-    } catch (e) {
-      fail(`watch history: ${(e as Error).message}`);
     }
     let previous: string | undefined;
     let previousNative = false;
@@ -1458,14 +2012,26 @@ export class MetadataStore {
       }
       if (!(r.value instanceof Uint8Array)) fail(`value of ${quote(key)} is not bytes`);
       store.#liveBytes += key.length + r.value.length;
+      versions[i] = {
+        key,
+        value: r.value,
+        createRevision,
+        modRevision,
+        version,
+        lease,
+        prev: undefined,
+      };
       if (lease !== 0) {
         const l = store.#leases.get(lease);
         if (l === undefined) fail(`key ${quote(key)} has unknown lease ${lease}`);
         l!.keys.add(key);
       }
     }
-    // The records become the store's own (the decoders made them for it; see the doc above).
-    store.#map = SortedMap.fromSorted(keys, records as Stored[], { ordered: true });
+    store.#map = SortedMap.fromSorted(keys, versions, { ordered: true });
+    store.#restoreHistory(parts.history, keys, versions, fail);
+    if (revision - Math.max(store.#compactRevision, 1) > store.#historyRevisionsMax) {
+      store.#compact(revision - store.#historyRevisionsMax);
+    }
     let lastIndex = 0;
     for (const s of parts.sessions) {
       if (
@@ -1521,6 +2087,36 @@ export function fromJsonSafe(value: JsonValue): unknown {
     return out;
   }
   return value;
+}
+
+/** History items (see {@linkcode HistoryItem}) of events as snapshots of format 2 and 3 held them. */
+function itemsOfRevisions(
+  revisions: readonly RevisionEvents[],
+  fail: (why: string) => never,
+): HistoryItem[] {
+  const items: HistoryItem[] = [];
+  const seen = new Set<string>();
+  let last = 0;
+  for (const r of revisions) {
+    if (!(r?.revision > last) || !Array.isArray(r.events) || r.events.length === 0) {
+      fail(`watch history: revision ${r?.revision} after ${last}`);
+    }
+    last = r.revision;
+    for (const e of r.events) {
+      const key = e.kv.key;
+      if (!seen.has(key) && e.prevKv !== undefined) {
+        items.push({ base: true, version: { lease: 0, ...e.prevKv, key } });
+      }
+      seen.add(key);
+      items.push({
+        base: false,
+        version: e.type === "DELETE"
+          ? { key, value: EMPTY, createRevision: 0, modRevision: r.revision, version: 0, lease: 0 }
+          : { lease: 0, ...e.kv, key },
+      });
+    }
+  }
+  return items;
 }
 
 /** Whether `key` lies in `range` (the order of {@linkcode compareKeys}, as the map's). */

@@ -40,23 +40,27 @@ export type KeyRange =
 export type CompareResult = "equal" | "notEqual" | "greater" | "less";
 
 /** The field of a key a compare reads. */
-export type CompareTarget = "value" | "version" | "createRevision" | "modRevision";
+export type CompareTarget = "value" | "version" | "createRevision" | "modRevision" | "lease";
 
 /**
- * One condition of a transaction, as etcd's `Compare` on a single key. On a key that does not
- * exist, `version`, `createRevision` and `modRevision` read as 0, and every `value` compare fails
- * (even `notEqual`), exactly as in etcd.
+ * One condition of a transaction, as etcd's `Compare`. On a key that does not exist, `version`,
+ * `createRevision`, `modRevision` and `lease` read as 0, and every `value` compare fails (even
+ * `notEqual`), exactly as in etcd. With `rangeEnd`, the compare covers the keys in
+ * [key, rangeEnd) — `"\u0000"` means every key >= key, as etcd's range end `"\0"` — and holds
+ * only if it holds for each of them; with no key in the range it reads the missing key's zeros.
  */
 export type Compare =
   | {
     readonly key: string;
+    readonly rangeEnd?: string;
     readonly target: "value";
     readonly result: CompareResult;
     readonly value: Uint8Array;
   }
   | {
     readonly key: string;
-    readonly target: "version" | "createRevision" | "modRevision";
+    readonly rangeEnd?: string;
+    readonly target: "version" | "createRevision" | "modRevision" | "lease";
     readonly result: CompareResult;
     readonly value: number;
   };
@@ -88,6 +92,12 @@ export interface DeleteCommand {
   readonly prevKv: boolean;
 }
 
+/** The field a range sorts its key-values by (etcd's `SortTarget`). */
+export type SortTarget = "key" | "version" | "createRevision" | "modRevision" | "value";
+
+/** The order a range sorts in (etcd's `SortOrder`); `"none"` is key order. */
+export type SortOrder = "none" | "ascend" | "descend";
+
 /** Read the keys of `range` (inside a transaction, or through the log as a read). */
 export interface RangeCommand {
   /** Discriminant. */
@@ -100,15 +110,37 @@ export interface RangeCommand {
   readonly keysOnly: boolean;
   /** Return only the count, no key-values. */
   readonly countOnly: boolean;
+  /**
+   * Sort order; omitted is `"none"`. As etcd, a `sortTarget` other than `"key"` with order
+   * `"none"` sorts ascending, and when sorting the limit applies after sorting the whole range.
+   */
+  readonly sortOrder?: SortOrder;
+  /** What to sort by; omitted is `"key"`. Ties keep key order. */
+  readonly sortTarget?: SortTarget;
+  /** Leave out key-values modified before this revision (0: no bound). `count` is unfiltered. */
+  readonly minModRevision?: number;
+  /** Leave out key-values modified after this revision (0: no bound). */
+  readonly maxModRevision?: number;
+  /** Leave out key-values created before this revision (0: no bound). */
+  readonly minCreateRevision?: number;
+  /** Leave out key-values created after this revision (0: no bound). */
+  readonly maxCreateRevision?: number;
 }
 
-/** An operation inside a transaction's `success` or `failure` list. */
-export type TxnOp = PutCommand | DeleteCommand | RangeCommand;
+/**
+ * An operation inside a transaction's `success` or `failure` list; a nested transaction's
+ * compares are evaluated, as etcd's, against the store before the outermost transaction ran.
+ */
+export type TxnOp = PutCommand | DeleteCommand | RangeCommand | TxnCommand;
+
+/** Most levels of transactions inside transactions (the outermost is level 1). */
+export const TXN_DEPTH_MAX = 64;
 
 /**
  * If every compare holds, apply `success`, else `failure`; atomically, at one revision (raised by
  * one when the chosen list changed anything). Operations run in order and later ones see the
- * writes of earlier ones.
+ * writes of earlier ones. No two writes of the chosen lists (nested ones included) may touch the
+ * same key (etcd's "duplicate key given in txn request"), checked before proposing.
  */
 export interface TxnCommand {
   /** Discriminant. */
@@ -226,7 +258,7 @@ export type Command = PlainCommand | SessionCommand;
 export interface PutResponse {
   /** Discriminant. */
   readonly type: "put";
-  /** Store revision after the command. */
+  /** Store revision after the command (inside a transaction: the revision the put wrote). */
   readonly revision: number;
   /** The key-value before the put, when asked for and the key existed. */
   readonly prevKv?: KeyValue;
@@ -236,7 +268,10 @@ export interface PutResponse {
 export interface DeleteResponse {
   /** Discriminant. */
   readonly type: "delete";
-  /** Store revision after the command. */
+  /**
+   * Store revision after the command (inside a transaction, as etcd: the transaction's new
+   * revision once it changed anything, else the revision before it).
+   */
   readonly revision: number;
   /** Number of keys deleted. */
   readonly deleted: number;
@@ -248,7 +283,10 @@ export interface DeleteResponse {
 export interface RangeResponse {
   /** Discriminant. */
   readonly type: "range";
-  /** Store revision the read saw. */
+  /**
+   * Store revision the read saw (inside a transaction: the new revision once an earlier
+   * operation changed something, else the revision before it).
+   */
   readonly revision: number;
   /** Key-values in key order (empty for count-only). */
   readonly kvs: readonly KeyValue[];
@@ -262,18 +300,24 @@ export interface RangeResponse {
 export interface TxnResponse {
   /** Discriminant. */
   readonly type: "txn";
-  /** Store revision after the command. */
+  /**
+   * Store revision after the command; 0 for a nested transaction, whose header etcd leaves
+   * empty.
+   */
   readonly revision: number;
   /** Whether every compare held (so `success` ran). */
   readonly succeeded: boolean;
   /** One response per operation of the list that ran, in order. */
-  readonly responses: readonly (PutResponse | DeleteResponse | RangeResponse)[];
+  readonly responses: readonly TxnOpResponse[];
   /**
    * Set when its ranges would have gathered more than the store's `applyResponseBytesMax`: the writes
    * applied, and the ranges carry no key-values (the client gets etcd's ResourceExhausted).
    */
   readonly responseTooLarge?: true;
 }
+
+/** The response to one operation of a transaction. */
+export type TxnOpResponse = PutResponse | DeleteResponse | RangeResponse | TxnResponse;
 
 /** Response to a lease grant. */
 export interface LeaseGrantResponse {

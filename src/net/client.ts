@@ -20,13 +20,12 @@
 
 import type {
   Compare,
-  DeleteResponse,
   KeyRange,
   KvEvent,
-  PutResponse,
   RangeResponse,
   TxnCommand,
   TxnOp,
+  TxnOpResponse,
   TxnResponse,
 } from "../kv/types.ts";
 import { fetchErrorText, neverSent } from "./fetch_error.ts";
@@ -241,6 +240,7 @@ const COMPARE_TARGET = {
   createRevision: ["CREATE", "create_revision"],
   modRevision: ["MOD", "mod_revision"],
   value: ["VALUE", "value"],
+  lease: ["LEASE", "lease"],
 } as const;
 const COMPARE_RESULT = {
   equal: "EQUAL",
@@ -253,6 +253,7 @@ function compareJson(c: Compare): Record<string, unknown> {
   const [target, field] = COMPARE_TARGET[c.target];
   return {
     key: b64(encoder.encode(c.key)),
+    ...(c.rangeEnd === undefined ? {} : { range_end: b64(encoder.encode(c.rangeEnd)) }),
     target,
     result: COMPARE_RESULT[c.result],
     [field]: c.target === "value" ? b64(c.value) : String(c.value),
@@ -279,9 +280,38 @@ function opJson(op: TxnOp): Record<string, unknown> {
           limit: String(op.limit),
           keys_only: op.keysOnly,
           count_only: op.countOnly,
+          ...(op.sortOrder ? { sort_order: op.sortOrder.toUpperCase() } : {}),
+          ...(op.sortTarget ? { sort_target: SORT_TARGET[op.sortTarget] } : {}),
+          ...(op.minModRevision ? { min_mod_revision: String(op.minModRevision) } : {}),
+          ...(op.maxModRevision ? { max_mod_revision: String(op.maxModRevision) } : {}),
+          ...(op.minCreateRevision ? { min_create_revision: String(op.minCreateRevision) } : {}),
+          ...(op.maxCreateRevision ? { max_create_revision: String(op.maxCreateRevision) } : {}),
+        },
+      };
+    case "txn":
+      return {
+        request_txn: {
+          compare: op.compare.map(compareJson),
+          success: op.success.map(opJson),
+          failure: op.failure.map(opJson),
         },
       };
   }
+}
+
+const SORT_TARGET = {
+  key: "KEY",
+  version: "VERSION",
+  createRevision: "CREATE",
+  modRevision: "MOD",
+  value: "VALUE",
+} as const;
+
+/** Whether ops only read (ranges, nested transactions of ranges). */
+function opsReadOnly(ops: readonly TxnOp[]): boolean {
+  return ops.every((op) =>
+    op.type === "range" || (op.type === "txn" && opsReadOnly([...op.success, ...op.failure]))
+  );
 }
 
 const LEADER_HEADER = "raftmeta-leader-url";
@@ -391,7 +421,7 @@ export class RaftmetaClient {
       failure: (txn.failure ?? []).map(opJson),
     };
     // A txn that only reads is served without the log, so it takes no seq of the session.
-    const readOnly = [...txn.success, ...txn.failure ?? []].every((op) => op.type === "range");
+    const readOnly = opsReadOnly([...txn.success, ...txn.failure ?? []]);
     const r = readOnly
       ? await this.#request("/v3/kv/txn", body, undefined)
       : await this.#write("/v3/kv/txn", body);
@@ -436,7 +466,7 @@ export class RaftmetaClient {
 
   /**
    * Keeps lease `id` alive for another TTL with one request; resolves with the TTL. Rejects (404)
-   * when gone. `timeoutMs` bounds this call (default: the client's timeout): a keep-alive that
+   * when gone (the node answers TTL 0, as etcd does). `timeoutMs` bounds this call (default: the client's timeout): a keep-alive that
    * arrives after the lease expired is no use, so a caller may want to give up sooner and retry.
    */
   async leaseKeepAlive(id: number, options: { timeoutMs?: number } = {}): Promise<{ ttl: number }> {
@@ -446,7 +476,9 @@ export class RaftmetaClient {
       undefined,
       options.timeoutMs,
     );
-    return { ttl: Number(r.result?.TTL ?? 0) };
+    const ttl = Number(r.result?.TTL ?? 0);
+    if (ttl <= 0) throw new RaftmetaError(`Lease ${id} not found: it expired or was revoked`, 404);
+    return { ttl };
   }
 
   /**
@@ -788,7 +820,7 @@ function innerRevision(r: Record<string, unknown>, fallback: number): number {
 
 /** A {@linkcode TxnResponse} (the store's shape) from the client's etcd-shaped answer. */
 function txnResponse(r: ClientTxnResult): TxnResponse {
-  const responses = r.responses.map((x): PutResponse | DeleteResponse | RangeResponse => {
+  const responses = r.responses.map((x): TxnOpResponse => {
     // deno-lint-ignore no-explicit-any
     const j = x as any;
     if (j.response_put !== undefined) {
@@ -807,6 +839,14 @@ function txnResponse(r: ClientTxnResult): TxnResponse {
         deleted: Number(d.deleted ?? 0),
         ...(d.prev_kvs !== undefined ? { prevKvs: d.prev_kvs.map(kvOf) } : {}),
       };
+    }
+    if (j.response_txn !== undefined) {
+      const t = j.response_txn;
+      return txnResponse({
+        succeeded: t.succeeded === true,
+        revision: innerRevision(t, 0),
+        responses: t.responses ?? [],
+      });
     }
     const g = j.response_range ?? {};
     return {

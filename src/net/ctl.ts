@@ -10,6 +10,8 @@
  * deno task ctl lease grant 10
  * deno task ctl lock /locks/db
  * deno task ctl elect /elections/scheduler n1
+ * deno task ctl snapshot save backup.snap
+ * deno task ctl snapshot restore backup.snap --data-dir data/n1 --name n1 --initial-cluster n1,n2,n3
  * ```
  *
  * @module
@@ -21,6 +23,9 @@ import { type Compare, LEASE_ID_MAX, type TxnOp } from "../kv/types.ts";
 import { Session } from "../coord/session.ts";
 import { campaign, lock, type LockHandle, LockLostError, observe } from "../coord/lock.ts";
 import { type ClientKeyValue, connect, type RaftmetaClient, RaftmetaError } from "./client.ts";
+import { decodeStoreSnapshot } from "../storage/store_snapshot.ts";
+import { FileStorage } from "../storage/file_storage.ts";
+import { unframeSnapshotFile } from "./etcd.ts";
 
 const HELP = `raftmeta ctl: an etcdctl-like client
 
@@ -63,6 +68,12 @@ Commands:
                                   the end of stdin, then resign
   elect --listen NAME             print the leader's value and fencing token each time the
                                   leadership changes, until Ctrl-C
+  snapshot save FILE              write the first endpoint's store snapshot to FILE (raftmeta's
+                                  own format; etcdctl snapshot save over gRPC writes the same)
+  snapshot restore FILE --data-dir DIR --name ID --initial-cluster ID,ID,...
+        [--cluster-id CID]        make DIR (absent or empty) the data directory of member ID of
+                                  a new cluster whose store is FILE's; run it for every member,
+                                  then start each with serve (same --name, --cluster-id, peers)
 
 Global flags:
   --endpoints URL,URL,...         client URLs (default http://127.0.0.1:2379,
@@ -81,6 +92,9 @@ function splitPair(text: string, flag: string): [string, string] {
 }
 
 class UsageError extends Error {}
+
+/** A command that cannot be done (exit code 1), e.g. a file that is not a snapshot. */
+class Failed extends Error {}
 
 /** Largest integer the API takes: 2^53 - 1 (docs/api.md, "Integer fields"). */
 const INT_MAX = Number.MAX_SAFE_INTEGER;
@@ -157,6 +171,10 @@ export async function runCtl(
         once: { type: "boolean", default: false },
         ttl: { type: "string", default: "60" },
         listen: { type: "boolean", default: false },
+        "data-dir": { type: "string" },
+        name: { type: "string" },
+        "initial-cluster": { type: "string" },
+        "cluster-id": { type: "string", default: "raftmeta" },
         help: { type: "boolean", short: "h", default: false },
       },
       allowPositionals: true,
@@ -304,6 +322,11 @@ export async function runCtl(
           keys: new Map(),
         });
         out(format === "table" ? t.toString() : t.toString().split("\n").slice(1).join("\n"));
+        // Where etcd's gRPC API is served (--listen-grpc), for etcdctl --endpoints.
+        // deno-lint-ignore no-explicit-any
+        for (const r of s.rows as any[]) {
+          if (typeof r.grpcUrl === "string") out(`${r.id} gRPC ${r.grpcUrl}`);
+        }
         return 0;
       }
       case "watch": {
@@ -403,6 +426,35 @@ export async function runCtl(
           signal,
         });
       }
+      case "snapshot": {
+        if (rest[0] === "save") {
+          need(2, "snapshot save FILE");
+          const bytes = await snapshotSave(endpoints.split(",")[0], rest[1], timeoutMs);
+          out(
+            format === "json"
+              ? JSON.stringify({ path: rest[1], bytes })
+              : `Snapshot saved at ${rest[1]}`,
+          );
+          return 0;
+        }
+        if (rest[0] === "restore") {
+          need(2, "snapshot restore FILE --data-dir DIR --name ID --initial-cluster ID,ID,...");
+          const r = await snapshotRestore(rest[1], {
+            dataDir: v["data-dir"],
+            name: v.name,
+            initialCluster: v["initial-cluster"],
+            clusterId: v["cluster-id"]!,
+          });
+          out(
+            format === "json"
+              ? JSON.stringify(r)
+              : `Restored ${rest[1]} into ${v["data-dir"]}: revision ${r.revision}, ` +
+                `${r.keys} keys, log index ${r.index}, voters ${r.voters.join(",")}`,
+          );
+          return 0;
+        }
+        throw new UsageError(`snapshot needs "save" or "restore": ${JSON.stringify(rest[0])}`);
+      }
       case "elect": {
         if (v.listen) {
           need(1, "elect --listen NAME");
@@ -427,12 +479,132 @@ export async function runCtl(
       console.error(`ctl: ${e.message}${e.maybeApplied ? " (it may have been applied)" : ""}`);
       return 1;
     }
-    if (e instanceof LockLostError) {
+    if (e instanceof LockLostError || e instanceof Failed) {
       console.error(`ctl: ${e.message}`);
       return 1;
     }
     throw e;
   }
+}
+
+/**
+ * Saves the store snapshot of the node at `endpoint` (its `/v3/maintenance/snapshot` stream) to
+ * `path`: written to `path.part`, synced, then renamed, as etcdctl does. Returns its size.
+ */
+async function snapshotSave(endpoint: string, path: string, timeoutMs: number): Promise<number> {
+  let res: Response;
+  try {
+    res = await fetch(`${endpoint.replace(/\/$/, "")}/v3/maintenance/snapshot`, {
+      method: "POST",
+      body: "{}",
+      signal: AbortSignal.timeout(timeoutMs),
+    });
+  } catch (e) {
+    throw new RaftmetaError(`Cannot reach ${endpoint}: ${(e as Error).message}`, 0);
+  }
+  if (!res.ok || res.body === null) {
+    const text = await res.text();
+    throw new RaftmetaError(`Snapshot refused by ${endpoint}: ${text}`, res.status);
+  }
+  const part = `${path}.part`;
+  const file = await Deno.open(part, { write: true, create: true, truncate: true, mode: 0o600 });
+  let bytes = 0;
+  try {
+    let rest = "";
+    const write = async (line: string) => {
+      if (line.trim() === "") return;
+      const message = JSON.parse(line);
+      if (message.error !== undefined) {
+        throw new RaftmetaError(`Snapshot broke off: ${JSON.stringify(message.error)}`, 0);
+      }
+      const blob = Uint8Array.from(atob(message.result?.blob ?? ""), (c) => c.charCodeAt(0));
+      bytes += blob.length;
+      for (let at = 0; at < blob.length;) at += await file.write(blob.subarray(at));
+    };
+    for await (const text of res.body.pipeThrough(new TextDecoderStream())) {
+      const lines = (rest + text).split("\n");
+      rest = lines.pop()!;
+      for (const line of lines) await write(line);
+    }
+    await write(rest);
+    await file.syncData();
+  } finally {
+    file.close();
+  }
+  await Deno.rename(part, path);
+  return bytes;
+}
+
+/** What {@linkcode snapshotRestore} made. */
+interface Restored {
+  readonly dataDir: string;
+  readonly index: number;
+  readonly revision: number;
+  readonly keys: number;
+  readonly voters: string[];
+}
+
+/**
+ * Makes `dataDir` the data directory of member `name` of a new cluster whose store is the
+ * snapshot in `file` (raftmeta's store snapshot format, from `snapshot save` or etcdctl's
+ * `snapshot save` against raftmeta): the store becomes a Raft snapshot at its applied index, term 1,
+ * with the voters of `--initial-cluster`. Every member restores the same file, so all start equal.
+ */
+async function snapshotRestore(
+  file: string,
+  o: { dataDir?: string; name?: string; initialCluster?: string; clusterId: string },
+): Promise<Restored> {
+  if (o.dataDir === undefined || o.name === undefined || o.initialCluster === undefined) {
+    throw new UsageError(
+      "usage: snapshot restore FILE --data-dir DIR --name ID --initial-cluster ID,ID,...",
+    );
+  }
+  // etcd's form "n1=http://...,n2=..." is accepted: the ids are what counts.
+  const voters = o.initialCluster.split(",").map((m) => m.split("=")[0].trim()).filter((m) =>
+    m !== ""
+  ).sort();
+  if (new Set(voters).size !== voters.length) {
+    throw new UsageError(`--initial-cluster names a member twice: ${o.initialCluster}`);
+  }
+  if (!voters.includes(o.name)) {
+    throw new UsageError(
+      `--initial-cluster must include --name ${JSON.stringify(o.name)}: ${o.initialCluster}`,
+    );
+  }
+  let entries: Deno.DirEntry[] = [];
+  try {
+    entries = [...Deno.readDirSync(o.dataDir)];
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  if (entries.length > 0) {
+    throw new Failed(`Data directory "${o.dataDir}" is not empty: restore into a new one`);
+  }
+  let data: Uint8Array;
+  try {
+    data = Deno.readFileSync(file);
+  } catch (e) {
+    throw new Failed(`Cannot read ${file}: ${(e as Error).message}`);
+  }
+  let store;
+  try {
+    data = (await unframeSnapshotFile(data)).slice();
+    store = decodeStoreSnapshot(data);
+  } catch (e) {
+    throw new Failed(`Cannot restore ${file}: ${(e as Error).message}`);
+  }
+  const index = store.appliedIndex;
+  if (index < 1) {
+    throw new Failed(`${file} holds a store that applied no entry: nothing to restore`);
+  }
+  const storage = FileStorage.open(o.dataDir, { clusterId: o.clusterId, nodeId: o.name });
+  try {
+    storage.saveSnapshot({ meta: { index, term: 1, voters }, data });
+    storage.save({ term: 1, votedFor: undefined, commitIndex: index }, []);
+  } finally {
+    storage.close();
+  }
+  return { dataDir: o.dataDir, index, revision: store.revision, keys: store.size, voters };
 }
 
 function ttlSeconds(text: string | undefined, what = "--ttl"): number {

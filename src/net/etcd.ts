@@ -2,7 +2,8 @@
  * etcd's v3 JSON gateway shapes (etcd 3.4 `/v3/kv/*`, `/v3/maintenance/status`): request bodies
  * parsed into raftmeta commands, and responses rendered as etcd renders them — base64 keys and
  * values, 64-bit integers as decimal strings, snake_case field names, zero values left out.
- * Input field names are accepted in snake_case and camelCase, as etcd's gateway accepts them.
+ * Input field names are accepted in snake_case and camelCase, as etcd's gateway accepts them;
+ * fields a request type does not have are ignored, as etcd's gateway (grpc-gateway) ignores them.
  *
  * @module
  */
@@ -20,10 +21,14 @@ import type {
   PutResponse,
   RangeCommand,
   RangeResponse,
+  SortTarget,
   TxnCommand,
   TxnOp,
   TxnResponse,
 } from "../kv/types.ts";
+import { DUPLICATE_KEY_ERROR, txnDuplicateKeyError } from "../kv/command.ts";
+import { txnReadOnly } from "../kv/store.ts";
+import { TXN_DEPTH_MAX } from "../kv/types.ts";
 
 /** A request that cannot be served; carries the HTTP status and etcd's gRPC code. */
 export class HttpError extends Error {
@@ -91,11 +96,13 @@ type Json = Record<string, unknown>;
 /** snake_case field name → camelCase, computed once per name (it ran per field per request). */
 const CAMEL = new Map<string, string>();
 
-/** Reads the fields of an etcd request object in either case, refusing unknown ones. */
+/**
+ * Reads the fields of an etcd request object in either case. Fields it is never asked for are
+ * ignored, as etcd 3.4's gateway ignores them (a put with `"colour": "red"` is a put).
+ */
 class Fields {
   readonly #obj: Json;
   readonly #what: string;
-  readonly #used = new Set<string>();
 
   constructor(value: unknown, what: string) {
     if (typeof value !== "object" || value === null || Array.isArray(value)) {
@@ -112,8 +119,6 @@ class Fields {
       camel = snake.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
       CAMEL.set(snake, camel);
     }
-    this.#used.add(snake);
-    this.#used.add(camel);
     const v = this.#obj[snake] !== undefined ? this.#obj[snake] : this.#obj[camel];
     return v === null ? undefined : v;
   }
@@ -185,13 +190,6 @@ class Fields {
       throw badRequest(`Field "${snake}" of ${this.#what} must be an array: ${show(v)}`);
     }
     return v;
-  }
-
-  /** Throws when the object has a field that was never asked for. */
-  done(): void {
-    for (const k of Object.keys(this.#obj)) {
-      if (!this.#used.has(k)) throw badRequest(`Unknown field "${k}" in ${this.#what}`);
-    }
   }
 }
 
@@ -311,6 +309,21 @@ function unsupported(f: Fields, fields: readonly string[], what: string): void {
   }
 }
 
+const SORT_TARGETS: Record<string, SortTarget> = {
+  KEY: "key",
+  VERSION: "version",
+  CREATE: "createRevision",
+  MOD: "modRevision",
+  VALUE: "value",
+};
+
+const RANGE_FILTERS = [
+  ["min_mod_revision", "minModRevision"],
+  ["max_mod_revision", "maxModRevision"],
+  ["min_create_revision", "minCreateRevision"],
+  ["max_create_revision", "maxCreateRevision"],
+] as const;
+
 /** Parses a RangeRequest. */
 export function parseRange(body: unknown, what = "RangeRequest"): EtcdRange {
   const f = new Fields(body, what);
@@ -319,25 +332,30 @@ export function parseRange(body: unknown, what = "RangeRequest"): EtcdRange {
   if (limit < 0) throw badRequest(`Field "limit" must not be negative: ${limit}`);
   const revision = f.int("revision");
   const sortOrder = f.enumeration("sort_order", ["NONE", "ASCEND", "DESCEND"]);
-  const sortTarget = f.enumeration("sort_target", ["KEY", "VERSION", "CREATE", "MOD", "VALUE"]);
-  if (sortOrder === "DESCEND" || sortTarget !== "KEY") {
-    throw badRequest(
-      `Sorting by ${sortTarget} ${sortOrder} is not supported by raftmeta (keys come in key order)`,
-    );
+  const sortTarget = SORT_TARGETS[
+    f.enumeration("sort_target", ["KEY", "VERSION", "CREATE", "MOD", "VALUE"])
+  ];
+  // etcd's filters are int64 and any value but 0 applies, negative ones too.
+  const filters: Record<string, number> = {};
+  for (const [snake, name] of RANGE_FILTERS) {
+    const v = f.int(snake);
+    if (v !== 0) filters[name] = v;
   }
-  unsupported(f, [
-    "min_mod_revision",
-    "max_mod_revision",
-    "min_create_revision",
-    "max_create_revision",
-  ], what);
   const serializable = f.bool("serializable");
   const keysOnly = f.bool("keys_only");
   const countOnly = f.bool("count_only");
-  f.done();
   if (revision < 0) throw badRequest(`Field "revision" must not be negative: ${revision}`);
   return {
-    command: { type: "range", range, limit, keysOnly, countOnly },
+    command: {
+      type: "range",
+      range,
+      limit,
+      keysOnly,
+      countOnly,
+      ...(sortOrder === "NONE" ? {} : { sortOrder: sortOrder === "ASCEND" ? "ascend" : "descend" }),
+      ...(sortTarget === "key" ? {} : { sortTarget }),
+      ...filters,
+    },
     serializable,
     ...(revision > 0 ? { revision } : {}),
   } as EtcdRange & { revision?: number };
@@ -358,7 +376,6 @@ export function parsePut(body: unknown, what = "PutRequest"): PutCommand {
   const lease = f.int("lease");
   if (lease < 0) throw badRequest(`Field "lease" of ${what} must not be negative: ${lease}`);
   unsupported(f, ["ignore_value", "ignore_lease"], what);
-  f.done();
   const put: PutCommand = { type: "put", key: keyText(key, "key"), value, prevKv };
   return lease > 0 ? { ...put, lease } : put;
 }
@@ -368,7 +385,6 @@ export function parseDeleteRange(body: unknown, what = "DeleteRangeRequest"): De
   const f = new Fields(body, what);
   const range = keyRange(f);
   const prevKv = f.bool("prev_kv");
-  f.done();
   return { type: "delete", range, prevKv };
 }
 
@@ -379,8 +395,8 @@ const RESULTS: Record<string, CompareResult> = {
   NOT_EQUAL: "notEqual",
 };
 
-function parseCompare(value: unknown, i: number): Compare {
-  const what = `compare[${i}]`;
+function parseCompare(value: unknown, i: number, list = "compare"): Compare {
+  const what = `${list}[${i}]`;
   const f = new Fields(value, what);
   const result = RESULTS[f.enumeration("result", ["EQUAL", "GREATER", "LESS", "NOT_EQUAL"])];
   const target = f.enumeration("target", ["VERSION", "CREATE", "MOD", "VALUE", "LEASE"]);
@@ -389,48 +405,57 @@ function parseCompare(value: unknown, i: number): Compare {
     throw badRequest(`Field "key" of ${what} is not provided`);
   }
   const key = keyText(keyBytes, "key");
-  if ((f.bytes("range_end")?.length ?? 0) > 0) {
-    throw badRequest(`Field "range_end" of ${what} is not supported by raftmeta`);
-  }
+  const end = f.bytes("range_end");
+  // A range end "\0" means every key >= key (the store's Compare takes it as "\u0000").
+  const rangeEnd = end === undefined || end.length === 0
+    ? {}
+    : { rangeEnd: keyText(end, "range_end") };
   let c: Compare;
   switch (target) {
     case "VERSION":
-      c = { key, target: "version", result, value: f.int("version") };
+      c = { key, ...rangeEnd, target: "version", result, value: f.int("version") };
       break;
     case "CREATE":
-      c = { key, target: "createRevision", result, value: f.int("create_revision") };
+      c = { key, ...rangeEnd, target: "createRevision", result, value: f.int("create_revision") };
       break;
     case "MOD":
-      c = { key, target: "modRevision", result, value: f.int("mod_revision") };
+      c = { key, ...rangeEnd, target: "modRevision", result, value: f.int("mod_revision") };
       break;
     case "VALUE":
-      c = { key, target: "value", result, value: f.bytes("value") ?? new Uint8Array(0) };
+      c = {
+        key,
+        ...rangeEnd,
+        target: "value",
+        result,
+        value: f.bytes("value") ?? new Uint8Array(0),
+      };
       break;
     default:
-      throw badRequest(`Compare target LEASE in ${what} is not supported by raftmeta`);
+      c = { key, ...rangeEnd, target: "lease", result, value: f.int("lease") };
   }
-  // Fields of the other targets may be present with their zero values; anything else is refused.
-  for (const other of ["version", "create_revision", "mod_revision", "value", "lease"]) {
-    f.get(other);
-  }
-  f.done();
   return c;
 }
 
-function parseRequestOp(value: unknown, where: string): { op: TxnOp; serializable: boolean } {
+function parseRequestOp(
+  value: unknown,
+  where: string,
+  depth: number,
+): { op: TxnOp; serializable: boolean } {
   const f = new Fields(value, where);
   const put = f.get("request_put");
   const range = f.get("request_range");
   const del = f.get("request_delete_range");
   const txn = f.get("request_txn");
-  f.done();
   const given = [put, range, del, txn].filter((v) => v !== undefined).length;
   if (given !== 1) {
     throw badRequest(
-      `${where} must hold exactly one of request_put, request_range, request_delete_range`,
+      `${where} must hold exactly one of request_put, request_range, request_delete_range, request_txn`,
     );
   }
-  if (txn !== undefined) throw badRequest(`Nested transactions (${where}) are not supported`);
+  if (txn !== undefined) {
+    const t = parseTxnAt(txn, `${where}.request_txn`, depth + 1);
+    return { op: t.command, serializable: t.serializable };
+  }
   if (put !== undefined) return { op: parsePut(put, `${where}.request_put`), serializable: false };
   if (del !== undefined) {
     return { op: parseDeleteRange(del, `${where}.request_delete_range`), serializable: false };
@@ -452,40 +477,66 @@ export interface EtcdTxn {
   readonly serializable: boolean;
 }
 
-/** Parses a TxnRequest. */
+/**
+ * Parses a TxnRequest, nested ones included (at most {@linkcode TXN_DEPTH_MAX} levels). Two
+ * writes to one key are refused with etcd's "duplicate key given in txn request".
+ */
 export function parseTxn(body: unknown): EtcdTxn {
-  const f = new Fields(body, "TxnRequest");
-  const compare = f.array("compare").map(parseCompare);
-  const success = f.array("success").map((v, i) => parseRequestOp(v, `success[${i}]`));
-  const failure = f.array("failure").map((v, i) => parseRequestOp(v, `failure[${i}]`));
-  f.done();
+  const txn = parseTxnAt(body, "TxnRequest", 1);
+  if (txnDuplicateKeyError(txn.command) !== undefined) throw badRequest(DUPLICATE_KEY_ERROR);
+  return txn;
+}
+
+function parseTxnAt(body: unknown, what: string, depth: number): EtcdTxn {
+  if (depth > TXN_DEPTH_MAX) {
+    throw badRequest(`Transactions nest too deep: more than ${TXN_DEPTH_MAX} levels`);
+  }
+  const f = new Fields(body, what);
+  const prefix = depth === 1 ? "" : `${what}.`;
+  const compare = f.array("compare").map((v, i) => parseCompare(v, i, `${prefix}compare`));
+  const success = f.array("success").map((v, i) =>
+    parseRequestOp(v, `${prefix}success[${i}]`, depth)
+  );
+  const failure = f.array("failure").map((v, i) =>
+    parseRequestOp(v, `${prefix}failure[${i}]`, depth)
+  );
   const ops = [...success, ...failure];
+  const command: TxnCommand = {
+    type: "txn",
+    compare,
+    success: success.map((o) => o.op),
+    failure: failure.map((o) => o.op),
+  };
   return {
-    command: {
-      type: "txn",
-      compare,
-      success: success.map((o) => o.op),
-      failure: failure.map((o) => o.op),
-    },
-    readOnly: ops.every((o) => o.op.type === "range"),
+    command,
+    readOnly: txnReadOnly(command),
     // As etcd's isTxnSerializable: only when every op asks for it.
     serializable: ops.every((o) => o.serializable),
   };
 }
 
-/** Parses a LeaseGrantRequest: `TTL` in seconds, `ID` optional (0: the store picks). */
+/** etcd's largest lease TTL in seconds (its `MaxLeaseTTL`); more is "too large lease TTL". */
+export const LEASE_TTL_SECONDS_MAX = 9_000_000_000;
+
+/**
+ * Parses a LeaseGrantRequest: `TTL` in seconds, `ID` optional (0: the store picks). A TTL below
+ * the node's minimum (0 and negative ones included) is raised to it by the caller, as etcd does.
+ */
 export function parseLeaseGrant(body: unknown): { id: number; ttlSeconds: number } {
   const f = new Fields(body, "LeaseGrantRequest");
   const ttlSeconds = f.int("TTL");
   const id = f.int("ID");
-  f.done();
-  if (ttlSeconds < 1) throw badRequest(`Field "TTL" must be at least 1 second: ${ttlSeconds}`);
-  if (ttlSeconds > 9_000_000_000) throw badRequest(`Field "TTL" is too large: ${ttlSeconds}`);
+  if (ttlSeconds > LEASE_TTL_SECONDS_MAX) {
+    throw new HttpError(400, "etcdserver: too large lease TTL", 11);
+  }
   if (id < 0) throw badRequest(`Field "ID" must not be negative: ${id}`);
   return { id, ttlSeconds };
 }
 
-/** Parses a request naming one lease (`ID`, required); `keys` allowed where `withKeys`. */
+/**
+ * Parses a request naming one lease (`ID`); `keys` read where `withKeys`. Any id is returned, 0
+ * and negative ones too: no lease has them, and etcd answers them as it answers an unknown lease.
+ */
 export function parseLeaseId(
   body: unknown,
   what: string,
@@ -494,8 +545,6 @@ export function parseLeaseId(
   const f = new Fields(body, what);
   const id = f.int("ID");
   const keys = withKeys ? f.bool("keys") : false;
-  f.done();
-  if (id <= 0) throw badRequest(`Field "ID" of ${what} must be a positive lease id: ${id}`);
   return { id, keys };
 }
 
@@ -504,7 +553,6 @@ export function parseCompaction(body: unknown): number {
   const f = new Fields(body, "CompactionRequest");
   const revision = f.int("revision");
   f.bool("physical");
-  f.done();
   if (revision < 1) throw badRequest(`Field "revision" must be positive: ${revision}`);
   return revision;
 }
@@ -523,7 +571,6 @@ export function parseWatchCreate(body: unknown): WatchOptions {
       );
     }
   }
-  outer.done();
   if (create === undefined) throw badRequest('Field "create_request" is not provided');
   const what = "WatchCreateRequest";
   const f = new Fields(create, what);
@@ -538,13 +585,12 @@ export function parseWatchCreate(body: unknown): WatchOptions {
     throw badRequest(`Field "filters" of ${what} is not supported by raftmeta`);
   }
   unsupported(f, ["watch_id", "fragment"], what);
-  f.done();
   return { range, startRevision, prevKv, progressNotify };
 }
 
-/** Checks a StatusRequest (an empty object). */
-export function parseStatus(body: unknown): void {
-  new Fields(body ?? {}, "StatusRequest").done();
+/** Checks a request that has no fields (StatusRequest, HashRequest, ...): any JSON object. */
+export function parseEmpty(body: unknown, what: string): void {
+  new Fields(body ?? {}, what);
 }
 
 /** An AlarmRequest: `action` GET, ACTIVATE or DEACTIVATE; `memberID` a uint64 ("0": every member). */
@@ -563,7 +609,6 @@ export function parseAlarm(body: unknown): AlarmRequest {
   const action = f.enumeration("action", ["GET", "ACTIVATE", "DEACTIVATE"]);
   const raw = f.get("member_id") ?? f.get("memberID");
   const alarm = f.enumeration("alarm", ["NONE", "NOSPACE", "CORRUPT"]);
-  f.done();
   let memberId = 0n;
   if (raw !== undefined) {
     if (
@@ -648,13 +693,16 @@ export function deleteJson(header: Json, r: DeleteResponse, kvs: KvsRenderer = r
   return out;
 }
 
-/** A TxnResponse body; nested responses carry a header with the revision only, as in etcd. */
+/**
+ * A TxnResponse body. As in etcd, an inner put, delete or range carries a header with its own
+ * revision only, and a nested transaction an empty header.
+ */
 export function txnJson(header: Json, r: TxnResponse, kvs: KvsRenderer = renderKvs): Json {
   const out: Json = { header };
   if (r.succeeded) out.succeeded = true;
-  const inner = { revision: String(r.revision) };
   if (r.responses.length > 0) {
     out.responses = r.responses.map((x) => {
+      const inner = { revision: String(x.revision) };
       switch (x.type) {
         case "put":
           return { response_put: putJson(inner, x) };
@@ -662,8 +710,80 @@ export function txnJson(header: Json, r: TxnResponse, kvs: KvsRenderer = renderK
           return { response_delete_range: deleteJson(inner, x, kvs) };
         case "range":
           return { response_range: rangeJson(inner, x, kvs) };
+        case "txn":
+          return { response_txn: txnJson({}, x, kvs) };
       }
     });
   }
   return out;
+}
+
+// ---- Snapshot files ----------------------------------------------------------------------------
+
+/** The trailer's first bytes: "RMSNAP01" (raftmeta snapshot file, version 1). */
+const SNAPSHOT_FILE_MAGIC = new TextEncoder().encode("RMSNAP01");
+/** Bytes of the trailer: magic and the store snapshot's length (u64 big-endian). */
+const SNAPSHOT_TRAILER_BYTES = 16;
+/** Bytes of the SHA-256 that ends the file, as etcd's snapshot stream ends with one. */
+const SHA256_BYTES = 32;
+/** etcd's snapshot files are bolt pages (multiples of 512 bytes) plus the SHA-256. */
+const SNAPSHOT_FILE_ALIGN = 512;
+
+/**
+ * The file `snapshot save` writes (over gRPC with etcdctl, or over the gateway): raftmeta's store
+ * snapshot (src/storage/store_snapshot.ts), zero padding, a 16-byte trailer (magic "RMSNAP01" and
+ * the snapshot's length) ending on a 512-byte boundary, then the SHA-256 of all that. The shape
+ * is etcd's (a size of 32 more than a multiple of 512, the last 32 bytes a SHA-256), which
+ * etcdctl 3.4 checks before it keeps the file; the contents are raftmeta's, not a bolt database.
+ */
+export async function frameSnapshotFile(chunks: readonly Uint8Array[]): Promise<Uint8Array> {
+  let n = 0;
+  for (const c of chunks) n += c.length;
+  const body = Math.ceil((n + SNAPSHOT_TRAILER_BYTES) / SNAPSHOT_FILE_ALIGN) * SNAPSHOT_FILE_ALIGN;
+  const out = new Uint8Array(body + SHA256_BYTES);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  out.set(SNAPSHOT_FILE_MAGIC, body - SNAPSHOT_TRAILER_BYTES);
+  new DataView(out.buffer).setBigUint64(body - 8, BigInt(n));
+  out.set(new Uint8Array(await crypto.subtle.digest("SHA-256", out.subarray(0, body))), body);
+  return out;
+}
+
+/**
+ * The store snapshot inside a file made by {@linkcode frameSnapshotFile}, after checking its
+ * shape and SHA-256; throws naming what is wrong (an etcd bolt file is refused as not ours).
+ */
+export async function unframeSnapshotFile(file: Uint8Array): Promise<Uint8Array> {
+  if (
+    file.length < SNAPSHOT_FILE_ALIGN + SHA256_BYTES ||
+    file.length % SNAPSHOT_FILE_ALIGN !== SHA256_BYTES
+  ) {
+    throw new Error(
+      `Not a raftmeta snapshot file: its size ${file.length} is not 32 more than a multiple of 512`,
+    );
+  }
+  const body = file.length - SHA256_BYTES;
+  const magic = file.subarray(body - SNAPSHOT_TRAILER_BYTES, body - 8);
+  if (!magic.every((b, i) => b === SNAPSHOT_FILE_MAGIC[i])) {
+    throw new Error(
+      `Not a raftmeta snapshot file: no "RMSNAP01" trailer at byte ${
+        body - SNAPSHOT_TRAILER_BYTES
+      }` +
+        ` (an etcd snapshot is a bolt database, which raftmeta cannot restore)`,
+    );
+  }
+  const sha = new Uint8Array(
+    await crypto.subtle.digest("SHA-256", file.subarray(0, body) as Uint8Array<ArrayBuffer>),
+  );
+  if (!sha.every((b, i) => b === file[body + i])) {
+    throw new Error(`Snapshot file is damaged: its SHA-256 does not match its contents`);
+  }
+  const n = Number(new DataView(file.buffer, file.byteOffset).getBigUint64(body - 8));
+  if (n > body - SNAPSHOT_TRAILER_BYTES) {
+    throw new Error(`Snapshot file is damaged: its trailer gives a length of ${n} bytes`);
+  }
+  return file.subarray(0, n);
 }

@@ -36,6 +36,7 @@ import {
   deleteJson,
   encodeBase64,
   eventJson,
+  frameSnapshotFile,
   headerJson,
   HttpError,
   id64,
@@ -44,11 +45,11 @@ import {
   parseAlarm,
   parseCompaction,
   parseDeleteRange,
+  parseEmpty,
   parseLeaseGrant,
   parseLeaseId,
   parsePut,
   parseRange,
-  parseStatus,
   parseTxn,
   parseWatchCreate,
   putJson,
@@ -59,6 +60,9 @@ import {
 import { Histogram, renderMetrics } from "./metrics.ts";
 import { JSON_DEPTH_MAX, jsonTooDeepAt } from "./json_depth.ts";
 import { fetchErrorText, neverSent } from "./fetch_error.ts";
+import { crc32cUpdate } from "../storage/crc32c.ts";
+import { encodeCommand } from "../kv/command.ts";
+import { encodeStoreSnapshotChunks } from "../storage/store_snapshot.ts";
 import { type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
@@ -86,7 +90,19 @@ const ROUTES = new Set([
   "/v3/lease/timetolive",
   "/v3/lease/leases",
   "/v3/watch",
+  "/v3/cluster/member/list",
+  "/v3/maintenance/hash",
+  "/v3/maintenance/snapshot",
+  "/v3/maintenance/defragment",
 ]);
+
+/**
+ * The version `GET /version` and Status report: etcd 3.4's API, served by raftmeta. A semver
+ * prerelease of 3.4.0, so it names raftmeta and still reads as 3.4 to a client that parses it.
+ */
+export const ETCD_VERSION = "3.4.0-raftmeta";
+/** The cluster version `GET /version` reports (etcd reports major.minor.0). */
+export const ETCD_CLUSTER_VERSION = "3.4.0";
 
 /** Serves one HTTP request. Never throws. */
 export async function handleHttp(
@@ -109,8 +125,9 @@ export async function handleHttp(
     }
     const url = new URL(req.url);
     server.browserGuard.check(req);
-    // etcd 3.4's gateway also serves revoke, timetolive and leases under /v3/kv/lease/.
-    const path = url.pathname.replace(/^\/v3(beta|alpha)\//, "/v3/").replace(
+    // etcd 3.4's gateway also serves revoke, timetolive and leases under /v3/kv/lease/, and
+    // everything under /v3beta/; /v3alpha/ is not served (404).
+    const path = url.pathname.replace(/^\/v3beta\//, "/v3/").replace(
       /^\/v3\/kv\/lease\//,
       "/v3/lease/",
     );
@@ -133,6 +150,10 @@ export async function handleHttp(
       response = new Response(metricsText(server), {
         headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
       });
+    } else if (path === "/version") {
+      route = path;
+      requireMethod(req, ["GET"]);
+      response = Response.json({ etcdserver: ETCD_VERSION, etcdcluster: ETCD_CLUSTER_VERSION });
     } else if (path === "/health") {
       route = path;
       requireMethod(req, ["GET"]);
@@ -198,7 +219,7 @@ function errorResponse(server: RaftServer, e: unknown): Response {
 function methodsOf(path: string): string[] | undefined {
   if (ROUTES.has(path)) return ["POST"];
   if (path === "/v1/kv" || path.startsWith("/v1/kv/")) return ["GET", "HEAD", "PUT", "DELETE"];
-  if (["/v1/status", "/metrics", "/health"].includes(path)) return ["GET", "HEAD"];
+  if (["/v1/status", "/metrics", "/health", "/version"].includes(path)) return ["GET", "HEAD"];
   return undefined;
 }
 
@@ -221,11 +242,42 @@ class MethodNotAllowed extends HttpError {
   }
 }
 
+/** What a JSON request may carry beyond its decoded bytes (field names, gRPC's own overhead). */
+const REQUEST_OVERHEAD_BYTES = 512 * 1024;
+
 /**
- * Reads the body, refusing more than `requestBytesMax` bytes without reading them all, and a body
+ * Most bytes of an etcd JSON request body: `--max-request-bytes` applies to the decoded request
+ * (as etcd's does), and base64 makes bytes 4/3 larger, so the body may have
+ * 4/3 × (`requestBytesMax` + 512 KiB): 2.67 MiB by default. Over it: 413 without reading it all.
+ */
+export function requestBodyBytesMax(requestBytesMax: number): number {
+  return Math.ceil((requestBytesMax + REQUEST_OVERHEAD_BYTES) * 4 / 3);
+}
+
+/**
+ * Refuses a write whose command, as written to the log, exceeds `--max-request-bytes`, with
+ * etcd's error. Only a body larger than the limit can hold such a command (the log's encoding is
+ * smaller than base64 JSON), so smaller bodies are not encoded twice.
+ */
+function refuseLargeCommand(server: RaftServer, bodyBytes: number, command: PlainCommand): void {
+  if (bodyBytes <= server.requestBytesMax) return;
+  if (encodeCommand(command).length > server.requestBytesMax) {
+    throw badRequest(REQUEST_TOO_LARGE_ERROR);
+  }
+}
+
+/** etcd's error for a request over `--max-request-bytes` (gRPC InvalidArgument). */
+const REQUEST_TOO_LARGE_ERROR = "etcdserver: request is too large";
+
+/**
+ * Reads the body, refusing more than `bytesMax` bytes without reading them all, and a body
  * that has not arrived within `bodyReadTimeoutMs` (a slow client must not hold a request open).
  */
-async function readBody(server: RaftServer, req: Request): Promise<Uint8Array> {
+async function readBody(
+  server: RaftServer,
+  req: Request,
+  bytesMax = server.requestBytesMax,
+): Promise<Uint8Array> {
   const timeoutMs = server.bodyReadTimeoutMs;
   let timedOut: () => void = () => {};
   const deadline = new Promise<never>((_, reject) => {
@@ -239,7 +291,7 @@ async function readBody(server: RaftServer, req: Request): Promise<Uint8Array> {
   server.afterMs(timeoutMs, () => {
     if (!done) timedOut();
   });
-  const read = readBodyBounded(req, server.requestBytesMax);
+  const read = readBodyBounded(req, bytesMax);
   read.catch(() => {});
   try {
     return await Promise.race([read, deadline]);
@@ -349,7 +401,8 @@ function memberId64(server: RaftServer, nodeId: string): bigint {
   return id64(`${server.clusterId}/${nodeId}`);
 }
 
-function header(server: RaftServer, revision = server.store.revision): Json {
+/** The `header` of an etcd response from `server` (src/net/grpc.ts's own messages use it too). */
+export function header(server: RaftServer, revision = server.store.revision): Json {
   let id = ids.get(server);
   if (id === undefined) {
     id = {
@@ -508,7 +561,10 @@ function settle(result: ApplyResult): CommandResponse {
       return result.response;
     case "rejected":
       // etcd answers a put with an unknown lease with NotFound.
-      if (/^Lease \d+ not found/.test(result.error)) throw new HttpError(404, result.error, 5);
+      // (with etcd's exact message, which names neither the lease nor the key).
+      if (/^Lease \d+ not found/.test(result.error)) {
+        throw new HttpError(404, LEASE_NOT_FOUND_ERROR, 5);
+      }
       // etcd's gateway answers ResourceExhausted with 429.
       if (result.error === NOSPACE_ERROR) throw new HttpError(429, result.error, 8);
       if (result.error === COMPACTED_ERROR || result.error === FUTURE_REVISION_ERROR) {
@@ -620,14 +676,15 @@ function refuseLargeAnswer(server: RaftServer, r: CommandResponse): void {
 async function etcdRoute(server: RaftServer, req: Request, path: string): Promise<Response> {
   requireMethod(req, ["POST"]);
   if (path === "/v3/lease/keepalive") return await keepAliveRoute(server, req);
-  const bytes = await readBody(server, req);
+  const bytes = await readBody(server, req, requestBodyBytesMax(server.requestBytesMax));
   const body = parseJson(bytes);
   const session = sessionOf(req);
   const write = (
     command: PlainCommand,
     render: (r: CommandResponse, kvs?: KvsRenderer) => Json,
-  ) =>
-    asLeader(server, req, bytes, session, async () => {
+  ) => {
+    refuseLargeCommand(server, bytes.length, command);
+    return asLeader(server, req, bytes, session, async () => {
       const result = await server.propose(command, session);
       const response = settle(result);
       refuseLargeAnswer(server, response);
@@ -636,6 +693,7 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
         : undefined;
       return jsonAnswer((kvs) => render(response, kvs), headers);
     });
+  };
   switch (path) {
     case "/v3/kv/put": {
       const command = parsePut(body);
@@ -681,6 +739,12 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
           limit: c.limit,
           keysOnly: c.keysOnly,
           countOnly: c.countOnly,
+          sortOrder: c.sortOrder,
+          sortTarget: c.sortTarget,
+          minModRevision: c.minModRevision,
+          maxModRevision: c.maxModRevision,
+          minCreateRevision: c.minCreateRevision,
+          maxCreateRevision: c.maxCreateRevision,
           revision: requestedRevision(r),
           responseBytesMax: server.responseBytesMax,
         });
@@ -699,7 +763,9 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
     }
     case "/v3/lease/grant": {
       const g = parseLeaseGrant(body);
-      return await write({ type: "leaseGrant", id: g.id, ttlMs: g.ttlSeconds * 1000 }, (r) => {
+      // As etcd: a TTL under the minimum (0 and negative ones too) is raised to it.
+      const ttlSeconds = Math.max(g.ttlSeconds, leaseTtlSecondsMin(server));
+      return await write({ type: "leaseGrant", id: g.id, ttlMs: ttlSeconds * 1000 }, (r) => {
         const grant = r as Extract<CommandResponse, { type: "leaseGrant" }>;
         return {
           header: header(server, grant.revision),
@@ -710,6 +776,7 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
     }
     case "/v3/lease/revoke": {
       const { id } = parseLeaseId(body, "LeaseRevokeRequest");
+      if (id <= 0) throw leaseNotFound(id);
       return await write({ type: "leaseRevoke", id, expired: false }, (r) => {
         const revoke = r as Extract<CommandResponse, { type: "leaseRevoke" }>;
         if (!revoke.found) throw leaseNotFound(id);
@@ -718,6 +785,9 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
     }
     case "/v3/lease/timetolive": {
       const { id, keys } = parseLeaseId(body, "LeaseTimeToLiveRequest", true);
+      // etcd answers a time-to-live of an unknown or expired lease with TTL -1, not an error.
+      const unknown = () => ({ header: header(server), ...leaseIdJson(id), TTL: "-1" });
+      if (id <= 0) return Response.json(unknown());
       return await atLeaseLeader(server, req, bytes, () => {
         const t = server.leaseManager.timeToLive(id);
         const out: Json = {
@@ -730,14 +800,10 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
           out.keys = t.keys.map((k) => encodeBase64(new TextEncoder().encode(k)));
         }
         return out;
-      }, (e) => {
-        // etcd answers a time-to-live of an unknown or expired lease with TTL -1, not an error.
-        if (e.code !== "notFound") return undefined;
-        return { header: header(server), ID: String(id), TTL: "-1" };
-      });
+      }, (e) => e.code === "notFound" ? unknown() : undefined);
     }
     case "/v3/lease/leases": {
-      emptyRequest(body, "LeaseLeasesRequest");
+      parseEmpty(body, "LeaseLeasesRequest");
       await linearizable(server);
       const leases = server.store.leases().map((l) => ({ ID: String(l.id) }));
       const out: Json = { header: header(server) };
@@ -784,35 +850,165 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
       }, (r) => render((r as Extract<CommandResponse, { type: "alarm" }>).alarms));
     }
     case "/v3/maintenance/status": {
-      parseStatus(body);
+      parseEmpty(body, "StatusRequest");
       const s = server.localStatus();
-      const out: Json = {
-        header: header(server),
-        version: "3.4.0-raftmeta",
-        db_size: String(server.store.size),
-        raft_index: String(s.lastLogIndex),
-        raft_term: String(s.term),
-        raft_applied_index: String(s.lastApplied),
-        db_size_in_use: String(server.store.size),
-      };
+      // etcd 3.4's gateway names StatusResponse's fields in camelCase (its other messages are
+      // snake_case); dbSize in bytes, here the store's size as the quota counts it.
+      const dbBytes = String(server.store.backendBytes);
+      const out: Json = { header: header(server), version: ETCD_VERSION, dbSize: dbBytes };
       if (s.leader !== null) out.leader = id64(`${server.clusterId}/${s.leader}`).toString();
+      out.raftIndex = String(s.lastLogIndex);
+      out.raftTerm = String(s.term);
+      out.raftAppliedIndex = String(s.lastApplied);
+      out.dbSizeInUse = dbBytes;
       return Response.json(out);
     }
+    case "/v3/cluster/member/list": {
+      parseEmpty(body, "MemberListRequest");
+      return Response.json(
+        memberListJson(server, (m) => m.clientUrl === null ? [] : [m.clientUrl]),
+      );
+    }
+    case "/v3/maintenance/hash": {
+      parseEmpty(body, "HashRequest");
+      const h = storeHash(server.store, 0);
+      return Response.json({ header: header(server, h.revision), hash: h.hash });
+    }
+    case "/v3/maintenance/defragment":
+      // raftmeta's store lives in memory: there is nothing to defragment. etcd answers {}.
+      parseEmpty(body, "DefragmentRequest");
+      return Response.json({});
+    case "/v3/maintenance/snapshot":
+      parseEmpty(body, "SnapshotRequest");
+      return snapshotRoute(server);
   }
   throw new HttpError(404, `Unknown path ${JSON.stringify(path)}`, 5);
 }
+
+/** A member of the cluster as {@linkcode RaftServer.members} lists it. */
+type Member = ReturnType<RaftServer["members"]>[number];
+
+/**
+ * etcd's MemberListResponse: each member's id (the header's member_id hash), name (its node id),
+ * peer URL and `clientURLs` (the gateway's: client URLs; gRPC: gRPC URLs). As etcd's, the
+ * header carries no revision.
+ */
+export function memberListJson(server: RaftServer, clientUrls: (m: Member) => string[]): Json {
+  const h = header(server);
+  delete h.revision;
+  return {
+    header: h,
+    members: server.members().map((m) => ({
+      ID: memberId64(server, m.id).toString(),
+      name: m.id,
+      peerURLs: m.peerAddress === null ? [] : [`http://${m.peerAddress}`],
+      clientURLs: clientUrls(m),
+    })),
+  };
+}
+
+/** Key-values hashed per range call (the store's `rangeKvsMax` bounds each call anyway). */
+const HASH_PAGE_KVS = 1000;
+
+/**
+ * A CRC-32C of the key-values of `store` at `revision` (0: the latest), for etcd's Hash and
+ * HashKV: deterministic, so every node that has applied the same revision gives the same hash.
+ * Covers the revision and, in key order, each key with its value, create and mod revisions,
+ * version and lease. It is raftmeta's own hash: etcd hashes its bolt database, so the numbers of
+ * the two never match. Throws the store's error for a compacted or future revision.
+ */
+export function storeHash(
+  store: RaftServer["store"],
+  revision: number,
+): { hash: number; revision: number; compactRevision: number } {
+  const frozen = store.freeze();
+  const compactRevision = frozen.compactRevision;
+  frozen.release();
+  const at = revision === 0 ? store.revision : revision;
+  const enc = new TextEncoder();
+  const numbers = new DataView(new ArrayBuffer(8 * 6));
+  let crc = 0;
+  const putNumbers = (...xs: number[]) => {
+    xs.forEach((x, i) => numbers.setFloat64(8 * i, x));
+    crc = crc32cUpdate(crc, new Uint8Array(numbers.buffer, 0, 8 * xs.length));
+  };
+  putNumbers(at);
+  let range: KeyRange = { prefix: "" };
+  for (;;) {
+    const page = store.range(range, { revision: at, limit: HASH_PAGE_KVS });
+    for (const kv of page.kvs) {
+      const key = enc.encode(kv.key);
+      putNumbers(key.length, kv.value.length, kv.createRevision, kv.modRevision, kv.version);
+      crc = crc32cUpdate(crc, key);
+      crc = crc32cUpdate(crc, kv.value);
+      putNumbers(kv.lease ?? 0);
+    }
+    if (!page.more || page.kvs.length === 0) break;
+    range = { fromKey: page.kvs[page.kvs.length - 1].key + "\u0000" };
+  }
+  return { hash: crc >>> 0, revision: at, compactRevision };
+}
+
+/** Snapshot bytes per message of `/v3/maintenance/snapshot` (and gRPC Snapshot): 64 KiB. */
+export const SNAPSHOT_MESSAGE_BYTES = 64 * 1024;
+
+/**
+ * `POST /v3/maintenance/snapshot`, as etcd's gateway: newline-delimited
+ * `{"result": {"remaining_bytes", "blob"}}` messages, the blobs joined being a snapshot file
+ * ({@linkcode frameSnapshotFile}: this node's store snapshot in raftmeta's format, framed the way
+ * etcdctl checks). The store is frozen at once and encoded a chunk per event-loop turn; the whole
+ * file is held until sent, so that `remaining_bytes` is exact.
+ */
+async function snapshotRoute(server: RaftServer): Promise<Response> {
+  const frozen = server.store.freeze();
+  const chunks: Uint8Array[] = [];
+  try {
+    for (const chunk of encodeStoreSnapshotChunks(frozen, { chunkBytes: SNAPSHOT_MESSAGE_BYTES })) {
+      chunks.push(chunk);
+      await new Promise((r) => setImmediate(r));
+    }
+  } finally {
+    frozen.release();
+  }
+  const file = await frameSnapshotFile(chunks);
+  chunks.length = 0;
+  // As etcd: `remaining_bytes` counts the snapshot without its SHA-256, which comes last, alone.
+  const body = file.length - 32;
+  let at = 0;
+  const out = messageStream(() => {
+    if (at >= file.length) return Promise.resolve(null);
+    const blob = file.subarray(
+      at,
+      at < body ? Math.min(body, at + SNAPSHOT_MESSAGE_BYTES) : file.length,
+    );
+    at += blob.length;
+    const result: Json = {};
+    if (at < body) result.remaining_bytes = String(body - at);
+    result.blob = encodeBase64(blob);
+    return Promise.resolve(ndjson(result));
+  });
+  return new Response(out, { headers: { "content-type": "application/json" } });
+}
+
+/** etcd's error for a put or txn naming a lease that does not exist (gRPC NotFound). */
+const LEASE_NOT_FOUND_ERROR = "etcdserver: requested lease not found";
 
 function leaseNotFound(id: number): HttpError {
   return new HttpError(404, `etcdserver: requested lease not found (lease ${id})`, 5);
 }
 
-/** Checks an empty request object (LeaseLeasesRequest has no fields). */
-function emptyRequest(body: unknown, what: string): void {
-  if (typeof body !== "object" || body === null || Array.isArray(body)) {
-    throw badRequest(`${what} must be a JSON object`);
-  }
-  const extra = Object.keys(body);
-  if (extra.length > 0) throw badRequest(`Unknown field "${extra[0]}" in ${what}`);
+/** A lease's `ID` field as etcd's gateway renders it: left out when 0. */
+function leaseIdJson(id: number): Json {
+  return id === 0 ? {} : { ID: String(id) };
+}
+
+/**
+ * The shortest lease TTL granted, in seconds: 1.5 × the longest election timeout, rounded up,
+ * as etcd's minimum (`minTTL`) is 1.5 × its election timeout, so that a lease outlives a leader
+ * election. 1 s with the default timeouts.
+ */
+export function leaseTtlSecondsMin(server: RaftServer): number {
+  return Math.max(1, Math.ceil(1.5 * server.node.config.electionTimeoutMaxMs / 1000));
 }
 
 /**
@@ -884,12 +1080,15 @@ async function keepAliveOnce(
   body: unknown,
 ): Promise<Response> {
   const { id } = parseLeaseId(body, "LeaseKeepAliveRequest");
+  // As etcd: a keep-alive of an unknown or expired lease is answered, with TTL 0 (left out).
+  const unknown = () => ({ result: { header: header(server), ...leaseIdJson(id) } });
+  if (id <= 0) return Response.json(unknown());
   return await atLeaseLeader(server, req, bytes, () => {
     const { ttlMs } = server.leaseManager.keepAlive(id);
     return {
       result: { header: header(server), ID: String(id), TTL: String(Math.ceil(ttlMs / 1000)) },
     };
-  });
+  }, (e) => e.code === "notFound" ? unknown() : undefined);
 }
 
 /** The HTTP reason phrase etcd's gateway puts in a stream's error line. */
@@ -905,8 +1104,8 @@ const STATUS_TEXT: Record<number, string> = {
 /**
  * The streaming form: reads one request line, answers it, then reads the next, so a client that
  * does not read its answers stops being read (nothing piles up here). Answers as etcd's
- * `LeaseKeepAlive` stream: `{"result": {header, ID, TTL}}`, with `TTL` "0" for a lease that is
- * unknown or expired. Any other failure (a malformed line, no leader in time) is sent as one
+ * `LeaseKeepAlive` stream: `{"result": {header, ID, TTL}}`, with `TTL` left out (0) for a lease
+ * that is unknown or expired. Any other failure (a malformed line, no leader in time) is sent as one
  * `{"error": {grpc_code, http_code, message, http_status}}` line (grpc-gateway's shape), and the
  * stream ends; the client opens a new one (perhaps on another node).
  */
@@ -918,24 +1117,18 @@ function keepAliveStream(
   let ended = false;
   const out = messageStream(async () => {
     if (ended) return null;
-    let id = 0;
     let res: Response;
     try {
       const next = await lines.next();
       if (next.done) return null;
       const bytes = lineEncoder.encode(next.value);
-      const body = parseJson(bytes);
-      id = parseLeaseId(body, "LeaseKeepAliveRequest").id;
-      res = await keepAliveOnce(server, req, bytes, body);
+      res = await keepAliveOnce(server, req, bytes, parseJson(bytes));
     } catch (e) {
       res = errorResponse(server, e);
     }
     // deno-lint-ignore no-explicit-any
     const json: any = await res.json().catch(() => ({}));
     if (res.ok) return lineEncoder.encode(JSON.stringify(json) + "\n");
-    if (res.status === 404 && id > 0) {
-      return ndjson({ header: header(server), ID: String(id), TTL: "0" });
-    }
     const error = {
       grpc_code: json.code ?? 13,
       http_code: res.status,

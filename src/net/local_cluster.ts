@@ -17,6 +17,8 @@ Usage: deno task cluster [flags]
   --dir DIR          parent of the data directories (default ./data/cluster)
   --client-port P    first client port; node i uses P+i-1 (default 2379, so 2379..2381)
   --peer-port P      first peer port (default 12380)
+  --grpc-port P      first port of etcd's gRPC API (--listen-grpc; default 2479, so 2479..2481),
+                     for etcdctl --endpoints=127.0.0.1:2479
   --cluster-secret-file PATH
                      file with the cluster secret, passed on to the nodes (default: a random
                      secret for this run, given to the nodes in $RAFTMETA_CLUSTER_SECRET)
@@ -30,6 +32,8 @@ export interface LocalNode {
   readonly id: string;
   /** Client URL. */
   readonly clientUrl: string;
+  /** URL of etcd's gRPC API. */
+  readonly grpcUrl: string;
   /** The process. */
   readonly process: Deno.ChildProcess;
 }
@@ -44,6 +48,7 @@ async function main(): Promise<number> {
       dir: { type: "string", default: "./data/cluster" },
       "client-port": { type: "string", default: "2379" },
       "peer-port": { type: "string", default: "12380" },
+      "grpc-port": { type: "string", default: "2479" },
       "cluster-secret-file": { type: "string" },
       verbose: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
@@ -58,6 +63,7 @@ async function main(): Promise<number> {
   if (!Number.isInteger(n) || n < 1 || n > 9) throw new Error(`--nodes must be 1..9: ${n}`);
   const clientPort = Number(values["client-port"]);
   const peerPort = Number(values["peer-port"]);
+  const grpcPort = Number(values["grpc-port"]);
   const dir = values.dir!;
   Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
   const secretFile = values["cluster-secret-file"];
@@ -74,6 +80,9 @@ async function main(): Promise<number> {
     const peerClientUrls = others.map((p) => `${p}=http://127.0.0.1:${clientPort + ids.indexOf(p)}`)
       .join(",");
     const clientUrl = `http://127.0.0.1:${clientPort + i}`;
+    const grpcUrl = `http://127.0.0.1:${grpcPort + i}`;
+    const peerGrpcUrls = others.map((p) => `${p}=http://127.0.0.1:${grpcPort + ids.indexOf(p)}`)
+      .join(",");
     const args = [
       "run",
       "--allow-all",
@@ -92,6 +101,10 @@ async function main(): Promise<number> {
       peers,
       "--peer-client-urls",
       peerClientUrls,
+      "--listen-grpc",
+      `127.0.0.1:${grpcPort + i}`,
+      "--peer-grpc-urls",
+      peerGrpcUrls,
       ...secretArgs,
     ];
     const process = new Deno.Command(Deno.execPath(), {
@@ -100,7 +113,7 @@ async function main(): Promise<number> {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    nodes.push({ id, clientUrl, process });
+    nodes.push({ id, clientUrl, grpcUrl, process });
     const log = Deno.openSync(`${dir}/${id}.log`, { create: true, append: true, mode: 0o600 });
     pipeLines(process.stdout, id, log, values.verbose);
     pipeLines(process.stderr, id, log, true);
@@ -123,13 +136,20 @@ async function main(): Promise<number> {
   Deno.addSignalListener("SIGTERM", stop);
 
   console.log(`raftmeta local cluster "local" of ${n} nodes; data in ${dir}`);
-  for (const node of nodes) console.log(`  ${node.id}  ${node.clientUrl}`);
+  for (const node of nodes) {
+    console.log(`  ${node.id}  ${node.clientUrl}  gRPC ${node.grpcUrl}`);
+  }
   const leader = await waitForLeader(nodes, 15_000);
   console.log(leader === undefined ? "no leader yet" : `leader: ${leader}`);
   console.log(
     `try: curl -L ${nodes[0].clientUrl}/v3/kv/put -X POST -d '{"key": "Zm9v", "value": "YmFy"}'`,
   );
   console.log(`     deno task ctl --endpoints ${nodes.map((x) => x.clientUrl).join(",")} status`);
+  console.log(
+    `     ETCDCTL_API=3 etcdctl --endpoints=${
+      nodes.map((x) => x.grpcUrl.replace("http://", "")).join(",")
+    } put foo bar`,
+  );
   console.log("Ctrl-C stops every node.");
   await Promise.all(nodes.map((x) => x.process.status));
   return 0;

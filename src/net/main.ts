@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import type { Address } from "./transport.ts";
 import { RaftServer, StartupError } from "./server.ts";
 import { handleHttp } from "./http.ts";
+import { parseAutoCompaction } from "./auto_compaction.ts";
 
 const HELP = `raftmeta node
 
@@ -28,6 +29,11 @@ Usage: deno task serve [flags]
   --peer-client-urls ID=URL,... the other voters' client URLs (http://HOST:PORT), to forward
                                 requests to the leader; a leader not listed here gets no
                                 forwarded requests (503 naming it). Never learned from peers.
+  --listen-grpc HOST:PORT       also serve etcd's gRPC API (HTTP/2 cleartext) here, for etcdctl
+                                and etcd's client libraries (default: not served); see
+                                docs/grpc.md
+  --peer-grpc-urls ID=URL,...   the other voters' gRPC URLs (http://HOST:PORT), listed as their
+                                client URLs by etcd's MemberList (etcdctl member list)
   --cluster-secret-file PATH    file holding the secret every peer must prove (whitespace at
                                 either end ignored; a warning if others may read it). A node
                                 with --peers refuses to start without a secret.
@@ -61,9 +67,16 @@ Usage: deno task serve [flags]
                                 default 100000, as etcd's --snapshot-count)
   --snapshot-bytes N            also snapshot once the entries applied since the last snapshot
                                 hold N command bytes (default 67108864, 64 MiB)
-  --quota-backend-bytes N       store quota (live keys and values plus watch history); a write
+  --quota-backend-bytes N       store quota (live keys and values plus their history until
+                                compacted: every older version's key and value); a write
                                 over it is refused and raises the NOSPACE alarm, cleared with
                                 \`ctl alarm disarm\` (default 536870912, 512 MiB)
+  --auto-compaction-mode MODE   periodic or revision (default periodic), as etcd's
+  --auto-compaction-retention R history kept by automatic compaction: in revision mode a number
+                                of revisions (checked every 5 minutes), in periodic mode a
+                                duration (72h, 30m, 10s) or a number of hours (compacting every
+                                tenth of it, at most hourly); 0 (default) turns it off. The
+                                leader proposes each compaction through the log.
   --proposals-pending-max N     most writes waiting to be applied on the leader; beyond, 429
                                 with Retry-After (default 10000)
   --proposal-bytes-pending-max N  most command bytes waiting to be applied on the leader;
@@ -71,6 +84,16 @@ Usage: deno task serve [flags]
   --http-requests-max N         most HTTP requests handled at once; beyond, 503 with
                                 Retry-After (default 512)
   --body-read-timeout-ms N      longest wait for a request body; then 408 (default 10000)
+  --http-header-timeout-ms N    longest wait for a complete request head (request line and
+                                headers), from its first byte or the connection's opening;
+                                then 408 and the connection closes (default 10000)
+  --http-idle-timeout-ms N      a client connection with no request in flight closes after
+                                N ms; a request in flight (a watch) is never cut (default 60000)
+  --max-connections N           most client connections open at once; beyond, 503 with
+                                Retry-After: 1 and the connection closes (default 1024)
+  --max-request-head-bytes N    largest request head; beyond, 431 (default 16384)
+  --http-server raftmeta|deno   the client port's HTTP server: raftmeta's own (default), or
+                                Deno.serve, which has none of the four limits above
   --probe-ms N                  how long an empty data dir asks peers about itself (default 2000)
   --watchers-max N              most watchers on this node (default 1000)
   --watch-buffer-events N       events a watcher may leave unread before it is cancelled as
@@ -110,16 +133,19 @@ export function parsePeers(text: string): Map<string, Address> {
   return out;
 }
 
-/** Parses `n2=http://127.0.0.1:2479,n3=...`. */
-export function parsePeerClientUrls(text: string): Map<string, string> {
+/** Parses `n2=http://127.0.0.1:2479,n3=...` (the flag `--peer-client-urls`, or `flag`). */
+export function parsePeerClientUrls(
+  text: string,
+  flag = "--peer-client-urls",
+): Map<string, string> {
   const out = new Map<string, string>();
   for (const part of text.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
     const eq = part.indexOf("=");
     if (eq <= 0) {
-      throw new Error(`--peer-client-urls entry must be ID=URL: ${JSON.stringify(part)}`);
+      throw new Error(`${flag} entry must be ID=URL: ${JSON.stringify(part)}`);
     }
     const id = part.slice(0, eq);
-    if (out.has(id)) throw new Error(`--peer-client-urls lists "${id}" twice`);
+    if (out.has(id)) throw new Error(`${flag} lists "${id}" twice`);
     out.set(id, part.slice(eq + 1));
   }
   return out;
@@ -214,6 +240,8 @@ async function main(args: string[]): Promise<number> {
       "listen-peer": { type: "string", default: "127.0.0.1:2380" },
       peers: { type: "string", default: "" },
       "peer-client-urls": { type: "string", default: "" },
+      "listen-grpc": { type: "string" },
+      "peer-grpc-urls": { type: "string", default: "" },
       "cluster-secret": { type: "string" },
       "cluster-secret-file": { type: "string" },
       "insecure-peers": { type: "boolean", default: false },
@@ -233,10 +261,17 @@ async function main(args: string[]): Promise<number> {
       "snapshot-entries": { type: "string" },
       "snapshot-bytes": { type: "string" },
       "quota-backend-bytes": { type: "string" },
+      "auto-compaction-mode": { type: "string", default: "periodic" },
+      "auto-compaction-retention": { type: "string", default: "0" },
       "proposals-pending-max": { type: "string" },
       "proposal-bytes-pending-max": { type: "string" },
       "http-requests-max": { type: "string" },
       "body-read-timeout-ms": { type: "string" },
+      "http-header-timeout-ms": { type: "string" },
+      "http-idle-timeout-ms": { type: "string" },
+      "max-connections": { type: "string" },
+      "max-request-head-bytes": { type: "string" },
+      "http-server": { type: "string", default: "raftmeta" },
       "watchers-max": { type: "string" },
       "watch-buffer-events": { type: "string" },
       "watch-progress-ms": { type: "string" },
@@ -269,6 +304,10 @@ async function main(args: string[]): Promise<number> {
     );
   }
   const responseBytesMax = positive(values["max-response-bytes"], "--max-response-bytes");
+  const httpServer = values["http-server"];
+  if (httpServer !== "raftmeta" && httpServer !== "deno") {
+    throw new Error(`--http-server must be raftmeta or deno: ${JSON.stringify(httpServer)}`);
+  }
   const server = await RaftServer.start({
     nodeId: values.name,
     clusterId: values["cluster-id"],
@@ -277,6 +316,10 @@ async function main(args: string[]): Promise<number> {
     peerListen: parseAddress(values["listen-peer"]!, "--listen-peer"),
     peers: parsePeers(values.peers!),
     peerClientUrls: parsePeerClientUrls(values["peer-client-urls"]!),
+    grpcListen: values["listen-grpc"] === undefined
+      ? undefined
+      : parseAddress(values["listen-grpc"], "--listen-grpc"),
+    peerGrpcUrls: parsePeerClientUrls(values["peer-grpc-urls"]!, "--peer-grpc-urls"),
     secret,
     insecurePeers: values["insecure-peers"],
     peerHandshakeTimeoutMs: positive(
@@ -299,6 +342,10 @@ async function main(args: string[]): Promise<number> {
     snapshotEntries: positive(values["snapshot-entries"], "--snapshot-entries"),
     snapshotBytes: positive(values["snapshot-bytes"], "--snapshot-bytes"),
     quotaBackendBytes: positive(values["quota-backend-bytes"], "--quota-backend-bytes"),
+    autoCompaction: parseAutoCompaction(
+      values["auto-compaction-mode"]!,
+      values["auto-compaction-retention"]!,
+    ),
     proposalsPendingMax: positive(values["proposals-pending-max"], "--proposals-pending-max"),
     proposalBytesPendingMax: positive(
       values["proposal-bytes-pending-max"],
@@ -306,6 +353,11 @@ async function main(args: string[]): Promise<number> {
     ),
     httpRequestsMax: positive(values["http-requests-max"], "--http-requests-max"),
     bodyReadTimeoutMs: positive(values["body-read-timeout-ms"], "--body-read-timeout-ms"),
+    httpServer,
+    httpHeadTimeoutMs: positive(values["http-header-timeout-ms"], "--http-header-timeout-ms"),
+    httpIdleTimeoutMs: positive(values["http-idle-timeout-ms"], "--http-idle-timeout-ms"),
+    httpConnectionsMax: positive(values["max-connections"], "--max-connections"),
+    httpHeadBytesMax: positive(values["max-request-head-bytes"], "--max-request-head-bytes"),
     watchersMax: int(values["watchers-max"], "--watchers-max"),
     watchBufferEventsMax: positive(values["watch-buffer-events"], "--watch-buffer-events"),
     watchProgressMs: positive(values["watch-progress-ms"], "--watch-progress-ms"),

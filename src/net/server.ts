@@ -26,6 +26,7 @@ import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
 import { EventHeap } from "../host/heap.ts";
 import { HostLoop, type HostTransport } from "../host/loop.ts";
 import type { CancelTimer, HostClock, HostTimers } from "../host/clock.ts";
+import { type AutoCompactionConfig, AutoCompactor } from "./auto_compaction.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { FILE_MODE, type Fs, RealFs } from "../storage/fs.ts";
 import { REAL_TIMERS, RealClock } from "./real_clock.ts";
@@ -46,6 +47,7 @@ import { LoopStallMeter } from "./loop_stall.ts";
 import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_transfer.ts";
 import { HttpError } from "./etcd.ts";
 import { BrowserGuard } from "./browser_guard.ts";
+import { Http1Server } from "./http1.ts";
 
 /** How to run one node. */
 export interface ServerOptions {
@@ -68,6 +70,13 @@ export interface ServerOptions {
    * cluster status. Never learned from a connection: a peer not listed here cannot be forwarded to.
    */
   readonly peerClientUrls?: ReadonlyMap<NodeId, string>;
+  /**
+   * etcd's gRPC API (HTTP/2 cleartext) on this second client address (`--listen-grpc`); none when
+   * absent. Port 0 picks a free port. Served by src/net/grpc.ts, loaded only then.
+   */
+  readonly grpcListen?: Address;
+  /** The other members' gRPC URLs (`--peer-grpc-urls`), for etcd's MemberList. */
+  readonly peerGrpcUrls?: ReadonlyMap<NodeId, string>;
   /** The secret every peer must prove. Required when there are peers, unless `insecurePeers`. */
   readonly secret?: string;
   /** Allow peers with an empty secret: anyone who reaches the peer port can then forge entries. */
@@ -111,10 +120,28 @@ export interface ServerOptions {
    * Default 512 MiB.
    */
   readonly quotaBackendBytes?: number;
+  /**
+   * Automatic compaction (etcd's `--auto-compaction-mode` and `--auto-compaction-retention`;
+   * src/net/auto_compaction.ts): the leader proposes compactions through the log. Default: off.
+   */
+  readonly autoCompaction?: AutoCompactionConfig;
   /** Longest wait for a request body to arrive; then 408 and the connection closes. Default 10,000. */
   readonly bodyReadTimeoutMs?: number;
   /** Most HTTP requests handled at once (watch streams count only until they start); beyond it, 503. Default 512. */
   readonly httpRequestsMax?: number;
+  /**
+   * Which HTTP server serves the client port: `"raftmeta"` (src/net/http1.ts, with the limits
+   * below) or `"deno"` (Deno.serve, which has none of them). Default `"raftmeta"`.
+   */
+  readonly httpServer?: "raftmeta" | "deno";
+  /** Longest wait for a complete request head; then 408 and the connection closes. Default 10,000. */
+  readonly httpHeadTimeoutMs?: number;
+  /** How long a connection with no request in flight stays open. Default 60,000. */
+  readonly httpIdleTimeoutMs?: number;
+  /** Most client connections open at once; beyond it, 503 and close. Default 1024. */
+  readonly httpConnectionsMax?: number;
+  /** Largest request head (request line and headers); beyond it, 431. Default 16 KiB. */
+  readonly httpHeadBytesMax?: number;
   /** Most proposals waiting to be applied on the leader; beyond it, 429. Default 10,000. */
   readonly proposalsPendingMax?: number;
   /** Most command bytes waiting to be applied on the leader; beyond it, 429. Default 64 MiB. */
@@ -245,6 +272,8 @@ export interface LocalStatus {
   readonly keys: number;
   /** Client URL. */
   readonly clientUrl: string;
+  /** etcd's gRPC API URL (`--listen-grpc`), or null when not served. */
+  readonly grpcUrl: string | null;
   /** Last index folded into a snapshot. */
   readonly snapshotIndex: number;
   /** Command bytes applied since the last snapshot (bounded by `--snapshot-bytes`). */
@@ -350,7 +379,8 @@ export class RaftServer {
   readonly #io: ServerIo;
   readonly #readBeforeBarrier: boolean;
   readonly #readBeforeApply: boolean;
-  #http: Deno.HttpServer | undefined;
+  #http: { shutdown(): Promise<void> } | undefined;
+  #grpc: { readonly url: string; close(): void } | undefined;
   #clientUrl = "";
   #store: MetadataStore;
   readonly #snapshotEntries: number;
@@ -401,6 +431,7 @@ export class RaftServer {
   readonly #watchProgressMs: number;
   #lastProgressMs = 0;
   #appliedSinceNotify = false;
+  readonly #autoCompactor: AutoCompactor | undefined;
 
   private constructor(
     options: ServerOptions,
@@ -427,6 +458,7 @@ export class RaftServer {
     this.#snapshotEntries = options.snapshotEntries ?? SNAPSHOT_ENTRIES_DEFAULT;
     this.#snapshotBytes = options.snapshotBytes ?? SNAPSHOT_BYTES_DEFAULT;
     this.quotaBackendBytes = options.quotaBackendBytes ?? QUOTA_BACKEND_BYTES_DEFAULT;
+    this.#autoCompactor = options.autoCompaction && new AutoCompactor(options.autoCompaction);
     this.#proposalsPendingMax = options.proposalsPendingMax ?? PROPOSALS_PENDING_MAX_DEFAULT;
     this.#proposalBytesPendingMax = options.proposalBytesPendingMax ??
       PROPOSAL_BYTES_PENDING_MAX_DEFAULT;
@@ -531,6 +563,12 @@ export class RaftServer {
       }
       checkClientUrl(url, `--peer-client-urls entry for "${id}"`);
     }
+    for (const [id, url] of options.peerGrpcUrls ?? []) {
+      if (!peers.has(id)) {
+        throw new StartupError(`--peer-grpc-urls names "${id}", which --peers does not list`);
+      }
+      checkClientUrl(url, `--peer-grpc-urls entry for "${id}"`);
+    }
     for (
       const [what, v] of [
         ["peerHandshakeTimeoutMs", options.peerHandshakeTimeoutMs],
@@ -568,7 +606,7 @@ export class RaftServer {
     try {
       http = peers.size === 0
         ? undefined
-        : await retryWhileInUse(() => startHttpDeferred(clientListen));
+        : await retryWhileInUse(() => startHttpDeferred(clientListen, options, emit));
     } catch (e) {
       throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
     }
@@ -715,7 +753,7 @@ export class RaftServer {
       server.#http = http.serve((req, info) => handler(server, req, info));
     } else {
       try {
-        const h = await retryWhileInUse(() => startHttpDeferred(clientListen));
+        const h = await retryWhileInUse(() => startHttpDeferred(clientListen, options, emit));
         server.#clientUrl = h.url;
         server.#http = h.serve((req, info) => handler(server, req, info));
       } catch (e) {
@@ -723,7 +761,19 @@ export class RaftServer {
         throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
       }
     }
-    emit("listening", { clientUrl: server.#clientUrl });
+    if (options.grpcListen !== undefined) {
+      try {
+        const { startGrpc } = await import("./grpc.ts");
+        server.#grpc = await startGrpc(server, handler, {
+          listen: options.grpcListen,
+          peerGrpcUrls: options.peerGrpcUrls,
+        });
+      } catch (e) {
+        await server.close();
+        throw new StartupError(`Cannot listen for gRPC clients: ${(e as Error).message}`);
+      }
+    }
+    emit("listening", { clientUrl: server.#clientUrl, grpcUrl: server.#grpc?.url ?? null });
     server.loopStalls.start();
     server.#startTicker(options.tickMs ?? 5);
     return server;
@@ -844,6 +894,7 @@ export class RaftServer {
       revision: this.store.revision,
       keys: this.store.size,
       clientUrl: this.#clientUrl,
+      grpcUrl: this.#grpc?.url ?? null,
       snapshotIndex: this.#node.log.snapshotIndex,
       logBytes: this.logBytes,
       backendBytes: this.store.backendBytes,
@@ -1028,6 +1079,7 @@ export class RaftServer {
     this.loopStalls.stop();
     this.#hub.cancelAll(`Node "${this.nodeId}" is stopping`);
     this.#transport?.close();
+    this.#grpc?.close();
     // A proposed write may still commit (its followers may hold it): its outcome is unknown, and
     // a 503 would tell the client, or the follower that forwarded it, to send it again.
     for (const w of this.#proposals.values()) {
@@ -1093,6 +1145,28 @@ export class RaftServer {
       this.#lastProgressMs = now;
       this.#hub.progress();
     }
+    this.#autoCompact(now);
+    // A large compaction frees its versions a batch per tick (and per apply), also when idle.
+    if (this.#store.compactPending) this.#store.compactStep();
+  }
+
+  /** Proposes the compaction the automatic compactor asks for, on the leader. */
+  #autoCompact(now: number): void {
+    const c = this.#autoCompactor;
+    const store = this.#store;
+    const leader = this.#node.role === "Leader";
+    const revision = c?.poll(now, store.revision, store.compactRevision, leader);
+    if (c === undefined || revision === undefined) return;
+    c.proposing = true;
+    this.propose({ type: "compact", revision }).then(
+      (r) =>
+        this.logEvent("auto-compaction", {
+          revision,
+          status: r.status,
+          ...(r.status === "applied" ? {} : { error: (r as { error?: string }).error }),
+        }),
+      (e) => this.logEvent("auto-compaction-failed", { revision, error: (e as Error).message }),
+    ).finally(() => c.proposing = false);
   }
 
   /** Feeds messages from a peer to the node (called by the transport). */
@@ -1519,28 +1593,49 @@ function browserGuardOf(options: ServerOptions): BrowserGuard {
   });
 }
 
-function startHttpDeferred(listen: Address): {
+/** A client port that answers 503 until a handler is given. */
+interface DeferredHttp {
   url: string;
-  serve: (
-    handler: (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Promise<Response>,
-  ) => Deno.HttpServer;
+  serve: (handler: ClientHandler) => { shutdown(): Promise<void> };
   close: () => void;
-} {
-  let handler:
-    | ((req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => Promise<Response>)
-    | undefined;
-  const server = Deno.serve({
-    hostname: listen.hostname,
-    port: listen.port,
-    onListen: () => {},
-  }, (req, info) => {
+}
+
+type ClientHandler = (
+  req: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+) => Promise<Response>;
+
+function startHttpDeferred(
+  listen: Address,
+  options: ServerOptions,
+  emit: (event: string, fields: Record<string, unknown>) => void,
+): DeferredHttp {
+  let handler: ClientHandler | undefined;
+  const serve = (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
     if (handler === undefined) {
       return Response.json({ error: "Node is starting", code: 14, message: "Node is starting" }, {
         status: 503,
       });
     }
     return handler(req, info);
-  });
+  };
+  let server: { addr: Deno.NetAddr; shutdown(): Promise<void> };
+  if (options.httpServer === "deno") {
+    server = Deno.serve(
+      { hostname: listen.hostname, port: listen.port, onListen: () => {} },
+      serve,
+    );
+  } else {
+    server = new Http1Server({
+      hostname: listen.hostname,
+      port: listen.port,
+      headTimeoutMs: options.httpHeadTimeoutMs,
+      idleTimeoutMs: options.httpIdleTimeoutMs,
+      connectionsMax: options.httpConnectionsMax,
+      headBytesMax: options.httpHeadBytesMax,
+      onError: (e) => emit("http-internal-error", { error: (e as Error)?.message ?? String(e) }),
+    }, serve);
+  }
   const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return {
@@ -1550,7 +1645,7 @@ function startHttpDeferred(listen: Address): {
       return server;
     },
     close: () => {
-      server.shutdown();
+      server.shutdown().catch(() => {});
     },
   };
 }

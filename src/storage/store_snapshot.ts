@@ -2,8 +2,9 @@
  * The bytes of a {@linkcode MetadataStore} snapshot. One codec for every host — the simulator,
  * the real server and tests — so a snapshot taken by one restores in another.
  *
- * Format 2 (written now) is binary and keeps the watch history; format 1 (UTF-8 JSON of
- * {@linkcode StoreSnapshot}, no history) still loads. docs/commands.md describes both.
+ * Format 4 (written now) is binary and keeps the whole history since the compact revision, each
+ * version once; formats 2 and 3 (binary, the watch history as events) and 1 (UTF-8 JSON of
+ * {@linkcode StoreSnapshot}, no history) still load. docs/commands.md describes them.
  * A snapshot is taken from a {@linkcode FrozenStore}, so a host can encode it in slices
  * ({@linkcode encodeStoreSnapshotChunks}) while the store goes on applying entries; the chunks
  * joined are byte for byte what {@linkcode encodeStoreSnapshot} returns for the same state.
@@ -24,6 +25,7 @@
 
 import {
   type FrozenStore,
+  type HistoryItem,
   type KvRecord,
   MetadataStore,
   type MetadataStoreOptions,
@@ -34,12 +36,19 @@ import {
 } from "../kv/store.ts";
 import type { AlarmMember, AlarmType, KeyValue, KvEvent } from "../kv/types.ts";
 
-/** First bytes of a format 2 snapshot: "RMSS" (format 1 starts with `{`). */
+/** First bytes of a binary snapshot: "RMSS" (format 1 starts with `{`). */
 const MAGIC = [0x52, 0x4d, 0x53, 0x53] as const;
-/** The snapshot format {@linkcode encodeStoreSnapshot} writes. */
-export const STORE_SNAPSHOT_FORMAT = 2;
-/** Format 2 plus the raised alarms (etcd's NOSPACE), written only while an alarm is raised. */
+/** The snapshot format {@linkcode encodeStoreSnapshot} writes: alarms and the MVCC history. */
+export const STORE_SNAPSHOT_FORMAT = 4;
+/** Format 2 (read only): the watch history as events, no alarms. */
+export const STORE_SNAPSHOT_FORMAT_EVENTS = 2;
+/** Format 2 plus the raised alarms (read only). */
 export const STORE_SNAPSHOT_FORMAT_ALARMS = 3;
+
+/** Format 4's history items: a kind byte (end, a version written, a base version), then it. */
+const ITEM_END = 0;
+const ITEM_WRITE = 1;
+const ITEM_BASE = 2;
 /** Default size of the chunks {@linkcode encodeStoreSnapshotChunks} yields. */
 export const SNAPSHOT_CHUNK_BYTES_DEFAULT = 64 * 1024;
 
@@ -224,13 +233,11 @@ export function* encodeStoreSnapshotChunks(
   }
   for (const b of MAGIC) w.u8(b);
   const alarms = frozen.alarms ?? [];
-  w.uint(alarms.length > 0 ? STORE_SNAPSHOT_FORMAT_ALARMS : STORE_SNAPSHOT_FORMAT);
-  if (alarms.length > 0) {
-    w.uint(alarms.length);
-    for (const a of alarms) {
-      w.bytes(utf8Encoder.encode(a.memberId));
-      w.bytes(utf8Encoder.encode(a.alarm));
-    }
+  w.uint(STORE_SNAPSHOT_FORMAT);
+  w.uint(alarms.length);
+  for (const a of alarms) {
+    w.bytes(utf8Encoder.encode(a.memberId));
+    w.bytes(utf8Encoder.encode(a.alarm));
   }
   w.uint(frozen.appliedIndex);
   w.uint(frozen.revision);
@@ -239,7 +246,6 @@ export function* encodeStoreSnapshotChunks(
   w.uint(frozen.size);
   w.uint(frozen.sessions.length);
   w.uint(frozen.compactRevision);
-  w.uint(frozen.history.length);
   for (const [id, ttlMs] of frozen.leases) {
     w.uint(id);
     w.uint(ttlMs);
@@ -257,16 +263,12 @@ export function* encodeStoreSnapshotChunks(
     w.bytes(utf8Encoder.encode(json));
     if ((++n & 63) === 0) yield* take();
   }
-  for (const r of frozen.history) {
-    w.uint(r.revision);
-    w.uint(r.events.length);
-    for (const e of r.events) {
-      w.u8((e.type === "DELETE" ? EVENT_DELETE : 0) | (e.prevKv !== undefined ? EVENT_PREV : 0));
-      writeKeyValue(w, e.kv);
-      if (e.prevKv !== undefined) writeKeyValue(w, e.prevKv);
-      if ((++n & 63) === 0) yield* take();
-    }
+  for (const item of frozen.history()) {
+    w.u8(item.base ? ITEM_BASE : ITEM_WRITE);
+    writeKeyValue(w, item.version);
+    if ((++n & 63) === 0) yield* take();
   }
+  w.u8(ITEM_END);
   // Keys last: first each key's length (UTF-16 units) and record, then the keys' UTF-8 back to
   // back to the end, which a decoder turns into text with one decode and slices.
   for (const [keys, records] of frozen.batches()) {
@@ -409,11 +411,14 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
   let parts;
   try {
     const format = r.uint();
-    if (format !== STORE_SNAPSHOT_FORMAT && format !== STORE_SNAPSHOT_FORMAT_ALARMS) {
+    if (
+      format !== STORE_SNAPSHOT_FORMAT && format !== STORE_SNAPSHOT_FORMAT_ALARMS &&
+      format !== STORE_SNAPSHOT_FORMAT_EVENTS
+    ) {
       throw new RangeError(`unknown format ${format}`);
     }
     const alarms: AlarmMember[] = [];
-    const alarmCount = format === STORE_SNAPSHOT_FORMAT_ALARMS ? r.uint() : 0;
+    const alarmCount = format === STORE_SNAPSHOT_FORMAT_EVENTS ? 0 : r.uint();
     if (alarmCount > 16) throw new RangeError(`${alarmCount} alarms`);
     for (let i = 0; i < alarmCount; i++) {
       const memberId = strictUtf8.decode(r.bytes());
@@ -426,7 +431,7 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
     const keyCount = r.uint();
     const sessionCount = r.uint();
     const compactRevision = r.uint();
-    const revisionCount = r.uint();
+    const revisionCount = format === STORE_SNAPSHOT_FORMAT ? 0 : r.uint();
     // Counts bound allocations: each item takes at least one byte.
     const left = r.buf.length - r.pos;
     if (leaseCount + keyCount + sessionCount + revisionCount > left) {
@@ -437,6 +442,14 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
     const sessions: SessionRecord[] = [];
     for (let i = 0; i < sessionCount; i++) {
       sessions.push(JSON.parse(strictUtf8.decode(r.bytes())) as SessionRecord);
+    }
+    const versions: HistoryItem[] = [];
+    while (format === STORE_SNAPSHOT_FORMAT) {
+      const kind = r.u8();
+      if (kind === ITEM_END) break;
+      if (kind !== ITEM_WRITE && kind !== ITEM_BASE) throw new RangeError(`history item ${kind}`);
+      const { lease, ...kv } = readKeyValue(r);
+      versions.push({ base: kind === ITEM_BASE, version: { ...kv, lease: lease ?? 0 } });
     }
     const revisions: RevisionEvents[] = [];
     for (let i = 0; i < revisionCount; i++) {
@@ -484,7 +497,9 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       keys,
       records,
       sessions,
-      history: { compactRevision, revisions },
+      history: format === STORE_SNAPSHOT_FORMAT
+        ? { compactRevision, versions }
+        : { compactRevision, revisions },
       alarms,
     };
   } catch (e) {

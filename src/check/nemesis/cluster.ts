@@ -12,11 +12,25 @@ import { LinkProxy } from "./proxy.ts";
 
 const MAIN = new URL("../../net/main.ts", import.meta.url).pathname;
 
+const portsGiven = new Set<number>();
+
+/**
+ * A free port from 20000–32767, below Linux's ephemeral range, so that no outgoing connection's
+ * source port takes it while a killed node waits to bind it again; never the same twice.
+ */
 function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const port = 20_000 + Math.floor(Math.random() * 12_768);
+    if (portsGiven.has(port)) continue;
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port }).close();
+    } catch {
+      continue; // taken
+    }
+    portsGiven.add(port);
+    return port;
+  }
+  throw new Error("No free port in 20000-32767 after 1000 tries");
 }
 
 /** One node's row of `GET /v1/status?local=1`, the fields the runner reads. */

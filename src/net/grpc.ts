@@ -1,0 +1,638 @@
+/**
+ * etcd's gRPC API (etcd 3.4's `etcdserverpb` services) on a second client port, so that etcdctl
+ * and etcd's client libraries work unchanged. One code path: each gRPC request is turned into the
+ * JSON gateway's request (proto-loader's objects with snake_case names, 64-bit integers as decimal
+ * strings and bytes as base64 are the gateway's JSON shape), answered by the node's HTTP handler
+ * (src/net/http.ts: leader forwarding, linearizable reads, limits and errors included), and its
+ * JSON answer is encoded back. Errors carry the gateway's gRPC code and message.
+ *
+ * Loaded only when a node is started with `--listen-grpc` (src/net/server.ts imports it on
+ * demand): its npm packages stay out of mod.ts's import graph.
+ *
+ * @module
+ */
+
+// Full npm: specifiers, as DESIGN.md asks (no import map).
+// deno-lint-ignore no-import-prefix
+import * as grpc from "npm:@grpc/grpc-js@1.14.3";
+// deno-lint-ignore no-import-prefix
+import * as protoLoader from "npm:@grpc/proto-loader@0.7.15";
+// etcd's protos come from npm's etcd3 package (its proto/ folder); importing its package.json puts
+// the package in the module graph so that import.meta.resolve finds the folder.
+// deno-lint-ignore no-import-prefix
+import etcd3Package from "npm:etcd3@1.1.2/package.json" with { type: "json" };
+import type { Address } from "./transport.ts";
+import { header, memberListJson, storeHash } from "./http.ts";
+import { RevisionUnavailableError } from "../kv/store.ts";
+import type { HttpHandler, RaftServer } from "./server.ts";
+
+type Json = Record<string, unknown>;
+
+/** A running gRPC listener. */
+export interface GrpcListener {
+  /** Its URL, e.g. `http://127.0.0.1:2479` (HTTP/2 cleartext). */
+  readonly url: string;
+  /** Stops it: open streams are cut. */
+  close(): void;
+}
+
+/** Options of {@linkcode startGrpc}. */
+export interface GrpcOptions {
+  /** Where to listen. */
+  readonly listen: Address;
+  /** The other members' gRPC URLs, for MemberList's clientURLs. */
+  readonly peerGrpcUrls?: ReadonlyMap<string, string>;
+}
+
+/**
+ * Bytes a gRPC message may carry over the request limit, as etcd allows (its
+ * `grpcOverheadBytes`): the limit itself applies to the decoded request, as on the JSON side.
+ */
+const GRPC_OVERHEAD_BYTES = 512 * 1024;
+
+/** Watches one Watch stream may hold at once (etcd has no such limit; the node's watcher limit applies too). */
+export const WATCHES_PER_STREAM_MAX = 1000;
+
+let definition: grpc.GrpcObject | undefined;
+
+function etcdserverpb(): grpc.GrpcObject {
+  if (definition !== undefined) return definition;
+  const rpc = new URL(import.meta.resolve("npm:etcd3@1.1.2/proto/rpc.proto"));
+  if (rpc.protocol !== "file:") {
+    throw new Error(
+      `etcd's protos (npm:etcd3@${etcd3Package.version}) did not resolve to a file: ${rpc.href}`,
+    );
+  }
+  const packageDefinition = protoLoader.loadSync(decodeURIComponent(rpc.pathname), {
+    keepCase: true,
+    longs: String,
+    // npm's etcd3 renames etcd's enum values (Put, not PUT): numbers are the same on the wire.
+    enums: Number,
+    bytes: String,
+    defaults: false,
+    oneofs: false,
+  });
+  const loaded = grpc.loadPackageDefinition(packageDefinition);
+  definition = loaded.etcdserverpb as grpc.GrpcObject;
+  return definition;
+}
+
+/** A gRPC failure with etcd's code and message. */
+interface StatusError {
+  code: number;
+  details: string;
+}
+
+function unimplemented(service: string, method: string): StatusError {
+  return {
+    code: grpc.status.UNIMPLEMENTED,
+    details: `raftmeta does not serve etcdserverpb.${service}/${method} yet ` +
+      `(see docs/grpc.md for what is served)`,
+  };
+}
+
+/** Starts etcd's gRPC services for `server`, answering through `handler` (the HTTP routes). */
+export async function startGrpc(
+  server: RaftServer,
+  handler: HttpHandler,
+  options: GrpcOptions,
+): Promise<GrpcListener> {
+  const pb = etcdserverpb();
+  const g = new grpc.Server({
+    "grpc.max_receive_message_length": server.requestBytesMax + GRPC_OVERHEAD_BYTES,
+    "grpc.max_send_message_length": -1,
+  });
+  const host = options.listen.hostname.includes(":")
+    ? `[${options.listen.hostname}]`
+    : options.listen.hostname;
+  const port = await new Promise<number>((resolve, reject) => {
+    g.bindAsync(
+      `${host}:${options.listen.port}`,
+      grpc.ServerCredentials.createInsecure(),
+      (e, p) => e === null ? resolve(p) : reject(e),
+    );
+  });
+  const url = `http://${host}:${port}`;
+  const gw = new Gateway(server, handler, `http://${host}:${port}`);
+  const peerGrpcUrls = options.peerGrpcUrls ?? new Map<string, string>();
+
+  const unary = (path: string, adapt: (json: Json) => Json = (j) => j) =>
+  (
+    call: grpc.ServerUnaryCall<Json, Json>,
+    callback: grpc.sendUnaryData<Json>,
+  ) => {
+    gw.call(path, call.request).then(
+      (json) => callback(null, adapt(json)),
+      (e) => callback(toStatus(e)),
+    );
+  };
+
+  const implementations: Record<string, Record<string, grpc.UntypedHandleCall>> = {
+    KV: {
+      Range: unary("/v3/kv/range"),
+      Put: unary("/v3/kv/put"),
+      DeleteRange: unary("/v3/kv/deleterange"),
+      Txn: unary("/v3/kv/txn"),
+      Compact: unary("/v3/kv/compaction"),
+    },
+    Lease: {
+      LeaseGrant: unary("/v3/lease/grant"),
+      LeaseRevoke: unary("/v3/lease/revoke"),
+      LeaseTimeToLive: unary("/v3/lease/timetolive"),
+      LeaseLeases: unary("/v3/lease/leases"),
+      LeaseKeepAlive: (call: grpc.ServerDuplexStream<Json, Json>) => keepAlive(server, gw, call),
+    },
+    Watch: {
+      Watch: (call: grpc.ServerDuplexStream<Json, Json>) => watch(server, gw, call),
+    },
+    Maintenance: {
+      Status: unary("/v3/maintenance/status", statusJson),
+      Alarm: unary("/v3/maintenance/alarm", alarmJson),
+      Hash: unary("/v3/maintenance/hash"),
+      HashKV: (call: grpc.ServerUnaryCall<Json, Json>, callback: grpc.sendUnaryData<Json>) => {
+        try {
+          const revision = Number(call.request.revision ?? 0);
+          if (!Number.isSafeInteger(revision) || revision < 0) {
+            throw new GatewayError(
+              grpc.status.INVALID_ARGUMENT,
+              `Field "revision" of HashKVRequest must be a non-negative integer: ${revision}`,
+            );
+          }
+          const h = storeHash(server.store, revision);
+          callback(null, {
+            header: header(server),
+            hash: h.hash,
+            compact_revision: String(h.compactRevision),
+          });
+        } catch (e) {
+          callback(
+            e instanceof RevisionUnavailableError
+              ? etcdError(grpc.status.OUT_OF_RANGE, e.message)
+              : toStatus(e),
+          );
+        }
+      },
+      Defragment: unary("/v3/maintenance/defragment"),
+      Snapshot: (call: grpc.ServerWritableStream<Json, Json>) => snapshot(gw, call),
+    },
+    Cluster: {
+      MemberList: (
+        _call: grpc.ServerUnaryCall<Json, Json>,
+        callback: grpc.sendUnaryData<Json>,
+      ) => {
+        callback(
+          null,
+          memberListJson(
+            server,
+            (m) =>
+              m.id === server.nodeId
+                ? [url]
+                : peerGrpcUrls.has(m.id)
+                ? [peerGrpcUrls.get(m.id)!]
+                : [],
+          ),
+        );
+      },
+    },
+  };
+  for (const service of ["KV", "Lease", "Watch", "Maintenance", "Cluster", "Auth"]) {
+    const def = (pb[service] as grpc.ServiceClientConstructor).service;
+    const impl: Record<string, grpc.UntypedHandleCall> = { ...implementations[service] };
+    for (const [method, m] of Object.entries(def)) {
+      if (impl[method] !== undefined) continue;
+      const error = unimplemented(service, method);
+      impl[method] = m.responseStream
+        ? (call: grpc.ServerWritableStream<Json, Json>) => call.emit("error", error)
+        : (_call: unknown, callback: grpc.sendUnaryData<Json>) => callback(error);
+    }
+    g.addService(def, impl);
+  }
+  return {
+    url,
+    close: () => g.forceShutdown(),
+  };
+}
+
+/** etcd's StatusResponse names its fields in camelCase; the gateway's answer may use either. */
+function statusJson(json: Json): Json {
+  const out: Json = {};
+  for (const [k, v] of Object.entries(json)) {
+    out[k === "header" ? k : k.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())] = v;
+  }
+  return out;
+}
+
+/** etcd's WatchCreateRequest.FilterType values by number. */
+const FILTER_TYPES = ["NOPUT", "NODELETE"];
+/** etcd's Event.EventType values: the gateway names them, the encoder wants numbers. */
+const EVENT_TYPES: Record<string, number> = { PUT: 0, DELETE: 1 };
+/** etcd's AlarmType values. */
+const ALARM_TYPES: Record<string, number> = { NONE: 0, NOSPACE: 1, CORRUPT: 2 };
+
+/** The gateway's events with their types as numbers. */
+function eventsOut(events: Json[]): Json[] {
+  return events.map((e) =>
+    typeof e.type === "string" ? { ...e, type: EVENT_TYPES[e.type] ?? e.type } : e
+  );
+}
+
+/** An alarm answer with its alarm types as numbers. */
+function alarmJson(json: Json): Json {
+  const alarms = json.alarms as Json[] | undefined;
+  if (alarms === undefined) return json;
+  return {
+    ...json,
+    alarms: alarms.map((a) =>
+      typeof a.alarm === "string" ? { ...a, alarm: ALARM_TYPES[a.alarm] ?? a.alarm } : a
+    ),
+  };
+}
+
+/** Thrown for a gateway answer that is an error: etcd's gRPC code and message. */
+class GatewayError extends Error {
+  readonly code: number;
+  constructor(code: number, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/**
+ * etcd's error descriptions with their gRPC codes. etcd's Go client recognizes an error only by
+ * its exact text (and then retries, or prints it plainly), so a gateway message that starts with
+ * one of these is sent as exactly that text; the detail after it stays on the JSON side.
+ */
+const ETCD_ERRORS: readonly (readonly [string, number])[] = [
+  ["etcdserver: key is not provided", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: key not found", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: value is provided", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: lease is provided", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: too many operations in txn request", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: duplicate key given in txn request", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: mvcc: required revision has been compacted", grpc.status.OUT_OF_RANGE],
+  ["etcdserver: mvcc: required revision is a future revision", grpc.status.OUT_OF_RANGE],
+  ["etcdserver: mvcc: database space exceeded", grpc.status.RESOURCE_EXHAUSTED],
+  ["etcdserver: requested lease not found", grpc.status.NOT_FOUND],
+  ["etcdserver: lease already exists", grpc.status.FAILED_PRECONDITION],
+  ["etcdserver: too large lease TTL", grpc.status.OUT_OF_RANGE],
+  ["etcdserver: request is too large", grpc.status.INVALID_ARGUMENT],
+  ["etcdserver: too many requests", grpc.status.RESOURCE_EXHAUSTED],
+  ["etcdserver: no leader", grpc.status.UNAVAILABLE],
+  ["etcdserver: not leader", grpc.status.FAILED_PRECONDITION],
+  ["etcdserver: leader changed", grpc.status.UNAVAILABLE],
+  ["etcdserver: server stopped", grpc.status.UNAVAILABLE],
+  ["etcdserver: request timed out", grpc.status.UNAVAILABLE],
+];
+
+/**
+ * raftmeta's own messages for what etcd reports with one of its errors: a write or read that did
+ * not complete in time, a leader change that dropped a write, a node that is stopping. Sent as
+ * etcd's text and code (Unavailable), so an etcd client retries (or gives up) as it does on etcd.
+ */
+const RAFTMETA_ERRORS: readonly (readonly [RegExp, string])[] = [
+  [/^Entry \d+ was not applied within /, "etcdserver: request timed out"],
+  [/^No leader could take the request in time/, "etcdserver: request timed out"],
+  [/^The read could not be confirmed by a leader in time/, "etcdserver: request timed out"],
+  [/^No leader confirmed the read within /, "etcdserver: request timed out"],
+  [/^The leader \S+ failed while handling the forwarded write/, "etcdserver: request timed out"],
+  [/^Leadership changed; entry \d+ was replaced/, "etcdserver: leader changed"],
+  [/^Node is stopping/, "etcdserver: server stopped"],
+];
+
+/** etcd's exact error for a gateway message that starts with one of its descriptions. */
+function etcdError(code: number, message: string): StatusError {
+  for (const [desc, etcdCode] of ETCD_ERRORS) {
+    if (message === desc || (message.startsWith(desc) && /^[ :;(]/.test(message[desc.length]))) {
+      return { code: etcdCode, details: desc };
+    }
+  }
+  for (const [pattern, desc] of RAFTMETA_ERRORS) {
+    if (pattern.test(message)) return { code: grpc.status.UNAVAILABLE, details: desc };
+  }
+  return { code, details: message };
+}
+
+function toStatus(e: unknown): StatusError {
+  if (e instanceof GatewayError) return etcdError(e.code, e.message);
+  return { code: grpc.status.INTERNAL, details: `Internal error: ${(e as Error)?.message ?? e}` };
+}
+
+/** Sends gateway requests to the node's HTTP handler, in process. */
+class Gateway {
+  readonly #server: RaftServer;
+  readonly #handler: HttpHandler;
+  readonly #base: string;
+  readonly #info: Deno.ServeHandlerInfo<Deno.NetAddr>;
+
+  constructor(server: RaftServer, handler: HttpHandler, base: string) {
+    this.#server = server;
+    this.#handler = handler;
+    this.#base = base;
+    this.#info = {
+      remoteAddr: { transport: "tcp", hostname: "127.0.0.1", port: 0 },
+      completed: new Promise(() => {}),
+    };
+  }
+
+  /** The handler's raw answer to a gateway request for `path` with `body`. */
+  send(path: string, body: unknown): Promise<Response> {
+    const bytes = new TextEncoder().encode(JSON.stringify(body));
+    const req = new Request(this.#base + path, {
+      method: "POST",
+      headers: { "content-type": "application/json", "content-length": String(bytes.length) },
+      body: bytes,
+    });
+    return this.#handler(this.#server, req, this.#info);
+  }
+
+  /** A unary call: the gateway's JSON answer, or a {@linkcode GatewayError}. */
+  async call(path: string, body: unknown): Promise<Json> {
+    const res = await this.send(path, body);
+    return await answerOf(res);
+  }
+}
+
+async function answerOf(res: Response): Promise<Json> {
+  let json: Json;
+  try {
+    json = await res.json();
+  } catch (e) {
+    throw new GatewayError(
+      grpc.status.INTERNAL,
+      `The node's answer (HTTP ${res.status}) is not JSON: ${(e as Error).message}`,
+    );
+  }
+  if (!res.ok) {
+    const code = typeof json.code === "number" ? json.code : grpc.status.UNKNOWN;
+    throw new GatewayError(code, String(json.message ?? json.error ?? `HTTP ${res.status}`));
+  }
+  return json;
+}
+
+/**
+ * Runs each message of a bidirectional stream after the previous one was handled, so answers go
+ * out in request order (clients match a watch's `created` to their requests in order).
+ */
+function inOrder<T>(
+  call: grpc.ServerDuplexStream<T, Json>,
+  handle: (message: T) => Promise<void>,
+  onEnd: () => void,
+): void {
+  let chain = Promise.resolve();
+  let ended = false;
+  const end = () => {
+    if (ended) return;
+    ended = true;
+    onEnd();
+  };
+  call.on("data", (message: T) => {
+    chain = chain.then(() => ended ? undefined : handle(message)).catch((e) => {
+      end();
+      call.emit("error", toStatus(e));
+    });
+  });
+  call.on("end", () => {
+    chain = chain.then(() => {
+      end();
+      call.end();
+    });
+  });
+  call.on("cancelled", end);
+  call.on("error", end);
+  call.on("close", end);
+}
+
+// ---- Lease keep-alive ----------------------------------------------------------------------------
+
+function keepAlive(server: RaftServer, gw: Gateway, call: grpc.ServerDuplexStream<Json, Json>) {
+  inOrder(call, async (req) => {
+    const res = await gw.send("/v3/lease/keepalive", { ID: req.ID ?? "0" });
+    if (res.status === 404) {
+      // As etcd: a keep-alive of an unknown or expired lease is answered with TTL 0.
+      await res.body?.cancel();
+      call.write({ header: header(server), ID: String(req.ID ?? "0"), TTL: "0" });
+      return;
+    }
+    const json = await answerOf(res);
+    call.write((json.result ?? json) as Json);
+  }, () => {});
+}
+
+// ---- Snapshot ------------------------------------------------------------------------------------
+
+/**
+ * Maintenance.Snapshot: the gateway's `/v3/maintenance/snapshot` messages, each sent once the
+ * previous one was taken by the transport (a slow reader holds the stream, not memory here).
+ */
+async function snapshot(gw: Gateway, call: grpc.ServerWritableStream<Json, Json>): Promise<void> {
+  let lines: NdjsonReader | undefined;
+  let cancelled = false;
+  call.on("cancelled", () => {
+    cancelled = true;
+    lines?.cancel();
+  });
+  try {
+    const res = await gw.send("/v3/maintenance/snapshot", {});
+    if (!res.ok || res.body === null) await answerOf(res);
+    lines = new NdjsonReader(res.body!);
+    for (;;) {
+      const next = await lines.next();
+      if (next === undefined || cancelled) break;
+      const result = (next.result ?? {}) as Json;
+      if (!call.write(result)) await new Promise((r) => call.once("drain", r));
+    }
+    if (!cancelled) call.end();
+  } catch (e) {
+    if (!cancelled) call.emit("error", toStatus(e));
+  }
+}
+
+// ---- Watch ---------------------------------------------------------------------------------------
+
+interface WatchState {
+  /** Stops reading the gateway's stream (cancels the watch on the node). */
+  stop(): void;
+}
+
+function watch(server: RaftServer, gw: Gateway, call: grpc.ServerDuplexStream<Json, Json>) {
+  const watches = new Map<number, WatchState>();
+  let nextId = 0;
+  let closed = false;
+  const stopAll = () => {
+    closed = true;
+    for (const w of watches.values()) w.stop();
+    watches.clear();
+  };
+  const send = (message: Json) => {
+    if (!closed) call.write(message);
+  };
+  inOrder(call, async (req) => {
+    const create = req.create_request as Json | undefined;
+    const cancel = req.cancel_request as Json | undefined;
+    if (create !== undefined) {
+      await createWatch(create);
+    } else if (cancel !== undefined) {
+      const id = Number(cancel.watch_id ?? 0);
+      const w = watches.get(id);
+      // As etcd: canceling an unknown watch is answered with nothing.
+      if (w === undefined) return;
+      watches.delete(id);
+      w.stop();
+      send({ header: header(server), watch_id: String(id), canceled: true });
+    } else if (req.progress_request !== undefined) {
+      // As etcd 3.4: one progress notification for the whole stream, watch_id -1.
+      send({ header: header(server), watch_id: "-1" });
+    }
+  }, stopAll);
+
+  async function createWatch(create: Json): Promise<void> {
+    let id = Number(create.watch_id ?? 0);
+    if (id === 0) {
+      // As etcd: ids count up from 0 per stream, skipping ids the client chose.
+      while (watches.has(nextId)) nextId++;
+      id = nextId++;
+    } else if (watches.has(id)) {
+      send({
+        header: header(server),
+        watch_id: "-1",
+        created: true,
+        canceled: true,
+        cancel_reason: "mvcc: duplicate watch ID provided on the WatchStream",
+      });
+      return;
+    }
+    if (watches.size >= WATCHES_PER_STREAM_MAX) {
+      send({
+        header: header(server),
+        watch_id: "-1",
+        created: true,
+        canceled: true,
+        cancel_reason: `Too many watches on this stream: ${WATCHES_PER_STREAM_MAX} ` +
+          `(cancel one, or open another stream)`,
+      });
+      return;
+    }
+    const filters = new Set(
+      ((create.filters ?? []) as number[]).map((f) => FILTER_TYPES[f] ?? String(f)),
+    );
+    const body: Json = {};
+    for (const name of ["key", "range_end", "start_revision", "progress_notify", "prev_kv"]) {
+      if (create[name] !== undefined) body[name] = create[name];
+    }
+    const res = await gw.send("/v3/watch", { create_request: body });
+    if (!res.ok || res.body === null) {
+      let reason = `HTTP ${res.status}`;
+      try {
+        const json = await res.json();
+        reason = String(json.message ?? json.error ?? reason);
+      } catch { /* keep the status */ }
+      send({
+        header: header(server),
+        watch_id: "-1",
+        created: true,
+        canceled: true,
+        cancel_reason: reason,
+      });
+      return;
+    }
+    const lines = new NdjsonReader(res.body);
+    const first = await lines.next();
+    if (first === undefined) {
+      send({
+        header: header(server),
+        watch_id: "-1",
+        created: true,
+        canceled: true,
+        cancel_reason: "The node ended the watch before creating it",
+      });
+      return;
+    }
+    const watchId = String(id);
+    let stopped = false;
+    const state: WatchState = {
+      stop: () => {
+        stopped = true;
+        lines.cancel();
+      },
+    };
+    watches.set(id, state);
+    if (closed) {
+      // The stream ended while the watch was being created.
+      stopAll();
+      return;
+    }
+    const created = (first.result ?? {}) as Json;
+    send({ ...created, watch_id: watchId });
+    if (created.canceled === true) {
+      watches.delete(id);
+      return;
+    }
+    // Pump the watch's messages until it ends or is canceled; runs beside the request loop.
+    (async () => {
+      try {
+        for (;;) {
+          const next = await lines.next();
+          if (next === undefined || stopped) break;
+          const result = (next.result ?? {}) as Json;
+          const message: Json = { ...result, watch_id: watchId };
+          let events = result.events as Json[] | undefined;
+          if (events !== undefined) message.events = events = eventsOut(events);
+          if (events !== undefined && filters.size > 0) {
+            const kept = events.filter((e) =>
+              !(filters.has(e.type === EVENT_TYPES.DELETE ? "NODELETE" : "NOPUT"))
+            );
+            // As etcd: a response whose events were all filtered out is not sent.
+            if (kept.length === 0) continue;
+            message.events = kept;
+          }
+          send(message);
+          if (result.canceled === true) {
+            watches.delete(id);
+            return;
+          }
+        }
+      } catch { /* the node's stream broke: told below */ }
+      if (!stopped && watches.get(id) === state) {
+        watches.delete(id);
+        send({
+          header: header(server),
+          watch_id: watchId,
+          canceled: true,
+          cancel_reason: "The node ended the watch",
+        });
+      }
+    })();
+  }
+}
+
+/** Reads the `{"result": …}` objects of the gateway's newline-delimited watch stream. */
+class NdjsonReader {
+  readonly #reader: ReadableStreamDefaultReader<string>;
+  readonly #ready: Json[] = [];
+  #rest = "";
+
+  constructor(body: ReadableStream<Uint8Array>) {
+    this.#reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  }
+
+  /** The next object, or undefined at the end (or once canceled). */
+  async next(): Promise<Json | undefined> {
+    while (this.#ready.length === 0) {
+      const r = await this.#reader.read();
+      if (r.done) {
+        const last = this.#rest.trim();
+        this.#rest = "";
+        return last === "" ? undefined : JSON.parse(last);
+      }
+      const parts = (this.#rest + r.value).split("\n");
+      this.#rest = parts.pop()!;
+      for (const line of parts) if (line.trim() !== "") this.#ready.push(JSON.parse(line));
+    }
+    return this.#ready.shift();
+  }
+
+  /** Stops reading: the node's watch is canceled, a pending {@linkcode next} ends. */
+  cancel(): void {
+    this.#reader.cancel().catch(() => {});
+  }
+}
