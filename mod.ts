@@ -19,6 +19,21 @@ export * from "./src/raft/types.ts";
 export { type LogStart, RaftLog } from "./src/raft/log.ts";
 export { type NodeStatus, RaftNode, type RaftNodeOptions } from "./src/raft/node.ts";
 export { SeededRng } from "./src/raft/rng.ts";
+export {
+  applyConfChange,
+  type ConfChange,
+  decodeConfChange,
+  encodeConfChange,
+  type Membership,
+  membership,
+} from "./src/raft/membership.ts";
+export {
+  JointConfig,
+  MajorityConfig,
+  type QuorumConfig,
+  quorumsCanBeDisjoint,
+  type VoteResult,
+} from "./src/raft/quorum.ts";
 export { LogApplier, type StateMachine } from "./src/raft/applier.ts";
 export {
   MemoryStorage,

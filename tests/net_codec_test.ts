@@ -28,6 +28,7 @@ const SAMPLES: Message[] = [
     entries: [
       { index: 5, term: 3, kind: "noop", command: new Uint8Array(0) },
       { index: 6, term: 3, kind: "command", command: bytes(0xff, 0, 1, 2, 0x0a) },
+      { index: 7, term: 3, kind: "config", command: new TextEncoder().encode("CONF\npromote\nn4") },
     ],
     leaderCommit: 4,
     readRound: 7,
@@ -50,7 +51,7 @@ const SAMPLES: Message[] = [
     from: "n1",
     to: "n3",
     term: 3,
-    meta: { index: 100, term: 2, voters: ["n1", "n2", "n3"] },
+    meta: { index: 100, term: 2, voters: ["n1", "n2", "n3"], learners: ["n4"] },
     totalBytes: 5,
     offset: 2,
     data: bytes(1, 2, 3),
@@ -77,6 +78,16 @@ const SAMPLES: Message[] = [
     readIndex: 9,
     ok: true,
   },
+  {
+    type: "RequestVote",
+    from: "n1",
+    to: "n3",
+    term: 5,
+    lastLogIndex: 10,
+    lastLogTerm: 2,
+    transfer: true,
+  },
+  { type: "TimeoutNow", from: "n2", to: "n1", term: 4 },
 ];
 
 Deno.test("net codec: every message type round-trips in one frame", () => {

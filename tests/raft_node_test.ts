@@ -593,7 +593,16 @@ Deno.test("configuration is validated with clear errors", () => {
     () => mk("n1", { config: { heartbeatIntervalMs: 200 } }),
     /heartbeatIntervalMs \(200\) must be below electionTimeoutMinMs \(150\)/,
   );
-  assert.throws(() => new RaftNode({ id: "n9", voters: VOTERS, rng: new SeededRng(1) }), /n9/);
+  assert.throws(
+    () => mk("n1", { config: { learnerPromoteLagEntriesMax: -1 } }),
+    /learnerPromoteLagEntriesMax must be an integer/,
+  );
+  // A node outside the bootstrap voters is a joining node: it waits to learn its membership from
+  // the log and never campaigns meanwhile.
+  const outsider = new RaftNode({ id: "n9", voters: VOTERS, rng: new SeededRng(1) });
+  outsider.tick(10_000);
+  assert.equal(outsider.role, "Follower");
+  assert.equal(outsider.takeReady().messages.length, 0);
 });
 
 Deno.test("a leader replicates while it writes, and counts itself only once durable (§10.2.1)", async (t) => {

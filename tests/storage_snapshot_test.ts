@@ -48,6 +48,24 @@ Deno.test("snapshots", async (t) => {
   });
 
   await t.step(
+    "a snapshot carries its learners (format version 2); one without stays version 1",
+    async (t) => {
+      await onBothDisks(t, (disk) => {
+        const s = openStorage(disk);
+        s.save(hs(1, "n1", 80), entries(1, 100, 1));
+        const meta = { index: 70, term: 1, voters: ["n1", "n2", "n3"], learners: ["n4", "n5"] };
+        s.saveSnapshot({ meta, data: new TextEncoder().encode("with learners") });
+        s.close();
+        const again = openStorage(disk);
+        const loaded = again.load();
+        assert.deepEqual(loaded.snapshot?.meta, meta);
+        assert.equal(text(loaded.snapshot?.data), "with learners");
+        again.close();
+      });
+    },
+  );
+
+  await t.step(
     "old segments go, keeping the trailing window; two snapshots are kept",
     async (t) => {
       await onBothDisks(t, (disk) => {

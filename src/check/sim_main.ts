@@ -28,6 +28,9 @@ const FAULT_POINTS: readonly FaultPoint[] = [
   "leader-counts-unstable-self",
   "send-before-persist",
   "credit-stale-replies",
+  "config-on-commit",
+  "two-changes-in-flight",
+  "config-before-term-commit",
 ];
 
 const LOCKS_DEFAULT = 3;
@@ -127,6 +130,7 @@ async function main(args: string[]): Promise<number> {
   let operations = 0;
   let grants = 0;
   let faultCount = 0;
+  let membershipChanges = 0;
   const failures: { seed: number; kind: string; message: string }[] = [];
   const started = Date.now();
   const tty = Deno.stderr.isTerminal();
@@ -147,6 +151,7 @@ async function main(args: string[]): Promise<number> {
     operations += r.operations;
     grants += r.locks?.grants ?? 0;
     faultCount += r.faults;
+    membershipChanges += r.membershipChanges;
     if (r.violation !== undefined) {
       failures.push({ seed, kind: r.violation.kind, message: r.violation.message });
       console.log(
@@ -171,7 +176,7 @@ async function main(args: string[]): Promise<number> {
     }
     const line =
       `seeds ${i + 1}/${seeds.length}, operations ${operations}, lock grants ${grants}, ` +
-      `faults ${faultCount}, ` +
+      `faults ${faultCount} (membership ${membershipChanges}), ` +
       `violations ${failures.length}, ${((Date.now() - started) / 1000).toFixed(0)} s`;
     if (tty) Deno.stderr.writeSync(encoder.encode(`\r${line}`));
     else if ((i + 1) % 50 === 0 && i + 1 < seeds.length) console.error(line);
@@ -179,7 +184,8 @@ async function main(args: string[]): Promise<number> {
   if (tty) Deno.stderr.writeSync(encoder.encode("\n"));
   console.log(
     `seeds ${seeds.length}, operations checked ${operations}, lock grants checked ${grants}, ` +
-      `faults injected ${faultCount}, violations ${failures.length}`,
+      `faults injected ${faultCount} (membership changes ${membershipChanges}), ` +
+      `violations ${failures.length}`,
   );
   return failures.length === 0 ? 0 : 1;
 }

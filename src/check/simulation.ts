@@ -39,10 +39,17 @@ export const FAULT_KINDS = [
   "long-pause",
   "crash-subset",
   "long-delay",
+  "membership",
 ] as const;
 
 /** Share of seeds that run with `long-delay` when the fault kinds are not chosen explicitly. */
 export const LONG_DELAY_SEED_SHARE = 0.25;
+
+/** Share of seeds that run with `membership` when the fault kinds are not chosen explicitly. */
+export const MEMBERSHIP_SEED_SHARE = 0.5;
+
+/** Most nodes a run with `membership` adds beyond those it starts with. */
+export const MEMBERSHIP_ADDED_NODES_MAX = 4;
 
 /**
  * The kinds that are on in only a share of the seeds when the kinds are not chosen explicitly
@@ -73,7 +80,11 @@ export const CLOCK_DRIFT_MAX = 0.01;
  * lease deadlines follow it); `long-pause`: a node (often the leader) is paused 1.6–4 s, longer
  * than any lock lease and several election timeouts; `crash-subset`: on the simulated disk, a
  * crash keeps any subset of unsynced writes, not a prefix (it turns the sim disk on). Each
- * wider kind is on in a quarter of the default seeds (`SEED_SHARE`).
+ * wider kind is on in a quarter of the default seeds (`SEED_SHARE`). `membership`: every
+ * 200–1,500 ms one change — add a learner or a voter (at most `MEMBERSHIP_ADDED_NODES_MAX` nodes over the
+ * run), promote a learner, remove a learner or a voter (the leader in a third of removals; never
+ * below three voters), or transfer leadership — beside the other kinds, on a schedule of its own;
+ * with the default kinds, in half the seeds (`MEMBERSHIP_SEED_SHARE`).
  */
 export type FaultKind = typeof FAULT_KINDS[number];
 
@@ -149,8 +160,10 @@ export interface SimulationResult {
   readonly nodes: number;
   /** Client operations recorded (and checked, when no other violation came first). */
   readonly operations: number;
-  /** Faults injected. */
+  /** Faults injected (accepted membership changes included). */
   readonly faults: number;
+  /** Membership changes accepted by a leader (adds, promotions, removals, transfers). */
+  readonly membershipChanges: number;
   /** The first violation, if any. */
   readonly violation?: Violation;
   /** The client history. */
@@ -181,6 +194,11 @@ export async function runSimulation(
   const longRng = new SeededRng(seed ^ 0x10a7);
   if (options.faults === undefined && !longRng.chance(LONG_DELAY_SEED_SHARE)) {
     faults.delete("long-delay");
+  }
+  // Likewise: membership changes draw from a generator of their own.
+  const memberRng = new SeededRng(seed ^ 0x3e3c);
+  if (options.faults === undefined && !memberRng.chance(MEMBERSHIP_SEED_SHARE)) {
+    faults.delete("membership");
   }
   const durationMs = options.durationMs ?? 10_000;
   const healBoundMs = options.healBoundMs ?? 10_000;
@@ -303,7 +321,7 @@ export async function runSimulation(
     // Whole-run settings (`long-delay` is on from the start, below), not changes drawn here.
     const kinds = [...faults].filter((k) =>
       k !== "long-delay" && k !== "disk-slow" && k !== "slow-apply" && k !== "clock-drift" &&
-      k !== "crash-subset"
+      k !== "crash-subset" && k !== "membership"
     );
     if (kinds.length > 0) {
       const kind = kinds[rng.int(0, kinds.length)];
@@ -331,6 +349,7 @@ export async function runSimulation(
       case "partition":
         return partition();
       case "long-delay":
+      case "membership":
         return;
       case "crash":
       case "crash-after-persist":
@@ -482,6 +501,91 @@ export async function runSimulation(
     cluster.schedule(longRng.int(300, 2_000), slowOne);
   };
 
+  // Membership changes, on their own schedule and generator (so seeds without them keep their
+  // runs). A refusal (no leader, a change still uncommitted, a learner behind) is logged, not
+  // counted.
+  let membershipChanges = 0;
+  /** One change request; whether the leader accepted it. */
+  const changeMembership = (): boolean => {
+    if (stopped) return false;
+    const members = cluster.membership();
+    const leader = cluster.leader();
+    // Voters are removed only down to three, so crashes leave the cluster some availability.
+    const removable = [
+      ...(members.voters.length > 3 ? members.voters : []),
+      ...members.learners,
+    ];
+    // Leadership goes to a running voter (as an operator would choose; a transfer to a node that
+    // is down holds writes back for an election timeout).
+    const others = members.voters.filter((id) => id !== leader && cluster.node(id).state === "up");
+    const actions = [
+      ...(cluster.ids.length < nodes + MEMBERSHIP_ADDED_NODES_MAX ? ["add"] : []),
+      ...(members.learners.length > 0 ? ["promote"] : []),
+      ...(removable.length > 0 ? ["remove"] : []),
+      ...(leader !== undefined && others.length > 0 ? ["transfer"] : []),
+    ];
+    let what = "";
+    try {
+      if (actions.length === 0) return false;
+      const action = actions[memberRng.int(0, actions.length)];
+      if (action === "add") {
+        // Mostly as a learner, promoted later; sometimes straight as a voter (etcd allows both).
+        const as = memberRng.chance(0.3) ? "voter" : "learner";
+        what = `add ${as}`;
+        what = `add ${as} ${cluster.addNode({ as })}`;
+      } else if (action === "promote") {
+        const id = members.learners[memberRng.int(0, members.learners.length)];
+        what = `promote ${id}`;
+        cluster.promote(id);
+      } else if (action === "remove") {
+        const id = leader !== undefined && removable.includes(leader) && memberRng.chance(0.33)
+          ? leader
+          : removable[memberRng.int(0, removable.length)];
+        what = `remove ${id}${id === leader ? " (the leader)" : ""}`;
+        cluster.removeNode(id);
+      } else {
+        const id = others[memberRng.int(0, others.length)];
+        what = `transfer leadership ${leader} -> ${id}`;
+        cluster.transferLeader(id);
+      }
+      membershipChanges++;
+      fault(`membership: ${what}`);
+      return true;
+    } catch (e) {
+      if (e instanceof SafetyViolation) throw e;
+      log(`t=${cluster.nowMs} membership: ${what} refused: ${(e as Error).message}`);
+      return false;
+    }
+  };
+  // Operators race the cluster: now and then a second request right after an accepted one (a
+  // correct leader refuses it while the first is uncommitted), and a request just after a new
+  // leader is elected (refused until it committed in its term).
+  // And the leader may crash just after it accepted a change, before the change reached a
+  // majority: the next leader may never have seen it.
+  const membershipTick = () => {
+    if (stopped) return;
+    const leader = cluster.leader();
+    if (changeMembership()) {
+      if (memberRng.chance(0.3)) changeMembership();
+      if (leader !== undefined && memberRng.chance(0.25)) {
+        cluster.schedule(memberRng.int(0, 4), () => {
+          if (stopped || cluster.node(leader).state !== "up") return;
+          cluster.crash(leader);
+          crashed.add(leader);
+          fault(`membership: crash ${leader} right after the change`);
+          cluster.schedule(memberRng.int(200, 1_500), () => restartLater(leader));
+        });
+      }
+    }
+    cluster.schedule(memberRng.int(200, 1_500), membershipTick);
+  };
+  if (faults.has("membership")) {
+    cluster.onEvent((e) => {
+      if (e.kind !== "role" || e.role !== "Leader" || stopped) return;
+      if (memberRng.chance(0.5)) cluster.schedule(memberRng.int(0, 3), changeMembership);
+    });
+  }
+
   const messagesMax = options.messagesMax ?? 30 * durationMs;
   const watchdog = () => {
     if (cluster.stats.sent > messagesMax) {
@@ -504,6 +608,7 @@ export async function runSimulation(
       fault(`long delays: ${(cluster.network.longDelayRate * 100).toFixed(1)}% of messages`);
       cluster.schedule(longRng.int(100, 800), slowOne);
     }
+    if (faults.has("membership")) cluster.schedule(memberRng.int(200, 1_500), membershipTick);
     for (const c of clients) issue(c);
     locks?.start();
     cluster.schedule(rng.int(100, 800), injectOne);
@@ -597,6 +702,7 @@ export async function runSimulation(
     nodes,
     operations: history.length,
     faults: faultCount,
+    membershipChanges,
     violation,
     history,
     locks: lockCheck,

@@ -11,6 +11,7 @@
 
 import { encodeCommand } from "../kv/command.ts";
 import type { MetadataStore } from "../kv/store.ts";
+import { LeadershipTransferError } from "../raft/types.ts";
 
 /** What a lease manager needs from its node. */
 export interface LeaseManagerHost {
@@ -121,6 +122,9 @@ export class LeaseManager {
         // Refused because this node no longer leads: the next tick notices. Anything else would
         // leave the lease alive for good, so it is not swallowed.
         if (this.#host.leaderTerm() !== term) return proposed;
+        // Refused while leadership moves away (transfer): retried after expiryRetryMs, or by the
+        // next leader.
+        if (e instanceof LeadershipTransferError) return proposed;
         throw e;
       }
       this.expiriesProposed++;

@@ -31,6 +31,7 @@ import {
   type WatchStream,
 } from "./watch.ts";
 import type { CoordClient } from "./client.ts";
+import { LeadershipTransferError } from "../raft/types.ts";
 
 /** Options of {@linkcode SimCoordination}. */
 export interface SimCoordinationOptions extends WatchHubOptions {
@@ -60,18 +61,23 @@ export class SimCoordination {
   #down = new Set<NodeId>();
   #notifyPending = new Set<NodeId>();
   #expiriesProposed = 0;
+  #attach: (id: NodeId) => void;
 
   /** Attaches coordination to `cluster` (once per cluster). */
   constructor(cluster: Cluster, options: SimCoordinationOptions = {}) {
     this.cluster = cluster;
     const tickMs = options.tickMs ?? 10;
     const progressMs = options.progressMs ?? 500;
-    for (const id of cluster.ids) {
+    // Nodes added later (membership changes) get theirs when first seen.
+    this.#attach = (id) => {
+      if (this.#hubs.has(id)) return;
       this.#hubs.set(id, new WatchHub(() => cluster.node(id).store, options));
       this.#managers.set(id, this.#newManager(id));
       this.#incarnations.set(id, cluster.node(id).incarnation);
-    }
+    };
+    for (const id of cluster.ids) this.#attach(id);
     cluster.onApplied((n) => {
+      this.#attach(n.id);
       // Deliver after the host loop, never inside it.
       if (this.#notifyPending.has(n.id)) return;
       this.#notifyPending.add(n.id);
@@ -86,6 +92,7 @@ export class SimCoordination {
       const progress = sinceProgressMs >= progressMs;
       if (progress) sinceProgressMs = 0;
       for (const id of cluster.ids) {
+        this.#attach(id);
         const n = cluster.node(id);
         if (n.state === "crashed" || n.incarnation !== this.#incarnations.get(id)) {
           if (!this.#down.has(id)) {
@@ -113,11 +120,13 @@ export class SimCoordination {
 
   /** The watch hub of node `id`. */
   hub(id: NodeId): WatchHub {
+    this.#attach(id);
     return this.#hubs.get(id)!;
   }
 
   /** The lease manager of node `id`. */
   leases(id: NodeId): LeaseManager {
+    this.#attach(id);
     return this.#managers.get(id)!;
   }
 
@@ -176,7 +185,10 @@ export class SimCoordination {
       },
       propose: (command) => {
         const op = c.propose(command, { via: id });
-        if (op.status === "failed") throw new Error(op.error);
+        if (op.status !== "failed") return;
+        const transferee = c.node(id).raft.transferee;
+        if (transferee !== undefined) throw new LeadershipTransferError(id, transferee);
+        throw new Error(op.error);
       },
     });
   }

@@ -66,7 +66,11 @@ const TYPE_TAGS = {
   ReadIndexReply: 8,
   InstallSnapshot: 9,
   InstallSnapshotReply: 10,
+  TimeoutNow: 11,
 } as const satisfies Record<Message["type"], number>;
+
+/** Entry kinds by their wire code. */
+const WIRE_KINDS = ["noop", "command", "config"] as const;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -161,6 +165,9 @@ function encodeMessage(w: ByteWriter, m: Message): void {
     case "PreVote":
       w.f64(m.lastLogIndex);
       w.f64(m.lastLogTerm);
+      w.u8(m.transfer === true ? 1 : 0);
+      return;
+    case "TimeoutNow":
       return;
     case "RequestVoteReply":
     case "PreVoteReply":
@@ -176,7 +183,7 @@ function encodeMessage(w: ByteWriter, m: Message): void {
       for (const e of m.entries) {
         w.f64(e.index);
         w.f64(e.term);
-        w.u8(e.kind === "noop" ? 0 : 1);
+        w.u8(e.kind === "noop" ? 0 : e.kind === "command" ? 1 : 2);
         w.bytes(e.command);
       }
       return;
@@ -194,6 +201,8 @@ function encodeMessage(w: ByteWriter, m: Message): void {
       w.f64(m.meta.term);
       w.u32(m.meta.voters.length);
       for (const v of m.meta.voters) w.str(v);
+      w.u32(m.meta.learners?.length ?? 0);
+      for (const v of m.meta.learners ?? []) w.str(v);
       w.f64(m.totalBytes);
       w.f64(m.offset);
       w.bytes(m.data);
@@ -247,15 +256,22 @@ function decodeMessage(r: Reader): Message {
   const term = r.num("term");
   switch (tag) {
     case TYPE_TAGS.RequestVote:
-    case TYPE_TAGS.PreVote:
+    case TYPE_TAGS.PreVote: {
+      const lastLogIndex = r.num("lastLogIndex");
+      const lastLogTerm = r.num("lastLogTerm");
+      const transfer = r.bool("transfer");
       return {
         type: tag === TYPE_TAGS.PreVote ? "PreVote" : "RequestVote",
         from,
         to,
         term,
-        lastLogIndex: r.num("lastLogIndex"),
-        lastLogTerm: r.num("lastLogTerm"),
+        lastLogIndex,
+        lastLogTerm,
+        ...(transfer ? { transfer } : {}),
       };
+    }
+    case TYPE_TAGS.TimeoutNow:
+      return { type: "TimeoutNow", from, to, term };
     case TYPE_TAGS.RequestVoteReply:
     case TYPE_TAGS.PreVoteReply:
       return {
@@ -291,12 +307,12 @@ function decodeMessage(r: Reader): Message {
         if (entryTerm < 1 || entryTerm < lastTerm || entryTerm > term) {
           throw new FrameError(`Entry ${index} has term ${entryTerm} out of order`);
         }
-        if (kind > 1) throw new FrameError(`Entry ${index} has unknown kind ${kind}`);
+        if (kind > 2) throw new FrameError(`Entry ${index} has unknown kind ${kind}`);
         if (kind === 0 && command.length > 0) {
           throw new FrameError(`No-op entry ${index} carries ${command.length} bytes`);
         }
         lastTerm = entryTerm;
-        entries.push({ index, term: entryTerm, kind: kind === 0 ? "noop" : "command", command });
+        entries.push({ index, term: entryTerm, kind: WIRE_KINDS[kind], command });
       }
       return {
         type: "AppendEntries",
@@ -333,6 +349,12 @@ function decodeMessage(r: Reader): Message {
       }
       const voters: string[] = [];
       for (let i = 0; i < voterCount; i++) voters.push(r.str("voter"));
+      const learnerCount = r.u32("learner count");
+      if (learnerCount > 1000) {
+        throw new FrameError(`Snapshot learner count out of range: ${learnerCount}`);
+      }
+      const learners: string[] = [];
+      for (let i = 0; i < learnerCount; i++) learners.push(r.str("learner"));
       const totalBytes = r.num("totalBytes");
       const offset = r.num("offset");
       const data = r.bytes("snapshot chunk", FRAME_BYTES_MAX);
@@ -350,7 +372,7 @@ function decodeMessage(r: Reader): Message {
         from,
         to,
         term,
-        meta: { index, term: snapshotTerm, voters },
+        meta: { index, term: snapshotTerm, voters, ...(learnerCount > 0 ? { learners } : {}) },
         totalBytes,
         offset,
         data,

@@ -188,7 +188,8 @@ export class Snapshotter {
     const index = host.store.appliedIndex;
     const term = node.log.term(index);
     if (term === undefined) throw new Error(`Entry ${index} is not in the log`);
-    const meta = { index, term, voters: [...node.voters] };
+    const config = node.membershipAt(index); // snapshots carry the configuration
+    const meta = { index, term, voters: [...config.voters], learners: [...config.learners] };
     const check = () => {
       if (host.closed() || storage.closed) throw new Abandoned("closed");
       if (node.log.snapshotIndex >= index || storage.snapshotIndex >= index) {

@@ -141,7 +141,8 @@ export function maybeSnapshot(
   if (index - node.log.snapshotIndex < every) return undefined;
   const term = node.log.term(index);
   invariant(term !== undefined, () => `applied index ${index} is not in the log`);
-  const snapshot: Snapshot = { meta: { index, term, voters: node.voters }, data: host.capture() };
+  const { voters, learners } = node.membershipAt(index); // snapshots carry the configuration
+  const snapshot: Snapshot = { meta: { index, term, voters, learners }, data: host.capture() };
   host.storage.saveSnapshot(snapshot);
   node.compact(snapshot);
   return snapshot;

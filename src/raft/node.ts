@@ -11,7 +11,16 @@
  */
 
 import { invariant, RaftLog } from "./log.ts";
-import { Progress, quorumIndex, quorumSize } from "./progress.ts";
+import { Progress } from "./progress.ts";
+import { JointConfig, type QuorumConfig } from "./quorum.ts";
+import {
+  applyConfChange,
+  type ConfChange,
+  ConfigHistory,
+  encodeConfChange,
+  type Membership,
+  membership,
+} from "./membership.ts";
 import {
   type AppendEntries,
   type AppendEntriesReply,
@@ -21,6 +30,7 @@ import {
   type HardState,
   type InstallSnapshot,
   type InstallSnapshotReply,
+  LeadershipTransferError,
   type Message,
   type NodeId,
   NotLeaderError,
@@ -33,6 +43,8 @@ import {
   type Rng,
   type Snapshot,
   SNAPSHOT_TRAILING_ENTRIES_MAX,
+  type SnapshotMeta,
+  type TimeoutNow,
   type VoteReply,
   type VoteRequest,
 } from "./types.ts";
@@ -41,8 +53,15 @@ import {
 export interface RaftNodeOptions {
   /** This node's id. */
   readonly id: NodeId;
-  /** Every voter in the cluster, this node included. */
+  /**
+   * The bootstrap voters: the configuration at index 0, before any membership change in the log.
+   * Every node of a cluster is given the same ones; a node added later need not be among them (it
+   * learns its membership from the log or a snapshot). Ignored when `snapshot` is given (its
+   * metadata carries the configuration).
+   */
   readonly voters: readonly NodeId[];
+  /** The bootstrap learners (non-voting members). Default none. */
+  readonly learners?: readonly NodeId[];
   /** Randomness for election timeouts. */
   readonly rng: Rng;
   /** Overrides of {@linkcode DEFAULT_CONFIG}. */
@@ -87,6 +106,14 @@ export interface NodeStatus {
   readonly commitIndex: number;
   /** Highest index handed to the host to apply. */
   readonly lastApplied: number;
+  /** Voters of the configuration in force (the newest in the log), sorted. */
+  readonly voters: readonly NodeId[];
+  /** Learners of the configuration in force, sorted. */
+  readonly learners: readonly NodeId[];
+  /** Index of the entry that made that configuration (0: bootstrap; a snapshot's index). */
+  readonly configIndex: number;
+  /** On a leader: the node leadership is being transferred to, if any. */
+  readonly transferee: NodeId | undefined;
   /** On a leader: each follower's replication progress. */
   readonly progress: ReadonlyMap<
     NodeId,
@@ -123,8 +150,6 @@ const UNCOMMITTED_ENTRIES_MAX = 65536;
 export class RaftNode {
   /** This node's id. */
   readonly id: NodeId;
-  /** Every voter, this node included, in a fixed order. */
-  readonly voters: readonly NodeId[];
   /** The effective configuration. */
   readonly config: RaftConfig;
   /** The log. Read it freely; only the node changes it. */
@@ -167,15 +192,19 @@ export class RaftNode {
   /** A snapshot installed from the leader that the host has yet to persist and restore. */
   #snapshotToInstall: Snapshot | undefined;
   #incoming: IncomingSnapshot | undefined;
+  /** Cluster configurations of the log; the newest is in force (membership.ts). */
+  #configs: ConfigHistory;
+  #quorumOf = new WeakMap<Membership, QuorumConfig>();
+  /** On a leader: the target of a leadership transfer in progress, and when it gives up. */
+  #transferee: NodeId | undefined;
+  #transferDeadlineMs = 0;
 
   /** Creates a follower; with `hardState`/`entries` it resumes from persisted state. */
   constructor(options: RaftNodeOptions) {
     this.id = options.id;
-    this.voters = [...options.voters];
-    invariant(this.voters.includes(this.id), () => `voters must include the node "${this.id}"`);
     invariant(
-      new Set(this.voters).size === this.voters.length,
-      () => `voters must be distinct: ${this.voters.join(",")}`,
+      new Set(options.voters).size === options.voters.length,
+      () => `voters must be distinct: ${options.voters.join(",")}`,
     );
     this.config = { ...DEFAULT_CONFIG, ...options.config };
     validateConfig(this.config);
@@ -212,6 +241,11 @@ export class RaftNode {
     );
     this.#persisted = hs;
     this.#stableIndex = this.log.lastIndex; // what it was given was read back from storage
+    // The configuration: the snapshot's (or the bootstrap one), then every config entry after it.
+    this.#configs = snap === undefined
+      ? new ConfigHistory(membership(options.voters, options.learners ?? []), 0)
+      : new ConfigHistory(membershipOfMeta(snap.meta), snap.meta.index);
+    this.#configs.appended(this.log.slice(this.log.snapshotIndex + 1, this.log.lastIndex + 1));
     this.#resetElectionTimer();
   }
 
@@ -249,6 +283,33 @@ export class RaftNode {
   get snapshot(): Snapshot | undefined {
     return this.#snapshot;
   }
+  /** Voters of the configuration in force (the newest in the log, committed or not), sorted. */
+  get voters(): readonly NodeId[] {
+    return this.#configs.current.voters;
+  }
+  /** Learners of the configuration in force, sorted. */
+  get learners(): readonly NodeId[] {
+    return this.#configs.current.learners;
+  }
+  /** The configuration in force: voters and learners. */
+  get membership(): Membership {
+    return this.#configs.current;
+  }
+  /**
+   * The configuration in force at `index`, for snapshot metadata: `index` must not be below the
+   * log's snapshot index.
+   */
+  membershipAt(index: number): Membership {
+    invariant(
+      index >= this.log.snapshotIndex,
+      () => `configuration at ${index} is compacted (snapshot index ${this.log.snapshotIndex})`,
+    );
+    return this.#configs.at(index);
+  }
+  /** The leadership transfer in progress on this leader, if any. */
+  get transferee(): NodeId | undefined {
+    return this.#transferee;
+  }
   /** The hard state as it stands now (persisted or about to be). */
   get hardState(): HardState {
     return { term: this.#term, votedFor: this.#votedFor, commitIndex: this.#commitIndex };
@@ -257,9 +318,10 @@ export class RaftNode {
   /** The earliest clock reading at which `tick` has work to do. */
   nextDeadlineMs(): number {
     if (this.#role === "Leader") {
+      const transferMs = this.#transferee === undefined ? Infinity : this.#transferDeadlineMs;
       return this.config.checkQuorum
-        ? Math.min(this.#heartbeatDeadlineMs, this.#checkQuorumDeadlineMs)
-        : this.#heartbeatDeadlineMs;
+        ? Math.min(this.#heartbeatDeadlineMs, this.#checkQuorumDeadlineMs, transferMs)
+        : Math.min(this.#heartbeatDeadlineMs, transferMs);
     }
     return this.#electionDeadlineMs;
   }
@@ -283,6 +345,10 @@ export class RaftNode {
       lastLogTerm: this.log.lastTerm,
       commitIndex: this.#commitIndex,
       lastApplied: this.#lastApplied,
+      voters: this.voters,
+      learners: this.learners,
+      configIndex: this.#configs.currentIndex,
+      transferee: this.#transferee,
       progress,
     };
   }
@@ -294,6 +360,10 @@ export class RaftNode {
     invariant(nowMs >= this.#nowMs, () => `clock went backwards: ${nowMs} < ${this.#nowMs}`);
     this.#nowMs = nowMs;
     if (this.#role === "Leader") {
+      // A transfer that has not produced a new leader within an election timeout is abandoned.
+      if (this.#transferee !== undefined && nowMs >= this.#transferDeadlineMs) {
+        this.#transferee = undefined;
+      }
       if (this.config.checkQuorum && nowMs >= this.#checkQuorumDeadlineMs) {
         this.#checkQuorumDeadlineMs = nowMs + this.config.electionTimeoutMaxMs;
         if (!this.#quorumActive()) {
@@ -306,18 +376,29 @@ export class RaftNode {
         this.#broadcastHeartbeat();
       }
     } else if (nowMs >= this.#electionDeadlineMs) {
-      this.#campaign();
+      // Learners, and nodes outside the configuration (removed, or added but not yet told), never
+      // campaign: they would only disturb the voters.
+      if (this.#isVoter()) this.#campaign();
+      else this.#resetElectionTimer();
     }
   }
 
   /** Feeds one message received from a peer. */
   step(m: Message): void {
-    if (m.to !== this.id || !this.voters.includes(m.from) || m.from === this.id) return;
+    if (m.to !== this.id || m.from === this.id) return;
+    // A leader's messages are taken from anyone (a node may not know yet that the sender joined);
+    // anything else only from a member of our configuration: a removed node cannot disrupt.
+    const leaderMessage = m.type === "AppendEntries" || m.type === "InstallSnapshot" ||
+      m.type === "TimeoutNow";
+    if (!leaderMessage && !this.#isMember(m.from)) return;
     if (m.term > this.#term) {
       // Dissertation §4.2.3: while a live leader's lease holds, a vote request of a higher term
       // comes from a node that was cut off; ignored, it cannot depose the leader or raise our
-      // term. (A leadership transfer, once there is one, must bypass this, as etcd's does.)
-      if (m.type === "RequestVote" && this.config.checkQuorum && this.#inLeaderLease()) return;
+      // term. A campaign the leader asked for (leadership transfer) is exempt, as etcd's is.
+      if (
+        m.type === "RequestVote" && m.transfer !== true && this.config.checkQuorum &&
+        this.#inLeaderLease()
+      ) return;
       // A PreVote, or a granted answer to ours, carries a future term without raising ours (§9.6).
       const futureTermOnly = m.type === "PreVote" || (m.type === "PreVoteReply" && m.granted);
       if (!futureTermOnly) {
@@ -364,6 +445,10 @@ export class RaftNode {
    */
   propose(command: Uint8Array, kind: EntryKind = "command"): { index: number; term: number } {
     if (this.#role !== "Leader") throw new NotLeaderError(this.id, this.#leaderId);
+    invariant(kind !== "config", () => "membership changes go through proposeConfChange");
+    if (this.#transferee !== undefined) {
+      throw new LeadershipTransferError(this.id, this.#transferee);
+    }
     if (this.log.lastIndex - this.#commitIndex >= UNCOMMITTED_ENTRIES_MAX) {
       throw new Error(
         `Node "${this.id}" has ${UNCOMMITTED_ENTRIES_MAX} uncommitted entries; retry later`,
@@ -373,6 +458,87 @@ export class RaftNode {
     this.#appendLocal([entry]);
     this.#maybeCommit();
     return { index: entry.index, term: entry.term };
+  }
+
+  /**
+   * Proposes a membership change (one server at a time, dissertation §4.1). It takes effect on
+   * each node as soon as its entry is appended; the result arrives through `committedEntries`
+   * like any entry. Refused (with an error saying why) on a non-leader, during a leadership
+   * transfer, before this leader has committed an entry of its term, while an earlier change is
+   * uncommitted, when the change does not fit the configuration, and when promoting a learner more
+   * than `learnerPromoteLagEntriesMax` entries behind.
+   */
+  proposeConfChange(change: ConfChange): { index: number; term: number } {
+    if (this.#role !== "Leader") throw new NotLeaderError(this.id, this.#leaderId);
+    if (this.#transferee !== undefined) {
+      throw new LeadershipTransferError(this.id, this.#transferee);
+    }
+    // The 2015 erratum: a new leader may hold an uncommitted change of an earlier leader; a change
+    // of its own on top could make configurations two servers apart. Its term's first commit
+    // settles the log before it.
+    if (
+      this.log.term(this.#commitIndex) !== this.#term &&
+      !this.#faults.has("config-before-term-commit")
+    ) {
+      throw new Error(
+        `Node "${this.id}" has not yet committed an entry of its term ${this.#term}; ` +
+          `retry the membership change shortly`,
+      );
+    }
+    const pending = this.#configs.currentIndex;
+    if (pending > this.#commitIndex && !this.#faults.has("two-changes-in-flight")) {
+      throw new Error(
+        `A membership change (entry ${pending}) is still uncommitted; one change at a time`,
+      );
+    }
+    applyConfChange(this.membership, change); // throws when the change does not fit
+    if (change.type === "promote") {
+      const match = this.#progress.get(change.node)?.matchIndex ?? 0;
+      const lag = this.log.lastIndex - match;
+      if (lag > this.config.learnerPromoteLagEntriesMax) {
+        throw new Error(
+          `etcdserver: can only promote a learner member which is in sync with leader ` +
+            `("${change.node}" is ${lag} entries behind; at most ` +
+            `${this.config.learnerPromoteLagEntriesMax} allowed)`,
+        );
+      }
+    }
+    const entry: RaftLogEntry = {
+      index: this.log.lastIndex + 1,
+      term: this.#term,
+      kind: "config",
+      command: encodeConfChange(change),
+    };
+    this.#appendLocal([entry]);
+    this.#maybeCommit();
+    return { index: entry.index, term: entry.term };
+  }
+
+  /**
+   * Hands leadership to the voter `target` (dissertation §3.10): the leader stops accepting
+   * proposals, brings `target` up to date, then tells it to campaign at once (TimeoutNow). The
+   * transfer ends when a new leader is elected, or is abandoned after an election timeout
+   * (`electionTimeoutMaxMs`). Throws on a non-leader or when `target` is not another voter.
+   */
+  transferLeadership(target: NodeId): void {
+    if (this.#role !== "Leader") throw new NotLeaderError(this.id, this.#leaderId);
+    if (target === this.id) throw new Error(`Node "${target}" already leads`);
+    if (!this.voters.includes(target)) {
+      throw new Error(`Cannot transfer leadership to "${target}": not a voter`);
+    }
+    this.#transferee = target;
+    this.#transferDeadlineMs = this.#nowMs + this.config.electionTimeoutMaxMs;
+    this.#maybeSendTimeoutNow();
+  }
+
+  /** Sends TimeoutNow once the transfer's target holds the whole log. */
+  #maybeSendTimeoutNow(): void {
+    const target = this.#transferee;
+    if (target === undefined) return;
+    const pr = this.#progress.get(target);
+    if (pr === undefined || pr.matchIndex !== this.log.lastIndex) return;
+    const m: TimeoutNow = { type: "TimeoutNow", from: this.id, to: target, term: this.#term };
+    this.#send(m);
   }
 
   /**
@@ -424,6 +590,7 @@ export class RaftNode {
       this.config.snapshotTrailingEntries,
       this.config.snapshotTrailingBytesMax,
     );
+    this.#configs.compacted(index);
     invariant(
       this.#unstableFrom === undefined || this.#unstableFrom > this.log.baseIndex,
       () => `compaction to ${index} would drop entries not yet persisted (${this.#unstableFrom})`,
@@ -492,6 +659,7 @@ export class RaftNode {
       this.#votedFor = undefined;
     }
     this.#failPendingReads(`node "${this.id}" is no longer the leader`);
+    this.#transferee = undefined;
     const wasLeader = this.#role === "Leader";
     this.#role = "Follower";
     this.#leaderId = leaderId;
@@ -523,7 +691,8 @@ export class RaftNode {
     }
   }
 
-  #becomeCandidate(): void {
+  /** `transfer`: the leader asked for this campaign (TimeoutNow), so voters ignore its lease. */
+  #becomeCandidate(transfer = false): void {
     this.#role = "Candidate";
     this.#term += 1;
     this.#votedFor = this.id;
@@ -539,6 +708,7 @@ export class RaftNode {
         term: this.#term,
         lastLogIndex: this.log.lastIndex,
         lastLogTerm: this.log.lastTerm,
+        ...(transfer ? { transfer: true } : {}),
       });
     }
   }
@@ -547,10 +717,9 @@ export class RaftNode {
     invariant(this.#role === "Candidate", () => `only a candidate becomes leader (${this.#role})`);
     this.#role = "Leader";
     this.#leaderId = this.id;
+    this.#transferee = undefined;
     this.#progress.clear();
-    for (const peer of this.#peers()) {
-      this.#progress.set(peer, new Progress(this.log.lastIndex + 1));
-    }
+    this.#syncProgress();
     // Rounds count per term: a reply is credited only when it answers a request of this term.
     this.#readRound = 0;
     this.#pendingReads = [];
@@ -630,15 +799,11 @@ export class RaftNode {
   }
 
   #won(): boolean {
-    let yes = 0;
-    for (const g of this.#votes.values()) if (g) yes++;
-    return yes >= quorumSize(this.voters.length);
+    return this.#quorum().voteResult(this.#votes) === "won";
   }
 
   #lost(): boolean {
-    let no = 0;
-    for (const g of this.#votes.values()) if (!g) no++;
-    return no >= quorumSize(this.voters.length);
+    return this.#quorum().voteResult(this.#votes) === "lost";
   }
 
   // ---- Per-role message handling ---------------------------------------------------------------
@@ -657,6 +822,11 @@ export class RaftNode {
         return this.#handleInstallSnapshot(m);
       case "ReadIndex":
         return this.#refuseRead(m, `node "${this.id}" is not the leader`);
+      case "TimeoutNow":
+        // The leader hands over (§3.10): campaign now, without PreVote; a learner or a node
+        // outside the configuration ignores it.
+        if (this.#isVoter()) this.#becomeCandidate(true);
+        return;
       default:
         return; // stale vote replies and the like
     }
@@ -685,9 +855,11 @@ export class RaftNode {
         return this.#handleAppendEntriesReply(m);
       case "InstallSnapshotReply":
         return this.#handleInstallSnapshotReply(m);
-      case "ReadIndex":
-        this.#progress.get(m.from)!.recentActive = true;
+      case "ReadIndex": {
+        const pr = this.#progress.get(m.from);
+        if (pr !== undefined) pr.recentActive = true;
         return this.#leaderRead(m.readId, m.from);
+      }
       case "AppendEntries":
       case "InstallSnapshot":
         invariant(false, () => `two leaders in term ${this.#term}: "${this.id}" and "${m.from}"`);
@@ -804,6 +976,7 @@ export class RaftNode {
           () => `would truncate committed entry ${e.index} (commitIndex ${this.#commitIndex})`,
         );
         this.log.truncateFrom(e.index);
+        this.#configs.truncatedFrom(e.index); // back to the configuration before (§4.1)
         this.#stableIndex = Math.min(this.#stableIndex, e.index - 1);
       }
       toAppend = entries.slice(i) as RaftLogEntry[];
@@ -814,6 +987,7 @@ export class RaftNode {
       const end = m.prevLogIndex + m.entries.length;
       if (end < this.log.lastIndex && end >= this.#commitIndex) {
         this.log.truncateFrom(end + 1);
+        this.#configs.truncatedFrom(end + 1);
         this.#stableIndex = Math.min(this.#stableIndex, end);
       }
     }
@@ -891,6 +1065,9 @@ export class RaftNode {
     const { index } = snapshot.meta;
     invariant(index > this.#commitIndex, () => `snapshot ${index} is not past commitIndex`);
     const kept = this.log.installSnapshot(index, snapshot.meta.term);
+    // The snapshot's configuration, then any config entry of the log kept after it.
+    this.#configs = new ConfigHistory(membershipOfMeta(snapshot.meta), index);
+    this.#configs.appended(this.log.slice(index + 1, this.log.lastIndex + 1));
     // The snapshot is saved before anything else of its batch (persistFirst), so it counts as
     // durable; a log it replaced is not.
     this.#stableIndex = kept ? Math.max(this.#stableIndex, index) : index;
@@ -910,7 +1087,9 @@ export class RaftNode {
     // A late answer to another term's request: its read round, match and hints are of that term,
     // and it shows no recent contact (CheckQuorum). Its term was handled in `step`.
     if (m.requestTerm !== this.#term && !this.#faults.has("credit-stale-replies")) return;
-    const pr = this.#progress.get(m.from)!;
+    const pr = this.#progress.get(m.from);
+    if (pr === undefined) return; // from a member removed since
+
     pr.recentActive = true;
     if (m.readRound > pr.readRoundAcked) {
       pr.readRoundAcked = m.readRound;
@@ -923,6 +1102,7 @@ export class RaftNode {
       if (pr.matchIndex < pr.stallIndex) pr.becomeProbe(pr.matchIndex + 1);
       else pr.stallRound = 0;
     }
+    if (m.from === this.#transferee && this.#role === "Leader") this.#maybeSendTimeoutNow();
   }
 
   /** What a reply says about the follower's log: acknowledge, repair a lost log, or back off. */
@@ -988,7 +1168,8 @@ export class RaftNode {
    */
   #handleInstallSnapshotReply(m: InstallSnapshotReply): void {
     if (m.requestTerm !== this.#term) return; // a late answer to another term's chunk
-    const pr = this.#progress.get(m.from)!;
+    const pr = this.#progress.get(m.from);
+    if (pr === undefined) return; // from a member removed since
     pr.recentActive = true;
     const current = pr.state === "Snapshot" && pr.snapshot!.meta.index === m.snapshotIndex;
     if (m.done) {
@@ -1146,9 +1327,9 @@ export class RaftNode {
     const self = this.#faults.has("leader-counts-unstable-self")
       ? this.log.lastIndex
       : Math.min(this.#stableIndex, this.log.lastIndex);
-    const matches = [self];
-    for (const pr of this.#progress.values()) matches.push(pr.matchIndex);
-    const index = quorumIndex(matches);
+    const index = this.#quorum().committedIndex((id) =>
+      id === this.id ? self : this.#progress.get(id)?.matchIndex
+    );
     // Figure 8: only an entry of the current term is committed by counting replicas.
     const countable = this.log.term(index) === this.#term ||
       this.#faults.has("commit-earlier-term-by-counting");
@@ -1156,16 +1337,22 @@ export class RaftNode {
       this.#commitIndex = index;
       this.#commitToAnnounce = this.#progress.size > 0;
       this.#startWaitingReads();
+      // A leader the configuration no longer lists leads until that change commits (§4.2.2),
+      // then tells the others the commit and steps down.
+      if (!this.#isVoter() && this.#configs.currentIndex <= this.#commitIndex) {
+        this.#flushAppends();
+        this.#becomeFollower(this.#term, undefined);
+      }
     }
   }
 
   #quorumActive(): boolean {
-    let active = 1;
-    for (const pr of this.#progress.values()) {
-      if (pr.recentActive) active++;
+    const active = new Map<NodeId, boolean>([[this.id, true]]);
+    for (const [id, pr] of this.#progress) {
+      active.set(id, pr.recentActive);
       pr.recentActive = false;
     }
-    return active >= quorumSize(this.voters.length);
+    return this.#quorum().voteResult(active) === "won";
   }
 
   // ---- Linearizable reads (ReadIndex, rule 6) --------------------------------------------------
@@ -1207,13 +1394,12 @@ export class RaftNode {
   }
 
   #confirmReads(): void {
-    const need = quorumSize(this.voters.length);
     while (this.#pendingReads.length > 0) {
       const r = this.#pendingReads[0];
       if (r.round === 0) return;
-      let acks = 1;
-      for (const pr of this.#progress.values()) if (pr.readRoundAcked >= r.round) acks++;
-      if (acks < need) return;
+      const acks = new Map<NodeId, boolean>([[this.id, true]]);
+      for (const [id, pr] of this.#progress) acks.set(id, pr.readRoundAcked >= r.round);
+      if (this.#quorum().voteResult(acks) !== "won") return;
       this.#pendingReads.shift();
       if (r.from === undefined) {
         this.#readStates.push({ readId: r.readId, readIndex: r.readIndex, ok: true });
@@ -1250,8 +1436,50 @@ export class RaftNode {
 
   // ---- Helpers ---------------------------------------------------------------------------------
 
+  /** The other voters: whom a (pre-)candidate asks for votes. */
   #peers(): NodeId[] {
     return this.voters.filter((v) => v !== this.id);
+  }
+
+  #isVoter(): boolean {
+    return this.#configs.current.voters.includes(this.id);
+  }
+
+  #isMember(id: NodeId): boolean {
+    const m = this.#configs.current;
+    return m.voters.includes(id) || m.learners.includes(id);
+  }
+
+  /**
+   * The quorum rule in force: the newest configuration in the log (§4.1, a change takes effect
+   * when appended). The fault point `config-on-commit` uses the committed one instead.
+   */
+  #quorum(): QuorumConfig {
+    const m = this.#faults.has("config-on-commit")
+      ? this.#configs.at(this.#commitIndex)
+      : this.#configs.current;
+    let q = this.#quorumOf.get(m);
+    if (q === undefined) {
+      q = new JointConfig(m.voters);
+      this.#quorumOf.set(m, q);
+    }
+    return q;
+  }
+
+  /** A leader replicates to every member, voter or learner, and to no one else. */
+  #syncProgress(): void {
+    const m = this.#configs.current;
+    const members = new Set([...m.voters, ...m.learners]);
+    members.delete(this.id);
+    for (const id of members) {
+      if (!this.#progress.has(id)) this.#progress.set(id, new Progress(this.log.lastIndex + 1));
+    }
+    for (const id of [...this.#progress.keys()]) {
+      if (!members.has(id)) this.#progress.delete(id);
+    }
+    if (this.#transferee !== undefined && !m.voters.includes(this.#transferee)) {
+      this.#transferee = undefined;
+    }
   }
 
   #send(m: Message): void {
@@ -1262,6 +1490,10 @@ export class RaftNode {
     if (entries.length === 0) return;
     const from = entries[0].index;
     this.log.append(entries);
+    if (entries.some((e) => e.kind === "config")) {
+      this.#configs.appended(entries);
+      if (this.#role === "Leader") this.#syncProgress();
+    }
     this.#unstableFrom = this.#unstableFrom === undefined
       ? from
       : Math.min(this.#unstableFrom, from);
@@ -1271,6 +1503,11 @@ export class RaftNode {
     const { electionTimeoutMinMs: min, electionTimeoutMaxMs: max } = this.config;
     this.#electionDeadlineMs = this.#nowMs + min + Math.floor(this.#rng.next() * (max - min));
   }
+}
+
+/** The configuration a snapshot's metadata records. */
+function membershipOfMeta(meta: SnapshotMeta): Membership {
+  return membership(meta.voters, meta.learners ?? []);
 }
 
 function sameHardState(a: HardState, b: HardState): boolean {
@@ -1300,6 +1537,10 @@ function validateConfig(c: RaftConfig): void {
     throw new RangeError(
       `Config snapshotTrailingEntries must be an integer from 0 to ${SNAPSHOT_TRAILING_ENTRIES_MAX}: ${trailing}`,
     );
+  }
+  const lag = c.learnerPromoteLagEntriesMax;
+  if (!(Number.isSafeInteger(lag) && lag >= 0)) {
+    throw new RangeError(`Config learnerPromoteLagEntriesMax must be an integer >= 0: ${lag}`);
   }
   if (!(c.electionTimeoutMaxMs >= c.electionTimeoutMinMs)) {
     throw new RangeError(

@@ -14,8 +14,11 @@ export type NodeId = string;
  */
 export type RaftRole = "Follower" | "PreCandidate" | "Candidate" | "Leader";
 
-/** What a log entry carries: a client command, or the no-op a new leader appends (Figure 8 fix). */
-export type EntryKind = "command" | "noop";
+/**
+ * What a log entry carries: a client command, the no-op a new leader appends (Figure 8 fix), or a
+ * membership change (src/raft/membership.ts), which takes effect on every node when appended.
+ */
+export type EntryKind = "command" | "noop" | "config";
 
 /**
  * One entry of the replicated log (the seed's `RaftLogEntry(term, commandBytes)`), placed at
@@ -56,6 +59,11 @@ export interface VoteRequest {
   readonly lastLogIndex: number;
   /** Term of the candidate's last log entry. */
   readonly lastLogTerm: number;
+  /**
+   * A campaign the leader asked for (leadership transfer, TimeoutNow): voters grant it even while
+   * they hear from that leader, as etcd's campaignTransfer.
+   */
+  readonly transfer?: boolean;
 }
 
 /** Answer to a `RequestVote` or `PreVote`. */
@@ -163,6 +171,21 @@ export interface ReadIndexReply {
   readonly ok: boolean;
 }
 
+/**
+ * The leader tells a caught-up follower to campaign at once (leadership transfer, dissertation
+ * §3.10): it starts an election without waiting for its timeout and without PreVote.
+ */
+export interface TimeoutNow {
+  /** Message kind. */
+  readonly type: "TimeoutNow";
+  /** The leader. */
+  readonly from: NodeId;
+  /** The transfer's target. */
+  readonly to: NodeId;
+  /** The leader's term. */
+  readonly term: number;
+}
+
 /** What a snapshot covers: the log up to `index` (of `term`) folded into the state machine. */
 export interface SnapshotMeta {
   /** Last log index the snapshot includes. */
@@ -171,6 +194,8 @@ export interface SnapshotMeta {
   readonly term: number;
   /** The cluster's voters as of `index`. */
   readonly voters: readonly NodeId[];
+  /** The cluster's learners (non-voting members) as of `index`; absent means none. */
+  readonly learners?: readonly NodeId[];
 }
 
 /** A state machine snapshot: its metadata and the serialized state. */
@@ -243,7 +268,8 @@ export type Message =
   | InstallSnapshot
   | InstallSnapshotReply
   | ReadIndexRequest
-  | ReadIndexReply;
+  | ReadIndexReply
+  | TimeoutNow;
 
 /** The type names of all messages, e.g. `"AppendEntries"`. */
 export type MessageType = Message["type"];
@@ -340,6 +366,12 @@ export interface RaftConfig {
   readonly snapshotTrailingBytesMax: number;
   /** Most snapshot bytes in one InstallSnapshot chunk. Default 1 MiB. */
   readonly snapshotChunkBytesMax: number;
+  /**
+   * A learner is caught up, and may be promoted to voter, when its match index is within this many
+   * entries of the leader's last index (etcd refuses to promote a learner that is behind).
+   * Default 100.
+   */
+  readonly learnerPromoteLagEntriesMax: number;
 }
 
 /** Upper bound of {@linkcode RaftConfig.snapshotTrailingEntries}: the log must stay bounded. */
@@ -371,7 +403,19 @@ export type FaultPoint =
    * A leader credits a reply to an older term's AppendEntries (its echoed read round, match and
    * activity) as if it answered this term: the stale read across terms of issue 14.
    */
-  | "credit-stale-replies";
+  | "credit-stale-replies"
+  /**
+   * Membership: a configuration takes effect when its entry commits instead of when it is
+   * appended, so a leader counts a quorum of the old voters for entries after a change.
+   */
+  | "config-on-commit"
+  /** Membership: a leader appends a change while the previous one is still uncommitted. */
+  | "two-changes-in-flight"
+  /**
+   * Membership: a new leader appends a change before it committed an entry of its own term (the
+   * single-server bug of the dissertation's 2015 erratum).
+   */
+  | "config-before-term-commit";
 
 /** The defaults: the Raft paper's timings, PreVote and CheckQuorum on. */
 export const DEFAULT_CONFIG: RaftConfig = Object.freeze({
@@ -388,6 +432,7 @@ export const DEFAULT_CONFIG: RaftConfig = Object.freeze({
   snapshotTrailingEntries: 1000,
   snapshotTrailingBytesMax: 16 * 1024 * 1024,
   snapshotChunkBytesMax: 1024 * 1024,
+  learnerPromoteLagEntriesMax: 100,
 });
 
 /** A source of randomness the host injects; the same seed gives the same sequence. */
@@ -408,5 +453,20 @@ export class NotLeaderError extends Error {
     );
     this.name = "NotLeaderError";
     this.leaderHint = leaderHint;
+  }
+}
+
+/** Thrown when a proposal reaches a leader that is handing leadership over (transfer, §3.10). */
+export class LeadershipTransferError extends Error {
+  /** The node leadership is moving to: retry there once it leads. */
+  readonly transferee: NodeId;
+  /** Creates the error. */
+  constructor(nodeId: NodeId, transferee: NodeId) {
+    super(
+      `Node "${nodeId}" is transferring leadership to "${transferee}" and refuses proposals ` +
+        `until the transfer ends (at most an election timeout)`,
+    );
+    this.name = "LeadershipTransferError";
+    this.transferee = transferee;
   }
 }

@@ -21,6 +21,7 @@ import { MemoryStorage, type PersistedState, type Storage } from "../raft/storag
 import {
   type FaultPoint,
   type HardState,
+  LeadershipTransferError,
   type Message,
   type NodeId,
   NotLeaderError,
@@ -33,7 +34,8 @@ import {
 import { decodeCommand, encodeDelete, encodePut } from "../kv/command.ts";
 import { MetadataStore } from "../kv/store.ts";
 import { bytesEqual } from "../kv/bytes.ts";
-import { type CheckedNode, SafetyChecker } from "./invariants.ts";
+import { type CheckedNode, SafetyChecker, SafetyViolation } from "./invariants.ts";
+import { type ConfChange, decodeConfChange, type Membership } from "../raft/membership.ts";
 import { EventHeap } from "../host/heap.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { randomKeptWrites, randomTornTail, SimFs, type SimFsOp } from "../storage/fs.ts";
@@ -356,8 +358,9 @@ interface InFlight {
 
 /** A simulated cluster on a virtual clock. */
 export class Cluster {
-  /** Node ids in order: n1, n2, … */
-  readonly ids: readonly NodeId[];
+  #ids: NodeId[];
+  /** The bootstrap voters: the nodes the cluster was built with (the configuration at index 0). */
+  readonly bootstrapIds: readonly NodeId[];
   /** The seed that fixes this run. */
   readonly seed: number;
   /** Network behaviour (change it at any time, e.g. to add loss). */
@@ -419,6 +422,8 @@ export class Cluster {
   #readsWaiting = new Map<NodeId, { op: Operation; readIndex: number }[]>();
   #lastRole = new Map<NodeId, { role: RaftRole; term: number }>();
   #writeLatencyMs = 0;
+  #removed = new Map<NodeId, number>();
+  #memberRng: SeededRng;
   #hardStateWriteLatencyMs = 0;
   /** Messages that waited for their batch's write, and how long that write took. */
   #afterWrite = new WeakMap<Message, number>();
@@ -446,12 +451,15 @@ export class Cluster {
       }
     }
     this.#longDelayRng = new SeededRng(this.seed ^ 0x10a9);
+    // Nodes added later draw from a stream of their own, so runs without them keep their draws.
+    this.#memberRng = new SeededRng(this.seed ^ 0x3e3b);
     this.network = { ...DEFAULT_NETWORK, ...options.network };
     this.#config = options.config ?? {};
     this.#faultPoints = new Set(options.faultPoints ?? []);
     this.#eventsMax = options.eventsMax ?? 10_000;
     this.checker = options.checkSafety === false ? undefined : new SafetyChecker();
-    this.ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
+    this.#ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
+    this.bootstrapIds = [...this.#ids];
     this.#simDisk = options.storage === "simdisk";
     this.#tornTail = options.tornTail ?? true;
     this.#crashKeepsSubset = options.crashKeepsSubset ?? false;
@@ -461,26 +469,8 @@ export class Cluster {
         `snapshotEntries must be a positive integer: ${options.snapshotEntries}`,
       );
     }
-    for (const [i, id] of this.ids.entries()) {
-      const storage = new MemoryStorage();
-      const clock = clocks[i] ?? { offsetMs: 0, rate: 1 };
-      const raft = new RaftNode({
-        id,
-        voters: this.ids,
-        rng: this.#rng.fork(),
-        config: this.#config,
-        nowMs: Math.floor(clock.offsetMs),
-        faultPoints: this.#faultPoints,
-      });
-      const fs = this.#simDisk ? new SimFs() : undefined;
-      const node = new SimNode(id, raft, storage, this.#faultPoints, fs);
-      node.clock = clock;
-      if (fs !== undefined) node.disk = this.#openDisk(id, fs);
-      this.#nodes.set(id, node);
-      this.#startHost(node);
-      this.#writes.set(id, new Map());
-      this.#reads.set(id, new Map());
-      this.#readsWaiting.set(id, []);
+    for (const [i, id] of this.#ids.entries()) {
+      this.#createNode(id, clocks[i] ?? { offsetMs: 0, rate: 1 }, this.#rng.fork());
     }
     // Forked only for the sim disk, so memory-mode runs keep their exact sequences.
     if (this.#simDisk) this.#diskRng = this.#rng.fork();
@@ -505,6 +495,32 @@ export class Cluster {
         `hardStateWriteLatencyMs must be a non-negative integer: ${hardStateMs}`,
       );
     }
+  }
+
+  /** Every node ever created, in order: n1, n2, … (removed members stay, as processes). */
+  get ids(): readonly NodeId[] {
+    return this.#ids;
+  }
+
+  #createNode(id: NodeId, clock: NodeClock, rng: SeededRng): SimNode {
+    const raft = new RaftNode({
+      id,
+      voters: this.bootstrapIds,
+      rng,
+      config: this.#config,
+      nowMs: localMs(clock, this.#nowMs),
+      faultPoints: this.#faultPoints,
+    });
+    const fs = this.#simDisk ? new SimFs() : undefined;
+    const node = new SimNode(id, raft, new MemoryStorage(), this.#faultPoints, fs);
+    node.clock = clock;
+    if (fs !== undefined) node.disk = this.#openDisk(id, fs);
+    this.#nodes.set(id, node);
+    this.#startHost(node);
+    this.#writes.set(id, new Map());
+    this.#reads.set(id, new Map());
+    this.#readsWaiting.set(id, []);
+    return node;
   }
 
   // ---- Time --------------------------------------------------------------------------------------
@@ -566,12 +582,14 @@ export class Cluster {
   /**
    * The running leader of the highest term among running nodes, if one exists. A deposed leader
    * cut off in a minority may still think it leads; it is not returned once a newer term exists.
+   * Nodes whose removal has committed are left out.
    */
   leader(): NodeId | undefined {
     let best: SimNode | undefined;
     let maxTerm = 0;
     for (const n of this.nodes()) {
-      if (n.state !== "up") continue;
+      // A removed node may campaign in ever higher terms, alone: it has no say any more.
+      if (n.state !== "up" || this.#removed.has(n.id)) continue;
       maxTerm = Math.max(maxTerm, n.raft.term);
       if (n.raft.role === "Leader" && (best === undefined || n.raft.term > best.raft.term)) {
         best = n;
@@ -589,8 +607,10 @@ export class Cluster {
     if (leaderId === undefined) return false;
     const l = this.node(leaderId);
     if (l.raft.commitIndex !== l.raft.log.lastIndex) return false;
+    const { voters, learners } = l.raft.membership;
+    const members = new Set([...voters, ...learners]);
     return this.nodes().every((n) =>
-      n.state !== "up" ||
+      n.state !== "up" || !members.has(n.id) ||
       (n.raft.log.lastIndex === l.raft.log.lastIndex &&
         n.raft.log.lastTerm === l.raft.log.lastTerm &&
         n.applier.lastApplied === l.raft.commitIndex &&
@@ -603,6 +623,91 @@ export class Cluster {
     return this.nodes().filter((n) => n.state !== "crashed" && n.raft.role === "Leader").map((n) =>
       n.id
     );
+  }
+
+  /**
+   * The configuration in force: the leader's (or, without one, that of the running node with the
+   * highest term, then the longest log). Removed nodes are in neither list.
+   */
+  membership(): Membership {
+    const l = this.leader();
+    if (l !== undefined) return this.node(l).raft.membership;
+    let best: SimNode | undefined;
+    for (const n of this.nodes()) {
+      if (n.state === "crashed") continue;
+      if (
+        best === undefined || n.raft.term > best.raft.term ||
+        (n.raft.term === best.raft.term && n.raft.log.lastIndex > best.raft.log.lastIndex)
+      ) best = n;
+    }
+    return (best ?? this.node(this.#ids[0])).raft.membership;
+  }
+
+  /**
+   * Nodes whose removal from the configuration has committed, with their term at that moment.
+   * From then on nothing they send may take a member to a term no member had reached.
+   */
+  get removed(): ReadonlyMap<NodeId, number> {
+    return this.#removed;
+  }
+
+  // ---- Membership --------------------------------------------------------------------------------
+
+  /**
+   * Starts a new node with the next free id and proposes adding it through the leader, as a
+   * learner (the default) or straight as a voter. The new node starts empty and learns the log (or
+   * a snapshot) from the leader. Throws the leader's refusal (see `RaftNode.proposeConfChange`);
+   * then no node is created.
+   */
+  addNode(options: { as?: "learner" | "voter" } = {}): NodeId {
+    const id = `n${this.#ids.length + 1}`;
+    this.#changeMembership({
+      type: options.as === "voter" ? "add-voter" : "add-learner",
+      node: id,
+    });
+    this.#ids.push(id);
+    const node = this.#createNode(id, { offsetMs: 0, rate: 1 }, this.#memberRng.fork());
+    this.#fault(`add ${options.as ?? "learner"} ${id}`);
+    this.#afterInput(node);
+    return id;
+  }
+
+  /**
+   * Proposes removing member `id` (a voter, the leader included, or a learner). Its process keeps
+   * running, as a removed server's may: it must not disrupt the cluster.
+   */
+  removeNode(id: NodeId): void {
+    this.node(id);
+    this.#changeMembership({ type: "remove", node: id });
+    this.#fault(`remove ${id}`);
+  }
+
+  /** Proposes promoting learner `id` to voter (refused while it is behind the leader). */
+  promote(id: NodeId): void {
+    this.node(id);
+    this.#changeMembership({ type: "promote", node: id });
+    this.#fault(`promote ${id}`);
+  }
+
+  /** Asks the leader to hand leadership to voter `id` (§3.10). */
+  transferLeader(id: NodeId): void {
+    this.node(id);
+    const l = this.leader();
+    if (l === undefined) throw new Error("No leader to transfer leadership from");
+    const n = this.node(l);
+    n.raft.tick(localMs(n.clock, this.#nowMs));
+    n.raft.transferLeadership(id);
+    this.#fault(`transfer leadership ${l} -> ${id}`);
+    this.#afterInput(n);
+  }
+
+  #changeMembership(change: ConfChange): void {
+    const l = this.leader();
+    if (l === undefined) throw new Error(`No leader to propose "${change.type} ${change.node}"`);
+    const n = this.node(l);
+    n.raft.tick(localMs(n.clock, this.#nowMs));
+    n.raft.proposeConfChange(change);
+    this.#afterInput(n);
   }
 
   /** Whether messages from `from` currently reach `to`. */
@@ -729,7 +834,7 @@ export class Cluster {
     }
     n.raft = new RaftNode({
       id,
-      voters: this.ids,
+      voters: this.bootstrapIds, // the node recovers its configuration from snapshot and log
       rng: this.#rng.fork(),
       config: this.#config,
       nowMs: localMs(n.clock, this.#nowMs),
@@ -973,6 +1078,9 @@ export class Cluster {
         op.leaderHint = e.leaderHint;
         return this.#finish(op, "failed", e.message);
       }
+      // Refused before it reached the log: certainly not applied. No hint: the transferee does
+      // not lead yet, and would send the client straight back (a retry after the usual pause).
+      if (e instanceof LeadershipTransferError) return this.#finish(op, "failed", e.message);
       throw e;
     }
     this.#afterInput(n);
@@ -1045,8 +1153,29 @@ export class Cluster {
     this.stats.delivered++;
     this.#record({ atMs: this.#nowMs, kind: "deliver", message: m });
     n.raft.tick(localMs(n.clock, this.#nowMs));
+    // A removed node cannot disrupt (§4.2.3): after its removal committed, nothing it says may
+    // take a member to a term no member had reached, or depose a leader that way.
+    const newTerm = this.#removed.has(m.from) && !this.#removed.has(n.id) &&
+      m.term > this.#highestMemberTerm();
+    const before = { term: n.raft.term, role: n.raft.role };
     n.raft.step(m);
+    if (newTerm && (n.raft.term !== before.term || n.raft.role !== before.role)) {
+      throw new SafetyViolation(
+        "removed node disrupts",
+        `${m.type} of term ${m.term} from "${m.from}", removed, moved "${n.id}" from ` +
+          `${before.role} of term ${before.term} to ${n.raft.role} of term ${n.raft.term}`,
+      );
+    }
     this.#afterInput(n);
+  }
+
+  /** The highest term any node that was not removed has reached (crashed ones included). */
+  #highestMemberTerm(): number {
+    let term = 0;
+    for (const n of this.#nodes.values()) {
+      if (!this.#removed.has(n.id)) term = Math.max(term, n.raft.term);
+    }
+    return term;
   }
 
   #send(m: Message): void {
@@ -1277,6 +1406,13 @@ export class Cluster {
 
   #onApplied(n: SimNode, entry: RaftLogEntry, result: unknown): void {
     this.checker?.onApplied(n.id, entry);
+    if (entry.kind === "config") {
+      const change = decodeConfChange(entry.command);
+      // Applied somewhere means committed: from now on the removed node must not disrupt.
+      if (change.type === "remove" && !this.#removed.has(change.node)) {
+        this.#removed.set(change.node, this.node(change.node).raft.term);
+      }
+    }
     for (const l of this.#appliedListeners) l(n, entry, result);
     const op = this.#writes.get(n.id)!.get(entry.index);
     if (op === undefined) return;

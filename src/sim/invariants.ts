@@ -12,6 +12,7 @@
 import type { NodeStatus } from "../raft/node.ts";
 import type { PersistedState } from "../raft/storage.ts";
 import type { HardState, Message, NodeId, RaftLogEntry } from "../raft/types.ts";
+import { quorumsCanBeDisjoint } from "../raft/quorum.ts";
 
 /** Thrown when a safety property breaks; the message names the property and the evidence. */
 export class SafetyViolation extends Error {
@@ -62,11 +63,19 @@ export class SafetyChecker {
   #leaders = new Map<number, NodeId>();
   #entries = new Map<string, EntryRecord>();
   #committed: number[] = [0]; // committed[i] = term of the committed entry at index i
+  #lastCommitted = { index: 0, term: 0 };
   #applied: RaftLogEntry[] = [];
   #commitChecked = new Map<NodeId, number>();
   #last = new Map<
     NodeId,
-    { term: number; durableTerm: number; commitIndex: number; incarnation: number }
+    {
+      term: number;
+      durableTerm: number;
+      commitIndex: number;
+      incarnation: number;
+      configIndex: number;
+      commitTerm: number | undefined;
+    }
   >();
   /** How many times `afterEvent` ran. */
   checks = 0;
@@ -227,11 +236,36 @@ export class SafetyChecker {
         s.role === "Leader" && last !== undefined && last.incarnation === n.incarnation &&
         s.commitIndex > last.commitIndex
       ) this.#checkCommitDurable(n, nodes);
+      // Dissertation §4.1 and its 2015 erratum: a leader appends a membership change only when the
+      // previous one is committed and it has committed an entry of its own term.
+      if (
+        s.role === "Leader" && last !== undefined && last.incarnation === n.incarnation &&
+        last.term === s.term && s.configIndex > last.configIndex &&
+        n.termAt(s.configIndex) === s.term
+      ) {
+        if (last.commitIndex < last.configIndex) {
+          throw new SafetyViolation(
+            "membership change rule",
+            `leader "${s.id}" of term ${s.term} appended a change at ${s.configIndex} while the ` +
+              `change at ${last.configIndex} was uncommitted (commitIndex ${last.commitIndex})`,
+          );
+        }
+        // (The term as it was then: a snapshot of this same event may have compacted the entry.)
+        if (last.commitTerm !== s.term) {
+          throw new SafetyViolation(
+            "membership change rule",
+            `leader "${s.id}" appended a change at ${s.configIndex} before committing an entry ` +
+              `of its term ${s.term} (commitIndex ${last.commitIndex})`,
+          );
+        }
+      }
       this.#last.set(s.id, {
         term: s.term,
         durableTerm: n.durable?.hardState.term ?? s.term,
         commitIndex: s.commitIndex,
         incarnation: n.incarnation,
+        configIndex: s.configIndex,
+        commitTerm: n.termAt(s.commitIndex),
       });
       if (s.lastApplied > s.commitIndex) {
         throw new SafetyViolation(
@@ -242,6 +276,7 @@ export class SafetyChecker {
       this.#recordCommitted(n);
       if (s.role === "Leader") this.#checkLeader(n);
     }
+    this.#checkConfigOverlap(nodes);
   }
 
   /** Highest index known committed anywhere. */
@@ -251,6 +286,11 @@ export class SafetyChecker {
 
   #recordCommitted(n: CheckedNode): void {
     const s = n.status;
+    // The newest committed entry anywhere (its term is known even when compacted: the snapshot's).
+    const term = n.termAt(s.commitIndex);
+    if (s.commitIndex > this.#lastCommitted.index && term !== undefined) {
+      this.#lastCommitted = { index: s.commitIndex, term };
+    }
     // Committed entries never change on a node, so only the newly committed part needs a look.
     let i = Math.min(this.#commitChecked.get(s.id) ?? 0, s.commitIndex) + 1;
     for (; i <= s.commitIndex; i++) {
@@ -278,18 +318,58 @@ export class SafetyChecker {
     const index = s.commitIndex;
     const term = leader.termAt(index);
     if (term === undefined) return;
+    // The quorum is that of the configuration in force: the newest in the leader's log (a change
+    // takes effect when appended), whatever configuration the leader may have counted with.
+    const voters = new Set(s.voters);
     let holders = 0;
     for (const n of nodes) {
       const d = n.durable;
       if (d === undefined) return; // a host that does not show its storage
+      if (!voters.has(n.status.id)) continue;
       if ((d.snapshotIndex ?? 0) >= index || d.entry(index)?.term === term) holders++;
     }
-    const voters = s.progress.size + 1; // a leader tracks every other voter
-    if (holders < Math.floor(voters / 2) + 1) {
+    if (holders < Math.floor(voters.size / 2) + 1) {
       throw new SafetyViolation(
         "commit durability",
-        `leader "${s.id}" of term ${s.term} committed index ${index}, which only ${holders} of ${voters} nodes hold on disk`,
+        `leader "${s.id}" of term ${s.term} committed index ${index}, which only ${holders} of ` +
+          `the ${voters.size} voters of its configuration (${s.voters.join(",")}) hold on disk`,
       );
+    }
+  }
+
+  /**
+   * Configuration overlap: the configurations of any two running nodes that could still win an
+   * election — whose logs are at least as up to date as the last committed entry — must have
+   * intersecting quorums, or two leaders could be elected in one term (the paper's Figure 10).
+   * One change at a time, each appended after the previous one committed and after the leader
+   * committed in its term, keeps this; two changes in flight, or the 2015 single-server bug,
+   * break it.
+   */
+  #checkConfigOverlap(nodes: readonly CheckedNode[]): void {
+    const { index: lastIndex, term: lastTerm } = this.#lastCommitted;
+    const candidates = nodes.filter((n) =>
+      n.up && (n.status.lastLogTerm > lastTerm ||
+        (n.status.lastLogTerm === lastTerm && n.status.lastLogIndex >= lastIndex))
+    );
+    // One representative per distinct voter set (usually one or two of them).
+    const distinct = new Map<string, CheckedNode["status"]>();
+    for (const n of candidates) {
+      const key = n.status.voters.join(",");
+      if (!distinct.has(key)) distinct.set(key, n.status);
+    }
+    const configs = [...distinct.values()];
+    for (let i = 0; i < configs.length; i++) {
+      for (let j = i + 1; j < configs.length; j++) {
+        const a = configs[i];
+        const b = configs[j];
+        if (quorumsCanBeDisjoint(new Set(a.voters), new Set(b.voters))) {
+          throw new SafetyViolation(
+            "configuration overlap",
+            `"${a.id}" uses voters ${a.voters.join(",")} (entry ${a.configIndex}) and "${b.id}" ` +
+              `uses ${b.voters.join(",")} (entry ${b.configIndex}): they have disjoint quorums`,
+          );
+        }
+      }
     }
   }
 

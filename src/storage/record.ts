@@ -27,6 +27,8 @@ export const SEGMENT_MAGIC = 0x4c574d52;
 export const SNAPSHOT_MAGIC = 0x4e534d52;
 /** Version of the WAL and snapshot formats described in docs/wal-format.md. */
 export const FORMAT_VERSION = 1;
+/** Version of a snapshot file whose metadata lists learners after the voters. */
+export const SNAPSHOT_LEARNERS_VERSION = 2;
 
 /** Record type bytes. */
 export const RecordType = {
@@ -308,7 +310,8 @@ export function readSegmentHeader(r: ByteReader): SegmentHeader {
   return { seq, firstIndex };
 }
 
-const KIND_CODES = { command: 0, noop: 1 } as const;
+const KIND_CODES = { command: 0, noop: 1, config: 2 } as const;
+const KINDS = ["command", "noop", "config"] as const;
 
 /** Frames a log entry record. */
 export function writeEntry(w: ByteWriter, e: RaftLogEntry): void {
@@ -325,9 +328,9 @@ export function readEntry(r: ByteReader): RaftLogEntry {
   const index = r.u64();
   const term = r.u64();
   const code = r.u8();
-  if (code !== 0 && code !== 1) throw new RangeError(`Unknown entry kind ${code}`);
+  if (code > 2) throw new RangeError(`Unknown entry kind ${code}`);
   const command = r.rest();
-  return { index, term, kind: code === 0 ? "command" : "noop", command };
+  return { index, term, kind: KINDS[code], command };
 }
 
 /**
@@ -349,10 +352,10 @@ export function decodeEntryAt(
   const index = indexHi * TWO_POW_32 + view.getUint32(start, true);
   const term = termHi * TWO_POW_32 + view.getUint32(start + 8, true);
   const code = buf[start + 16];
-  if (code !== 0 && code !== 1) throw new RangeError(`Unknown entry kind ${code}`);
+  if (code > 2) throw new RangeError(`Unknown entry kind ${code}`);
   // A view made with the constructor: cheaper than subarray in V8 on the recovery path.
   const command = new Uint8Array(buf.buffer, buf.byteOffset + start + 17, end - start - 17);
-  return { index, term, kind: code === 0 ? "command" : "noop", command };
+  return { index, term, kind: KINDS[code], command };
 }
 
 /** `votedFor` length meaning "no vote". */
@@ -405,19 +408,28 @@ export function readSnapshotMarker(r: ByteReader): { index: number; term: number
  * already covering `data`, which the caller writes right after (so the data is never copied).
  */
 export function snapshotFrameHead(meta: SnapshotMeta, data: Uint8Array): Uint8Array {
-  if (meta.voters.length > VOTERS_MAX) {
-    throw new RangeError(`Snapshot lists ${meta.voters.length} voters, more than ${VOTERS_MAX}`);
+  const learners = meta.learners ?? [];
+  if (meta.voters.length > VOTERS_MAX || learners.length > VOTERS_MAX) {
+    throw new RangeError(
+      `Snapshot lists ${meta.voters.length} voters and ${learners.length} learners, ` +
+        `more than ${VOTERS_MAX} of either`,
+    );
   }
   const w = new ByteWriter(256);
   w.u32(0); // length, filled in below
   w.u32(0); // CRC, filled in below
   w.u8(RecordType.snapshot);
   w.u32(SNAPSHOT_MAGIC);
-  w.u16(FORMAT_VERSION);
+  // Version 1 has no learners; a snapshot with learners is written as version 2.
+  w.u16(learners.length > 0 ? SNAPSHOT_LEARNERS_VERSION : FORMAT_VERSION);
   w.u64(meta.index);
   w.u64(meta.term);
   w.u16(meta.voters.length);
   for (const v of meta.voters) w.str(v, NODE_ID_BYTES_MAX);
+  if (learners.length > 0) {
+    w.u16(learners.length);
+    for (const v of learners) w.str(v, NODE_ID_BYTES_MAX);
+  }
   const head = w.bytes().slice();
   const payloadBytes = head.length - RECORD_HEADER_BYTES + data.length;
   if (payloadBytes > SNAPSHOT_PAYLOAD_BYTES_MAX) {
@@ -437,12 +449,21 @@ export function readSnapshotPayload(r: ByteReader): { meta: SnapshotMeta; data: 
   const magic = r.u32();
   if (magic !== SNAPSHOT_MAGIC) throw new RangeError(`Bad snapshot magic 0x${magic.toString(16)}`);
   const version = r.u16();
-  if (version !== FORMAT_VERSION) throw new RangeError(`Unsupported snapshot version ${version}`);
+  if (version !== FORMAT_VERSION && version !== SNAPSHOT_LEARNERS_VERSION) {
+    throw new RangeError(`Unsupported snapshot version ${version}`);
+  }
   const index = r.u64();
   const term = r.u64();
   const voterCount = r.u16();
   if (voterCount > VOTERS_MAX) throw new RangeError(`${voterCount} voters exceed ${VOTERS_MAX}`);
   const voters: string[] = [];
   for (let i = 0; i < voterCount; i++) voters.push(r.str(NODE_ID_BYTES_MAX));
-  return { meta: { index, term, voters }, data: r.rest() };
+  if (version === FORMAT_VERSION) return { meta: { index, term, voters }, data: r.rest() };
+  const learnerCount = r.u16();
+  if (learnerCount > VOTERS_MAX) {
+    throw new RangeError(`${learnerCount} learners exceed ${VOTERS_MAX}`);
+  }
+  const learners: string[] = [];
+  for (let i = 0; i < learnerCount; i++) learners.push(r.str(NODE_ID_BYTES_MAX));
+  return { meta: { index, term, voters, learners }, data: r.rest() };
 }
