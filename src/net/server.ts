@@ -48,6 +48,13 @@ import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_
 import { HttpError } from "./etcd.ts";
 import { BrowserGuard } from "./browser_guard.ts";
 import { Http1Server } from "./http1.ts";
+import {
+  httpClientWith,
+  readTlsMaterial,
+  TlsConnListener,
+  type TlsFiles,
+  type TlsMaterial,
+} from "./tls.ts";
 
 /** How to run one node. */
 export interface ServerOptions {
@@ -171,6 +178,17 @@ export interface ServerOptions {
   readonly hostWhitelist?: readonly string[];
   /** Bugs of the server's own code to switch on (tests only: they prove the simulator sees them). */
   readonly faultPoints?: readonly ServerFaultPoint[];
+  /**
+   * HTTPS on the client port and TLS on the gRPC port (etcd's `--cert-file`, `--key-file`,
+   * `--trusted-ca-file`, `--client-cert-auth`); also what forwarding to other nodes' https client
+   * URLs trusts and presents. Default: plain HTTP.
+   */
+  readonly clientTls?: TlsFiles;
+  /**
+   * TLS on the peer port, both ways (etcd's `--peer-cert-file` and friends); the secret
+   * handshake still runs inside it. Default: plain TCP.
+   */
+  readonly peerTls?: TlsFiles;
 }
 
 /**
@@ -380,8 +398,13 @@ export class RaftServer {
   readonly #readBeforeBarrier: boolean;
   readonly #readBeforeApply: boolean;
   #http: { shutdown(): Promise<void> } | undefined;
-  #grpc: { readonly url: string; close(): void } | undefined;
+  #grpc: { readonly url: string; close(): void; reloadTls?(m: TlsMaterial): void } | undefined;
   #clientUrl = "";
+  /** The client port's TLS listener, forwarding client and files; set by start(). */
+  #clientTls:
+    | { files: TlsFiles; listener?: TlsConnListener; httpClient: { current?: Deno.HttpClient } }
+    | undefined;
+  #peerTlsFiles: TlsFiles | undefined;
   #store: MetadataStore;
   readonly #snapshotEntries: number;
   readonly #snapshotBytes: number;
@@ -594,6 +617,25 @@ export class RaftServer {
       });
     }
     warnIfShared(dataDir, emit);
+    let clientTls: TlsMaterial | undefined;
+    let peerTls: TlsMaterial | undefined;
+    try {
+      clientTls = options.clientTls === undefined ? undefined : readTlsMaterial(options.clientTls);
+      peerTls = options.peerTls === undefined ? undefined : readTlsMaterial(options.peerTls);
+    } catch (e) {
+      throw new StartupError((e as Error).message);
+    }
+    if (clientTls !== undefined && options.httpServer === "deno") {
+      throw new StartupError(
+        "--cert-file needs --http-server raftmeta (Deno.serve cannot ask for client certificates " +
+          "or reload them)",
+      );
+    }
+    // Forwarding to another node's https client URL trusts the client CA and presents this node's
+    // client-port certificate (needed when that node has --client-cert-auth).
+    const forwardClient: { current?: Deno.HttpClient } = {
+      current: clientTls === undefined ? undefined : httpClientWith(clientTls),
+    };
 
     const fresh = !exists(`${dataDir}/meta.json`);
     const seen = readSeen(dataDir);
@@ -602,11 +644,11 @@ export class RaftServer {
     // messages arriving before the node is built are dropped (Raft tolerates loss).
     const ref: { server?: RaftServer } = {};
     const clientListen = options.clientListen ?? { hostname: "127.0.0.1", port: 2379 };
-    let http: ReturnType<typeof startHttpDeferred> | undefined;
+    let http: DeferredHttp | undefined;
     try {
       http = peers.size === 0
         ? undefined
-        : await retryWhileInUse(() => startHttpDeferred(clientListen, options, emit));
+        : await retryWhileInUse(() => startHttpDeferred(clientListen, options, emit, clientTls));
     } catch (e) {
       throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
     }
@@ -614,6 +656,7 @@ export class RaftServer {
       nodeId,
       clusterId,
       secret,
+      tls: peerTls,
       listen: options.peerListen ?? { hostname: "127.0.0.1", port: 2380 },
       peers,
       handshakeTimeoutMs: options.peerHandshakeTimeoutMs,
@@ -721,7 +764,11 @@ export class RaftServer {
       fs: new RealFs(),
       transport: { send: (m) => transport?.send(m) },
       fetch: (url, init, timeoutMs) =>
-        fetch(url, { ...init, signal: AbortSignal.timeout(Math.max(1, timeoutMs)) }),
+        fetch(url, {
+          ...init,
+          client: init.client ?? (url.startsWith("https:") ? forwardClient.current : undefined),
+          signal: AbortSignal.timeout(Math.max(1, timeoutMs)),
+        }),
       saveSeen: (seenTerms) => writeSeen(dataDir, seenTerms),
     };
     let built: { node: RaftNode; store: MetadataStore };
@@ -753,7 +800,10 @@ export class RaftServer {
       server.#http = http.serve((req, info) => handler(server, req, info));
     } else {
       try {
-        const h = await retryWhileInUse(() => startHttpDeferred(clientListen, options, emit));
+        const h = await retryWhileInUse(() =>
+          startHttpDeferred(clientListen, options, emit, clientTls)
+        );
+        http = h;
         server.#clientUrl = h.url;
         server.#http = h.serve((req, info) => handler(server, req, info));
       } catch (e) {
@@ -767,11 +817,20 @@ export class RaftServer {
         server.#grpc = await startGrpc(server, handler, {
           listen: options.grpcListen,
           peerGrpcUrls: options.peerGrpcUrls,
+          tls: clientTls,
         });
       } catch (e) {
         await server.close();
         throw new StartupError(`Cannot listen for gRPC clients: ${(e as Error).message}`);
       }
+    }
+    server.#peerTlsFiles = options.peerTls;
+    if (options.clientTls !== undefined) {
+      server.#clientTls = {
+        files: options.clientTls,
+        listener: http?.tlsListener,
+        httpClient: forwardClient,
+      };
     }
     emit("listening", { clientUrl: server.#clientUrl, grpcUrl: server.#grpc?.url ?? null });
     server.loopStalls.start();
@@ -1068,6 +1127,37 @@ export class RaftServer {
   /** Sends a request to another node's client URL, giving up after `timeoutMs` (forwarding). */
   fetch(url: string, init: ServerFetchInit, timeoutMs: number): Promise<Response> {
     return this.#io.fetch(url, init, timeoutMs);
+  }
+
+  /**
+   * Reads the TLS files again (`kill -HUP`): new client, gRPC and peer connections, and forwarded
+   * requests, use them; open connections keep what they began with. Throws, changing nothing,
+   * when a file cannot be read or the pair does not match. Returns the ports reloaded.
+   */
+  reloadTls(): string[] {
+    const client = this.#clientTls;
+    const peerFiles = this.#peerTlsFiles;
+    const clientMaterial = client === undefined ? undefined : readTlsMaterial(client.files);
+    const peerMaterial = peerFiles === undefined ? undefined : readTlsMaterial(peerFiles);
+    const done: string[] = [];
+    if (client !== undefined && clientMaterial !== undefined) {
+      client.listener?.reload(clientMaterial);
+      const old = client.httpClient.current;
+      client.httpClient.current = httpClientWith(clientMaterial);
+      // Requests in flight on the old client finish first.
+      if (old !== undefined) setTimeout(() => old.close(), 60_000);
+      done.push("client");
+      if (this.#grpc?.reloadTls !== undefined) {
+        this.#grpc.reloadTls(clientMaterial);
+        done.push("grpc");
+      }
+    }
+    if (peerMaterial !== undefined && this.#transport !== undefined) {
+      this.#transport.reloadTls(peerMaterial);
+      done.push("peer");
+    }
+    this.logEvent("tls-reloaded", { ports: done });
+    return done;
   }
 
   /** Stops the clock, the listeners and the storage. */
@@ -1464,11 +1554,11 @@ function withheld(m: Message): boolean {
 }
 
 /** Runs `bind`, retrying for a few seconds while the port is still held (a quick restart). */
-async function retryWhileInUse<T>(bind: () => T): Promise<T> {
+async function retryWhileInUse<T>(bind: () => T | Promise<T>): Promise<T> {
   const deadline = Date.now() + 3000;
   while (true) {
     try {
-      return bind();
+      return await bind();
     } catch (e) {
       if (!(e instanceof Deno.errors.AddrInUse) || Date.now() > deadline) throw e;
       await new Promise((r) => setTimeout(r, 100));
@@ -1596,6 +1686,8 @@ function browserGuardOf(options: ServerOptions): BrowserGuard {
 /** A client port that answers 503 until a handler is given. */
 interface DeferredHttp {
   url: string;
+  /** The TLS listener, when the port serves HTTPS (for reloading its certificate). */
+  tlsListener?: TlsConnListener;
   serve: (handler: ClientHandler) => { shutdown(): Promise<void> };
   close: () => void;
 }
@@ -1605,11 +1697,12 @@ type ClientHandler = (
   info: Deno.ServeHandlerInfo<Deno.NetAddr>,
 ) => Promise<Response>;
 
-function startHttpDeferred(
+async function startHttpDeferred(
   listen: Address,
   options: ServerOptions,
   emit: (event: string, fields: Record<string, unknown>) => void,
-): DeferredHttp {
+  tls: TlsMaterial | undefined,
+): Promise<DeferredHttp> {
   let handler: ClientHandler | undefined;
   const serve = (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
     if (handler === undefined) {
@@ -1620,13 +1713,20 @@ function startHttpDeferred(
     return handler(req, info);
   };
   let server: { addr: Deno.NetAddr; shutdown(): Promise<void> };
+  let tlsListener: TlsConnListener | undefined;
   if (options.httpServer === "deno") {
     server = Deno.serve(
       { hostname: listen.hostname, port: listen.port, onListen: () => {} },
       serve,
     );
   } else {
+    tlsListener = tls === undefined
+      ? undefined
+      : await TlsConnListener.listen(listen, tls, (remote, reason) => {
+        emit("client-tls-refused", { remote, reason });
+      });
     server = new Http1Server({
+      listener: tlsListener,
       hostname: listen.hostname,
       port: listen.port,
       headTimeoutMs: options.httpHeadTimeoutMs,
@@ -1639,7 +1739,8 @@ function startHttpDeferred(
   const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return {
-    url: `http://${host}:${addr.port}`,
+    url: `${tls === undefined ? "http" : "https"}://${host}:${addr.port}`,
+    tlsListener,
     serve: (h) => {
       handler = h;
       return server;
