@@ -214,7 +214,11 @@ export type ServerFetch = (
   timeoutMs: number,
 ) => Promise<Response>;
 /** A fetch's options; `client` picks Deno's HTTP client (e.g. one without a connection pool). */
-export type ServerFetchInit = RequestInit & { client?: Deno.HttpClient };
+export type ServerFetchInit = RequestInit & {
+  client?: Deno.HttpClient;
+  /** Open a new connection for it (an https URL gets the TLS client of that kind). */
+  unpooled?: boolean;
+};
 
 /**
  * What a server runs on besides its options: the process's clock, timers, randomness, disk and
@@ -402,7 +406,7 @@ export class RaftServer {
   #clientUrl = "";
   /** The client port's TLS listener, forwarding client and files; set by start(). */
   #clientTls:
-    | { files: TlsFiles; listener?: TlsConnListener; httpClient: { current?: Deno.HttpClient } }
+    | { files: TlsFiles; listener?: TlsConnListener; httpClient: ForwardClients }
     | undefined;
   #peerTlsFiles: TlsFiles | undefined;
   #store: MetadataStore;
@@ -633,8 +637,9 @@ export class RaftServer {
     }
     // Forwarding to another node's https client URL trusts the client CA and presents this node's
     // client-port certificate (needed when that node has --client-cert-auth).
-    const forwardClient: { current?: Deno.HttpClient } = {
+    const forwardClient: ForwardClients = {
       current: clientTls === undefined ? undefined : httpClientWith(clientTls),
+      unpooled: clientTls === undefined ? undefined : httpClientWith(clientTls, { pooled: false }),
     };
 
     const fresh = !exists(`${dataDir}/meta.json`);
@@ -766,7 +771,9 @@ export class RaftServer {
       fetch: (url, init, timeoutMs) =>
         fetch(url, {
           ...init,
-          client: init.client ?? (url.startsWith("https:") ? forwardClient.current : undefined),
+          client: url.startsWith("https:") && forwardClient.current !== undefined
+            ? (init.unpooled ? forwardClient.unpooled : forwardClient.current)
+            : init.client,
           signal: AbortSignal.timeout(Math.max(1, timeoutMs)),
         }),
       saveSeen: (seenTerms) => writeSeen(dataDir, seenTerms),
@@ -1142,10 +1149,11 @@ export class RaftServer {
     const done: string[] = [];
     if (client !== undefined && clientMaterial !== undefined) {
       client.listener?.reload(clientMaterial);
-      const old = client.httpClient.current;
+      const old = [client.httpClient.current, client.httpClient.unpooled];
       client.httpClient.current = httpClientWith(clientMaterial);
-      // Requests in flight on the old client finish first.
-      if (old !== undefined) setTimeout(() => old.close(), 60_000);
+      client.httpClient.unpooled = httpClientWith(clientMaterial, { pooled: false });
+      // Requests in flight on the old clients finish first.
+      Deno.unrefTimer(setTimeout(() => old.forEach((c) => c?.close()), 60_000));
       done.push("client");
       if (this.#grpc?.reloadTls !== undefined) {
         this.#grpc.reloadTls(clientMaterial);
@@ -1681,6 +1689,13 @@ function browserGuardOf(options: ServerOptions): BrowserGuard {
     hostWhitelist: options.hostWhitelist,
     listenHostname: options.clientListen?.hostname ?? "127.0.0.1",
   });
+}
+
+/** The HTTP clients for other nodes' https client URLs (replaced on a TLS reload). */
+interface ForwardClients {
+  current?: Deno.HttpClient;
+  /** One without a connection pool, for requests that must not be sent twice. */
+  unpooled?: Deno.HttpClient;
 }
 
 /** A client port that answers 503 until a handler is given. */

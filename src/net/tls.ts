@@ -296,8 +296,12 @@ export function connectTlsWith(address: Address, material: TlsMaterial): Promise
 }
 
 /** An HTTP client for https URLs of other nodes: trusts the CA, presents the certificate. */
-export function httpClientWith(material: TlsMaterial): Deno.HttpClient {
+export function httpClientWith(
+  material: TlsMaterial,
+  options: { pooled?: boolean } = {},
+): Deno.HttpClient {
   return Deno.createHttpClient({
+    ...(options.pooled === false ? { poolMaxIdlePerHost: 0 } : {}),
     caCerts: material.ca === undefined ? undefined : [material.ca],
     cert: material.cert,
     key: material.key,
