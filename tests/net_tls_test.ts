@@ -166,6 +166,24 @@ async function refused(client: Deno.HttpClient, url: string): Promise<string | u
   }
 }
 
+/** Sends GET `path` on an open connection; returns the response head and body read so far. */
+async function rawGet(conn: Deno.Conn, path: string): Promise<string> {
+  await conn.write(new TextEncoder().encode(`GET ${path} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n`));
+  const buf = new Uint8Array(64 * 1024);
+  let text = "";
+  const deadline = Date.now() + 15_000;
+  // The head and a content-length body: enough for /health.
+  while (Date.now() < deadline) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    text += new TextDecoder().decode(buf.subarray(0, n));
+    const head = text.indexOf("\r\n\r\n");
+    const length = /content-length: (\d+)/i.exec(text);
+    if (head >= 0 && length !== null && text.length >= head + 4 + Number(length[1])) break;
+  }
+  return text;
+}
+
 async function etcdctl(bin: string, args: string[]): Promise<{ code: number; out: string }> {
   const out = await new Deno.Command(bin, {
     args: ["--dial-timeout=20s", "--command-timeout=30s", ...args],
@@ -305,6 +323,16 @@ Deno.test("TLS: a 3-node cluster with HTTPS, gRPC TLS and peer TLS, client certi
       "SIGHUP: new connections get the new certificate, open ones keep theirs",
       async () => {
         const target = followers[1];
+        const read = (f: string) => Deno.readTextFileSync(`${certs}/${f}`);
+        // A connection opened before the reload, used before and after it.
+        const open = await Deno.connectTls({
+          hostname: "127.0.0.1",
+          port: Number(new URL(target.url).port),
+          caCerts: [read("ca.crt")],
+          cert: read("client.crt"),
+          key: read("client.key"),
+        });
+        assert.match(await rawGet(open, "/health"), /^HTTP\/1\.1 200/);
         const before = target.proc.lines.length;
         // The node's certificate is now one from the other CA.
         Deno.copyFileSync(`${certs}/other-server.crt`, target.certFile);
@@ -327,6 +355,11 @@ Deno.test("TLS: a 3-node cluster with HTTPS, gRPC TLS and peer TLS, client certi
           assert.equal(await refused(fresh, target.url), undefined);
         } finally {
           fresh.close();
+        }
+        try {
+          assert.match(await rawGet(open, "/health"), /^HTTP\/1\.1 200/);
+        } finally {
+          open.close();
         }
       },
     );
