@@ -10,7 +10,7 @@ import type { Address } from "./transport.ts";
 import { RaftServer, StartupError } from "./server.ts";
 import { handleHttp } from "./http.ts";
 import { parseAutoCompaction } from "./auto_compaction.ts";
-import { isLoopback, type TlsFiles } from "./tls.ts";
+import type { TlsFiles } from "./tls.ts";
 
 const HELP = `raftmeta node
 
@@ -250,6 +250,11 @@ export function tlsFilesOf(
     clientCertAuth: auth,
     flagPrefix: prefix,
   };
+}
+
+/** Whether `hostname` can be reached only from this machine. */
+export function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 }
 
 /**

@@ -48,13 +48,10 @@ import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_
 import { HttpError } from "./etcd.ts";
 import { BrowserGuard } from "./browser_guard.ts";
 import { Http1Server } from "./http1.ts";
-import {
-  httpClientWith,
-  readTlsMaterial,
-  TlsConnListener,
-  type TlsFiles,
-  type TlsMaterial,
-} from "./tls.ts";
+// Types only: tls.ts (node:tls) is imported when a port has TLS.
+import type { TlsConnListener, TlsFiles, TlsMaterial } from "./tls.ts";
+
+type TlsModule = typeof import("./tls.ts");
 
 /** How to run one node. */
 export interface ServerOptions {
@@ -409,6 +406,7 @@ export class RaftServer {
     | { files: TlsFiles; listener?: TlsConnListener; httpClient: ForwardClients }
     | undefined;
   #peerTlsFiles: TlsFiles | undefined;
+  #tlsModule: TlsModule | undefined;
   #store: MetadataStore;
   readonly #snapshotEntries: number;
   readonly #snapshotBytes: number;
@@ -623,9 +621,16 @@ export class RaftServer {
     warnIfShared(dataDir, emit);
     let clientTls: TlsMaterial | undefined;
     let peerTls: TlsMaterial | undefined;
+    const tlsModule = options.clientTls === undefined && options.peerTls === undefined
+      ? undefined
+      : await import("./tls.ts");
     try {
-      clientTls = options.clientTls === undefined ? undefined : readTlsMaterial(options.clientTls);
-      peerTls = options.peerTls === undefined ? undefined : readTlsMaterial(options.peerTls);
+      clientTls = options.clientTls === undefined
+        ? undefined
+        : tlsModule!.readTlsMaterial(options.clientTls);
+      peerTls = options.peerTls === undefined
+        ? undefined
+        : tlsModule!.readTlsMaterial(options.peerTls);
     } catch (e) {
       throw new StartupError((e as Error).message);
     }
@@ -638,8 +643,10 @@ export class RaftServer {
     // Forwarding to another node's https client URL trusts the client CA and presents this node's
     // client-port certificate (needed when that node has --client-cert-auth).
     const forwardClient: ForwardClients = {
-      current: clientTls === undefined ? undefined : httpClientWith(clientTls),
-      unpooled: clientTls === undefined ? undefined : httpClientWith(clientTls, { pooled: false }),
+      current: clientTls === undefined ? undefined : tlsModule!.httpClientWith(clientTls),
+      unpooled: clientTls === undefined
+        ? undefined
+        : tlsModule!.httpClientWith(clientTls, { pooled: false }),
     };
 
     const fresh = !exists(`${dataDir}/meta.json`);
@@ -832,6 +839,7 @@ export class RaftServer {
       }
     }
     server.#peerTlsFiles = options.peerTls;
+    server.#tlsModule = tlsModule;
     if (options.clientTls !== undefined) {
       server.#clientTls = {
         files: options.clientTls,
@@ -1144,14 +1152,19 @@ export class RaftServer {
   reloadTls(): string[] {
     const client = this.#clientTls;
     const peerFiles = this.#peerTlsFiles;
-    const clientMaterial = client === undefined ? undefined : readTlsMaterial(client.files);
-    const peerMaterial = peerFiles === undefined ? undefined : readTlsMaterial(peerFiles);
+    const m = this.#tlsModule;
+    if (m === undefined) {
+      this.logEvent("tls-reloaded", { ports: [] });
+      return [];
+    }
+    const clientMaterial = client === undefined ? undefined : m.readTlsMaterial(client.files);
+    const peerMaterial = peerFiles === undefined ? undefined : m.readTlsMaterial(peerFiles);
     const done: string[] = [];
     if (client !== undefined && clientMaterial !== undefined) {
       client.listener?.reload(clientMaterial);
       const old = [client.httpClient.current, client.httpClient.unpooled];
-      client.httpClient.current = httpClientWith(clientMaterial);
-      client.httpClient.unpooled = httpClientWith(clientMaterial, { pooled: false });
+      client.httpClient.current = m.httpClientWith(clientMaterial);
+      client.httpClient.unpooled = m.httpClientWith(clientMaterial, { pooled: false });
       // Requests in flight on the old clients finish first.
       Deno.unrefTimer(setTimeout(() => old.forEach((c) => c?.close()), 60_000));
       done.push("client");
@@ -1737,7 +1750,7 @@ async function startHttpDeferred(
   } else {
     tlsListener = tls === undefined
       ? undefined
-      : await TlsConnListener.listen(listen, tls, (remote, reason) => {
+      : await (await import("./tls.ts")).TlsConnListener.listen(listen, tls, (remote, reason) => {
         emit("client-tls-refused", { remote, reason });
       });
     server = new Http1Server({

@@ -11,11 +11,19 @@
  * dialing side uses `Deno.connectTls` / `Deno.createHttpClient`, which present a client
  * certificate and trust a given CA.
  *
+ * Loaded only when a port has TLS (dynamic imports in server.ts and transport.ts), so that a node
+ * without TLS does not load node:tls.
+ *
  * @module
  */
 
 import tls from "node:tls";
-import type { Address } from "./transport.ts";
+
+/** A host and port to listen on or dial. */
+export interface Address {
+  readonly hostname: string;
+  readonly port: number;
+}
 
 /** The files of one port's TLS (etcd's `--cert-file`, `--key-file`, `--trusted-ca-file`). */
 export interface TlsFiles {
@@ -306,9 +314,4 @@ export function httpClientWith(
     cert: material.cert,
     key: material.key,
   });
-}
-
-/** Whether `hostname` can be reached only from this machine. */
-export function isLoopback(hostname: string): boolean {
-  return hostname === "localhost" || hostname === "::1" || /^127\.\d+\.\d+\.\d+$/.test(hostname);
 }

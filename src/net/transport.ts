@@ -22,13 +22,7 @@
  */
 
 import type { Message, NodeId } from "../raft/types.ts";
-import {
-  type ByteConn,
-  connectTlsWith,
-  type ConnListener,
-  TlsConnListener,
-  type TlsMaterial,
-} from "./tls.ts";
+import type { ByteConn, ConnListener, TlsConnListener, TlsMaterial } from "./tls.ts";
 import {
   decodeJsonFrame,
   decodeMessages,
@@ -300,6 +294,7 @@ export class PeerTransport {
         transport: "tcp",
       });
     } else {
+      const { TlsConnListener } = await import("./tls.ts");
       const tls = await TlsConnListener.listen(this.#o.listen, this.#tls, (remote, reason) => {
         this.stats.connectionsRefused++;
         this.#o.log("peer-tls-refused", { remote, reason });
@@ -322,6 +317,7 @@ export class PeerTransport {
     if (this.#tls === undefined) {
       return await Deno.connect({ hostname: address.hostname, port: address.port });
     }
+    const { connectTlsWith } = await import("./tls.ts");
     const conn = await connectTlsWith(address, this.#tls);
     try {
       await conn.handshake();
