@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { freePort } from "./net_helpers.ts";
+import { checkPlaintextListen } from "../src/net/main.ts";
 
 const MAIN = new URL("../src/net/main.ts", import.meta.url).pathname;
 
@@ -21,6 +22,26 @@ Deno.test("serve: bad numeric flags are refused before the node starts, naming t
     [["--listen-grpc", "2479"], /--listen-grpc must be HOST:PORT/],
     [["--peer-grpc-urls", "n2=http://127.0.0.1:1"], /--peer-grpc-urls names "n2", which --peers/],
     [["--peer-grpc-urls", "n2"], /--peer-grpc-urls entry must be ID=URL: "n2"/],
+    [["--cert-file", "/nonexistent/n1.crt"], /--cert-file needs --key-file/],
+    [["--peer-key-file", "/nonexistent/n1.key"], /--peer-key-file needs --peer-cert-file/],
+    [["--client-cert-auth"], /--client-cert-auth needs --cert-file/],
+    [
+      ["--cert-file", "/nonexistent/n1.crt", "--key-file", "/nonexistent/n1.key"],
+      /Cannot read --cert-file "\/nonexistent\/n1\.crt"/,
+    ],
+    [
+      ["--peer-cert-file", MAIN, "--peer-key-file", MAIN],
+      /--peer-cert-file ".*main\.ts" holds no PEM certificate/,
+    ],
+    [
+      ["--listen-client", "0.0.0.0:1"],
+      /--listen-client 0\.0\.0\.0:1 is not a loopback address.*--insecure/,
+    ],
+    [
+      ["--listen-peer", "0.0.0.0:1"],
+      /--listen-peer 0\.0\.0\.0:1 is not a loopback.*--peer-cert-file/,
+    ],
+    [["--listen-grpc", "10.0.0.1:1"], /--listen-grpc 10\.0\.0\.1:1 is not a loopback address/],
   ];
   for (const [flags, expected] of cases) {
     await t.step(flags.join(" ").slice(0, 60), async () => {
@@ -51,4 +72,24 @@ Deno.test("serve: bad numeric flags are refused before the node starts, naming t
       }
     });
   }
+});
+
+Deno.test("serve: --insecure lets a plaintext non-loopback address through with a warning", () => {
+  const at = (hostname: string) => ({ hostname, port: 2379 });
+  assert.deepEqual(
+    checkPlaintextListen([
+      { flag: "--listen-client", address: at("127.0.0.1"), tls: false },
+      { flag: "--listen-peer", address: at("localhost"), tls: false },
+      { flag: "--listen-grpc", address: at("0.0.0.0"), tls: true },
+    ], false),
+    [],
+  );
+  assert.throws(
+    () => checkPlaintextListen([{ flag: "--listen-peer", address: at("::"), tls: false }], false),
+    /--listen-peer :::2379 is not a loopback address/,
+  );
+  assert.deepEqual(
+    checkPlaintextListen([{ flag: "--listen-client", address: at("0.0.0.0"), tls: false }], true),
+    ["--listen-client 0.0.0.0:2379 is not a loopback address and is served without TLS (--insecure)"],
+  );
 });

@@ -22,6 +22,8 @@ import * as protoLoader from "npm:@grpc/proto-loader@0.7.15";
 // deno-lint-ignore no-import-prefix
 import etcd3Package from "npm:etcd3@1.1.2/package.json" with { type: "json" };
 import type { Address } from "./transport.ts";
+import type { TlsMaterial } from "./tls.ts";
+import type { SecureContextOptions, TlsOptions } from "node:tls";
 import { header, memberListJson, storeHash } from "./http.ts";
 import { RevisionUnavailableError } from "../kv/store.ts";
 import type { HttpHandler, RaftServer } from "./server.ts";
@@ -34,6 +36,8 @@ export interface GrpcListener {
   readonly url: string;
   /** Stops it: open streams are cut. */
   close(): void;
+  /** With TLS: new connections get `material`'s certificate, key and CA. */
+  reloadTls?(material: TlsMaterial): void;
 }
 
 /** Options of {@linkcode startGrpc}. */
@@ -42,6 +46,32 @@ export interface GrpcOptions {
   readonly listen: Address;
   /** The other members' gRPC URLs, for MemberList's clientURLs. */
   readonly peerGrpcUrls?: ReadonlyMap<string, string>;
+  /** Serve TLS with these (the client port's files); `clientCertAuth` refuses clients without one. */
+  readonly tls?: TlsMaterial;
+}
+
+/**
+ * grpc-js server credentials whose certificate, key and CA can be swapped for new connections
+ * (grpc-js calls setSecureContext on its server when they change). Not grpc-js's certificate
+ * providers: under Deno the server they build negotiates no ALPN, and etcdctl insists on h2.
+ */
+class ReloadableCredentials extends grpc.ServerCredentials {
+  constructor(material: TlsMaterial) {
+    const auth = material.files.clientCertAuth;
+    super({ requestCert: auth, rejectUnauthorized: auth }, ReloadableCredentials.context(material));
+  }
+
+  static context(m: TlsMaterial): SecureContextOptions & TlsOptions {
+    return { cert: m.cert, key: m.key, ca: m.ca, ALPNProtocols: ["h2"] };
+  }
+
+  reload(material: TlsMaterial): void {
+    this.updateSecureContextOptions(ReloadableCredentials.context(material));
+  }
+
+  _equals(other: grpc.ServerCredentials): boolean {
+    return this === other;
+  }
 }
 
 /**
@@ -105,14 +135,16 @@ export async function startGrpc(
   const host = options.listen.hostname.includes(":")
     ? `[${options.listen.hostname}]`
     : options.listen.hostname;
+  const reloadable = options.tls === undefined ? undefined : new ReloadableCredentials(options.tls);
+  const credentials = reloadable ?? grpc.ServerCredentials.createInsecure();
   const port = await new Promise<number>((resolve, reject) => {
     g.bindAsync(
       `${host}:${options.listen.port}`,
-      grpc.ServerCredentials.createInsecure(),
+      credentials,
       (e, p) => e === null ? resolve(p) : reject(e),
     );
   });
-  const url = `http://${host}:${port}`;
+  const url = `${options.tls === undefined ? "http" : "https"}://${host}:${port}`;
   const gw = new Gateway(server, handler, `http://${host}:${port}`);
   const peerGrpcUrls = options.peerGrpcUrls ?? new Map<string, string>();
 
@@ -210,6 +242,7 @@ export async function startGrpc(
   return {
     url,
     close: () => g.forceShutdown(),
+    reloadTls: reloadable === undefined ? undefined : (m) => reloadable.reload(m),
   };
 }
 

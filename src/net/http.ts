@@ -512,6 +512,7 @@ async function forward(
   try {
     const res = await server.fetch(leaderUrl + url.pathname + url.search, {
       client: resendable ? undefined : unpooled,
+      unpooled: !resendable,
       method: req.method,
       headers,
       body: req.method === "GET" || req.method === "HEAD" ? undefined : body.slice(),

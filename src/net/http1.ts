@@ -20,6 +20,8 @@
  * @module
  */
 
+import type { ByteConn, ConnListener } from "./tls.ts";
+
 /** A request handler, as for Deno.serve. */
 export type Http1Handler = (
   req: Request,
@@ -42,6 +44,11 @@ export interface Http1Options {
   readonly headBytesMax?: number;
   /** Called with a handler's exception (the client gets a 500). */
   readonly onError?: (error: unknown) => void;
+  /**
+   * Serve the connections of this listener (a TLS port, src/net/tls.ts) instead of opening a TCP
+   * listener on `hostname:port`.
+   */
+  readonly listener?: ConnListener;
 }
 
 /** Default of {@linkcode Http1Options.headTimeoutMs}. */
@@ -162,7 +169,7 @@ function soon(): Promise<typeof PENDING> {
   return Promise.resolve().then(() => {}).then(() => {}).then(() => PENDING);
 }
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+async function writeAll(conn: ByteConn, bytes: Uint8Array): Promise<void> {
   let off = 0;
   while (off < bytes.length) off += await conn.write(bytes.subarray(off));
 }
@@ -171,7 +178,7 @@ type Phase = "head" | "idle" | "busy";
 
 /** One client connection: its read buffer and where it stands. */
 class Connection {
-  readonly conn: Deno.TcpConn;
+  readonly conn: ByteConn;
   buf: Uint8Array<ArrayBuffer>;
   /** Unread bytes are `buf[start, end)`. */
   start = 0;
@@ -190,7 +197,7 @@ class Connection {
   /** The last queued write. */
   lastWrite: Promise<void> = Promise.resolve();
 
-  constructor(conn: Deno.TcpConn, capacity: number) {
+  constructor(conn: ByteConn, capacity: number) {
     this.conn = conn;
     this.buf = new Uint8Array(capacity);
   }
@@ -293,7 +300,7 @@ interface Head {
 export class Http1Server {
   /** The address listened on. */
   readonly addr: Deno.NetAddr;
-  readonly #listener: Deno.TcpListener;
+  readonly #listener: ConnListener;
   readonly #handler: Http1Handler;
   readonly #headTimeoutMs: number;
   readonly #idleTimeoutMs: number;
@@ -302,7 +309,7 @@ export class Http1Server {
   readonly #onError: (error: unknown) => void;
   readonly #connections = new Set<Connection>();
   readonly #tasks = new Set<Promise<void>>();
-  readonly #refusing = new Set<Deno.Conn>();
+  readonly #refusing = new Set<ByteConn>();
   readonly #sweep: ReturnType<typeof setInterval>;
   readonly #accepting: Promise<void>;
   #stopping = false;
@@ -328,7 +335,8 @@ export class Http1Server {
         throw new Error(`Http1Server: ${name} must be a positive integer: ${v}`);
       }
     }
-    this.#listener = Deno.listen({ hostname: options.hostname, port: options.port });
+    this.#listener = options.listener ??
+      Deno.listen({ hostname: options.hostname, port: options.port });
     this.addr = this.#listener.addr;
     // One timer checks every connection's deadline, rather than a timer per request.
     const sweepMs = Math.max(
@@ -378,7 +386,7 @@ export class Http1Server {
 
   async #accept(): Promise<void> {
     while (!this.#stopping) {
-      let conn: Deno.TcpConn;
+      let conn: ByteConn;
       try {
         conn = await this.#listener.accept();
       } catch (e) {
@@ -397,7 +405,7 @@ export class Http1Server {
         continue;
       }
       try {
-        conn.setNoDelay(true);
+        conn.setNoDelay?.(true);
       } catch { /* closed already */ }
       const c = new Connection(conn, Math.max(READ_BYTES, this.#headBytesMax + 1));
       c.deadlineMs = Date.now() + this.#headTimeoutMs;
@@ -412,7 +420,7 @@ export class Http1Server {
   }
 
   /** Answers a connection over the cap with a 503, reading at most a few bytes of it. */
-  #refuse(conn: Deno.TcpConn): void {
+  #refuse(conn: ByteConn): void {
     if (this.#refusing.size >= REFUSING_MAX) {
       closeQuietly(conn);
       return;
@@ -700,7 +708,7 @@ export class Http1Server {
   }
 }
 
-function closeQuietly(conn: Deno.Conn): void {
+function closeQuietly(conn: ByteConn): void {
   try {
     conn.close();
   } catch { /* already closed */ }

@@ -10,6 +10,7 @@ import type { Address } from "./transport.ts";
 import { RaftServer, StartupError } from "./server.ts";
 import { handleHttp } from "./http.ts";
 import { parseAutoCompaction } from "./auto_compaction.ts";
+import type { TlsFiles } from "./tls.ts";
 
 const HELP = `raftmeta node
 
@@ -42,6 +43,24 @@ Usage: deno task serve [flags]
                                 sees it in the process list (a warning is logged)
   --insecure-peers              allow --peers without a secret: anyone who reaches the peer
                                 port can then forge entries (a warning is logged)
+  --cert-file PATH              HTTPS on the client port and TLS on the gRPC port with this
+                                certificate chain (PEM); see docs/security.md
+  --key-file PATH               its private key (PEM)
+  --trusted-ca-file PATH        CA certificates (PEM) for client certificates; also what this
+                                node trusts when it forwards to another node's https client URL
+  --client-cert-auth            refuse clients (HTTPS and gRPC) without a certificate signed by
+                                --trusted-ca-file
+  --peer-cert-file PATH         TLS on the peer port, both ways, with this certificate (the
+                                cluster secret is still proved inside TLS)
+  --peer-key-file PATH          its private key (PEM)
+  --peer-trusted-ca-file PATH   CA certificates (PEM) that other nodes' peer certificates must
+                                chain to (default: the system's roots)
+  --peer-client-cert-auth       refuse peer connections without a certificate signed by
+                                --peer-trusted-ca-file
+  --insecure                    allow a client, gRPC or peer address that is not loopback
+                                without TLS (a warning is logged); default: refused
+                                Certificates are read again on SIGHUP (kill -HUP PID): new
+                                connections get the new ones, open ones keep theirs.
   --peer-handshake-timeout-ms N time a peer connection has to prove the secret (default 3000);
                                 until then it may send at most one 8 KiB frame
   --peer-unauthenticated-max N  most peer connections in handshake at once; more are closed
@@ -204,6 +223,66 @@ export function chooseSecret(
   return { secret: options.env ?? "", warnings };
 }
 
+/** The TLS flags of one port (`prefix` "" for the client port, "peer-" for the peer port). */
+export function tlsFilesOf(
+  values: Record<string, string | boolean | undefined>,
+  prefix: "" | "peer-",
+): TlsFiles | undefined {
+  const cert = values[`${prefix}cert-file`] as string | undefined;
+  const key = values[`${prefix}key-file`] as string | undefined;
+  const ca = values[`${prefix}trusted-ca-file`] as string | undefined;
+  const auth = values[`${prefix}client-cert-auth`] === true;
+  if (cert !== undefined && key === undefined) {
+    throw new Error(`--${prefix}cert-file needs --${prefix}key-file`);
+  }
+  if (key !== undefined && cert === undefined) {
+    throw new Error(`--${prefix}key-file needs --${prefix}cert-file`);
+  }
+  if (cert === undefined) {
+    if (auth) throw new Error(`--${prefix}client-cert-auth needs --${prefix}cert-file`);
+    if (ca !== undefined) throw new Error(`--${prefix}trusted-ca-file needs --${prefix}cert-file`);
+    return undefined;
+  }
+  return {
+    certFile: cert,
+    keyFile: key!,
+    trustedCaFile: ca,
+    clientCertAuth: auth,
+    flagPrefix: prefix,
+  };
+}
+
+/** Whether `hostname` can be reached only from this machine. */
+export function isLoopback(hostname: string): boolean {
+  return hostname === "localhost" || hostname === "::1" || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+/**
+ * Refuses a plaintext port on an address other machines may reach, unless `insecure`; returns
+ * the warnings to log when `insecure` lets one through.
+ */
+export function checkPlaintextListen(
+  ports: { flag: string; address: Address | undefined; tls: boolean }[],
+  insecure: boolean,
+): string[] {
+  const warnings: string[] = [];
+  for (const { flag, address, tls } of ports) {
+    if (address === undefined || tls || isLoopback(address.hostname)) continue;
+    const what = `${flag} ${address.hostname}:${address.port} is not a loopback address`;
+    if (!insecure) {
+      const tlsFlags = flag === "--listen-peer"
+        ? "--peer-cert-file and --peer-key-file"
+        : "--cert-file and --key-file";
+      throw new Error(
+        `${what}: without TLS anyone on the network could read the traffic and forge requests. ` +
+          `Give ${tlsFlags}, or --insecure to accept the risk`,
+      );
+    }
+    warnings.push(`${what} and is served without TLS (--insecure)`);
+  }
+  return warnings;
+}
+
 /** Longest wait a timer can take (Deno fires a longer setTimeout at once). */
 const TIMER_MS_MAX = 2 ** 31 - 1;
 
@@ -245,6 +324,15 @@ async function main(args: string[]): Promise<number> {
       "cluster-secret": { type: "string" },
       "cluster-secret-file": { type: "string" },
       "insecure-peers": { type: "boolean", default: false },
+      "cert-file": { type: "string" },
+      "key-file": { type: "string" },
+      "trusted-ca-file": { type: "string" },
+      "client-cert-auth": { type: "boolean", default: false },
+      "peer-cert-file": { type: "string" },
+      "peer-key-file": { type: "string" },
+      "peer-trusted-ca-file": { type: "string" },
+      "peer-client-cert-auth": { type: "boolean", default: false },
+      insecure: { type: "boolean", default: false },
       "peer-handshake-timeout-ms": { type: "string" },
       "peer-unauthenticated-max": { type: "string" },
       "election-timeout-min-ms": { type: "string" },
@@ -303,6 +391,28 @@ async function main(args: string[]): Promise<number> {
       JSON.stringify({ ts: new Date().toISOString(), node: values.name, event, warning }),
     );
   }
+  const clientTls = tlsFilesOf(values, "");
+  const peerTls = tlsFilesOf(values, "peer-");
+  const clientListen = parseAddress(values["listen-client"]!, "--listen-client");
+  const peerListen = parseAddress(values["listen-peer"]!, "--listen-peer");
+  const grpcListen = values["listen-grpc"] === undefined
+    ? undefined
+    : parseAddress(values["listen-grpc"], "--listen-grpc");
+  const plaintextWarnings = checkPlaintextListen([
+    { flag: "--listen-client", address: clientListen, tls: clientTls !== undefined },
+    { flag: "--listen-grpc", address: grpcListen, tls: clientTls !== undefined },
+    { flag: "--listen-peer", address: peerListen, tls: peerTls !== undefined },
+  ], values.insecure);
+  for (const warning of plaintextWarnings) {
+    console.log(
+      JSON.stringify({
+        ts: new Date().toISOString(),
+        node: values.name,
+        event: "insecure-listen",
+        warning,
+      }),
+    );
+  }
   const responseBytesMax = positive(values["max-response-bytes"], "--max-response-bytes");
   const httpServer = values["http-server"];
   if (httpServer !== "raftmeta" && httpServer !== "deno") {
@@ -312,13 +422,13 @@ async function main(args: string[]): Promise<number> {
     nodeId: values.name,
     clusterId: values["cluster-id"],
     dataDir: values["data-dir"],
-    clientListen: parseAddress(values["listen-client"]!, "--listen-client"),
-    peerListen: parseAddress(values["listen-peer"]!, "--listen-peer"),
+    clientListen,
+    peerListen,
     peers: parsePeers(values.peers!),
     peerClientUrls: parsePeerClientUrls(values["peer-client-urls"]!),
-    grpcListen: values["listen-grpc"] === undefined
-      ? undefined
-      : parseAddress(values["listen-grpc"], "--listen-grpc"),
+    grpcListen,
+    clientTls,
+    peerTls,
     peerGrpcUrls: parsePeerClientUrls(values["peer-grpc-urls"]!, "--peer-grpc-urls"),
     secret,
     insecurePeers: values["insecure-peers"],
@@ -372,6 +482,16 @@ async function main(args: string[]): Promise<number> {
   };
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
+  Deno.addSignalListener("SIGHUP", () => {
+    try {
+      server.reloadTls();
+    } catch (e) {
+      server.logEvent("tls-reload-failed", {
+        error: (e as Error).message,
+        note: "the certificates in use are kept",
+      });
+    }
+  });
   await server.stopped;
   return server.fatal === undefined ? 0 : 1;
 }

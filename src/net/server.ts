@@ -48,6 +48,10 @@ import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_
 import { HttpError } from "./etcd.ts";
 import { BrowserGuard } from "./browser_guard.ts";
 import { Http1Server } from "./http1.ts";
+// Types only: tls.ts (node:tls) is imported when a port has TLS.
+import type { TlsConnListener, TlsFiles, TlsMaterial } from "./tls.ts";
+
+type TlsModule = typeof import("./tls.ts");
 
 /** How to run one node. */
 export interface ServerOptions {
@@ -171,6 +175,17 @@ export interface ServerOptions {
   readonly hostWhitelist?: readonly string[];
   /** Bugs of the server's own code to switch on (tests only: they prove the simulator sees them). */
   readonly faultPoints?: readonly ServerFaultPoint[];
+  /**
+   * HTTPS on the client port and TLS on the gRPC port (etcd's `--cert-file`, `--key-file`,
+   * `--trusted-ca-file`, `--client-cert-auth`); also what forwarding to other nodes' https client
+   * URLs trusts and presents. Default: plain HTTP.
+   */
+  readonly clientTls?: TlsFiles;
+  /**
+   * TLS on the peer port, both ways (etcd's `--peer-cert-file` and friends); the secret
+   * handshake still runs inside it. Default: plain TCP.
+   */
+  readonly peerTls?: TlsFiles;
 }
 
 /**
@@ -196,7 +211,11 @@ export type ServerFetch = (
   timeoutMs: number,
 ) => Promise<Response>;
 /** A fetch's options; `client` picks Deno's HTTP client (e.g. one without a connection pool). */
-export type ServerFetchInit = RequestInit & { client?: Deno.HttpClient };
+export type ServerFetchInit = RequestInit & {
+  client?: Deno.HttpClient;
+  /** Open a new connection for it (an https URL gets the TLS client of that kind). */
+  unpooled?: boolean;
+};
 
 /**
  * What a server runs on besides its options: the process's clock, timers, randomness, disk and
@@ -380,8 +399,14 @@ export class RaftServer {
   readonly #readBeforeBarrier: boolean;
   readonly #readBeforeApply: boolean;
   #http: { shutdown(): Promise<void> } | undefined;
-  #grpc: { readonly url: string; close(): void } | undefined;
+  #grpc: { readonly url: string; close(): void; reloadTls?(m: TlsMaterial): void } | undefined;
   #clientUrl = "";
+  /** The client port's TLS listener, forwarding client and files; set by start(). */
+  #clientTls:
+    | { files: TlsFiles; listener?: TlsConnListener; httpClient: ForwardClients }
+    | undefined;
+  #peerTlsFiles: TlsFiles | undefined;
+  #tlsModule: TlsModule | undefined;
   #store: MetadataStore;
   readonly #snapshotEntries: number;
   readonly #snapshotBytes: number;
@@ -594,6 +619,35 @@ export class RaftServer {
       });
     }
     warnIfShared(dataDir, emit);
+    let clientTls: TlsMaterial | undefined;
+    let peerTls: TlsMaterial | undefined;
+    const tlsModule = options.clientTls === undefined && options.peerTls === undefined
+      ? undefined
+      : await import("./tls.ts");
+    try {
+      clientTls = options.clientTls === undefined
+        ? undefined
+        : tlsModule!.readTlsMaterial(options.clientTls);
+      peerTls = options.peerTls === undefined
+        ? undefined
+        : tlsModule!.readTlsMaterial(options.peerTls);
+    } catch (e) {
+      throw new StartupError((e as Error).message);
+    }
+    if (clientTls !== undefined && options.httpServer === "deno") {
+      throw new StartupError(
+        "--cert-file needs --http-server raftmeta (Deno.serve cannot ask for client certificates " +
+          "or reload them)",
+      );
+    }
+    // Forwarding to another node's https client URL trusts the client CA and presents this node's
+    // client-port certificate (needed when that node has --client-cert-auth).
+    const forwardClient: ForwardClients = {
+      current: clientTls === undefined ? undefined : tlsModule!.httpClientWith(clientTls),
+      unpooled: clientTls === undefined
+        ? undefined
+        : tlsModule!.httpClientWith(clientTls, { pooled: false }),
+    };
 
     const fresh = !exists(`${dataDir}/meta.json`);
     const seen = readSeen(dataDir);
@@ -602,11 +656,11 @@ export class RaftServer {
     // messages arriving before the node is built are dropped (Raft tolerates loss).
     const ref: { server?: RaftServer } = {};
     const clientListen = options.clientListen ?? { hostname: "127.0.0.1", port: 2379 };
-    let http: ReturnType<typeof startHttpDeferred> | undefined;
+    let http: DeferredHttp | undefined;
     try {
       http = peers.size === 0
         ? undefined
-        : await retryWhileInUse(() => startHttpDeferred(clientListen, options, emit));
+        : await retryWhileInUse(() => startHttpDeferred(clientListen, options, emit, clientTls));
     } catch (e) {
       throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
     }
@@ -614,6 +668,7 @@ export class RaftServer {
       nodeId,
       clusterId,
       secret,
+      tls: peerTls,
       listen: options.peerListen ?? { hostname: "127.0.0.1", port: 2380 },
       peers,
       handshakeTimeoutMs: options.peerHandshakeTimeoutMs,
@@ -721,7 +776,13 @@ export class RaftServer {
       fs: new RealFs(),
       transport: { send: (m) => transport?.send(m) },
       fetch: (url, init, timeoutMs) =>
-        fetch(url, { ...init, signal: AbortSignal.timeout(Math.max(1, timeoutMs)) }),
+        fetch(url, {
+          ...init,
+          client: url.startsWith("https:") && forwardClient.current !== undefined
+            ? (init.unpooled ? forwardClient.unpooled : forwardClient.current)
+            : init.client,
+          signal: AbortSignal.timeout(Math.max(1, timeoutMs)),
+        }),
       saveSeen: (seenTerms) => writeSeen(dataDir, seenTerms),
     };
     let built: { node: RaftNode; store: MetadataStore };
@@ -753,7 +814,10 @@ export class RaftServer {
       server.#http = http.serve((req, info) => handler(server, req, info));
     } else {
       try {
-        const h = await retryWhileInUse(() => startHttpDeferred(clientListen, options, emit));
+        const h = await retryWhileInUse(() =>
+          startHttpDeferred(clientListen, options, emit, clientTls)
+        );
+        http = h;
         server.#clientUrl = h.url;
         server.#http = h.serve((req, info) => handler(server, req, info));
       } catch (e) {
@@ -767,11 +831,21 @@ export class RaftServer {
         server.#grpc = await startGrpc(server, handler, {
           listen: options.grpcListen,
           peerGrpcUrls: options.peerGrpcUrls,
+          tls: clientTls,
         });
       } catch (e) {
         await server.close();
         throw new StartupError(`Cannot listen for gRPC clients: ${(e as Error).message}`);
       }
+    }
+    server.#peerTlsFiles = options.peerTls;
+    server.#tlsModule = tlsModule;
+    if (options.clientTls !== undefined) {
+      server.#clientTls = {
+        files: options.clientTls,
+        listener: http?.tlsListener,
+        httpClient: forwardClient,
+      };
     }
     emit("listening", { clientUrl: server.#clientUrl, grpcUrl: server.#grpc?.url ?? null });
     server.loopStalls.start();
@@ -1068,6 +1142,43 @@ export class RaftServer {
   /** Sends a request to another node's client URL, giving up after `timeoutMs` (forwarding). */
   fetch(url: string, init: ServerFetchInit, timeoutMs: number): Promise<Response> {
     return this.#io.fetch(url, init, timeoutMs);
+  }
+
+  /**
+   * Reads the TLS files again (`kill -HUP`): new client, gRPC and peer connections, and forwarded
+   * requests, use them; open connections keep what they began with. Throws, changing nothing,
+   * when a file cannot be read or the pair does not match. Returns the ports reloaded.
+   */
+  reloadTls(): string[] {
+    const client = this.#clientTls;
+    const peerFiles = this.#peerTlsFiles;
+    const m = this.#tlsModule;
+    if (m === undefined) {
+      this.logEvent("tls-reloaded", { ports: [] });
+      return [];
+    }
+    const clientMaterial = client === undefined ? undefined : m.readTlsMaterial(client.files);
+    const peerMaterial = peerFiles === undefined ? undefined : m.readTlsMaterial(peerFiles);
+    const done: string[] = [];
+    if (client !== undefined && clientMaterial !== undefined) {
+      client.listener?.reload(clientMaterial);
+      const old = [client.httpClient.current, client.httpClient.unpooled];
+      client.httpClient.current = m.httpClientWith(clientMaterial);
+      client.httpClient.unpooled = m.httpClientWith(clientMaterial, { pooled: false });
+      // Requests in flight on the old clients finish first.
+      Deno.unrefTimer(setTimeout(() => old.forEach((c) => c?.close()), 60_000));
+      done.push("client");
+      if (this.#grpc?.reloadTls !== undefined) {
+        this.#grpc.reloadTls(clientMaterial);
+        done.push("grpc");
+      }
+    }
+    if (peerMaterial !== undefined && this.#transport !== undefined) {
+      this.#transport.reloadTls(peerMaterial);
+      done.push("peer");
+    }
+    this.logEvent("tls-reloaded", { ports: done });
+    return done;
   }
 
   /** Stops the clock, the listeners and the storage. */
@@ -1464,11 +1575,11 @@ function withheld(m: Message): boolean {
 }
 
 /** Runs `bind`, retrying for a few seconds while the port is still held (a quick restart). */
-async function retryWhileInUse<T>(bind: () => T): Promise<T> {
+async function retryWhileInUse<T>(bind: () => T | Promise<T>): Promise<T> {
   const deadline = Date.now() + 3000;
   while (true) {
     try {
-      return bind();
+      return await bind();
     } catch (e) {
       if (!(e instanceof Deno.errors.AddrInUse) || Date.now() > deadline) throw e;
       await new Promise((r) => setTimeout(r, 100));
@@ -1593,9 +1704,18 @@ function browserGuardOf(options: ServerOptions): BrowserGuard {
   });
 }
 
+/** The HTTP clients for other nodes' https client URLs (replaced on a TLS reload). */
+interface ForwardClients {
+  current?: Deno.HttpClient;
+  /** One without a connection pool, for requests that must not be sent twice. */
+  unpooled?: Deno.HttpClient;
+}
+
 /** A client port that answers 503 until a handler is given. */
 interface DeferredHttp {
   url: string;
+  /** The TLS listener, when the port serves HTTPS (for reloading its certificate). */
+  tlsListener?: TlsConnListener;
   serve: (handler: ClientHandler) => { shutdown(): Promise<void> };
   close: () => void;
 }
@@ -1605,11 +1725,12 @@ type ClientHandler = (
   info: Deno.ServeHandlerInfo<Deno.NetAddr>,
 ) => Promise<Response>;
 
-function startHttpDeferred(
+async function startHttpDeferred(
   listen: Address,
   options: ServerOptions,
   emit: (event: string, fields: Record<string, unknown>) => void,
-): DeferredHttp {
+  tls: TlsMaterial | undefined,
+): Promise<DeferredHttp> {
   let handler: ClientHandler | undefined;
   const serve = (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
     if (handler === undefined) {
@@ -1620,13 +1741,20 @@ function startHttpDeferred(
     return handler(req, info);
   };
   let server: { addr: Deno.NetAddr; shutdown(): Promise<void> };
+  let tlsListener: TlsConnListener | undefined;
   if (options.httpServer === "deno") {
     server = Deno.serve(
       { hostname: listen.hostname, port: listen.port, onListen: () => {} },
       serve,
     );
   } else {
+    tlsListener = tls === undefined
+      ? undefined
+      : await (await import("./tls.ts")).TlsConnListener.listen(listen, tls, (remote, reason) => {
+        emit("client-tls-refused", { remote, reason });
+      });
     server = new Http1Server({
+      listener: tlsListener,
       hostname: listen.hostname,
       port: listen.port,
       headTimeoutMs: options.httpHeadTimeoutMs,
@@ -1639,7 +1767,8 @@ function startHttpDeferred(
   const addr = server.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   return {
-    url: `http://${host}:${addr.port}`,
+    url: `${tls === undefined ? "http" : "https"}://${host}:${addr.port}`,
+    tlsListener,
     serve: (h) => {
       handler = h;
       return server;

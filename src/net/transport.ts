@@ -22,6 +22,7 @@
  */
 
 import type { Message, NodeId } from "../raft/types.ts";
+import type { ByteConn, ConnListener, TlsConnListener, TlsMaterial } from "./tls.ts";
 import {
   decodeJsonFrame,
   decodeMessages,
@@ -107,6 +108,11 @@ export interface TransportOptions {
   readonly backoffMinMs?: number;
   /** Longest redial delay. Default 1000. */
   readonly backoffMaxMs?: number;
+  /**
+   * Peer TLS (`--peer-cert-file` and friends): listen and dial over TLS with these. The secret
+   * handshake still runs inside TLS. Swap with {@linkcode PeerTransport.reloadTls}.
+   */
+  readonly tls?: TlsMaterial;
   /** Time allowed for a handshake (a stranger holds a connection at most this long). Default 3000. */
   readonly handshakeTimeoutMs?: number;
   /** Most incoming connections that have not completed their handshake yet. Default 64. */
@@ -151,11 +157,11 @@ function isCount(v: unknown): v is number {
  * starts limited to handshake frames; {@linkcode FrameStream.authenticated} lifts the limit.
  */
 class FrameStream {
-  readonly #conn: Deno.Conn;
+  readonly #conn: ByteConn;
   readonly #reader = new FrameReader(HANDSHAKE_FRAME_BYTES_MAX);
   #buf = new Uint8Array(HANDSHAKE_FRAME_BYTES_MAX + 4);
 
-  constructor(conn: Deno.Conn) {
+  constructor(conn: ByteConn) {
     this.#conn = conn;
   }
 
@@ -185,7 +191,7 @@ function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+async function writeAll(conn: ByteConn, bytes: Uint8Array): Promise<void> {
   let done = 0;
   while (done < bytes.length) done += await conn.write(bytes.subarray(done));
 }
@@ -197,7 +203,7 @@ class PeerLink {
   queue: Message[] = [];
   queueBytes = 0;
   #wake: (() => void) | undefined;
-  conn: Deno.Conn | undefined;
+  conn: ByteConn | undefined;
 
   constructor(id: NodeId, address: Address) {
     this.id = id;
@@ -219,13 +225,15 @@ class PeerLink {
 export class PeerTransport {
   readonly #o: TransportOptions;
   readonly #links = new Map<NodeId, PeerLink>();
-  readonly #inbound = new Set<Deno.Conn>();
+  readonly #inbound = new Set<ByteConn>();
   readonly #queueMessagesMax: number;
   readonly #queueBytesMax: number;
   readonly #handshakeTimeoutMs: number;
   readonly #unauthenticatedConnectionsMax: number;
   #unauthenticated = 0;
-  #listener: Deno.Listener | undefined;
+  #listener: ConnListener | undefined;
+  #tlsListener: TlsConnListener | undefined;
+  #tls: TlsMaterial | undefined;
   #key: Promise<CryptoKey>;
   #closed = false;
   /** What each peer told us in its handshake. */
@@ -244,6 +252,7 @@ export class PeerTransport {
   /** A transport; call {@linkcode PeerTransport.start} to listen and dial. */
   constructor(options: TransportOptions) {
     this.#o = options;
+    this.#tls = options.tls;
     this.#queueMessagesMax = options.queueMessagesMax ?? 4096;
     this.#queueBytesMax = options.queueBytesMax ?? 64 * 1024 * 1024;
     this.#handshakeTimeoutMs = options.handshakeTimeoutMs ?? 3000;
@@ -273,15 +282,52 @@ export class PeerTransport {
     return a === undefined ? undefined : { hostname: a.hostname, port: a.port };
   }
 
-  /** Starts listening for peers and dialing them. */
-  start(): void {
-    this.#listener = Deno.listen({
-      hostname: this.#o.listen.hostname,
-      port: this.#o.listen.port,
-      transport: "tcp",
-    });
+  /**
+   * Starts listening for peers and dialing them. Without TLS the port is bound before this
+   * returns; with TLS once the promise settles.
+   */
+  async start(): Promise<void> {
+    if (this.#tls === undefined) {
+      this.#listener = Deno.listen({
+        hostname: this.#o.listen.hostname,
+        port: this.#o.listen.port,
+        transport: "tcp",
+      });
+    } else {
+      const { TlsConnListener } = await import("./tls.ts");
+      const tls = await TlsConnListener.listen(this.#o.listen, this.#tls, (remote, reason) => {
+        this.stats.connectionsRefused++;
+        this.#o.log("peer-tls-refused", { remote, reason });
+      });
+      this.#tlsListener = tls;
+      this.#listener = tls;
+    }
     this.#acceptLoop(this.#listener);
     for (const link of this.#links.values()) this.#dialLoop(link);
+  }
+
+  /** New peer connections, both ways, use `material` (open ones keep theirs). */
+  reloadTls(material: TlsMaterial): void {
+    this.#tls = material;
+    this.#tlsListener?.reload(material);
+  }
+
+  /** Opens a connection to `address`: TCP, or TLS with the handshake done. */
+  async #connect(address: Address): Promise<ByteConn> {
+    if (this.#tls === undefined) {
+      return await Deno.connect({ hostname: address.hostname, port: address.port });
+    }
+    const { connectTlsWith } = await import("./tls.ts");
+    const conn = await connectTlsWith(address, this.#tls);
+    try {
+      await conn.handshake();
+    } catch (e) {
+      closeQuietly(conn);
+      throw new Error(
+        `TLS handshake with ${address.hostname}:${address.port}: ${(e as Error).message}`,
+      );
+    }
+    return conn;
   }
 
   /** Queues `m` for its receiver; drops the oldest queued message when the queue is full. */
@@ -335,14 +381,14 @@ export class PeerTransport {
     let backoffMs = min;
     let lastError = "";
     while (!this.#closed) {
-      let conn: Deno.Conn | undefined;
+      let conn: ByteConn | undefined;
       try {
         conn = await withTimeout(
-          Deno.connect({ hostname: link.address.hostname, port: link.address.port }),
+          this.#connect(link.address),
           this.#handshakeTimeoutMs,
           "connect",
         );
-        (conn as Deno.TcpConn).setNoDelay(true);
+        conn.setNoDelay?.(true);
         const frames = await withTimeout(
           this.#dialHandshake(conn, link.id),
           this.#handshakeTimeoutMs,
@@ -383,7 +429,7 @@ export class PeerTransport {
     }
   }
 
-  async #dialHandshake(conn: Deno.Conn, peer: NodeId): Promise<FrameStream> {
+  async #dialHandshake(conn: ByteConn, peer: NodeId): Promise<FrameStream> {
     const frames = new FrameStream(conn);
     const challenge = decodeJsonFrame(await frames.next(), [FrameKind.challenge]).body;
     if (typeof challenge.nonce !== "string" || !NONCE_PATTERN.test(challenge.nonce)) {
@@ -432,7 +478,7 @@ export class PeerTransport {
     const link = this.#links.get(peer);
     if (link === undefined) throw new Error(`Unknown peer "${peer}"`);
     const conn = await withTimeout(
-      Deno.connect({ hostname: link.address.hostname, port: link.address.port }),
+      this.#connect(link.address),
       this.#handshakeTimeoutMs,
       "connect",
     );
@@ -457,7 +503,7 @@ export class PeerTransport {
     }
   }
 
-  async #writeLoop(link: PeerLink, conn: Deno.Conn): Promise<void> {
+  async #writeLoop(link: PeerLink, conn: ByteConn): Promise<void> {
     while (!this.#closed) {
       if (link.queue.length === 0) {
         await link.waitForWork();
@@ -483,9 +529,9 @@ export class PeerTransport {
 
   // ---- Incoming ----------------------------------------------------------------------------------
 
-  async #acceptLoop(listener: Deno.Listener): Promise<void> {
+  async #acceptLoop(listener: ConnListener): Promise<void> {
     while (!this.#closed) {
-      let conn: Deno.Conn;
+      let conn: ByteConn;
       try {
         conn = await listener.accept();
       } catch (e) {
@@ -504,14 +550,14 @@ export class PeerTransport {
     }
   }
 
-  async #serveInbound(conn: Deno.Conn): Promise<void> {
+  async #serveInbound(conn: ByteConn): Promise<void> {
     this.#inbound.add(conn);
     this.#unauthenticated++;
     let unauthenticated = true;
     const frames = new FrameStream(conn);
     let peer: NodeId | undefined;
     try {
-      (conn as Deno.TcpConn).setNoDelay(true);
+      conn.setNoDelay?.(true);
       peer = await withTimeout(
         this.#acceptHandshake(conn, frames),
         this.#handshakeTimeoutMs,
@@ -551,7 +597,7 @@ export class PeerTransport {
   }
 
   /** Streams this node's log to `peer` frame by frame; a failure is sent as `refused`. */
-  async #sendLog(conn: Deno.Conn, peer: NodeId): Promise<void> {
+  async #sendLog(conn: ByteConn, peer: NodeId): Promise<void> {
     const startMs = Date.now();
     let frames = 0;
     let bytes = 0;
@@ -572,7 +618,7 @@ export class PeerTransport {
   }
 
   /** Checks the dialer's hello; returns its id or throws (after telling it why). */
-  async #acceptHandshake(conn: Deno.Conn, frames: FrameStream): Promise<NodeId> {
+  async #acceptHandshake(conn: ByteConn, frames: FrameStream): Promise<NodeId> {
     const nonce = randomNonce();
     await writeAll(conn, encodeJsonFrame(FrameKind.challenge, { nonce }));
     // Read under the handshake limit (FrameStream): at most one small frame from a stranger.
@@ -616,7 +662,7 @@ export class PeerTransport {
 }
 
 /** Closes `conn` when the peer closes it (a dialer never expects bytes after the welcome). */
-function watchForClose(conn: Deno.Conn, frames: FrameStream): void {
+function watchForClose(conn: ByteConn, frames: FrameStream): void {
   (async () => {
     try {
       await frames.next();
@@ -625,13 +671,13 @@ function watchForClose(conn: Deno.Conn, frames: FrameStream): void {
   })();
 }
 
-function closeQuietly(conn: Deno.Conn): void {
+function closeQuietly(conn: ByteConn): void {
   try {
     conn.close();
   } catch { /* already closed */ }
 }
 
-function remoteOf(conn: Deno.Conn): string {
+function remoteOf(conn: ByteConn): string {
   const a = conn.remoteAddr as Deno.NetAddr;
   return `${a.hostname}:${a.port}`;
 }
