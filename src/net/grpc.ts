@@ -22,7 +22,7 @@ import * as protoLoader from "npm:@grpc/proto-loader@0.7.15";
 // deno-lint-ignore no-import-prefix
 import etcd3Package from "npm:etcd3@1.1.2/package.json" with { type: "json" };
 import type { Address } from "./transport.ts";
-import { header, memberListJson, storeHash } from "./http.ts";
+import { etcdCall, EtcdCallError, header, memberListJson, storeHash } from "./http.ts";
 import { RevisionUnavailableError } from "../kv/store.ts";
 import type { HttpHandler, RaftServer } from "./server.ts";
 
@@ -345,10 +345,20 @@ class Gateway {
     return this.#handler(this.#server, req, this.#info);
   }
 
-  /** A unary call: the gateway's JSON answer, or a {@linkcode GatewayError}. */
-  async call(path: string, body: unknown): Promise<Json> {
-    const res = await this.send(path, body);
-    return await answerOf(res);
+  /**
+   * A unary call: the gateway's answer, or a {@linkcode GatewayError}. The route gets the decoded
+   * message as its parsed body and answers with an object, so nothing is written as JSON text
+   * unless the call is forwarded to the leader.
+   */
+  async call(path: string, body: Json): Promise<Json> {
+    let answer;
+    try {
+      answer = await etcdCall(this.#server, path, body);
+    } catch (e) {
+      if (e instanceof EtcdCallError) throw new GatewayError(e.code, e.message);
+      throw e;
+    }
+    return answer instanceof Response ? await answerOf(answer) : answer.json;
   }
 }
 
