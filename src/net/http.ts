@@ -33,6 +33,7 @@ import type {
 } from "../kv/types.ts";
 import {
   badRequest,
+  bytesAsBase64,
   deleteJson,
   encodeBase64,
   eventJson,
@@ -41,6 +42,7 @@ import {
   HttpError,
   id64,
   kvJson,
+  kvMessage,
   type KvsRenderer,
   parseAlarm,
   parseCompaction,
@@ -648,6 +650,7 @@ const ANSWER_SLICE_BYTES = 1024 * 1024;
  */
 function jsonAnswer(
   build: (kvs?: KvsRenderer) => Json,
+  render: KvsRenderer | undefined,
   headers?: Record<string, string>,
 ): Answer {
   const lists: (readonly KeyValue[])[] = [];
@@ -657,7 +660,7 @@ function jsonAnswer(
     for (const kv of kvs) bytes += kvResponseBytes(kv.key, kv.value.length);
     return KVS_PLACEHOLDER;
   });
-  if (bytes <= ANSWER_SLICE_BYTES) return { json: build(), headers };
+  if (bytes <= ANSWER_SLICE_BYTES) return { json: build(render), headers };
   const parts = JSON.stringify(skeleton).split(JSON.stringify(KVS_PLACEHOLDER));
   if (parts.length !== lists.length + 1) throw new Error("Key-value placeholder out of place");
   async function* pieces(): AsyncGenerator<string> {
@@ -789,10 +792,11 @@ export async function etcdCall(server: RaftServer, path: string, message: Json):
         method: "POST",
         target: path,
         headers: GRPC_FORWARD_HEADERS,
-        body: () => bytes ??= lineEncoder.encode(JSON.stringify(message)),
+        body: () => bytes ??= lineEncoder.encode(JSON.stringify(message, bytesAsBase64)),
       },
       session: undefined,
       bodyBytes: undefined,
+      kvs: (kvs) => kvs.map(kvMessage),
     });
   } catch (e) {
     throw errorOf(server, e);
@@ -825,6 +829,8 @@ interface CallSource {
   readonly session: { clientId: ClientId; seq: number } | undefined;
   /** Bytes of the request as received; undefined (gRPC): a write's command is measured. */
   readonly bodyBytes: number | undefined;
+  /** How a small answer renders key-values (default: etcd's JSON shape, base64 strings). */
+  readonly kvs?: KvsRenderer;
 }
 
 /** The routes of etcd's JSON gateway (all but the keep-alive), with a parsed body. */
@@ -847,7 +853,7 @@ async function etcdAnswer(
       const headers = result.status === "applied" && result.duplicate
         ? { "raftmeta-duplicate": "true" }
         : undefined;
-      return jsonAnswer((kvs) => render(response, kvs), headers);
+      return jsonAnswer((kvs) => render(response, kvs), source.kvs, headers);
     });
   };
   switch (path) {
@@ -875,7 +881,7 @@ async function etcdAnswer(
         if (txn.serializable) server.counters.readsSerializable++;
         else await linearizable(server);
         const r = server.store.txnRead(txn.command, { responseBytesMax: server.responseBytesMax });
-        return jsonAnswer((kvs) => txnJson(header(server, r.revision), r, kvs));
+        return jsonAnswer((kvs) => txnJson(header(server, r.revision), r, kvs), source.kvs);
       }
       return await write(txn.command, (r, kvs) =>
         txnJson(
@@ -909,7 +915,10 @@ async function etcdAnswer(
         if (e instanceof RevisionUnavailableError) throw new HttpError(400, e.message, 11);
         throw e;
       }
-      return jsonAnswer((kvs) => rangeJson(header(server, result.revision), result, kvs));
+      return jsonAnswer(
+        (kvs) => rangeJson(header(server, result.revision), result, kvs),
+        source.kvs,
+      );
     }
     case "/v3/kv/compaction": {
       const revision = parseCompaction(body);
