@@ -105,6 +105,9 @@ export async function startGrpc(
   const g = new grpc.Server({
     "grpc.max_receive_message_length": server.requestBytesMax + GRPC_OVERHEAD_BYTES,
     "grpc.max_send_message_length": -1,
+    // Channelz (per-call and per-socket statistics for a debug service) is not served here:
+    // its bookkeeping on every call is saved.
+    "grpc.enable_channelz": 0,
   });
   const host = options.listen.hostname.includes(":")
     ? `[${options.listen.hostname}]`
