@@ -7,7 +7,9 @@
  *
  * Rows: sequential puts (1 in flight), concurrent puts (64 in flight on one HTTP/2 connection),
  * linearizable ranges of one key (64 in flight). Prints a Markdown table; ratios are
- * raftmeta/etcd. Needs /usr/bin/etcd (Debian: etcd-server).
+ * raftmeta/etcd. Beside throughput and latency, the CPU time the leader (and the whole cluster)
+ * spent per operation, from /proc: on a shared machine that figure moves much less than ops/s.
+ * Needs /usr/bin/etcd (Debian: etcd-server).
  *
  * @module
  */
@@ -27,6 +29,19 @@ interface Row {
   readonly latencyMsP50: number;
   readonly latencyMsP99: number;
   readonly errors: number;
+  /** CPU time (user + system) of the leader's process per operation, in µs. */
+  readonly leaderCpuUsPerOp: number;
+  /** CPU time of all three members per operation, in µs. */
+  readonly clusterCpuUsPerOp: number;
+}
+
+/** CPU seconds (user + system) a process has used so far, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // Fields after the command name (which may hold spaces) start after the last ")".
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  const ticksPerSecond = 100; // USER_HZ on Linux
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
 }
 
 const WORKLOADS = [
@@ -175,6 +190,7 @@ async function load(
   endpoint: string,
   w: typeof WORKLOADS[number],
   seconds: number,
+  pids: { leader: number; all: number[] },
 ): Promise<Row> {
   const kv = new pb.KV(endpoint, grpc.credentials.createInsecure());
   const value = btoa("v".repeat(256));
@@ -183,6 +199,8 @@ async function load(
   const latencies: number[] = [];
   let errors = 0;
   let n = 0;
+  const leaderCpu0 = cpuSeconds(pids.leader);
+  const clusterCpu0 = pids.all.reduce((sum, p) => sum + cpuSeconds(p), 0);
   const start = performance.now();
   const end = start + seconds * 1000;
   await Promise.all(Array.from({ length: w.inFlight }, async () => {
@@ -198,6 +216,8 @@ async function load(
     }
   }));
   const elapsed = (performance.now() - start) / 1000;
+  const leaderCpu = cpuSeconds(pids.leader) - leaderCpu0;
+  const clusterCpu = pids.all.reduce((sum, p) => sum + cpuSeconds(p), 0) - clusterCpu0;
   kv.close();
   latencies.sort((a, b) => a - b);
   const q = (p: number) =>
@@ -208,6 +228,8 @@ async function load(
     latencyMsP50: q(0.5),
     latencyMsP99: q(0.99),
     errors,
+    leaderCpuUsPerOp: leaderCpu * 1e6 / Math.max(1, latencies.length),
+    clusterCpuUsPerOp: clusterCpu * 1e6 / Math.max(1, latencies.length),
   };
 }
 
@@ -237,9 +259,11 @@ async function main(): Promise<void> {
         ? startRaftmeta(`${dir}/${system}`)
         : startEtcd(`${dir}/${system}`);
       const leader = await leaderOf(pb, endpoints, 30_000);
+      const all = children.map((c) => c.pid);
+      const pids = { leader: all[endpoints.indexOf(leader)], all };
       results[system] = {};
       for (const w of WORKLOADS) {
-        results[system][w.name] = await load(pb, leader, w, seconds);
+        results[system][w.name] = await load(pb, leader, w, seconds, pids);
         console.error(`${system} ${w.name}: ${JSON.stringify(results[system][w.name])}`);
       }
       await stopChildren();
@@ -271,6 +295,20 @@ async function main(): Promise<void> {
         `${(r.opsPerSecond / e.opsPerSecond).toFixed(2)} | ${
           (r.latencyMsP50 / e.latencyMsP50).toFixed(2)
         } |`,
+    );
+  }
+  console.log();
+  console.log(
+    "| workload (gRPC) | raftmeta leader CPU µs/op | cluster µs/op | etcd leader CPU µs/op | cluster µs/op | leader CPU ratio |",
+  );
+  console.log("|---|---|---|---|---|---|");
+  for (const w of WORKLOADS) {
+    const r = results.raftmeta[w.name];
+    const e = results.etcd[w.name];
+    console.log(
+      `| ${w.name} | ${r.leaderCpuUsPerOp.toFixed(0)} | ${r.clusterCpuUsPerOp.toFixed(0)} | ` +
+        `${e.leaderCpuUsPerOp.toFixed(0)} | ${e.clusterCpuUsPerOp.toFixed(0)} | ` +
+        `${(r.leaderCpuUsPerOp / e.leaderCpuUsPerOp).toFixed(2)} |`,
     );
   }
 }

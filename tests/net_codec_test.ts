@@ -7,7 +7,16 @@
 import assert from "node:assert/strict";
 import { decodeMessages, encodeMessagesFrame, FrameError, FrameReader } from "../src/net/codec.ts";
 import { PeerTransport } from "../src/net/transport.ts";
-import { decodeBase64, parsePut, parseRange, parseTxn } from "../src/net/etcd.ts";
+import { Buffer } from "node:buffer";
+import {
+  bytesAsBase64,
+  decodeBase64,
+  kvJson,
+  kvMessage,
+  parsePut,
+  parseRange,
+  parseTxn,
+} from "../src/net/etcd.ts";
 import type { Message } from "../src/raft/types.ts";
 import { freePort } from "./net_helpers.ts";
 
@@ -206,6 +215,52 @@ Deno.test("net etcd parsing: shapes, both cases, bad input", () => {
   assert.equal(reads([true, true]).readOnly, true);
   assert.equal(reads([true, true]).serializable, true);
   assert.equal(reads([true, false]).serializable, false);
+});
+
+Deno.test("net etcd parsing: a decoded gRPC message's bytes are taken as bytes, copied", () => {
+  // One receive buffer, as a protobuf decoder hands out views of it.
+  const received = new TextEncoder().encode("xfoo-bar-baz-");
+  const put = parsePut({ key: received.subarray(1, 4), value: received.subarray(5, 8) });
+  assert.deepEqual(put, {
+    type: "put",
+    key: "foo",
+    value: new TextEncoder().encode("bar"),
+    prevKv: false,
+  });
+  received.fill(0);
+  assert.deepEqual(put.value, new TextEncoder().encode("bar"));
+  assert.equal(put.value.buffer.byteLength, 3);
+  assert.deepEqual(
+    parseRange({ key: new Uint8Array([0x61]), range_end: new Uint8Array([0x63]) }).command.range,
+    { key: "a", rangeEnd: "c" },
+  );
+  // A gRPC answer's key-value carries bytes; the JSON one base64 text.
+  const kv = {
+    key: "k",
+    value: new Uint8Array([1, 2]),
+    createRevision: 2,
+    modRevision: 3,
+    version: 1,
+  };
+  assert.deepEqual(kvMessage(kv), {
+    key: new TextEncoder().encode("k"),
+    create_revision: "2",
+    mod_revision: "3",
+    version: "1",
+    value: new Uint8Array([1, 2]),
+  });
+  assert.deepEqual(kvJson(kv), {
+    key: "aw==",
+    create_revision: "2",
+    mod_revision: "3",
+    version: "1",
+    value: "AQI=",
+  });
+  // Forwarded to the leader, the message is the gateway's JSON again.
+  assert.equal(
+    JSON.stringify({ key: Buffer.from("foo"), n: "1" }, bytesAsBase64),
+    '{"key":"Zm9v","n":"1"}',
+  );
 });
 
 Deno.test("net transport: peers exchange messages; garbage and a wrong secret are refused", async () => {

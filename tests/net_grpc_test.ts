@@ -498,6 +498,21 @@ async function rawWatchSession(t: Deno.TestContext, node: NodeProcess, p: string
       assert.match(e.details, /etcdserverpb\.Maintenance\/MoveLeader/);
       m.close();
     });
+    await t.step(
+      "a decoded message nested deeper than 64 levels is refused as the JSON side refuses a body",
+      async () => {
+        // Each nested txn is three levels (the txn, its success list, the op); 30 txns are 90,
+        // fewer than the 64 txns TXN_DEPTH_MAX allows.
+        let txn: Json = { success: [{ request_put: { key: b64(`${p}deep`), value: b64("v") } }] };
+        for (let i = 1; i < 30; i++) txn = { success: [{ request_txn: txn }] };
+        const e = await unary("Txn", txn).then(() => undefined, (e) => e as grpc.ServiceError);
+        assert.ok(e !== undefined, "the nested txn was accepted");
+        assert.equal(e.code, grpc.status.INVALID_ARGUMENT);
+        assert.equal(e.details, "Request nests deeper than 64 levels of messages and lists");
+        const r = await unary("Range", { key: b64(`${p}deep`) });
+        assert.equal(r.kvs, undefined);
+      },
+    );
   } finally {
     stream.end();
     kv.close();

@@ -126,6 +126,9 @@ class Fields {
   bytes(snake: string): Uint8Array | undefined {
     const v = this.get(snake);
     if (v === undefined) return undefined;
+    // Bytes already decoded (the gRPC face's messages; JSON has none): copied, as a decoder's
+    // bytes may be a view of its whole receive buffer.
+    if (v instanceof Uint8Array) return new Uint8Array(v);
     if (typeof v !== "string") {
       throw badRequest(`Field "${snake}" of ${this.#what} must be a base64 string: ${show(v)}`);
     }
@@ -242,6 +245,16 @@ export function decodeBase64(text: string, field: string): Uint8Array {
 const NATIVE_BASE64 =
   typeof (Uint8Array as unknown as { fromBase64?: unknown }).fromBase64 === "function" &&
   typeof (Uint8Array.prototype as { toBase64?: unknown }).toBase64 === "function";
+
+/**
+ * A `JSON.stringify` replacer that writes bytes (a decoded gRPC message's) as the gateway's
+ * base64 text.
+ */
+export function bytesAsBase64(this: unknown, key: string, value: unknown): unknown {
+  // A Buffer's toJSON has run by now: its holder still has the bytes.
+  const raw = (this as Record<string, unknown>)[key];
+  return raw instanceof Uint8Array ? encodeBase64(raw) : value;
+}
 
 /** Standard padded base64. */
 export function encodeBase64(bytes: Uint8Array): string {
@@ -654,6 +667,22 @@ export function kvJson(kv: KeyValue): Json {
   if (kv.lease !== undefined && kv.lease !== 0) out.lease = String(kv.lease);
   return out;
 }
+
+/**
+ * A key-value as {@linkcode kvJson}, with its key and value as bytes: the gRPC face's encoder
+ * takes them as they are (no base64 text to write and read back).
+ */
+export function kvMessage(kv: KeyValue): Json {
+  const out: Json = { key: utf8Encoder.encode(kv.key) };
+  if (kv.createRevision !== 0) out.create_revision = String(kv.createRevision);
+  if (kv.modRevision !== 0) out.mod_revision = String(kv.modRevision);
+  if (kv.version !== 0) out.version = String(kv.version);
+  if (kv.value.length > 0) out.value = kv.value;
+  if (kv.lease !== undefined && kv.lease !== 0) out.lease = String(kv.lease);
+  return out;
+}
+
+const utf8Encoder = new TextEncoder();
 
 /** A watch event in etcd's JSON shape: `type` left out for PUT (the zero value). */
 export function eventJson(e: KvEvent): Json {

@@ -1,10 +1,13 @@
 /**
  * etcd's gRPC API (etcd 3.4's `etcdserverpb` services) on a second client port, so that etcdctl
  * and etcd's client libraries work unchanged. One code path: each gRPC request is turned into the
- * JSON gateway's request (proto-loader's objects with snake_case names, 64-bit integers as decimal
- * strings and bytes as base64 are the gateway's JSON shape), answered by the node's HTTP handler
- * (src/net/http.ts: leader forwarding, linearizable reads, limits and errors included), and its
- * JSON answer is encoded back. Errors carry the gateway's gRPC code and message.
+ * JSON gateway's request (proto-loader's objects with snake_case names and 64-bit integers as
+ * decimal strings are the gateway's JSON shape; bytes stay bytes, which the gateway's parsers
+ * take as they take base64), answered by the gateway's routes (src/net/http.ts: leader forwarding,
+ * linearizable reads, limits and errors included): a unary call hands its decoded message to
+ * `etcdCall` and encodes the object it answers with, with no JSON text in between; the streams
+ * (Watch, LeaseKeepAlive, Snapshot) go through the node's HTTP handler. Errors carry the gateway's
+ * gRPC code and message.
  *
  * Loaded only when a node is started with `--listen-grpc` (src/net/server.ts imports it on
  * demand): its npm packages stay out of mod.ts's import graph.
@@ -24,7 +27,8 @@ import etcd3Package from "npm:etcd3@1.1.2/package.json" with { type: "json" };
 import type { Address } from "./transport.ts";
 import type { TlsMaterial } from "./tls.ts";
 import type { SecureContextOptions, TlsOptions } from "node:tls";
-import { header, memberListJson, storeHash } from "./http.ts";
+import { etcdCall, EtcdCallError, header, memberListJson, storeHash } from "./http.ts";
+import { bytesAsBase64 } from "./etcd.ts";
 import { RevisionUnavailableError } from "../kv/store.ts";
 import type { HttpHandler, RaftServer } from "./server.ts";
 
@@ -98,7 +102,7 @@ function etcdserverpb(): grpc.GrpcObject {
     longs: String,
     // npm's etcd3 renames etcd's enum values (Put, not PUT): numbers are the same on the wire.
     enums: Number,
-    bytes: String,
+    // Bytes fields decode to bytes (not base64 text): the gateway's parsers take either.
     defaults: false,
     oneofs: false,
   });
@@ -131,6 +135,9 @@ export async function startGrpc(
   const g = new grpc.Server({
     "grpc.max_receive_message_length": server.requestBytesMax + GRPC_OVERHEAD_BYTES,
     "grpc.max_send_message_length": -1,
+    // Channelz (per-call and per-socket statistics for a debug service) is not served here:
+    // its bookkeeping on every call is saved.
+    "grpc.enable_channelz": 0,
   });
   const host = options.listen.hostname.includes(":")
     ? `[${options.listen.hostname}]`
@@ -369,7 +376,7 @@ class Gateway {
 
   /** The handler's raw answer to a gateway request for `path` with `body`. */
   send(path: string, body: unknown): Promise<Response> {
-    const bytes = new TextEncoder().encode(JSON.stringify(body));
+    const bytes = new TextEncoder().encode(JSON.stringify(body, bytesAsBase64));
     const req = new Request(this.#base + path, {
       method: "POST",
       headers: { "content-type": "application/json", "content-length": String(bytes.length) },
@@ -378,10 +385,20 @@ class Gateway {
     return this.#handler(this.#server, req, this.#info);
   }
 
-  /** A unary call: the gateway's JSON answer, or a {@linkcode GatewayError}. */
-  async call(path: string, body: unknown): Promise<Json> {
-    const res = await this.send(path, body);
-    return await answerOf(res);
+  /**
+   * A unary call: the gateway's answer, or a {@linkcode GatewayError}. The route gets the decoded
+   * message as its parsed body and answers with an object, so nothing is written as JSON text
+   * unless the call is forwarded to the leader.
+   */
+  async call(path: string, body: Json): Promise<Json> {
+    let answer;
+    try {
+      answer = await etcdCall(this.#server, path, body);
+    } catch (e) {
+      if (e instanceof EtcdCallError) throw new GatewayError(e.code, e.message);
+      throw e;
+    }
+    return answer instanceof Response ? await answerOf(answer) : answer.json;
   }
 }
 

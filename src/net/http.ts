@@ -33,6 +33,7 @@ import type {
 } from "../kv/types.ts";
 import {
   badRequest,
+  bytesAsBase64,
   deleteJson,
   encodeBase64,
   eventJson,
@@ -41,6 +42,7 @@ import {
   HttpError,
   id64,
   kvJson,
+  kvMessage,
   type KvsRenderer,
   parseAlarm,
   parseCompaction,
@@ -115,14 +117,7 @@ export async function handleHttp(
   let response: Response;
   const admitted = server.admitRequest();
   try {
-    if (!admitted) {
-      throw new HttpError(
-        503,
-        `Too many requests in flight on this node: ${server.httpRequestsMax} (retry later)`,
-        14,
-        1,
-      );
-    }
+    if (!admitted) throw tooManyRequests(server);
     const url = new URL(req.url);
     server.browserGuard.check(req);
     // etcd 3.4's gateway also serves revoke, timetolive and leases under /v3/kv/lease/, and
@@ -167,9 +162,7 @@ export async function handleHttp(
   } finally {
     if (admitted) server.releaseRequest();
   }
-  let h = server.requestSeconds.get(route);
-  if (h === undefined) server.requestSeconds.set(route, h = new Histogram());
-  h.observe((server.nowMs() - started) / 1000);
+  observeRequest(server, route, started);
   const leader = server.node.leaderId;
   const leaderUrl = leader === undefined ? undefined : server.clientUrlOf(leader);
   if (leaderUrl !== undefined && !response.headers.has(LEADER_HEADER)) {
@@ -181,7 +174,53 @@ export async function handleHttp(
   return response;
 }
 
+/** The 503 for a request over `--http-requests-max` (both faces count against it). */
+function tooManyRequests(server: RaftServer): HttpError {
+  return new HttpError(
+    503,
+    `Too many requests in flight on this node: ${server.httpRequestsMax} (retry later)`,
+    14,
+    1,
+  );
+}
+
+/** Records how long a request on `route` took, in the node's per-route histogram. */
+function observeRequest(server: RaftServer, route: string, startedMs: number): void {
+  let h = server.requestSeconds.get(route);
+  if (h === undefined) server.requestSeconds.set(route, h = new Histogram());
+  h.observe((server.nowMs() - startedMs) / 1000);
+}
+
+/**
+ * An etcd gateway call that failed: its HTTP status, etcd's gRPC code and message. Both faces
+ * derive it from the same error ({@linkcode errorOf}): the HTTP face sends it as JSON, the gRPC
+ * face as a gRPC status.
+ */
+export class EtcdCallError extends Error {
+  /** The HTTP status the JSON gateway answers with. */
+  readonly status: number;
+  /** etcd's gRPC code. */
+  readonly code: number;
+  /** Headers the HTTP answer carries (`allow`, `retry-after`, `connection`). */
+  readonly headers: Headers;
+  constructor(status: number, code: number, message: string, headers: Headers) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.headers = headers;
+  }
+}
+
 function errorResponse(server: RaftServer, e: unknown): Response {
+  const error = errorOf(server, e);
+  return Response.json({ error: error.message, code: error.code, message: error.message }, {
+    status: error.status,
+    headers: error.headers,
+  });
+}
+
+/** What a failure is answered with: status, code and message (counted and logged here). */
+function errorOf(server: RaftServer, e: unknown): EtcdCallError {
   let status = 500;
   let code = 13;
   let message: string;
@@ -212,7 +251,7 @@ function errorResponse(server: RaftServer, e: unknown): Response {
   if (retryAfter !== undefined) headers.set("retry-after", String(retryAfter));
   // A body that did not arrive in time is not drained: the connection goes.
   if (status === 408) headers.set("connection", "close");
-  return Response.json({ error: message, code, message }, { status, headers });
+  return new EtcdCallError(status, code, message, headers);
 }
 
 /** The methods a path is served with (HEAD wherever GET), or undefined for an unknown path. */
@@ -417,18 +456,44 @@ export function header(server: RaftServer, revision = server.store.revision): Js
 // ---- Leader handling ---------------------------------------------------------------------------
 
 /**
+ * A request as the leader would get it if it is forwarded: the HTTP face's request as it came,
+ * the gRPC face's message as the JSON gateway's request (rendered only when it is forwarded).
+ */
+interface Forwardable {
+  readonly method: string;
+  /** Path and query, e.g. `/v3/kv/put`. */
+  readonly target: string;
+  /** Its headers: content type, session headers, {@linkcode FORWARDED_HEADER}. */
+  readonly headers: Headers;
+  /** Its body. */
+  body(): Uint8Array;
+}
+
+/** The HTTP face's request, forwardable as it came. */
+function forwardableRequest(req: Request, body: Uint8Array): Forwardable {
+  return {
+    method: req.method,
+    get target() {
+      const url = new URL(req.url);
+      return url.pathname + url.search;
+    },
+    headers: req.headers,
+    body: () => body,
+  };
+}
+
+/**
  * Runs `local` (a write) here if this node leads; otherwise forwards the request to the leader,
  * waiting for one to be elected if needed, until the request timeout.
  */
-async function asLeader(
+async function asLeader<T>(
   server: RaftServer,
-  req: Request,
-  body: Uint8Array,
+  req: Forwardable,
   session: { clientId: ClientId; seq: number } | undefined,
-  local: () => Promise<Response>,
+  local: () => Promise<T>,
   // A session makes a resent write apply once; an idempotent request is safe to resend anyway.
   resendable = session !== undefined,
-): Promise<Response> {
+): Promise<T | Response> {
   const deadline = server.nowMs() + server.requestTimeoutMs;
   let lastError = "no leader is known";
   while (server.nowMs() < deadline) {
@@ -461,7 +526,6 @@ async function asLeader(
         server,
         url,
         req,
-        body,
         deadline - server.nowMs(),
         resendable,
       );
@@ -495,12 +559,10 @@ const unpooled = Deno.createHttpClient({ poolMaxIdlePerHost: 0 });
 async function forward(
   server: RaftServer,
   leaderUrl: string,
-  req: Request,
-  body: Uint8Array,
+  req: Forwardable,
   timeoutMs: number,
   resendable: boolean,
 ): Promise<{ ok: true; response: Response } | { ok: false | "unknown"; error: string }> {
-  const url = new URL(req.url);
   const headers = new Headers();
   for (const name of ["content-type", CLIENT_ID_HEADER, SEQ_HEADER]) {
     const v = req.headers.get(name);
@@ -510,12 +572,12 @@ async function forward(
   server.counters.forwarded++;
   let sent = false;
   try {
-    const res = await server.fetch(leaderUrl + url.pathname + url.search, {
+    const res = await server.fetch(leaderUrl + req.target, {
       client: resendable ? undefined : unpooled,
       unpooled: !resendable,
       method: req.method,
       headers,
-      body: req.method === "GET" || req.method === "HEAD" ? undefined : body.slice(),
+      body: req.method === "GET" || req.method === "HEAD" ? undefined : req.body().slice(),
     }, timeoutMs);
     sent = true;
     const bytes = new Uint8Array(await res.arrayBuffer());
@@ -589,8 +651,9 @@ const ANSWER_SLICE_BYTES = 1024 * 1024;
  */
 function jsonAnswer(
   build: (kvs?: KvsRenderer) => Json,
+  render: KvsRenderer | undefined,
   headers?: Record<string, string>,
-): Response {
+): Answer {
   const lists: (readonly KeyValue[])[] = [];
   let bytes = 0;
   const skeleton = build((kvs) => {
@@ -598,7 +661,7 @@ function jsonAnswer(
     for (const kv of kvs) bytes += kvResponseBytes(kv.key, kv.value.length);
     return KVS_PLACEHOLDER;
   });
-  if (bytes <= ANSWER_SLICE_BYTES) return Response.json(build(), { headers });
+  if (bytes <= ANSWER_SLICE_BYTES) return { json: build(render), headers };
   const parts = JSON.stringify(skeleton).split(JSON.stringify(KVS_PLACEHOLDER));
   if (parts.length !== lists.length + 1) throw new Error("Key-value placeholder out of place");
   async function* pieces(): AsyncGenerator<string> {
@@ -674,25 +737,124 @@ function refuseLargeAnswer(server: RaftServer, r: CommandResponse): void {
 
 // ---- etcd v3 -----------------------------------------------------------------------------------
 
+/**
+ * An etcd gateway answer: a small one as its object (the HTTP face writes it as JSON text, the
+ * gRPC face encodes it as a message), a streamed or forwarded one as a Response.
+ */
+export type Answer = { readonly json: Json; readonly headers?: Record<string, string> } | Response;
+
+function answer(json: Json): Answer {
+  return { json };
+}
+
+function asResponse(answer: Answer): Response {
+  if (answer instanceof Response) return answer;
+  return Response.json(answer.json, { headers: answer.headers });
+}
+
 async function etcdRoute(server: RaftServer, req: Request, path: string): Promise<Response> {
   requireMethod(req, ["POST"]);
   if (path === "/v3/lease/keepalive") return await keepAliveRoute(server, req);
   const bytes = await readBody(server, req, requestBodyBytesMax(server.requestBytesMax));
   const body = parseJson(bytes);
-  const session = sessionOf(req);
+  return asResponse(
+    await etcdAnswer(server, path, body, {
+      request: forwardableRequest(req, bytes),
+      session: sessionOf(req),
+      bodyBytes: bytes.length,
+    }),
+  );
+}
+
+/** Headers of a gRPC call's request when it is forwarded to the leader as a gateway request. */
+const GRPC_FORWARD_HEADERS: Headers = new Headers({ "content-type": "application/json" });
+
+/**
+ * The gRPC face's unary call (src/net/grpc.ts): the gateway route of `path` with an already
+ * decoded request, answered as an object (no JSON text, no Request or Response in between, unless
+ * it is forwarded to the leader or streamed). The same routes, limits, leader forwarding and
+ * errors as the JSON gateway; a failure is thrown as an {@linkcode EtcdCallError}. Counts against
+ * `--http-requests-max` like an HTTP request.
+ */
+export async function etcdCall(server: RaftServer, path: string, message: Json): Promise<Answer> {
+  if (!ROUTES.has(path) || STREAMED_ROUTES.has(path)) {
+    throw new Error(`etcdCall serves unary gateway routes only: ${JSON.stringify(path)}`);
+  }
+  const started = server.nowMs();
+  const admitted = server.admitRequest();
+  try {
+    if (!admitted) throw tooManyRequests(server);
+    if (objectTooDeep(message, JSON_DEPTH_MAX)) {
+      throw badRequest(`Request nests deeper than ${JSON_DEPTH_MAX} levels of messages and lists`);
+    }
+    let bytes: Uint8Array | undefined;
+    return await etcdAnswer(server, path, message, {
+      request: {
+        method: "POST",
+        target: path,
+        headers: GRPC_FORWARD_HEADERS,
+        body: () => bytes ??= lineEncoder.encode(JSON.stringify(message, bytesAsBase64)),
+      },
+      session: undefined,
+      bodyBytes: undefined,
+      kvs: (kvs) => kvs.map(kvMessage),
+    });
+  } catch (e) {
+    throw errorOf(server, e);
+  } finally {
+    if (admitted) server.releaseRequest();
+    observeRequest(server, path, started);
+  }
+}
+
+/** Gateway routes answered with a stream, which {@linkcode etcdCall} does not serve. */
+const STREAMED_ROUTES = new Set([
+  "/v3/lease/keepalive",
+  "/v3/watch",
+  "/v3/maintenance/snapshot",
+]);
+
+/** Whether a decoded message nests deeper than `depthMax` objects and arrays (bytes are leaves). */
+function objectTooDeep(value: unknown, depthMax: number): boolean {
+  if (typeof value !== "object" || value === null || value instanceof Uint8Array) return false;
+  if (depthMax === 0) return true;
+  for (const v of Object.values(value)) {
+    if (typeof v === "object" && v !== null && objectTooDeep(v, depthMax - 1)) return true;
+  }
+  return false;
+}
+
+/** Where an etcd call came from: what forwarding needs, the session, the body's size if known. */
+interface CallSource {
+  readonly request: Forwardable;
+  readonly session: { clientId: ClientId; seq: number } | undefined;
+  /** Bytes of the request as received; undefined (gRPC): a write's command is measured. */
+  readonly bodyBytes: number | undefined;
+  /** How a small answer renders key-values (default: etcd's JSON shape, base64 strings). */
+  readonly kvs?: KvsRenderer;
+}
+
+/** The routes of etcd's JSON gateway (all but the keep-alive), with a parsed body. */
+async function etcdAnswer(
+  server: RaftServer,
+  path: string,
+  body: unknown,
+  source: CallSource,
+): Promise<Answer> {
+  const { request: req, session } = source;
   const write = (
     command: PlainCommand,
     render: (r: CommandResponse, kvs?: KvsRenderer) => Json,
   ) => {
-    refuseLargeCommand(server, bytes.length, command);
-    return asLeader(server, req, bytes, session, async () => {
+    refuseLargeCommand(server, source.bodyBytes ?? Infinity, command);
+    return asLeader(server, req, session, async () => {
       const result = await server.propose(command, session);
       const response = settle(result);
       refuseLargeAnswer(server, response);
       const headers = result.status === "applied" && result.duplicate
         ? { "raftmeta-duplicate": "true" }
         : undefined;
-      return jsonAnswer((kvs) => render(response, kvs), headers);
+      return jsonAnswer((kvs) => render(response, kvs), source.kvs, headers);
     });
   };
   switch (path) {
@@ -720,7 +882,7 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
         if (txn.serializable) server.counters.readsSerializable++;
         else await linearizable(server);
         const r = server.store.txnRead(txn.command, { responseBytesMax: server.responseBytesMax });
-        return jsonAnswer((kvs) => txnJson(header(server, r.revision), r, kvs));
+        return jsonAnswer((kvs) => txnJson(header(server, r.revision), r, kvs), source.kvs);
       }
       return await write(txn.command, (r, kvs) =>
         txnJson(
@@ -754,7 +916,10 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
         if (e instanceof RevisionUnavailableError) throw new HttpError(400, e.message, 11);
         throw e;
       }
-      return jsonAnswer((kvs) => rangeJson(header(server, result.revision), result, kvs));
+      return jsonAnswer(
+        (kvs) => rangeJson(header(server, result.revision), result, kvs),
+        source.kvs,
+      );
     }
     case "/v3/kv/compaction": {
       const revision = parseCompaction(body);
@@ -788,8 +953,8 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
       const { id, keys } = parseLeaseId(body, "LeaseTimeToLiveRequest", true);
       // etcd answers a time-to-live of an unknown or expired lease with TTL -1, not an error.
       const unknown = () => ({ header: header(server), ...leaseIdJson(id), TTL: "-1" });
-      if (id <= 0) return Response.json(unknown());
-      return await atLeaseLeader(server, req, bytes, () => {
+      if (id <= 0) return answer(unknown());
+      return await atLeaseLeader(server, req, () => {
         const t = server.leaseManager.timeToLive(id);
         const out: Json = {
           header: header(server),
@@ -809,7 +974,7 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
       const leases = server.store.leases().map((l) => ({ ID: String(l.id) }));
       const out: Json = { header: header(server) };
       if (leases.length > 0) out.leases = leases;
-      return Response.json(out);
+      return answer(out);
     }
     case "/v3/watch":
       return watchRoute(server, body);
@@ -832,7 +997,7 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
       };
       if (a.action === "GET") {
         await linearizable(server);
-        return Response.json(render(server.store.alarms));
+        return answer(render(server.store.alarms));
       }
       let memberId = "";
       if (a.memberId !== 0n) {
@@ -862,23 +1027,23 @@ async function etcdRoute(server: RaftServer, req: Request, path: string): Promis
       out.raftTerm = String(s.term);
       out.raftAppliedIndex = String(s.lastApplied);
       out.dbSizeInUse = dbBytes;
-      return Response.json(out);
+      return answer(out);
     }
     case "/v3/cluster/member/list": {
       parseEmpty(body, "MemberListRequest");
-      return Response.json(
+      return answer(
         memberListJson(server, (m) => m.clientUrl === null ? [] : [m.clientUrl]),
       );
     }
     case "/v3/maintenance/hash": {
       parseEmpty(body, "HashRequest");
       const h = storeHash(server.store, 0);
-      return Response.json({ header: header(server, h.revision), hash: h.hash });
+      return answer({ header: header(server, h.revision), hash: h.hash });
     }
     case "/v3/maintenance/defragment":
       // raftmeta's store lives in memory: there is nothing to defragment. etcd answers {}.
       parseEmpty(body, "DefragmentRequest");
-      return Response.json({});
+      return answer({});
     case "/v3/maintenance/snapshot":
       parseEmpty(body, "SnapshotRequest");
       return snapshotRoute(server);
@@ -1019,23 +1184,22 @@ export function leaseTtlSecondsMin(server: RaftServer): number {
  */
 function atLeaseLeader(
   server: RaftServer,
-  req: Request,
-  bytes: Uint8Array,
+  req: Forwardable,
   run: () => Json,
   onError: (e: LeaseError) => Json | undefined = () => undefined,
-): Promise<Response> {
-  return asLeader(server, req, bytes, undefined, async () => {
+): Promise<Answer> {
+  return asLeader<Answer>(server, req, undefined, async () => {
     if (server.node.role !== "Leader") {
       throw new NotLeaderError(server.nodeId, server.node.leaderId);
     }
     await server.readBarrier();
     try {
-      return Response.json(run());
+      return answer(run());
     } catch (e) {
       if (!(e instanceof LeaseError)) throw e;
       if (e.code === "notLeader") throw new NotLeaderError(server.nodeId, server.node.leaderId);
-      const answer = onError(e);
-      if (answer !== undefined) return Response.json(answer);
+      const json = onError(e);
+      if (json !== undefined) return answer(json);
       throw new HttpError(404, `etcdserver: requested lease not found (${e.message})`, 5);
     }
   }, true); // a keep-alive or time-to-live done twice does no harm
@@ -1084,12 +1248,14 @@ async function keepAliveOnce(
   // As etcd: a keep-alive of an unknown or expired lease is answered, with TTL 0 (left out).
   const unknown = () => ({ result: { header: header(server), ...leaseIdJson(id) } });
   if (id <= 0) return Response.json(unknown());
-  return await atLeaseLeader(server, req, bytes, () => {
-    const { ttlMs } = server.leaseManager.keepAlive(id);
-    return {
-      result: { header: header(server), ID: String(id), TTL: String(Math.ceil(ttlMs / 1000)) },
-    };
-  }, (e) => e.code === "notFound" ? unknown() : undefined);
+  return asResponse(
+    await atLeaseLeader(server, forwardableRequest(req, bytes), () => {
+      const { ttlMs } = server.leaseManager.keepAlive(id);
+      return {
+        result: { header: header(server), ID: String(id), TTL: String(Math.ceil(ttlMs / 1000)) },
+      };
+    }, (e) => e.code === "notFound" ? unknown() : undefined),
+  );
 }
 
 /** The HTTP reason phrase etcd's gateway puts in a stream's error line. */
@@ -1334,7 +1500,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
   if (req.method === "PUT") {
     if (prefix) throw badRequest("PUT takes one key, not ?prefix");
     const command: PlainCommand = { type: "put", key, value: body, prevKv: prev };
-    return await asLeader(server, req, body, session, async () => {
+    return await asLeader(server, forwardableRequest(req, body), session, async () => {
       const r = settle(await server.propose(command, session));
       refuseLargeAnswer(server, r);
       if (r.type !== "put") throw new Error(`Unexpected response ${r.type}`);
@@ -1345,7 +1511,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
   }
   if (body.length > 0) throw badRequest("DELETE takes no body");
   const command: PlainCommand = { type: "delete", range, prevKv: prev };
-  return await asLeader(server, req, body, session, async () => {
+  return await asLeader(server, forwardableRequest(req, body), session, async () => {
     const r = settle(await server.propose(command, session));
     refuseLargeAnswer(server, r);
     if (r.type !== "delete") throw new Error(`Unexpected response ${r.type}`);
