@@ -212,9 +212,14 @@ export async function startGrpc(
         }
       },
       Defragment: unary("/v3/maintenance/defragment"),
+      MoveLeader: unary("/v3/maintenance/transfer-leadership"),
       Snapshot: (call: grpc.ServerWritableStream<Json, Json>) => snapshot(gw, call),
     },
     Cluster: {
+      MemberAdd: unary("/v3/cluster/member/add"),
+      MemberRemove: unary("/v3/cluster/member/remove"),
+      MemberUpdate: unary("/v3/cluster/member/update"),
+      MemberPromote: unary("/v3/cluster/member/promote"),
       MemberList: (
         _call: grpc.ServerUnaryCall<Json, Json>,
         callback: grpc.sendUnaryData<Json>,
@@ -228,7 +233,9 @@ export async function startGrpc(
                 ? [url]
                 : peerGrpcUrls.has(m.id)
                 ? [peerGrpcUrls.get(m.id)!]
-                : [],
+                : m.grpcUrl === null
+                ? []
+                : [m.grpcUrl],
           ),
         );
       },

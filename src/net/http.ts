@@ -66,6 +66,7 @@ import { crc32cUpdate } from "../storage/crc32c.ts";
 import { encodeCommand } from "../kv/command.ts";
 import { encodeStoreSnapshotChunks } from "../storage/store_snapshot.ts";
 import { type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
+import { MEMBER_ROUTES, parseMemberRequest, runMemberRequest } from "./member_routes.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
 export const FORWARDED_HEADER = "raftmeta-forwarded-by";
@@ -93,6 +94,7 @@ const ROUTES = new Set([
   "/v3/lease/leases",
   "/v3/watch",
   "/v3/cluster/member/list",
+  ...MEMBER_ROUTES,
   "/v3/maintenance/hash",
   "/v3/maintenance/snapshot",
   "/v3/maintenance/defragment",
@@ -435,9 +437,9 @@ function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefine
 /** Each server's ids as etcd's uint64s, hashed once (BigInt FNV per request showed in profiles). */
 const ids = new WeakMap<RaftServer, { clusterId: bigint; memberId: bigint }>();
 
-/** A member's id as etcd's uint64 (the same hash as the header's member_id). */
+/** A member's id as etcd's uint64 (the header's member_id; see src/net/members.ts). */
 function memberId64(server: RaftServer, nodeId: string): bigint {
-  return id64(`${server.clusterId}/${nodeId}`);
+  return server.memberIdOf(nodeId);
 }
 
 /** The `header` of an etcd response from `server` (src/net/grpc.ts's own messages use it too). */
@@ -446,7 +448,7 @@ export function header(server: RaftServer, revision = server.store.revision): Js
   if (id === undefined) {
     id = {
       clusterId: id64(server.clusterId),
-      memberId: id64(`${server.clusterId}/${server.nodeId}`),
+      memberId: server.memberIdOf(server.nodeId),
     };
     ids.set(server, id);
   }
@@ -1002,6 +1004,7 @@ async function etcdAnswer(
       let memberId = "";
       if (a.memberId !== 0n) {
         memberId = server.node.voters.find((v) => memberId64(server, v) === a.memberId) ?? "";
+        // (learners hold no quota alarm of their own: etcd's alarms name voters)
         if (memberId === "") {
           throw badRequest(`Member ${a.memberId} is not a member of this cluster`);
         }
@@ -1022,7 +1025,7 @@ async function etcdAnswer(
       // snake_case); dbSize in bytes, here the store's size as the quota counts it.
       const dbBytes = String(server.store.backendBytes);
       const out: Json = { header: header(server), version: ETCD_VERSION, dbSize: dbBytes };
-      if (s.leader !== null) out.leader = id64(`${server.clusterId}/${s.leader}`).toString();
+      if (s.leader !== null) out.leader = server.memberIdOf(s.leader).toString();
       out.raftIndex = String(s.lastLogIndex);
       out.raftTerm = String(s.term);
       out.raftAppliedIndex = String(s.lastApplied);
@@ -1034,6 +1037,30 @@ async function etcdAnswer(
       return answer(
         memberListJson(server, (m) => m.clientUrl === null ? [] : [m.clientUrl]),
       );
+    }
+    case "/v3/cluster/member/add":
+    case "/v3/cluster/member/remove":
+    case "/v3/cluster/member/update":
+    case "/v3/cluster/member/promote":
+    case "/v3/maintenance/transfer-leadership": {
+      const r = parseMemberRequest(path, body);
+      const clientUrls = (id: string) => {
+        // gRPC (no body bytes) lists gRPC URLs as client URLs, as MemberList does.
+        const url = source.bodyBytes === undefined ? server.grpcUrlOf(id) : server.clientUrlOf(id);
+        return url === undefined ? [] : [url];
+      };
+      return await asLeader(server, req, undefined, async () =>
+        answer(
+          await runMemberRequest(server, r, {
+            header: () => {
+              const h = header(server);
+              delete h.revision;
+              return h;
+            },
+            members: () => memberListJson(server, (m) => clientUrls(m.id)).members as Json[],
+            clientUrls,
+          }),
+        ));
     }
     case "/v3/maintenance/hash": {
       parseEmpty(body, "HashRequest");
@@ -1065,10 +1092,11 @@ export function memberListJson(server: RaftServer, clientUrls: (m: Member) => st
   return {
     header: h,
     members: server.members().map((m) => ({
-      ID: memberId64(server, m.id).toString(),
+      ID: m.memberId.toString(),
       name: m.id,
-      peerURLs: m.peerAddress === null ? [] : [`http://${m.peerAddress}`],
+      peerURLs: m.peerUrl === null ? [] : [m.peerUrl],
       clientURLs: clientUrls(m),
+      ...(m.isLearner ? { isLearner: true } : {}),
     })),
   };
 }

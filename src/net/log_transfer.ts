@@ -13,6 +13,7 @@
  */
 
 import type { RaftNode } from "../raft/node.ts";
+import { type Membership, membership } from "../raft/membership.ts";
 import type { Message, NodeId, RaftLogEntry, Snapshot, SnapshotMeta } from "../raft/types.ts";
 import {
   decodeJsonFrame,
@@ -35,6 +36,10 @@ export interface LogTransfer {
   readonly snapshot: Snapshot | undefined;
   /** Every entry after the snapshot, up to the leader's last index when the transfer began. */
   readonly entries: readonly RaftLogEntry[];
+  /** The leader's configuration at index 0 (the base of a log without a snapshot). */
+  readonly bootstrap?: Membership;
+  /** The leader's member table (ids and URLs, src/net/members.ts), as JSON. */
+  readonly members?: unknown;
 }
 
 /**
@@ -42,7 +47,11 @@ export interface LogTransfer {
  * it happens) when `node` is not the leader or stops leading, or when the log is compacted past
  * the next entry to send (the joining node then asks again).
  */
-export function* logTransferFrames(node: RaftNode, to: NodeId): Generator<Uint8Array> {
+export function* logTransferFrames(
+  node: RaftNode,
+  to: NodeId,
+  members?: () => unknown,
+): Generator<Uint8Array> {
   const term = node.term;
   const stillLeading = () => {
     if (node.role !== "Leader" || node.term !== term) {
@@ -97,7 +106,13 @@ export function* logTransferFrames(node: RaftNode, to: NodeId): Generator<Uint8A
     next += entries.length;
   } while (next <= lastIndex);
   stillLeading();
-  yield encodeJsonFrame(FrameKind.logEnd, { term, leaderCommit: node.commitIndex, lastIndex });
+  const end: Record<string, unknown> = { term, leaderCommit: node.commitIndex, lastIndex };
+  if (snapshot === undefined) {
+    const m = node.membershipAt(0);
+    end.bootstrap = { voters: m.voters, learners: m.learners };
+  }
+  if (members !== undefined) end.members = members();
+  yield encodeJsonFrame(FrameKind.logEnd, end);
 }
 
 /**
@@ -184,7 +199,8 @@ export class LogTransferReceiver {
   }
 
   #end(payload: Uint8Array): boolean {
-    const { term, leaderCommit, lastIndex } = decodeJsonFrame(payload, [FrameKind.logEnd]).body;
+    const { term, leaderCommit, lastIndex, bootstrap, members } =
+      decodeJsonFrame(payload, [FrameKind.logEnd]).body;
     const last = this.#base + this.#entries.length;
     if (
       !isCount(term) || !isCount(leaderCommit) || lastIndex !== last || leaderCommit > last ||
@@ -200,6 +216,8 @@ export class LogTransferReceiver {
       leaderCommit,
       snapshot: this.#meta === undefined ? undefined : { meta: this.#meta, data: this.#data! },
       entries: this.#entries,
+      bootstrap: bootstrapOf(bootstrap),
+      members,
     };
     return true;
   }
@@ -207,4 +225,15 @@ export class LogTransferReceiver {
 
 function isCount(v: unknown): v is number {
   return typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+}
+
+function bootstrapOf(v: unknown): Membership | undefined {
+  const o = v as { voters?: unknown; learners?: unknown } | undefined;
+  const ids = (x: unknown) => Array.isArray(x) && x.every((i) => typeof i === "string");
+  if (o === undefined || !ids(o.voters) || !ids(o.learners)) return undefined;
+  try {
+    return membership(o.voters as string[], o.learners as string[]);
+  } catch (e) {
+    throw new FrameError(`Log transfer's bootstrap configuration: ${(e as Error).message}`);
+  }
 }

@@ -78,6 +78,17 @@ Usage: deno task serve [flags]
   --request-timeout-ms N        longest wait for commit, read index or leader (default 5000)
   --join                        the data dir is empty but peers knew this node: rebuild it
                                 from the leader, withholding votes until caught up
+  --initial-cluster-state STATE new (default): this node and --peers are the cluster's first
+                                members. existing: this node was added with \`ctl member add
+                                NAME\` (or etcdctl member add; NAME is then the id it printed)
+                                and starts with an empty data dir: it copies the leader's
+                                snapshot, log and member table from --peers (any current
+                                members), then serves. Ignored when the data dir has data.
+                                A member whose data was lost must not come back under its old
+                                name: remove it and add a new member. A removed member's data
+                                dir refuses to start (exit code 5).
+  --shutdown-transfer-ms N      on SIGTERM/SIGINT a leader first hands leadership to the most
+                                up-to-date voter, waiting at most N ms (default 2000; 0: off)
   --join-timeout-ms N           how long --join keeps asking for the leader's log before it
                                 exits with code 4; also the longest silence within one
                                 transfer (default 30000)
@@ -343,6 +354,8 @@ async function main(args: string[]): Promise<number> {
       "max-response-bytes": { type: "string" },
       "request-timeout-ms": { type: "string" },
       join: { type: "boolean", default: false },
+      "initial-cluster-state": { type: "string", default: "new" },
+      "shutdown-transfer-ms": { type: "string" },
       "repair-wal": { type: "boolean", default: false },
       "probe-ms": { type: "string" },
       "join-timeout-ms": { type: "string" },
@@ -418,6 +431,14 @@ async function main(args: string[]): Promise<number> {
   if (httpServer !== "raftmeta" && httpServer !== "deno") {
     throw new Error(`--http-server must be raftmeta or deno: ${JSON.stringify(httpServer)}`);
   }
+  const initialClusterState = values["initial-cluster-state"];
+  if (initialClusterState !== "new" && initialClusterState !== "existing") {
+    throw new Error(
+      `--initial-cluster-state must be new or existing: ${JSON.stringify(initialClusterState)}`,
+    );
+  }
+  const shutdownTransferMs = int(values["shutdown-transfer-ms"], "--shutdown-transfer-ms") ??
+    2000;
   const server = await RaftServer.start({
     nodeId: values.name,
     clusterId: values["cluster-id"],
@@ -446,6 +467,7 @@ async function main(args: string[]): Promise<number> {
     responseBytesMax,
     requestTimeoutMs: positive(values["request-timeout-ms"], "--request-timeout-ms"),
     join: values.join,
+    initialClusterState,
     repairWal: values["repair-wal"],
     probeMs: positive(values["probe-ms"], "--probe-ms"),
     joinTimeoutMs: positive(values["join-timeout-ms"], "--join-timeout-ms"),
@@ -474,8 +496,13 @@ async function main(args: string[]): Promise<number> {
     corsOrigins: list(values.cors),
     hostWhitelist: list(values["host-whitelist"]),
   }, handleHttp);
-  const stop = () => {
+  let stopping = false;
+  const stop = async () => {
+    if (stopping) return;
+    stopping = true;
     server.logEvent("stopping", {});
+    // A leader hands over first, so the cluster does not wait out an election timeout.
+    await server.transferLeadershipAway(shutdownTransferMs);
     server.close();
     // Whatever still holds the event loop, the process ends soon after a stop signal.
     setTimeout(() => Deno.exit(0), 2000);

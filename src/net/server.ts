@@ -46,6 +46,19 @@ import { Histogram } from "./metrics.ts";
 import { LoopStallMeter } from "./loop_stall.ts";
 import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_transfer.ts";
 import { HttpError } from "./etcd.ts";
+import {
+  addressOfPeerUrl,
+  decodeMemberContext,
+  MemberErrors,
+  type MemberInfo,
+  MemberTable,
+} from "./members.ts";
+import {
+  type ConfChange,
+  decodeConfChange,
+  type Membership,
+  membership as membershipOf,
+} from "../raft/membership.ts";
 import { BrowserGuard } from "./browser_guard.ts";
 import { Http1Server } from "./http1.ts";
 // Types only: tls.ts (node:tls) is imported when a port has TLS.
@@ -107,6 +120,13 @@ export interface ServerOptions {
    * the leader, withholding votes until the log has caught up. Without it such a start is refused.
    */
   readonly join?: boolean;
+  /**
+   * `"existing"` (`--initial-cluster-state existing`, as etcd's): this node was added with
+   * `member add` and starts with an empty data directory; it copies the leader's log (snapshot and
+   * entries) and member table from the peers it is given, then serves. A non-empty data directory
+   * ignores it (a restart). Default `"new"`: the bootstrap configuration is this node and `peers`.
+   */
+  readonly initialClusterState?: "new" | "existing";
   /**
    * Take a snapshot and compact the log after at most this many applied entries (each node draws
    * its next threshold between half of it and all of it, so nodes do not snapshot at once).
@@ -285,6 +305,12 @@ export interface LocalStatus {
   readonly lastApplied: number;
   /** "up", or "joining" while a rebuilt node withholds its votes. */
   readonly status: string;
+  /** The voters in force here (the newest configuration in this node's log). */
+  readonly voters: readonly NodeId[];
+  /** The learners in force here. */
+  readonly learners: readonly NodeId[];
+  /** The membership change appended but not yet committed, if any ("add-learner n4"). */
+  readonly pendingChange: string | null;
   /** Store revision. */
   readonly revision: number;
   /** Number of keys. */
@@ -340,6 +366,12 @@ interface ProposalWaiter {
 }
 
 const SEEN_FILE = "net-peers-seen.json";
+
+interface ConfWaiter {
+  readonly term: number;
+  readonly resolve: () => void;
+  readonly reject: (e: Error) => void;
+}
 /** Defaults of the memory bounds (see {@linkcode ServerOptions}). */
 export const SNAPSHOT_BYTES_DEFAULT = 64 * 1024 * 1024;
 /** Default quota: 512 MiB (see docs/api.md for why not etcd's 2 GiB). */
@@ -447,6 +479,9 @@ export class RaftServer {
   #seenTerms = new Map<NodeId, number>();
   #seenDirty = false;
   #joinTarget: number | undefined;
+  readonly #members: MemberTable;
+  readonly #confWaiters = new Map<number, ConfWaiter>();
+  readonly #peerGrpcUrls: ReadonlyMap<NodeId, string>;
   #last: { role: RaftRole; term: number; leader: NodeId | undefined };
   #stopped: Promise<void>;
   #stop!: () => void;
@@ -467,8 +502,11 @@ export class RaftServer {
     seen: Map<NodeId, number>,
     joinTarget: number | undefined,
     io: ServerIo,
+    members: MemberTable,
   ) {
     this.nodeId = node.id;
+    this.#members = members;
+    this.#peerGrpcUrls = options.peerGrpcUrls ?? new Map();
     this.#io = io;
     this.#readBeforeBarrier = options.faultPoints?.includes("read-before-barrier") ?? false;
     this.#readBeforeApply = options.faultPoints?.includes("read-before-apply") ?? false;
@@ -619,6 +657,38 @@ export class RaftServer {
       });
     }
     warnIfShared(dataDir, emit);
+    let members: MemberTable;
+    try {
+      members = new MemberTable({ dir: dataDir, clusterId, self: nodeId });
+    } catch (e) {
+      throw new StartupError((e as Error).message);
+    }
+    if (members.removedSelf !== undefined) {
+      throw new StartupError(
+        `Node "${nodeId}" (member ${members.idOf(nodeId).toString(16)}) was removed from the ` +
+          `cluster (${members.removedSelf}): its data directory "${dataDir}" must not serve ` +
+          `again. To bring this machine back, add it as a new member under a new name ` +
+          `(deno task ctl member add NAME --peer-urls URL) and start it with an empty data ` +
+          `directory and --initial-cluster-state existing`,
+        5,
+      );
+    }
+    const existing = options.initialClusterState === "existing";
+    if (existing && peers.size === 0) {
+      throw new StartupError(
+        "--initial-cluster-state existing needs --peers: the members to copy the log from",
+      );
+    }
+    // Whom to talk to: the flags, then every member the table recorded (added ones, new URLs).
+    const transportPeers = new Map(peers);
+    for (const [id, info] of members.known()) {
+      if (id !== nodeId && info.peerUrl !== undefined) {
+        transportPeers.set(id, addressOfPeerUrl(info.peerUrl));
+      }
+    }
+    for (const id of [...transportPeers.keys()]) {
+      if (members.isRemoved(id)) transportPeers.delete(id);
+    }
     let clientTls: TlsMaterial | undefined;
     let peerTls: TlsMaterial | undefined;
     const tlsModule = options.clientTls === undefined && options.peerTls === undefined
@@ -658,35 +728,44 @@ export class RaftServer {
     const clientListen = options.clientListen ?? { hostname: "127.0.0.1", port: 2379 };
     let http: DeferredHttp | undefined;
     try {
-      http = peers.size === 0
+      http = transportPeers.size === 0
         ? undefined
         : await retryWhileInUse(() => startHttpDeferred(clientListen, options, emit, clientTls));
     } catch (e) {
       throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
     }
-    const transport: PeerTransport | undefined = peers.size === 0 ? undefined : new PeerTransport({
-      nodeId,
-      clusterId,
-      secret,
-      tls: peerTls,
-      listen: options.peerListen ?? { hostname: "127.0.0.1", port: 2380 },
-      peers,
-      handshakeTimeoutMs: options.peerHandshakeTimeoutMs,
-      unauthenticatedConnectionsMax: options.peerUnauthenticatedMax,
-      onMessages: (from, messages) => {
-        ref.server?.receive(from, messages);
-      },
-      localState: () => ({
-        term: ref.server?.node.term ?? 0,
-        commitIndex: ref.server?.node.commitIndex ?? 0,
-      }),
-      seenTermOf: (peer) => seen.get(peer) ?? 0,
-      log: emit,
-      logTransfer: (peer) => {
-        if (ref.server === undefined) throw new Error(`Node "${nodeId}" is still starting`);
-        return logTransferFrames(ref.server.node, peer);
-      },
-    });
+    let removedAtStart: string | undefined;
+    const transport: PeerTransport | undefined = transportPeers.size === 0
+      ? undefined
+      : new PeerTransport({
+        nodeId,
+        clusterId,
+        secret,
+        tls: peerTls,
+        listen: options.peerListen ?? { hostname: "127.0.0.1", port: 2380 },
+        peers: transportPeers,
+        isRemoved: (id) => members.isRemoved(id),
+        onRemoved: (by, why) => {
+          if (ref.server !== undefined) ref.server.#removed(`peer "${by}" says: ${why}`);
+          else removedAtStart ??= `peer "${by}" says: ${why}`;
+        },
+        handshakeTimeoutMs: options.peerHandshakeTimeoutMs,
+        unauthenticatedConnectionsMax: options.peerUnauthenticatedMax,
+        onMessages: (from, messages) => {
+          ref.server?.receive(from, messages);
+        },
+        localState: () => ({
+          term: ref.server?.node.term ?? 0,
+          commitIndex: ref.server?.node.commitIndex ?? 0,
+        }),
+        seenTermOf: (peer) => seen.get(peer) ?? 0,
+        log: emit,
+        logTransfer: (peer) => {
+          if (ref.server === undefined) throw new Error(`Node "${nodeId}" is still starting`);
+          const server = ref.server;
+          return logTransferFrames(server.node, peer, () => server.#members.toJSON());
+        },
+      });
     try {
       await retryWhileInUse(() => transport?.start());
     } catch (e) {
@@ -705,6 +784,44 @@ export class RaftServer {
         await new Promise((r) => setTimeout(r, 20));
       }
       const witnesses = [...transport.peerInfo].filter(([, i]) => i.seenTerm > 0);
+      if (witnesses.length > 0 && existing) {
+        const [peer, info] = witnesses[0];
+        transport.close();
+        http?.close();
+        throw new StartupError(
+          `Data directory "${dataDir}" is empty, but peer "${peer}" has seen node "${nodeId}" at ` +
+            `term ${info.seenTerm}: this is a member that lost its data, not a new one. Remove it ` +
+            `(deno task ctl member remove ${members.idOf(nodeId).toString(16)}) and add it again ` +
+            `under a new name (member add), then start that with --initial-cluster-state existing`,
+          3,
+        );
+      }
+      if (witnesses.length === 0 && existing) {
+        const joinTimeoutMs = options.joinTimeoutMs ?? 30_000;
+        try {
+          transfer = await fetchLeaderLog(transport, nodeId, joinTimeoutMs, emit);
+        } catch (e) {
+          transport.close();
+          http?.close();
+          const why = removedAtStart === undefined
+            ? ""
+            : ` This node was removed from the cluster (${removedAtStart}).`;
+          throw new StartupError(
+            `${(e as Error).message}.${why} A new member must first be added ` +
+              `(deno task ctl member add ${nodeId} --peer-urls URL)`,
+            4,
+          );
+        }
+        joinTarget = transfer.leaderCommit;
+        emit("join", {
+          reason: "new member (--initial-cluster-state existing)",
+          from: transfer.from,
+          snapshotIndex: transfer.snapshot?.meta.index ?? 0,
+          snapshotBytes: transfer.snapshot?.data.length ?? 0,
+          entries: transfer.entries.length,
+          catchUpTo: joinTarget,
+        });
+      }
       if (witnesses.length > 0) {
         const [peer, info] = witnesses[0];
         if (!options.join) {
@@ -767,6 +884,9 @@ export class RaftServer {
         transfer.entries,
       );
       emit("join-vote-withheld", { term });
+      members.adopt(transfer.members, transfer.bootstrap);
+    } else if (fresh) {
+      members.setBootstrap(membershipOf([nodeId, ...peers.keys()]));
     }
     const io: ServerIo = {
       clock: new RealClock(),
@@ -787,7 +907,13 @@ export class RaftServer {
     };
     let built: { node: RaftNode; store: MetadataStore };
     try {
-      built = buildNode(nodeId, [...peers.keys()], storage, options, io);
+      built = buildNode(
+        nodeId,
+        members.bootstrap ?? membershipOf([nodeId, ...peers.keys()]),
+        storage,
+        options,
+        io,
+      );
     } catch (e) {
       storage.close();
       transport?.close();
@@ -796,7 +922,17 @@ export class RaftServer {
     }
     const { node, store } = built;
     const voters = [...node.voters];
-    const server = new RaftServer(options, node, storage, store, transport, seen, joinTarget, io);
+    const server = new RaftServer(
+      options,
+      node,
+      storage,
+      store,
+      transport,
+      seen,
+      joinTarget,
+      io,
+      members,
+    );
     ref.server = server;
     emit("started", {
       clusterId,
@@ -866,7 +1002,8 @@ export class RaftServer {
     const peers = options.peers ?? new Map<NodeId, Address>();
     if (peers.has(nodeId)) throw new StartupError(`peers must not list this node "${nodeId}"`);
     const storage = FileStorage.open(dataDir, { fs: io.fs, clusterId, nodeId });
-    const { node, store } = buildNode(nodeId, [...peers.keys()], storage, options, io);
+    const bootstrap = membershipOf([nodeId, ...peers.keys()]);
+    const { node, store } = buildNode(nodeId, bootstrap, storage, options, io);
     const server = new RaftServer(
       options,
       node,
@@ -876,6 +1013,7 @@ export class RaftServer {
       new Map(),
       undefined,
       io,
+      new MemberTable({ clusterId, self: nodeId }),
     );
     server.#clientUrl = options.clientUrl;
     server.#startTicker(options.tickMs ?? 5);
@@ -931,24 +1069,231 @@ export class RaftServer {
     return this.#leases;
   }
 
-  /** The client URL of `id`: this node's own, or a peer's as configured (never as it claims). */
+  /**
+   * The client URL of `id`: this node's own, or a peer's as configured or as its `member add`
+   * recorded it through the log (never as a peer claims it).
+   */
   clientUrlOf(id: NodeId): string | undefined {
     if (id === this.nodeId) return this.#clientUrl;
-    return this.#peerClientUrls.get(id);
+    return this.#peerClientUrls.get(id) ?? this.#members.infoOf(id).clientUrl;
   }
 
-  /** Every voter with its addresses. */
-  members(): { id: NodeId; clientUrl: string | null; peerAddress: string | null }[] {
-    const ids = [...this.#node.voters];
-    return ids.map((id) => {
-      const peer = this.#peers.get(id);
-      const listen = id === this.nodeId ? this.#transport?.listenAddress : peer;
+  /** The peer URL of `id` (`http://host:port`), as recorded or configured. */
+  peerUrlOf(id: NodeId): string | undefined {
+    const recorded = this.#members.infoOf(id).peerUrl;
+    if (recorded !== undefined) return recorded;
+    const listen = id === this.nodeId ? this.#transport?.listenAddress : this.#peers.get(id);
+    return listen === undefined ? undefined : `http://${listen.hostname}:${listen.port}`;
+  }
+
+  /** The gRPC URL of `id`, when known. */
+  grpcUrlOf(id: NodeId): string | undefined {
+    if (id === this.nodeId && this.#grpc !== undefined) return this.#grpc.url;
+    return this.#peerGrpcUrls.get(id) ?? this.#members.infoOf(id).grpcUrl;
+  }
+
+  /** The members' ids, URLs and removed names (src/net/members.ts). */
+  get memberTable(): MemberTable {
+    return this.#members;
+  }
+
+  /** The member id (etcd's uint64) of `id`. */
+  memberIdOf(id: NodeId): bigint {
+    return this.#members.idOf(id);
+  }
+
+  /** Every member, voters then learners, with its addresses. */
+  members(): {
+    id: NodeId;
+    memberId: bigint;
+    isLearner: boolean;
+    clientUrl: string | null;
+    peerAddress: string | null;
+    peerUrl: string | null;
+    grpcUrl: string | null;
+  }[] {
+    const all = [
+      ...this.#node.voters.map((id) => ({ id, isLearner: false })),
+      ...this.#node.learners.map((id) => ({ id, isLearner: true })),
+    ];
+    return all.map(({ id, isLearner }) => {
+      const peerUrl = this.peerUrlOf(id);
       return {
         id,
+        memberId: this.memberIdOf(id),
+        isLearner,
         clientUrl: this.clientUrlOf(id) ?? null,
-        peerAddress: listen === undefined ? null : `${listen.hostname}:${listen.port}`,
+        peerAddress: peerUrl === undefined ? null : peerUrl.replace(/^https?:\/\//, ""),
+        peerUrl: peerUrl ?? null,
+        grpcUrl: this.grpcUrlOf(id) ?? null,
       };
     });
+  }
+
+  /** The change appended but not committed yet, e.g. `"add-learner n4"`, or null. */
+  pendingChange(): string | null {
+    const n = this.#node;
+    for (let i = n.commitIndex + 1; i <= n.log.lastIndex; i++) {
+      const e = n.log.entry(i);
+      if (e?.kind === "config") {
+        const c = decodeConfChange(e.command);
+        return `${c.type} ${c.node}`;
+      }
+    }
+    return null;
+  }
+
+  /**
+   * Proposes a membership change on this leader and resolves once it is applied here. An added or
+   * updated member's peer link opens before the proposal: the configuration takes effect when
+   * appended, and the leader replicates to it at once. Throws {@linkcode NotLeaderError} on a
+   * follower, etcd's errors (src/net/members.ts) when the change does not fit.
+   */
+  async changeMembership(change: ConfChange): Promise<void> {
+    this.#usable();
+    const n = this.#node;
+    if (n.role !== "Leader") throw new NotLeaderError(this.nodeId, n.leaderId);
+    if (change.type === "promote" && n.learners.includes(change.node)) {
+      // etcd's rule as well as the core's: the learner's match index is within 90% of the
+      // leader's (a learner that never answered is never ready, however short the log).
+      const match = n.status().progress.get(change.node)?.matchIndex ?? 0;
+      if (match < n.log.lastIndex * 0.9) {
+        throw MemberErrors.learnerNotReady(
+          `"${change.node}" has ${match} of the leader's ${n.log.lastIndex} entries; at least 90% needed`,
+        );
+      }
+    }
+    const info = decodeMemberContext(change.context);
+    if (info?.peerUrl !== undefined && change.node !== this.nodeId) {
+      if (this.#transport === undefined) {
+        throw new HttpError(
+          412,
+          `Node "${this.nodeId}" runs without a peer transport (started without --peers), so it ` +
+            `cannot reach new members; start the cluster with at least two members`,
+          9,
+        );
+      }
+      this.#transport.addPeer(change.node, addressOfPeerUrl(info.peerUrl));
+    }
+    let proposed: { index: number; term: number };
+    try {
+      proposed = n.proposeConfChange(change);
+    } catch (e) {
+      const known = n.voters.includes(change.node) || n.learners.includes(change.node);
+      if (change.type.startsWith("add") && !known) this.#transport?.removePeer(change.node);
+      const message = (e as Error).message;
+      if (e instanceof NotLeaderError) throw e;
+      if (message.startsWith("etcdserver: can only promote a learner member which is in sync")) {
+        throw MemberErrors.learnerNotReady(message.replace(/^[^(]*\(|\)$/g, ""));
+      }
+      if (/last voter/.test(message)) throw MemberErrors.notEnoughStarted(message);
+      if (/not found/.test(message)) throw MemberErrors.notFound();
+      if (/already a voter/.test(message)) throw MemberErrors.notLearner();
+      // One change at a time, the term's first commit, a transfer: all pass soon.
+      throw new HttpError(503, message, 14, 1);
+    }
+    this.counters.proposals++;
+    this.logEvent("membership-change-proposed", {
+      change: `${change.type} ${change.node}`,
+      index: proposed.index,
+      term: proposed.term,
+    });
+    this.#scheduleDrain();
+    await new Promise<void>((resolve, reject) => {
+      const cancel = this.#io.timers.after(this.requestTimeoutMs, () => {
+        if (this.#confWaiters.delete(proposed.index)) {
+          reject(
+            new HttpError(
+              504,
+              `Membership change ${change.type} ${change.node} (entry ${proposed.index}) was ` +
+                `not applied within ${this.requestTimeoutMs} ms; its outcome is unknown`,
+              4,
+            ),
+          );
+        }
+      });
+      this.#confWaiters.set(proposed.index, {
+        term: proposed.term,
+        resolve: () => {
+          cancel();
+          resolve();
+        },
+        reject: (e) => {
+          cancel();
+          reject(e);
+        },
+      });
+    });
+  }
+
+  /**
+   * Moves leadership to the voter `target` (etcd's MoveLeader): the core brings it up to date and
+   * sends TimeoutNow; resolves once `target` leads as far as this node knows, throws etcd's
+   * "leader transfer took too long" after `timeoutMs`.
+   */
+  async moveLeader(target: NodeId, timeoutMs: number): Promise<void> {
+    this.#usable();
+    const n = this.#node;
+    if (n.role !== "Leader") throw new NotLeaderError(this.nodeId, n.leaderId);
+    if (target === this.nodeId) return;
+    if (!n.voters.includes(target)) throw MemberErrors.badTransferee();
+    n.transferLeadership(target);
+    this.logEvent("leader-transfer-started", { target, term: n.term });
+    this.#scheduleDrain();
+    const deadline = this.#nowMs() + timeoutMs;
+    while (this.#nowMs() < deadline && !this.#closed) {
+      if (n.role !== "Leader" && n.leaderId === target) return;
+      if (n.role === "Leader" && n.transferee === undefined && n.term > 0) {
+        // Abandoned by the core (an election timeout passed): try again while time remains.
+        try {
+          n.transferLeadership(target);
+          this.#scheduleDrain();
+        } catch { /* lost leadership meanwhile: the loop sees it */ }
+      }
+      await new Promise<void>((r) => this.#io.timers.after(10, () => r()));
+    }
+    if (n.role !== "Leader" && n.leaderId === target) return;
+    throw MemberErrors.transferTimeout();
+  }
+
+  /**
+   * Before a graceful stop: a leader hands leadership to the voter with the highest match index
+   * and waits until another node leads, at most `timeoutMs`. Never throws; logs the outcome.
+   */
+  async transferLeadershipAway(timeoutMs: number): Promise<void> {
+    const n = this.#node;
+    if (timeoutMs <= 0 || this.#closed || n.role !== "Leader") return;
+    const progress = n.status().progress;
+    const target = n.voters.filter((v) => v !== this.nodeId)
+      .sort((a, b) => (progress.get(b)?.matchIndex ?? 0) - (progress.get(a)?.matchIndex ?? 0))[0];
+    if (target === undefined) return;
+    const started = this.#nowMs();
+    try {
+      await this.moveLeader(target, timeoutMs);
+      this.logEvent("shutdown-leader-transferred", { to: target, ms: this.#nowMs() - started });
+    } catch (e) {
+      this.logEvent("shutdown-leader-transfer-failed", {
+        to: target,
+        error: (e as Error).message,
+      });
+    }
+  }
+
+  /** This node learned it was removed: its directory is marked, and it stops. */
+  #removed(reason: string): void {
+    if (this.#members.removedSelf !== undefined || this.#closed) return;
+    try {
+      this.#members.markRemovedSelf(reason);
+    } catch (e) {
+      this.logEvent("members-save-failed", { error: (e as Error).message });
+    }
+    this.logEvent("removed-from-cluster", {
+      reason,
+      note: "this node stops; its data directory will refuse to start",
+    });
+    this.#fatal = new Error(`Node "${this.nodeId}" was removed from the cluster (${reason})`);
+    // A moment for the answer to the request that removed it, then stop.
+    this.#io.timers.after(300, () => this.close());
   }
 
   /** This node's row of the node table, with its progress view when leader. */
@@ -965,6 +1310,9 @@ export class RaftServer {
       commitIndex: s.commitIndex,
       lastApplied: this.store.appliedIndex,
       status: this.joining ? "joining" : "up",
+      voters: [...this.#node.voters],
+      learners: [...this.#node.learners],
+      pendingChange: this.pendingChange(),
       revision: this.store.revision,
       keys: this.store.size,
       clientUrl: this.#clientUrl,
@@ -1199,6 +1547,12 @@ export class RaftServer {
       );
     }
     for (const r of this.#reads.values()) r.reject(new HttpError(503, "Node is stopping", 14));
+    for (const w of this.#confWaiters.values()) {
+      w.reject(
+        new HttpError(504, "Node is stopping; the membership change's outcome is unknown", 4),
+      );
+    }
+    this.#confWaiters.clear();
     this.#proposals.clear();
     this.#proposalBytesPending = 0;
     this.#reads.clear();
@@ -1345,6 +1699,16 @@ export class RaftServer {
     let result: ApplyResult | undefined;
     if (e.kind === "command") result = this.store.apply(e.command, e.index);
     else this.store.applyNoop(e.index);
+    if (e.kind === "config") this.#applyConfig(e);
+    else {
+      const replaced = this.#confWaiters.get(e.index);
+      if (replaced !== undefined) {
+        this.#confWaiters.delete(e.index);
+        replaced.reject(
+          new HttpError(503, `Leadership changed; entry ${e.index} was replaced, retry`, 14),
+        );
+      }
+    }
     this.#appliedBytes += e.command.byteLength;
     const waiter = this.#proposals.get(e.index);
     if (waiter === undefined) return;
@@ -1357,6 +1721,41 @@ export class RaftServer {
       waiter.reject(
         new HttpError(503, `Leadership changed; entry ${e.index} was replaced, retry`, 14),
       );
+    }
+  }
+
+  /** A committed membership change: the member table, the peer links, this node's own fate. */
+  #applyConfig(e: RaftLogEntry): void {
+    const change = decodeConfChange(e.command);
+    try {
+      this.#members.apply(change);
+    } catch (err) {
+      this.logEvent("members-save-failed", { error: (err as Error).message });
+    }
+    const info: MemberInfo | undefined = decodeMemberContext(change.context);
+    if (change.type === "remove") {
+      this.#transport?.removePeer(change.node);
+    } else if (info?.peerUrl !== undefined && change.node !== this.nodeId) {
+      this.#transport?.addPeer(change.node, addressOfPeerUrl(info.peerUrl));
+    }
+    this.logEvent("membership-changed", {
+      change: `${change.type} ${change.node}`,
+      index: e.index,
+      voters: [...this.#node.membershipAt(Math.max(e.index, this.#node.log.snapshotIndex)).voters],
+      learners: [...this.#node.learners],
+    });
+    const waiter = this.#confWaiters.get(e.index);
+    if (waiter !== undefined) {
+      this.#confWaiters.delete(e.index);
+      if (waiter.term === e.term) waiter.resolve();
+      else {
+        waiter.reject(
+          new HttpError(503, `Leadership changed; entry ${e.index} was replaced, retry`, 14),
+        );
+      }
+    }
+    if (change.type === "remove" && change.node === this.nodeId) {
+      this.#removed(`membership change at index ${e.index}`);
     }
   }
 
@@ -1633,7 +2032,7 @@ function warnIfShared(dir: string, emit: (event: string, fields: Record<string, 
 /** Builds the node and its store from what `storage` holds. */
 function buildNode(
   nodeId: NodeId,
-  peers: readonly NodeId[],
+  bootstrap: Membership,
   storage: FileStorage,
   options: ServerOptions,
   io: ServerIo,
@@ -1651,7 +2050,8 @@ function buildNode(
   }
   const node = new RaftNode({
     id: nodeId,
-    voters: [nodeId, ...peers].sort(),
+    voters: [...bootstrap.voters],
+    learners: [...bootstrap.learners],
     rng: new SeededRng(io.rngSeed),
     config: options.raftConfig,
     nowMs: Math.floor(io.clock.nowMs()),

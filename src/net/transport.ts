@@ -117,7 +117,17 @@ export interface TransportOptions {
   readonly handshakeTimeoutMs?: number;
   /** Most incoming connections that have not completed their handshake yet. Default 64. */
   readonly unauthenticatedConnectionsMax?: number;
+  /**
+   * Whether `node` was removed from the cluster: its handshake is refused saying so, so that it
+   * stops (see src/net/members.ts). Default: no node was.
+   */
+  isRemoved?(node: NodeId): boolean;
+  /** A peer refused this node because it was removed from the cluster. */
+  onRemoved?(by: NodeId, reason: string): void;
 }
+
+/** The text a node's handshake is refused with once it was removed from the cluster. */
+export const REMOVED_REFUSAL = "was removed from the cluster";
 
 const encoder = new TextEncoder();
 const MESSAGES_PER_FRAME_MAX = 1024;
@@ -200,6 +210,8 @@ async function writeAll(conn: ByteConn, bytes: Uint8Array): Promise<void> {
 class PeerLink {
   readonly id: NodeId;
   readonly address: Address;
+  /** Set when the peer left the configuration: the dial loop ends. */
+  dropped = false;
   queue: Message[] = [];
   queueBytes = 0;
   #wake: (() => void) | undefined;
@@ -226,6 +238,9 @@ export class PeerTransport {
   readonly #o: TransportOptions;
   readonly #links = new Map<NodeId, PeerLink>();
   readonly #inbound = new Set<ByteConn>();
+  /** Authenticated incoming connections by peer, closed when the peer is removed. */
+  readonly #inboundOf = new Map<NodeId, Set<ByteConn>>();
+  #started = false;
   readonly #queueMessagesMax: number;
   readonly #queueBytesMax: number;
   readonly #handshakeTimeoutMs: number;
@@ -303,7 +318,60 @@ export class PeerTransport {
       this.#listener = tls;
     }
     this.#acceptLoop(this.#listener);
+    this.#started = true;
     for (const link of this.#links.values()) this.#dialLoop(link);
+  }
+
+  /** The peers this transport talks to, with their addresses. */
+  peers(): Map<NodeId, Address> {
+    return new Map([...this.#links].map(([id, link]) => [id, link.address]));
+  }
+
+  /**
+   * Starts talking to `id` at `address` (a member added or updated); a link to another address
+   * is replaced. Its queued messages are kept.
+   */
+  addPeer(id: NodeId, address: Address): void {
+    if (id === this.#o.nodeId || this.#closed) return;
+    const old = this.#links.get(id);
+    if (
+      old !== undefined && old.address.hostname === address.hostname &&
+      old.address.port === address.port
+    ) return;
+    if (old !== undefined) this.#dropLink(old);
+    const link = new PeerLink(id, address);
+    if (old !== undefined) {
+      link.queue = old.queue;
+      link.queueBytes = old.queueBytes;
+    }
+    this.#links.set(id, link);
+    if (!this.peerInfo.has(id)) {
+      this.peerInfo.set(id, {
+        term: 0,
+        commitIndex: 0,
+        seenTerm: 0,
+        connected: false,
+        handshakeAtMs: 0,
+      });
+    }
+    if (this.#started) this.#dialLoop(link);
+  }
+
+  /** Stops talking to `id` (a member removed): closes its connections both ways. */
+  removePeer(id: NodeId): void {
+    const link = this.#links.get(id);
+    if (link !== undefined) {
+      this.#links.delete(id);
+      this.#dropLink(link);
+    }
+    this.peerInfo.delete(id);
+    for (const c of this.#inboundOf.get(id) ?? []) closeQuietly(c);
+  }
+
+  #dropLink(link: PeerLink): void {
+    link.dropped = true;
+    if (link.conn !== undefined) closeQuietly(link.conn);
+    link.notify();
   }
 
   /** New peer connections, both ways, use `material` (open ones keep theirs). */
@@ -380,7 +448,7 @@ export class PeerTransport {
     const max = this.#o.backoffMaxMs ?? 1000;
     let backoffMs = min;
     let lastError = "";
-    while (!this.#closed) {
+    while (!this.#closed && !link.dropped) {
       let conn: ByteConn | undefined;
       try {
         conn = await withTimeout(
@@ -397,7 +465,8 @@ export class PeerTransport {
         watchForClose(conn, frames);
         link.conn = conn;
         this.stats.connectsOk++;
-        this.peerInfo.get(link.id)!.connected = true;
+        const connected = this.peerInfo.get(link.id);
+        if (connected !== undefined) connected.connected = true;
         this.#o.log("peer-connected", { peer: link.id });
         backoffMs = min;
         lastError = "";
@@ -411,13 +480,13 @@ export class PeerTransport {
       } finally {
         if (conn !== undefined) closeQuietly(conn);
         link.conn = undefined;
-        const info = this.peerInfo.get(link.id)!;
-        if (info.connected) {
+        const info = this.peerInfo.get(link.id);
+        if (info !== undefined && info.connected) {
           info.connected = false;
           this.#o.log("peer-disconnected", { peer: link.id });
         }
       }
-      if (this.#closed) return;
+      if (this.#closed || link.dropped) return;
       // Messages queued while the link was down are mostly stale heartbeats: keep the newest few.
       if (link.queue.length > 256) {
         const drop = link.queue.splice(0, link.queue.length - 256);
@@ -445,7 +514,13 @@ export class PeerTransport {
     );
     const answer = decodeJsonFrame(await frames.next(), [FrameKind.welcome, FrameKind.refused]);
     if (answer.kind === FrameKind.refused) {
-      throw new Error(`peer "${peer}" refused us: ${String(answer.body.error)}`);
+      const why = String(answer.body.error);
+      const proof = await this.#mac(`removed\n${clusterId}\n${peer}\n${nodeId}\n${nonces}`);
+      if (
+        why.includes(REMOVED_REFUSAL) && typeof answer.body.mac === "string" &&
+        constantTimeEqual(answer.body.mac, proof)
+      ) this.#o.onRemoved?.(peer, why);
+      throw new Error(`peer "${peer}" refused us: ${why}`);
     }
     const w = answer.body;
     if (!isCount(w.term) || !isCount(w.commitIndex) || !isCount(w.seenTerm)) {
@@ -457,7 +532,8 @@ export class PeerTransport {
     if (typeof w.mac !== "string" || !constantTimeEqual(w.mac, expected)) {
       throw new Error(`peer "${peer}" did not prove the cluster secret`);
     }
-    const info = this.peerInfo.get(peer)!;
+    const info = this.peerInfo.get(peer);
+    if (info === undefined) throw new Error(`peer "${peer}" is no longer a member`);
     info.term = w.term;
     info.commitIndex = w.commitIndex;
     info.seenTerm = w.seenTerm;
@@ -566,6 +642,9 @@ export class PeerTransport {
       this.#unauthenticated--;
       unauthenticated = false;
       frames.authenticated();
+      let mine = this.#inboundOf.get(peer);
+      if (mine === undefined) this.#inboundOf.set(peer, mine = new Set());
+      mine.add(conn);
       const me = this.#o.nodeId;
       while (!this.#closed) {
         const frame = await frames.next();
@@ -592,6 +671,7 @@ export class PeerTransport {
     } finally {
       if (unauthenticated) this.#unauthenticated--;
       this.#inbound.delete(conn);
+      if (peer !== undefined) this.#inboundOf.get(peer)?.delete(conn);
       closeQuietly(conn);
     }
   }
@@ -629,6 +709,21 @@ export class PeerTransport {
       throw new FrameError(`Handshake refused: ${why}`);
     };
     const from = hello.from;
+    if (
+      typeof from === "string" && this.#o.isRemoved?.(from) && typeof hello.nonce === "string" &&
+      NONCE_PATTERN.test(hello.nonce) && typeof hello.mac === "string" &&
+      hello.clusterId === clusterId && hello.to === nodeId
+    ) {
+      // Only a dialer that proved the secret hears it was removed, in a refusal it can check.
+      const nonces = `${nonce}\n${hello.nonce}`;
+      const expected = await this.#mac(`hello\n${clusterId}\n${from}\n${nodeId}\n${nonces}`);
+      if (constantTimeEqual(hello.mac, expected)) {
+        const error = `node "${from}" ${REMOVED_REFUSAL}`;
+        const mac = await this.#mac(`removed\n${clusterId}\n${nodeId}\n${from}\n${nonces}`);
+        await writeAll(conn, encodeJsonFrame(FrameKind.refused, { error, mac })).catch(() => {});
+        throw new FrameError(`Handshake refused: ${error}`);
+      }
+    }
     if (typeof from !== "string" || !this.#links.has(from)) {
       return await refuse(`unknown node ${JSON.stringify(from)}`);
     }

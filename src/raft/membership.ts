@@ -21,13 +21,19 @@ export interface Membership {
 
 /**
  * One membership change. `add-learner` adds a non-voter, `add-voter` a voter, `promote` turns a
- * learner into a voter, `remove` drops a voter or learner. Each changes the voters by at most one.
+ * learner into a voter, `remove` drops a voter or learner, `update` changes only the member's
+ * `context` (its addresses, kept by the host). Each changes the voters by at most one.
  */
 export interface ConfChange {
   /** What to do. */
-  readonly type: "add-learner" | "add-voter" | "promote" | "remove";
+  readonly type: "add-learner" | "add-voter" | "promote" | "remove" | "update";
   /** The member it concerns. */
   readonly node: NodeId;
+  /**
+   * What the host records with the change (a server: the member's id and URLs as JSON), opaque
+   * to the core, as etcd's ConfChange.Context. One line: no newline.
+   */
+  readonly context?: string;
 }
 
 const CHANGE_TYPES: readonly ConfChange["type"][] = [
@@ -35,27 +41,51 @@ const CHANGE_TYPES: readonly ConfChange["type"][] = [
   "add-voter",
   "promote",
   "remove",
+  "update",
 ];
+
+/** Most bytes of a change's context. */
+export const CONF_CHANGE_CONTEXT_BYTES_MAX = 4096;
 
 /** Most bytes of a node id in a change (the storage's bound on ids). */
 export const CONF_CHANGE_NODE_ID_BYTES_MAX = 255;
 
-/** Encodes a change as an entry's bytes: `CONF\n<type>\n<node>` in UTF-8. */
+/**
+ * Encodes a change as an entry's bytes: `CONF\n<type>\n<node>` in UTF-8, then `\n<context>` when
+ * it has one.
+ */
 export function encodeConfChange(c: ConfChange): Uint8Array {
   validateNodeId(c.node);
   if (!CHANGE_TYPES.includes(c.type)) throw new RangeError(`Unknown membership change "${c.type}"`);
-  return new TextEncoder().encode(`CONF\n${c.type}\n${c.node}`);
+  if (c.context === undefined) return new TextEncoder().encode(`CONF\n${c.type}\n${c.node}`);
+  validateContext(c.context);
+  return new TextEncoder().encode(`CONF\n${c.type}\n${c.node}\n${c.context}`);
+}
+
+function validateContext(context: string): void {
+  const bytes = new TextEncoder().encode(context).byteLength;
+  if (bytes > CONF_CHANGE_CONTEXT_BYTES_MAX || context.includes("\n")) {
+    throw new RangeError(
+      `Membership change context must be at most ${CONF_CHANGE_CONTEXT_BYTES_MAX} bytes ` +
+        `without newline (${bytes} bytes)`,
+    );
+  }
 }
 
 /** Decodes an entry's bytes made by {@linkcode encodeConfChange}; throws on anything else. */
 export function decodeConfChange(bytes: Uint8Array): ConfChange {
   const parts = new TextDecoder().decode(bytes).split("\n");
   const type = parts[1] as ConfChange["type"];
-  if (parts.length !== 3 || parts[0] !== "CONF" || !CHANGE_TYPES.includes(type)) {
+  if (
+    (parts.length !== 3 && parts.length !== 4) || parts[0] !== "CONF" ||
+    !CHANGE_TYPES.includes(type)
+  ) {
     throw new RangeError(`Not a membership change entry (${bytes.byteLength} bytes)`);
   }
   validateNodeId(parts[2]);
-  return { type, node: parts[2] };
+  if (parts.length === 3) return { type, node: parts[2] };
+  validateContext(parts[3]);
+  return { type, node: parts[2], context: parts[3] };
 }
 
 function validateNodeId(id: string): void {
@@ -101,6 +131,11 @@ export function applyConfChange(m: Membership, change: ConfChange): Membership {
       }
       if (!isLearner) throw new Error(`Member "${node}" not found (membership: member not found)`);
       return membership([...m.voters, node], m.learners.filter((id) => id !== node));
+    case "update":
+      if (!isVoter && !isLearner) {
+        throw new Error(`Member "${node}" not found (membership: member not found)`);
+      }
+      return m;
     case "remove":
       if (!isVoter && !isLearner) {
         throw new Error(`Member "${node}" not found (membership: member not found)`);
