@@ -138,6 +138,7 @@ export {
   type ClientWatchEvent,
   type ClientWatchOptions,
   type ClientWatchResponse,
+  type ClusterPath,
   connect,
   type ConnectOptions,
   HttpCoordClient,

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { b64, freePort, NodeProcess, post, type ProcessCluster, until } from "./net_helpers.ts";
 import { ProcessCluster as Cluster } from "./net_helpers.ts";
+import { runCtl } from "../src/net/ctl.ts";
 
 // deno-lint-ignore no-explicit-any
 type Json = any;
@@ -235,6 +236,186 @@ Deno.test("net members: grow 3→4 with a learner, promote, move-leader, remove 
         );
       },
     );
+  } finally {
+    await c.stop();
+  }
+});
+
+/** Runs `deno task ctl` in this process against `endpoints`; returns its exit code and output. */
+async function ctl(endpoints: string, ...args: string[]): Promise<{ code: number; out: string }> {
+  const lines: string[] = [];
+  const code = await runCtl(
+    ["--endpoints", endpoints, "--timeout-ms", "20000", ...args],
+    (l) => lines.push(l),
+  );
+  return { code, out: lines.join("\n") };
+}
+
+Deno.test("net members: replace a node that lost its data (remove the old, add a new) with ctl", async (t) => {
+  const c = Cluster.start(3);
+  try {
+    const leader = await c.waitForLeader();
+    for (let i = 0; i < 20; i++) await put(leader.url, `/r/${i}`, `v${i}`);
+    const victim = c.nodes.find((n) => n !== leader)!;
+    const rest = c.nodes.filter((n) => n !== victim);
+    const endpoints = rest.map((n) => n.url).join(",");
+    await victim.kill();
+    Deno.removeSync(victim.dataDir, { recursive: true });
+
+    await t.step("the wiped node is refused as a new member under its old name", async () => {
+      victim.restart(["--initial-cluster-state", "existing"]);
+      const s = await exitedWithin(victim, 30_000);
+      assert.equal(s?.code, 3, victim.stderr);
+      assert.match(victim.stderr, /lost its data, not a new one\. Remove it/);
+    });
+
+    await t.step("ctl member list, then member remove", async () => {
+      const list = await ctl(endpoints, "member", "list");
+      assert.equal(list.code, 0, list.out);
+      const line = list.out.split("\n").find((l) => l.includes(`, ${victim.id}, `))!;
+      assert.match(line, /^[0-9a-f]+, started, /);
+      const id = line.split(",")[0];
+      const r = await ctl(endpoints, "member", "remove", id);
+      assert.equal(r.code, 0, r.out);
+      assert.match(r.out, new RegExp(`^Member ${id} removed from cluster [0-9a-f]+$`));
+      const again = await ctl(endpoints, "member", "remove", id);
+      assert.equal(again.code, 1);
+    });
+
+    await t.step("its old name is never given out again", async () => {
+      const r = await post(
+        `${leader.url}/v3/cluster/member/add`,
+        JSON.stringify({ peerURLs: [`http://127.0.0.1:${freePort()}`], name: victim.id }),
+      );
+      assert.equal(r.status, 412);
+      assert.match(r.json.error, /names are never reused/);
+    });
+
+    const ports = { client: freePort(), peer: freePort() };
+    await t.step("ctl member add, member update, and the new member joins", async () => {
+      const added = await ctl(
+        endpoints,
+        "member",
+        "add",
+        "n9",
+        "--peer-urls",
+        `http://127.0.0.1:${freePort()}`,
+        "--client-urls",
+        `http://127.0.0.1:${ports.client}`,
+      );
+      assert.equal(added.code, 0, added.out);
+      const id = /^Member ([0-9a-f]+) added/.exec(added.out)![1];
+      assert.match(added.out, /--initial-cluster-state existing/);
+      // It will listen elsewhere: the address changes through the log before it starts.
+      const updated = await ctl(
+        endpoints,
+        "member",
+        "update",
+        id,
+        "--peer-urls",
+        `http://127.0.0.1:${ports.peer}`,
+      );
+      assert.equal(updated.code, 0, updated.out);
+      const n9 = startMember(c, "n9", ports, rest);
+      await until("n9 has /r/19", async () => (await serializableGet(n9.url, "/r/19")) === "v19");
+      // A write through the new member is forwarded to the leader and reaches everyone.
+      await put(n9.url, "/r/new", "yes");
+      for (const n of [...rest, n9]) {
+        await until(
+          `${n.id} has /r/new`,
+          async () => (await serializableGet(n.url, "/r/new")) === "yes",
+        );
+      }
+      const row = await (await c.waitForLeader({ among: [...rest, n9] })).local();
+      assert.deepEqual(row?.voters, [...rest.map((n) => n.id), "n9"].sort());
+    });
+  } finally {
+    await c.stop();
+  }
+});
+
+Deno.test("net members: SIGTERM on the leader hands leadership over before it stops", async () => {
+  const c = Cluster.start(3);
+  try {
+    const leader = await c.waitForLeader();
+    await put(leader.url, "/t", "1");
+    leader.signal("SIGTERM");
+    await leader.exited;
+    const handed = leader.lines.map((l) => JSON.parse(l)).find((e) =>
+      e.event === "shutdown-leader-transferred"
+    );
+    assert.notEqual(handed, undefined, leader.lines.slice(-10).join("\n"));
+    const next = await c.waitForLeader({ among: c.nodes.filter((n) => n !== leader) });
+    assert.equal(next.id, handed.to);
+  } finally {
+    await c.stop();
+  }
+});
+
+/** The etcdctl on PATH, or undefined. */
+function findEtcdctl(): string | undefined {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    try {
+      if (Deno.statSync(`${dir}/etcdctl`).isFile) return `${dir}/etcdctl`;
+    } catch { /* not here */ }
+  }
+  return undefined;
+}
+
+async function etcdctl(bin: string, endpoints: string, ...args: string[]) {
+  const out = await new Deno.Command(bin, {
+    args: [`--endpoints=${endpoints}`, "--dial-timeout=20s", "--command-timeout=30s", ...args],
+    env: { ETCDCTL_API: "3" },
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    out: new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("net members: etcdctl member add/promote/remove/list and move-leader over gRPC", async () => {
+  const c = Cluster.start(3, [], { grpc: true });
+  try {
+    const leader = await c.waitForLeader();
+    const bin = findEtcdctl();
+    if (bin === undefined) {
+      console.log(
+        "etcdctl is not installed (Debian's etcd-client; .ci/run installs it): the same steps " +
+          "run through deno task ctl on the JSON gateway instead",
+      );
+    }
+    const grpcEndpoints = c.nodes.map((n) => n.grpcEndpoint!).join(",");
+    const run = (...args: string[]) =>
+      bin === undefined
+        ? ctl(c.nodes.map((n) => n.url).join(","), ...args)
+        : etcdctl(bin, grpcEndpoints, ...args);
+    const list = await run("member", "list");
+    assert.equal(list.code, 0, list.out);
+    assert.equal(list.out.trim().split("\n").length, 3);
+    const peer = `http://127.0.0.1:${freePort()}`;
+    const added = await run("member", "add", "n4", `--peer-urls=${peer}`, "--learner");
+    assert.equal(added.code, 0, added.out);
+    const id = /Member ([0-9a-f]+) added to cluster/.exec(added.out)![1];
+    const listed = await run("member", "list");
+    assert.match(listed.out, new RegExp(`^${id}, \\w+, [\\w]*, ${peer}, , true$`, "m"));
+    const promote = await run("member", "promote", id);
+    assert.notEqual(promote.code, 0);
+    assert.match(
+      promote.out,
+      /etcdserver: can only promote a learner member which is in sync with leader/,
+    );
+    const removed = await run("member", "remove", id);
+    assert.equal(removed.code, 0, removed.out);
+    assert.match(removed.out, new RegExp(`Member ${id} removed from cluster`));
+    const target = c.nodes.find((n) => n !== leader)!;
+    const ids = await members(leader.url);
+    const targetId = BigInt(ids.find((m: Json) => m.name === target.id).ID).toString(16);
+    const moved = await run("move-leader", targetId);
+    assert.equal(moved.code, 0, moved.out);
+    assert.match(moved.out, new RegExp(`Leadership transferred from [0-9a-f]+ to ${targetId}`));
+    assert.equal((await c.waitForLeader()).id, target.id);
   } finally {
     await c.stop();
   }

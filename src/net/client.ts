@@ -318,6 +318,15 @@ const LEADER_HEADER = "raftmeta-leader-url";
 /** No retry starts with less time than this left before a request's deadline. */
 const MIN_RETRY_MS = 50;
 
+/** The paths {@linkcode RaftmetaClient.cluster} takes. */
+export type ClusterPath =
+  | "/v3/cluster/member/list"
+  | "/v3/cluster/member/add"
+  | "/v3/cluster/member/remove"
+  | "/v3/cluster/member/update"
+  | "/v3/cluster/member/promote"
+  | "/v3/maintenance/transfer-leadership";
+
 /** A client of one cluster. Writes go one at a time (sessions need it); reads run concurrently. */
 export class RaftmetaClient {
   /** The endpoints given. */
@@ -605,6 +614,16 @@ export class RaftmetaClient {
       : { action: "DEACTIVATE", memberID: "0", alarm: "NOSPACE" };
     const r = await this.#request("/v3/maintenance/alarm", body, undefined);
     return r.alarms ?? [];
+  }
+
+  /**
+   * etcd's Cluster API and MoveLeader (`/v3/cluster/member/list|add|remove|update|promote`,
+   * `/v3/maintenance/transfer-leadership`): sends `body` and returns etcd's answer (members with
+   * ids as decimal strings). Changes are not retried after an unknown outcome's timeout.
+   */
+  // deno-lint-ignore no-explicit-any
+  async cluster(path: ClusterPath, body: Record<string, unknown> = {}): Promise<any> {
+    return await this.#request(path, body, undefined);
   }
 
   /**

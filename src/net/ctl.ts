@@ -68,6 +68,16 @@ Commands:
                                   the end of stdin, then resign
   elect --listen NAME             print the leader's value and fencing token each time the
                                   leadership changes, until Ctrl-C
+  member list                     the members: id (hex), started or unstarted, name, peer URLs,
+                                  client URLs, whether a learner (as etcdctl member list)
+  member add NAME --peer-urls URL [--learner] [--client-urls URL] [--grpc-urls URL]
+                                  add member NAME (a voter, or a learner with --learner: at most
+                                  one at a time); prints its id and the flags to start it with
+  member remove ID                remove member ID (hex): it stops, and its data directory
+                                  refuses to start again; the leader may remove itself
+  member promote ID               make learner ID a voter (refused until it has caught up)
+  member update ID --peer-urls URL  change member ID's peer URL
+  move-leader ID                  hand leadership to voter ID (hex) and wait until it leads
   snapshot save FILE              write the first endpoint's store snapshot to FILE (raftmeta's
                                   own format; etcdctl snapshot save over gRPC writes the same)
   snapshot restore FILE --data-dir DIR --name ID --initial-cluster ID,ID,...
@@ -175,6 +185,10 @@ export async function runCtl(
         name: { type: "string" },
         "initial-cluster": { type: "string" },
         "cluster-id": { type: "string", default: "raftmeta" },
+        "peer-urls": { type: "string" },
+        "client-urls": { type: "string" },
+        "grpc-urls": { type: "string" },
+        learner: { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
       allowPositionals: true,
@@ -291,6 +305,31 @@ export async function runCtl(
         const alarms = await client.alarm(rest[0]);
         if (format === "json") out(JSON.stringify(alarms));
         else for (const a of alarms) out(`memberID:${a.memberID} alarm:${a.alarm}`);
+        return 0;
+      }
+      case "member":
+        return await memberCommand(client, rest, v, format!, out);
+      case "move-leader": {
+        need(1, "move-leader ID");
+        const target = hexId(rest[0]);
+        const before = await client.status();
+        const r = await client.cluster("/v3/maintenance/transfer-leadership", {
+          targetID: target.toString(),
+        });
+        if (format === "json") out(JSON.stringify(r));
+        else {
+          // deno-lint-ignore no-explicit-any
+          const rows = (before.rows ?? []) as any[];
+          const leader = rows.find((x) => x.role === "Leader")?.id ?? before.leader;
+          const members = (await client.cluster("/v3/cluster/member/list")).members ?? [];
+          // deno-lint-ignore no-explicit-any
+          const from = members.find((m: any) => m.name === leader)?.ID;
+          out(
+            `Leadership transferred from ${
+              from === undefined ? "?" : BigInt(from).toString(16)
+            } to ${target.toString(16)}`,
+          );
+        }
         return 0;
       }
       case "status": {
@@ -491,6 +530,117 @@ export async function runCtl(
  * Saves the store snapshot of the node at `endpoint` (its `/v3/maintenance/snapshot` stream) to
  * `path`: written to `path.part`, synced, then renamed, as etcdctl does. Returns its size.
  */
+/** A member id as etcdctl prints it: hex, at most 16 digits. */
+function hexId(text: string): bigint {
+  if (!/^[0-9a-fA-F]{1,16}$/.test(text)) {
+    throw new UsageError(`Member ID must be hexadecimal (as member list prints it): ${text}`);
+  }
+  return BigInt(`0x${text}`);
+}
+
+// deno-lint-ignore no-explicit-any
+function memberLine(m: any): string {
+  const started = m.clientURLs?.length > 0 || m.name !== "" ? "started" : "unstarted";
+  return [
+    BigInt(m.ID).toString(16),
+    started,
+    m.name ?? "",
+    (m.peerURLs ?? []).join(","),
+    (m.clientURLs ?? []).join(","),
+    String(m.isLearner === true),
+  ].join(", ");
+}
+
+/** `ctl member list|add|remove|promote|update`. */
+async function memberCommand(
+  client: RaftmetaClient,
+  rest: string[],
+  v: Record<string, unknown>,
+  format: string,
+  out: (line: string) => void,
+): Promise<number> {
+  const [sub, ...args] = rest;
+  const one = (usage: string) => {
+    if (args.length !== 1) throw new UsageError(`usage: member ${usage}`);
+    return args[0];
+  };
+  const urls = (flag: string) => {
+    const text = v[flag] as string | undefined;
+    return text === undefined ? undefined : text.split(",").map((s) => s.trim()).filter(Boolean);
+  };
+  const print = (r: Record<string, unknown>, line: string) =>
+    out(format === "json" ? JSON.stringify(r) : line);
+  const clusterHex = (r: Record<string, unknown>) =>
+    // deno-lint-ignore no-explicit-any
+    BigInt((r.header as any)?.cluster_id ?? "0").toString(16);
+  switch (sub) {
+    case "list": {
+      if (args.length !== 0) throw new UsageError("usage: member list");
+      const r = await client.cluster("/v3/cluster/member/list");
+      if (format === "json") out(JSON.stringify(r));
+      else if (format === "table") {
+        out(table(
+          ["ID", "STATUS", "NAME", "PEER ADDRS", "CLIENT ADDRS", "IS LEARNER"],
+          (r.members ?? []).map((m: unknown) => memberLine(m).split(", ")),
+        ));
+      } else for (const m of r.members ?? []) out(memberLine(m));
+      return 0;
+    }
+    case "add": {
+      const name = one("add NAME --peer-urls URL [--learner] [--client-urls URL]");
+      const peerURLs = urls("peer-urls");
+      if (peerURLs === undefined) throw new UsageError("member add needs --peer-urls URL");
+      const body: Record<string, unknown> = { name, peerURLs, isLearner: v.learner === true };
+      const clientURLs = urls("client-urls");
+      if (clientURLs !== undefined) body.clientURLs = clientURLs;
+      const grpcURLs = urls("grpc-urls");
+      if (grpcURLs !== undefined) body.grpcURLs = grpcURLs;
+      const r = await client.cluster("/v3/cluster/member/add", body);
+      const id = BigInt(r.member.ID).toString(16);
+      // deno-lint-ignore no-explicit-any
+      const others = (r.members as any[]).filter((m) => m.name !== name);
+      const hostPort = (u: string) => u.replace(/^https?:\/\//, "");
+      print(
+        r,
+        [
+          `Member ${id} added to cluster ${clusterHex(r)}`,
+          "",
+          "Start it with an empty data directory:",
+          `  deno task serve --name ${name} --listen-peer ${hostPort(peerURLs[0])} ` +
+          (clientURLs === undefined ? "" : `--listen-client ${hostPort(clientURLs[0])} `) +
+          `--peers ${others.map((m) => `${m.name}=${hostPort(m.peerURLs[0] ?? "")}`).join(",")} ` +
+          `--initial-cluster-state existing`,
+        ].join("\n"),
+      );
+      return 0;
+    }
+    case "remove": {
+      const id = hexId(one("remove ID"));
+      const r = await client.cluster("/v3/cluster/member/remove", { ID: id.toString() });
+      print(r, `Member ${id.toString(16)} removed from cluster ${clusterHex(r)}`);
+      return 0;
+    }
+    case "promote": {
+      const id = hexId(one("promote ID"));
+      const r = await client.cluster("/v3/cluster/member/promote", { ID: id.toString() });
+      print(r, `Member ${id.toString(16)} promoted in cluster ${clusterHex(r)}`);
+      return 0;
+    }
+    case "update": {
+      const id = hexId(one("update ID --peer-urls URL"));
+      const peerURLs = urls("peer-urls");
+      if (peerURLs === undefined) throw new UsageError("member update needs --peer-urls URL");
+      const r = await client.cluster("/v3/cluster/member/update", {
+        ID: id.toString(),
+        peerURLs,
+      });
+      print(r, `Member ${id.toString(16)} updated in cluster ${clusterHex(r)}`);
+      return 0;
+    }
+  }
+  throw new UsageError(`member needs list, add, remove, promote or update: ${JSON.stringify(sub)}`);
+}
+
 async function snapshotSave(endpoint: string, path: string, timeoutMs: number): Promise<number> {
   let res: Response;
   try {
