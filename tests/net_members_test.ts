@@ -111,6 +111,19 @@ Deno.test("net members: grow 3→4 with a learner, promote, move-leader, remove 
       assert.equal(r.json.members.length, 4);
       const list = await members(leader.url);
       assert.deepEqual(list.filter((m: Json) => m.isLearner).map((m: Json) => m.name), ["n4"]);
+      // The node table, the status and /metrics show voters, learners and no pending change.
+      const status = await (await fetch(`${leader.url}/v1/status`)).json();
+      assert.deepEqual(status.voters, ["n1", "n2", "n3"]);
+      assert.deepEqual(status.learners, ["n4"]);
+      assert.equal(status.pendingChange, null);
+      const metrics = await (await fetch(`${leader.url}/metrics`)).text();
+      assert.match(metrics, /^raftmeta_learners 1$/m);
+      assert.match(metrics, /^raftmeta_voters 3$/m);
+      assert.match(metrics, /^raftmeta_membership_change_pending 0$/m);
+      const table = await ctl(leader.url, "status");
+      assert.equal(table.code, 0, table.out);
+      assert.match(table.out, /^learners: n4$/m);
+      assert.match(table.out, /\(learner\)/);
     });
 
     await t.step(

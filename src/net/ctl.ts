@@ -350,7 +350,10 @@ export async function runCtl(
           lastLogTerm: r.lastLogTerm ?? 0,
           commitIndex: r.commitIndex ?? 0,
           lastApplied: r.lastApplied ?? 0,
-          status: r.status,
+          // A learner gets the log but never votes: the table says so.
+          status: (s.learners as string[] | undefined)?.includes(r.id)
+            ? `${r.status} (learner)`
+            : r.status,
         }));
         const t = new NodeTable({
           title: `cluster ${s.clusterId} as seen by ${s.answeredBy}`,
@@ -361,6 +364,13 @@ export async function runCtl(
           keys: new Map(),
         });
         out(format === "table" ? t.toString() : t.toString().split("\n").slice(1).join("\n"));
+        if (Array.isArray(s.voters)) {
+          out(`voters: ${s.voters.join(",")}`);
+          // deno-lint-ignore no-explicit-any
+          const learners = s.learners as any[];
+          out(`learners: ${learners.length === 0 ? "none" : learners.join(",")}`);
+          if (s.pendingChange !== null) out(`pending membership change: ${s.pendingChange}`);
+        }
         // Where etcd's gRPC API is served (--listen-grpc), for etcdctl --endpoints.
         // deno-lint-ignore no-explicit-any
         for (const r of s.rows as any[]) {

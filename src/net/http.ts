@@ -1583,9 +1583,12 @@ async function statusRoute(server: RaftServer, url: URL): Promise<Response> {
     clusterId: server.clusterId,
     answeredBy: server.nodeId,
     leader: self.leader,
+    voters: self.voters,
+    learners: self.learners,
+    pendingChange: self.pendingChange,
     rows,
     progress,
-    members,
+    members: members.map((m) => ({ ...m, memberId: m.memberId.toString() })),
   });
 }
 
@@ -1620,6 +1623,24 @@ function metricsText(server: RaftServer): string {
       help: "1 when this node is the leader.",
       type: "gauge",
       samples: [`raftmeta_is_leader ${s.role === "Leader" ? 1 : 0}`],
+    },
+    {
+      name: "raftmeta_voters",
+      help: "Voters in the configuration in force on this node.",
+      type: "gauge",
+      samples: [`raftmeta_voters ${s.voters.length}`],
+    },
+    {
+      name: "raftmeta_learners",
+      help: "Learners (non-voting members) in the configuration in force on this node.",
+      type: "gauge",
+      samples: [`raftmeta_learners ${s.learners.length}`],
+    },
+    {
+      name: "raftmeta_membership_change_pending",
+      help: "1 while a membership change is appended but not committed.",
+      type: "gauge",
+      samples: [`raftmeta_membership_change_pending ${s.pendingChange === null ? 0 : 1}`],
     },
     {
       name: "raftmeta_commit_index",
