@@ -231,6 +231,58 @@ export class ProcessCluster {
     throw new Error(`no leader among ${among.map((n) => n.id).join(",")} in time`);
   }
 
+  /**
+   * Starts `name` as a member added with `member add` (--initial-cluster-state existing, an empty
+   * data directory) on free ports (or `ports`), copying the log from `among` (default: every
+   * node still running); it takes the other flags of the first node. Its peer URL, to give
+   * `member add`, is `http://127.0.0.1:<ports.peer>`.
+   */
+  startNewMember(
+    name: string,
+    ports: { client: number; peer: number },
+    options: { among?: NodeProcess[]; extraArgs?: string[] } = {},
+  ): NodeProcess {
+    const among = options.among ?? this.nodes;
+    const flag = (n: NodeProcess, f: string) => n.args[n.args.indexOf(f) + 1];
+    const template = this.nodes[0].args;
+    const replaced = new Set([
+      "--name",
+      "--data-dir",
+      "--listen-client",
+      "--listen-peer",
+      "--peers",
+      "--peer-client-urls",
+      "--listen-grpc",
+      "--peer-grpc-urls",
+    ]);
+    const kept: string[] = [];
+    for (let i = 0; i < template.length; i++) {
+      if (replaced.has(template[i])) i++;
+      else kept.push(template[i]);
+    }
+    const dataDir = `${this.dir}/${name}`;
+    const node = new NodeProcess(name, `http://127.0.0.1:${ports.client}`, dataDir, [
+      ...kept,
+      "--name",
+      name,
+      "--data-dir",
+      dataDir,
+      "--listen-client",
+      `127.0.0.1:${ports.client}`,
+      "--listen-peer",
+      `127.0.0.1:${ports.peer}`,
+      "--peers",
+      among.map((n) => `${n.id}=${flag(n, "--listen-peer")}`).join(","),
+      "--peer-client-urls",
+      among.map((n) => `${n.id}=${n.url}`).join(","),
+      "--initial-cluster-state",
+      "existing",
+      ...(options.extraArgs ?? []),
+    ], { RAFTMETA_CLUSTER_SECRET: this.secret });
+    this.nodes.push(node);
+    return node;
+  }
+
   /** Kills every process and removes the directory. */
   async stop(): Promise<void> {
     clearTimeout(this.#watchdog);

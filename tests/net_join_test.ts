@@ -5,7 +5,7 @@ import type { RaftLogEntry } from "../src/raft/types.ts";
 import { encodeJsonFrame, FrameKind, FrameReader } from "../src/net/codec.ts";
 import { logTransferFrames, LogTransferReceiver } from "../src/net/log_transfer.ts";
 import { PeerTransport } from "../src/net/transport.ts";
-import { freePort, ProcessCluster } from "./net_helpers.ts";
+import { freePort, post, ProcessCluster } from "./net_helpers.ts";
 
 /** A one-voter leader holding a snapshot of `snapshotBytes` and `entries` entries after it. */
 function leaderWithLog(snapshotBytes: number, entries: number): RaftNode {
@@ -151,7 +151,7 @@ async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 
   throw new Error(`timed out waiting for ${what}`);
 }
 
-Deno.test("net --join: rebuilds a node from a snapshot over 64 MiB; the log is not on the client port; a failed join says why", async (t) => {
+Deno.test("net --join: a new member replacing a lost one joins from a snapshot over 64 MiB; the log is not on the client port; a failed join says why", async (t) => {
   const cluster = ProcessCluster.start(3, [
     "--snapshot-entries",
     "60",
@@ -209,15 +209,36 @@ Deno.test("net --join: rebuilds a node from a snapshot over 64 MiB; the log is n
       assert.ok(snapshotBytes() > 64 * 1024 * 1024);
       leader = await cluster.waitForLeader();
 
-      const follower = cluster.nodes.find((n) => n !== leader)!;
-      await follower.kill();
-      Deno.removeSync(follower.dataDir, { recursive: true });
-      follower.restart(["--join"]);
+      // A node that lost its data comes back only as a new member: remove the old, add the new.
+      const lost = cluster.nodes.find((n) => n !== leader)!;
+      await lost.kill();
+      Deno.removeSync(lost.dataDir, { recursive: true });
+      const members = await post(`${leader.url}/v3/cluster/member/list`, "{}");
+      const lostId = members.json.members.find((m: { name: string }) => m.name === lost.id).ID;
+      const removed = await post(
+        `${leader.url}/v3/cluster/member/remove`,
+        JSON.stringify({ ID: lostId }),
+      );
+      assert.equal(removed.status, 200, JSON.stringify(removed.json));
+      const ports = { client: freePort(), peer: freePort() };
+      const added = await post(
+        `${leader.url}/v3/cluster/member/add`,
+        JSON.stringify({
+          name: `${lost.id}b`,
+          peerURLs: [`http://127.0.0.1:${ports.peer}`],
+          clientURLs: [`http://127.0.0.1:${ports.client}`],
+        }),
+      );
+      assert.equal(added.status, 200, JSON.stringify(added.json));
+      const follower = cluster.startNewMember(`${lost.id}b`, ports, {
+        among: cluster.nodes.filter((n) => n !== lost),
+        extraArgs: ["--join"],
+      });
       // The highest commit index any surviving node reports (the leader may change meanwhile).
       let target = 0;
       await waitFor("a commit index from the surviving nodes", async () => {
         const rows = await Promise.all(
-          cluster.nodes.filter((n) => n !== follower).map((n) => n.local()),
+          cluster.nodes.filter((n) => n !== follower && n !== lost).map((n) => n.local()),
         );
         target = Math.max(0, ...rows.map((r) => (r?.commitIndex as number | undefined) ?? 0));
         return target > 0;
@@ -239,22 +260,39 @@ Deno.test("net --join: rebuilds a node from a snapshot over 64 MiB; the log is n
     await t.step(
       "a join that finds no leader exits with code 4 and names each peer's reason",
       async () => {
-        // The leader has heard from both followers, so it knows the one rebuilt here; left alone,
-        // it steps down (CheckQuorum) and no leader can be elected.
+        // A member is added while a quorum is up; then the leader is left alone, steps down
+        // (CheckQuorum), and no leader can be elected: the new member's join finds none.
         const witness = await cluster.waitForLeader();
-        const [gone, rebuilt] = cluster.nodes.filter((n) => n !== witness);
-        await gone.kill();
-        await rebuilt.kill();
-        Deno.removeSync(rebuilt.dataDir, { recursive: true });
+        const running = cluster.nodes.filter((n) => n.lines.length > 0 && n !== witness);
+        const ports = { client: freePort(), peer: freePort() };
+        const added = await post(
+          `${witness.url}/v3/cluster/member/add`,
+          JSON.stringify({
+            name: "late",
+            peerURLs: [`http://127.0.0.1:${ports.peer}`],
+            isLearner: true,
+          }),
+        );
+        assert.equal(added.status, 200, JSON.stringify(added.json));
+        const alive = await Promise.all(running.map(async (n) => (await n.local()) !== undefined));
+        const others = running.filter((_, i) => alive[i]);
+        for (const n of others) await n.kill();
         await waitFor("the leader to step down", async () => {
           const s = await witness.local();
           return s !== undefined && s.role !== "Leader";
         });
-        const lines = rebuilt.lines.length;
-        rebuilt.restart(["--join", "--join-timeout-ms", "1000"]);
+        const gone = others[0];
+        const rebuilt = cluster.startNewMember("late", ports, {
+          among: [witness, gone],
+          extraArgs: ["--join", "--join-timeout-ms", "1000"],
+        });
+        const lines = 0;
         const status = await rebuilt.exited;
         assert.equal(status.code, 4, rebuilt.stderr);
-        assert.match(rebuilt.stderr, /Cannot rebuild "n\d": no leader sent its log within 1000 ms/);
+        assert.match(
+          rebuilt.stderr,
+          /Cannot rebuild "late": no leader sent its log within 1000 ms/,
+        );
         const id = witness.id;
         assert.match(
           rebuilt.stderr,

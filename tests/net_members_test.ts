@@ -9,48 +9,14 @@ import { runCtl } from "../src/net/ctl.ts";
 // deno-lint-ignore no-explicit-any
 type Json = any;
 
-/** The flag values of the cluster's current nodes, for a new member's --peers. */
-function peersOf(c: ProcessCluster, among: NodeProcess[] = c.nodes): {
-  peers: string;
-  clientUrls: string;
-} {
-  const flag = (n: NodeProcess, name: string) => n.args[n.args.indexOf(name) + 1];
-  return {
-    peers: among.map((n) => `${n.id}=${flag(n, "--listen-peer")}`).join(","),
-    clientUrls: among.map((n) => `${n.id}=${n.url}`).join(","),
-  };
-}
-
 /** Starts `name` as a member added to `c` (its ports given), joining from `among`. */
 function startMember(
   c: ProcessCluster,
   name: string,
   ports: { client: number; peer: number },
   among: NodeProcess[],
-  extra: string[] = [],
 ): NodeProcess {
-  const { peers, clientUrls } = peersOf(c, among);
-  const node = new NodeProcess(name, `http://127.0.0.1:${ports.client}`, `${c.dir}/${name}`, [
-    "--name",
-    name,
-    "--cluster-id",
-    "test",
-    "--data-dir",
-    `${c.dir}/${name}`,
-    "--listen-client",
-    `127.0.0.1:${ports.client}`,
-    "--listen-peer",
-    `127.0.0.1:${ports.peer}`,
-    "--peers",
-    peers,
-    "--peer-client-urls",
-    clientUrls,
-    "--initial-cluster-state",
-    "existing",
-    ...extra,
-  ], { RAFTMETA_CLUSTER_SECRET: c.secret });
-  c.nodes.push(node);
-  return node;
+  return c.startNewMember(name, ports, { among });
 }
 
 async function members(url: string): Promise<Json[]> {

@@ -76,8 +76,7 @@ Usage: deno task serve [flags]
                                 429 with etcd's ResourceExhausted (code 8) (default 67108864,
                                 64 MiB; ranges inside a write txn stop at 64 MiB regardless)
   --request-timeout-ms N        longest wait for commit, read index or leader (default 5000)
-  --join                        the data dir is empty but peers knew this node: rebuild it
-                                from the leader, withholding votes until caught up
+  --join                        the older name of --initial-cluster-state existing
   --initial-cluster-state STATE new (default): this node and --peers are the cluster's first
                                 members. existing: this node was added with \`ctl member add
                                 NAME\` (or etcdctl member add; NAME is then the id it printed)

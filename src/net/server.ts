@@ -115,10 +115,7 @@ export interface ServerOptions {
   readonly responseBytesMax?: number;
   /** How long a request may wait for commit, a read index or a leader. Default 5000. */
   readonly requestTimeoutMs?: number;
-  /**
-   * Start with an empty data directory although peers have seen this node before: rebuild from
-   * the leader, withholding votes until the log has caught up. Without it such a start is refused.
-   */
+  /** The older name of `initialClusterState: "existing"` (`--join`). */
   readonly join?: boolean;
   /**
    * `"existing"` (`--initial-cluster-state existing`, as etcd's): this node was added with
@@ -673,7 +670,8 @@ export class RaftServer {
         5,
       );
     }
-    const existing = options.initialClusterState === "existing";
+    // `--join` is the older name of `--initial-cluster-state existing`.
+    const existing = options.initialClusterState === "existing" || options.join === true;
     if (existing && peers.size === 0) {
       throw new StartupError(
         "--initial-cluster-state existing needs --peers: the members to copy the log from",
@@ -784,7 +782,9 @@ export class RaftServer {
         await new Promise((r) => setTimeout(r, 20));
       }
       const witnesses = [...transport.peerInfo].filter(([, i]) => i.seenTerm > 0);
-      if (witnesses.length > 0 && existing) {
+      if (witnesses.length > 0) {
+        // Rebuilding it under its old name could forget a vote it cast (two leaders in a term):
+        // a member whose data is lost comes back only as a new member (issue 19).
         const [peer, info] = witnesses[0];
         transport.close();
         http?.close();
@@ -822,38 +822,6 @@ export class RaftServer {
           catchUpTo: joinTarget,
         });
       }
-      if (witnesses.length > 0) {
-        const [peer, info] = witnesses[0];
-        if (!options.join) {
-          transport.close();
-          http?.close();
-          throw new StartupError(
-            `Data directory "${dataDir}" is empty, but peer "${peer}" has seen node "${nodeId}" ` +
-              `at term ${info.seenTerm}: this node lost its data. Starting it as if new could let ` +
-              `it vote away committed entries, so it is refused. Start it with --join to rebuild ` +
-              `it from the leader (it withholds its votes until it has caught up).`,
-            3,
-          );
-        }
-        const joinTimeoutMs = options.joinTimeoutMs ?? 30_000;
-        try {
-          transfer = await fetchLeaderLog(transport, nodeId, joinTimeoutMs, emit);
-        } catch (e) {
-          transport.close();
-          http?.close();
-          throw new StartupError((e as Error).message, 4);
-        }
-        joinTarget = transfer.leaderCommit;
-        emit("join", {
-          reason: "empty data directory",
-          witness: peer,
-          from: transfer.from,
-          snapshotIndex: transfer.snapshot?.meta.index ?? 0,
-          snapshotBytes: transfer.snapshot?.data.length ?? 0,
-          entries: transfer.entries.length,
-          catchUpTo: joinTarget,
-        });
-      }
     }
 
     let storage: FileStorage;
@@ -872,13 +840,9 @@ export class RaftServer {
       // The leader's whole log (snapshot and entries after it): the leader may remember this node
       // at any index up to its last, and never moves a follower's matchIndex back (rule 4).
       if (transfer.snapshot !== undefined) storage.saveSnapshot(transfer.snapshot);
-      // The vote this node may have cast before it lost its data is gone. Its peers saw it up to
-      // some term; in the newest of those and the leader's it counts as having voted for itself,
-      // so it grants no second vote in a term where it may already have given one (rule 2).
-      const term = Math.max(
-        transfer.term,
-        ...[...transport!.peerInfo.values()].map((i) => i.seenTerm),
-      );
+      // A new member has cast no vote (no peer has seen it: checked above); it starts in the
+      // leader's term, counted as having voted for itself, and withholds votes until caught up.
+      const term = transfer.term;
       storage.save(
         { term, votedFor: nodeId, commitIndex: transfer.leaderCommit },
         transfer.entries,

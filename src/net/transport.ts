@@ -709,32 +709,25 @@ export class PeerTransport {
       throw new FrameError(`Handshake refused: ${why}`);
     };
     const from = hello.from;
-    if (
-      typeof from === "string" && this.#o.isRemoved?.(from) && typeof hello.nonce === "string" &&
-      NONCE_PATTERN.test(hello.nonce) && typeof hello.mac === "string" &&
-      hello.clusterId === clusterId && hello.to === nodeId
-    ) {
-      // Only a dialer that proved the secret hears it was removed, in a refusal it can check.
-      const nonces = `${nonce}\n${hello.nonce}`;
-      const expected = await this.#mac(`hello\n${clusterId}\n${from}\n${nodeId}\n${nonces}`);
-      if (constantTimeEqual(hello.mac, expected)) {
-        const error = `node "${from}" ${REMOVED_REFUSAL}`;
-        const mac = await this.#mac(`removed\n${clusterId}\n${nodeId}\n${from}\n${nonces}`);
-        await writeAll(conn, encodeJsonFrame(FrameKind.refused, { error, mac })).catch(() => {});
-        throw new FrameError(`Handshake refused: ${error}`);
-      }
-    }
-    if (typeof from !== "string" || !this.#links.has(from)) {
-      return await refuse(`unknown node ${JSON.stringify(from)}`);
-    }
+    if (typeof from !== "string") return await refuse(`unknown node ${JSON.stringify(from)}`);
     if (typeof hello.nonce !== "string" || !NONCE_PATTERN.test(hello.nonce)) {
       return await refuse("no nonce of 32 hex digits");
     }
+    // The secret first: a stranger learns nothing of who is or was a member.
     const nonces = `${nonce}\n${hello.nonce}`;
     const mac = await this.#mac(`hello\n${clusterId}\n${from}\n${nodeId}\n${nonces}`);
     if (typeof hello.mac !== "string" || !constantTimeEqual(hello.mac, mac)) {
       return await refuse("wrong cluster secret");
     }
+    if (this.#o.isRemoved?.(from)) {
+      // A refusal the removed node can check (it proves the secret too), so it stops for good.
+      const error = `node "${from}" ${REMOVED_REFUSAL}`;
+      const proof = await this.#mac(`removed\n${clusterId}\n${nodeId}\n${from}\n${nonces}`);
+      await writeAll(conn, encodeJsonFrame(FrameKind.refused, { error, mac: proof }))
+        .catch(() => {});
+      throw new FrameError(`Handshake refused: ${error}`);
+    }
+    if (!this.#links.has(from)) return await refuse(`unknown node ${JSON.stringify(from)}`);
     if (hello.clusterId !== clusterId) {
       return await refuse(`wrong cluster id ${JSON.stringify(hello.clusterId)}`);
     }
