@@ -1,8 +1,10 @@
 /**
  * `--join` under a large store (issue 14, item 8): starts a 3-node cluster on 127.0.0.1, loads
  * `--keys` keys (in transactions of 128 puts, one entry each: `--snapshot-entries`
- * is low by default so that the leader holds a snapshot of nearly the whole store), then wipes a follower's data directory and restarts
- * it with `--join`. Reports how long the rebuild took and what the leader's clients saw meanwhile:
+ * is low by default so that the leader holds a snapshot of nearly the whole store), then wipes a
+ * follower's data directory, removes it (`member remove`) and adds a new member in its place,
+ * started with `--join` (`--initial-cluster-state existing`; a wiped node never rejoins under its
+ * old name). Reports how long the rebuild took and what the leader's clients saw meanwhile:
  * one client polls the leader's `/health` back to back, and the longest answer is an upper bound
  * on the leader's worst event-loop stall (the same poll on the idle cluster first, as a baseline).
  * Also checks that the leader kept its term.
@@ -174,8 +176,50 @@ try {
   victim.process.kill("SIGKILL");
   await victim.process.status;
   Deno.removeSync(victim.dataDir, { recursive: true });
+  const cluster = async (path: string, body: unknown) => {
+    const res = await fetch(`${l.url}/v3/cluster/member/${path}`, {
+      method: "POST",
+      body: JSON.stringify(body),
+    });
+    const json = await res.json();
+    if (res.status !== 200) throw new Error(`member ${path}: ${JSON.stringify(json)}`);
+    return json;
+  };
+  const list = await cluster("list", {});
+  // deno-lint-ignore no-explicit-any
+  await cluster("remove", { ID: list.members.find((m: any) => m.name === victim.id).ID });
+  const newId = `${victim.id}b`;
+  const ports = { client: freePort(), peer: freePort() };
+  await cluster("add", {
+    name: newId,
+    peerURLs: [`http://127.0.0.1:${ports.peer}`],
+    clientURLs: [`http://127.0.0.1:${ports.client}`],
+  });
+  const others = nodes.filter((n) => n !== victim);
   const t0 = performance.now();
-  const rebuilt = spawn(victim, ["--join"]);
+  const rebuilt = spawn({
+    id: newId,
+    url: `http://127.0.0.1:${ports.client}`,
+    dataDir: `${dir}/${newId}`,
+    args: [
+      "--name",
+      newId,
+      "--cluster-id",
+      "bench",
+      "--data-dir",
+      `${dir}/${newId}`,
+      "--listen-client",
+      `127.0.0.1:${ports.client}`,
+      "--listen-peer",
+      `127.0.0.1:${ports.peer}`,
+      "--cluster-secret",
+      "bench",
+      "--snapshot-entries",
+      values["snapshot-entries"]!,
+      "--peers",
+      others.map((n) => `${n.id}=${n.args[n.args.indexOf("--listen-peer") + 1]}`).join(","),
+    ],
+  }, ["--join"]);
   nodes[nodes.indexOf(victim)] = rebuilt;
   const joined = (async () => {
     while (!rebuilt.lines.some((x) => x.includes('"event":"joined"'))) {
