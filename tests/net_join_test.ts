@@ -311,3 +311,32 @@ Deno.test("net --join: a new member replacing a lost one joins from a snapshot o
     await cluster.stop();
   }
 });
+
+Deno.test("net log transfer: entries committed while the transfer runs do not break its end", () => {
+  // The leader's commit index may pass the last index the transfer began with (a writer keeps
+  // writing); the end frame must still fit the entries sent.
+  const leader = leaderWithLog(1024, 300);
+  const lastAtStart = leader.log.lastIndex;
+  const frames = logTransferFrames(leader, "n2");
+  const receiver = new LogTransferReceiver("n1", "n2");
+  let first = true;
+  for (const frame of frames) {
+    if (first) {
+      first = false;
+      // One voter: each proposal commits once it is stable.
+      for (let i = 0; i < 5; i++) leader.propose(new TextEncoder().encode(`PUT\n/late${i}\nv`));
+      while (leader.hasReady()) {
+        const r = leader.takeReady();
+        const last = r.entries[r.entries.length - 1];
+        if (last !== undefined) leader.stableTo(last.index, last.term);
+      }
+      assert.equal(leader.commitIndex, lastAtStart + 5);
+    }
+    const reader = new FrameReader();
+    reader.push(frame);
+    for (let f = reader.next(); f !== undefined; f = reader.next()) receiver.push(f);
+  }
+  const result = receiver.result!;
+  assert.equal(result.entries[result.entries.length - 1].index, lastAtStart);
+  assert.equal(result.leaderCommit, lastAtStart);
+});

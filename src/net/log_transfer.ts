@@ -106,7 +106,9 @@ export function* logTransferFrames(
     next += entries.length;
   } while (next <= lastIndex);
   stillLeading();
-  const end: Record<string, unknown> = { term, leaderCommit: node.commitIndex, lastIndex };
+  // Entries may have committed past `lastIndex` meanwhile; the joiner holds only up to it.
+  const leaderCommit = Math.min(node.commitIndex, lastIndex);
+  const end: Record<string, unknown> = { term, leaderCommit, lastIndex };
   if (snapshot === undefined) {
     const m = node.membershipAt(0);
     end.bootstrap = { voters: m.voters, learners: m.learners };
@@ -207,7 +209,8 @@ export class LogTransferReceiver {
       this.#appends === 0
     ) {
       throw new FrameError(
-        `Log transfer ended at index ${last} but the leader says ${JSON.stringify(lastIndex)}`,
+        `Log transfer ended at index ${last} but the leader says ${JSON.stringify(lastIndex)} ` +
+          `(commit index ${JSON.stringify(leaderCommit)}, ${this.#appends} entry batches)`,
       );
     }
     this.#result = {
