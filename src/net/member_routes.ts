@@ -236,7 +236,9 @@ export async function runMemberRequest(
     case "transfer": {
       const target = server.members().find((m) => m.memberId === r.targetId);
       if (target === undefined || target.isLearner) throw MemberErrors.badTransferee();
-      await server.moveLeader(target.id, server.requestTimeoutMs);
+      // Shorter than the request timeout: a forwarding follower gets etcd's answer, not its own
+      // timeout. A target that loses its campaign leaves this to time out; the client may retry.
+      await server.moveLeader(target.id, Math.max(1000, server.requestTimeoutMs - 1000));
       return { header: render.header() };
     }
   }
