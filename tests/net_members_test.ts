@@ -2,8 +2,7 @@
 // JSON gateway, new members started with --initial-cluster-state existing, removed members that
 // stop and whose data directories refuse to start, and a leader that hands over on SIGTERM.
 import assert from "node:assert/strict";
-import { b64, freePort, NodeProcess, post, type ProcessCluster, until } from "./net_helpers.ts";
-import { ProcessCluster as Cluster } from "./net_helpers.ts";
+import { b64, freePort, type NodeProcess, post, ProcessCluster, until } from "./net_helpers.ts";
 import { runCtl } from "../src/net/ctl.ts";
 
 // deno-lint-ignore no-explicit-any
@@ -51,7 +50,7 @@ async function exitedWithin(n: NodeProcess, ms: number): Promise<Deno.CommandSta
 }
 
 Deno.test("net members: grow 3→4 with a learner, promote, move-leader, remove a follower and the leader", async (t) => {
-  const c = Cluster.start(3);
+  const c = ProcessCluster.start(3);
   try {
     const leader = await c.waitForLeader();
     const follower = c.nodes.find((n) => n !== leader)!;
@@ -259,7 +258,7 @@ async function ctl(endpoints: string, ...args: string[]): Promise<{ code: number
 }
 
 Deno.test("net members: replace a node that lost its data (remove the old, add a new) with ctl", async (t) => {
-  const c = Cluster.start(3);
+  const c = ProcessCluster.start(3);
   try {
     const leader = await c.waitForLeader();
     for (let i = 0; i < 20; i++) await put(leader.url, `/r/${i}`, `v${i}`);
@@ -342,7 +341,7 @@ Deno.test("net members: replace a node that lost its data (remove the old, add a
 });
 
 Deno.test("net members: SIGTERM on the leader hands leadership over before it stops", async () => {
-  const c = Cluster.start(3);
+  const c = ProcessCluster.start(3);
   try {
     const leader = await c.waitForLeader();
     await put(leader.url, "/t", "1");
@@ -383,7 +382,7 @@ async function etcdctl(bin: string, endpoints: string, ...args: string[]) {
 }
 
 Deno.test("net members: etcdctl member add/promote/remove/list and move-leader over gRPC", async () => {
-  const c = Cluster.start(3, [], { grpc: true });
+  const c = ProcessCluster.start(3, [], { grpc: true });
   try {
     const leader = await c.waitForLeader();
     const bin = findEtcdctl();
