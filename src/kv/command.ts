@@ -15,6 +15,7 @@
 import { ByteWriter, isUtf8, quote, quoteBytes, strictText, utf8, utf8Length } from "./bytes.ts";
 import {
   type AlarmCommand,
+  type AuthCommand,
   type ClientId,
   type Command,
   type Compare,
@@ -37,6 +38,7 @@ import {
   type TxnOp,
 } from "./types.ts";
 import { compareKeys } from "./sorted_map.ts";
+import { validateAuthOp } from "./auth.ts";
 
 /** A command that cannot be encoded or decoded: malformed, unknown, or over a limit. */
 export class CommandError extends Error {
@@ -63,6 +65,7 @@ export const CommandTag: {
   readonly leaseRevoke: 0x07;
   readonly compact: 0x08;
   readonly alarm: 0x09;
+  readonly auth: 0x0a;
 } = Object.freeze({
   /** {@linkcode PutCommand} */
   put: 0x01,
@@ -82,6 +85,8 @@ export const CommandTag: {
   compact: 0x08,
   /** {@linkcode AlarmCommand} */
   alarm: 0x09,
+  /** {@linkcode AuthCommand}: its op as UTF-8 JSON (src/kv/auth.ts) */
+  auth: 0x0a,
 });
 const ALARM_ACTIONS = ["activate", "deactivate"] as const;
 const ALARM_TYPES = ["NOSPACE"] as const;
@@ -271,7 +276,7 @@ function validatePlain(command: unknown, depth: number): asserts command is Plai
         const t = (op as Record<string, unknown> | null)?.type;
         if (
           t === "leaseGrant" || t === "leaseRevoke" || t === "compact" || t === "session" ||
-          t === "alarm"
+          t === "alarm" || t === "auth"
         ) {
           throw new CommandError(
             `A transaction may hold only put, delete and range: ${quote(String(t))}`,
@@ -310,6 +315,9 @@ function validatePlain(command: unknown, depth: number): asserts command is Plai
       if (c.memberId === "" && c.action === "activate") {
         throw new CommandError(`An alarm is raised by a member: member id must not be empty`);
       }
+      return;
+    case "auth":
+      validateAuthOp(c.op);
       return;
     default:
       throw new CommandError(`Unknown command type: ${quote(String(c.type))}`);
@@ -399,6 +407,7 @@ export function commandLimitError(
       case "leaseRevoke":
       case "compact":
       case "alarm":
+      case "auth":
         return undefined;
     }
   };
@@ -617,6 +626,9 @@ function writeOp(w: ByteWriter, op: PlainCommand): void {
       w.u8(ALARM_ACTIONS.indexOf(op.action));
       w.u8(ALARM_TYPES.indexOf(op.alarm));
       w.str(op.memberId);
+      return;
+    case "auth":
+      w.str(JSON.stringify(op.op));
       return;
   }
 }
@@ -855,6 +867,20 @@ function readOp(r: Reader, tag: number, depth: number): PlainCommand {
         alarm,
         memberId: r.str("Alarm member id"),
       } satisfies AlarmCommand;
+    }
+    case CommandTag.auth: {
+      if (inTxn) {
+        throw new CommandError(`A transaction may hold only put, delete and range: tag 0x0a`);
+      }
+      let op: unknown;
+      try {
+        op = JSON.parse(r.str("Auth op"));
+      } catch (e) {
+        if (e instanceof CommandError) throw e;
+        throw new CommandError(`Auth op is not JSON: ${(e as Error).message}`);
+      }
+      validateAuthOp(op);
+      return { type: "auth", op } as AuthCommand;
     }
     case CommandTag.leaseGrant:
     case CommandTag.leaseRevoke:

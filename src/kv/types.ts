@@ -5,6 +5,9 @@
  * @module
  */
 
+import type { AuthCommand, AuthResponse } from "./auth.ts";
+export type { AuthCommand, AuthResponse };
+
 /**
  * One key and its value at the store's current revision, as etcd's `mvccpb.KeyValue`.
  * Treat it as read-only; the store hands out copies of its values.
@@ -249,7 +252,8 @@ export type PlainCommand =
   | LeaseGrantCommand
   | LeaseRevokeCommand
   | CompactCommand
-  | AlarmCommand;
+  | AlarmCommand
+  | AuthCommand;
 
 /** Everything that can be put in the Raft log for the store. */
 export type Command = PlainCommand | SessionCommand;
@@ -372,7 +376,8 @@ export type CommandResponse =
   | LeaseGrantResponse
   | LeaseRevokeResponse
   | CompactResponse
-  | AlarmResponse;
+  | AlarmResponse
+  | AuthResponse;
 
 /** A change a write made, for watchers (etcd's `mvccpb.Event`). */
 export interface KvEvent {

@@ -35,11 +35,14 @@ import {
   toJsonSafe,
 } from "../kv/store.ts";
 import type { AlarmMember, AlarmType, KeyValue, KvEvent } from "../kv/types.ts";
+import type { AuthSnapshot } from "../kv/auth.ts";
 
 /** First bytes of a binary snapshot: "RMSS" (format 1 starts with `{`). */
 const MAGIC = [0x52, 0x4d, 0x53, 0x53] as const;
-/** The snapshot format {@linkcode encodeStoreSnapshot} writes: alarms and the MVCC history. */
-export const STORE_SNAPSHOT_FORMAT = 4;
+/** The snapshot format {@linkcode encodeStoreSnapshot} writes: format 4 plus the auth state. */
+export const STORE_SNAPSHOT_FORMAT = 5;
+/** Format 4 (read only): alarms and the MVCC history, no auth state. */
+export const STORE_SNAPSHOT_FORMAT_HISTORY = 4;
 /** Format 2 (read only): the watch history as events, no alarms. */
 export const STORE_SNAPSHOT_FORMAT_EVENTS = 2;
 /** Format 2 plus the raised alarms (read only). */
@@ -239,6 +242,8 @@ export function* encodeStoreSnapshotChunks(
     w.bytes(utf8Encoder.encode(a.memberId));
     w.bytes(utf8Encoder.encode(a.alarm));
   }
+  // Format 5: the auth state as UTF-8 JSON (bounded by the auth limits).
+  w.bytes(utf8Encoder.encode(JSON.stringify(frozen.auth)));
   w.uint(frozen.appliedIndex);
   w.uint(frozen.revision);
   w.uint(frozen.leaseIdLast);
@@ -412,8 +417,8 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
   try {
     const format = r.uint();
     if (
-      format !== STORE_SNAPSHOT_FORMAT && format !== STORE_SNAPSHOT_FORMAT_ALARMS &&
-      format !== STORE_SNAPSHOT_FORMAT_EVENTS
+      format !== STORE_SNAPSHOT_FORMAT && format !== STORE_SNAPSHOT_FORMAT_HISTORY &&
+      format !== STORE_SNAPSHOT_FORMAT_ALARMS && format !== STORE_SNAPSHOT_FORMAT_EVENTS
     ) {
       throw new RangeError(`unknown format ${format}`);
     }
@@ -424,6 +429,11 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       const memberId = strictUtf8.decode(r.bytes());
       alarms.push({ memberId, alarm: strictUtf8.decode(r.bytes()) as AlarmType });
     }
+    const auth = format === STORE_SNAPSHOT_FORMAT
+      ? JSON.parse(strictUtf8.decode(r.bytes())) as AuthSnapshot
+      : undefined;
+    // Formats 4 and 5 keep the history as versions; 2 and 3 as events.
+    const versioned = format === STORE_SNAPSHOT_FORMAT || format === STORE_SNAPSHOT_FORMAT_HISTORY;
     const appliedIndex = r.uint();
     const revision = r.uint();
     const leaseIdLast = r.uint();
@@ -431,7 +441,7 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
     const keyCount = r.uint();
     const sessionCount = r.uint();
     const compactRevision = r.uint();
-    const revisionCount = format === STORE_SNAPSHOT_FORMAT ? 0 : r.uint();
+    const revisionCount = versioned ? 0 : r.uint();
     // Counts bound allocations: each item takes at least one byte.
     const left = r.buf.length - r.pos;
     if (leaseCount + keyCount + sessionCount + revisionCount > left) {
@@ -444,7 +454,7 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       sessions.push(JSON.parse(strictUtf8.decode(r.bytes())) as SessionRecord);
     }
     const versions: HistoryItem[] = [];
-    while (format === STORE_SNAPSHOT_FORMAT) {
+    while (versioned) {
       const kind = r.u8();
       if (kind === ITEM_END) break;
       if (kind !== ITEM_WRITE && kind !== ITEM_BASE) throw new RangeError(`history item ${kind}`);
@@ -497,10 +507,9 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       keys,
       records,
       sessions,
-      history: format === STORE_SNAPSHOT_FORMAT
-        ? { compactRevision, versions }
-        : { compactRevision, revisions },
+      history: versioned ? { compactRevision, versions } : { compactRevision, revisions },
       alarms,
+      auth,
     };
   } catch (e) {
     throw new Error(`Snapshot is invalid: ${(e as Error).message}`, { cause: e });

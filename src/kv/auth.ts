@@ -1,0 +1,602 @@
+/**
+ * etcd's authentication model as replicated state: users (with password hashes made before the
+ * command is proposed), roles with READ/WRITE/READWRITE permissions on a key, a prefix or a
+ * [key, rangeEnd) range, the root user and role, and whether auth is enabled. Every change is an
+ * {@linkcode AuthCommand} that goes through the Raft log; applying one is cheap and deterministic
+ * (no hashing, no clock). The permission check ({@linkcode AuthState.permitted}) and what a
+ * command needs ({@linkcode commandNeeds}) live here too, so every face asks the same question.
+ *
+ * @module
+ */
+
+import { CommandError } from "./command.ts";
+import { compareKeys } from "./sorted_map.ts";
+import type { Compare, KeyRange, PlainCommand, TxnCommand } from "./types.ts";
+
+// etcd 3.4's error texts (etcdserver/api/v3rpc/rpctypes), checked against a real etcd 3.4.
+/** Refused `auth enable`: there is no user "root". */
+export const ROOT_USER_NOT_EXIST = "etcdserver: root user does not exist";
+/** Refused `auth enable`: user "root" lacks role "root" (etcdctl then grants it and retries). */
+export const ROOT_ROLE_NOT_EXIST = "etcdserver: root user does not have root role";
+/** A user name that is not known. */
+export const USER_NOT_FOUND = "etcdserver: user name not found";
+/** A user name that is taken. */
+export const USER_ALREADY_EXIST = "etcdserver: user name already exists";
+/** An empty user name (also: a request without a token while auth is enabled). */
+export const USER_EMPTY = "etcdserver: user name is empty";
+/** A role name that is not known. */
+export const ROLE_NOT_FOUND = "etcdserver: role name not found";
+/** A role name that is taken. */
+export const ROLE_ALREADY_EXIST = "etcdserver: role name already exists";
+/** An empty role name. */
+export const ROLE_EMPTY = "etcdserver: role name is empty";
+/** Revoking a role the user does not have. */
+export const ROLE_NOT_GRANTED = "etcdserver: role is not granted to the user";
+/** Revoking a permission the role does not have. */
+export const PERMISSION_NOT_GRANTED = "etcdserver: permission is not granted to the role";
+/** Deleting root or its role, or taking root's role away, while auth is enabled. */
+export const INVALID_AUTH_MGMT = "etcdserver: invalid auth management";
+/** Wrong user name or password (the same text for both, as etcd). */
+export const AUTH_FAILED = "etcdserver: authentication failed, invalid user ID or password";
+/** The user may not do this. */
+export const PERMISSION_DENIED = "etcdserver: permission denied";
+/** A token this node did not issue, or one that expired. */
+export const INVALID_AUTH_TOKEN = "etcdserver: invalid auth token";
+/** A token of a user deleted or whose password changed after it was issued. */
+export const AUTH_OLD_REVISION = "etcdserver: revision of auth store is old";
+/** Authenticate while auth is disabled. */
+export const AUTH_NOT_ENABLED = "etcdserver: authentication is not enabled";
+
+/** The name of the user and of the role that may do everything. */
+export const ROOT = "root";
+
+/** Bounds on the auth state, all explicit (docs/security.md lists them). */
+export interface AuthLimits {
+  /** Most users. */
+  readonly usersMax: number;
+  /** Most roles. */
+  readonly rolesMax: number;
+  /** Most permissions one role holds. */
+  readonly permissionsPerRoleMax: number;
+  /** Most roles one user holds. */
+  readonly rolesPerUserMax: number;
+  /** Longest user or role name, in UTF-8 bytes. */
+  readonly nameBytesMax: number;
+}
+
+/** The defaults of {@linkcode AuthLimits}. */
+export const DEFAULT_AUTH_LIMITS: AuthLimits = Object.freeze({
+  usersMax: 10_000,
+  rolesMax: 10_000,
+  permissionsPerRoleMax: 1_000,
+  rolesPerUserMax: 100,
+  nameBytesMax: 256,
+});
+
+/** etcd's permission types. */
+export type PermType = "READ" | "WRITE" | "READWRITE";
+const PERM_TYPES: readonly PermType[] = ["READ", "WRITE", "READWRITE"];
+
+/** A permission of a role: `permType` on the keys of `range`. */
+export interface Permission {
+  /** What it allows. */
+  readonly permType: PermType;
+  /** Which keys. */
+  readonly range: KeyRange;
+}
+
+/** A password hash, made by the node that received the request (src/net/auth.ts). */
+export interface PasswordHash {
+  /** The KDF: PBKDF2 with HMAC-SHA-256. */
+  readonly algorithm: "pbkdf2-sha256";
+  /** Its iteration count. */
+  readonly iterations: number;
+  /** Random salt, base64. */
+  readonly salt: string;
+  /** Derived key (32 bytes), base64. */
+  readonly hash: string;
+}
+
+/** A user: a password hash (none: the user cannot log in, etcd's `--no-password`) and roles. */
+export interface AuthUser {
+  /** Name. */
+  readonly name: string;
+  /** Password hash; absent for a user without a password. */
+  readonly password?: PasswordHash;
+  /** Roles, sorted. */
+  readonly roles: readonly string[];
+}
+
+/** A role and its permissions (in the order granted; a re-grant of a range replaces its type). */
+export interface AuthRole {
+  /** Name. */
+  readonly name: string;
+  /** Permissions. */
+  readonly permissions: readonly Permission[];
+}
+
+/** One change to the auth state. */
+export type AuthOp =
+  | { readonly op: "enable" }
+  | { readonly op: "disable" }
+  | { readonly op: "userAdd"; readonly name: string; readonly password?: PasswordHash }
+  | { readonly op: "userDelete"; readonly name: string }
+  | { readonly op: "userChangePassword"; readonly name: string; readonly password: PasswordHash }
+  | { readonly op: "userGrantRole"; readonly name: string; readonly role: string }
+  | { readonly op: "userRevokeRole"; readonly name: string; readonly role: string }
+  | { readonly op: "roleAdd"; readonly role: string }
+  | { readonly op: "roleDelete"; readonly role: string }
+  | { readonly op: "roleGrantPermission"; readonly role: string; readonly permission: Permission }
+  | { readonly op: "roleRevokePermission"; readonly role: string; readonly range: KeyRange };
+
+/** An auth change as a command of the log (binary tag 0x0a, docs/commands.md). */
+export interface AuthCommand {
+  /** Discriminant. */
+  readonly type: "auth";
+  /** The change. */
+  readonly op: AuthOp;
+}
+
+/** Response to an {@linkcode AuthCommand}. */
+export interface AuthResponse {
+  /** Discriminant. */
+  readonly type: "auth";
+  /** Store revision (unchanged: auth changes do not raise it, as in etcd). */
+  readonly revision: number;
+  /** The auth revision after the change. */
+  readonly authRevision: number;
+}
+
+/** The auth state as JSON-safe data, for snapshots. */
+export interface AuthSnapshot {
+  /** Whether auth is enabled. */
+  readonly enabled: boolean;
+  /** Raised by every change. */
+  readonly authRevision: number;
+  /** Users by name. */
+  readonly users: readonly AuthUser[];
+  /** Roles by name. */
+  readonly roles: readonly AuthRole[];
+}
+
+// ---- Validation -------------------------------------------------------------------------------
+
+function validateName(value: unknown, what: string, limits: AuthLimits): void {
+  if (typeof value !== "string") throw new CommandError(`${what} must be a string: ${value}`);
+  if (!value.isWellFormed()) throw new CommandError(`${what} must be well-formed Unicode`);
+  const n = new TextEncoder().encode(value).length;
+  if (n > limits.nameBytesMax) {
+    throw new CommandError(`${what} is too long: ${n} bytes (most ${limits.nameBytesMax})`);
+  }
+}
+
+function validateText(value: unknown, what: string): asserts value is string {
+  if (typeof value !== "string" || !value.isWellFormed()) {
+    throw new CommandError(`${what} must be a well-formed string: ${value}`);
+  }
+}
+
+function validatePassword(p: unknown): void {
+  const h = p as Record<string, unknown> | null;
+  if (typeof h !== "object" || h === null || h.algorithm !== "pbkdf2-sha256") {
+    throw new CommandError(`Password hash must be a pbkdf2-sha256 object`);
+  }
+  if (
+    typeof h.iterations !== "number" || !Number.isSafeInteger(h.iterations) || h.iterations < 1
+  ) {
+    throw new CommandError(`Password hash iterations must be a positive integer: ${h.iterations}`);
+  }
+  validateText(h.salt, "Password salt");
+  validateText(h.hash, "Password hash");
+}
+
+function validateKeyRange(r: unknown): void {
+  const o = r as Record<string, unknown> | null;
+  if (typeof o !== "object" || o === null) throw new CommandError(`Range must be an object`);
+  const forms = ["key", "prefix", "fromKey"].filter((f) => o[f] !== undefined);
+  if (forms.length !== 1) {
+    throw new CommandError(`Range must have exactly one of key, prefix or fromKey`);
+  }
+  for (const f of ["key", "prefix", "fromKey", "rangeEnd"]) {
+    if (o[f] !== undefined) validateText(o[f], `Range ${f}`);
+  }
+  if (o.rangeEnd !== undefined && o.key === undefined) {
+    throw new CommandError(`Range end needs a key`);
+  }
+}
+
+/** Throws {@linkcode CommandError} unless `op` is a well-formed {@linkcode AuthOp}. */
+export function validateAuthOp(op: unknown, limits: AuthLimits = DEFAULT_AUTH_LIMITS): void {
+  const o = op as Record<string, unknown> | null;
+  if (typeof o !== "object" || o === null) throw new CommandError(`Auth op must be an object`);
+  const keys = Object.keys(o);
+  const allow = (...names: string[]) => {
+    for (const k of keys) {
+      if (k !== "op" && !names.includes(k)) {
+        throw new CommandError(`Auth op ${JSON.stringify(o.op)} has an unknown field: "${k}"`);
+      }
+    }
+  };
+  switch (o.op) {
+    case "enable":
+    case "disable":
+      return allow();
+    case "userAdd":
+      allow("name", "password");
+      validateName(o.name, "User name", limits);
+      if (o.password !== undefined) validatePassword(o.password);
+      return;
+    case "userDelete":
+      allow("name");
+      return validateName(o.name, "User name", limits);
+    case "userChangePassword":
+      allow("name", "password");
+      validateName(o.name, "User name", limits);
+      return validatePassword(o.password);
+    case "userGrantRole":
+    case "userRevokeRole":
+      allow("name", "role");
+      validateName(o.name, "User name", limits);
+      return validateName(o.role, "Role name", limits);
+    case "roleAdd":
+    case "roleDelete":
+      allow("role");
+      return validateName(o.role, "Role name", limits);
+    case "roleGrantPermission": {
+      allow("role", "permission");
+      validateName(o.role, "Role name", limits);
+      const p = o.permission as Record<string, unknown> | null;
+      if (typeof p !== "object" || p === null || !PERM_TYPES.includes(p.permType as PermType)) {
+        throw new CommandError(`Permission type must be READ, WRITE or READWRITE`);
+      }
+      return validateKeyRange(p.range);
+    }
+    case "roleRevokePermission":
+      allow("role", "range");
+      validateName(o.role, "Role name", limits);
+      return validateKeyRange(o.range);
+    default:
+      throw new CommandError(`Unknown auth op: ${JSON.stringify(o.op)}`);
+  }
+}
+
+// ---- Key intervals ----------------------------------------------------------------------------
+
+/** Keys [start, end) in UTF-8 order; `end` undefined: no upper bound. */
+interface Interval {
+  readonly start: string;
+  readonly end: string | undefined;
+}
+
+/** The smallest string after every string that starts with `prefix` (undefined: none). */
+function prefixEnd(prefix: string): string | undefined {
+  const points = [...prefix].map((c) => c.codePointAt(0)!);
+  while (points.length > 0) {
+    let last = points.pop()! + 1;
+    if (last === 0xd800) last = 0xe000; // surrogates are not code points of a string
+    if (last <= 0x10ffff) return String.fromCodePoint(...points, last);
+  }
+  return undefined;
+}
+
+/** The keys of `range` as an interval. An empty [key, rangeEnd) counts as its key alone. */
+function intervalOf(range: KeyRange): Interval {
+  if ("prefix" in range) return { start: range.prefix, end: prefixEnd(range.prefix) };
+  if ("fromKey" in range) return { start: range.fromKey, end: undefined };
+  const { key, rangeEnd } = range;
+  if (rangeEnd === "\u0000") return { start: key, end: undefined };
+  if (rangeEnd === undefined || compareKeys(rangeEnd, key) <= 0) {
+    return { start: key, end: key + "\u0000" };
+  }
+  return { start: key, end: rangeEnd };
+}
+
+function endBefore(a: string | undefined, b: string | undefined): boolean {
+  if (a === undefined) return false;
+  if (b === undefined) return true;
+  return compareKeys(a, b) < 0;
+}
+
+/** Whether `inner` lies inside one interval of the union of `outer`. */
+function covered(inner: Interval, outer: readonly Interval[]): boolean {
+  const sorted = [...outer].sort((a, b) => compareKeys(a.start, b.start));
+  let start: string | undefined;
+  let end: string | undefined = "";
+  const check = () =>
+    start !== undefined && compareKeys(start, inner.start) <= 0 && !endBefore(end, inner.end);
+  for (const iv of sorted) {
+    if (start !== undefined && (end === undefined || compareKeys(iv.start, end) <= 0)) {
+      if (endBefore(end, iv.end)) end = iv.end;
+      continue;
+    }
+    if (check()) return true;
+    start = iv.start;
+    end = iv.end;
+  }
+  return check();
+}
+
+function sameRange(a: KeyRange, b: KeyRange): boolean {
+  const x = intervalOf(a);
+  const y = intervalOf(b);
+  return x.start === y.start && x.end === y.end;
+}
+
+// ---- What a command needs ---------------------------------------------------------------------
+
+/** The key ranges a request reads and writes, for the permission check. */
+export interface Needs {
+  /** Ranges read (a range, a compare, a prevKv). */
+  readonly reads: KeyRange[];
+  /** Ranges written (a put, a delete). */
+  readonly writes: KeyRange[];
+}
+
+function compareRange(c: Compare): KeyRange {
+  return c.rangeEnd === undefined ? { key: c.key } : { key: c.key, rangeEnd: c.rangeEnd };
+}
+
+/**
+ * The ranges `command` reads and writes, as etcd checks them: a put writes its key (and reads it
+ * with prevKv); a delete writes its range (and reads it with prevKv); a range reads; a
+ * transaction needs read on every compare and both branches' needs, nested ones included.
+ */
+export function commandNeeds(command: PlainCommand, out: Needs = { reads: [], writes: [] }): Needs {
+  switch (command.type) {
+    case "put":
+      out.writes.push({ key: command.key });
+      if (command.prevKv) out.reads.push({ key: command.key });
+      break;
+    case "delete":
+      out.writes.push(command.range);
+      if (command.prevKv) out.reads.push(command.range);
+      break;
+    case "range":
+      out.reads.push(command.range);
+      break;
+    case "txn":
+      txnNeeds(command, out);
+      break;
+    default:
+      break;
+  }
+  return out;
+}
+
+function txnNeeds(txn: TxnCommand, out: Needs): void {
+  for (const c of txn.compare) out.reads.push(compareRange(c));
+  for (const op of [...txn.success, ...txn.failure]) commandNeeds(op, out);
+}
+
+// ---- The state ----------------------------------------------------------------------------------
+
+interface MutableUser {
+  name: string;
+  password?: PasswordHash;
+  roles: string[];
+}
+
+/** The replicated auth state of one store. */
+export class AuthState {
+  /** Bounds in force. */
+  readonly limits: AuthLimits;
+  #enabled = false;
+  #authRevision = 0;
+  readonly #users = new Map<string, MutableUser>();
+  readonly #roles = new Map<string, Permission[]>();
+
+  /** An empty state: auth disabled, no users, no roles. */
+  constructor(limits: Partial<AuthLimits> = {}) {
+    this.limits = { ...DEFAULT_AUTH_LIMITS, ...limits };
+  }
+
+  /** Whether auth is enabled. */
+  get enabled(): boolean {
+    return this.#enabled;
+  }
+
+  /** Raised by every applied change. */
+  get authRevision(): number {
+    return this.#authRevision;
+  }
+
+  /** User `name`, or undefined. */
+  user(name: string): AuthUser | undefined {
+    const u = this.#users.get(name);
+    return u === undefined ? undefined : { ...u, roles: [...u.roles] };
+  }
+
+  /** Role `name`, or undefined. */
+  role(name: string): AuthRole | undefined {
+    const p = this.#roles.get(name);
+    return p === undefined ? undefined : { name, permissions: [...p] };
+  }
+
+  /** User names, sorted. */
+  userNames(): string[] {
+    return [...this.#users.keys()].sort(compareKeys);
+  }
+
+  /** Role names, sorted. */
+  roleNames(): string[] {
+    return [...this.#roles.keys()].sort(compareKeys);
+  }
+
+  /** Whether `user` holds the root role (etcd's admin: every permission, every operation). */
+  isRoot(user: string): boolean {
+    return this.#users.get(user)?.roles.includes(ROOT) ?? false;
+  }
+
+  /**
+   * Whether `user` may read (or write) every key of `range`: auth disabled, root, or one of the
+   * user's roles' permissions (merged, as etcd merges them) covers the whole range.
+   */
+  permitted(user: string, range: KeyRange, access: "read" | "write"): boolean {
+    if (!this.#enabled) return true;
+    const u = this.#users.get(user);
+    if (u === undefined) return false;
+    if (u.roles.includes(ROOT)) return true;
+    const intervals: Interval[] = [];
+    for (const r of u.roles) {
+      for (const p of this.#roles.get(r) ?? []) {
+        if (p.permType === "READWRITE" || p.permType === (access === "read" ? "READ" : "WRITE")) {
+          intervals.push(intervalOf(p.range));
+        }
+      }
+    }
+    return covered(intervalOf(range), intervals);
+  }
+
+  /** Whether `user` may do everything `needs` lists. */
+  permits(user: string, needs: Needs): boolean {
+    return needs.reads.every((r) => this.permitted(user, r, "read")) &&
+      needs.writes.every((r) => this.permitted(user, r, "write"));
+  }
+
+  /**
+   * Applies `op`: undefined when it changed the state (the auth revision then rises by one), or
+   * etcd's error text when it is refused (nothing changed). Deterministic: no clock, no hashing.
+   */
+  apply(op: AuthOp): string | undefined {
+    const error = this.#apply(op);
+    if (error === undefined) this.#authRevision++;
+    return error;
+  }
+
+  #apply(op: AuthOp): string | undefined {
+    const limits = this.limits;
+    switch (op.op) {
+      case "enable": {
+        if (this.#enabled) return undefined;
+        const root = this.#users.get(ROOT);
+        if (root === undefined) return ROOT_USER_NOT_EXIST;
+        if (!root.roles.includes(ROOT)) return ROOT_ROLE_NOT_EXIST;
+        this.#enabled = true;
+        return undefined;
+      }
+      case "disable":
+        this.#enabled = false;
+        return undefined;
+      case "userAdd":
+        if (op.name === "") return USER_EMPTY;
+        if (this.#users.has(op.name)) return USER_ALREADY_EXIST;
+        if (this.#users.size >= limits.usersMax) {
+          return `Too many users: ${this.#users.size} (most ${limits.usersMax})`;
+        }
+        this.#users.set(op.name, { name: op.name, password: op.password, roles: [] });
+        return undefined;
+      case "userDelete":
+        if (this.#enabled && op.name === ROOT) return INVALID_AUTH_MGMT;
+        if (!this.#users.delete(op.name)) return USER_NOT_FOUND;
+        return undefined;
+      case "userChangePassword": {
+        const u = this.#users.get(op.name);
+        if (u === undefined) return USER_NOT_FOUND;
+        u.password = op.password;
+        return undefined;
+      }
+      case "userGrantRole": {
+        const u = this.#users.get(op.name);
+        if (u === undefined) return USER_NOT_FOUND;
+        // etcd: the root role need not be added before it is granted.
+        if (op.role !== ROOT && !this.#roles.has(op.role)) return ROLE_NOT_FOUND;
+        if (u.roles.includes(op.role)) return undefined;
+        if (u.roles.length >= limits.rolesPerUserMax) {
+          return `Too many roles for user "${op.name}": ${u.roles.length} (most ${limits.rolesPerUserMax})`;
+        }
+        u.roles = [...u.roles, op.role].sort(compareKeys);
+        if (op.role === ROOT && !this.#roles.has(ROOT)) this.#roles.set(ROOT, []);
+        return undefined;
+      }
+      case "userRevokeRole": {
+        const u = this.#users.get(op.name);
+        if (u === undefined) return USER_NOT_FOUND;
+        if (this.#enabled && op.name === ROOT && op.role === ROOT) return INVALID_AUTH_MGMT;
+        if (!u.roles.includes(op.role)) return ROLE_NOT_GRANTED;
+        u.roles = u.roles.filter((r) => r !== op.role);
+        return undefined;
+      }
+      case "roleAdd":
+        if (op.role === "") return ROLE_EMPTY;
+        if (this.#roles.has(op.role)) return ROLE_ALREADY_EXIST;
+        if (this.#roles.size >= limits.rolesMax) {
+          return `Too many roles: ${this.#roles.size} (most ${limits.rolesMax})`;
+        }
+        this.#roles.set(op.role, []);
+        return undefined;
+      case "roleDelete":
+        if (this.#enabled && op.role === ROOT) return INVALID_AUTH_MGMT;
+        if (!this.#roles.delete(op.role)) return ROLE_NOT_FOUND;
+        // As etcd: the role is taken from every user that had it.
+        for (const u of this.#users.values()) {
+          if (u.roles.includes(op.role)) u.roles = u.roles.filter((r) => r !== op.role);
+        }
+        return undefined;
+      case "roleGrantPermission": {
+        const perms = this.#roles.get(op.role);
+        if (perms === undefined) return ROLE_NOT_FOUND;
+        const i = perms.findIndex((p) => sameRange(p.range, op.permission.range));
+        if (i >= 0) {
+          perms[i] = op.permission;
+          return undefined;
+        }
+        if (perms.length >= limits.permissionsPerRoleMax) {
+          return `Too many permissions for role "${op.role}": ${perms.length} (most ${limits.permissionsPerRoleMax})`;
+        }
+        perms.push(op.permission);
+        return undefined;
+      }
+      case "roleRevokePermission": {
+        const perms = this.#roles.get(op.role);
+        if (perms === undefined) return ROLE_NOT_FOUND;
+        const i = perms.findIndex((p) => sameRange(p.range, op.range));
+        if (i < 0) return PERMISSION_NOT_GRANTED;
+        perms.splice(i, 1);
+        return undefined;
+      }
+    }
+  }
+
+  /** The state as JSON-safe data. */
+  snapshot(): AuthSnapshot {
+    return {
+      enabled: this.#enabled,
+      authRevision: this.#authRevision,
+      users: this.userNames().map((n) => this.user(n)!),
+      roles: this.roleNames().map((n) => this.role(n)!),
+    };
+  }
+
+  /** Replaces the state with `snapshot`'s (validated; throws {@linkcode CommandError}). */
+  restore(snapshot: AuthSnapshot): void {
+    const s = snapshot as unknown as Record<string, unknown>;
+    if (typeof s !== "object" || s === null || typeof s.enabled !== "boolean") {
+      throw new CommandError(`Auth snapshot must be an object with "enabled"`);
+    }
+    if (!Number.isSafeInteger(s.authRevision) || (s.authRevision as number) < 0) {
+      throw new CommandError(`Auth snapshot revision must be a non-negative integer`);
+    }
+    if (!Array.isArray(s.users) || !Array.isArray(s.roles)) {
+      throw new CommandError(`Auth snapshot users and roles must be arrays`);
+    }
+    const unbounded = { ...this.limits, usersMax: Infinity, rolesMax: Infinity };
+    this.#users.clear();
+    this.#roles.clear();
+    for (const r of s.roles as AuthRole[]) {
+      validateName(r.name, "Role name", unbounded);
+      if (!Array.isArray(r.permissions)) throw new CommandError(`Role permissions must be a list`);
+      for (const p of r.permissions) {
+        validateAuthOp({ op: "roleGrantPermission", role: r.name, permission: p }, unbounded);
+      }
+      this.#roles.set(r.name, [...r.permissions]);
+    }
+    for (const u of s.users as AuthUser[]) {
+      validateAuthOp({ op: "userAdd", name: u.name, password: u.password }, unbounded);
+      if (!Array.isArray(u.roles)) throw new CommandError(`User roles must be a list`);
+      for (const r of u.roles) validateName(r, "Role name", unbounded);
+      this.#users.set(u.name, { name: u.name, password: u.password, roles: [...u.roles] });
+    }
+    this.#enabled = s.enabled as boolean;
+    this.#authRevision = s.authRevision as number;
+  }
+}

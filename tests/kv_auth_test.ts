@@ -1,0 +1,252 @@
+// The store-side auth state (src/kv/auth.ts): users, roles, permissions, enable/disable, applied
+// through the log and carried in snapshots.
+import assert from "node:assert/strict";
+import {
+  AuthState,
+  commandNeeds,
+  INVALID_AUTH_MGMT,
+  type PasswordHash,
+  PERMISSION_NOT_GRANTED,
+  ROLE_NOT_FOUND,
+  ROOT_ROLE_NOT_EXIST,
+  ROOT_USER_NOT_EXIST,
+  USER_ALREADY_EXIST,
+  USER_NOT_FOUND,
+} from "../src/kv/auth.ts";
+import { decodeCommand, encodeCommand } from "../src/kv/command.ts";
+import { MetadataStore } from "../src/kv/store.ts";
+import type { AuthCommand } from "../src/kv/types.ts";
+import { decodeStoreSnapshot, encodeStoreSnapshot } from "../src/storage/store_snapshot.ts";
+
+const hash: PasswordHash = {
+  algorithm: "pbkdf2-sha256",
+  iterations: 1,
+  salt: "AA==",
+  hash: "AA==",
+};
+
+function authOf(...ops: AuthCommand["op"][]): AuthState {
+  const a = new AuthState();
+  for (const op of ops) assert.equal(a.apply(op), undefined, JSON.stringify(op));
+  return a;
+}
+
+Deno.test("auth enable needs user root with role root (etcd's errors)", () => {
+  const a = new AuthState();
+  assert.equal(a.apply({ op: "enable" }), ROOT_USER_NOT_EXIST);
+  assert.equal(a.apply({ op: "userAdd", name: "root", password: hash }), undefined);
+  assert.equal(a.apply({ op: "enable" }), ROOT_ROLE_NOT_EXIST);
+  assert.equal(a.enabled, false);
+  assert.equal(a.apply({ op: "userGrantRole", name: "root", role: "root" }), undefined);
+  assert.equal(a.apply({ op: "enable" }), undefined);
+  assert.equal(a.enabled, true);
+  // While enabled, root and its role cannot be taken away.
+  assert.equal(a.apply({ op: "userDelete", name: "root" }), INVALID_AUTH_MGMT);
+  assert.equal(a.apply({ op: "roleDelete", role: "root" }), INVALID_AUTH_MGMT);
+  assert.equal(a.apply({ op: "userRevokeRole", name: "root", role: "root" }), INVALID_AUTH_MGMT);
+  assert.equal(a.apply({ op: "disable" }), undefined);
+  assert.equal(a.enabled, false);
+  assert.equal(a.apply({ op: "userRevokeRole", name: "root", role: "root" }), undefined);
+});
+
+Deno.test("user and role errors are etcd's texts; failures leave the auth revision", () => {
+  const a = authOf({ op: "userAdd", name: "u", password: hash });
+  const rev = a.authRevision;
+  assert.equal(a.apply({ op: "userAdd", name: "u", password: hash }), USER_ALREADY_EXIST);
+  assert.equal(a.apply({ op: "userDelete", name: "x" }), USER_NOT_FOUND);
+  assert.equal(a.apply({ op: "userGrantRole", name: "u", role: "nope" }), ROLE_NOT_FOUND);
+  assert.equal(
+    a.apply({ op: "roleRevokePermission", role: "nope", range: { key: "a" } }),
+    ROLE_NOT_FOUND,
+  );
+  assert.equal(a.apply({ op: "roleAdd", role: "r" }), undefined);
+  assert.equal(
+    a.apply({ op: "roleRevokePermission", role: "r", range: { key: "a" } }),
+    PERMISSION_NOT_GRANTED,
+  );
+  assert.equal(a.authRevision, rev + 1);
+});
+
+Deno.test("permissions: key, prefix, range and from-key, merged across roles", async (t) => {
+  const a = authOf(
+    { op: "userAdd", name: "root", password: hash },
+    { op: "userGrantRole", name: "root", role: "root" },
+    { op: "userAdd", name: "u", password: hash },
+    { op: "roleAdd", role: "r1" },
+    { op: "roleAdd", role: "r2" },
+    {
+      op: "roleGrantPermission",
+      role: "r1",
+      permission: { permType: "READ", range: { key: "/k" } },
+    },
+    {
+      op: "roleGrantPermission",
+      role: "r1",
+      permission: { permType: "READWRITE", range: { prefix: "/a/" } },
+    },
+    {
+      op: "roleGrantPermission",
+      role: "r2",
+      permission: { permType: "WRITE", range: { key: "/m", rangeEnd: "/p" } },
+    },
+    {
+      op: "roleGrantPermission",
+      role: "r2",
+      permission: { permType: "READ", range: { key: "/p", rangeEnd: "/q" } },
+    },
+    { op: "userGrantRole", name: "u", role: "r1" },
+    { op: "userGrantRole", name: "u", role: "r2" },
+  );
+  await t.step("disabled: everything is permitted", () => {
+    assert.equal(a.permitted("nobody", { prefix: "" }, "write"), true);
+  });
+  assert.equal(a.apply({ op: "enable" }), undefined);
+  const cases: [Parameters<AuthState["permitted"]>[1], "read" | "write", boolean][] = [
+    [{ key: "/k" }, "read", true],
+    [{ key: "/k" }, "write", false],
+    [{ key: "/k0" }, "read", false],
+    [{ key: "/a/x" }, "write", true],
+    [{ prefix: "/a/" }, "read", true],
+    [{ prefix: "/a" }, "read", false],
+    [{ key: "/a/", rangeEnd: "/a0" }, "write", true],
+    [{ key: "/a/", rangeEnd: "/b" }, "write", false],
+    [{ fromKey: "/a/" }, "read", false],
+    [{ key: "/m" }, "write", true],
+    [{ key: "/o\uffff" }, "write", true],
+    [{ key: "/p" }, "write", false],
+    [{ key: "/m", rangeEnd: "/p" }, "read", false],
+    [{ key: "/p", rangeEnd: "/q" }, "read", true],
+    [{ prefix: "" }, "read", false],
+  ];
+  for (const [range, access, want] of cases) {
+    await t.step(`${JSON.stringify(range)} ${access}: ${want}`, () => {
+      assert.equal(a.permitted("u", range, access), want);
+    });
+  }
+  await t.step("root may do everything, an unknown user nothing", () => {
+    assert.equal(a.permitted("root", { prefix: "" }, "write"), true);
+    assert.equal(a.permitted("ghost", { key: "/a/x" }, "read"), false);
+  });
+  await t.step("adjacent permissions of two roles cover a range across both", () => {
+    const b = authOf(
+      { op: "userAdd", name: "root", password: hash },
+      { op: "userGrantRole", name: "root", role: "root" },
+      { op: "userAdd", name: "v", password: hash },
+      { op: "roleAdd", role: "x" },
+      { op: "roleAdd", role: "y" },
+      {
+        op: "roleGrantPermission",
+        role: "x",
+        permission: { permType: "READ", range: { key: "a", rangeEnd: "c" } },
+      },
+      {
+        op: "roleGrantPermission",
+        role: "y",
+        permission: { permType: "READWRITE", range: { key: "c", rangeEnd: "e" } },
+      },
+      { op: "userGrantRole", name: "v", role: "x" },
+      { op: "userGrantRole", name: "v", role: "y" },
+      { op: "enable" },
+    );
+    assert.equal(b.permitted("v", { key: "b", rangeEnd: "d" }, "read"), true);
+    assert.equal(b.permitted("v", { key: "b", rangeEnd: "d" }, "write"), false);
+    assert.equal(b.permitted("v", { key: "b", rangeEnd: "f" }, "read"), false);
+  });
+  await t.step("revoking a role's permission and deleting a role take effect", () => {
+    assert.equal(
+      a.apply({ op: "roleRevokePermission", role: "r1", range: { prefix: "/a/" } }),
+      undefined,
+    );
+    assert.equal(a.permitted("u", { key: "/a/x" }, "read"), false);
+    assert.equal(a.apply({ op: "roleDelete", role: "r2" }), undefined);
+    assert.deepEqual(a.user("u")!.roles, ["r1"]);
+    assert.equal(a.permitted("u", { key: "/m" }, "write"), false);
+  });
+});
+
+Deno.test("commandNeeds: a txn needs read on compares and both branches, nested too", () => {
+  const needs = commandNeeds({
+    type: "txn",
+    compare: [{ key: "/c", target: "version", result: "equal", value: 0 }],
+    success: [{ type: "put", key: "/w", value: new Uint8Array(), prevKv: true }],
+    failure: [{
+      type: "txn",
+      compare: [],
+      success: [{ type: "delete", range: { prefix: "/d/" }, prevKv: false }],
+      failure: [{
+        type: "range",
+        range: { key: "/r" },
+        limit: 0,
+        keysOnly: false,
+        countOnly: false,
+      }],
+    }],
+  });
+  assert.deepEqual(needs.reads, [{ key: "/c" }, { key: "/w" }, { key: "/r" }]);
+  assert.deepEqual(needs.writes, [{ key: "/w" }, { prefix: "/d/" }]);
+});
+
+Deno.test("auth commands go through the codec, the store and both snapshot formats", () => {
+  const store = new MetadataStore();
+  let index = 0;
+  const apply = (op: AuthCommand["op"]) => {
+    const bytes = encodeCommand({ type: "auth", op });
+    assert.deepEqual(decodeCommand(bytes), { type: "auth", op });
+    return store.apply(bytes, ++index);
+  };
+  apply({ op: "userAdd", name: "root", password: hash });
+  apply({ op: "userGrantRole", name: "root", role: "root" });
+  apply({ op: "roleAdd", role: "r" });
+  apply({
+    op: "roleGrantPermission",
+    role: "r",
+    permission: { permType: "READ", range: { prefix: "/x/" } },
+  });
+  const enable = apply({ op: "enable" });
+  assert.equal(enable.status, "applied");
+  const refused = apply({ op: "userDelete", name: "root" });
+  assert.equal(refused.status, "rejected");
+  assert.equal(refused.status === "rejected" && refused.error, INVALID_AUTH_MGMT);
+  // Auth changes do not raise the store revision.
+  assert.equal(store.revision, 1);
+  const binary = decodeStoreSnapshot(encodeStoreSnapshot(store));
+  const json = MetadataStore.fromSnapshot(JSON.parse(JSON.stringify(store.snapshot())));
+  for (const again of [binary, json]) {
+    assert.equal(again.auth.enabled, true);
+    assert.deepEqual(again.auth.snapshot(), store.auth.snapshot());
+    assert.equal(again.auth.permitted("root", { prefix: "" }, "write"), true);
+  }
+});
+
+Deno.test("a format 4 snapshot (before auth) still loads, with auth disabled and empty", () => {
+  const store = new MetadataStore();
+  store.apply(
+    encodeCommand({ type: "put", key: "/a", value: new Uint8Array([1]), prevKv: false }),
+    1,
+  );
+  const v5 = encodeStoreSnapshot(store);
+  // Format 5 = format 4 plus the auth state right after the (empty) alarm list.
+  assert.equal(v5[4], 5);
+  assert.equal(v5[5], 0);
+  const authBytes = v5[6];
+  const v4 = new Uint8Array([...v5.subarray(0, 4), 4, 0, ...v5.subarray(7 + authBytes)]);
+  const again = decodeStoreSnapshot(v4);
+  assert.equal(again.getString("/a"), "\u0001");
+  assert.equal(again.auth.enabled, false);
+  assert.deepEqual(again.auth.userNames(), []);
+});
+
+Deno.test("a malformed auth op is refused before it reaches the log", () => {
+  assert.throws(
+    () => encodeCommand({ type: "auth", op: { op: "userAdd", name: 5 } } as never),
+    /User name must be a string/,
+  );
+  assert.throws(
+    () =>
+      encodeCommand({
+        type: "auth",
+        op: { op: "roleGrantPermission", role: "r", permission: { permType: "ALL" } },
+      } as never),
+    /Permission type must be READ, WRITE or READWRITE/,
+  );
+});
