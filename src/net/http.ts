@@ -29,7 +29,9 @@ import type {
   KeyRange,
   KeyValue,
   PlainCommand,
+  PutCommand,
   RangeResponse,
+  TxnCommand,
 } from "../kv/types.ts";
 import {
   badRequest,
@@ -66,6 +68,16 @@ import { crc32cUpdate } from "../storage/crc32c.ts";
 import { encodeCommand } from "../kv/command.ts";
 import { encodeStoreSnapshotChunks } from "../storage/store_snapshot.ts";
 import { type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
+import {
+  type Access,
+  AUTH_ROUTES,
+  authAnswer,
+  authRejected,
+  FORWARDED_SIGNATURE_HEADER,
+  FORWARDED_USER_HEADER,
+  type Identity,
+} from "./auth.ts";
+import { commandNeeds, PERMISSION_DENIED, USER_EMPTY } from "../kv/auth.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
 export const FORWARDED_HEADER = "raftmeta-forwarded-by";
@@ -96,6 +108,7 @@ const ROUTES = new Set([
   "/v3/maintenance/hash",
   "/v3/maintenance/snapshot",
   "/v3/maintenance/defragment",
+  ...AUTH_ROUTES,
 ]);
 
 /**
@@ -131,10 +144,10 @@ export async function handleHttp(
       response = server.browserGuard.options(req, methods);
     } else if (ROUTES.has(path)) {
       route = path;
-      response = await etcdRoute(server, req, path);
+      response = await etcdRoute(server, req, path, _info);
     } else if (path === "/v1/kv" || path.startsWith("/v1/kv/")) {
       route = "/v1/kv";
-      response = await restKv(server, req, url);
+      response = await restKv(server, req, url, _info);
     } else if (path === "/v1/status") {
       route = path;
       requireMethod(req, ["GET"]);
@@ -467,11 +480,14 @@ interface Forwardable {
   readonly headers: Headers;
   /** Its body. */
   body(): Uint8Array;
+  /** Who sent it: a user checked here is vouched for to the leader (src/net/auth.ts). */
+  readonly identity?: Identity;
 }
 
 /** The HTTP face's request, forwardable as it came. */
-function forwardableRequest(req: Request, body: Uint8Array): Forwardable {
+function forwardableRequest(req: Request, body: Uint8Array, identity?: Identity): Forwardable {
   return {
+    identity,
     method: req.method,
     get target() {
       const url = new URL(req.url);
@@ -569,6 +585,23 @@ async function forward(
     if (v !== null) headers.set(name, v);
   }
   headers.set(FORWARDED_HEADER, server.nodeId);
+  const body = req.method === "GET" || req.method === "HEAD" ? undefined : req.body().slice();
+  // The token stays here (it is this node's); the user it stood for goes signed.
+  const user = req.identity?.user;
+  if (user !== undefined) {
+    const signature = server.auth.sign(user, req.method, req.target, body ?? new Uint8Array());
+    if (signature === undefined) {
+      throw new HttpError(
+        503,
+        `Auth is enabled and this cluster has no cluster secret, so node "${server.nodeId}" ` +
+          `cannot vouch for user ${JSON.stringify(user)} to the leader: send the request to ` +
+          `the leader (${leaderUrl})`,
+        14,
+      );
+    }
+    headers.set(FORWARDED_USER_HEADER, encodeURIComponent(user));
+    headers.set(FORWARDED_SIGNATURE_HEADER, signature);
+  }
   server.counters.forwarded++;
   let sent = false;
   try {
@@ -577,7 +610,7 @@ async function forward(
       unpooled: !resendable,
       method: req.method,
       headers,
-      body: req.method === "GET" || req.method === "HEAD" ? undefined : req.body().slice(),
+      body,
     }, timeoutMs);
     sent = true;
     const bytes = new Uint8Array(await res.arrayBuffer());
@@ -752,18 +785,51 @@ function asResponse(answer: Answer): Response {
   return Response.json(answer.json, { headers: answer.headers });
 }
 
-async function etcdRoute(server: RaftServer, req: Request, path: string): Promise<Response> {
+async function etcdRoute(
+  server: RaftServer,
+  req: Request,
+  path: string,
+  info?: Deno.ServeHandlerInfo<Deno.NetAddr>,
+): Promise<Response> {
   requireMethod(req, ["POST"]);
   if (path === "/v3/lease/keepalive") return await keepAliveRoute(server, req);
   const bytes = await readBody(server, req, requestBodyBytesMax(server.requestBytesMax));
+  const identity = identityOf(server, req, bytes, info);
   const body = parseJson(bytes);
   return asResponse(
     await etcdAnswer(server, path, body, {
-      request: forwardableRequest(req, bytes),
+      request: forwardableRequest(req, bytes, identity),
       session: sessionOf(req),
       bodyBytes: bytes.length,
+      identity,
     }),
   );
+}
+
+/**
+ * Who sent an HTTP request: its `Authorization` token (etcd's gateway takes the bare token; a
+ * `Bearer ` before it is allowed), or the user a follower vouched for with a valid signature.
+ */
+function identityOf(
+  server: RaftServer,
+  req: Request,
+  body: Uint8Array,
+  info?: Deno.ServeHandlerInfo<Deno.NetAddr>,
+): Identity {
+  const url = new URL(req.url);
+  const forwardedUser = server.auth.forwardedUser(
+    req.headers,
+    req.method,
+    url.pathname + url.search,
+    body,
+  );
+  const token = req.headers.get("authorization")?.replace(/^Bearer /, "") ?? undefined;
+  return { token, forwardedUser, address: info?.remoteAddr.hostname ?? "unknown" };
+}
+
+/** Throws etcd's error unless `identity` may do what `access` says (src/net/auth.ts). */
+function gate(server: RaftServer, identity: Identity | undefined, access: Access): void {
+  server.auth.require(identity ?? { address: "in-process" }, server.store.auth, access);
 }
 
 /** Headers of a gRPC call's request when it is forwarded to the leader as a gateway request. */
@@ -776,7 +842,12 @@ const GRPC_FORWARD_HEADERS: Headers = new Headers({ "content-type": "application
  * errors as the JSON gateway; a failure is thrown as an {@linkcode EtcdCallError}. Counts against
  * `--http-requests-max` like an HTTP request.
  */
-export async function etcdCall(server: RaftServer, path: string, message: Json): Promise<Answer> {
+export async function etcdCall(
+  server: RaftServer,
+  path: string,
+  message: Json,
+  identity?: Identity,
+): Promise<Answer> {
   if (!ROUTES.has(path) || STREAMED_ROUTES.has(path)) {
     throw new Error(`etcdCall serves unary gateway routes only: ${JSON.stringify(path)}`);
   }
@@ -794,10 +865,12 @@ export async function etcdCall(server: RaftServer, path: string, message: Json):
         target: path,
         headers: GRPC_FORWARD_HEADERS,
         body: () => bytes ??= lineEncoder.encode(JSON.stringify(message, bytesAsBase64)),
+        identity,
       },
       session: undefined,
       bodyBytes: undefined,
       kvs: (kvs) => kvs.map(kvMessage),
+      identity,
     });
   } catch (e) {
     throw errorOf(server, e);
@@ -832,6 +905,8 @@ interface CallSource {
   readonly bodyBytes: number | undefined;
   /** How a small answer renders key-values (default: etcd's JSON shape, base64 strings). */
   readonly kvs?: KvsRenderer;
+  /** Who sent it (undefined: an in-process caller, subject to the same checks). */
+  readonly identity?: Identity;
 }
 
 /** The routes of etcd's JSON gateway (all but the keep-alive), with a parsed body. */
@@ -842,6 +917,25 @@ async function etcdAnswer(
   source: CallSource,
 ): Promise<Answer> {
   const { request: req, session } = source;
+  const identity = source.identity;
+  if (path.startsWith("/v3/auth/")) {
+    return answer(
+      await authAnswer(server.auth, () => server.store.auth, path, body, {
+        identity: identity ?? { address: "in-process" },
+        linearizable: () => linearizable(server),
+        header: () => header(server),
+        write: async (make) => {
+          const out = await asLeader(server, req, session, async () => {
+            const result = await server.propose({ type: "auth", op: await make() }, session);
+            if (result.status === "rejected") throw authRejected(result.error);
+            const r = settle(result);
+            return { json: { header: header(server, r.revision) } } as Answer;
+          });
+          return out instanceof Response ? await out.json() : (out as { json: Json }).json;
+        },
+      }),
+    );
+  }
   const write = (
     command: PlainCommand,
     render: (r: CommandResponse, kvs?: KvsRenderer) => Json,
@@ -860,6 +954,8 @@ async function etcdAnswer(
   switch (path) {
     case "/v3/kv/put": {
       const command = parsePut(body);
+      gate(server, identity, { kind: "keys", needs: commandNeeds(command) });
+      leasePutGate(server, identity, command.lease);
       return await write(
         command,
         (r) => putJson(header(server, r.revision), r as Extract<CommandResponse, { type: "put" }>),
@@ -867,6 +963,7 @@ async function etcdAnswer(
     }
     case "/v3/kv/deleterange": {
       const command = parseDeleteRange(body);
+      gate(server, identity, { kind: "keys", needs: commandNeeds(command) });
       return await write(command, (r, kvs) =>
         deleteJson(
           header(server, r.revision),
@@ -876,6 +973,8 @@ async function etcdAnswer(
     }
     case "/v3/kv/txn": {
       const txn = parseTxn(body);
+      gate(server, identity, { kind: "keys", needs: commandNeeds(txn.command) });
+      for (const op of txnPuts(txn.command)) leasePutGate(server, identity, op.lease);
       // As etcd: a txn that only reads is served on the read path, never through the log. With a
       // session it goes through the log all the same, so the client's seq is recorded.
       if (txn.readOnly && session === undefined) {
@@ -893,6 +992,7 @@ async function etcdAnswer(
     }
     case "/v3/kv/range": {
       const r = parseRange(body);
+      gate(server, identity, { kind: "keys", needs: commandNeeds(r.command) });
       if (r.serializable) server.counters.readsSerializable++;
       else await linearizable(server);
       const c = r.command;
@@ -923,6 +1023,7 @@ async function etcdAnswer(
     }
     case "/v3/kv/compaction": {
       const revision = parseCompaction(body);
+      gate(server, identity, { kind: "root" });
       return await write({ type: "compact", revision }, (r) => ({
         header: header(server, r.revision),
       }));
@@ -943,6 +1044,8 @@ async function etcdAnswer(
     case "/v3/lease/revoke": {
       const { id } = parseLeaseId(body, "LeaseRevokeRequest");
       if (id <= 0) throw leaseNotFound(id);
+      // As etcd: revoking a lease deletes its keys, so it needs write on each of them.
+      leasePutGate(server, identity, id);
       return await write({ type: "leaseRevoke", id, expired: false }, (r) => {
         const revoke = r as Extract<CommandResponse, { type: "leaseRevoke" }>;
         if (!revoke.found) throw leaseNotFound(id);
@@ -977,7 +1080,7 @@ async function etcdAnswer(
       return answer(out);
     }
     case "/v3/watch":
-      return watchRoute(server, body);
+      return watchRoute(server, body, identity);
     case "/v3/maintenance/alarm": {
       const a = parseAlarm(body);
       const render = (alarms: readonly { memberId: string; alarm: string }[]) => {
@@ -999,6 +1102,7 @@ async function etcdAnswer(
         await linearizable(server);
         return answer(render(server.store.alarms));
       }
+      gate(server, identity, { kind: "root" });
       let memberId = "";
       if (a.memberId !== 0n) {
         memberId = server.node.voters.find((v) => memberId64(server, v) === a.memberId) ?? "";
@@ -1037,15 +1141,18 @@ async function etcdAnswer(
     }
     case "/v3/maintenance/hash": {
       parseEmpty(body, "HashRequest");
+      gate(server, identity, { kind: "root" });
       const h = storeHash(server.store, 0);
       return answer({ header: header(server, h.revision), hash: h.hash });
     }
     case "/v3/maintenance/defragment":
       // raftmeta's store lives in memory: there is nothing to defragment. etcd answers {}.
       parseEmpty(body, "DefragmentRequest");
+      gate(server, identity, { kind: "root" });
       return answer({});
     case "/v3/maintenance/snapshot":
       parseEmpty(body, "SnapshotRequest");
+      gate(server, identity, { kind: "root" });
       return snapshotRoute(server);
   }
   throw new HttpError(404, `Unknown path ${JSON.stringify(path)}`, 5);
@@ -1154,6 +1261,24 @@ async function snapshotRoute(server: RaftServer): Promise<Response> {
     return Promise.resolve(ndjson(result));
   });
   return new Response(out, { headers: { "content-type": "application/json" } });
+}
+
+/**
+ * As etcd's checkLeasePuts: a put that attaches a key to lease `id`, and a revoke of it, need
+ * write permission on every key the lease already holds.
+ */
+function leasePutGate(server: RaftServer, identity: Identity | undefined, id?: number): void {
+  if (!id || !server.store.auth.enabled) return;
+  const keys = server.store.lease(id)?.keys ?? [];
+  if (keys.length === 0) return;
+  gate(server, identity, { kind: "keys", needs: { reads: [], writes: keys.map((key) => ({ key })) } });
+}
+
+/** The puts of `txn`, nested transactions included. */
+function txnPuts(txn: TxnCommand): PutCommand[] {
+  return [...txn.success, ...txn.failure].flatMap((op) =>
+    op.type === "put" ? [op] : op.type === "txn" ? txnPuts(op) : []
+  );
 }
 
 /** etcd's error for a put or txn naming a lease that does not exist (gRPC NotFound). */
@@ -1351,10 +1476,21 @@ function ndjson(result: Json): Uint8Array {
  * progress notifications (when asked for) and at most one `canceled` at the end. Served from this
  * node's store (a follower's watch follows what it has applied). Closing the connection cancels.
  */
-function watchRoute(server: RaftServer, body: unknown): Response {
+function watchRoute(server: RaftServer, body: unknown, identity?: Identity): Response {
   const options = parseWatchCreate(body);
   let stream: WatchStream;
   const headers = { "content-type": "application/json" };
+  // As etcd: a watch the user may not read is created and canceled at once, saying why.
+  const refusal = watchRefusal(server, identity, options.range);
+  if (refusal !== undefined) {
+    const h = header(server);
+    const messages = [
+      ndjson({ header: h, watch_id: "-1", created: true, canceled: true, cancel_reason: refusal }),
+    ];
+    return new Response(messageStream(() => Promise.resolve(messages.shift() ?? null)), {
+      headers,
+    });
+  }
   try {
     stream = server.watchHub.watch(options);
   } catch (e) {
@@ -1387,6 +1523,18 @@ function watchRoute(server: RaftServer, body: unknown): Response {
     const r = await stream.next();
     if (r.done) return null;
     const v = r.value;
+    // A permission revoked (or auth enabled) while the watch runs ends it before the next event.
+    const revoked = watchRefusal(server, identity, options.range);
+    if (revoked !== undefined) {
+      ended = true;
+      stream.cancel();
+      return ndjson({
+        header: header(server),
+        watch_id: watchId,
+        canceled: true,
+        cancel_reason: revoked,
+      });
+    }
     if (v.kind === "events") {
       return ndjson({ header: header(server), watch_id: watchId, events: v.events.map(eventJson) });
     }
@@ -1402,6 +1550,26 @@ function watchRoute(server: RaftServer, body: unknown): Response {
     return ndjson(result);
   }, () => stream.cancel());
   return new Response(out, { headers });
+}
+
+/** Why `identity` may not watch `range` (etcd's cancel reason), or undefined when it may. */
+function watchRefusal(
+  server: RaftServer,
+  identity: Identity | undefined,
+  range: KeyRange,
+): string | undefined {
+  try {
+    gate(server, identity, { kind: "keys", needs: { reads: [range], writes: [] } });
+    return undefined;
+  } catch (e) {
+    if (!(e instanceof HttpError)) throw e;
+    const code = e.message === PERMISSION_DENIED
+      ? "PermissionDenied"
+      : e.message === USER_EMPTY
+      ? "InvalidArgument"
+      : "Unauthenticated";
+    return `rpc error: code = ${code} desc = ${e.message}`;
+  }
 }
 
 /**
@@ -1449,7 +1617,12 @@ function flag(url: URL, name: string): boolean {
   return v !== null && v !== "false" && v !== "0";
 }
 
-async function restKv(server: RaftServer, req: Request, url: URL): Promise<Response> {
+async function restKv(
+  server: RaftServer,
+  req: Request,
+  url: URL,
+  info?: Deno.ServeHandlerInfo<Deno.NetAddr>,
+): Promise<Response> {
   requireMethod(req, ["GET", "PUT", "DELETE"]);
   for (const name of url.searchParams.keys()) {
     if (!["prefix", "serializable", "prev"].includes(name)) {
@@ -1467,6 +1640,19 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     throw badRequest("Key is missing: use /v1/kv/<key>, or /v1/kv/?prefix for every key");
   }
   const range: KeyRange = prefix ? { prefix: key } : { key };
+  const prev = flag(url, "prev");
+  const body = req.method === "GET" || req.method === "HEAD"
+    ? new Uint8Array()
+    : await readBody(server, req);
+  const identity = identityOf(server, req, body, info);
+  gate(server, identity, {
+    kind: "keys",
+    needs: req.method === "PUT"
+      ? { reads: prev ? [range] : [], writes: [range] }
+      : req.method === "DELETE"
+      ? { reads: prev ? [range] : [], writes: [range] }
+      : { reads: [range], writes: [] },
+  });
   if (req.method === "GET" || req.method === "HEAD") {
     if (flag(url, "serializable")) server.counters.readsSerializable++;
     else await linearizable(server);
@@ -1494,13 +1680,11 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     }
     return Response.json({ ...restKvJson(result.kvs[0]), revision: result.revision });
   }
-  const body = await readBody(server, req);
   const session = sessionOf(req);
-  const prev = flag(url, "prev");
   if (req.method === "PUT") {
     if (prefix) throw badRequest("PUT takes one key, not ?prefix");
     const command: PlainCommand = { type: "put", key, value: body, prevKv: prev };
-    return await asLeader(server, forwardableRequest(req, body), session, async () => {
+    return await asLeader(server, forwardableRequest(req, body, identity), session, async () => {
       const r = settle(await server.propose(command, session));
       refuseLargeAnswer(server, r);
       if (r.type !== "put") throw new Error(`Unexpected response ${r.type}`);
@@ -1511,7 +1695,7 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
   }
   if (body.length > 0) throw badRequest("DELETE takes no body");
   const command: PlainCommand = { type: "delete", range, prevKv: prev };
-  return await asLeader(server, forwardableRequest(req, body), session, async () => {
+  return await asLeader(server, forwardableRequest(req, body, identity), session, async () => {
     const r = settle(await server.propose(command, session));
     refuseLargeAnswer(server, r);
     if (r.type !== "delete") throw new Error(`Unexpected response ${r.type}`);

@@ -8,6 +8,7 @@
  * @module
  */
 
+import { NodeAuth } from "./auth.ts";
 import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
 import {
@@ -85,6 +86,10 @@ export interface ServerOptions {
   readonly secret?: string;
   /** Allow peers with an empty secret: anyone who reaches the peer port can then forge entries. */
   readonly insecurePeers?: boolean;
+  /** How long a simple auth token lives after its last use (`--auth-token-ttl`). Default 300 s. */
+  readonly authTokenTtlMs?: number;
+  /** PBKDF2 iterations of new password hashes (`--auth-pbkdf2-iterations`). Default 210000. */
+  readonly authPbkdf2Iterations?: number;
   /** Time a peer connection has to complete its handshake. Default 3000. */
   readonly peerHandshakeTimeoutMs?: number;
   /** Most peer connections in handshake at once (more are closed at once). Default 64. */
@@ -355,6 +360,8 @@ const DRAIN_BATCHES_MAX = 256;
 export class RaftServer {
   /** This node. */
   readonly nodeId: NodeId;
+  /** Its tokens, login limiter and permission checks (src/net/auth.ts). */
+  readonly auth: NodeAuth;
   /** Its cluster. */
   readonly clusterId: string;
   /** Limits and timeouts in force. */
@@ -470,6 +477,13 @@ export class RaftServer {
   ) {
     this.nodeId = node.id;
     this.#io = io;
+    this.auth = new NodeAuth({
+      nowMs: () => io.clock.nowMs(),
+      tokenTtlMs: options.authTokenTtlMs,
+      pbkdf2Iterations: options.authPbkdf2Iterations,
+      secret: options.secret,
+      logEvent: (event, fields) => this.logEvent(event, fields),
+    });
     this.#readBeforeBarrier = options.faultPoints?.includes("read-before-barrier") ?? false;
     this.#readBeforeApply = options.faultPoints?.includes("read-before-apply") ?? false;
     this.#snapshotter = new Snapshotter({
