@@ -1271,7 +1271,10 @@ function leasePutGate(server: RaftServer, identity: Identity | undefined, id?: n
   if (!id || !server.store.auth.enabled) return;
   const keys = server.store.lease(id)?.keys ?? [];
   if (keys.length === 0) return;
-  gate(server, identity, { kind: "keys", needs: { reads: [], writes: keys.map((key) => ({ key })) } });
+  gate(server, identity, {
+    kind: "keys",
+    needs: { reads: [], writes: keys.map((key) => ({ key })) },
+  });
 }
 
 /** The puts of `txn`, nested transactions included. */
