@@ -232,6 +232,37 @@ Deno.test("net auth: permission matrix, watches, txns and forwarding on a 3-node
       }
     }
 
+    await t.step("REST /v1/kv: the same checks", async () => {
+      const rest = async (method: string, path: string, user: string, body?: string) => {
+        // The key is the path after /v1/kv/, percent-encoded (keys here start with "/").
+        const [key, query] = path.split("?");
+        const target = `/${encodeURIComponent(key)}${query === undefined ? "" : `?${query}`}`;
+        const res = await fetch(`${leader.url}/v1/kv${target}`, {
+          method,
+          body,
+          headers: { authorization: tokens.get(user)! },
+        });
+        const json = await res.json();
+        return [res.status, json.message] as const;
+      };
+      assert.equal((await rest("PUT", "/rw/rest", "rw", "1"))[0], 200);
+      assert.equal((await rest("GET", "/rw/rest", "rw"))[0], 200);
+      assert.deepEqual(await rest("GET", "/rw/rest", "reader"), [
+        403,
+        "etcdserver: permission denied",
+      ]);
+      assert.deepEqual(await rest("PUT", "/r/rest", "reader", "1"), [
+        403,
+        "etcdserver: permission denied",
+      ]);
+      assert.deepEqual(await rest("DELETE", "/rw?prefix", "rw"), [
+        403,
+        "etcdserver: permission denied",
+      ]);
+      const anonymous = await fetch(`${leader.url}/v1/kv/%2Frw%2Frest`);
+      assert.equal((await anonymous.json()).message, "etcdserver: user name is empty");
+    });
+
     await t.step("root may do everything; others may not compact, hash or list users", async () => {
       const root = tokens.get("root")!;
       for (const path of ["/v3/auth/user/list", "/v3/maintenance/hash"]) {
