@@ -12,7 +12,7 @@ import {
   TokenKeeper,
   verifyPassword,
 } from "../src/net/auth.ts";
-import { HttpError } from "../src/net/etcd.ts";
+import type { HttpError } from "../src/net/etcd.ts";
 
 async function stateWith(user: string, password: string): Promise<AuthState> {
   const s = new AuthState();

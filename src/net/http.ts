@@ -1841,6 +1841,12 @@ function metricsText(server: RaftServer): string {
       samples: [`raftmeta_leader_changes_total ${c.leaderChanges}`],
     },
     {
+      name: "raftmeta_auth_failed_logins_total",
+      help: "Logins refused for a wrong user name or password (no names or secrets as labels).",
+      type: "counter",
+      samples: [`raftmeta_auth_failed_logins_total ${server.auth.failedLogins}`],
+    },
+    {
       name: "raftmeta_forwarded_requests_total",
       help: "Requests forwarded to the leader.",
       type: "counter",
