@@ -9,9 +9,37 @@
  * @module
  */
 
-import { CommandError } from "./command.ts";
+import { CommandError, validateAuthOp } from "./command.ts";
 import { compareKeys } from "./sorted_map.ts";
-import type { Compare, KeyRange, PlainCommand, TxnCommand } from "./types.ts";
+import {
+  type AuthLimits,
+  type AuthOp,
+  type AuthRole,
+  type AuthSnapshot,
+  type AuthUser,
+  type Compare,
+  DEFAULT_AUTH_LIMITS,
+  type KeyRange,
+  type PasswordHash,
+  type Permission,
+  type PlainCommand,
+  type TxnCommand,
+} from "./types.ts";
+
+export {
+  type AuthCommand,
+  type AuthLimits,
+  type AuthOp,
+  type AuthResponse,
+  type AuthRole,
+  type AuthSnapshot,
+  type AuthUser,
+  DEFAULT_AUTH_LIMITS,
+  type PasswordHash,
+  type Permission,
+  type PermType,
+} from "./types.ts";
+export { validateAuthOp } from "./command.ts";
 
 // etcd 3.4's error texts (etcdserver/api/v3rpc/rpctypes), checked against a real etcd 3.4.
 /** Refused `auth enable`: there is no user "root". */
@@ -49,216 +77,6 @@ export const AUTH_NOT_ENABLED = "etcdserver: authentication is not enabled";
 
 /** The name of the user and of the role that may do everything. */
 export const ROOT = "root";
-
-/** Bounds on the auth state, all explicit (docs/security.md lists them). */
-export interface AuthLimits {
-  /** Most users. */
-  readonly usersMax: number;
-  /** Most roles. */
-  readonly rolesMax: number;
-  /** Most permissions one role holds. */
-  readonly permissionsPerRoleMax: number;
-  /** Most roles one user holds. */
-  readonly rolesPerUserMax: number;
-  /** Longest user or role name, in UTF-8 bytes. */
-  readonly nameBytesMax: number;
-}
-
-/** The defaults of {@linkcode AuthLimits}. */
-export const DEFAULT_AUTH_LIMITS: AuthLimits = Object.freeze({
-  usersMax: 10_000,
-  rolesMax: 10_000,
-  permissionsPerRoleMax: 1_000,
-  rolesPerUserMax: 100,
-  nameBytesMax: 256,
-});
-
-/** etcd's permission types. */
-export type PermType = "READ" | "WRITE" | "READWRITE";
-const PERM_TYPES: readonly PermType[] = ["READ", "WRITE", "READWRITE"];
-
-/** A permission of a role: `permType` on the keys of `range`. */
-export interface Permission {
-  /** What it allows. */
-  readonly permType: PermType;
-  /** Which keys. */
-  readonly range: KeyRange;
-}
-
-/** A password hash, made by the node that received the request (src/net/auth.ts). */
-export interface PasswordHash {
-  /** The KDF: PBKDF2 with HMAC-SHA-256. */
-  readonly algorithm: "pbkdf2-sha256";
-  /** Its iteration count. */
-  readonly iterations: number;
-  /** Random salt, base64. */
-  readonly salt: string;
-  /** Derived key (32 bytes), base64. */
-  readonly hash: string;
-}
-
-/** A user: a password hash (none: the user cannot log in, etcd's `--no-password`) and roles. */
-export interface AuthUser {
-  /** Name. */
-  readonly name: string;
-  /** Password hash; absent for a user without a password. */
-  readonly password?: PasswordHash;
-  /** Roles, sorted. */
-  readonly roles: readonly string[];
-}
-
-/** A role and its permissions (in the order granted; a re-grant of a range replaces its type). */
-export interface AuthRole {
-  /** Name. */
-  readonly name: string;
-  /** Permissions. */
-  readonly permissions: readonly Permission[];
-}
-
-/** One change to the auth state. */
-export type AuthOp =
-  | { readonly op: "enable" }
-  | { readonly op: "disable" }
-  | { readonly op: "userAdd"; readonly name: string; readonly password?: PasswordHash }
-  | { readonly op: "userDelete"; readonly name: string }
-  | { readonly op: "userChangePassword"; readonly name: string; readonly password: PasswordHash }
-  | { readonly op: "userGrantRole"; readonly name: string; readonly role: string }
-  | { readonly op: "userRevokeRole"; readonly name: string; readonly role: string }
-  | { readonly op: "roleAdd"; readonly role: string }
-  | { readonly op: "roleDelete"; readonly role: string }
-  | { readonly op: "roleGrantPermission"; readonly role: string; readonly permission: Permission }
-  | { readonly op: "roleRevokePermission"; readonly role: string; readonly range: KeyRange };
-
-/** An auth change as a command of the log (binary tag 0x0a, docs/commands.md). */
-export interface AuthCommand {
-  /** Discriminant. */
-  readonly type: "auth";
-  /** The change. */
-  readonly op: AuthOp;
-}
-
-/** Response to an {@linkcode AuthCommand}. */
-export interface AuthResponse {
-  /** Discriminant. */
-  readonly type: "auth";
-  /** Store revision (unchanged: auth changes do not raise it, as in etcd). */
-  readonly revision: number;
-  /** The auth revision after the change. */
-  readonly authRevision: number;
-}
-
-/** The auth state as JSON-safe data, for snapshots. */
-export interface AuthSnapshot {
-  /** Whether auth is enabled. */
-  readonly enabled: boolean;
-  /** Raised by every change. */
-  readonly authRevision: number;
-  /** Users by name. */
-  readonly users: readonly AuthUser[];
-  /** Roles by name. */
-  readonly roles: readonly AuthRole[];
-}
-
-// ---- Validation -------------------------------------------------------------------------------
-
-function validateName(value: unknown, what: string, limits: AuthLimits): void {
-  if (typeof value !== "string") throw new CommandError(`${what} must be a string: ${value}`);
-  if (!value.isWellFormed()) throw new CommandError(`${what} must be well-formed Unicode`);
-  const n = new TextEncoder().encode(value).length;
-  if (n > limits.nameBytesMax) {
-    throw new CommandError(`${what} is too long: ${n} bytes (most ${limits.nameBytesMax})`);
-  }
-}
-
-function validateText(value: unknown, what: string): asserts value is string {
-  if (typeof value !== "string" || !value.isWellFormed()) {
-    throw new CommandError(`${what} must be a well-formed string: ${value}`);
-  }
-}
-
-function validatePassword(p: unknown): void {
-  const h = p as Record<string, unknown> | null;
-  if (typeof h !== "object" || h === null || h.algorithm !== "pbkdf2-sha256") {
-    throw new CommandError(`Password hash must be a pbkdf2-sha256 object`);
-  }
-  if (
-    typeof h.iterations !== "number" || !Number.isSafeInteger(h.iterations) || h.iterations < 1
-  ) {
-    throw new CommandError(`Password hash iterations must be a positive integer: ${h.iterations}`);
-  }
-  validateText(h.salt, "Password salt");
-  validateText(h.hash, "Password hash");
-}
-
-function validateKeyRange(r: unknown): void {
-  const o = r as Record<string, unknown> | null;
-  if (typeof o !== "object" || o === null) throw new CommandError(`Range must be an object`);
-  const forms = ["key", "prefix", "fromKey"].filter((f) => o[f] !== undefined);
-  if (forms.length !== 1) {
-    throw new CommandError(`Range must have exactly one of key, prefix or fromKey`);
-  }
-  for (const f of ["key", "prefix", "fromKey", "rangeEnd"]) {
-    if (o[f] !== undefined) validateText(o[f], `Range ${f}`);
-  }
-  if (o.rangeEnd !== undefined && o.key === undefined) {
-    throw new CommandError(`Range end needs a key`);
-  }
-}
-
-/** Throws {@linkcode CommandError} unless `op` is a well-formed {@linkcode AuthOp}. */
-export function validateAuthOp(op: unknown, limits: AuthLimits = DEFAULT_AUTH_LIMITS): void {
-  const o = op as Record<string, unknown> | null;
-  if (typeof o !== "object" || o === null) throw new CommandError(`Auth op must be an object`);
-  const keys = Object.keys(o);
-  const allow = (...names: string[]) => {
-    for (const k of keys) {
-      if (k !== "op" && !names.includes(k)) {
-        throw new CommandError(`Auth op ${JSON.stringify(o.op)} has an unknown field: "${k}"`);
-      }
-    }
-  };
-  switch (o.op) {
-    case "enable":
-    case "disable":
-      return allow();
-    case "userAdd":
-      allow("name", "password");
-      validateName(o.name, "User name", limits);
-      if (o.password !== undefined) validatePassword(o.password);
-      return;
-    case "userDelete":
-      allow("name");
-      return validateName(o.name, "User name", limits);
-    case "userChangePassword":
-      allow("name", "password");
-      validateName(o.name, "User name", limits);
-      return validatePassword(o.password);
-    case "userGrantRole":
-    case "userRevokeRole":
-      allow("name", "role");
-      validateName(o.name, "User name", limits);
-      return validateName(o.role, "Role name", limits);
-    case "roleAdd":
-    case "roleDelete":
-      allow("role");
-      return validateName(o.role, "Role name", limits);
-    case "roleGrantPermission": {
-      allow("role", "permission");
-      validateName(o.role, "Role name", limits);
-      const p = o.permission as Record<string, unknown> | null;
-      if (typeof p !== "object" || p === null || !PERM_TYPES.includes(p.permType as PermType)) {
-        throw new CommandError(`Permission type must be READ, WRITE or READWRITE`);
-      }
-      return validateKeyRange(p.range);
-    }
-    case "roleRevokePermission":
-      allow("role", "range");
-      validateName(o.role, "Role name", limits);
-      return validateKeyRange(o.range);
-    default:
-      throw new CommandError(`Unknown auth op: ${JSON.stringify(o.op)}`);
-  }
-}
 
 // ---- Key intervals ----------------------------------------------------------------------------
 
@@ -583,7 +401,7 @@ export class AuthState {
     this.#users.clear();
     this.#roles.clear();
     for (const r of s.roles as AuthRole[]) {
-      validateName(r.name, "Role name", unbounded);
+      validateAuthOp({ op: "roleAdd", role: r.name }, unbounded);
       if (!Array.isArray(r.permissions)) throw new CommandError(`Role permissions must be a list`);
       for (const p of r.permissions) {
         validateAuthOp({ op: "roleGrantPermission", role: r.name, permission: p }, unbounded);
@@ -593,7 +411,7 @@ export class AuthState {
     for (const u of s.users as AuthUser[]) {
       validateAuthOp({ op: "userAdd", name: u.name, password: u.password }, unbounded);
       if (!Array.isArray(u.roles)) throw new CommandError(`User roles must be a list`);
-      for (const r of u.roles) validateName(r, "Role name", unbounded);
+      for (const r of u.roles) validateAuthOp({ op: "roleAdd", role: r }, unbounded);
       this.#users.set(u.name, { name: u.name, password: u.password, roles: [...u.roles] });
     }
     this.#enabled = s.enabled as boolean;

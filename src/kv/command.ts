@@ -16,11 +16,13 @@ import { ByteWriter, isUtf8, quote, quoteBytes, strictText, utf8, utf8Length } f
 import {
   type AlarmCommand,
   type AuthCommand,
+  type AuthLimits,
   type ClientId,
   type Command,
   type Compare,
   type CompareResult,
   type CompareTarget,
+  DEFAULT_AUTH_LIMITS,
   DEFAULT_KV_LIMITS,
   type DeleteCommand,
   type KeyRange,
@@ -28,6 +30,7 @@ import {
   LEASE_ID_MAX,
   type LeaseGrantCommand,
   type LeaseRevokeCommand,
+  type PermType,
   type PlainCommand,
   type PutCommand,
   type RangeCommand,
@@ -38,7 +41,6 @@ import {
   type TxnOp,
 } from "./types.ts";
 import { compareKeys } from "./sorted_map.ts";
-import { validateAuthOp } from "./auth.ts";
 
 /** A command that cannot be encoded or decoded: malformed, unknown, or over a limit. */
 export class CommandError extends Error {
@@ -321,6 +323,110 @@ function validatePlain(command: unknown, depth: number): asserts command is Plai
       return;
     default:
       throw new CommandError(`Unknown command type: ${quote(String(c.type))}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation of auth ops (src/kv/auth.ts), here so the codec can check them before they are logged.
+
+const PERM_TYPES: readonly PermType[] = ["READ", "WRITE", "READWRITE"];
+
+function validateName(value: unknown, what: string, limits: AuthLimits): void {
+  if (typeof value !== "string") throw new CommandError(`${what} must be a string: ${value}`);
+  if (!value.isWellFormed()) throw new CommandError(`${what} must be well-formed Unicode`);
+  const n = new TextEncoder().encode(value).length;
+  if (n > limits.nameBytesMax) {
+    throw new CommandError(`${what} is too long: ${n} bytes (most ${limits.nameBytesMax})`);
+  }
+}
+
+function validateText(value: unknown, what: string): asserts value is string {
+  if (typeof value !== "string" || !value.isWellFormed()) {
+    throw new CommandError(`${what} must be a well-formed string: ${value}`);
+  }
+}
+
+function validatePassword(p: unknown): void {
+  const h = p as Record<string, unknown> | null;
+  if (typeof h !== "object" || h === null || h.algorithm !== "pbkdf2-sha256") {
+    throw new CommandError(`Password hash must be a pbkdf2-sha256 object`);
+  }
+  if (
+    typeof h.iterations !== "number" || !Number.isSafeInteger(h.iterations) || h.iterations < 1
+  ) {
+    throw new CommandError(`Password hash iterations must be a positive integer: ${h.iterations}`);
+  }
+  validateText(h.salt, "Password salt");
+  validateText(h.hash, "Password hash");
+}
+
+function validateKeyRange(r: unknown): void {
+  const o = r as Record<string, unknown> | null;
+  if (typeof o !== "object" || o === null) throw new CommandError(`Range must be an object`);
+  const forms = ["key", "prefix", "fromKey"].filter((f) => o[f] !== undefined);
+  if (forms.length !== 1) {
+    throw new CommandError(`Range must have exactly one of key, prefix or fromKey`);
+  }
+  for (const f of ["key", "prefix", "fromKey", "rangeEnd"]) {
+    if (o[f] !== undefined) validateText(o[f], `Range ${f}`);
+  }
+  if (o.rangeEnd !== undefined && o.key === undefined) {
+    throw new CommandError(`Range end needs a key`);
+  }
+}
+
+/** Throws {@linkcode CommandError} unless `op` is a well-formed {@linkcode AuthOp}. */
+export function validateAuthOp(op: unknown, limits: AuthLimits = DEFAULT_AUTH_LIMITS): void {
+  const o = op as Record<string, unknown> | null;
+  if (typeof o !== "object" || o === null) throw new CommandError(`Auth op must be an object`);
+  const keys = Object.keys(o);
+  const allow = (...names: string[]) => {
+    for (const k of keys) {
+      if (k !== "op" && !names.includes(k)) {
+        throw new CommandError(`Auth op ${JSON.stringify(o.op)} has an unknown field: "${k}"`);
+      }
+    }
+  };
+  switch (o.op) {
+    case "enable":
+    case "disable":
+      return allow();
+    case "userAdd":
+      allow("name", "password");
+      validateName(o.name, "User name", limits);
+      if (o.password !== undefined) validatePassword(o.password);
+      return;
+    case "userDelete":
+      allow("name");
+      return validateName(o.name, "User name", limits);
+    case "userChangePassword":
+      allow("name", "password");
+      validateName(o.name, "User name", limits);
+      return validatePassword(o.password);
+    case "userGrantRole":
+    case "userRevokeRole":
+      allow("name", "role");
+      validateName(o.name, "User name", limits);
+      return validateName(o.role, "Role name", limits);
+    case "roleAdd":
+    case "roleDelete":
+      allow("role");
+      return validateName(o.role, "Role name", limits);
+    case "roleGrantPermission": {
+      allow("role", "permission");
+      validateName(o.role, "Role name", limits);
+      const p = o.permission as Record<string, unknown> | null;
+      if (typeof p !== "object" || p === null || !PERM_TYPES.includes(p.permType as PermType)) {
+        throw new CommandError(`Permission type must be READ, WRITE or READWRITE`);
+      }
+      return validateKeyRange(p.range);
+    }
+    case "roleRevokePermission":
+      allow("role", "range");
+      validateName(o.role, "Role name", limits);
+      return validateKeyRange(o.range);
+    default:
+      throw new CommandError(`Unknown auth op: ${JSON.stringify(o.op)}`);
   }
 }
 
