@@ -2,6 +2,7 @@
 // through the log and carried in snapshots.
 import assert from "node:assert/strict";
 import {
+  AUTH_OLD_REVISION,
   AuthState,
   commandNeeds,
   INVALID_AUTH_MGMT,
@@ -13,7 +14,7 @@ import {
   USER_ALREADY_EXIST,
   USER_NOT_FOUND,
 } from "../src/kv/auth.ts";
-import { decodeCommand, encodeCommand } from "../src/kv/command.ts";
+import { decodeCommand, encodeAuthGuarded, encodeCommand } from "../src/kv/command.ts";
 import { MetadataStore } from "../src/kv/store.ts";
 import type { AuthCommand } from "../src/kv/types.ts";
 import { decodeStoreSnapshot, encodeStoreSnapshot } from "../src/storage/store_snapshot.ts";
@@ -248,5 +249,46 @@ Deno.test("a malformed auth op is refused before it reaches the log", () => {
         op: { op: "roleGrantPermission", role: "r", permission: { permType: "ALL" } },
       } as never),
     /Permission type must be READ, WRITE or READWRITE/,
+  );
+});
+
+Deno.test("an auth guard refuses a write checked against an older auth state", () => {
+  const store = new MetadataStore();
+  let index = 0;
+  const auth = (op: AuthCommand["op"]) => store.apply(encodeCommand({ type: "auth", op }), ++index);
+  auth({ op: "userAdd", name: "root", password: hash });
+  auth({ op: "userGrantRole", name: "root", role: "root" });
+  auth({ op: "enable" });
+  const put = (value: string) =>
+    encodeCommand({
+      type: "put",
+      key: "/k",
+      value: new TextEncoder().encode(value),
+      prevKv: false,
+    });
+  const checkedAt = store.auth.authRevision;
+  const guarded = encodeAuthGuarded(checkedAt, put("1"));
+  assert.deepEqual(decodeCommand(guarded), decodeCommand(put("1")));
+  assert.equal(store.apply(guarded, ++index).status, "applied");
+  // The auth state changes between the check and the apply: refused, nothing written.
+  auth({ op: "roleAdd", role: "r" });
+  const stale = store.apply(encodeAuthGuarded(checkedAt, put("2")), ++index);
+  assert.equal(stale.status, "rejected");
+  assert.equal(stale.status === "rejected" && stale.error, AUTH_OLD_REVISION);
+  assert.equal(store.getString("/k"), "1");
+  assert.equal(store.appliedIndex, index);
+  // Checked again at the new revision: applies. Unguarded entries (older logs) apply as before.
+  assert.equal(
+    store.apply(encodeAuthGuarded(store.auth.authRevision, put("3")), ++index).status,
+    "applied",
+  );
+  assert.equal(store.apply(put("4"), ++index).status, "applied");
+  // With auth disabled the guard does not matter.
+  auth({ op: "disable" });
+  assert.equal(store.apply(encodeAuthGuarded(0, put("5")), ++index).status, "applied");
+  assert.equal(store.getString("/k"), "5");
+  assert.throws(
+    () => decodeCommand(encodeAuthGuarded(1, encodeAuthGuarded(1, put("x")))),
+    /An auth guard cannot wrap an auth guard/,
   );
 });

@@ -68,6 +68,7 @@ export const CommandTag: {
   readonly compact: 0x08;
   readonly alarm: 0x09;
   readonly auth: 0x0a;
+  readonly authGuard: 0x0b;
 } = Object.freeze({
   /** {@linkcode PutCommand} */
   put: 0x01,
@@ -89,6 +90,8 @@ export const CommandTag: {
   alarm: 0x09,
   /** {@linkcode AuthCommand}: its op as UTF-8 JSON (src/kv/auth.ts) */
   auth: 0x0a,
+  /** The auth guard around a checked command (see {@linkcode encodeAuthGuarded}) */
+  authGuard: 0x0b,
 });
 const ALARM_ACTIONS = ["activate", "deactivate"] as const;
 const ALARM_TYPES = ["NOSPACE"] as const;
@@ -846,7 +849,50 @@ function requireText(bytes: Uint8Array): void {
   }
 }
 
+/**
+ * `command` (encoded) wrapped in an auth guard: the auth revision its permissions were checked
+ * at. The store refuses it ("revision of auth store is old") when auth is enabled and the auth
+ * state changed since, so a permission taken away between the check and the apply is never
+ * used; the node checks again and proposes anew, as etcd does. Bytes: 0xFF, version, tag 0x0b,
+ * authRevision u53, then the command's own bytes.
+ */
+export function encodeAuthGuarded(authRevision: number, command: Uint8Array): Uint8Array {
+  if (!Number.isSafeInteger(authRevision) || authRevision < 0) {
+    throw new CommandError(`Auth revision must be a non-negative integer: ${authRevision}`);
+  }
+  const out = new Uint8Array(11 + command.length);
+  out[0] = BINARY_MAGIC;
+  out[1] = BINARY_FORMAT_VERSION;
+  out[2] = CommandTag.authGuard;
+  const view = new DataView(out.buffer);
+  view.setUint32(3, Math.floor(authRevision / 0x1_0000_0000));
+  view.setUint32(7, authRevision >>> 0);
+  out.set(command, 11);
+  return out;
+}
+
+/** The auth revision and the command inside an auth guard, or undefined for other bytes. */
+export function splitAuthGuard(
+  bytes: Uint8Array,
+): { authRevision: number; command: Uint8Array } | undefined {
+  if (bytes.length < 3 || bytes[0] !== BINARY_MAGIC || bytes[2] !== CommandTag.authGuard) {
+    return undefined;
+  }
+  if (bytes[1] !== BINARY_FORMAT_VERSION) return undefined; // parseBinary names the version
+  if (bytes.length < 12) throw new CommandError(`Auth guard is truncated: ${bytes.length} bytes`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const hi = view.getUint32(3);
+  if (hi > 0x1f_ffff) throw new CommandError(`Auth guard revision is above 2^53 - 1`);
+  const command = bytes.subarray(11);
+  if (splitAuthGuard(command) !== undefined) {
+    throw new CommandError(`An auth guard cannot wrap an auth guard`);
+  }
+  return { authRevision: hi * 0x1_0000_0000 + view.getUint32(7), command };
+}
+
 function parseBinary(bytes: Uint8Array): Command {
+  const guarded = splitAuthGuard(bytes);
+  if (guarded !== undefined) return parseCommand(guarded.command);
   const r = new Reader(bytes);
   r.u8(); // magic
   const version = r.u8();

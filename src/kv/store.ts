@@ -20,6 +20,7 @@ import {
   CommandError,
   commandLimitError,
   parseCommand,
+  splitAuthGuard,
   validateCommand,
   validateKey,
   validateRange,
@@ -36,7 +37,7 @@ import {
 import type { AlarmCommand, AlarmMember, AlarmResponse, AlarmType } from "./types.ts";
 
 export { CompactedError, type RevisionEvents, type Version } from "./history.ts";
-import { type AuthSnapshot, AuthState } from "./auth.ts";
+import { AUTH_OLD_REVISION, type AuthSnapshot, AuthState } from "./auth.ts";
 import { CompactedError } from "./history.ts";
 import {
   type ClientId,
@@ -855,7 +856,13 @@ export class MetadataStore {
   apply(command: Uint8Array, index: number): ApplyResult {
     this.#checkIndex(index);
     let decoded: Command;
+    let guard: number | undefined;
     try {
+      const guarded = splitAuthGuard(command);
+      if (guarded !== undefined) {
+        guard = guarded.authRevision;
+        command = guarded.command;
+      }
       decoded = parseCommand(command);
     } catch (e) {
       const why = e instanceof CommandError ? e.message : String(e);
@@ -864,6 +871,17 @@ export class MetadataStore {
       });
     }
     this.#expireSessions(index);
+    if (guard !== undefined && this.auth.enabled && guard < this.auth.authRevision) {
+      // Checked against an older auth state: refused whole, for the node to check again.
+      this.#appliedIndex = index;
+      return {
+        status: "rejected",
+        index,
+        revision: this.#revision,
+        error: AUTH_OLD_REVISION,
+        duplicate: false,
+      };
+    }
     const result = decoded.type === "session"
       ? this.#applySession(decoded, command.length, index)
       : this.#resultOf(this.#execute(decoded, decoded, command.length), index, false);

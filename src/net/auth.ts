@@ -55,6 +55,9 @@ export const FORWARDED_USER_HEADER = "raftmeta-forwarded-user";
 /** Header with the HMAC (over the cluster secret) of the forwarded user, method, path and body. */
 export const FORWARDED_SIGNATURE_HEADER = "raftmeta-forwarded-signature";
 
+/** Attempts of a request whose write met a newer auth state (checked again each time). */
+export const AUTH_RECHECKS_MAX = 3;
+
 /** etcd's "too many requests" with the reason: gRPC ResourceExhausted, HTTP 429. */
 const TOO_MANY_REQUESTS = "etcdserver: too many requests";
 
@@ -202,6 +205,12 @@ export interface Identity {
   readonly address: string;
   /** The user once resolved (set by {@linkcode NodeAuth.userOf}). */
   user?: string;
+  /**
+   * The auth revision the last check ran at (set by {@linkcode NodeAuth.require} once the
+   * cluster has any auth state): writes carry it in an auth guard, so the store refuses them if
+   * the auth state changed before they applied.
+   */
+  checkedAuthRevision?: number;
 }
 
 /** What an operation needs. */
@@ -294,6 +303,7 @@ export class NodeAuth {
 
   /** Throws etcd's error unless `identity` may do what `access` says under `state`. */
   require(identity: Identity, state: AuthState, access: Access): void {
+    if (state.authRevision > 0) identity.checkedAuthRevision = state.authRevision;
     if (!state.enabled || access.kind === "open") return;
     const user = this.userOf(identity, state);
     const ok = access.kind === "root" ? state.isRoot(user) : state.permits(user, access.needs);

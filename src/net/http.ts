@@ -70,6 +70,7 @@ import { encodeStoreSnapshotChunks } from "../storage/store_snapshot.ts";
 import { type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
 import {
   type Access,
+  AUTH_RECHECKS_MAX,
   AUTH_ROUTES,
   authAnswer,
   authRejected,
@@ -77,7 +78,7 @@ import {
   FORWARDED_USER_HEADER,
   type Identity,
 } from "./auth.ts";
-import { commandNeeds, PERMISSION_DENIED, USER_EMPTY } from "../kv/auth.ts";
+import { AUTH_OLD_REVISION, commandNeeds, PERMISSION_DENIED, USER_EMPTY } from "../kv/auth.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
 export const FORWARDED_HEADER = "raftmeta-forwarded-by";
@@ -909,8 +910,28 @@ interface CallSource {
   readonly identity?: Identity;
 }
 
-/** The routes of etcd's JSON gateway (all but the keep-alive), with a parsed body. */
+/**
+ * The routes of etcd's JSON gateway (all but the keep-alive), with a parsed body. A write refused
+ * because the auth state changed after its permissions were checked ("revision of auth store is
+ * old") is checked and proposed again, at most {@linkcode AUTH_RECHECKS_MAX} times, as etcd does.
+ */
 async function etcdAnswer(
+  server: RaftServer,
+  path: string,
+  body: unknown,
+  source: CallSource,
+): Promise<Answer> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await etcdAnswerOnce(server, path, body, source);
+    } catch (e) {
+      if (!(e instanceof HttpError) || e.message !== AUTH_OLD_REVISION) throw e;
+      if (attempt >= AUTH_RECHECKS_MAX) throw e;
+    }
+  }
+}
+
+async function etcdAnswerOnce(
   server: RaftServer,
   path: string,
   body: unknown,
@@ -926,7 +947,11 @@ async function etcdAnswer(
         header: () => header(server),
         write: async (make) => {
           const out = await asLeader(server, req, session, async () => {
-            const result = await server.propose({ type: "auth", op: await make() }, session);
+            const result = await server.propose(
+              { type: "auth", op: await make() },
+              session,
+              identity?.checkedAuthRevision,
+            );
             if (result.status === "rejected") throw authRejected(result.error);
             const r = settle(result);
             return { json: { header: header(server, r.revision) } } as Answer;
@@ -942,7 +967,7 @@ async function etcdAnswer(
   ) => {
     refuseLargeCommand(server, source.bodyBytes ?? Infinity, command);
     return asLeader(server, req, session, async () => {
-      const result = await server.propose(command, session);
+      const result = await server.propose(command, session, identity?.checkedAuthRevision);
       const response = settle(result);
       refuseLargeAnswer(server, response);
       const headers = result.status === "applied" && result.duplicate
@@ -1688,7 +1713,7 @@ async function restKv(
     if (prefix) throw badRequest("PUT takes one key, not ?prefix");
     const command: PlainCommand = { type: "put", key, value: body, prevKv: prev };
     return await asLeader(server, forwardableRequest(req, body, identity), session, async () => {
-      const r = settle(await server.propose(command, session));
+      const r = settle(await server.propose(command, session, identity.checkedAuthRevision));
       refuseLargeAnswer(server, r);
       if (r.type !== "put") throw new Error(`Unexpected response ${r.type}`);
       const out: Json = { revision: r.revision };
@@ -1699,7 +1724,7 @@ async function restKv(
   if (body.length > 0) throw badRequest("DELETE takes no body");
   const command: PlainCommand = { type: "delete", range, prevKv: prev };
   return await asLeader(server, forwardableRequest(req, body, identity), session, async () => {
-    const r = settle(await server.propose(command, session));
+    const r = settle(await server.propose(command, session, identity.checkedAuthRevision));
     refuseLargeAnswer(server, r);
     if (r.type !== "delete") throw new Error(`Unexpected response ${r.type}`);
     const out: Json = { revision: r.revision, deleted: r.deleted };

@@ -31,7 +31,7 @@ import { type AutoCompactionConfig, AutoCompactor } from "./auto_compaction.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { FILE_MODE, type Fs, RealFs } from "../storage/fs.ts";
 import { REAL_TIMERS, RealClock } from "./real_clock.ts";
-import { decodeCommand, encodeCommand } from "../kv/command.ts";
+import { decodeCommand, encodeAuthGuarded, encodeCommand } from "../kv/command.ts";
 import {
   addsData,
   type ApplyResult,
@@ -994,18 +994,21 @@ export class RaftServer {
   // ---- Client operations -------------------------------------------------------------------------
 
   /**
-   * Proposes `command` (wrapped in a session envelope when `session` is given) and resolves with
-   * its result once applied here. Throws {@linkcode NotLeaderError} on a follower,
+   * Proposes `command` (wrapped in a session envelope when `session` is given, and in an auth
+   * guard when `authRevision` is: the auth revision its permissions were checked at) and resolves
+   * with its result once applied here. Throws {@linkcode NotLeaderError} on a follower,
    * {@linkcode HttpError} 400 for a command over the limits, 503/504 when it cannot finish.
    */
   propose(
     command: PlainCommand,
     session?: { clientId: ClientId; seq: number },
+    authRevision?: number,
   ): Promise<ApplyResult> {
     this.#usable();
-    const bytes = encodeCommand(
+    const plain = encodeCommand(
       session === undefined ? command : { type: "session", ...session, command },
     );
+    const bytes = authRevision === undefined ? plain : encodeAuthGuarded(authRevision, plain);
     try {
       decodeCommand(bytes, { limits: this.store.limits });
     } catch (e) {
