@@ -115,23 +115,37 @@ function endBefore(a: string | undefined, b: string | undefined): boolean {
   return compareKeys(a, b) < 0;
 }
 
-/** Whether `inner` lies inside one interval of the union of `outer`. */
-function covered(inner: Interval, outer: readonly Interval[]): boolean {
-  const sorted = [...outer].sort((a, b) => compareKeys(a.start, b.start));
-  let start: string | undefined;
-  let end: string | undefined = "";
-  const check = () =>
-    start !== undefined && compareKeys(start, inner.start) <= 0 && !endBefore(end, inner.end);
+/** The union of `intervals` as disjoint intervals in key order (touching ones joined). */
+function merge(intervals: readonly Interval[]): Interval[] {
+  const sorted = [...intervals].sort((a, b) => compareKeys(a.start, b.start));
+  const out: { start: string; end: string | undefined }[] = [];
   for (const iv of sorted) {
-    if (start !== undefined && (end === undefined || compareKeys(iv.start, end) <= 0)) {
-      if (endBefore(end, iv.end)) end = iv.end;
-      continue;
+    const last = out.at(-1);
+    if (last !== undefined && (last.end === undefined || compareKeys(iv.start, last.end) <= 0)) {
+      if (endBefore(last.end, iv.end)) last.end = iv.end;
+    } else {
+      out.push({ ...iv });
     }
-    if (check()) return true;
-    start = iv.start;
-    end = iv.end;
   }
-  return check();
+  return out;
+}
+
+/** Whether `inner` lies inside one of `merged` (from {@linkcode merge}): a binary search. */
+function covered(inner: Interval, merged: readonly Interval[]): boolean {
+  // The last interval starting at or before inner.start is the only candidate.
+  let lo = 0;
+  let hi = merged.length - 1;
+  let at = -1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (compareKeys(merged[mid].start, inner.start) <= 0) {
+      at = mid;
+      lo = mid + 1;
+    } else {
+      hi = mid - 1;
+    }
+  }
+  return at >= 0 && !endBefore(merged[at].end, inner.end);
 }
 
 function sameRange(a: KeyRange, b: KeyRange): boolean {
@@ -202,6 +216,8 @@ export class AuthState {
   #authRevision = 0;
   readonly #users = new Map<string, MutableUser>();
   readonly #roles = new Map<string, Permission[]>();
+  /** Each user's merged intervals per access, rebuilt after any change (bounded by users × 2). */
+  readonly #merged = new Map<string, Interval[]>();
 
   /** An empty state: auth disabled, no users, no roles. */
   constructor(limits: Partial<AuthLimits> = {}) {
@@ -254,15 +270,23 @@ export class AuthState {
     const u = this.#users.get(user);
     if (u === undefined) return false;
     if (u.roles.includes(ROOT)) return true;
-    const intervals: Interval[] = [];
-    for (const r of u.roles) {
-      for (const p of this.#roles.get(r) ?? []) {
-        if (p.permType === "READWRITE" || p.permType === (access === "read" ? "READ" : "WRITE")) {
-          intervals.push(intervalOf(p.range));
+    const cacheKey = `${access}\n${user}`;
+    let merged = this.#merged.get(cacheKey);
+    if (merged === undefined) {
+      const intervals: Interval[] = [];
+      for (const r of u.roles) {
+        for (const p of this.#roles.get(r) ?? []) {
+          if (
+            p.permType === "READWRITE" || p.permType === (access === "read" ? "READ" : "WRITE")
+          ) {
+            intervals.push(intervalOf(p.range));
+          }
         }
       }
+      merged = merge(intervals);
+      this.#merged.set(cacheKey, merged);
     }
-    return covered(intervalOf(range), intervals);
+    return covered(intervalOf(range), merged);
   }
 
   /** Whether `user` may do everything `needs` lists. */
@@ -277,7 +301,10 @@ export class AuthState {
    */
   apply(op: AuthOp): string | undefined {
     const error = this.#apply(op);
-    if (error === undefined) this.#authRevision++;
+    if (error === undefined) {
+      this.#authRevision++;
+      this.#merged.clear();
+    }
     return error;
   }
 
@@ -353,6 +380,14 @@ export class AuthState {
       case "roleGrantPermission": {
         const perms = this.#roles.get(op.role);
         if (perms === undefined) return ROLE_NOT_FOUND;
+        // As etcd 3.5's isValidPermissionRange: an empty [key, rangeEnd) grants nothing.
+        const r = op.permission.range;
+        if (
+          "key" in r && r.rangeEnd !== undefined && r.rangeEnd !== "\u0000" &&
+          compareKeys(r.rangeEnd, r.key) <= 0
+        ) {
+          return INVALID_AUTH_MGMT;
+        }
         const i = perms.findIndex((p) => sameRange(p.range, op.permission.range));
         if (i >= 0) {
           perms[i] = op.permission;
@@ -400,6 +435,7 @@ export class AuthState {
     const unbounded = { ...this.limits, usersMax: Infinity, rolesMax: Infinity };
     this.#users.clear();
     this.#roles.clear();
+    this.#merged.clear();
     for (const r of s.roles as AuthRole[]) {
       validateAuthOp({ op: "roleAdd", role: r.name }, unbounded);
       if (!Array.isArray(r.permissions)) throw new CommandError(`Role permissions must be a list`);
@@ -416,5 +452,6 @@ export class AuthState {
     }
     this.#enabled = s.enabled as boolean;
     this.#authRevision = s.authRevision as number;
+    this.#merged.clear();
   }
 }
