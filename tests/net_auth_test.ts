@@ -375,17 +375,17 @@ Deno.test("net auth: permission matrix, watches, txns and forwarding on a 3-node
         );
         assert.equal(denied.json.message, "etcdserver: permission denied");
         // gRPC through the follower: Authenticate there, then a put it forwards.
-      const fg = grpcClient(follower.grpcEndpoint!);
-      clients.push(fg);
-      const auth = await fg.unary("Auth", "Authenticate", { name: "rw", password: "rw-pw" });
-      await fg.unary("KV", "Put", { key: b64("/rw/g"), value: b64("2") }, auth.token as string);
-      await assert.rejects(
-        fg.unary("KV", "Put", { key: b64("/w/g"), value: b64("2") }, auth.token as string),
-        (e: grpc.ServiceError) => e.details === "etcdserver: permission denied",
-      );
-      const role = await fg.unary("Auth", "RoleGet", { role: "rw-role" }, auth.token as string);
-      assert.deepEqual(role.perm, [{ permType: 2, key: b64("/rw/"), range_end: b64("/rw0") }]);
-      // The follower's token is unknown to the leader: tokens stay where they were issued.
+        const fg = grpcClient(follower.grpcEndpoint!);
+        clients.push(fg);
+        const auth = await fg.unary("Auth", "Authenticate", { name: "rw", password: "rw-pw" });
+        await fg.unary("KV", "Put", { key: b64("/rw/g"), value: b64("2") }, auth.token as string);
+        await assert.rejects(
+          fg.unary("KV", "Put", { key: b64("/w/g"), value: b64("2") }, auth.token as string),
+          (e: grpc.ServiceError) => e.details === "etcdserver: permission denied",
+        );
+        const role = await fg.unary("Auth", "RoleGet", { role: "rw-role" }, auth.token as string);
+        assert.deepEqual(role.perm, [{ permType: 2, key: b64("/rw/"), range_end: b64("/rw0") }]);
+        // The follower's token is unknown to the leader: tokens stay where they were issued.
         const there = await call(leader, "/v3/kv/range", { key: b64("/rw/f") }, token);
         assert.equal(there.json.message, "etcdserver: invalid auth token");
         // A client cannot claim to be a follower vouching for root.
