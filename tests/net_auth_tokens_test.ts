@@ -36,7 +36,12 @@ Deno.test("a token lives its TTL after its last use, then is gone", () => {
   const token = keeper.issue("u", "salt");
   assert.match(token, /^[A-Za-z]{16}\.1$/);
   now += 299_999;
-  assert.deepEqual(keeper.use(token), { user: "u", salt: "salt", expiresMs: now + 300_000 });
+  assert.deepEqual(keeper.use(token), {
+    user: "u",
+    salt: "salt",
+    authRevision: 0,
+    expiresMs: now + 300_000,
+  });
   now += 299_999; // renewed by the use above
   assert.notEqual(keeper.use(token), undefined);
   now += 300_000;
@@ -123,4 +128,22 @@ Deno.test("a forwarded user is believed only with the cluster secret's signature
   assert.equal(noSecret.sign("alice", "POST", "/", body), undefined);
   assert.throws(() => noSecret.forwardedUser(headers, "POST", "/v3/kv/put", body), /invalid/);
   assert.equal(leader.forwardedUser(new Headers(), "POST", "/", body), undefined);
+});
+
+Deno.test("auth disabled and enabled again voids the tokens issued before", async () => {
+  const auth = new NodeAuth({ nowMs: () => 0, pbkdf2Iterations: 1000, logEvent: () => {} });
+  const state = await stateWith("u", "pw");
+  const token = await auth.authenticate(state, "u", "pw", "a");
+  state.apply({ op: "roleAdd", role: "unrelated" });
+  assert.equal(auth.userOf({ token, address: "a" }, state), "u", "other changes keep it");
+  state.apply({ op: "disable" });
+  state.apply({ op: "enable" });
+  assert.throws(() => auth.userOf({ token, address: "a" }, state), /invalid auth token/);
+  const fresh = await auth.authenticate(state, "u", "pw", "a");
+  assert.equal(auth.userOf({ token: fresh, address: "a" }, state), "u");
+  // The enabling is part of the replicated state: a restored copy voids the same tokens.
+  const copy = new AuthState();
+  copy.restore(JSON.parse(JSON.stringify(state.snapshot())));
+  assert.equal(copy.enabledAt, state.enabledAt);
+  assert.throws(() => auth.userOf({ token, address: "a" }, copy), /invalid auth token/);
 });

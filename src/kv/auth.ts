@@ -213,6 +213,7 @@ export class AuthState {
   /** Bounds in force. */
   readonly limits: AuthLimits;
   #enabled = false;
+  #enabledAt = 0;
   #authRevision = 0;
   readonly #users = new Map<string, MutableUser>();
   readonly #roles = new Map<string, Permission[]>();
@@ -227,6 +228,14 @@ export class AuthState {
   /** Whether auth is enabled. */
   get enabled(): boolean {
     return this.#enabled;
+  }
+
+  /**
+   * The auth revision of the last `enable` (after it is applied): a token issued before it was
+   * issued under an earlier enabling and is void, as etcd drops its tokens on disable.
+   */
+  get enabledAt(): number {
+    return this.#enabledAt;
   }
 
   /** Raised by every applied change. */
@@ -300,9 +309,11 @@ export class AuthState {
    * etcd's error text when it is refused (nothing changed). Deterministic: no clock, no hashing.
    */
   apply(op: AuthOp): string | undefined {
+    const wasEnabled = this.#enabled;
     const error = this.#apply(op);
     if (error === undefined) {
       this.#authRevision++;
+      if (op.op === "enable" && !wasEnabled) this.#enabledAt = this.#authRevision;
       this.#merged.clear();
     }
     return error;
@@ -414,6 +425,7 @@ export class AuthState {
   snapshot(): AuthSnapshot {
     return {
       enabled: this.#enabled,
+      enabledAt: this.#enabledAt,
       authRevision: this.#authRevision,
       users: this.userNames().map((n) => this.user(n)!),
       roles: this.roleNames().map((n) => this.role(n)!),
@@ -451,6 +463,11 @@ export class AuthState {
       this.#users.set(u.name, { name: u.name, password: u.password, roles: [...u.roles] });
     }
     this.#enabled = s.enabled as boolean;
+    const enabledAt = s.enabledAt ?? 0;
+    if (!Number.isSafeInteger(enabledAt) || (enabledAt as number) < 0) {
+      throw new CommandError(`Auth snapshot enabledAt must be a non-negative integer`);
+    }
+    this.#enabledAt = enabledAt as number;
     this.#authRevision = s.authRevision as number;
     this.#merged.clear();
   }

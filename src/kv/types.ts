@@ -517,6 +517,8 @@ export interface AuthResponse {
 export interface AuthSnapshot {
   /** Whether auth is enabled. */
   readonly enabled: boolean;
+  /** The auth revision auth was last enabled at (tokens from before it are void); absent: 0. */
+  readonly enabledAt?: number;
   /** Raised by every change. */
   readonly authRevision: number;
   /** Users by name. */

@@ -92,6 +92,8 @@ export async function verifyPassword(password: string, hash: PasswordHash): Prom
 
 interface TokenInfo {
   readonly user: string;
+  /** The auth revision it was issued at: void once auth is enabled again after it. */
+  readonly authRevision: number;
   /** The user's password salt when the token was issued: a new password ends the token. */
   readonly salt: string;
   expiresMs: number;
@@ -118,8 +120,8 @@ export class TokenKeeper {
     return this.#tokens.size;
   }
 
-  /** A new token for `user`. */
-  issue(user: string, salt: string): string {
+  /** A new token for `user`, issued at `authRevision`. */
+  issue(user: string, salt: string, authRevision = 0): string {
     while (this.#tokens.size >= TOKENS_MAX) {
       this.#tokens.delete(this.#tokens.keys().next().value!);
     }
@@ -129,12 +131,12 @@ export class TokenKeeper {
     let token = "";
     for (const b of random) token += letters[b % letters.length];
     token += `.${++this.#issued}`;
-    this.#tokens.set(token, { user, salt, expiresMs: this.#nowMs() + this.#ttlMs });
+    this.#tokens.set(token, { user, salt, authRevision, expiresMs: this.#nowMs() + this.#ttlMs });
     return token;
   }
 
-  /** The token's user and salt, its TTL renewed; undefined when unknown or expired. */
-  use(token: string): { user: string; salt: string } | undefined {
+  /** The token's user, salt and revision, its TTL renewed; undefined when unknown or expired. */
+  use(token: string): { user: string; salt: string; authRevision: number } | undefined {
     const info = this.#tokens.get(token);
     if (info === undefined) return undefined;
     const now = this.#nowMs();
@@ -292,7 +294,10 @@ export class NodeAuth {
       }
       const info = this.tokens.use(identity.token);
       const u = info === undefined ? undefined : state.user(info.user);
-      if (info === undefined || u === undefined || (u.password?.salt ?? "") !== info.salt) {
+      if (
+        info === undefined || u === undefined || (u.password?.salt ?? "") !== info.salt ||
+        info.authRevision < state.enabledAt
+      ) {
         throw new HttpError(401, INVALID_AUTH_TOKEN, 16);
       }
       user = info.user;
@@ -377,7 +382,7 @@ export class NodeAuth {
       });
       throw new HttpError(400, AUTH_FAILED, 3);
     }
-    return this.tokens.issue(name, user!.password!.salt);
+    return this.tokens.issue(name, user!.password!.salt, state.authRevision);
   }
 
   /** The signature of a request forwarded for `user`, or undefined without a cluster secret. */
