@@ -219,19 +219,19 @@ Deno.test("auth commands go through the codec, the store and both snapshot forma
   }
 });
 
-Deno.test("a format 4 snapshot (before auth) still loads, with auth disabled and empty", () => {
+Deno.test("a format 5 snapshot (before auth) still loads, with auth disabled and empty", () => {
   const store = new MetadataStore();
   store.apply(
     encodeCommand({ type: "put", key: "/a", value: new Uint8Array([1]), prevKv: false }),
     1,
   );
-  const v5 = encodeStoreSnapshot(store);
-  // Format 5 = format 4 plus the auth state right after the (empty) alarm list.
-  assert.equal(v5[4], 5);
-  assert.equal(v5[5], 0);
-  const authBytes = v5[6];
-  const v4 = new Uint8Array([...v5.subarray(0, 4), 4, 0, ...v5.subarray(7 + authBytes)]);
-  const again = decodeStoreSnapshot(v4);
+  const v6 = encodeStoreSnapshot(store);
+  // Format 6 = format 5 plus the auth state right after the (empty) alarm list.
+  assert.equal(v6[4], 6);
+  assert.equal(v6[5], 0);
+  const authBytes = v6[6];
+  const v5 = new Uint8Array([...v6.subarray(0, 4), 5, 0, ...v6.subarray(7 + authBytes)]);
+  const again = decodeStoreSnapshot(v5);
   assert.equal(again.getString("/a"), "\u0001");
   assert.equal(again.auth.enabled, false);
   assert.deepEqual(again.auth.userNames(), []);

@@ -1340,12 +1340,14 @@ function atLeaseLeader(
   req: Forwardable,
   run: () => Json,
   onError: (e: LeaseError) => Json | undefined = () => undefined,
+  extendsLease = false,
 ): Promise<Answer> {
   return asLeader<Answer>(server, req, undefined, async () => {
     if (server.node.role !== "Leader") {
       throw new NotLeaderError(server.nodeId, server.node.leaderId);
     }
-    await server.readBarrier();
+    // The fault point (tests only) lets a keep-alive extend a lease without the confirmation.
+    if (!(extendsLease && server.keepAliveBeforeBarrier)) await server.readBarrier();
     try {
       return answer(run());
     } catch (e) {
@@ -1402,12 +1404,18 @@ async function keepAliveOnce(
   const unknown = () => ({ result: { header: header(server), ...leaseIdJson(id) } });
   if (id <= 0) return Response.json(unknown());
   return asResponse(
-    await atLeaseLeader(server, forwardableRequest(req, bytes), () => {
-      const { ttlMs } = server.leaseManager.keepAlive(id);
-      return {
-        result: { header: header(server), ID: String(id), TTL: String(Math.ceil(ttlMs / 1000)) },
-      };
-    }, (e) => e.code === "notFound" ? unknown() : undefined),
+    await atLeaseLeader(
+      server,
+      forwardableRequest(req, bytes),
+      () => {
+        const { ttlMs } = server.leaseManager.keepAlive(id);
+        return {
+          result: { header: header(server), ID: String(id), TTL: String(Math.ceil(ttlMs / 1000)) },
+        };
+      },
+      (e) => e.code === "notFound" ? unknown() : undefined,
+      true,
+    ),
   );
 }
 

@@ -201,12 +201,18 @@ export type ServerFaultPoint =
   /** `readBarrier` resolves at once: a "linearizable" read is served from the local store. */
   | "read-before-barrier"
   /** A read is served once its read index is known, before the store has applied up to it. */
-  | "read-before-apply";
+  | "read-before-apply"
+  /**
+   * A lease keep-alive is granted without the leader confirming its leadership with a quorum, so
+   * a deposed leader that has not noticed yet extends a lease the new leader expires.
+   */
+  | "keepalive-before-barrier";
 
 /** Every {@linkcode ServerFaultPoint}. */
 export const SERVER_FAULT_POINTS: readonly ServerFaultPoint[] = [
   "read-before-barrier",
   "read-before-apply",
+  "keepalive-before-barrier",
 ];
 
 /** Sends a request to another node's client URL (forwarding to the leader); `fetch` for real. */
@@ -404,6 +410,8 @@ export class RaftServer {
   readonly #log: (line: string) => void;
   readonly #io: ServerIo;
   readonly #readBeforeBarrier: boolean;
+  /** Fault point `keepalive-before-barrier` (tests only): lease keep-alives skip the barrier. */
+  readonly keepAliveBeforeBarrier: boolean;
   readonly #readBeforeApply: boolean;
   #http: { shutdown(): Promise<void> } | undefined;
   #grpc: { readonly url: string; close(): void; reloadTls?(m: TlsMaterial): void } | undefined;
@@ -486,6 +494,8 @@ export class RaftServer {
     });
     this.#readBeforeBarrier = options.faultPoints?.includes("read-before-barrier") ?? false;
     this.#readBeforeApply = options.faultPoints?.includes("read-before-apply") ?? false;
+    this.keepAliveBeforeBarrier = options.faultPoints?.includes("keepalive-before-barrier") ??
+      false;
     this.#snapshotter = new Snapshotter({
       nowMs: () => io.clock.nowMs(),
       yieldTurn: () => new Promise((resolve) => io.timers.nextTurn(resolve)),
