@@ -399,7 +399,7 @@ export class NodeAuth {
    * Throws "invalid auth token" when the signature does not verify (or there is no secret).
    */
   forwardedUser(
-    headers: Headers,
+    headers: { get(name: string): string | null },
     method: string,
     target: string,
     body: Uint8Array,

@@ -14,6 +14,7 @@ import { CommandError } from "../kv/command.ts";
 import { CompactedError } from "../kv/history.ts";
 import { LeaseError } from "../coord/lease_manager.ts";
 import { WatchError, type WatchStream } from "../coord/watch.ts";
+import type { Http1FastAnswer, Http1FastHandler, Http1FastRequest } from "./http1.ts";
 import {
   type ApplyResult,
   COMPACTED_ERROR,
@@ -186,6 +187,99 @@ export async function handleHttp(
   }
   server.browserGuard.decorate(req, response);
   return response;
+}
+
+/**
+ * The client port's fast path (src/net/http1.ts's {@linkcode Http1FastHandler}): a unary etcd
+ * gateway call (`POST` to one of its paths as etcd spells them, a Content-Length body within the
+ * request limit, arrived whole) is answered from the head's fields and the body's bytes, with no
+ * `Request`, `Response`, `Headers` or stream objects unless it is forwarded or streamed. The same
+ * checks, limits, routes, errors, metrics and headers as {@linkcode handleHttp}; everything else
+ * (other paths, aliases, chunked bodies, keep-alive and watch streams) goes there.
+ */
+export function etcdFastHandler(server: RaftServer): Http1FastHandler {
+  const bodyBytesMax = requestBodyBytesMax(server.requestBytesMax);
+  return {
+    // A login goes the general way, which knows the client's address (for the login limiter).
+    accepts: (method, target, bodyBytes) =>
+      method === "POST" && bodyBytes <= bodyBytesMax && ROUTES.has(target) &&
+      !STREAMED_ROUTES.has(target) && target !== "/v3/auth/authenticate",
+    handle: (req) => etcdFast(server, req),
+  };
+}
+
+const JSON_FIELDS: readonly [string, string][] = [["content-type", "application/json"]];
+
+async function etcdFast(
+  server: RaftServer,
+  req: Http1FastRequest,
+): Promise<Http1FastAnswer | Response> {
+  const started = server.nowMs();
+  const path = req.target;
+  server.counters.fastRequests++;
+  const admitted = server.admitRequest();
+  let answer: Answer | undefined;
+  let error: EtcdCallError | undefined;
+  // Built only when a forward or the session needs it.
+  let headers: Headers | undefined;
+  const headersOf = () => headers ??= new Headers(req.fields as [string, string][]);
+  const reqHeaders = { get: (name: string) => req.header(name) };
+  try {
+    if (!admitted) throw tooManyRequests(server);
+    server.browserGuard.check({ headers: reqHeaders });
+    const identity = identityOfFields(server, reqHeaders, "POST", path, req.body, "unknown");
+    const body = parseJson(req.body);
+    answer = await etcdAnswer(server, path, body, {
+      request: {
+        method: "POST",
+        target: path,
+        get headers() {
+          return headersOf();
+        },
+        body: () => req.body,
+        identity,
+      },
+      session: sessionOf({ headers: reqHeaders }),
+      bodyBytes: req.body.length,
+      identity,
+    });
+  } catch (e) {
+    error = errorOf(server, e);
+  } finally {
+    if (admitted) server.releaseRequest();
+  }
+  observeRequest(server, path, started);
+  const leader = server.node.leaderId;
+  const leaderUrl = leader === undefined ? undefined : server.clientUrlOf(leader);
+  const origin = req.header("origin");
+  if (answer instanceof Response) {
+    // A forwarded or streamed answer: as handleHttp sends it.
+    if (leaderUrl !== undefined && !answer.headers.has(LEADER_HEADER)) {
+      try {
+        answer.headers.set(LEADER_HEADER, leaderUrl);
+      } catch { /* immutable headers of a forwarded response */ }
+    }
+    for (const [name, value] of server.browserGuard.corsFields(origin)) {
+      try {
+        answer.headers.set(name, value);
+      } catch { /* immutable headers */ }
+    }
+    return answer;
+  }
+  const fields: [string, string][] = [...JSON_FIELDS];
+  let status = 200;
+  let json: unknown;
+  if (error !== undefined) {
+    status = error.status;
+    json = { error: error.message, code: error.code, message: error.message };
+    for (const [name, value] of error.headers) fields.push([name, value]);
+  } else {
+    json = answer!.json;
+    for (const [name, value] of Object.entries(answer!.headers ?? {})) fields.push([name, value]);
+  }
+  if (leaderUrl !== undefined) fields.push([LEADER_HEADER, leaderUrl]);
+  fields.push(...server.browserGuard.corsFields(origin));
+  return { status, fields, body: lineEncoder.encode(JSON.stringify(json)) };
 }
 
 /** The 503 for a request over `--http-requests-max` (both faces count against it). */
@@ -428,7 +522,9 @@ function refuseDeepJson(bytes: Uint8Array): void {
   }
 }
 
-function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefined {
+function sessionOf(
+  req: { readonly headers: { get(name: string): string | null } },
+): { clientId: ClientId; seq: number } | undefined {
   const clientId = req.headers.get(CLIENT_ID_HEADER);
   const seqText = req.headers.get(SEQ_HEADER);
   if (clientId === null && seqText === null) return undefined;
@@ -818,14 +914,28 @@ function identityOf(
   info?: Deno.ServeHandlerInfo<Deno.NetAddr>,
 ): Identity {
   const url = new URL(req.url);
-  const forwardedUser = server.auth.forwardedUser(
+  return identityOfFields(
+    server,
     req.headers,
     req.method,
     url.pathname + url.search,
     body,
+    info?.remoteAddr.hostname ?? "unknown",
   );
-  const token = req.headers.get("authorization")?.replace(/^Bearer /, "") ?? undefined;
-  return { token, forwardedUser, address: info?.remoteAddr.hostname ?? "unknown" };
+}
+
+/** {@linkcode identityOf} from a request's parts (the fast path has no Request). */
+function identityOfFields(
+  server: RaftServer,
+  headers: { get(name: string): string | null },
+  method: string,
+  target: string,
+  body: Uint8Array,
+  address: string,
+): Identity {
+  const forwardedUser = server.auth.forwardedUser(headers, method, target, body);
+  const token = headers.get("authorization")?.replace(/^Bearer /, "") ?? undefined;
+  return { token, forwardedUser, address };
 }
 
 /** Throws etcd's error unless `identity` may do what `access` says (src/net/auth.ts). */
@@ -1890,6 +2000,12 @@ function metricsText(server: RaftServer): string {
       help: "Requests answered with a 4xx.",
       type: "counter",
       samples: [`raftmeta_bad_requests_total ${c.badRequests}`],
+    },
+    {
+      name: "raftmeta_http_fast_requests_total",
+      help: "etcd gateway calls answered on the client port's fast path (whole small bodies).",
+      type: "counter",
+      samples: [`raftmeta_http_fast_requests_total ${c.fastRequests}`],
     },
     {
       name: "raftmeta_reads_total",

@@ -9,7 +9,7 @@ import { PBKDF2_ITERATIONS_MIN } from "./auth.ts";
 import { parseArgs } from "node:util";
 import type { Address } from "./transport.ts";
 import { RaftServer, StartupError } from "./server.ts";
-import { handleHttp } from "./http.ts";
+import { etcdFastHandler, handleHttp } from "./http.ts";
 import { parseAutoCompaction } from "./auto_compaction.ts";
 import type { TlsFiles } from "./tls.ts";
 
@@ -444,64 +444,68 @@ async function main(args: string[]): Promise<number> {
   if (httpServer !== "raftmeta" && httpServer !== "deno") {
     throw new Error(`--http-server must be raftmeta or deno: ${JSON.stringify(httpServer)}`);
   }
-  const server = await RaftServer.start({
-    nodeId: values.name,
-    clusterId: values["cluster-id"],
-    dataDir: values["data-dir"],
-    clientListen,
-    peerListen,
-    peers: parsePeers(values.peers!),
-    peerClientUrls: parsePeerClientUrls(values["peer-client-urls"]!),
-    grpcListen,
-    clientTls,
-    peerTls,
-    peerGrpcUrls: parsePeerClientUrls(values["peer-grpc-urls"]!, "--peer-grpc-urls"),
-    secret,
-    insecurePeers: values["insecure-peers"],
-    authTokenTtlMs: authTokenTtlSeconds === undefined ? undefined : authTokenTtlSeconds * 1000,
-    authPbkdf2Iterations,
-    peerHandshakeTimeoutMs: positive(
-      values["peer-handshake-timeout-ms"],
-      "--peer-handshake-timeout-ms",
-    ),
-    peerUnauthenticatedMax: positive(
-      values["peer-unauthenticated-max"],
-      "--peer-unauthenticated-max",
-    ),
-    raftConfig,
-    tickMs: positive(values["tick-ms"], "--tick-ms"),
-    requestBytesMax: positive(values["max-request-bytes"], "--max-request-bytes"),
-    responseBytesMax,
-    requestTimeoutMs: positive(values["request-timeout-ms"], "--request-timeout-ms"),
-    join: values.join,
-    repairWal: values["repair-wal"],
-    probeMs: positive(values["probe-ms"], "--probe-ms"),
-    joinTimeoutMs: positive(values["join-timeout-ms"], "--join-timeout-ms"),
-    snapshotEntries: positive(values["snapshot-entries"], "--snapshot-entries"),
-    snapshotBytes: positive(values["snapshot-bytes"], "--snapshot-bytes"),
-    quotaBackendBytes: positive(values["quota-backend-bytes"], "--quota-backend-bytes"),
-    autoCompaction: parseAutoCompaction(
-      values["auto-compaction-mode"]!,
-      values["auto-compaction-retention"]!,
-    ),
-    proposalsPendingMax: positive(values["proposals-pending-max"], "--proposals-pending-max"),
-    proposalBytesPendingMax: positive(
-      values["proposal-bytes-pending-max"],
-      "--proposal-bytes-pending-max",
-    ),
-    httpRequestsMax: positive(values["http-requests-max"], "--http-requests-max"),
-    bodyReadTimeoutMs: positive(values["body-read-timeout-ms"], "--body-read-timeout-ms"),
-    httpServer,
-    httpHeadTimeoutMs: positive(values["http-header-timeout-ms"], "--http-header-timeout-ms"),
-    httpIdleTimeoutMs: positive(values["http-idle-timeout-ms"], "--http-idle-timeout-ms"),
-    httpConnectionsMax: positive(values["max-connections"], "--max-connections"),
-    httpHeadBytesMax: positive(values["max-request-head-bytes"], "--max-request-head-bytes"),
-    watchersMax: int(values["watchers-max"], "--watchers-max"),
-    watchBufferEventsMax: positive(values["watch-buffer-events"], "--watch-buffer-events"),
-    watchProgressMs: positive(values["watch-progress-ms"], "--watch-progress-ms"),
-    corsOrigins: list(values.cors),
-    hostWhitelist: list(values["host-whitelist"]),
-  }, handleHttp);
+  const server = await RaftServer.start(
+    {
+      nodeId: values.name,
+      clusterId: values["cluster-id"],
+      dataDir: values["data-dir"],
+      clientListen,
+      peerListen,
+      peers: parsePeers(values.peers!),
+      peerClientUrls: parsePeerClientUrls(values["peer-client-urls"]!),
+      grpcListen,
+      clientTls,
+      peerTls,
+      peerGrpcUrls: parsePeerClientUrls(values["peer-grpc-urls"]!, "--peer-grpc-urls"),
+      secret,
+      insecurePeers: values["insecure-peers"],
+      authTokenTtlMs: authTokenTtlSeconds === undefined ? undefined : authTokenTtlSeconds * 1000,
+      authPbkdf2Iterations,
+      peerHandshakeTimeoutMs: positive(
+        values["peer-handshake-timeout-ms"],
+        "--peer-handshake-timeout-ms",
+      ),
+      peerUnauthenticatedMax: positive(
+        values["peer-unauthenticated-max"],
+        "--peer-unauthenticated-max",
+      ),
+      raftConfig,
+      tickMs: positive(values["tick-ms"], "--tick-ms"),
+      requestBytesMax: positive(values["max-request-bytes"], "--max-request-bytes"),
+      responseBytesMax,
+      requestTimeoutMs: positive(values["request-timeout-ms"], "--request-timeout-ms"),
+      join: values.join,
+      repairWal: values["repair-wal"],
+      probeMs: positive(values["probe-ms"], "--probe-ms"),
+      joinTimeoutMs: positive(values["join-timeout-ms"], "--join-timeout-ms"),
+      snapshotEntries: positive(values["snapshot-entries"], "--snapshot-entries"),
+      snapshotBytes: positive(values["snapshot-bytes"], "--snapshot-bytes"),
+      quotaBackendBytes: positive(values["quota-backend-bytes"], "--quota-backend-bytes"),
+      autoCompaction: parseAutoCompaction(
+        values["auto-compaction-mode"]!,
+        values["auto-compaction-retention"]!,
+      ),
+      proposalsPendingMax: positive(values["proposals-pending-max"], "--proposals-pending-max"),
+      proposalBytesPendingMax: positive(
+        values["proposal-bytes-pending-max"],
+        "--proposal-bytes-pending-max",
+      ),
+      httpRequestsMax: positive(values["http-requests-max"], "--http-requests-max"),
+      bodyReadTimeoutMs: positive(values["body-read-timeout-ms"], "--body-read-timeout-ms"),
+      httpServer,
+      httpHeadTimeoutMs: positive(values["http-header-timeout-ms"], "--http-header-timeout-ms"),
+      httpIdleTimeoutMs: positive(values["http-idle-timeout-ms"], "--http-idle-timeout-ms"),
+      httpConnectionsMax: positive(values["max-connections"], "--max-connections"),
+      httpHeadBytesMax: positive(values["max-request-head-bytes"], "--max-request-head-bytes"),
+      watchersMax: int(values["watchers-max"], "--watchers-max"),
+      watchBufferEventsMax: positive(values["watch-buffer-events"], "--watch-buffer-events"),
+      watchProgressMs: positive(values["watch-progress-ms"], "--watch-progress-ms"),
+      corsOrigins: list(values.cors),
+      hostWhitelist: list(values["host-whitelist"]),
+    },
+    handleHttp,
+    etcdFastHandler,
+  );
   const stop = () => {
     server.logEvent("stopping", {});
     server.close();

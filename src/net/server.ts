@@ -48,7 +48,7 @@ import { LoopStallMeter } from "./loop_stall.ts";
 import { type LogTransfer, logTransferFrames, LogTransferReceiver } from "./log_transfer.ts";
 import { HttpError } from "./etcd.ts";
 import { BrowserGuard } from "./browser_guard.ts";
-import { Http1Server } from "./http1.ts";
+import { type Http1FastHandler, Http1Server } from "./http1.ts";
 // Types only: tls.ts (node:tls) is imported when a port has TLS.
 import type { TlsConnListener, TlsFiles, TlsMaterial } from "./tls.ts";
 
@@ -333,6 +333,8 @@ export interface ServerCounters {
   forwarded: number;
   /** Requests refused with a 4xx. */
   badRequests: number;
+  /** etcd gateway calls the client port answered on its fast path (no Request/Response objects). */
+  fastRequests: number;
   /** Linearizable reads served. */
   readsLinearizable: number;
   /** Serializable reads served. */
@@ -392,6 +394,7 @@ export class RaftServer {
     leaderChanges: 0,
     forwarded: 0,
     badRequests: 0,
+    fastRequests: 0,
     readsLinearizable: 0,
     readsSerializable: 0,
     readyBatches: 0,
@@ -592,7 +595,11 @@ export class RaftServer {
    * starts the peer transport, the clock and the HTTP listener. Throws {@linkcode StartupError}
    * when the node must not start.
    */
-  static async start(options: ServerOptions, handler: HttpHandler): Promise<RaftServer> {
+  static async start(
+    options: ServerOptions,
+    handler: HttpHandler,
+    fastHandler?: (server: RaftServer) => Http1FastHandler,
+  ): Promise<RaftServer> {
     const nodeId = options.nodeId ?? "n1";
     const clusterId = options.clusterId ?? "raftmeta";
     const dataDir = options.dataDir ?? "./data";
@@ -835,7 +842,10 @@ export class RaftServer {
     });
     if (http !== undefined) {
       server.#clientUrl = http.url;
-      server.#http = http.serve((req, info) => handler(server, req, info));
+      server.#http = http.serve(
+        (req, info) => handler(server, req, info),
+        fastHandler?.(server),
+      );
     } else {
       try {
         const h = await retryWhileInUse(() =>
@@ -843,7 +853,7 @@ export class RaftServer {
         );
         http = h;
         server.#clientUrl = h.url;
-        server.#http = h.serve((req, info) => handler(server, req, info));
+        server.#http = h.serve((req, info) => handler(server, req, info), fastHandler?.(server));
       } catch (e) {
         storage.close();
         throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
@@ -1743,7 +1753,7 @@ interface DeferredHttp {
   url: string;
   /** The TLS listener, when the port serves HTTPS (for reloading its certificate). */
   tlsListener?: TlsConnListener;
-  serve: (handler: ClientHandler) => { shutdown(): Promise<void> };
+  serve: (handler: ClientHandler, fast?: Http1FastHandler) => { shutdown(): Promise<void> };
   close: () => void;
 }
 
@@ -1759,6 +1769,8 @@ async function startHttpDeferred(
   tls: TlsMaterial | undefined,
 ): Promise<DeferredHttp> {
   let handler: ClientHandler | undefined;
+  // The fast path for small etcd calls (src/net/http1.ts), once serving starts.
+  let fast: Http1FastHandler | undefined;
   const serve = (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
     if (handler === undefined) {
       return Response.json({ error: "Node is starting", code: 14, message: "Node is starting" }, {
@@ -1789,6 +1801,11 @@ async function startHttpDeferred(
       connectionsMax: options.httpConnectionsMax,
       headBytesMax: options.httpHeadBytesMax,
       onError: (e) => emit("http-internal-error", { error: (e as Error)?.message ?? String(e) }),
+      fast: {
+        accepts: (method, target, bodyBytes) =>
+          fast !== undefined && fast.accepts(method, target, bodyBytes),
+        handle: (req) => fast!.handle(req),
+      },
     }, serve);
   }
   const addr = server.addr;
@@ -1796,8 +1813,9 @@ async function startHttpDeferred(
   return {
     url: `${tls === undefined ? "http" : "https"}://${host}:${addr.port}`,
     tlsListener,
-    serve: (h) => {
+    serve: (h, f) => {
       handler = h;
+      fast = f;
       return server;
     },
     close: () => {
