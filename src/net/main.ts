@@ -5,6 +5,7 @@
  * @module
  */
 
+import { PBKDF2_ITERATIONS_MIN } from "./auth.ts";
 import { parseArgs } from "node:util";
 import type { Address } from "./transport.ts";
 import { RaftServer, StartupError } from "./server.ts";
@@ -61,6 +62,11 @@ Usage: deno task serve [flags]
                                 without TLS (a warning is logged); default: refused
                                 Certificates are read again on SIGHUP (kill -HUP PID): new
                                 connections get the new ones, open ones keep theirs.
+  --auth-token simple           etcd's token kind: simple tokens (random, kept on the node that
+                                issued them) are the only kind served (default simple)
+  --auth-token-ttl SECONDS      a token lives this long after its last use (default 300)
+  --auth-pbkdf2-iterations N    PBKDF2-HMAC-SHA-256 iterations of new password hashes
+                                (default 210000, at least 1000); see docs/security.md
   --peer-handshake-timeout-ms N time a peer connection has to prove the secret (default 3000);
                                 until then it may send at most one 8 KiB frame
   --peer-unauthenticated-max N  most peer connections in handshake at once; more are closed
@@ -335,6 +341,9 @@ async function main(args: string[]): Promise<number> {
       insecure: { type: "boolean", default: false },
       "peer-handshake-timeout-ms": { type: "string" },
       "peer-unauthenticated-max": { type: "string" },
+      "auth-token": { type: "string", default: "simple" },
+      "auth-token-ttl": { type: "string" },
+      "auth-pbkdf2-iterations": { type: "string" },
       "election-timeout-min-ms": { type: "string" },
       "election-timeout-max-ms": { type: "string" },
       "heartbeat-interval-ms": { type: "string" },
@@ -414,6 +423,23 @@ async function main(args: string[]): Promise<number> {
     );
   }
   const responseBytesMax = positive(values["max-response-bytes"], "--max-response-bytes");
+  if (values["auth-token"] !== "simple") {
+    throw new Error(
+      `--auth-token must be "simple" (raftmeta has no JWT tokens): ${
+        JSON.stringify(values["auth-token"])
+      }`,
+    );
+  }
+  const authTokenTtlSeconds = positive(values["auth-token-ttl"], "--auth-token-ttl");
+  const authPbkdf2Iterations = positive(
+    values["auth-pbkdf2-iterations"],
+    "--auth-pbkdf2-iterations",
+  );
+  if (authPbkdf2Iterations !== undefined && authPbkdf2Iterations < PBKDF2_ITERATIONS_MIN) {
+    throw new Error(
+      `--auth-pbkdf2-iterations must be at least ${PBKDF2_ITERATIONS_MIN}: ${authPbkdf2Iterations}`,
+    );
+  }
   const httpServer = values["http-server"];
   if (httpServer !== "raftmeta" && httpServer !== "deno") {
     throw new Error(`--http-server must be raftmeta or deno: ${JSON.stringify(httpServer)}`);
@@ -433,6 +459,8 @@ async function main(args: string[]): Promise<number> {
       peerGrpcUrls: parsePeerClientUrls(values["peer-grpc-urls"]!, "--peer-grpc-urls"),
       secret,
       insecurePeers: values["insecure-peers"],
+      authTokenTtlMs: authTokenTtlSeconds === undefined ? undefined : authTokenTtlSeconds * 1000,
+      authPbkdf2Iterations,
       peerHandshakeTimeoutMs: positive(
         values["peer-handshake-timeout-ms"],
         "--peer-handshake-timeout-ms",

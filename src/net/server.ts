@@ -8,6 +8,7 @@
  * @module
  */
 
+import { NodeAuth } from "./auth.ts";
 import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
 import {
@@ -30,7 +31,7 @@ import { type AutoCompactionConfig, AutoCompactor } from "./auto_compaction.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { FILE_MODE, type Fs, RealFs } from "../storage/fs.ts";
 import { REAL_TIMERS, RealClock } from "./real_clock.ts";
-import { decodeCommand, encodeCommand } from "../kv/command.ts";
+import { decodeCommand, encodeAuthGuarded, encodeCommand } from "../kv/command.ts";
 import {
   addsData,
   type ApplyResult,
@@ -85,6 +86,10 @@ export interface ServerOptions {
   readonly secret?: string;
   /** Allow peers with an empty secret: anyone who reaches the peer port can then forge entries. */
   readonly insecurePeers?: boolean;
+  /** How long a simple auth token lives after its last use (`--auth-token-ttl`). Default 300 s. */
+  readonly authTokenTtlMs?: number;
+  /** PBKDF2 iterations of new password hashes (`--auth-pbkdf2-iterations`). Default 210000. */
+  readonly authPbkdf2Iterations?: number;
   /** Time a peer connection has to complete its handshake. Default 3000. */
   readonly peerHandshakeTimeoutMs?: number;
   /** Most peer connections in handshake at once (more are closed at once). Default 64. */
@@ -363,6 +368,8 @@ const DRAIN_BATCHES_MAX = 256;
 export class RaftServer {
   /** This node. */
   readonly nodeId: NodeId;
+  /** Its tokens, login limiter and permission checks (src/net/auth.ts). */
+  readonly auth: NodeAuth;
   /** Its cluster. */
   readonly clusterId: string;
   /** Limits and timeouts in force. */
@@ -481,6 +488,13 @@ export class RaftServer {
   ) {
     this.nodeId = node.id;
     this.#io = io;
+    this.auth = new NodeAuth({
+      nowMs: () => io.clock.nowMs(),
+      tokenTtlMs: options.authTokenTtlMs,
+      pbkdf2Iterations: options.authPbkdf2Iterations,
+      secret: options.secret,
+      logEvent: (event, fields) => this.logEvent(event, fields),
+    });
     this.#readBeforeBarrier = options.faultPoints?.includes("read-before-barrier") ?? false;
     this.#readBeforeApply = options.faultPoints?.includes("read-before-apply") ?? false;
     this.keepAliveBeforeBarrier = options.faultPoints?.includes("keepalive-before-barrier") ??
@@ -1000,18 +1014,21 @@ export class RaftServer {
   // ---- Client operations -------------------------------------------------------------------------
 
   /**
-   * Proposes `command` (wrapped in a session envelope when `session` is given) and resolves with
-   * its result once applied here. Throws {@linkcode NotLeaderError} on a follower,
+   * Proposes `command` (wrapped in a session envelope when `session` is given, and in an auth
+   * guard when `authRevision` is: the auth revision its permissions were checked at) and resolves
+   * with its result once applied here. Throws {@linkcode NotLeaderError} on a follower,
    * {@linkcode HttpError} 400 for a command over the limits, 503/504 when it cannot finish.
    */
   propose(
     command: PlainCommand,
     session?: { clientId: ClientId; seq: number },
+    authRevision?: number,
   ): Promise<ApplyResult> {
     this.#usable();
-    const bytes = encodeCommand(
+    const plain = encodeCommand(
       session === undefined ? command : { type: "session", ...session, command },
     );
+    const bytes = authRevision === undefined ? plain : encodeAuthGuarded(authRevision, plain);
     try {
       decodeCommand(bytes, { limits: this.store.limits });
     } catch (e) {

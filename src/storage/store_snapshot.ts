@@ -2,11 +2,11 @@
  * The bytes of a {@linkcode MetadataStore} snapshot. One codec for every host — the simulator,
  * the real server and tests — so a snapshot taken by one restores in another.
  *
- * Format 5 (written now) is binary and keeps the whole history since the compact revision, each
- * version and each value once: a key whose current version is in the history is written there
- * only. Formats 4 (which wrote such values twice), 2 and 3 (binary, the watch history as events)
- * and 1 (UTF-8 JSON of {@linkcode StoreSnapshot}, no history) still load. docs/commands.md
- * describes them.
+ * Format 6 (written now) is binary and keeps the auth state and the whole history since the
+ * compact revision, each version and each value once: a key whose current version is in the
+ * history is written there only. Formats 5 (no auth state), 4 (which wrote such values twice), 2
+ * and 3 (binary, the watch history as events) and 1 (UTF-8 JSON of {@linkcode StoreSnapshot}, no
+ * history) still load. docs/commands.md describes them.
  * A snapshot is taken from a {@linkcode FrozenStore}, so a host can encode it in slices
  * ({@linkcode encodeStoreSnapshotChunks}) while the store goes on applying entries; the chunks
  * joined are byte for byte what {@linkcode encodeStoreSnapshot} returns for the same state.
@@ -38,11 +38,14 @@ import {
   toJsonSafe,
 } from "../kv/store.ts";
 import type { AlarmMember, AlarmType, KeyValue, KvEvent } from "../kv/types.ts";
+import type { AuthSnapshot } from "../kv/auth.ts";
 
 /** First bytes of a binary snapshot: "RMSS" (format 1 starts with `{`). */
 const MAGIC = [0x52, 0x4d, 0x53, 0x53] as const;
-/** The snapshot format {@linkcode encodeStoreSnapshot} writes: alarms, the MVCC history, each value once. */
-export const STORE_SNAPSHOT_FORMAT = 5;
+/** The snapshot format {@linkcode encodeStoreSnapshot} writes: format 5 plus the auth state. */
+export const STORE_SNAPSHOT_FORMAT = 6;
+/** Format 5 (read only): alarms, the MVCC history, each value once; no auth state. */
+export const STORE_SNAPSHOT_FORMAT_VALUES_ONCE = 5;
 /** Format 4 (read only): as 5, but every key's record in full, so current values twice. */
 export const STORE_SNAPSHOT_FORMAT_HISTORY = 4;
 /** Format 2 (read only): the watch history as events, no alarms. */
@@ -244,6 +247,8 @@ export function* encodeStoreSnapshotChunks(
     w.bytes(utf8Encoder.encode(a.memberId));
     w.bytes(utf8Encoder.encode(a.alarm));
   }
+  // Format 6: the auth state as UTF-8 JSON (bounded by the auth limits).
+  w.bytes(utf8Encoder.encode(JSON.stringify(frozen.auth)));
   w.uint(frozen.appliedIndex);
   w.uint(frozen.revision);
   w.uint(frozen.leaseIdLast);
@@ -424,8 +429,9 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
   try {
     const format = r.uint();
     if (
-      format !== STORE_SNAPSHOT_FORMAT && format !== STORE_SNAPSHOT_FORMAT_HISTORY &&
-      format !== STORE_SNAPSHOT_FORMAT_ALARMS && format !== STORE_SNAPSHOT_FORMAT_EVENTS
+      format !== STORE_SNAPSHOT_FORMAT && format !== STORE_SNAPSHOT_FORMAT_VALUES_ONCE &&
+      format !== STORE_SNAPSHOT_FORMAT_HISTORY && format !== STORE_SNAPSHOT_FORMAT_ALARMS &&
+      format !== STORE_SNAPSHOT_FORMAT_EVENTS
     ) {
       throw new RangeError(`unknown format ${format}`);
     }
@@ -436,6 +442,12 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       const memberId = strictUtf8.decode(r.bytes());
       alarms.push({ memberId, alarm: strictUtf8.decode(r.bytes()) as AlarmType });
     }
+    const auth = format === STORE_SNAPSHOT_FORMAT
+      ? JSON.parse(strictUtf8.decode(r.bytes())) as AuthSnapshot
+      : undefined;
+    // Formats 4 to 6 keep the history as versions; 2 and 3 as events.
+    const withHistory = format === STORE_SNAPSHOT_FORMAT ||
+      format === STORE_SNAPSHOT_FORMAT_VALUES_ONCE || format === STORE_SNAPSHOT_FORMAT_HISTORY;
     const appliedIndex = r.uint();
     const revision = r.uint();
     const leaseIdLast = r.uint();
@@ -443,8 +455,6 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
     const keyCount = r.uint();
     const sessionCount = r.uint();
     const compactRevision = r.uint();
-    const withHistory = format === STORE_SNAPSHOT_FORMAT ||
-      format === STORE_SNAPSHOT_FORMAT_HISTORY;
     const revisionCount = withHistory ? 0 : r.uint();
     // Counts bound allocations: each item takes at least one byte.
     const left = r.buf.length - r.pos;
@@ -458,8 +468,12 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       sessions.push(JSON.parse(strictUtf8.decode(r.bytes())) as SessionRecord);
     }
     const versions: HistoryItem[] = [];
-    // Format 5: each key's last item, the current version of a key marked as in the history.
-    const lastItem = format === STORE_SNAPSHOT_FORMAT ? new Map<string, KvVersion>() : undefined;
+    // Formats 5 and 6: each key's last item, the current version of a key marked as in the
+    // history.
+    const lastItem =
+      format === STORE_SNAPSHOT_FORMAT || format === STORE_SNAPSHOT_FORMAT_VALUES_ONCE
+        ? new Map<string, KvVersion>()
+        : undefined;
     while (withHistory) {
       const kind = r.u8();
       if (kind === ITEM_END) break;
@@ -535,6 +549,7 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       sessions,
       history: withHistory ? { compactRevision, versions } : { compactRevision, revisions },
       alarms,
+      auth,
     };
   } catch (e) {
     throw new Error(`Snapshot is invalid: ${(e as Error).message}`, { cause: e });
