@@ -73,6 +73,18 @@ export {
 export * from "./src/kv/store.ts";
 export * from "./src/kv/types.ts";
 export {
+  type AuthLimits,
+  type AuthOp,
+  type AuthRole,
+  type AuthSnapshot,
+  AuthState,
+  type AuthUser,
+  type Needs,
+  type PasswordHash,
+  type Permission,
+  type PermType,
+} from "./src/kv/auth.ts";
+export {
   CommandError,
   decodeCommand,
   type DecodeOptions,

@@ -175,7 +175,7 @@ Deno.test("malformed binary commands are refused with a clear message", () => {
     new Uint8Array([0xff, 0x02, 0x01]),
     "Unsupported command format version: 2 (this build reads 1)",
   );
-  refuses(new Uint8Array([0xff, 0x01, 0x0a]), "Unknown command tag: 0x0a");
+  refuses(new Uint8Array([0xff, 0x01, 0x0c]), "Unknown command tag: 0x0c");
   refuses(good.subarray(0, good.length - 1), /^Command is truncated: needs 1 bytes at offset 11/);
   refuses(bytesOf([...good], [0]), "Command has 1 trailing bytes at offset 12");
   const badFlags = good.slice();

@@ -172,7 +172,11 @@ const FORMAT_2 =
 const FORMAT_3 =
   "Uk1TUwMBAm0xB05PU1BBQ0VkEAAAAwAGCgcBAgMvazECdjUDBwIAAy9rMQJ2MQMDAQAIAQIDL2syAnY2BAgCAAMvazICdjIEBAEACQECAy9rMwJ2NwUJAgADL2szAnYzBQUBAAoBAgMvazACdjgCCgMAAy9rMAJ2NAIGAgALAQIDL2sxAnY5AwsDAAMvazECdjUDBwIADAECAy9rMgN2MTAEDAMAAy9rMgJ2NgQIAgANAQIDL2szA3YxMQUNAwADL2szAnY3BQkCAA4BAwMvazEAAA4AAAMvazECdjkDCwMADwIAAy9rMQVhZ2Fpbg8PAQADAy9rMgAADwAAAy9rMgN2MTAEDAMAEAECAy9rMwRsYXN0BRAEAAMvazMDdjExBQ0DAAMCdjgCCgMAAwVhZ2Fpbg8PAQADBGxhc3QFEAQAL2swL2sxL2sz";
 
-Deno.test("snapshots of formats 2 and 3 load with their history", () => {
+// Format 4 bytes as the previous code wrote them, of the same commands (each current value twice).
+const FORMAT_4 =
+  "Uk1TUwQAEBAAAAMABgIDL2sxAnYxAwMBAAEDL2sxAnY1AwcCAAIDL2syAnYyBAQBAAEDL2syAnY2BAgCAAIDL2szAnYzBQUBAAEDL2szAnY3BQkCAAIDL2swAnY0AgYCAAEDL2swAnY4AgoDAAEDL2sxAnY5AwsDAAEDL2syA3YxMAQMAwABAy9rMwN2MTEFDQMAAQMvazEAAA4AAAEDL2sxBWFnYWluDw8BAAEDL2syAAAPAAABAy9rMwRsYXN0BRAEAAADAnY4AgoDAAMFYWdhaW4PDwEAAwRsYXN0BRAEAC9rMC9rMS9rMw==";
+
+Deno.test("snapshots of formats 2, 3 and 4 load with their history", () => {
   const reference = new MetadataStore();
   const commands: Uint8Array[] = [];
   for (let i = 0; i < 12; i++) commands.push(encodePut(`/k${i % 4}`, `v${i}`));
@@ -189,9 +193,12 @@ Deno.test("snapshots of formats 2 and 3 load with their history", () => {
   }));
   commands.push(encodePut("/k3", "last"));
   commands.forEach((c, i) => reference.apply(c, i + 1));
-  for (const [name, b64] of [["format 2", FORMAT_2], ["format 3", FORMAT_3]]) {
+  for (
+    const [name, b64] of [["format 2", FORMAT_2], ["format 3", FORMAT_3], ["format 4", FORMAT_4]]
+  ) {
     const old = decodeStoreSnapshot(fromBase64(b64));
     assert.equal(old.oldestRevision, 7, name);
+    assert.equal(old.size, reference.size, name);
     for (let revision = 6; revision <= reference.revision; revision++) {
       assert.deepEqual(
         old.range({ prefix: "" }, { revision }),
@@ -223,4 +230,39 @@ Deno.test("a large compaction frees in batches; reads are right all along", () =
   assert.ok(steps >= 3, `${steps} steps after the apply: each at most ${COMPACT_BATCH_VERSIONS}`);
   assert.equal(store.historyVersions, 10, "versions top - 10 to top - 1");
   assert.equal(store.history(top - 9).length, 10);
+});
+
+Deno.test("a snapshot writes each kept value once (format 5)", () => {
+  // 200 keys of 1 KiB values, each written twice, then a compaction that keeps 50 keys unchanged
+  // since it: 400 versions of which 200 are current. Every value once is ~400 KiB; format 4 wrote
+  // each current value changed after the compaction a second time in its key record.
+  const store = new MetadataStore();
+  let index = 0;
+  const value = (i: number, round: number) => `${round}:${i}:`.padEnd(1024, "x");
+  for (let round = 0; round < 2; round++) {
+    for (let i = 0; i < 200; i++) {
+      // Keys 150..199 are written once only, before the compaction.
+      if (round === 1 && i >= 150) continue;
+      store.apply(encodePut(`/k${String(i).padStart(3, "0")}`, value(i, round)), ++index);
+    }
+  }
+  store.apply(encodeCommand({ type: "compact", revision: 151 } as Command), ++index);
+  for (let i = 0; i < 150; i++) {
+    store.apply(encodePut(`/k${String(i).padStart(3, "0")}`, value(i, 2)), ++index);
+  }
+  const kept = store.historyVersions + store.size; // every version kept, current or older
+  const bytes = encodeStoreSnapshot(store);
+  assert.ok(
+    bytes.length < kept * 1024 + 64 * 1024,
+    `${bytes.length} bytes for ${kept} kept versions of 1 KiB: some value is written twice`,
+  );
+  const again = decodeStoreSnapshot(bytes);
+  for (let revision = store.compactRevision; revision <= store.revision; revision += 7) {
+    assert.deepEqual(
+      again.range({ prefix: "" }, { revision }),
+      store.range({ prefix: "" }, { revision }),
+    );
+  }
+  assert.deepEqual(again.history(store.oldestRevision), store.history(store.oldestRevision));
+  assert.equal(again.backendBytes, store.backendBytes);
 });

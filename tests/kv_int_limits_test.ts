@@ -528,9 +528,11 @@ Deno.test("command codec integer fields: refused by decode, or apply, snapshot a
 Deno.test("a snapshot with a number above 2^53 - 1 is refused naming it", () => {
   const store = storeOf([grantOf(5)]);
   const bytes = encodeStoreSnapshot(store);
-  // Format 4: magic, format, alarm count, appliedIndex, revision, leaseIdLast (5): make it
-  // 2^56 - 1.
-  const at = 4 + 4;
+  // Format 6: magic, format, alarm count, auth state (length, JSON), appliedIndex, revision,
+  // leaseIdLast (5): make it 2^56 - 1.
+  const authBytes = new TextEncoder().encode(JSON.stringify(store.freeze().auth)).length;
+  assert.ok(authBytes < 128);
+  const at = 4 + 2 + 1 + authBytes + 2;
   assert.equal(bytes[at], 5);
   const bad = new Uint8Array([
     ...bytes.subarray(0, at),

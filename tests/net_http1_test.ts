@@ -6,7 +6,7 @@
  */
 
 import assert from "node:assert/strict";
-import { type Http1Options, Http1Server } from "../src/net/http1.ts";
+import { type Http1FastHandler, type Http1Options, Http1Server } from "../src/net/http1.ts";
 import { b64, freePort, NodeProcess, post, until } from "./net_helpers.ts";
 
 const encoder = new TextEncoder();
@@ -582,6 +582,109 @@ Deno.test("http1: HTTP semantics clients rely on", async (t) => {
   }
 });
 
+Deno.test("http1: the fast path takes whole small bodies it accepts, the rest goes as Requests", async (t) => {
+  const seen: string[] = [];
+  const fast: Http1FastHandler = {
+    accepts: (method, target, bodyBytes) =>
+      method === "POST" && target.startsWith("/fast") && bodyBytes <= 64,
+    handle: (req) => {
+      seen.push(`${req.target} ${new TextDecoder().decode(req.body)}`);
+      if (req.target === "/fast/throw") throw new Error("boom");
+      if (req.target === "/fast/response") {
+        return Promise.resolve(
+          new Response("as a Response", { headers: { "x-kind": "response" } }),
+        );
+      }
+      return Promise.resolve({
+        status: 201,
+        fields: [["x-kind", "fast"], ["x-token", req.header("x-token") ?? "none"]],
+        body: encoder.encode(`fast:${new TextDecoder().decode(req.body)}`),
+      });
+    },
+  };
+  const server = start({ fast });
+  const post = (path: string, body: string, extra = "") =>
+    `POST ${path} HTTP/1.1\r\nHost: localhost\r\n${extra}Content-Length: ${body.length}\r\n\r\n${body}`;
+  try {
+    await t.step(
+      "an accepted request is answered by the fast handler, header lookup in any case",
+      async () => {
+        const c = await Raw.open(server.addr.port);
+        await c.send(post("/fast", "abc", "X-Token: t1\r\nx-token: t2\r\n"));
+        const res = await c.response();
+        assert.equal(res.status, 201);
+        assert.equal(res.headers.get("x-kind"), "fast");
+        assert.equal(res.headers.get("x-token"), "t1, t2");
+        assert.equal(res.headers.get("content-length"), "8");
+        assert.ok(res.headers.has("date"));
+        assert.equal(res.body, "fast:abc");
+        // The connection carries the next request.
+        await c.send(post("/fast", "again"));
+        assert.equal((await c.response()).body, "fast:again");
+        c.close();
+      },
+    );
+    await t.step("pipelined requests are answered in order, fast and general mixed", async () => {
+      const c = await Raw.open(server.addr.port);
+      await c.send(post("/fast", "1") + post("/other", "2") + post("/fast", "3"));
+      const a = await c.response(), b = await c.response(), d = await c.response();
+      assert.equal(a.body, "fast:1");
+      assert.equal(JSON.parse(b.body).body, "2"); // the echo handler
+      assert.equal(d.body, "fast:3");
+      c.close();
+    });
+    await t.step(
+      "a body it does not accept, or one not yet whole, goes to the general handler",
+      async () => {
+        const c = await Raw.open(server.addr.port);
+        const big = "x".repeat(65);
+        await c.send(post("/fast", big));
+        assert.equal(JSON.parse((await c.response()).body).body, big);
+        // Chunked: no Content-Length, so never the fast path.
+        await c.send(
+          "POST /fast HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        );
+        assert.equal(JSON.parse((await c.response()).body).body, "abc");
+        // The head first, the body a moment later: the general handler reads it as it comes.
+        await c.send("POST /fast HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\n\r\n");
+        await new Promise((r) => setTimeout(r, 50));
+        await c.send("late");
+        assert.equal(JSON.parse((await c.response()).body).body, "late");
+        c.close();
+      },
+    );
+    await t.step(
+      "a Response from the fast handler is written as the general handler's",
+      async () => {
+        const c = await Raw.open(server.addr.port);
+        await c.send(post("/fast/response", ""));
+        const res = await c.response();
+        assert.equal(res.headers.get("x-kind"), "response");
+        assert.equal(res.body, "as a Response");
+        c.close();
+      },
+    );
+    await t.step(
+      "a fast handler that throws gives a 500 and closes; Connection: close is kept",
+      async () => {
+        const c = await Raw.open(server.addr.port);
+        await c.send(post("/fast/throw", ""));
+        const res = await c.response();
+        assert.equal(res.status, 500);
+        assert.equal(JSON.parse(res.body).code, 13);
+        await c.closed();
+        const d = await Raw.open(server.addr.port);
+        await d.send(post("/fast", "bye", "Connection: close\r\n"));
+        assert.equal((await d.response()).headers.get("connection"), "close");
+        await d.closed();
+      },
+    );
+  } finally {
+    await server.close();
+  }
+  assert.ok(seen.includes("/fast abc") && !seen.some((x) => x.startsWith("/fast x")));
+});
+
 Deno.test("http1: shutdown closes idle and streaming connections", async () => {
   let cancelled = false;
   const server = start({}, () =>
@@ -692,5 +795,115 @@ Deno.test("http1: a node cuts slowloris, keeps watches and frees them", async (t
   } finally {
     await node.kill();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("http1: a node's fast path answers exactly as the general path", async (t) => {
+  // /v3/... takes the fast path; the /v3beta/ alias of the same route goes through Request and
+  // handleHttp. Every answer must match: status, body and the headers clients read.
+  const { node, dir } = await startNode([
+    "--cors",
+    "http://allowed.example",
+    "--host-whitelist",
+    "127.0.0.1,localhost",
+  ]);
+  const port = Number(new URL(node.url).port);
+  const c = await Raw.open(port);
+  const send = async (path: string, body: string, extra = "") => {
+    await c.send(
+      `POST ${path} HTTP/1.1\r\nHost: localhost\r\n${extra}Content-Length: ${
+        encoder.encode(body).length
+      }\r\n\r\n${body}`,
+    );
+    return await c.response();
+  };
+  const same = async (what: string, route: string, body: string, extra = "") => {
+    const fast = await send(`/v3/${route}`, body, extra);
+    const general = await send(`/v3beta/${route}`, body, extra);
+    assert.equal(fast.status, general.status, `${what}: status`);
+    assert.deepEqual(JSON.parse(fast.body), JSON.parse(general.body), `${what}: body`);
+    for (
+      const h of [
+        "content-type",
+        "raftmeta-leader-url",
+        "access-control-allow-origin",
+        "access-control-expose-headers",
+        "vary",
+        "retry-after",
+        "allow",
+      ]
+    ) {
+      assert.equal(fast.headers.get(h), general.headers.get(h), `${what}: header ${h}`);
+    }
+    return fast;
+  };
+  try {
+    const put = await send("/v3/kv/put", JSON.stringify({ key: b64("k"), value: b64("v") }));
+    assert.equal(put.status, 200);
+    assert.ok(put.headers.has("raftmeta-leader-url"));
+    const cases: [string, string, string, string?][] = [
+      ["a range", "kv/range", JSON.stringify({ key: b64("k") })],
+      ["a missing key", "kv/range", JSON.stringify({ key: b64("nothing") })],
+      ["an empty body", "kv/range", ""],
+      ["bad JSON", "kv/range", "{"],
+      ["a key that is not base64", "kv/range", JSON.stringify({ key: "%%%" })],
+      ["JSON nested too deep", "kv/range", "[".repeat(200) + "]".repeat(200)],
+      ["a compaction in the future", "kv/compaction", JSON.stringify({ revision: "99999" })],
+      ["an unknown lease's time-to-live", "lease/timetolive", JSON.stringify({ ID: "77" })],
+      ["a txn compare with a bad target", "kv/txn", JSON.stringify({ compare: [{ target: "X" }] })],
+      ["a status", "maintenance/status", "{}"],
+      ["a member list", "cluster/member/list", "{}"],
+      [
+        "an allowed origin",
+        "kv/range",
+        JSON.stringify({ key: b64("k") }),
+        "Origin: http://allowed.example\r\n",
+      ],
+      [
+        "a refused origin",
+        "kv/put",
+        JSON.stringify({ key: b64("k"), value: b64("w") }),
+        "Origin: http://evil.example\r\n",
+      ],
+      [
+        "half a session",
+        "kv/put",
+        JSON.stringify({ key: b64("k"), value: b64("w") }),
+        "raftmeta-client-id: c1\r\n",
+      ],
+    ];
+    for (const [what, route, body, extra] of cases) {
+      await t.step(what, async () => {
+        await same(what, route, body, extra);
+      });
+    }
+    await t.step("a Host that is not accepted", async () => {
+      await c.send(
+        `POST /v3/kv/range HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 2\r\n\r\n{}`,
+      );
+      const fast = await c.response();
+      await c.send(
+        `POST /v3beta/kv/range HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 2\r\n\r\n{}`,
+      );
+      const general = await c.response();
+      assert.equal(fast.status, 421);
+      assert.deepEqual(JSON.parse(fast.body), JSON.parse(general.body));
+    });
+    await t.step("the fast path was taken (and only for /v3/ paths)", async () => {
+      const text = await (await fetch(`${node.url}/metrics`)).text();
+      const n = Number(/^raftmeta_http_fast_requests_total (\d+)$/m.exec(text)![1]);
+      // The first put, one per case, the Host case.
+      assert.equal(n, 1 + cases.length + 1);
+    });
+    await t.step("the value written is the value read, either way", async () => {
+      const w = await send("/v3/kv/put", JSON.stringify({ key: b64("k"), value: b64("fast") }));
+      assert.equal(w.status, 200);
+      const r = await send("/v3beta/kv/range", JSON.stringify({ key: b64("k") }));
+      assert.equal(atob(JSON.parse(r.body).kvs[0].value), "fast");
+    });
+  } finally {
+    c.close();
+    await node.kill();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });

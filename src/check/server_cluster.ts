@@ -52,6 +52,8 @@ interface Member {
   /** Owner of the current process's timers (a new one after each restart). */
   owner: number;
   server: RaftServer | undefined;
+  /** While paused: what reached it (peer messages, requests) by source, to run when it resumes. */
+  held: Map<string, (() => void)[]> | undefined;
 }
 
 /** n real servers on a simulated clock, disk and network (see the module documentation). */
@@ -67,6 +69,8 @@ export class ServerCluster {
   /** Links cut one way, as "from>to". */
   readonly #cut = new Set<string>();
   #owners = 0;
+  /** Client and forwarding connections opened (each request is one, as a source of input). */
+  #connections = 0;
   /** Peer messages delivered and lost, forwarded requests carried. */
   readonly counters = { messagesDelivered: 0, messagesLost: 0, forwards: 0 };
 
@@ -84,7 +88,7 @@ export class ServerCluster {
     this.rng = new SeededRng(options.seed);
     this.ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
     for (const id of this.ids) {
-      this.#members.set(id, { id, fs: new SimFs(), owner: 0, server: undefined });
+      this.#members.set(id, { id, fs: new SimFs(), owner: 0, server: undefined, held: undefined });
       this.restart(id);
     }
   }
@@ -119,6 +123,52 @@ export class ServerCluster {
     this.timers.halt(m.owner);
     m.fs.crash();
     m.server = undefined;
+    m.held = undefined;
+  }
+
+  /**
+   * Pauses `id` (as SIGSTOP would): its timers stop, and peer messages and requests that reach it
+   * wait, in order, until {@linkcode resume}; it does not notice the time that passed.
+   */
+  pause(id: NodeId): void {
+    const m = this.#member(id);
+    if (m.server === undefined || m.held !== undefined) return;
+    m.held = new Map();
+    this.timers.pause(m.owner);
+  }
+
+  /**
+   * Resumes `id`: what reached it meanwhile is handed over, each source's (a peer link's, a
+   * client connection's) in its order but the sources interleaved at random, as a process that
+   * wakes finds several sockets readable; then its due timers fire.
+   */
+  resume(id: NodeId): void {
+    const m = this.#member(id);
+    const held = m.held;
+    if (held === undefined) return;
+    m.held = undefined;
+    this.timers.resume(m.owner);
+    const queues = [...held.values()];
+    while (queues.length > 0) {
+      const i = Math.floor(this.rng.next() * queues.length);
+      const f = queues[i].shift()!;
+      if (queues[i].length === 0) queues.splice(i, 1);
+      f();
+    }
+  }
+
+  /** Whether `id` is paused. */
+  isPaused(id: NodeId): boolean {
+    return this.#member(id).held !== undefined;
+  }
+
+  /** Runs `f` on `id` now, or when it resumes if it is paused (after `source`'s earlier ones). */
+  #whenRunning(id: NodeId, source: string, f: () => void): void {
+    const held = this.#member(id).held;
+    if (held === undefined) return f();
+    const queue = held.get(source);
+    if (queue === undefined) held.set(source, [f]);
+    else queue.push(f);
   }
 
   /** Starts `id` afresh from what its disk holds (a crash first when it is running). */
@@ -193,7 +243,13 @@ export class ServerCluster {
       headers: { "content-type": "application/json" },
       body: JSON.stringify(body),
     });
-    return handleHttp(server, req);
+    const owner = this.#member(id).owner;
+    return new Promise<Response>((resolve, reject) =>
+      this.#whenRunning(id, `client ${++this.#connections}`, () => {
+        // Crashed while paused: the request is never answered (the caller times out).
+        if (this.#alive(id, owner)) handleHttp(server, req).then(resolve, reject);
+      })
+    );
   }
 
   /** Runs `fire` after `delayMs` of virtual time (the clients' and the fault schedule's timers). */
@@ -255,7 +311,10 @@ export class ServerCluster {
         return;
       }
       this.counters.messagesDelivered++;
-      target.receive(from, [message]);
+      const targetOwner = this.#member(to).owner;
+      this.#whenRunning(to, `peer ${from}`, () => {
+        if (this.#alive(to, targetOwner)) target.receive(from, [message]);
+      });
     });
   }
 
@@ -298,10 +357,13 @@ export class ServerCluster {
           if (!this.linked(from, to) || !this.#alive(to, targetOwner) || target === undefined) {
             return;
           }
-          handleHttp(target, req).then((res) => {
-            this.timers.schedule(WORLD, this.#latencyMs(), () => {
-              if (!this.linked(to, from) || !this.#alive(to, targetOwner)) return;
-              settleWith(() => resolve(res));
+          this.#whenRunning(to, `forward ${++this.#connections}`, () => {
+            if (!this.#alive(to, targetOwner)) return;
+            handleHttp(target, req).then((res) => {
+              this.timers.schedule(WORLD, this.#latencyMs(), () => {
+                if (!this.linked(to, from) || !this.#alive(to, targetOwner)) return;
+                settleWith(() => resolve(res));
+              });
             });
           });
         });

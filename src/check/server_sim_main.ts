@@ -1,6 +1,7 @@
 /**
  * `deno task sim:servers`: randomized runs over real `RaftServer`s (src/check/server_simulation.ts)
- * with crashes, restarts and partitions; every history is checked for linearizability. Prints one
+ * with crashes, restarts, pauses and partitions; every history is checked for linearizability and
+ * every lease for early expiry. Prints one
  * line per failing seed with the command that replays it, then a summary; exits 1 on a violation.
  *
  * @module
@@ -12,7 +13,8 @@ import { historyToJsonLines } from "./history.ts";
 import { SERVER_FAULT_POINTS, type ServerFaultPoint } from "../net/server.ts";
 
 const HELP = `deno task sim:servers — randomized runs over real RaftServers on a simulated
-clock, disk and network (request handling, forwarding, read barrier, snapshotter)
+clock, disk and network (request handling, forwarding, read barrier, lease
+keep-alive, snapshotter), with crashes, pauses and partitions
 
 Usage:
   deno task sim:servers [--seeds N] [--start S] [options]
@@ -24,6 +26,7 @@ Options:
   --seed S          run exactly this seed
   --nodes N         servers per cluster (default 3)
   --clients N       concurrent clients (default 4)
+  --lease-clients N clients that grant, keep alive and read leases (default 2; 0 for none)
   --duration MS     virtual length of the faulty phase (default 4000)
   --fault-points LIST
                     server bugs to switch on, comma-separated: ${SERVER_FAULT_POINTS.join(",")}
@@ -53,6 +56,7 @@ try {
       seed: { type: "string" },
       nodes: { type: "string" },
       clients: { type: "string" },
+      "lease-clients": { type: "string" },
       duration: { type: "string" },
       "fault-points": { type: "string" },
       verbose: { type: "boolean" },
@@ -78,12 +82,24 @@ const count = single === undefined ? positiveInt("seeds", values.seeds, 100) : 1
 const options = {
   nodes: positiveInt("nodes", values.nodes, 3),
   clients: positiveInt("clients", values.clients, 4),
+  leaseClients: values["lease-clients"] === "0"
+    ? 0
+    : positiveInt("lease-clients", values["lease-clients"], 2),
   durationMs: positiveInt("duration", values.duration, 4000),
   faultPoints,
 };
 if (options.nodes > 9) fail(`--nodes must be at most 9: ${options.nodes}`);
 
-const totals = { ops: 0, unknown: 0, crashes: 0, partitions: 0, forwards: 0 };
+const totals = {
+  ops: 0,
+  unknown: 0,
+  crashes: 0,
+  partitions: 0,
+  pauses: 0,
+  forwards: 0,
+  leases: 0,
+  keepAlives: 0,
+};
 const failing: number[] = [];
 for (let seed = start; seed < start + count; seed++) {
   const r = await runServerSimulation(seed, options);
@@ -92,24 +108,34 @@ for (let seed = start; seed < start + count; seed++) {
   totals.crashes += r.faults.crashes;
   totals.partitions += r.faults.partitions;
   totals.forwards += r.forwards;
-  if (r.check.ok) continue;
+  totals.pauses += r.faults.pauses;
+  totals.leases += r.leases.records.length;
+  totals.keepAlives += r.leases.keepAlives;
+  if (r.ok) continue;
   failing.push(seed);
   const args = [
     `--seed ${seed}`,
     options.nodes !== 3 ? `--nodes ${options.nodes}` : "",
     options.clients !== 4 ? `--clients ${options.clients}` : "",
+    options.leaseClients !== 2 ? `--lease-clients ${options.leaseClients}` : "",
     options.durationMs !== 4000 ? `--duration ${options.durationMs}` : "",
     faultPoints !== undefined ? `--fault-points ${faultPoints.join(",")}` : "",
   ].filter((a) => a !== "").join(" ");
-  console.log(`seed ${seed}: ${r.check.result} — replay: deno task sim:servers ${args} --verbose`);
+  const what = [
+    r.check.ok ? "" : r.check.result,
+    r.leases.violations.length > 0 ? `${r.leases.violations.length} early lease expiries` : "",
+  ].filter((w) => w !== "").join(", ");
+  console.log(`seed ${seed}: ${what} — replay: deno task sim:servers ${args} --verbose`);
   if (values.verbose) {
+    for (const v of r.leases.violations) console.log(v);
     console.log(r.check.failure?.explanation ?? "");
     console.log(historyToJsonLines(r.history));
   }
 }
 console.log(
   `${count} seeds, ${totals.ops} operations (${totals.unknown} unknown), ${totals.crashes} ` +
-    `crashes, ${totals.partitions} partitions, ${totals.forwards} forwarded requests: ` +
+    `crashes, ${totals.pauses} pauses, ${totals.partitions} partitions, ${totals.forwards} ` +
+    `forwarded requests, ${totals.leases} leases (${totals.keepAlives} keep-alives): ` +
     `${failing.length} violations`,
 );
 Deno.exit(failing.length > 0 ? 1 : 0);

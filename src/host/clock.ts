@@ -45,6 +45,8 @@ export class VirtualTimers implements HostClock {
   #nowMs = 0;
   #seq = 0;
   readonly #epochs = new Map<number, number>();
+  /** Events of paused hosts that fell due, in order, held until they resume. */
+  readonly #held = new Map<number, TimerEvent[]>();
 
   /** The virtual time now. */
   nowMs(): number {
@@ -66,6 +68,11 @@ export class VirtualTimers implements HostClock {
       if (next === undefined || next.atMs > untilMs) return false;
       this.#heap.pop();
       if (this.#epochs.get(next.owner) !== next.epoch) continue;
+      const held = this.#held.get(next.owner);
+      if (held !== undefined) {
+        held.push(next);
+        continue;
+      }
       this.#nowMs = Math.max(this.#nowMs, next.atMs);
       next.fire();
       return true;
@@ -102,6 +109,28 @@ export class VirtualTimers implements HostClock {
   /** Drops every timer `owner` has set so far (its process crashed). */
   halt(owner: number): void {
     this.#epochs.set(owner, (this.#epochs.get(owner) ?? 0) + 1);
+    this.#held.delete(owner);
+  }
+
+  /**
+   * Stops running `owner`'s timers (its process is paused, as by SIGSTOP): those that fall due
+   * are held, in order, until {@linkcode resume}.
+   */
+  pause(owner: number): void {
+    if (!this.#held.has(owner)) this.#held.set(owner, []);
+  }
+
+  /** Whether `owner` is paused. */
+  paused(owner: number): boolean {
+    return this.#held.has(owner);
+  }
+
+  /** Runs `owner`'s timers again: those held fire now, in the order they fell due. */
+  resume(owner: number): void {
+    const held = this.#held.get(owner);
+    if (held === undefined) return;
+    this.#held.delete(owner);
+    for (const e of held) this.#heap.push({ ...e, atMs: this.#nowMs, seq: ++this.#seq });
   }
 
   /** The timers of one host, `owner`. */

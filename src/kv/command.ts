@@ -15,11 +15,14 @@
 import { ByteWriter, isUtf8, quote, quoteBytes, strictText, utf8, utf8Length } from "./bytes.ts";
 import {
   type AlarmCommand,
+  type AuthCommand,
+  type AuthLimits,
   type ClientId,
   type Command,
   type Compare,
   type CompareResult,
   type CompareTarget,
+  DEFAULT_AUTH_LIMITS,
   DEFAULT_KV_LIMITS,
   type DeleteCommand,
   type KeyRange,
@@ -27,6 +30,7 @@ import {
   LEASE_ID_MAX,
   type LeaseGrantCommand,
   type LeaseRevokeCommand,
+  type PermType,
   type PlainCommand,
   type PutCommand,
   type RangeCommand,
@@ -63,6 +67,8 @@ export const CommandTag: {
   readonly leaseRevoke: 0x07;
   readonly compact: 0x08;
   readonly alarm: 0x09;
+  readonly auth: 0x0a;
+  readonly authGuard: 0x0b;
 } = Object.freeze({
   /** {@linkcode PutCommand} */
   put: 0x01,
@@ -82,6 +88,10 @@ export const CommandTag: {
   compact: 0x08,
   /** {@linkcode AlarmCommand} */
   alarm: 0x09,
+  /** {@linkcode AuthCommand}: its op as UTF-8 JSON (src/kv/auth.ts) */
+  auth: 0x0a,
+  /** The auth guard around a checked command (see {@linkcode encodeAuthGuarded}) */
+  authGuard: 0x0b,
 });
 const ALARM_ACTIONS = ["activate", "deactivate"] as const;
 const ALARM_TYPES = ["NOSPACE"] as const;
@@ -271,7 +281,7 @@ function validatePlain(command: unknown, depth: number): asserts command is Plai
         const t = (op as Record<string, unknown> | null)?.type;
         if (
           t === "leaseGrant" || t === "leaseRevoke" || t === "compact" || t === "session" ||
-          t === "alarm"
+          t === "alarm" || t === "auth"
         ) {
           throw new CommandError(
             `A transaction may hold only put, delete and range: ${quote(String(t))}`,
@@ -311,8 +321,115 @@ function validatePlain(command: unknown, depth: number): asserts command is Plai
         throw new CommandError(`An alarm is raised by a member: member id must not be empty`);
       }
       return;
+    case "auth":
+      validateAuthOp(c.op);
+      return;
     default:
       throw new CommandError(`Unknown command type: ${quote(String(c.type))}`);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation of auth ops (src/kv/auth.ts), here so the codec can check them before they are logged.
+
+const PERM_TYPES: readonly PermType[] = ["READ", "WRITE", "READWRITE"];
+
+function validateName(value: unknown, what: string, limits: AuthLimits): void {
+  if (typeof value !== "string") throw new CommandError(`${what} must be a string: ${value}`);
+  if (!value.isWellFormed()) throw new CommandError(`${what} must be well-formed Unicode`);
+  const n = new TextEncoder().encode(value).length;
+  if (n > limits.nameBytesMax) {
+    throw new CommandError(`${what} is too long: ${n} bytes (most ${limits.nameBytesMax})`);
+  }
+}
+
+function validateText(value: unknown, what: string): asserts value is string {
+  if (typeof value !== "string" || !value.isWellFormed()) {
+    throw new CommandError(`${what} must be a well-formed string: ${value}`);
+  }
+}
+
+function validatePassword(p: unknown): void {
+  const h = p as Record<string, unknown> | null;
+  if (typeof h !== "object" || h === null || h.algorithm !== "pbkdf2-sha256") {
+    throw new CommandError(`Password hash must be a pbkdf2-sha256 object`);
+  }
+  if (
+    typeof h.iterations !== "number" || !Number.isSafeInteger(h.iterations) || h.iterations < 1
+  ) {
+    throw new CommandError(`Password hash iterations must be a positive integer: ${h.iterations}`);
+  }
+  validateText(h.salt, "Password salt");
+  validateText(h.hash, "Password hash");
+}
+
+function validateKeyRange(r: unknown): void {
+  const o = r as Record<string, unknown> | null;
+  if (typeof o !== "object" || o === null) throw new CommandError(`Range must be an object`);
+  const forms = ["key", "prefix", "fromKey"].filter((f) => o[f] !== undefined);
+  if (forms.length !== 1) {
+    throw new CommandError(`Range must have exactly one of key, prefix or fromKey`);
+  }
+  for (const f of ["key", "prefix", "fromKey", "rangeEnd"]) {
+    if (o[f] !== undefined) validateText(o[f], `Range ${f}`);
+  }
+  if (o.rangeEnd !== undefined && o.key === undefined) {
+    throw new CommandError(`Range end needs a key`);
+  }
+}
+
+/** Throws {@linkcode CommandError} unless `op` is a well-formed {@linkcode AuthOp}. */
+export function validateAuthOp(op: unknown, limits: AuthLimits = DEFAULT_AUTH_LIMITS): void {
+  const o = op as Record<string, unknown> | null;
+  if (typeof o !== "object" || o === null) throw new CommandError(`Auth op must be an object`);
+  const keys = Object.keys(o);
+  const allow = (...names: string[]) => {
+    for (const k of keys) {
+      if (k !== "op" && !names.includes(k)) {
+        throw new CommandError(`Auth op ${JSON.stringify(o.op)} has an unknown field: "${k}"`);
+      }
+    }
+  };
+  switch (o.op) {
+    case "enable":
+    case "disable":
+      return allow();
+    case "userAdd":
+      allow("name", "password");
+      validateName(o.name, "User name", limits);
+      if (o.password !== undefined) validatePassword(o.password);
+      return;
+    case "userDelete":
+      allow("name");
+      return validateName(o.name, "User name", limits);
+    case "userChangePassword":
+      allow("name", "password");
+      validateName(o.name, "User name", limits);
+      return validatePassword(o.password);
+    case "userGrantRole":
+    case "userRevokeRole":
+      allow("name", "role");
+      validateName(o.name, "User name", limits);
+      return validateName(o.role, "Role name", limits);
+    case "roleAdd":
+    case "roleDelete":
+      allow("role");
+      return validateName(o.role, "Role name", limits);
+    case "roleGrantPermission": {
+      allow("role", "permission");
+      validateName(o.role, "Role name", limits);
+      const p = o.permission as Record<string, unknown> | null;
+      if (typeof p !== "object" || p === null || !PERM_TYPES.includes(p.permType as PermType)) {
+        throw new CommandError(`Permission type must be READ, WRITE or READWRITE`);
+      }
+      return validateKeyRange(p.range);
+    }
+    case "roleRevokePermission":
+      allow("role", "range");
+      validateName(o.role, "Role name", limits);
+      return validateKeyRange(o.range);
+    default:
+      throw new CommandError(`Unknown auth op: ${JSON.stringify(o.op)}`);
   }
 }
 
@@ -399,6 +516,7 @@ export function commandLimitError(
       case "leaseRevoke":
       case "compact":
       case "alarm":
+      case "auth":
         return undefined;
     }
   };
@@ -618,6 +736,9 @@ function writeOp(w: ByteWriter, op: PlainCommand): void {
       w.u8(ALARM_TYPES.indexOf(op.alarm));
       w.str(op.memberId);
       return;
+    case "auth":
+      w.str(JSON.stringify(op.op));
+      return;
   }
 }
 
@@ -728,7 +849,50 @@ function requireText(bytes: Uint8Array): void {
   }
 }
 
+/**
+ * `command` (encoded) wrapped in an auth guard: the auth revision its permissions were checked
+ * at. The store refuses it ("revision of auth store is old") when auth is enabled and the auth
+ * state changed since, so a permission taken away between the check and the apply is never
+ * used; the node checks again and proposes anew, as etcd does. Bytes: 0xFF, version, tag 0x0b,
+ * authRevision u53, then the command's own bytes.
+ */
+export function encodeAuthGuarded(authRevision: number, command: Uint8Array): Uint8Array {
+  if (!Number.isSafeInteger(authRevision) || authRevision < 0) {
+    throw new CommandError(`Auth revision must be a non-negative integer: ${authRevision}`);
+  }
+  const out = new Uint8Array(11 + command.length);
+  out[0] = BINARY_MAGIC;
+  out[1] = BINARY_FORMAT_VERSION;
+  out[2] = CommandTag.authGuard;
+  const view = new DataView(out.buffer);
+  view.setUint32(3, Math.floor(authRevision / 0x1_0000_0000));
+  view.setUint32(7, authRevision >>> 0);
+  out.set(command, 11);
+  return out;
+}
+
+/** The auth revision and the command inside an auth guard, or undefined for other bytes. */
+export function splitAuthGuard(
+  bytes: Uint8Array,
+): { authRevision: number; command: Uint8Array } | undefined {
+  if (bytes.length < 3 || bytes[0] !== BINARY_MAGIC || bytes[2] !== CommandTag.authGuard) {
+    return undefined;
+  }
+  if (bytes[1] !== BINARY_FORMAT_VERSION) return undefined; // parseBinary names the version
+  if (bytes.length < 12) throw new CommandError(`Auth guard is truncated: ${bytes.length} bytes`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const hi = view.getUint32(3);
+  if (hi > 0x1f_ffff) throw new CommandError(`Auth guard revision is above 2^53 - 1`);
+  const command = bytes.subarray(11);
+  if (splitAuthGuard(command) !== undefined) {
+    throw new CommandError(`An auth guard cannot wrap an auth guard`);
+  }
+  return { authRevision: hi * 0x1_0000_0000 + view.getUint32(7), command };
+}
+
 function parseBinary(bytes: Uint8Array): Command {
+  const guarded = splitAuthGuard(bytes);
+  if (guarded !== undefined) return parseCommand(guarded.command);
   const r = new Reader(bytes);
   r.u8(); // magic
   const version = r.u8();
@@ -855,6 +1019,20 @@ function readOp(r: Reader, tag: number, depth: number): PlainCommand {
         alarm,
         memberId: r.str("Alarm member id"),
       } satisfies AlarmCommand;
+    }
+    case CommandTag.auth: {
+      if (inTxn) {
+        throw new CommandError(`A transaction may hold only put, delete and range: tag 0x0a`);
+      }
+      let op: unknown;
+      try {
+        op = JSON.parse(r.str("Auth op"));
+      } catch (e) {
+        if (e instanceof CommandError) throw e;
+        throw new CommandError(`Auth op is not JSON: ${(e as Error).message}`);
+      }
+      validateAuthOp(op);
+      return { type: "auth", op } as AuthCommand;
     }
     case CommandTag.leaseGrant:
     case CommandTag.leaseRevoke:

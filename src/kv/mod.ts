@@ -25,3 +25,4 @@ export * from "./bytes.ts";
 export * from "./command.ts";
 export * from "./sorted_map.ts";
 export * from "./store.ts";
+export * from "./auth.ts";

@@ -20,6 +20,7 @@ import {
   CommandError,
   commandLimitError,
   parseCommand,
+  splitAuthGuard,
   validateCommand,
   validateKey,
   validateRange,
@@ -36,6 +37,7 @@ import {
 import type { AlarmCommand, AlarmMember, AlarmResponse, AlarmType } from "./types.ts";
 
 export { CompactedError, type RevisionEvents, type Version } from "./history.ts";
+import { AUTH_OLD_REVISION, type AuthSnapshot, AuthState } from "./auth.ts";
 import { CompactedError } from "./history.ts";
 import {
   type ClientId,
@@ -325,6 +327,8 @@ export interface StoreSnapshot {
   readonly leases?: readonly (readonly [number, number])[];
   /** The lease id the automatic choice continues after. */
   readonly leaseIdLast?: number;
+  /** The auth state; absent in snapshots from before auth, or when it is empty. */
+  readonly auth?: AuthSnapshot;
   /** Sessions from least to most recently heard; outcomes with bytes as `{"$base64": ...}`. */
   readonly sessions: readonly {
     readonly clientId: ClientId;
@@ -403,6 +407,8 @@ export interface StoreParts {
   readonly sessions: readonly SessionRecord[];
   /** Alarms raised (absent in snapshots from before alarms: none). */
   readonly alarms?: readonly AlarmMember[];
+  /** The auth state (absent in snapshots from before auth: disabled, no users, no roles). */
+  readonly auth?: AuthSnapshot;
   /**
    * History: absent for a snapshot that did not keep it (the store then has history from
    * `revision` on only). Either every version since `compactRevision` (`versions`, see
@@ -452,6 +458,8 @@ export class FrozenStore {
   readonly compactRevision: number;
   /** Alarms raised. */
   readonly alarms: readonly AlarmMember[];
+  /** The auth state (a copy). */
+  readonly auth: AuthSnapshot;
   readonly #kvs: SortedMapView<Stored>;
   readonly #log: VersionLogView;
 
@@ -468,6 +476,7 @@ export class FrozenStore {
     this.sessions = state.sessions;
     this.compactRevision = state.compactRevision;
     this.alarms = state.alarms;
+    this.auth = state.auth;
     this.#kvs = kvs as SortedMapView<Stored>;
     this.#log = log as VersionLogView;
   }
@@ -676,6 +685,8 @@ export class MetadataStore {
   #liveBytes = 0;
   /** Raised alarms by member id. */
   #alarms = new Map<string, AlarmType>();
+  /** Users, roles and whether auth is on (src/kv/auth.ts); changed only by applying entries. */
+  readonly auth: AuthState = new AuthState();
 
   /** An empty store at revision 1, applied index 0. */
   constructor(options: MetadataStoreOptions = {}) {
@@ -845,7 +856,13 @@ export class MetadataStore {
   apply(command: Uint8Array, index: number): ApplyResult {
     this.#checkIndex(index);
     let decoded: Command;
+    let guard: number | undefined;
     try {
+      const guarded = splitAuthGuard(command);
+      if (guarded !== undefined) {
+        guard = guarded.authRevision;
+        command = guarded.command;
+      }
       decoded = parseCommand(command);
     } catch (e) {
       const why = e instanceof CommandError ? e.message : String(e);
@@ -854,6 +871,17 @@ export class MetadataStore {
       });
     }
     this.#expireSessions(index);
+    if (guard !== undefined && this.auth.enabled && guard < this.auth.authRevision) {
+      // Checked against an older auth state: refused whole, for the node to check again.
+      this.#appliedIndex = index;
+      return {
+        status: "rejected",
+        index,
+        revision: this.#revision,
+        error: AUTH_OLD_REVISION,
+        duplicate: false,
+      };
+    }
     const result = decoded.type === "session"
       ? this.#applySession(decoded, command.length, index)
       : this.#resultOf(this.#execute(decoded, decoded, command.length), index, false);
@@ -1008,6 +1036,11 @@ export class MetadataStore {
       response = this.#revoke(command.id, revision, events);
     } else if (command.type === "alarm") {
       response = this.#alarm(command);
+    } else if (command.type === "auth") {
+      // As etcd: an auth change does not raise the store revision.
+      const e = this.auth.apply(command.op);
+      if (e !== undefined) return rejected(e);
+      response = { type: "auth", revision: 0, authRevision: this.auth.authRevision };
     } else if (command.type === "compact") {
       // As etcd's store.Compact: at or below the compact revision, or past the current one, fails.
       if (command.revision > this.#revision) return rejected(FUTURE_REVISION_ERROR);
@@ -1821,6 +1854,7 @@ export class MetadataStore {
       kvs,
       leases: [...this.#leases.values()].map((l) => [l.id, l.ttlMs] as const),
       leaseIdLast: this.#leaseIdLast,
+      ...(this.auth.authRevision === 0 ? {} : { auth: this.auth.snapshot() }),
       sessions,
     };
   }
@@ -1840,6 +1874,7 @@ export class MetadataStore {
         sessions: [...this.#sessions.values()].map((s) => ({ ...s })),
         compactRevision: this.#compactRevision,
         alarms: this.alarms,
+        auth: this.auth.snapshot(),
       },
       this.#map.freeze(),
       this.#log.view(),
@@ -1952,6 +1987,7 @@ export class MetadataStore {
       keys,
       records,
       sessions: snapshot.sessions ?? [],
+      auth: snapshot.auth,
     }, options);
   }
 
@@ -2054,6 +2090,13 @@ export class MetadataStore {
         fail(`alarm ${JSON.stringify(a)}`);
       }
       store.#alarms.set(a.memberId, a.alarm);
+    }
+    if (parts.auth !== undefined) {
+      try {
+        store.auth.restore(parts.auth);
+      } catch (e) {
+        fail(`auth: ${(e as Error).message}`);
+      }
     }
     return store;
   }

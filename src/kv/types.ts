@@ -249,7 +249,8 @@ export type PlainCommand =
   | LeaseGrantCommand
   | LeaseRevokeCommand
   | CompactCommand
-  | AlarmCommand;
+  | AlarmCommand
+  | AuthCommand;
 
 /** Everything that can be put in the Raft log for the store. */
 export type Command = PlainCommand | SessionCommand;
@@ -372,7 +373,8 @@ export type CommandResponse =
   | LeaseGrantResponse
   | LeaseRevokeResponse
   | CompactResponse
-  | AlarmResponse;
+  | AlarmResponse
+  | AuthResponse;
 
 /** A change a write made, for watchers (etcd's `mvccpb.Event`). */
 export interface KvEvent {
@@ -412,3 +414,115 @@ export const DEFAULT_KV_LIMITS: KvLimits = Object.freeze({
   txnOpsMax: 128,
   clientIdBytesMax: 128,
 });
+
+// ---- Auth (src/kv/auth.ts has the behaviour) ----------------------------------------------------
+
+/** Bounds on the auth state, all explicit (docs/security.md lists them). */
+export interface AuthLimits {
+  /** Most users. */
+  readonly usersMax: number;
+  /** Most roles. */
+  readonly rolesMax: number;
+  /** Most permissions one role holds. */
+  readonly permissionsPerRoleMax: number;
+  /** Most roles one user holds. */
+  readonly rolesPerUserMax: number;
+  /** Longest user or role name, in UTF-8 bytes. */
+  readonly nameBytesMax: number;
+}
+
+/** The defaults of {@linkcode AuthLimits}. */
+export const DEFAULT_AUTH_LIMITS: AuthLimits = Object.freeze({
+  usersMax: 10_000,
+  rolesMax: 10_000,
+  permissionsPerRoleMax: 1_000,
+  rolesPerUserMax: 100,
+  nameBytesMax: 256,
+});
+
+/** etcd's permission types. */
+export type PermType = "READ" | "WRITE" | "READWRITE";
+
+/** A permission of a role: `permType` on the keys of `range`. */
+export interface Permission {
+  /** What it allows. */
+  readonly permType: PermType;
+  /** Which keys. */
+  readonly range: KeyRange;
+}
+
+/** A password hash, made by the node that received the request (src/net/auth.ts). */
+export interface PasswordHash {
+  /** The KDF: PBKDF2 with HMAC-SHA-256. */
+  readonly algorithm: "pbkdf2-sha256";
+  /** Its iteration count. */
+  readonly iterations: number;
+  /** Random salt, base64. */
+  readonly salt: string;
+  /** Derived key (32 bytes), base64. */
+  readonly hash: string;
+}
+
+/** A user: a password hash (none: the user cannot log in, etcd's `--no-password`) and roles. */
+export interface AuthUser {
+  /** Name. */
+  readonly name: string;
+  /** Password hash; absent for a user without a password. */
+  readonly password?: PasswordHash;
+  /** Roles, sorted. */
+  readonly roles: readonly string[];
+}
+
+/** A role and its permissions (in the order granted; a re-grant of a range replaces its type). */
+export interface AuthRole {
+  /** Name. */
+  readonly name: string;
+  /** Permissions. */
+  readonly permissions: readonly Permission[];
+}
+
+/** One change to the auth state. */
+export type AuthOp =
+  | { readonly op: "enable" }
+  | { readonly op: "disable" }
+  | { readonly op: "userAdd"; readonly name: string; readonly password?: PasswordHash }
+  | { readonly op: "userDelete"; readonly name: string }
+  | { readonly op: "userChangePassword"; readonly name: string; readonly password: PasswordHash }
+  | { readonly op: "userGrantRole"; readonly name: string; readonly role: string }
+  | { readonly op: "userRevokeRole"; readonly name: string; readonly role: string }
+  | { readonly op: "roleAdd"; readonly role: string }
+  | { readonly op: "roleDelete"; readonly role: string }
+  | { readonly op: "roleGrantPermission"; readonly role: string; readonly permission: Permission }
+  | { readonly op: "roleRevokePermission"; readonly role: string; readonly range: KeyRange };
+
+/** An auth change as a command of the log (binary tag 0x0a, docs/commands.md). */
+export interface AuthCommand {
+  /** Discriminant. */
+  readonly type: "auth";
+  /** The change. */
+  readonly op: AuthOp;
+}
+
+/** Response to an {@linkcode AuthCommand}. */
+export interface AuthResponse {
+  /** Discriminant. */
+  readonly type: "auth";
+  /** Store revision (unchanged: auth changes do not raise it, as in etcd). */
+  readonly revision: number;
+  /** The auth revision after the change. */
+  readonly authRevision: number;
+}
+
+/** The auth state as JSON-safe data, for snapshots. */
+export interface AuthSnapshot {
+  /** Whether auth is enabled. */
+  readonly enabled: boolean;
+  /** The auth revision auth was last enabled at (tokens from before it are void); absent: 0. */
+  readonly enabledAt?: number;
+  /** Raised by every change. */
+  readonly authRevision: number;
+  /** Users by name. */
+  readonly users: readonly AuthUser[];
+  /** Roles by name. */
+  readonly roles: readonly AuthRole[];
+}

@@ -17,6 +17,8 @@
  * @module
  */
 
+import { AUTH_HELP, AuthUsageError, readSecretLine, runAuthCommand } from "./ctl_auth.ts";
+import { authenticatedFetch } from "./auth_client.ts";
 import { parseArgs } from "node:util";
 import { type NodeRow, NodeTable, type ProgressRow } from "../observe/table.ts";
 import { type Compare, LEASE_ID_MAX, type TxnOp } from "../kv/types.ts";
@@ -85,9 +87,14 @@ Commands:
                                   a new cluster whose store is FILE's; run it for every member,
                                   then start each with serve (same --name, --cluster-id, peers)
 
+${AUTH_HELP}
+
 Global flags:
   --endpoints URL,URL,...         client URLs (default http://127.0.0.1:2379,
                                   or $RAFTMETA_ENDPOINTS)
+  --user NAME                     log in as NAME (when auth is enabled); the password comes from
+                                  $RAFTMETA_PASSWORD, else a line of stdin. NAME:PASSWORD works
+                                  too (as etcdctl) but shows it in the process list (warned)
   -w, --write-out simple|table|json   output format (default simple)
   --timeout-ms N                  give up after N ms (default 10000)
   -h, --help                      this text
@@ -189,6 +196,9 @@ export async function runCtl(
         "client-urls": { type: "string" },
         "grpc-urls": { type: "string" },
         learner: { type: "boolean", default: false },
+        user: { type: "string" },
+        "no-password": { type: "boolean", default: false },
+        "from-key": { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
       },
       allowPositionals: true,
@@ -216,7 +226,41 @@ export async function runCtl(
   try {
     // Timers take at most 2^31 - 1 ms; a longer one would fire at once.
     const timeoutMs = decimal(v["timeout-ms"], "--timeout-ms", 1, 2 ** 31 - 1);
-    const client = connect(endpoints, { timeoutMs });
+    let authFetch: typeof fetch = fetch;
+    if (v.user !== undefined) {
+      const colon = v.user.indexOf(":");
+      let name = v.user;
+      let password = Deno.env.get("RAFTMETA_PASSWORD");
+      if (colon >= 0) {
+        console.error(
+          "ctl: warning: a password in --user is visible in the process list; " +
+            "use --user NAME with $RAFTMETA_PASSWORD",
+        );
+        name = v.user.slice(0, colon);
+        password = v.user.slice(colon + 1);
+      }
+      password ??= await readSecretLine(`Password of ${name}: `);
+      authFetch = authenticatedFetch(name, password);
+    }
+    const client = connect(endpoints, {
+      timeoutMs,
+      ...(v.user === undefined ? {} : { fetch: authFetch }),
+    });
+    if (command === "user" || command === "role" || command === "auth") {
+      return await runAuthCommand(command, rest, {
+        endpoints: endpoints.split(",").map((e) => e.trim()).filter((e) => e !== ""),
+        fetch: authFetch,
+        out,
+        json: format === "json",
+        timeoutMs,
+        prefix: v.prefix!,
+        fromKey: v["from-key"]!,
+        noPassword: v["no-password"]!,
+        newPassword: async (user) =>
+          Deno.env.get("RAFTMETA_NEW_PASSWORD") ??
+            await readSecretLine(`Password of new user ${user}: `),
+      });
+    }
     switch (command) {
       case "put": {
         need(2, "put KEY VALUE [--lease ID]");
@@ -520,7 +564,7 @@ export async function runCtl(
         throw new UsageError(`unknown command ${JSON.stringify(command)} (see --help)`);
     }
   } catch (e) {
-    if (e instanceof UsageError) {
+    if (e instanceof UsageError || e instanceof AuthUsageError) {
       console.error(`ctl: ${e.message}`);
       return 2;
     }
@@ -530,6 +574,10 @@ export async function runCtl(
     }
     if (e instanceof LockLostError || e instanceof Failed) {
       console.error(`ctl: ${e.message}`);
+      return 1;
+    }
+    if (command === "user" || command === "role" || command === "auth" || v.user !== undefined) {
+      console.error(`ctl: ${(e as Error).message}`);
       return 1;
     }
     throw e;

@@ -100,7 +100,8 @@ const CAMEL = new Map<string, string>();
  * Reads the fields of an etcd request object in either case. Fields it is never asked for are
  * ignored, as etcd 3.4's gateway ignores them (a put with `"colour": "red"` is a put).
  */
-class Fields {
+/** A request's fields by etcd's snake_case name (or camelCase), with typed readers. */
+export class Fields {
   readonly #obj: Json;
   readonly #what: string;
 
@@ -291,7 +292,7 @@ function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
 }
 
 /** etcd's key + range_end as a {@linkcode KeyRange}. */
-function keyRange(f: Fields): KeyRange {
+export function keyRange(f: Fields): KeyRange {
   const key = f.bytes("key");
   const end = f.bytes("range_end");
   if (key === undefined || key.length === 0) throw badRequest('Field "key" is not provided');

@@ -28,6 +28,7 @@ import type { Address } from "./transport.ts";
 import type { TlsMaterial } from "./tls.ts";
 import type { SecureContextOptions, TlsOptions } from "node:tls";
 import { etcdCall, EtcdCallError, header, memberListJson, storeHash } from "./http.ts";
+import type { Identity } from "./auth.ts";
 import { bytesAsBase64 } from "./etcd.ts";
 import { RevisionUnavailableError } from "../kv/store.ts";
 import type { HttpHandler, RaftServer } from "./server.ts";
@@ -160,7 +161,7 @@ export async function startGrpc(
     call: grpc.ServerUnaryCall<Json, Json>,
     callback: grpc.sendUnaryData<Json>,
   ) => {
-    gw.call(path, call.request).then(
+    gw.call(path, call.request, identityOf(call)).then(
       (json) => callback(null, adapt(json)),
       (e) => callback(toStatus(e)),
     );
@@ -214,6 +215,25 @@ export async function startGrpc(
       Defragment: unary("/v3/maintenance/defragment"),
       MoveLeader: unary("/v3/maintenance/transfer-leadership"),
       Snapshot: (call: grpc.ServerWritableStream<Json, Json>) => snapshot(gw, call),
+    },
+    Auth: {
+      AuthEnable: unary("/v3/auth/enable"),
+      AuthDisable: unary("/v3/auth/disable"),
+      AuthStatus: unary("/v3/auth/status"),
+      Authenticate: unary("/v3/auth/authenticate"),
+      UserAdd: unary("/v3/auth/user/add"),
+      UserGet: unary("/v3/auth/user/get"),
+      UserList: unary("/v3/auth/user/list"),
+      UserDelete: unary("/v3/auth/user/delete"),
+      UserChangePassword: unary("/v3/auth/user/changepw"),
+      UserGrantRole: unary("/v3/auth/user/grant"),
+      UserRevokeRole: unary("/v3/auth/user/revoke"),
+      RoleAdd: unary("/v3/auth/role/add"),
+      RoleGet: unary("/v3/auth/role/get", roleJson),
+      RoleList: unary("/v3/auth/role/list"),
+      RoleDelete: unary("/v3/auth/role/delete"),
+      RoleGrantPermission: unary("/v3/auth/role/grant"),
+      RoleRevokePermission: unary("/v3/auth/role/revoke"),
     },
     Cluster: {
       MemberAdd: unary("/v3/cluster/member/add"),
@@ -364,6 +384,32 @@ function toStatus(e: unknown): StatusError {
   return { code: grpc.status.INTERNAL, details: `Internal error: ${(e as Error)?.message ?? e}` };
 }
 
+/** The call's token: etcd's clients send it as the `token` metadata key. */
+function tokenOf(call: { metadata: grpc.Metadata; getPeer(): string }): string | undefined {
+  const v = call.metadata.get("token")[0];
+  return v === undefined ? undefined : String(v);
+}
+
+/** Who made a unary call: its token and its address (`ipv4:127.0.0.1:5000` → `127.0.0.1`). */
+function identityOf(call: { metadata: grpc.Metadata; getPeer(): string }): Identity {
+  const peer = call.getPeer();
+  const address = peer.replace(/^ipv[46]:/, "").replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1");
+  return { token: tokenOf(call), address };
+}
+
+/** etcd's Permission.Type values by name (the gateway names them, the encoder wants numbers). */
+const PERM_TYPES: Record<string, number> = { READ: 0, WRITE: 1, READWRITE: 2 };
+
+/** A RoleGet answer with its permission types as numbers. */
+function roleJson(json: Json): Json {
+  const perm = json.perm as Json[] | undefined;
+  if (perm === undefined) return json;
+  return {
+    ...json,
+    perm: perm.map((p) => ({ ...p, permType: PERM_TYPES[p.permType as string] ?? p.permType })),
+  };
+}
+
 /** Sends gateway requests to the node's HTTP handler, in process. */
 class Gateway {
   readonly #server: RaftServer;
@@ -381,14 +427,15 @@ class Gateway {
     };
   }
 
-  /** The handler's raw answer to a gateway request for `path` with `body`. */
-  send(path: string, body: unknown): Promise<Response> {
+  /** The handler's raw answer to a gateway request for `path` with `body` (and the call's token). */
+  send(path: string, body: unknown, token?: string): Promise<Response> {
     const bytes = new TextEncoder().encode(JSON.stringify(body, bytesAsBase64));
-    const req = new Request(this.#base + path, {
-      method: "POST",
-      headers: { "content-type": "application/json", "content-length": String(bytes.length) },
-      body: bytes,
-    });
+    const headers: Record<string, string> = {
+      "content-type": "application/json",
+      "content-length": String(bytes.length),
+    };
+    if (token !== undefined) headers.authorization = token;
+    const req = new Request(this.#base + path, { method: "POST", headers, body: bytes });
     return this.#handler(this.#server, req, this.#info);
   }
 
@@ -397,10 +444,10 @@ class Gateway {
    * message as its parsed body and answers with an object, so nothing is written as JSON text
    * unless the call is forwarded to the leader.
    */
-  async call(path: string, body: Json): Promise<Json> {
+  async call(path: string, body: Json, identity?: Identity): Promise<Json> {
     let answer;
     try {
-      answer = await etcdCall(this.#server, path, body);
+      answer = await etcdCall(this.#server, path, body, identity);
     } catch (e) {
       if (e instanceof EtcdCallError) throw new GatewayError(e.code, e.message);
       throw e;
@@ -463,7 +510,7 @@ function inOrder<T>(
 
 function keepAlive(server: RaftServer, gw: Gateway, call: grpc.ServerDuplexStream<Json, Json>) {
   inOrder(call, async (req) => {
-    const res = await gw.send("/v3/lease/keepalive", { ID: req.ID ?? "0" });
+    const res = await gw.send("/v3/lease/keepalive", { ID: req.ID ?? "0" }, tokenOf(call));
     if (res.status === 404) {
       // As etcd: a keep-alive of an unknown or expired lease is answered with TTL 0.
       await res.body?.cancel();
@@ -489,7 +536,7 @@ async function snapshot(gw: Gateway, call: grpc.ServerWritableStream<Json, Json>
     lines?.cancel();
   });
   try {
-    const res = await gw.send("/v3/maintenance/snapshot", {});
+    const res = await gw.send("/v3/maintenance/snapshot", {}, tokenOf(call));
     if (!res.ok || res.body === null) await answerOf(res);
     lines = new NdjsonReader(res.body!);
     for (;;) {
@@ -576,7 +623,7 @@ function watch(server: RaftServer, gw: Gateway, call: grpc.ServerDuplexStream<Js
     for (const name of ["key", "range_end", "start_revision", "progress_notify", "prev_kv"]) {
       if (create[name] !== undefined) body[name] = create[name];
     }
-    const res = await gw.send("/v3/watch", { create_request: body });
+    const res = await gw.send("/v3/watch", { create_request: body }, tokenOf(call));
     if (!res.ok || res.body === null) {
       let reason = `HTTP ${res.status}`;
       try {

@@ -14,6 +14,7 @@ import { CommandError } from "../kv/command.ts";
 import { CompactedError } from "../kv/history.ts";
 import { LeaseError } from "../coord/lease_manager.ts";
 import { WatchError, type WatchStream } from "../coord/watch.ts";
+import type { Http1FastAnswer, Http1FastHandler, Http1FastRequest } from "./http1.ts";
 import {
   type ApplyResult,
   COMPACTED_ERROR,
@@ -29,7 +30,9 @@ import type {
   KeyRange,
   KeyValue,
   PlainCommand,
+  PutCommand,
   RangeResponse,
+  TxnCommand,
 } from "../kv/types.ts";
 import {
   badRequest,
@@ -67,6 +70,17 @@ import { encodeCommand } from "../kv/command.ts";
 import { encodeStoreSnapshotChunks } from "../storage/store_snapshot.ts";
 import { type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
 import { MEMBER_ROUTES, parseMemberRequest, runMemberRequest } from "./member_routes.ts";
+import {
+  type Access,
+  AUTH_RECHECKS_MAX,
+  AUTH_ROUTES,
+  authAnswer,
+  authRejected,
+  FORWARDED_SIGNATURE_HEADER,
+  FORWARDED_USER_HEADER,
+  type Identity,
+} from "./auth.ts";
+import { AUTH_OLD_REVISION, commandNeeds, PERMISSION_DENIED, USER_EMPTY } from "../kv/auth.ts";
 
 /** Header marking a request a follower forwarded to the leader (never forwarded again). */
 export const FORWARDED_HEADER = "raftmeta-forwarded-by";
@@ -98,6 +112,7 @@ const ROUTES = new Set([
   "/v3/maintenance/hash",
   "/v3/maintenance/snapshot",
   "/v3/maintenance/defragment",
+  ...AUTH_ROUTES,
 ]);
 
 /**
@@ -133,10 +148,10 @@ export async function handleHttp(
       response = server.browserGuard.options(req, methods);
     } else if (ROUTES.has(path)) {
       route = path;
-      response = await etcdRoute(server, req, path);
+      response = await etcdRoute(server, req, path, _info);
     } else if (path === "/v1/kv" || path.startsWith("/v1/kv/")) {
       route = "/v1/kv";
-      response = await restKv(server, req, url);
+      response = await restKv(server, req, url, _info);
     } else if (path === "/v1/status") {
       route = path;
       requireMethod(req, ["GET"]);
@@ -174,6 +189,99 @@ export async function handleHttp(
   }
   server.browserGuard.decorate(req, response);
   return response;
+}
+
+/**
+ * The client port's fast path (src/net/http1.ts's {@linkcode Http1FastHandler}): a unary etcd
+ * gateway call (`POST` to one of its paths as etcd spells them, a Content-Length body within the
+ * request limit, arrived whole) is answered from the head's fields and the body's bytes, with no
+ * `Request`, `Response`, `Headers` or stream objects unless it is forwarded or streamed. The same
+ * checks, limits, routes, errors, metrics and headers as {@linkcode handleHttp}; everything else
+ * (other paths, aliases, chunked bodies, keep-alive and watch streams) goes there.
+ */
+export function etcdFastHandler(server: RaftServer): Http1FastHandler {
+  const bodyBytesMax = requestBodyBytesMax(server.requestBytesMax);
+  return {
+    // A login goes the general way, which knows the client's address (for the login limiter).
+    accepts: (method, target, bodyBytes) =>
+      method === "POST" && bodyBytes <= bodyBytesMax && ROUTES.has(target) &&
+      !STREAMED_ROUTES.has(target) && target !== "/v3/auth/authenticate",
+    handle: (req) => etcdFast(server, req),
+  };
+}
+
+const JSON_FIELDS: readonly [string, string][] = [["content-type", "application/json"]];
+
+async function etcdFast(
+  server: RaftServer,
+  req: Http1FastRequest,
+): Promise<Http1FastAnswer | Response> {
+  const started = server.nowMs();
+  const path = req.target;
+  server.counters.fastRequests++;
+  const admitted = server.admitRequest();
+  let answer: Answer | undefined;
+  let error: EtcdCallError | undefined;
+  // Built only when a forward or the session needs it.
+  let headers: Headers | undefined;
+  const headersOf = () => headers ??= new Headers(req.fields as [string, string][]);
+  const reqHeaders = { get: (name: string) => req.header(name) };
+  try {
+    if (!admitted) throw tooManyRequests(server);
+    server.browserGuard.check({ headers: reqHeaders });
+    const identity = identityOfFields(server, reqHeaders, "POST", path, req.body, "unknown");
+    const body = parseJson(req.body);
+    answer = await etcdAnswer(server, path, body, {
+      request: {
+        method: "POST",
+        target: path,
+        get headers() {
+          return headersOf();
+        },
+        body: () => req.body,
+        identity,
+      },
+      session: sessionOf({ headers: reqHeaders }),
+      bodyBytes: req.body.length,
+      identity,
+    });
+  } catch (e) {
+    error = errorOf(server, e);
+  } finally {
+    if (admitted) server.releaseRequest();
+  }
+  observeRequest(server, path, started);
+  const leader = server.node.leaderId;
+  const leaderUrl = leader === undefined ? undefined : server.clientUrlOf(leader);
+  const origin = req.header("origin");
+  if (answer instanceof Response) {
+    // A forwarded or streamed answer: as handleHttp sends it.
+    if (leaderUrl !== undefined && !answer.headers.has(LEADER_HEADER)) {
+      try {
+        answer.headers.set(LEADER_HEADER, leaderUrl);
+      } catch { /* immutable headers of a forwarded response */ }
+    }
+    for (const [name, value] of server.browserGuard.corsFields(origin)) {
+      try {
+        answer.headers.set(name, value);
+      } catch { /* immutable headers */ }
+    }
+    return answer;
+  }
+  const fields: [string, string][] = [...JSON_FIELDS];
+  let status = 200;
+  let json: unknown;
+  if (error !== undefined) {
+    status = error.status;
+    json = { error: error.message, code: error.code, message: error.message };
+    for (const [name, value] of error.headers) fields.push([name, value]);
+  } else {
+    json = answer!.json;
+    for (const [name, value] of Object.entries(answer!.headers ?? {})) fields.push([name, value]);
+  }
+  if (leaderUrl !== undefined) fields.push([LEADER_HEADER, leaderUrl]);
+  fields.push(...server.browserGuard.corsFields(origin));
+  return { status, fields, body: lineEncoder.encode(JSON.stringify(json)) };
 }
 
 /** The 503 for a request over `--http-requests-max` (both faces count against it). */
@@ -416,7 +524,9 @@ function refuseDeepJson(bytes: Uint8Array): void {
   }
 }
 
-function sessionOf(req: Request): { clientId: ClientId; seq: number } | undefined {
+function sessionOf(
+  req: { readonly headers: { get(name: string): string | null } },
+): { clientId: ClientId; seq: number } | undefined {
   const clientId = req.headers.get(CLIENT_ID_HEADER);
   const seqText = req.headers.get(SEQ_HEADER);
   if (clientId === null && seqText === null) return undefined;
@@ -469,11 +579,14 @@ interface Forwardable {
   readonly headers: Headers;
   /** Its body. */
   body(): Uint8Array;
+  /** Who sent it: a user checked here is vouched for to the leader (src/net/auth.ts). */
+  readonly identity?: Identity;
 }
 
 /** The HTTP face's request, forwardable as it came. */
-function forwardableRequest(req: Request, body: Uint8Array): Forwardable {
+function forwardableRequest(req: Request, body: Uint8Array, identity?: Identity): Forwardable {
   return {
+    identity,
     method: req.method,
     get target() {
       const url = new URL(req.url);
@@ -571,6 +684,23 @@ async function forward(
     if (v !== null) headers.set(name, v);
   }
   headers.set(FORWARDED_HEADER, server.nodeId);
+  const body = req.method === "GET" || req.method === "HEAD" ? undefined : req.body().slice();
+  // The token stays here (it is this node's); the user it stood for goes signed.
+  const user = req.identity?.user;
+  if (user !== undefined) {
+    const signature = server.auth.sign(user, req.method, req.target, body ?? new Uint8Array());
+    if (signature === undefined) {
+      throw new HttpError(
+        503,
+        `Auth is enabled and this cluster has no cluster secret, so node "${server.nodeId}" ` +
+          `cannot vouch for user ${JSON.stringify(user)} to the leader: send the request to ` +
+          `the leader (${leaderUrl})`,
+        14,
+      );
+    }
+    headers.set(FORWARDED_USER_HEADER, encodeURIComponent(user));
+    headers.set(FORWARDED_SIGNATURE_HEADER, signature);
+  }
   server.counters.forwarded++;
   let sent = false;
   try {
@@ -579,7 +709,7 @@ async function forward(
       unpooled: !resendable,
       method: req.method,
       headers,
-      body: req.method === "GET" || req.method === "HEAD" ? undefined : req.body().slice(),
+      body,
     }, timeoutMs);
     sent = true;
     const bytes = new Uint8Array(await res.arrayBuffer());
@@ -754,18 +884,65 @@ function asResponse(answer: Answer): Response {
   return Response.json(answer.json, { headers: answer.headers });
 }
 
-async function etcdRoute(server: RaftServer, req: Request, path: string): Promise<Response> {
+async function etcdRoute(
+  server: RaftServer,
+  req: Request,
+  path: string,
+  info?: Deno.ServeHandlerInfo<Deno.NetAddr>,
+): Promise<Response> {
   requireMethod(req, ["POST"]);
   if (path === "/v3/lease/keepalive") return await keepAliveRoute(server, req);
   const bytes = await readBody(server, req, requestBodyBytesMax(server.requestBytesMax));
+  const identity = identityOf(server, req, bytes, info);
   const body = parseJson(bytes);
   return asResponse(
     await etcdAnswer(server, path, body, {
-      request: forwardableRequest(req, bytes),
+      request: forwardableRequest(req, bytes, identity),
       session: sessionOf(req),
       bodyBytes: bytes.length,
+      identity,
     }),
   );
+}
+
+/**
+ * Who sent an HTTP request: its `Authorization` token (etcd's gateway takes the bare token; a
+ * `Bearer ` before it is allowed), or the user a follower vouched for with a valid signature.
+ */
+function identityOf(
+  server: RaftServer,
+  req: Request,
+  body: Uint8Array,
+  info?: Deno.ServeHandlerInfo<Deno.NetAddr>,
+): Identity {
+  const url = new URL(req.url);
+  return identityOfFields(
+    server,
+    req.headers,
+    req.method,
+    url.pathname + url.search,
+    body,
+    info?.remoteAddr.hostname ?? "unknown",
+  );
+}
+
+/** {@linkcode identityOf} from a request's parts (the fast path has no Request). */
+function identityOfFields(
+  server: RaftServer,
+  headers: { get(name: string): string | null },
+  method: string,
+  target: string,
+  body: Uint8Array,
+  address: string,
+): Identity {
+  const forwardedUser = server.auth.forwardedUser(headers, method, target, body);
+  const token = headers.get("authorization")?.replace(/^Bearer /, "") ?? undefined;
+  return { token, forwardedUser, address };
+}
+
+/** Throws etcd's error unless `identity` may do what `access` says (src/net/auth.ts). */
+function gate(server: RaftServer, identity: Identity | undefined, access: Access): void {
+  server.auth.require(identity ?? { address: "in-process" }, server.store.auth, access);
 }
 
 /** Headers of a gRPC call's request when it is forwarded to the leader as a gateway request. */
@@ -778,7 +955,12 @@ const GRPC_FORWARD_HEADERS: Headers = new Headers({ "content-type": "application
  * errors as the JSON gateway; a failure is thrown as an {@linkcode EtcdCallError}. Counts against
  * `--http-requests-max` like an HTTP request.
  */
-export async function etcdCall(server: RaftServer, path: string, message: Json): Promise<Answer> {
+export async function etcdCall(
+  server: RaftServer,
+  path: string,
+  message: Json,
+  identity?: Identity,
+): Promise<Answer> {
   if (!ROUTES.has(path) || STREAMED_ROUTES.has(path)) {
     throw new Error(`etcdCall serves unary gateway routes only: ${JSON.stringify(path)}`);
   }
@@ -796,10 +978,12 @@ export async function etcdCall(server: RaftServer, path: string, message: Json):
         target: path,
         headers: GRPC_FORWARD_HEADERS,
         body: () => bytes ??= lineEncoder.encode(JSON.stringify(message, bytesAsBase64)),
+        identity,
       },
       session: undefined,
       bodyBytes: undefined,
       kvs: (kvs) => kvs.map(kvMessage),
+      identity,
     });
   } catch (e) {
     throw errorOf(server, e);
@@ -834,23 +1018,68 @@ interface CallSource {
   readonly bodyBytes: number | undefined;
   /** How a small answer renders key-values (default: etcd's JSON shape, base64 strings). */
   readonly kvs?: KvsRenderer;
+  /** Who sent it (undefined: an in-process caller, subject to the same checks). */
+  readonly identity?: Identity;
 }
 
-/** The routes of etcd's JSON gateway (all but the keep-alive), with a parsed body. */
+/**
+ * The routes of etcd's JSON gateway (all but the keep-alive), with a parsed body. A write refused
+ * because the auth state changed after its permissions were checked ("revision of auth store is
+ * old") is checked and proposed again, at most {@linkcode AUTH_RECHECKS_MAX} times, as etcd does.
+ */
 async function etcdAnswer(
   server: RaftServer,
   path: string,
   body: unknown,
   source: CallSource,
 ): Promise<Answer> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      return await etcdAnswerOnce(server, path, body, source);
+    } catch (e) {
+      if (!(e instanceof HttpError) || e.message !== AUTH_OLD_REVISION) throw e;
+      if (attempt >= AUTH_RECHECKS_MAX) throw e;
+    }
+  }
+}
+
+async function etcdAnswerOnce(
+  server: RaftServer,
+  path: string,
+  body: unknown,
+  source: CallSource,
+): Promise<Answer> {
   const { request: req, session } = source;
+  const identity = source.identity;
+  if (path.startsWith("/v3/auth/")) {
+    return answer(
+      await authAnswer(server.auth, () => server.store.auth, path, body, {
+        identity: identity ?? { address: "in-process" },
+        linearizable: () => linearizable(server),
+        header: () => header(server),
+        write: async (make) => {
+          const out = await asLeader(server, req, session, async () => {
+            const result = await server.propose(
+              { type: "auth", op: await make() },
+              session,
+              identity?.checkedAuthRevision,
+            );
+            if (result.status === "rejected") throw authRejected(result.error);
+            const r = settle(result);
+            return { json: { header: header(server, r.revision) } } as Answer;
+          });
+          return out instanceof Response ? await out.json() : (out as { json: Json }).json;
+        },
+      }),
+    );
+  }
   const write = (
     command: PlainCommand,
     render: (r: CommandResponse, kvs?: KvsRenderer) => Json,
   ) => {
     refuseLargeCommand(server, source.bodyBytes ?? Infinity, command);
     return asLeader(server, req, session, async () => {
-      const result = await server.propose(command, session);
+      const result = await server.propose(command, session, identity?.checkedAuthRevision);
       const response = settle(result);
       refuseLargeAnswer(server, response);
       const headers = result.status === "applied" && result.duplicate
@@ -862,6 +1091,8 @@ async function etcdAnswer(
   switch (path) {
     case "/v3/kv/put": {
       const command = parsePut(body);
+      gate(server, identity, { kind: "keys", needs: commandNeeds(command) });
+      leasePutGate(server, identity, command.lease);
       return await write(
         command,
         (r) => putJson(header(server, r.revision), r as Extract<CommandResponse, { type: "put" }>),
@@ -869,6 +1100,7 @@ async function etcdAnswer(
     }
     case "/v3/kv/deleterange": {
       const command = parseDeleteRange(body);
+      gate(server, identity, { kind: "keys", needs: commandNeeds(command) });
       return await write(command, (r, kvs) =>
         deleteJson(
           header(server, r.revision),
@@ -878,6 +1110,8 @@ async function etcdAnswer(
     }
     case "/v3/kv/txn": {
       const txn = parseTxn(body);
+      gate(server, identity, { kind: "keys", needs: commandNeeds(txn.command) });
+      for (const op of txnPuts(txn.command)) leasePutGate(server, identity, op.lease);
       // As etcd: a txn that only reads is served on the read path, never through the log. With a
       // session it goes through the log all the same, so the client's seq is recorded.
       if (txn.readOnly && session === undefined) {
@@ -895,6 +1129,7 @@ async function etcdAnswer(
     }
     case "/v3/kv/range": {
       const r = parseRange(body);
+      gate(server, identity, { kind: "keys", needs: commandNeeds(r.command) });
       if (r.serializable) server.counters.readsSerializable++;
       else await linearizable(server);
       const c = r.command;
@@ -925,6 +1160,7 @@ async function etcdAnswer(
     }
     case "/v3/kv/compaction": {
       const revision = parseCompaction(body);
+      gate(server, identity, { kind: "root" });
       return await write({ type: "compact", revision }, (r) => ({
         header: header(server, r.revision),
       }));
@@ -945,6 +1181,8 @@ async function etcdAnswer(
     case "/v3/lease/revoke": {
       const { id } = parseLeaseId(body, "LeaseRevokeRequest");
       if (id <= 0) throw leaseNotFound(id);
+      // As etcd: revoking a lease deletes its keys, so it needs write on each of them.
+      leasePutGate(server, identity, id);
       return await write({ type: "leaseRevoke", id, expired: false }, (r) => {
         const revoke = r as Extract<CommandResponse, { type: "leaseRevoke" }>;
         if (!revoke.found) throw leaseNotFound(id);
@@ -979,7 +1217,7 @@ async function etcdAnswer(
       return answer(out);
     }
     case "/v3/watch":
-      return watchRoute(server, body);
+      return watchRoute(server, body, identity);
     case "/v3/maintenance/alarm": {
       const a = parseAlarm(body);
       const render = (alarms: readonly { memberId: string; alarm: string }[]) => {
@@ -1001,6 +1239,7 @@ async function etcdAnswer(
         await linearizable(server);
         return answer(render(server.store.alarms));
       }
+      gate(server, identity, { kind: "root" });
       let memberId = "";
       if (a.memberId !== 0n) {
         memberId = server.node.voters.find((v) => memberId64(server, v) === a.memberId) ?? "";
@@ -1044,6 +1283,8 @@ async function etcdAnswer(
     case "/v3/cluster/member/promote":
     case "/v3/maintenance/transfer-leadership": {
       const r = parseMemberRequest(path, body);
+      // As etcd: changing the membership or moving leadership needs the root role.
+      gate(server, identity, { kind: "root" });
       const clientUrls = (id: string) => {
         // gRPC (no body bytes) lists gRPC URLs as client URLs, as MemberList does.
         const url = source.bodyBytes === undefined ? server.grpcUrlOf(id) : server.clientUrlOf(id);
@@ -1064,15 +1305,18 @@ async function etcdAnswer(
     }
     case "/v3/maintenance/hash": {
       parseEmpty(body, "HashRequest");
+      gate(server, identity, { kind: "root" });
       const h = storeHash(server.store, 0);
       return answer({ header: header(server, h.revision), hash: h.hash });
     }
     case "/v3/maintenance/defragment":
       // raftmeta's store lives in memory: there is nothing to defragment. etcd answers {}.
       parseEmpty(body, "DefragmentRequest");
+      gate(server, identity, { kind: "root" });
       return answer({});
     case "/v3/maintenance/snapshot":
       parseEmpty(body, "SnapshotRequest");
+      gate(server, identity, { kind: "root" });
       return snapshotRoute(server);
   }
   throw new HttpError(404, `Unknown path ${JSON.stringify(path)}`, 5);
@@ -1184,6 +1428,27 @@ async function snapshotRoute(server: RaftServer): Promise<Response> {
   return new Response(out, { headers: { "content-type": "application/json" } });
 }
 
+/**
+ * As etcd's checkLeasePuts: a put that attaches a key to lease `id`, and a revoke of it, need
+ * write permission on every key the lease already holds.
+ */
+function leasePutGate(server: RaftServer, identity: Identity | undefined, id?: number): void {
+  if (!id || !server.store.auth.enabled) return;
+  const keys = server.store.lease(id)?.keys ?? [];
+  if (keys.length === 0) return;
+  gate(server, identity, {
+    kind: "keys",
+    needs: { reads: [], writes: keys.map((key) => ({ key })) },
+  });
+}
+
+/** The puts of `txn`, nested transactions included. */
+function txnPuts(txn: TxnCommand): PutCommand[] {
+  return [...txn.success, ...txn.failure].flatMap((op) =>
+    op.type === "put" ? [op] : op.type === "txn" ? txnPuts(op) : []
+  );
+}
+
 /** etcd's error for a put or txn naming a lease that does not exist (gRPC NotFound). */
 const LEASE_NOT_FOUND_ERROR = "etcdserver: requested lease not found";
 
@@ -1215,12 +1480,14 @@ function atLeaseLeader(
   req: Forwardable,
   run: () => Json,
   onError: (e: LeaseError) => Json | undefined = () => undefined,
+  extendsLease = false,
 ): Promise<Answer> {
   return asLeader<Answer>(server, req, undefined, async () => {
     if (server.node.role !== "Leader") {
       throw new NotLeaderError(server.nodeId, server.node.leaderId);
     }
-    await server.readBarrier();
+    // The fault point (tests only) lets a keep-alive extend a lease without the confirmation.
+    if (!(extendsLease && server.keepAliveBeforeBarrier)) await server.readBarrier();
     try {
       return answer(run());
     } catch (e) {
@@ -1277,12 +1544,18 @@ async function keepAliveOnce(
   const unknown = () => ({ result: { header: header(server), ...leaseIdJson(id) } });
   if (id <= 0) return Response.json(unknown());
   return asResponse(
-    await atLeaseLeader(server, forwardableRequest(req, bytes), () => {
-      const { ttlMs } = server.leaseManager.keepAlive(id);
-      return {
-        result: { header: header(server), ID: String(id), TTL: String(Math.ceil(ttlMs / 1000)) },
-      };
-    }, (e) => e.code === "notFound" ? unknown() : undefined),
+    await atLeaseLeader(
+      server,
+      forwardableRequest(req, bytes),
+      () => {
+        const { ttlMs } = server.leaseManager.keepAlive(id);
+        return {
+          result: { header: header(server), ID: String(id), TTL: String(Math.ceil(ttlMs / 1000)) },
+        };
+      },
+      (e) => e.code === "notFound" ? unknown() : undefined,
+      true,
+    ),
   );
 }
 
@@ -1379,10 +1652,21 @@ function ndjson(result: Json): Uint8Array {
  * progress notifications (when asked for) and at most one `canceled` at the end. Served from this
  * node's store (a follower's watch follows what it has applied). Closing the connection cancels.
  */
-function watchRoute(server: RaftServer, body: unknown): Response {
+function watchRoute(server: RaftServer, body: unknown, identity?: Identity): Response {
   const options = parseWatchCreate(body);
   let stream: WatchStream;
   const headers = { "content-type": "application/json" };
+  // As etcd: a watch the user may not read is created and canceled at once, saying why.
+  const refusal = watchRefusal(server, identity, options.range);
+  if (refusal !== undefined) {
+    const h = header(server);
+    const messages = [
+      ndjson({ header: h, watch_id: "-1", created: true, canceled: true, cancel_reason: refusal }),
+    ];
+    return new Response(messageStream(() => Promise.resolve(messages.shift() ?? null)), {
+      headers,
+    });
+  }
   try {
     stream = server.watchHub.watch(options);
   } catch (e) {
@@ -1415,6 +1699,18 @@ function watchRoute(server: RaftServer, body: unknown): Response {
     const r = await stream.next();
     if (r.done) return null;
     const v = r.value;
+    // A permission revoked (or auth enabled) while the watch runs ends it before the next event.
+    const revoked = watchRefusal(server, identity, options.range);
+    if (revoked !== undefined) {
+      ended = true;
+      stream.cancel();
+      return ndjson({
+        header: header(server),
+        watch_id: watchId,
+        canceled: true,
+        cancel_reason: revoked,
+      });
+    }
     if (v.kind === "events") {
       return ndjson({ header: header(server), watch_id: watchId, events: v.events.map(eventJson) });
     }
@@ -1430,6 +1726,26 @@ function watchRoute(server: RaftServer, body: unknown): Response {
     return ndjson(result);
   }, () => stream.cancel());
   return new Response(out, { headers });
+}
+
+/** Why `identity` may not watch `range` (etcd's cancel reason), or undefined when it may. */
+function watchRefusal(
+  server: RaftServer,
+  identity: Identity | undefined,
+  range: KeyRange,
+): string | undefined {
+  try {
+    gate(server, identity, { kind: "keys", needs: { reads: [range], writes: [] } });
+    return undefined;
+  } catch (e) {
+    if (!(e instanceof HttpError)) throw e;
+    const code = e.message === PERMISSION_DENIED
+      ? "PermissionDenied"
+      : e.message === USER_EMPTY
+      ? "InvalidArgument"
+      : "Unauthenticated";
+    return `rpc error: code = ${code} desc = ${e.message}`;
+  }
 }
 
 /**
@@ -1477,7 +1793,12 @@ function flag(url: URL, name: string): boolean {
   return v !== null && v !== "false" && v !== "0";
 }
 
-async function restKv(server: RaftServer, req: Request, url: URL): Promise<Response> {
+async function restKv(
+  server: RaftServer,
+  req: Request,
+  url: URL,
+  info?: Deno.ServeHandlerInfo<Deno.NetAddr>,
+): Promise<Response> {
   requireMethod(req, ["GET", "PUT", "DELETE"]);
   for (const name of url.searchParams.keys()) {
     if (!["prefix", "serializable", "prev"].includes(name)) {
@@ -1495,6 +1816,19 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     throw badRequest("Key is missing: use /v1/kv/<key>, or /v1/kv/?prefix for every key");
   }
   const range: KeyRange = prefix ? { prefix: key } : { key };
+  const prev = flag(url, "prev");
+  const body = req.method === "GET" || req.method === "HEAD"
+    ? new Uint8Array()
+    : await readBody(server, req);
+  const identity = identityOf(server, req, body, info);
+  gate(server, identity, {
+    kind: "keys",
+    needs: req.method === "PUT"
+      ? { reads: prev ? [range] : [], writes: [range] }
+      : req.method === "DELETE"
+      ? { reads: prev ? [range] : [], writes: [range] }
+      : { reads: [range], writes: [] },
+  });
   if (req.method === "GET" || req.method === "HEAD") {
     if (flag(url, "serializable")) server.counters.readsSerializable++;
     else await linearizable(server);
@@ -1522,14 +1856,12 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
     }
     return Response.json({ ...restKvJson(result.kvs[0]), revision: result.revision });
   }
-  const body = await readBody(server, req);
   const session = sessionOf(req);
-  const prev = flag(url, "prev");
   if (req.method === "PUT") {
     if (prefix) throw badRequest("PUT takes one key, not ?prefix");
     const command: PlainCommand = { type: "put", key, value: body, prevKv: prev };
-    return await asLeader(server, forwardableRequest(req, body), session, async () => {
-      const r = settle(await server.propose(command, session));
+    return await asLeader(server, forwardableRequest(req, body, identity), session, async () => {
+      const r = settle(await server.propose(command, session, identity.checkedAuthRevision));
       refuseLargeAnswer(server, r);
       if (r.type !== "put") throw new Error(`Unexpected response ${r.type}`);
       const out: Json = { revision: r.revision };
@@ -1539,8 +1871,8 @@ async function restKv(server: RaftServer, req: Request, url: URL): Promise<Respo
   }
   if (body.length > 0) throw badRequest("DELETE takes no body");
   const command: PlainCommand = { type: "delete", range, prevKv: prev };
-  return await asLeader(server, forwardableRequest(req, body), session, async () => {
-    const r = settle(await server.propose(command, session));
+  return await asLeader(server, forwardableRequest(req, body, identity), session, async () => {
+    const r = settle(await server.propose(command, session, identity.checkedAuthRevision));
     refuseLargeAnswer(server, r);
     if (r.type !== "delete") throw new Error(`Unexpected response ${r.type}`);
     const out: Json = { revision: r.revision, deleted: r.deleted };
@@ -1703,6 +2035,12 @@ function metricsText(server: RaftServer): string {
       samples: [`raftmeta_leader_changes_total ${c.leaderChanges}`],
     },
     {
+      name: "raftmeta_auth_failed_logins_total",
+      help: "Logins refused for a wrong user name or password (no names or secrets as labels).",
+      type: "counter",
+      samples: [`raftmeta_auth_failed_logins_total ${server.auth.failedLogins}`],
+    },
+    {
       name: "raftmeta_forwarded_requests_total",
       help: "Requests forwarded to the leader.",
       type: "counter",
@@ -1713,6 +2051,12 @@ function metricsText(server: RaftServer): string {
       help: "Requests answered with a 4xx.",
       type: "counter",
       samples: [`raftmeta_bad_requests_total ${c.badRequests}`],
+    },
+    {
+      name: "raftmeta_http_fast_requests_total",
+      help: "etcd gateway calls answered on the client port's fast path (whole small bodies).",
+      type: "counter",
+      samples: [`raftmeta_http_fast_requests_total ${c.fastRequests}`],
     },
     {
       name: "raftmeta_reads_total",

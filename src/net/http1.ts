@@ -17,6 +17,11 @@
  * (watch streams) go out chunk by chunk, each chunk written as it comes. A client that goes away
  * cancels its response stream.
  *
+ * An optional {@linkcode Http1FastHandler} takes the requests it accepts (small bodies that have
+ * arrived whole with their head) without a `Request` or `Response` object: the head's fields and
+ * the body bytes in, status, fields and body bytes out. For small etcd calls those objects, their
+ * header and stream machinery cost more allocation than the call itself.
+ *
  * @module
  */
 
@@ -27,6 +32,43 @@ export type Http1Handler = (
   req: Request,
   info: Deno.ServeHandlerInfo<Deno.NetAddr>,
 ) => Response | Promise<Response>;
+
+/** A request for the fast path: its head's fields and its whole body, read already. */
+export interface Http1FastRequest {
+  /** The method, e.g. `POST`. */
+  readonly method: string;
+  /** The request target as sent (path and query), e.g. `/v3/kv/put`. */
+  readonly target: string;
+  /** Header fields as sent (names as the client wrote them). */
+  readonly fields: readonly [string, string][];
+  /** The value of header `name` (given in lower case), fields joined with ", "; null if absent. */
+  header(name: string): string | null;
+  /** The body. */
+  readonly body: Uint8Array;
+}
+
+/** A fast-path answer: written with a Content-Length in one write. */
+export interface Http1FastAnswer {
+  /** Status code. */
+  readonly status: number;
+  /** Header fields (no Content-Length, Date or Connection: the server adds those). */
+  readonly fields: readonly [string, string][];
+  /** The whole body. */
+  readonly body: Uint8Array;
+}
+
+/**
+ * Serves some requests without `Request` and `Response` objects. The server offers it a request
+ * whose body has a Content-Length, no `Expect`, and has arrived in full; `accepts` says whether it
+ * takes it (else the general handler gets it as usual). `handle` may still answer with a
+ * `Response` (a stream, a forwarded answer), written as the general handler's are.
+ */
+export interface Http1FastHandler {
+  /** Whether to take a request with this method and target and a body of `bodyBytes` bytes. */
+  accepts(method: string, target: string, bodyBytes: number): boolean;
+  /** Answers a request it accepted. */
+  handle(req: Http1FastRequest): Promise<Http1FastAnswer | Response>;
+}
 
 /** Limits and hooks of an {@linkcode Http1Server}. */
 export interface Http1Options {
@@ -49,6 +91,8 @@ export interface Http1Options {
    * listener on `hostname:port`.
    */
   readonly listener?: ConnListener;
+  /** Serves the requests it accepts without Request/Response objects (see the module doc). */
+  readonly fast?: Http1FastHandler;
 }
 
 /** Default of {@linkcode Http1Options.headTimeoutMs}. */
@@ -302,6 +346,7 @@ export class Http1Server {
   readonly addr: Deno.NetAddr;
   readonly #listener: ConnListener;
   readonly #handler: Http1Handler;
+  readonly #fast: Http1FastHandler | undefined;
   readonly #headTimeoutMs: number;
   readonly #idleTimeoutMs: number;
   readonly #connectionsMax: number;
@@ -318,6 +363,7 @@ export class Http1Server {
   /** Listens on `options.hostname:port` and serves every request with `handler`. */
   constructor(options: Http1Options, handler: Http1Handler) {
     this.#handler = handler;
+    this.#fast = options.fast;
     this.#headTimeoutMs = options.headTimeoutMs ?? HEAD_TIMEOUT_MS_DEFAULT;
     this.#idleTimeoutMs = options.idleTimeoutMs ?? IDLE_TIMEOUT_MS_DEFAULT;
     this.#connectionsMax = options.connectionsMax ?? CONNECTIONS_MAX_DEFAULT;
@@ -517,6 +563,13 @@ export class Http1Server {
 
   /** Serves one request; true when the connection may carry another. */
   async #exchange(c: Connection, head: Head): Promise<boolean> {
+    const fast = this.#fast;
+    if (
+      fast !== undefined && head.bodyLength >= 0 && !head.expectContinue &&
+      c.buffered >= head.bodyLength && fast.accepts(head.method, head.target, head.bodyLength)
+    ) {
+      return await this.#exchangeFast(c, head, fast);
+    }
     const body = new BodyReader(c, head);
     let req: Request;
     try {
@@ -564,6 +617,61 @@ export class Http1Server {
     // A body the handler left unread is not drained: the connection goes instead.
     if (!body.done && !c.closed) await this.#linger(c);
     return keepAlive && body.done && !c.closed;
+  }
+
+  /** Serves one request the fast handler took; true when the connection may carry another. */
+  async #exchangeFast(c: Connection, head: Head, fast: Http1FastHandler): Promise<boolean> {
+    const bytes = c.take(head.bodyLength);
+    const fields = head.headers;
+    const req: Http1FastRequest = {
+      method: head.method,
+      target: head.target,
+      fields,
+      header: (name) => fieldValue(fields, name),
+      body: bytes,
+    };
+    let answer: Http1FastAnswer | Response;
+    try {
+      answer = await fast.handle(req);
+    } catch (e) {
+      this.#onError(e);
+      answer = {
+        status: 500,
+        fields: [["content-type", "application/json"], ["connection", "close"]],
+        body: encoder.encode('{"error":"Internal error","code":13,"message":"Internal error"}'),
+      };
+    }
+    const done = new BodyReader(c, { ...head, bodyLength: 0 });
+    if (answer instanceof Response) {
+      const keepAlive = head.keepAlive && !this.#stopping &&
+        !/\bclose\b/i.test(answer.headers.get("connection") ?? "");
+      try {
+        return await this.#respond(c, head, answer, keepAlive, done) && !c.closed;
+      } catch {
+        return false;
+      }
+    }
+    if (c.writing) await c.flushed(); // one response in the queue at most
+    let keepAlive = head.keepAlive && !this.#stopping;
+    let text = `HTTP/1.1 ${answer.status} ${REASONS[answer.status] ?? ""}\r\n`;
+    for (const [name, value] of answer.fields) {
+      const lower = name.toLowerCase();
+      if (lower === "connection") {
+        if (/\bclose\b/i.test(value)) keepAlive = false;
+        continue;
+      }
+      if (HOP_HEADERS.has(lower) || lower === "date") continue;
+      text += `${name}: ${value}\r\n`;
+    }
+    text += `date: ${httpDate()}\r\ncontent-length: ${answer.body.length}\r\n`;
+    text += connectionHeader(head, keepAlive);
+    const headBytes = encoder.encode(text);
+    const total = headBytes.length + answer.body.length;
+    const written = answer.body.length > COPY_BYTES_MAX
+      ? (c.write(headBytes), c.write(answer.body))
+      : c.write(joinAll([headBytes, answer.body], total));
+    written.catch(() => c.close());
+    return keepAlive && !c.closed;
   }
 
   /**
@@ -706,6 +814,16 @@ export class Http1Server {
     }
     return keepAlive && body.done;
   }
+}
+
+/** The value of header `name` in `fields` (any case), repeated fields joined; null if absent. */
+function fieldValue(fields: readonly [string, string][], name: string): string | null {
+  let out: string | null = null;
+  for (const [n, v] of fields) {
+    if (n.length !== name.length || n.toLowerCase() !== name) continue;
+    out = out === null ? v : `${out}, ${v}`;
+  }
+  return out;
 }
 
 function closeQuietly(conn: ByteConn): void {

@@ -5,10 +5,11 @@
  * @module
  */
 
+import { PBKDF2_ITERATIONS_MIN } from "./auth.ts";
 import { parseArgs } from "node:util";
 import type { Address } from "./transport.ts";
 import { RaftServer, StartupError } from "./server.ts";
-import { handleHttp } from "./http.ts";
+import { etcdFastHandler, handleHttp } from "./http.ts";
 import { parseAutoCompaction } from "./auto_compaction.ts";
 import type { TlsFiles } from "./tls.ts";
 
@@ -61,6 +62,11 @@ Usage: deno task serve [flags]
                                 without TLS (a warning is logged); default: refused
                                 Certificates are read again on SIGHUP (kill -HUP PID): new
                                 connections get the new ones, open ones keep theirs.
+  --auth-token simple           etcd's token kind: simple tokens (random, kept on the node that
+                                issued them) are the only kind served (default simple)
+  --auth-token-ttl SECONDS      a token lives this long after its last use (default 300)
+  --auth-pbkdf2-iterations N    PBKDF2-HMAC-SHA-256 iterations of new password hashes
+                                (default 210000, at least 1000); see docs/security.md
   --peer-handshake-timeout-ms N time a peer connection has to prove the secret (default 3000);
                                 until then it may send at most one 8 KiB frame
   --peer-unauthenticated-max N  most peer connections in handshake at once; more are closed
@@ -345,6 +351,9 @@ async function main(args: string[]): Promise<number> {
       insecure: { type: "boolean", default: false },
       "peer-handshake-timeout-ms": { type: "string" },
       "peer-unauthenticated-max": { type: "string" },
+      "auth-token": { type: "string", default: "simple" },
+      "auth-token-ttl": { type: "string" },
+      "auth-pbkdf2-iterations": { type: "string" },
       "election-timeout-min-ms": { type: "string" },
       "election-timeout-max-ms": { type: "string" },
       "heartbeat-interval-ms": { type: "string" },
@@ -426,6 +435,23 @@ async function main(args: string[]): Promise<number> {
     );
   }
   const responseBytesMax = positive(values["max-response-bytes"], "--max-response-bytes");
+  if (values["auth-token"] !== "simple") {
+    throw new Error(
+      `--auth-token must be "simple" (raftmeta has no JWT tokens): ${
+        JSON.stringify(values["auth-token"])
+      }`,
+    );
+  }
+  const authTokenTtlSeconds = positive(values["auth-token-ttl"], "--auth-token-ttl");
+  const authPbkdf2Iterations = positive(
+    values["auth-pbkdf2-iterations"],
+    "--auth-pbkdf2-iterations",
+  );
+  if (authPbkdf2Iterations !== undefined && authPbkdf2Iterations < PBKDF2_ITERATIONS_MIN) {
+    throw new Error(
+      `--auth-pbkdf2-iterations must be at least ${PBKDF2_ITERATIONS_MIN}: ${authPbkdf2Iterations}`,
+    );
+  }
   const httpServer = values["http-server"];
   if (httpServer !== "raftmeta" && httpServer !== "deno") {
     throw new Error(`--http-server must be raftmeta or deno: ${JSON.stringify(httpServer)}`);
@@ -438,63 +464,69 @@ async function main(args: string[]): Promise<number> {
   }
   const shutdownTransferMs = int(values["shutdown-transfer-ms"], "--shutdown-transfer-ms") ??
     2000;
-  const server = await RaftServer.start({
-    nodeId: values.name,
-    clusterId: values["cluster-id"],
-    dataDir: values["data-dir"],
-    clientListen,
-    peerListen,
-    peers: parsePeers(values.peers!),
-    peerClientUrls: parsePeerClientUrls(values["peer-client-urls"]!),
-    grpcListen,
-    clientTls,
-    peerTls,
-    peerGrpcUrls: parsePeerClientUrls(values["peer-grpc-urls"]!, "--peer-grpc-urls"),
-    secret,
-    insecurePeers: values["insecure-peers"],
-    peerHandshakeTimeoutMs: positive(
-      values["peer-handshake-timeout-ms"],
-      "--peer-handshake-timeout-ms",
-    ),
-    peerUnauthenticatedMax: positive(
-      values["peer-unauthenticated-max"],
-      "--peer-unauthenticated-max",
-    ),
-    raftConfig,
-    tickMs: positive(values["tick-ms"], "--tick-ms"),
-    requestBytesMax: positive(values["max-request-bytes"], "--max-request-bytes"),
-    responseBytesMax,
-    requestTimeoutMs: positive(values["request-timeout-ms"], "--request-timeout-ms"),
-    join: values.join,
-    initialClusterState,
-    repairWal: values["repair-wal"],
-    probeMs: positive(values["probe-ms"], "--probe-ms"),
-    joinTimeoutMs: positive(values["join-timeout-ms"], "--join-timeout-ms"),
-    snapshotEntries: positive(values["snapshot-entries"], "--snapshot-entries"),
-    snapshotBytes: positive(values["snapshot-bytes"], "--snapshot-bytes"),
-    quotaBackendBytes: positive(values["quota-backend-bytes"], "--quota-backend-bytes"),
-    autoCompaction: parseAutoCompaction(
-      values["auto-compaction-mode"]!,
-      values["auto-compaction-retention"]!,
-    ),
-    proposalsPendingMax: positive(values["proposals-pending-max"], "--proposals-pending-max"),
-    proposalBytesPendingMax: positive(
-      values["proposal-bytes-pending-max"],
-      "--proposal-bytes-pending-max",
-    ),
-    httpRequestsMax: positive(values["http-requests-max"], "--http-requests-max"),
-    bodyReadTimeoutMs: positive(values["body-read-timeout-ms"], "--body-read-timeout-ms"),
-    httpServer,
-    httpHeadTimeoutMs: positive(values["http-header-timeout-ms"], "--http-header-timeout-ms"),
-    httpIdleTimeoutMs: positive(values["http-idle-timeout-ms"], "--http-idle-timeout-ms"),
-    httpConnectionsMax: positive(values["max-connections"], "--max-connections"),
-    httpHeadBytesMax: positive(values["max-request-head-bytes"], "--max-request-head-bytes"),
-    watchersMax: int(values["watchers-max"], "--watchers-max"),
-    watchBufferEventsMax: positive(values["watch-buffer-events"], "--watch-buffer-events"),
-    watchProgressMs: positive(values["watch-progress-ms"], "--watch-progress-ms"),
-    corsOrigins: list(values.cors),
-    hostWhitelist: list(values["host-whitelist"]),
-  }, handleHttp);
+  const server = await RaftServer.start(
+    {
+      nodeId: values.name,
+      clusterId: values["cluster-id"],
+      dataDir: values["data-dir"],
+      clientListen,
+      peerListen,
+      peers: parsePeers(values.peers!),
+      peerClientUrls: parsePeerClientUrls(values["peer-client-urls"]!),
+      grpcListen,
+      clientTls,
+      peerTls,
+      peerGrpcUrls: parsePeerClientUrls(values["peer-grpc-urls"]!, "--peer-grpc-urls"),
+      secret,
+      insecurePeers: values["insecure-peers"],
+      authTokenTtlMs: authTokenTtlSeconds === undefined ? undefined : authTokenTtlSeconds * 1000,
+      authPbkdf2Iterations,
+      peerHandshakeTimeoutMs: positive(
+        values["peer-handshake-timeout-ms"],
+        "--peer-handshake-timeout-ms",
+      ),
+      peerUnauthenticatedMax: positive(
+        values["peer-unauthenticated-max"],
+        "--peer-unauthenticated-max",
+      ),
+      raftConfig,
+      tickMs: positive(values["tick-ms"], "--tick-ms"),
+      requestBytesMax: positive(values["max-request-bytes"], "--max-request-bytes"),
+      responseBytesMax,
+      requestTimeoutMs: positive(values["request-timeout-ms"], "--request-timeout-ms"),
+      join: values.join,
+      initialClusterState,
+      repairWal: values["repair-wal"],
+      probeMs: positive(values["probe-ms"], "--probe-ms"),
+      joinTimeoutMs: positive(values["join-timeout-ms"], "--join-timeout-ms"),
+      snapshotEntries: positive(values["snapshot-entries"], "--snapshot-entries"),
+      snapshotBytes: positive(values["snapshot-bytes"], "--snapshot-bytes"),
+      quotaBackendBytes: positive(values["quota-backend-bytes"], "--quota-backend-bytes"),
+      autoCompaction: parseAutoCompaction(
+        values["auto-compaction-mode"]!,
+        values["auto-compaction-retention"]!,
+      ),
+      proposalsPendingMax: positive(values["proposals-pending-max"], "--proposals-pending-max"),
+      proposalBytesPendingMax: positive(
+        values["proposal-bytes-pending-max"],
+        "--proposal-bytes-pending-max",
+      ),
+      httpRequestsMax: positive(values["http-requests-max"], "--http-requests-max"),
+      bodyReadTimeoutMs: positive(values["body-read-timeout-ms"], "--body-read-timeout-ms"),
+      httpServer,
+      httpHeadTimeoutMs: positive(values["http-header-timeout-ms"], "--http-header-timeout-ms"),
+      httpIdleTimeoutMs: positive(values["http-idle-timeout-ms"], "--http-idle-timeout-ms"),
+      httpConnectionsMax: positive(values["max-connections"], "--max-connections"),
+      httpHeadBytesMax: positive(values["max-request-head-bytes"], "--max-request-head-bytes"),
+      watchersMax: int(values["watchers-max"], "--watchers-max"),
+      watchBufferEventsMax: positive(values["watch-buffer-events"], "--watch-buffer-events"),
+      watchProgressMs: positive(values["watch-progress-ms"], "--watch-progress-ms"),
+      corsOrigins: list(values.cors),
+      hostWhitelist: list(values["host-whitelist"]),
+    },
+    handleHttp,
+    etcdFastHandler,
+  );
   let stopping = false;
   const stop = async () => {
     if (stopping) return;

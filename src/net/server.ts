@@ -8,6 +8,7 @@
  * @module
  */
 
+import { NodeAuth } from "./auth.ts";
 import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
 import {
@@ -30,7 +31,7 @@ import { type AutoCompactionConfig, AutoCompactor } from "./auto_compaction.ts";
 import { FileStorage } from "../storage/file_storage.ts";
 import { FILE_MODE, type Fs, RealFs } from "../storage/fs.ts";
 import { REAL_TIMERS, RealClock } from "./real_clock.ts";
-import { decodeCommand, encodeCommand } from "../kv/command.ts";
+import { decodeCommand, encodeAuthGuarded, encodeCommand } from "../kv/command.ts";
 import {
   addsData,
   type ApplyResult,
@@ -60,7 +61,7 @@ import {
   membership as membershipOf,
 } from "../raft/membership.ts";
 import { BrowserGuard } from "./browser_guard.ts";
-import { Http1Server } from "./http1.ts";
+import { type Http1FastHandler, Http1Server } from "./http1.ts";
 // Types only: tls.ts (node:tls) is imported when a port has TLS.
 import type { TlsConnListener, TlsFiles, TlsMaterial } from "./tls.ts";
 
@@ -98,6 +99,10 @@ export interface ServerOptions {
   readonly secret?: string;
   /** Allow peers with an empty secret: anyone who reaches the peer port can then forge entries. */
   readonly insecurePeers?: boolean;
+  /** How long a simple auth token lives after its last use (`--auth-token-ttl`). Default 300 s. */
+  readonly authTokenTtlMs?: number;
+  /** PBKDF2 iterations of new password hashes (`--auth-pbkdf2-iterations`). Default 210000. */
+  readonly authPbkdf2Iterations?: number;
   /** Time a peer connection has to complete its handshake. Default 3000. */
   readonly peerHandshakeTimeoutMs?: number;
   /** Most peer connections in handshake at once (more are closed at once). Default 64. */
@@ -213,12 +218,18 @@ export type ServerFaultPoint =
   /** `readBarrier` resolves at once: a "linearizable" read is served from the local store. */
   | "read-before-barrier"
   /** A read is served once its read index is known, before the store has applied up to it. */
-  | "read-before-apply";
+  | "read-before-apply"
+  /**
+   * A lease keep-alive is granted without the leader confirming its leadership with a quorum, so
+   * a deposed leader that has not noticed yet extends a lease the new leader expires.
+   */
+  | "keepalive-before-barrier";
 
 /** Every {@linkcode ServerFaultPoint}. */
 export const SERVER_FAULT_POINTS: readonly ServerFaultPoint[] = [
   "read-before-barrier",
   "read-before-apply",
+  "keepalive-before-barrier",
 ];
 
 /** Sends a request to another node's client URL (forwarding to the leader); `fetch` for real. */
@@ -345,6 +356,8 @@ export interface ServerCounters {
   forwarded: number;
   /** Requests refused with a 4xx. */
   badRequests: number;
+  /** etcd gateway calls the client port answered on its fast path (no Request/Response objects). */
+  fastRequests: number;
   /** Linearizable reads served. */
   readsLinearizable: number;
   /** Serializable reads served. */
@@ -384,6 +397,8 @@ const DRAIN_BATCHES_MAX = 256;
 export class RaftServer {
   /** This node. */
   readonly nodeId: NodeId;
+  /** Its tokens, login limiter and permission checks (src/net/auth.ts). */
+  readonly auth: NodeAuth;
   /** Its cluster. */
   readonly clusterId: string;
   /** Limits and timeouts in force. */
@@ -408,6 +423,7 @@ export class RaftServer {
     leaderChanges: 0,
     forwarded: 0,
     badRequests: 0,
+    fastRequests: 0,
     readsLinearizable: 0,
     readsSerializable: 0,
     readyBatches: 0,
@@ -426,6 +442,8 @@ export class RaftServer {
   readonly #log: (line: string) => void;
   readonly #io: ServerIo;
   readonly #readBeforeBarrier: boolean;
+  /** Fault point `keepalive-before-barrier` (tests only): lease keep-alives skip the barrier. */
+  readonly keepAliveBeforeBarrier: boolean;
   readonly #readBeforeApply: boolean;
   #http: { shutdown(): Promise<void> } | undefined;
   #grpc: { readonly url: string; close(): void; reloadTls?(m: TlsMaterial): void } | undefined;
@@ -505,8 +523,17 @@ export class RaftServer {
     this.#members = members;
     this.#peerGrpcUrls = options.peerGrpcUrls ?? new Map();
     this.#io = io;
+    this.auth = new NodeAuth({
+      nowMs: () => io.clock.nowMs(),
+      tokenTtlMs: options.authTokenTtlMs,
+      pbkdf2Iterations: options.authPbkdf2Iterations,
+      secret: options.secret,
+      logEvent: (event, fields) => this.logEvent(event, fields),
+    });
     this.#readBeforeBarrier = options.faultPoints?.includes("read-before-barrier") ?? false;
     this.#readBeforeApply = options.faultPoints?.includes("read-before-apply") ?? false;
+    this.keepAliveBeforeBarrier = options.faultPoints?.includes("keepalive-before-barrier") ??
+      false;
     this.#snapshotter = new Snapshotter({
       nowMs: () => io.clock.nowMs(),
       yieldTurn: () => new Promise((resolve) => io.timers.nextTurn(resolve)),
@@ -603,7 +630,11 @@ export class RaftServer {
    * starts the peer transport, the clock and the HTTP listener. Throws {@linkcode StartupError}
    * when the node must not start.
    */
-  static async start(options: ServerOptions, handler: HttpHandler): Promise<RaftServer> {
+  static async start(
+    options: ServerOptions,
+    handler: HttpHandler,
+    fastHandler?: (server: RaftServer) => Http1FastHandler,
+  ): Promise<RaftServer> {
     const nodeId = options.nodeId ?? "n1";
     const clusterId = options.clusterId ?? "raftmeta";
     const dataDir = options.dataDir ?? "./data";
@@ -911,7 +942,10 @@ export class RaftServer {
     });
     if (http !== undefined) {
       server.#clientUrl = http.url;
-      server.#http = http.serve((req, info) => handler(server, req, info));
+      server.#http = http.serve(
+        (req, info) => handler(server, req, info),
+        fastHandler?.(server),
+      );
     } else {
       try {
         const h = await retryWhileInUse(() =>
@@ -919,7 +953,7 @@ export class RaftServer {
         );
         http = h;
         server.#clientUrl = h.url;
-        server.#http = h.serve((req, info) => handler(server, req, info));
+        server.#http = h.serve((req, info) => handler(server, req, info), fastHandler?.(server));
       } catch (e) {
         storage.close();
         throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
@@ -1292,18 +1326,21 @@ export class RaftServer {
   // ---- Client operations -------------------------------------------------------------------------
 
   /**
-   * Proposes `command` (wrapped in a session envelope when `session` is given) and resolves with
-   * its result once applied here. Throws {@linkcode NotLeaderError} on a follower,
+   * Proposes `command` (wrapped in a session envelope when `session` is given, and in an auth
+   * guard when `authRevision` is: the auth revision its permissions were checked at) and resolves
+   * with its result once applied here. Throws {@linkcode NotLeaderError} on a follower,
    * {@linkcode HttpError} 400 for a command over the limits, 503/504 when it cannot finish.
    */
   propose(
     command: PlainCommand,
     session?: { clientId: ClientId; seq: number },
+    authRevision?: number,
   ): Promise<ApplyResult> {
     this.#usable();
-    const bytes = encodeCommand(
+    const plain = encodeCommand(
       session === undefined ? command : { type: "session", ...session, command },
     );
+    const bytes = authRevision === undefined ? plain : encodeAuthGuarded(authRevision, plain);
     try {
       decodeCommand(bytes, { limits: this.store.limits });
     } catch (e) {
@@ -2080,7 +2117,7 @@ interface DeferredHttp {
   url: string;
   /** The TLS listener, when the port serves HTTPS (for reloading its certificate). */
   tlsListener?: TlsConnListener;
-  serve: (handler: ClientHandler) => { shutdown(): Promise<void> };
+  serve: (handler: ClientHandler, fast?: Http1FastHandler) => { shutdown(): Promise<void> };
   close: () => void;
 }
 
@@ -2096,6 +2133,8 @@ async function startHttpDeferred(
   tls: TlsMaterial | undefined,
 ): Promise<DeferredHttp> {
   let handler: ClientHandler | undefined;
+  // The fast path for small etcd calls (src/net/http1.ts), once serving starts.
+  let fast: Http1FastHandler | undefined;
   const serve = (req: Request, info: Deno.ServeHandlerInfo<Deno.NetAddr>) => {
     if (handler === undefined) {
       return Response.json({ error: "Node is starting", code: 14, message: "Node is starting" }, {
@@ -2126,6 +2165,11 @@ async function startHttpDeferred(
       connectionsMax: options.httpConnectionsMax,
       headBytesMax: options.httpHeadBytesMax,
       onError: (e) => emit("http-internal-error", { error: (e as Error)?.message ?? String(e) }),
+      fast: {
+        accepts: (method, target, bodyBytes) =>
+          fast !== undefined && fast.accepts(method, target, bodyBytes),
+        handle: (req) => fast!.handle(req),
+      },
     }, serve);
   }
   const addr = server.addr;
@@ -2133,8 +2177,9 @@ async function startHttpDeferred(
   return {
     url: `${tls === undefined ? "http" : "https"}://${host}:${addr.port}`,
     tlsListener,
-    serve: (h) => {
+    serve: (h, f) => {
       handler = h;
+      fast = f;
       return server;
     },
     close: () => {

@@ -2,9 +2,11 @@
  * The bytes of a {@linkcode MetadataStore} snapshot. One codec for every host — the simulator,
  * the real server and tests — so a snapshot taken by one restores in another.
  *
- * Format 4 (written now) is binary and keeps the whole history since the compact revision, each
- * version once; formats 2 and 3 (binary, the watch history as events) and 1 (UTF-8 JSON of
- * {@linkcode StoreSnapshot}, no history) still load. docs/commands.md describes them.
+ * Format 6 (written now) is binary and keeps the auth state and the whole history since the
+ * compact revision, each version and each value once: a key whose current version is in the
+ * history is written there only. Formats 5 (no auth state), 4 (which wrote such values twice), 2
+ * and 3 (binary, the watch history as events) and 1 (UTF-8 JSON of {@linkcode StoreSnapshot}, no
+ * history) still load. docs/commands.md describes them.
  * A snapshot is taken from a {@linkcode FrozenStore}, so a host can encode it in slices
  * ({@linkcode encodeStoreSnapshotChunks}) while the store goes on applying entries; the chunks
  * joined are byte for byte what {@linkcode encodeStoreSnapshot} returns for the same state.
@@ -27,6 +29,7 @@ import {
   type FrozenStore,
   type HistoryItem,
   type KvRecord,
+  type KvVersion,
   MetadataStore,
   type MetadataStoreOptions,
   type RevisionEvents,
@@ -35,17 +38,22 @@ import {
   toJsonSafe,
 } from "../kv/store.ts";
 import type { AlarmMember, AlarmType, KeyValue, KvEvent } from "../kv/types.ts";
+import type { AuthSnapshot } from "../kv/auth.ts";
 
 /** First bytes of a binary snapshot: "RMSS" (format 1 starts with `{`). */
 const MAGIC = [0x52, 0x4d, 0x53, 0x53] as const;
-/** The snapshot format {@linkcode encodeStoreSnapshot} writes: alarms and the MVCC history. */
-export const STORE_SNAPSHOT_FORMAT = 4;
+/** The snapshot format {@linkcode encodeStoreSnapshot} writes: format 5 plus the auth state. */
+export const STORE_SNAPSHOT_FORMAT = 6;
+/** Format 5 (read only): alarms, the MVCC history, each value once; no auth state. */
+export const STORE_SNAPSHOT_FORMAT_VALUES_ONCE = 5;
+/** Format 4 (read only): as 5, but every key's record in full, so current values twice. */
+export const STORE_SNAPSHOT_FORMAT_HISTORY = 4;
 /** Format 2 (read only): the watch history as events, no alarms. */
 export const STORE_SNAPSHOT_FORMAT_EVENTS = 2;
 /** Format 2 plus the raised alarms (read only). */
 export const STORE_SNAPSHOT_FORMAT_ALARMS = 3;
 
-/** Format 4's history items: a kind byte (end, a version written, a base version), then it. */
+/** History items (formats 4, 5): a kind byte (end, a version written, a base version), then it. */
 const ITEM_END = 0;
 const ITEM_WRITE = 1;
 const ITEM_BASE = 2;
@@ -189,7 +197,7 @@ export interface SnapshotChunkOptions {
 }
 
 /**
- * The snapshot of `frozen` (format 2) as a sequence of chunks, each about `chunkBytes`: a few
+ * The snapshot of `frozen` (format 5) as a sequence of chunks, each about `chunkBytes`: a few
  * hundred keys of work. Pull as many as a slice of the event loop allows; the store may apply
  * entries between pulls, since `frozen` does not change. The chunks joined equal
  * {@linkcode encodeStoreSnapshot} of the same state. Each chunk is a new buffer the caller keeps.
@@ -239,6 +247,8 @@ export function* encodeStoreSnapshotChunks(
     w.bytes(utf8Encoder.encode(a.memberId));
     w.bytes(utf8Encoder.encode(a.alarm));
   }
+  // Format 6: the auth state as UTF-8 JSON (bounded by the auth limits).
+  w.bytes(utf8Encoder.encode(JSON.stringify(frozen.auth)));
   w.uint(frozen.appliedIndex);
   w.uint(frozen.revision);
   w.uint(frozen.leaseIdLast);
@@ -270,11 +280,18 @@ export function* encodeStoreSnapshotChunks(
   }
   w.u8(ITEM_END);
   // Keys last: first each key's length (UTF-16 units) and record, then the keys' UTF-8 back to
-  // back to the end, which a decoder turns into text with one decode and slices.
+  // back to the end, which a decoder turns into text with one decode and slices. A key changed
+  // after the compact revision has its current version as its last item in the history above, so
+  // its record is only a mark (length·2 + 1); one unchanged since is written in full (length·2).
+  const c = frozen.compactRevision;
   for (const [keys, records] of frozen.batches()) {
     for (let i = 0; i < keys.length; i++) {
       const r = records[i];
-      w.uint(keys[i].length);
+      if (r.modRevision > c) {
+        w.uint(keys[i].length * 2 + 1);
+        continue;
+      }
+      w.uint(keys[i].length * 2);
       w.bytes(r.value);
       w.uint(r.createRevision);
       w.uint(r.modRevision);
@@ -412,7 +429,8 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
   try {
     const format = r.uint();
     if (
-      format !== STORE_SNAPSHOT_FORMAT && format !== STORE_SNAPSHOT_FORMAT_ALARMS &&
+      format !== STORE_SNAPSHOT_FORMAT && format !== STORE_SNAPSHOT_FORMAT_VALUES_ONCE &&
+      format !== STORE_SNAPSHOT_FORMAT_HISTORY && format !== STORE_SNAPSHOT_FORMAT_ALARMS &&
       format !== STORE_SNAPSHOT_FORMAT_EVENTS
     ) {
       throw new RangeError(`unknown format ${format}`);
@@ -424,6 +442,12 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       const memberId = strictUtf8.decode(r.bytes());
       alarms.push({ memberId, alarm: strictUtf8.decode(r.bytes()) as AlarmType });
     }
+    const auth = format === STORE_SNAPSHOT_FORMAT
+      ? JSON.parse(strictUtf8.decode(r.bytes())) as AuthSnapshot
+      : undefined;
+    // Formats 4 to 6 keep the history as versions; 2 and 3 as events.
+    const withHistory = format === STORE_SNAPSHOT_FORMAT ||
+      format === STORE_SNAPSHOT_FORMAT_VALUES_ONCE || format === STORE_SNAPSHOT_FORMAT_HISTORY;
     const appliedIndex = r.uint();
     const revision = r.uint();
     const leaseIdLast = r.uint();
@@ -431,7 +455,7 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
     const keyCount = r.uint();
     const sessionCount = r.uint();
     const compactRevision = r.uint();
-    const revisionCount = format === STORE_SNAPSHOT_FORMAT ? 0 : r.uint();
+    const revisionCount = withHistory ? 0 : r.uint();
     // Counts bound allocations: each item takes at least one byte.
     const left = r.buf.length - r.pos;
     if (leaseCount + keyCount + sessionCount + revisionCount > left) {
@@ -444,12 +468,20 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       sessions.push(JSON.parse(strictUtf8.decode(r.bytes())) as SessionRecord);
     }
     const versions: HistoryItem[] = [];
-    while (format === STORE_SNAPSHOT_FORMAT) {
+    // Formats 5 and 6: each key's last item, the current version of a key marked as in the
+    // history.
+    const lastItem =
+      format === STORE_SNAPSHOT_FORMAT || format === STORE_SNAPSHOT_FORMAT_VALUES_ONCE
+        ? new Map<string, KvVersion>()
+        : undefined;
+    while (withHistory) {
       const kind = r.u8();
       if (kind === ITEM_END) break;
       if (kind !== ITEM_WRITE && kind !== ITEM_BASE) throw new RangeError(`history item ${kind}`);
       const { lease, ...kv } = readKeyValue(r);
-      versions.push({ base: kind === ITEM_BASE, version: { ...kv, lease: lease ?? 0 } });
+      const version = { ...kv, lease: lease ?? 0 };
+      versions.push({ base: kind === ITEM_BASE, version });
+      lastItem?.set(version.key, version);
     }
     const revisions: RevisionEvents[] = [];
     for (let i = 0; i < revisionCount; i++) {
@@ -467,9 +499,14 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       revisions.push({ revision, events });
     }
     const keyUnits: number[] = new Array(keyCount);
-    const records: KvRecord[] = new Array(keyCount);
+    const records: (KvRecord | undefined)[] = new Array(keyCount);
     for (let i = 0; i < keyCount; i++) {
       keyUnits[i] = r.uint();
+      if (lastItem !== undefined) {
+        const inHistory = keyUnits[i] % 2 === 1;
+        keyUnits[i] = Math.floor(keyUnits[i] / 2);
+        if (inHistory) continue; // filled in from the history once the key's text is read
+      }
       const value = r.bytes();
       const createRevision = r.uint();
       const modRevision = r.uint();
@@ -489,18 +526,30 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
     if (at !== text.length) {
       throw new RangeError(`its key text holds ${text.length} characters, not ${at}`);
     }
+    if (lastItem !== undefined) {
+      for (let i = 0; i < keyCount; i++) {
+        if (records[i] !== undefined) continue;
+        const v = lastItem.get(keys[i]);
+        if (v === undefined || v.version === 0 || v.modRevision <= compactRevision) {
+          throw new RangeError(
+            `key ${JSON.stringify(keys[i])} has no current version in the history`,
+          );
+        }
+        const { value, createRevision, modRevision, version, lease } = v;
+        records[i] = { value, createRevision, modRevision, version, lease };
+      }
+    }
     parts = {
       appliedIndex,
       revision,
       leaseIdLast,
       leases,
       keys,
-      records,
+      records: records as KvRecord[],
       sessions,
-      history: format === STORE_SNAPSHOT_FORMAT
-        ? { compactRevision, versions }
-        : { compactRevision, revisions },
+      history: withHistory ? { compactRevision, versions } : { compactRevision, revisions },
       alarms,
+      auth,
     };
   } catch (e) {
     throw new Error(`Snapshot is invalid: ${(e as Error).message}`, { cause: e });
