@@ -427,3 +427,40 @@ Deno.test("net members: etcdctl member add/promote/remove/list and move-leader o
     await c.stop();
   }
 });
+
+Deno.test("net members: with auth enabled, member add needs the root role (the same gate covers remove, update, promote and move-leader)", async () => {
+  const c = ProcessCluster.start(3, ["--auth-pbkdf2-iterations", "1000"]);
+  try {
+    const leader = await c.waitForLeader();
+    const ok = async (path: string, body: Json, token?: string) => {
+      const r = await post(
+        `${leader.url}${path}`,
+        JSON.stringify(body),
+        token === undefined ? {} : { authorization: token },
+      );
+      assert.equal(r.status, 200, `${path}: ${JSON.stringify(r.json)}`);
+      return r.json;
+    };
+    await ok("/v3/auth/user/add", { name: "root", password: "rootpw" });
+    await ok("/v3/auth/user/grant", { user: "root", role: "root" });
+    await ok("/v3/auth/user/add", { name: "alice", password: "alicepw" });
+    await ok("/v3/auth/enable", {});
+    const alice = (await ok("/v3/auth/authenticate", { name: "alice", password: "alicepw" }))
+      .token;
+    const root = (await ok("/v3/auth/authenticate", { name: "root", password: "rootpw" })).token;
+    const add = { peerURLs: [`http://127.0.0.1:${freePort()}`], isLearner: true };
+    for (const token of [undefined, alice]) {
+      const r = await post(
+        `${leader.url}/v3/cluster/member/add`,
+        JSON.stringify(add),
+        token === undefined ? {} : { authorization: token },
+      );
+      assert.notEqual(r.status, 200, JSON.stringify(r.json));
+      assert.match(r.json.error, /^etcdserver: (user name is empty|permission denied)$/);
+    }
+    const added = await ok("/v3/cluster/member/add", add, root);
+    assert.equal(added.member.isLearner, true);
+  } finally {
+    await c.stop();
+  }
+});
