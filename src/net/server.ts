@@ -1110,9 +1110,13 @@ export class RaftServer {
     peerUrl: string | null;
     grpcUrl: string | null;
   }[] {
+    // The configuration as applied (as etcd lists members): a change appended but not applied yet
+    // has not reached the member table, which holds the new member's id and URLs.
+    const node = this.#node;
+    const config = node.membershipAt(Math.max(this.#store.appliedIndex, node.log.snapshotIndex));
     const all = [
-      ...this.#node.voters.map((id) => ({ id, isLearner: false })),
-      ...this.#node.learners.map((id) => ({ id, isLearner: true })),
+      ...[...config.voters].map((id) => ({ id, isLearner: false })),
+      ...[...config.learners].map((id) => ({ id, isLearner: true })),
     ];
     return all.map(({ id, isLearner }) => {
       const peerUrl = this.peerUrlOf(id);
