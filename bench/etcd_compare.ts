@@ -16,6 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { makeCerts } from "../scripts/certs.ts";
 
 /** One load row as wrk measured it. */
 export interface WrkResult {
@@ -126,8 +127,14 @@ export function insertRun(existing: string, section: string): string {
 
 // ---- The wrk script ------------------------------------------------------------------------------
 
-/** wrk's Lua script: POST bodies with base64 keys "k%07d" (8 bytes) and a 256-byte value. */
-export function wrkScript(kind: "put" | "get", keyCount: number): string {
+/**
+ * wrk's Lua script: POST bodies with base64 keys "k%07d" (8 bytes) and a 256-byte value; with
+ * `token`, every request carries it in the `Authorization` header (etcd's auth token).
+ */
+export function wrkScript(kind: "put" | "get", keyCount: number, token?: string): string {
+  if (token !== undefined && !/^[A-Za-z0-9._\-+/=]+$/.test(token)) {
+    throw new Error(`The auth token has characters the wrk script cannot carry: ${token}`);
+  }
   return `
 local chars = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'
 local function b64(s)
@@ -154,7 +161,9 @@ end
 local kind = '${kind}'
 local keys = ${keyCount}
 local value = b64(string.rep('v', 256))
-local headers = { ['Content-Type'] = 'application/json' }
+local headers = { ['Content-Type'] = 'application/json'${
+    token === undefined ? "" : `, ['Authorization'] = '${token}'`
+  } }
 local path = kind == 'put' and '/v3/kv/put' or '/v3/kv/range'
 function init(args)
   math.randomseed(os.time() * 1000 + (id or 0))
@@ -268,14 +277,45 @@ interface RunningCluster {
   readonly name: string;
   readonly leaderUrl: string;
   readonly stop: () => Promise<void>;
+  /** With `--secure`: the token every benchmark request carries. */
+  token?: string;
 }
 
-async function postJson(url: string, body: unknown, timeoutMs = 500): Promise<unknown> {
+/**
+ * `--secure`: both clusters serve their client port over HTTPS and talk to their peers over TLS
+ * with certificates checked both ways, from one test CA (`deno task certs`); auth is enabled and
+ * the load runs as a user whose role may read and write the benchmark's keys (not root, so the
+ * permission check runs on every request). Client certificates are not asked for (wrk cannot
+ * present one).
+ */
+interface Security {
+  /** Directory of ca.crt and n1..n3.crt/.key (the node certificates serve both clusters). */
+  readonly certDir: string;
+  /** An HTTP client that trusts the test CA. */
+  readonly client: Deno.HttpClient;
+}
+
+let security: Security | undefined;
+
+/** The benchmark user's name and password, and the root password (a throwaway cluster's). */
+const BENCH_USER = "bench";
+const BENCH_PASSWORD = crypto.randomUUID();
+const ROOT_PASSWORD = crypto.randomUUID();
+
+async function postJson(
+  url: string,
+  body: unknown,
+  timeoutMs = 500,
+  token?: string,
+): Promise<unknown> {
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (token !== undefined) headers.authorization = token;
   const res = await fetch(url, {
     method: "POST",
     body: JSON.stringify(body),
-    headers: { "content-type": "application/json" },
+    headers,
     signal: AbortSignal.timeout(timeoutMs),
+    ...(security !== undefined ? { client: security.client } : {}),
   });
   const text = await res.text();
   if (!res.ok) throw new Error(`${url}: ${res.status} ${text.slice(0, 200)}`);
@@ -327,8 +367,24 @@ async function startRaftmeta(
   const secret = crypto.randomUUID();
   for (const [i, id] of ids.entries()) {
     const peers = ids.map((p, j) => `${p}=127.0.0.1:${peerPorts[j]}`).filter((_, j) => j !== i);
-    const peerClientUrls = ids.map((p, j) => `${p}=http://127.0.0.1:${clientPorts[j]}`)
+    const scheme = security === undefined ? "http" : "https";
+    const peerClientUrls = ids.map((p, j) => `${p}=${scheme}://127.0.0.1:${clientPorts[j]}`)
       .filter((_, j) => j !== i);
+    const tls = security === undefined ? [] : [
+      "--cert-file",
+      `${security.certDir}/${id}.crt`,
+      "--key-file",
+      `${security.certDir}/${id}.key`,
+      "--trusted-ca-file",
+      `${security.certDir}/ca.crt`,
+      "--peer-cert-file",
+      `${security.certDir}/${id}.crt`,
+      "--peer-key-file",
+      `${security.certDir}/${id}.key`,
+      "--peer-trusted-ca-file",
+      `${security.certDir}/ca.crt`,
+      "--peer-client-cert-auth",
+    ];
     Deno.mkdirSync(`${dir}/${id}`, { recursive: true });
     procs.push(spawnLogged(
       Deno.execPath(),
@@ -354,16 +410,22 @@ async function startRaftmeta(
         peers.join(","),
         "--peer-client-urls",
         peerClientUrls.join(","),
+        ...tls,
         ...serverArgs,
       ],
       `${dir}/${id}.log`,
       { RAFTMETA_CLUSTER_SECRET: secret },
     ));
   }
-  const urls = clientPorts.map((p) => `http://127.0.0.1:${p}`);
+  const urls = clientPorts.map((p) =>
+    `${security === undefined ? "http" : "https"}://127.0.0.1:${p}`
+  );
   const leaderUrl = await waitFor("a raftmeta leader", 20_000, async () => {
     for (const u of urls) {
-      const res = await fetch(`${u}/v1/status?local=1`, { signal: AbortSignal.timeout(300) });
+      const res = await fetch(`${u}/v1/status?local=1`, {
+        signal: AbortSignal.timeout(300),
+        ...(security !== undefined ? { client: security.client } : {}),
+      });
       const body = await res.json();
       if (body?.node?.role === "Leader") return u;
     }
@@ -376,23 +438,40 @@ async function startEtcd(etcd: string, dir: string): Promise<RunningCluster> {
   const ids = ["e1", "e2", "e3"];
   const clientPorts = ids.map(() => freePort());
   const peerPorts = ids.map(() => freePort());
-  const initial = ids.map((id, i) => `${id}=http://127.0.0.1:${peerPorts[i]}`).join(",");
+  const scheme = security === undefined ? "http" : "https";
+  const initial = ids.map((id, i) => `${id}=${scheme}://127.0.0.1:${peerPorts[i]}`).join(",");
   const procs: Deno.ChildProcess[] = [];
   const token = `bench-${crypto.randomUUID()}`;
   for (const [i, id] of ids.entries()) {
+    // The node certificates n1..n3 name 127.0.0.1, so they serve etcd's members as well.
+    const cert = `n${i + 1}`;
+    const tls = security === undefined ? [] : [
+      "--cert-file",
+      `${security.certDir}/${cert}.crt`,
+      "--key-file",
+      `${security.certDir}/${cert}.key`,
+      "--peer-cert-file",
+      `${security.certDir}/${cert}.crt`,
+      "--peer-key-file",
+      `${security.certDir}/${cert}.key`,
+      "--peer-trusted-ca-file",
+      `${security.certDir}/ca.crt`,
+      "--peer-client-cert-auth",
+    ];
     procs.push(spawnLogged(etcd, [
       "--name",
       id,
       "--data-dir",
       `${dir}/${id}`,
       "--listen-client-urls",
-      `http://127.0.0.1:${clientPorts[i]}`,
+      `${scheme}://127.0.0.1:${clientPorts[i]}`,
       "--advertise-client-urls",
-      `http://127.0.0.1:${clientPorts[i]}`,
+      `${scheme}://127.0.0.1:${clientPorts[i]}`,
       "--listen-peer-urls",
-      `http://127.0.0.1:${peerPorts[i]}`,
+      `${scheme}://127.0.0.1:${peerPorts[i]}`,
       "--initial-advertise-peer-urls",
-      `http://127.0.0.1:${peerPorts[i]}`,
+      `${scheme}://127.0.0.1:${peerPorts[i]}`,
+      ...tls,
       "--initial-cluster",
       initial,
       "--initial-cluster-token",
@@ -403,7 +482,7 @@ async function startEtcd(etcd: string, dir: string): Promise<RunningCluster> {
       "warn",
     ], `${dir}/${id}.log`));
   }
-  const urls = clientPorts.map((p) => `http://127.0.0.1:${p}`);
+  const urls = clientPorts.map((p) => `${scheme}://127.0.0.1:${p}`);
   const leaderUrl = await waitFor("an etcd leader", 30_000, async () => {
     for (const u of urls) {
       // deno-lint-ignore no-explicit-any
@@ -420,7 +499,43 @@ async function startEtcd(etcd: string, dir: string): Promise<RunningCluster> {
 const KEY_COUNT = 100_000;
 const GET_KEY_COUNT = 1_000;
 
-async function preload(url: string): Promise<void> {
+/**
+ * Enables auth the same way on either system through etcd's JSON gateway: root (with the root
+ * role), a role with READWRITE on the benchmark's keys ("k" up to "l": every "k%07d"), a user with
+ * that role; then auth enable, and a login as that user. Returns its token.
+ */
+async function enableAuth(url: string): Promise<string> {
+  const b64 = (s: string) => btoa(s);
+  const call = (path: string, body: unknown, token?: string) =>
+    postJson(`${url}/v3/auth/${path}`, body, 10_000, token);
+  await call("user/add", { name: "root", password: ROOT_PASSWORD });
+  await call("user/grant", { user: "root", role: "root" });
+  await call("role/add", { name: "benchrole" });
+  await call("role/grant", {
+    name: "benchrole",
+    perm: { permType: "READWRITE", key: b64("k"), range_end: b64("l") },
+  });
+  await call("user/add", { name: BENCH_USER, password: BENCH_PASSWORD });
+  await call("user/grant", { user: BENCH_USER, role: "benchrole" });
+  await call("enable", {});
+  // deno-lint-ignore no-explicit-any
+  const login = await call("authenticate", { name: BENCH_USER, password: BENCH_PASSWORD }) as any;
+  if (typeof login?.token !== "string") throw new Error(`No token in ${JSON.stringify(login)}`);
+  // A put outside the role's keys must be refused, or auth is not really on.
+  const res = await fetch(`${url}/v3/kv/put`, {
+    method: "POST",
+    body: JSON.stringify({ key: b64("outside"), value: b64("x") }),
+    headers: { "content-type": "application/json", authorization: login.token },
+    ...(security !== undefined ? { client: security.client } : {}),
+  });
+  const text = await res.text();
+  if (res.ok || !/permission denied/.test(text)) {
+    throw new Error(`auth is not enforced: a put outside the role answered ${res.status} ${text}`);
+  }
+  return login.token;
+}
+
+async function preload(url: string, token?: string): Promise<void> {
   const value = btoa("v".repeat(256));
   const keys = Array.from(
     { length: GET_KEY_COUNT },
@@ -430,7 +545,7 @@ async function preload(url: string): Promise<void> {
   await Promise.all(Array.from({ length: 16 }, async () => {
     while (next < keys.length) {
       const k = keys[next++];
-      await postJson(`${url}/v3/kv/put`, { key: k, value }, 5000);
+      await postJson(`${url}/v3/kv/put`, { key: k, value }, 5000, token);
     }
   }));
 }
@@ -441,11 +556,12 @@ async function wrkRun(
   url: string,
   w: typeof WORKLOADS[number],
   seconds: number,
+  token?: string,
 ): Promise<WrkResult> {
   const script = `${dir}/${w.kind}.lua`;
   Deno.writeTextFileSync(
     script,
-    wrkScript(w.kind, w.kind === "put" ? KEY_COUNT : GET_KEY_COUNT),
+    wrkScript(w.kind, w.kind === "put" ? KEY_COUNT : GET_KEY_COUNT, token),
   );
   const r = await run(wrk, [
     "-t",
@@ -472,13 +588,17 @@ async function benchSystem(
   warmupSeconds: number,
 ): Promise<SystemResults> {
   const out: SystemResults = {};
+  if (security !== undefined) {
+    c.token = await enableAuth(c.leaderUrl);
+    console.log(`  ${c.name}: auth enabled; the load runs as user ${BENCH_USER}`);
+  }
   console.log(`  ${c.name}: leader at ${c.leaderUrl}; preloading ${GET_KEY_COUNT} keys…`);
-  await preload(c.leaderUrl);
+  await preload(c.leaderUrl, c.token);
   for (const w of WORKLOADS) {
     if (warmupSeconds > 0) {
-      await wrkRun(wrk, dir, c.leaderUrl, w, warmupSeconds);
+      await wrkRun(wrk, dir, c.leaderUrl, w, warmupSeconds, c.token);
     }
-    const r = await wrkRun(wrk, dir, c.leaderUrl, w, seconds);
+    const r = await wrkRun(wrk, dir, c.leaderUrl, w, seconds, c.token);
     out[w.name] = r;
     console.log(
       `  ${c.name} ${w.name.padEnd(18)} ${fmtRate(r.requestsPerSecond).padStart(7)} req/s  ` +
@@ -544,6 +664,7 @@ async function main(): Promise<number> {
       note: { type: "string", default: "" },
       "no-write": { type: "boolean", default: false },
       "keep-dir": { type: "boolean", default: false },
+      secure: { type: "boolean", default: false },
       results: { type: "string", default: new URL("./RESULTS.md", import.meta.url).pathname },
       help: { type: "boolean", short: "h", default: false },
     },
@@ -553,13 +674,16 @@ async function main(): Promise<number> {
     console.log(`raftmeta vs etcd
 
 Usage: deno task bench:etcd [--quick] [--seconds N] [--only raftmeta|etcd] [--note TEXT]
-                            [--no-write] [--keep-dir] [--results FILE]
+                            [--no-write] [--keep-dir] [--secure] [--results FILE]
 
   --quick      3 s per row, 1 s warm-up (default 10 s per row, 2 s warm-up)
   --only       measure one system
   --note       a line recorded with the run in RESULTS.md (what changed)
   --no-write   print the table only
   --keep-dir   keep the data directories and node logs (the path is printed)
+  --secure     both clusters with TLS (HTTPS client port; peer TLS with certificates checked
+               both ways; one test CA made with openssl) and auth on (the load runs as a
+               non-root user with READWRITE on its keys, carrying a simple token)
 
 Environment (for experiments):
   RAFTMETA_BENCH_DENO_FLAGS    extra deno flags for the raftmeta nodes,
@@ -592,6 +716,18 @@ Environment (for experiments):
   try {
     console.log(`temp dir ${dir}; measuring the disk (2 s of write+fdatasync)…`);
     const about = await machine(dir);
+    if (values.secure) {
+      const certDir = `${dir}/certs`;
+      await makeCerts(certDir);
+      security = {
+        certDir,
+        client: Deno.createHttpClient({ caCerts: [Deno.readTextFileSync(`${certDir}/ca.crt`)] }),
+      };
+      about.push(
+        "- --secure: HTTPS client port and peer TLS (P-256 certificates, one test CA), auth on, " +
+          "load as a non-root user with a READWRITE role, simple tokens",
+      );
+    }
     for (const l of about) console.log(l);
     const results: Record<string, SystemResults> = { raftmeta: {}, etcd: {} };
     for (const name of ["raftmeta", "etcd"] as const) {
@@ -610,8 +746,10 @@ Environment (for experiments):
     }
     const table = renderTable(results.raftmeta, results.etcd);
     const command = `deno task bench:etcd${values.quick ? " --quick" : ""}${
-      values.seconds !== undefined ? ` --seconds ${values.seconds}` : ""
-    }${values.only !== undefined ? ` --only ${values.only}` : ""}`;
+      values.secure ? " --secure" : ""
+    }${values.seconds !== undefined ? ` --seconds ${values.seconds}` : ""}${
+      values.only !== undefined ? ` --only ${values.only}` : ""
+    }`;
     console.log(`\n${table}\n`);
     if (!values["no-write"]) {
       const section = [

@@ -62,6 +62,9 @@ for (const [i, id] of ids.entries()) {
 }
 const gcMs = [0, 0, 0];
 const gcMax = [0, 0, 0];
+const gcMaxLine = ["", "", ""];
+/** Each node's snapshot-taken events during the run (bytes, loop and total time). */
+const snapshots: string[][] = [[], [], []];
 let counting = false;
 procs.forEach(async (p, i) => {
   const dec = new TextDecoderStream();
@@ -73,8 +76,17 @@ procs.forEach(async (p, i) => {
       const line = buf.slice(0, k);
       buf = buf.slice(k + 1);
       const m = /MB, (?:pooled: [0-9.]+ MB, )?([0-9.]+) \/ [0-9.]+ ms/.exec(line);
+      if (counting && line.includes('"snapshot-taken"')) {
+        const e = JSON.parse(line.slice(line.indexOf("{")));
+        snapshots[i].push(
+          `${(e.bytes / 1e6).toFixed(1)} MB loop ${e.loopMs?.toFixed(0)} ms (slice max ${
+            e.sliceMsMax?.toFixed(0)
+          }) total ${e.ms} ms`,
+        );
+      }
       if (m && counting) {
         gcMs[i] += Number(m[1]);
+        if (Number(m[1]) > gcMax[i]) gcMaxLine[i] = line.trim();
         gcMax[i] = Math.max(gcMax[i], Number(m[1]));
       }
     }
@@ -150,6 +162,10 @@ console.log(
     gcMs.filter((_, i) => i !== leader).map((x) => x.toFixed(0)).join(",")
   }`,
 );
+console.log(`  leader's longest GC pause: ${gcMaxLine[leader]}`);
+for (const [i, list] of snapshots.entries()) {
+  for (const s of list) console.log(`  ${ids[i]}${i === leader ? " (leader)" : ""} snapshot ${s}`);
+}
 for (const p of procs) p.kill("SIGKILL");
 await Promise.all(procs.map((p) => p.status));
 Deno.removeSync(dir, { recursive: true });
