@@ -305,11 +305,12 @@ export const membershipSteps: readonly ChapterStep<MembershipContext>[] = [
           c.node(r.newSideLeader).raft.commitIndex >= c.node(r.newSideLeader).raft.log.lastIndex,
         `each side committed its own ${KEY}: ${oldValue} / ${newValue}`,
       );
+      const name = named(ctx);
       note(
         ctx,
-        `term ${term}: ${r.oldSideLeader} elected by ${oldVotes.join(",")} (majority of ` +
-          `${[...cOld].join(",")}); ${r.newSideLeader} elected by ${newVotes.join(",")} ` +
-          `(majority of ${[...cNew].join(",")})`,
+        `term ${term}: ${name(r.oldSideLeader)} elected by ${oldVotes.map(name)} (a majority ` +
+          `of C_old = ${[...cOld].map(name)}); ${name(r.newSideLeader)} elected by ` +
+          `${newVotes.map(name)} (a majority of C_new = ${[...cNew].map(name)})`,
       );
       note(ctx, `${KEY} is "${oldValue}" on one side and "${newValue}" on the other`);
       showConfigs(ctx);
@@ -371,7 +372,7 @@ export const membershipSteps: readonly ChapterStep<MembershipContext>[] = [
       note(
         ctx,
         `refused: ${r.refused}\nleaders by term: ${
-          [...r.leaders].map(([t, ids]) => `${t}: ${[...ids].join(",")}`).join(" · ")
+          [...r.leaders].map(([t, ids]) => `${t}: ${[...ids].map(named(ctx))}`).join(" · ")
         }`,
       );
       showConfigs(ctx);
@@ -569,6 +570,11 @@ export const membershipSteps: readonly ChapterStep<MembershipContext>[] = [
 function caughtUp(c: Cluster, leader: NodeId, id: NodeId): boolean {
   const l = c.node(leader).raft;
   return l.status().progress.get(id)?.matchIndex === l.log.lastIndex;
+}
+
+/** Names a node as the tables do: `n1=S1` when it has an alias. */
+function named(ctx: ChapterContext): (id: NodeId) => string {
+  return (id) => ctx.aliases?.[id] === undefined ? id : `${id}=${ctx.aliases[id]}`;
 }
 
 function sameMembers(a: readonly NodeId[], b: ReadonlySet<NodeId>): boolean {
