@@ -15,6 +15,7 @@ import { chapter as ch6 } from "./06_metadata_store.ts";
 import { chapter as ch7 } from "./07_election_timing.ts";
 import { chapter as ch8 } from "./08_coordination.ts";
 import { chapter as ch9 } from "./09_log_compaction.ts";
+import { chapter as ch10 } from "./10_membership.ts";
 
 /** The chapters by module file name (`01_leader_election.ts`, …). */
 export const chapters: Readonly<Record<string, Chapter<ChapterContext>>> = {
@@ -27,4 +28,5 @@ export const chapters: Readonly<Record<string, Chapter<ChapterContext>>> = {
   "07_election_timing.ts": ch7 as unknown as Chapter<ChapterContext>,
   "08_coordination.ts": ch8 as unknown as Chapter<ChapterContext>,
   "09_log_compaction.ts": ch9 as unknown as Chapter<ChapterContext>,
+  "10_membership.ts": ch10 as unknown as Chapter<ChapterContext>,
 };

@@ -5,7 +5,8 @@
  * ```sh
  * deno run -A scripts/notebooks.ts            # register the Deno kernel, open JupyterLab (or say what to install)
  * deno run -A scripts/notebooks.ts open --dry-run  # only print what it would run
- * deno run -A scripts/notebooks.ts build      # write notebooks/*.ipynb from scenarios/0*.ts
+ * deno run -A scripts/notebooks.ts build      # write notebooks/*.ipynb from the chapter modules
+ * deno run -A scripts/notebooks.ts build 10   # only the chapters whose file starts with 10
  * deno run -A scripts/notebooks.ts execute    # run every notebook in place (outputs committed)
  * deno run -A scripts/notebooks.ts execute 01 # only the chapters whose file starts with 01
  * ```
@@ -124,8 +125,9 @@ export function notebookName(file: string): string {
   return file.replace(/\.ts$/, ".ipynb");
 }
 
-async function build(): Promise<void> {
+async function build(filter: string[]): Promise<void> {
   for (const [file, chapter] of Object.entries(chapters)) {
+    if (filter.length > 0 && !filter.some((f) => file.startsWith(f))) continue;
     const path = new URL(notebookName(file), notebooksDir);
     await Deno.writeTextFile(path, JSON.stringify(notebookOf(file, chapter), null, 1) + "\n");
     console.log(`wrote notebooks/${notebookName(file)}`);
@@ -314,7 +316,7 @@ async function open(options: { dryRun: boolean }): Promise<number> {
 
 if (import.meta.main) {
   const [command, ...rest] = Deno.args;
-  if (command === "build") await build();
+  if (command === "build") await build(rest);
   else if (command === "execute") Deno.exit(await execute(rest));
   else if (command === undefined || command === "open") {
     Deno.exit(await open({ dryRun: rest.includes("--dry-run") }));

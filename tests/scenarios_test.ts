@@ -2,6 +2,9 @@
 import assert from "node:assert/strict";
 import { demo, demoContext, demoSteps } from "../scenarios/demo.ts";
 import { figure8, figure8Context, figure8Steps } from "../scenarios/figure8.ts";
+import { figure10, membershipCluster, termsWithTwoLeaders } from "../scenarios/10_membership.ts";
+import { nodeTable } from "../src/observe/table.ts";
+import { SafetyViolation } from "../src/sim/invariants.ts";
 import { runScenarioCli } from "../src/scenario/cli.ts";
 import { runStep, StepFailure } from "../src/scenario/scenario.ts";
 
@@ -87,6 +90,45 @@ Deno.test("Figure 8: an older-term entry on a majority is not committed, and is 
   const s3 = ctx.cluster.node(ctx.s3);
   assert.ok(s3.raft.log.term(ctx.index)! > ctx.oldTerm);
   assert.ok(s3.raft.commitIndex >= ctx.index);
+});
+
+Deno.test("Figure 10: two changes in flight elect two leaders in one term; one at a time never does", () => {
+  for (let seed = 1; seed <= 10; seed++) {
+    // Rule off (and the checker off, so the run goes on): a majority of C_old and a disjoint
+    // majority of C_new each elect a leader in the same term, and both commit.
+    const off = membershipCluster(seed, { twoChangesInFlight: true, checkSafety: false });
+    const bad = figure10(off);
+    assert.equal(bad.refused, undefined, `seed ${seed}`);
+    assert.equal(bad.added.length, 2);
+    const twice = termsWithTwoLeaders(bad.leaders);
+    assert.equal(twice.length, 1, `seed ${seed}: one term with two leaders`);
+    assert.deepEqual(
+      [...bad.leaders.get(twice[0])!].sort(),
+      [bad.oldSideLeader, bad.newSideLeader!].sort(),
+    );
+    assert.equal(off.node(bad.oldSideLeader).raft.voters.length, 3);
+    assert.equal(off.node(bad.newSideLeader!).raft.voters.length, 5);
+    assert.notEqual(
+      off.node(bad.oldSideLeader).store.getString("/config/primary"),
+      off.node(bad.newSideLeader!).store.getString("/config/primary"),
+    );
+    assert.match(nodeTable(off).toString(), /CONF add-voter n5/);
+    // Rule on, checker on: the second change is refused and no term has two leaders.
+    const on = membershipCluster(seed);
+    const good = figure10(on);
+    assert.match(good.refused ?? "", /still uncommitted; one change at a time/);
+    assert.deepEqual(good.added, ["n4"]);
+    assert.equal(good.newSideLeader, undefined);
+    assert.deepEqual(termsWithTwoLeaders(good.leaders), []);
+    on.heal();
+    on.advance(2000);
+    assert.deepEqual(termsWithTwoLeaders(good.leaders), [], `seed ${seed}: after healing`);
+    // Rule off, checker on: caught at the second append.
+    assert.throws(
+      () => figure10(membershipCluster(seed, { twoChangesInFlight: true })),
+      (e) => e instanceof SafetyViolation && e.property === "membership change rule",
+    );
+  }
 });
 
 Deno.test("the demo script runs as a real process and exits 0", async () => {

@@ -11,6 +11,7 @@
 import type { NodeId, RaftLogEntry, RaftRole } from "../raft/types.ts";
 import type { Cluster } from "../sim/cluster.ts";
 import { describeCommand, storeStrings } from "./describe.ts";
+import { decodeConfChange } from "../raft/membership.ts";
 
 /** One node's row. */
 export interface NodeRow {
@@ -503,7 +504,23 @@ function clip(s: string, max: number): string {
 
 /** Renders one log entry as `index:term command`. */
 export function describeEntry(e: RaftLogEntry): string {
-  return `${e.index}:${e.term} ${e.kind === "noop" ? "no-op" : describeCommand(e.command)}`;
+  return `${e.index}:${e.term} ${
+    e.kind === "noop"
+      ? "no-op"
+      : e.kind === "config"
+      ? describeConfigEntry(e.command)
+      : describeCommand(e.command)
+  }`;
+}
+
+/** A membership change entry as e.g. `CONF add-learner n4` (as `/v1/status`'s pendingChange). */
+function describeConfigEntry(bytes: Uint8Array): string {
+  try {
+    const c = decodeConfChange(bytes);
+    return `CONF ${c.type} ${c.node}`;
+  } catch {
+    return `<${bytes.byteLength} bytes>`;
+  }
 }
 
 /** Takes a node table of a simulated cluster now. */
@@ -644,7 +661,11 @@ function logGrid(cluster: Cluster, rows: readonly NodeRow[], logMax: number): Lo
 }
 
 function entryCommand(e: RaftLogEntry, indexOnly: boolean): string {
-  const what = e.kind === "noop" ? "no-op" : describeCommand(e.command);
+  const what = e.kind === "noop"
+    ? "no-op"
+    : e.kind === "config"
+    ? describeConfigEntry(e.command)
+    : describeCommand(e.command);
   return indexOnly ? `${e.index} ${what}` : `${e.index}:${e.term} ${what}`;
 }
 

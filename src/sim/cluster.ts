@@ -689,10 +689,13 @@ export class Cluster {
     this.#fault(`promote ${id}`);
   }
 
-  /** Asks the leader to hand leadership to voter `id` (§3.10). */
-  transferLeader(id: NodeId): void {
+  /**
+   * Asks the leader to hand leadership to voter `id` (§3.10). `from` names the leader to ask when
+   * it is not the one `leader()` sees (e.g. the leader of one side of a partition, of a lower term).
+   */
+  transferLeader(id: NodeId, options: { from?: NodeId } = {}): void {
     this.node(id);
-    const l = this.leader();
+    const l = options.from ?? this.leader();
     if (l === undefined) throw new Error("No leader to transfer leadership from");
     const n = this.node(l);
     n.raft.tick(localMs(n.clock, this.#nowMs));
