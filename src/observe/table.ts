@@ -11,6 +11,7 @@
 import type { NodeId, RaftLogEntry, RaftRole } from "../raft/types.ts";
 import type { Cluster } from "../sim/cluster.ts";
 import { describeCommand, storeStrings } from "./describe.ts";
+import { decodeConfChange } from "../raft/membership.ts";
 
 /** One node's row. */
 export interface NodeRow {
@@ -501,9 +502,9 @@ function clip(s: string, max: number): string {
   return s.length > max ? `${s.slice(0, max - 1)}…` : s;
 }
 
-/** Renders one log entry as `index:term command`. */
+/** Renders one log entry as `index:term command` (a membership change: `config add-learner n4`). */
 export function describeEntry(e: RaftLogEntry): string {
-  return `${e.index}:${e.term} ${e.kind === "noop" ? "no-op" : describeCommand(e.command)}`;
+  return entryCommand(e, false);
 }
 
 /** Takes a node table of a simulated cluster now. */
@@ -644,8 +645,17 @@ function logGrid(cluster: Cluster, rows: readonly NodeRow[], logMax: number): Lo
 }
 
 function entryCommand(e: RaftLogEntry, indexOnly: boolean): string {
-  const what = e.kind === "noop" ? "no-op" : describeCommand(e.command);
+  const what = e.kind === "noop"
+    ? "no-op"
+    : e.kind === "config"
+    ? configText(e)
+    : describeCommand(e.command);
   return indexOnly ? `${e.index} ${what}` : `${e.index}:${e.term} ${what}`;
+}
+
+function configText(e: RaftLogEntry): string {
+  const c = decodeConfChange(e.command);
+  return `config ${c.type} ${c.node}`;
 }
 
 function esc(s: string): string {
