@@ -70,6 +70,8 @@ Deno.test("web controller: add a learner, promote it, remove the leader, transfe
 Deno.test("web controller: membership refusals say why (last voter, a second learner, no leader)", () => {
   const c = new SimController({ seed: 2, nodes: 3, speed: 1 });
   const leader = c.runUntilLeader()!;
+  // Just elected: its no-op is not committed yet, so the page waits (as the core would refuse).
+  assert.match(c.membershipRefusal("add")!, /has not yet committed an entry of its term/);
   c.advance(100);
   assert.match(c.membershipRefusal("remove")!, /Select one node/);
   assert.match(c.membershipRefusal("promote", "n2")!, /already a voter/);

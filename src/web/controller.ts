@@ -383,7 +383,7 @@ export class SimController {
   /**
    * Why a membership action is refused now (the page disables its button and says this), or
    * undefined when the page may try it. The core may still refuse what passes here: a learner
-   * behind the leader, a new leader that has not committed in its term.
+   * behind the leader.
    */
   membershipRefusal(kind: MembershipActionKind, id?: NodeId): string | undefined {
     if (this.error !== undefined) return `The scene stopped: ${this.error}`;
@@ -408,6 +408,11 @@ export class SimController {
           (l.learners.includes(id!) ? " (promote it first)" : "");
       }
       return undefined;
+    }
+    // The 2015 erratum, as the core: a new leader first commits an entry of its own term.
+    if (l.log.term(l.commitIndex) !== l.term) {
+      return `The new leader ${leader} has not yet committed an entry of its term ${l.term}; ` +
+        `wait a moment`;
     }
     const pending = pendingChangeOf(l);
     if (pending !== undefined) {
