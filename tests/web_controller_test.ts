@@ -4,11 +4,11 @@
  */
 
 import assert from "node:assert/strict";
-import { parseScene, sceneHash, SimController } from "../src/web/controller.ts";
+import { NODES_EVER_MAX, parseScene, sceneHash, SimController } from "../src/web/controller.ts";
 import { liveTableHtml } from "../src/web/live.ts";
 import { handleWeb, isLoopback } from "../src/web/serve.ts";
 import { siteFiles } from "../src/web/build.ts";
-import { playScene } from "./web_helpers.ts";
+import { playMembershipScene, playScene } from "./web_helpers.ts";
 
 Deno.test("web controller: leader, crash, new leader at a higher term, key on every node", () => {
   const c = new SimController({ seed: 1, nodes: 5, speed: 1 });
@@ -45,6 +45,65 @@ Deno.test("web controller: a scene's URL replays it exactly", () => {
   c.replay();
   c.advance(again.cluster.nowMs);
   assert.equal(c.tableText(), again.tableText());
+});
+
+Deno.test("web controller: add a learner, promote it, remove the leader, transfer leadership", () => {
+  const c = new SimController({ seed: 1, nodes: 3, speed: 1 });
+  const { removed, target } = playMembershipScene(c);
+  assert.deepEqual(c.applied.map((a) => a.kind), ["add", "promote", "remove", "transfer"]);
+  // The URL replays the membership changes exactly, as any other action.
+  const parsed = parseScene(`http://x/${c.hash()}`);
+  assert.deepEqual(parsed.problems, []);
+  assert.match(
+    c.hash(),
+    new RegExp(
+      `actions=\\d+:add:learner;\\d+:promote:n4;\\d+:remove:${removed};\\d+:transfer:${target}$`,
+    ),
+  );
+  const again = new SimController(parsed.settings, { actions: parsed.actions });
+  again.advance(c.cluster.nowMs);
+  assert.equal(again.notice, undefined);
+  assert.equal(again.tableText(), c.tableText());
+  assert.equal(again.view().leader, target);
+});
+
+Deno.test("web controller: membership refusals say why (last voter, a second learner, no leader)", () => {
+  const c = new SimController({ seed: 2, nodes: 3, speed: 1 });
+  const leader = c.runUntilLeader()!;
+  // Just elected: its no-op is not committed yet, so the page waits (as the core would refuse).
+  assert.match(c.membershipRefusal("add")!, /has not yet committed an entry of its term/);
+  c.advance(100);
+  assert.match(c.membershipRefusal("remove")!, /Select one node/);
+  assert.match(c.membershipRefusal("promote", "n2")!, /already a voter/);
+  assert.match(c.membershipRefusal("promote", "n9")!, /No node "n9"/);
+  c.addNode();
+  c.advance(200);
+  assert.match(c.membershipRefusal("add")!, /too many learner members/);
+  assert.throws(() => c.addNode(), /too many learner members/);
+  assert.equal(c.cluster.ids.length, 4, "a refused add starts no node");
+  // Shrink to the leader alone; the last voter cannot go.
+  for (const id of ["n1", "n2", "n3", "n4"].filter((id) => id !== leader)) {
+    c.removeNode(id);
+    for (let i = 0; i < 100 && c.view().pendingChange !== undefined; i++) c.advance(5);
+  }
+  assert.deepEqual([c.view().voters, c.view().learners], [[leader], []]);
+  assert.match(c.membershipRefusal("remove", leader)!, /last voter/);
+  assert.throws(() => c.removeNode(leader), /Cannot remove "n\d": it is the last voter/);
+  assert.match(c.tableHtml(), /<div class="membership-lines"><div>voters: n\d<\/div>/);
+  // Without a leader nothing goes through.
+  c.toggleCrash(leader);
+  assert.match(c.membershipRefusal("add")!, /No leader/);
+  assert.throws(() => c.transferLeader("n1"), /No leader/);
+});
+
+Deno.test("web controller: a URL's adds make room for the ids they create, up to the limit", () => {
+  const p = parseScene("http://x/#nodes=3&actions=5:add:learner;6:promote:n4;7:promote:n5;8:add:x");
+  assert.deepEqual(p.actions.map((a) => a.kind), ["add", "promote"]);
+  assert.equal(p.problems.length, 2);
+  const many = Array.from({ length: 10 }, (_, i) => `${i}:add:voter`).join(";");
+  const q = parseScene(`http://x/#nodes=7&actions=${many};20:remove:n9;21:remove:n10`);
+  assert.equal(NODES_EVER_MAX, 9);
+  assert.deepEqual(q.problems, ['Ignored action "21:remove:n10"']);
 });
 
 Deno.test("web controller: bad URL values fall back to defaults and say so", () => {

@@ -502,15 +502,9 @@ function clip(s: string, max: number): string {
   return s.length > max ? `${s.slice(0, max - 1)}…` : s;
 }
 
-/** Renders one log entry as `index:term command`. */
+/** Renders one log entry as `index:term command` (a membership change: `CONF add-learner n4`). */
 export function describeEntry(e: RaftLogEntry): string {
-  return `${e.index}:${e.term} ${
-    e.kind === "noop"
-      ? "no-op"
-      : e.kind === "config"
-      ? describeConfigEntry(e.command)
-      : describeCommand(e.command)
-  }`;
+  return entryCommand(e, false);
 }
 
 /** A membership change entry as e.g. `CONF add-learner n4` (as `/v1/status`'s pendingChange). */

@@ -9,10 +9,12 @@
 
 import {
   checkSettings,
+  type MembershipActionKind,
   type MessageView,
   type NodeView,
   parseScene,
   type SceneSettings,
+  type SceneView,
   SimController,
   SPEEDS,
 } from "./controller.ts";
@@ -116,6 +118,10 @@ class SimPage {
     $("isolate").addEventListener("click", () => this.isolateSelected());
     $("partition").addEventListener("click", () => this.partitionSelected());
     $("heal").addEventListener("click", () => this.#try(() => this.controller.heal()));
+    $("add-learner").addEventListener("click", () => this.addLearner());
+    $("promote").addEventListener("click", () => this.membershipSelected("promote"));
+    $("remove").addEventListener("click", () => this.membershipSelected("remove"));
+    $("transfer").addEventListener("click", () => this.membershipSelected("transfer"));
     $("client").addEventListener("submit", (e) => {
       e.preventDefault();
       const submitter = (e as SubmitEvent).submitter as HTMLButtonElement | null;
@@ -141,9 +147,13 @@ class SimPage {
     else if (k === "x") this.isolateSelected();
     else if (k === "p") this.partitionSelected();
     else if (k === "h") this.#try(() => this.controller.heal());
+    else if (k === "a") this.addLearner();
+    else if (k === "m") this.membershipSelected("promote");
+    else if (k === "d") this.membershipSelected("remove");
+    else if (k === "t") this.membershipSelected("transfer");
     else if (k === "Escape") this.selected.clear();
     else if (k === "+" || k === "=" || k === "-") this.#changeSpeed(k === "-" ? -1 : 1);
-    else if (/^[1-7]$/.test(k) && Number(k) <= this.controller.settings.nodes) {
+    else if (/^[1-9]$/.test(k) && Number(k) <= this.controller.cluster.ids.length) {
       this.toggleSelect(`n${k}`);
     } else return;
     e.preventDefault();
@@ -249,6 +259,32 @@ class SimPage {
     const ids = this.#needSelection("split it from the rest");
     if (ids === undefined) return;
     this.#try(() => this.controller.partition(ids));
+  }
+
+  addLearner(): void {
+    this.#try(() => this.controller.addNode("learner"));
+  }
+
+  /** The one selected node, or undefined (no selection, or several: a membership change is one). */
+  #one(): string | undefined {
+    return this.selected.size === 1 ? [...this.selected][0] : undefined;
+  }
+
+  /** Promotes, removes or hands leadership to the one selected node. */
+  membershipSelected(kind: Exclude<MembershipActionKind, "add">): void {
+    const id = this.#one();
+    if (id === undefined) {
+      this.#notice(
+        `Select exactly one node (click it or press its number) to ${ACTION_TEXT[kind]}.`,
+      );
+      this.render();
+      return;
+    }
+    this.#try(() => {
+      if (kind === "promote") this.controller.promote(id);
+      else if (kind === "remove") this.controller.removeNode(id);
+      else this.controller.transferLeader(id);
+    });
   }
 
   client(kind: string): void {
@@ -367,7 +403,9 @@ class SimPage {
       this.#notice(c.notice);
       c.notice = undefined;
     }
+    if (this.#shapes.size !== v.nodes.length) this.#buildStage(); // a node was added (or replay)
     for (const n of v.nodes) this.#drawNode(n);
+    this.#drawMembership(v);
     for (const [key, line] of this.#links) {
       const [a, b] = key.split("|");
       const cut = v.cuts.includes(`${a}>${b}`) || v.cuts.includes(`${b}>${a}`);
@@ -392,22 +430,55 @@ class SimPage {
     }
   }
 
+  /** The membership line and buttons: a button the controller would refuse is disabled, saying why. */
+  #drawMembership(v: SceneView): void {
+    const line = `voters ${v.voters.join(",")} · learners ${
+      v.learners.length === 0 ? "none" : v.learners.join(",")
+    } · ${v.pendingChange === undefined ? "no pending change" : `pending: ${v.pendingChange}`}${
+      v.transferee === undefined ? "" : ` · transferring leadership to ${v.transferee}`
+    }`;
+    $("membership").textContent = line;
+    const one = this.#one();
+    const why: string[] = [];
+    for (const kind of ["add", "promote", "remove", "transfer"] as const) {
+      const button = $(kind === "add" ? "add-learner" : kind) as HTMLButtonElement;
+      const refused = kind !== "add" && one === undefined
+        ? "Select exactly one node"
+        : this.controller.membershipRefusal(kind, kind === "add" ? undefined : one);
+      button.disabled = refused !== undefined;
+      button.title = refused ?? BUTTON_TITLE[kind];
+      if (refused !== undefined && !why.includes(refused)) why.push(refused);
+    }
+    $("member-why").textContent = why.length === 0 ? "" : `Not now: ${why.join(" · ")}`;
+  }
+
   #drawNode(n: NodeView): void {
     const s = this.#shapes.get(n.id)!;
     const down = n.state !== "up";
-    s.g.setAttribute("class", `node ${n.role.toLowerCase()} ${n.state}`);
+    s.g.setAttribute("class", `node ${n.role.toLowerCase()} ${n.state} ${n.member}`);
     s.g.classList.toggle("cut-off", n.cutOff);
     s.g.classList.toggle("selected", this.selected.has(n.id));
     s.g.setAttribute("aria-pressed", String(this.selected.has(n.id)));
-    const label = `${n.id}: ${down ? n.state : n.role}, term ${n.term}${
-      n.cutOff ? ", cut off" : ""
-    }, commitIndex ${n.commitIndex}`;
+    const label = `${n.id}: ${down ? n.state : n.role}${
+      n.member === "voter" ? "" : ` (${n.member === "none" ? "not a member" : n.member})`
+    }, term ${n.term}${n.cutOff ? ", cut off" : ""}, commitIndex ${n.commitIndex}`;
     s.g.setAttribute("aria-label", label);
     s.g.dataset.role = n.role;
     s.g.dataset.term = String(n.term);
     s.g.dataset.state = n.state;
+    s.g.dataset.member = n.member;
     s.title.textContent = label;
-    s.role.textContent = down ? n.state : n.role === "PreCandidate" ? "PreCand." : n.role;
+    s.role.textContent = down
+      ? n.state
+      : n.member === "removed"
+      ? "removed"
+      : n.member === "none"
+      ? "not member"
+      : n.member === "learner"
+      ? "Learner"
+      : n.role === "PreCandidate"
+      ? "PreCand."
+      : n.role;
     s.term.textContent = `term ${n.term}`;
     s.body.style.stroke = termColor(n.term);
     const remaining = n.timer?.remaining ?? 0;
@@ -475,6 +546,19 @@ class SimPage {
     setHtml($("logs"), html);
   }
 }
+
+const ACTION_TEXT: Record<Exclude<MembershipActionKind, "add">, string> = {
+  promote: "promote it from learner to voter",
+  remove: "remove it from the cluster",
+  transfer: "hand it leadership",
+};
+
+const BUTTON_TITLE: Record<MembershipActionKind, string> = {
+  add: "Start a new node and add it as a learner through the leader (a)",
+  promote: "Make the selected learner a voter, once it has caught up (m)",
+  remove: "Remove the selected member, the leader too (d)",
+  transfer: "Hand leadership to the selected voter (t)",
+};
 
 function messageClass(type: string): string {
   if (type.startsWith("PreVote") || type.startsWith("RequestVote")) return "vote";

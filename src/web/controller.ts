@@ -8,9 +8,11 @@
  * @module
  */
 
-import { Cluster, type Operation, type SimEvent } from "../sim/cluster.ts";
+import { Cluster, type Operation, type SimEvent, type SimNode } from "../sim/cluster.ts";
 import type { Message, NodeId, RaftRole } from "../raft/types.ts";
-import { describeEntry, nodeTable } from "../observe/table.ts";
+import { applyConfChange, decodeConfChange } from "../raft/membership.ts";
+import type { RaftNode } from "../raft/node.ts";
+import { describeEntry, NodeTable, nodeTable, type NodeTableOptions } from "../observe/table.ts";
 import { messageLabel } from "../observe/timeline.ts";
 import { storeStrings } from "../observe/describe.ts";
 import { SafetyViolation } from "../sim/invariants.ts";
@@ -25,6 +27,17 @@ export const LATENCY_MS = 25;
 export const NODES_MIN = 3;
 /** Largest cluster the page draws. */
 export const NODES_MAX = 7;
+
+/** Most nodes the page draws, members or not (ids n1 to n9: one key each; removed ones stay). */
+export const NODES_EVER_MAX = 9;
+/** Most learners at a time: one, as etcd (and the server's `LEARNERS_MAX`). */
+export const LEARNERS_MAX = 1;
+/**
+ * How far behind the leader a learner may be and still be promoted, in entries. The page's logs
+ * are short, so the core's default (100, for servers) would never refuse; here a learner must hold
+ * the leader's whole log, and the core refuses with etcd's "in sync with leader" text until it does.
+ */
+export const LEARNER_PROMOTE_LAG_ENTRIES_MAX = 0;
 
 /** Most actions a scene keeps (and a URL carries). */
 export const ACTIONS_MAX = 500;
@@ -60,7 +73,19 @@ export type SceneAction =
   | { readonly atMs: number; readonly kind: "partition"; readonly group: readonly NodeId[] }
   | { readonly atMs: number; readonly kind: "heal" }
   | { readonly atMs: number; readonly kind: "put"; readonly key: string; readonly value: string }
-  | { readonly atMs: number; readonly kind: "delete" | "get"; readonly key: string };
+  | { readonly atMs: number; readonly kind: "delete" | "get"; readonly key: string }
+  | { readonly atMs: number; readonly kind: "add"; readonly as: "learner" | "voter" }
+  | {
+    readonly atMs: number;
+    readonly kind: "remove" | "promote" | "transfer";
+    readonly node: NodeId;
+  };
+
+/** The membership actions of a scene (each goes through the leader). */
+export type MembershipActionKind = "add" | "remove" | "promote" | "transfer";
+
+/** A node's place in the configuration in force. */
+export type MemberKind = "voter" | "learner" | "removed" | "none";
 
 /** One log entry as drawn. */
 export interface EntryView {
@@ -84,6 +109,11 @@ export interface NodeView {
   readonly term: number;
   /** up, crashed or paused. */
   readonly state: string;
+  /**
+   * Its place in the configuration in force (the newest in the leader's log, committed or not):
+   * voter, learner, removed, or none (an added node whose entry was lost with its leader).
+   */
+  readonly member: MemberKind;
   /** Whether every link to and from the node is cut. */
   readonly cutOff: boolean;
   /** Commit index. */
@@ -147,6 +177,14 @@ export interface SceneView {
   readonly recent: readonly string[];
   /** The leader of the highest term, if any. */
   readonly leader: NodeId | undefined;
+  /** Voters of the configuration in force, sorted. */
+  readonly voters: readonly NodeId[];
+  /** Learners of the configuration in force, sorted. */
+  readonly learners: readonly NodeId[];
+  /** The membership change appended but not yet committed, e.g. `add-learner n6`. */
+  readonly pendingChange: string | undefined;
+  /** The voter the leader is handing leadership to, during a transfer. */
+  readonly transferee: NodeId | undefined;
   /** Messages sent so far. */
   readonly messagesSent: number;
   /** A safety violation or other failure that stopped the scene. */
@@ -200,6 +238,7 @@ export class SimController {
       seed: this.settings.seed,
       network: { latencyMinMs: LATENCY_MS, latencyMaxMs: LATENCY_MS },
       eventsMax: 1_000,
+      config: { learnerPromoteLagEntriesMax: LEARNER_PROMOTE_LAG_ENTRIES_MAX },
     });
     cluster.onEvent((e) => this.#onEvent(e));
     return cluster;
@@ -321,6 +360,79 @@ export class SimController {
     this.act({ atMs: this.cluster.nowMs, kind: "get", key });
   }
 
+  /** Adds a node (a learner unless `as` says voter) through the leader. */
+  addNode(as: "learner" | "voter" = "learner"): void {
+    this.act({ atMs: this.cluster.nowMs, kind: "add", as });
+  }
+
+  /** Removes member `id` (the leader too: it steps down once the change commits). */
+  removeNode(id: NodeId): void {
+    this.act({ atMs: this.cluster.nowMs, kind: "remove", node: id });
+  }
+
+  /** Promotes learner `id` to voter (the core refuses while it is behind the leader). */
+  promote(id: NodeId): void {
+    this.act({ atMs: this.cluster.nowMs, kind: "promote", node: id });
+  }
+
+  /** Asks the leader to hand leadership to voter `id` (§3.10). */
+  transferLeader(id: NodeId): void {
+    this.act({ atMs: this.cluster.nowMs, kind: "transfer", node: id });
+  }
+
+  /**
+   * Why a membership action is refused now (the page disables its button and says this), or
+   * undefined when the page may try it. The core may still refuse what passes here: a learner
+   * behind the leader.
+   */
+  membershipRefusal(kind: MembershipActionKind, id?: NodeId): string | undefined {
+    if (this.error !== undefined) return `The scene stopped: ${this.error}`;
+    const c = this.cluster;
+    if (kind === "add" && c.ids.length >= NODES_EVER_MAX) {
+      return `The page draws at most ${NODES_EVER_MAX} nodes (removed ones stay drawn)`;
+    }
+    if (kind !== "add" && id === undefined) return "Select one node first";
+    if (id !== undefined && !c.ids.includes(id)) return `No node "${id}"`;
+    const leader = c.leader();
+    if (leader === undefined) {
+      return "No leader: membership changes and transfers go through the leader; wait for one";
+    }
+    const l = c.node(leader).raft;
+    if (l.transferee !== undefined) {
+      return `A leadership transfer to ${l.transferee} is in progress; wait until it ends`;
+    }
+    if (kind === "transfer") {
+      if (id === leader) return `${id} already leads`;
+      if (!l.voters.includes(id!)) {
+        return `Cannot transfer leadership to "${id}": not a voter` +
+          (l.learners.includes(id!) ? " (promote it first)" : "");
+      }
+      return undefined;
+    }
+    // The 2015 erratum, as the core: a new leader first commits an entry of its own term.
+    if (l.log.term(l.commitIndex) !== l.term) {
+      return `The new leader ${leader} has not yet committed an entry of its term ${l.term}; ` +
+        `wait a moment`;
+    }
+    const pending = pendingChangeOf(l);
+    if (pending !== undefined) {
+      return `A membership change is pending (${pending}): one change at a time; ` +
+        `wait until it commits`;
+    }
+    if (kind === "add") {
+      return l.learners.length >= LEARNERS_MAX
+        ? "etcdserver: too many learner members in cluster (one learner at a time, as etcd: " +
+          "promote or remove it first)"
+        : undefined;
+    }
+    try {
+      applyConfChange(l.membership, { type: kind, node: id! }); // the core's own refusals
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return undefined;
+  }
+
   /** Applies an action now and records it. Throws (and records nothing) when it makes no sense. */
   act(action: SceneAction): void {
     if (this.error !== undefined) throw new Error(`The scene stopped: ${this.error}`);
@@ -358,6 +470,19 @@ export class SimController {
       case "get":
         this.#track(c.get(action.key));
         break;
+      case "add":
+      case "remove":
+      case "promote":
+      case "transfer": {
+        const id = action.kind === "add" ? undefined : action.node;
+        const refused = this.membershipRefusal(action.kind, id);
+        if (refused !== undefined) throw new Error(refused);
+        if (action.kind === "add") c.addNode({ as: action.as });
+        else if (action.kind === "remove") c.removeNode(id!);
+        else if (action.kind === "promote") c.promote(id!);
+        else c.transferLeader(id!);
+        break;
+      }
     }
     this.applied.push(action);
   }
@@ -440,10 +565,41 @@ export class SimController {
 
   // ---- View --------------------------------------------------------------------------------------
 
+  /** The node whose configuration is in force: the leader, else the one `Cluster.membership` reads. */
+  #membershipNode(): SimNode {
+    const c = this.cluster;
+    const leader = c.leader();
+    if (leader !== undefined) return c.node(leader);
+    const m = c.membership();
+    return c.nodes().find((n) => n.raft.membership === m) ?? c.nodes()[0];
+  }
+
+  /** Each node's place in the configuration in force. */
+  #members(): Map<NodeId, MemberKind> {
+    const raft = this.#membershipNode().raft;
+    const pending = pendingChangeOf(raft);
+    const kinds = new Map<NodeId, MemberKind>();
+    for (const id of this.cluster.ids) {
+      kinds.set(
+        id,
+        raft.voters.includes(id)
+          ? "voter"
+          : raft.learners.includes(id)
+          ? "learner"
+          : this.cluster.removed.has(id) || pending === `remove ${id}`
+          ? "removed"
+          : "none",
+      );
+    }
+    return kinds;
+  }
+
   /** Everything the page draws now. */
   view(): SceneView {
     const c = this.cluster;
     const now = c.nowMs;
+    const members = this.#members();
+    const source = this.#membershipNode().raft;
     const nodes: NodeView[] = c.nodes().map((n) => {
       const s = n.raft.status();
       const t = this.#timers.get(n.id);
@@ -463,6 +619,7 @@ export class SimController {
         role: s.role,
         term: s.term,
         state: n.state,
+        member: members.get(n.id)!,
         cutOff: c.ids.length > 1 &&
           c.ids.every((o) => o === n.id || (!c.connected(o, n.id) && !c.connected(n.id, o))),
         commitIndex: s.commitIndex,
@@ -503,25 +660,78 @@ export class SimController {
       ops: this.#ops.map(opView),
       recent: [...this.#recent],
       leader: c.leader(),
+      voters: [...source.voters],
+      learners: [...source.learners],
+      pendingChange: pendingChangeOf(source),
+      transferee: source.role === "Leader" ? source.transferee : undefined,
       messagesSent: c.stats.sent,
       error: this.error,
     };
   }
 
-  /** The node table (the notebooks' table) as HTML. */
-  tableHtml(): string {
-    return nodeTable(this.cluster, { logEntries: 6, keys: 6 }).toHtml();
+  /**
+   * The notebooks' node table with membership, as the server's (`deno task ctl status`): a
+   * learner's status says "(learner)", a removed node's "(removed)".
+   */
+  #table(options: NodeTableOptions = {}): NodeTable {
+    const t = nodeTable(this.cluster, options);
+    const members = this.#members();
+    const rows = t.rows.map((r) => {
+      const m = members.get(r.id);
+      return m === "learner" || m === "removed" ? { ...r, status: `${r.status} (${m})` } : r;
+    });
+    return new NodeTable({
+      title: t.title,
+      atMs: t.atMs,
+      rows,
+      progress: [...t.progress],
+      logs: new Map(t.logs),
+      keys: new Map(t.keys),
+      grid: t.grid,
+      aliases: t.aliases,
+    });
   }
 
-  /** The node table as text. */
+  /** The lines the server prints under its node table: voters, learners, a pending change. */
+  membershipLines(): string[] {
+    const raft = this.#membershipNode().raft;
+    const lines = [
+      `voters: ${raft.voters.join(",")}`,
+      `learners: ${raft.learners.length === 0 ? "none" : raft.learners.join(",")}`,
+    ];
+    const pending = pendingChangeOf(raft);
+    if (pending !== undefined) lines.push(`pending membership change: ${pending}`);
+    return lines;
+  }
+
+  /** The node table (the notebooks' table, with membership) as HTML. */
+  tableHtml(): string {
+    const lines = this.membershipLines().map((l) => `<div>${esc(l)}</div>`).join("");
+    return `<div class="membership-lines">${lines}</div>` +
+      this.#table({ logEntries: 6, keys: 6 }).toHtml();
+  }
+
+  /** The node table as text, the membership lines under it. */
   tableText(): string {
-    return nodeTable(this.cluster).toString();
+    return [this.#table().toString(), ...this.membershipLines()].join("\n");
   }
 
   /** The URL hash that replays this scene: settings and every action. */
   hash(): string {
     return sceneHash(this.settings, [...this.applied, ...this.pending]);
   }
+}
+
+/** The membership change in `raft`'s log not yet committed there, as `type node`, if any. */
+function pendingChangeOf(raft: RaftNode): string | undefined {
+  const s = raft.status();
+  if (s.configIndex <= s.commitIndex) return undefined;
+  const c = decodeConfChange(raft.log.entry(s.configIndex).command);
+  return `${c.type} ${c.node}`;
+}
+
+function esc(s: string): string {
+  return s.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
 }
 
 function isFatal(e: unknown): boolean {
@@ -576,6 +786,10 @@ export function sceneHash(settings: SceneSettings, actions: readonly SceneAction
       else if (a.kind === "partition") fields.push(a.group.join(","));
       else if (a.kind === "put") fields.push(a.key, a.value);
       else if (a.kind === "delete" || a.kind === "get") fields.push(a.key);
+      else if (a.kind === "add") fields.push(a.as);
+      else if (a.kind === "remove" || a.kind === "promote" || a.kind === "transfer") {
+        fields.push(a.node);
+      }
       return fields.map(enc).join(":");
     }).join(";");
   }
@@ -617,6 +831,7 @@ export function parseScene(
     return n;
   };
   const settings = { seed: num("seed"), nodes: num("nodes"), speed: num("speed") };
+  // Nodes n1..n<nodes>, and one more after each add (ids are given out in order).
   const ids = new Set(Array.from({ length: settings.nodes }, (_, i) => `n${i + 1}`));
   const actions: SceneAction[] = [];
   const text = params.get("actions") ?? "";
@@ -634,6 +849,11 @@ export function parseScene(
     else if (kind === "put" && f.length >= 4) action = { atMs, kind, key: f[2], value: f[3] };
     else if ((kind === "delete" || kind === "get") && f.length >= 3) {
       action = { atMs, kind, key: f[2] };
+    } else if (kind === "add" && (f[2] === "learner" || f[2] === "voter")) {
+      if (ids.size < NODES_EVER_MAX) ids.add(`n${ids.size + 1}`);
+      action = { atMs, kind, as: f[2] };
+    } else if ((kind === "remove" || kind === "promote" || kind === "transfer") && ids.has(f[2])) {
+      action = { atMs, kind, node: f[2] };
     }
     if (action === undefined) problems.push(`Ignored action ${JSON.stringify(item)}`);
     else actions.push(action);
