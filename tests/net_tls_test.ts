@@ -9,6 +9,18 @@
 import assert from "node:assert/strict";
 import { b64, freePort, NodeProcess, until } from "./net_helpers.ts";
 import { makeCerts } from "../scripts/certs.ts";
+import { runCtl } from "../src/net/ctl.ts";
+
+/** Runs `f` with console.error collected into `lines`. */
+async function withStderr<T>(lines: string[], f: () => Promise<T>): Promise<T> {
+  const original = console.error;
+  console.error = (...a: unknown[]) => lines.push(a.map(String).join(" "));
+  try {
+    return await f();
+  } finally {
+    console.error = original;
+  }
+}
 
 const enc = (s: string) => b64(s);
 
@@ -335,6 +347,68 @@ Deno.test({
       ]);
       assert.notEqual(bad.code, 0, `etcdctl without a client certificate was served:\n${bad.out}`);
     });
+
+    await t.step(
+      "ctl with --cacert --cert --key; without them it is refused and says why",
+      async () => {
+        const tls = [
+          "--cacert",
+          `${certs}/ca.crt`,
+          "--cert",
+          `${certs}/client.crt`,
+          "--key",
+          `${certs}/client.key`,
+        ];
+        const ep = ["--endpoints", followers[0].url];
+        const lines: string[] = [];
+        assert.equal(
+          await runCtl([...ep, ...tls, "put", "tls/ctl", "v1"], (l) => lines.push(l)),
+          0,
+        );
+        assert.equal(await runCtl([...ep, ...tls, "get", "tls/ctl"], (l) => lines.push(l)), 0);
+        assert.deepEqual(lines.slice(-2), ["tls/ctl", "v1"]);
+        // A snapshot save goes through the same client.
+        const file = `${dir}/ctl.snapshot`;
+        assert.equal(await runCtl([...ep, ...tls, "snapshot", "save", file], () => {}), 0);
+        assert.ok(Deno.statSync(file).size > 0);
+        // Without the CA the server is not trusted; without a certificate the node refuses.
+        for (
+          const args of [
+            [...ep, "get", "tls/ctl"],
+            [...ep, "--cacert", `${certs}/ca.crt`, "get", "tls/ctl"],
+          ]
+        ) {
+          const errors: string[] = [];
+          const code = await withStderr(
+            errors,
+            () => runCtl([...args, "--timeout-ms", "3000"], () => {}),
+          );
+          assert.equal(code, 1, `${args.join(" ")}: exit ${code}`);
+          assert.match(
+            errors.join("\n"),
+            /certificate|tls|handshake|UnknownIssuer/i,
+            args.join(" "),
+          );
+        }
+        // Flags that do not make sense are usage errors (exit 2), named.
+        const errors: string[] = [];
+        const code = await withStderr(
+          errors,
+          () => runCtl([...ep, "--cert", `${certs}/client.crt`, "get", "x"], () => {}),
+        );
+        assert.equal(code, 2);
+        assert.match(errors.join("\n"), /--cert and --key go together/);
+        const missing: string[] = [];
+        assert.equal(
+          await withStderr(
+            missing,
+            () => runCtl([...ep, "--cacert", `${dir}/nope.crt`, "get", "x"], () => {}),
+          ),
+          2,
+        );
+        assert.match(missing.join("\n"), /--cacert: cannot read/);
+      },
+    );
 
     await t.step(
       "SIGHUP: new connections get the new certificate, open ones keep theirs",

@@ -95,12 +95,43 @@ Global flags:
   --user NAME                     log in as NAME (when auth is enabled); the password comes from
                                   $RAFTMETA_PASSWORD, else a line of stdin. NAME:PASSWORD works
                                   too (as etcdctl) but shows it in the process list (warned)
+  --cacert FILE                   trust the CA certificates in FILE (PEM) for https endpoints
+                                  (a cluster with --cert-file and a private CA; as etcdctl)
+  --cert FILE, --key FILE         present this client certificate and key (PEM) to https
+                                  endpoints (a cluster with --client-cert-auth)
   -w, --write-out simple|table|json   output format (default simple)
   --timeout-ms N                  give up after N ms (default 10000)
   -h, --help                      this text
 
 Exit codes: 0 done, 1 refused or failed, 2 usage error.
 `;
+
+/**
+ * The fetch the ctl sends with: the global one, or, with `--cacert` and/or `--cert`/`--key`, one
+ * whose HTTP client trusts that CA and presents that certificate (etcdctl's flags).
+ */
+function httpsFetch(
+  cacert: string | undefined,
+  cert: string | undefined,
+  key: string | undefined,
+): typeof fetch {
+  if ((cert === undefined) !== (key === undefined)) {
+    throw new UsageError("--cert and --key go together: give both or neither");
+  }
+  if (cacert === undefined && cert === undefined) return fetch;
+  const read = (path: string, flag: string) => {
+    try {
+      return Deno.readTextFileSync(path);
+    } catch (e) {
+      throw new UsageError(`${flag}: cannot read ${path}: ${(e as Error).message}`);
+    }
+  };
+  const client = Deno.createHttpClient({
+    ...(cacert === undefined ? {} : { caCerts: [read(cacert, "--cacert")] }),
+    ...(cert === undefined ? {} : { cert: read(cert, "--cert"), key: read(key!, "--key") }),
+  });
+  return (input, init) => fetch(input, { ...init, client });
+}
 
 function splitPair(text: string, flag: string): [string, string] {
   const eq = text.indexOf("=");
@@ -197,6 +228,9 @@ export async function runCtl(
         "grpc-urls": { type: "string" },
         learner: { type: "boolean", default: false },
         user: { type: "string" },
+        cacert: { type: "string" },
+        cert: { type: "string" },
+        key: { type: "string" },
         "no-password": { type: "boolean", default: false },
         "from-key": { type: "boolean", default: false },
         help: { type: "boolean", short: "h", default: false },
@@ -226,7 +260,8 @@ export async function runCtl(
   try {
     // Timers take at most 2^31 - 1 ms; a longer one would fire at once.
     const timeoutMs = decimal(v["timeout-ms"], "--timeout-ms", 1, 2 ** 31 - 1);
-    let authFetch: typeof fetch = fetch;
+    const tlsFetch = httpsFetch(v.cacert, v.cert, v.key);
+    let authFetch: typeof fetch = tlsFetch;
     if (v.user !== undefined) {
       const colon = v.user.indexOf(":");
       let name = v.user;
@@ -240,12 +275,9 @@ export async function runCtl(
         password = v.user.slice(colon + 1);
       }
       password ??= await readSecretLine(`Password of ${name}: `);
-      authFetch = authenticatedFetch(name, password);
+      authFetch = authenticatedFetch(name, password, tlsFetch);
     }
-    const client = connect(endpoints, {
-      timeoutMs,
-      ...(v.user === undefined ? {} : { fetch: authFetch }),
-    });
+    const client = connect(endpoints, { timeoutMs, fetch: authFetch });
     if (command === "user" || command === "role" || command === "auth") {
       return await runAuthCommand(command, rest, {
         endpoints: endpoints.split(",").map((e) => e.trim()).filter((e) => e !== ""),
@@ -522,7 +554,7 @@ export async function runCtl(
       case "snapshot": {
         if (rest[0] === "save") {
           need(2, "snapshot save FILE");
-          const bytes = await snapshotSave(endpoints.split(",")[0], rest[1], timeoutMs);
+          const bytes = await snapshotSave(endpoints.split(",")[0], rest[1], timeoutMs, authFetch);
           out(
             format === "json"
               ? JSON.stringify({ path: rest[1], bytes })
@@ -699,7 +731,12 @@ async function memberCommand(
   throw new UsageError(`member needs list, add, remove, promote or update: ${JSON.stringify(sub)}`);
 }
 
-async function snapshotSave(endpoint: string, path: string, timeoutMs: number): Promise<number> {
+async function snapshotSave(
+  endpoint: string,
+  path: string,
+  timeoutMs: number,
+  fetch: typeof globalThis.fetch,
+): Promise<number> {
   let res: Response;
   try {
     res = await fetch(`${endpoint.replace(/\/$/, "")}/v3/maintenance/snapshot`, {
