@@ -297,6 +297,28 @@ interface Security {
 
 let security: Security | undefined;
 
+/**
+ * The TLS flags raftmeta and etcd share (same names, same meaning): certificate `name` on the
+ * client and peer ports, peers checked against the test CA both ways.
+ */
+function tlsFlags(sec: Security, name: string): string[] {
+  const crt = `${sec.certDir}/${name}.crt`;
+  const key = `${sec.certDir}/${name}.key`;
+  return [
+    "--cert-file",
+    crt,
+    "--key-file",
+    key,
+    "--peer-cert-file",
+    crt,
+    "--peer-key-file",
+    key,
+    "--peer-trusted-ca-file",
+    `${sec.certDir}/ca.crt`,
+    "--peer-client-cert-auth",
+  ];
+}
+
 /** The benchmark user's name and password, and the root password (a throwaway cluster's). */
 const BENCH_USER = "bench";
 const BENCH_PASSWORD = crypto.randomUUID();
@@ -370,21 +392,10 @@ async function startRaftmeta(
     const scheme = security === undefined ? "http" : "https";
     const peerClientUrls = ids.map((p, j) => `${p}=${scheme}://127.0.0.1:${clientPorts[j]}`)
       .filter((_, j) => j !== i);
-    const tls = security === undefined ? [] : [
-      "--cert-file",
-      `${security.certDir}/${id}.crt`,
-      "--key-file",
-      `${security.certDir}/${id}.key`,
-      "--trusted-ca-file",
-      `${security.certDir}/ca.crt`,
-      "--peer-cert-file",
-      `${security.certDir}/${id}.crt`,
-      "--peer-key-file",
-      `${security.certDir}/${id}.key`,
-      "--peer-trusted-ca-file",
-      `${security.certDir}/ca.crt`,
-      "--peer-client-cert-auth",
-    ];
+    // A follower forwards over https, so it trusts the CA on the client side too.
+    const tls = security === undefined
+      ? []
+      : [...tlsFlags(security, id), "--trusted-ca-file", `${security.certDir}/ca.crt`];
     Deno.mkdirSync(`${dir}/${id}`, { recursive: true });
     procs.push(spawnLogged(
       Deno.execPath(),
@@ -444,20 +455,7 @@ async function startEtcd(etcd: string, dir: string): Promise<RunningCluster> {
   const token = `bench-${crypto.randomUUID()}`;
   for (const [i, id] of ids.entries()) {
     // The node certificates n1..n3 name 127.0.0.1, so they serve etcd's members as well.
-    const cert = `n${i + 1}`;
-    const tls = security === undefined ? [] : [
-      "--cert-file",
-      `${security.certDir}/${cert}.crt`,
-      "--key-file",
-      `${security.certDir}/${cert}.key`,
-      "--peer-cert-file",
-      `${security.certDir}/${cert}.crt`,
-      "--peer-key-file",
-      `${security.certDir}/${cert}.key`,
-      "--peer-trusted-ca-file",
-      `${security.certDir}/ca.crt`,
-      "--peer-client-cert-auth",
-    ];
+    const tls = security === undefined ? [] : tlsFlags(security, `n${i + 1}`);
     procs.push(spawnLogged(etcd, [
       "--name",
       id,
