@@ -19,6 +19,7 @@ import {
   utf8,
 } from "../src/kv/mod.ts";
 import { cmp, delOp, Harness, putOp, rangeOp, TestRng, txnOp } from "./kv_helpers.ts";
+import { ResponseTooLargeError } from "../src/kv/store.ts";
 
 /** A store holding, in this order: b=2, a=3, c=1, a=1 (so a: version 2, mod 4), d=2 with lease 5. */
 function fixture(): Harness {
@@ -235,4 +236,59 @@ Deno.test("codec: range options, compare range ends, LEASE and nested txns round
   // A range without options keeps its old bytes (flags byte without bit 2).
   const plain = encodeCommand(rangeOp("a", { keysOnly: true }));
   assert.equal(plain.at(-1), 1);
+});
+
+Deno.test("an answer over its byte bound copies no value", async (t) => {
+  // 40 keys of 1,000-byte values; a bound of 10,000 bytes holds fewer than 10 of them.
+  const h = new Harness({ applyResponseBytesMax: 10_000 });
+  for (let i = 0; i < 40; i++) h.ok(putOp(`k${String(i).padStart(2, "0")}`, "v".repeat(1000)));
+  const { store } = h;
+  const copied = () => store.rangeValueBytesCopied;
+
+  await t.step("range: refused, nothing copied", () => {
+    const before = copied();
+    assert.throws(
+      () => store.range(ALL, { responseBytesMax: 10_000 }),
+      (e: unknown) => e instanceof ResponseTooLargeError && e.bytesMax === 10_000,
+    );
+    assert.equal(copied(), before);
+  });
+
+  await t.step("read-only txn: the third range overflows, the first two are not copied", () => {
+    const before = copied();
+    const txn = txnOp([], [rangeOp("k00"), rangeOp("k01"), rangeOp(ALL)]);
+    assert.throws(
+      () => store.txnRead(txn, { responseBytesMax: 10_000 }),
+      ResponseTooLargeError,
+    );
+    assert.equal(copied(), before);
+    // Within the bound: every picked key-value is copied, in its place.
+    const r = store.txnRead(txnOp([], [rangeOp("k00"), rangeOp({ key: "k01", rangeEnd: "k04" })]), {
+      responseBytesMax: 10_000,
+    });
+    const ranges = r.responses as RangeResponse[];
+    assert.deepEqual(ranges.map(keys), ["k00", "k01,k02,k03"]);
+    assert.ok(ranges.every((x) => x.kvs.every((kv) => kv.value.length === 1000)));
+    assert.equal(copied(), before + 4000);
+  });
+
+  await t.step("write txn: applied, answer without key-values, nothing copied", () => {
+    const before = copied();
+    const r = h.ok(txnOp([], [putOp("k00", "new"), rangeOp(ALL)])) as TxnResponse;
+    assert.equal(r.responseTooLarge, true);
+    assert.deepEqual((r.responses[1] as RangeResponse).kvs, []);
+    assert.equal(store.getString("k00"), "new");
+    assert.equal(copied(), before);
+  });
+
+  await t.step("a range copied after the txn still reads what it read before a later put", () => {
+    const r = h.ok(
+      txnOp([], [rangeOp("k01"), putOp("k01", "changed"), rangeOp("k01")]),
+    ) as TxnResponse;
+    const [before, , after] = r.responses as RangeResponse[];
+    assert.equal(new TextDecoder().decode(before.kvs[0].value), "v".repeat(1000));
+    assert.equal(before.kvs[0].version, 1);
+    assert.equal(new TextDecoder().decode(after.kvs[0].value), "changed");
+    assert.equal(after.kvs[0].version, 2);
+  });
 });

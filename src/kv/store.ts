@@ -164,11 +164,36 @@ export class ResponseTooLargeError extends Error {
   }
 }
 
-/** What an answer may still carry; ranges stop early once it is used up. */
+/**
+ * What an answer may still carry; ranges stop early once it is used up. The key-values a range
+ * picks are not copied at once: {@linkcode MetadataStore} copies them only after the whole answer
+ * is known to fit, so an answer over its bound costs a walk over the keys, never copies of up to
+ * the bound in bytes (64 MiB by default) that are then thrown away.
+ */
 interface ResponseBudget {
   bytesLeft: number;
   exceeded: boolean;
+  /** Picked key-values not copied yet, each with the slot of the answer it fills. */
+  readonly picked: Picked[];
 }
+
+/** A key-value a range picked: `kvs[at]` becomes its copy once the answer is known to fit. */
+interface Picked {
+  readonly kvs: KeyValue[];
+  readonly at: number;
+  readonly key: string;
+  // Safe to copy later: a write replaces a key's version object, never changes one.
+  readonly v: Versioned;
+  readonly keysOnly: boolean;
+}
+
+/** A budget of `bytesMax` bytes. */
+function responseBudget(bytesMax: number): ResponseBudget {
+  return { bytesLeft: bytesMax, exceeded: false, picked: [] };
+}
+
+/** Holds the slot of a picked key-value until it is copied; never seen outside the store. */
+const NOT_COPIED_YET = Object.freeze({}) as KeyValue;
 
 /** Configuration of a {@linkcode MetadataStore}; every node of a cluster must use the same. */
 export interface MetadataStoreOptions {
@@ -663,6 +688,7 @@ export class MetadataStore {
   /** In order of last contact, least recent first (log indexes only grow, so also by lastIndex). */
   #sessions = new Map<string, Session>();
   #copier = new ValueCopier();
+  #rangeValueBytesCopied = 0;
   /** Every version written after the compact revision, in revision order (see history.ts). */
   #log = new VersionLog();
   /** Keys deleted whose history is still kept, each with its newest version, a tombstone. */
@@ -755,6 +781,14 @@ export class MetadataStore {
   /** The compact revision: ranges may read at it and later (0 when nothing was compacted). */
   get compactRevision(): number {
     return this.#compactRevision;
+  }
+
+  /**
+   * Bytes of values copied into the answers of ranges (alone or in a txn) since the store was
+   * made; an answer refused as too large adds none.
+   */
+  get rangeValueBytesCopied(): number {
+    return this.#rangeValueBytesCopied;
   }
 
   /** Number of versions kept that are not current (older versions and tombstones). */
@@ -1023,8 +1057,9 @@ export class MetadataStore {
       const e = this.#pathLeaseMissing(command, path);
       if (e !== undefined) return rejected(e);
       // Every node applies the writes alike; ranges past the budget give up their key-values.
-      const budget = { bytesLeft: this.applyResponseBytesMax, exceeded: false };
+      const budget = responseBudget(this.applyResponseBytesMax);
       const txn = this.#runTxn(command, path, revision, events, budget);
+      this.#copyPicked(budget);
       response = budget.exceeded
         ? { ...txn, responses: txn.responses.map(withoutKvs), responseTooLarge: true }
         : txn;
@@ -1379,20 +1414,47 @@ export class MetadataStore {
     const kvs: KeyValue[] = [];
     for (const [key, stored] of this.#scan(range)) {
       if (kvs.length >= kvsMax || budget?.exceeded) break;
-      if (budget !== undefined) {
-        budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : stored.value.length);
-        if (budget.bytesLeft < 0) {
-          budget.exceeded = true;
-          break;
-        }
-      }
-      kvs.push(this.#exportRead(key, stored, keysOnly));
+      if (!this.#pick(kvs, key, stored, keysOnly, budget)) break;
     }
     return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
   }
 
+  /**
+   * Adds `key` at `v` to a range's `kvs`: copied at once without a budget; with one, charged to it
+   * and copied by {@linkcode MetadataStore.#copyPicked} later. False when the budget ran out.
+   */
+  #pick(
+    kvs: KeyValue[],
+    key: string,
+    v: Versioned,
+    keysOnly: boolean,
+    budget: ResponseBudget | undefined,
+  ): boolean {
+    if (budget === undefined) {
+      kvs.push(this.#exportRead(key, v, keysOnly));
+      return true;
+    }
+    budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : v.value.length);
+    if (budget.bytesLeft < 0) {
+      budget.exceeded = true;
+      return false;
+    }
+    budget.picked.push({ kvs, at: kvs.length, key, v, keysOnly });
+    kvs.push(NOT_COPIED_YET);
+    return true;
+  }
+
+  /** Copies what `budget`'s ranges picked into their answers, unless the answer is over it. */
+  #copyPicked(budget: ResponseBudget): void {
+    if (!budget.exceeded) {
+      for (const p of budget.picked) p.kvs[p.at] = this.#exportRead(p.key, p.v, p.keysOnly);
+    }
+    budget.picked.length = 0;
+  }
+
   /** `v` as a {@linkcode KeyValue} for a range: a copy of its value, none when `keysOnly`. */
   #exportRead(key: string, v: Versioned, keysOnly: boolean): KeyValue {
+    if (!keysOnly) this.#rangeValueBytesCopied += v.value.length;
     const kv: KeyValue = {
       key,
       // etcd's keys_only drops only the value: revisions, version and lease stay.
@@ -1453,14 +1515,7 @@ export class MetadataStore {
     const kvs: KeyValue[] = [];
     for (const [key, v] of kept) {
       if (kvs.length >= kvsMax) break;
-      if (budget !== undefined) {
-        budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : v.value.length);
-        if (budget.bytesLeft < 0) {
-          budget.exceeded = true;
-          break;
-        }
-      }
-      kvs.push(this.#exportRead(key, v, keysOnly));
+      if (!this.#pick(kvs, key, v, keysOnly, budget)) break;
     }
     return { type: "range", revision: this.#revision, kvs, more: kept.length > kvs.length, count };
   }
@@ -1504,14 +1559,7 @@ export class MetadataStore {
     for (const [key, v] of this.#scanAt(revision, range)) {
       count++;
       if (kvs.length >= kvsMax || budget?.exceeded) continue;
-      if (budget !== undefined) {
-        budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : v.value.length);
-        if (budget.bytesLeft < 0) {
-          budget.exceeded = true;
-          continue;
-        }
-      }
-      kvs.push(this.#exportRead(key, v, keysOnly));
+      if (!this.#pick(kvs, key, v, keysOnly, budget)) continue;
     }
     return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
   }
@@ -1555,14 +1603,7 @@ export class MetadataStore {
     const kvs: KeyValue[] = [];
     for (const [key, v] of merged) {
       if (kvs.length >= kvsMax || budget?.exceeded) break;
-      if (budget !== undefined) {
-        budget.bytesLeft -= kvResponseBytes(key, keysOnly ? 0 : v.value.length);
-        if (budget.bytesLeft < 0) {
-          budget.exceeded = true;
-          break;
-        }
-      }
-      kvs.push(this.#exportRead(key, v, keysOnly));
+      if (!this.#pick(kvs, key, v, keysOnly, budget)) break;
     }
     return { type: "range", revision: this.#revision, kvs, more: count > kvs.length, count };
   }
@@ -1752,7 +1793,7 @@ export class MetadataStore {
     }
     const budget = options.responseBytesMax === undefined
       ? undefined
-      : { bytesLeft: options.responseBytesMax, exceeded: false };
+      : responseBudget(options.responseBytesMax);
     const revision = options.revision ?? 0;
     if (!Number.isSafeInteger(revision) || revision < 0) {
       throw new CommandError(`Revision must be a non-negative integer: ${revision}`);
@@ -1766,6 +1807,7 @@ export class MetadataStore {
     const r = revision === 0 || revision === this.#revision
       ? this.#range(range, spec, budget)
       : this.#rangeAt(revision, range, spec, budget);
+    if (budget !== undefined) this.#copyPicked(budget);
     if (budget?.exceeded) throw new ResponseTooLargeError(options.responseBytesMax!);
     return r;
   }
@@ -1782,8 +1824,9 @@ export class MetadataStore {
     const error = commandLimitError(txn, 0, this.limits);
     if (error !== undefined) throw new CommandError(error);
     if (!txnReadOnly(txn)) throw new CommandError(`A read-only txn cannot write`);
-    const budget = { bytesLeft: options.responseBytesMax ?? Infinity, exceeded: false };
+    const budget = responseBudget(options.responseBytesMax ?? Infinity);
     const r = this.#runTxn(txn, this.#decide(txn), this.#revision + 1, [], budget);
+    this.#copyPicked(budget);
     if (budget.exceeded) throw new ResponseTooLargeError(options.responseBytesMax!);
     return { ...r, revision: this.#revision };
   }
