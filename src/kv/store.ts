@@ -173,14 +173,12 @@ export class ResponseTooLargeError extends Error {
 interface ResponseBudget {
   bytesLeft: number;
   exceeded: boolean;
-  /** Picked key-values not copied yet, each with the slot of the answer it fills. */
-  readonly picked: Picked[];
+  /** The key-value lists of the answer, each holding {@linkcode Picked}s until they are copied. */
+  readonly lists: KeyValue[][];
 }
 
-/** A key-value a range picked: `kvs[at]` becomes its copy once the answer is known to fit. */
+/** A key-value a range picked, standing in its list until the answer is known to fit. */
 interface Picked {
-  readonly kvs: KeyValue[];
-  readonly at: number;
   readonly key: string;
   // Safe to copy later: a write replaces a key's version object, never changes one.
   readonly v: Versioned;
@@ -189,11 +187,8 @@ interface Picked {
 
 /** A budget of `bytesMax` bytes. */
 function responseBudget(bytesMax: number): ResponseBudget {
-  return { bytesLeft: bytesMax, exceeded: false, picked: [] };
+  return { bytesLeft: bytesMax, exceeded: false, lists: [] };
 }
-
-/** Holds the slot of a picked key-value until it is copied; never seen outside the store. */
-const NOT_COPIED_YET = Object.freeze({}) as KeyValue;
 
 /** Configuration of a {@linkcode MetadataStore}; every node of a cluster must use the same. */
 export interface MetadataStoreOptions {
@@ -1439,17 +1434,24 @@ export class MetadataStore {
       budget.exceeded = true;
       return false;
     }
-    budget.picked.push({ kvs, at: kvs.length, key, v, keysOnly });
-    kvs.push(NOT_COPIED_YET);
+    // Each range answers in a list of its own: its first pick enrols it.
+    if (kvs.length === 0) budget.lists.push(kvs);
+    const picked: Picked = { key, v, keysOnly };
+    kvs.push(picked as unknown as KeyValue);
     return true;
   }
 
   /** Copies what `budget`'s ranges picked into their answers, unless the answer is over it. */
   #copyPicked(budget: ResponseBudget): void {
     if (!budget.exceeded) {
-      for (const p of budget.picked) p.kvs[p.at] = this.#exportRead(p.key, p.v, p.keysOnly);
+      for (const kvs of budget.lists) {
+        for (let i = 0; i < kvs.length; i++) {
+          const p = kvs[i] as unknown as Picked;
+          kvs[i] = this.#exportRead(p.key, p.v, p.keysOnly);
+        }
+      }
     }
-    budget.picked.length = 0;
+    budget.lists.length = 0;
   }
 
   /** `v` as a {@linkcode KeyValue} for a range: a copy of its value, none when `keysOnly`. */
