@@ -27,9 +27,9 @@ interface Answer {
   json: Json;
 }
 
-const enc = new TextEncoder();
-function b64(text: string): string {
-  return btoa(String.fromCharCode(...enc.encode(text)));
+/** Base64 of a byte string: each character of `bytes` is one byte (U+0000..U+00FF). */
+function b64(bytes: string): string {
+  return btoa(bytes);
 }
 
 async function call(base: string, path: string, body: Json): Promise<Answer> {
@@ -130,6 +130,15 @@ const KEYS = [
   "e/2",
   "f",
   "g",
+  // Keys are bytes (issue 18): bytes outside UTF-8, a truncated and a whole "€", a newline.
+  "a\xff",
+  "a\xe2\x82",
+  "a\xe2\x82\xac",
+  "a\xe2\x82\xac/1",
+  "\xc3",
+  "\xc3\xa9",
+  "b\n1",
+  "\x80",
 ];
 const VALUES = ["", "v0", "v1", "v2", "v3", "w"];
 const SORT_TARGETS = ["KEY", "VERSION", "CREATE", "MOD", "VALUE"];
@@ -161,7 +170,7 @@ class Generator {
         return { key: b64(a), range_end: b64(r.chance(0.1) ? a : b) };
       }
       case 3: {
-        const p = r.pick(["a/", "b/", "a/x/", "c", "e/"]);
+        const p = r.pick(["a/", "b/", "a/x/", "c", "e/", "a\xe2", "\xc3"]);
         const end = p.slice(0, -1) + String.fromCharCode(p.charCodeAt(p.length - 1) + 1);
         return { key: b64(p), range_end: b64(end) };
       }

@@ -219,13 +219,18 @@ Deno.test("auth commands go through the codec, the store and both snapshot forma
   }
 });
 
-Deno.test("a format 5 snapshot (before auth) still loads, with auth disabled and empty", () => {
+Deno.test("format 6 and 5 snapshots (before byte keys, before auth) still load", () => {
   const store = new MetadataStore();
   store.apply(
     encodeCommand({ type: "put", key: "/a", value: new Uint8Array([1]), prevKv: false }),
     1,
   );
-  const v6 = encodeStoreSnapshot(store);
+  const v7 = encodeStoreSnapshot(store);
+  // Format 7 = format 6 plus the count of byte keys (0 here) right before the keys' text "/a".
+  assert.equal(v7[4], 7);
+  assert.deepEqual([...v7.subarray(-3)], [0, 0x2f, 0x61]);
+  const v6 = new Uint8Array([...v7.subarray(0, 4), 6, ...v7.subarray(5, -3), 0x2f, 0x61]);
+  assert.equal(decodeStoreSnapshot(v6).getString("/a"), "\u0001");
   // Format 6 = format 5 plus the auth state right after the (empty) alarm list.
   assert.equal(v6[4], 6);
   assert.equal(v6[5], 0);

@@ -156,7 +156,8 @@ Deno.test("malformed seed commands are refused with a clear message", () => {
   refuses(new Uint8Array(), 'Command must not be empty: ""');
   refuses(utf8("PUT\n\nvalue"), 'Key must not be empty: ""');
   refuses(utf8("DEL\n"), 'Key must not be empty: ""');
-  refuses(utf8("DEL\na\nb"), 'Key must not contain a newline: "a\\nb"');
+  // A key may hold a newline (etcd's keys are any bytes); the text form's delete runs to the end.
+  assert.deepEqual(decodeCommand(utf8("DEL\na\nb")), delOp("a\nb"));
   refuses(utf8("PUT\n/k"), 'Put command needs a newline between key and value: "PUT\\n/k"');
   refuses(
     utf8("GET\n/k"),
@@ -264,10 +265,11 @@ Deno.test("malformed binary commands are refused with a clear message", () => {
     name: "CommandError",
     message: "Transactions nest too deep: more than 64 levels",
   });
-  const badUtf8Key = bytesOf([0xff, 1, 2, 0, 0, 0, 0, 1, 0xc3, 0]);
-  refuses(badUtf8Key, 'Key is not valid UTF-8: "\uFFFD"');
+  // Keys are bytes: one outside UTF-8 reads as its escape, a newline as itself.
+  const byteKey = bytesOf([0xff, 1, 2, 0, 0, 0, 0, 1, 0xc3, 0]);
+  assert.deepEqual(decodeCommand(byteKey), delOp("\udcc3"));
   const newlineKey = bytesOf([0xff, 1, 2, 0, 0, 0, 0, 3], "a\nb", [0]);
-  refuses(newlineKey, 'Key must not contain a newline: "a\\nb"');
+  assert.deepEqual(decodeCommand(newlineKey), delOp("a\nb"));
 });
 
 Deno.test("limits are enforced at decode", () => {
@@ -292,11 +294,15 @@ Deno.test("limits are enforced at decode", () => {
   );
 });
 
+const NOT_A_KEY =
+  "Key must be well-formed Unicode, or bytes with those outside UTF-8 escaped as U+DC80..U+DCFF";
+
 Deno.test("encoding refuses malformed command objects", () => {
   const bad: [unknown, string][] = [
     [putOp("", "v"), 'Key must not be empty: ""'],
-    [putOp("a\nb", "v"), 'Key must not contain a newline: "a\\nb"'],
-    [putOp("/\ud800", "v"), 'Key must be well-formed Unicode: "/\\ud800"'],
+    [putOp("/\ud800", "v"), `${NOT_A_KEY}: "/\\ud800"`],
+    // Escapes that spell valid UTF-8 ("é" is C3 A9) are not the key string of any bytes.
+    [putOp("/\udcc3\udca9", "v"), `${NOT_A_KEY}: "/\\udcc3\\udca9"`],
     [{ type: "get", key: "/k" }, 'Unknown command type: "get"'],
     [{ type: "put", key: "/k", value: "text", prevKv: false }, "Put value must be bytes: text"],
     [
@@ -329,7 +335,13 @@ Deno.test("encoding refuses malformed command objects", () => {
     assert.throws(() => encodeCommand(command as Command), { name: "CommandError", message });
   }
   assert.throws(() => encodePut("", "v"), { message: 'Key must not be empty: ""' });
-  assert.throws(() => encodeDelete("a\nb"), { message: 'Key must not contain a newline: "a\\nb"' });
+  // The seed's text forms cannot carry a newline or escaped bytes in a key: the binary form does.
+  for (const key of ["a\nb", "/\udcff"]) {
+    assert.equal(encodeDelete(key)[0], BINARY_MAGIC);
+    assert.deepEqual(decodeCommand(encodeDelete(key)), delOp(key));
+    assert.equal(encodePut(key, "v")[0], BINARY_MAGIC);
+    assert.deepEqual(decodeCommand(encodePut(key, "v")), putOp(key, "v"));
+  }
 });
 
 Deno.test("corrupted commands either decode to a valid command or throw CommandError", () => {

@@ -3,6 +3,7 @@
 // etcd3 client, and a raw grpc-js client for the Watch stream's protocol details (watch ids per
 // stream, progress requests, cancel, a compacted start revision).
 import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
 // Full npm: specifiers, as DESIGN.md asks (no import map).
 // deno-lint-ignore no-import-prefix
 import { Etcd3 } from "npm:etcd3@1.1.2";
@@ -356,6 +357,28 @@ async function npmClientSession(t: Deno.TestContext, node: NodeProcess, p: strin
       await client.delete().key(`${p}b`);
       assert.equal(await client.get(`${p}b`).string(), null);
     });
+    await t.step(
+      "keys are bytes: keys outside UTF-8 round trip, a byte prefix ranges them",
+      async () => {
+        // A prefix of bytes that are not UTF-8 (0xFF, 0xFE), then a truncated "€" and a newline.
+        const base = [...new TextEncoder().encode(p), 0xff, 0xfe];
+        const keys = [[0xe2, 0x82], [0x0a, 0x00], [0xe2, 0x82, 0xac]].map((tail) =>
+          Buffer.from([...base, ...tail])
+        );
+        for (const [i, key] of keys.entries()) await client.put(key).value(`b${i}`);
+        for (const [i, key] of keys.entries()) {
+          assert.equal(await client.get(key).string(), `b${i}`);
+        }
+        const listed = await client.getAll().prefix(Buffer.from(base)).keyBuffers();
+        const sorted = [...keys].sort(Buffer.compare);
+        assert.deepEqual(listed.map((k) => [...k]), sorted.map((k) => [...k]));
+        // The byte prefix 0xE2 takes both the truncated and the whole "€".
+        const euro = await client.getAll().prefix(Buffer.from([...base, 0xe2])).count();
+        assert.equal(euro, 2);
+        await client.delete().prefix(Buffer.from(base));
+        assert.equal(await client.getAll().prefix(Buffer.from(base)).count(), 0);
+      },
+    );
     await t.step("txn", async () => {
       const yes = await client.if(`${p}a`, "Value", "==", "1").then(client.put(`${p}a`).value("2"))
         .else(client.put(`${p}a`).value("x")).commit();
@@ -539,6 +562,22 @@ Deno.test("gRPC: etcdctl 3.4, npm's etcd3 and a raw client against a 3-node clus
           await etcdctlSession(t, bin, node, `/etcdctl-${role}/`, cluster);
         });
       }
+      // 60 s of puts of random byte keys from 50 clients (etcdctl's "s" load), every endpoint.
+      await t.step("etcdctl check perf --load=s passes (random byte keys)", async () => {
+        const endpoints = cluster.nodes.map((n) => n.grpcEndpoint!).join(",");
+        const r = await etcdctl(bin, endpoints, ["check", "perf", "--load=s"]);
+        // The verdict lines follow the progress bar (separated from it by carriage returns).
+        const verdict = (r.stdout + "\n" + r.stderr).split(/[\r\n]+/).filter((l) =>
+          l.startsWith("PASS") || l.startsWith("FAIL")
+        );
+        assert.equal(r.code, 0, `check perf failed:\n${r.stdout}\n${r.stderr.slice(-500)}`);
+        assert.deepEqual(verdict.filter((l) => !l.startsWith("PASS")), [], r.stdout);
+        assert.ok(
+          verdict.some((l) => /^PASS: Throughput is \d+ writes\/s$/.test(l)),
+          JSON.stringify(verdict),
+        );
+        assert.ok(verdict.includes("PASS"), JSON.stringify(verdict));
+      });
     }
     for (const [role, node] of [["leader", leader], ["follower", follower]] as const) {
       await t.step(`npm's etcd3 client through the ${role} (${node.id})`, async (t) => {

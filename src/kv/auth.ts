@@ -11,6 +11,7 @@
 
 import { CommandError, validateAuthOp } from "./command.ts";
 import { compareKeys } from "./sorted_map.ts";
+import { keyBytes, keyFromBytes } from "./bytes.ts";
 import {
   type AuthLimits,
   type AuthOp,
@@ -86,13 +87,17 @@ interface Interval {
   readonly end: string | undefined;
 }
 
-/** The smallest string after every string that starts with `prefix` (undefined: none). */
+/**
+ * The smallest key after every key that starts with `prefix` (undefined: none), in byte order:
+ * the prefix's bytes with the last one below 0xFF raised (etcd's prefix end).
+ */
 function prefixEnd(prefix: string): string | undefined {
-  const points = [...prefix].map((c) => c.codePointAt(0)!);
-  while (points.length > 0) {
-    let last = points.pop()! + 1;
-    if (last === 0xd800) last = 0xe000; // surrogates are not code points of a string
-    if (last <= 0x10ffff) return String.fromCodePoint(...points, last);
+  const end = keyBytes(prefix);
+  for (let i = end.length - 1; i >= 0; i--) {
+    if (end[i] < 0xff) {
+      end[i]++;
+      return keyFromBytes(end.subarray(0, i + 1));
+    }
   }
   return undefined;
 }

@@ -1,6 +1,7 @@
 /**
  * Byte helpers for the metadata store: values are bytes, and these turn them into text and back,
- * quote them in error messages, and carry them through JSON as base64.
+ * quote them in error messages, and carry them through JSON as base64; keys are bytes held as
+ * strings ({@linkcode keyFromBytes}, {@linkcode keyBytes}).
  *
  * @module
  */
@@ -76,6 +77,113 @@ export function utf8Length(text: string): number {
     } else n += 3;
   }
   return n;
+}
+
+// ---- Keys: bytes, held as strings ----------------------------------------------------------------
+//
+// etcd's keys are any bytes; raftmeta's store holds a key as a JavaScript string. Bytes that are
+// valid UTF-8 read as their text; a byte that is not part of a valid UTF-8 sequence reads as the
+// lone surrogate U+DC00 + byte (U+DC80..U+DCFF, as Python's "surrogateescape"), which no valid
+// UTF-8 can produce. So every byte string has exactly one key string and back. A string that is
+// not one of these (a lone surrogate outside U+DC80..U+DCFF, or escapes that would spell valid
+// UTF-8, such as U+DCC3 U+DCA9 for "é") is not a key: `isKeyString` says so.
+
+/** The key string of `bytes`: their UTF-8 text, each byte outside valid UTF-8 escaped. */
+export function keyFromBytes(bytes: Uint8Array): string {
+  return strictText(bytes) ?? escapedText(bytes);
+}
+
+/** Decodes UTF-8 by hand: a valid sequence is its code point; any other byte is escaped alone. */
+function escapedText(bytes: Uint8Array): string {
+  const units: number[] = [];
+  const n = bytes.length;
+  for (let i = 0; i < n;) {
+    const b = bytes[i];
+    const cp = b < 0x80 ? b : sequenceAt(bytes, i);
+    if (cp < 0) {
+      units.push(0xdc00 + b);
+      i++;
+      continue;
+    }
+    if (cp >= 0x10000) {
+      units.push(0xd800 + ((cp - 0x10000) >> 10), 0xdc00 + ((cp - 0x10000) & 0x3ff));
+    } else units.push(cp);
+    i += cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+  }
+  let out = "";
+  for (let i = 0; i < units.length; i += 0x2000) {
+    out += String.fromCharCode(...units.slice(i, i + 0x2000));
+  }
+  return out;
+}
+
+/** The code point of the valid UTF-8 sequence that starts at `i` (lead byte >= 0x80), or -1. */
+function sequenceAt(bytes: Uint8Array, i: number): number {
+  const b = bytes[i];
+  const cont = (k: number) => {
+    const c = bytes[i + k];
+    return c !== undefined && (c & 0xc0) === 0x80 ? c & 0x3f : -1;
+  };
+  if (b >= 0xc2 && b <= 0xdf) {
+    const c1 = cont(1);
+    return c1 < 0 ? -1 : ((b & 0x1f) << 6) | c1;
+  }
+  if (b >= 0xe0 && b <= 0xef) {
+    const c1 = cont(1);
+    const c2 = cont(2);
+    if (c1 < 0 || c2 < 0) return -1;
+    const cp = ((b & 0x0f) << 12) | (c1 << 6) | c2;
+    // Overlong forms and surrogates are not valid UTF-8.
+    return cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff) ? -1 : cp;
+  }
+  if (b >= 0xf0 && b <= 0xf4) {
+    const c1 = cont(1);
+    const c2 = cont(2);
+    const c3 = cont(3);
+    if (c1 < 0 || c2 < 0 || c3 < 0) return -1;
+    const cp = ((b & 0x07) << 18) | (c1 << 12) | (c2 << 6) | c3;
+    return cp < 0x10000 || cp > 0x10ffff ? -1 : cp;
+  }
+  return -1;
+}
+
+/** The bytes of the key string `key` (see {@linkcode keyFromBytes}). */
+export function keyBytes(key: string): Uint8Array {
+  if (key.isWellFormed()) return encoder.encode(key);
+  const out: number[] = [];
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < key.length) {
+      const d = key.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        const cp = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+        out.push(0xf0 | (cp >> 18), 0x80 | ((cp >> 12) & 0x3f), 0x80 | ((cp >> 6) & 0x3f));
+        out.push(0x80 | (cp & 0x3f));
+        i++;
+        continue;
+      }
+    }
+    if (c >= 0xdc80 && c <= 0xdcff) out.push(c - 0xdc00);
+    else if (c < 0x80) out.push(c);
+    else if (c < 0x800) out.push(0xc0 | (c >> 6), 0x80 | (c & 0x3f));
+    // A lone surrogate outside the escapes: not a key string, encoded as UTF-8 would (U+FFFD).
+    else if (c >= 0xd800 && c <= 0xdfff) out.push(0xef, 0xbf, 0xbd);
+    else out.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 0x3f), 0x80 | (c & 0x3f));
+  }
+  return Uint8Array.from(out);
+}
+
+/** Number of bytes of the key string `key`. */
+export function keyByteLength(key: string): number {
+  return key.isWellFormed() ? utf8Length(key) : keyBytes(key).length;
+}
+
+/**
+ * Whether `key` is a key string: well-formed Unicode, or the {@linkcode keyFromBytes} of some
+ * bytes (its lone surrogates are escapes U+DC80..U+DCFF that do not spell valid UTF-8).
+ */
+export function isKeyString(key: string): boolean {
+  return key.isWellFormed() || keyFromBytes(keyBytes(key)) === key;
 }
 
 /** Whether two byte strings hold the same bytes. */
@@ -237,6 +345,11 @@ export class ByteWriter {
   /** A string as length-prefixed UTF-8. */
   str(s: string): void {
     this.bytes(utf8(s));
+  }
+
+  /** A key string as its length-prefixed bytes ({@linkcode keyBytes}). */
+  key(s: string): void {
+    this.bytes(keyBytes(s));
   }
 
   /** Overwrites the u32 at `offset` (e.g. a length prefix reserved earlier). */

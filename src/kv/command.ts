@@ -12,7 +12,18 @@
  * @module
  */
 
-import { ByteWriter, isUtf8, quote, quoteBytes, strictText, utf8, utf8Length } from "./bytes.ts";
+import {
+  ByteWriter,
+  isKeyString,
+  isUtf8,
+  keyByteLength,
+  keyFromBytes,
+  quote,
+  quoteBytes,
+  strictText,
+  utf8,
+  utf8Length,
+} from "./bytes.ts";
 import {
   type AlarmCommand,
   type AuthCommand,
@@ -134,7 +145,10 @@ const U32_MAX = 0xffff_ffff;
 // ---------------------------------------------------------------------------------------------
 // Validation of command objects (structure; size limits are separate, see commandLimitError).
 
-/** Throws {@linkcode CommandError} unless `key` is a valid key: non-empty, no newline, well-formed. */
+/**
+ * Throws {@linkcode CommandError} unless `key` is a valid key: a non-empty key string (text, or
+ * bytes with the non-UTF-8 ones escaped, see src/kv/bytes.ts's `keyFromBytes`).
+ */
 export function validateKey(key: unknown, what = "Key"): asserts key is string {
   if (typeof key !== "string") throw new CommandError(`${what} must be a string: ${String(key)}`);
   if (key.length === 0) throw new CommandError(`${what} must not be empty: ""`);
@@ -142,12 +156,27 @@ export function validateKey(key: unknown, what = "Key"): asserts key is string {
 }
 
 function validateKeyText(key: string, what: string): void {
-  if (key.includes("\n")) {
-    throw new CommandError(`${what} must not contain a newline: ${quote(key)}`);
+  if (!isKeyString(key)) {
+    throw new CommandError(
+      `${what} must be well-formed Unicode, or bytes with those outside UTF-8 escaped as ` +
+        `U+DC80..U+DCFF: ${quote(key)}`,
+    );
   }
-  if (!key.isWellFormed()) {
-    throw new CommandError(`${what} must be well-formed Unicode: ${quote(key)}`);
+}
+
+/** A prefix is text: a byte prefix that is not UTF-8 goes as a key and a range end instead. */
+function validatePrefix(prefix: string): void {
+  if (!prefix.isWellFormed()) {
+    throw new CommandError(
+      `Prefix must be well-formed Unicode (for bytes outside UTF-8, give a key and a range ` +
+        `end): ${quote(prefix)}`,
+    );
   }
+}
+
+/** Whether the seed's text forms (`PUT\n<key>\n<value>`, `DEL\n<key>`) can carry `key`. */
+function seedKey(key: string): boolean {
+  return !key.includes("\n") && key.isWellFormed();
 }
 
 /** Throws {@linkcode CommandError} unless `range` is a valid {@linkcode KeyRange}. */
@@ -166,7 +195,7 @@ export function validateRange(range: unknown): asserts range is KeyRange {
     if (typeof r.prefix !== "string") {
       throw new CommandError(`Prefix must be a string: ${String(r.prefix)}`);
     }
-    validateKeyText(r.prefix, "Prefix");
+    validatePrefix(r.prefix);
   } else if (r.fromKey !== undefined) {
     validateKey(r.fromKey, "Range start");
   } else {
@@ -370,9 +399,13 @@ function validateKeyRange(r: unknown): void {
   if (forms.length !== 1) {
     throw new CommandError(`Range must have exactly one of key, prefix or fromKey`);
   }
-  for (const f of ["key", "prefix", "fromKey", "rangeEnd"]) {
-    if (o[f] !== undefined) validateText(o[f], `Range ${f}`);
+  for (const f of ["key", "fromKey", "rangeEnd"]) {
+    const v = o[f];
+    if (v !== undefined && (typeof v !== "string" || !isKeyString(v))) {
+      throw new CommandError(`Range ${f} must be a key string: ${quote(String(v))}`);
+    }
   }
+  if (o.prefix !== undefined) validateText(o.prefix, "Range prefix");
   if (o.rangeEnd !== undefined && o.key === undefined) {
     throw new CommandError(`Range end needs a key`);
   }
@@ -462,7 +495,7 @@ export function commandLimitError(
     return `Command is too large: ${commandBytes} bytes (most ${limits.commandBytesMax})`;
   }
   const keyError = (key: string, what: string) => {
-    const n = utf8Length(key);
+    const n = keyByteLength(key);
     return n > limits.keyBytesMax
       ? `${what} is too large: ${n} bytes (most ${limits.keyBytesMax}): ${quote(key)}`
       : undefined;
@@ -611,12 +644,15 @@ export function encodePut(key: string, value: string): Uint8Array {
   if (typeof value !== "string" || !value.isWellFormed()) {
     throw new CommandError(`Value must be well-formed Unicode: ${quote(String(value))}`);
   }
+  // A key the text form cannot carry (a newline, escaped bytes) takes the binary form.
+  if (!seedKey(key)) return encodeValid({ type: "put", key, value: utf8(value), prevKv: false });
   return utf8(`PUT\n${key}\n${value}`);
 }
 
-/** The seed's encoding of a delete: `DEL\n<key>` as UTF-8. */
+/** The seed's encoding of a delete: `DEL\n<key>` as UTF-8 (binary when the key needs it). */
 export function encodeDelete(key: string): Uint8Array {
   validateKey(key);
+  if (!seedKey(key)) return encodeValid({ type: "delete", range: { key }, prevKv: false });
   return utf8(`DEL\n${key}`);
 }
 
@@ -639,7 +675,7 @@ export function encodeCommand(command: Command): Uint8Array {
 
 function encodeValid(command: Command): Uint8Array {
   if (
-    command.type === "put" && !command.prevKv && !command.lease &&
+    command.type === "put" && !command.prevKv && !command.lease && seedKey(command.key) &&
     isUtf8(command.value)
   ) {
     const head = utf8(`PUT\n${command.key}\n`);
@@ -650,7 +686,7 @@ function encodeValid(command: Command): Uint8Array {
   }
   if (
     command.type === "delete" && !command.prevKv && "key" in command.range &&
-    command.range.rangeEnd === undefined
+    command.range.rangeEnd === undefined && seedKey(command.range.key)
   ) {
     return utf8(`DEL\n${command.range.key}`);
   }
@@ -678,7 +714,7 @@ function writeOp(w: ByteWriter, op: PlainCommand): void {
   w.u8(CommandTag[op.type]);
   switch (op.type) {
     case "put":
-      w.str(op.key);
+      w.key(op.key);
       w.bytes(op.value);
       // Bit 1: a lease id follows (format 1 readers before leases refuse the unknown bit).
       w.u8((op.prevKv ? 1 : 0) | (op.lease ? 2 : 0));
@@ -708,10 +744,10 @@ function writeOp(w: ByteWriter, op: PlainCommand): void {
     case "txn":
       w.u32(op.compare.length);
       for (const c of op.compare) {
-        w.str(c.key);
+        w.key(c.key);
         w.u8(TARGETS.indexOf(c.target) | (c.rangeEnd === undefined ? 0 : COMPARE_RANGE_END));
         w.u8(RESULTS.indexOf(c.result));
-        if (c.rangeEnd !== undefined) w.str(c.rangeEnd);
+        if (c.rangeEnd !== undefined) w.key(c.rangeEnd);
         if (c.target === "value") w.bytes(c.value);
         else w.u53(c.value);
       }
@@ -745,17 +781,17 @@ function writeOp(w: ByteWriter, op: PlainCommand): void {
 function writeRange(w: ByteWriter, range: KeyRange): void {
   if ("prefix" in range) {
     w.u8(RANGE_KIND.prefix);
-    w.str(range.prefix);
+    w.key(range.prefix);
   } else if ("fromKey" in range) {
     w.u8(RANGE_KIND.fromKey);
-    w.str(range.fromKey);
+    w.key(range.fromKey);
   } else if (range.rangeEnd === undefined) {
     w.u8(RANGE_KIND.key);
-    w.str(range.key);
+    w.key(range.key);
   } else {
     w.u8(RANGE_KIND.keyRange);
-    w.str(range.key);
-    w.str(range.rangeEnd);
+    w.key(range.key);
+    w.key(range.rangeEnd);
   }
 }
 
@@ -935,7 +971,7 @@ function readOp(r: Reader, tag: number, depth: number): PlainCommand {
   const inTxn = depth > 0;
   switch (tag) {
     case CommandTag.put: {
-      const key = r.str("Key");
+      const key = r.key();
       const value = r.bytes().slice();
       const flags = r.flags(3, "Put");
       const prevKv = (flags & 1) !== 0;
@@ -981,13 +1017,13 @@ function readOp(r: Reader, tag: number, depth: number): PlainCommand {
       const compare: Compare[] = [];
       const nCompare = r.count("compare");
       for (let i = 0; i < nCompare; i++) {
-        const key = r.str("Key");
+        const key = r.key();
         const t = r.u8();
         const result = RESULTS[r.u8()];
         const target = TARGETS[t & ~COMPARE_RANGE_END];
         if (target === undefined) throw new CommandError(`Unknown compare target: ${t}`);
         if (result === undefined) throw new CommandError(`Unknown compare result in compare ${i}`);
-        const rangeEnd = t & COMPARE_RANGE_END ? { rangeEnd: r.str("Compare range end") } : {};
+        const rangeEnd = t & COMPARE_RANGE_END ? { rangeEnd: r.key() } : {};
         compare.push(
           target === "value"
             ? { key, ...rangeEnd, target, result, value: r.bytes().slice() }
@@ -1061,13 +1097,13 @@ function readRange(r: Reader): KeyRange {
   const kind = r.u8();
   switch (kind) {
     case RANGE_KIND.key:
-      return { key: r.str("Key") };
+      return { key: r.key() };
     case RANGE_KIND.keyRange:
-      return { key: r.str("Key"), rangeEnd: r.str("Range end") };
+      return { key: r.key(), rangeEnd: r.key() };
     case RANGE_KIND.prefix:
-      return { prefix: r.str("Prefix") };
+      return { prefix: r.key() };
     case RANGE_KIND.fromKey:
-      return { fromKey: r.str("Range start") };
+      return { fromKey: r.key() };
     default:
       throw new CommandError(`Unknown range kind: ${kind}`);
   }
@@ -1133,6 +1169,10 @@ class Reader {
     const out = this.#bytes.subarray(this.#pos, this.#pos + n);
     this.#pos += n;
     return out;
+  }
+  /** A key: any bytes, as their key string. */
+  key(): string {
+    return keyFromBytes(this.bytes());
   }
   str(what: string): string {
     const b = this.bytes();

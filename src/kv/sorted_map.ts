@@ -8,11 +8,15 @@
  * node on its path that the view may share (path copying, as in persistent B-trees), so the
  * view never changes and the map pays one copy per touched node per freeze.
  *
- * Keys are ordered by their UTF-8 bytes (as etcd orders its byte keys), not by JavaScript's
- * UTF-16 `<`; the two differ only where a character above U+FFFF meets one in U+E000..U+FFFF.
+ * Keys are ordered by their bytes (as etcd orders its byte keys; a key string's bytes are its
+ * UTF-8 with escaped bytes, see src/kv/bytes.ts's `keyFromBytes`), not by JavaScript's UTF-16 `<`;
+ * the two differ where a character above U+FFFF meets one in U+E000..U+FFFF, and where an escaped
+ * byte meets a character outside ASCII.
  *
  * @module
  */
+
+import { compareBytes, keyBytes } from "./bytes.ts";
 
 /** Most entries a leaf holds before it splits. */
 const LEAF_ENTRIES_MAX = 64;
@@ -24,8 +28,9 @@ const BRANCH_CHILDREN_MAX = 64;
 const BRANCH_CHILDREN_MIN = BRANCH_CHILDREN_MAX >> 1;
 
 /**
- * Compares two keys by the order of their UTF-8 encodings: negative when `a` sorts first, zero
- * when equal, positive when `b` sorts first. Both must be well-formed UTF-16.
+ * Compares two keys by the order of their bytes: negative when `a` sorts first, zero when equal,
+ * positive when `b` sorts first. Both must be key strings (src/kv/bytes.ts's `isKeyString`): for
+ * well-formed text the bytes are its UTF-8.
  *
  * @example
  * ```ts
@@ -41,6 +46,8 @@ export function compareKeys(a: string, b: string): number {
     const x = a.charCodeAt(i);
     const y = b.charCodeAt(i);
     if (x !== y) {
+      // An escaped byte (U+DC80..U+DCFF) against anything but ASCII: compare the bytes (rare).
+      if ((x & 0xff80) === 0xdc80 || (y & 0xff80) === 0xdc80) return compareKeyBytes(a, b);
       // Surrogates (U+D800..U+DFFF) stand for code points above U+FFFF, which UTF-8 sorts after
       // U+E000..U+FFFF: lift them above that block before comparing.
       if (x >= 0xd800 && y >= 0xd800) return utf8Rank(x) - utf8Rank(y);
@@ -48,6 +55,10 @@ export function compareKeys(a: string, b: string): number {
     }
   }
   return a.length - b.length;
+}
+
+function compareKeyBytes(a: string, b: string): number {
+  return compareBytes(keyBytes(a), keyBytes(b));
 }
 
 function utf8Rank(unit: number): number {
@@ -93,15 +104,14 @@ class Branch<V> {
 type Node<V> = Leaf<V> | Branch<V>;
 
 /**
- * Matches a UTF-16 unit at or above U+D800. A key without one compares the same under JavaScript's
- * `<` as under UTF-8 order against any other key, so searches for it use the fast native compare.
+ * Matches a UTF-16 unit outside ASCII. A key without one (all ASCII) compares the same under
+ * JavaScript's `<` as in byte order against any other key, so searches for it use the fast native
+ * compare. (A key with other characters below U+D800 would not: an escaped byte such as U+DC80,
+ * byte 0x80, sorts before "é", bytes C3 A9, yet its unit is larger.)
  */
-const HIGH_UNIT = /[\uD800-\uFFFF]/;
+const HIGH_UNIT = /[\u0080-\uFFFF]/;
 
-/**
- * Whether `key` compares under JavaScript's `<` as under UTF-8 order against any key for which
- * this also holds (it has no UTF-16 unit at or above U+D800).
- */
+/** Whether `key` is all ASCII, so it compares under JavaScript's `<` as in byte order. */
 export function isNativeOrdered(key: string): boolean {
   return !HIGH_UNIT.test(key);
 }
@@ -336,7 +346,7 @@ export class SortedMap<V> {
     for (let i = 1; i < n && options.ordered !== true; i++) {
       const a = keys[i - 1];
       const b = keys[i];
-      // `<` agrees with UTF-8 order unless a high unit is involved; compareKeys decides then.
+      // `<` agrees with byte order between ASCII keys; compareKeys decides otherwise.
       const ordered = HIGH_UNIT.test(a) || HIGH_UNIT.test(b) ? compareKeys(a, b) < 0 : a < b;
       if (!ordered) {
         throw new RangeError(

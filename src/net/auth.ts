@@ -29,6 +29,7 @@ import {
   USER_NOT_FOUND,
 } from "../kv/auth.ts";
 import type { KeyRange, PlainCommand } from "../kv/types.ts";
+import { keyBytes } from "../kv/bytes.ts";
 import { badRequest, encodeBase64, Fields, HttpError, keyRange } from "./etcd.ts";
 
 /** etcd's `--auth-token-ttl` default: a simple token lives 300 s after its last use. */
@@ -483,7 +484,7 @@ function permissionRange(f: Fields): KeyRange {
 }
 
 function rangeJson(range: KeyRange): Record<string, string> {
-  const enc = (s: string) => encodeBase64(new TextEncoder().encode(s));
+  const enc = (s: string) => encodeBase64(keyBytes(s));
   if ("prefix" in range) {
     const bytes = new TextEncoder().encode(range.prefix);
     if (bytes.length === 0) return { key: enc("\u0000"), range_end: enc("\u0000") };

@@ -28,6 +28,7 @@ import type {
   TxnOpResponse,
   TxnResponse,
 } from "../kv/types.ts";
+import { keyBytes, keyFromBytes } from "../kv/bytes.ts";
 import { fetchErrorText, neverSent } from "./fetch_error.ts";
 import type { CoordClient } from "../coord/client.ts";
 import type { WatchOptions, WatchResponse, WatchStream } from "../coord/watch.ts";
@@ -216,16 +217,16 @@ function rangeFields(range: KeyRange): Record<string, string> {
     end[i]++;
     return { key: b64(key), range_end: b64(end.subarray(0, i + 1)) };
   }
-  if ("fromKey" in range) return { key: b64(encoder.encode(range.fromKey)), range_end: "AA==" };
+  if ("fromKey" in range) return { key: b64(keyBytes(range.fromKey)), range_end: "AA==" };
   return range.rangeEnd === undefined
-    ? { key: b64(encoder.encode(range.key)) }
-    : { key: b64(encoder.encode(range.key)), range_end: b64(encoder.encode(range.rangeEnd)) };
+    ? { key: b64(keyBytes(range.key)) }
+    : { key: b64(keyBytes(range.key)), range_end: b64(keyBytes(range.rangeEnd)) };
 }
 
 function kvOf(j: Record<string, string | undefined>): ClientKeyValue {
   const value = unb64(j.value);
   return {
-    key: decoder.decode(unb64(j.key)),
+    key: keyFromBytes(unb64(j.key)),
     value,
     text: decoder.decode(value),
     createRevision: Number(j.create_revision ?? 0),
@@ -252,8 +253,8 @@ const COMPARE_RESULT = {
 function compareJson(c: Compare): Record<string, unknown> {
   const [target, field] = COMPARE_TARGET[c.target];
   return {
-    key: b64(encoder.encode(c.key)),
-    ...(c.rangeEnd === undefined ? {} : { range_end: b64(encoder.encode(c.rangeEnd)) }),
+    key: b64(keyBytes(c.key)),
+    ...(c.rangeEnd === undefined ? {} : { range_end: b64(keyBytes(c.rangeEnd)) }),
     target,
     result: COMPARE_RESULT[c.result],
     [field]: c.target === "value" ? b64(c.value) : String(c.value),
@@ -265,7 +266,7 @@ function opJson(op: TxnOp): Record<string, unknown> {
     case "put":
       return {
         request_put: {
-          key: b64(encoder.encode(op.key)),
+          key: b64(keyBytes(op.key)),
           value: b64(op.value),
           prev_kv: op.prevKv,
           ...(op.lease ? { lease: String(op.lease) } : {}),
@@ -369,7 +370,7 @@ export class RaftmetaClient {
     value: string | Uint8Array,
     options: { prevKv?: boolean; lease?: number } = {},
   ): Promise<{ revision: number; prevKv?: ClientKeyValue }> {
-    const body = { key: b64(encoder.encode(key)), value: b64(bytesOf(value)) } as Record<
+    const body = { key: b64(keyBytes(key)), value: b64(bytesOf(value)) } as Record<
       string,
       unknown
     >;
@@ -594,7 +595,7 @@ export class RaftmetaClient {
       id,
       ttl: Number(r.TTL),
       grantedTtl: Number(r.grantedTTL ?? 0),
-      keys: (r.keys ?? []).map((k: string) => decoder.decode(unb64(k))),
+      keys: (r.keys ?? []).map((k: string) => keyFromBytes(unb64(k))),
     };
   }
 

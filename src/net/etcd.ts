@@ -26,6 +26,7 @@ import type {
   TxnOp,
   TxnResponse,
 } from "../kv/types.ts";
+import { keyBytes, keyFromBytes, strictText } from "../kv/bytes.ts";
 import { DUPLICATE_KEY_ERROR, txnDuplicateKeyError } from "../kv/command.ts";
 import { txnReadOnly } from "../kv/store.ts";
 import { TXN_DEPTH_MAX } from "../kv/types.ts";
@@ -79,8 +80,6 @@ export function id64(name: string): bigint {
   }
   return h;
 }
-
-const utf8Strict = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * Largest magnitude of an integer field (2^53 - 1): etcd's fields are int64, but a larger value
@@ -267,12 +266,9 @@ export function encodeBase64(bytes: Uint8Array): string {
   return btoa(bin);
 }
 
-function keyText(bytes: Uint8Array, field: string): string {
-  try {
-    return utf8Strict.decode(bytes);
-  } catch {
-    throw badRequest(`Field "${field}" must decode to UTF-8 text: raftmeta keys are strings`);
-  }
+/** A key's bytes as the store's key string (src/kv/bytes.ts): any bytes, as etcd's keys. */
+function keyText(bytes: Uint8Array): string {
+  return keyFromBytes(bytes);
 }
 
 /** The key after every key with prefix `bytes` (etcd's prefix end), or undefined for none. */
@@ -296,14 +292,17 @@ export function keyRange(f: Fields): KeyRange {
   const key = f.bytes("key");
   const end = f.bytes("range_end");
   if (key === undefined || key.length === 0) throw badRequest('Field "key" is not provided');
-  if (end === undefined || end.length === 0) return { key: keyText(key, "key") };
+  if (end === undefined || end.length === 0) return { key: keyText(key) };
   if (end.length === 1 && end[0] === 0) {
     // range_end "\0": every key >= key; key "\0" too means every key.
     if (key.length === 1 && key[0] === 0) return { prefix: "" };
-    return { fromKey: keyText(key, "key") };
+    return { fromKey: keyText(key) };
   }
-  if (sameBytes(prefixEnd(key), end)) return { prefix: keyText(key, "key") };
-  return { key: keyText(key, "key"), rangeEnd: keyText(end, "range_end") };
+  // A prefix range when the prefix is text; a byte prefix outside UTF-8 stays a key and range end
+  // (a string prefix of escaped bytes would miss keys whose bytes go on into a character).
+  const prefix = strictText(key);
+  if (prefix !== undefined && sameBytes(prefixEnd(key), end)) return { prefix };
+  return { key: keyText(key), rangeEnd: keyText(end) };
 }
 
 /** A parsed `/v3/kv/range` request. */
@@ -390,7 +389,7 @@ export function parsePut(body: unknown, what = "PutRequest"): PutCommand {
   const lease = f.int("lease");
   if (lease < 0) throw badRequest(`Field "lease" of ${what} must not be negative: ${lease}`);
   unsupported(f, ["ignore_value", "ignore_lease"], what);
-  const put: PutCommand = { type: "put", key: keyText(key, "key"), value, prevKv };
+  const put: PutCommand = { type: "put", key: keyText(key), value, prevKv };
   return lease > 0 ? { ...put, lease } : put;
 }
 
@@ -414,16 +413,14 @@ function parseCompare(value: unknown, i: number, list = "compare"): Compare {
   const f = new Fields(value, what);
   const result = RESULTS[f.enumeration("result", ["EQUAL", "GREATER", "LESS", "NOT_EQUAL"])];
   const target = f.enumeration("target", ["VERSION", "CREATE", "MOD", "VALUE", "LEASE"]);
-  const keyBytes = f.bytes("key");
-  if (keyBytes === undefined || keyBytes.length === 0) {
+  const compareKey = f.bytes("key");
+  if (compareKey === undefined || compareKey.length === 0) {
     throw badRequest(`Field "key" of ${what} is not provided`);
   }
-  const key = keyText(keyBytes, "key");
+  const key = keyText(compareKey);
   const end = f.bytes("range_end");
   // A range end "\0" means every key >= key (the store's Compare takes it as "\u0000").
-  const rangeEnd = end === undefined || end.length === 0
-    ? {}
-    : { rangeEnd: keyText(end, "range_end") };
+  const rangeEnd = end === undefined || end.length === 0 ? {} : { rangeEnd: keyText(end) };
   let c: Compare;
   switch (target) {
     case "VERSION":
@@ -660,7 +657,7 @@ export function headerJson(h: EtcdHeader): Json {
 
 /** A key-value in etcd's JSON shape (zero fields left out, as etcd's gateway does). */
 export function kvJson(kv: KeyValue): Json {
-  const out: Json = { key: encodeBase64(new TextEncoder().encode(kv.key)) };
+  const out: Json = { key: encodeBase64(keyBytes(kv.key)) };
   if (kv.createRevision !== 0) out.create_revision = String(kv.createRevision);
   if (kv.modRevision !== 0) out.mod_revision = String(kv.modRevision);
   if (kv.version !== 0) out.version = String(kv.version);
@@ -674,7 +671,7 @@ export function kvJson(kv: KeyValue): Json {
  * takes them as they are (no base64 text to write and read back).
  */
 export function kvMessage(kv: KeyValue): Json {
-  const out: Json = { key: utf8Encoder.encode(kv.key) };
+  const out: Json = { key: keyBytes(kv.key) };
   if (kv.createRevision !== 0) out.create_revision = String(kv.createRevision);
   if (kv.modRevision !== 0) out.mod_revision = String(kv.modRevision);
   if (kv.version !== 0) out.version = String(kv.version);
@@ -682,8 +679,6 @@ export function kvMessage(kv: KeyValue): Json {
   if (kv.lease !== undefined && kv.lease !== 0) out.lease = String(kv.lease);
   return out;
 }
-
-const utf8Encoder = new TextEncoder();
 
 /** A watch event in etcd's JSON shape: `type` left out for PUT (the zero value). */
 export function eventJson(e: KvEvent): Json {

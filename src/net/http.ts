@@ -11,6 +11,7 @@
 import { setImmediate } from "node:timers";
 import { NotLeaderError } from "../raft/types.ts";
 import { CommandError } from "../kv/command.ts";
+import { keyBytes } from "../kv/bytes.ts";
 import { CompactedError } from "../kv/history.ts";
 import { LeaseError } from "../coord/lease_manager.ts";
 import { WatchError, type WatchStream } from "../coord/watch.ts";
@@ -1203,7 +1204,7 @@ async function etcdAnswerOnce(
           grantedTTL: String(Math.ceil(t.ttlMs / 1000)),
         };
         if (keys && t.keys.length > 0) {
-          out.keys = t.keys.map((k) => encodeBase64(new TextEncoder().encode(k)));
+          out.keys = t.keys.map((k) => encodeBase64(keyBytes(k)));
         }
         return out;
       }, (e) => e.code === "notFound" ? unknown() : undefined);
@@ -1363,7 +1364,6 @@ export function storeHash(
   const compactRevision = frozen.compactRevision;
   frozen.release();
   const at = revision === 0 ? store.revision : revision;
-  const enc = new TextEncoder();
   const numbers = new DataView(new ArrayBuffer(8 * 6));
   let crc = 0;
   const putNumbers = (...xs: number[]) => {
@@ -1375,7 +1375,7 @@ export function storeHash(
   for (;;) {
     const page = store.range(range, { revision: at, limit: HASH_PAGE_KVS });
     for (const kv of page.kvs) {
-      const key = enc.encode(kv.key);
+      const key = keyBytes(kv.key);
       putNumbers(key.length, kv.value.length, kv.createRevision, kv.modRevision, kv.version);
       crc = crc32cUpdate(crc, key);
       crc = crc32cUpdate(crc, kv.value);

@@ -38,12 +38,18 @@ import {
   toJsonSafe,
 } from "../kv/store.ts";
 import type { AlarmMember, AlarmType, KeyValue, KvEvent } from "../kv/types.ts";
+import { keyBytes, keyFromBytes } from "../kv/bytes.ts";
 import type { AuthSnapshot } from "../kv/auth.ts";
 
 /** First bytes of a binary snapshot: "RMSS" (format 1 starts with `{`). */
 const MAGIC = [0x52, 0x4d, 0x53, 0x53] as const;
-/** The snapshot format {@linkcode encodeStoreSnapshot} writes: format 5 plus the auth state. */
-export const STORE_SNAPSHOT_FORMAT = 6;
+/**
+ * The snapshot format {@linkcode encodeStoreSnapshot} writes: format 6 plus the bytes of keys
+ * that are not UTF-8 text.
+ */
+export const STORE_SNAPSHOT_FORMAT = 7;
+/** Format 6 (read only): format 5 plus the auth state; every key UTF-8 text. */
+export const STORE_SNAPSHOT_FORMAT_AUTH = 6;
 /** Format 5 (read only): alarms, the MVCC history, each value once; no auth state. */
 export const STORE_SNAPSHOT_FORMAT_VALUES_ONCE = 5;
 /** Format 4 (read only): as 5, but every key's record in full, so current values twice. */
@@ -180,9 +186,11 @@ function utf8Length(text: string): number {
 }
 
 function writeKeyValue(w: ChunkWriter, kv: KeyValue): void {
-  const keyBytes = utf8Length(kv.key);
-  w.uint(keyBytes);
-  w.utf8(kv.key, keyBytes);
+  if (kv.key.isWellFormed()) {
+    const n = utf8Length(kv.key);
+    w.uint(n);
+    w.utf8(kv.key, n);
+  } else w.bytes(keyBytes(kv.key));
   w.bytes(kv.value);
   w.uint(kv.createRevision);
   w.uint(kv.modRevision);
@@ -284,8 +292,13 @@ export function* encodeStoreSnapshotChunks(
   // after the compact revision has its current version as its last item in the history above, so
   // its record is only a mark (length·2 + 1); one unchanged since is written in full (length·2).
   const c = frozen.compactRevision;
+  // Format 7: keys that are not text (bytes outside UTF-8, held escaped) by their place and bytes;
+  // in the text below, each escape of theirs reads as U+FFFD (one unit, so the slices stay put).
+  const byteKeys: [number, Uint8Array][] = [];
+  let place = 0;
   for (const [keys, records] of frozen.batches()) {
-    for (let i = 0; i < keys.length; i++) {
+    for (let i = 0; i < keys.length; i++, place++) {
+      if (!keys[i].isWellFormed()) byteKeys.push([place, keyBytes(keys[i])]);
       const r = records[i];
       if (r.modRevision > c) {
         w.uint(keys[i].length * 2 + 1);
@@ -299,6 +312,11 @@ export function* encodeStoreSnapshotChunks(
       w.uint(r.lease);
     }
     yield* take();
+  }
+  w.uint(byteKeys.length);
+  for (const [at, bytes] of byteKeys) {
+    w.uint(at);
+    w.bytes(bytes);
   }
   for (const [keys] of frozen.batches()) {
     for (let i = 0; i < keys.length; i++) w.text(keys[i]);
@@ -412,7 +430,7 @@ class Reader {
 const strictUtf8 = new TextDecoder("utf-8", { fatal: true });
 
 function readKeyValue(r: Reader): KeyValue {
-  const key = strictUtf8.decode(r.view(r.uint()));
+  const key = keyFromBytes(r.view(r.uint()));
   const value = r.bytes();
   const createRevision = r.uint();
   const modRevision = r.uint();
@@ -429,7 +447,8 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
   try {
     const format = r.uint();
     if (
-      format !== STORE_SNAPSHOT_FORMAT && format !== STORE_SNAPSHOT_FORMAT_VALUES_ONCE &&
+      format !== STORE_SNAPSHOT_FORMAT && format !== STORE_SNAPSHOT_FORMAT_AUTH &&
+      format !== STORE_SNAPSHOT_FORMAT_VALUES_ONCE &&
       format !== STORE_SNAPSHOT_FORMAT_HISTORY && format !== STORE_SNAPSHOT_FORMAT_ALARMS &&
       format !== STORE_SNAPSHOT_FORMAT_EVENTS
     ) {
@@ -442,11 +461,11 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       const memberId = strictUtf8.decode(r.bytes());
       alarms.push({ memberId, alarm: strictUtf8.decode(r.bytes()) as AlarmType });
     }
-    const auth = format === STORE_SNAPSHOT_FORMAT
+    const auth = format === STORE_SNAPSHOT_FORMAT || format === STORE_SNAPSHOT_FORMAT_AUTH
       ? JSON.parse(strictUtf8.decode(r.bytes())) as AuthSnapshot
       : undefined;
-    // Formats 4 to 6 keep the history as versions; 2 and 3 as events.
-    const withHistory = format === STORE_SNAPSHOT_FORMAT ||
+    // Formats 4 to 7 keep the history as versions; 2 and 3 as events.
+    const withHistory = format === STORE_SNAPSHOT_FORMAT || format === STORE_SNAPSHOT_FORMAT_AUTH ||
       format === STORE_SNAPSHOT_FORMAT_VALUES_ONCE || format === STORE_SNAPSHOT_FORMAT_HISTORY;
     const appliedIndex = r.uint();
     const revision = r.uint();
@@ -468,12 +487,12 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       sessions.push(JSON.parse(strictUtf8.decode(r.bytes())) as SessionRecord);
     }
     const versions: HistoryItem[] = [];
-    // Formats 5 and 6: each key's last item, the current version of a key marked as in the
+    // Formats 5 to 7: each key's last item, the current version of a key marked as in the
     // history.
-    const lastItem =
-      format === STORE_SNAPSHOT_FORMAT || format === STORE_SNAPSHOT_FORMAT_VALUES_ONCE
-        ? new Map<string, KvVersion>()
-        : undefined;
+    const lastItem = format === STORE_SNAPSHOT_FORMAT || format === STORE_SNAPSHOT_FORMAT_AUTH ||
+        format === STORE_SNAPSHOT_FORMAT_VALUES_ONCE
+      ? new Map<string, KvVersion>()
+      : undefined;
     while (withHistory) {
       const kind = r.u8();
       if (kind === ITEM_END) break;
@@ -514,6 +533,15 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       const lease = r.uint();
       records[i] = { value, createRevision, modRevision, version, lease };
     }
+    // Format 7: the bytes of the keys that are not text, by place.
+    const byteKeys = new Map<number, string>();
+    const byteKeyCount = format === STORE_SNAPSHOT_FORMAT ? r.uint() : 0;
+    if (byteKeyCount > keyCount) throw new RangeError(`${byteKeyCount} byte keys`);
+    for (let i = 0; i < byteKeyCount; i++) {
+      const at = r.uint();
+      if (at >= keyCount) throw new RangeError(`byte key at ${at} of ${keyCount}`);
+      byteKeys.set(at, keyFromBytes(r.bytes()));
+    }
     // The rest is the keys' text: one decode (which also checks the UTF-8), then a slice each.
     const text = strictUtf8.decode(r.view(r.buf.length - r.pos));
     const keys: string[] = new Array(keyCount);
@@ -522,6 +550,12 @@ function decodeFormat2(data: Uint8Array, options: MetadataStoreOptions): Metadat
       const end = at + keyUnits[i];
       keys[i] = text.slice(at, end);
       at = end;
+    }
+    for (const [i, key] of byteKeys) {
+      if (key.length !== keys[i].length) {
+        throw new RangeError(`byte key ${i} has ${key.length} units, not ${keys[i].length}`);
+      }
+      keys[i] = key;
     }
     if (at !== text.length) {
       throw new RangeError(`its key text holds ${text.length} characters, not ${at}`);
