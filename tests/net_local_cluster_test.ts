@@ -91,20 +91,38 @@ class ClusterScript {
     return status.code;
   }
 
-  /** While the script runs: SIGKILL to every node it printed a pid for, and to the script. */
+  /** While the script runs: SIGKILL to it and every process under it (`deno task`, nodes). */
   kill(): void {
     if (this.exited) return;
-    for (const line of this.lines) {
-      const pid = /pid (\d+)/.exec(line)?.[1];
-      if (pid === undefined) continue;
+    for (const pid of [this.process.pid, ...descendantsOf(this.process.pid)]) {
       try {
-        Deno.kill(Number(pid), "SIGKILL");
+        Deno.kill(pid, "SIGKILL");
       } catch { /* gone */ }
     }
+  }
+}
+
+/** Pids of every process below `pid` (children, their children, …), from /proc. */
+function descendantsOf(pid: number): number[] {
+  const parentOf = new Map<number, number>();
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
     try {
-      this.process.kill("SIGKILL");
+      const stat = Deno.readTextFileSync(`/proc/${e.name}/stat`);
+      parentOf.set(Number(e.name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
     } catch { /* gone */ }
   }
+  const out: number[] = [];
+  const below = (p: number) => {
+    for (const [child, parent] of parentOf) {
+      if (parent === p) {
+        out.push(child);
+        below(child);
+      }
+    }
+  };
+  below(pid);
+  return out;
 }
 
 async function collect(stream: ReadableStream<Uint8Array>, on: (line: string) => void) {
