@@ -157,17 +157,42 @@ async function makeLeaf(
   await Deno.chmod(`${dir}/${name}.key`, 0o600);
 }
 
-/** Makes the test CA and certificates into `dir` (created if missing). */
-export async function makeCerts(dir: string, options: CertOptions = {}): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true });
-  const names = options.names ?? ["n1", "n2", "n3"];
-  const hosts = ["127.0.0.1", "::1", "localhost", ...(options.hosts ?? [])];
-  const serverExt = [
+/** The extensions of a node certificate: server and client use, for 127.0.0.1, ::1, localhost. */
+function serverExtOf(moreHosts: readonly string[]): string {
+  const hosts = ["127.0.0.1", "::1", "localhost", ...moreHosts];
+  return [
     `subjectAltName=${sanOf(hosts)}`,
     "keyUsage=critical,digitalSignature",
     "extendedKeyUsage=serverAuth,clientAuth",
     "",
   ].join("\n");
+}
+
+/**
+ * Makes one more node certificate (`NAME.crt`, `NAME.key`) signed by the test CA that
+ * {@linkcode makeCerts} left in `dir` (`ca.crt`, `ca.key`), e.g. for a member added later.
+ */
+export async function makeNodeCert(
+  dir: string,
+  name: string,
+  options: { hosts?: readonly string[] } = {},
+): Promise<void> {
+  for (const file of ["ca.crt", "ca.key"]) {
+    try {
+      Deno.statSync(`${dir}/${file}`);
+    } catch {
+      throw new Error(`No test CA in "${dir}": ${file} is missing (make one with makeCerts)`);
+    }
+  }
+  await makeLeaf(dir, "ca", name, serverExtOf(options.hosts ?? []));
+  await Deno.remove(`${dir}/ca.srl`).catch(() => {});
+}
+
+/** Makes the test CA and certificates into `dir` (created if missing). */
+export async function makeCerts(dir: string, options: CertOptions = {}): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  const names = options.names ?? ["n1", "n2", "n3"];
+  const serverExt = serverExtOf(options.hosts ?? []);
   const clientExt = "keyUsage=critical,digitalSignature\nextendedKeyUsage=clientAuth\n";
   await makeCa(dir, "ca", "raftmeta test CA");
   await Deno.chmod(`${dir}/ca.key`, 0o600);

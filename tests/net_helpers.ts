@@ -345,3 +345,27 @@ export async function until(
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/**
+ * The first of `count` consecutive free ports on 127.0.0.1 in 20000–32767 (below Linux's
+ * ephemeral range, as {@linkcode freePort}), none handed out before by this process; all of them
+ * are then marked as handed out.
+ */
+export function freePortRun(count: number): number {
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const base = 20_000 + Math.floor(Math.random() * (12_768 - count));
+    const ports = Array.from({ length: count }, (_, i) => base + i);
+    if (ports.some((p) => portsGiven.has(p))) continue;
+    const held: Deno.Listener[] = [];
+    try {
+      for (const port of ports) held.push(Deno.listen({ hostname: "127.0.0.1", port }));
+    } catch {
+      continue; // one is taken
+    } finally {
+      for (const l of held) l.close();
+    }
+    for (const p of ports) portsGiven.add(p);
+    return base;
+  }
+  throw new Error(`No ${count} consecutive free ports in 20000-32767 after 1000 tries`);
+}

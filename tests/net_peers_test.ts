@@ -398,6 +398,8 @@ Deno.test("net peers: `deno task cluster` keeps its secret off command lines, di
       "--peer-port",
       String(peerPort),
     ],
+    // The end of its stdin stops the cluster: keep it open for the test.
+    stdin: "piped",
     stdout: "piped",
     stderr: "null",
   }).spawn();
@@ -441,6 +443,7 @@ Deno.test("net peers: `deno task cluster` keeps its secret off command lines, di
     }, 10_000);
     await cluster.status;
     clearTimeout(guard);
+    await cluster.stdin.close().catch(() => {});
     await cluster.stdout.cancel().catch(() => {});
     Deno.removeSync(dir, { recursive: true });
   }

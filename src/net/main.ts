@@ -44,6 +44,9 @@ Usage: deno task serve [flags]
                                 sees it in the process list (a warning is logged)
   --insecure-peers              allow --peers without a secret: anyone who reaches the peer
                                 port can then forge entries (a warning is logged)
+  --serve-peers                 open the peer port (--listen-peer) even without --peers, so a
+                                single-node cluster can grow with member add (needs a cluster
+                                secret, as --peers does); default: no peer port without --peers
   --cert-file PATH              HTTPS on the client port and TLS on the gRPC port with this
                                 certificate chain (PEM); see docs/security.md
   --key-file PATH               its private key (PEM)
@@ -340,6 +343,7 @@ async function main(args: string[]): Promise<number> {
       "cluster-secret": { type: "string" },
       "cluster-secret-file": { type: "string" },
       "insecure-peers": { type: "boolean", default: false },
+      "serve-peers": { type: "boolean", default: false },
       "cert-file": { type: "string" },
       "key-file": { type: "string" },
       "trusted-ca-file": { type: "string" },
@@ -479,6 +483,7 @@ async function main(args: string[]): Promise<number> {
       peerGrpcUrls: parsePeerClientUrls(values["peer-grpc-urls"]!, "--peer-grpc-urls"),
       secret,
       insecurePeers: values["insecure-peers"],
+      servePeers: values["serve-peers"],
       authTokenTtlMs: authTokenTtlSeconds === undefined ? undefined : authTokenTtlSeconds * 1000,
       authPbkdf2Iterations,
       peerHandshakeTimeoutMs: positive(

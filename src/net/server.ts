@@ -99,6 +99,11 @@ export interface ServerOptions {
   readonly secret?: string;
   /** Allow peers with an empty secret: anyone who reaches the peer port can then forge entries. */
   readonly insecurePeers?: boolean;
+  /**
+   * Open the peer port even with no `peers` (`--serve-peers`), so a single-node cluster can add
+   * members. Needs a secret, as `peers` does. Default: a node without peers has no peer port.
+   */
+  readonly servePeers?: boolean;
   /** How long a simple auth token lives after its last use (`--auth-token-ttl`). Default 300 s. */
   readonly authTokenTtlMs?: number;
   /** PBKDF2 iterations of new password hashes (`--auth-pbkdf2-iterations`). Default 210000. */
@@ -671,10 +676,12 @@ export class RaftServer {
       }
     }
     const secret = options.secret ?? "";
-    if (peers.size > 0 && secret === "") {
+    if ((peers.size > 0 || options.servePeers === true) && secret === "") {
       if (!options.insecurePeers) {
         throw new StartupError(
-          `Node "${nodeId}" has peers but no cluster secret: anyone who reaches its peer port ` +
+          `Node "${nodeId}" has ${
+            peers.size > 0 ? "peers" : "a peer port (--serve-peers)"
+          } but no cluster secret: anyone who reaches its peer port ` +
             `could forge log entries. Give one with --cluster-secret-file or ` +
             `$RAFTMETA_CLUSTER_SECRET (or accept the risk with --insecure-peers)`,
         );
@@ -755,46 +762,46 @@ export class RaftServer {
     // messages arriving before the node is built are dropped (Raft tolerates loss).
     const ref: { server?: RaftServer } = {};
     const clientListen = options.clientListen ?? { hostname: "127.0.0.1", port: 2379 };
+    // Without peers there is no peer port, unless asked for (a one-node cluster that may grow).
+    const withTransport = transportPeers.size > 0 || options.servePeers === true;
     let http: DeferredHttp | undefined;
     try {
-      http = transportPeers.size === 0
+      http = !withTransport
         ? undefined
         : await retryWhileInUse(() => startHttpDeferred(clientListen, options, emit, clientTls));
     } catch (e) {
       throw new StartupError(`Cannot listen for clients: ${(e as Error).message}`);
     }
     let removedAtStart: string | undefined;
-    const transport: PeerTransport | undefined = transportPeers.size === 0
-      ? undefined
-      : new PeerTransport({
-        nodeId,
-        clusterId,
-        secret,
-        tls: peerTls,
-        listen: options.peerListen ?? { hostname: "127.0.0.1", port: 2380 },
-        peers: transportPeers,
-        isRemoved: (id) => members.isRemoved(id),
-        onRemoved: (by, why) => {
-          if (ref.server !== undefined) ref.server.#removed(`peer "${by}" says: ${why}`);
-          else removedAtStart ??= `peer "${by}" says: ${why}`;
-        },
-        handshakeTimeoutMs: options.peerHandshakeTimeoutMs,
-        unauthenticatedConnectionsMax: options.peerUnauthenticatedMax,
-        onMessages: (from, messages) => {
-          ref.server?.receive(from, messages);
-        },
-        localState: () => ({
-          term: ref.server?.node.term ?? 0,
-          commitIndex: ref.server?.node.commitIndex ?? 0,
-        }),
-        seenTermOf: (peer) => seen.get(peer) ?? 0,
-        log: emit,
-        logTransfer: (peer) => {
-          if (ref.server === undefined) throw new Error(`Node "${nodeId}" is still starting`);
-          const server = ref.server;
-          return logTransferFrames(server.node, peer, () => server.#members.toJSON());
-        },
-      });
+    const transport: PeerTransport | undefined = !withTransport ? undefined : new PeerTransport({
+      nodeId,
+      clusterId,
+      secret,
+      tls: peerTls,
+      listen: options.peerListen ?? { hostname: "127.0.0.1", port: 2380 },
+      peers: transportPeers,
+      isRemoved: (id) => members.isRemoved(id),
+      onRemoved: (by, why) => {
+        if (ref.server !== undefined) ref.server.#removed(`peer "${by}" says: ${why}`);
+        else removedAtStart ??= `peer "${by}" says: ${why}`;
+      },
+      handshakeTimeoutMs: options.peerHandshakeTimeoutMs,
+      unauthenticatedConnectionsMax: options.peerUnauthenticatedMax,
+      onMessages: (from, messages) => {
+        ref.server?.receive(from, messages);
+      },
+      localState: () => ({
+        term: ref.server?.node.term ?? 0,
+        commitIndex: ref.server?.node.commitIndex ?? 0,
+      }),
+      seenTermOf: (peer) => seen.get(peer) ?? 0,
+      log: emit,
+      logTransfer: (peer) => {
+        if (ref.server === undefined) throw new Error(`Node "${nodeId}" is still starting`);
+        const server = ref.server;
+        return logTransferFrames(server.node, peer, () => server.#members.toJSON());
+      },
+    });
     try {
       await retryWhileInUse(() => transport?.start());
     } catch (e) {
@@ -1170,8 +1177,8 @@ export class RaftServer {
       if (this.#transport === undefined) {
         throw new HttpError(
           412,
-          `Node "${this.nodeId}" runs without a peer transport (started without --peers), so it ` +
-            `cannot reach new members; start the cluster with at least two members`,
+          `Node "${this.nodeId}" runs without a peer transport (started without --peers or ` +
+            `--serve-peers), so it cannot reach new members; restart it with --serve-peers`,
           9,
         );
       }
