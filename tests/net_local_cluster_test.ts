@@ -79,11 +79,30 @@ class ClusterScript {
     return rows;
   }
 
-  /** Ends its stdin (the script then stops every node) and waits for its exit code. */
+  /** Ends its stdin (the script then takes no more commands; the nodes run on). */
+  async endInput(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#stdin.close().catch(() => {});
+  }
+
+  /** Ctrl-C to the script (it stops every node) and waits for its exit code. */
   async close(): Promise<number> {
-    if (!this.#closed) {
-      this.#closed = true;
-      await this.#stdin.close().catch(() => {});
+    await this.endInput();
+    // The script itself, below `deno task`.
+    for (const pid of descendantsOf(this.process.pid)) {
+      const cmdline = (() => {
+        try {
+          return Deno.readTextFileSync(`/proc/${pid}/cmdline`);
+        } catch {
+          return "";
+        }
+      })();
+      if (cmdline.includes("local_cluster.ts")) {
+        try {
+          Deno.kill(pid, "SIGINT");
+        } catch { /* gone */ }
+      }
     }
     const guard = setTimeout(() => this.kill(), 30_000);
     const status = await this.process.status;
@@ -280,13 +299,20 @@ Deno.test("net local cluster: grow 3→4, remove a follower and the leader, rest
     );
 
     const kept = rows.map((r) => r.name);
-    await t.step("end of stdin stops every node", async () => {
-      assert.equal(await script.close(), 0, script.tail());
-      for (const r of rows) assert.ok(!alive(r.pid), `${r.name} still runs`);
-      const saved = JSON.parse(Deno.readTextFileSync(`${dir}/cluster.json`));
-      assert.deepEqual(saved.members.map((m: { name: string }) => m.name), kept);
-      assert.equal(Deno.statSync(`${dir}/cluster.json`).mode! & 0o077, 0);
-    });
+    await t.step(
+      "the end of stdin ends the commands, not the nodes; Ctrl-C stops them",
+      async () => {
+        const from = script.lines.length;
+        await script.endInput();
+        await script.waitFor(/^End of input: no more commands/, from);
+        for (const r of rows) assert.ok(alive(r.pid), `${r.name} stopped at the end of input`);
+        assert.equal(await script.close(), 0, script.tail());
+        for (const r of rows) assert.ok(!alive(r.pid), `${r.name} still runs`);
+        const saved = JSON.parse(Deno.readTextFileSync(`${dir}/cluster.json`));
+        assert.deepEqual(saved.members.map((m: { name: string }) => m.name), kept);
+        assert.equal(Deno.statSync(`${dir}/cluster.json`).mode! & 0o077, 0);
+      },
+    );
 
     await t.step("flags that disagree with cluster.json are refused, naming both", async () => {
       const wrong = new ClusterScript(["--dir", dir, "--nodes", "5"]);

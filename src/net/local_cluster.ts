@@ -2,8 +2,8 @@
  * `deno task cluster`: starts a local cluster of node processes (3 by default) on 127.0.0.1, each
  * with its own ports and data directory, prints their endpoints and the leader, and then reads
  * commands on stdin: `add` grows the cluster by one member (a learner first, promoted once caught
- * up), `remove NAME|ID` shrinks it, `members` lists it. Ctrl-C or the end of stdin stops every
- * node. The membership (names, ports, data directories) is kept in `<dir>/cluster.json`, so a
+ * up), `remove NAME|ID` shrinks it, `members` lists it. Ctrl-C or SIGTERM stops every node; the
+ * end of stdin only ends the commands. The membership (names, ports, data directories) is kept in `<dir>/cluster.json`, so a
  * restart with the same `--dir` brings back the cluster as it was grown or shrunk. With `--tls`
  * every node serves client, gRPC and peer TLS with client certificates required, from a test CA
  * made into `<dir>/certs`. Node logs go to `<dir>/<name>.log`. The cluster secret is random for
@@ -50,8 +50,8 @@ function commandsHelp(): string {
                      data dir stays on disk but never serves again. The last member cannot go.
   members            the members: name, id, role (leader, follower, learner), URLs, pid
   help               this list
-End of input (Ctrl-D) or Ctrl-C stops every node. Running it in the background, keep its stdin
-open (sleep infinity | deno task cluster &).
+Ctrl-C (or SIGTERM) stops every node. At the end of input (Ctrl-D, or a background run whose stdin
+is /dev/null) the script takes no more commands and the nodes keep running.
 `;
 }
 
@@ -778,10 +778,13 @@ async function main(): Promise<number> {
   }
   cluster.printUsage();
   console.log(
-    "Commands on stdin: add, remove NAME|ID, members, help. Ctrl-C or end of input stops " +
-      "every node.",
+    "Commands on stdin: add, remove NAME|ID, members, help. Ctrl-C stops every node.",
   );
-  readCommands(cluster).then(stop, (e) => {
+  readCommands(cluster).then(() => {
+    if (!cluster.stopping) {
+      console.log("End of input: no more commands; the nodes run on until Ctrl-C or SIGTERM.");
+    }
+  }, (e) => {
     console.error(`cluster: reading stdin failed: ${(e as Error).message}`);
     stop();
   });
