@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import * as grpc from "npm:@grpc/grpc-js@1.14.3";
 // deno-lint-ignore no-import-prefix
 import * as protoLoader from "npm:@grpc/proto-loader@0.7.15";
-import { b64, type NodeProcess, post, ProcessCluster, until } from "./net_helpers.ts";
+import { b64, freePort, type NodeProcess, post, ProcessCluster, until } from "./net_helpers.ts";
 
 type Json = Record<string, unknown>;
 
@@ -194,6 +194,45 @@ Deno.test("net auth: permission matrix, watches, txns and forwarding on a 3-node
           e.code === grpc.status.UNAUTHENTICATED && e.details === "etcdserver: invalid auth token",
       );
     });
+
+    await t.step(
+      "/metrics and /v1/status need a user once auth is on; /health and /version do not",
+      async () => {
+        for (const path of ["/metrics", "/v1/status", "/v1/status?local=1"]) {
+          const none = await fetch(`${follower.url}${path}`);
+          assert.equal(none.status, 400, path);
+          assert.equal((await none.json()).message, "etcdserver: user name is empty");
+          const forged = await fetch(`${follower.url}${path}`, {
+            headers: { authorization: "forged.1" },
+          });
+          assert.equal(forged.status, 401, path);
+          await forged.body?.cancel();
+        }
+        for (const path of ["/health", "/version"]) {
+          const open = await fetch(`${follower.url}${path}`);
+          assert.equal(open.status, 200, path);
+          await open.body?.cancel();
+        }
+        // Any user will do (no key permission needed); tokens are per node, so log in there.
+        const token = await login(follower, "reader", "reader-pw");
+        const metrics = await fetch(`${follower.url}/metrics`, {
+          headers: { authorization: token },
+        });
+        assert.equal(metrics.status, 200);
+        assert.match(await metrics.text(), /^raftmeta_term \d+$/m);
+        // The cluster view asks the other members for their rows as this user (signed with the
+        // cluster secret): every row is a status, none an error.
+        const status = await fetch(`${follower.url}/v1/status`, {
+          headers: { authorization: token },
+        });
+        const body = await status.json();
+        assert.equal(status.status, 200, JSON.stringify(body));
+        assert.deepEqual(
+          body.rows.map((r: { id: string; role?: string }) => [r.id, typeof r.role]),
+          cluster.nodes.map((n) => [n.id, "string"]),
+        );
+      },
+    );
 
     for (const u of USERS) {
       for (const op of OPS) {
@@ -635,6 +674,41 @@ Deno.test("net auth: etcdctl 3.4 and the ctl set users and roles up and log in",
       assert.match(denied.stderr, /etcdserver: permission denied/);
       const status = await ctl(["auth", "status"]);
       assert.match(status.stdout, /Authentication Status: true/);
+    });
+  } finally {
+    await cluster.stop();
+  }
+});
+
+Deno.test("net auth: --listen-metrics serves /metrics and /health without a user", async (t) => {
+  const port = freePort();
+  const cluster = ProcessCluster.start(1, [...FAST_HASH, "--listen-metrics", `127.0.0.1:${port}`]);
+  try {
+    const node = await cluster.waitForLeader();
+    await setUpUsers(node);
+    const metricsUrl = `http://127.0.0.1:${port}`;
+    await t.step(
+      "auth on: the client port asks for a user, the metrics port does not",
+      async () => {
+        const client = await fetch(`${node.url}/metrics`);
+        assert.equal(client.status, 400);
+        await client.body?.cancel();
+        const metrics = await fetch(`${metricsUrl}/metrics`);
+        assert.equal(metrics.status, 200);
+        assert.match(await metrics.text(), /^raftmeta_is_leader 1$/m);
+        const health = await fetch(`${metricsUrl}/health`);
+        assert.deepEqual(await health.json(), { health: "true" });
+      },
+    );
+    await t.step("nothing else is served there: no keys, no status", async () => {
+      for (const path of ["/v1/status", "/v1/kv/r/a", "/v3/kv/range"]) {
+        const r = await fetch(`${metricsUrl}${path}`, { method: "GET" });
+        assert.equal(r.status, 404, path);
+        assert.match((await r.json()).error, /serves \/metrics and \/health/);
+      }
+      const post = await fetch(`${metricsUrl}/metrics`, { method: "POST", body: "{}" });
+      assert.equal(post.status, 405);
+      await post.body?.cancel();
     });
   } finally {
     await cluster.stop();

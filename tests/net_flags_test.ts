@@ -92,4 +92,17 @@ Deno.test("serve: --insecure lets a plaintext non-loopback address through with 
     checkPlaintextListen([{ flag: "--listen-client", address: at("0.0.0.0"), tls: false }], true),
     ["--listen-client 0.0.0.0:2379 is not a loopback address and is served without TLS (--insecure)"],
   );
+  // The metrics port has no TLS and no auth at all: only loopback, unless --insecure.
+  assert.throws(
+    () =>
+      checkPlaintextListen(
+        [{ flag: "--listen-metrics", address: at("0.0.0.0"), tls: false }],
+        false,
+      ),
+    /--listen-metrics 0\.0\.0\.0:2379 is not a loopback address: it is served without TLS or auth/,
+  );
+  assert.deepEqual(
+    checkPlaintextListen([{ flag: "--listen-metrics", address: at("::1"), tls: false }], false),
+    [],
+  );
 });

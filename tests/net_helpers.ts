@@ -5,6 +5,8 @@
  * @module
  */
 
+import { FORWARDED_SIGNATURE_HEADER, FORWARDED_USER_HEADER, NodeAuth } from "../src/net/auth.ts";
+
 const MAIN = new URL("../src/net/main.ts", import.meta.url).pathname;
 
 /** Ports handed out by this process, never handed out again. */
@@ -118,17 +120,36 @@ export class NodeProcess {
     await this.exited;
   }
 
-  /** This node's own status row. */
+  /**
+   * This node's own status row. With auth on, `/v1/status` needs a user: the request comes as
+   * "root", signed with the cluster secret as a forwarding member signs it.
+   */
   async local(): Promise<Record<string, unknown> | undefined> {
     try {
       const res = await fetch(`${this.url}/v1/status?local=1`, {
         signal: AbortSignal.timeout(500),
+        headers: signedAs("root", this.env.RAFTMETA_CLUSTER_SECRET, "/v1/status?local=1"),
       });
       return (await res.json()).node;
     } catch {
       return undefined;
     }
   }
+}
+
+/** Headers vouching for `user` on a GET of `target`, signed with `secret` (none without one). */
+export function signedAs(
+  user: string,
+  secret: string | undefined,
+  target: string,
+): Record<string, string> {
+  if (secret === undefined || secret === "") return {};
+  const auth = new NodeAuth({ nowMs: () => 0, secret, logEvent: () => {} });
+  const signature = auth.sign(user, "GET", target, new Uint8Array());
+  return signature === undefined ? {} : {
+    [FORWARDED_USER_HEADER]: encodeURIComponent(user),
+    [FORWARDED_SIGNATURE_HEADER]: signature,
+  };
 }
 
 /** A cluster of node processes in a temporary directory. */

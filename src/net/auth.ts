@@ -222,6 +222,8 @@ export type Access =
   | { readonly kind: "open" }
   /** Read and write permissions on key ranges. */
   | { readonly kind: "keys"; readonly needs: Needs }
+  /** Any authenticated user: the operations endpoints (`/metrics`, `/v1/status`). */
+  | { readonly kind: "user" }
   /** The root role (compaction, maintenance, member changes, auth changes). */
   | { readonly kind: "root" };
 
@@ -312,7 +314,8 @@ export class NodeAuth {
     if (state.authRevision > 0) identity.checkedAuthRevision = state.authRevision;
     if (!state.enabled || access.kind === "open") return;
     const user = this.userOf(identity, state);
-    const ok = access.kind === "root" ? state.isRoot(user) : state.permits(user, access.needs);
+    const ok = access.kind === "user" ||
+      (access.kind === "root" ? state.isRoot(user) : state.permits(user, access.needs));
     if (!ok) throw new HttpError(403, PERMISSION_DENIED, 7);
   }
 

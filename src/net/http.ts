@@ -156,13 +156,15 @@ export async function handleHttp(
     } else if (path === "/v1/status") {
       route = path;
       requireMethod(req, ["GET"]);
-      response = await statusRoute(server, url);
+      // With auth on, the operations endpoints need a user (any): they show the cluster's layout.
+      const identity = identityOf(server, req, EMPTY_BODY, _info);
+      gate(server, identity, { kind: "user" });
+      response = await statusRoute(server, url, identity);
     } else if (path === "/metrics") {
       route = path;
       requireMethod(req, ["GET"]);
-      response = new Response(metricsText(server), {
-        headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
-      });
+      gate(server, identityOf(server, req, EMPTY_BODY, _info), { kind: "user" });
+      response = metricsResponse(server);
     } else if (path === "/version") {
       route = path;
       requireMethod(req, ["GET"]);
@@ -170,8 +172,7 @@ export async function handleHttp(
     } else if (path === "/health") {
       route = path;
       requireMethod(req, ["GET"]);
-      const ok = server.node.leaderId !== undefined;
-      response = Response.json({ health: String(ok) }, { status: ok ? 200 : 503 });
+      response = healthResponse(server);
     } else {
       throw new HttpError(404, `Unknown path ${JSON.stringify(url.pathname)}`, 5);
     }
@@ -904,6 +905,86 @@ async function etcdRoute(
       identity,
     }),
   );
+}
+
+/** The `/metrics` answer (Prometheus text). */
+function metricsResponse(server: RaftServer): Response {
+  return new Response(metricsText(server), {
+    headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" },
+  });
+}
+
+/** The `/health` answer: 200 while the node knows a leader, else 503. */
+function healthResponse(server: RaftServer): Response {
+  const ok = server.node.leaderId !== undefined;
+  return Response.json({ health: String(ok) }, { status: ok ? 200 : 503 });
+}
+
+/** A listener of {@linkcode serveMetrics}. */
+export interface MetricsListener {
+  /** `http://HOST:PORT`. */
+  readonly url: string;
+  /** Stops listening. */
+  close(): Promise<void>;
+}
+
+/**
+ * Serves `/metrics` and `/health` on `address`, without auth and without TLS (`--listen-metrics`,
+ * as etcd's `--listen-metrics-urls`): for a scraper on a trusted network, while the client port
+ * asks for a user once auth is on. Anything else there is 404; only GET and HEAD.
+ */
+export function serveMetrics(
+  server: RaftServer,
+  address: { readonly hostname: string; readonly port: number },
+): Promise<MetricsListener> {
+  return new Promise((resolve, reject) => {
+    try {
+      const httpServer: Deno.HttpServer = Deno.serve({
+        hostname: address.hostname,
+        port: address.port,
+        onListen: (a) => {
+          const host = a.hostname.includes(":") ? `[${a.hostname}]` : a.hostname;
+          resolve({ url: `http://${host}:${a.port}`, close: () => httpServer.shutdown() });
+        },
+        onError: () => new Response("internal error", { status: 500 }),
+      }, (req) => {
+        const path = new URL(req.url).pathname;
+        if (path !== "/metrics" && path !== "/health") {
+          return Response.json({
+            error: `Unknown path ${JSON.stringify(path)}: the metrics port serves /metrics and ` +
+              `/health`,
+            code: 5,
+          }, { status: 404 });
+        }
+        if (req.method !== "GET" && req.method !== "HEAD") {
+          return Response.json({ error: `Method ${req.method} not allowed`, code: 12 }, {
+            status: 405,
+            headers: { allow: "GET, HEAD" },
+          });
+        }
+        return path === "/metrics" ? metricsResponse(server) : healthResponse(server);
+      });
+    } catch (e) {
+      reject(e);
+    }
+  });
+}
+
+/** An empty request body. */
+const EMPTY_BODY = new Uint8Array(0);
+
+/**
+ * Headers for asking another member for its status row on behalf of `identity`: with auth on, the
+ * user signed with the cluster secret (tokens are per node), as a forwarded request carries it.
+ */
+function statusHeaders(server: RaftServer, identity: Identity): Record<string, string> {
+  if (!server.store.auth.enabled || identity.user === undefined) return {};
+  const signature = server.auth.sign(identity.user, "GET", "/v1/status?local=1", EMPTY_BODY);
+  if (signature === undefined) return {};
+  return {
+    [FORWARDED_USER_HEADER]: encodeURIComponent(identity.user),
+    [FORWARDED_SIGNATURE_HEADER]: signature,
+  };
 }
 
 /**
@@ -1882,7 +1963,11 @@ async function restKv(
 }
 
 /** The cluster as one node sees it: its own row and every peer's, and the leader's progress. */
-async function statusRoute(server: RaftServer, url: URL): Promise<Response> {
+async function statusRoute(
+  server: RaftServer,
+  url: URL,
+  identity: Identity,
+): Promise<Response> {
   for (const name of url.searchParams.keys()) {
     if (name !== "local") throw badRequest(`Unknown query parameter ${JSON.stringify(name)}`);
   }
@@ -1900,7 +1985,11 @@ async function statusRoute(server: RaftServer, url: URL): Promise<Response> {
       return;
     }
     try {
-      const res = await server.fetch(`${m.clientUrl}/v1/status?local=1`, {}, 500);
+      const res = await server.fetch(
+        `${m.clientUrl}/v1/status?local=1`,
+        { headers: statusHeaders(server, identity) },
+        500,
+      );
       const body = await res.json();
       rows[i] = body?.node ?? { id: m.id, status: `error ${res.status}`, clientUrl: m.clientUrl };
     } catch {

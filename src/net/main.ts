@@ -9,7 +9,7 @@ import { PBKDF2_ITERATIONS_MIN } from "./auth.ts";
 import { parseArgs } from "node:util";
 import type { Address } from "./transport.ts";
 import { RaftServer, StartupError } from "./server.ts";
-import { etcdFastHandler, handleHttp } from "./http.ts";
+import { etcdFastHandler, handleHttp, type MetricsListener, serveMetrics } from "./http.ts";
 import { parseAutoCompaction } from "./auto_compaction.ts";
 import type { TlsFiles } from "./tls.ts";
 
@@ -34,6 +34,9 @@ Usage: deno task serve [flags]
   --listen-grpc HOST:PORT       also serve etcd's gRPC API (HTTP/2 cleartext) here, for etcdctl
                                 and etcd's client libraries (default: not served); see
                                 docs/grpc.md
+  --listen-metrics HOST:PORT    also serve /metrics and /health here, plain HTTP and without auth
+                                (etcd's --listen-metrics-urls), for a scraper: once auth is on,
+                                the client port's /metrics and /v1/status need a user
   --peer-grpc-urls ID=URL,...   the other voters' gRPC URLs (http://HOST:PORT), listed as their
                                 client URLs by etcd's MemberList (etcdctl member list)
   --cluster-secret-file PATH    file holding the secret every peer must prove (whitespace at
@@ -289,6 +292,12 @@ export function checkPlaintextListen(
     if (address === undefined || tls || isLoopback(address.hostname)) continue;
     const what = `${flag} ${address.hostname}:${address.port} is not a loopback address`;
     if (!insecure) {
+      if (flag === "--listen-metrics") {
+        throw new Error(
+          `${what}: it is served without TLS or auth. Bind it to a loopback address, or give ` +
+            `--insecure to accept the risk`,
+        );
+      }
       const tlsFlags = flag === "--listen-peer"
         ? "--peer-cert-file and --peer-key-file"
         : "--cert-file and --key-file";
@@ -339,6 +348,7 @@ async function main(args: string[]): Promise<number> {
       peers: { type: "string", default: "" },
       "peer-client-urls": { type: "string", default: "" },
       "listen-grpc": { type: "string" },
+      "listen-metrics": { type: "string" },
       "peer-grpc-urls": { type: "string", default: "" },
       "cluster-secret": { type: "string" },
       "cluster-secret-file": { type: "string" },
@@ -423,9 +433,13 @@ async function main(args: string[]): Promise<number> {
   const grpcListen = values["listen-grpc"] === undefined
     ? undefined
     : parseAddress(values["listen-grpc"], "--listen-grpc");
+  const metricsListen = values["listen-metrics"] === undefined
+    ? undefined
+    : parseAddress(values["listen-metrics"], "--listen-metrics");
   const plaintextWarnings = checkPlaintextListen([
     { flag: "--listen-client", address: clientListen, tls: clientTls !== undefined },
     { flag: "--listen-grpc", address: grpcListen, tls: clientTls !== undefined },
+    { flag: "--listen-metrics", address: metricsListen, tls: false },
     { flag: "--listen-peer", address: peerListen, tls: peerTls !== undefined },
   ], values.insecure);
   for (const warning of plaintextWarnings) {
@@ -532,10 +546,21 @@ async function main(args: string[]): Promise<number> {
     handleHttp,
     etcdFastHandler,
   );
+  let metrics: MetricsListener | undefined;
+  if (metricsListen !== undefined) {
+    try {
+      metrics = await serveMetrics(server, metricsListen);
+    } catch (e) {
+      server.close();
+      throw new Error(`Cannot listen for metrics: ${(e as Error).message}`);
+    }
+    server.logEvent("listening-metrics", { metricsUrl: metrics.url });
+  }
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
     stopping = true;
+    metrics?.close();
     server.logEvent("stopping", {});
     // A leader hands over first, so the cluster does not wait out an election timeout.
     await server.transferLeadershipAway(shutdownTransferMs);
@@ -556,6 +581,7 @@ async function main(args: string[]): Promise<number> {
     }
   });
   await server.stopped;
+  await metrics?.close();
   return server.fatal === undefined ? 0 : 1;
 }
 
