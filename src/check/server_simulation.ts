@@ -258,6 +258,8 @@ export interface ServerSimulationResult {
 
 /** How long a client waits for an answer before it counts the outcome as unknown, ms. */
 const CLIENT_TIMEOUT_MS = 6000;
+/** How long a watch client waits for its watch to be created, ms. */
+const WATCH_CREATE_TIMEOUT_MS = 1000;
 /** Virtual time after the faults for healing and the last answers, ms. */
 const SETTLE_MS = 7000;
 
@@ -422,7 +424,8 @@ export async function runServerSimulation(
         reads: [],
       };
       leases.push(record);
-      if (up().length === 0) continue;
+      // No call starts after the faulty phase: its timeout must end before the run does.
+      if (up().length === 0 || cluster.nowMs >= durationMs) continue;
       const put = await call(pick(up()), "/v3/kv/put", {
         key: b64(record.key),
         value: b64("held"),
@@ -447,7 +450,7 @@ export async function runServerSimulation(
           record.reads.push({ callMs, returnMs: cluster.nowMs, present: (kvs?.length ?? 0) > 0 });
         }
       }
-      if (rng.next() < 0.3 && up().length > 0) {
+      if (rng.next() < 0.3 && up().length > 0 && cluster.nowMs < durationMs) {
         record.revokeCallMs = cluster.nowMs;
         await call(pick(up()), "/v3/lease/revoke", { ID: record.id });
       }
@@ -517,7 +520,8 @@ export async function runServerSimulation(
   // and then on another node.
   const watchRng = new SeededRng(seed ^ 0x3a7c);
   const watches: WatchRecord[] = [];
-  const watchEndMs = durationMs + SETTLE_MS - 1_000;
+  // Every timer a watch client waits on ends before the run does (at most 1,100 ms on).
+  const watchEndMs = durationMs + SETTLE_MS - 1_500;
   const watchClient = async (clientId: string) => {
     const record: WatchRecord = { clientId, events: [], creates: 0 };
     watches.push(record);
@@ -540,7 +544,7 @@ export async function runServerSimulation(
             progress_notify: true,
           },
         }),
-        sleep(CLIENT_TIMEOUT_MS).then(() => undefined),
+        sleep(WATCH_CREATE_TIMEOUT_MS).then(() => undefined),
       ]);
       if (res === undefined || res.status !== 200 || res.body === null) {
         await res?.body?.cancel();
@@ -553,12 +557,11 @@ export async function runServerSimulation(
       let lastHeardMs = cluster.nowMs;
       let pending = reader.read();
       let buffered = "";
-      for (;;) {
+      while (cluster.nowMs < watchEndMs) {
         const r = await Promise.race([pending, sleep(100).then(() => undefined)]);
         const gone = cluster.server(node) !== server;
         if (r === undefined) {
           if (gone || cluster.nowMs - lastHeardMs > 3_000 || cluster.nowMs >= leaveMs) break;
-          if (cluster.nowMs >= watchEndMs) break;
           continue;
         }
         if (r.done) break;
@@ -600,7 +603,13 @@ export async function runServerSimulation(
     options.faults === false ? undefined : nemesis(),
     options.faults === false || !wide.has("long-pause") ? undefined : longPauses(),
   ]);
+  let finished = false;
+  running.then(() => finished = true);
   await cluster.runUntil(durationMs + SETTLE_MS);
+  // A client still waiting on a timer would wait forever once the clock stops: drive on a while,
+  // then say so rather than hang.
+  for (let i = 0; i < 20 && !finished; i++) await cluster.runUntil(cluster.nowMs + 1000);
+  if (!finished) throw new Error(`Seed ${seed}: clients still waiting 20 s after the run's end`);
   await running;
   for (const id of cluster.ids) {
     snapshots += cluster.server(id)?.node.log.snapshotIndex !== 0 ? 1 : 0;
