@@ -15,13 +15,22 @@
  */
 
 import { setImmediate } from "node:timers";
-import { VirtualTimers } from "../host/clock.ts";
+import { type CancelTimer, type HostClock, type HostTimers, VirtualTimers } from "../host/clock.ts";
 import { handleHttp } from "../net/http.ts";
 import { RaftServer, type ServerFaultPoint, type ServerFetch } from "../net/server.ts";
 import type { Address } from "../net/transport.ts";
 import { SeededRng } from "../raft/rng.ts";
 import type { Message, NodeId, RaftConfig } from "../raft/types.ts";
+import type { Fs, FsFile } from "../storage/fs.ts";
 import { SimFs } from "../storage/fs.ts";
+import {
+  type DiskLatency,
+  diskSyncMs,
+  globalMs,
+  localMs,
+  type NetworkOptions,
+  type NodeClock,
+} from "../sim/cluster.ts";
 
 /** Options of a {@linkcode ServerCluster}. */
 export interface ServerClusterOptions {
@@ -41,6 +50,26 @@ export interface ServerClusterOptions {
   readonly dropRate?: number;
   /** Take a snapshot after at most this many applied entries. Default 50 (so snapshots happen). */
   readonly snapshotEntries?: number;
+  /**
+   * Every server's disk is slow (as the core simulator's `diskLatency`): each fdatasync takes a
+   * seeded 0 to `syncMsMax` ms, and with `stallRate` a stall of `stallMsMin`–`stallMsMax`. A
+   * synchronous sync (a follower's save) blocks its process — no timer, no input, no output
+   * until the disk is done; an asynchronous one (a leader's parallel write) completes later.
+   * Default: off.
+   */
+  readonly diskLatency?: DiskLatency;
+  /**
+   * Per-server clocks (by node order): server i reads `offsetMs + rate · t` at virtual time t,
+   * for its timers, election timeouts, request deadlines and lease deadlines. Default: exact.
+   */
+  readonly clocks?: readonly NodeClock[];
+  /**
+   * Share of peer messages and forwarded requests (and answers) held for `longDelayMinMs` to
+   * `longDelayMaxMs` on top of their latency: several election timeouts. Default: none.
+   */
+  readonly longDelay?: Partial<
+    Pick<NetworkOptions, "longDelayRate" | "longDelayMinMs" | "longDelayMaxMs">
+  >;
 }
 
 /** Owner id of the network's and the clients' timers (never halted). */
@@ -52,8 +81,18 @@ interface Member {
   /** Owner of the current process's timers (a new one after each restart). */
   owner: number;
   server: RaftServer | undefined;
-  /** While paused: what reached it (peer messages, requests) by source, to run when it resumes. */
+  /** While frozen: what reached it (peer messages, requests) by source, to run when it thaws. */
   held: Map<string, (() => void)[]> | undefined;
+  /** While blocked: what it sent (messages, answers), in order, to go out when it unblocks. */
+  out: (() => void)[];
+  /** Reasons it is frozen: a nemesis pause and blocking disk syncs (0: running). */
+  frozen: number;
+  /** Blocking disk syncs under way (0: what it sends goes out at once). */
+  blocks: number;
+  /** Whether the nemesis paused it. */
+  paused: boolean;
+  /** Its machine's clock (kept across restarts). */
+  readonly clock: NodeClock;
 }
 
 /** n real servers on a simulated clock, disk and network (see the module documentation). */
@@ -71,8 +110,22 @@ export class ServerCluster {
   #owners = 0;
   /** Client and forwarding connections opened (each request is one, as a source of input). */
   #connections = 0;
-  /** Peer messages delivered and lost, forwarded requests carried. */
-  readonly counters = { messagesDelivered: 0, messagesLost: 0, forwards: 0 };
+  /**
+   * Peer messages delivered and lost, forwarded requests carried, messages (and forwards) held
+   * for seconds, fdatasyncs that took time and those that stalled (`diskLatency.stallMsMin` or
+   * more).
+   */
+  readonly counters = {
+    messagesDelivered: 0,
+    messagesLost: 0,
+    forwards: 0,
+    longDelayed: 0,
+    slowSyncs: 0,
+    diskStalls: 0,
+  };
+  /** The generators of the wider faults, each its own, so runs without them keep their draws. */
+  readonly #diskRng: SeededRng;
+  readonly #longRng: SeededRng;
 
   /** Starts `options.nodes` servers with empty disks. */
   constructor(options: ServerClusterOptions) {
@@ -86,11 +139,30 @@ export class ServerCluster {
     }
     this.#options = options;
     this.rng = new SeededRng(options.seed);
+    this.#diskRng = new SeededRng(options.seed ^ 0x510e);
+    this.#longRng = new SeededRng(options.seed ^ 0x10a9);
     this.ids = Array.from({ length: n }, (_, i) => `n${i + 1}`);
-    for (const id of this.ids) {
-      this.#members.set(id, { id, fs: new SimFs(), owner: 0, server: undefined, held: undefined });
+    this.ids.forEach((id, i) => {
+      const clock = options.clocks?.[i] ?? { offsetMs: 0, rate: 1 };
+      if (!(clock.offsetMs >= 0 && Number.isFinite(clock.offsetMs) && clock.rate > 0)) {
+        throw new RangeError(
+          `A clock needs a finite offsetMs >= 0 and rate > 0: ${JSON.stringify(clock)}`,
+        );
+      }
+      this.#members.set(id, {
+        id,
+        fs: new SimFs(),
+        owner: 0,
+        server: undefined,
+        held: undefined,
+        out: [],
+        frozen: 0,
+        blocks: 0,
+        paused: false,
+        clock,
+      });
       this.restart(id);
-    }
+    });
   }
 
   /** The client URL of `id` (what forwarding and the clients address). */
@@ -124,6 +196,10 @@ export class ServerCluster {
     m.fs.crash();
     m.server = undefined;
     m.held = undefined;
+    m.out = [];
+    m.frozen = 0;
+    m.blocks = 0;
+    m.paused = false;
   }
 
   /**
@@ -132,9 +208,9 @@ export class ServerCluster {
    */
   pause(id: NodeId): void {
     const m = this.#member(id);
-    if (m.server === undefined || m.held !== undefined) return;
-    m.held = new Map();
-    this.timers.pause(m.owner);
+    if (m.server === undefined || m.paused) return;
+    m.paused = true;
+    this.#freeze(m);
   }
 
   /**
@@ -144,8 +220,22 @@ export class ServerCluster {
    */
   resume(id: NodeId): void {
     const m = this.#member(id);
-    const held = m.held;
-    if (held === undefined) return;
+    if (!m.paused) return;
+    m.paused = false;
+    this.#thaw(m);
+  }
+
+  /** Stops `m`'s process: its timers, what reaches it and what it sends wait for the thaw. */
+  #freeze(m: Member): void {
+    if (m.frozen++ > 0) return;
+    m.held = new Map();
+    this.timers.pause(m.owner);
+  }
+
+  /** Ends one reason `m` is frozen; with none left, what came in meanwhile is handed over. */
+  #thaw(m: Member): void {
+    if (m.frozen === 0 || --m.frozen > 0) return;
+    const held = m.held!;
     m.held = undefined;
     this.timers.resume(m.owner);
     const queues = [...held.values()];
@@ -157,9 +247,52 @@ export class ServerCluster {
     }
   }
 
-  /** Whether `id` is paused. */
+  /** Whether `id` is paused (by {@linkcode pause}; a blocking disk sync does not count). */
   isPaused(id: NodeId): boolean {
-    return this.#member(id).held !== undefined;
+    return this.#member(id).paused;
+  }
+
+  /**
+   * Runs `f` (an output of `id`: a message, an answer) now, or when a blocking disk sync of `id`
+   * ends. (A pause holds no output: what the process had computed when it stopped goes out, as
+   * the nemesis's pauses always did, which keeps their seeds' runs.)
+   */
+  #whenSending(id: NodeId, f: () => void): void {
+    const m = this.#member(id);
+    if (m.blocks > 0) m.out.push(f);
+    else f();
+  }
+
+  /** Blocks process `owner` of `id` for `ms` of virtual time (a synchronous fdatasync). */
+  #block(id: NodeId, owner: number, ms: number): void {
+    if (!this.#alive(id, owner)) return;
+    const m = this.#member(id);
+    this.#freeze(m);
+    m.blocks++;
+    this.timers.schedule(WORLD, ms, () => {
+      if (!this.#alive(id, owner)) return;
+      if (--m.blocks === 0) {
+        const out = m.out;
+        m.out = [];
+        for (const f of out) f();
+      }
+      this.#thaw(m);
+    });
+  }
+
+  /** How long the next fdatasync of a slow disk takes (0 without `diskLatency`). */
+  #syncMs(): number {
+    const d = this.#options.diskLatency;
+    if (d === undefined) return 0;
+    const ms = diskSyncMs(d, this.#diskRng);
+    if (ms > 0) this.counters.slowSyncs++;
+    if (d.stallRate > 0 && ms >= d.stallMsMin) this.counters.diskStalls++;
+    return ms;
+  }
+
+  /** The clock a server on `id` reads now (its own, with skew and drift). */
+  localNowMs(id: NodeId): number {
+    return localMs(this.#member(id).clock, this.nowMs);
   }
 
   /** Runs `f` on `id` now, or when it resumes if it is paused (after `source`'s earlier ones). */
@@ -184,6 +317,15 @@ export class ServerCluster {
       peers.set(p, { hostname: `${p}.sim`, port: 2380 });
       peerClientUrls.set(p, ServerCluster.clientUrl(p));
     }
+    const exact = m.clock.offsetMs === 0 && m.clock.rate === 1;
+    const host = exact
+      ? { clock: this.timers as HostClock, timers: this.timers.host(owner) }
+      : driftingHost(this.timers, owner, m.clock);
+    const fs = this.#options.diskLatency === undefined ? m.fs : new SlowFs(m.fs, {
+      syncMs: () => this.#syncMs(),
+      block: (ms) => this.#block(id, owner, ms),
+      after: (ms, fire) => this.timers.schedule(owner, ms, fire),
+    });
     m.server = RaftServer.open({
       nodeId: id,
       clusterId: "sim",
@@ -197,11 +339,11 @@ export class ServerCluster {
       faultPoints: this.#options.faultPoints,
       log: () => {},
     }, {
-      clock: this.timers,
-      timers: this.timers.host(owner),
+      clock: host.clock,
+      timers: host.timers,
       random: () => this.rng.next(),
       rngSeed: Math.floor(this.rng.next() * 2 ** 32),
-      fs: m.fs,
+      fs,
       transport: { send: (message) => this.#send(id, owner, message) },
       fetch: this.#fetchFrom(id, owner),
       saveSeen: () => {},
@@ -247,7 +389,11 @@ export class ServerCluster {
     return new Promise<Response>((resolve, reject) =>
       this.#whenRunning(id, `client ${++this.#connections}`, () => {
         // Crashed while paused: the request is never answered (the caller times out).
-        if (this.#alive(id, owner)) handleHttp(server, req).then(resolve, reject);
+        if (!this.#alive(id, owner)) return;
+        handleHttp(server, req).then(
+          (res) => this.#whenSending(id, () => resolve(res)),
+          (e) => this.#whenSending(id, () => reject(e)),
+        );
       })
     );
   }
@@ -291,6 +437,17 @@ export class ServerCluster {
     return min + Math.floor(this.rng.next() * (max - min + 1));
   }
 
+  /** One crossing of the network: the latency, plus seconds for a share (`longDelay`). */
+  #delayMs(): number {
+    const latency = this.#latencyMs();
+    const long = this.#options.longDelay;
+    if (long === undefined || !((long.longDelayRate ?? 0) > 0)) return latency;
+    if (!this.#longRng.chance(long.longDelayRate!)) return latency;
+    this.counters.longDelayed++;
+    return latency +
+      this.#longRng.int(long.longDelayMinMs ?? 1_000, (long.longDelayMaxMs ?? 4_000) + 1);
+  }
+
   /** Whether the process `owner` of `id` is still the one running. */
   #alive(id: NodeId, owner: number): boolean {
     const m = this.#member(id);
@@ -299,12 +456,16 @@ export class ServerCluster {
 
   #send(from: NodeId, owner: number, message: Message): void {
     if (!this.#alive(from, owner)) return;
+    this.#whenSending(from, () => this.#carry(from, message));
+  }
+
+  #carry(from: NodeId, message: Message): void {
     const to = message.to;
     if (!this.linked(from, to) || this.rng.next() < (this.#options.dropRate ?? 0.01)) {
       this.counters.messagesLost++;
       return;
     }
-    this.timers.schedule(WORLD, this.#latencyMs(), () => {
+    this.timers.schedule(WORLD, this.#delayMs(), () => {
       const target = this.#member(to).server;
       if (target === undefined || !this.linked(from, to)) {
         this.counters.messagesLost++;
@@ -352,21 +513,23 @@ export class ServerCluster {
         const targetOwner = this.#member(to).owner;
         const req = new Request(url, init);
         this.counters.forwards++;
-        this.timers.schedule(WORLD, this.#latencyMs(), () => {
-          const target = this.#member(to).server;
-          if (!this.linked(from, to) || !this.#alive(to, targetOwner) || target === undefined) {
-            return;
-          }
-          this.#whenRunning(to, `forward ${++this.#connections}`, () => {
-            if (!this.#alive(to, targetOwner)) return;
-            handleHttp(target, req).then((res) => {
-              this.timers.schedule(WORLD, this.#latencyMs(), () => {
-                if (!this.linked(to, from) || !this.#alive(to, targetOwner)) return;
-                settleWith(() => resolve(res));
-              });
+        this.#whenSending(from, () =>
+          this.timers.schedule(WORLD, this.#delayMs(), () => {
+            const target = this.#member(to).server;
+            if (!this.linked(from, to) || !this.#alive(to, targetOwner) || target === undefined) {
+              return;
+            }
+            this.#whenRunning(to, `forward ${++this.#connections}`, () => {
+              if (!this.#alive(to, targetOwner)) return;
+              handleHttp(target, req).then((res) =>
+                this.#whenSending(to, () =>
+                  this.timers.schedule(WORLD, this.#delayMs(), () => {
+                    if (!this.linked(to, from) || !this.#alive(to, targetOwner)) return;
+                    settleWith(() => resolve(res));
+                  }))
+              );
             });
-          });
-        });
+          }));
       });
   }
 }
@@ -374,4 +537,137 @@ export class ServerCluster {
 /** Lets every promise settled by the last event run: one macrotask turn, no clock read. */
 function settle(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
+}
+
+/**
+ * A host's clock and timers on its own machine clock: it reads `clock` at the virtual time, and a
+ * delay of d ms on it fires when that clock has moved by d (sooner on a fast clock).
+ */
+function driftingHost(
+  timers: VirtualTimers,
+  owner: number,
+  clock: NodeClock,
+): { clock: HostClock; timers: HostTimers } {
+  const nowLocal = () => localMs(clock, timers.nowMs());
+  const schedule = (delayMs: number, fire: () => void): CancelTimer => {
+    const atMs = globalMs(clock, nowLocal() + delayMs);
+    return timers.schedule(owner, Math.max(0, atMs - timers.nowMs()), fire);
+  };
+  return {
+    clock: { nowMs: nowLocal },
+    timers: {
+      every: (intervalMs, fire) => {
+        if (!(intervalMs > 0)) throw new RangeError(`Interval must be positive: ${intervalMs}`);
+        let cancel: CancelTimer = () => {};
+        let live = true;
+        const arm = () => {
+          cancel = schedule(intervalMs, () => {
+            if (!live) return;
+            arm();
+            fire();
+          });
+        };
+        arm();
+        return () => {
+          live = false;
+          cancel();
+        };
+      },
+      after: schedule,
+      nextTurn: (fire) => void timers.schedule(owner, 0, fire),
+    },
+  };
+}
+
+/** What a {@linkcode SlowFs} asks its cluster. */
+interface SlowFsHooks {
+  /** How long the next fdatasync takes, ms. */
+  syncMs(): number;
+  /** Blocks the process for `ms` (a synchronous fdatasync on the event loop). */
+  block(ms: number): void;
+  /** Runs `fire` after `ms` on the process's timers (dies with it). */
+  after(ms: number, fire: () => void): void;
+}
+
+/**
+ * A slow disk over a {@linkcode SimFs}: `syncData` blocks the process for the sync's time (the
+ * data is durable at once, the process carries on only later); `syncDataAsync` makes the data
+ * durable and resolves only when the disk is done (a crash before loses the writes).
+ */
+class SlowFs implements Fs {
+  readonly #fs: SimFs;
+  readonly #hooks: SlowFsHooks;
+
+  constructor(fs: SimFs, hooks: SlowFsHooks) {
+    this.#fs = fs;
+    this.#hooks = hooks;
+  }
+
+  exists(path: string): boolean {
+    return this.#fs.exists(path);
+  }
+  mkdir(path: string): void {
+    this.#fs.mkdir(path);
+  }
+  list(dir: string): string[] {
+    return this.#fs.list(dir);
+  }
+  readFile(path: string): Uint8Array {
+    return this.#fs.readFile(path);
+  }
+  size(path: string): number {
+    return this.#fs.size(path);
+  }
+  truncate(path: string, length: number): void {
+    this.#fs.truncate(path, length);
+  }
+  rename(from: string, to: string): void {
+    this.#fs.rename(from, to);
+  }
+  remove(path: string): void {
+    this.#fs.remove(path);
+  }
+  syncDir(dir: string): void {
+    this.#fs.syncDir(dir);
+  }
+
+  openAppend(path: string): FsFile {
+    const file = this.#fs.openAppend(path);
+    const hooks = this.#hooks;
+    let syncing: Promise<void> | undefined;
+    let closeAfterSync = false;
+    return {
+      path: file.path,
+      write: (bytes) => file.write(bytes),
+      syncData: () => {
+        file.syncData();
+        const ms = hooks.syncMs();
+        if (ms > 0) hooks.block(ms);
+      },
+      syncDataAsync: () => {
+        const ms = hooks.syncMs();
+        if (ms === 0) return file.syncDataAsync();
+        const p = new Promise<void>((resolve, reject) =>
+          hooks.after(ms, () => {
+            if (syncing === p) syncing = undefined;
+            try {
+              file.syncData();
+              resolve();
+            } catch (e) {
+              reject(e);
+            } finally {
+              if (syncing === undefined && closeAfterSync) file.close();
+            }
+          })
+        );
+        syncing = p;
+        return p;
+      },
+      // As a real file: a close waits for the sync under way.
+      close: () => {
+        if (syncing !== undefined) closeAfterSync = true;
+        else file.close();
+      },
+    };
+  }
 }

@@ -1734,7 +1734,10 @@ function ndjson(result: Json): Uint8Array {
  * node's store (a follower's watch follows what it has applied). Closing the connection cancels.
  */
 function watchRoute(server: RaftServer, body: unknown, identity?: Identity): Response {
-  const options = parseWatchCreate(body);
+  let options = parseWatchCreate(body);
+  if (server.watchStartSkips && (options.startRevision ?? 0) > 0) {
+    options = { ...options, startRevision: options.startRevision! + 1 };
+  }
   let stream: WatchStream;
   const headers = { "content-type": "application/json" };
   // As etcd: a watch the user may not read is created and canceled at once, saying why.

@@ -228,13 +228,19 @@ export type ServerFaultPoint =
    * A lease keep-alive is granted without the leader confirming its leadership with a quorum, so
    * a deposed leader that has not noticed yet extends a lease the new leader expires.
    */
-  | "keepalive-before-barrier";
+  | "keepalive-before-barrier"
+  /**
+   * A watch created with a start revision starts one revision later (an off-by-one in resuming
+   * "after the last revision seen"), so a client that re-creates its watch misses events.
+   */
+  | "watch-start-skips";
 
 /** Every {@linkcode ServerFaultPoint}. */
 export const SERVER_FAULT_POINTS: readonly ServerFaultPoint[] = [
   "read-before-barrier",
   "read-before-apply",
   "keepalive-before-barrier",
+  "watch-start-skips",
 ];
 
 /** Sends a request to another node's client URL (forwarding to the leader); `fetch` for real. */
@@ -449,6 +455,8 @@ export class RaftServer {
   readonly #readBeforeBarrier: boolean;
   /** Fault point `keepalive-before-barrier` (tests only): lease keep-alives skip the barrier. */
   readonly keepAliveBeforeBarrier: boolean;
+  /** Fault point `watch-start-skips` (tests only): a watch starts after its start revision. */
+  readonly watchStartSkips: boolean;
   readonly #readBeforeApply: boolean;
   #http: { shutdown(): Promise<void> } | undefined;
   #grpc: { readonly url: string; close(): void; reloadTls?(m: TlsMaterial): void } | undefined;
@@ -539,6 +547,7 @@ export class RaftServer {
     this.#readBeforeApply = options.faultPoints?.includes("read-before-apply") ?? false;
     this.keepAliveBeforeBarrier = options.faultPoints?.includes("keepalive-before-barrier") ??
       false;
+    this.watchStartSkips = options.faultPoints?.includes("watch-start-skips") ?? false;
     this.#snapshotter = new Snapshotter({
       nowMs: () => io.clock.nowMs(),
       yieldTurn: () => new Promise((resolve) => io.timers.nextTurn(resolve)),

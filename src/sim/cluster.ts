@@ -1301,11 +1301,7 @@ export class Cluster {
   /** How long one sync of a slow disk takes: 0 without `diskLatency`. */
   #diskMs(): number {
     const d = this.diskLatency;
-    if (d === undefined) return 0;
-    if (d.stallRate > 0 && this.#slowRng.chance(d.stallRate)) {
-      return this.#slowRng.int(d.stallMsMin, d.stallMsMax + 1);
-    }
-    return d.syncMsMax > 0 ? this.#slowRng.int(0, d.syncMsMax + 1) : 0;
+    return d === undefined ? 0 : diskSyncMs(d, this.#slowRng);
   }
 
   /**
@@ -1469,14 +1465,25 @@ export class Cluster {
   }
 }
 
+/**
+ * How long one sync of a disk with `latency` takes, drawn from `rng`: 0 to `syncMsMax`, or with
+ * `stallRate` a stall of `stallMsMin`–`stallMsMax` (also the server simulation's slow disk).
+ */
+export function diskSyncMs(latency: DiskLatency, rng: SeededRng): number {
+  if (latency.stallRate > 0 && rng.chance(latency.stallRate)) {
+    return rng.int(latency.stallMsMin, latency.stallMsMax + 1);
+  }
+  return latency.syncMsMax > 0 ? rng.int(0, latency.syncMsMax + 1) : 0;
+}
+
 /** What `clock` reads at virtual time `t`; exact clocks read `t` itself. */
-function localMs(clock: NodeClock, t: number): number {
+export function localMs(clock: NodeClock, t: number): number {
   if (clock.rate === 1) return clock.offsetMs + t;
   return Math.floor(clock.offsetMs + clock.rate * t);
 }
 
 /** The first virtual time at which `clock` reads `local` or more. */
-function globalMs(clock: NodeClock, local: number): number {
+export function globalMs(clock: NodeClock, local: number): number {
   if (clock.rate === 1) return local - clock.offsetMs;
   if (!Number.isFinite(local)) return local;
   let t = Math.max(0, Math.ceil((local - clock.offsetMs) / clock.rate));
