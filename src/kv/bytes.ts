@@ -90,7 +90,16 @@ export function utf8Length(text: string): number {
 
 /** The key string of `bytes`: their UTF-8 text, each byte outside valid UTF-8 escaped. */
 export function keyFromBytes(bytes: Uint8Array): string {
-  return strictText(bytes) ?? escapedText(bytes);
+  // ASCII (most keys) is its own text; anything else is decoded here, without a fatal decoder's
+  // exception for bytes outside UTF-8 (an exception costs more than decoding a key by hand).
+  for (let i = 0; i < bytes.length; i++) {
+    if (bytes[i] > 0x7f) {
+      return bytes.length > 256 && isUtf8(bytes) ? text(bytes) : escapedText(bytes);
+    }
+  }
+  return bytes.length <= ASCII_FAST_BYTES_MAX
+    ? String.fromCharCode.apply(null, bytes as unknown as number[])
+    : lossyDecoder.decode(bytes);
 }
 
 /** Decodes UTF-8 by hand: a valid sequence is its code point; any other byte is escaped alone. */
@@ -150,32 +159,50 @@ function sequenceAt(bytes: Uint8Array, i: number): number {
 /** The bytes of the key string `key` (see {@linkcode keyFromBytes}). */
 export function keyBytes(key: string): Uint8Array {
   if (key.isWellFormed()) return encoder.encode(key);
-  const out: number[] = [];
+  const out = new Uint8Array(3 * key.length);
+  let n = 0;
   for (let i = 0; i < key.length; i++) {
     const c = key.charCodeAt(i);
-    if (c >= 0xd800 && c <= 0xdbff && i + 1 < key.length) {
-      const d = key.charCodeAt(i + 1);
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        const cp = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
-        out.push(0xf0 | (cp >> 18), 0x80 | ((cp >> 12) & 0x3f), 0x80 | ((cp >> 6) & 0x3f));
-        out.push(0x80 | (cp & 0x3f));
-        i++;
-        continue;
-      }
+    if (c < 0x80) out[n++] = c;
+    else if (c < 0x800) {
+      out[n++] = 0xc0 | (c >> 6);
+      out[n++] = 0x80 | (c & 0x3f);
+    } else if (c >= 0xdc80 && c <= 0xdcff) out[n++] = c - 0xdc00;
+    else if (c >= 0xd800 && c <= 0xdbff && isLowSurrogate(key.charCodeAt(i + 1))) {
+      const cp = 0x10000 + ((c - 0xd800) << 10) + (key.charCodeAt(++i) - 0xdc00);
+      out[n++] = 0xf0 | (cp >> 18);
+      out[n++] = 0x80 | ((cp >> 12) & 0x3f);
+      out[n++] = 0x80 | ((cp >> 6) & 0x3f);
+      out[n++] = 0x80 | (cp & 0x3f);
+    } else {
+      // A lone surrogate outside the escapes is not a key string; it reads as U+FFFD.
+      const u = c >= 0xd800 && c <= 0xdfff ? 0xfffd : c;
+      out[n++] = 0xe0 | (u >> 12);
+      out[n++] = 0x80 | ((u >> 6) & 0x3f);
+      out[n++] = 0x80 | (u & 0x3f);
     }
-    if (c >= 0xdc80 && c <= 0xdcff) out.push(c - 0xdc00);
-    else if (c < 0x80) out.push(c);
-    else if (c < 0x800) out.push(0xc0 | (c >> 6), 0x80 | (c & 0x3f));
-    // A lone surrogate outside the escapes: not a key string, encoded as UTF-8 would (U+FFFD).
-    else if (c >= 0xd800 && c <= 0xdfff) out.push(0xef, 0xbf, 0xbd);
-    else out.push(0xe0 | (c >> 12), 0x80 | ((c >> 6) & 0x3f), 0x80 | (c & 0x3f));
   }
-  return Uint8Array.from(out);
+  return out.subarray(0, n);
+}
+
+function isLowSurrogate(c: number): boolean {
+  return c >= 0xdc00 && c <= 0xdfff;
 }
 
 /** Number of bytes of the key string `key`. */
 export function keyByteLength(key: string): number {
-  return key.isWellFormed() ? utf8Length(key) : keyBytes(key).length;
+  if (key.isWellFormed()) return utf8Length(key);
+  let n = 0;
+  for (let i = 0; i < key.length; i++) {
+    const c = key.charCodeAt(i);
+    if (c < 0x80 || (c >= 0xdc80 && c <= 0xdcff)) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && isLowSurrogate(key.charCodeAt(i + 1))) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
 }
 
 /**

@@ -16,7 +16,6 @@
  * @module
  */
 
-import { compareBytes, keyBytes } from "./bytes.ts";
 
 /** Most entries a leaf holds before it splits. */
 const LEAF_ENTRIES_MAX = 64;
@@ -47,7 +46,7 @@ export function compareKeys(a: string, b: string): number {
     const y = b.charCodeAt(i);
     if (x !== y) {
       // An escaped byte (U+DC80..U+DCFF) against anything but ASCII: compare the bytes (rare).
-      if ((x & 0xff80) === 0xdc80 || (y & 0xff80) === 0xdc80) return compareKeyBytes(a, b);
+      if ((x & 0xff80) === 0xdc80 || (y & 0xff80) === 0xdc80) return compareKeyBytesFrom(a, b, i);
       // Surrogates (U+D800..U+DFFF) stand for code points above U+FFFF, which UTF-8 sorts after
       // U+E000..U+FFFF: lift them above that block before comparing.
       if (x >= 0xd800 && y >= 0xd800) return utf8Rank(x) - utf8Rank(y);
@@ -57,8 +56,79 @@ export function compareKeys(a: string, b: string): number {
   return a.length - b.length;
 }
 
-function compareKeyBytes(a: string, b: string): number {
-  return compareBytes(keyBytes(a), keyBytes(b));
+/**
+ * Compares the bytes of two key strings whose UTF-16 units agree before unit `i`, byte by byte
+ * from the character that holds unit `i`, without building either byte string.
+ */
+function compareKeyBytesFrom(a: string, b: string, i: number): number {
+  // Units before i agree; a surrogate pair split at i starts one unit earlier in both.
+  const prev = i > 0 ? a.charCodeAt(i - 1) : 0;
+  const start = prev >= 0xd800 && prev <= 0xdbff ? i - 1 : i;
+  const ca = new KeyByteCursor(a, start, BYTES_A);
+  const cb = new KeyByteCursor(b, start, BYTES_B);
+  for (;;) {
+    const x = ca.next();
+    const y = cb.next();
+    if (x !== y) return x - y; // an ended key (-1) sorts first
+    if (x < 0) return 0;
+  }
+}
+
+const BYTES_A = new Uint8Array(4);
+const BYTES_B = new Uint8Array(4);
+
+/** Reads a key string's bytes one at a time (UTF-8, escapes as their byte), from a unit index. */
+class KeyByteCursor {
+  #s: string;
+  #at: number;
+  #buf: Uint8Array;
+  #n = 0;
+  #p = 0;
+  constructor(s: string, at: number, buf: Uint8Array) {
+    this.#s = s;
+    this.#at = at;
+    this.#buf = buf;
+  }
+  /** The next byte, or -1 at the end. */
+  next(): number {
+    if (this.#p < this.#n) return this.#buf[this.#p++];
+    const s = this.#s;
+    if (this.#at >= s.length) return -1;
+    const buf = this.#buf;
+    const c = s.charCodeAt(this.#at++);
+    this.#p = 1;
+    if (c < 0x80) {
+      this.#n = 1;
+      return c;
+    }
+    if (c < 0x800) {
+      buf[1] = 0x80 | (c & 0x3f);
+      this.#n = 2;
+      return 0xc0 | (c >> 6);
+    }
+    if (c >= 0xd800 && c <= 0xdbff && this.#at < s.length) {
+      const d = s.charCodeAt(this.#at);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        this.#at++;
+        const cp = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+        buf[1] = 0x80 | ((cp >> 12) & 0x3f);
+        buf[2] = 0x80 | ((cp >> 6) & 0x3f);
+        buf[3] = 0x80 | (cp & 0x3f);
+        this.#n = 4;
+        return 0xf0 | (cp >> 18);
+      }
+    }
+    if (c >= 0xdc80 && c <= 0xdcff) {
+      this.#n = 1;
+      return c - 0xdc00;
+    }
+    // Other lone surrogates are not key strings; they read as U+FFFD, as an encoder writes them.
+    const u = c >= 0xd800 && c <= 0xdfff ? 0xfffd : c;
+    buf[1] = 0x80 | ((u >> 6) & 0x3f);
+    buf[2] = 0x80 | (u & 0x3f);
+    this.#n = 3;
+    return 0xe0 | (u >> 12);
+  }
 }
 
 function utf8Rank(unit: number): number {
