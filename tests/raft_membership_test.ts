@@ -3,6 +3,8 @@
 import assert from "node:assert/strict";
 import { Cluster } from "../src/sim/cluster.ts";
 import { LeadershipTransferError } from "../src/raft/types.ts";
+import { RaftNode } from "../src/raft/node.ts";
+import { SeededRng } from "../src/raft/rng.ts";
 
 function settle(c: Cluster, description = "convergence"): void {
   c.runUntil(() => c.converged(), { timeoutMs: 10_000, description });
@@ -216,4 +218,64 @@ Deno.test("leadership transfer: writes refused meanwhile, the target leads at on
   assert.equal(c.leader(), target);
   c.complete(c.put("/t", "2", { via: target }));
   assert.throws(() => c.transferLeader("n1" === target ? "n1" : target), /already leads/);
+});
+
+Deno.test("a candidate our log has not told about yet gets our vote through PreVote (dissertation §4.1); an outsider's bare RequestVote is ignored", async (t) => {
+  // n3 is far behind: its configuration is still n1, n2, n3, while n6 was added and campaigns. In
+  // seeds 106 and 417 of a trial schedule, n3's silence left n6 one vote short with nobody else
+  // able to win: no leader, for good.
+  const voteRequest = (type: "PreVote" | "RequestVote", from: string, term: number) =>
+    ({
+      type,
+      from,
+      to: "n3",
+      term,
+      lastLogIndex: 5,
+      lastLogTerm: 1,
+    }) as const;
+  const replies = (n: RaftNode) => n.takeReady().messages;
+  await t.step("no leader: the PreVote is answered, then the RequestVote of that term", () => {
+    const n3 = new RaftNode({ id: "n3", voters: ["n1", "n2", "n3"], rng: new SeededRng(3) });
+    n3.step(voteRequest("PreVote", "n6", 1));
+    const pre = replies(n3);
+    assert.deepEqual(pre.map((m) => [m.type, m.to, "granted" in m && m.granted]), [
+      ["PreVoteReply", "n6", true],
+    ]);
+    assert.equal(n3.term, 0, "a PreVote moves no term");
+    n3.step(voteRequest("RequestVote", "n6", 1));
+    const vote = replies(n3);
+    assert.deepEqual(vote.map((m) => [m.type, m.to, "granted" in m && m.granted]), [
+      ["RequestVoteReply", "n6", true],
+    ]);
+    assert.equal(n3.term, 1);
+  });
+  await t.step("an outsider's RequestVote without our PreVote for its term moves nothing", () => {
+    const n3 = new RaftNode({ id: "n3", voters: ["n1", "n2", "n3"], rng: new SeededRng(3) });
+    n3.step(voteRequest("RequestVote", "n7", 9));
+    assert.deepEqual(replies(n3), []);
+    assert.equal(n3.term, 0);
+    // A PreVote granted for term 1 does not open term 2.
+    n3.step(voteRequest("PreVote", "n7", 1));
+    replies(n3);
+    n3.step(voteRequest("RequestVote", "n7", 2));
+    assert.deepEqual(replies(n3), []);
+    assert.equal(n3.term, 0);
+  });
+  await t.step("while a leader's lease holds, an outsider's PreVote is ignored", () => {
+    const n3 = new RaftNode({ id: "n3", voters: ["n1", "n2", "n3"], rng: new SeededRng(3) });
+    n3.step({
+      type: "AppendEntries",
+      from: "n1",
+      to: "n3",
+      term: 1,
+      prevLogIndex: 0,
+      prevLogTerm: 0,
+      entries: [],
+      leaderCommit: 0,
+      readRound: 0,
+    });
+    replies(n3);
+    n3.step(voteRequest("PreVote", "n6", 2));
+    assert.deepEqual(replies(n3), []);
+  });
 });

@@ -16,7 +16,6 @@
  * @module
  */
 
-
 /** Most entries a leaf holds before it splits. */
 const LEAF_ENTRIES_MAX = 64;
 /** Fewest entries a leaf other than the root holds; below this it borrows or merges. */

@@ -160,6 +160,8 @@ export class RaftNode {
   #role: RaftRole = "Follower";
   #term = 0;
   #votedFor: NodeId | undefined;
+  /** A candidate outside our configuration whose PreVote we granted, and for which term. */
+  #preVoteGrantedToOutsider: { readonly id: NodeId; readonly term: number } | undefined;
   #leaderId: NodeId | undefined;
   #commitIndex = 0;
   #lastApplied: number;
@@ -387,10 +389,19 @@ export class RaftNode {
   step(m: Message): void {
     if (m.to !== this.id || m.from === this.id) return;
     // A leader's messages are taken from anyone (a node may not know yet that the sender joined);
-    // anything else only from a member of our configuration: a removed node cannot disrupt.
+    // anything else only from a member of our configuration (a removed node cannot disrupt), but
+    // for a candidate our log has not told about yet (dissertation §4.1): without our vote it may
+    // have no quorum. Its PreVote is answered while no leader's lease holds (it never raises our
+    // term); its RequestVote only for the term whose PreVote we granted, so a removed node, whose
+    // log lacks its removal and which we refuse at PreVote, never moves our term.
     const leaderMessage = m.type === "AppendEntries" || m.type === "InstallSnapshot" ||
       m.type === "TimeoutNow";
-    if (!leaderMessage && !this.#isMember(m.from)) return;
+    if (!leaderMessage && !this.#isMember(m.from)) {
+      const g = this.#preVoteGrantedToOutsider;
+      const outsiderVote = (m.type === "PreVote" && !this.#inLeaderLease()) ||
+        (m.type === "RequestVote" && g !== undefined && g.id === m.from && g.term === m.term);
+      if (!outsiderVote) return;
+    }
     if (m.term > this.#term) {
       // Dissertation §4.2.3: while a live leader's lease holds, a vote request of a higher term
       // comes from a node that was cut off; ignored, it cannot depose the leader or raise our
@@ -742,6 +753,9 @@ export class RaftNode {
     // Refuse while a live leader is known (rule 7): a rejoining node cannot disrupt a healthy term.
     const granted = m.term > this.#term && !this.#inLeaderLease() &&
       this.log.isUpToDate(m.lastLogIndex, m.lastLogTerm);
+    if (granted && !this.#isMember(m.from)) {
+      this.#preVoteGrantedToOutsider = { id: m.from, term: m.term };
+    }
     this.#send({
       type: "PreVoteReply",
       from: this.id,
