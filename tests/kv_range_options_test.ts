@@ -292,3 +292,25 @@ Deno.test("an answer over its byte bound copies no value", async (t) => {
     assert.equal(after.kvs[0].version, 2);
   });
 });
+
+Deno.test("shareValues: the store's own value arrays, unchanged by later writes", () => {
+  const h = new Harness();
+  h.ok(putOp("k1", "one"));
+  h.ok(putOp("k2", "two"));
+  const { store } = h;
+  const before = store.rangeValueBytesCopied;
+  const shared = { responseBytesMax: 1 << 20, shareValues: true };
+  const a = store.range({ key: "k1", rangeEnd: "k3" }, shared);
+  const b = store.txnRead(txnOp([], [rangeOp({ key: "k1", rangeEnd: "k3" })]), shared);
+  // Nothing copied, and both answers hold the very same arrays.
+  assert.equal(store.rangeValueBytesCopied, before);
+  assert.equal((b.responses[0] as RangeResponse).kvs[0].value, a.kvs[0].value);
+  // A copy is a different array with the same bytes.
+  const copied = store.range({ key: "k1" }, { responseBytesMax: 1 << 20 });
+  assert.notEqual(copied.kvs[0].value, a.kvs[0].value);
+  assert.deepEqual(copied.kvs[0].value, a.kvs[0].value);
+  // A later write replaces the value; the shared array still reads as before.
+  h.ok(putOp("k1", "changed"));
+  assert.equal(new TextDecoder().decode(a.kvs[0].value), "one");
+  assert.equal(store.getString("k1"), "changed");
+});

@@ -1199,7 +1199,11 @@ async function etcdAnswerOnce(
       if (txn.readOnly && session === undefined) {
         if (txn.serializable) server.counters.readsSerializable++;
         else await linearizable(server);
-        const r = server.store.txnRead(txn.command, { responseBytesMax: server.responseBytesMax });
+        // The answer is encoded to JSON or protobuf and dropped: the store's values need no copy.
+        const r = server.store.txnRead(txn.command, {
+          responseBytesMax: server.responseBytesMax,
+          shareValues: true,
+        });
         return jsonAnswer((kvs) => txnJson(header(server, r.revision), r, kvs), source.kvs);
       }
       return await write(txn.command, (r, kvs) =>
@@ -1229,6 +1233,8 @@ async function etcdAnswerOnce(
           maxCreateRevision: c.maxCreateRevision,
           revision: requestedRevision(r),
           responseBytesMax: server.responseBytesMax,
+          // Encoded to JSON or protobuf and dropped: the store's values need no copy.
+          shareValues: true,
         });
       } catch (e) {
         // etcd's gateway answers OutOfRange (a compacted or future revision) with 400, code 11.
