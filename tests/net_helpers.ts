@@ -5,7 +5,7 @@
  * @module
  */
 
-import { FORWARDED_SIGNATURE_HEADER, FORWARDED_USER_HEADER, NodeAuth } from "../src/net/auth.ts";
+import { NodeAuth } from "../src/net/auth.ts";
 
 const MAIN = new URL("../src/net/main.ts", import.meta.url).pathname;
 
@@ -72,23 +72,11 @@ export class NodeProcess {
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    this.#collect(p.stdout, (l) => {
+    collectLines(p.stdout, (l) => {
       if (this.lines.length < 10_000) this.lines.push(l);
     });
-    this.#collect(p.stderr, (l) => this.stderr += l + "\n");
+    collectLines(p.stderr, (l) => this.stderr += l + "\n");
     return p;
-  }
-
-  async #collect(stream: ReadableStream<Uint8Array>, on: (line: string) => void): Promise<void> {
-    let rest = "";
-    try {
-      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-        const parts = (rest + chunk).split("\n");
-        rest = parts.pop()!;
-        parts.forEach(on);
-      }
-    } catch { /* process gone */ }
-    if (rest !== "") on(rest);
   }
 
   /** Starts the process again with the same arguments (plus `extra`). */
@@ -100,10 +88,10 @@ export class NodeProcess {
       stderr: "piped",
     }).spawn();
     const p = this.process;
-    this.#collect(p.stdout, (l) => {
+    collectLines(p.stdout, (l) => {
       if (this.lines.length < 10_000) this.lines.push(l);
     });
-    this.#collect(p.stderr, (l) => this.stderr += l + "\n");
+    collectLines(p.stderr, (l) => this.stderr += l + "\n");
     this.exited = p.status;
   }
 
@@ -137,6 +125,22 @@ export class NodeProcess {
   }
 }
 
+/** Hands each line of `stream` to `on` (the last one even without a newline), until it ends. */
+export async function collectLines(
+  stream: ReadableStream<Uint8Array>,
+  on: (line: string) => void,
+): Promise<void> {
+  let rest = "";
+  try {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      const parts = (rest + chunk).split("\n");
+      rest = parts.pop()!;
+      parts.forEach(on);
+    }
+  } catch { /* process gone */ }
+  if (rest !== "") on(rest);
+}
+
 /** Headers vouching for `user` on a GET of `target`, signed with `secret` (none without one). */
 export function signedAs(
   user: string,
@@ -145,11 +149,7 @@ export function signedAs(
 ): Record<string, string> {
   if (secret === undefined || secret === "") return {};
   const auth = new NodeAuth({ nowMs: () => 0, secret, logEvent: () => {} });
-  const signature = auth.sign(user, "GET", target, new Uint8Array());
-  return signature === undefined ? {} : {
-    [FORWARDED_USER_HEADER]: encodeURIComponent(user),
-    [FORWARDED_SIGNATURE_HEADER]: signature,
-  };
+  return auth.vouchFor(user, "GET", target, new Uint8Array()) ?? {};
 }
 
 /** A cluster of node processes in a temporary directory. */

@@ -3,7 +3,7 @@
 // readable on every remaining member, the membership comes back after a restart from
 // DIR/cluster.json, and a --tls cluster refuses plain HTTP but answers the printed certificates.
 import assert from "node:assert/strict";
-import { b64, freePortRun, until } from "./net_helpers.ts";
+import { b64, collectLines, freePortRun, until } from "./net_helpers.ts";
 import { runCtl } from "../src/net/ctl.ts";
 
 const ROOT = new URL("..", import.meta.url).pathname;
@@ -40,8 +40,8 @@ class ClusterScript {
     }).spawn();
     this.#stdin = this.process.stdin.getWriter();
     this.process.status.then(() => this.exited = true);
-    collect(this.process.stdout, (l) => this.lines.push(l));
-    collect(this.process.stderr, (l) => this.stderr.push(l));
+    collectLines(this.process.stdout, (l) => this.lines.push(l));
+    collectLines(this.process.stderr, (l) => this.stderr.push(l));
   }
 
   /** Waits for a line matching `pattern` at or after line `from`; returns it. */
@@ -142,18 +142,6 @@ function descendantsOf(pid: number): number[] {
   };
   below(pid);
   return out;
-}
-
-async function collect(stream: ReadableStream<Uint8Array>, on: (line: string) => void) {
-  let rest = "";
-  try {
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      const parts = (rest + chunk).split("\n");
-      rest = parts.pop()!;
-      parts.forEach(on);
-    }
-  } catch { /* process gone */ }
-  if (rest !== "") on(rest);
 }
 
 /** Whether process `pid` still runs. */

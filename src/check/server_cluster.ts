@@ -15,7 +15,13 @@
  */
 
 import { setImmediate } from "node:timers";
-import { type CancelTimer, type HostClock, type HostTimers, VirtualTimers } from "../host/clock.ts";
+import {
+  type CancelTimer,
+  type HostClock,
+  type HostTimers,
+  timersOn,
+  VirtualTimers,
+} from "../host/clock.ts";
 import { handleHttp } from "../net/http.ts";
 import { RaftServer, type ServerFaultPoint, type ServerFetch } from "../net/server.ts";
 import type { Address } from "../net/transport.ts";
@@ -553,30 +559,9 @@ function driftingHost(
     const atMs = globalMs(clock, nowLocal() + delayMs);
     return timers.schedule(owner, Math.max(0, atMs - timers.nowMs()), fire);
   };
-  return {
-    clock: { nowMs: nowLocal },
-    timers: {
-      every: (intervalMs, fire) => {
-        if (!(intervalMs > 0)) throw new RangeError(`Interval must be positive: ${intervalMs}`);
-        let cancel: CancelTimer = () => {};
-        let live = true;
-        const arm = () => {
-          cancel = schedule(intervalMs, () => {
-            if (!live) return;
-            arm();
-            fire();
-          });
-        };
-        arm();
-        return () => {
-          live = false;
-          cancel();
-        };
-      },
-      after: schedule,
-      nextTurn: (fire) => void timers.schedule(owner, 0, fire),
-    },
-  };
+  // The next turn comes at the same virtual instant whatever the host's clock.
+  const nextTurn = (fire: () => void) => void timers.schedule(owner, 0, fire);
+  return { clock: { nowMs: nowLocal }, timers: timersOn(schedule, nextTurn) };
 }
 
 /** What a {@linkcode SlowFs} asks its cluster. */

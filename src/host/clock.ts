@@ -135,28 +135,37 @@ export class VirtualTimers implements HostClock {
 
   /** The timers of one host, `owner`. */
   host(owner: number): HostTimers {
-    return {
-      every: (intervalMs, fire) => {
-        if (!(intervalMs > 0)) throw new RangeError(`Interval must be positive: ${intervalMs}`);
-        let cancel: CancelTimer = () => {};
-        let live = true;
-        const arm = () => {
-          cancel = this.schedule(owner, intervalMs, () => {
-            if (!live) return;
-            arm();
-            fire();
-          });
-        };
-        arm();
-        return () => {
-          live = false;
-          cancel();
-        };
-      },
-      after: (delayMs, fire) => this.schedule(owner, delayMs, fire),
-      nextTurn: (fire) => {
-        this.schedule(owner, 0, fire);
-      },
-    };
+    return timersOn((delayMs, fire) => this.schedule(owner, delayMs, fire));
   }
+}
+
+/**
+ * A host's timers built on `schedule` (fire once after a delay): `every` re-arms itself before
+ * each firing; `nextTurn` is `nextTurn`, by default a delay of 0.
+ */
+export function timersOn(
+  schedule: (delayMs: number, fire: () => void) => CancelTimer,
+  nextTurn: (fire: () => void) => void = (fire) => void schedule(0, fire),
+): HostTimers {
+  return {
+    every: (intervalMs, fire) => {
+      if (!(intervalMs > 0)) throw new RangeError(`Interval must be positive: ${intervalMs}`);
+      let cancel: CancelTimer = () => {};
+      let live = true;
+      const arm = () => {
+        cancel = schedule(intervalMs, () => {
+          if (!live) return;
+          arm();
+          fire();
+        });
+      };
+      arm();
+      return () => {
+        live = false;
+        cancel();
+      };
+    },
+    after: schedule,
+    nextTurn,
+  };
 }

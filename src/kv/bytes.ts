@@ -161,28 +161,48 @@ export function keyBytes(key: string): Uint8Array {
   if (key.isWellFormed()) return encoder.encode(key);
   const out = new Uint8Array(3 * key.length);
   let n = 0;
-  for (let i = 0; i < key.length; i++) {
-    const c = key.charCodeAt(i);
-    if (c < 0x80) out[n++] = c;
-    else if (c < 0x800) {
-      out[n++] = 0xc0 | (c >> 6);
-      out[n++] = 0x80 | (c & 0x3f);
-    } else if (c >= 0xdc80 && c <= 0xdcff) out[n++] = c - 0xdc00;
-    else if (c >= 0xd800 && c <= 0xdbff && isLowSurrogate(key.charCodeAt(i + 1))) {
-      const cp = 0x10000 + ((c - 0xd800) << 10) + (key.charCodeAt(++i) - 0xdc00);
-      out[n++] = 0xf0 | (cp >> 18);
-      out[n++] = 0x80 | ((cp >> 12) & 0x3f);
-      out[n++] = 0x80 | ((cp >> 6) & 0x3f);
-      out[n++] = 0x80 | (cp & 0x3f);
-    } else {
-      // A lone surrogate outside the escapes is not a key string; it reads as U+FFFD.
-      const u = c >= 0xd800 && c <= 0xdfff ? 0xfffd : c;
-      out[n++] = 0xe0 | (u >> 12);
-      out[n++] = 0x80 | ((u >> 6) & 0x3f);
-      out[n++] = 0x80 | (u & 0x3f);
-    }
+  for (let i = 0; i < key.length;) {
+    const written = writeKeyChar(key, i, out, n);
+    n += written;
+    i += written === 4 ? 2 : 1; // only a surrogate pair takes four bytes
   }
   return out.subarray(0, n);
+}
+
+/**
+ * Writes the bytes of the character of the key string `key` that starts at unit `i` into `out`
+ * from `at`: its UTF-8, or the byte an escape stands for. Returns how many (1 to 4; 4 only for a
+ * surrogate pair, which is two units).
+ */
+export function writeKeyChar(key: string, i: number, out: Uint8Array, at: number): number {
+  const c = key.charCodeAt(i);
+  if (c < 0x80) {
+    out[at] = c;
+    return 1;
+  }
+  if (c < 0x800) {
+    out[at] = 0xc0 | (c >> 6);
+    out[at + 1] = 0x80 | (c & 0x3f);
+    return 2;
+  }
+  if (c >= 0xdc80 && c <= 0xdcff) {
+    out[at] = c - 0xdc00;
+    return 1;
+  }
+  if (c >= 0xd800 && c <= 0xdbff && isLowSurrogate(key.charCodeAt(i + 1))) {
+    const cp = 0x10000 + ((c - 0xd800) << 10) + (key.charCodeAt(i + 1) - 0xdc00);
+    out[at] = 0xf0 | (cp >> 18);
+    out[at + 1] = 0x80 | ((cp >> 12) & 0x3f);
+    out[at + 2] = 0x80 | ((cp >> 6) & 0x3f);
+    out[at + 3] = 0x80 | (cp & 0x3f);
+    return 4;
+  }
+  // A lone surrogate outside the escapes is not a key string; it reads as U+FFFD.
+  const u = c >= 0xd800 && c <= 0xdfff ? 0xfffd : c;
+  out[at] = 0xe0 | (u >> 12);
+  out[at + 1] = 0x80 | ((u >> 6) & 0x3f);
+  out[at + 2] = 0x80 | (u & 0x3f);
+  return 3;
 }
 
 function isLowSurrogate(c: number): boolean {

@@ -16,6 +16,8 @@
  * @module
  */
 
+import { writeKeyChar } from "./bytes.ts";
+
 /** Most entries a leaf holds before it splits. */
 const LEAF_ENTRIES_MAX = 64;
 /** Fewest entries a leaf other than the root holds; below this it borrows or merges. */
@@ -91,42 +93,11 @@ class KeyByteCursor {
   /** The next byte, or -1 at the end. */
   next(): number {
     if (this.#p < this.#n) return this.#buf[this.#p++];
-    const s = this.#s;
-    if (this.#at >= s.length) return -1;
-    const buf = this.#buf;
-    const c = s.charCodeAt(this.#at++);
+    if (this.#at >= this.#s.length) return -1;
+    this.#n = writeKeyChar(this.#s, this.#at, this.#buf, 0);
+    this.#at += this.#n === 4 ? 2 : 1; // only a surrogate pair takes four bytes
     this.#p = 1;
-    if (c < 0x80) {
-      this.#n = 1;
-      return c;
-    }
-    if (c < 0x800) {
-      buf[1] = 0x80 | (c & 0x3f);
-      this.#n = 2;
-      return 0xc0 | (c >> 6);
-    }
-    if (c >= 0xd800 && c <= 0xdbff && this.#at < s.length) {
-      const d = s.charCodeAt(this.#at);
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        this.#at++;
-        const cp = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
-        buf[1] = 0x80 | ((cp >> 12) & 0x3f);
-        buf[2] = 0x80 | ((cp >> 6) & 0x3f);
-        buf[3] = 0x80 | (cp & 0x3f);
-        this.#n = 4;
-        return 0xf0 | (cp >> 18);
-      }
-    }
-    if (c >= 0xdc80 && c <= 0xdcff) {
-      this.#n = 1;
-      return c - 0xdc00;
-    }
-    // Other lone surrogates are not key strings; they read as U+FFFD, as an encoder writes them.
-    const u = c >= 0xd800 && c <= 0xdfff ? 0xfffd : c;
-    buf[1] = 0x80 | ((u >> 6) & 0x3f);
-    buf[2] = 0x80 | (u & 0x3f);
-    this.#n = 3;
-    return 0xe0 | (u >> 12);
+    return this.#buf[0];
   }
 }
 

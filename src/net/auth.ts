@@ -389,6 +389,24 @@ export class NodeAuth {
     return this.tokens.issue(name, user!.password!.salt, state.authRevision);
   }
 
+  /**
+   * The headers that vouch for `user` on a request this node sends to another member (its
+   * name and signature), or undefined without a cluster secret.
+   */
+  vouchFor(
+    user: string,
+    method: string,
+    target: string,
+    body: Uint8Array,
+  ): Record<string, string> | undefined {
+    const signature = this.sign(user, method, target, body);
+    if (signature === undefined) return undefined;
+    return {
+      [FORWARDED_USER_HEADER]: encodeURIComponent(user),
+      [FORWARDED_SIGNATURE_HEADER]: signature,
+    };
+  }
+
   /** The signature of a request forwarded for `user`, or undefined without a cluster secret. */
   sign(user: string, method: string, target: string, body: Uint8Array): string | undefined {
     if (this.#signKey === undefined) return undefined;

@@ -266,11 +266,6 @@ export function encodeBase64(bytes: Uint8Array): string {
   return btoa(bin);
 }
 
-/** A key's bytes as the store's key string (src/kv/bytes.ts): any bytes, as etcd's keys. */
-function keyText(bytes: Uint8Array): string {
-  return keyFromBytes(bytes);
-}
-
 /** The key after every key with prefix `bytes` (etcd's prefix end), or undefined for none. */
 function prefixEnd(bytes: Uint8Array): Uint8Array | undefined {
   const end = bytes.slice();
@@ -292,17 +287,17 @@ export function keyRange(f: Fields): KeyRange {
   const key = f.bytes("key");
   const end = f.bytes("range_end");
   if (key === undefined || key.length === 0) throw badRequest('Field "key" is not provided');
-  if (end === undefined || end.length === 0) return { key: keyText(key) };
+  if (end === undefined || end.length === 0) return { key: keyFromBytes(key) };
   if (end.length === 1 && end[0] === 0) {
     // range_end "\0": every key >= key; key "\0" too means every key.
     if (key.length === 1 && key[0] === 0) return { prefix: "" };
-    return { fromKey: keyText(key) };
+    return { fromKey: keyFromBytes(key) };
   }
   // A prefix range when the prefix is text; a byte prefix outside UTF-8 stays a key and range end
   // (a string prefix of escaped bytes would miss keys whose bytes go on into a character).
   const prefix = strictText(key);
   if (prefix !== undefined && sameBytes(prefixEnd(key), end)) return { prefix };
-  return { key: keyText(key), rangeEnd: keyText(end) };
+  return { key: keyFromBytes(key), rangeEnd: keyFromBytes(end) };
 }
 
 /** A parsed `/v3/kv/range` request. */
@@ -389,7 +384,7 @@ export function parsePut(body: unknown, what = "PutRequest"): PutCommand {
   const lease = f.int("lease");
   if (lease < 0) throw badRequest(`Field "lease" of ${what} must not be negative: ${lease}`);
   unsupported(f, ["ignore_value", "ignore_lease"], what);
-  const put: PutCommand = { type: "put", key: keyText(key), value, prevKv };
+  const put: PutCommand = { type: "put", key: keyFromBytes(key), value, prevKv };
   return lease > 0 ? { ...put, lease } : put;
 }
 
@@ -417,10 +412,10 @@ function parseCompare(value: unknown, i: number, list = "compare"): Compare {
   if (compareKey === undefined || compareKey.length === 0) {
     throw badRequest(`Field "key" of ${what} is not provided`);
   }
-  const key = keyText(compareKey);
+  const key = keyFromBytes(compareKey);
   const end = f.bytes("range_end");
   // A range end "\0" means every key >= key (the store's Compare takes it as "\u0000").
-  const rangeEnd = end === undefined || end.length === 0 ? {} : { rangeEnd: keyText(end) };
+  const rangeEnd = end === undefined || end.length === 0 ? {} : { rangeEnd: keyFromBytes(end) };
   let c: Compare;
   switch (target) {
     case "VERSION":

@@ -77,8 +77,6 @@ import {
   AUTH_ROUTES,
   authAnswer,
   authRejected,
-  FORWARDED_SIGNATURE_HEADER,
-  FORWARDED_USER_HEADER,
   type Identity,
 } from "./auth.ts";
 import { AUTH_OLD_REVISION, commandNeeds, PERMISSION_DENIED, USER_EMPTY } from "../kv/auth.ts";
@@ -690,8 +688,8 @@ async function forward(
   // The token stays here (it is this node's); the user it stood for goes signed.
   const user = req.identity?.user;
   if (user !== undefined) {
-    const signature = server.auth.sign(user, req.method, req.target, body ?? new Uint8Array());
-    if (signature === undefined) {
+    const vouch = server.auth.vouchFor(user, req.method, req.target, body ?? EMPTY_BODY);
+    if (vouch === undefined) {
       throw new HttpError(
         503,
         `Auth is enabled and this cluster has no cluster secret, so node "${server.nodeId}" ` +
@@ -700,8 +698,7 @@ async function forward(
         14,
       );
     }
-    headers.set(FORWARDED_USER_HEADER, encodeURIComponent(user));
-    headers.set(FORWARDED_SIGNATURE_HEADER, signature);
+    for (const [name, value] of Object.entries(vouch)) headers.set(name, value);
   }
   server.counters.forwarded++;
   let sent = false;
@@ -979,12 +976,7 @@ const EMPTY_BODY = new Uint8Array(0);
  */
 function statusHeaders(server: RaftServer, identity: Identity): Record<string, string> {
   if (!server.store.auth.enabled || identity.user === undefined) return {};
-  const signature = server.auth.sign(identity.user, "GET", "/v1/status?local=1", EMPTY_BODY);
-  if (signature === undefined) return {};
-  return {
-    [FORWARDED_USER_HEADER]: encodeURIComponent(identity.user),
-    [FORWARDED_SIGNATURE_HEADER]: signature,
-  };
+  return server.auth.vouchFor(identity.user, "GET", "/v1/status?local=1", EMPTY_BODY) ?? {};
 }
 
 /**
