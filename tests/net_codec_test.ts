@@ -67,6 +67,18 @@ const SAMPLES: Message[] = [
     done: true,
   },
   {
+    type: "InstallSnapshot",
+    from: "n1",
+    to: "n3",
+    term: 3,
+    // The host's context: the member table raftmeta's server attaches (src/net/members.ts).
+    meta: { index: 101, term: 3, voters: ["n1"], context: '{"version":1,"members":{}}' },
+    totalBytes: 1,
+    offset: 0,
+    data: bytes(9),
+    done: true,
+  },
+  {
     type: "InstallSnapshotReply",
     from: "n3",
     to: "n1",

@@ -340,6 +340,70 @@ Deno.test("net members: replace a node that lost its data (remove the old, add a
   }
 });
 
+Deno.test("net members: a member that installs a snapshot past another's add learns its id and URLs from it", async () => {
+  // n3 is down while n4 is added; the leader's snapshots then replace the add entry, so n3 hears
+  // of n4 only through the snapshot it installs (its metadata carries the member table).
+  const c = ProcessCluster.start(3, ["--snapshot-entries", "20"]);
+  try {
+    const leader = await c.waitForLeader();
+    const laggard = c.nodes.find((n) => n !== leader)!;
+    const live = c.nodes.filter((n) => n !== laggard);
+    await put(leader.url, "/s/first", "1");
+    await until(
+      "n3 has /s/first",
+      async () => (await serializableGet(laggard.url, "/s/first")) === "1",
+    );
+    await laggard.kill();
+    const ports = { client: freePort(), peer: freePort() };
+    const added = await post(
+      `${leader.url}/v3/cluster/member/add`,
+      JSON.stringify({
+        peerURLs: [`http://127.0.0.1:${ports.peer}`],
+        isLearner: true,
+        name: "n4",
+        clientURLs: [`http://127.0.0.1:${ports.client}`],
+      }),
+    );
+    assert.equal(added.status, 200, JSON.stringify(added.json));
+    const n4Id = added.json.member.ID;
+    const n4 = startMember(c, "n4", ports, live);
+    // Past the 1,000 entries a leader keeps below its snapshot for slow followers.
+    for (let i = 0; i < 1200; i += 50) {
+      await Promise.all(
+        Array.from({ length: 50 }, (_, j) => put(leader.url, `/s/${i + j}`, `v${i + j}`)),
+      );
+    }
+    await put(leader.url, "/s/last", "yes");
+    await until("n4 has /s/last", async () => (await serializableGet(n4.url, "/s/last")) === "yes");
+    laggard.restart();
+    await until(
+      "the restarted member has /s/last",
+      async () => (await serializableGet(laggard.url, "/s/last")) === "yes",
+    );
+    assert.ok(
+      laggard.lines.some((l) => l.includes(`"event":"snapshot-installed"`)),
+      "the restarted member caught up by a snapshot, not by entries",
+    );
+    const list = await members(laggard.url);
+    const n4Row = list.find((m: Json) => m.name === "n4");
+    assert.deepEqual(n4Row, {
+      ID: n4Id,
+      name: "n4",
+      peerURLs: [`http://127.0.0.1:${ports.peer}`],
+      clientURLs: [`http://127.0.0.1:${ports.client}`],
+      isLearner: true,
+    });
+    // It keeps them across a restart (members.json), without the entry or --peers naming n4.
+    await laggard.kill();
+    laggard.restart();
+    await until("the member answers again", async () => (await laggard.local()) !== undefined);
+    const again = (await members(laggard.url)).find((m: Json) => m.name === "n4");
+    assert.deepEqual(again?.peerURLs, [`http://127.0.0.1:${ports.peer}`]);
+  } finally {
+    await c.stop();
+  }
+});
+
 Deno.test("net members: SIGTERM on the leader hands leadership over before it stops", async () => {
   const c = ProcessCluster.start(3);
   try {

@@ -27,6 +27,25 @@ function text(bytes: Uint8Array | undefined): string {
 }
 
 Deno.test("snapshots", async (t) => {
+  await t.step("the host's context and the learners survive save and load", async (t) => {
+    await onBothDisks(t, (disk) => {
+      const s = openStorage(disk);
+      s.save(hs(1, "n1", 80), entries(1, 100, 1));
+      const context = JSON.stringify({ version: 1, members: { n4: { id: "7" } }, note: "é" });
+      const withContext = { ...snapshot(60, 1), meta: { ...snapshot(60, 1).meta, context } };
+      s.saveSnapshot(withContext);
+      s.close();
+      const loaded = openStorage(disk).load();
+      assert.deepEqual(loaded.snapshot?.meta, withContext.meta);
+      assert.equal(text(loaded.snapshot?.data), "state up to 60");
+      const s2 = openStorage(disk);
+      const learners = { ...snapshot(70, 1), meta: { ...snapshot(70, 1).meta, learners: ["n4"] } };
+      s2.saveSnapshot(learners);
+      s2.close();
+      assert.deepEqual(openStorage(disk).load().snapshot?.meta, learners.meta);
+    });
+  });
+
   await t.step("save and load round trip, the log kept after it", async (t) => {
     await onBothDisks(t, (disk) => {
       const s = openStorage(disk);

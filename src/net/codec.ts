@@ -11,6 +11,7 @@
 
 import type { Message, RaftLogEntry } from "../raft/types.ts";
 import { ByteWriter, strictText } from "../kv/bytes.ts";
+import { SNAPSHOT_CONTEXT_BYTES_MAX } from "../storage/record.ts";
 
 /** A frame or message that does not decode; the connection it came on is closed. */
 export class FrameError extends Error {
@@ -117,9 +118,9 @@ class Reader {
     // A copy, so an entry kept in the log does not pin the whole frame buffer.
     return this.#span(what, max).slice();
   }
-  str(what: string): string {
+  str(what: string, max = STRING_BYTES_MAX): string {
     // Decoded in place: a string keeps no reference to the frame buffer.
-    const s = strictText(this.#span(what, STRING_BYTES_MAX));
+    const s = strictText(this.#span(what, max));
     if (s === undefined) throw new FrameError(`${what} is not valid UTF-8`);
     return s;
   }
@@ -203,6 +204,9 @@ function encodeMessage(w: ByteWriter, m: Message): void {
       for (const v of m.meta.voters) w.str(v);
       w.u32(m.meta.learners?.length ?? 0);
       for (const v of m.meta.learners ?? []) w.str(v);
+      // The host's context (src/raft/types.ts SnapshotMeta): a presence byte, then the text.
+      w.u8(m.meta.context === undefined ? 0 : 1);
+      if (m.meta.context !== undefined) w.str(m.meta.context);
       w.f64(m.totalBytes);
       w.f64(m.offset);
       w.bytes(m.data);
@@ -355,6 +359,9 @@ function decodeMessage(r: Reader): Message {
       }
       const learners: string[] = [];
       for (let i = 0; i < learnerCount; i++) learners.push(r.str("learner"));
+      const context = r.bool("snapshot context present")
+        ? r.str("snapshot context", SNAPSHOT_CONTEXT_BYTES_MAX)
+        : undefined;
       const totalBytes = r.num("totalBytes");
       const offset = r.num("offset");
       const data = r.bytes("snapshot chunk", FRAME_BYTES_MAX);
@@ -372,7 +379,13 @@ function decodeMessage(r: Reader): Message {
         from,
         to,
         term,
-        meta: { index, term: snapshotTerm, voters, ...(learnerCount > 0 ? { learners } : {}) },
+        meta: {
+          index,
+          term: snapshotTerm,
+          voters,
+          ...(learnerCount > 0 ? { learners } : {}),
+          ...(context !== undefined ? { context } : {}),
+        },
         totalBytes,
         offset,
         data,

@@ -117,6 +117,20 @@ export function decodeMemberContext(context: string | undefined): MemberInfo | u
   }
 }
 
+/** One member of a members file or snapshot context, checked; undefined if malformed. */
+function memberRecordOf(m: unknown): MemberInfo | undefined {
+  if (m === null || typeof m !== "object") return undefined;
+  const o = m as Record<string, unknown>;
+  if (typeof o.id !== "string" || !/^\d{1,20}$/.test(o.id)) return undefined;
+  const url = (v: unknown) => typeof v === "string" ? v : undefined;
+  return {
+    id: BigInt(o.id),
+    peerUrl: url(o.peerURL),
+    clientUrl: url(o.clientURL),
+    grpcUrl: url(o.grpcURL),
+  };
+}
+
 /** What `members.json` holds. */
 interface MembersFile {
   version: 1;
@@ -274,19 +288,58 @@ export class MemberTable {
   adopt(json: unknown, bootstrap: Membership | undefined): void {
     const f = json as MembersFile;
     for (const [node, m] of Object.entries(f?.members ?? {})) {
-      if (typeof m?.id !== "string" || !/^\d{1,20}$/.test(m.id)) continue;
-      this.#info.set(node, {
-        id: BigInt(m.id),
-        peerUrl: m.peerURL,
-        clientUrl: m.clientURL,
-        grpcUrl: m.grpcURL,
-      });
+      const parsed = memberRecordOf(m);
+      if (parsed !== undefined) this.#info.set(node, parsed);
     }
     for (const [node, id] of Object.entries(f?.removed ?? {})) {
       if (typeof id === "string" && /^\d{1,20}$/.test(id)) this.#removed.set(node, BigInt(id));
     }
     if (bootstrap !== undefined) this.#bootstrap = bootstrap;
     this.save();
+  }
+
+  /**
+   * The table as a snapshot carries it (`SnapshotMeta.context`): every member's id and URLs and the
+   * names removed, as of the index the snapshot covers. Not this node's bootstrap or own fate.
+   */
+  snapshotContext(): string {
+    const { members, removed } = this.toJSON();
+    return JSON.stringify({ version: 1, members, removed });
+  }
+
+  /**
+   * Takes in the table a snapshot installed from the leader carries ({@linkcode snapshotContext}):
+   * the snapshot covers entries this node never applied (a member's `add`, a URL update), so its
+   * records replace this node's. Returns whether `text` was a table (else nothing changes).
+   */
+  adoptSnapshotContext(text: string): boolean {
+    let f: { version?: unknown; members?: unknown; removed?: unknown };
+    try {
+      f = JSON.parse(text);
+    } catch {
+      return false;
+    }
+    if (f === null || typeof f !== "object" || f.version !== 1) return false;
+    if (typeof f.members !== "object" || f.members === null) return false;
+    if (typeof f.removed !== "object" || f.removed === null) return false;
+    const info = new Map<NodeId, MemberInfo>();
+    for (const [node, m] of Object.entries(f.members as Record<string, unknown>)) {
+      const parsed = memberRecordOf(m);
+      if (parsed === undefined) return false;
+      info.set(node, parsed);
+    }
+    const removed = new Map<NodeId, bigint>();
+    for (const [node, id] of Object.entries(f.removed as Record<string, unknown>)) {
+      if (typeof id !== "string" || !/^\d{1,20}$/.test(id)) return false;
+      removed.set(node, BigInt(id));
+    }
+    for (const [node, m] of info) this.#info.set(node, m);
+    for (const [node, id] of removed) {
+      this.#removed.set(node, id);
+      this.#info.delete(node);
+    }
+    this.save();
+    return true;
   }
 
   /** Every member recorded (added ones, and bootstrap ones whose URLs a change set). */

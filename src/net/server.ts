@@ -1704,6 +1704,15 @@ export class RaftServer {
   /** Replaces the store with a snapshot installed from the leader (§7). */
   #restore(snapshot: Snapshot): void {
     this.#store = decodeStoreSnapshot(snapshot.data);
+    const context = snapshot.meta.context;
+    if (context !== undefined) {
+      try {
+        if (this.#members.adoptSnapshotContext(context)) this.#linkMembers(snapshot.meta);
+        else this.logEvent("snapshot-members-unreadable", { index: snapshot.meta.index });
+      } catch (err) {
+        this.logEvent("members-save-failed", { error: (err as Error).message });
+      }
+    }
     this.#snapshotBytesBase = { index: snapshot.meta.index, appliedBytes: this.#appliedBytes };
     this.#appliedSinceNotify = true;
     this.logEvent("snapshot-installed", {
@@ -1712,6 +1721,23 @@ export class RaftServer {
       bytes: snapshot.data.length,
       from: this.#node.leaderId ?? null,
     });
+  }
+
+  /**
+   * Points the peer links at the members a snapshot's configuration lists, as the member table now
+   * records them, and drops the links of members it removed: a snapshot installed past a member's
+   * `add` is the only news this node gets of that member's address.
+   */
+  #linkMembers(meta: Snapshot["meta"]): void {
+    for (const id of [...meta.voters, ...(meta.learners ?? [])]) {
+      const url = this.#members.infoOf(id).peerUrl;
+      if (id !== this.nodeId && url !== undefined) {
+        this.#transport?.addPeer(id, addressOfPeerUrl(url));
+      }
+    }
+    for (const [id] of this.#transport?.peerInfo ?? []) {
+      if (this.#members.isRemoved(id)) this.#transport?.removePeer(id);
+    }
   }
 
   /** Applies one committed entry and settles the proposal waiting for its index, if any. */
@@ -1891,6 +1917,7 @@ export class RaftServer {
       storage: this.#storage,
       store: this.store,
       everyEntries: byBytes ? 1 : this.#snapshotEntriesDue(),
+      context: () => this.#members.snapshotContext(),
       closed: () => this.#closed,
       log: (event, fields) => this.logEvent(event, fields),
       fail: (e) => this.#die(e),

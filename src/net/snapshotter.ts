@@ -23,7 +23,7 @@
 
 import { setImmediate } from "node:timers";
 import type { RaftNode } from "../raft/node.ts";
-import type { Snapshot } from "../raft/storage.ts";
+import type { Snapshot, SnapshotMeta } from "../raft/storage.ts";
 import type { FrozenStore, MetadataStore } from "../kv/store.ts";
 import type { FileStorage } from "../storage/file_storage.ts";
 import { SnapshotFrame } from "../storage/snapshot_file.ts";
@@ -40,6 +40,11 @@ export interface SnapshotHost {
   readonly storage: FileStorage;
   /** The store as it is now (the host may replace it later; the snapshot keeps this one's view). */
   readonly store: MetadataStore;
+  /**
+   * The text the snapshot's metadata carries for the host (`SnapshotMeta.context`), read when the
+   * snapshot starts, so as of the same applied index as the store. Default: none.
+   */
+  readonly context?: () => string | undefined;
   /** Take a snapshot once this many entries were applied since the last one. */
   readonly everyEntries: number;
   /** Whether the host has shut down (then the snapshot in flight is abandoned). */
@@ -189,7 +194,14 @@ export class Snapshotter {
     const term = node.log.term(index);
     if (term === undefined) throw new Error(`Entry ${index} is not in the log`);
     const config = node.membershipAt(index); // snapshots carry the configuration
-    const meta = { index, term, voters: [...config.voters], learners: [...config.learners] };
+    const context = host.context?.();
+    const meta: SnapshotMeta = {
+      index,
+      term,
+      voters: [...config.voters],
+      learners: [...config.learners],
+      ...(context !== undefined ? { context } : {}),
+    };
     const check = () => {
       if (host.closed() || storage.closed) throw new Abandoned("closed");
       if (node.log.snapshotIndex >= index || storage.snapshotIndex >= index) {

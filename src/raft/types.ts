@@ -196,6 +196,12 @@ export interface SnapshotMeta {
   readonly voters: readonly NodeId[];
   /** The cluster's learners (non-voting members) as of `index`; absent means none. */
   readonly learners?: readonly NodeId[];
+  /**
+   * Text the host attached when it took the snapshot, as of `index` (raftmeta's server: its member
+   * table, so a node that installs the snapshot learns the URLs of members whose `add` entries
+   * the snapshot replaced). The core carries it with the snapshot and never reads it.
+   */
+  readonly context?: string;
 }
 
 /** A state machine snapshot: its metadata and the serialized state. */

@@ -29,6 +29,10 @@ export const SNAPSHOT_MAGIC = 0x4e534d52;
 export const FORMAT_VERSION = 1;
 /** Version of a snapshot file whose metadata lists learners after the voters. */
 export const SNAPSHOT_LEARNERS_VERSION = 2;
+/** Version of a snapshot file whose metadata also holds the host's context text (after learners). */
+export const SNAPSHOT_CONTEXT_VERSION = 3;
+/** Longest context text (UTF-8 bytes) a snapshot's metadata may hold. */
+export const SNAPSHOT_CONTEXT_BYTES_MAX = 1024 * 1024;
 
 /** Record type bytes. */
 export const RecordType = {
@@ -415,20 +419,37 @@ export function snapshotFrameHead(meta: SnapshotMeta, data: Uint8Array): Uint8Ar
         `more than ${VOTERS_MAX} of either`,
     );
   }
-  const w = new ByteWriter(256);
+  const context = meta.context === undefined ? undefined : encoder.encode(meta.context);
+  if (context !== undefined && context.length > SNAPSHOT_CONTEXT_BYTES_MAX) {
+    throw new RangeError(
+      `Snapshot context of ${context.length} bytes exceeds ${SNAPSHOT_CONTEXT_BYTES_MAX}`,
+    );
+  }
+  const w = new ByteWriter(256 + (context?.length ?? 0));
   w.u32(0); // length, filled in below
   w.u32(0); // CRC, filled in below
   w.u8(RecordType.snapshot);
   w.u32(SNAPSHOT_MAGIC);
-  // Version 1 has no learners; a snapshot with learners is written as version 2.
-  w.u16(learners.length > 0 ? SNAPSHOT_LEARNERS_VERSION : FORMAT_VERSION);
+  // Version 1 has no learners; a snapshot with learners is written as version 2, one with a
+  // context as version 3 (learners always listed, then the context).
+  w.u16(
+    context !== undefined
+      ? SNAPSHOT_CONTEXT_VERSION
+      : learners.length > 0
+      ? SNAPSHOT_LEARNERS_VERSION
+      : FORMAT_VERSION,
+  );
   w.u64(meta.index);
   w.u64(meta.term);
   w.u16(meta.voters.length);
   for (const v of meta.voters) w.str(v, NODE_ID_BYTES_MAX);
-  if (learners.length > 0) {
+  if (learners.length > 0 || context !== undefined) {
     w.u16(learners.length);
     for (const v of learners) w.str(v, NODE_ID_BYTES_MAX);
+  }
+  if (context !== undefined) {
+    w.u32(context.length);
+    w.raw(context);
   }
   const head = w.bytes().slice();
   const payloadBytes = head.length - RECORD_HEADER_BYTES + data.length;
@@ -449,7 +470,10 @@ export function readSnapshotPayload(r: ByteReader): { meta: SnapshotMeta; data: 
   const magic = r.u32();
   if (magic !== SNAPSHOT_MAGIC) throw new RangeError(`Bad snapshot magic 0x${magic.toString(16)}`);
   const version = r.u16();
-  if (version !== FORMAT_VERSION && version !== SNAPSHOT_LEARNERS_VERSION) {
+  if (
+    version !== FORMAT_VERSION && version !== SNAPSHOT_LEARNERS_VERSION &&
+    version !== SNAPSHOT_CONTEXT_VERSION
+  ) {
     throw new RangeError(`Unsupported snapshot version ${version}`);
   }
   const index = r.u64();
@@ -465,5 +489,14 @@ export function readSnapshotPayload(r: ByteReader): { meta: SnapshotMeta; data: 
   }
   const learners: string[] = [];
   for (let i = 0; i < learnerCount; i++) learners.push(r.str(NODE_ID_BYTES_MAX));
-  return { meta: { index, term, voters, learners }, data: r.rest() };
+  if (version === SNAPSHOT_LEARNERS_VERSION) {
+    return { meta: { index, term, voters, learners }, data: r.rest() };
+  }
+  const contextBytes = r.u32();
+  if (contextBytes > SNAPSHOT_CONTEXT_BYTES_MAX) {
+    throw new RangeError(`Context of ${contextBytes} bytes exceeds ${SNAPSHOT_CONTEXT_BYTES_MAX}`);
+  }
+  const context = r.utf8(contextBytes);
+  const meta = { index, term, voters, ...(learnerCount > 0 ? { learners } : {}), context };
+  return { meta, data: r.rest() };
 }
