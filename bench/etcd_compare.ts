@@ -276,6 +276,9 @@ function spawnLogged(cmd: string, args: string[], logPath: string, env?: Record<
 interface RunningCluster {
   readonly name: string;
   readonly leaderUrl: string;
+  /** Process ids of the members, and of the leader (for CPU per request, from /proc). */
+  readonly pids: readonly number[];
+  readonly leaderPid: number;
   readonly stop: () => Promise<void>;
   /** With `--secure`: the token every benchmark request carries. */
   token?: string;
@@ -442,7 +445,13 @@ async function startRaftmeta(
     }
     return undefined;
   });
-  return { name: "raftmeta", leaderUrl, stop: () => stopChildren(procs) };
+  return {
+    name: "raftmeta",
+    leaderUrl,
+    pids: procs.map((p) => p.pid),
+    leaderPid: procs[urls.indexOf(leaderUrl)].pid,
+    stop: () => stopChildren(procs),
+  };
 }
 
 async function startEtcd(etcd: string, dir: string): Promise<RunningCluster> {
@@ -489,7 +498,13 @@ async function startEtcd(etcd: string, dir: string): Promise<RunningCluster> {
     }
     return undefined;
   });
-  return { name: "etcd", leaderUrl, stop: () => stopChildren(procs) };
+  return {
+    name: "etcd",
+    leaderUrl,
+    pids: procs.map((p) => p.pid),
+    leaderPid: procs[urls.indexOf(leaderUrl)].pid,
+    stop: () => stopChildren(procs),
+  };
 }
 
 // ---- Measuring ---------------------------------------------------------------------------------
@@ -596,15 +611,30 @@ async function benchSystem(
     if (warmupSeconds > 0) {
       await wrkRun(wrk, dir, c.leaderUrl, w, warmupSeconds, c.token);
     }
+    const leaderBefore = cpuSeconds(c.leaderPid);
+    const allBefore = c.pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
     const r = await wrkRun(wrk, dir, c.leaderUrl, w, seconds, c.token);
+    const leaderUs = (cpuSeconds(c.leaderPid) - leaderBefore) * 1e6 / Math.max(1, r.requests);
+    const allUs = (c.pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0) - allBefore) * 1e6 /
+      Math.max(1, r.requests);
     out[w.name] = r;
+    // CPU per request moves much less than req/s when other work shares the cores.
     console.log(
       `  ${c.name} ${w.name.padEnd(18)} ${fmtRate(r.requestsPerSecond).padStart(7)} req/s  ` +
-        `p50 ${fmtMs(r.latencyMsP50)} ms  p99 ${fmtMs(r.latencyMsP99)} ms` +
+        `p50 ${fmtMs(r.latencyMsP50)} ms  p99 ${fmtMs(r.latencyMsP99)} ms  ` +
+        `CPU/request: leader ${leaderUs.toFixed(0)} µs, cluster ${allUs.toFixed(0)} µs` +
         (r.errors > 0 ? `  errors ${r.errors}` : ""),
     );
   }
   return out;
+}
+
+/** CPU seconds (user + system) process `pid` has used so far, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  // The fields after the command name (which may hold spaces) start after the last ")".
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ ticks
 }
 
 /** write+fdatasync of 4 KiB at growing offsets for `ms`; returns syncs per second. */
