@@ -16,8 +16,9 @@
  */
 
 // Full npm: specifiers, as DESIGN.md asks (no import map).
+// grpc-js is loaded only with `--grpc-server grpc-js` (a type-only import here is erased).
 // deno-lint-ignore no-import-prefix
-import * as grpc from "npm:@grpc/grpc-js@1.14.3";
+import type * as GrpcJs from "npm:@grpc/grpc-js@1.14.3";
 // deno-lint-ignore no-import-prefix
 import * as protoLoader from "npm:@grpc/proto-loader@0.7.15";
 // etcd's protos come from npm's etcd3 package (its proto/ folder); importing its package.json puts
@@ -32,8 +33,12 @@ import type { Identity } from "./auth.ts";
 import { bytesAsBase64 } from "./etcd.ts";
 import { RevisionUnavailableError } from "../kv/store.ts";
 import type { HttpHandler, RaftServer } from "./server.ts";
+import { type MethodDefinition, type MethodHandler, Status } from "./grpc_h2.ts";
 
 type Json = Record<string, unknown>;
+
+/** Which server speaks HTTP/2 for the gRPC port (`--grpc-server`). */
+export type GrpcServerKind = "raftmeta" | "grpc-js";
 
 /** A running gRPC listener. */
 export interface GrpcListener {
@@ -53,31 +58,42 @@ export interface GrpcOptions {
   readonly peerGrpcUrls?: ReadonlyMap<string, string>;
   /** Serve TLS with these (the client port's files); `clientCertAuth` refuses clients without one. */
   readonly tls?: TlsMaterial;
+  /**
+   * The HTTP/2 server: raftmeta's own (src/net/h2.ts and src/net/grpc_h2.ts, the default) or
+   * grpc-js on Deno's node:http2.
+   */
+  readonly server?: GrpcServerKind;
+  /** Hears of TLS handshakes refused (raftmeta's server only). */
+  readonly onTlsRefused?: (remote: string, reason: string) => void;
 }
 
-/**
- * grpc-js server credentials whose certificate, key and CA can be swapped for new connections
- * (grpc-js calls setSecureContext on its server when they change). Not grpc-js's certificate
- * providers: under Deno the server they build negotiates no ALPN, and etcdctl insists on h2.
- */
-class ReloadableCredentials extends grpc.ServerCredentials {
-  constructor(material: TlsMaterial) {
-    const auth = material.files.clientCertAuth;
-    super({ requestCert: auth, rejectUnauthorized: auth }, ReloadableCredentials.context(material));
-  }
-
-  static context(m: TlsMaterial): SecureContextOptions & TlsOptions {
-    return { cert: m.cert, key: m.key, ca: m.ca, ALPNProtocols: ["h2"] };
-  }
-
-  reload(material: TlsMaterial): void {
-    this.updateSecureContextOptions(ReloadableCredentials.context(material));
-  }
-
-  _equals(other: grpc.ServerCredentials): boolean {
-    return this === other;
-  }
+/** The part of a server call (grpc-js's or src/net/grpc_h2.ts's) that the handlers use. */
+interface Call {
+  readonly metadata: { get(key: string): unknown[] };
+  getPeer(): string;
 }
+
+/** A unary call. */
+interface UnaryCall extends Call {
+  readonly request: Json;
+}
+
+/** A unary handler's answer. */
+type Callback = (error: StatusError | null, value?: Json) => void;
+
+/** A streaming call (server or bidirectional streaming). */
+interface StreamCall extends Call {
+  readonly request: Json;
+  write(message: Json): boolean;
+  end(): void;
+  // deno-lint-ignore no-explicit-any
+  on(event: string, listener: (...args: any[]) => void): unknown;
+  // deno-lint-ignore no-explicit-any
+  once(event: string, listener: (...args: any[]) => void): unknown;
+  emit(event: string, ...args: unknown[]): boolean;
+}
+
+type Handler = ((call: UnaryCall, callback: Callback) => void) | ((call: StreamCall) => void);
 
 /**
  * Bytes a gRPC message may carry over the request limit, as etcd allows (its
@@ -88,9 +104,14 @@ const GRPC_OVERHEAD_BYTES = 512 * 1024;
 /** Watches one Watch stream may hold at once (etcd has no such limit; the node's watcher limit applies too). */
 export const WATCHES_PER_STREAM_MAX = 1000;
 
-let definition: grpc.GrpcObject | undefined;
+/** etcd's services by name (KV, Watch, ...): each method's proto-loader definition. */
+type Services = Record<string, Record<string, MethodDefinition>>;
 
-function etcdserverpb(): grpc.GrpcObject {
+let definition:
+  | { services: Services; packageDefinition: protoLoader.PackageDefinition }
+  | undefined;
+
+function etcdserverpb(): { services: Services; packageDefinition: protoLoader.PackageDefinition } {
   if (definition !== undefined) return definition;
   const rpc = new URL(import.meta.resolve("npm:etcd3@1.1.2/proto/rpc.proto"));
   if (rpc.protocol !== "file:") {
@@ -107,8 +128,15 @@ function etcdserverpb(): grpc.GrpcObject {
     defaults: false,
     oneofs: false,
   });
-  const loaded = grpc.loadPackageDefinition(packageDefinition);
-  definition = loaded.etcdserverpb as grpc.GrpcObject;
+  const services: Services = {};
+  for (const [name, def] of Object.entries(packageDefinition)) {
+    if (!name.startsWith("etcdserverpb.") || "format" in def) continue;
+    services[name.slice("etcdserverpb.".length)] = def as unknown as Record<
+      string,
+      MethodDefinition
+    >;
+  }
+  definition = { services, packageDefinition };
   return definition;
 }
 
@@ -120,7 +148,7 @@ interface StatusError {
 
 function unimplemented(service: string, method: string): StatusError {
   return {
-    code: grpc.status.UNIMPLEMENTED,
+    code: Status.UNIMPLEMENTED,
     details: `raftmeta does not serve etcdserverpb.${service}/${method} yet ` +
       `(see docs/grpc.md for what is served)`,
   };
@@ -132,34 +160,23 @@ export async function startGrpc(
   handler: HttpHandler,
   options: GrpcOptions,
 ): Promise<GrpcListener> {
-  const pb = etcdserverpb();
-  const g = new grpc.Server({
-    "grpc.max_receive_message_length": server.requestBytesMax + GRPC_OVERHEAD_BYTES,
-    "grpc.max_send_message_length": -1,
-    // Channelz (per-call and per-socket statistics for a debug service) is not served here:
-    // its bookkeeping on every call is saved.
-    "grpc.enable_channelz": 0,
-  });
+  const { services, packageDefinition } = etcdserverpb();
   const host = options.listen.hostname.includes(":")
     ? `[${options.listen.hostname}]`
     : options.listen.hostname;
-  const reloadable = options.tls === undefined ? undefined : new ReloadableCredentials(options.tls);
-  const credentials = reloadable ?? grpc.ServerCredentials.createInsecure();
-  const port = await new Promise<number>((resolve, reject) => {
-    g.bindAsync(
-      `${host}:${options.listen.port}`,
-      credentials,
-      (e, p) => e === null ? resolve(p) : reject(e),
-    );
-  });
+  const receiveBytesMax = server.requestBytesMax + GRPC_OVERHEAD_BYTES;
+  const started = (options.server ?? "grpc-js") === "grpc-js"
+    ? await listenGrpcJs(options, host, receiveBytesMax, packageDefinition)
+    : await listenH2(options, receiveBytesMax);
+  const port = started.port;
   const url = `${options.tls === undefined ? "http" : "https"}://${host}:${port}`;
   const gw = new Gateway(server, handler, `http://${host}:${port}`);
   const peerGrpcUrls = options.peerGrpcUrls ?? new Map<string, string>();
 
   const unary = (path: string, adapt: (json: Json) => Json = (j) => j) =>
   (
-    call: grpc.ServerUnaryCall<Json, Json>,
-    callback: grpc.sendUnaryData<Json>,
+    call: UnaryCall,
+    callback: Callback,
   ) => {
     gw.call(path, call.request, identityOf(call)).then(
       (json) => callback(null, adapt(json)),
@@ -167,7 +184,7 @@ export async function startGrpc(
     );
   };
 
-  const implementations: Record<string, Record<string, grpc.UntypedHandleCall>> = {
+  const implementations: Record<string, Record<string, Handler>> = {
     KV: {
       Range: unary("/v3/kv/range"),
       Put: unary("/v3/kv/put"),
@@ -180,21 +197,21 @@ export async function startGrpc(
       LeaseRevoke: unary("/v3/lease/revoke"),
       LeaseTimeToLive: unary("/v3/lease/timetolive"),
       LeaseLeases: unary("/v3/lease/leases"),
-      LeaseKeepAlive: (call: grpc.ServerDuplexStream<Json, Json>) => keepAlive(server, gw, call),
+      LeaseKeepAlive: (call: StreamCall) => keepAlive(server, gw, call),
     },
     Watch: {
-      Watch: (call: grpc.ServerDuplexStream<Json, Json>) => watch(server, gw, call),
+      Watch: (call: StreamCall) => watch(server, gw, call),
     },
     Maintenance: {
       Status: unary("/v3/maintenance/status", statusJson),
       Alarm: unary("/v3/maintenance/alarm", alarmJson),
       Hash: unary("/v3/maintenance/hash"),
-      HashKV: (call: grpc.ServerUnaryCall<Json, Json>, callback: grpc.sendUnaryData<Json>) => {
+      HashKV: (call: UnaryCall, callback: Callback) => {
         try {
           const revision = Number(call.request.revision ?? 0);
           if (!Number.isSafeInteger(revision) || revision < 0) {
             throw new GatewayError(
-              grpc.status.INVALID_ARGUMENT,
+              Status.INVALID_ARGUMENT,
               `Field "revision" of HashKVRequest must be a non-negative integer: ${revision}`,
             );
           }
@@ -207,14 +224,14 @@ export async function startGrpc(
         } catch (e) {
           callback(
             e instanceof RevisionUnavailableError
-              ? etcdError(grpc.status.OUT_OF_RANGE, e.message)
+              ? etcdError(Status.OUT_OF_RANGE, e.message)
               : toStatus(e),
           );
         }
       },
       Defragment: unary("/v3/maintenance/defragment"),
       MoveLeader: unary("/v3/maintenance/transfer-leadership"),
-      Snapshot: (call: grpc.ServerWritableStream<Json, Json>) => snapshot(gw, call),
+      Snapshot: (call: StreamCall) => snapshot(gw, call),
     },
     Auth: {
       AuthEnable: unary("/v3/auth/enable"),
@@ -241,8 +258,8 @@ export async function startGrpc(
       MemberUpdate: unary("/v3/cluster/member/update"),
       MemberPromote: unary("/v3/cluster/member/promote"),
       MemberList: (
-        _call: grpc.ServerUnaryCall<Json, Json>,
-        callback: grpc.sendUnaryData<Json>,
+        _call: UnaryCall,
+        callback: Callback,
       ) => {
         callback(
           null,
@@ -261,20 +278,135 @@ export async function startGrpc(
       },
     },
   };
+  const served: { service: string; method: string; def: MethodDefinition; handler: Handler }[] = [];
   for (const service of ["KV", "Lease", "Watch", "Maintenance", "Cluster", "Auth"]) {
-    const def = (pb[service] as grpc.ServiceClientConstructor).service;
-    const impl: Record<string, grpc.UntypedHandleCall> = { ...implementations[service] };
-    for (const [method, m] of Object.entries(def)) {
-      if (impl[method] !== undefined) continue;
-      const error = unimplemented(service, method);
-      impl[method] = m.responseStream
-        ? (call: grpc.ServerWritableStream<Json, Json>) => call.emit("error", error)
-        : (_call: unknown, callback: grpc.sendUnaryData<Json>) => callback(error);
+    for (const [method, def] of Object.entries(services[service])) {
+      let handler = implementations[service][method];
+      if (handler === undefined) {
+        const error = unimplemented(service, method);
+        handler = def.responseStream
+          ? (call: StreamCall) => call.emit("error", error)
+          : (_call: UnaryCall, callback: Callback) => callback(error);
+      }
+      served.push({ service, method, def, handler });
     }
-    g.addService(def, impl);
   }
+  started.serve(served);
+  return { url, close: started.close, reloadTls: started.reloadTls };
+}
+
+/** A listening gRPC server, before its methods are given. */
+interface Started {
+  readonly port: number;
+  serve(
+    methods: { service: string; method: string; def: MethodDefinition; handler: Handler }[],
+  ): void;
+  close(): void;
+  reloadTls?(material: TlsMaterial): void;
+}
+
+/** raftmeta's own HTTP/2 server (src/net/h2.ts), TLS through src/net/tls.ts with ALPN "h2". */
+async function listenH2(
+  options: GrpcOptions,
+  receiveBytesMax: number,
+): Promise<Started> {
+  const { GrpcH2Server } = await import("./grpc_h2.ts");
+  const tlsListener = options.tls === undefined
+    ? undefined
+    : await (await import("./tls.ts")).TlsConnListener.listen(
+      options.listen,
+      options.tls,
+      (remote, reason) => options.onTlsRefused?.(remote, reason),
+      { alpnProtocols: ["h2"] },
+    );
+  // The methods come with `serve`, in the same turn as listening (no stream can arrive before).
+  const g = new GrpcH2Server({
+    hostname: options.listen.hostname,
+    port: options.listen.port,
+    listener: tlsListener,
+    receiveBytesMax,
+    methods: [],
+  });
   return {
-    url,
+    port: g.addr.port,
+    serve: (served) => {
+      g.setMethods(
+        served.map((m) => ({ definition: m.def, handler: m.handler as MethodHandler })),
+      );
+    },
+    close: () => {
+      g.close().catch(() => {});
+    },
+    reloadTls: tlsListener === undefined ? undefined : (m) => tlsListener.reload(m),
+  };
+}
+
+/** grpc-js on Deno's node:http2 (`--grpc-server grpc-js`). */
+async function listenGrpcJs(
+  options: GrpcOptions,
+  host: string,
+  receiveBytesMax: number,
+  packageDefinition: protoLoader.PackageDefinition,
+): Promise<Started> {
+  // deno-lint-ignore no-import-prefix
+  const grpc = await import("npm:@grpc/grpc-js@1.14.3");
+  /**
+   * Server credentials whose certificate, key and CA can be swapped for new connections (grpc-js
+   * calls setSecureContext on its server when they change). Not grpc-js's certificate providers:
+   * under Deno the server they build negotiates no ALPN, and etcdctl insists on h2.
+   */
+  class ReloadableCredentials extends grpc.ServerCredentials {
+    constructor(material: TlsMaterial) {
+      const auth = material.files.clientCertAuth;
+      super(
+        { requestCert: auth, rejectUnauthorized: auth },
+        ReloadableCredentials.context(material),
+      );
+    }
+
+    static context(m: TlsMaterial): SecureContextOptions & TlsOptions {
+      return { cert: m.cert, key: m.key, ca: m.ca, ALPNProtocols: ["h2"] };
+    }
+
+    reload(material: TlsMaterial): void {
+      this.updateSecureContextOptions(ReloadableCredentials.context(material));
+    }
+
+    override _equals(other: InstanceType<typeof grpc.ServerCredentials>): boolean {
+      return this === other;
+    }
+  }
+  const g = new grpc.Server({
+    "grpc.max_receive_message_length": receiveBytesMax,
+    "grpc.max_send_message_length": -1,
+    // Channelz (per-call and per-socket statistics for a debug service) is not served here:
+    // its bookkeeping on every call is saved.
+    "grpc.enable_channelz": 0,
+  });
+  const reloadable = options.tls === undefined ? undefined : new ReloadableCredentials(options.tls);
+  const credentials = reloadable ?? grpc.ServerCredentials.createInsecure();
+  const port = await new Promise<number>((resolve, reject) => {
+    g.bindAsync(
+      `${host}:${options.listen.port}`,
+      credentials,
+      (e, p) => e === null ? resolve(p) : reject(e),
+    );
+  });
+  return {
+    port,
+    serve: (served) => {
+      const byService = new Map<string, Record<string, GrpcJs.UntypedHandleCall>>();
+      for (const m of served) {
+        if (!byService.has(m.service)) byService.set(m.service, {});
+        byService.get(m.service)![m.method] = m.handler as unknown as GrpcJs.UntypedHandleCall;
+      }
+      for (const [service, impl] of byService) {
+        g.addService(
+          packageDefinition[`etcdserverpb.${service}`] as unknown as GrpcJs.ServiceDefinition,
+          impl,
+        );
+      }
+    },
     close: () => g.forceShutdown(),
     reloadTls: reloadable === undefined ? undefined : (m) => reloadable.reload(m),
   };
@@ -330,25 +462,25 @@ class GatewayError extends Error {
  * one of these is sent as exactly that text; the detail after it stays on the JSON side.
  */
 const ETCD_ERRORS: readonly (readonly [string, number])[] = [
-  ["etcdserver: key is not provided", grpc.status.INVALID_ARGUMENT],
-  ["etcdserver: key not found", grpc.status.INVALID_ARGUMENT],
-  ["etcdserver: value is provided", grpc.status.INVALID_ARGUMENT],
-  ["etcdserver: lease is provided", grpc.status.INVALID_ARGUMENT],
-  ["etcdserver: too many operations in txn request", grpc.status.INVALID_ARGUMENT],
-  ["etcdserver: duplicate key given in txn request", grpc.status.INVALID_ARGUMENT],
-  ["etcdserver: mvcc: required revision has been compacted", grpc.status.OUT_OF_RANGE],
-  ["etcdserver: mvcc: required revision is a future revision", grpc.status.OUT_OF_RANGE],
-  ["etcdserver: mvcc: database space exceeded", grpc.status.RESOURCE_EXHAUSTED],
-  ["etcdserver: requested lease not found", grpc.status.NOT_FOUND],
-  ["etcdserver: lease already exists", grpc.status.FAILED_PRECONDITION],
-  ["etcdserver: too large lease TTL", grpc.status.OUT_OF_RANGE],
-  ["etcdserver: request is too large", grpc.status.INVALID_ARGUMENT],
-  ["etcdserver: too many requests", grpc.status.RESOURCE_EXHAUSTED],
-  ["etcdserver: no leader", grpc.status.UNAVAILABLE],
-  ["etcdserver: not leader", grpc.status.FAILED_PRECONDITION],
-  ["etcdserver: leader changed", grpc.status.UNAVAILABLE],
-  ["etcdserver: server stopped", grpc.status.UNAVAILABLE],
-  ["etcdserver: request timed out", grpc.status.UNAVAILABLE],
+  ["etcdserver: key is not provided", Status.INVALID_ARGUMENT],
+  ["etcdserver: key not found", Status.INVALID_ARGUMENT],
+  ["etcdserver: value is provided", Status.INVALID_ARGUMENT],
+  ["etcdserver: lease is provided", Status.INVALID_ARGUMENT],
+  ["etcdserver: too many operations in txn request", Status.INVALID_ARGUMENT],
+  ["etcdserver: duplicate key given in txn request", Status.INVALID_ARGUMENT],
+  ["etcdserver: mvcc: required revision has been compacted", Status.OUT_OF_RANGE],
+  ["etcdserver: mvcc: required revision is a future revision", Status.OUT_OF_RANGE],
+  ["etcdserver: mvcc: database space exceeded", Status.RESOURCE_EXHAUSTED],
+  ["etcdserver: requested lease not found", Status.NOT_FOUND],
+  ["etcdserver: lease already exists", Status.FAILED_PRECONDITION],
+  ["etcdserver: too large lease TTL", Status.OUT_OF_RANGE],
+  ["etcdserver: request is too large", Status.INVALID_ARGUMENT],
+  ["etcdserver: too many requests", Status.RESOURCE_EXHAUSTED],
+  ["etcdserver: no leader", Status.UNAVAILABLE],
+  ["etcdserver: not leader", Status.FAILED_PRECONDITION],
+  ["etcdserver: leader changed", Status.UNAVAILABLE],
+  ["etcdserver: server stopped", Status.UNAVAILABLE],
+  ["etcdserver: request timed out", Status.UNAVAILABLE],
 ];
 
 /**
@@ -374,24 +506,24 @@ function etcdError(code: number, message: string): StatusError {
     }
   }
   for (const [pattern, desc] of RAFTMETA_ERRORS) {
-    if (pattern.test(message)) return { code: grpc.status.UNAVAILABLE, details: desc };
+    if (pattern.test(message)) return { code: Status.UNAVAILABLE, details: desc };
   }
   return { code, details: message };
 }
 
 function toStatus(e: unknown): StatusError {
   if (e instanceof GatewayError) return etcdError(e.code, e.message);
-  return { code: grpc.status.INTERNAL, details: `Internal error: ${(e as Error)?.message ?? e}` };
+  return { code: Status.INTERNAL, details: `Internal error: ${(e as Error)?.message ?? e}` };
 }
 
 /** The call's token: etcd's clients send it as the `token` metadata key. */
-function tokenOf(call: { metadata: grpc.Metadata; getPeer(): string }): string | undefined {
+function tokenOf(call: Call): string | undefined {
   const v = call.metadata.get("token")[0];
   return v === undefined ? undefined : String(v);
 }
 
 /** Who made a unary call: its token and its address (`ipv4:127.0.0.1:5000` → `127.0.0.1`). */
-function identityOf(call: { metadata: grpc.Metadata; getPeer(): string }): Identity {
+function identityOf(call: Call): Identity {
   const peer = call.getPeer();
   const address = peer.replace(/^ipv[46]:/, "").replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1");
   return { token: tokenOf(call), address };
@@ -462,12 +594,12 @@ async function answerOf(res: Response): Promise<Json> {
     json = await res.json();
   } catch (e) {
     throw new GatewayError(
-      grpc.status.INTERNAL,
+      Status.INTERNAL,
       `The node's answer (HTTP ${res.status}) is not JSON: ${(e as Error).message}`,
     );
   }
   if (!res.ok) {
-    const code = typeof json.code === "number" ? json.code : grpc.status.UNKNOWN;
+    const code = typeof json.code === "number" ? json.code : Status.UNKNOWN;
     throw new GatewayError(code, String(json.message ?? json.error ?? `HTTP ${res.status}`));
   }
   return json;
@@ -477,9 +609,9 @@ async function answerOf(res: Response): Promise<Json> {
  * Runs each message of a bidirectional stream after the previous one was handled, so answers go
  * out in request order (clients match a watch's `created` to their requests in order).
  */
-function inOrder<T>(
-  call: grpc.ServerDuplexStream<T, Json>,
-  handle: (message: T) => Promise<void>,
+function inOrder(
+  call: StreamCall,
+  handle: (message: Json) => Promise<void>,
   onEnd: () => void,
 ): void {
   let chain = Promise.resolve();
@@ -489,7 +621,7 @@ function inOrder<T>(
     ended = true;
     onEnd();
   };
-  call.on("data", (message: T) => {
+  call.on("data", (message: Json) => {
     chain = chain.then(() => ended ? undefined : handle(message)).catch((e) => {
       end();
       call.emit("error", toStatus(e));
@@ -508,7 +640,7 @@ function inOrder<T>(
 
 // ---- Lease keep-alive ----------------------------------------------------------------------------
 
-function keepAlive(server: RaftServer, gw: Gateway, call: grpc.ServerDuplexStream<Json, Json>) {
+function keepAlive(server: RaftServer, gw: Gateway, call: StreamCall) {
   inOrder(call, async (req) => {
     const res = await gw.send("/v3/lease/keepalive", { ID: req.ID ?? "0" }, tokenOf(call));
     if (res.status === 404) {
@@ -528,7 +660,7 @@ function keepAlive(server: RaftServer, gw: Gateway, call: grpc.ServerDuplexStrea
  * Maintenance.Snapshot: the gateway's `/v3/maintenance/snapshot` messages, each sent once the
  * previous one was taken by the transport (a slow reader holds the stream, not memory here).
  */
-async function snapshot(gw: Gateway, call: grpc.ServerWritableStream<Json, Json>): Promise<void> {
+async function snapshot(gw: Gateway, call: StreamCall): Promise<void> {
   let lines: NdjsonReader | undefined;
   let cancelled = false;
   call.on("cancelled", () => {
@@ -558,7 +690,7 @@ interface WatchState {
   stop(): void;
 }
 
-function watch(server: RaftServer, gw: Gateway, call: grpc.ServerDuplexStream<Json, Json>) {
+function watch(server: RaftServer, gw: Gateway, call: StreamCall) {
   const watches = new Map<number, WatchState>();
   let nextId = 0;
   let closed = false;

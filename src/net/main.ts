@@ -135,6 +135,9 @@ Usage: deno task serve [flags]
   --max-request-head-bytes N    largest request head; beyond, 431 (default 16384)
   --http-server raftmeta|deno   the client port's HTTP server: raftmeta's own (default), or
                                 Deno.serve, which has none of the four limits above
+  --grpc-server raftmeta|grpc-js
+                                the gRPC port's HTTP/2 server: raftmeta's own (default), or
+                                grpc-js on Deno's node:http2 (docs/grpc.md)
   --probe-ms N                  how long an empty data dir asks peers about itself (default 2000)
   --watchers-max N              most watchers on this node (default 1000)
   --watch-buffer-events N       events a watcher may leave unread before it is cancelled as
@@ -395,6 +398,7 @@ async function main(args: string[]): Promise<number> {
       "max-connections": { type: "string" },
       "max-request-head-bytes": { type: "string" },
       "http-server": { type: "string", default: "raftmeta" },
+      "grpc-server": { type: "string", default: "grpc-js" },
       "watchers-max": { type: "string" },
       "watch-buffer-events": { type: "string" },
       "watch-progress-ms": { type: "string" },
@@ -474,6 +478,10 @@ async function main(args: string[]): Promise<number> {
   if (httpServer !== "raftmeta" && httpServer !== "deno") {
     throw new Error(`--http-server must be raftmeta or deno: ${JSON.stringify(httpServer)}`);
   }
+  const grpcServer = values["grpc-server"];
+  if (grpcServer !== "raftmeta" && grpcServer !== "grpc-js") {
+    throw new Error(`--grpc-server must be raftmeta or grpc-js: ${JSON.stringify(grpcServer)}`);
+  }
   const initialClusterState = values["initial-cluster-state"];
   if (initialClusterState !== "new" && initialClusterState !== "existing") {
     throw new Error(
@@ -533,6 +541,7 @@ async function main(args: string[]): Promise<number> {
       httpRequestsMax: positive(values["http-requests-max"], "--http-requests-max"),
       bodyReadTimeoutMs: positive(values["body-read-timeout-ms"], "--body-read-timeout-ms"),
       httpServer,
+      grpcServer,
       httpHeadTimeoutMs: positive(values["http-header-timeout-ms"], "--http-header-timeout-ms"),
       httpIdleTimeoutMs: positive(values["http-idle-timeout-ms"], "--http-idle-timeout-ms"),
       httpConnectionsMax: positive(values["max-connections"], "--max-connections"),

@@ -165,6 +165,11 @@ export interface ServerOptions {
    * below) or `"deno"` (Deno.serve, which has none of them). Default `"raftmeta"`.
    */
   readonly httpServer?: "raftmeta" | "deno";
+  /**
+   * Which HTTP/2 server serves the gRPC port: `"raftmeta"` (src/net/h2.ts, with its limits) or
+   * `"grpc-js"` (grpc-js on Deno's node:http2). Default `"raftmeta"`.
+   */
+  readonly grpcServer?: "raftmeta" | "grpc-js";
   /** Longest wait for a complete request head; then 408 and the connection closes. Default 10,000. */
   readonly httpHeadTimeoutMs?: number;
   /** How long a connection with no request in flight stays open. Default 60,000. */
@@ -982,6 +987,8 @@ export class RaftServer {
           listen: options.grpcListen,
           peerGrpcUrls: options.peerGrpcUrls,
           tls: clientTls,
+          server: options.grpcServer,
+          onTlsRefused: (remote, reason) => emit("client-tls-refused", { remote, reason }),
         });
       } catch (e) {
         await server.close();

@@ -90,14 +90,21 @@ export function readTlsMaterial(files: TlsFiles): TlsMaterial {
   return { files, cert, key, ca };
 }
 
-/** What the server side of a TLS port is configured with. */
-function serverContext(m: TlsMaterial): tls.SecureContextOptions & tls.TlsOptions {
+/**
+ * What the server side of a TLS port is configured with; `alpn` lists the application protocols
+ * offered (ALPN), e.g. `["h2"]` for the gRPC port (etcd's clients insist on it).
+ */
+function serverContext(
+  m: TlsMaterial,
+  alpn: readonly string[] | undefined,
+): tls.SecureContextOptions & tls.TlsOptions {
   return {
     cert: m.cert,
     key: m.key,
     ca: m.ca,
     requestCert: m.files.clientCertAuth,
     rejectUnauthorized: m.files.clientCertAuth,
+    ...(alpn === undefined ? {} : { ALPNProtocols: [...alpn] }),
   };
 }
 
@@ -219,25 +226,29 @@ export class TlsConnListener implements ConnListener {
   readonly addr: Deno.NetAddr;
   readonly #server: tls.Server;
   readonly #ready: ByteConn[] = [];
+  readonly #alpn: readonly string[] | undefined;
   #waiter: { resolve: (c: ByteConn) => void; reject: (e: Error) => void } | undefined;
   #closed = false;
 
-  private constructor(server: tls.Server, addr: Deno.NetAddr) {
+  private constructor(server: tls.Server, addr: Deno.NetAddr, alpn: readonly string[] | undefined) {
     this.#server = server;
     this.addr = addr;
+    this.#alpn = alpn;
   }
 
   /**
    * Listens on `address` with `material`; `onRefused` hears of each connection whose handshake
-   * failed (no certificate, an unknown CA, an expired certificate, plain HTTP).
+   * failed (no certificate, an unknown CA, an expired certificate, plain HTTP). With
+   * `alpnProtocols`, those protocols are offered by ALPN (`["h2"]` for the gRPC port).
    */
   static async listen(
     address: Address,
     material: TlsMaterial,
     onRefused: (remote: string, reason: string) => void,
+    options: { alpnProtocols?: readonly string[] } = {},
   ): Promise<TlsConnListener> {
     const server = tls.createServer({
-      ...serverContext(material),
+      ...serverContext(material, options.alpnProtocols),
       handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS,
     });
     await new Promise<void>((resolve, reject) => {
@@ -247,7 +258,11 @@ export class TlsConnListener implements ConnListener {
       server.listen(address.port, address.hostname, () => resolve());
     });
     const a = server.address() as { address: string; port: number };
-    const l = new TlsConnListener(server, { transport: "tcp", hostname: a.address, port: a.port });
+    const l = new TlsConnListener(
+      server,
+      { transport: "tcp", hostname: a.address, port: a.port },
+      options.alpnProtocols,
+    );
     server.on("error", () => {/* a listener error after start: accept() sees the close */});
     server.on("secureConnection", (socket: tls.TLSSocket) => {
       if (l.#closed) {
@@ -279,7 +294,7 @@ export class TlsConnListener implements ConnListener {
 
   /** New connections get `material`'s certificate, key and CA; open ones keep theirs. */
   reload(material: TlsMaterial): void {
-    this.#server.setSecureContext(serverContext(material));
+    this.#server.setSecureContext(serverContext(material, this.#alpn));
   }
 
   close(): void {
