@@ -1,5 +1,5 @@
 /**
- * `deno run -A bench/grpc_compare.ts [--seconds N]`: raftmeta's gRPC API (`--listen-grpc`) side by
+ * `deno run -A bench/grpc_compare.ts [--seconds N] [--grpc-server raftmeta|grpc-js]`: raftmeta's gRPC API (`--listen-grpc`) side by
  * side with etcd's, in one run. Starts a 3-node raftmeta cluster and a 3-node etcd cluster on
  * 127.0.0.1 (temp data directories, fsync on), one after the other so neither steals the other's
  * CPU, and drives each leader with the same load generator: a grpc-js client in this process with
@@ -9,7 +9,8 @@
  * linearizable ranges of one key (64 in flight). Prints a Markdown table; ratios are
  * raftmeta/etcd. Beside throughput and latency, the CPU time the leader (and the whole cluster)
  * spent per operation, from /proc: on a shared machine that figure moves much less than ops/s.
- * Needs /usr/bin/etcd (Debian: etcd-server).
+ * `--grpc-server` picks raftmeta's HTTP/2 server for the gRPC port (its own, the default, or
+ * grpc-js). Needs /usr/bin/etcd (Debian: etcd-server).
  *
  * @module
  */
@@ -116,7 +117,7 @@ async function leaderOf(pb: Pb, endpoints: string[], timeoutMs: number): Promise
   throw new Error(`no leader among ${endpoints.join(",")} in ${timeoutMs} ms`);
 }
 
-function startRaftmeta(dir: string): string[] {
+function startRaftmeta(dir: string, grpcServer: string): string[] {
   const ids = ["n1", "n2", "n3"];
   const client = ids.map(() => freePort());
   const peer = ids.map(() => freePort());
@@ -146,6 +147,8 @@ function startRaftmeta(dir: string): string[] {
         others((j) => `127.0.0.1:${peer[j]}`),
         "--peer-client-urls",
         others((j) => `http://127.0.0.1:${client[j]}`),
+        "--grpc-server",
+        grpcServer,
       ],
       `${dir}/${id}.log`,
       { RAFTMETA_CLUSTER_SECRET: secret },
@@ -245,7 +248,10 @@ async function stopChildren(): Promise<void> {
 async function main(): Promise<void> {
   const { values } = parseArgs({
     args: Deno.args,
-    options: { seconds: { type: "string", default: "10" } },
+    options: {
+      seconds: { type: "string", default: "10" },
+      "grpc-server": { type: "string", default: "raftmeta" },
+    },
   });
   const seconds = Number(values.seconds);
   if (!(seconds > 0)) throw new Error(`--seconds must be positive: ${values.seconds}`);
@@ -256,7 +262,7 @@ async function main(): Promise<void> {
     for (const system of ["raftmeta", "etcd"] as const) {
       Deno.mkdirSync(`${dir}/${system}`, { recursive: true });
       const endpoints = system === "raftmeta"
-        ? startRaftmeta(`${dir}/${system}`)
+        ? startRaftmeta(`${dir}/${system}`, values["grpc-server"]!)
         : startEtcd(`${dir}/${system}`);
       const leader = await leaderOf(pb, endpoints, 30_000);
       const all = children.map((c) => c.pid);
@@ -277,6 +283,7 @@ async function main(): Promise<void> {
   }
   Deno.removeSync(dir, { recursive: true });
   const f = (x: number) => x >= 100 ? x.toFixed(0) : x.toFixed(2);
+  console.log(`raftmeta's gRPC server: ${values["grpc-server"]}; ${new Date().toISOString()}`);
   console.log(
     "| workload (gRPC) | raftmeta ops/s | p50 ms | p99 ms | etcd ops/s | p50 ms | p99 ms | ops/s ratio | p50 ratio |",
   );

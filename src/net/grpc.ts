@@ -165,7 +165,7 @@ export async function startGrpc(
     ? `[${options.listen.hostname}]`
     : options.listen.hostname;
   const receiveBytesMax = server.requestBytesMax + GRPC_OVERHEAD_BYTES;
-  const started = (options.server ?? "grpc-js") === "grpc-js"
+  const started = (options.server ?? "raftmeta") === "grpc-js"
     ? await listenGrpcJs(options, host, receiveBytesMax, packageDefinition)
     : await listenH2(options, receiveBytesMax);
   const port = started.port;

@@ -783,7 +783,17 @@ export class H2Connection {
       s.recvWindow += s.recvUnacked;
       s.recvUnacked = 0;
     }
-    if (data.length > 0) s.onData(data);
+    if (data.length > 0) {
+      try {
+        s.onData(data);
+      } catch (e) {
+        throw new StreamError(
+          id,
+          H2Error.INTERNAL_ERROR,
+          `Handler failed: ${(e as Error)?.message}`,
+        );
+      }
+    }
     if (flags & END_STREAM) this.#remoteEnd(s);
   }
 
@@ -802,6 +812,12 @@ export class H2Connection {
     s.remoteEnded = true;
     try {
       s.onEnd();
+    } catch (e) {
+      throw new StreamError(
+        s.id,
+        H2Error.INTERNAL_ERROR,
+        `Handler failed: ${(e as Error)?.message}`,
+      );
     } finally {
       if (s.localEnded && s.trailers === undefined && !s.closed) this.#closeStream(s);
     }
@@ -888,7 +904,11 @@ export class H2Connection {
     if (!validRequestFields(decoded.fields)) {
       throw new StreamError(id, H2Error.PROTOCOL_ERROR, "Malformed request headers");
     }
-    this.#server.onStream(s);
+    try {
+      this.#server.onStream(s);
+    } catch (e) {
+      throw new StreamError(id, H2Error.INTERNAL_ERROR, `Handler failed: ${(e as Error)?.message}`);
+    }
     if (flags & END_STREAM) this.#remoteEnd(s);
   }
 

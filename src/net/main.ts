@@ -398,7 +398,7 @@ async function main(args: string[]): Promise<number> {
       "max-connections": { type: "string" },
       "max-request-head-bytes": { type: "string" },
       "http-server": { type: "string", default: "raftmeta" },
-      "grpc-server": { type: "string", default: "grpc-js" },
+      "grpc-server": { type: "string", default: "raftmeta" },
       "watchers-max": { type: "string" },
       "watch-buffer-events": { type: "string" },
       "watch-progress-ms": { type: "string" },
