@@ -147,7 +147,17 @@ export function encodeMessagesFrame(messages: readonly Message[]): Uint8Array {
       `A batch holds at most ${BATCH_MESSAGES_MAX} messages: ${messages.length}`,
     );
   }
-  const w = new ByteWriter(256);
+  // Sized up front (entries and snapshot chunks dominate), so a batch is not grown by doubling.
+  let estimate = 64;
+  for (const m of messages) {
+    estimate += 96;
+    if (m.type === "AppendEntries") {
+      for (const e of m.entries) estimate += 32 + e.command.length;
+    } else if (m.type === "InstallSnapshot") {
+      estimate += m.data.length + (m.meta.context?.length ?? 0) * 3;
+    }
+  }
+  const w = new ByteWriter(estimate);
   w.u32(0); // the frame length, written below
   w.u8(FrameKind.messages);
   w.u32(messages.length);
