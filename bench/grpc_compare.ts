@@ -132,6 +132,9 @@ function startRaftmeta(dir: string, grpcServer: string): string[] {
       [
         "run",
         "-A",
+        // Extra flags for the raftmeta nodes, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
+        // (scripts/bench_etcd_profile.ts summarizes the leader's profile).
+        ...(Deno.env.get("RAFTMETA_BENCH_DENO_FLAGS") ?? "").split(" ").filter((f) => f !== ""),
         main,
         "--name",
         id,
@@ -237,7 +240,20 @@ async function load(
 }
 
 async function stopChildren(): Promise<void> {
-  for (const c of children.splice(0)) {
+  // SIGTERM first (a node then writes its --cpu-prof profile), SIGKILL after 3 s.
+  const list = children.splice(0);
+  for (const c of list) {
+    try {
+      c.kill("SIGTERM");
+    } catch { /* gone */ }
+  }
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.all(list.map((c) => c.status)),
+    new Promise((r) => timer = setTimeout(r, 3000)),
+  ]);
+  clearTimeout(timer);
+  for (const c of list) {
     try {
       c.kill("SIGKILL");
     } catch { /* gone */ }

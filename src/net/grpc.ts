@@ -71,6 +71,8 @@ export interface GrpcOptions {
 interface Call {
   readonly metadata: { get(key: string): unknown[] };
   getPeer(): string;
+  /** The client's host, when the server knows it without parsing getPeer (grpc_h2.ts). */
+  readonly peerAddress?: string;
 }
 
 /** A unary call. */
@@ -524,6 +526,7 @@ function tokenOf(call: Call): string | undefined {
 
 /** Who made a unary call: its token and its address (`ipv4:127.0.0.1:5000` → `127.0.0.1`). */
 function identityOf(call: Call): Identity {
+  if (call.peerAddress !== undefined) return { token: tokenOf(call), address: call.peerAddress };
   const peer = call.getPeer();
   const address = peer.replace(/^ipv[46]:/, "").replace(/:\d+$/, "").replace(/^\[(.*)\]$/, "$1");
   return { token: tokenOf(call), address };

@@ -118,7 +118,7 @@ const TIMEOUT_UNITS: Record<string, number> = {
   u: 0.001,
   n: 0.000001,
 };
-/** Longest deadline honoured by a timer (setTimeout's limit); longer ones are not timed. */
+/** Longest wait of the deadline timer (setTimeout's limit); it is set again when it fires early. */
 const DEADLINE_MS_MAX = 2 ** 31 - 1;
 
 const RESPONSE_HEADERS = encodeHeaders([
@@ -181,7 +181,8 @@ export class GrpcCall extends EventEmitter {
   readonly #method: MethodDefinition;
   readonly #layer: GrpcH2Server;
   #done = false;
-  #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the deadline passes (ms since the epoch), or Infinity. */
+  deadlineAt = Infinity;
   // Message assembly: the prefix so far, then the message body.
   readonly #prefix = new Uint8Array(5);
   #prefixLen = 0;
@@ -202,8 +203,20 @@ export class GrpcCall extends EventEmitter {
         return out;
       },
     };
-    // As grpc-js: an "error" emitted on the call ends it with that status.
-    this.on("error", (e: unknown) => this.finish(asStatus(e)));
+  }
+
+  /** As grpc-js: an "error" emitted on the call ends it with that status (listeners hear it too). */
+  override emit(event: string | symbol, ...args: unknown[]): boolean {
+    if (event === "error") {
+      this.finish(asStatus(args[0]));
+      if (this.listenerCount("error") === 0) return true;
+    }
+    return super.emit(event, ...args);
+  }
+
+  /** The client's address (host only), for the gateway's identity of the caller. */
+  get peerAddress(): string {
+    return this.#stream.remoteAddr.hostname;
   }
 
   /** `ipv4:HOST:PORT` or `ipv6:[HOST]:PORT`, as grpc-js. */
@@ -214,15 +227,11 @@ export class GrpcCall extends EventEmitter {
       : `ipv4:${a.hostname}:${a.port}`;
   }
 
-  /** @internal Starts the deadline timer. */
-  setDeadline(ms: number): void {
-    if (ms > DEADLINE_MS_MAX) return;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      if (this.#done) return;
-      this.finish({ code: Status.DEADLINE_EXCEEDED, details: "Deadline exceeded" });
-      this.#cancel();
-    }, ms);
+  /** @internal The deadline passed: the call ends with DEADLINE_EXCEEDED. */
+  expire(): void {
+    if (this.#done) return;
+    this.finish({ code: Status.DEADLINE_EXCEEDED, details: "Deadline exceeded" });
+    this.#cancel();
   }
 
   #cancel(): void {
@@ -236,7 +245,7 @@ export class GrpcCall extends EventEmitter {
     this.#releaseBody();
     if (this.#done) return;
     this.#done = true;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#layer.deadlines.delete(this);
     this.#cancel();
   }
 
@@ -387,7 +396,7 @@ export class GrpcCall extends EventEmitter {
     if (this.#done) return;
     this.#done = true;
     this.#releaseBody();
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#layer.deadlines.delete(this);
     const s = this.#stream;
     s.end(statusBlock(status, !s.headersSent));
   }
@@ -410,6 +419,13 @@ export class GrpcH2Server {
   readonly receiveBytesMax: number;
   readonly connectionHeldBytesMax: number;
   readonly #methods = new Map<string, ServedMethod>();
+  /**
+   * Calls with a deadline that have not ended. One timer serves them all: it is set for the
+   * earliest deadline, and calls that end only leave the set (no timer per call).
+   */
+  readonly deadlines = new Set<GrpcCall>();
+  #deadlineTimer: ReturnType<typeof setTimeout> | undefined;
+  #deadlineTimerAt = Infinity;
 
   constructor(options: GrpcH2Options) {
     this.receiveBytesMax = options.receiveBytesMax;
@@ -469,8 +485,37 @@ export class GrpcH2Server {
     s.onAbort = () => call.aborted();
     s.onDrain = () => call.emit("drain");
     const ms = timeoutMs(s.header("grpc-timeout"));
-    if (ms !== undefined) call.setDeadline(ms);
+    if (ms !== undefined) this.#setDeadline(call, Date.now() + ms);
     if (method.definition.requestStream) this.invoke(call, method.definition);
+  }
+
+  #setDeadline(call: GrpcCall, at: number): void {
+    call.deadlineAt = at;
+    this.deadlines.add(call);
+    if (at < this.#deadlineTimerAt) this.#armDeadlineTimer(at);
+  }
+
+  #armDeadlineTimer(at: number): void {
+    if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimerAt = at;
+    this.#deadlineTimer = setTimeout(
+      () => this.#expireDeadlines(),
+      Math.min(DEADLINE_MS_MAX, Math.max(0, at - Date.now())),
+    );
+  }
+
+  #expireDeadlines(): void {
+    this.#deadlineTimer = undefined;
+    this.#deadlineTimerAt = Infinity;
+    const now = Date.now();
+    let next = Infinity;
+    for (const call of [...this.deadlines]) {
+      if (call.deadlineAt <= now) {
+        this.deadlines.delete(call);
+        call.expire();
+      } else if (call.deadlineAt < next) next = call.deadlineAt;
+    }
+    if (next < Infinity) this.#armDeadlineTimer(next);
   }
 
   /** @internal Runs the handler of `definition` for `call`. */
@@ -495,6 +540,9 @@ export class GrpcH2Server {
 
   /** Stops listening and closes every connection. */
   close(): Promise<void> {
+    if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer);
+    this.#deadlineTimer = undefined;
+    this.deadlines.clear();
     return this.h2.close();
   }
 }
