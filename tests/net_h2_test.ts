@@ -655,3 +655,46 @@ Deno.test("h2: a PING flood from a client that does not read stalls only its con
     await g.close();
   }
 });
+
+Deno.test("gRPC: messages split across DATA frames, and several in one frame, are reassembled", async () => {
+  const { g, port } = testServer({}, 100_000);
+  const r = await Raw.open(port);
+  try {
+    const body = Uint8Array.from({ length: 40_000 }, (_, i) => i % 251);
+    const m = grpcMessage(body);
+    await r.send(
+      frame(1, 4, 1, requestHeaders("/t.T/Echo")),
+      frame(0, 0, 1, m.subarray(0, 3)),
+      frame(0, 0, 1, m.subarray(3, 16_000)),
+      frame(0, 0, 1, m.subarray(16_000, 30_000)),
+      frame(0, 1, 1, m.subarray(30_000)),
+    );
+    const parts: Uint8Array[] = [];
+    const t = await r.until((f) => {
+      if (f.type === 0 && f.stream === 1) parts.push(f.payload);
+      return f.type === 1 && (f.flags & 1) === 1;
+    });
+    assert.equal(statusOf(r, t).code, 0);
+    const got = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+    let off = 0;
+    for (const p of parts) {
+      got.set(p, off);
+      off += p.length;
+    }
+    assert.deepEqual(got, m);
+    // Two messages in one DATA frame on a bidirectional stream: two answers.
+    await r.send(
+      frame(1, 4, 3, requestHeaders("/t.T/Hang")),
+      frame(0, 0, 3, new Uint8Array([...grpcMessage(hex("01")), ...grpcMessage(hex("0203"))])),
+    );
+    const answers: Uint8Array[] = [];
+    while (answers.length < 2) {
+      const f = await r.until((f) => f.type === 0 && f.stream === 3);
+      answers.push(f.payload);
+    }
+    assert.deepEqual(answers, [grpcMessage(hex("01")), grpcMessage(hex("0203"))]);
+  } finally {
+    r.close();
+    await g.close();
+  }
+});

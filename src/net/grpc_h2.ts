@@ -26,7 +26,7 @@
 
 import { EventEmitter } from "node:events";
 import { Buffer } from "node:buffer";
-import { H2Error, type H2Limits, H2Server, type H2Stream } from "./h2.ts";
+import { H2Error, type H2Limits, H2Server, type H2Stream, type H2StreamHandler } from "./h2.ts";
 import { encodeHeaders } from "./hpack.ts";
 import type { ConnListener } from "./tls.ts";
 
@@ -171,7 +171,7 @@ function asStatus(e: unknown): StatusObject {
 }
 
 /** One gRPC call on an HTTP/2 stream; see the module documentation. */
-export class GrpcCall extends EventEmitter {
+export class GrpcCall extends EventEmitter implements H2StreamHandler {
   /** The request message (unary and server-streaming methods). */
   request: unknown = undefined;
   readonly metadata: CallMetadata;
@@ -184,7 +184,7 @@ export class GrpcCall extends EventEmitter {
   /** When the deadline passes (ms since the epoch), or Infinity. */
   deadlineAt = Infinity;
   // Message assembly: the prefix so far, then the message body.
-  readonly #prefix = new Uint8Array(5);
+  #prefix: Uint8Array | undefined;
   #prefixLen = 0;
   #body: Uint8Array | undefined;
   #bodyLen = 0;
@@ -240,6 +240,26 @@ export class GrpcCall extends EventEmitter {
     this.emit("cancelled");
   }
 
+  /** @internal */
+  onData(chunk: Uint8Array): void {
+    this.receive(chunk);
+  }
+
+  /** @internal */
+  onEnd(): void {
+    this.remoteEnd();
+  }
+
+  /** @internal */
+  onAbort(): void {
+    this.aborted();
+  }
+
+  /** @internal */
+  onDrain(): void {
+    this.emit("drain");
+  }
+
   /** @internal The HTTP/2 stream closed under the call. */
   aborted(): void {
     this.#releaseBody();
@@ -261,41 +281,36 @@ export class GrpcCall extends EventEmitter {
     let i = 0;
     while (i < chunk.length && !this.#done) {
       if (this.#body === undefined) {
-        const take = Math.min(5 - this.#prefixLen, chunk.length - i);
-        this.#prefix.set(chunk.subarray(i, i + take), this.#prefixLen);
-        this.#prefixLen += take;
-        i += take;
-        if (this.#prefixLen < 5) return;
-        const p = this.#prefix;
-        const len = ((p[1] << 24) | (p[2] << 16) | (p[3] << 8) | p[4]) >>> 0;
-        if (p[0] !== 0) {
-          this.#fail(
-            Status.UNIMPLEMENTED,
-            p[0] === 1
-              ? `Compressed messages are not supported (grpc-encoding ${
-                this.metadata.get("grpc-encoding")[0] ?? "none"
-              }): send them uncompressed`
-              : `Invalid message flag ${p[0]}`,
-          );
-          return;
+        let flag: number;
+        let len: number;
+        if (this.#prefixLen === 0 && chunk.length - i >= 5) {
+          // The whole prefix is in this chunk (the usual case).
+          flag = chunk[i];
+          len =
+            ((chunk[i + 1] << 24) | (chunk[i + 2] << 16) | (chunk[i + 3] << 8) | chunk[i + 4]) >>>
+            0;
+          i += 5;
+        } else {
+          this.#prefix ??= new Uint8Array(5);
+          const take = Math.min(5 - this.#prefixLen, chunk.length - i);
+          this.#prefix.set(chunk.subarray(i, i + take), this.#prefixLen);
+          this.#prefixLen += take;
+          i += take;
+          if (this.#prefixLen < 5) return;
+          const p = this.#prefix;
+          flag = p[0];
+          len = ((p[1] << 24) | (p[2] << 16) | (p[3] << 8) | p[4]) >>> 0;
+          this.#prefixLen = 0;
         }
-        if (len > this.#layer.receiveBytesMax) {
-          this.#fail(
-            Status.RESOURCE_EXHAUSTED,
-            `Received message larger than max (${len} vs. ${this.#layer.receiveBytesMax})`,
-          );
-          return;
+        if (!this.#checkPrefix(flag, len)) return;
+        if (chunk.length - i >= len) {
+          // The whole message is in this chunk: one copy, nothing held.
+          const body = chunk.slice(i, i + len);
+          i += len;
+          this.#message(body);
+          continue;
         }
-        const conn = this.#stream.conn;
-        if (conn.heldBytes + len > this.#layer.connectionHeldBytesMax) {
-          this.#fail(
-            Status.RESOURCE_EXHAUSTED,
-            `Messages being received on this connection would pass ` +
-              `${this.#layer.connectionHeldBytesMax} bytes`,
-          );
-          return;
-        }
-        conn.heldBytes += len;
+        this.#stream.conn.heldBytes += len;
         this.#body = new Uint8Array(len);
         this.#bodyLen = 0;
       }
@@ -306,10 +321,40 @@ export class GrpcCall extends EventEmitter {
       i += take;
       if (this.#bodyLen === body.length) {
         this.#releaseBody();
-        this.#prefixLen = 0;
         this.#message(body);
       }
     }
+  }
+
+  /** Whether a message with this prefix may be received (else the call is ended). */
+  #checkPrefix(flag: number, len: number): boolean {
+    if (flag !== 0) {
+      this.#fail(
+        Status.UNIMPLEMENTED,
+        flag === 1
+          ? `Compressed messages are not supported (grpc-encoding ${
+            this.metadata.get("grpc-encoding")[0] ?? "none"
+          }): send them uncompressed`
+          : `Invalid message flag ${flag}`,
+      );
+      return false;
+    }
+    if (len > this.#layer.receiveBytesMax) {
+      this.#fail(
+        Status.RESOURCE_EXHAUSTED,
+        `Received message larger than max (${len} vs. ${this.#layer.receiveBytesMax})`,
+      );
+      return false;
+    }
+    if (this.#stream.conn.heldBytes + len > this.#layer.connectionHeldBytesMax) {
+      this.#fail(
+        Status.RESOURCE_EXHAUSTED,
+        `Messages being received on this connection would pass ` +
+          `${this.#layer.connectionHeldBytesMax} bytes`,
+      );
+      return false;
+    }
+    return true;
   }
 
   #message(body: Uint8Array): void {
@@ -454,39 +499,48 @@ export class GrpcH2Server {
   }
 
   #onStream(s: H2Stream): void {
-    const refuse = (code: number, details: string) => {
-      s.end(statusBlock({ code, details }, true));
-    };
     if (s.fields.length === 0) {
-      refuse(
-        Status.RESOURCE_EXHAUSTED,
-        `Header list over ${s.conn.limits.headerListBytesMax} bytes`,
-      );
+      s.end(statusBlock({
+        code: Status.RESOURCE_EXHAUSTED,
+        details: `Header list over ${s.conn.limits.headerListBytesMax} bytes`,
+      }, true));
       return;
     }
-    if (s.header(":method") !== "POST") {
+    // One pass over the fields for what is needed here.
+    let method: string | undefined;
+    let type: string | undefined;
+    let path: string | undefined;
+    let timeout: string | undefined;
+    for (const [n, v] of s.fields) {
+      if (n === ":method") method = v;
+      else if (n === ":path") path = v;
+      else if (n === "content-type") type ??= v;
+      else if (n === "grpc-timeout") timeout ??= v;
+    }
+    if (method !== "POST") {
       s.end(encodeHeaders([[":status", "405"], ["grpc-status", String(Status.UNIMPLEMENTED)]]));
       return;
     }
-    const type = s.header("content-type");
-    if (type === undefined || !/^application\/grpc(?:$|[+;])/.test(type)) {
+    if (
+      type === undefined ||
+      (type !== "application/grpc" && !/^application\/grpc(?:$|[+;])/.test(type))
+    ) {
       s.end(encodeHeaders([[":status", "415"], ["grpc-status", String(Status.UNKNOWN)]]));
       return;
     }
-    const path = s.header(":path")!;
-    const method = this.#methods.get(path);
-    if (method === undefined) {
-      refuse(Status.UNIMPLEMENTED, `The server does not implement the method ${path}`);
+    const served = this.#methods.get(path!);
+    if (served === undefined) {
+      s.end(statusBlock({
+        code: Status.UNIMPLEMENTED,
+        details: `The server does not implement the method ${path}`,
+      }, true));
       return;
     }
-    const call = new GrpcCall(this, s, method.definition);
-    s.onData = (chunk) => call.receive(chunk);
-    s.onEnd = () => call.remoteEnd();
-    s.onAbort = () => call.aborted();
-    s.onDrain = () => call.emit("drain");
-    const ms = timeoutMs(s.header("grpc-timeout"));
+    const call = new GrpcCall(this, s, served.definition);
+    s.handler = call;
+    const ms = timeoutMs(timeout);
     if (ms !== undefined) this.#setDeadline(call, Date.now() + ms);
-    if (method.definition.requestStream) this.invoke(call, method.definition);
+    if (served.definition.requestStream) this.invoke(call, served.definition);
   }
 
   #setDeadline(call: GrpcCall, at: number): void {

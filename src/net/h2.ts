@@ -141,9 +141,28 @@ class StreamError extends Error {
   }
 }
 
+/** What hears of a stream's events (one object, not a closure per event). */
+export interface H2StreamHandler {
+  /** A chunk of the request body; valid only during the call (copy what is kept). */
+  onData(chunk: Uint8Array): void;
+  /** The peer ended its side (END_STREAM). */
+  onEnd(): void;
+  /** The stream closed without `end` from us: reset by the peer or the connection closed. */
+  onAbort(code: number): void;
+  /** The queue fell to half of the limit again after `write` said it was full. */
+  onDrain(): void;
+}
+
+const NO_HANDLER: H2StreamHandler = {
+  onData() {},
+  onEnd() {},
+  onAbort() {},
+  onDrain() {},
+};
+
 /**
- * One request stream. The request's headers are at hand; its DATA arrives through `onData`, its
- * end through `onEnd`. The answer is a header block (`respond`), DATA (`write`) and a trailer
+ * One request stream. The request's headers are at hand; its DATA arrives through its handler's
+ * `onData`, its end through `onEnd`. The answer is a header block (`respond`), DATA (`write`) and a trailer
  * block (`end`); `reset` ends it with RST_STREAM.
  */
 export class H2Stream {
@@ -152,14 +171,8 @@ export class H2Stream {
   readonly fields: HeaderField[];
   /** The connection's remote address. */
   readonly remoteAddr: Deno.NetAddr;
-  /** A chunk of the request body; valid only during the call (copy what is kept). */
-  onData: (chunk: Uint8Array) => void = () => {};
-  /** The peer ended its side (END_STREAM). */
-  onEnd: () => void = () => {};
-  /** The stream closed without `end` from us: reset by the peer or the connection closed. */
-  onAbort: (code: number) => void = () => {};
-  /** The queue fell to half of the limit again after `write` said it was full. */
-  onDrain: () => void = () => {};
+  /** Hears of the stream's events; set it in the server's `onStream`. */
+  handler: H2StreamHandler = NO_HANDLER;
 
   /** @internal */ readonly conn: H2Connection;
   /** @internal Bytes the peer may still send us on this stream. */
@@ -210,7 +223,7 @@ export class H2Stream {
 
   /**
    * Queues `data` and `more` (kept by reference: do not change them) as DATA. False once the queue holds half
-   * the limit or more (then `onDrain` follows); past the limit the stream is ended with the
+   * the limit or more (then `handler.onDrain` follows); past the limit the stream is ended with the
    * caller-given trailers of {@linkcode H2Stream.overflow}.
    */
   write(data: Uint8Array, more?: Uint8Array): boolean {
@@ -483,7 +496,7 @@ export class H2Connection {
     }
     if (s.full && s.queuedBytes < this.limits.streamQueuedBytesMax / 2) {
       s.full = false;
-      s.onDrain();
+      s.handler.onDrain();
     }
   }
 
@@ -503,7 +516,7 @@ export class H2Connection {
     if (this.#goawayReceived && this.streams.size === 0) this.#finish();
   }
 
-  /** Resets `s`: RST_STREAM with `code` (unless the peer reset it), and `onAbort`. */
+  /** Resets `s`: RST_STREAM with `code` (unless the peer reset it), and `handler.onAbort`. */
   resetStream(s: H2Stream, code: number, byPeer: boolean): void {
     if (s.closed) return;
     if (!byPeer) {
@@ -514,7 +527,7 @@ export class H2Connection {
     this.#closeStream(s);
     if (aborted) {
       try {
-        s.onAbort(code);
+        s.handler.onAbort(code);
       } catch { /* the handler's problem */ }
     }
   }
@@ -785,7 +798,7 @@ export class H2Connection {
     }
     if (data.length > 0) {
       try {
-        s.onData(data);
+        s.handler.onData(data);
       } catch (e) {
         throw new StreamError(
           id,
@@ -811,7 +824,7 @@ export class H2Connection {
     if (s.closed) return;
     s.remoteEnded = true;
     try {
-      s.onEnd();
+      s.handler.onEnd();
     } catch (e) {
       throw new StreamError(
         s.id,
@@ -953,7 +966,7 @@ export class H2Connection {
     for (const s of [...this.streams.values()]) {
       this.#closeStream(s);
       try {
-        s.onAbort(H2Error.CANCEL);
+        s.handler.onAbort(H2Error.CANCEL);
       } catch { /* the handler's problem */ }
     }
     for (const w of this.#drainWaiters.splice(0)) w();
@@ -972,26 +985,37 @@ export class H2Connection {
  */
 function validRequestFields(fields: HeaderField[]): boolean {
   let regular = false;
-  const seen = new Set<string>();
-  for (const [name, value] of fields) {
+  // Bits: :method 1, :scheme 2, :path 4, :authority 8.
+  let seen = 0;
+  for (let i = 0; i < fields.length; i++) {
+    const name = fields[i][0];
     if (name.length === 0) return false;
-    if (name[0] === ":") {
-      if (regular || seen.has(name)) return false;
-      if (name !== ":method" && name !== ":scheme" && name !== ":path" && name !== ":authority") {
-        return false;
-      }
-      seen.add(name);
+    if (name.charCodeAt(0) === 0x3a) {
+      const bit = name === ":method"
+        ? 1
+        : name === ":scheme"
+        ? 2
+        : name === ":path"
+        ? 4
+        : name === ":authority"
+        ? 8
+        : 0;
+      if (regular || bit === 0 || (seen & bit) !== 0) return false;
+      seen |= bit;
       continue;
     }
     regular = true;
-    if (/[A-Z]/.test(name)) return false;
+    for (let k = 0; k < name.length; k++) {
+      const c = name.charCodeAt(k);
+      if (c >= 0x41 && c <= 0x5a) return false;
+    }
     if (
       name === "connection" || name === "keep-alive" || name === "proxy-connection" ||
       name === "transfer-encoding" || name === "upgrade"
     ) return false;
-    if (name === "te" && value !== "trailers") return false;
+    if (name === "te" && fields[i][1] !== "trailers") return false;
   }
-  return seen.has(":method") && seen.has(":scheme") && seen.has(":path");
+  return (seen & 7) === 7;
 }
 
 /** An HTTP/2 server; see the module documentation. */
