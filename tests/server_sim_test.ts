@@ -69,6 +69,35 @@ Deno.test("server sim: the fault points in the server's own code are caught", as
   }
 });
 
+Deno.test("server sim: a paused server answers nothing until it resumes (a forward's answer waits)", async () => {
+  // A follower forwards a put to the leader and is paused; the leader's answer reaches it while it
+  // is stopped. As with SIGSTOP, its client hears nothing until it resumes, then gets the answer.
+  const c = new ServerCluster({ seed: 5, dropRate: 0 });
+  const run = (ms: number) => c.runUntil(c.nowMs + ms);
+  await run(1000);
+  const leader = c.ids.find((id) => c.server(id)?.node.role === "Leader");
+  assert.ok(leader !== undefined, "no leader after 1 s");
+  const follower = c.ids.find((id) => id !== leader)!;
+  let status: number | undefined;
+  let answeredMs = 0;
+  c.request(follower, "/v3/kv/put", { key: btoa("k"), value: btoa("v") }).then((r) => {
+    status = r.status;
+    answeredMs = c.nowMs;
+  });
+  await run(1); // the follower has forwarded it
+  const forwards = c.counters.forwards;
+  assert.equal(forwards, 1, "the put was not forwarded");
+  c.pause(follower);
+  const pausedMs = c.nowMs;
+  await run(500);
+  assert.equal(status, undefined, `answered at ${answeredMs} ms, paused since ${pausedMs} ms`);
+  c.resume(follower);
+  await run(50);
+  assert.equal(status, 200);
+  assert.ok(answeredMs >= pausedMs + 500);
+  await c.close();
+});
+
 Deno.test("server sim: a deposed leader must not extend a lease (keepalive-before-barrier)", async (t) => {
   // The leader pauses, cut off from the others, which elect a new leader; it times the 2 s lease
   // from its election. A client's keep-alive reaches the old leader 700 ms after that election

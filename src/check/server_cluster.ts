@@ -228,6 +228,7 @@ export class ServerCluster {
     const m = this.#member(id);
     if (!m.paused) return;
     m.paused = false;
+    this.#flushOut(m);
     this.#thaw(m);
   }
 
@@ -260,13 +261,22 @@ export class ServerCluster {
 
   /**
    * Runs `f` (an output of `id`: a message, an answer) now, or when a blocking disk sync of `id`
-   * ends. (A pause holds no output: what the process had computed when it stopped goes out, as
-   * the nemesis's pauses always did, which keeps their seeds' runs.)
+   * ends, or when a pause ends. (Nothing a paused process receives, no timer of its own and no
+   * answer to its forwards reaches it during the pause, so it computes nothing new; this holds
+   * back anything else, e.g. a promise that settled as it stopped.)
    */
   #whenSending(id: NodeId, f: () => void): void {
     const m = this.#member(id);
-    if (m.blocks > 0) m.out.push(f);
+    if (m.blocks > 0 || m.paused) m.out.push(f);
     else f();
+  }
+
+  /** Sends what `m` computed while it could not (a blocking sync, a pause), once it can. */
+  #flushOut(m: Member): void {
+    if (m.blocks > 0 || m.paused || m.out.length === 0) return;
+    const out = m.out;
+    m.out = [];
+    for (const f of out) f();
   }
 
   /** Blocks process `owner` of `id` for `ms` of virtual time (a synchronous fdatasync). */
@@ -277,11 +287,8 @@ export class ServerCluster {
     m.blocks++;
     this.timers.schedule(WORLD, ms, () => {
       if (!this.#alive(id, owner)) return;
-      if (--m.blocks === 0) {
-        const out = m.out;
-        m.out = [];
-        for (const f of out) f();
-      }
+      --m.blocks;
+      this.#flushOut(m);
       this.#thaw(m);
     });
   }
@@ -495,10 +502,13 @@ export class ServerCluster {
       new Promise<Response>((resolve, reject) => {
         const to = this.ids.find((id) => url.startsWith(ServerCluster.clientUrl(id)));
         let settled = false;
+        // The caller learns the outcome when it runs: a paused caller only once it resumes.
         const settleWith = (f: () => void) => {
           if (settled || !this.#alive(from, owner)) return;
           settled = true;
-          f();
+          this.#whenRunning(from, "forward answers", () => {
+            if (this.#alive(from, owner)) f();
+          });
         };
         this.timers.schedule(
           WORLD,
