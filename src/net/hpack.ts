@@ -335,6 +335,9 @@ export class HpackDecoder {
       let shift = 0;
       for (;;) {
         if (pos >= block.length) throw new HpackError("Truncated integer");
+        // Past 5 continuation bytes no value fits 31 bits (and 2 ** shift would reach Infinity,
+        // making 0 · Infinity a NaN that passes every comparison).
+        if (shift > 28) throw new HpackError("Integer too long");
         const b = block[pos++];
         v += (b & 0x7f) * 2 ** shift;
         shift += 7;
