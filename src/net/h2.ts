@@ -65,6 +65,8 @@ export const H2Error = {
 /** The client connection preface (RFC 9113, 3.4). */
 export const PREFACE = new TextEncoder().encode("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
 
+/** Bytes of a frame's head (length, type, flags, stream id). */
+const FRAME_HEAD_BYTES = 9;
 /** Largest window (2^31 - 1). */
 const WINDOW_MAX = 0x7fffffff;
 /** The default frame size, which we keep as our SETTINGS_MAX_FRAME_SIZE. */
@@ -307,7 +309,13 @@ export class H2Connection {
   /** Highest stream id the peer opened. */
   #lastStreamId = 0;
   /** The stream whose header block continues in CONTINUATION frames, and the block so far. */
-  #continuing: { id: number; flags: number; parts: Uint8Array[]; bytes: number } | undefined;
+  /**
+   * A header block still arriving: its fragments, their bytes, and the bytes of its frames with
+   * their heads (what bounds it).
+   */
+  #continuing:
+    | { id: number; flags: number; parts: Uint8Array[]; bytes: number; frameBytes: number }
+    | undefined;
   readonly #resetIds: number[] = [];
   /** Peer settings that matter to us. */
   peerInitialWindow = WINDOW_DEFAULT;
@@ -840,7 +848,13 @@ export class H2Connection {
     if (id === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, "HEADERS on stream 0");
     const fragment = this.#unpad(flags, p, (flags & PRIORITY_FLAG) !== 0);
     if ((flags & END_HEADERS) === 0) {
-      this.#continuing = { id, flags, parts: [fragment.slice()], bytes: fragment.length };
+      this.#continuing = {
+        id,
+        flags,
+        parts: [fragment.slice()],
+        bytes: fragment.length,
+        frameBytes: FRAME_HEAD_BYTES + fragment.length,
+      };
       if (fragment.length > this.limits.headerBlockBytesMax) this.#blockTooLarge();
       return;
     }
@@ -852,9 +866,11 @@ export class H2Connection {
     if (c === undefined || c.id !== id) {
       throw new ConnectionError(H2Error.PROTOCOL_ERROR, "CONTINUATION without HEADERS");
     }
+    // Each frame counts its 9-byte head too, so empty CONTINUATION frames cannot go on forever.
     c.bytes += p.length;
-    if (c.bytes > this.limits.headerBlockBytesMax) this.#blockTooLarge();
-    c.parts.push(p.slice());
+    c.frameBytes += FRAME_HEAD_BYTES + p.length;
+    if (c.frameBytes > this.limits.headerBlockBytesMax) this.#blockTooLarge();
+    if (p.length > 0) c.parts.push(p.slice());
     if ((flags & END_HEADERS) === 0) return;
     this.#continuing = undefined;
     const block = new Uint8Array(c.bytes);
