@@ -317,6 +317,9 @@ export class H2Connection {
     | { id: number; flags: number; parts: Uint8Array[]; bytes: number; frameBytes: number }
     | undefined;
   readonly #resetIds: number[] = [];
+  /** Recently closed stream ids (a HEADERS on one is STREAM_CLOSED; on an id never opened, a
+   * PROTOCOL_ERROR). */
+  readonly #closedIds: number[] = [];
   /** Peer settings that matter to us. */
   peerInitialWindow = WINDOW_DEFAULT;
   #peerFrameMax = FRAME_BYTES_DEFAULT;
@@ -519,6 +522,8 @@ export class H2Connection {
     if (s.closed) return;
     s.closed = true;
     this.streams.delete(s.id);
+    this.#closedIds.push(s.id);
+    if (this.#closedIds.length > RESET_IDS_KEPT) this.#closedIds.shift();
     this.#blocked.delete(s);
     s.dropQueue();
     if (this.#goawayReceived && this.streams.size === 0) this.#finish();
@@ -914,7 +919,11 @@ export class H2Connection {
     }
     if (id <= this.#lastStreamId) {
       if (this.#resetIds.includes(id)) return;
-      throw new ConnectionError(H2Error.STREAM_CLOSED, `HEADERS on closed stream ${id}`);
+      if (this.#closedIds.includes(id)) {
+        throw new ConnectionError(H2Error.STREAM_CLOSED, `HEADERS on closed stream ${id}`);
+      }
+      // An id below one already used that never opened a stream (RFC 9113, 5.1.1).
+      throw new ConnectionError(H2Error.PROTOCOL_ERROR, `Stream id ${id} is not increasing`);
     }
     if (id % 2 === 0) {
       throw new ConnectionError(H2Error.PROTOCOL_ERROR, `Client stream id ${id} is even`);
