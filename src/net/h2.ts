@@ -1014,7 +1014,7 @@ function validRequestFields(fields: HeaderField[]): boolean {
   let seen = 0;
   for (let i = 0; i < fields.length; i++) {
     const name = fields[i][0];
-    if (name.length === 0) return false;
+    if (name.length === 0 || !validFieldValue(fields[i][1])) return false;
     if (name.charCodeAt(0) === 0x3a) {
       const bit = name === ":method"
         ? 1
@@ -1030,9 +1030,10 @@ function validRequestFields(fields: HeaderField[]): boolean {
       continue;
     }
     regular = true;
+    // No upper case, controls, space, DEL or bytes past ASCII in a name (RFC 9113, 8.2.1).
     for (let k = 0; k < name.length; k++) {
       const c = name.charCodeAt(k);
-      if (c >= 0x41 && c <= 0x5a) return false;
+      if (c <= 0x20 || (c >= 0x41 && c <= 0x5a) || c >= 0x7f) return false;
     }
     if (
       name === "connection" || name === "keep-alive" || name === "proxy-connection" ||
@@ -1041,6 +1042,23 @@ function validRequestFields(fields: HeaderField[]): boolean {
     if (name === "te" && fields[i][1] !== "trailers") return false;
   }
   return (seen & 7) === 7;
+}
+
+/**
+ * Whether a field value is well formed (RFC 9113, 8.2.1): no NUL, CR or LF, and no space or tab at
+ * either end (what could otherwise split a header or a log line further on).
+ */
+function validFieldValue(value: string): boolean {
+  const n = value.length;
+  if (n === 0) return true;
+  const first = value.charCodeAt(0);
+  const last = value.charCodeAt(n - 1);
+  if (first === 0x20 || first === 0x09 || last === 0x20 || last === 0x09) return false;
+  for (let k = 0; k < n; k++) {
+    const c = value.charCodeAt(k);
+    if (c === 0x00 || c === 0x0a || c === 0x0d) return false;
+  }
+  return true;
 }
 
 /** An HTTP/2 server; see the module documentation. */
