@@ -536,9 +536,17 @@ export class GrpcH2Server {
       }, true));
       return;
     }
+    const ms = timeoutMs(timeout);
+    if (timeout !== undefined && ms === undefined) {
+      // As grpc-go and grpc-js answer a deadline they cannot read.
+      s.end(statusBlock({
+        code: Status.INTERNAL,
+        details: `Invalid grpc-timeout value ${JSON.stringify(timeout.slice(0, 40))}`,
+      }, true));
+      return;
+    }
     const call = new GrpcCall(this, s, served.definition);
     s.handler = call;
-    const ms = timeoutMs(timeout);
     if (ms !== undefined) this.#setDeadline(call, Date.now() + ms);
     if (served.definition.requestStream) this.invoke(call, served.definition);
   }
