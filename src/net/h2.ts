@@ -94,6 +94,15 @@ export interface H2Limits {
   readonly connectionsMax: number;
   /** Time a new connection has to send the preface and its SETTINGS. */
   readonly prefaceTimeoutMs: number;
+  /**
+   * Streams a connection may see reset (by the client, or by this server because of what the
+   * client sent) in one burst; past it and {@linkcode resetsPerSecond}, GOAWAY ENHANCE_YOUR_CALM
+   * (each reset stream may have started work: Rapid Reset, CVE-2023-44487, and its variant
+   * through server-sent resets, CVE-2025-8671).
+   */
+  readonly resetsBurst: number;
+  /** Resets per second a connection may keep up after its burst. */
+  readonly resetsPerSecond: number;
 }
 
 /** Defaults of {@linkcode H2Limits}. */
@@ -107,6 +116,8 @@ export const H2_LIMITS_DEFAULT: H2Limits = {
   outputBytesHighWater: 1024 * 1024,
   connectionsMax: 1024,
   prefaceTimeoutMs: 10_000,
+  resetsBurst: 200,
+  resetsPerSecond: 100,
 };
 
 /** Options of an {@linkcode H2Server}. */
@@ -317,6 +328,9 @@ export class H2Connection {
     | { id: number; flags: number; parts: Uint8Array[]; bytes: number; frameBytes: number }
     | undefined;
   readonly #resetIds: number[] = [];
+  /** What is left of the reset budget ({@linkcode H2Limits.resetsBurst}), and when it was. */
+  #resetTokens: number;
+  #resetTokensAt = Date.now();
   /** Recently closed stream ids (a HEADERS on one is STREAM_CLOSED; on an id never opened, a
    * PROTOCOL_ERROR). */
   readonly #closedIds: number[] = [];
@@ -340,6 +354,7 @@ export class H2Connection {
     this.limits = limits;
     this.#decoder = new HpackDecoder(4096, limits.headerListBytesMax);
     this.#recvWindow = limits.connectionWindowBytes;
+    this.#resetTokens = limits.resetsBurst;
   }
 
   get #remote(): string {
@@ -543,6 +558,22 @@ export class H2Connection {
         s.handler.onAbort(code);
       } catch { /* the handler's problem */ }
     }
+    if (!this.#spendReset()) {
+      this.#fail(H2Error.ENHANCE_YOUR_CALM, "Too many streams reset");
+    }
+  }
+
+  /** Takes one reset from the connection's budget (a token bucket); false when it is spent. */
+  #spendReset(): boolean {
+    const now = Date.now();
+    const { resetsBurst, resetsPerSecond } = this.limits;
+    this.#resetTokens = Math.min(
+      resetsBurst,
+      this.#resetTokens + (now - this.#resetTokensAt) * resetsPerSecond / 1000,
+    );
+    this.#resetTokensAt = now;
+    this.#resetTokens -= 1;
+    return this.#resetTokens >= 0;
   }
 
   // ---- reading ---------------------------------------------------------------------------------
