@@ -88,8 +88,17 @@ export interface H2Limits {
   readonly connectionWindowBytes: number;
   /** Bytes a stream may have queued (waiting for the peer's window) before it is ended. */
   readonly streamQueuedBytesMax: number;
-  /** Bytes waiting for the socket above which the connection stops reading frames. */
+  /**
+   * Bytes waiting for the socket above which the connection stops reading frames and sends no
+   * more DATA (answers wait in their streams' queues until the socket drains).
+   */
   readonly outputBytesHighWater: number;
+  /**
+   * Answer bytes queued on all of a connection's streams together (for a client that does not
+   * read, or keeps its windows shut); the stream whose write passes it is reset
+   * (RST_STREAM ENHANCE_YOUR_CALM, which gRPC clients read as ResourceExhausted).
+   */
+  readonly connectionQueuedBytesMax: number;
   /** Connections open at once; more are closed at once. */
   readonly connectionsMax: number;
   /** Time a new connection has to send the preface and its SETTINGS. */
@@ -114,6 +123,7 @@ export const H2_LIMITS_DEFAULT: H2Limits = {
   connectionWindowBytes: 4 * 1024 * 1024,
   streamQueuedBytesMax: 8 * 1024 * 1024,
   outputBytesHighWater: 1024 * 1024,
+  connectionQueuedBytesMax: 16 * 1024 * 1024,
   connectionsMax: 1024,
   prefaceTimeoutMs: 10_000,
   resetsBurst: 200,
@@ -245,8 +255,13 @@ export class H2Stream {
       if (part.length === 0) continue;
       this.queue.push(part);
       this.queuedBytes += part.length;
+      this.conn.queuedBytes += part.length;
     }
     this.conn.sendData(this);
+    if (this.conn.queuedBytes > this.conn.limits.connectionQueuedBytesMax) {
+      this.conn.resetStream(this, H2Error.ENHANCE_YOUR_CALM, false);
+      return false;
+    }
     if (this.queuedBytes >= this.conn.limits.streamQueuedBytesMax / 2) {
       this.full = true;
       return false;
@@ -261,6 +276,7 @@ export class H2Stream {
 
   /** Drops the queued DATA (before ending a stream whose reader is too slow). */
   dropQueue(): void {
+    this.conn.queuedBytes -= this.queuedBytes;
     this.queue.length = 0;
     this.queueHead = 0;
     this.queuedBytes = 0;
@@ -341,6 +357,8 @@ export class H2Connection {
   #sendWindow = WINDOW_DEFAULT;
   /** Streams with DATA waiting for the connection's window. */
   readonly #blocked = new Set<H2Stream>();
+  /** Answer bytes queued on all streams (bounded by {@linkcode H2Limits.connectionQueuedBytesMax}). */
+  queuedBytes = 0;
   #recvWindow: number;
   #recvUnacked = 0;
   #goawayReceived = false;
@@ -461,6 +479,8 @@ export class H2Connection {
         while (off < bytes.length) off += await this.conn.write(bytes.subarray(off));
         // A buffer that grew for one burst is not kept.
         if (this.#spare.length > 1024 * 1024) this.#spare = new Uint8Array(64 * 1024);
+        // Streams that waited for the socket go on (their DATA joins this loop's next write).
+        this.#resumeBlocked();
       }
     } catch {
       this.#writing = false;
@@ -469,6 +489,14 @@ export class H2Connection {
     }
     this.#writing = false;
     for (const w of this.#drainWaiters.splice(0)) w();
+  }
+
+  /** Sends again for the streams that waited for the connection's window or its socket. */
+  #resumeBlocked(): void {
+    if (this.#blocked.size === 0 || this.closed) return;
+    const blocked = [...this.#blocked];
+    this.#blocked.clear();
+    for (const s of blocked) this.sendData(s);
   }
 
   /** Bytes waiting for the socket. */
@@ -482,9 +510,12 @@ export class H2Connection {
   sendData(s: H2Stream): void {
     if (this.closed || s.closed) return;
     while (s.queuedBytes > 0) {
-      const room = Math.min(s.sendWindow, this.#sendWindow, this.#peerFrameMax);
+      // The socket counts as one more window: past the high water, DATA waits in the queue.
+      const outRoom = this.limits.outputBytesHighWater - this.#outLen;
+      const room = Math.min(s.sendWindow, this.#sendWindow, this.#peerFrameMax, outRoom);
       if (room <= 0) {
-        if (this.#sendWindow <= 0) this.#blocked.add(s);
+        if (this.#sendWindow <= 0 || outRoom <= 0) this.#blocked.add(s);
+        if (outRoom <= 0) this.#scheduleFlush();
         break;
       }
       const n = Math.min(room, s.queuedBytes);
@@ -504,6 +535,7 @@ export class H2Connection {
         } else s.queue[s.queueHead] = chunk.subarray(take);
       }
       s.queuedBytes -= n;
+      this.queuedBytes -= n;
       s.sendWindow -= n;
       this.#sendWindow -= n;
     }
@@ -765,9 +797,7 @@ export class H2Connection {
       if (this.#sendWindow > WINDOW_MAX) {
         throw new ConnectionError(H2Error.FLOW_CONTROL_ERROR, "Connection window over 2^31-1");
       }
-      const blocked = [...this.#blocked];
-      this.#blocked.clear();
-      for (const s of blocked) this.sendData(s);
+      this.#resumeBlocked();
       return;
     }
     if (id > this.#lastStreamId) {
