@@ -11,6 +11,8 @@
 
 import * as assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
+import { EventEmitter } from "node:events";
+import { inOrder, STREAM_MESSAGES_PENDING_MAX, type StreamCall } from "../src/net/grpc.ts";
 import { encodeHeaders, HpackDecoder, huffmanEncode } from "../src/net/hpack.ts";
 import { H2Error, type H2Limits, H2Server, type H2Stream, PREFACE } from "../src/net/h2.ts";
 import {
@@ -683,6 +685,86 @@ Deno.test({
       await h2.close();
     }
   },
+});
+
+Deno.test("attack: a stream whose handler paused receiving gets no window back until it resumes", async () => {
+  // A client that sends faster than a bidirectional handler keeps up: the handler pauses, the
+  // window stays shut (the client may send one window more, then must wait), and resuming gives
+  // it back. Sending past the shut window is a FLOW_CONTROL_ERROR.
+  let stream: H2Stream | undefined;
+  let received = 0;
+  const h2 = new H2Server({
+    hostname: "127.0.0.1",
+    port: 0,
+    limits: { streamWindowBytes: 64 * 1024 },
+    onStream: (s) => {
+      stream = s;
+      s.pauseReceive();
+      s.handler = {
+        onData: (d: Uint8Array) => received += d.length,
+        onEnd: () => {},
+        onAbort: () => {},
+        onDrain: () => {},
+      };
+    },
+  });
+  const r = await Raw.open(h2.addr.port);
+  try {
+    await r.send(frame(HEADERS, END_HEADERS, 1, requestHeaders("/t.T/Bidi")));
+    const chunk = new Uint8Array(16 * 1024);
+    for (let i = 0; i < 4; i++) await r.send(frame(DATA, 0, 1, chunk));
+    await r.pingPong();
+    assert.equal(received, 64 * 1024);
+    assert.equal(stream?.recvWindow, 0, "the window is spent and not given back");
+    for (let f = await r.next(200); f !== null; f = await r.next(200)) {
+      assert.ok(!(f.type === WINDOW_UPDATE && f.stream === 1), "a WINDOW_UPDATE while paused");
+    }
+    stream!.resumeReceive();
+    const update = await r.until((f) => f.type === WINDOW_UPDATE && f.stream === 1);
+    assert.equal(code32(update, 0), 64 * 1024);
+    stream!.pauseReceive();
+    for (let i = 0; i < 4; i++) await r.send(frame(DATA, 0, 1, chunk));
+    await r.send(frame(DATA, 0, 1, chunk)); // one frame past the window
+    await r.reset(1, H2Error.FLOW_CONTROL_ERROR);
+  } finally {
+    r.close();
+    await h2.close();
+  }
+});
+
+Deno.test("attack: a bidirectional stream's messages waiting for a slow handler pause the client", async () => {
+  // inOrder (src/net/grpc.ts) runs Watch and LeaseKeepAlive messages one after the other; past
+  // STREAM_MESSAGES_PENDING_MAX waiting it pauses the call, and resumes it once they drain.
+  const events: string[] = [];
+  const call = new EventEmitter() as EventEmitter & StreamCall;
+  Object.assign(call, {
+    request: {},
+    metadata: { get: () => [] },
+    getPeer: () => "test",
+    write: () => true,
+    end: () => events.push("end"),
+    pause: () => events.push("pause"),
+    resume: () => events.push("resume"),
+  });
+  const gates: (() => void)[] = [];
+  let handled = 0;
+  inOrder(call, async () => {
+    await new Promise<void>((res) => gates.push(res));
+    handled++;
+  }, () => {});
+  for (let i = 0; i < STREAM_MESSAGES_PENDING_MAX + 1; i++) call.emit("data", { i });
+  assert.deepEqual(events, ["pause"], "paused once past the limit");
+  const release = async () => {
+    while (gates.length === 0) await new Promise((r) => setTimeout(r, 0));
+    gates.shift()!();
+    await new Promise((r) => setTimeout(r, 0));
+  };
+  // 65 waiting: resumed when a quarter (16) is left, after 49 are handled.
+  for (let i = 0; i < STREAM_MESSAGES_PENDING_MAX * 3 / 4; i++) await release();
+  assert.deepEqual(events, ["pause"], "still paused with 17 waiting");
+  await release();
+  assert.deepEqual(events, ["pause", "resume"], "resumed once a quarter is left");
+  while (handled < STREAM_MESSAGES_PENDING_MAX + 1) await release();
 });
 
 // ---- flow-control errors --------------------------------------------------------------------

@@ -68,7 +68,7 @@ export interface GrpcOptions {
 }
 
 /** The part of a server call (grpc-js's or src/net/grpc_h2.ts's) that the handlers use. */
-interface Call {
+export interface Call {
   readonly metadata: { get(key: string): unknown[] };
   getPeer(): string;
   /** The client's host, when the server knows it without parsing getPeer (grpc_h2.ts). */
@@ -84,7 +84,7 @@ interface UnaryCall extends Call {
 type Callback = (error: StatusError | null, value?: Json) => void;
 
 /** A streaming call (server or bidirectional streaming). */
-interface StreamCall extends Call {
+export interface StreamCall extends Call {
   readonly request: Json;
   write(message: Json): boolean;
   end(): void;
@@ -93,6 +93,10 @@ interface StreamCall extends Call {
   // deno-lint-ignore no-explicit-any
   once(event: string, listener: (...args: any[]) => void): unknown;
   emit(event: string, ...args: unknown[]): boolean;
+  /** Stops the client's messages for now (flow control); both servers' calls have it. */
+  pause(): unknown;
+  /** Lets them come again. */
+  resume(): unknown;
 }
 
 type Handler = ((call: UnaryCall, callback: Callback) => void) | ((call: StreamCall) => void);
@@ -609,25 +613,45 @@ async function answerOf(res: Response): Promise<Json> {
 }
 
 /**
- * Runs each message of a bidirectional stream after the previous one was handled, so answers go
- * out in request order (clients match a watch's `created` to their requests in order).
+ * Messages of a bidirectional stream received and not yet handled above which the client is asked
+ * to wait (its stream window stays shut: it may send at most one window more, 1 MiB).
  */
-function inOrder(
+export const STREAM_MESSAGES_PENDING_MAX = 64;
+
+/**
+ * Runs each message of a bidirectional stream after the previous one was handled, so answers go
+ * out in request order (clients match a watch's `created` to their requests in order). A client
+ * that sends faster than the handler keeps up is paused past
+ * {@linkcode STREAM_MESSAGES_PENDING_MAX} messages waiting, and resumed when they are down to a
+ * quarter of that.
+ */
+export function inOrder(
   call: StreamCall,
   handle: (message: Json) => Promise<void>,
   onEnd: () => void,
 ): void {
   let chain = Promise.resolve();
   let ended = false;
+  let pending = 0;
+  let paused = false;
   const end = () => {
     if (ended) return;
     ended = true;
     onEnd();
   };
   call.on("data", (message: Json) => {
+    if (++pending > STREAM_MESSAGES_PENDING_MAX && !paused) {
+      paused = true;
+      call.pause();
+    }
     chain = chain.then(() => ended ? undefined : handle(message)).catch((e) => {
       end();
       call.emit("error", toStatus(e));
+    }).finally(() => {
+      if (--pending <= STREAM_MESSAGES_PENDING_MAX / 4 && paused) {
+        paused = false;
+        call.resume();
+      }
     });
   });
   call.on("end", () => {

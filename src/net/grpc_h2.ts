@@ -402,6 +402,16 @@ export class GrpcCall extends EventEmitter implements H2StreamHandler {
   }
 
   /** Sends a response message; false when the stream's queue is long (`drain` follows). */
+  /** Asks the client to send no more messages for now (its stream window is kept shut). */
+  pause(): void {
+    this.#stream.pauseReceive();
+  }
+
+  /** Lets the client send again (see {@linkcode pause}). */
+  resume(): void {
+    this.#stream.resumeReceive();
+  }
+
   write(message: unknown): boolean {
     if (this.#done) return false;
     let bytes: Uint8Array;

@@ -202,6 +202,8 @@ export class H2Stream {
   recvWindow: number;
   /** @internal Bytes taken but not yet given back with WINDOW_UPDATE. */
   recvUnacked = 0;
+  /** Whether the handler asked for no more DATA for now ({@linkcode H2Stream.pauseReceive}). */
+  receivePaused = false;
   /** @internal Bytes we may still send. */
   sendWindow: number;
   /** @internal DATA waiting for a window. */
@@ -291,6 +293,22 @@ export class H2Stream {
     this.localEnded = true;
     this.trailers = trailers;
     this.conn.sendData(this);
+  }
+
+  /**
+   * Stops giving the peer's stream window back: it may send what the window still allows (at most
+   * `streamWindowBytes`) and then waits, until {@linkcode resumeReceive}. For a handler that falls
+   * behind the messages it is sent.
+   */
+  pauseReceive(): void {
+    this.receivePaused = true;
+  }
+
+  /** Gives the stream window back again (see {@linkcode pauseReceive}). */
+  resumeReceive(): void {
+    if (!this.receivePaused) return;
+    this.receivePaused = false;
+    if (!this.closed && !this.remoteEnded) this.conn.giveBackWindow(this);
   }
 
   /** Resets the stream (RST_STREAM with `code`). */
@@ -813,6 +831,15 @@ export class H2Connection {
     this.sendData(s);
   }
 
+  /** @internal A WINDOW_UPDATE for what `s` took, once it is half a window (not while paused). */
+  giveBackWindow(s: H2Stream): void {
+    if (s.receivePaused || s.recvUnacked < this.limits.streamWindowBytes / 2 || this.closed) return;
+    this.#windowUpdateFrame(s.id, s.recvUnacked);
+    s.recvWindow += s.recvUnacked;
+    s.recvUnacked = 0;
+    this.#scheduleFlush();
+  }
+
   #onReset(id: number, p: Uint8Array): void {
     if (id === 0) throw new ConnectionError(H2Error.PROTOCOL_ERROR, "RST_STREAM on stream 0");
     if (p.length !== 4) throw new ConnectionError(H2Error.FRAME_SIZE_ERROR, "RST_STREAM size");
@@ -863,13 +890,10 @@ export class H2Connection {
     if (s.recvWindow < 0) {
       throw new StreamError(id, H2Error.FLOW_CONTROL_ERROR, "DATA past the stream window");
     }
-    // Taken at once (the gRPC layer copies what it keeps): the window is given back.
+    // Taken at once (the gRPC layer copies what it keeps): the window is given back, unless the
+    // handler paused the stream.
     s.recvUnacked += p.length;
-    if (s.recvUnacked >= this.limits.streamWindowBytes / 2 && (flags & END_STREAM) === 0) {
-      this.#windowUpdateFrame(id, s.recvUnacked);
-      s.recvWindow += s.recvUnacked;
-      s.recvUnacked = 0;
-    }
+    if ((flags & END_STREAM) === 0) this.giveBackWindow(s);
     if (data.length > 0) {
       try {
         s.handler.onData(data);
