@@ -327,8 +327,11 @@ function u32(b: Uint8Array, i: number): number {
 const READ_BYTES = 64 * 1024;
 /** Longest a closing connection waits for its last frames (GOAWAY) to be written. */
 const CLOSE_LINGER_MS = 1000;
-/** Recently reset stream ids remembered, so that frames already in flight are ignored. */
-const RESET_IDS_KEPT = 64;
+/**
+ * Recently reset (and recently closed) stream ids remembered, so that frames already in flight are
+ * ignored: more than a connection's reset burst ({@linkcode H2Limits.resetsBurst}).
+ */
+const RESET_IDS_KEPT = 256;
 
 /** One HTTP/2 connection. @internal */
 export class H2Connection {
