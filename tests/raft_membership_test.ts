@@ -279,3 +279,17 @@ Deno.test("a candidate our log has not told about yet gets our vote through PreV
     assert.deepEqual(replies(n3), []);
   });
 });
+
+Deno.test("a single voter with a learner it cannot reach still answers linearizable reads", () => {
+  // The only voter is a quorum by itself: a learner in its progress table must not make it wait
+  // for an answer (membership_scenario_bench saw 0.8 s gets while a new learner started, and 5 s
+  // timeouts with the learner down).
+  const c = new Cluster({ nodes: 1, seed: 7 });
+  const leader = c.waitForLeader();
+  c.complete(c.put("/a", "1"));
+  const learner = c.addNode();
+  c.isolate(learner);
+  const op = c.get("/a", { via: leader });
+  c.advance(2_000);
+  assert.equal(op.status, "ok", "the only voter confirms its own leadership");
+});

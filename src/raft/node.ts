@@ -1402,9 +1402,10 @@ export class RaftNode {
       r.round = this.#readRound;
     }
     if (!started) return;
-    if (this.#progress.size === 0) return this.#confirmReads();
-    // Confirm leadership with a round that starts after these reads arrived.
+    // Confirm leadership with a round that starts after these reads arrived; a leader that is the
+    // only voter (its peers, if any, all learners) is a quorum by itself and answers at once.
     for (const [peer, pr] of this.#progress) this.#sendAppend(peer, pr, false);
+    this.#confirmReads();
   }
 
   #confirmReads(): void {
