@@ -627,6 +627,13 @@ async function asLeader<T>(
     const url = leader === undefined || leader === server.nodeId
       ? undefined
       : server.clientUrlOf(leader);
+    if (url === undefined && leader !== undefined && server.memberTable.isRemoved(leader)) {
+      // The leader was removed (its entry applied here): it steps down once the change commits,
+      // and the others elect a new one. Wait for it, as with no leader.
+      lastError = `the leader "${leader}" was removed from the cluster; a new one is being elected`;
+      await server.sleep(20);
+      continue;
+    }
     if (url === undefined && leader !== undefined && leader !== server.nodeId) {
       // Client URLs come from configuration only (never from what a peer claims).
       throw new HttpError(
