@@ -216,6 +216,7 @@ Deno.test("net members: grow 3→4 with a learner, promote, move-leader, remove 
       assert.equal(r.json.members.length, 3);
       const status = await exitedWithin(removed, 20_000);
       assert.notEqual(status, undefined, "the removed node keeps running");
+      assert.equal(status?.code, 5, "a removed member exits with code 5");
       removed.restart();
       const again = await exitedWithin(removed, 20_000);
       assert.equal(again?.code, 5);

@@ -96,8 +96,8 @@ Usage: deno task serve [flags]
                                 snapshot, log and member table from --peers (any current
                                 members), then serves. Ignored when the data dir has data.
                                 A member whose data was lost must not come back under its old
-                                name: remove it and add a new member. A removed member's data
-                                dir refuses to start (exit code 5).
+                                name: remove it and add a new member. A removed member stops
+                                (exit code 5) and its data dir refuses to start (exit code 5).
   --shutdown-transfer-ms N      on SIGTERM/SIGINT a leader first hands leadership to the most
                                 up-to-date voter, waiting at most N ms (default 2000; 0: off)
   --join-timeout-ms N           how long --join keeps asking for the leader's log before it
@@ -591,6 +591,8 @@ async function main(args: string[]): Promise<number> {
   });
   await server.stopped;
   await metrics?.close();
+  // Removed from the cluster: the same code its data directory gives at the next start.
+  if (server.memberTable.removedSelf !== undefined) return 5;
   return server.fatal === undefined ? 0 : 1;
 }
 
