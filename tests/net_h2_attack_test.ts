@@ -767,6 +767,22 @@ Deno.test("attack: a bidirectional stream's messages waiting for a slow handler 
   while (handled < STREAM_MESSAGES_PENDING_MAX + 1) await release();
 });
 
+Deno.test("attack: idle connections do not hold the connection limit for ever (GOAWAY NO_ERROR)", async () => {
+  // connectionsMax idle sockets would lock every client out; each is closed once it has had no
+  // stream open for idleTimeoutMs, and a connection with a stream open is left alone.
+  await withServer({ connectionsMax: 4, idleTimeoutMs: 300 }, async ({ port }) => {
+    const idle = await Promise.all([1, 2, 3].map(() => Raw.open(port)));
+    const busy = await Raw.open(port);
+    try {
+      await busy.send(frame(HEADERS, END_HEADERS, 1, requestHeaders("/t.T/Hang")));
+      for (const r of idle) await r.goaway(H2Error.NO_ERROR);
+      await busy.pingPong();
+    } finally {
+      for (const r of [...idle, busy]) r.close();
+    }
+  });
+});
+
 // ---- flow-control errors --------------------------------------------------------------------
 
 Deno.test("attack: window overflow and WINDOW_UPDATE of 0, on a stream and on the connection", async () => {

@@ -63,6 +63,11 @@ export interface GrpcOptions {
    * grpc-js on Deno's node:http2.
    */
   readonly server?: GrpcServerKind;
+  /**
+   * A connection with no call open closes after this long (raftmeta's server only; the node's
+   * `--http-idle-timeout-ms`). Default: `H2_LIMITS_DEFAULT.idleTimeoutMs`.
+   */
+  readonly idleTimeoutMs?: number;
   /** Hears of TLS handshakes refused (raftmeta's server only). */
   readonly onTlsRefused?: (remote: string, reason: string) => void;
 }
@@ -332,6 +337,9 @@ async function listenH2(
     listener: tlsListener,
     receiveBytesMax,
     methods: [],
+    ...(options.idleTimeoutMs !== undefined
+      ? { limits: { idleTimeoutMs: options.idleTimeoutMs } }
+      : {}),
   });
   return {
     port: g.addr.port,

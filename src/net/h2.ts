@@ -112,6 +112,11 @@ export interface H2Limits {
   readonly resetsBurst: number;
   /** Resets per second a connection may keep up after its burst. */
   readonly resetsPerSecond: number;
+  /**
+   * A connection with no stream open for this long gets GOAWAY (NO_ERROR) and closes; gRPC clients
+   * reconnect on their next call. Idle sockets cannot hold {@linkcode connectionsMax} for ever.
+   */
+  readonly idleTimeoutMs: number;
 }
 
 /** Defaults of {@linkcode H2Limits}. */
@@ -128,6 +133,7 @@ export const H2_LIMITS_DEFAULT: H2Limits = {
   prefaceTimeoutMs: 10_000,
   resetsBurst: 200,
   resetsPerSecond: 100,
+  idleTimeoutMs: 60_000,
 };
 
 /** Options of an {@linkcode H2Server}. */
@@ -512,6 +518,17 @@ export class H2Connection {
     for (const w of this.#drainWaiters.splice(0)) w();
   }
 
+  /** @internal When the connection last had no stream open (ms since the epoch), or 0. */
+  idleSince = Date.now();
+
+  /** @internal Ends the connection if it has had no stream open for `idleTimeoutMs` by `now`. */
+  closeIfIdle(now: number): void {
+    if (this.closed || this.streams.size > 0 || this.idleSince === 0) return;
+    if (now - this.idleSince < this.limits.idleTimeoutMs) return;
+    this.#goawayFrame(H2Error.NO_ERROR, "idle");
+    this.#finish();
+  }
+
   /** Sends again for the streams that waited for the connection's window or its socket. */
   #resumeBlocked(): void {
     if (this.#blocked.size === 0 || this.closed) return;
@@ -590,6 +607,7 @@ export class H2Connection {
     if (s.closed) return;
     s.closed = true;
     this.streams.delete(s.id);
+    if (this.streams.size === 0) this.idleSince = Date.now();
     this.#closedIds.push(s.id);
     if (this.#closedIds.length > RESET_IDS_KEPT) this.#closedIds.shift();
     this.#blocked.delete(s);
@@ -1022,6 +1040,7 @@ export class H2Connection {
     }
     const s = new H2Stream(this, id, decoded.fields);
     this.streams.set(id, s);
+    this.idleSince = 0;
     if (decoded.tooLarge) {
       s.remoteEnded = (flags & END_STREAM) !== 0;
       this.#server.headerListTooLarge(s);
@@ -1158,6 +1177,7 @@ export class H2Server {
   readonly #options: H2Options;
   readonly #connections = new Set<H2Connection>();
   readonly #accepting: Promise<void>;
+  readonly #idleSweep: ReturnType<typeof setInterval>;
   #stopping = false;
 
   constructor(options: H2Options) {
@@ -1183,6 +1203,11 @@ export class H2Server {
       Deno.listen({ hostname: options.hostname ?? "127.0.0.1", port: options.port ?? 0 });
     this.addr = this.#listener.addr;
     this.#accepting = this.#accept();
+    // Idle connections are looked for a few times per idle timeout (at most once a second).
+    this.#idleSweep = setInterval(() => {
+      const now = Date.now();
+      for (const c of this.#connections) c.closeIfIdle(now);
+    }, Math.max(10, Math.min(1000, Math.floor(this.limits.idleTimeoutMs / 4))));
   }
 
   /** Open connections. */
@@ -1234,6 +1259,7 @@ export class H2Server {
   /** Stops listening and closes every connection (open streams are cut). */
   async close(): Promise<void> {
     this.#stopping = true;
+    clearInterval(this.#idleSweep);
     try {
       this.#listener.close();
     } catch { /* closed */ }

@@ -129,7 +129,8 @@ Usage: deno task serve [flags]
                                 headers), from its first byte or the connection's opening;
                                 then 408 and the connection closes (default 10000)
   --http-idle-timeout-ms N      a client connection with no request in flight closes after
-                                N ms; a request in flight (a watch) is never cut (default 60000)
+                                N ms; a request in flight (a watch) is never cut (default 60000;
+                                gRPC connections too, with GOAWAY)
   --max-connections N           most client connections open at once; beyond, 503 with
                                 Retry-After: 1 and the connection closes (default 1024)
   --max-request-head-bytes N    largest request head; beyond, 431 (default 16384)

@@ -988,6 +988,7 @@ export class RaftServer {
           peerGrpcUrls: options.peerGrpcUrls,
           tls: clientTls,
           server: options.grpcServer,
+          idleTimeoutMs: options.httpIdleTimeoutMs,
           onTlsRefused: (remote, reason) => emit("client-tls-refused", { remote, reason }),
         });
       } catch (e) {
