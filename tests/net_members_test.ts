@@ -214,6 +214,15 @@ Deno.test("net members: grow 3→4 with a learner, promote, move-leader, remove 
       const r = await post(`${n4.url}/v3/cluster/member/remove`, JSON.stringify({ ID: id }));
       assert.equal(r.status, 200, JSON.stringify(r.json));
       assert.equal(r.json.members.length, 3);
+      // Until it stops, a read it is sent is answered at once: by the read, or (once it knows it
+      // was removed) by etcd's Unavailable error, so the client tries another member.
+      await until("the removed node knows it", async () => {
+        const g = await post(`${removed.url}/v3/kv/range`, JSON.stringify({ key: b64("/k/1") }));
+        if (g.status === 200) return false;
+        assert.equal(g.status, 503, JSON.stringify(g.json));
+        assert.match(g.json.error, /permanently removed from the cluster/);
+        return true;
+      });
       const status = await exitedWithin(removed, 20_000);
       assert.notEqual(status, undefined, "the removed node keeps running");
       assert.equal(status?.code, 5, "a removed member exits with code 5");

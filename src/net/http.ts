@@ -69,7 +69,7 @@ import { fetchErrorText, neverSent } from "./fetch_error.ts";
 import { crc32cUpdate } from "../storage/crc32c.ts";
 import { encodeCommand } from "../kv/command.ts";
 import { encodeStoreSnapshotChunks } from "../storage/store_snapshot.ts";
-import { type LocalStatus, type RaftServer, ReadRefused } from "./server.ts";
+import { type LocalStatus, MemberRemovedError, type RaftServer, ReadRefused } from "./server.ts";
 import { MEMBER_ROUTES, parseMemberRequest, runMemberRequest } from "./member_routes.ts";
 import {
   type Access,
@@ -747,6 +747,7 @@ async function linearizable(server: RaftServer): Promise<void> {
       server.counters.readsLinearizable++;
       return;
     } catch (e) {
+      if (e instanceof MemberRemovedError) throw e;
       if (!(e instanceof ReadRefused) && !(e instanceof HttpError && e.status === 503)) throw e;
       lastError = e.message;
     }

@@ -248,6 +248,20 @@ export const SERVER_FAULT_POINTS: readonly ServerFaultPoint[] = [
   "watch-start-skips",
 ];
 
+/**
+ * What a removed member answers while it stops (Unavailable, so clients try another endpoint; no
+ * retry here can help).
+ */
+export class MemberRemovedError extends HttpError {
+  constructor() {
+    super(503, "etcdserver: the member has been permanently removed from the cluster", 14);
+  }
+}
+
+function removedError(): MemberRemovedError {
+  return new MemberRemovedError();
+}
+
 /** Sends a request to another node's client URL (forwarding to the leader); `fetch` for real. */
 export type ServerFetch = (
   url: string,
@@ -1318,6 +1332,9 @@ export class RaftServer {
       note: "this node stops; its data directory will refuse to start",
     });
     this.#fatal = new Error(`Node "${this.nodeId}" was removed from the cluster (${reason})`);
+    // Reads waiting here would wait for the stop: they go to a current member now.
+    for (const r of this.#reads.values()) r.reject(removedError());
+    this.#reads.clear();
     // A moment for the answer to the request that removed it, then stop.
     this.#io.timers.after(300, () => this.close());
   }
@@ -1620,6 +1637,7 @@ export class RaftServer {
 
   #usable(): void {
     if (this.#closed) throw new HttpError(503, "Node is stopping", 14);
+    if (this.#members.removedSelf !== undefined) throw removedError();
   }
 
   #nowMs(): number {
