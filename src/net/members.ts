@@ -103,15 +103,7 @@ export function encodeMemberContext(info: MemberInfo): string {
 export function decodeMemberContext(context: string | undefined): MemberInfo | undefined {
   if (context === undefined) return undefined;
   try {
-    const o = JSON.parse(context);
-    if (typeof o?.id !== "string" || !/^\d{1,20}$/.test(o.id)) return undefined;
-    const str = (v: unknown) => typeof v === "string" ? v : undefined;
-    return {
-      id: BigInt(o.id),
-      peerUrl: str(o.peerURL),
-      clientUrl: str(o.clientURL),
-      grpcUrl: str(o.grpcURL),
-    };
+    return memberRecordOf(JSON.parse(context));
   } catch {
     return undefined;
   }
