@@ -15,14 +15,21 @@ import { H2Error, PREFACE } from "../src/net/h2.ts";
 import {
   type GrpcCall,
   GrpcH2Server,
-  type MethodDefinition,
   percentEncode,
   Status,
   type UnaryCallback,
 } from "../src/net/grpc_h2.ts";
-
-const hex = (s: string) =>
-  Uint8Array.from(s.replace(/\s/g, "").match(/../g)!.map((h) => parseInt(h, 16)));
+import {
+  bytesMethod,
+  type Frame,
+  frame,
+  grpcMessage,
+  hex,
+  Raw,
+  requestHeaders,
+  settings,
+  u32,
+} from "./h2_helpers.ts";
 
 Deno.test("HPACK: RFC 7541 C.3 and C.4 request sequences share one dynamic table", () => {
   for (
@@ -121,191 +128,6 @@ Deno.test("HPACK: the encoder's output decodes to its input", () => {
 });
 
 // ---- the server, over raw frames ------------------------------------------------------------
-
-interface Frame {
-  type: number;
-  flags: number;
-  stream: number;
-  payload: Uint8Array;
-}
-
-function frame(
-  type: number,
-  flags: number,
-  stream: number,
-  payload: Uint8Array = new Uint8Array(),
-) {
-  const out = new Uint8Array(9 + payload.length);
-  out[0] = payload.length >>> 16;
-  out[1] = (payload.length >>> 8) & 0xff;
-  out[2] = payload.length & 0xff;
-  out[3] = type;
-  out[4] = flags;
-  new DataView(out.buffer).setUint32(5, stream);
-  out.set(payload, 9);
-  return out;
-}
-
-function u32(v: number): Uint8Array {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, v);
-  return b;
-}
-
-function settings(pairs: [number, number][]): Uint8Array {
-  const p = new Uint8Array(6 * pairs.length);
-  const v = new DataView(p.buffer);
-  pairs.forEach(([k, x], i) => {
-    v.setUint16(6 * i, k);
-    v.setUint32(6 * i + 2, x);
-  });
-  return frame(4, 0, 0, p);
-}
-
-function grpcMessage(body: Uint8Array, flag = 0): Uint8Array {
-  const out = new Uint8Array(5 + body.length);
-  out[0] = flag;
-  new DataView(out.buffer).setUint32(1, body.length);
-  out.set(body, 5);
-  return out;
-}
-
-function requestHeaders(path: string, extra: [string, string][] = []): Uint8Array {
-  return encodeHeaders([
-    [":method", "POST"],
-    [":scheme", "http"],
-    [":path", path],
-    [":authority", "x"],
-    ["content-type", "application/grpc"],
-    ["te", "trailers"],
-    ...extra,
-  ]);
-}
-
-/** A raw HTTP/2 client connection. */
-class Raw {
-  readonly conn: Deno.TcpConn;
-  #buf = new Uint8Array(0);
-  #reading: Promise<Uint8Array | null> | undefined;
-  readonly decoder = new HpackDecoder();
-  eof = false;
-
-  private constructor(conn: Deno.TcpConn) {
-    this.conn = conn;
-  }
-
-  static async open(port: number, preface = true, clientSettings: [number, number][] = []) {
-    const r = new Raw(await Deno.connect({ hostname: "127.0.0.1", port }));
-    if (preface) {
-      await r.send(PREFACE, settings(clientSettings));
-      // The server's SETTINGS (and its window update), then the ack of ours.
-      await r.until((f) => f.type === 4 && (f.flags & 1) === 1);
-    }
-    return r;
-  }
-
-  async send(...parts: Uint8Array[]): Promise<void> {
-    for (const p of parts) {
-      let off = 0;
-      while (off < p.length) off += await this.conn.write(p.subarray(off));
-    }
-  }
-
-  /** The next frame, or null at end of stream (or after `ms`). */
-  async next(ms = 5000): Promise<Frame | null> {
-    const deadline = Date.now() + ms;
-    for (;;) {
-      if (this.#buf.length >= 9) {
-        const len = (this.#buf[0] << 16) | (this.#buf[1] << 8) | this.#buf[2];
-        if (this.#buf.length >= 9 + len) {
-          const f = {
-            type: this.#buf[3],
-            flags: this.#buf[4],
-            stream: new DataView(this.#buf.buffer, this.#buf.byteOffset).getUint32(5) & 0x7fffffff,
-            payload: this.#buf.slice(9, 9 + len),
-          };
-          this.#buf = this.#buf.slice(9 + len);
-          return f;
-        }
-      }
-      if (this.eof) return null;
-      const left = deadline - Date.now();
-      if (left <= 0) return null;
-      // A read that outlives a timeout is kept for the next call (its bytes are not lost).
-      this.#reading ??= (async () => {
-        const chunk = new Uint8Array(65536);
-        const n = await this.conn.read(chunk).catch(() => null);
-        return n === null ? null : chunk.subarray(0, n);
-      })();
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const got = await Promise.race([
-        this.#reading,
-        new Promise<"timeout">((r) => timer = setTimeout(() => r("timeout"), left)),
-      ]);
-      clearTimeout(timer);
-      if (got === "timeout") return null;
-      this.#reading = undefined;
-      if (got === null) {
-        this.eof = true;
-        continue;
-      }
-      const n = got.length;
-      const chunk = got;
-      const joined = new Uint8Array(this.#buf.length + n);
-      joined.set(this.#buf);
-      joined.set(chunk.subarray(0, n), this.#buf.length);
-      this.#buf = joined;
-    }
-  }
-
-  /** Frames until one matches (returned); fails at end of stream. */
-  async until(match: (f: Frame) => boolean, seen: Frame[] = []): Promise<Frame> {
-    for (;;) {
-      const f = await this.next();
-      assert.ok(f !== null, `connection ended or stalled before the expected frame`);
-      seen.push(f);
-      if (match(f)) return f;
-    }
-  }
-
-  /** Expects GOAWAY with `code`, then the end of the connection. */
-  async goaway(code: number): Promise<void> {
-    const g = await this.until((f) => f.type === 7);
-    assert.equal(
-      new DataView(g.payload.buffer).getUint32(4),
-      code,
-      new TextDecoder().decode(g.payload.subarray(8)),
-    );
-    for (;;) {
-      const f = await this.next();
-      if (f === null) break;
-    }
-    assert.ok(this.eof, "the connection closes after GOAWAY");
-  }
-
-  /** Header fields of a HEADERS frame. */
-  fields(f: Frame): Map<string, string> {
-    return new Map(this.decoder.decode(f.payload).fields);
-  }
-
-  close(): void {
-    try {
-      this.conn.close();
-    } catch { /* closed */ }
-  }
-}
-
-const bytesMethod = (
-  path: string,
-  requestStream: boolean,
-  responseStream: boolean,
-): MethodDefinition => ({
-  path,
-  requestStream,
-  responseStream,
-  requestDeserialize: (b: Buffer) => b,
-  responseSerialize: (v: unknown) => v as Buffer,
-});
 
 /** A server with an echo method, a streaming method and a method that never answers. */
 function testServer(limits: Record<string, number> = {}, receiveBytesMax = 1000) {
@@ -514,7 +336,7 @@ Deno.test("h2: DATA waits for the peer's stream and connection windows", async (
     );
     let got = 0;
     const seen: Frame[] = [];
-    while (got < 1000) got += (await r.until((f) => f.type === 0, seen)).payload.length;
+    while (got < 1000) got += (await r.until((f) => f.type === 0, 5000, seen)).payload.length;
     assert.equal(got, 1000, "no more than the stream window");
     assert.equal(await r.next(300), null, "nothing more until a WINDOW_UPDATE");
     await r.send(frame(8, 0, 1, u32(1500)));
@@ -587,7 +409,7 @@ Deno.test("h2: streams past the limit are refused; RST_STREAM cancels a handler"
     // DATA in flight after our RST of stream 5 is ignored (no second RST, no GOAWAY).
     await r.send(frame(0, 0, 5, new Uint8Array(3)), frame(6, 0, 0, new Uint8Array(8)));
     const seen: Frame[] = [];
-    await r.until((f) => f.type === 6, seen);
+    await r.until((f) => f.type === 6, 5000, seen);
     assert.deepEqual(seen.map((f) => f.type), [6]);
   } finally {
     r.close();
