@@ -23,6 +23,7 @@
  */
 
 import type { ByteConn, ConnListener } from "./tls.ts";
+import { acceptNext } from "./accept.ts";
 import { type HeaderField, HpackDecoder, HpackError } from "./hpack.ts";
 
 // Frame types (RFC 9113, 6).
@@ -1232,24 +1233,15 @@ export class H2Server {
   }
 
   async #accept(): Promise<void> {
-    while (!this.#stopping) {
-      let conn: ByteConn;
-      try {
-        conn = await this.#listener.accept();
-      } catch (e) {
-        if (this.#stopping || e instanceof Deno.errors.BadResource) return;
-        await new Promise((r) => setTimeout(r, 50));
-        continue;
-      }
+    for (;;) {
+      const conn = await acceptNext(this.#listener, () => this.#stopping);
+      if (conn === undefined) return;
       if (this.#stopping || this.#connections.size >= this.limits.connectionsMax) {
         try {
           conn.close();
         } catch { /* closed */ }
         continue;
       }
-      try {
-        conn.setNoDelay?.(true);
-      } catch { /* closed */ }
       const c = new H2Connection(this, conn, this.limits);
       this.#connections.add(c);
       c.serve().catch(() => {}).finally(() => this.#connections.delete(c));

@@ -26,6 +26,7 @@
  */
 
 import type { ByteConn, ConnListener } from "./tls.ts";
+import { acceptNext } from "./accept.ts";
 
 /** A request handler, as for Deno.serve. */
 export type Http1Handler = (
@@ -431,17 +432,9 @@ export class Http1Server {
   }
 
   async #accept(): Promise<void> {
-    while (!this.#stopping) {
-      let conn: ByteConn;
-      try {
-        conn = await this.#listener.accept();
-      } catch (e) {
-        if (this.#stopping || e instanceof Deno.errors.BadResource) return;
-        // Out of file descriptors, say: wait a little rather than spin.
-        this.#onError(e);
-        await new Promise((r) => setTimeout(r, 50));
-        continue;
-      }
+    for (;;) {
+      const conn = await acceptNext(this.#listener, () => this.#stopping, (e) => this.#onError(e));
+      if (conn === undefined) return;
       if (this.#stopping) {
         closeQuietly(conn);
         return;
@@ -450,9 +443,6 @@ export class Http1Server {
         this.#refuse(conn);
         continue;
       }
-      try {
-        conn.setNoDelay?.(true);
-      } catch { /* closed already */ }
       const c = new Connection(conn, Math.max(READ_BYTES, this.#headBytesMax + 1));
       c.deadlineMs = Date.now() + this.#headTimeoutMs;
       this.#connections.add(c);
