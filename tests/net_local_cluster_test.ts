@@ -245,9 +245,14 @@ Deno.test("net local cluster: grow 3→4, remove a follower and the leader, rest
       assert.deepEqual(rows.map((r) => r.name), ["n1", "n2", "n3", "n4"]);
       assert.equal(rows.filter((r) => r.role === "leader").length, 1, rows.join("\n"));
       assert.equal(rows.filter((r) => r.role === "learner").length, 0);
-      assert.deepEqual(await apiMembers(rows[3].url), ["n1", "n2", "n3", "n4"]);
-      const status = await (await fetch(`${rows[3].url}/v1/status?local=1`)).json();
-      assert.deepEqual(status.node.voters, ["n1", "n2", "n3", "n4"]);
+      // The new member lists members as it has applied them: the promotion reaches it a moment
+      // after the leader has applied it.
+      await until("n4 has applied its promotion", async () => {
+        assert.deepEqual(await apiMembers(rows[3].url), ["n1", "n2", "n3", "n4"]);
+        const status = await (await fetch(`${rows[3].url}/v1/status?local=1`)).json();
+        assert.deepEqual(status.node.voters, ["n1", "n2", "n3", "n4"]);
+        return true;
+      }, 5_000);
       await writes.put(rows[3].url, 10);
       await writes.readableOn(rows);
     });
@@ -260,7 +265,10 @@ Deno.test("net local cluster: grow 3→4, remove a follower and the leader, rest
       rows = await script.members();
       assert.equal(rows.length, 3);
       assert.ok(!rows.some((r) => r.name === follower.name));
-      assert.deepEqual(await apiMembers(rows[0].url), rows.map((r) => r.name).sort());
+      await until("the removal applied on the first member", async () => {
+        assert.deepEqual(await apiMembers(rows[0].url), rows.map((r) => r.name).sort());
+        return true;
+      }, 5_000);
       await writes.put(rows[0].url, 10);
       await writes.readableOn(rows);
     });
@@ -387,7 +395,10 @@ Deno.test("net local cluster: --tls from one node grows to two; plain HTTP refus
       assert.match(out.join("\n"), /^added n2 \(member [0-9a-f]+\) as a voter: client https:/m);
       rows = await script.members();
       assert.deepEqual(rows.map((r) => r.name), ["n1", "n2"]);
-      assert.deepEqual(await apiMembers(rows[1].url, client), ["n1", "n2"]);
+      await until("n2 has applied its promotion", async () => {
+        assert.deepEqual(await apiMembers(rows[1].url, client), ["n1", "n2"]);
+        return true;
+      }, 5_000);
       await writes.put(rows[1].url, 5, client);
       await writes.readableOn(rows, client);
     });
