@@ -1361,6 +1361,9 @@ async function etcdAnswerOnce(
     }
     case "/v3/cluster/member/list": {
       parseEmpty(body, "MemberListRequest");
+      // Linearizable, as etcd 3.5's default: a member asked right after a change (sent to
+      // another member) answers with it applied, not with the configuration it had applied then.
+      await linearizable(server);
       return answer(
         memberListJson(server, (m) => m.clientUrl === null ? [] : [m.clientUrl]),
       );
