@@ -2,20 +2,30 @@
  * `deno task bench:etcd`: raftmeta side by side with etcd (issue 9). Starts a 3-node raftmeta
  * cluster and a 3-node etcd cluster on 127.0.0.1 (each node with its own data directory in a temp
  * dir, fsync on), drives both with wrk over etcd's v3 JSON paths (`POST /v3/kv/put`,
- * `POST /v3/kv/range`; keys 8 bytes, values 256 bytes, as etcd's published benchmark), and prints
- * one table. The two clusters run one after the other so neither steals the other's CPU. The
- * table and the machine it ran on go to bench/RESULTS.md, newest first.
+ * `POST /v3/kv/range`; keys 8 bytes, values 256 bytes, as etcd's published benchmark), then with
+ * h2load over etcd's gRPC API (bench/h2load_grpc.ts: one HTTP/2 connection, 1 or 64 streams, puts
+ * and linearizable ranges of one key; raftmeta's --listen-grpc port, etcd's client port), and
+ * prints two tables. The two clusters run one after the other so neither steals the other's CPU.
+ * The tables and the machine they ran on go to bench/RESULTS.md, newest first.
  *
  *   deno task bench:etcd            # 10 s per row
  *   deno task bench:etcd --quick    # 3 s per row
  *
- * Needs /usr/bin/etcd (Debian: etcd-server) and wrk; installs them with apt-get when run as root.
+ * Needs /usr/bin/etcd (Debian: etcd-server) and wrk, and h2load (Debian: nghttp2-client) for the
+ * gRPC rows (skipped, saying so, without it); installs them with apt-get when run as root.
  * Every process it starts is stopped at the end, on error and on Ctrl-C.
  *
  * @module
  */
 
 import { parseArgs } from "node:util";
+import {
+  GRPC_KEY,
+  GRPC_WORKLOADS,
+  type GrpcWorkload,
+  type H2loadResult,
+  h2loadRun,
+} from "./h2load_grpc.ts";
 import { makeCerts } from "../scripts/certs.ts";
 
 /** One load row as wrk measured it. */
@@ -46,6 +56,12 @@ export type WorkloadName = typeof WORKLOADS[number]["name"];
 
 /** Results of one system: a row per workload. */
 export type SystemResults = Partial<Record<WorkloadName, WrkResult>>;
+
+/** One gRPC row's name. */
+export type GrpcWorkloadName = GrpcWorkload["name"];
+
+/** gRPC results of one system (h2load against its gRPC port): a row per gRPC workload. */
+export type GrpcResults = Partial<Record<GrpcWorkloadName, H2loadResult>>;
 
 const RESULT_MARK = "BENCH_RESULT ";
 
@@ -101,6 +117,37 @@ export function renderTable(raftmeta: SystemResults, etcd: SystemResults): strin
       } | ${fmtMs(e?.latencyMsP99)} | ${fmtRatio(r?.requestsPerSecond, e?.requestsPerSecond)} | ${
         fmtRatio(r?.latencyMsP50, e?.latencyMsP50)
       } | ${fmtRatio(r?.latencyMsP99, e?.latencyMsP99)} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/**
+ * Renders the gRPC rows (h2load, one HTTP/2 connection, N streams in flight) as a Markdown table;
+ * ratios are raftmeta/etcd. Empty when neither system has a gRPC row.
+ */
+export function renderGrpcTable(raftmeta: GrpcResults, etcd: GrpcResults): string {
+  if (Object.keys(raftmeta).length === 0 && Object.keys(etcd).length === 0) return "";
+  const lines = [
+    "| workload (h2load) | raftmeta ops/s | p50 ms | p99 ms | etcd ops/s | p50 ms | p99 ms | ops/s ratio | p50 ratio | p99 ratio |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+  ];
+  for (const w of GRPC_WORKLOADS) {
+    const r = raftmeta[w.name];
+    const e = etcd[w.name];
+    const errs = (r?.failed ?? 0) + (e?.failed ?? 0) > 0
+      ? ` (failed: raftmeta ${r?.failed ?? 0}, etcd ${e?.failed ?? 0})`
+      : "";
+    lines.push(
+      `| ${w.name} (${w.streams} stream${w.streams === 1 ? "" : "s"})${errs} | ${
+        fmtRate(r?.requestsPerSecond)
+      } | ${fmtMs(r?.latencyMsP50)} | ${fmtMs(r?.latencyMsP99)} | ${
+        fmtRate(e?.requestsPerSecond)
+      } | ${fmtMs(e?.latencyMsP50)} | ${fmtMs(e?.latencyMsP99)} | ${
+        fmtRatio(r?.requestsPerSecond, e?.requestsPerSecond)
+      } | ${fmtRatio(r?.latencyMsP50, e?.latencyMsP50)} | ${
+        fmtRatio(r?.latencyMsP99, e?.latencyMsP99)
+      } |`,
     );
   }
   return lines.join("\n");
@@ -219,12 +266,16 @@ function which(name: string): string | undefined {
   return undefined;
 }
 
-async function ensureTools(): Promise<{ etcd: string; wrk: string }> {
+async function ensureTools(): Promise<{ etcd: string; wrk: string; h2load?: string }> {
   let etcd = which("etcd");
   let wrk = which("wrk");
-  if (etcd !== undefined && wrk !== undefined) return { etcd, wrk };
-  const missing = [etcd === undefined ? "etcd-server" : "", wrk === undefined ? "wrk" : ""]
-    .filter((x) => x !== "");
+  let h2load = which("h2load");
+  if (etcd !== undefined && wrk !== undefined && h2load !== undefined) return { etcd, wrk, h2load };
+  const missing = [
+    etcd === undefined ? "etcd-server" : "",
+    wrk === undefined ? "wrk" : "",
+    h2load === undefined ? "nghttp2-client" : "",
+  ].filter((x) => x !== "");
   const isRoot = Deno.uid?.() === 0;
   if (isRoot && which("apt-get") !== undefined) {
     console.log(`installing ${missing.join(" ")} with apt-get…`);
@@ -233,18 +284,27 @@ async function ensureTools(): Promise<{ etcd: string; wrk: string }> {
       await run("apt-get", ["update"]);
       r = await run("apt-get", ["install", "-y", ...missing]);
     }
-    if (r.code !== 0) throw new Error(`apt-get install ${missing.join(" ")} failed:\n${r.out}`);
+    if (r.code !== 0) console.log(`apt-get install ${missing.join(" ")} failed:\n${r.out}`);
     etcd = which("etcd");
     wrk = which("wrk");
+    h2load = which("h2load");
   }
   if (etcd === undefined || wrk === undefined) {
     throw new Error(
-      `Missing ${missing.join(" and ")}. Install with: sudo apt-get install -y ${
+      `Missing ${
+        missing.join(" and ")
+      } (etcd-server and wrk are needed). Install with: sudo apt-get install -y ${
         missing.join(" ")
       } (Debian/Ubuntu), then run again.`,
     );
   }
-  return { etcd, wrk };
+  if (h2load === undefined) {
+    console.log(
+      "h2load is missing, so the gRPC rows are skipped (install: sudo apt-get install -y " +
+        "nghttp2-client)",
+    );
+  }
+  return { etcd, wrk, h2load };
 }
 
 function freePort(): number {
@@ -276,6 +336,8 @@ function spawnLogged(cmd: string, args: string[], logPath: string, env?: Record<
 interface RunningCluster {
   readonly name: string;
   readonly leaderUrl: string;
+  /** The leader's gRPC endpoint (`http(s)://host:port`): raftmeta's --listen-grpc, etcd's client port. */
+  readonly grpcUrl: string;
   /** Process ids of the members, and of the leader (for CPU per request, from /proc). */
   readonly pids: readonly number[];
   readonly leaderPid: number;
@@ -387,6 +449,7 @@ async function startRaftmeta(
   const ids = ["n1", "n2", "n3"];
   const clientPorts = ids.map(() => freePort());
   const peerPorts = ids.map(() => freePort());
+  const grpcPorts = ids.map(() => freePort());
   const main = new URL("../src/net/main.ts", import.meta.url).href;
   const procs: Deno.ChildProcess[] = [];
   const secret = crypto.randomUUID();
@@ -420,6 +483,8 @@ async function startRaftmeta(
         `127.0.0.1:${clientPorts[i]}`,
         "--listen-peer",
         `127.0.0.1:${peerPorts[i]}`,
+        "--listen-grpc",
+        `127.0.0.1:${grpcPorts[i]}`,
         "--peers",
         peers.join(","),
         "--peer-client-urls",
@@ -445,9 +510,11 @@ async function startRaftmeta(
     }
     return undefined;
   });
+  const leaderIndex = urls.indexOf(leaderUrl);
   return {
     name: "raftmeta",
     leaderUrl,
+    grpcUrl: `${security === undefined ? "http" : "https"}://127.0.0.1:${grpcPorts[leaderIndex]}`,
     pids: procs.map((p) => p.pid),
     leaderPid: procs[urls.indexOf(leaderUrl)].pid,
     stop: () => stopChildren(procs),
@@ -501,6 +568,8 @@ async function startEtcd(etcd: string, dir: string): Promise<RunningCluster> {
   return {
     name: "etcd",
     leaderUrl,
+    // etcd serves gRPC and its JSON gateway on the same client port.
+    grpcUrl: leaderUrl,
     pids: procs.map((p) => p.pid),
     leaderPid: procs[urls.indexOf(leaderUrl)].pid,
     stop: () => stopChildren(procs),
@@ -593,30 +662,54 @@ async function wrkRun(
   return parseWrkOutput(r.out);
 }
 
+/** CPU seconds the leader and the whole cluster used while `work` ran. */
+async function cpuDuring<T>(
+  c: RunningCluster,
+  work: () => Promise<T>,
+): Promise<{ result: T; leaderSeconds: number; clusterSeconds: number }> {
+  const leaderBefore = cpuSeconds(c.leaderPid);
+  const allBefore = c.pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+  const result = await work();
+  return {
+    result,
+    leaderSeconds: cpuSeconds(c.leaderPid) - leaderBefore,
+    clusterSeconds: c.pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0) - allBefore,
+  };
+}
+
+/** The version of the gRPC rows' key on `c`, read through the JSON gateway (0 when absent). */
+async function grpcKeyVersion(c: RunningCluster): Promise<number> {
+  const r = await postJson(`${c.leaderUrl}/v3/kv/range`, { key: btoa(GRPC_KEY) }, 5000, c.token);
+  const kvs = (r as { kvs?: { version?: string }[] }).kvs;
+  return Number(kvs?.[0]?.version ?? 0);
+}
+
 async function benchSystem(
   c: RunningCluster,
-  wrk: string,
+  tools: { wrk: string; h2load?: string },
   dir: string,
   seconds: number,
   warmupSeconds: number,
-): Promise<SystemResults> {
+  rows: readonly typeof WORKLOADS[number][],
+  grpcRows: readonly GrpcWorkload[],
+): Promise<{ http: SystemResults; grpc: GrpcResults }> {
   const out: SystemResults = {};
+  const grpc: GrpcResults = {};
+  const wrk = tools.wrk;
   if (security !== undefined) {
     c.token = await enableAuth(c.leaderUrl);
     console.log(`  ${c.name}: auth enabled; the load runs as user ${BENCH_USER}`);
   }
   console.log(`  ${c.name}: leader at ${c.leaderUrl}; preloading ${GET_KEY_COUNT} keys…`);
   await preload(c.leaderUrl, c.token);
-  for (const w of WORKLOADS) {
+  for (const w of rows) {
     if (warmupSeconds > 0) {
       await wrkRun(wrk, dir, c.leaderUrl, w, warmupSeconds, c.token);
     }
-    const leaderBefore = cpuSeconds(c.leaderPid);
-    const allBefore = c.pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
-    const r = await wrkRun(wrk, dir, c.leaderUrl, w, seconds, c.token);
-    const leaderUs = (cpuSeconds(c.leaderPid) - leaderBefore) * 1e6 / Math.max(1, r.requests);
-    const allUs = (c.pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0) - allBefore) * 1e6 /
-      Math.max(1, r.requests);
+    const m = await cpuDuring(c, () => wrkRun(wrk, dir, c.leaderUrl, w, seconds, c.token));
+    const r = m.result;
+    const leaderUs = m.leaderSeconds * 1e6 / Math.max(1, r.requests);
+    const allUs = m.clusterSeconds * 1e6 / Math.max(1, r.requests);
     out[w.name] = r;
     // CPU per request moves much less than req/s when other work shares the cores.
     console.log(
@@ -626,7 +719,24 @@ async function benchSystem(
         (r.errors > 0 ? `  errors ${r.errors}` : ""),
     );
   }
-  return out;
+  for (const w of grpcRows) {
+    if (tools.h2load === undefined) break;
+    const h2load = tools.h2load;
+    const go = (s: number) =>
+      h2loadRun(h2load, dir, c.grpcUrl, w, s, () => grpcKeyVersion(c), c.token);
+    if (warmupSeconds > 0) await go(warmupSeconds);
+    const m = await cpuDuring(c, () => go(seconds));
+    const r = m.result;
+    grpc[w.name] = r;
+    console.log(
+      `  ${c.name} ${w.name.padEnd(24)} ${fmtRate(r.requestsPerSecond).padStart(7)} ops/s  ` +
+        `p50 ${fmtMs(r.latencyMsP50)} ms  p99 ${fmtMs(r.latencyMsP99)} ms  ` +
+        `CPU/op: leader ${(m.leaderSeconds * 1e6 / r.succeeded).toFixed(0)} µs, cluster ${
+          (m.clusterSeconds * 1e6 / r.succeeded).toFixed(0)
+        } µs` + (r.failed > 0 ? `  failed ${r.failed}` : ""),
+    );
+  }
+  return { http: out, grpc };
 }
 
 /** CPU seconds (user + system) process `pid` has used so far, from /proc/<pid>/stat. */
@@ -689,6 +799,7 @@ async function main(): Promise<number> {
       quick: { type: "boolean", default: false },
       seconds: { type: "string" },
       only: { type: "string" },
+      rows: { type: "string" },
       note: { type: "string", default: "" },
       "no-write": { type: "boolean", default: false },
       "keep-dir": { type: "boolean", default: false },
@@ -702,10 +813,12 @@ async function main(): Promise<number> {
     console.log(`raftmeta vs etcd
 
 Usage: deno task bench:etcd [--quick] [--seconds N] [--only raftmeta|etcd] [--note TEXT]
-                            [--no-write] [--keep-dir] [--secure] [--results FILE]
+                            [--rows sequential,concurrent,gets] [--no-write] [--keep-dir] [--secure] [--results FILE]
 
   --quick      3 s per row, 1 s warm-up (default 10 s per row, 2 s warm-up)
   --only       measure one system
+  --rows       measure only the rows whose names start with these words (comma-separated,
+               e.g. "concurrent" or "gRPC"); such a run is not written to RESULTS.md
   --note       a line recorded with the run in RESULTS.md (what changed)
   --no-write   print the table only
   --keep-dir   keep the data directories and node logs (the path is printed)
@@ -718,6 +831,20 @@ Environment (for experiments):
                                e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof"
   RAFTMETA_BENCH_SERVER_FLAGS  extra raftmeta server flags, e.g. "--snapshot-entries 10000"`);
     return 0;
+  }
+  const rowWords = values.rows?.split(",").map((w) => w.trim()).filter((w) => w !== "");
+  // A word picks the rows whose name starts with it: "concurrent" the JSON row, "gRPC" all gRPC rows.
+  const picked = (name: string) =>
+    rowWords === undefined || rowWords.some((word) => name.startsWith(word));
+  const rows = WORKLOADS.filter((w) => picked(w.name));
+  const grpcRows = GRPC_WORKLOADS.filter((w) => picked(w.name));
+  if (rows.length + grpcRows.length === 0) {
+    console.error(
+      `--rows ${values.rows}: no row matches; the rows are ${
+        [...WORKLOADS, ...GRPC_WORKLOADS].map((w) => `"${w.name}"`).join(", ")
+      }`,
+    );
+    return 2;
   }
   const seconds = values.seconds !== undefined ? Number(values.seconds) : values.quick ? 3 : 10;
   const warmup = values.quick ? 1 : 2;
@@ -758,6 +885,7 @@ Environment (for experiments):
     }
     for (const l of about) console.log(l);
     const results: Record<string, SystemResults> = { raftmeta: {}, etcd: {} };
+    const grpcResults: Record<string, GrpcResults> = { raftmeta: {}, etcd: {} };
     for (const name of ["raftmeta", "etcd"] as const) {
       if (values.only !== undefined && values.only !== name) continue;
       console.log(`starting a 3-node ${name} cluster…`);
@@ -767,24 +895,29 @@ Environment (for experiments):
         ? await startRaftmeta(sysDir, denoFlags, serverFlags)
         : await startEtcd(tools.etcd, sysDir);
       try {
-        results[name] = await benchSystem(c, tools.wrk, dir, seconds, warmup);
+        const r = await benchSystem(c, tools, dir, seconds, warmup, rows, grpcRows);
+        results[name] = r.http;
+        grpcResults[name] = r.grpc;
       } finally {
         await c.stop();
       }
     }
-    const table = renderTable(results.raftmeta, results.etcd);
+    const grpcTable = renderGrpcTable(grpcResults.raftmeta, grpcResults.etcd);
+    const table = renderTable(results.raftmeta, results.etcd) +
+      (grpcTable === "" ? "" : `\n\n${grpcTable}`);
     const command = `deno task bench:etcd${values.quick ? " --quick" : ""}${
       values.secure ? " --secure" : ""
     }${values.seconds !== undefined ? ` --seconds ${values.seconds}` : ""}${
       values.only !== undefined ? ` --only ${values.only}` : ""
     }`;
     console.log(`\n${table}\n`);
-    if (!values["no-write"]) {
+    if (!values["no-write"] && rowWords === undefined) {
       const section = [
         `## ${about[0].slice("- date: ".length)}${values.note ? ` — ${values.note}` : ""}`,
         "",
-        `\`${command}\` (${seconds} s per row after a ${warmup} s warm-up; wrk against each ` +
-        `cluster's leader; 3 processes per cluster on 127.0.0.1, one cluster at a time)`,
+        `\`${command}\` (${seconds} s per row after a ${warmup} s warm-up; wrk (HTTP/1.1, ` +
+        `JSON) and h2load (gRPC, one HTTP/2 connection) against each cluster's leader; 3 ` +
+        `processes per cluster on 127.0.0.1, one cluster at a time)`,
         "",
         ...about,
         "",

@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { decodeMessages, encodeMessagesFrame, FrameError, FrameReader } from "../src/net/codec.ts";
 import { PeerTransport } from "../src/net/transport.ts";
+import { ByteWriter } from "../src/kv/bytes.ts";
 import { Buffer } from "node:buffer";
 import {
   bytesAsBase64,
@@ -123,6 +124,32 @@ Deno.test("net codec: every message type round-trips in one frame", () => {
   assert.ok(payload);
   assert.deepEqual(decodeMessages(payload), SAMPLES);
   assert.equal(reader.next(), undefined);
+});
+
+Deno.test("net codec: a reused writer encodes each frame as a fresh one does", () => {
+  const writer = new ByteWriter(16); // small, so the long batch grows it
+  const big: Message = {
+    type: "AppendEntries",
+    from: "n1",
+    to: "n2",
+    term: 3,
+    prevLogIndex: 0,
+    prevLogTerm: 0,
+    leaderCommit: 0,
+    readRound: 0,
+    entries: Array.from({ length: 50 }, (_, i) => ({
+      index: i + 1,
+      term: 3,
+      kind: "command" as const,
+      command: new Uint8Array(100).fill(i),
+    })),
+  };
+  // Long, then short: the short frame must not carry the long one's tail.
+  for (const batch of [SAMPLES, [big], [SAMPLES[0]], SAMPLES.slice(2), [big, SAMPLES[1]]]) {
+    const reused = encodeMessagesFrame(batch, writer);
+    assert.deepEqual(reused, encodeMessagesFrame(batch));
+    assert.deepEqual(decodeMessages(reused.subarray(4)), batch);
+  }
 });
 
 Deno.test("net codec: malformed frames are refused", async (t) => {

@@ -343,6 +343,19 @@ export class ByteWriter {
     return this.#pos;
   }
 
+  /** Bytes it can hold before it grows. */
+  get capacity(): number {
+    return this.#buf.length;
+  }
+
+  /**
+   * Starts over, keeping the buffer (so a writer reused for a stream of frames allocates once).
+   * Views taken before are overwritten by later writes.
+   */
+  reset(): void {
+    this.#pos = 0;
+  }
+
   #room(n: number): void {
     if (this.#pos + n <= this.#buf.length) return;
     let size = this.#buf.length * 2;

@@ -140,8 +140,15 @@ class Reader {
   }
 }
 
-/** Encodes a batch of messages into one frame (length prefix included). */
-export function encodeMessagesFrame(messages: readonly Message[]): Uint8Array {
+/**
+ * Encodes a batch of messages into one frame (length prefix included). With `into`, the frame is
+ * written into that writer (reset first) and the result is a view of its buffer, valid until the
+ * writer's next use: a write loop that awaits each frame's write reuses one buffer.
+ */
+export function encodeMessagesFrame(
+  messages: readonly Message[],
+  into?: ByteWriter,
+): Uint8Array {
   if (messages.length > BATCH_MESSAGES_MAX) {
     throw new RangeError(
       `A batch holds at most ${BATCH_MESSAGES_MAX} messages: ${messages.length}`,
@@ -157,7 +164,13 @@ export function encodeMessagesFrame(messages: readonly Message[]): Uint8Array {
       estimate += m.data.length + (m.meta.context?.length ?? 0) * 3;
     }
   }
-  const w = new ByteWriter(estimate);
+  let w: ByteWriter;
+  if (into === undefined) {
+    w = new ByteWriter(estimate);
+  } else {
+    w = into;
+    w.reset();
+  }
   w.u32(0); // the frame length, written below
   w.u8(FrameKind.messages);
   w.u32(messages.length);

@@ -21,6 +21,7 @@
  * @module
  */
 
+import { ByteWriter } from "../kv/bytes.ts";
 import type { Message, NodeId } from "../raft/types.ts";
 import type { ByteConn, ConnListener, TlsConnListener, TlsMaterial } from "./tls.ts";
 import {
@@ -132,6 +133,10 @@ export const REMOVED_REFUSAL = "was removed from the cluster";
 const encoder = new TextEncoder();
 const MESSAGES_PER_FRAME_MAX = 1024;
 const FRAME_TARGET_BYTES = 4 * 1024 * 1024;
+/** A peer connection's frame buffer starts this size… */
+const WRITER_INITIAL_BYTES = 64 * 1024;
+/** …and is dropped after a frame that grew it past this (a snapshot chunk, a long catch-up). */
+const WRITER_KEPT_BYTES_MAX = 1024 * 1024;
 /** Bytes read from a socket at once once the peer has authenticated. */
 const READ_BYTES = 64 * 1024;
 const NONCE_PATTERN = /^[0-9a-f]{32}$/;
@@ -580,6 +585,9 @@ export class PeerTransport {
   }
 
   async #writeLoop(link: PeerLink, conn: ByteConn): Promise<void> {
+    // One buffer per connection, reused frame after frame (each write is awaited before the next
+    // frame is encoded); a frame that grew it past WRITER_KEPT_BYTES_MAX does not keep it.
+    let writer = new ByteWriter(WRITER_INITIAL_BYTES);
     while (!this.#closed) {
       if (link.queue.length === 0) {
         await link.waitForWork();
@@ -597,7 +605,8 @@ export class PeerTransport {
       }
       const batch = link.queue.splice(0, n);
       link.queueBytes -= bytes;
-      await writeAll(conn, encodeMessagesFrame(batch));
+      await writeAll(conn, encodeMessagesFrame(batch, writer));
+      if (writer.capacity > WRITER_KEPT_BYTES_MAX) writer = new ByteWriter(WRITER_INITIAL_BYTES);
       this.stats.framesSent++;
       this.stats.messagesSent += batch.length;
     }
