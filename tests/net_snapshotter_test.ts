@@ -9,6 +9,7 @@ import { drainReady } from "../src/raft/host.ts";
 import { listSnapshots } from "../src/storage/snapshot_file.ts";
 import { encodeStoreSnapshot } from "../src/storage/store_snapshot.ts";
 import {
+  restAfterSlice,
   type SnapshotHost,
   Snapshotter,
   staggeredSnapshotEntries,
@@ -101,6 +102,33 @@ Deno.test("a snapshot in slices: the node applies entries between them; adopted,
     assert.equal(b.node.role, "Leader");
     assert.equal(JSON.stringify(b.store.snapshot().kvs), kvs);
     b.storage.close();
+  });
+});
+
+Deno.test("each pause between slices is told the slice it follows; the server rests as long again", async () => {
+  assert.equal(restAfterSlice(0), 1);
+  assert.equal(restAfterSlice(3.2), 4);
+  assert.equal(restAfterSlice(12), 12);
+  await withRoot(async (root) => {
+    const r = leader(root, 400);
+    // A clock that moves 1 ms each time it is read: slices of at least 2 ms end after one chunk.
+    let clock = 0;
+    const told: number[] = [];
+    const snapshotter = new Snapshotter({
+      sliceMs: 2,
+      chunkBytes: 1024,
+      nowMs: () => clock++,
+      yieldTurn: (sliceMs) => {
+        told.push(sliceMs);
+        return Promise.resolve();
+      },
+    });
+    const outcome = await snapshotter.start(hostOf(r));
+    assert.ok(outcome.status === "taken");
+    assert.ok(told.length > 3, `${told.length} pauses`);
+    // Each pause got the slice's own length, which the outcome's longest slice bounds.
+    for (const ms of told) assert.ok(ms >= 2 && ms <= outcome.sliceMsMax, `slice ${ms} ms`);
+    r.storage.close();
   });
 });
 

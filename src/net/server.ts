@@ -22,7 +22,12 @@ import {
   type Snapshot,
 } from "../raft/types.ts";
 import { decodeStoreSnapshot } from "../storage/store_snapshot.ts";
-import { type SnapshotOutcome, Snapshotter, staggeredSnapshotEntries } from "./snapshotter.ts";
+import {
+  restAfterSlice,
+  type SnapshotOutcome,
+  Snapshotter,
+  staggeredSnapshotEntries,
+} from "./snapshotter.ts";
 import { SNAPSHOT_ENTRIES_DEFAULT } from "../raft/host.ts";
 import { EventHeap } from "../host/heap.ts";
 import { HostLoop, type HostTransport } from "../host/loop.ts";
@@ -569,7 +574,8 @@ export class RaftServer {
     this.watchStartSkips = options.faultPoints?.includes("watch-start-skips") ?? false;
     this.#snapshotter = new Snapshotter({
       nowMs: () => io.clock.nowMs(),
-      yieldTurn: () => new Promise((resolve) => io.timers.nextTurn(resolve)),
+      yieldTurn: (sliceMs) =>
+        new Promise((resolve) => io.timers.after(restAfterSlice(sliceMs), resolve)),
     });
     this.clusterId = options.clusterId ?? "raftmeta";
     this.#node = node;
