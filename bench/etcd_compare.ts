@@ -338,6 +338,8 @@ interface RunningCluster {
   readonly leaderUrl: string;
   /** The leader's gRPC endpoint (`http(s)://host:port`): raftmeta's --listen-grpc, etcd's client port. */
   readonly grpcUrl: string;
+  /** Every member's gRPC endpoint (`http(s)://host:port`), for etcdctl. */
+  readonly grpcUrls: readonly string[];
   /** Process ids of the members, and of the leader (for CPU per request, from /proc). */
   readonly pids: readonly number[];
   readonly leaderPid: number;
@@ -515,6 +517,7 @@ async function startRaftmeta(
     name: "raftmeta",
     leaderUrl,
     grpcUrl: `${security === undefined ? "http" : "https"}://127.0.0.1:${grpcPorts[leaderIndex]}`,
+    grpcUrls: grpcPorts.map((p) => `${security === undefined ? "http" : "https"}://127.0.0.1:${p}`),
     pids: procs.map((p) => p.pid),
     leaderPid: procs[urls.indexOf(leaderUrl)].pid,
     stop: () => stopChildren(procs),
@@ -570,6 +573,7 @@ async function startEtcd(etcd: string, dir: string): Promise<RunningCluster> {
     leaderUrl,
     // etcd serves gRPC and its JSON gateway on the same client port.
     grpcUrl: leaderUrl,
+    grpcUrls: urls,
     pids: procs.map((p) => p.pid),
     leaderPid: procs[urls.indexOf(leaderUrl)].pid,
     stop: () => stopChildren(procs),
@@ -662,6 +666,85 @@ async function wrkRun(
   return parseWrkOutput(r.out);
 }
 
+/** What `etcdctl check perf` reported for one load. */
+export interface CheckPerfResult {
+  /** Writes per second it measured. */
+  readonly writesPerSecond: number;
+  /** Its slowest request and the standard deviation of all, in seconds. */
+  readonly slowestSeconds: number;
+  readonly stddevSeconds: number;
+  /** Its overall verdict: PASS or FAIL (against the load's own targets). */
+  readonly verdict: "PASS" | "FAIL";
+  /** Lines that name an error (rpc error, etcdserver: …); a clean run has none. */
+  readonly errors: readonly string[];
+}
+
+/** etcdctl check perf's loads (etcd's presets: s, m, l, xl). */
+export const CHECK_PERF_LOADS = ["s", "m", "l", "xl"] as const;
+
+/** Parses `etcdctl check perf`'s output (its PASS/FAIL lines). Throws when they are missing. */
+export function parseCheckPerf(text: string): CheckPerfResult {
+  const lines = text.split(/[\r\n]+/);
+  const num = (re: RegExp) => {
+    for (const l of lines) {
+      const m = l.match(re);
+      if (m !== null) return Number(m[1]);
+    }
+    throw new Error(`etcdctl check perf printed no line matching ${re}:\n${text.slice(-1500)}`);
+  };
+  const verdict = lines.filter((l) => /^(PASS|FAIL)\s*$/.test(l.trim())).pop()?.trim();
+  if (verdict !== "PASS" && verdict !== "FAIL") {
+    throw new Error(`etcdctl check perf printed no verdict:\n${text.slice(-1500)}`);
+  }
+  return {
+    writesPerSecond: num(/^(?:PASS|FAIL): Throughput is (\d+) writes\/s/),
+    slowestSeconds: num(/^(?:PASS|FAIL): Slowest request took ([\d.]+)s/),
+    stddevSeconds: num(/^(?:PASS|FAIL): Stddev is ([\d.]+)s/),
+    verdict,
+    errors: lines.filter((l) => /rpc error|^Error|etcdserver:/.test(l)),
+  };
+}
+
+/** Renders the check perf rows as a Markdown table (raftmeta beside etcd, per load). */
+export function renderCheckPerfTable(
+  raftmeta: Partial<Record<string, CheckPerfResult>>,
+  etcd: Partial<Record<string, CheckPerfResult>>,
+): string {
+  const loads = CHECK_PERF_LOADS.filter((l) => raftmeta[l] !== undefined || etcd[l] !== undefined);
+  if (loads.length === 0) return "";
+  const cell = (r: CheckPerfResult | undefined) =>
+    r === undefined
+      ? "– | – | – | –"
+      : `${r.writesPerSecond} | ${r.slowestSeconds.toFixed(3)} | ${
+        r.stddevSeconds.toFixed(3)
+      } | ${r.verdict}${r.errors.length > 0 ? ` (${r.errors.length} errors)` : ""}`;
+  return [
+    "| etcdctl check perf | raftmeta writes/s | slowest s | stddev s | verdict | etcd writes/s | slowest s | stddev s | verdict |",
+    "|---|---:|---:|---:|---|---:|---:|---:|---|",
+    ...loads.map((l) => `| --load=${l} | ${cell(raftmeta[l])} | ${cell(etcd[l])} |`),
+  ].join("\n");
+}
+
+async function checkPerfRun(
+  etcdctl: string,
+  c: RunningCluster,
+  load: string,
+): Promise<CheckPerfResult> {
+  const args = ["--endpoints", c.grpcUrls.join(","), "--dial-timeout", "5s"];
+  if (security !== undefined) args.push("--cacert", `${security.certDir}/ca.crt`);
+  // check perf writes under its own prefix, outside the bench user's keys: with auth on it runs
+  // as root.
+  if (c.token !== undefined) args.push("--user", `root:${ROOT_PASSWORD}`);
+  const r = await run(etcdctl, [...args, "check", "perf", `--load=${load}`]);
+  const result = parseCheckPerf(r.out);
+  console.log(
+    `  ${c.name} check perf --load=${load}: ${result.writesPerSecond} writes/s, slowest ` +
+      `${result.slowestSeconds} s, stddev ${result.stddevSeconds} s, ${result.verdict}` +
+      (result.errors.length > 0 ? `, errors: ${result.errors.slice(0, 3).join(" | ")}` : ""),
+  );
+  return result;
+}
+
 /** CPU seconds the leader and the whole cluster used while `work` ran. */
 async function cpuDuring<T>(
   c: RunningCluster,
@@ -692,9 +775,13 @@ async function benchSystem(
   warmupSeconds: number,
   rows: readonly typeof WORKLOADS[number][],
   grpcRows: readonly GrpcWorkload[],
-): Promise<{ http: SystemResults; grpc: GrpcResults }> {
+  checkPerf: { etcdctl: string; loads: readonly string[] } | undefined,
+): Promise<
+  { http: SystemResults; grpc: GrpcResults; checkPerf: Record<string, CheckPerfResult> }
+> {
   const out: SystemResults = {};
   const grpc: GrpcResults = {};
+  const perf: Record<string, CheckPerfResult> = {};
   const wrk = tools.wrk;
   if (security !== undefined) {
     c.token = await enableAuth(c.leaderUrl);
@@ -736,7 +823,10 @@ async function benchSystem(
         } µs` + (r.failed > 0 ? `  failed ${r.failed}` : ""),
     );
   }
-  return { http: out, grpc };
+  for (const load of checkPerf?.loads ?? []) {
+    perf[load] = await checkPerfRun(checkPerf!.etcdctl, c, load);
+  }
+  return { http: out, grpc, checkPerf: perf };
 }
 
 /** CPU seconds (user + system) process `pid` has used so far, from /proc/<pid>/stat. */
@@ -800,6 +890,7 @@ async function main(): Promise<number> {
       seconds: { type: "string" },
       only: { type: "string" },
       rows: { type: "string" },
+      "check-perf": { type: "string" },
       note: { type: "string", default: "" },
       "no-write": { type: "boolean", default: false },
       "keep-dir": { type: "boolean", default: false },
@@ -813,12 +904,16 @@ async function main(): Promise<number> {
     console.log(`raftmeta vs etcd
 
 Usage: deno task bench:etcd [--quick] [--seconds N] [--only raftmeta|etcd] [--note TEXT]
-                            [--rows sequential,concurrent,gets] [--no-write] [--keep-dir] [--secure] [--results FILE]
+                            [--rows sequential,concurrent,gets] [--check-perf s,m,l]
+                            [--no-write] [--keep-dir] [--secure] [--results FILE]
 
   --quick      3 s per row, 1 s warm-up (default 10 s per row, 2 s warm-up)
   --only       measure one system
   --rows       measure only the rows whose names start with these words (comma-separated,
                e.g. "concurrent" or "gRPC"); such a run is not written to RESULTS.md
+  --check-perf also run \`etcdctl check perf\` at these loads (s, m, l, xl) against every
+               member of each system, after the other rows (60 s per load and system; needs
+               etcdctl, Debian: etcd-client)
   --note       a line recorded with the run in RESULTS.md (what changed)
   --no-write   print the table only
   --keep-dir   keep the data directories and node logs (the path is printed)
@@ -845,6 +940,26 @@ Environment (for experiments):
       }`,
     );
     return 2;
+  }
+  const loads = values["check-perf"]?.split(",").map((l) => l.trim()).filter((l) => l !== "") ??
+    [];
+  const badLoad = loads.find((l) => !(CHECK_PERF_LOADS as readonly string[]).includes(l));
+  if (badLoad !== undefined) {
+    console.error(
+      `--check-perf ${values["check-perf"]}: unknown load "${badLoad}"; the loads are ${
+        CHECK_PERF_LOADS.join(", ")
+      }`,
+    );
+    return 2;
+  }
+  let checkPerf: { etcdctl: string; loads: readonly string[] } | undefined;
+  if (loads.length > 0) {
+    const etcdctl = which("etcdctl");
+    if (etcdctl === undefined) {
+      console.error("--check-perf needs etcdctl (sudo apt-get install -y etcd-client)");
+      return 2;
+    }
+    checkPerf = { etcdctl, loads };
   }
   const seconds = values.seconds !== undefined ? Number(values.seconds) : values.quick ? 3 : 10;
   const warmup = values.quick ? 1 : 2;
@@ -886,6 +1001,10 @@ Environment (for experiments):
     for (const l of about) console.log(l);
     const results: Record<string, SystemResults> = { raftmeta: {}, etcd: {} };
     const grpcResults: Record<string, GrpcResults> = { raftmeta: {}, etcd: {} };
+    const perfResults: Record<string, Record<string, CheckPerfResult>> = {
+      raftmeta: {},
+      etcd: {},
+    };
     for (const name of ["raftmeta", "etcd"] as const) {
       if (values.only !== undefined && values.only !== name) continue;
       console.log(`starting a 3-node ${name} cluster…`);
@@ -895,21 +1014,24 @@ Environment (for experiments):
         ? await startRaftmeta(sysDir, denoFlags, serverFlags)
         : await startEtcd(tools.etcd, sysDir);
       try {
-        const r = await benchSystem(c, tools, dir, seconds, warmup, rows, grpcRows);
+        const r = await benchSystem(c, tools, dir, seconds, warmup, rows, grpcRows, checkPerf);
         results[name] = r.http;
         grpcResults[name] = r.grpc;
+        perfResults[name] = r.checkPerf;
       } finally {
         await c.stop();
       }
     }
     const grpcTable = renderGrpcTable(grpcResults.raftmeta, grpcResults.etcd);
+    const perfTable = renderCheckPerfTable(perfResults.raftmeta, perfResults.etcd);
     const table = renderTable(results.raftmeta, results.etcd) +
-      (grpcTable === "" ? "" : `\n\n${grpcTable}`);
+      (grpcTable === "" ? "" : `\n\n${grpcTable}`) +
+      (perfTable === "" ? "" : `\n\n${perfTable}`);
     const command = `deno task bench:etcd${values.quick ? " --quick" : ""}${
       values.secure ? " --secure" : ""
     }${values.seconds !== undefined ? ` --seconds ${values.seconds}` : ""}${
       values.only !== undefined ? ` --only ${values.only}` : ""
-    }`;
+    }${values["check-perf"] !== undefined ? ` --check-perf ${values["check-perf"]}` : ""}`;
     console.log(`\n${table}\n`);
     if (!values["no-write"] && rowWords === undefined) {
       const section = [

@@ -3,7 +3,9 @@
 import assert from "node:assert/strict";
 import {
   insertRun,
+  parseCheckPerf,
   parseWrkOutput,
+  renderCheckPerfTable,
   renderGrpcTable,
   renderTable,
   RUNS_MARK,
@@ -74,4 +76,34 @@ Deno.test("bench:etcd's gRPC rows: request bodies, h2load's output, the table", 
   );
   assert.match(table, /\| 1\.50× \| 0\.50× \| 1\.00× \|/);
   assert.equal(renderGrpcTable({}, {}), "");
+});
+
+Deno.test("bench:etcd --check-perf: etcdctl check perf's lines parsed, the table rendered", () => {
+  const pass = parseCheckPerf(
+    " 60 / 60 Booooooooo! 100.00% 1m0s\nPASS: Throughput is 150 writes/s\n" +
+      "PASS: Slowest request took 0.156894s\nPASS: Stddev is 0.010663s\nPASS\n",
+  );
+  assert.deepEqual(pass, {
+    writesPerSecond: 150,
+    slowestSeconds: 0.156894,
+    stddevSeconds: 0.010663,
+    verdict: "PASS",
+    errors: [],
+  });
+  const fail = parseCheckPerf(
+    "FAIL: Throughput too low: 6012 writes/s\nFAIL: Throughput is 6012 writes/s\n" +
+      "PASS: Slowest request took 0.4s\nFAIL: Stddev too high: 0.2s\nFAIL: Stddev is 0.2s\n" +
+      '{"level":"warn","msg":"retrying","error":"rpc error: code = Unavailable"}\nFAIL\n',
+  );
+  assert.equal(fail.verdict, "FAIL");
+  assert.equal(fail.writesPerSecond, 6012);
+  assert.equal(fail.errors.length, 1);
+  assert.throws(() => parseCheckPerf("Error: context deadline exceeded"), /printed no/);
+  const table = renderCheckPerfTable({ s: pass }, { s: pass, m: fail });
+  assert.match(table, /\| --load=s \| 150 \| 0\.157 \| 0\.011 \| PASS \| 150 \|/);
+  assert.match(
+    table,
+    /\| --load=m \| – \| – \| – \| – \| 6012 \| 0\.400 \| 0\.200 \| FAIL \(1 errors\) \|/,
+  );
+  assert.equal(renderCheckPerfTable({}, {}), "");
 });
