@@ -677,6 +677,8 @@ export interface CheckPerfResult {
   readonly verdict: "PASS" | "FAIL";
   /** Lines that name an error (rpc error, etcdserver: …); a clean run has none. */
   readonly errors: readonly string[];
+  /** Set when it ended without its summary: its exit status and last error line. */
+  readonly gaveUp?: string;
 }
 
 /** etcdctl check perf's loads (etcd's presets: s, m, l, xl). */
@@ -697,9 +699,11 @@ export function parseCheckPerf(text: string): CheckPerfResult {
     throw new Error(`etcdctl check perf printed no verdict:\n${text.slice(-1500)}`);
   }
   return {
-    writesPerSecond: num(/^(?:PASS|FAIL): Throughput is (\d+) writes\/s/),
-    slowestSeconds: num(/^(?:PASS|FAIL): Slowest request took ([\d.]+)s/),
-    stddevSeconds: num(/^(?:PASS|FAIL): Stddev is ([\d.]+)s/),
+    // etcdctl 3.4's wording: "PASS: Throughput is N writes/s" or "FAIL: Throughput too low: N
+    // writes/s"; "Slowest request took too long: Xs" has no FAIL: in front.
+    writesPerSecond: num(/^(?:PASS: Throughput is|FAIL: Throughput too low:) (\d+) writes\/s/),
+    slowestSeconds: num(/^(?:PASS: )?Slowest request took(?: too long:)? ([\d.]+)s/),
+    stddevSeconds: num(/^(?:PASS: Stddev is|FAIL: Stddev too high:) ([\d.]+)s/),
     verdict,
     errors: lines.filter((l) => /rpc error|^Error|etcdserver:/.test(l)),
   };
@@ -715,6 +719,8 @@ export function renderCheckPerfTable(
   const cell = (r: CheckPerfResult | undefined) =>
     r === undefined
       ? "– | – | – | –"
+      : r.gaveUp !== undefined
+      ? `– | – | – | gave up (${r.errors.length} errors)`
       : `${r.writesPerSecond} | ${r.slowestSeconds.toFixed(3)} | ${
         r.stddevSeconds.toFixed(3)
       } | ${r.verdict}${r.errors.length > 0 ? ` (${r.errors.length} errors)` : ""}`;
@@ -736,7 +742,26 @@ async function checkPerfRun(
   // as root.
   if (c.token !== undefined) args.push("--user", `root:${ROOT_PASSWORD}`);
   const r = await run(etcdctl, [...args, "check", "perf", `--load=${load}`]);
-  const result = parseCheckPerf(r.out);
+  let result: CheckPerfResult;
+  try {
+    result = parseCheckPerf(r.out);
+  } catch {
+    // It gave up before its summary (e.g. a request failed for good): recorded, not fatal.
+    const errors = r.out.split(/[\r\n]+/).filter((l) => /rpc error|^Error|etcdserver:/.test(l));
+    const last = errors[errors.length - 1] ?? r.out.trim().split("\n").pop() ?? "";
+    result = {
+      writesPerSecond: NaN,
+      slowestSeconds: NaN,
+      stddevSeconds: NaN,
+      verdict: "FAIL",
+      errors: errors.length > 0 ? errors : [last],
+      gaveUp: `exit ${r.code}: ${last.slice(0, 300)}`,
+    };
+  }
+  if (result.gaveUp !== undefined) {
+    console.log(`  ${c.name} check perf --load=${load}: gave up (${result.gaveUp})`);
+    return result;
+  }
   console.log(
     `  ${c.name} check perf --load=${load}: ${result.writesPerSecond} writes/s, slowest ` +
       `${result.slowestSeconds} s, stddev ${result.stddevSeconds} s, ${result.verdict}` +
