@@ -100,6 +100,10 @@ Deno.test("bench:etcd --check-perf: etcdctl check perf's lines parsed, the table
   assert.equal(fail.writesPerSecond, 6012);
   assert.equal(fail.errors.length, 1);
   assert.throws(() => parseCheckPerf("Error: context deadline exceeded"), /printed no/);
+  // A verdict without the figures (it reports only what it measured): NaN, shown as "–".
+  const bare = parseCheckPerf("FAIL: too many errors\nFAIL\n");
+  assert.ok(Number.isNaN(bare.writesPerSecond) && bare.verdict === "FAIL");
+  assert.match(renderCheckPerfTable({ l: bare }, {}), /\| --load=l \| – \| – \| – \| FAIL \|/);
   const table = renderCheckPerfTable({ s: pass }, { s: pass, m: fail });
   assert.match(table, /\| --load=s \| 150 \| 0\.157 \| 0\.011 \| PASS \| 150 \|/);
   assert.match(
