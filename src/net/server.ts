@@ -11,6 +11,7 @@
 import { NodeAuth } from "./auth.ts";
 import { RaftNode } from "../raft/node.ts";
 import { SeededRng } from "../raft/rng.ts";
+import { ForwardClient } from "./forward_client.ts";
 import {
   type Message,
   type NodeId,
@@ -276,7 +277,11 @@ export type ServerFetch = (
 /** A fetch's options; `client` picks Deno's HTTP client (e.g. one without a connection pool). */
 export type ServerFetchInit = RequestInit & {
   client?: Deno.HttpClient;
-  /** Open a new connection for it (an https URL gets the TLS client of that kind). */
+  /**
+   * Never send it twice (a write without a session): an http URL goes through raftmeta's own
+   * client (src/net/forward_client.ts: persistent connections, no resend), an https URL over a
+   * new connection of Deno's TLS client (whose pooled connections may resend).
+   */
   unpooled?: boolean;
 };
 
@@ -300,6 +305,8 @@ export interface ServerIo {
   readonly transport: HostTransport;
   /** Sends a forwarded request to the leader. */
   readonly fetch: ServerFetch;
+  /** Lets go of what `fetch` keeps open (idle connections), when the server closes. */
+  readonly closeFetch?: () => void;
   /** Records which peers have shown durable state (read by the empty-directory check). */
   readonly saveSeen: (seen: ReadonlyMap<NodeId, number>) => void;
 }
@@ -789,6 +796,11 @@ export class RaftServer {
         : tlsModule!.httpClientWith(clientTls, { pooled: false }),
     };
 
+    // Writes forwarded to a leader's http client URL: kept-open connections, never resent.
+    const forwarder = new ForwardClient({
+      responseBytesMax: (options.responseBytesMax ?? RESPONSE_BYTES_MAX_DEFAULT) + 1024 * 1024,
+    });
+
     const fresh = !exists(`${dataDir}/meta.json`);
     const seen = readSeen(dataDir);
 
@@ -932,13 +944,20 @@ export class RaftServer {
       fs: new RealFs(),
       transport: { send: (m) => transport?.send(m) },
       fetch: (url, init, timeoutMs) =>
-        fetch(url, {
-          ...init,
-          client: url.startsWith("https:") && forwardClient.current !== undefined
-            ? (init.unpooled ? forwardClient.unpooled : forwardClient.current)
-            : init.client,
-          signal: AbortSignal.timeout(Math.max(1, timeoutMs)),
-        }),
+        init.unpooled && url.startsWith("http:")
+          ? forwarder.request(url, {
+            method: init.method ?? "GET",
+            headers: new Headers(init.headers),
+            body: init.body as Uint8Array | undefined,
+          }, timeoutMs)
+          : fetch(url, {
+            ...init,
+            client: url.startsWith("https:") && forwardClient.current !== undefined
+              ? (init.unpooled ? forwardClient.unpooled : forwardClient.current)
+              : init.client,
+            signal: AbortSignal.timeout(Math.max(1, timeoutMs)),
+          }),
+      closeFetch: () => forwarder.close(),
       saveSeen: (seenTerms) => writeSeen(dataDir, seenTerms),
     };
     let built: { node: RaftNode; store: MetadataStore };
@@ -1590,6 +1609,7 @@ export class RaftServer {
     this.loopStalls.stop();
     this.#hub.cancelAll(`Node "${this.nodeId}" is stopping`);
     this.#transport?.close();
+    this.#io.closeFetch?.();
     this.#grpc?.close();
     // A proposed write may still commit (its followers may hold it): its outcome is unknown, and
     // a 503 would tell the client, or the follower that forwarded it, to send it again.
