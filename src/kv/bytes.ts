@@ -323,6 +323,17 @@ export function fromBase64(encoded: string): Uint8Array {
   return out;
 }
 
+/** `parts` one after the other in one new array (`total`: their summed length, when known). */
+export function concatBytes(parts: readonly Uint8Array[], total?: number): Uint8Array {
+  const out = new Uint8Array(total ?? parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
 /**
  * A growable big-endian byte writer for the binary formats (the command codec and the peer wire
  * format share it): fixed-width integers, and length-prefixed byte strings.

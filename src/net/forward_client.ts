@@ -18,6 +18,8 @@
  * @module
  */
 
+import { concatBytes } from "../kv/bytes.ts";
+
 /** Idle connections are closed after this long (the client port's idle timeout is 60 s). */
 export const FORWARD_IDLE_MS_DEFAULT = 10_000;
 /** Most idle connections kept per leader address. */
@@ -385,13 +387,7 @@ class Reader {
       parts.push(await this.exactly(size));
       await this.exactly(2);
     }
-    const out = new Uint8Array(total);
-    let at = 0;
-    for (const p of parts) {
-      out.set(p, at);
-      at += p.length;
-    }
-    return out;
+    return concatBytes(parts, total);
   }
 
   async toEnd(max: number): Promise<Uint8Array> {

@@ -268,23 +268,28 @@ export async function startGrpc(
       MemberRemove: unary("/v3/cluster/member/remove"),
       MemberUpdate: unary("/v3/cluster/member/update"),
       MemberPromote: unary("/v3/cluster/member/promote"),
-      MemberList: (
-        _call: UnaryCall,
-        callback: Callback,
-      ) => {
-        callback(
-          null,
-          memberListJson(
-            server,
-            (m) =>
-              m.id === server.nodeId
-                ? [url]
-                : peerGrpcUrls.has(m.id)
-                ? [peerGrpcUrls.get(m.id)!]
-                : m.grpcUrl === null
-                ? []
-                : [m.grpcUrl],
-          ),
+      // Linearizable as the gateway's route (etcd 3.5's default): that route waits for the read
+      // barrier (and checks the request); the list is then built here with the gRPC URLs. It
+      // used to answer at once, so etcdctl's list right after a member add sent to another member
+      // could miss the new member.
+      MemberList: (call: UnaryCall, callback: Callback) => {
+        gw.call("/v3/cluster/member/list", call.request, identityOf(call)).then(
+          () =>
+            callback(
+              null,
+              memberListJson(
+                server,
+                (m) =>
+                  m.id === server.nodeId
+                    ? [url]
+                    : peerGrpcUrls.has(m.id)
+                    ? [peerGrpcUrls.get(m.id)!]
+                    : m.grpcUrl === null
+                    ? []
+                    : [m.grpcUrl],
+              ),
+            ),
+          (e) => callback(toStatus(e)),
         );
       },
     },

@@ -27,6 +27,7 @@
 
 import type { ByteConn, ConnListener } from "./tls.ts";
 import { acceptNext } from "./accept.ts";
+import { concatBytes } from "../kv/bytes.ts";
 
 /** A request handler, as for Deno.serve. */
 export type Http1Handler = (
@@ -832,13 +833,7 @@ function connectionHeader(head: Head, keepAlive: boolean): string {
 }
 
 function joinAll(parts: Uint8Array[], length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+  return concatBytes(parts, length);
 }
 
 /** One chunk of the chunked transfer coding holding `parts` (nothing when empty). */
