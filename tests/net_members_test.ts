@@ -546,3 +546,43 @@ Deno.test("net members: with auth enabled, member add needs the root role (the s
     await c.stop();
   }
 });
+
+Deno.test({
+  name:
+    "net members: gRPC MemberList is linearizable (a member cut off from a quorum answers no list)",
+  ignore: findEtcdctl() === undefined, // etcdctl is the gRPC client here (.ci/run installs it)
+  async fn() {
+    const c = ProcessCluster.start(3, [], { grpc: true });
+    try {
+      const leader = await c.waitForLeader();
+      const [alone, other] = c.nodes.filter((n) => n !== leader);
+      const bin = findEtcdctl()!;
+      const before = await etcdctl(bin, alone.grpcEndpoint!, "member", "list");
+      assert.equal(before.code, 0, before.out);
+      assert.equal(before.out.trim().split("\n").length, 3);
+      // Freeze the two others: the last member cannot confirm with a quorum that its member
+      // table is current, so it must not answer with it (it answered at once before).
+      leader.signal("SIGSTOP");
+      other.signal("SIGSTOP");
+      try {
+        const cut = await etcdctl(
+          bin,
+          alone.grpcEndpoint!,
+          "--command-timeout=2s",
+          "member",
+          "list",
+        );
+        assert.notEqual(cut.code, 0, `answered without a quorum:\n${cut.out}`);
+      } finally {
+        leader.signal("SIGCONT");
+        other.signal("SIGCONT");
+      }
+      await until(
+        "the list answered again",
+        async () => (await etcdctl(bin, alone.grpcEndpoint!, "member", "list")).code === 0,
+      );
+    } finally {
+      await c.stop();
+    }
+  },
+});
