@@ -10,9 +10,11 @@ import assert from "node:assert/strict";
 import {
   compareBytes,
   isKeyString,
+  isUtf8,
   keyByteLength,
   keyBytes,
   keyFromBytes,
+  strictText,
 } from "../src/kv/bytes.ts";
 import { decodeCommand, encodeCommand } from "../src/kv/command.ts";
 import { compareKeys } from "../src/kv/sorted_map.ts";
@@ -218,4 +220,55 @@ Deno.test("a permission on a text prefix does not reach the byte keys after it",
   // Bytes 61 80: after every key starting 61 7F, before "a\u0080" (61 C2 80). Not in the prefix.
   assert.equal(a.permitted("u", { key: "a\udc80" }, "read"), false);
   assert.equal(a.permitted("u", { key: "a\u0080" }, "read"), false);
+});
+
+Deno.test("UTF-8 validity is decided in JS exactly as a fatal TextDecoder decides it", () => {
+  const fatal = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+  const byDecoder = (b: Uint8Array): string | undefined => {
+    try {
+      return fatal.decode(b);
+    } catch {
+      return undefined;
+    }
+  };
+  const check = (b: Uint8Array) => {
+    const expected = byDecoder(b);
+    assert.equal(
+      isUtf8(b),
+      expected !== undefined,
+      `isUtf8 of [${[...b].map((x) => x.toString(16))}]`,
+    );
+    assert.equal(strictText(b), expected, `strictText of [${[...b].map((x) => x.toString(16))}]`);
+  };
+  // The edges: every lead byte with every second byte's class, cut short and whole, a BOM, and
+  // the boundaries of overlong forms, surrogates and U+10FFFF.
+  for (let lead = 0x80; lead <= 0xff; lead++) {
+    for (const second of [0x00, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xff]) {
+      check(Uint8Array.of(lead));
+      check(Uint8Array.of(lead, second));
+      check(Uint8Array.of(lead, second, 0x80));
+      check(Uint8Array.of(lead, second, 0x80, 0x80));
+      check(Uint8Array.of(0x61, lead, second, 0xbf, 0xbf, 0x62));
+    }
+  }
+  check(Uint8Array.of(0xef, 0xbb, 0xbf, 0x61)); // a BOM is kept, as the store's decoders keep it
+  // Random bytes, random valid text, and valid text with one byte changed.
+  let seed = 7;
+  const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
+  for (let i = 0; i < 20_000; i++) {
+    const kind = i % 3;
+    let b: Uint8Array;
+    if (kind === 0) {
+      b = Uint8Array.from({ length: rnd(12) }, () => rnd(256));
+    } else {
+      const text = Array.from({ length: rnd(8) }, () => {
+        const cp =
+          [rnd(0x80), 0x80 + rnd(0x780), 0x800 + rnd(0xd000), 0x10000 + rnd(0x100000)][rnd(4)];
+        return String.fromCodePoint(cp);
+      }).join("");
+      b = new TextEncoder().encode(text);
+      if (kind === 2 && b.length > 0) b[rnd(b.length)] = rnd(256);
+    }
+    check(b);
+  }
 });

@@ -8,7 +8,6 @@
 
 const encoder = new TextEncoder();
 const lossyDecoder = new TextDecoder("utf-8", { ignoreBOM: true });
-const strictDecoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /**
  * The UTF-8 bytes of `text`.
@@ -45,22 +44,51 @@ export function strictText(bytes: Uint8Array): string | undefined {
     }
     if (ascii) return String.fromCharCode.apply(null, bytes as unknown as number[]);
   }
-  try {
-    return strictDecoder.decode(bytes);
-  } catch {
-    return undefined;
-  }
+  // Checked in JS first: a fatal decoder throws for bytes outside UTF-8, and building that
+  // exception cost more than the decoding (etcdctl check perf's random binary keys spent 7% of a
+  // leader's samples in it).
+  return utf8ValidFrom(bytes, 0) ? lossyDecoder.decode(bytes) : undefined;
 }
 
 /**
- * Whether `bytes` are valid UTF-8. ASCII (most keys and values) is checked in a JS loop, about ten
- * times faster than a decoder call for a few hundred bytes; anything else goes to a strict decoder.
+ * Whether `b[from..]` is valid UTF-8 as the Encoding Standard decodes it: no stray continuation
+ * bytes, no overlong forms (C0, C1, E0 80..9F, F0 80..8F), no surrogates (ED A0..BF), nothing past
+ * U+10FFFF (F4 90.., F5..FF), no sequence cut short.
  */
-export function isUtf8(bytes: Uint8Array): boolean {
-  for (let i = 0; i < bytes.length; i++) {
-    if (bytes[i] > 0x7f) return strictText(bytes.subarray(i)) !== undefined;
+function utf8ValidFrom(b: Uint8Array, from: number): boolean {
+  const n = b.length;
+  let i = from;
+  while (i < n) {
+    const c = b[i];
+    if (c < 0x80) {
+      i++;
+    } else if (c >= 0xc2 && c <= 0xdf) {
+      if (i + 1 >= n || (b[i + 1] & 0xc0) !== 0x80) return false;
+      i += 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      if (i + 2 >= n) return false;
+      const c1 = b[i + 1];
+      if ((c1 & 0xc0) !== 0x80 || (b[i + 2] & 0xc0) !== 0x80) return false;
+      if ((c === 0xe0 && c1 < 0xa0) || (c === 0xed && c1 >= 0xa0)) return false;
+      i += 3;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      if (i + 3 >= n) return false;
+      const c1 = b[i + 1];
+      if (
+        (c1 & 0xc0) !== 0x80 || (b[i + 2] & 0xc0) !== 0x80 || (b[i + 3] & 0xc0) !== 0x80
+      ) return false;
+      if ((c === 0xf0 && c1 < 0x90) || (c === 0xf4 && c1 >= 0x90)) return false;
+      i += 4;
+    } else {
+      return false;
+    }
   }
   return true;
+}
+
+/** Whether `bytes` are valid UTF-8 (checked in JS: no decoder call, no exception). */
+export function isUtf8(bytes: Uint8Array): boolean {
+  return utf8ValidFrom(bytes, 0);
 }
 
 /** Number of bytes `text` takes in UTF-8 (without encoding it). */
