@@ -10,8 +10,8 @@ import { PeerTransport } from "../src/net/transport.ts";
 import { ByteWriter } from "../src/kv/bytes.ts";
 import { Buffer } from "node:buffer";
 import {
-  bytesAsBase64,
   decodeBase64,
+  gatewayJson,
   kvJson,
   kvMessage,
   parsePut,
@@ -297,8 +297,13 @@ Deno.test("net etcd parsing: a decoded gRPC message's bytes are taken as bytes, 
   });
   // Forwarded to the leader, the message is the gateway's JSON again.
   assert.equal(
-    JSON.stringify({ key: Buffer.from("foo"), n: "1" }, bytesAsBase64),
-    '{"key":"Zm9v","n":"1"}',
+    gatewayJson({
+      key: Buffer.from("foo"),
+      n: "1",
+      success: [{ request_put: { key: new Uint8Array([255]), value: Buffer.alloc(0) } }],
+      absent: undefined,
+    }),
+    '{"key":"Zm9v","n":"1","success":[{"request_put":{"key":"/w==","value":""}}]}',
   );
 });
 

@@ -30,7 +30,7 @@ import type { TlsMaterial } from "./tls.ts";
 import type { SecureContextOptions, TlsOptions } from "node:tls";
 import { etcdCall, EtcdCallError, header, memberListJson, storeHash } from "./http.ts";
 import type { Identity } from "./auth.ts";
-import { bytesAsBase64 } from "./etcd.ts";
+import { gatewayJson } from "./etcd.ts";
 import { RevisionUnavailableError } from "../kv/store.ts";
 import type { HttpHandler, RaftServer } from "./server.ts";
 import { type MethodDefinition, type MethodHandler, Status } from "./grpc_h2.ts";
@@ -581,7 +581,7 @@ class Gateway {
 
   /** The handler's raw answer to a gateway request for `path` with `body` (and the call's token). */
   send(path: string, body: unknown, token?: string): Promise<Response> {
-    const bytes = new TextEncoder().encode(JSON.stringify(body, bytesAsBase64));
+    const bytes = new TextEncoder().encode(gatewayJson(body));
     const headers: Record<string, string> = {
       "content-type": "application/json",
       "content-length": String(bytes.length),

@@ -37,11 +37,11 @@ import type {
 } from "../kv/types.ts";
 import {
   badRequest,
-  bytesAsBase64,
   deleteJson,
   encodeBase64,
   eventJson,
   frameSnapshotFile,
+  gatewayJson,
   headerJson,
   HttpError,
   id64,
@@ -1059,7 +1059,7 @@ export async function etcdCall(
         method: "POST",
         target: path,
         headers: GRPC_FORWARD_HEADERS,
-        body: () => bytes ??= lineEncoder.encode(JSON.stringify(message, bytesAsBase64)),
+        body: () => bytes ??= lineEncoder.encode(gatewayJson(message)),
         identity,
       },
       session: undefined,
