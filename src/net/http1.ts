@@ -660,7 +660,7 @@ export class Http1Server {
     const total = headBytes.length + answer.body.length;
     const written = answer.body.length > COPY_BYTES_MAX
       ? (c.write(headBytes), c.write(answer.body))
-      : c.write(joinAll([headBytes, answer.body], total));
+      : c.write(concatBytes([headBytes, answer.body], total));
     written.catch(() => c.close());
     return keepAlive && !c.closed;
   }
@@ -748,7 +748,7 @@ export class Http1Server {
         ? c.write(headBytes)
         : total > COPY_BYTES_MAX
         ? [headBytes, ...chunks].map((b) => c.write(b)).at(-1)!
-        : c.write(joinAll([headBytes, ...chunks], headBytes.length + total));
+        : c.write(concatBytes([headBytes, ...chunks], headBytes.length + total));
       written.catch(() => c.close());
       return keepAlive;
     }
@@ -832,15 +832,11 @@ function connectionHeader(head: Head, keepAlive: boolean): string {
   return head.minor === 0 ? "connection: keep-alive\r\n\r\n" : "\r\n";
 }
 
-function joinAll(parts: Uint8Array[], length: number): Uint8Array {
-  return concatBytes(parts, length);
-}
-
 /** One chunk of the chunked transfer coding holding `parts` (nothing when empty). */
 function frame(parts: Uint8Array[], length: number): Uint8Array {
   if (length === 0) return new Uint8Array(0);
   const size = encoder.encode(length.toString(16) + "\r\n");
-  return joinAll([size, ...parts, CRLF], size.length + length + 2);
+  return concatBytes([size, ...parts, CRLF], size.length + length + 2);
 }
 
 /** Index just past the blank line ending a head in `buf[from, to)`, or -1. */
