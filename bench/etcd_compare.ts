@@ -97,6 +97,23 @@ function fmtRatio(a: number | undefined, b: number | undefined): string {
   return a === undefined || b === undefined || b === 0 ? "–" : `${(a / b).toFixed(2)}×`;
 }
 
+/** Rate, p50 and p99 of each system, then their ratios: the cells every comparison row shares. */
+interface RowFigures {
+  readonly requestsPerSecond: number;
+  readonly latencyMsP50: number;
+  readonly latencyMsP99: number;
+}
+
+function comparisonCells(r: RowFigures | undefined, e: RowFigures | undefined): string {
+  return `${fmtRate(r?.requestsPerSecond)} | ${fmtMs(r?.latencyMsP50)} | ${
+    fmtMs(r?.latencyMsP99)
+  } | ${fmtRate(e?.requestsPerSecond)} | ${fmtMs(e?.latencyMsP50)} | ${fmtMs(e?.latencyMsP99)} | ${
+    fmtRatio(r?.requestsPerSecond, e?.requestsPerSecond)
+  } | ${fmtRatio(r?.latencyMsP50, e?.latencyMsP50)} | ${
+    fmtRatio(r?.latencyMsP99, e?.latencyMsP99)
+  } |`;
+}
+
 /** Renders the comparison as a Markdown table (latencies in ms; ratios are raftmeta/etcd). */
 export function renderTable(raftmeta: SystemResults, etcd: SystemResults): string {
   const lines = [
@@ -109,15 +126,7 @@ export function renderTable(raftmeta: SystemResults, etcd: SystemResults): strin
     const errs = (r?.errors ?? 0) + (e?.errors ?? 0) > 0
       ? ` (errors: raftmeta ${r?.errors ?? 0}, etcd ${e?.errors ?? 0})`
       : "";
-    lines.push(
-      `| ${w.name} (${w.connections} conn)${errs} | ${fmtRate(r?.requestsPerSecond)} | ${
-        fmtMs(r?.latencyMsP50)
-      } | ${fmtMs(r?.latencyMsP99)} | ${fmtRate(e?.requestsPerSecond)} | ${
-        fmtMs(e?.latencyMsP50)
-      } | ${fmtMs(e?.latencyMsP99)} | ${fmtRatio(r?.requestsPerSecond, e?.requestsPerSecond)} | ${
-        fmtRatio(r?.latencyMsP50, e?.latencyMsP50)
-      } | ${fmtRatio(r?.latencyMsP99, e?.latencyMsP99)} |`,
-    );
+    lines.push(`| ${w.name} (${w.connections} conn)${errs} | ${comparisonCells(r, e)}`);
   }
   return lines.join("\n");
 }
@@ -138,17 +147,8 @@ export function renderGrpcTable(raftmeta: GrpcResults, etcd: GrpcResults): strin
     const errs = (r?.failed ?? 0) + (e?.failed ?? 0) > 0
       ? ` (failed: raftmeta ${r?.failed ?? 0}, etcd ${e?.failed ?? 0})`
       : "";
-    lines.push(
-      `| ${w.name} (${w.streams} stream${w.streams === 1 ? "" : "s"})${errs} | ${
-        fmtRate(r?.requestsPerSecond)
-      } | ${fmtMs(r?.latencyMsP50)} | ${fmtMs(r?.latencyMsP99)} | ${
-        fmtRate(e?.requestsPerSecond)
-      } | ${fmtMs(e?.latencyMsP50)} | ${fmtMs(e?.latencyMsP99)} | ${
-        fmtRatio(r?.requestsPerSecond, e?.requestsPerSecond)
-      } | ${fmtRatio(r?.latencyMsP50, e?.latencyMsP50)} | ${
-        fmtRatio(r?.latencyMsP99, e?.latencyMsP99)
-      } |`,
-    );
+    const streams = `${w.streams} stream${w.streams === 1 ? "" : "s"}`;
+    lines.push(`| ${w.name} (${streams})${errs} | ${comparisonCells(r, e)}`);
   }
   return lines.join("\n");
 }

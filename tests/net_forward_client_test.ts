@@ -131,39 +131,37 @@ Deno.test("forward client: a connection the leader closed while idle does not ca
   }
 });
 
+/**
+ * Sends one put to a server behaving as `behaviour` and expects the unknown-outcome error; then
+ * (after the connection's close settles) returns what the server saw.
+ */
+async function unknownOutcome(behaviour: Behaviour, timeoutMs: number) {
+  const server = scriptedServer(() => behaviour);
+  const client = new ForwardClient({ responseBytesMax: 1 << 20 });
+  try {
+    await assert.rejects(
+      () => client.request(`${server.url}/v3/kv/put`, post(behaviour), timeoutMs),
+      (e) => e instanceof ForwardUnknownError && !neverSent(e),
+    );
+    await new Promise((r) => setTimeout(r, 100));
+    return { ...server.seen };
+  } finally {
+    client.close();
+    server.close();
+  }
+}
+
 Deno.test("forward client: a request is never sent twice; failures say whether it was sent", async (t) => {
   await t.step(
     "the leader read it and reset the connection: unknown outcome, one copy",
     async () => {
-      const server = scriptedServer(() => "reset-after-read");
-      const client = new ForwardClient({ responseBytesMax: 1 << 20 });
-      try {
-        await assert.rejects(
-          () => client.request(`${server.url}/v3/kv/put`, post("once"), 2000),
-          (e) => e instanceof ForwardUnknownError && !neverSent(e),
-        );
-        await new Promise((r) => setTimeout(r, 100));
-        assert.equal(server.seen.requests, 1);
-        assert.equal(server.seen.connections, 1);
-      } finally {
-        client.close();
-        server.close();
-      }
+      const seen = await unknownOutcome("reset-after-read", 2000);
+      assert.equal(seen.requests, 1);
+      assert.equal(seen.connections, 1);
     },
   );
   await t.step("no answer before the deadline: unknown outcome, one copy", async () => {
-    const server = scriptedServer(() => "silent");
-    const client = new ForwardClient({ responseBytesMax: 1 << 20 });
-    try {
-      await assert.rejects(
-        () => client.request(`${server.url}/v3/kv/put`, post("slow"), 200),
-        (e) => e instanceof ForwardUnknownError && !neverSent(e),
-      );
-      assert.equal(server.seen.requests, 1);
-    } finally {
-      client.close();
-      server.close();
-    }
+    assert.equal((await unknownOutcome("silent", 200)).requests, 1);
   });
   await t.step("nobody listens: the connect error, which says nothing was sent", async () => {
     const client = new ForwardClient({ responseBytesMax: 1 << 20 });
